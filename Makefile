@@ -1,0 +1,40 @@
+# Every target here is something the README tells you to run.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test test-fast lint format up bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	bash scripts/ensure-system-tools.sh
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with its test tools
+
+test: install  ## the whole suite: unit, integration (real Redis, RQ, gunicorn), e2e
+	$(BIN)/python -m pytest
+
+test-fast: install  ## unit tests only
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+up: install  ## the whole stack locally: Redis (or embedded), trainer API + worker, inference
+	$(BIN)/python scripts/run_local.py
+
+bench: install  ## engine benchmarks; see BENCHMARKS.md
+	$(BIN)/python -m pip install -q 'torch==2.13.0'
+	$(BIN)/python -m benchmarks.engine
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

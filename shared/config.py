@@ -1,0 +1,149 @@
+"""TrainConfig: the one schema for a training run.
+
+The CLI (`python -m trainer_service train`), the trainer API (`POST /v1/jobs`), the RQ job and the
+registry manifest all speak this model, so an option means the same thing everywhere.
+
+A preset fills in defaults; any field the caller sets explicitly wins over the preset.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DatasetName = Literal["mnist", "fashion-mnist"]
+Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh"]
+OptimizerName = Literal["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"]
+ScheduleName = Literal["constant", "step", "cosine"]
+PresetName = Literal["default", "seed-basic", "seed-deep", "best"]
+
+#: Model names are directory names in the registry: keep them boring.
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+# Presets. "default" is what `train --data-dir DIR` with no other option runs.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The first seed: 784-10-10, ReLU, plain full-batch gradient descent, lr 0.1, 500 iterations.
+    "seed-basic": {
+        "hidden_layers": [10],
+        "activation": "relu",
+        "epochs": 500,
+        "batch_size": 0,
+        "optimizer": "sgd",
+        "learning_rate": 0.1,
+        "lr_schedule": "constant",
+        "warmup_epochs": 0,
+        "dropout": 0.0,
+        "l2": 0.0,
+        "batch_norm": False,
+        "label_smoothing": 0.0,
+        "augment": False,
+        "val_fraction": 0.0,
+        "early_stopping_patience": None,
+        "standardize": False,
+    },
+    # The second seed: 128-64-32-16 hidden, dropout, L2.
+    "seed-deep": {
+        "hidden_layers": [128, 64, 32, 16],
+        "activation": "relu",
+        "epochs": 30,
+        "batch_size": 64,
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "lr_schedule": "constant",
+        "warmup_epochs": 0,
+        "dropout": 0.2,
+        "l2": 1e-4,
+        "augment": False,
+    },
+    # Our strongest MLP: wide layers, dropout, affine + elastic augmentation, cosine schedule.
+    "best": {
+        "hidden_layers": [1024, 1024],
+        "activation": "relu",
+        "epochs": 60,
+        "batch_size": 128,
+        "optimizer": "adam",
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+        "dropout": 0.3,
+        "l2": 0.0,
+        "augment": True,
+        "elastic": True,
+        "label_smoothing": 0.05,
+        "val_fraction": 0.05,
+        "early_stopping_patience": None,
+    },
+}
+
+
+class TrainConfig(BaseModel):
+    """Every knob of a training run. Unknown fields are rejected, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: str | None = Field(
+        default=None,
+        pattern=MODEL_NAME_PATTERN,
+        description="Registry name to publish under; defaults to the dataset's name.",
+    )
+    dataset: DatasetName = "mnist"
+    preset: PresetName | None = None
+
+    hidden_layers: list[int] = Field(default_factory=lambda: [512, 256], min_length=1, max_length=8)
+    activation: Activation = "relu"
+    batch_norm: bool = False
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0, description="Drop probability (not keep).")
+    l2: float = Field(default=0.0, ge=0.0, le=1.0)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    standardize: bool = Field(default=True, description="Subtract the training-set pixel mean.")
+
+    epochs: int = Field(default=12, ge=1, le=1000)
+    batch_size: int = Field(default=128, ge=0, le=60000, description="0 means full batch.")
+    optimizer: OptimizerName = "adam"
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="Decoupled (AdamW).")
+    lr_schedule: ScheduleName = "cosine"
+    warmup_epochs: int = Field(default=0, ge=0, le=100)
+    grad_clip: float | None = Field(default=None, gt=0.0)
+
+    augment: bool = False
+    elastic: bool = False
+
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=1000)
+    train_limit: int | None = Field(
+        default=None, ge=10, description="Train on the first N training images (tests, demos)."
+    )
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    @field_validator("hidden_layers")
+    @classmethod
+    def _widths_positive(cls, widths: list[int]) -> list[int]:
+        for w in widths:
+            if not 1 <= w <= 8192:
+                raise ValueError("every hidden layer width must be between 1 and 8192")
+        return widths
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill in the preset's values underneath whatever the caller set explicitly."""
+        if isinstance(data, dict) and data.get("preset"):
+            preset = data["preset"]
+            if preset in PRESETS:
+                merged = dict(PRESETS[preset])
+                merged.update({k: v for k, v in data.items() if v is not None or k == "preset"})
+                return merged
+        return data
+
+    @property
+    def model_name(self) -> str:
+        """The registry name this run publishes under."""
+        return self.model or self.dataset
+
+    def public_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, as stored in manifests and returned by the API."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,60 @@
+"""Fixtures every test layer shares: datasets on disk and a real Redis.
+
+Datasets come from `MNIST_DATA_DIR` / `FASHION_MNIST_DATA_DIR`, else from `../shared/data/` beside
+the repository. Redis is `REDIS_URL` when set (the tests then only touch keys they create, under a
+unique queue name), else an embedded real redis-server started for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Two cores: keep BLAS single-threaded in test processes and every child they start.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+
+def _dataset_dir(env_var: str, name: str) -> Path:
+    configured = os.environ.get(env_var)
+    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / name
+    if not (path / "train-images-idx3-ubyte.gz").exists():
+        raise pytest.UsageError(
+            f"{name} IDX files not found in {path}; set {env_var} to a folder holding them"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """Folder holding the four canonical MNIST IDX .gz files."""
+    return _dataset_dir("MNIST_DATA_DIR", "mnist")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    return _dataset_dir("FASHION_MNIST_DATA_DIR", "fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    """URL of a real Redis: REDIS_URL if set, else an embedded server for this session."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from shared.redis_embedded import EmbeddedRedis
+
+    with EmbeddedRedis(data_dir=tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name no other test (or other test run on the same Redis) uses."""
+    return f"t{uuid.uuid4().hex[:10]}"
