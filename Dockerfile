@@ -1,0 +1,79 @@
+# One image for every digitflow process: the trainer API, the trainer worker and the inference
+# service differ only by their command (see docker-compose.yml). The default command serves
+# inference, because that is the one process that runs on its own (it needs no Redis).
+
+# ---- build: install the project and its runtime dependencies into a virtualenv ----------------
+FROM python:3.11-slim-bookworm AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+# Dependencies first, from the metadata alone (empty package stubs), so that a source change does
+# not reinstall NumPy, pandas and friends: this layer is rebuilt only when pyproject.toml changes.
+COPY pyproject.toml README.md ./
+RUN mkdir -p shared trainer_service inference_service \
+    && touch shared/__init__.py trainer_service/__init__.py inference_service/__init__.py \
+    && pip install --no-cache-dir . \
+    && rm -rf shared trainer_service inference_service build ./*.egg-info
+
+# Then the project itself (no test or bench extras: those never ship).
+COPY shared/ shared/
+COPY trainer_service/ trainer_service/
+COPY inference_service/ inference_service/
+RUN pip install --no-cache-dir --no-deps --force-reinstall .
+
+# ---- runtime ---------------------------------------------------------------------------------
+FROM python:3.11-slim-bookworm
+
+LABEL org.opencontainers.image.title="digitflow" \
+      org.opencontainers.image.description="NumPy MNIST trainer (RQ) and inference service (Flask/gunicorn)" \
+      org.opencontainers.image.licenses="MIT"
+
+# - no .pyc writes (the code is read-only to the app user) and unbuffered logs for `docker logs`;
+# - one BLAS/OpenMP thread per process: gunicorn runs several workers and compose may run several
+#   trainer workers on the same cores, so letting each spawn one thread per core oversubscribes.
+#   Raise it for a lone trainer worker (WORKER_BLAS_THREADS in docker-compose.yml).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OPENBLAS_NUM_THREADS=1 \
+    OMP_NUM_THREADS=1 \
+    MKL_NUM_THREADS=1 \
+    MPLBACKEND=Agg \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    MODEL_REGISTRY_DIR=/models \
+    DATA_DIR=/data \
+    TRAINER_PORT=8001 \
+    INFERENCE_PORT=8000
+
+# The app user owns only what it must write: the model registry and the dataset cache. Named
+# volumes mounted on these paths start out with this ownership.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin app \
+    && mkdir -p /models /data \
+    && chown app:app /models /data
+
+COPY --from=build /opt/venv /opt/venv
+
+# The source tree stays in the working directory as well: the gunicorn config files are given by
+# path (`-c trainer_service/gunicorn.conf.py`). It is owned by root, so the app cannot modify it.
+WORKDIR /app
+COPY pyproject.toml ./
+COPY shared/ shared/
+COPY trainer_service/ trainer_service/
+COPY inference_service/ inference_service/
+
+USER 10001:10001
+
+EXPOSE 8000 8001
+
+# No HEALTHCHECK here: the worker has no HTTP port, so each service's check lives in
+# docker-compose.yml (python + urllib, since the slim image has no curl).
+CMD ["gunicorn", "-c", "inference_service/gunicorn.conf.py", "inference_service.app:create_app()"]
