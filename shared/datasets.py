@@ -370,7 +370,7 @@ def _integer_column_values(values: np.ndarray, column: str, path: Path) -> np.nd
         if frac.any():
             row = int(np.flatnonzero(frac)[0])
             raise DatasetError(
-                f"{path}: non-integer value {values[row]!r} in column {column!r} "
+                f"{path}: non-integer value {float(values[row])!r} in column {column!r} "
                 f"(data row {row + 1})"
             )
         return values.astype(np.int64)
