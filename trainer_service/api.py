@@ -1,0 +1,121 @@
+"""The trainer HTTP API: a Flask app that queues training jobs on RQ and manages registry pins.
+
+Run it as `gunicorn -c trainer_service/gunicorn.conf.py "trainer_service.api:create_app()"` (or
+`python -m trainer_service api`). Every answer, errors included, is JSON. When Redis is down the
+job routes answer 503 and recover on their own once it is back; health and model routes do not
+need Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from shared import registry as reg
+from trainer_service.web import ApiError, Settings, TrainerState, error_response, install_auth
+
+log = logging.getLogger("trainer_service.api")
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+MAX_BODY_BYTES = 1024 * 1024  # a training config is a few hundred bytes
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. `config` overrides environment variables (REDIS_URL, RQ_QUEUE, API_TOKEN...)."""
+    settings = Settings.load(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False
+    app.extensions["digitflow_trainer"] = TrainerState(settings)
+
+    install_auth(app)
+    _install_error_handlers(app)
+
+    from trainer_service.routes_jobs import bp as jobs_bp
+    from trainer_service.routes_models import bp as models_bp
+
+    app.register_blueprint(jobs_bp)
+    app.register_blueprint(models_bp)
+
+    @app.get("/healthz")
+    def healthz():
+        """Alive: the process answers. Says nothing about Redis (see /readyz)."""
+        return jsonify({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz():
+        """Ready: Redis answers a PING, so jobs can be queued."""
+        state: TrainerState = app.extensions["digitflow_trainer"]
+        try:
+            state.redis.ping()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            return error_response(503, f"Redis is unreachable: {_redis_reason(exc)}", ready=False)
+        return jsonify({"status": "ready", "queue": settings.queue})
+
+    @app.get("/openapi.json")
+    def openapi():
+        return Response(OPENAPI_PATH.read_bytes(), mimetype="application/json")
+
+    log.info(
+        "trainer API ready: queue=%s registry=%s auth=%s",
+        settings.queue,
+        settings.registry_dir,
+        "on" if settings.api_token else "off",
+    )
+    return app
+
+
+def _redis_reason(exc: Exception) -> str:
+    """Redis client errors name host:port and errno; no credentials (the URL's password) appear."""
+    text = str(exc).strip() or exc.__class__.__name__
+    return text.splitlines()[0][:200].rstrip(".")
+
+
+def _install_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.message, headers=exc.headers, **exc.extra)
+
+    @app.errorhandler(redis.exceptions.ConnectionError)
+    @app.errorhandler(redis.exceptions.TimeoutError)
+    def _redis_down(exc: Exception):
+        log.warning("Redis unavailable: %s", _redis_reason(exc))
+        return error_response(
+            503,
+            f"the job queue (Redis) is unavailable: {_redis_reason(exc)}; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.errorhandler(reg.InvalidNameError)
+    def _invalid_name(exc: Exception):
+        return error_response(404, f"no such model or alias: {exc}")
+
+    @app.errorhandler(reg.ModelNotFoundError)
+    def _model_not_found(exc: Exception):
+        return error_response(404, str(exc))
+
+    @app.errorhandler(reg.VersionNotFoundError)
+    def _version_not_found(exc: Exception):
+        return error_response(404, str(exc))
+
+    @app.errorhandler(reg.RegistryError)
+    def _registry_error(exc: Exception):
+        return error_response(422, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        response = error_response(exc.code or 500, exc.description or exc.name)
+        for key, value in exc.get_headers():
+            if key.lower() == "allow":
+                response.headers[key] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal error; see the trainer API logs")

@@ -1,0 +1,245 @@
+"""The RQ job: train one model from a TrainConfig dict and publish it as a new registry version.
+
+`train_job` is a plain importable function with JSON arguments, so any RQ worker whose environment
+has MODEL_REGISTRY_DIR and the data directories can run it. It trains through
+`shared.pipeline.run_training`, the same code path as the `train` CLI, so a queued job and a CLI
+run with the same config give the same model.
+
+Failure modes and what they leave behind:
+* bad config → fails at once with the validation message (no retry, nothing published);
+* transient error (dataset download hit a network problem) → RQ retries it a few times;
+* stopped by the API (work horse SIGKILLed), timed out, or the worker died → nothing published:
+  the registry's publish is one atomic rename at the very end, after everything else succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+from rq import Retry, get_current_job
+from rq.job import Job
+
+from shared.config import TrainConfig
+from trainer_service import queueing
+
+log = logging.getLogger(__name__)
+
+#: Retry schedule for transient errors, in seconds (JOB_RETRY_DELAYS, comma separated); the
+#: number of entries is the number of retries (JOB_RETRIES caps it).
+DEFAULT_RETRY_DELAYS = (5, 30, 120)
+
+
+class JobCanceled(RuntimeError):
+    """The API canceled the job in the same instant a worker dequeued it."""
+
+
+class WorkerGone(RuntimeError):
+    """The worker process that forked this work horse has died: do not publish anything."""
+
+
+def _retry_delays() -> list[int]:
+    raw = os.environ.get("JOB_RETRY_DELAYS", "").strip()
+    delays = [int(x) for x in raw.split(",") if x.strip()] if raw else list(DEFAULT_RETRY_DELAYS)
+    retries = queueing.env_int("JOB_RETRIES", len(delays))
+    if retries <= 0:
+        return []
+    while len(delays) < retries:
+        delays.append(delays[-1] if delays else 0)
+    return [max(0, d) for d in delays[:retries]]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Network trouble anywhere in the exception chain (the dataset download), nothing else.
+
+    A bad config, a corrupt dataset file or a bug fails the same way every time: retrying it would
+    only burn worker time.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            urllib.error.URLError
+            | ConnectionError
+            | TimeoutError
+            | socket.timeout
+            | socket.gaierror,
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _data_dir() -> Path | None:
+    """None lets shared.datasets resolve MNIST_DATA_DIR / FASHION_MNIST_DATA_DIR / DATA_DIR/<name>."""
+    return None
+
+
+class _Progress:
+    """Writes per-epoch progress and history into the RQ job's meta, where the API reads them."""
+
+    def __init__(self, job: Job | None, config: TrainConfig) -> None:
+        self.job = job
+        self.config = config
+        self.parent_pid = os.getppid()
+        self.history: list[dict[str, Any]] = []
+
+    def update(self, **fields: Any) -> None:
+        if self.job is None:
+            return
+        self.job.meta.update(queueing.json_safe(fields))
+        self.job.save_meta()
+
+    def check_worker_alive(self) -> None:
+        """A work horse whose worker died must not publish: nobody would record the outcome."""
+        if self.job is not None and os.getppid() != self.parent_pid:
+            raise WorkerGone(
+                "the RQ worker that started this job died; aborting without publishing"
+            )
+
+    def on_epoch(self, record: Any) -> None:
+        self.check_worker_alive()
+        rec = queueing.json_safe(record.to_dict() if hasattr(record, "to_dict") else dict(record))
+        self.history.append(rec)
+        progress = {
+            "epoch": rec.get("epoch"),
+            "epochs": rec.get("epochs", self.config.epochs),
+            "train_loss": rec.get("train_loss"),
+            "train_accuracy": rec.get("train_accuracy"),
+            "val_loss": rec.get("val_loss"),
+            "val_accuracy": rec.get("val_accuracy"),
+            "learning_rate": rec.get("learning_rate"),
+            "seconds": rec.get("seconds"),
+        }
+        self.update(phase="training", progress=progress, history=self.history)
+        log.info(
+            "job %s: epoch %s/%s train_loss=%.4f val_accuracy=%s",
+            self.job.id if self.job else "-",
+            progress["epoch"],
+            progress["epochs"],
+            progress["train_loss"] or float("nan"),
+            progress["val_accuracy"],
+        )
+
+
+def build_manifest(
+    config: TrainConfig, outcome: Any, job_id: str | None, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Everything needed to reproduce and judge this version (the registry adds sha256 etc.)."""
+    metrics = queueing.json_safe(dict(outcome.metrics))
+    return {
+        "model": config.model_name,
+        "dataset": config.dataset,
+        "config": config.public_dict(),
+        "metrics": {
+            "test_accuracy": metrics.get("accuracy"),
+            "test_loss": metrics.get("loss"),
+            "per_class": metrics.get("per_class"),
+            "confusion_matrix": metrics.get("confusion_matrix"),
+        },
+        "history": history,
+        "best_epoch": int(outcome.best_epoch),
+        "stopped_early": bool(outcome.stopped_early),
+        "train_seconds": float(outcome.train_seconds),
+        "dataset_fingerprint": outcome.fingerprint,
+        "job_id": job_id,
+        "trained_on": socket.gethostname(),
+    }
+
+
+def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
+    """Train from a TrainConfig dict, publish the model, return a JSON summary.
+
+    Returns an RQ `Retry` (after a short backoff) for transient errors while retries remain;
+    RQ then re-enqueues the same job. Raises for everything else.
+    """
+    job = get_current_job()
+    cfg = TrainConfig.model_validate(config)  # ValidationError: a bad config never retries
+    progress = _Progress(job, cfg)
+    if job is not None and job.get_meta(refresh=True).get("cancel_requested"):
+        raise JobCanceled("the job was canceled before it started")
+    progress.update(model=cfg.model_name, phase="loading data", progress=None, history=[])
+
+    from shared.pipeline import run_training  # heavy imports only in the work horse
+
+    from shared.registry import Registry
+
+    try:
+        outcome = run_training(cfg, data_dir=_data_dir(), on_epoch=progress.on_epoch)
+    except Exception as exc:
+        retry = _maybe_retry(job, exc, progress)
+        if retry is not None:
+            return retry
+        raise
+
+    progress.check_worker_alive()
+    progress.update(phase="publishing")
+    history = progress.history or [
+        queueing.json_safe(r.to_dict() if hasattr(r, "to_dict") else r) for r in outcome.history
+    ]
+    job_id = job.id if job is not None else None
+    manifest = build_manifest(cfg, outcome, job_id, history)
+
+    from shared.modelfile import save_model
+
+    registry = Registry(os.environ.get("MODEL_REGISTRY_DIR", "./var/models"))
+    with tempfile.TemporaryDirectory(prefix="digitflow-job-") as tmp:
+        weights = Path(tmp) / "weights.npz"
+        save_model(weights, outcome.model, metadata={"model": cfg.model_name, "job_id": job_id})
+        progress.check_worker_alive()
+        version = registry.publish(cfg.model_name, weights, manifest)
+
+    test_accuracy = manifest["metrics"]["test_accuracy"]
+    progress.update(phase="published", model_version=version)
+    log.info(
+        "job %s: published %s version %d (test accuracy %s)",
+        job_id,
+        cfg.model_name,
+        version,
+        test_accuracy,
+    )
+    return {
+        "model": cfg.model_name,
+        "model_version": version,
+        "test_accuracy": test_accuracy,
+        "best_epoch": manifest["best_epoch"],
+        "epochs_run": len(history),
+        "train_seconds": manifest["train_seconds"],
+        "dataset_fingerprint": manifest["dataset_fingerprint"],
+    }
+
+
+def _maybe_retry(job: Job | None, exc: Exception, progress: _Progress) -> Retry | None:
+    """A Retry for a transient error while attempts remain; None means: let it fail now."""
+    if job is None or not is_transient(exc):
+        return None
+    delays = _retry_delays()
+    done = job.number_of_retries or 0
+    if done >= len(delays):
+        log.error("job %s: transient error, no retries left (%d done): %s", job.id, done, exc)
+        return None
+    delay = delays[done]
+    log.warning(
+        "job %s: transient error (%s); retry %d/%d in %d s",
+        job.id,
+        exc,
+        done + 1,
+        len(delays),
+        delay,
+    )
+    progress.update(
+        phase=f"retrying in {delay} s after a transient error",
+        last_error=f"{exc.__class__.__name__}: {exc}",
+    )
+    # Back off here rather than with RQ's scheduled retries: those need a separate scheduler
+    # process per worker, which would outlive a SIGKILLed worker.
+    time.sleep(delay)
+    return Retry(max=len(delays))

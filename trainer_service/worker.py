@@ -1,0 +1,170 @@
+"""The training worker: a thin wrapper over RQ's forking Worker.
+
+What it adds to a plain `rq worker`, and why:
+* the JSON serializer the API uses (see trainer_service.queueing);
+* short execution heartbeats, so a worker killed with SIGKILL (OOM killer, `docker kill`, a lost
+  machine) has its job moved to `failed` within about JOB_HEARTBEAT_SECONDS + JOB_HEARTBEAT_GRACE
+  seconds (the API runs RQ's StartedJobRegistry cleanup on every read) instead of RQ's default
+  of 90+ seconds, and never sits in `started` forever;
+* the work horse asks the kernel to SIGKILL it when the worker dies (PR_SET_PDEATHSIG), so an
+  orphaned horse can never finish training and publish a version nobody is tracking;
+* BLAS threads = the machine's cores for training, unless OMP_NUM_THREADS says otherwise.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+
+from rq import Worker
+from rq.job import Job
+
+from trainer_service import queueing
+
+log = logging.getLogger("trainer_service.worker")
+
+_BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_PR_SET_PDEATHSIG = 1
+
+
+def configure_blas_threads() -> int:
+    """Use every core we may run on for BLAS, unless OMP_NUM_THREADS is set. Returns the count.
+
+    Must run before NumPy is imported (the env vars), with threadpoolctl as a fallback if it was.
+    """
+    configured = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        threads = int(configured)
+    else:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            threads = os.cpu_count() or 1
+    for var in _BLAS_VARS:
+        os.environ.setdefault(var, str(threads))
+    if "numpy" in sys.modules:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(threads)
+        except Exception:  # pragma: no cover - best effort only
+            log.debug("threadpoolctl could not set BLAS threads", exc_info=True)
+    return threads
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent (the worker) dies."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: jobs.py checks getppid()
+        return
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os._exit(1)
+
+
+class TrainingWorker(Worker):
+    """RQ's forking Worker with prompt dead-worker detection and orphan-proof work horses."""
+
+    #: How long after its last heartbeat a job's execution counts as abandoned.
+    heartbeat_grace: int = 25
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        """RQ adds a fixed 60 s to every heartbeat TTL; we add `heartbeat_grace` instead."""
+        interval = self.job_monitoring_interval
+        if job.timeout and job.timeout > 0:
+            remaining = job.timeout - self.current_job_working_time
+            return int(max(1, min(remaining, interval))) + self.heartbeat_grace
+        return interval + self.heartbeat_grace
+
+    def main_work_horse(self, job: Job, queue) -> None:
+        _die_with_parent()
+        super().main_work_horse(job, queue)
+
+
+def build_worker(
+    *,
+    name: str | None = None,
+    redis_url: str | None = None,
+    queue: str | None = None,
+) -> TrainingWorker:
+    """A worker on RQ_QUEUE at REDIS_URL with the heartbeat settings from the environment."""
+    url = redis_url or queueing.redis_url()
+    connection = queueing.connect(url, socket_timeout=None)  # RQ sets its own (BLMOVE) timeout
+    interval = max(1, queueing.env_int("JOB_HEARTBEAT_SECONDS", 5))
+    grace = max(1, queueing.env_int("JOB_HEARTBEAT_GRACE", 25))
+    default_name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    worker = TrainingWorker(
+        [queueing.make_queue(queue or queueing.queue_name(), connection)],
+        name=name or default_name,
+        connection=connection,
+        serializer=queueing.SERIALIZER,
+        job_monitoring_interval=interval,
+        default_result_ttl=queueing.env_int("RESULT_TTL", 7 * queueing.SECONDS_PER_DAY),
+    )
+    worker.heartbeat_grace = grace
+    return worker
+
+
+def run_worker(
+    *,
+    burst: bool = False,
+    name: str | None = None,
+    redis_url: str | None = None,
+    queue: str | None = None,
+    log_level: str | None = None,
+) -> bool:
+    """Start working; returns when stopped (SIGINT/SIGTERM: warm shutdown) or, in burst mode,
+    when the queue is empty. Returns whether any job was processed."""
+    threads = configure_blas_threads()
+    level = (log_level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = build_worker(name=name, redis_url=redis_url, queue=queue)
+    log.info(
+        "training worker %s on queue %s (BLAS threads %d, heartbeat %ds + %ds grace)",
+        worker.name,
+        worker.queues[0].name,
+        threads,
+        worker.job_monitoring_interval,
+        worker.heartbeat_grace,
+    )
+    return worker.work(burst=burst, logging_level=level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m trainer_service.worker [--burst] [--name NAME]` (same as the `worker` subcommand)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m trainer_service.worker")
+    add_worker_arguments(parser)
+    args = parser.parse_args(argv)
+    return worker_command(args)
+
+
+def add_worker_arguments(parser) -> None:
+    parser.add_argument("--burst", action="store_true", help="quit once the queue is empty")
+    parser.add_argument("--name", help="worker name (default: host.pid.random)")
+    parser.add_argument("--queue", help="queue name (default: $RQ_QUEUE or 'training')")
+    parser.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default: $LOG_LEVEL or INFO)")
+
+
+def worker_command(args) -> int:
+    run_worker(
+        burst=args.burst,
+        name=args.name,
+        redis_url=args.redis_url,
+        queue=args.queue,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
