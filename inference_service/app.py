@@ -1,0 +1,100 @@
+"""Application factory of the inference service.
+
+Run it as ``gunicorn -c inference_service/gunicorn.conf.py "inference_service.app:create_app()"``.
+Everything an app needs (settings, registry, model cache, metrics) hangs off
+``app.extensions["digitflow"]`` — no module globals — so tests can build as many independent apps
+as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from inference_service.context import EXTENSION_KEY, ServiceState
+from inference_service.errors import register_error_handlers
+from inference_service.serving import ModelCache
+from inference_service.settings import Settings
+from inference_service.telemetry import Telemetry
+from shared.registry import Registry
+
+logger = logging.getLogger("inference_service")
+
+
+def _configure_logging(level: str) -> None:
+    """Our loggers log at LOG_LEVEL; under gunicorn (no root handler) they get a stderr handler."""
+    for name in ("inference_service", "shared"):
+        logging.getLogger(name).setLevel(level)
+    if not logging.getLogger().handlers:
+        ours = logging.getLogger("inference_service")
+        shared = logging.getLogger("shared")
+        if not ours.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+            )
+            ours.addHandler(handler)
+            shared.addHandler(handler)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app. `config` keys override the environment variables of the same name
+    (MODEL_REGISTRY_DIR, REGISTRY_POLL_SECONDS, MODEL_CACHE_SIZE, MAX_BATCH_IMAGES,
+    MAX_CONTENT_LENGTH, LOG_LEVEL); other keys go to ``app.config`` as usual (e.g. TESTING)."""
+    settings = Settings.load(config)
+    _configure_logging(settings.log_level)
+
+    app = Flask(__name__)
+    app.config.update({k: v for k, v in (config or {}).items()})
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    # Multipart uploads are bounded by MAX_CONTENT_LENGTH as a whole; let one field use it all.
+    app.config["MAX_FORM_MEMORY_SIZE"] = settings.max_content_length
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    registry = Registry(settings.model_registry_dir, read_only=True)
+    telemetry = Telemetry()
+    cache = ModelCache(
+        registry,
+        capacity=settings.model_cache_size,
+        poll_seconds=settings.registry_poll_seconds,
+        on_default_change=telemetry.on_default_change,
+        on_load=telemetry.on_load,
+        on_broken=telemetry.on_broken,
+    )
+    app.extensions[EXTENSION_KEY] = ServiceState(settings, registry, cache, telemetry)
+
+    register_error_handlers(app)
+
+    from inference_service.health import bp as health_bp
+    from inference_service.v1 import bp as v1_bp
+    from inference_service.v2 import bp as v2_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(v1_bp)
+    app.register_blueprint(v2_bp)
+
+    @app.before_request
+    def _before() -> None:
+        g.started = time.perf_counter()
+        cache.ensure_started()  # lazily, in the serving process (not gunicorn's master)
+
+    @app.after_request
+    def _after(response: Response) -> Response:
+        started = g.get("started")
+        rule = request.url_rule
+        route = rule.rule if rule is not None else "<unmatched>"
+        telemetry.requests.labels(route, request.method, str(response.status_code)).inc()
+        if started is not None:
+            telemetry.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    logger.info(
+        "inference app created: registry %s, poll %.3gs, cache %d versions",
+        settings.model_registry_dir,
+        settings.registry_poll_seconds,
+        settings.model_cache_size,
+    )
+    return app

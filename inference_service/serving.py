@@ -1,0 +1,399 @@
+"""The per-worker model cache and registry poller: what makes hot reload work.
+
+Each gunicorn worker owns one ModelCache (created by create_app, never a module global). It:
+
+* loads a version on first use, verified against the registry's sha256 (``Registry.verify`` then
+  ``load_model(expected_sha256=...)``), and keeps at most ``capacity`` versions in an LRU, never
+  evicting a model's current default;
+* keeps, per model, a *served default*: the (version, loaded model) pair the default predict route
+  uses. A background daemon thread polls ``Registry.change_token()`` every ``poll_seconds``; when
+  the token moves it resolves each model's default (pinned else latest good), **loads the new
+  version first and only then swaps the pointer**. In-flight requests hold a reference to the old
+  model object, so nothing is dropped under their feet;
+* never serves a broken version (bad hash, truncated, unloadable file): the failure is logged once
+  and the last good default keeps being served;
+* is fork-aware: the thread is started lazily in the process that serves (gunicorn's
+  post_worker_init hook, or the first request), never in the master, and a cache inherited
+  through fork() re-creates its locks and thread.
+
+``poll_seconds == 0`` means: no thread, check the change token synchronously at the start of every
+request (a few stat calls) — deterministic for tests.
+
+The hot path (default predict) is a dict lookup and no filesystem access.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.modelfile import ModelFileError, load_model
+from shared.registry import (
+    BrokenVersionError,
+    ModelNotFoundError,
+    Registry,
+    RegistryError,
+    VersionNotFoundError,
+    validate_model_name,
+    validate_version,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model version ready to predict. Holding it keeps the model alive (load-before-drop)."""
+
+    name: str
+    version: int
+    loaded: Any  # shared.modelfile.LoadedModel
+
+    def predict_proba(self, x: Any) -> Any:
+        return self.loaded.model.predict_proba(x)
+
+
+@dataclass
+class ModelView:
+    """What the last registry scan said about one model (used to resolve "latest" and aliases
+    without touching the disk on every request)."""
+
+    latest: int | None = None
+    default: int | None = None
+    pinned: int | None = None
+    aliases: dict[str, int] = field(default_factory=dict)
+
+
+class ModelCache:
+    """Loaded model versions of one worker process plus the served default per model."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        capacity: int = 4,
+        poll_seconds: float = 0.5,
+        on_default_change: Callable[[str, int], None] | None = None,
+        on_load: Callable[[str, int, float], None] | None = None,
+        on_broken: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.capacity = int(capacity)
+        self.poll_seconds = float(poll_seconds)
+        self._on_default_change = on_default_change
+        self._on_load = on_load
+        self._on_broken = on_broken
+        self._defaults: dict[str, Served] = {}
+        self._views: dict[str, ModelView] = {}
+        self._loaded: OrderedDict[tuple[str, int], Served] = OrderedDict()
+        self._broken: dict[tuple[str, int], tuple[Any, str]] = {}
+        self._token: Any = None
+        self._last_refresh: float | None = None
+        self._init_process_state()
+
+    def _init_process_state(self) -> None:
+        """Locks and thread belong to a process: (re)create them after a fork."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # guards _loaded / _broken / _views mutations
+        self._load_lock = threading.RLock()  # serialises loads and refreshes
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def ensure_started(self) -> None:
+        """Called on every request (cheap) and from gunicorn's post_worker_init hook."""
+        if self._pid != os.getpid():
+            self._init_process_state()
+        if self.poll_seconds <= 0:
+            self._safe_refresh()
+            return
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._stop.clear()
+                    self._thread = threading.Thread(
+                        target=self._run, name="digitflow-registry-poller", daemon=True
+                    )
+                    self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the poller thread (tests, shutdown)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+
+    @property
+    def polling(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        logger.info(
+            "registry poller started in pid %d (every %.3gs, %s)",
+            os.getpid(),
+            self.poll_seconds,
+            self.registry.root,
+        )
+        while not self._stop.is_set():
+            self._safe_refresh()
+            self._stop.wait(self.poll_seconds)
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # never let the poller die or a request fail because of a scan
+            logger.exception("registry scan failed; keeping the current models")
+
+    # ---- registry scan --------------------------------------------------------------------------
+
+    def refresh(self, force: bool = False) -> bool:
+        """Re-read the registry if its change token moved; returns True if a scan happened."""
+        token = self.registry.change_token()
+        if not force and token == self._token:
+            return False
+        with self._load_lock:
+            if not force and token == self._token:
+                return False
+            names = self.registry.model_names()
+            views: dict[str, ModelView] = {}
+            for name in names:
+                try:
+                    views[name] = self._scan_model(name)
+                except ModelNotFoundError:
+                    continue  # removed while scanning
+            with self._lock:
+                self._views = views
+                for gone in set(self._defaults) - set(views):
+                    logger.warning("model %r disappeared from the registry; no longer served", gone)
+                    del self._defaults[gone]
+            self._token = token
+            self._last_refresh = time.time()
+        return True
+
+    def _scan_model(self, name: str) -> ModelView:
+        """Read one model's state and make sure its default is loaded (load, then swap)."""
+        state = self.registry.state(name)
+        view = ModelView(
+            latest=self.registry.latest_version(name),
+            default=self.registry.default_version(name),
+            pinned=state["pinned"],
+            aliases=dict(state["aliases"]),
+        )
+        current = self._defaults.get(name)
+        target = view.default
+        if target is None or (current is not None and current.version == target):
+            return view
+        candidates = [target]
+        if current is None:
+            # A fresh worker with no last good default: fall back to older versions that load,
+            # so every worker serves the same thing an older worker would keep serving.
+            candidates += [v for v in reversed(self.registry.versions(name)) if v < target]
+        for version in candidates:
+            try:
+                served = self._load(name, version)
+            except (BrokenVersionError, VersionNotFoundError):
+                continue  # logged by _load / skipped
+            self._set_default(name, served, previous=current)
+            return view
+        if current is not None:
+            logger.error(
+                "model %r: default version %d cannot be loaded; still serving version %d",
+                name,
+                target,
+                current.version,
+            )
+        return view
+
+    def _set_default(self, name: str, served: Served, previous: Served | None) -> None:
+        self._defaults[name] = served  # one atomic pointer swap; readers never lock
+        if previous is None:
+            logger.info("model %r: serving version %d by default", name, served.version)
+        else:
+            logger.info(
+                "model %r: default version %d -> %d", name, previous.version, served.version
+            )
+        if self._on_default_change is not None:
+            self._on_default_change(name, served.version)
+
+    # ---- loading --------------------------------------------------------------------------------
+
+    def _broken_signature(self, name: str, version: int) -> Any:
+        """Identity of the files: a version marked broken is retried only if they change."""
+        try:
+            vdir = self.registry.weights_path(name, version).parent
+        except RegistryError:
+            return None
+        sig = []
+        for fname in ("manifest.json", "weights.npz"):
+            try:
+                st = os.stat(vdir / fname)
+                sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                sig.append(None)
+        return tuple(sig)
+
+    def _load(self, name: str, version: int) -> Served:
+        """Load (or fetch) one version, verified. Raises BrokenVersionError / VersionNotFoundError."""
+        key = (name, version)
+        with self._load_lock:
+            with self._lock:
+                served = self._loaded.get(key)
+                if served is not None:
+                    self._loaded.move_to_end(key)
+                    return served
+            broken = self._broken.get(key)
+            if broken is not None and broken[0] == self._broken_signature(name, version):
+                raise BrokenVersionError(broken[1])
+            started = time.perf_counter()
+            try:
+                manifest = self.registry.verify(name, version)
+                path = self.registry.weights_path(name, version)
+                loaded = load_model(path, expected_sha256=manifest["sha256"])
+            except (BrokenVersionError, ModelFileError, OSError) as exc:
+                message = str(exc)
+                if not isinstance(exc, BrokenVersionError):
+                    message = f"model {name!r} version {version} is broken: {exc}"
+                logger.error("not serving %s", message)
+                with self._lock:
+                    self._broken[key] = (self._broken_signature(name, version), message)
+                if self._on_broken is not None:
+                    self._on_broken(name, version)
+                raise BrokenVersionError(message) from None
+            seconds = time.perf_counter() - started
+            served = Served(name=name, version=version, loaded=loaded)
+            with self._lock:
+                self._broken.pop(key, None)
+                self._loaded[key] = served
+                self._evict()
+            logger.info("model %r version %d loaded in %.3fs", name, version, seconds)
+            if self._on_load is not None:
+                self._on_load(name, version, seconds)
+            return served
+
+    def _evict(self) -> None:
+        """Drop least recently used versions beyond capacity; defaults are never evicted.
+        Requests still holding an evicted Served keep using it until they finish."""
+        protected = {(s.name, s.version) for s in self._defaults.values()}
+        excess = len(self._loaded) - self.capacity
+        for key in list(self._loaded):
+            if excess <= 0:
+                break
+            if key in protected:
+                continue
+            del self._loaded[key]
+            excess -= 1
+            logger.info("model %r version %d evicted from the cache", *key)
+
+    # ---- request-time lookups ---------------------------------------------------------------------
+
+    def get(self, name: str, ref: str | int | None = None) -> Served:
+        """The model to serve for `name` and a version reference.
+
+        `ref` None / "default": the served default; an int or digit string: that version;
+        "latest": the newest good version; anything else: an alias. Raises the registry's
+        InvalidNameError / ModelNotFoundError / VersionNotFoundError / BrokenVersionError.
+        """
+        if ref is None or ref == "default":
+            served = self._defaults.get(name)
+            if served is not None:
+                return served
+            return self._default_slow(name)
+        if isinstance(ref, int) or ref.isdigit():
+            version = validate_version(ref)
+            with self._lock:
+                served = self._loaded.get((name, version))
+                if served is not None:
+                    self._loaded.move_to_end((name, version))
+                    return served
+            validate_model_name(name)
+            return self._load(name, version)
+        return self._load(name, self._resolve_ref(name, ref))
+
+    def _default_slow(self, name: str) -> Served:
+        """First request for a model the last scan did not know (or could not load)."""
+        validate_model_name(name)
+        with self._load_lock:
+            served = self._defaults.get(name)
+            if served is not None:
+                return served
+            view = self._scan_model(name)  # ModelNotFoundError → 404
+            with self._lock:
+                self._views[name] = view
+            served = self._defaults.get(name)
+            if served is not None:
+                return served
+        versions = self.registry.versions(name)
+        if versions:
+            raise BrokenVersionError(
+                f"model {name!r} has no loadable version (all of {versions} are broken)"
+            )
+        raise VersionNotFoundError(f"model {name!r} has no published version")
+
+    def _resolve_ref(self, name: str, ref: str) -> int:
+        """ "latest" or an alias → version, from the last scan; ask the registry when unknown
+        (a model or alias created since), which also validates the strings."""
+        view = self._views.get(name)
+        if view is not None:
+            if ref == "latest" and view.latest is not None:
+                return view.latest
+            if ref in view.aliases:
+                return view.aliases[ref]
+        validate_model_name(name)
+        return self.registry.resolve(name, ref)
+
+    # ---- introspection ----------------------------------------------------------------------------
+
+    def is_loaded(self, name: str, version: int) -> bool:
+        return (name, version) in self._loaded
+
+    def served_default(self, name: str) -> int | None:
+        served = self._defaults.get(name)
+        return None if served is None else served.version
+
+    def loaded_versions(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return list(self._loaded)
+
+    def readiness(self) -> dict[str, Any]:
+        """Ready when every model of the last registry scan with a usable version has its
+        default loaded in this worker. An empty registry (or no scan yet) is *not* ready: a
+        worker that can answer no prediction should not receive traffic."""
+        with self._lock:
+            views = dict(self._views)
+            defaults = dict(self._defaults)
+        models: dict[str, Any] = {}
+        missing: list[str] = []
+        for name, view in sorted(views.items()):
+            served = defaults.get(name)
+            entry = {
+                "registry_default": view.default,
+                "serving": None if served is None else served.version,
+            }
+            models[name] = entry
+            if served is None:
+                if view.default is None:
+                    entry["problem"] = "no usable version in the registry"
+                else:
+                    missing.append(f"{name}:{view.default}")
+        scanned = self._token is not None
+        ready = scanned and bool(defaults) and not missing
+        out: dict[str, Any] = {"ready": ready, "models": models}
+        if not scanned:
+            out["reason"] = "registry not scanned yet"
+        elif not views:
+            out["reason"] = "no models in the registry"
+        elif not defaults:
+            out["reason"] = "no model has a loadable version"
+        elif missing:
+            out["reason"] = "default versions not loaded yet"
+            out["missing"] = missing
+        return out

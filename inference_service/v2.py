@@ -1,0 +1,170 @@
+"""``/v2``: the Open Inference Protocol (KServe V2) REST API, incl. the binary tensor extension.
+
+Deviation from the spec, on purpose: error bodies use the service-wide shape
+``{"error": {"code", "message", "field"?}}`` instead of ``{"error": "<string>"}``; V2 clients only
+look at the status code and print the body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import Blueprint, Response, request
+
+import shared
+from inference_service.context import service
+from inference_service.errors import ApiError
+from inference_service.serving import Served
+from inference_service.v1 import json_response
+from inference_service.validation import (
+    N_PIXELS,
+    SIDE,
+    V2_INPUT_NAME,
+    V2Request,
+    parse_v2_infer,
+)
+
+bp = Blueprint("v2", __name__, url_prefix="/v2")
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+PLATFORM = "digitflow_numpy_mlp"
+N_CLASSES = 10
+
+
+@bp.get("")
+def server_metadata() -> Response:
+    return json_response(
+        {"name": "digitflow", "version": shared.__version__, "extensions": ["binary_tensor_data"]}
+    )
+
+
+@bp.get("/health/live")
+def live() -> Response:
+    return json_response({"live": True})
+
+
+@bp.get("/health/ready")
+def ready() -> Response:
+    info = service().cache.readiness()
+    return json_response({"ready": info["ready"]}, status=200 if info["ready"] else 503)
+
+
+def _metadata(name: str, ref: str | None) -> Response:
+    reg = service().registry
+    if ref is not None:
+        reg.resolve(name, ref)  # 404 for an unknown version/alias, 409 if broken
+    good = [str(d["version"]) for d in reg.describe_versions(name) if d["status"] == "ok"]
+    return json_response(
+        {
+            "name": name,
+            "versions": good,
+            "platform": PLATFORM,
+            "inputs": [
+                {
+                    "name": V2_INPUT_NAME,
+                    "datatype": "FP32",
+                    "shape": [-1, N_PIXELS],
+                    "parameters": {
+                        "accepted_datatypes": ["FP32", "UINT8"],
+                        "accepted_shapes": [[-1, N_PIXELS], [-1, SIDE, SIDE]],
+                        "pixel_range": {"FP32": [0, 1], "UINT8": [0, 255]},
+                    },
+                }
+            ],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, N_CLASSES]},
+                {"name": "predictions", "datatype": "INT64", "shape": [-1]},
+            ],
+        }
+    )
+
+
+@bp.get("/models/<name>")
+def model_metadata(name: str) -> Response:
+    return _metadata(name, None)
+
+
+@bp.get("/models/<name>/versions/<ref>")
+def version_metadata(name: str, ref: str) -> Response:
+    return _metadata(name, ref)
+
+
+def _ready(name: str, ref: str | None) -> Response:
+    served = service().cache.get(name, ref)  # loads on demand; 404 / 409 otherwise
+    return json_response({"name": name, "version": str(served.version), "ready": True})
+
+
+@bp.get("/models/<name>/ready")
+def model_ready(name: str) -> Response:
+    return _ready(name, None)
+
+
+@bp.get("/models/<name>/versions/<ref>/ready")
+def version_ready(name: str, ref: str) -> Response:
+    return _ready(name, ref)
+
+
+# ---- infer ----------------------------------------------------------------------------------
+
+
+def _read_request(max_images: int) -> V2Request:
+    header = request.headers.get(HEADER_LENGTH)
+    mimetype = request.mimetype
+    if header is None and not (mimetype in ("", "application/json") or mimetype.endswith("+json")):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {mimetype!r} is not accepted: send application/json, or the binary "
+            f"tensor extension with an {HEADER_LENGTH} header",
+            "Content-Type",
+        )
+    return parse_v2_infer(request.get_data(cache=False), header, max_images)
+
+
+def _infer(name: str, ref: str | None) -> Response:
+    st = service()
+    served: Served = st.cache.get(name, ref)
+    req = _read_request(st.settings.max_batch_images)
+    proba = np.ascontiguousarray(served.predict_proba(req.x), dtype=np.float32)
+    predictions = proba.argmax(axis=1).astype(np.int64)
+    st.telemetry.images.labels(served.name, str(served.version)).inc(len(req.x))
+    tensors = {
+        "probabilities": ("FP32", proba, np.dtype("<f4")),
+        "predictions": ("INT64", predictions, np.dtype("<i8")),
+    }
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for out_name, binary in req.outputs.items():
+        datatype, arr, wire = tensors[out_name]
+        entry: dict[str, Any] = {"name": out_name, "datatype": datatype, "shape": list(arr.shape)}
+        if binary:
+            raw = arr.astype(wire, copy=False).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = arr.reshape(-1)
+        outputs.append(entry)
+    payload: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
+    if req.id is not None:
+        payload["id"] = req.id
+    payload["outputs"] = outputs
+    headers = {"X-Model-Version": str(served.version)}
+    if not chunks:
+        return json_response(payload, headers=headers)
+    head = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    resp = Response(b"".join([head, *chunks]), mimetype="application/octet-stream")
+    resp.headers[HEADER_LENGTH] = str(len(head))
+    resp.headers.update(headers)
+    return resp
+
+
+@bp.post("/models/<name>/infer")
+def model_infer(name: str) -> Response:
+    return _infer(name, None)
+
+
+@bp.post("/models/<name>/versions/<ref>/infer")
+def version_infer(name: str, ref: str) -> Response:
+    return _infer(name, ref)
