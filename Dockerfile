@@ -35,16 +35,13 @@ LABEL org.opencontainers.image.title="digitflow" \
       org.opencontainers.image.licenses="MIT"
 
 # - no .pyc writes (the code is read-only to the app user) and unbuffered logs for `docker logs`;
-# - one BLAS/OpenMP thread per process: gunicorn runs several workers and compose may run several
-#   trainer workers on the same cores, so letting each spawn one thread per core oversubscribes.
-#   Raise it for a lone trainer worker (WORKER_BLAS_THREADS in docker-compose.yml).
+# - BLAS/OpenMP threads are deliberately not fixed image-wide: the gunicorn services run one BLAS
+#   thread per worker process (set in docker-compose.yml and in their gunicorn.conf.py), while the
+#   trainer worker uses every core it is given unless OMP_NUM_THREADS caps it (when scaling out).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    OPENBLAS_NUM_THREADS=1 \
-    OMP_NUM_THREADS=1 \
-    MKL_NUM_THREADS=1 \
     MPLBACKEND=Agg \
     MPLCONFIGDIR=/tmp/matplotlib \
     MODEL_REGISTRY_DIR=/models \

