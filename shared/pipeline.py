@@ -1,0 +1,136 @@
+"""One training run, end to end: data → engine → evaluation on the official test set.
+
+Both `python -m trainer_service train` and the RQ job call `run_training`, so a model trained
+from the command line and one trained through the API are produced by exactly the same steps and
+report exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shared.config import TrainConfig
+from shared.datasets import Dataset, load_dataset
+from shared.metrics import evaluate
+
+if TYPE_CHECKING:  # the engine is only needed once a run actually starts
+    from shared.nn.model import Sequential
+    from shared.nn.training import EpochRecord
+
+
+@dataclass
+class TrainingOutcome:
+    """Everything a run produced: the model, how training went, and its test-set metrics."""
+
+    model: Sequential
+    history: list[EpochRecord]
+    best_epoch: int
+    train_seconds: float
+    #: `shared.metrics.evaluate` on the dataset's test split (MNIST: the official 10k images).
+    metrics: dict[str, Any]
+    #: `Dataset.fingerprint` of the data trained and tested on.
+    fingerprint: str
+    stopped_early: bool
+    config: TrainConfig
+    dataset: str = "mnist"
+    class_names: list[str] = field(default_factory=list)
+    n_train: int = 0
+    n_test: int = 0
+    data_source: str = ""
+
+    @property
+    def test_metrics(self) -> dict[str, Any]:
+        return self.metrics
+
+    @property
+    def dataset_fingerprint(self) -> str:
+        return self.fingerprint
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.metrics["accuracy"])
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (CLI --json, job result): the headline numbers and the config."""
+        return {
+            "dataset": self.dataset,
+            "dataset_fingerprint": self.fingerprint,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "test_accuracy": self.test_accuracy,
+            "test_loss": float(self.metrics["loss"]),
+            "train_seconds": float(self.train_seconds),
+            "epochs": self.epochs_run,
+            "best_epoch": int(self.best_epoch),
+            "stopped_early": bool(self.stopped_early),
+            "config": self.config.public_dict(),
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        """What goes into the model file (and the registry manifest) next to the weights."""
+        return {
+            **self.summary(),
+            "class_names": list(self.class_names),
+            "metrics": self.metrics,
+            "history": [rec.to_dict() for rec in self.history],
+            "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+
+
+def training_slice(ds: Dataset, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The training images a run uses: the first `limit` (TrainConfig.train_limit) or all.
+
+    First-N (not a random sample) so a limited run is reproducible and easy to reason about;
+    MNIST's and Fashion-MNIST's training sets are shuffled, so the first N are close to balanced.
+    """
+    if limit is None or limit >= len(ds.y_train):
+        return ds.x_train, ds.y_train
+    return ds.x_train[:limit], ds.y_train[:limit]
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: bool = False,
+    dataset: Dataset | None = None,
+) -> TrainingOutcome:
+    """Train `config` and evaluate on the test split; the one code path for CLI and RQ job.
+
+    `data_dir` None → the dataset's default folder (env override or $DATA_DIR/<name>), downloading
+    missing files there. An explicit `data_dir` must already hold the data. `dataset` skips
+    loading (for callers that already have it in memory). `on_epoch` exceptions stop training
+    and propagate (that is how the job reacts to cancellation).
+    """
+    from shared.nn.training import train
+
+    ds = dataset or load_dataset(config.dataset, data_dir, download=data_dir is None)
+    x, y = training_slice(ds, config.train_limit)
+    result = train(config, x, y, on_epoch=on_epoch, progress=progress)
+    test_metrics = evaluate(result.model, ds.x_test, ds.y_test, class_names=ds.class_names)
+    return TrainingOutcome(
+        model=result.model,
+        history=list(result.history),
+        best_epoch=int(result.best_epoch),
+        train_seconds=float(result.train_seconds),
+        metrics=test_metrics,
+        fingerprint=ds.fingerprint,
+        stopped_early=bool(result.stopped_early),
+        config=config,
+        dataset=ds.name,
+        class_names=list(ds.class_names),
+        n_train=int(len(y)),
+        n_test=int(len(ds.y_test)),
+        data_source=ds.source,
+    )
