@@ -79,7 +79,9 @@ def _redis_reason(exc: Exception) -> str:
 def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.message, headers=exc.headers, **exc.extra)
+        return error_response(
+            exc.status, exc.message, headers=exc.headers, code=exc.code, **exc.extra
+        )
 
     @app.errorhandler(redis.exceptions.ConnectionError)
     @app.errorhandler(redis.exceptions.TimeoutError)

@@ -62,7 +62,11 @@ def validation_error(exc: ValidationError, what: str) -> ApiError:
         fields.append({"field": loc, "message": message, "type": err.get("type")})
     names = sorted({f["field"].split(".")[0] for f in fields})
     return ApiError(
-        422, f"invalid {what}: " + ", ".join(names), fields=fields, invalid_fields=names
+        422,
+        f"invalid {what}: " + ", ".join(names),
+        code="invalid_config",
+        fields=fields,
+        invalid_fields=names,
     )
 
 

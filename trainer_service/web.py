@@ -81,20 +81,45 @@ def state() -> TrainerState:
     return current_app.extensions["digitflow_trainer"]
 
 
+#: HTTP status → the machine-readable error code (same vocabulary as the inference service).
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
 class ApiError(Exception):
     """Raised by a route to answer with a JSON error body and a status code."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, message: str, *, code: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
         self.extra = extra
         self.headers: dict[str, str] = {}
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra):
-    body = {"error": message, "status": status, **extra}
-    response = jsonify(body)
+def error_response(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    code: str | None = None,
+    **extra: Any,
+):
+    """`{"error": {"code", "message", ...details}}`, the shape both services answer errors with."""
+    error = {"code": code or ERROR_CODES.get(status, "error"), "message": message, **extra}
+    response = jsonify({"error": error})
     response.status_code = status
     for key, value in (headers or {}).items():
         response.headers[key] = value

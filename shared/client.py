@@ -1,0 +1,478 @@
+"""A small client for the digitflow services: a Python class and the `digitflow` command.
+
+    from shared.client import DigitflowClient
+    client = DigitflowClient()                      # TRAINER_URL / INFERENCE_URL / API_TOKEN
+    job = client.submit({"preset": "seed-deep", "epochs": 3})
+    final = client.wait(job["job_id"], on_progress=print)
+    client.predict_file("digit.png")                # default version
+    client.predict_file("digit.png", version=1)     # a pinned one
+
+    digitflow submit --preset seed-deep --epochs=3 --hidden-layers=128,64 --wait
+    digitflow status JOB_ID | wait JOB_ID | cancel JOB_ID | jobs
+    digitflow models | pin mnist 3 | unpin mnist
+    digitflow predict digit.png [--model mnist] [--version 2]
+
+Every HTTP error becomes a `DigitflowError` carrying the server's JSON message; the CLI prints it
+and exits with status 2. Every request has a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+DEFAULT_TRAINER_URL = "http://127.0.0.1:8001"
+DEFAULT_INFERENCE_URL = "http://127.0.0.1:8000"
+TERMINAL_STATUSES = frozenset({"finished", "failed", "canceled", "stopped"})
+
+#: (connect, read) seconds for each request.
+DEFAULT_TIMEOUT = (5.0, 60.0)
+
+
+class DigitflowError(Exception):
+    """An HTTP error from a service (or a connection failure), with the server's message."""
+
+    def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def _error_message(body: Any) -> str | None:
+    """The human message from either service's error shape."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("code")
+        fields = error.get("fields")
+        if isinstance(fields, list) and fields:
+            details = "; ".join(
+                f"{f.get('field')}: {f.get('message')}" for f in fields if isinstance(f, dict)
+            )
+            message = f"{message} ({details})"
+        return message
+    if isinstance(error, str):
+        return error
+    return None
+
+
+class DigitflowClient:
+    """Talks to the trainer API (jobs, pins) and the inference API (models, predictions)."""
+
+    def __init__(
+        self,
+        trainer_url: str | None = None,
+        inference_url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.trainer_url = (
+            trainer_url or os.environ.get("TRAINER_URL") or DEFAULT_TRAINER_URL
+        ).rstrip("/")
+        self.inference_url = (
+            inference_url or os.environ.get("INFERENCE_URL") or DEFAULT_INFERENCE_URL
+        ).rstrip("/")
+        self.token = token if token is not None else (os.environ.get("API_TOKEN") or None)
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    # ---- plumbing -----------------------------------------------------------------------------
+
+    def _request(
+        self, method: str, url: str, *, expect: Iterable[int] = (200,), **kwargs: Any
+    ) -> requests.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.token and method.upper() in ("POST", "PUT", "PATCH", "DELETE"):
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            response = self.session.request(
+                method, url, headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs
+            )
+        except requests.RequestException as exc:
+            raise DigitflowError(f"cannot reach {url}: {exc.__class__.__name__}: {exc}") from exc
+        if response.status_code not in set(expect):
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text[:500]
+            message = _error_message(body) or (body if isinstance(body, str) else "") or "error"
+            raise DigitflowError(
+                f"{method} {url} → HTTP {response.status_code}: {message}",
+                status=response.status_code,
+                body=body,
+            )
+        return response
+
+    def _trainer(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, self.trainer_url + path, **kwargs).json()
+
+    def _inference(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, self.inference_url + path, **kwargs).json()
+
+    # ---- jobs (trainer) ----------------------------------------------------------------------
+
+    def submit(self, config: dict[str, Any], *, idempotency_key: str | None = None) -> dict:
+        """Queue a training job; returns {"job_id", "status", "model", "location"}."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._trainer("POST", "/v1/jobs", json=config, headers=headers, expect=(202,))
+
+    def status(self, job_id: str) -> dict:
+        return self._trainer("GET", f"/v1/jobs/{job_id}")
+
+    def jobs(self, status: str | None = None, limit: int = 20) -> list[dict]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        return self._trainer("GET", "/v1/jobs", params=params)["jobs"]
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel a queued job or stop a running one."""
+        return self._trainer("DELETE", f"/v1/jobs/{job_id}", expect=(200, 202))
+
+    def wait(
+        self,
+        job_id: str,
+        on_progress: Callable[[dict], None] | None = None,
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+    ) -> dict:
+        """Poll until the job ends; `on_progress(job)` is called whenever its epoch or status
+        changes. Returns the final job. Raises DigitflowError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple | None = None
+        while True:
+            job = self.status(job_id)
+            progress = job.get("progress") or {}
+            marker = (job.get("status"), progress.get("epoch"), job.get("phase"))
+            if on_progress is not None and marker != last:
+                on_progress(job)
+            last = marker
+            if job.get("status") in TERMINAL_STATUSES:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise DigitflowError(f"job {job_id} still {job.get('status')} after {timeout} s")
+            time.sleep(poll)
+
+    # ---- models ------------------------------------------------------------------------------
+
+    def models(self) -> list[dict]:
+        """Models as inference serves them (name, latest and default version...)."""
+        body = self._inference("GET", "/v1/models")
+        return body.get("models", body) if isinstance(body, dict) else body
+
+    def model(self, name: str) -> dict:
+        return self._inference("GET", f"/v1/models/{name}")
+
+    def pin(self, name: str, version: int) -> dict:
+        return self._trainer("PUT", f"/v1/models/{name}/pin", json={"version": int(version)})
+
+    def unpin(self, name: str) -> dict:
+        return self._trainer("DELETE", f"/v1/models/{name}/pin")
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict:
+        return self._trainer(
+            "PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": int(version)}
+        )
+
+    def delete_alias(self, name: str, alias: str) -> dict:
+        return self._trainer("DELETE", f"/v1/models/{name}/aliases/{alias}")
+
+    # ---- predictions (inference) -------------------------------------------------------------
+
+    @staticmethod
+    def _predict_path(model: str, version: int | str | None) -> str:
+        if version is None or version == "default":
+            return f"/v1/models/{model}/predict"
+        return f"/v1/models/{model}/versions/{version}/predict"
+
+    def predict(
+        self,
+        images: Any,
+        model: str = "mnist",
+        version: int | str | None = None,
+        *,
+        scale: str | None = None,
+    ) -> dict:
+        """Predict digits for images: a list/array of 784 numbers or 28x28 rows each, 0-255
+        (or 0-1 with scale="unit"). Returns {"model", "model_version", "predictions", ...}."""
+        if hasattr(images, "tolist"):
+            images = images.tolist()
+        body: dict[str, Any] = {"instances": list(images)}
+        if scale:
+            body["scale"] = scale
+        return self._inference("POST", self._predict_path(model, version), json=body)
+
+    def predict_file(
+        self, path: str | os.PathLike[str], model: str = "mnist", version: int | str | None = None
+    ) -> dict:
+        """Predict the digit in a picture (PNG/JPEG, any size, either polarity)."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DigitflowError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        content_type = mimetypes.guess_type(path.name)[0]
+        if content_type not in ("image/png", "image/jpeg"):
+            content_type = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+        return self._inference(
+            "POST",
+            self._predict_path(model, version),
+            data=data,
+            headers={"Content-Type": content_type},
+        )
+
+
+# ---- CLI ----------------------------------------------------------------------------------------
+
+
+def _parse_value(raw: str) -> Any:
+    """`--field=value`: JSON if it parses (numbers, true/false/null, [..]), else the string."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def parse_fields(tokens: Sequence[str]) -> dict[str, Any]:
+    """Turn `--epochs=3 --hidden-layers 128,64 --augment` into a TrainConfig-shaped dict.
+
+    Dashes in names become underscores; `hidden_layers` also accepts `128,64`; a flag with no
+    value is `true`. The server validates everything and names any bad field.
+    """
+    fields: dict[str, Any] = {}
+    i = 0
+    tokens = list(tokens)
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or token == "--":
+            raise DigitflowError(f"unexpected argument {token!r}: use --field=value")
+        name, eq, raw = token[2:].partition("=")
+        if not eq:
+            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                raw = tokens[i + 1]
+                i += 1
+            else:
+                raw = "true"
+        key = name.replace("-", "_")
+        if not key:
+            raise DigitflowError(f"bad option {token!r}")
+        if key == "hidden_layers" and "," in raw and not raw.lstrip().startswith("["):
+            value: Any = [_parse_value(part) for part in raw.split(",") if part.strip()]
+        elif key == "hidden_layers" and raw.isdigit():
+            value = [int(raw)]
+        else:
+            value = _parse_value(raw)
+        fields[key] = value
+        i += 1
+    return fields
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec) if isinstance(value, float) else str(value)
+
+
+def _follow(client: DigitflowClient, job_id: str, out) -> dict:
+    """Live per-epoch progress with a tqdm bar; returns the final job."""
+    from tqdm import tqdm
+
+    bar = None
+    try:
+
+        def show(job: dict) -> None:
+            nonlocal bar
+            progress = job.get("progress") or {}
+            epochs = progress.get("epochs") or (job.get("config") or {}).get("epochs")
+            if bar is None and job.get("status") == "started" and epochs:
+                bar = tqdm(total=epochs, unit="epoch", desc=job_id[:8], file=out, leave=True)
+            if bar is not None:
+                epoch = progress.get("epoch") or 0
+                if epoch > bar.n:
+                    bar.update(epoch - bar.n)
+                bar.set_postfix(
+                    loss=_fmt(progress.get("train_loss")),
+                    val_acc=_fmt(progress.get("val_accuracy")),
+                    refresh=True,
+                )
+            else:
+                print(f"{job_id}: {job.get('status')} {job.get('phase') or ''}".rstrip(), file=out)
+
+        return client.wait(job_id, on_progress=show)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _report_final(job: dict, out) -> int:
+    status = job.get("status")
+    if status == "finished":
+        acc = job.get("test_accuracy")
+        acc_text = f", test accuracy {acc:.4f}" if isinstance(acc, float) else ""
+        print(
+            f"job {job['job_id']} finished: {job.get('model')} version "
+            f"{job.get('model_version')}{acc_text}",
+            file=out,
+        )
+        return 0
+    print(f"job {job['job_id']} {status}: {job.get('error') or ''}".rstrip(), file=out)
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digitflow", description="Client for the digitflow trainer and inference services."
+    )
+    parser.add_argument("--trainer-url", help=f"default $TRAINER_URL or {DEFAULT_TRAINER_URL}")
+    parser.add_argument(
+        "--inference-url", help=f"default $INFERENCE_URL or {DEFAULT_INFERENCE_URL}"
+    )
+    parser.add_argument("--token", help="API token for mutating calls (default $API_TOKEN)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "submit",
+        help="queue a training job",
+        description="Queue a training job. Any TrainConfig field can be given as --field=value "
+        "(e.g. --epochs=3 --hidden-layers=128,64 --model=mnist).",
+    )
+    p.add_argument("--preset", help="default | seed-basic | seed-deep | best")
+    p.add_argument("--config", help="JSON file with a TrainConfig (fields given here override)")
+    p.add_argument("--idempotency-key", help="makes a retried submit return the same job")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+
+    p = sub.add_parser("status", help="show a job as JSON")
+    p.add_argument("job_id")
+    p = sub.add_parser("wait", help="follow a job's per-epoch progress until it ends")
+    p.add_argument("job_id")
+    p = sub.add_parser("cancel", help="cancel a queued job or stop a running one")
+    p.add_argument("job_id")
+    p = sub.add_parser("jobs", help="list recent jobs")
+    p.add_argument("--status", help="filter: queued,started,finished,failed,canceled,stopped")
+    p.add_argument("--limit", type=int, default=20)
+
+    sub.add_parser("models", help="list models with their latest and default versions")
+    p = sub.add_parser("pin", help="pin a model's default version")
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p = sub.add_parser("unpin", help="let the default follow the latest version again")
+    p.add_argument("name")
+
+    p = sub.add_parser("predict", help="predict the digit in a picture")
+    p.add_argument("file")
+    p.add_argument("--model", default="mnist")
+    p.add_argument("--version", help="a version number, 'latest' or an alias (default: default)")
+    return parser
+
+
+def run(argv: Sequence[str] | None = None, out=None) -> int:
+    out = out or sys.stdout
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "submit":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    client = DigitflowClient(args.trainer_url, args.inference_url, args.token)
+
+    def dump(obj: Any) -> None:
+        print(json.dumps(obj, indent=2), file=out)
+
+    if args.command == "submit":
+        config: dict[str, Any] = {}
+        if args.config:
+            try:
+                config = json.loads(Path(args.config).read_text())
+            except (OSError, ValueError) as exc:
+                raise DigitflowError(f"cannot read config {args.config}: {exc}") from exc
+            if not isinstance(config, dict):
+                raise DigitflowError(f"{args.config} must hold a JSON object")
+        if args.preset:
+            config["preset"] = args.preset
+        config.update(parse_fields(extra))
+        job = client.submit(config, idempotency_key=args.idempotency_key)
+        print(f"job {job['job_id']} {job['status']} (model {job.get('model')})", file=out)
+        if args.wait:
+            return _report_final(_follow(client, job["job_id"], out), out)
+        return 0
+    if args.command == "status":
+        dump(client.status(args.job_id))
+        return 0
+    if args.command == "wait":
+        return _report_final(_follow(client, args.job_id, out), out)
+    if args.command == "cancel":
+        job = client.cancel(args.job_id)
+        print(f"job {job['job_id']}: {job['status']}", file=out)
+        return 0
+    if args.command == "jobs":
+        for job in client.jobs(args.status, args.limit):
+            progress = job.get("progress") or {}
+            epoch = f"{progress.get('epoch')}/{progress.get('epochs')}" if progress else "-"
+            version = job.get("model_version")
+            print(
+                f"{job['job_id']}  {job['status']:<9} {job.get('model') or '-':<16} "
+                f"epoch {epoch:<7} version {version if version is not None else '-'}",
+                file=out,
+            )
+        return 0
+    if args.command == "models":
+        for m in client.models():
+            if isinstance(m, dict):
+                print(
+                    f"{m.get('name')}: latest {m.get('latest_version')}, "
+                    f"default {m.get('default_version')}",
+                    file=out,
+                )
+            else:
+                print(m, file=out)
+        return 0
+    if args.command == "pin":
+        state = client.pin(args.name, args.version)
+        print(f"{args.name}: default version is now {state.get('default_version')}", file=out)
+        return 0
+    if args.command == "unpin":
+        state = client.unpin(args.name)
+        print(f"{args.name}: unpinned, default version {state.get('default_version')}", file=out)
+        return 0
+    if args.command == "predict":
+        version: int | str | None = args.version
+        if isinstance(version, str) and version.isdigit():
+            version = int(version)
+        result = client.predict_file(args.file, model=args.model, version=version)
+        predictions = result.get("predictions") or []
+        probs = result.get("probabilities") or []
+        confidence = max(probs[0]) if probs and probs[0] else None
+        print(
+            f"{args.file}: {predictions[0] if predictions else '?'}"
+            + (f" (p={confidence:.3f})" if confidence is not None else "")
+            + f"  [{result.get('model')} v{result.get('model_version')}]",
+            file=out,
+        )
+        return 0
+    parser.error(f"unknown command {args.command}")  # pragma: no cover
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `digitflow` command: errors → message on stderr, exit status 2."""
+    try:
+        return run(argv)
+    except DigitflowError as exc:
+        print(f"digitflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("digitflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

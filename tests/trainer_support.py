@@ -1,0 +1,178 @@
+"""Helpers for the trainer tests: Redis key cleanup, real worker/gunicorn processes, polling.
+
+Tests may share one Redis (REDIS_URL) with other runs, so every test works on its own queue name
+and deletes only the keys it created: never FLUSHDB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+
+from shared.redis_embedded import free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def delete_queue_keys(url: str, queue: str) -> None:
+    """Remove every key this test's queue produced: RQ's queue/registries/jobs and ours."""
+    r = redis.Redis.from_url(url)
+    try:
+        job_ids = [i.decode() for i in r.zrange(f"digitflow:{queue}:jobs", 0, -1)]
+        keys: set[bytes | str] = set()
+        for pattern in (f"*{queue}*",):
+            keys.update(r.scan_iter(match=pattern, count=1000))
+        for job_id in job_ids:
+            for pattern in (f"rq:*{job_id}*",):
+                keys.update(r.scan_iter(match=pattern, count=1000))
+        if keys:
+            r.delete(*keys)
+            workers = [
+                k
+                for k in keys
+                if (k.decode() if isinstance(k, bytes) else k).startswith("rq:worker:")
+            ]
+            if workers:
+                r.srem("rq:workers", *workers)
+        r.srem("rq:queues", f"rq:queue:{queue}")
+    finally:
+        r.close()
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll until predicate() is truthy; return its value or fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value: {last!r})")
+
+
+def service_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment (1 BLAS thread from conftest) plus overrides."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def start_worker(env: dict[str, str], log_path: Path, name: str | None = None) -> subprocess.Popen:
+    """`python -m trainer_service worker` as its own process group (so killpg reaches all of it)."""
+    args = [PYTHON, "-m", "trainer_service", "worker"]
+    if name:
+        args += ["--name", name]
+    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by stop_process
+    proc = subprocess.Popen(
+        args, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    proc._digitflow_log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def wait_worker_registered(url: str, queue: str, proc: subprocess.Popen, log_path: Path) -> None:
+    """Block until the worker listens on `queue` (it registers itself in rq:workers:<queue>)."""
+    r = redis.Redis.from_url(url)
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{tail(log_path)}")
+            return r.scard(f"rq:workers:{queue}") > 0
+
+        wait_for(ready, timeout=30, what="the RQ worker to register")
+    finally:
+        r.close()
+
+
+def start_gunicorn(
+    app_spec: str, conf: str, port: int, env: dict[str, str], log_path: Path
+) -> subprocess.Popen:
+    args = [PYTHON, "-m", "gunicorn", "-c", conf, "--bind", f"127.0.0.1:{port}", app_spec]
+    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by stop_process
+    proc = subprocess.Popen(
+        args, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    proc._digitflow_log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def wait_http_ok(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 30) -> None:
+    def ok() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"{url}: server exited early:\n{tail(log_path)}")
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(ok, timeout=timeout, interval=0.2, what=f"{url} to answer 200")
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    """Stop a process we started (its whole process group), escalating to SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    log = getattr(proc, "_digitflow_log", None)
+    if log is not None:
+        log.close()
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover
+        return True
+    # A zombie still "exists"; treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+__all__ = [
+    "delete_queue_keys",
+    "free_port",
+    "pid_alive",
+    "service_env",
+    "start_gunicorn",
+    "start_worker",
+    "stop_process",
+    "tail",
+    "wait_for",
+    "wait_http_ok",
+    "wait_worker_registered",
+]
