@@ -35,6 +35,7 @@ LABEL org.opencontainers.image.title="digitflow" \
       org.opencontainers.image.licenses="MIT"
 
 # - no .pyc writes (the code is read-only to the app user) and unbuffered logs for `docker logs`;
+# - HOME (/app) is not writable: matplotlib's cache and gunicorn's control socket go to /tmp;
 # - BLAS/OpenMP threads are deliberately not fixed image-wide: the gunicorn services run one BLAS
 #   thread per worker process (set in docker-compose.yml and in their gunicorn.conf.py), while the
 #   trainer worker uses every core it is given unless OMP_NUM_THREADS caps it (when scaling out).
@@ -44,6 +45,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MPLBACKEND=Agg \
     MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_RUNTIME_DIR=/tmp \
     MODEL_REGISTRY_DIR=/models \
     DATA_DIR=/data \
     TRAINER_PORT=8001 \

@@ -20,10 +20,12 @@ import argparse
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -265,6 +267,7 @@ class Stack:
         self.children: list[Child] = []
         self.embedded = None  # shared.redis_embedded.EmbeddedRedis when we started one
         self.redis_url = ""
+        self.runtime_dir: Path | None = None
         self.stop_requested = threading.Event()
         self.kill_now = threading.Event()
         self.signals = 0
@@ -325,6 +328,14 @@ class Stack:
             host = "127.0.0.1"
         return f"http://{host}:{port}"
 
+    def gunicorn_env(self, env: dict[str, str], name: str) -> dict[str, str]:
+        """Each gunicorn master gets its own runtime dir: gunicorn >= 25 puts its control socket
+        at $XDG_RUNTIME_DIR/gunicorn.ctl (else ~/.gunicorn/), and two masters sharing one path
+        would unlink each other's socket."""
+        runtime = self.runtime_dir / name
+        runtime.mkdir(mode=0o700)
+        return {**env, "XDG_RUNTIME_DIR": str(runtime)}
+
     def build_children(self) -> None:
         base = self.child_env()
         py = sys.executable
@@ -334,14 +345,15 @@ class Stack:
         web_env = dict(base)
         for var in BLAS_VARS:  # several gunicorn workers share the cores: one BLAS thread each
             web_env.setdefault(var, "1")
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="digitflow-run-"))
         trainer = Child(
             "trainer-api",
             [py, "-m", "gunicorn", "-c", "trainer_service/gunicorn.conf.py",
              "-b", f"{bind}:{self.args.trainer_port}", "trainer_service.api:create_app()"],
-            dict(web_env),
+            self.gunicorn_env(web_env, "trainer-api"),
             COLOURS[0],
         )  # fmt: skip
-        inference_env = dict(web_env)
+        inference_env = self.gunicorn_env(web_env, "inference")
         inference_env.pop("REDIS_URL")  # as in compose: inference must not need Redis
         inference = Child(
             "inference",
@@ -515,6 +527,8 @@ class Stack:
         if self.embedded is not None:
             self.embedded.stop()
             self.out.say("embedded Redis stopped")
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
         self.out.say("all stopped")
 
 

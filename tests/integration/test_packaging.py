@@ -347,6 +347,8 @@ def container_env(
                 value = str(local_dir) + value[len(container_dir) :]
         if key == "MPLCONFIGDIR":
             value = str(home / "matplotlib")
+        if key == "XDG_RUNTIME_DIR":  # gunicorn's control socket: not the machine's shared /tmp
+            value = str(home)
         env[key] = value
     env["MNIST_DATA_DIR"] = str(mnist_dir)  # no download in tests: the shared copy
     return env
