@@ -197,14 +197,14 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _lstat(path: Path) -> os.stat_result | None:
+def _lstat(path: str | os.PathLike[str]) -> os.stat_result | None:
     try:
         return os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def _file_stamp(path: Path) -> tuple[int, int, int, int, int] | None:
+def _file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int, int, int] | None:
     """Identity of a file's content for caching: a replaced or rewritten file changes it."""
     st = _lstat(path)
     if st is None:
@@ -340,6 +340,8 @@ class Registry:
         stale_temp_seconds: float = _DEFAULT_STALE_TEMP_SECONDS,
     ) -> None:
         self.root = Path(os.path.realpath(os.fspath(root)))
+        self._root_str = str(self.root)
+        self._root_prefix = self._root_str.rstrip(os.sep) + os.sep
         self.read_only = read_only
         self.stale_temp_seconds = float(stale_temp_seconds)
         self._lock = threading.RLock()
@@ -362,34 +364,56 @@ class Registry:
 
     # ---- paths -------------------------------------------------------------------------------
 
-    def _inside_root(self, path: Path) -> Path:
-        """Second line of defence: the resolved path must stay inside the resolved root."""
-        real = Path(os.path.realpath(path))
-        if real == self.root or not real.is_relative_to(self.root):
+    # Hot-path helpers work on plain strings: pathlib costs more than the lstat calls here.
+
+    def _inside_root(self, path: str | os.PathLike[str]) -> str:
+        """Second line of defence (after the name patterns): the normalised path must be a
+        strict descendant of the root (which was resolved once, in __init__)."""
+        norm = os.path.normpath(os.fspath(path))
+        if not norm.startswith(self._root_prefix) or norm == self._root_str:
             raise InvalidNameError(f"{path} resolves outside the registry root")
-        return real
+        return norm
+
+    def _checked_dir(self, path: str, missing: type[RegistryError], what: str) -> str:
+        """lstat (never follows symlinks): a symlinked model or version folder could point
+        anywhere, so it is refused instead of resolved; this is cheaper than realpath()."""
+        self._inside_root(path)
+        st = _lstat(path)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise InvalidNameError(
+                f"{path} is a symlink, which could lead outside the registry root"
+            )
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            raise missing(what)
+        return path
+
+    def _model_path(self, name: str) -> str:
+        return self._inside_root(self._root_prefix + validate_model_name(name))
 
     def _model_dir(self, name: str) -> Path:
-        path = self.root / validate_model_name(name)
-        self._inside_root(path)
-        return path
+        return Path(self._model_path(name))
+
+    def _existing_model_path(self, name: str) -> str:
+        return self._checked_dir(
+            self._model_path(name), ModelNotFoundError, f"model {name!r} not found in the registry"
+        )
 
     def _existing_model_dir(self, name: str) -> Path:
-        path = self._model_dir(name)
-        st = _lstat(path)
-        if st is None or not stat.S_ISDIR(st.st_mode):
-            raise ModelNotFoundError(f"model {name!r} not found in the registry")
-        return path
+        return Path(self._existing_model_path(name))
+
+    def _version_path(self, name: str, version: Any) -> str:
+        v = validate_version(version)
+        path = f"{self._existing_model_path(name)}{os.sep}{v}"
+        try:
+            return self._checked_dir(
+                path, VersionNotFoundError, f"model {name!r} has no version {v}"
+            )
+        except InvalidNameError:
+            # a symlink named like a version is not a version (versions() does not list it)
+            raise VersionNotFoundError(f"model {name!r} has no version {v}") from None
 
     def _version_dir(self, name: str, version: Any) -> Path:
-        v = validate_version(version)
-        model_dir = self._existing_model_dir(name)
-        path = model_dir / str(v)
-        st = _lstat(path)
-        if st is None or not stat.S_ISDIR(st.st_mode):
-            raise VersionNotFoundError(f"model {name!r} has no version {v}")
-        self._inside_root(path)
-        return path
+        return Path(self._version_path(name, version))
 
     def _writable(self) -> None:
         if self.read_only:
@@ -461,13 +485,19 @@ class Registry:
         and BrokenVersionError (logged once per version and reason) if anything is wrong.
         """
         v = validate_version(version)
-        vdir = self._version_dir(name, v)
-        key = str(vdir)
+        out = copy.deepcopy(self._verified(name, v))
+        out["version"] = v
+        return out
+
+    def _verified(self, name: str, v: int) -> dict[str, Any]:
+        """verify() without the defensive copy (internal callers never mutate the result)."""
+        vdir = self._version_path(name, v)
+        key = vdir
         with self._lock:
             cached = self._verify_cache.get(key)
         if cached is None or cached[0] != self._stamps(vdir, cached[1]):
             before = self._stamps(vdir, None)
-            manifest, error = self._verify_uncached(vdir)
+            manifest, error = self._verify_uncached(Path(vdir))
             after = self._stamps(vdir, manifest)
             cached = (after, manifest, error)
             # Only cache a result if the files did not change while we were reading them.
@@ -482,16 +512,15 @@ class Registry:
             exc = BrokenVersionError(f"model {name!r} version {v} is broken: {error}")
             exc.reason = error
             raise exc
-        out = copy.deepcopy(manifest)
-        out["version"] = v
-        return out
+        return manifest
 
     @staticmethod
-    def _stamps(vdir: Path, manifest: dict | None) -> tuple:
-        stamps = [_file_stamp(vdir / MANIFEST_FILE), _file_stamp(vdir / WEIGHTS_FILE)]
+    def _stamps(vdir: str, manifest: dict | None) -> tuple:
+        prefix = vdir + os.sep
+        stamps = [_file_stamp(prefix + MANIFEST_FILE), _file_stamp(prefix + WEIGHTS_FILE)]
         if manifest is not None:
             for fname in sorted(manifest.get("files", {})):
-                stamps.append((fname, _file_stamp(vdir / fname)))
+                stamps.append((fname, _file_stamp(prefix + fname)))
         return tuple(stamps)
 
     def _verify_uncached(self, vdir: Path) -> tuple[dict | None, str | None]:
@@ -557,7 +586,7 @@ class Registry:
     def version_status(self, name: str, version: int | str) -> str:
         """ "ok" or "broken: <reason>". Raises VersionNotFoundError if there is no such folder."""
         try:
-            self.verify(name, version)
+            self._verified(name, validate_version(version))
         except BrokenVersionError as exc:
             return f"broken: {exc.reason}"
         return "ok"
@@ -585,7 +614,7 @@ class Registry:
         """Highest version that verifies, or None. Broken versions are skipped (logged once)."""
         for v in reversed(self.versions(name)):
             try:
-                self.verify(name, v)
+                self._verified(name, v)
             except (BrokenVersionError, VersionNotFoundError):
                 continue
             return v
@@ -593,10 +622,10 @@ class Registry:
 
     def default_version(self, name: str) -> int | None:
         """The pinned version if set and it verifies, else latest_version() (None if none)."""
-        pinned = self.state(name)["pinned"]
+        pinned = self._state_view(name)["pinned"]
         if pinned is not None:
             try:
-                self.verify(name, pinned)
+                self._verified(name, pinned)
                 return pinned
             except (BrokenVersionError, VersionNotFoundError) as exc:
                 key = (name, pinned, type(exc).__name__)
@@ -630,11 +659,11 @@ class Registry:
             v = validate_version(ref)
         else:
             alias = validate_alias(ref)
-            aliases = self.state(name)["aliases"]
+            aliases = self._state_view(name)["aliases"]
             if alias not in aliases:
                 raise AliasNotFoundError(f"model {name!r} has no alias {alias!r}")
             v = aliases[alias]
-        self.verify(name, v)
+        self._verified(name, v)
         return v
 
     # ---- publish -----------------------------------------------------------------------------
@@ -789,19 +818,24 @@ class Registry:
         Never writes and never raises on a corrupt file: it is logged once and the last good
         state this object saw (or the empty state) is returned. Cached by the file's identity.
         """
-        model_dir = self._existing_model_dir(name)
-        path = model_dir / STATE_FILE
+        return copy.deepcopy(self._state_view(name))
+
+    def _state_view(self, name: str) -> dict[str, Any]:
+        """state() without the defensive copy (internal callers never mutate the result)."""
+        path = self._existing_model_path(name) + os.sep + STATE_FILE
         stamp = _file_stamp(path)
         with self._lock:
             cached = self._state_cache.get(name)
         if cached is not None and cached[0] == stamp:
-            return copy.deepcopy(cached[1])
+            return cached[1]
         state = self._read_state(name, path, stamp)
         with self._lock:
             self._state_cache[name] = (stamp, state)
-        return copy.deepcopy(state)
+        return state
 
-    def _read_state(self, name: str, path: Path, stamp: tuple | None) -> dict[str, Any]:
+    def _read_state(
+        self, name: str, path: str | os.PathLike[str], stamp: tuple | None
+    ) -> dict[str, Any]:
         if stamp is None:
             state = _empty_state()
             with self._lock:
@@ -893,7 +927,7 @@ class Registry:
 
     def _require_good(self, name: str, version: Any) -> int:
         v = validate_version(version)
-        self.verify(name, v)  # VersionNotFoundError / BrokenVersionError
+        self._verified(name, v)  # VersionNotFoundError / BrokenVersionError
         return v
 
     @staticmethod
@@ -971,24 +1005,24 @@ class Registry:
         folder appears or disappears; state.json: inode/size/mtime/ctime, a new inode on every
         atomic replace). Without: the root's stamp plus that pair for every model folder.
         """
+        state_suffix = os.sep + STATE_FILE
         if name is not None:
-            model_dir = self.root / validate_model_name(name)
-            return (name, _dir_stamp(model_dir), _file_stamp(model_dir / STATE_FILE))
+            model_dir = self._root_prefix + validate_model_name(name)
+            return (name, _dir_stamp(model_dir), _file_stamp(model_dir + state_suffix))
         items = []
         try:
-            with os.scandir(self.root) as it:
+            with os.scandir(self._root_str) as it:
                 for e in it:
                     if _NAME_RE.fullmatch(e.name) and e.is_dir(follow_symlinks=False):
-                        model_dir = Path(e.path)
                         items.append(
-                            (e.name, _dir_stamp(model_dir), _file_stamp(model_dir / STATE_FILE))
+                            (e.name, _dir_stamp(e.path), _file_stamp(e.path + state_suffix))
                         )
         except (FileNotFoundError, NotADirectoryError):
             pass
-        return (_dir_stamp(self.root), tuple(sorted(items)))
+        return (_dir_stamp(self._root_str), tuple(sorted(items)))
 
 
-def _dir_stamp(path: Path) -> tuple[int, int, int] | None:
+def _dir_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     st = _lstat(path)
     if st is None:
         return None
