@@ -970,3 +970,14 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MODEL_REGISTRY_DIR", str(tmp_path / "vol"))
     reg = Registry.from_env(read_only=True)
     assert reg.root == (tmp_path / "vol").resolve() and reg.read_only
+
+
+def test_history_is_capped_keeping_the_newest(
+    reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_mod, "_MAX_HISTORY", 3)
+    publish_bytes(reg, tmp_path, b"a")
+    publish_bytes(reg, tmp_path, b"b")
+    for k in range(5):
+        reg.pin("m", 1 + k % 2, actor=f"a{k}")
+    assert [h["actor"] for h in reg.state("m")["history"]] == ["a2", "a3", "a4"]
