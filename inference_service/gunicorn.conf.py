@@ -47,6 +47,9 @@ graceful_timeout = 20
 keepalive = 5
 max_requests = 0  # never recycle workers: they would reload every model
 proc_name = "digitflow-inference"
+# gunicorn >= 25 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl (else ~/.gunicorn/); two
+# masters on one machine (inference + trainer, parallel tests) would unlink each other's. Unused here.
+control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 errorlog = "-"
 accesslog = "-"

@@ -1,0 +1,653 @@
+"""The inference app through Flask's test client, on a real temporary registry with tiny models.
+
+REGISTRY_POLL_SECONDS=0 makes the app re-check the registry at the start of every request, so a
+publish or pin is visible on the very next request: deterministic without sleeping. The background
+poller itself is tested separately (and for real, across gunicorn workers, in the integration
+test).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from PIL import Image, ImageDraw
+
+from inference_service.app import create_app
+from inference_service.serving import ModelCache
+from shared.config import TrainConfig
+from shared.modelfile import load_model, save_model
+from shared.nn.model import build_model
+from shared.registry import Registry
+
+RNG = np.random.default_rng(1)
+BATCH = RNG.integers(0, 256, size=(3, 784))
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def publish(registry: Registry, tmp_path: Path, name: str = "digits", seed: int = 0) -> int:
+    """Publish an untrained [16]-hidden model (weights differ by seed; accuracy is irrelevant)."""
+    config = TrainConfig(model=name, hidden_layers=[16], dropout=0.0, seed=seed)
+    mean = np.full(784, 0.1 * (seed % 5), dtype=np.float32)
+    model = build_model(config, mean=mean)
+    path = tmp_path / f"w-{uuid.uuid4().hex}.npz"
+    save_model(path, model, {"seed": seed})
+    return registry.publish(
+        name,
+        path,
+        {"config": config.public_dict(), "metrics": {"test_accuracy": round(0.1 + seed / 100, 4)}},
+    )
+
+
+def corrupt(registry: Registry, name: str, version: int) -> None:
+    """Flip bytes of a published weights file: the sha256 no longer matches."""
+    path = registry.weights_path(name, version)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def expected_proba(registry: Registry, name: str, version: int, x01: np.ndarray) -> np.ndarray:
+    loaded = load_model(registry.weights_path(name, version))
+    return loaded.model.predict_proba(np.asarray(x01, dtype=np.float32))
+
+
+def post_json(client, url: str, payload, **kw):
+    return client.post(url, data=orjson.dumps(payload), content_type="application/json", **kw)
+
+
+def error_of(resp) -> dict:
+    assert resp.mimetype == "application/json", resp.data[:200]
+    body = resp.get_json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+    return body["error"]
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(tmp_path / "models")
+
+
+@pytest.fixture
+def app(registry: Registry):
+    app = create_app({"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0})
+    yield app
+    app.extensions["digitflow"].cache.stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def digit_picture(fmt: str, dark_on_light: bool = True, size: int = 200) -> bytes:
+    """A drawn "1" (a thick vertical stroke) as PNG or JPEG bytes."""
+    bg, ink = (255, 0) if dark_on_light else (0, 255)
+    img = Image.new("L", (size, size), bg)
+    draw = ImageDraw.Draw(img)
+    draw.line([(size // 2, size // 6), (size // 2, 5 * size // 6)], fill=ink, width=size // 12)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+# ---- empty registry, health ----------------------------------------------------------------------
+
+
+def test_empty_registry(client) -> None:
+    assert client.get("/healthz").status_code == 200
+    resp = client.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["reason"] == "no models in the registry"
+    assert client.get("/v2/health/live").get_json() == {"live": True}
+    assert client.get("/v2/health/ready").status_code == 503
+    assert client.get("/v1/models").get_json() == {"models": []}
+    resp = post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
+    assert resp.status_code == 404 and error_of(resp)["code"] == "model_not_found"
+
+
+def test_readyz_before_and_after_publish(client, registry, tmp_path) -> None:
+    assert client.get("/readyz").status_code == 503
+    publish(registry, tmp_path)
+    resp = client.get("/readyz")
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["ready"] is True
+    assert body["models"]["digits"] == {"registry_default": 1, "serving": 1}
+    assert client.get("/v2/health/ready").get_json() == {"ready": True}
+
+
+# ---- V1 predict ----------------------------------------------------------------------------------
+
+
+def test_predict_default_matches_in_process_model(client, registry, tmp_path) -> None:
+    publish(registry, tmp_path)
+    resp = post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
+    assert resp.status_code == 200, resp.data
+    assert resp.headers["X-Model-Version"] == "1"
+    body = resp.get_json()
+    assert body["model"] == "digits" and body["model_version"] == 1
+    proba = np.asarray(body["probabilities"], dtype=np.float32)
+    want = expected_proba(registry, "digits", 1, BATCH / 255.0)
+    np.testing.assert_allclose(proba, want, rtol=1e-6, atol=1e-7)
+    assert body["predictions"] == want.argmax(axis=1).tolist()
+    # nested 28x28 and unit scale give the same answer
+    nested = post_json(
+        client,
+        "/v1/models/digits/predict",
+        {"instances": (BATCH / 255.0).reshape(3, 28, 28).tolist(), "scale": "unit"},
+    ).get_json()
+    np.testing.assert_allclose(nested["probabilities"], body["probabilities"], rtol=1e-5)
+
+
+def test_versions_latest_alias_and_pin(client, registry, tmp_path) -> None:
+    publish(registry, tmp_path, seed=1)
+    assert (
+        post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()}).headers[
+            "X-Model-Version"
+        ]
+        == "1"
+    )
+    publish(registry, tmp_path, seed=2)
+
+    def version(url: str) -> str:
+        resp = post_json(client, url, {"instances": BATCH[:1].tolist()})
+        assert resp.status_code == 200, resp.data
+        return resp.headers["X-Model-Version"]
+
+    assert version("/v1/models/digits/predict") == "2"  # latest is the default
+    assert version("/v1/models/digits/versions/1/predict") == "1"
+    assert version("/v1/models/digits/versions/latest/predict") == "2"
+    assert version("/v1/models/digits/versions/default/predict") == "2"
+    registry.set_alias("digits", "champion", 1)
+    assert version("/v1/models/digits/versions/champion/predict") == "1"
+    registry.pin("digits", 1)
+    assert version("/v1/models/digits/predict") == "1"
+    assert version("/v1/models/digits/versions/latest/predict") == "2"
+    registry.unpin("digits")
+    assert version("/v1/models/digits/predict") == "2"
+    # answers come from the right weights
+    p1 = post_json(
+        client, "/v1/models/digits/versions/1/predict", {"instances": BATCH.tolist()}
+    ).get_json()["probabilities"]
+    np.testing.assert_allclose(
+        p1, expected_proba(registry, "digits", 1, BATCH / 255.0), rtol=1e-6, atol=1e-7
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/v1/models/nope/predict",
+        "/v1/models/Digits/predict",
+        "/v1/models/..%2F..%2Fetc/predict",
+        "/v1/models/digits/versions/9/predict",
+        "/v1/models/digits/versions/0/predict",
+        "/v1/models/digits/versions/01/predict",
+        "/v1/models/digits/versions/-1/predict",
+        "/v1/models/digits/versions/99999999999999999999/predict",
+        "/v1/models/digits/versions/nosuchalias/predict",
+        "/v1/models/digits/versions/Bad.Alias/predict",
+        "/v1/models/nope",
+        "/v1/models/digits/versions/7",
+        "/v1/models/digits/versions/unknown",
+        "/v2/models/nope",
+        "/v2/models/digits/versions/5",
+        "/v2/models/digits/versions/5/ready",
+        "/v2/models/nope/ready",
+        "/nothing/here",
+    ],
+)
+def test_unknown_things_are_404(client, registry, tmp_path, url: str) -> None:
+    publish(registry, tmp_path)
+    if url.endswith("/predict"):
+        resp = post_json(client, url, {"instances": BATCH.tolist()})
+    else:
+        resp = client.get(url)
+    assert resp.status_code == 404, resp.data
+    error_of(resp)
+
+
+def test_listing_and_manifest(client, registry, tmp_path) -> None:
+    publish(registry, tmp_path, seed=1)
+    publish(registry, tmp_path, seed=2)
+    registry.set_alias("digits", "champion", 1)
+    registry.pin("digits", 1)
+    post_json(client, "/v1/models/digits/predict", {"instances": BATCH[:1].tolist()})
+
+    models = client.get("/v1/models").get_json()["models"]
+    assert models == [
+        {
+            "name": "digits",
+            "latest_version": 2,
+            "default_version": 1,
+            "pinned_version": 1,
+            "serving_version": 1,
+            "versions": [1, 2],
+            "aliases": {"champion": 1},
+        }
+    ]
+    detail = client.get("/v1/models/digits").get_json()
+    assert detail["default_version"] == 1 and detail["latest_version"] == 2
+    v1, v2 = detail["versions"]
+    assert v1["version"] == 1 and v1["default"] and v1["pinned"] and v1["loaded"]
+    assert v1["aliases"] == ["champion"] and v1["status"] == "ok"
+    assert v1["metrics"] == {"test_accuracy": 0.11}
+    assert v1["config"]["hidden_layers"] == [16]
+    assert v1["created_at"] and len(v1["sha256"]) == 64
+    assert not v2["default"] and not v2["loaded"] and v2["aliases"] == []
+    assert [h["action"] for h in detail["history"]] == ["alias_set", "pin"]
+
+    manifest = client.get("/v1/models/digits/versions/2").get_json()
+    assert manifest["version"] == 2 and manifest["status"] == "ok"
+    assert manifest["metrics"] == {"test_accuracy": 0.12}
+    assert manifest["default"] is False and manifest["loaded"] is False
+    assert client.get("/v1/models/digits/versions/champion").get_json()["version"] == 1
+    assert client.get("/v1/models/digits/versions/latest").get_json()["version"] == 2
+
+
+def test_broken_version_is_listed_and_never_served(client, registry, tmp_path, caplog) -> None:
+    publish(registry, tmp_path, seed=1)
+    publish(registry, tmp_path, seed=2)
+    url = "/v1/models/digits/predict"
+    assert post_json(client, url, {"instances": BATCH.tolist()}).headers["X-Model-Version"] == "2"
+    publish(registry, tmp_path, seed=3)
+    corrupt(registry, "digits", 3)
+    # the default stays on the last good version
+    for _ in range(3):
+        resp = post_json(client, url, {"instances": BATCH.tolist()})
+        assert resp.headers["X-Model-Version"] == "2"
+    resp = post_json(client, "/v1/models/digits/versions/3/predict", {"instances": BATCH.tolist()})
+    assert resp.status_code == 409 and error_of(resp)["code"] == "version_broken"
+    rows = {r["version"]: r for r in client.get("/v1/models/digits").get_json()["versions"]}
+    assert rows[3]["status"] == "broken" and "sha256" in rows[3]["error"]
+    assert rows[3]["loaded"] is False and rows[2]["default"] is True
+    assert client.get("/v1/models/digits/versions/3").status_code == 409
+    assert client.get("/v2/models/digits").get_json()["versions"] == ["1", "2"]
+    assert client.get("/readyz").status_code == 200
+
+
+def test_unloadable_file_with_valid_hash_falls_back(client, registry, tmp_path) -> None:
+    """Hash OK (published that way) but not a model file: load_model refuses, never served."""
+    publish(registry, tmp_path, seed=1)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a numpy file at all")
+    assert registry.publish("digits", junk, {"config": {}}) == 2
+    resp = post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
+    assert resp.status_code == 200 and resp.headers["X-Model-Version"] == "1"
+    resp = post_json(client, "/v1/models/digits/versions/2/predict", {"instances": BATCH.tolist()})
+    assert resp.status_code == 409
+    assert client.get("/readyz").status_code == 200
+
+
+def test_model_with_only_broken_versions(client, registry, tmp_path) -> None:
+    publish(registry, tmp_path, name="bad")
+    corrupt(registry, "bad", 1)
+    resp = post_json(client, "/v1/models/bad/predict", {"instances": BATCH.tolist()})
+    assert resp.status_code == 409
+    body = client.get("/readyz").get_json()
+    assert body["ready"] is False
+    assert body["models"]["bad"]["problem"] == "no usable version in the registry"
+    publish(registry, tmp_path, name="good")
+    body = client.get("/readyz").get_json()
+    assert body["ready"] is True, body  # "bad" has nothing to load: it does not block readiness
+
+
+# ---- V1 errors -----------------------------------------------------------------------------------
+
+
+def test_error_codes(registry, tmp_path) -> None:
+    publish(registry, tmp_path)
+    app = create_app(
+        {
+            "MODEL_REGISTRY_DIR": str(registry.root),
+            "REGISTRY_POLL_SECONDS": 0,
+            "MAX_CONTENT_LENGTH": 64 * 1024,
+            "MAX_BATCH_IMAGES": 4,
+        }
+    )
+    client = app.test_client()
+    url = "/v1/models/digits/predict"
+
+    resp = client.get(url)
+    assert resp.status_code == 405 and "POST" in resp.headers["Allow"]
+    assert error_of(resp)["code"] == "method_not_allowed"
+
+    resp = client.post(url, data=b"{bad", content_type="application/json")
+    assert resp.status_code == 400 and error_of(resp)["code"] == "malformed_json"
+
+    resp = client.post(url, data=b'{"instances": [[NaN]]}', content_type="application/json")
+    assert resp.status_code == 400
+
+    resp = post_json(client, url, {"instances": [[0] * 783 + [256]]})
+    err = error_of(resp)
+    assert resp.status_code == 400 and err["field"] == "instances[0][783]"
+
+    resp = post_json(client, url, {"instances": []})
+    assert resp.status_code == 422 and error_of(resp)["code"] == "empty_batch"
+
+    resp = post_json(client, url, {"instances": [[0] * 784] * 5})
+    assert resp.status_code == 413 and error_of(resp)["code"] == "too_many_images"
+
+    resp = client.post(url, data=b"x" * (65 * 1024), content_type="application/json")
+    assert resp.status_code == 413 and error_of(resp)["code"] == "payload_too_large"
+
+    resp = client.post(url, data=b"instances=1", content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 415 and error_of(resp)["code"] == "unsupported_media_type"
+    resp = client.post(url, data=b"hello", content_type="text/plain")
+    assert resp.status_code == 415
+
+    # no Content-Type at all: treated as JSON
+    resp = client.post(url, data=orjson.dumps({"instances": BATCH[:1].tolist()}))
+    assert resp.status_code == 200
+
+    resp = client.delete("/v1/models/digits")
+    assert resp.status_code == 405
+
+
+def test_a_real_bug_is_a_json_500(app, caplog) -> None:
+    def boom():
+        raise RuntimeError("kaboom")
+
+    app.add_url_rule("/boom", "boom", boom)
+    resp = app.test_client().get("/boom")
+    assert resp.status_code == 500
+    assert error_of(resp)["code"] == "internal_error"
+    assert "kaboom" not in resp.get_data(as_text=True)
+    assert "kaboom" in caplog.text
+
+
+# ---- picture uploads -----------------------------------------------------------------------------
+
+
+def test_picture_upload_png_jpeg_and_multipart(client, registry, tmp_path) -> None:
+    from shared.preprocess import picture_to_mnist
+
+    publish(registry, tmp_path)
+    url = "/v1/models/digits/predict"
+    png = digit_picture("PNG", dark_on_light=True)
+    jpeg = digit_picture("JPEG", dark_on_light=False)
+
+    resp = client.post(url, data=png, content_type="image/png")
+    assert resp.status_code == 200, resp.data
+    body = resp.get_json()
+    want = expected_proba(registry, "digits", 1, picture_to_mnist(png)[None, :])
+    np.testing.assert_allclose(body["probabilities"], want, rtol=1e-5, atol=1e-7)
+    assert len(body["predictions"]) == 1
+
+    resp = client.post(url, data=jpeg, content_type="image/jpeg")
+    assert resp.status_code == 200 and len(resp.get_json()["predictions"]) == 1
+
+    resp = client.post(
+        "/v1/models/digits/versions/1/predict",
+        data={"image": [(io.BytesIO(png), "a.png"), (io.BytesIO(jpeg), "b.jpg")]},
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 200, resp.data
+    assert len(resp.get_json()["predictions"]) == 2
+
+    resp = client.post(
+        url, data={"picture": (io.BytesIO(png), "a.png")}, content_type="multipart/form-data"
+    )
+    assert resp.status_code == 400 and error_of(resp)["field"] == "image"
+
+    resp = client.post(url, data=b"GIF89a not really", content_type="image/png")
+    assert resp.status_code == 400 and error_of(resp)["code"] == "invalid_image"
+
+    blank = io.BytesIO()
+    Image.new("L", (50, 50), 255).save(blank, format="PNG")
+    resp = client.post(url, data=blank.getvalue(), content_type="image/png")
+    assert resp.status_code == 422 and error_of(resp)["code"] == "blank_image"
+
+    resp = client.post(url, data=b"", content_type="image/png")
+    assert resp.status_code == 400
+
+
+# ---- V2 ------------------------------------------------------------------------------------------
+
+
+def test_v2_metadata_and_ready(client, registry, tmp_path) -> None:
+    publish(registry, tmp_path, seed=1)
+    publish(registry, tmp_path, seed=2)
+    meta = client.get("/v2/models/digits").get_json()
+    assert meta["name"] == "digits" and meta["versions"] == ["1", "2"]
+    assert meta["inputs"][0]["name"] == "input" and meta["inputs"][0]["shape"] == [-1, 784]
+    assert meta["inputs"][0]["datatype"] == "FP32"
+    assert {o["name"]: (o["datatype"], o["shape"]) for o in meta["outputs"]} == {
+        "probabilities": ("FP32", [-1, 10]),
+        "predictions": ("INT64", [-1]),
+    }
+    assert client.get("/v2/models/digits/versions/1").status_code == 200
+    assert client.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]
+    resp = client.get("/v2/models/digits/ready")
+    assert resp.status_code == 200 and resp.get_json()["version"] == "2"
+    assert client.get("/v2/models/digits/versions/1/ready").get_json()["ready"] is True
+
+
+def test_v2_infer_json(client, registry, tmp_path) -> None:
+    publish(registry, tmp_path)
+    want = expected_proba(registry, "digits", 1, BATCH / 255.0)
+    for datatype, data, shape in [
+        ("UINT8", BATCH.reshape(-1).tolist(), [3, 784]),
+        ("UINT8", BATCH.reshape(3, 28, 28).tolist(), [3, 28, 28]),
+        ("FP32", (BATCH / 255.0).reshape(-1).tolist(), [3, 784]),
+    ]:
+        resp = post_json(
+            client,
+            "/v2/models/digits/infer",
+            {
+                "id": "req-7",
+                "inputs": [{"name": "input", "shape": shape, "datatype": datatype, "data": data}],
+            },
+        )
+        assert resp.status_code == 200, resp.data
+        body = resp.get_json()
+        assert body["model_name"] == "digits" and body["model_version"] == "1"
+        assert body["id"] == "req-7"
+        outs = {o["name"]: o for o in body["outputs"]}
+        assert outs["probabilities"]["datatype"] == "FP32"
+        assert outs["probabilities"]["shape"] == [3, 10]
+        got = np.asarray(outs["probabilities"]["data"], dtype=np.float32).reshape(3, 10)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        assert outs["predictions"] == {
+            "name": "predictions",
+            "datatype": "INT64",
+            "shape": [3],
+            "data": want.argmax(axis=1).tolist(),
+        }
+    # only the requested output
+    resp = post_json(
+        client,
+        "/v2/models/digits/versions/1/infer",
+        {
+            "inputs": [
+                {"name": "input", "shape": [3, 784], "datatype": "UINT8", "data": BATCH.tolist()}
+            ],
+            "outputs": [{"name": "predictions"}],
+        },
+    )
+    assert [o["name"] for o in resp.get_json()["outputs"]] == ["predictions"]
+
+
+def test_v2_infer_binary(client, registry, tmp_path) -> None:
+    publish(registry, tmp_path)
+    x = (BATCH / 255.0).astype("<f4")
+    want = expected_proba(registry, "digits", 1, x)
+    raw = x.tobytes()
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [3, 28, 28],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [
+                {"name": "probabilities", "parameters": {"binary_data": True}},
+                {"name": "predictions", "parameters": {"binary_data": False}},
+            ],
+        }
+    )
+    resp = client.post(
+        "/v2/models/digits/infer",
+        data=head + raw,
+        content_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert resp.status_code == 200, resp.data[:300]
+    assert resp.mimetype == "application/octet-stream"
+    n = int(resp.headers["Inference-Header-Content-Length"])
+    header = orjson.loads(resp.data[:n])
+    probs, preds = header["outputs"]
+    assert probs["parameters"] == {"binary_data_size": 3 * 10 * 4} and "data" not in probs
+    got = np.frombuffer(resp.data[n:], dtype="<f4").reshape(3, 10)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert preds["data"] == want.argmax(axis=1).tolist()
+
+    # UINT8 binary in, everything binary out
+    u8 = BATCH.astype(np.uint8).tobytes()
+    head = orjson.dumps(
+        {
+            "parameters": {"binary_data_output": True},
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [3, 784],
+                    "datatype": "UINT8",
+                    "parameters": {"binary_data_size": len(u8)},
+                }
+            ],
+        }
+    )
+    resp = client.post(
+        "/v2/models/digits/infer",
+        data=head + u8,
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert resp.status_code == 200
+    n = int(resp.headers["Inference-Header-Content-Length"])
+    header = orjson.loads(resp.data[:n])
+    sizes = [o["parameters"]["binary_data_size"] for o in header["outputs"]]
+    assert sizes == [120, 24]
+    tail = resp.data[n:]
+    np.testing.assert_allclose(
+        np.frombuffer(tail[:120], "<f4").reshape(3, 10), want, rtol=1e-5, atol=1e-7
+    )
+    assert np.frombuffer(tail[120:], "<i8").tolist() == want.argmax(axis=1).tolist()
+
+
+def test_v2_errors(client, registry, tmp_path) -> None:
+    publish(registry, tmp_path)
+    url = "/v2/models/digits/infer"
+    resp = client.post(url, data=b"{", content_type="application/json")
+    assert resp.status_code == 400
+    resp = post_json(
+        client, url, {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP16"}]}
+    )
+    assert resp.status_code == 422
+    resp = client.post(url, data=b"abc", content_type="text/csv")
+    assert resp.status_code == 415
+    resp = client.post(url, data=b"{}", headers={"Inference-Header-Content-Length": "99"})
+    assert resp.status_code == 400
+    assert client.get(url).status_code == 405
+
+
+# ---- hot reload with the background thread --------------------------------------------------------
+
+
+def test_background_poller_swaps_default_without_requests(registry, tmp_path) -> None:
+    app = create_app({"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0.05})
+    cache: ModelCache = app.extensions["digitflow"].cache
+    client = app.test_client()
+    try:
+        assert client.get("/readyz").status_code == 503  # starts the poller
+        assert cache.polling
+        publish(registry, tmp_path, seed=1)
+        deadline = time.monotonic() + 2
+        while cache.served_default("digits") != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cache.served_default("digits") == 1
+        old = cache.get("digits")  # an "in-flight request" holding version 1
+        publish(registry, tmp_path, seed=2)
+        deadline = time.monotonic() + 2
+        while cache.served_default("digits") != 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cache.served_default("digits") == 2
+        # the old object still works after the swap (load-before-drop)
+        assert old.version == 1 and old.predict_proba(np.zeros((1, 784), np.float32)).shape == (
+            1,
+            10,
+        )
+        assert client.get("/readyz").status_code == 200
+    finally:
+        cache.stop()
+    assert not cache.polling
+
+
+def test_lru_never_evicts_defaults(registry, tmp_path) -> None:
+    for seed in range(1, 5):
+        publish(registry, tmp_path, seed=seed)
+    registry.pin("digits", 2)
+    cache = ModelCache(registry, capacity=2, poll_seconds=0)
+    cache.refresh()
+    assert cache.served_default("digits") == 2
+    for v in (1, 3, 4, 1):
+        assert cache.get("digits", v).version == v
+    assert cache.is_loaded("digits", 2)  # the default survives every eviction
+    assert len(cache.loaded_versions()) == 2
+    assert set(cache.loaded_versions()) == {("digits", 2), ("digits", 1)}
+
+
+# ---- metrics & OpenAPI ------------------------------------------------------------------------------
+
+
+def test_metrics(client, registry, tmp_path) -> None:
+    publish(registry, tmp_path)
+    post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
+    post_json(client, "/v1/models/digits/predict", {"instances": []})
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    text = resp.get_data(as_text=True)
+    assert (
+        'digitflow_inference_requests_total{method="POST",route="/v1/models/<name>/predict",'
+        'status="200"} 1.0' in text
+    )
+    assert 'status="422"} 1.0' in text
+    assert 'digitflow_inference_images_total{model="digits",version="1"} 3.0' in text
+    assert 'digitflow_inference_default_version{model="digits"} 1.0' in text
+    assert "digitflow_inference_request_duration_seconds_bucket" in text
+
+
+def test_openapi_describes_every_route(client, app) -> None:
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    documented = {
+        (path, method.upper())
+        for path, ops in spec["paths"].items()
+        for method in ops
+        if method in ("get", "post", "put", "delete", "patch")
+    }
+    routed = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routed.add((path, method))
+    assert documented == routed
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            for status, resp in op["responses"].items():
+                if status.startswith(("4", "5")) and path not in ("/readyz", "/v2/health/ready"):
+                    assert resp["content"]["application/json"]["schema"] == {
+                        "$ref": "#/components/schemas/Error"
+                    }, (path, status)
