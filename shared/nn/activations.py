@@ -1,0 +1,134 @@
+"""Element-wise activations. Each keeps what its derivative needs and nothing more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from shared.nn.layers import Layer
+
+
+class ReLU(Layer):
+    """relu(x) = max(x, 0); derivative 1 where the output is positive, else 0."""
+
+    kind = "relu"
+
+    def __init__(self, dtype: Any = np.float32) -> None:
+        super().__init__(dtype)
+        self._y: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        out = self._out("y", x.shape, training)
+        np.maximum(x, 0, out=out)
+        if training:
+            self._y = out
+        return out
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        mask = self._out("mask", grad.shape, True, dtype=np.bool_)
+        np.greater(self._y, 0, out=mask)
+        dx = self._out("dx", grad.shape, True)
+        return np.multiply(grad, mask, out=dx)
+
+
+class LeakyReLU(Layer):
+    """leaky(x) = x for x > 0, alpha * x otherwise (0 < alpha < 1): dead units still learn."""
+
+    kind = "leaky_relu"
+
+    def __init__(self, alpha: float = 0.01, dtype: Any = np.float32) -> None:
+        super().__init__(dtype)
+        if not 0.0 < alpha < 1.0:
+            raise ValueError("LeakyReLU alpha must be in (0, 1)")
+        self.alpha = float(alpha)
+        self._x: np.ndarray | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        out = self._out("y", x.shape, training)
+        # For 0 < alpha < 1, max(x, alpha * x) picks x when positive and alpha * x otherwise.
+        np.multiply(x, self.alpha, out=out)
+        np.maximum(x, out, out=out)
+        if training:
+            self._x = x
+        return out
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        mask = self._out("mask", grad.shape, True, dtype=np.bool_)
+        np.greater(self._x, 0, out=mask)
+        dx = self._out("dx", grad.shape, True)
+        np.multiply(grad, self.alpha, out=dx)
+        np.copyto(dx, grad, where=mask)
+        return dx
+
+
+class Sigmoid(Layer):
+    """sigmoid(x) = 1 / (1 + e^-x), computed as 0.5 * tanh(x / 2) + 0.5.
+
+    The tanh form never overflows (e^-x does for x < -88 in float32) and is one ufunc.
+    Derivative: s * (1 - s).
+    """
+
+    kind = "sigmoid"
+
+    def __init__(self, dtype: Any = np.float32) -> None:
+        super().__init__(dtype)
+        self._y: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        out = self._out("y", x.shape, training)
+        np.multiply(x, 0.5, out=out)
+        np.tanh(out, out=out)
+        out *= 0.5
+        out += 0.5
+        if training:
+            self._y = out
+        return out
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        y = self._y
+        dx = self._out("dx", grad.shape, True)
+        np.subtract(1.0, y, out=dx)
+        dx *= y
+        dx *= grad
+        return dx
+
+
+class Tanh(Layer):
+    """tanh(x); derivative 1 - tanh(x)^2."""
+
+    kind = "tanh"
+
+    def __init__(self, dtype: Any = np.float32) -> None:
+        super().__init__(dtype)
+        self._y: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        out = self._out("y", x.shape, training)
+        np.tanh(x, out=out)
+        if training:
+            self._y = out
+        return out
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        y = self._y
+        dx = self._out("dx", grad.shape, True)
+        np.multiply(y, y, out=dx)
+        np.subtract(1.0, dx, out=dx)
+        dx *= grad
+        return dx
+
+
+ACTIVATIONS: dict[str, type[Layer]] = {
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+}

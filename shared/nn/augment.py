@@ -1,0 +1,194 @@
+"""Data augmentation for 28x28 digits, vectorised over the whole batch (no per-image Python loop).
+
+Every image gets its own random small rotation, scaling and shift, optionally plus an elastic
+distortion; all of it is ONE inverse map per batch: for each output pixel we compute where it
+comes from in the source image and read it with bilinear interpolation (zero outside the image).
+
+    source(p) = A_i @ (p - c) + c + u_i + d_i(p)
+
+A_i = R(-theta_i) / s_i undoes a rotation by theta_i and a scaling by s_i about the centre c,
+u_i is a shift, d_i(p) the elastic displacement field. The elastic field follows Simard et al.
+(2003) in spirit — a random displacement field smoothed by a Gaussian — but is made cheaply:
+i.i.d. normal values on a coarse `grid` x `grid` lattice are interpolated with a Gaussian kernel
+(separable, so two small matrix products for the whole batch) and scaled to `elastic_alpha`
+pixels RMS.
+
+Pixel values are expected in [0, 1]; bilinear interpolation is a convex combination, so the
+output stays in [0, 1] (clipped against rounding).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _grid(size: int) -> np.ndarray:
+    """Homogeneous centred pixel coordinates [3, size*size]: rows (r - c), (col - c), 1."""
+    c = (size - 1) / 2.0
+    r, q = np.meshgrid(np.arange(size) - c, np.arange(size) - c, indexing="ij")
+    return np.stack([r.ravel(), q.ravel(), np.ones(size * size)]).astype(np.float32)
+
+
+def _gaussian_interpolator(size: int, grid: int) -> np.ndarray:
+    """K [size, grid]: Gaussian weights from `grid` lattice points to every pixel row/column.
+
+    Normalised so that K @ N @ K.T has unit RMS (averaged over pixels) for N ~ N(0, 1).
+    """
+    positions = np.linspace(0.0, size - 1.0, grid)
+    spacing = (size - 1.0) / max(grid - 1, 1)
+    k = np.exp(-((np.arange(size)[:, None] - positions[None, :]) ** 2) / (2.0 * spacing**2))
+    k /= math.sqrt(float(np.mean(np.sum(k**2, axis=1))))
+    return k.astype(np.float32)
+
+
+def random_affine(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    max_shift: float,
+    max_rotation: float,
+    max_scale: float,
+    size: int = 28,
+) -> np.ndarray:
+    """[n, 2, 3] inverse maps T with source = T @ (r - c, col - c, 1) for each output pixel.
+
+    theta ~ U(-max_rotation, max_rotation) degrees, s ~ U(1 - max_scale, 1 + max_scale),
+    shifts ~ U(-max_shift, max_shift) pixels, independently per image.
+    """
+    theta = np.deg2rad(rng.uniform(-max_rotation, max_rotation, n))
+    scale = rng.uniform(1.0 - max_scale, 1.0 + max_scale, n)
+    shift = rng.uniform(-max_shift, max_shift, (n, 2))
+    cos, sin = np.cos(theta) / scale, np.sin(theta) / scale
+    c = (size - 1) / 2.0
+    t = np.empty((n, 2, 3))
+    t[:, 0, 0], t[:, 0, 1] = cos, sin  # R(-theta) / s
+    t[:, 1, 0], t[:, 1, 1] = -sin, cos
+    t[:, :, 2] = c + shift
+    return t.astype(np.float32)
+
+
+def identity_affine(n: int, size: int = 28) -> np.ndarray:
+    """[n, 2, 3] maps that leave images unchanged."""
+    t = np.zeros((n, 2, 3), np.float32)
+    t[:, 0, 0] = t[:, 1, 1] = 1.0
+    t[:, :, 2] = (size - 1) / 2.0
+    return t
+
+
+class Augmenter:
+    """Random affine (+ optional elastic) augmentation with reused buffers.
+
+    `augmenter(x, rng)` takes float32 [B, size*size] in [0, 1] and returns an array of the same
+    shape, valid until the next call (it is the augmenter's own buffer).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_shift: float = 2.0,
+        max_rotation: float = 12.0,
+        max_scale: float = 0.1,
+        elastic: bool = False,
+        elastic_alpha: float = 1.2,
+        elastic_grid: int = 6,
+        size: int = 28,
+    ) -> None:
+        self.max_shift, self.max_rotation, self.max_scale = max_shift, max_rotation, max_scale
+        self.elastic, self.elastic_alpha, self.elastic_grid = elastic, elastic_alpha, elastic_grid
+        self.size = size
+        self._g = _grid(size)
+        self._k = _gaussian_interpolator(size, elastic_grid)
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def _buf(self, key: str, shape: tuple[int, ...], dtype=np.float32, zero=False) -> np.ndarray:
+        buf = self._bufs.get(key)
+        if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:]:
+            buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+            self._bufs[key] = buf
+        return buf[: shape[0]]
+
+    def elastic_field(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Smooth random displacements [n, 2, size*size] (rows, cols), RMS elastic_alpha px."""
+        g, s = self.elastic_grid, self.size
+        noise = rng.standard_normal((2 * n * g, g), dtype=np.float32)
+        k_t = self._k.T * np.float32(self.elastic_alpha)
+        half = (noise @ self._k.T).reshape(2 * n, g, s)  # N K^T, per field
+        # (N K^T)^T K^T = K N^T K^T: the same distribution as K N K^T, with only 2-D products.
+        half_t = np.ascontiguousarray(half.transpose(0, 2, 1)).reshape(2 * n * s, g)
+        return (half_t @ k_t).reshape(n, 2, s * s)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = x.shape[0]
+        t = random_affine(
+            rng,
+            n,
+            max_shift=self.max_shift,
+            max_rotation=self.max_rotation,
+            max_scale=self.max_scale,
+            size=self.size,
+        )
+        disp = self.elastic_field(rng, n) if self.elastic else None
+        return self.warp(x, t, disp)
+
+    def warp(self, x: np.ndarray, t: np.ndarray, disp: np.ndarray | None = None) -> np.ndarray:
+        """Resample each image i at source = t[i] @ (r - c, col - c, 1) (+ disp[i]); bilinear,
+        zero outside. Deterministic: the random part lives in `__call__`."""
+        s = self.size
+        n, hw = x.shape[0], s * s
+        if x.shape[1:] != (hw,):
+            raise ValueError(f"expected images of shape [N, {hw}], got {list(x.shape)}")
+        x = x.astype(np.float32, copy=False)
+        # Zero-padded copy: 1 pixel before, 2 after, so clipped coordinates read zeros.
+        ps = s + 3
+        padded = self._buf("padded", (n, ps, ps), zero=True)
+        padded[:, 1 : s + 1, 1 : s + 1] = x.reshape(n, s, s)
+        flat = padded.reshape(-1)
+
+        coords = self._buf("coords", (n, 2, hw))
+        np.matmul(t.reshape(2 * n, 3), self._g, out=coords.reshape(2 * n, hw))
+        if disp is not None:
+            coords += disp
+        np.clip(coords, -1.0, float(s), out=coords)
+        base = self._buf("base", (n, 2, hw))
+        np.floor(coords, out=base)
+        coords -= base  # now the fractional parts
+        ib = self._buf("ibase", (n, 2, hw), dtype=np.intp)
+        np.copyto(ib, base, casting="unsafe")
+        idx = self._buf("idx", (n, hw), dtype=np.intp)
+        # flat index of the top-left neighbour: image i, padded row r + 1, padded col q + 1
+        np.multiply(ib[:, 0], ps, out=idx)
+        idx += ib[:, 1]
+        idx += self._offsets(n, ps)
+
+        v00 = self._buf("v00", (n, hw))
+        v01 = self._buf("v01", (n, hw))
+        v10 = self._buf("v10", (n, hw))
+        v11 = self._buf("v11", (n, hw))
+        np.take(flat, idx, out=v00, mode="clip")
+        np.take(flat[1:], idx, out=v01, mode="clip")
+        np.take(flat[ps:], idx, out=v10, mode="clip")
+        np.take(flat[ps + 1 :], idx, out=v11, mode="clip")
+        fr, fc = coords[:, 0], coords[:, 1]
+        # top = v00 + fc (v01 - v00); bottom = v10 + fc (v11 - v10); out = top + fr (bottom - top)
+        v01 -= v00
+        v01 *= fc
+        v01 += v00
+        v11 -= v10
+        v11 *= fc
+        v11 += v10
+        v11 -= v01
+        v11 *= fr
+        out = self._buf("out", (n, hw))
+        np.add(v01, v11, out=out)
+        np.clip(out, 0.0, 1.0, out=out)
+        return out
+
+    def _offsets(self, n: int, ps: int) -> np.ndarray:
+        """[n, 1] flat offset of each padded image, plus the (+1, +1) padding shift."""
+        off = self._bufs.get("offsets")
+        if off is None or off.shape[0] < n:
+            off = (np.arange(n, dtype=np.intp) * ps * ps + ps + 1)[:, None]
+            self._bufs["offsets"] = off
+        return off[:n]

@@ -1,0 +1,350 @@
+"""Layers: Dense, Dropout, BatchNorm1d, Standardize (and the Layer base the activations share).
+
+Every layer is a small object with `forward(x, training)` and `backward(grad)`; the maths is
+written out in each method so you can check it against a textbook.
+
+Speed conventions (why the code looks the way it does):
+- Float32 everywhere; a layer's dtype is the dtype of its parameters (tests use float64).
+- In training mode a layer writes into *reused buffers* it owns (no allocation per batch); the
+  returned array stays valid until that layer's next forward/backward call. `Sequential` consumes
+  it immediately. In inference mode layers allocate fresh arrays, so prediction is thread-safe.
+- Parameters (`trainable`) and their gradients (`d<name>`) may be re-bound by `Sequential` to
+  views into one flat buffer, so an optimizer updates every parameter with a handful of ufuncs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class Layer:
+    """Base class. Subclasses list their array attributes in the three class tuples."""
+
+    #: Attribute names of trainable arrays; the gradient of `W` lives in `dW`.
+    trainable: ClassVar[tuple[str, ...]] = ()
+    #: Subset of `trainable` that L2 / weight decay applies to (weights, never biases or BN).
+    decayed: ClassVar[tuple[str, ...]] = ()
+    #: Non-trainable arrays that are part of the model (running statistics, fixed means).
+    persistent: ClassVar[tuple[str, ...]] = ()
+    #: Name used in the JSON spec.
+    kind: ClassVar[str] = "layer"
+
+    def __init__(self, dtype: Any = np.float32) -> None:
+        self.dtype = np.dtype(dtype)
+        self._buffers: dict[str, np.ndarray] = {}
+
+    # -- interface -----------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Given dL/d(output), fill the parameter gradients and return dL/d(input).
+
+        `need_input_grad=False` lets the first trainable layer skip its most expensive product.
+        """
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (the layer's part of the model spec)."""
+        return {}
+
+    def output_dim(self, input_dim: int) -> int:
+        return input_dim
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array saved in a model file: trainable parameters and persistent state."""
+        return {name: getattr(self, name) for name in self.trainable + self.persistent}
+
+    def astype(self, dtype: Any) -> None:
+        """Cast parameters, gradients and state in place (used by float64 gradient checks)."""
+        self.dtype = np.dtype(dtype)
+        for name in self.trainable:
+            setattr(self, name, getattr(self, name).astype(self.dtype))
+            setattr(self, "d" + name, np.zeros_like(getattr(self, name)))
+        for name in self.persistent:
+            setattr(self, name, getattr(self, name).astype(self.dtype))
+        self._buffers.clear()
+
+    def _out(
+        self, key: str, shape: tuple[int, ...], training: bool, dtype: Any = None
+    ) -> np.ndarray:
+        """An output array: a reused buffer in training mode, a fresh one otherwise.
+
+        Buffers only grow, and a view of the first rows is returned, so the smaller last batch of
+        an epoch does not trigger a reallocation.
+        """
+        dtype = self.dtype if dtype is None else dtype
+        if not training:
+            return np.empty(shape, dtype)
+        buf = self._buffers.get(key)
+        if (
+            buf is None
+            or buf.shape[0] < shape[0]
+            or buf.shape[1:] != shape[1:]
+            or buf.dtype != dtype
+        ):
+            buf = np.empty(shape, dtype)
+            self._buffers[key] = buf
+        return buf[: shape[0]]
+
+    def _as_input(self, x: np.ndarray) -> np.ndarray:
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected layer y = x @ W + b, with W of shape (in_features, out_features).
+
+    Initialisation keeps activations at a steady scale through depth:
+    - "he" (Kaiming normal, std = sqrt(2 / fan_in)) for the ReLU family, which zeroes half its input;
+    - "xavier" (Glorot uniform, limit = sqrt(6 / (fan_in + fan_out))) for sigmoid/tanh and the
+      output layer feeding the softmax.
+    """
+
+    trainable = ("W", "b")
+    decayed = ("W",)
+    kind = "dense"
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = True,
+        init: str = "he",
+        rng: np.random.Generator | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__(dtype)
+        if in_features < 1 or out_features < 1:
+            raise ValueError("Dense needs positive in_features and out_features")
+        if init not in ("he", "xavier"):
+            raise ValueError(f"unknown init {init!r}; expected 'he' or 'xavier'")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.use_bias, self.init = bool(bias), init
+        rng = rng if rng is not None else np.random.default_rng(0)
+        shape = (self.in_features, self.out_features)
+        if init == "he":
+            std = np.sqrt(2.0 / self.in_features)
+            w = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+        else:
+            limit = np.sqrt(6.0 / (self.in_features + self.out_features))
+            w = rng.uniform(-limit, limit, size=shape).astype(np.float32)
+        self.W = w.astype(self.dtype)
+        self.dW = np.zeros_like(self.W)
+        if self.use_bias:
+            self.b = np.zeros(self.out_features, self.dtype)
+            self.db = np.zeros_like(self.b)
+        else:
+            # No bias (e.g. before batch norm, whose beta makes it redundant).
+            self.trainable = ("W",)
+        self._x: np.ndarray | None = None
+        self._ones = np.ones(0, self.dtype)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.use_bias,
+            "init": self.init,
+        }
+
+    def output_dim(self, input_dim: int) -> int:
+        return self.out_features
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        out = self._out("y", (x.shape[0], self.out_features), training)
+        np.matmul(x, self.W, out=out)
+        if self.use_bias:
+            out += self.b
+        if training:
+            self._x = x  # needed for dW = x^T @ grad
+        return out
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        x = self._x
+        if x is None:
+            raise RuntimeError("Dense.backward called before forward(training=True)")
+        # dL/dW = x^T @ dL/dy: the transpose is a view; BLAS reads it without copying.
+        np.matmul(x.T, grad, out=self.dW)
+        if self.use_bias:
+            # dL/db = sum over the batch; a matrix-vector product is faster than np.sum(axis=0).
+            n = grad.shape[0]
+            if self._ones.shape[0] < n or self._ones.dtype != self.dtype:
+                self._ones = np.ones(n, self.dtype)
+            np.matmul(self._ones[:n], grad, out=self.db)
+        if not need_input_grad:
+            return None
+        dx = self._out("dx", (grad.shape[0], self.in_features), True)
+        return np.matmul(grad, self.W.T, out=dx)
+
+    def astype(self, dtype: Any) -> None:
+        super().astype(dtype)
+        self._ones = np.ones(0, self.dtype)
+
+
+class Dropout(Layer):
+    """Inverted dropout. `p` is the DROP probability (p=0.2 zeroes 20% of the units).
+
+    In training each unit is kept with probability q = 1 - p and the kept ones are scaled by 1/q,
+    so the expected output equals the input and inference is a plain identity (no rescaling).
+
+    The mask comes from raw 16-bit random integers (much cheaper than float uniforms): a unit is
+    kept when its integer is >= round(p * 65536). q is therefore quantised to 1/65536 and the
+    scale uses that exact q, keeping E[output] == input exactly.
+    """
+
+    kind = "dropout"
+
+    def __init__(
+        self, p: float, *, rng: np.random.Generator | None = None, dtype: Any = np.float32
+    ):
+        super().__init__(dtype)
+        if not 0.0 <= p < 1.0:
+            raise ValueError("dropout p is the drop probability and must be in [0, 1)")
+        self.p = float(p)
+        self.threshold = int(round(self.p * 65536))
+        self.keep = (65536 - self.threshold) / 65536
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self._mask: np.ndarray | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        if not training or self.threshold == 0:
+            self._mask = None
+            return x
+        n, d = x.shape
+        size = n * d
+        raw = self.rng.bit_generator.random_raw((size + 3) // 4)  # 4 x 16 bits per draw
+        bits = raw.view(np.uint16)[:size].reshape(n, d)
+        mask = self._out("mask", (n, d), True)
+        # mask = (bits >= threshold) / q: kept units carry the 1/q scale.
+        np.greater_equal(bits, np.uint16(self.threshold), out=mask, casting="unsafe")
+        mask *= self.dtype.type(1.0 / self.keep)
+        self._mask = mask
+        out = self._out("y", (n, d), True)
+        return np.multiply(x, mask, out=out)
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        if self._mask is None:
+            return grad
+        dx = self._out("dx", grad.shape, True)
+        return np.multiply(grad, self._mask, out=dx)
+
+
+class BatchNorm1d(Layer):
+    """Batch normalisation over the batch axis (Ioffe & Szegedy 2015).
+
+    Training: y = gamma * (x - mean_B) / sqrt(var_B + eps) + beta with the batch's own statistics,
+    and running averages are updated as r = (1 - momentum) * r + momentum * stat (the running
+    variance uses the unbiased batch variance, as PyTorch does). Inference uses the running averages.
+    """
+
+    trainable = ("gamma", "beta")
+    persistent = ("running_mean", "running_var")
+    kind = "batchnorm1d"
+
+    def __init__(
+        self, dim: int, *, momentum: float = 0.1, eps: float = 1e-5, dtype: Any = np.float32
+    ) -> None:
+        super().__init__(dtype)
+        self.dim, self.momentum, self.eps = int(dim), float(momentum), float(eps)
+        self.gamma = np.ones(self.dim, self.dtype)
+        self.beta = np.zeros(self.dim, self.dtype)
+        self.dgamma = np.zeros_like(self.gamma)
+        self.dbeta = np.zeros_like(self.beta)
+        self.running_mean = np.zeros(self.dim, self.dtype)
+        self.running_var = np.ones(self.dim, self.dtype)
+        self._xhat: np.ndarray | None = None
+        self._inv_std: np.ndarray | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {"dim": self.dim, "momentum": self.momentum, "eps": self.eps}
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        n = x.shape[0]
+        out = self._out("y", x.shape, training)
+        if not training:
+            scale = self.gamma / np.sqrt(self.running_var + self.eps)
+            shift = self.beta - self.running_mean * scale
+            np.multiply(x, scale, out=out)
+            out += shift
+            return out
+        if n < 2:
+            raise ValueError("BatchNorm1d needs at least 2 samples per training batch")
+        mean = x.mean(axis=0)
+        xhat = self._out("xhat", x.shape, True)
+        np.subtract(x, mean, out=xhat)
+        var = np.einsum("ij,ij->j", xhat, xhat) / n  # biased batch variance
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        xhat *= inv_std
+        m = self.momentum
+        self.running_mean *= 1 - m
+        self.running_mean += m * mean
+        self.running_var *= 1 - m
+        self.running_var += (m * n / (n - 1)) * var
+        self._xhat, self._inv_std = xhat, inv_std
+        np.multiply(xhat, self.gamma, out=out)
+        out += self.beta
+        return out
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        xhat, inv_std = self._xhat, self._inv_std
+        if xhat is None or inv_std is None:
+            raise RuntimeError("BatchNorm1d.backward called before forward(training=True)")
+        n = grad.shape[0]
+        np.sum(grad, axis=0, out=self.dbeta)
+        np.einsum("ij,ij->j", grad, xhat, out=self.dgamma)
+        if not need_input_grad:
+            return None
+        # dx = gamma * inv_std / N * (N * g - sum(g) - xhat * sum(g * xhat))
+        dx = self._out("dx", grad.shape, True)
+        np.multiply(xhat, self.dgamma, out=dx)
+        dx += self.dbeta
+        dx *= self.dtype.type(1.0 / n)
+        np.subtract(grad, dx, out=dx)
+        dx *= self.gamma * inv_std
+        return dx
+
+
+class Standardize(Layer):
+    """Subtract a fixed per-pixel mean (computed on the training split, saved in the model).
+
+    It lives inside the model so every consumer feeds raw pixels/255 and never has to know the
+    training set's statistics. Nothing here is trained; the gradient passes straight through.
+    """
+
+    persistent = ("mean",)
+    kind = "standardize"
+
+    def __init__(self, mean: np.ndarray | int, *, dtype: Any = np.float32) -> None:
+        super().__init__(dtype)
+        if isinstance(mean, int | np.integer):
+            mean = np.zeros(int(mean), self.dtype)
+        mean = np.asarray(mean)
+        if mean.ndim != 1:
+            raise ValueError("Standardize mean must be a 1-D vector")
+        self.mean = mean.astype(self.dtype)
+        self.dim = self.mean.shape[0]
+
+    def config(self) -> dict[str, Any]:
+        return {"dim": self.dim}
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        out = self._out("y", x.shape, training)
+        return np.subtract(x, self.mean, out=out)
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        return grad if need_input_grad else None

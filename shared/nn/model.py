@@ -1,0 +1,307 @@
+"""Sequential model: a list of layers, one flat parameter vector, a JSON spec.
+
+Input contract: float32 [N, input_dim] with pixels in [0, 1]; any normalisation is a layer inside
+the model (Standardize), so the model file is self-contained.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shared.nn.activations import ACTIVATIONS
+from shared.nn.layers import BatchNorm1d, Dense, Dropout, Layer, Standardize
+from shared.nn.losses import softmax
+
+if TYPE_CHECKING:
+    from shared.config import TrainConfig
+
+LAYER_TYPES: dict[str, type[Layer]] = {
+    "standardize": Standardize,
+    "dense": Dense,
+    "dropout": Dropout,
+    "batchnorm1d": BatchNorm1d,
+    **{cls.kind: cls for cls in ACTIVATIONS.values()},
+}
+
+#: Rows per chunk in predict_proba: bounds memory for big inputs, keeps BLAS efficient.
+PREDICT_CHUNK = 4096
+
+
+class Sequential:
+    """Layers applied in order, ending in logits.
+
+    All trainable parameters are views into `self.params` (one contiguous vector, decayed weights
+    first: `self.decay_size` entries) and their gradients into `self.grads`. That is what lets an
+    optimizer update the whole model with a few ufuncs.
+    """
+
+    def __init__(self, layers: list[Layer], *, input_dim: int, dtype: Any = np.float32) -> None:
+        if not layers:
+            raise ValueError("a model needs at least one layer")
+        self.layers = list(layers)
+        self.input_dim = int(input_dim)
+        self.dtype = np.dtype(dtype)
+        width = self.input_dim
+        for i, layer in enumerate(self.layers):
+            expected = _input_width(layer)
+            if expected is not None and expected != width:
+                raise ValueError(
+                    f"layer {i} ({layer.kind}) expects {expected} inputs but receives {width}"
+                )
+            width = layer.output_dim(width)
+        self.output_dim = width
+        for layer in self.layers:
+            if layer.dtype != self.dtype:
+                layer.astype(self.dtype)
+        self._bind_parameters()
+
+    # -- parameters --------------------------------------------------------------------------------
+    def _bind_parameters(self) -> None:
+        entries = [(layer, name) for layer in self.layers for name in layer.trainable]
+        entries.sort(key=lambda e: e[1] not in e[0].decayed)  # stable: weights first
+        total = sum(getattr(layer, name).size for layer, name in entries)
+        self.params = np.empty(total, self.dtype)
+        self.grads = np.zeros(total, self.dtype)
+        self.decay_size = 0
+        offset = 0
+        for layer, name in entries:
+            value = getattr(layer, name)
+            view = self.params[offset : offset + value.size].reshape(value.shape)
+            view[...] = value
+            setattr(layer, name, view)
+            setattr(
+                layer, "d" + name, self.grads[offset : offset + value.size].reshape(value.shape)
+            )
+            if name in layer.decayed:
+                self.decay_size = offset + value.size
+            offset += value.size
+        # The first layer with parameters never needs dL/d(input): skip that product.
+        self._first_trainable = next(
+            (i for i, layer in enumerate(self.layers) if layer.trainable), len(self.layers)
+        )
+
+    def astype(self, dtype: Any) -> Sequential:
+        """Cast the whole model (parameters, state, buffers) in place; returns self."""
+        self.dtype = np.dtype(dtype)
+        for layer in self.layers:
+            layer.astype(self.dtype)
+        self._bind_parameters()
+        return self
+
+    @property
+    def n_params(self) -> int:
+        return int(self.params.size)
+
+    # -- computation -------------------------------------------------------------------------------
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"expected input of shape [N, {self.input_dim}], got {list(x.shape)}")
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
+    def forward_into(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """Forward pass returning the last layer's own output array (no copy; training loop)."""
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Logits [N, n_classes]. In training mode dropout is active and batch-norm uses and
+        updates batch statistics; the result is always a fresh array the caller owns."""
+        out = self.forward_into(self._check_input(x), training)
+        return out.copy() if training else out
+
+    def backward(self, grad: np.ndarray, *, input_grad: bool = False) -> np.ndarray | None:
+        """Back-propagate dL/dlogits, filling `self.grads`.
+
+        Returns dL/dx when `input_grad` is True; otherwise the product for the first trainable
+        layer's input is skipped (the input is data, nobody needs its gradient) and None returned.
+        """
+        stop = 0 if input_grad else self._first_trainable
+        for i in range(len(self.layers) - 1, stop - 1, -1):
+            need = input_grad or i > stop
+            grad = self.layers[i].backward(grad, need_input_grad=need)
+        return grad if input_grad else None
+
+    def predict_logits(self, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+        """Inference-mode logits, computed `chunk` rows at a time (bounded memory)."""
+        x = self._check_input(x)
+        out = np.empty((x.shape[0], self.output_dim), self.dtype)
+        for start in range(0, x.shape[0], chunk):
+            out[start : start + chunk] = self.forward_into(x[start : start + chunk], False)
+        return out
+
+    def predict_proba(self, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+        """Class probabilities float32 [N, n_classes] (softmax, inference mode, no dropout)."""
+        return softmax(self.predict_logits(x, chunk)).astype(np.float32, copy=False)
+
+    def predict(self, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+        """Most likely class, int64 [N]."""
+        return self.predict_logits(x, chunk).argmax(axis=1).astype(np.int64)
+
+    # -- serialisation -----------------------------------------------------------------------------
+    def spec(self) -> dict[str, Any]:
+        """JSON-able architecture: enough, with `state()`, to rebuild the model exactly."""
+        return {
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "layers": [{"type": layer.kind, **layer.config()} for layer in self.layers],
+        }
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Copies of every array: parameters and persistent state, keyed '<layer index>.<name>'."""
+        return {
+            f"{i}.{name}": value.copy()
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.arrays().items()
+        }
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy arrays (as produced by `state()`) into this model, checking names and shapes."""
+        expected = self._expected_arrays()
+        missing = sorted(set(expected) - set(arrays))
+        extra = sorted(set(arrays) - set(expected))
+        if missing or extra:
+            raise ValueError(
+                f"state arrays do not match the model: missing {missing}, extra {extra}"
+            )
+        for key, (layer, name) in expected.items():
+            value = np.asarray(arrays[key])
+            target = getattr(layer, name)
+            if value.shape != target.shape:
+                raise ValueError(
+                    f"array {key!r} has shape {list(value.shape)}, expected {list(target.shape)}"
+                )
+            if not np.issubdtype(value.dtype, np.floating):
+                raise ValueError(f"array {key!r} has dtype {value.dtype}, expected float")
+            target[...] = value
+
+    def _expected_arrays(self) -> dict[str, tuple[Layer, str]]:
+        return {
+            f"{i}.{name}": (layer, name)
+            for i, layer in enumerate(self.layers)
+            for name in layer.trainable + layer.persistent
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> Sequential:
+        """Rebuild a model from `spec()` and `state()`; raises ValueError naming the problem."""
+        if not isinstance(spec, dict):
+            raise ValueError("model spec must be a JSON object")
+        input_dim = spec.get("input_dim")
+        if not isinstance(input_dim, int) or isinstance(input_dim, bool) or input_dim < 1:
+            raise ValueError("model spec 'input_dim' must be a positive integer")
+        layer_specs = spec.get("layers")
+        if not isinstance(layer_specs, list) or not layer_specs:
+            raise ValueError("model spec 'layers' must be a non-empty list")
+        layers: list[Layer] = []
+        width = input_dim
+        for i, entry in enumerate(layer_specs):
+            layer = _layer_from_spec(i, entry, width)
+            layers.append(layer)
+            width = layer.output_dim(width)
+        model = cls(layers, input_dim=input_dim)
+        if "output_dim" in spec and spec["output_dim"] != model.output_dim:
+            raise ValueError(
+                f"model spec says output_dim {spec['output_dim']} but the layers give "
+                f"{model.output_dim}"
+            )
+        model.load_state(arrays)
+        return model
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([{inner}], params={self.n_params})"
+
+
+def _input_width(layer: Layer) -> int | None:
+    if isinstance(layer, Dense):
+        return layer.in_features
+    if isinstance(layer, BatchNorm1d | Standardize):
+        return layer.dim
+    return None
+
+
+#: Exact fields (and JSON types) each layer kind has in a spec; anything else is rejected.
+_SPEC_FIELDS: dict[str, dict[str, type]] = {
+    "standardize": {"dim": int},
+    "dense": {"in_features": int, "out_features": int, "bias": bool, "init": str},
+    "dropout": {"p": float},
+    "batchnorm1d": {"dim": int, "momentum": float, "eps": float},
+    "relu": {},
+    "leaky_relu": {"alpha": float},
+    "sigmoid": {},
+    "tanh": {},
+}
+
+
+def _json_type_ok(value: Any, expected: type) -> bool:
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, int | float)
+    return isinstance(value, expected)
+
+
+def _layer_from_spec(i: int, entry: Any, width: int) -> Layer:
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+        raise ValueError(f"layer {i} must be an object with a string 'type'")
+    kind = entry["type"]
+    if kind not in LAYER_TYPES:
+        raise ValueError(f"layer {i} has unknown type {kind!r}; known: {sorted(LAYER_TYPES)}")
+    args = {k: v for k, v in entry.items() if k != "type"}
+    fields = _SPEC_FIELDS[kind]
+    if set(args) != set(fields):
+        raise ValueError(
+            f"layer {i} ({kind}) must have exactly the fields {sorted(fields)}, got {sorted(args)}"
+        )
+    for key, expected in fields.items():
+        if not _json_type_ok(args[key], expected):
+            raise ValueError(f"layer {i} ({kind}) field {key!r} must be {expected.__name__}")
+    dim_key = {"dense": "in_features", "batchnorm1d": "dim", "standardize": "dim"}.get(kind)
+    if dim_key is not None and args[dim_key] != width:
+        raise ValueError(f"layer {i} ({kind}) declares {dim_key}={args[dim_key]}, expected {width}")
+    try:
+        if kind == "standardize":
+            return Standardize(args["dim"])
+        return LAYER_TYPES[kind](**args)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"layer {i} ({kind}) has invalid settings {args}: {exc}") from exc
+
+
+def build_model(
+    config: TrainConfig,
+    input_dim: int = 784,
+    n_classes: int = 10,
+    mean: np.ndarray | None = None,
+    seed: int | None = None,
+) -> Sequential:
+    """The MLP a TrainConfig describes.
+
+    [Standardize(mean)] -> for each hidden width: Dense -> [BatchNorm1d] -> activation ->
+    [Dropout(p)] -> Dense(n_classes). `mean` is the training split's per-pixel mean (None: zeros,
+    i.e. identity). Dense layers feeding a ReLU-family activation get He init, others Xavier; a
+    Dense followed by batch norm has no bias (beta does its job). `seed` defaults to config.seed;
+    initial weights and dropout masks come from independent streams derived from it.
+    """
+    seed = config.seed if seed is None else seed
+    init_seed, *dropout_seeds = np.random.SeedSequence(seed).spawn(1 + len(config.hidden_layers))
+    init_rng = np.random.default_rng(init_seed)
+    activation = ACTIVATIONS[config.activation]
+    init = "he" if config.activation in ("relu", "leaky_relu") else "xavier"
+    layers: list[Layer] = []
+    if config.standardize:
+        layers.append(Standardize(mean if mean is not None else np.zeros(input_dim, np.float32)))
+    width = input_dim
+    for i, hidden in enumerate(config.hidden_layers):
+        layers.append(Dense(width, hidden, bias=not config.batch_norm, init=init, rng=init_rng))
+        if config.batch_norm:
+            layers.append(BatchNorm1d(hidden))
+        layers.append(activation())
+        if config.dropout > 0:
+            layers.append(Dropout(config.dropout, rng=np.random.default_rng(dropout_seeds[i])))
+        width = hidden
+    layers.append(Dense(width, n_classes, init="xavier", rng=init_rng))
+    return Sequential(layers, input_dim=input_dim)
