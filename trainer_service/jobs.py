@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -23,6 +24,7 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rq import Retry, get_current_job
 from rq.job import Job
 
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 #: Retry schedule for transient errors, in seconds (JOB_RETRY_DELAYS, comma separated); the
 #: number of entries is the number of retries (JOB_RETRIES caps it).
 DEFAULT_RETRY_DELAYS = (5, 30, 120)
+
+
+class InvalidJobConfig(ValueError):
+    """The job's config does not validate (only possible when enqueued behind the API's back)."""
 
 
 class JobCanceled(RuntimeError):
@@ -55,26 +61,47 @@ def _retry_delays() -> list[int]:
     return [max(0, d) for d in delays[:retries]]
 
 
+#: What a failed download looks like when the network (not the data) was the problem: the
+#: dataset loader reports each mirror's failure as text ("<url>: ConnectionError: ...", "HTTP 503").
+_TRANSIENT_TEXT = re.compile(
+    r"\b(ConnectionError|ConnectTimeout|ReadTimeout|Timeout|ChunkedEncodingError"
+    r"|ProtocolError|HTTP (?:5\d\d|429))\b"
+)
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Network trouble anywhere in the exception chain (the dataset download), nothing else.
+    """Network trouble (the dataset download), nothing else: only that is worth a retry.
 
     A bad config, a corrupt dataset file or a bug fails the same way every time: retrying it would
-    only burn worker time.
+    only burn worker time. Recognised: network exception types anywhere in the chain, an explicit
+    `transient` attribute, or a DatasetError from the download whose mirror failures are all
+    network/5xx ones (a 404 or a checksum mismatch is not transient).
     """
+    import requests
+
+    network_types = (
+        urllib.error.URLError,
+        ConnectionError,
+        TimeoutError,
+        socket.timeout,
+        socket.gaierror,
+        requests.ConnectionError,
+        requests.Timeout,
+    )
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(
-            current,
-            urllib.error.URLError
-            | ConnectionError
-            | TimeoutError
-            | socket.timeout
-            | socket.gaierror,
-        ):
+        flag = getattr(current, "transient", None)
+        if isinstance(flag, bool):
+            return flag
+        if isinstance(current, network_types):
             return True
         current = current.__cause__ or current.__context__
+    text = str(exc)
+    if "from any mirror" in text:
+        failures = text.split("from any mirror:", 1)[1].split("; ")
+        return bool(failures) and all(_TRANSIENT_TEXT.search(f) for f in failures)
     return False
 
 
@@ -133,7 +160,8 @@ class _Progress:
 def build_manifest(
     config: TrainConfig, outcome: Any, job_id: str | None, history: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """Everything needed to reproduce and judge this version (the registry adds sha256 etc.)."""
+    """Everything needed to reproduce and judge this version (the registry adds sha256, size,
+    created_at and package_version)."""
     metrics = queueing.json_safe(dict(outcome.metrics))
     return {
         "model": config.model_name,
@@ -142,13 +170,17 @@ def build_manifest(
         "metrics": {
             "test_accuracy": metrics.get("accuracy"),
             "test_loss": metrics.get("loss"),
+            "n_test": metrics.get("n", getattr(outcome, "n_test", None)),
             "per_class": metrics.get("per_class"),
             "confusion_matrix": metrics.get("confusion_matrix"),
         },
+        "class_names": list(getattr(outcome, "class_names", []) or []),
         "history": history,
         "best_epoch": int(outcome.best_epoch),
+        "epochs_run": len(history),
         "stopped_early": bool(outcome.stopped_early),
         "train_seconds": float(outcome.train_seconds),
+        "n_train": int(getattr(outcome, "n_train", 0) or 0),
         "dataset_fingerprint": outcome.fingerprint,
         "job_id": job_id,
         "trained_on": socket.gethostname(),
@@ -162,14 +194,22 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     RQ then re-enqueues the same job. Raises for everything else.
     """
     job = get_current_job()
-    cfg = TrainConfig.model_validate(config)  # ValidationError: a bad config never retries
+    try:
+        cfg = TrainConfig.model_validate(config)
+    except ValidationError as exc:  # a bad config fails at once and is never retried
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: "
+            + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise InvalidJobConfig(f"invalid training config: {problems}") from None
     progress = _Progress(job, cfg)
     if job is not None and job.get_meta(refresh=True).get("cancel_requested"):
         raise JobCanceled("the job was canceled before it started")
     progress.update(model=cfg.model_name, phase="loading data", progress=None, history=[])
 
-    from shared.pipeline import run_training  # heavy imports only in the work horse
-
+    # Heavy imports (NumPy, the engine) only in the work horse.
+    from shared.pipeline import run_training
     from shared.registry import Registry
 
     try:
@@ -193,7 +233,9 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     registry = Registry(os.environ.get("MODEL_REGISTRY_DIR", "./var/models"))
     with tempfile.TemporaryDirectory(prefix="digitflow-job-") as tmp:
         weights = Path(tmp) / "weights.npz"
-        save_model(weights, outcome.model, metadata={"model": cfg.model_name, "job_id": job_id})
+        metadata = {k: v for k, v in manifest.items() if k not in ("history", "metrics")}
+        metadata["test_accuracy"] = manifest["metrics"]["test_accuracy"]
+        save_model(weights, outcome.model, metadata=metadata)
         progress.check_worker_alive()
         version = registry.publish(cfg.model_name, weights, manifest)
 

@@ -130,9 +130,27 @@ def describe_failure(exc_string: str | None, *, timeout: int | None = None) -> s
     if "JobTimeoutException" in text:
         limit = f" of {timeout} s" if timeout else ""
         return f"the job exceeded its time limit{limit} (JOB_TIMEOUT) and was terminated"
-    # A Python traceback: its last non-empty line is "ExceptionType: message".
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else text
+    return exception_line(text)
+
+
+_QUALIFIED = re.compile(r"^(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*(?::|$))")
+
+
+def exception_line(traceback_text: str, limit: int = 500) -> str:
+    """`ExceptionType: message` from a formatted traceback: the final exception, its multi-line
+    message folded onto one line, its module path dropped. Text that is not a traceback is
+    just folded."""
+    lines = traceback_text.rstrip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    body = lines
+    if frames:
+        after = lines[frames[-1] + 1 :]
+        first = next((i for i, line in enumerate(after) if line and not line[0].isspace()), None)
+        if first is not None:
+            body = after[first:]
+            body[0] = _QUALIFIED.sub(r"\1", body[0])
+    folded = " ".join(line.strip() for line in body if line.strip())
+    return folded if len(folded) <= limit else folded[: limit - 1] + "…"
 
 
 def json_safe(value: Any) -> Any:

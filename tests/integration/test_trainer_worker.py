@@ -1,0 +1,316 @@
+"""The trainer API with a REAL RQ worker process (`python -m trainer_service worker`), a real Redis
+and a temporary registry: jobs run, report per-epoch progress, publish; cancel, stop, timeouts,
+a SIGKILLed worker and transient-error retries all end in the documented state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from shared.datasets import load_dataset
+from shared.modelfile import load_model
+from shared.registry import Registry
+from tests.trainer_support import (
+    delete_queue_keys,
+    pid_alive,
+    service_env,
+    start_worker,
+    stop_process,
+    tail,
+    wait_for,
+    wait_worker_registered,
+)
+from trainer_service import queueing
+from trainer_service.api import create_app
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
+#: Long enough to be stopped/killed/timed out mid-run; each epoch still takes well under a second.
+LONG = {"hidden_layers": [256, 256], "epochs": 1000, "train_limit": 3000, "val_fraction": 0.1}
+
+
+class Stack:
+    """API (in-process Flask client) + worker subprocesses for one test's queue and registry."""
+
+    def __init__(self, redis_url: str, queue: str, tmp: Path, mnist_dir: Path) -> None:
+        self.redis_url = redis_url
+        self.queue = queue
+        self.tmp = tmp
+        self.registry_dir = tmp / "models"
+        self.registry = Registry(self.registry_dir)
+        self.env = service_env(
+            REDIS_URL=redis_url,
+            RQ_QUEUE=queue,
+            MODEL_REGISTRY_DIR=str(self.registry_dir),
+            MNIST_DATA_DIR=str(mnist_dir),
+            JOB_HEARTBEAT_SECONDS="1",
+            JOB_HEARTBEAT_GRACE="3",
+            LOG_LEVEL="INFO",
+        )
+        self.workers: list = []
+        self.client = self.api()
+
+    def api(self, **config):
+        app = create_app(
+            {
+                "REDIS_URL": self.redis_url,
+                "RQ_QUEUE": self.queue,
+                "MODEL_REGISTRY_DIR": str(self.registry_dir),
+                "API_TOKEN": "",
+                **config,
+            }
+        )
+        return app.test_client()
+
+    def start_worker(self, **env):
+        log = self.tmp / f"worker{len(self.workers)}.log"
+        proc = start_worker(
+            {**self.env, **env},
+            log,
+            name=f"{self.queue}-w{len(self.workers)}-{uuid.uuid4().hex[:4]}",
+        )
+        proc.log_path = log
+        self.workers.append(proc)
+        wait_worker_registered(self.redis_url, self.queue, proc, log)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.log_path.name}\n{tail(w.log_path)}" for w in self.workers)
+
+    def submit(self, body, client=None) -> str:
+        r = (client or self.client).post("/v1/jobs", json=body)
+        assert r.status_code == 202, r.json
+        return r.json["job_id"]
+
+    def job(self, job_id: str) -> dict:
+        r = self.client.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.json
+        return r.json
+
+    def wait_status(self, job_id: str, statuses, timeout: float = 60) -> dict:
+        statuses = {statuses} if isinstance(statuses, str) else set(statuses)
+
+        def done():
+            job = self.job(job_id)
+            return job if job["status"] in statuses else None
+
+        try:
+            return wait_for(done, timeout, interval=0.1, what=f"job {job_id} in {statuses}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.job(job_id)}\n{self.logs()}") from None
+
+    def wait_epoch(self, job_id: str, epoch: int, timeout: float = 60) -> dict:
+        def reached():
+            job = self.job(job_id)
+            assert job["status"] in ("queued", "started"), (job, self.logs())
+            return job if (job["progress"] or {}).get("epoch", 0) >= epoch else None
+
+        return wait_for(reached, timeout, interval=0.1, what=f"job {job_id} epoch {epoch}")
+
+    def versions(self, model: str = "mnist") -> list[int]:
+        return self.registry.versions(model) if model in self.registry.model_names() else []
+
+    def close(self) -> None:
+        for proc in self.workers:
+            stop_process(proc)
+
+
+@pytest.fixture
+def stack(redis_url, unique_name, tmp_path, mnist_dir):
+    s = Stack(redis_url, unique_name, tmp_path, mnist_dir)
+    yield s
+    s.close()
+    delete_queue_keys(redis_url, unique_name)
+
+
+def horse_pids(worker_pid: int) -> list[int]:
+    """Children of the worker process (its work horse while a job runs)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == worker_pid:
+            children.append(int(entry.name))
+    return children
+
+
+# ---- the happy path -----------------------------------------------------------------------------
+
+
+def test_small_job_runs_reports_progress_and_publishes_version_1(stack, mnist_dir):
+    stack.start_worker()
+    job_id = stack.submit(SMALL)
+    seen = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        job = stack.job(job_id)
+        if not seen or seen[-1] != job["status"]:
+            seen.append(job["status"])
+        if job["status"] not in ("queued", "started"):
+            break
+        time.sleep(0.02)
+    assert job["status"] == "finished", (job, stack.logs())
+    assert seen[-2:] == ["started", "finished"] and set(seen) <= {"queued", "started", "finished"}
+
+    assert job["model"] == "mnist" and job["model_version"] == 1
+    assert job["error"] is None and job["retries"] == 0
+    assert job["started_at"] and job["ended_at"] and job["enqueued_at"] <= job["started_at"]
+    assert job["progress"]["epoch"] == 2 and job["progress"]["epochs"] == 2
+    assert [h["epoch"] for h in job["history"]] == [1, 2]
+    for record in job["history"]:
+        assert {"train_loss", "val_accuracy", "learning_rate", "seconds"} <= set(record)
+    assert 0.3 < job["test_accuracy"] <= 1.0
+
+    # The published version and its manifest are complete.
+    assert stack.versions() == [1]
+    manifest = stack.registry.verify("mnist", 1)
+    assert manifest["job_id"] == job_id
+    assert manifest["config"]["hidden_layers"] == [32] and manifest["config"]["train_limit"] == 2000
+    metrics = manifest["metrics"]
+    assert metrics["test_accuracy"] == pytest.approx(job["test_accuracy"])
+    assert metrics["n_test"] == 10000
+    assert len(metrics["per_class"]) == 10
+    assert np.asarray(metrics["confusion_matrix"]).shape == (10, 10)
+    assert np.asarray(metrics["confusion_matrix"]).sum() == 10000
+    assert manifest["history"] == job["history"]
+    assert manifest["best_epoch"] in (1, 2)
+    assert manifest["train_seconds"] > 0
+    assert len(manifest["dataset_fingerprint"]) >= 16
+    for key in ("sha256", "created_at", "package_version", "size_bytes"):
+        assert manifest[key]
+
+    # The weights are the model the metrics describe.
+    loaded = load_model(stack.registry.weights_path("mnist", 1), manifest["sha256"])
+    ds = load_dataset("mnist", mnist_dir)
+    acc = float((loaded.model.predict(ds.x_test) == ds.y_test).mean())
+    assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+
+    listed = stack.client.get("/v1/jobs?status=finished").json["jobs"]
+    assert [j["job_id"] for j in listed] == [job_id]
+
+
+# ---- cancel / stop ------------------------------------------------------------------------------
+
+
+def test_cancel_queued_and_stop_running_publish_nothing(stack):
+    worker = stack.start_worker()
+    running = stack.submit(LONG)
+    job = stack.wait_epoch(running, 2)  # live per-epoch progress, mid-run
+    assert job["status"] == "started" and job["phase"] == "training"
+    assert job["history"][0]["epoch"] == 1 and job["progress"]["epochs"] == 1000
+
+    queued = stack.submit(SMALL)  # the only worker is busy: this one waits
+    assert stack.job(queued)["status"] == "queued"
+    r = stack.client.delete(f"/v1/jobs/{queued}")
+    assert r.status_code == 200 and r.json["status"] == "canceled"
+
+    r = stack.client.delete(f"/v1/jobs/{running}")
+    assert r.status_code == 202 and r.json["status"] == "stopping"
+    job = stack.wait_status(running, "stopped", timeout=30)
+    assert "nothing was published" in job["error"]
+    assert job["model_version"] is None
+    assert stack.client.delete(f"/v1/jobs/{running}").status_code == 409
+
+    # The canceled job never ran; nothing was published; the worker carries on.
+    time.sleep(0.5)
+    canceled = stack.job(queued)
+    assert canceled["status"] == "canceled" and canceled["started_at"] is None
+    assert stack.versions() == []
+    assert worker.poll() is None
+    after = stack.submit(SMALL)
+    assert stack.wait_status(after, ("finished", "failed"))["status"] == "finished"
+    assert stack.versions() == [1]
+
+
+def test_worker_killed_mid_job_fails_the_job_and_leaves_no_version(stack):
+    worker = stack.start_worker()
+    first = stack.submit(SMALL)
+    assert stack.wait_status(first, ("finished", "failed"))["model_version"] == 1
+
+    doomed = stack.submit(LONG)
+    stack.wait_epoch(doomed, 1)
+    horses = horse_pids(worker.pid)
+    assert horses, "the worker should have forked a work horse"
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and everything in its process group
+    worker.wait(timeout=10)
+
+    # The horse (own process group) dies with its worker: it can never publish.
+    wait_for(lambda: not any(pid_alive(p) for p in horses), 10, what="the work horse to die")
+    # The heartbeat expires (1 s + 3 s grace here) and the next read moves the job to failed.
+    job = stack.wait_status(doomed, ("failed",), timeout=30)
+    assert "worker" in job["error"] and "died" in job["error"], job
+    assert job["model_version"] is None
+    assert stack.versions() == [1]
+
+    stack.start_worker()
+    nxt = stack.submit(SMALL)
+    job = stack.wait_status(nxt, ("finished", "failed"))
+    assert job["status"] == "finished" and job["model_version"] == 2
+    assert stack.versions() == [1, 2]
+    names = sorted(p.name for p in (stack.registry_dir / "mnist").iterdir())
+    assert "1" in names and "2" in names
+
+
+def test_job_timeout_fails_with_a_clear_error(stack):
+    stack.start_worker()
+    client = stack.api(JOB_TIMEOUT=3)
+    job_id = stack.submit(LONG, client=client)
+    job = stack.wait_status(job_id, ("failed", "finished"), timeout=60)
+    assert job["status"] == "failed"
+    assert "time limit of 3 s" in job["error"] and "JOB_TIMEOUT" in job["error"]
+    assert job["timeout"] == 3
+    assert stack.versions() == []
+
+
+# ---- retries ------------------------------------------------------------------------------------
+
+
+def test_transient_download_errors_are_retried_then_fail(stack, tmp_path):
+    dead = f"http://127.0.0.1:{_dead_port()}/"
+    stack.start_worker(
+        MNIST_DATA_DIR=str(tmp_path / "no-data-yet"),
+        DATASET_MIRRORS=dead,
+        JOB_RETRY_DELAYS="0,0",
+    )
+    job_id = stack.submit(SMALL)
+    job = stack.wait_status(job_id, ("failed", "finished"), timeout=60)
+    assert job["status"] == "failed"
+    assert job["retries"] == 2, job
+    assert "could not download" in job["error"]
+    assert stack.versions() == []
+
+
+def test_bad_config_fails_at_once_without_retry(stack):
+    """A job enqueued behind the API's back with an invalid config: no retry, field named."""
+    stack.start_worker(JOB_RETRY_DELAYS="0,0")
+    conn = redis.Redis.from_url(stack.redis_url)
+    try:
+        q = queueing.make_queue(stack.queue, conn)
+        job = q.enqueue(
+            queueing.JOB_FUNC, {"epochs": 0, "bogus": 1}, job_id=uuid.uuid4().hex,
+            meta={"model": "mnist"},
+        )  # fmt: skip
+    finally:
+        conn.close()
+    result = stack.wait_status(job.id, ("failed", "finished"), timeout=30)
+    assert result["status"] == "failed" and result["retries"] == 0
+    assert "invalid training config" in result["error"]
+    assert "epochs" in result["error"] and "bogus: unknown field" in result["error"]
+
+
+def _dead_port() -> int:
+    from shared.redis_embedded import free_port
+
+    return free_port()
