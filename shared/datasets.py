@@ -811,7 +811,9 @@ def download_dataset(
                     break
                 except (DatasetError, OSError) as exc:
                     failures.append(f"{url}: {exc}")
-                    log.warning("download failed: %s: %s", url, exc)
+                    # INFO, not WARNING: the next mirror may well work, and if none does the
+                    # DatasetError below lists every failure anyway.
+                    log.info("download failed, trying the next mirror: %s: %s", url, exc)
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()
