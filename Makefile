@@ -30,7 +30,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 up: install  ## the whole stack locally: Redis (or embedded), trainer API + worker, inference
-	$(BIN)/python scripts/run_local.py
+	$(BIN)/python scripts/run_local.py $(ARGS)
 
 bench: install  ## engine benchmarks; see BENCHMARKS.md
 	$(BIN)/python -m pip install -q 'torch==2.13.0'

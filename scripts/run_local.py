@@ -511,9 +511,10 @@ class Stack:
         deadline = time.monotonic() + self.args.grace
         while any(c.alive() for c in started):
             if self.kill_now.is_set() or time.monotonic() > deadline:
+                why = "asked again" if self.kill_now.is_set() else "did not stop in time"
                 for child in started:
                     if child.alive():
-                        self.out.say(f"{child.name} did not stop in time: killing it")
+                        self.out.say(f"{child.name} {why}: killing it")
                         child.signal_group(signal.SIGKILL)
                 break
             time.sleep(0.05)
