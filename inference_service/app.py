@@ -84,11 +84,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.after_request
     def _after(response: Response) -> Response:
         started = g.get("started")
-        rule = request.url_rule
-        route = rule.rule if rule is not None else "<unmatched>"
-        telemetry.requests.labels(route, request.method, str(response.status_code)).inc()
-        if started is not None:
-            telemetry.latency.labels(route).observe(time.perf_counter() - started)
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+        rule = req.url_rule
+        telemetry.observe_request(
+            rule.rule if rule is not None else "<unmatched>",
+            req.method,
+            response.status_code,
+            None if started is None else time.perf_counter() - started,
+        )
         return response
 
     logger.info(

@@ -53,7 +53,7 @@ control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 errorlog = "-"
 accesslog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)sB %(D)sus pid=%(p)s'
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)sB %(D)sus worker=%(p)s'
 
 
 def on_starting(server):

@@ -165,17 +165,26 @@ class ModelCache:
                 return False
             names = self.registry.model_names()
             views: dict[str, ModelView] = {}
+            complete = True
             for name in names:
                 try:
                     views[name] = self._scan_model(name)
                 except ModelNotFoundError:
                     continue  # removed while scanning
+                except Exception:  # one odd model folder must not stop the others
+                    logger.exception(
+                        "registry scan of model %r failed; keeping its last state", name
+                    )
+                    complete = False
+                    if name in self._views:
+                        views[name] = self._views[name]
             with self._lock:
                 self._views = views
                 for gone in set(self._defaults) - set(views):
                     logger.warning("model %r disappeared from the registry; no longer served", gone)
                     del self._defaults[gone]
-            self._token = token
+            # An incomplete scan leaves the token unset so the next poll retries it.
+            self._token = token if complete else None
             self._last_refresh = time.time()
         return True
 
@@ -384,7 +393,7 @@ class ModelCache:
                     entry["problem"] = "no usable version in the registry"
                 else:
                     missing.append(f"{name}:{view.default}")
-        scanned = self._token is not None
+        scanned = self._last_refresh is not None
         ready = scanned and bool(defaults) and not missing
         out: dict[str, Any] = {"ready": ready, "models": models}
         if not scanned:

@@ -10,6 +10,7 @@ process) the app uses its own CollectorRegistry, so several apps in one process 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -93,6 +94,32 @@ class Telemetry:
             ["model", "version"],
             registry=r,
         )
+
+        # labels() validates and locks on every call; the label sets are few, so keep children.
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+        self._image_children: dict[tuple[str, int], Any] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
+        """Count one request and its latency (hot path: cached metric children)."""
+        key = (route, method, str(status))
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(*key)
+        counter.inc()
+        if seconds is None:
+            return
+        hist = self._latency_children.get(route)
+        if hist is None:
+            hist = self._latency_children[route] = self.latency.labels(route)
+        hist.observe(seconds)
+
+    def count_images(self, name: str, version: int, n: int) -> None:
+        key = (name, version)
+        child = self._image_children.get(key)
+        if child is None:
+            child = self._image_children[key] = self.images.labels(name, str(version))
+        child.inc(n)
 
     # Callbacks for the ModelCache ---------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 from flask import Blueprint, Response, request
 
-from inference_service.context import service
+from inference_service.context import ServiceState, service
 from inference_service.errors import ApiError, bad_request, unprocessable
 from inference_service.serving import Served
 from inference_service.validation import N_PIXELS, parse_v1_json, too_many_images
@@ -164,10 +164,10 @@ def read_images(max_images: int) -> np.ndarray:
     )
 
 
-def predict_response(served: Served, x: np.ndarray) -> Response:
+def predict_response(st: ServiceState, served: Served, x: np.ndarray) -> Response:
     proba = np.ascontiguousarray(served.predict_proba(x), dtype=np.float32)
     predictions = proba.argmax(axis=1)
-    service().telemetry.images.labels(served.name, str(served.version)).inc(len(x))
+    st.telemetry.count_images(served.name, served.version, len(x))
     return json_response(
         {
             "model": served.name,
@@ -183,11 +183,11 @@ def predict_response(served: Served, x: np.ndarray) -> Response:
 def predict_default(name: str) -> Response:
     st = service()
     served = st.cache.get(name)
-    return predict_response(served, read_images(st.settings.max_batch_images))
+    return predict_response(st, served, read_images(st.settings.max_batch_images))
 
 
 @bp.post("/models/<name>/versions/<ref>/predict")
 def predict_version(name: str, ref: str) -> Response:
     st = service()
     served = st.cache.get(name, ref)
-    return predict_response(served, read_images(st.settings.max_batch_images))
+    return predict_response(st, served, read_images(st.settings.max_batch_images))

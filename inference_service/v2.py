@@ -129,7 +129,7 @@ def _infer(name: str, ref: str | None) -> Response:
     req = _read_request(st.settings.max_batch_images)
     proba = np.ascontiguousarray(served.predict_proba(req.x), dtype=np.float32)
     predictions = proba.argmax(axis=1).astype(np.int64)
-    st.telemetry.images.labels(served.name, str(served.version)).inc(len(req.x))
+    st.telemetry.count_images(served.name, served.version, len(req.x))
     tensors = {
         "probabilities": ("FP32", proba, np.dtype("<f4")),
         "predictions": ("INT64", predictions, np.dtype("<i8")),
