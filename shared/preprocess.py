@@ -84,8 +84,15 @@ def _open(image_bytes: bytes) -> Image.Image:
         img = img.convert("RGB")
     elif img.mode == "LA":
         img = img.convert("RGBA")
+    elif img.mode.startswith(("I", "F")):
+        # 16/32-bit and float pictures: Pillow's convert("L") clips at 255, so rescale instead.
+        arr = np.asarray(img, dtype=np.float32)
+        top = float(arr.max()) if arr.size else 0.0
+        if top > 255.0:
+            arr = arr * np.float32(255.0 / (65535.0 if top <= 65535.0 else top))
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     elif img.mode not in ("L", "RGB", "RGBA"):
-        img = img.convert("L")  # 1-bit, 16-bit and float modes
+        img = img.convert("L")  # 1-bit and anything exotic
     if max(img.size) > WORK_SIZE:
         scale = WORK_SIZE / max(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
@@ -192,7 +199,7 @@ def _fit_and_centre(ink: np.ndarray) -> np.ndarray:
     h, w = crop.shape
     scale = BOX / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    patch_img = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32), mode="F")
+    patch_img = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32))
     patch = np.asarray(
         patch_img.resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.float32
     ).copy()

@@ -65,6 +65,10 @@ VARIANTS = {
     "transparent_canvas_png": lambda d: encode(transparent_strokes(d)),
     "exif_rotated_jpeg": exif_rotated_jpeg,
     "original_28x28_png": lambda d: encode(Image.fromarray(d)),
+    "sixteen_bit_png": lambda d: encode(
+        Image.fromarray(np.asarray(upscale(d)).astype(np.uint16) * 257)
+    ),
+    "palette_gif": lambda d: encode(dark_on_light(d).convert("P"), "GIF"),
 }
 
 
