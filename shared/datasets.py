@@ -613,7 +613,7 @@ def load_dataset(
     `data_dir` may be a folder holding the four IDX files (.gz or raw), a folder holding a Kaggle
     `train.csv` (test = stratified 10k hold-out, see `load_kaggle_dataset`), a `.csv` file or an
     `.npz` file. None → `default_data_dir(name)`. With `download=True`, missing IDX files are
-    fetched into that folder first (verified, atomic).
+    fetched into that folder first (verified, atomic), and damaged ones are replaced.
     """
     info = dataset_info(name)
     path = Path(data_dir) if data_dir is not None else default_data_dir(name)
@@ -626,7 +626,16 @@ def load_dataset(
     if path.is_dir():
         files = find_idx_files(path)
         if all(p is not None for p in files.values()):
-            return load_idx_dataset(path, name)
+            try:
+                return load_idx_dataset(path, name)
+            except DatasetError:
+                if not download:
+                    raise
+                # A damaged copy in a folder we may download into: fetch verified files over
+                # the bad ones (download_dataset keeps every file that verifies), then retry.
+                log.warning("dataset in %s is damaged; downloading verified copies", path)
+                download_dataset(info.name, path)
+                return load_idx_dataset(path, name)
         if not any(p is not None for p in files.values()):
             if (path / "train.csv").is_file():
                 return load_kaggle_dataset(path, name)

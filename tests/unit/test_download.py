@@ -161,6 +161,18 @@ def test_existing_good_files_are_kept_and_bad_ones_replaced(server, tmp_path):
     assert_verified(dest)
 
 
+def test_load_dataset_download_repairs_a_damaged_copy(server, tmp_path, mnist_dir, monkeypatch):
+    url, seen = server
+    seed(tmp_path / "mnist", mnist_dir, BASES[1])
+    (tmp_path / "mnist" / f"{BASES[1]}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01junk"))
+    with pytest.raises(DatasetError, match=BASES[1]):
+        load_dataset("mnist", tmp_path / "mnist")
+    monkeypatch.setenv("DATASET_MIRRORS", f"{url}/good/")
+    seen.clear()
+    ds = load_dataset("mnist", tmp_path / "mnist", download=True)
+    assert seen == [f"/good/{BASES[1]}.gz"] and ds.y_train.shape == (60000,)
+
+
 def test_env_mirrors_with_name_placeholder_and_load_dataset_download(server, tmp_path, monkeypatch):
     url, _ = server
     # "{name}" lets one DATASET_MIRRORS value serve several datasets; here only /good/ exists.
