@@ -9,7 +9,7 @@ from flask import Blueprint, Response
 
 from inference_service.context import service
 from inference_service.openapi import spec_bytes
-from inference_service.v1 import json_response
+from inference_service.responses import json_response
 
 bp = Blueprint("health", __name__)
 

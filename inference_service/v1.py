@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
-import orjson
 from flask import Blueprint, Response, request
 
 from inference_service.context import ServiceState, service
 from inference_service.errors import ApiError, bad_request, unprocessable
+from inference_service.responses import json_response
 from inference_service.serving import Served
 from inference_service.validation import N_PIXELS, parse_v1_json, too_many_images
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
-_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg"})
-
-
-def json_response(
-    payload: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    resp = Response(
-        orjson.dumps(payload, option=_JSON_OPTS), status=status, mimetype="application/json"
-    )
-    if headers:
-        resp.headers.update(headers)
-    return resp
 
 
 # ---- listing --------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from flask import Blueprint, Response, request
 import shared
 from inference_service.context import service
 from inference_service.errors import ApiError
+from inference_service.responses import json_response
 from inference_service.serving import Served
-from inference_service.v1 import json_response
 from inference_service.validation import (
     N_PIXELS,
     SIDE,

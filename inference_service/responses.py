@@ -1,0 +1,29 @@
+"""JSON responses, serialised with orjson (NumPy arrays included, no Python round trip)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from flask import Response
+
+_JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def dumps(payload: Any) -> bytes:
+    """orjson for speed; the stdlib for what orjson refuses (ints beyond 64 bits in a manifest
+    someone published by hand) so odd registry content can never turn into a 500."""
+    try:
+        return orjson.dumps(payload, option=_JSON_OPTS)
+    except TypeError:
+        return json.dumps(payload, default=str, allow_nan=False).encode()
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    resp = Response(dumps(payload), status=status, mimetype="application/json")
+    if headers:
+        resp.headers.update(headers)
+    return resp
