@@ -651,3 +651,26 @@ def test_openapi_describes_every_route(client, app) -> None:
                     assert resp["content"]["application/json"]["schema"] == {
                         "$ref": "#/components/schemas/Error"
                     }, (path, status)
+
+
+def test_never_imports_redis_or_rq(registry, tmp_path) -> None:
+    """Inference must keep serving when the trainer side (Redis, RQ) is down or absent."""
+    import subprocess
+    import sys
+
+    publish(registry, tmp_path)
+    code = f"""
+import sys, io
+from PIL import Image
+from inference_service.app import create_app
+app = create_app({{"MODEL_REGISTRY_DIR": {str(registry.root)!r}, "REGISTRY_POLL_SECONDS": 0}})
+c = app.test_client()
+assert c.get("/readyz").status_code == 200
+img = io.BytesIO(); Image.new("L", (40, 40), 255).save(img, "PNG")
+c.post("/v1/models/digits/predict", data=img.getvalue(), content_type="image/png")
+c.post("/v1/models/digits/predict", json={{"instances": [[0] * 784]}})
+c.get("/metrics"); c.get("/v1/models/digits"); c.get("/v2/models/digits")
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("redis", "rq"))
+assert not bad, bad
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
