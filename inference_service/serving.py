@@ -95,6 +95,7 @@ class ModelCache:
         self._broken: dict[tuple[str, int], tuple[Any, str]] = {}
         self._token: Any = None
         self._last_refresh: float | None = None
+        self._last_error: tuple[str, float] = ("", 0.0)
         self._init_process_state()
 
     def _init_process_state(self) -> None:
@@ -150,8 +151,13 @@ class ModelCache:
     def _safe_refresh(self) -> None:
         try:
             self.refresh()
-        except Exception:  # never let the poller die or a request fail because of a scan
-            logger.exception("registry scan failed; keeping the current models")
+        except Exception as exc:  # never let the poller die or a request fail because of a scan
+            # The same failure (say, an unmounted volume) is logged once a minute, not per poll.
+            key = f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            if key != self._last_error[0] or now - self._last_error[1] > 60:
+                self._last_error = (key, now)
+                logger.exception("registry scan failed; keeping the current models")
 
     # ---- registry scan --------------------------------------------------------------------------
 
@@ -203,9 +209,11 @@ class ModelCache:
             return view
         candidates = [target]
         if current is None:
-            # A fresh worker with no last good default: fall back to older versions that load,
-            # so every worker serves the same thing an older worker would keep serving.
-            candidates += [v for v in reversed(self.registry.versions(name)) if v < target]
+            # A fresh worker with no last good default (the target verifies but will not load):
+            # fall back to the latest good version, then to older ones, rather than serve nothing.
+            for v in [view.latest, *reversed(self.registry.versions(name))]:
+                if v is not None and v not in candidates:
+                    candidates.append(v)
         for version in candidates:
             try:
                 served = self._load(name, version)

@@ -287,6 +287,21 @@ def test_unloadable_file_with_valid_hash_falls_back(client, registry, tmp_path) 
     assert client.get("/readyz").status_code == 200
 
 
+def test_fresh_worker_with_unloadable_pin_serves_latest_good(registry, tmp_path) -> None:
+    publish(registry, tmp_path, seed=1)
+    publish(registry, tmp_path, seed=2)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 truncated zip")
+    assert registry.publish("digits", junk, {}) == 3
+    registry.pin("digits", 3)  # the hash verifies, so the registry accepts the pin
+    app = create_app({"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0})
+    client = app.test_client()
+    resp = post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
+    assert resp.status_code == 200 and resp.headers["X-Model-Version"] == "2"
+    body = client.get("/readyz").get_json()
+    assert body["ready"] and body["models"]["digits"] == {"registry_default": 3, "serving": 2}
+
+
 def test_model_with_only_broken_versions(client, registry, tmp_path) -> None:
     publish(registry, tmp_path, name="bad")
     corrupt(registry, "bad", 1)
