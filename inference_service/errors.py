@@ -12,6 +12,7 @@ Status codes (documented in openapi.json too):
 * 415 a Content-Type the route does not accept.
 * 422 well-formed but semantically unusable: an empty batch, a V2 tensor whose declared shape
   does not match its data, an unsupported V2 datatype.
+* 503 ``registry_unavailable``: the registry folder cannot be read (an outage, not bad input).
 * 500 ``internal_error``: only for real bugs (logged with a traceback), never for bad input.
 
 Registry and model-file exceptions are mapped here so the blueprints can just let them propagate.
@@ -112,6 +113,12 @@ def register_error_handlers(app: Flask) -> None:
     def _registry_error(exc: RegistryError) -> Response:
         logger.error("registry error: %s", exc)
         return error_response(503, "registry_unavailable", str(exc))
+
+    @app.errorhandler(OSError)
+    def _io_error(exc: OSError) -> Response:
+        # The registry volume is unreadable (unmounted, permissions): a server-side outage.
+        logger.error("I/O error while serving a request: %s", exc)
+        return error_response(503, "registry_unavailable", "model registry is not readable")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -689,3 +689,15 @@ bad = sorted(m for m in sys.modules if m.split(".")[0] in ("redis", "rq"))
 assert not bad, bad
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_unreadable_registry_is_503_not_500(app, client, monkeypatch) -> None:
+    registry = app.extensions["digitflow"].registry
+
+    def unreadable() -> list[str]:
+        raise PermissionError(13, "Permission denied", str(registry.root))
+
+    monkeypatch.setattr(registry, "model_names", unreadable)
+    resp = client.get("/v1/models")
+    assert resp.status_code == 503 and error_of(resp)["code"] == "registry_unavailable"
+    assert client.get("/healthz").status_code == 200
