@@ -9,32 +9,45 @@ import numpy as np
 from shared.nn.layers import Layer
 
 
+def _mask_of_positive(layer: Layer, x: np.ndarray) -> np.ndarray:
+    """Float 0/1 mask of x > 0 in the layer's reused buffer.
+
+    Multiplying by a float mask is cheaper in NumPy than np.maximum (NaN handling) or
+    where/copyto with a boolean mask, and the same mask then serves the backward pass.
+    """
+    positive = layer._out("positive", x.shape, True, dtype=np.bool_)
+    np.greater(x, 0, out=positive)
+    mask = layer._out("mask", x.shape, True)
+    np.copyto(mask, positive, casting="unsafe")
+    return mask
+
+
 class ReLU(Layer):
-    """relu(x) = max(x, 0); derivative 1 where the output is positive, else 0."""
+    """relu(x) = max(x, 0); derivative 1 where x > 0, else 0."""
 
     kind = "relu"
 
     def __init__(self, dtype: Any = np.float32) -> None:
         super().__init__(dtype)
-        self._y: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = self._as_input(x)
-        out = self._out("y", x.shape, training)
-        np.maximum(x, 0, out=out)
-        if training:
-            self._y = out
-        return out
+        if not training:
+            return np.maximum(x, self.dtype.type(0))
+        self._mask = _mask_of_positive(self, x)
+        return np.multiply(x, self._mask, out=self._out("y", x.shape, True))
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        mask = self._out("mask", grad.shape, True, dtype=np.bool_)
-        np.greater(self._y, 0, out=mask)
-        dx = self._out("dx", grad.shape, True)
-        return np.multiply(grad, mask, out=dx)
+        return np.multiply(grad, self._mask, out=self._out("dx", grad.shape, True))
 
 
 class LeakyReLU(Layer):
-    """leaky(x) = x for x > 0, alpha * x otherwise (0 < alpha < 1): dead units still learn."""
+    """leaky(x) = x for x > 0, alpha * x otherwise (0 < alpha < 1): dead units still learn.
+
+    Written as x * slope with slope = 1 where x > 0 and alpha elsewhere; slope is also the
+    derivative, so backward is one multiplication.
+    """
 
     kind = "leaky_relu"
 
@@ -43,28 +56,24 @@ class LeakyReLU(Layer):
         if not 0.0 < alpha < 1.0:
             raise ValueError("LeakyReLU alpha must be in (0, 1)")
         self.alpha = float(alpha)
-        self._x: np.ndarray | None = None
+        self._slope: np.ndarray | None = None
 
     def config(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = self._as_input(x)
-        out = self._out("y", x.shape, training)
-        # For 0 < alpha < 1, max(x, alpha * x) picks x when positive and alpha * x otherwise.
-        np.multiply(x, self.alpha, out=out)
-        np.maximum(x, out, out=out)
-        if training:
-            self._x = x
-        return out
+        if not training:
+            # For 0 < alpha < 1, max(x, alpha * x) picks x when positive and alpha * x otherwise.
+            return np.maximum(x, x * self.alpha)
+        slope = _mask_of_positive(self, x)
+        slope *= 1.0 - self.alpha
+        slope += self.alpha
+        self._slope = slope
+        return np.multiply(x, slope, out=self._out("y", x.shape, True))
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        mask = self._out("mask", grad.shape, True, dtype=np.bool_)
-        np.greater(self._x, 0, out=mask)
-        dx = self._out("dx", grad.shape, True)
-        np.multiply(grad, self.alpha, out=dx)
-        np.copyto(dx, grad, where=mask)
-        return dx
+        return np.multiply(grad, self._slope, out=self._out("dx", grad.shape, True))
 
 
 class Sigmoid(Layer):

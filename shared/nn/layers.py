@@ -227,19 +227,19 @@ class Dropout(Layer):
         size = n * d
         raw = self.rng.bit_generator.random_raw((size + 3) // 4)  # 4 x 16 bits per draw
         bits = raw.view(np.uint16)[:size].reshape(n, d)
+        keep = self._out("keep", (n, d), True, dtype=np.bool_)
+        np.greater_equal(bits, np.uint16(self.threshold), out=keep)
+        # mask = keep / q: kept units carry the 1/q scale, so backward is one multiplication.
         mask = self._out("mask", (n, d), True)
-        # mask = (bits >= threshold) / q: kept units carry the 1/q scale.
-        np.greater_equal(bits, np.uint16(self.threshold), out=mask, casting="unsafe")
+        np.copyto(mask, keep, casting="unsafe")
         mask *= self.dtype.type(1.0 / self.keep)
         self._mask = mask
-        out = self._out("y", (n, d), True)
-        return np.multiply(x, mask, out=out)
+        return np.multiply(x, mask, out=self._out("y", (n, d), True))
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._mask is None:
             return grad
-        dx = self._out("dx", grad.shape, True)
-        return np.multiply(grad, self._mask, out=dx)
+        return np.multiply(grad, self._mask, out=self._out("dx", grad.shape, True))
 
 
 class BatchNorm1d(Layer):

@@ -40,36 +40,40 @@ class SoftmaxCrossEntropy:
             raise ValueError("label_smoothing must be in [0, 1)")
         self.label_smoothing = float(label_smoothing)
         self._p: np.ndarray | None = None
-        self._y: np.ndarray | None = None
+        self._flat: np.ndarray | None = None
+        self._row_starts, self._k = np.empty(0, np.int64), 0
 
     def forward(self, logits: np.ndarray, y: np.ndarray) -> float:
         """Return the mean loss and remember the softmax for `backward`."""
         n, k = logits.shape
         eps = self.label_smoothing
-        rows = np.arange(n)
-        z = logits - logits.max(axis=1, keepdims=True)  # small [N, K]: allocation is cheap
+        # Row max via a reduction over the transposed view: much faster than max(axis=1) for
+        # the short rows (10 classes) we have.
+        z = logits - np.maximum.reduce(logits.T, axis=0)[:, None]
         p = np.exp(z)
-        s = p.sum(axis=1, keepdims=True)
+        ones = np.ones(k, p.dtype)
+        s = p @ ones  # row sums as a matrix-vector product
         log_s = np.log(s)
-        # -log p_y = log s - z_y ; the smoothing term needs the mean of -log p over classes.
-        nll = log_s[:, 0] - z[rows, y]
+        if self._row_starts.shape[0] != n or self._k != k:
+            self._row_starts, self._k = np.arange(n) * k, k
+        flat = self._row_starts + y  # flat positions of the true classes
+        # -log p_y = log s - z_y ; smoothing also needs the mean of -log p over the classes.
+        per_sample = log_s - z.reshape(-1).take(flat)
         if eps:
-            mean_nll_all = log_s[:, 0] - z.mean(axis=1)
-            per_sample = (1.0 - eps) * nll + eps * mean_nll_all
-        else:
-            per_sample = nll
-        p /= s
-        self._p, self._y = p, y
+            per_sample *= 1.0 - eps
+            per_sample += eps * (log_s - (z @ ones) / k)
+        p /= s[:, None]
+        self._p, self._flat = p, flat
         return float(per_sample.mean(dtype=np.float64))
 
     def backward(self) -> np.ndarray:
         """dL/dlogits = (p - y_smooth) / N, written into the stored softmax (used once)."""
-        p, y = self._p, self._y
-        if p is None or y is None:
+        p, flat = self._p, self._flat
+        if p is None or flat is None:
             raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
         n, k = p.shape
         eps = self.label_smoothing
-        p[np.arange(n), y] -= 1.0 - eps
+        p.reshape(-1)[flat] -= 1.0 - eps
         if eps:
             p -= eps / k
         p *= 1.0 / n

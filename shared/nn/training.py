@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.nn.augment import Augmenter
+from shared.nn.layers import Standardize
 from shared.nn.losses import SoftmaxCrossEntropy, cross_entropy
 from shared.nn.model import Sequential, build_model
 from shared.nn.optimizers import make_optimizer
@@ -79,6 +80,12 @@ def stratified_split(
     return np.flatnonzero(mask), val
 
 
+def validation_split(y: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The (train_idx, val_idx) split train() uses for this config: stratified, seeded."""
+    split_ss = np.random.SeedSequence(config.seed).spawn(3)[0]
+    return stratified_split(y, config.val_fraction, np.random.default_rng(split_ss))
+
+
 def evaluate_logits(model: Sequential, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) in inference mode."""
     logits = model.predict_logits(x)
@@ -132,20 +139,17 @@ def train(
     if config.early_stopping_patience is not None and config.val_fraction <= 0:
         raise ValueError("early_stopping_patience needs a validation split (val_fraction > 0)")
 
-    split_ss, model_ss, shuffle_ss, augment_ss = np.random.SeedSequence(config.seed).spawn(4)
-    train_idx, val_idx = stratified_split(y, config.val_fraction, np.random.default_rng(split_ss))
+    train_idx, val_idx = validation_split(y, config)
+    _, shuffle_ss, augment_ss = np.random.SeedSequence(config.seed).spawn(3)
     n_train = len(train_idx)
-    mean = (
-        x[train_idx].mean(axis=0, dtype=np.float64).astype(np.float32)
-        if config.standardize
-        else None
-    )
+    x_train = x[train_idx] if config.standardize else None
+    mean = None if x_train is None else x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
     model = build_model(
         config,
         input_dim=x.shape[1],
         n_classes=n_classes,
         mean=mean,
-        seed=int(model_ss.generate_state(1)[0]),
+        seed=config.seed,
     )
     x_val, y_val = x[val_idx], y[val_idx]
 
@@ -175,11 +179,26 @@ def train(
     augment_rng = np.random.default_rng(augment_ss)
     augmenter = Augmenter(elastic=config.elastic) if config.augment else None
 
+    # Batches are gathered from `source` at `positions`. Without augmentation the fixed
+    # Standardize layer is applied once to the whole training split here (one pass instead of
+    # one per batch per epoch) and skipped in the training forward pass.
+    skip = 1 if augmenter is None and isinstance(model.layers[0], Standardize) else 0
+    if skip:
+        source = x_train
+        source -= model.layers[0].mean
+        positions = np.arange(n_train)
+    else:
+        source, positions = x, train_idx
+    del x_train
+    y_source = y[train_idx] if skip else y
     # Full batch: one fixed array, no shuffling needed (the gradient is order-independent).
-    x_full = (x if len(train_idx) == len(x) else x[train_idx]) if full_batch else None
-    y_full = (y if len(train_idx) == len(y) else y[train_idx]) if full_batch else None
-    xb_buf = np.empty((batch, x.shape[1]), np.float32) if not full_batch else None
-    yb_buf = np.empty(batch, np.int64) if not full_batch else None
+    if full_batch:
+        whole = skip or n_train == len(x)
+        x_full = source if whole else source[positions]
+        y_full = y_source if whole else y_source[positions]
+    else:
+        xb_buf = np.empty((batch, x.shape[1]), np.float32)
+        yb_buf = np.empty(batch, np.int64)
 
     result = TrainResult(model=model)
     best_key: tuple[float, float] | None = None
@@ -190,7 +209,7 @@ def train(
 
     for epoch in range(config.epochs):
         epoch_start = time.perf_counter()
-        order = None if full_batch else train_idx[shuffle_rng.permutation(n_train)]
+        order = None if full_batch else positions[shuffle_rng.permutation(n_train)]
         loss_sum, correct, lr = 0.0, 0, config.learning_rate
         bar = bar_factory(epoch, config.epochs, steps) if bar_factory else None
         for step in range(steps):
@@ -198,11 +217,11 @@ def train(
                 xb, yb = x_full, y_full
             else:
                 idx = order[step * batch : (step + 1) * batch]
-                xb = np.take(x, idx, axis=0, out=xb_buf[: len(idx)], mode="clip")
-                yb = np.take(y, idx, out=yb_buf[: len(idx)], mode="clip")
+                xb = np.take(source, idx, axis=0, out=xb_buf[: len(idx)], mode="clip")
+                yb = np.take(y_source, idx, out=yb_buf[: len(idx)], mode="clip")
             if augmenter is not None:
                 xb = augmenter(xb, augment_rng)
-            logits = model.forward_into(xb, training=True)
+            logits = model.forward_into(xb, training=True, start=skip)
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             loss_sum += loss_fn.forward(logits, yb) * len(yb)
             model.backward(loss_fn.backward())

@@ -1,0 +1,95 @@
+"""Batched augmentation: identity is exact, shapes/dtype/range hold, transforms do what they say."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from shared.nn.augment import Augmenter, identity_affine, random_affine
+
+
+@pytest.fixture
+def digits():
+    """Synthetic 'digits': random blobs of ink in [0, 1], zero borders."""
+    rng = np.random.default_rng(0)
+    img = np.zeros((64, 28, 28), np.float32)
+    img[:, 6:22, 8:20] = rng.random((64, 16, 12), dtype=np.float32)
+    return img.reshape(64, 784)
+
+
+def test_identity_parameters_give_identity(digits):
+    aug = Augmenter()
+    out = aug.warp(digits, identity_affine(len(digits)))
+    np.testing.assert_array_equal(out, digits)
+    zero = Augmenter(max_shift=0, max_rotation=0, max_scale=0)
+    np.testing.assert_array_equal(zero(digits, np.random.default_rng(1)), digits)
+
+
+def test_shapes_dtype_and_range(digits):
+    aug = Augmenter(elastic=True, elastic_alpha=3.0, max_rotation=30, max_scale=0.3, max_shift=4)
+    out = aug(digits.astype(np.float64), np.random.default_rng(0))
+    assert out.shape == digits.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not np.array_equal(out, digits)
+    # A smaller final batch reuses the buffers and still works.
+    assert aug(digits[:5], np.random.default_rng(1)).shape == (5, 784)
+
+
+def test_integer_shift_moves_pixels_exactly(digits):
+    t = identity_affine(len(digits))
+    t[:, 0, 2] += 2  # read from two rows further down: content moves up by 2
+    t[:, 1, 2] -= 3  # read from three columns to the left: content moves right by 3
+    out = Augmenter().warp(digits, t).reshape(-1, 28, 28)
+    src = digits.reshape(-1, 28, 28)
+    np.testing.assert_array_equal(out[:, :26, 3:], src[:, 2:, :25])
+    assert not out[:, 26:, :].any() and not out[:, :, :3].any()  # zeros flow in
+
+
+def test_rotation_by_90_degrees_is_a_transpose_like_permutation(digits):
+    t = identity_affine(len(digits))
+    t[:, :, :2] = [[0, 1], [-1, 0]]
+    out = Augmenter().warp(digits, t).reshape(-1, 28, 28)
+    np.testing.assert_allclose(
+        out, np.rot90(digits.reshape(-1, 28, 28), k=1, axes=(1, 2)), atol=1e-6
+    )
+
+
+def test_random_affine_ranges():
+    t = random_affine(np.random.default_rng(0), 1000, max_shift=2, max_rotation=10, max_scale=0.1)
+    det = t[:, 0, 0] * t[:, 1, 1] - t[:, 0, 1] * t[:, 1, 0]  # = 1 / s^2
+    scale = 1 / np.sqrt(det)
+    assert scale.min() >= 0.9 and scale.max() <= 1.1
+    angle = np.degrees(np.arctan2(t[:, 0, 1], t[:, 0, 0]))
+    assert np.abs(angle).max() <= 10 + 1e-4 and np.abs(angle).max() > 9
+    assert np.abs(t[:, :, 2] - 13.5).max() <= 2
+
+
+def test_elastic_field_is_smooth_with_requested_size():
+    aug = Augmenter(elastic=True, elastic_alpha=2.0)
+    field = aug.elastic_field(np.random.default_rng(0), 200).reshape(200, 2, 28, 28)
+    rms = np.sqrt(np.mean(field**2))
+    assert 1.5 < rms < 2.5
+    # Smooth: neighbouring pixels move almost together.
+    step = np.sqrt(np.mean(np.diff(field, axis=3) ** 2))
+    assert step < 0.25 * rms
+
+
+def test_deterministic_given_the_generator(digits):
+    aug = Augmenter(elastic=True)
+    a = aug(digits, np.random.default_rng(5)).copy()
+    b = aug(digits, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fast_enough_per_batch():
+    """Vectorised: a 128-image batch with elastic distortion takes a couple of milliseconds."""
+    x = np.random.default_rng(0).random((128, 784), dtype=np.float32)
+    aug, rng = Augmenter(elastic=True), np.random.default_rng(0)
+    aug(x, rng)
+    start = time.perf_counter()
+    for _ in range(20):
+        aug(x, rng)
+    per_batch = (time.perf_counter() - start) / 20
+    assert per_batch < 0.05, f"{per_batch * 1e3:.1f} ms per batch"
