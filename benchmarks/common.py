@@ -1,0 +1,117 @@
+"""Helpers the benchmarks share: where the data is, what machine we are on, where results go.
+
+Benchmarks are run by hand (`make bench`, `python -m benchmarks.accuracy`), never by the test
+suite: speed goals live here, not in assertions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def default_data_dir() -> Path:
+    """$MNIST_DATA_DIR, else ../shared/data/mnist beside the repository (as the tests do)."""
+    configured = os.environ.get("MNIST_DATA_DIR")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / "mnist"
+
+
+def load_average() -> tuple[float, float, float]:
+    """1/5/15-minute load averages: how busy the machine was while we measured."""
+    try:
+        return os.getloadavg()
+    except OSError:  # pragma: no cover - not on Linux/macOS
+        return (float("nan"),) * 3
+
+
+def cpu_model() -> str:
+    """The CPU model name as lscpu reports it (falls back to /proc/cpuinfo, then platform)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def total_ram_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def blas_info() -> list[dict[str, Any]]:
+    """The BLAS/OpenMP libraries loaded into this process (threadpoolctl's view)."""
+    from threadpoolctl import threadpool_info
+
+    keep = ("user_api", "internal_api", "version", "num_threads", "architecture", "filepath")
+    return [{k: info.get(k) for k in keep} for info in threadpool_info()]
+
+
+def machine_info() -> dict[str, Any]:
+    """Everything BENCHMARKS.md reports about the machine, as one JSON-able dict."""
+    import numpy as np
+
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "ram_gib": total_ram_gib(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "blas": blas_info(),
+        "load_average": [round(v, 2) for v in load_average()],
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def today() -> str:
+    return _dt.date.today().isoformat()
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def write_result(name: str, payload: dict[str, Any]) -> Path:
+    """Write benchmarks/results/<name>-<date>.json (pretty, small) and return its path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}-{today()}.json"
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table (what BENCHMARKS.md pastes)."""
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

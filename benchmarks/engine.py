@@ -1,0 +1,362 @@
+"""Engine speed: our training epoch vs PyTorch CPU vs the machine's float32 GEMM ceiling.
+
+    python -m benchmarks.engine [--data-dir DIR] [--threads 2] [--repeats 5] [--quick]
+
+The work measured is one epoch of the issue's reference net on full MNIST (60k images):
+784-256-128-10, ReLU, Adam lr 1e-3, batch 128, float32, no augmentation, no dropout, no
+validation, `threads` BLAS/OpenMP threads for both engines.
+
+- ours:  `shared.nn.training.train` itself (epochs=1, fresh model each run), i.e. exactly the
+         loop `python -m trainer_service train` runs; the epoch time is its EpochRecord.seconds.
+         It also tracks the training loss and accuracy per batch (PyTorch's loop does not).
+- torch: idiomatic and strong: nn.Sequential, CrossEntropyLoss, torch.optim.Adam (defaults),
+         batches sliced from a tensor shuffled once per epoch (no DataLoader overhead).
+- gemm:  exactly the matrix products one training epoch needs (per batch: X @ W for every layer,
+         dW = X.T @ dY for every layer, dX = dY @ W.T for layers 2..3; same shapes, same batch
+         count, the same out= buffers and transposed views the engine uses), back to back in
+         NumPy. Its GFLOP/s is the ceiling; our "effective GFLOP/s" is the same FLOP count divided
+         by our epoch time.
+
+Runs are interleaved (ours, torch, gemm, ours, torch, gemm, ...) after one untimed warm-up of
+each, so background load hits all three alike; medians are reported. Results: a markdown table
+on stdout and benchmarks/results/engine-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import default_data_dir, machine_info, markdown_table, now_iso, write_result
+
+LAYERS = (784, 256, 128, 10)
+BATCH = 128
+LR = 1e-3
+TARGET_RATIO = 0.6
+TARGET_CEILING_FRACTION = 0.8
+
+
+def batch_sizes(n: int, batch: int) -> list[int]:
+    """Sizes of the batches of one epoch over n samples (the last one may be smaller)."""
+    full, rest = divmod(n, batch)
+    return [batch] * full + ([rest] if rest else [])
+
+
+def epoch_flops(n: int, batch: int = BATCH, layers: tuple[int, ...] = LAYERS) -> int:
+    """Floating-point operations (2 per multiply-add) of one training epoch's matrix products.
+
+    Per batch of b rows and each layer (i -> o): forward b*i*o and dW b*i*o multiply-adds; dX
+    b*i*o for every layer but the first (the input needs no gradient). The element-wise work
+    (bias, ReLU, softmax, Adam) is not counted: the ceiling is about the GEMMs.
+    """
+    pairs = list(zip(layers[:-1], layers[1:], strict=True))
+    per_row = sum(2 * i * o for i, o in pairs) + sum(i * o for i, o in pairs[1:])
+    return 2 * per_row * sum(batch_sizes(n, batch))
+
+
+# -----------------------------------------------------------------------------------------------
+# the three measurements
+
+
+def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int) -> float:
+    """Seconds of one epoch of shared.nn.training.train on a fresh model."""
+    from shared.config import TrainConfig
+    from shared.nn.training import train
+
+    config = TrainConfig(
+        hidden_layers=list(LAYERS[1:-1]),
+        activation="relu",
+        dropout=0.0,
+        l2=0.0,
+        batch_norm=False,
+        label_smoothing=0.0,
+        epochs=1,
+        batch_size=BATCH,
+        optimizer="adam",
+        learning_rate=LR,
+        lr_schedule="constant",
+        warmup_epochs=0,
+        augment=False,
+        elastic=False,
+        val_fraction=0.0,
+        early_stopping_patience=None,
+        seed=seed,
+    )
+    result = train(config, x, y)
+    return float(result.history[0].seconds)
+
+
+def torch_epoch(xt: Any, yt: Any, seed: int) -> float:
+    """Seconds of one idiomatic PyTorch epoch on a fresh model (same net, batch, optimizer)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    dims = LAYERS
+    modules: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        modules.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            modules.append(nn.ReLU())
+    model = nn.Sequential(*modules)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+    n = xt.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    perm = torch.randperm(n, generator=gen)
+    xs, ys = xt[perm], yt[perm]
+    for i in range(0, n, BATCH):
+        xb, yb = xs[i : i + BATCH], ys[i : i + BATCH]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+class GemmEpoch:
+    """The matrix products of one training epoch, with preallocated operands and outputs."""
+
+    def __init__(self, n: int, batch: int = BATCH, layers: tuple[int, ...] = LAYERS) -> None:
+        rng = np.random.default_rng(0)
+        self.sizes = batch_sizes(n, batch)
+        self.pairs = list(zip(layers[:-1], layers[1:], strict=True))
+
+        def rand(*shape: int) -> np.ndarray:
+            return rng.standard_normal(shape, dtype=np.float32)
+
+        self.w = [rand(i, o) * np.float32(0.05) for i, o in self.pairs]
+        self.dw = [np.empty((i, o), np.float32) for i, o in self.pairs]
+        self.x = [rand(batch, i) for i, _ in self.pairs]  # each layer's input
+        self.y = [np.empty((batch, o), np.float32) for _, o in self.pairs]  # forward outputs
+        self.dy = [rand(batch, o) for _, o in self.pairs]  # incoming gradients
+        self.dx = [np.empty((batch, i), np.float32) for i, _ in self.pairs]
+        self.flops = epoch_flops(n, batch, layers)
+
+    def run(self) -> float:
+        """Seconds for one epoch's worth of GEMMs, in training order."""
+        last = len(self.pairs) - 1
+        w, dw, x, y, dy, dx = self.w, self.dw, self.x, self.y, self.dy, self.dx
+        start = time.perf_counter()
+        for b in self.sizes:
+            for k in range(last + 1):
+                np.matmul(x[k][:b], w[k], out=y[k][:b])
+            for k in range(last, -1, -1):
+                np.matmul(x[k][:b].T, dy[k][:b], out=dw[k])
+                if k > 0:
+                    np.matmul(dy[k][:b], w[k].T, out=dx[k][:b])
+        return time.perf_counter() - start
+
+
+# -----------------------------------------------------------------------------------------------
+
+
+def set_threads(threads: int) -> Any:
+    """Limit NumPy's BLAS (and any OpenMP runtime) and torch's intra-op pool to `threads`."""
+    from threadpoolctl import threadpool_limits
+
+    limiter = threadpool_limits(limits=threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(1)
+    except (ImportError, RuntimeError):
+        pass
+    return limiter
+
+
+def load_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    from shared.datasets import load_dataset
+
+    ds = load_dataset("mnist", data_dir)
+    return ds.x_train, ds.y_train
+
+
+def summarise(samples: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": [round(s, 4) for s in samples],
+    }
+
+
+def run(
+    data_dir: Path, *, threads: int, repeats: int, quick: bool, with_torch: bool = True
+) -> dict[str, Any]:
+    limiter = set_threads(threads)
+    x, y = load_mnist(data_dir)
+    if quick:
+        x, y = x[:12000], y[:12000]
+    n = len(y)
+    # PyTorch gets the data already standardised exactly as our loop does it (pixel mean of the
+    # training set subtracted once, outside the timed region).
+    xt = yt = None
+    if with_torch:
+        import torch
+
+        mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        xt = torch.from_numpy(np.ascontiguousarray(x - mean))
+        yt = torch.from_numpy(y.astype(np.int64))
+    gemm = GemmEpoch(n)
+
+    times: dict[str, list[float]] = {"ours": [], "torch": [], "gemm": []}
+    loads: list[float] = []
+    for r in range(repeats + 1):  # round 0 is the untimed warm-up
+        t_ours = ours_epoch(x, y, seed=r)
+        t_torch = torch_epoch(xt, yt, seed=r) if with_torch else float("nan")
+        t_gemm = gemm.run()
+        label = "warm-up" if r == 0 else f"run {r}/{repeats}"
+        print(
+            f"{label}: ours {t_ours:.3f}s  torch {t_torch:.3f}s  gemm {t_gemm:.3f}s  "
+            f"(load {os.getloadavg()[0]:.2f})",
+            file=sys.stderr,
+            flush=True,
+        )
+        if r == 0:
+            continue
+        times["ours"].append(t_ours)
+        times["gemm"].append(t_gemm)
+        if with_torch:
+            times["torch"].append(t_torch)
+        loads.append(os.getloadavg()[0])
+
+    ours = summarise(times["ours"])
+    gemm_s = summarise(times["gemm"])
+    flops = gemm.flops
+    ceiling = flops / gemm_s["median"] / 1e9
+    effective = flops / ours["median"] / 1e9
+    result: dict[str, Any] = {
+        "benchmark": "engine",
+        "date": now_iso(),
+        "quick": quick,
+        "config": {
+            "layers": list(LAYERS),
+            "activation": "relu",
+            "optimizer": "adam",
+            "learning_rate": LR,
+            "batch_size": BATCH,
+            "dtype": "float32",
+            "train_samples": n,
+            "threads": threads,
+            "repeats": repeats,
+        },
+        "epoch_seconds": {"ours": ours, "gemm": gemm_s},
+        "epoch_gflop": flops / 1e9,
+        "gemm_ceiling_gflops": ceiling,
+        "gemm_ceiling_best_gflops": flops / gemm_s["min"] / 1e9,
+        "ours_effective_gflops": effective,
+        "ours_fraction_of_ceiling": effective / ceiling,
+        "load_average_during": loads,
+        "machine": machine_info(),
+    }
+    if with_torch:
+        torch_s = summarise(times["torch"])
+        result["epoch_seconds"]["torch"] = torch_s
+        result["torch_effective_gflops"] = flops / torch_s["median"] / 1e9
+        result["ratio_ours_over_torch"] = ours["median"] / torch_s["median"]
+    limiter.restore_original_limits()
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    """The markdown tables BENCHMARKS.md shows."""
+    es = result["epoch_seconds"]
+    ceiling = result["gemm_ceiling_gflops"]
+    rows = [
+        [
+            "ours (shared.nn)",
+            f"{es['ours']['median']:.3f}",
+            f"{result['ours_effective_gflops']:.1f}",
+            f"{result['ours_fraction_of_ceiling']:.0%}",
+        ]
+    ]
+    if "torch" in es:
+        rows.append(
+            [
+                f"PyTorch {result['machine'].get('torch')} CPU",
+                f"{es['torch']['median']:.3f}",
+                f"{result['torch_effective_gflops']:.1f}",
+                f"{result['torch_effective_gflops'] / ceiling:.0%}",
+            ]
+        )
+    rows.append(
+        ["GEMMs only (NumPy, ceiling)", f"{es['gemm']['median']:.3f}", f"{ceiling:.1f}", "100%"]
+    )
+    lines = [
+        markdown_table(
+            ["engine", "median epoch (s)", "effective GFLOP/s", "of GEMM ceiling"], rows
+        ),
+        "",
+        f"Epoch work: {result['epoch_gflop']:.2f} GFLOP of matrix products "
+        f"({result['config']['train_samples']} samples, batch {BATCH}, "
+        f"{result['config']['threads']} threads, median of {result['config']['repeats']} "
+        f"interleaved runs; load average {', '.join(f'{v:.2f}' for v in result['load_average_during'])}).",
+    ]
+    checks = []
+    if "ratio_ours_over_torch" in result:
+        ratio = result["ratio_ours_over_torch"]
+        checks.append(
+            f"- ours / PyTorch = {ratio:.2f} (target <= {TARGET_RATIO}): "
+            + ("MET" if ratio <= TARGET_RATIO else "NOT MET")
+        )
+    frac = result["ours_fraction_of_ceiling"]
+    checks.append(
+        f"- ours = {frac:.0%} of the GEMM ceiling {ceiling:.1f} GFLOP/s "
+        f"(target >= {TARGET_CEILING_FRACTION:.0%}): "
+        + ("MET" if frac >= TARGET_CEILING_FRACTION else "NOT MET")
+    )
+    return "\n".join(lines + [""] + checks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.engine", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="MNIST folder (default $MNIST_DATA_DIR or ../shared/data/mnist)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, help="BLAS/OpenMP threads for both engines (default 2)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs of each (default 5, min 3)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 12k images, 2 repeats, nothing written"
+    )
+    parser.add_argument(
+        "--no-torch", action="store_true", help="skip PyTorch (when it is not installed)"
+    )
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir or default_data_dir()
+    repeats = 2 if args.quick else max(3, args.repeats)
+    result = run(
+        data_dir,
+        threads=args.threads,
+        repeats=repeats,
+        quick=args.quick,
+        with_torch=not args.no_torch,
+    )
+    print(report(result))
+    if not args.quick:
+        path = write_result("engine", result)
+        print(f"\nwrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
