@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ import redis
 import requests
 
 from shared.redis_embedded import free_port
+from shared.registry import Registry
+from trainer_service.api import create_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -163,7 +166,119 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+# ---- a trainer stack for integration tests --------------------------------------------------
+
+SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
+#: Long enough to be stopped/killed/timed out mid-run; each epoch still takes well under a second.
+LONG = {"hidden_layers": [256, 256], "epochs": 1000, "train_limit": 3000, "val_fraction": 0.1}
+
+
+class Stack:
+    """API (in-process Flask client) + worker subprocesses for one test's queue and registry."""
+
+    def __init__(self, redis_url: str, queue: str, tmp: Path, mnist_dir: Path) -> None:
+        self.redis_url = redis_url
+        self.queue = queue
+        self.tmp = tmp
+        self.registry_dir = tmp / "models"
+        self.registry = Registry(self.registry_dir)
+        self.env = service_env(
+            REDIS_URL=redis_url,
+            RQ_QUEUE=queue,
+            MODEL_REGISTRY_DIR=str(self.registry_dir),
+            MNIST_DATA_DIR=str(mnist_dir),
+            JOB_HEARTBEAT_SECONDS="1",
+            JOB_HEARTBEAT_GRACE="3",
+            LOG_LEVEL="INFO",
+        )
+        self.workers: list = []
+        self.client = self.api()
+
+    def api(self, **config):
+        app = create_app(
+            {
+                "REDIS_URL": self.redis_url,
+                "RQ_QUEUE": self.queue,
+                "MODEL_REGISTRY_DIR": str(self.registry_dir),
+                "API_TOKEN": "",
+                **config,
+            }
+        )
+        return app.test_client()
+
+    def start_worker(self, **env):
+        log = self.tmp / f"worker{len(self.workers)}.log"
+        proc = start_worker(
+            {**self.env, **env},
+            log,
+            name=f"{self.queue}-w{len(self.workers)}-{uuid.uuid4().hex[:4]}",
+        )
+        proc.log_path = log
+        self.workers.append(proc)
+        wait_worker_registered(self.redis_url, self.queue, proc, log)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.log_path.name}\n{tail(w.log_path)}" for w in self.workers)
+
+    def submit(self, body, client=None) -> str:
+        r = (client or self.client).post("/v1/jobs", json=body)
+        assert r.status_code == 202, r.json
+        return r.json["job_id"]
+
+    def job(self, job_id: str) -> dict:
+        r = self.client.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.json
+        return r.json
+
+    def wait_status(self, job_id: str, statuses, timeout: float = 60) -> dict:
+        statuses = {statuses} if isinstance(statuses, str) else set(statuses)
+
+        def done():
+            job = self.job(job_id)
+            return job if job["status"] in statuses else None
+
+        try:
+            return wait_for(done, timeout, interval=0.1, what=f"job {job_id} in {statuses}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.job(job_id)}\n{self.logs()}") from None
+
+    def wait_epoch(self, job_id: str, epoch: int, timeout: float = 60) -> dict:
+        def reached():
+            job = self.job(job_id)
+            assert job["status"] in ("queued", "started"), (job, self.logs())
+            return job if (job["progress"] or {}).get("epoch", 0) >= epoch else None
+
+        return wait_for(reached, timeout, interval=0.1, what=f"job {job_id} epoch {epoch}")
+
+    def versions(self, model: str = "mnist") -> list[int]:
+        return self.registry.versions(model) if model in self.registry.model_names() else []
+
+    def close(self) -> None:
+        for proc in self.workers:
+            stop_process(proc)
+
+
+def horse_pids(worker_pid: int) -> list[int]:
+    """Children of the worker process (its work horse while a job runs)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == worker_pid:
+            children.append(int(entry.name))
+    return children
+
+
 __all__ = [
+    "LONG",
+    "SMALL",
+    "Stack",
+    "horse_pids",
     "delete_queue_keys",
     "free_port",
     "pid_alive",

@@ -15,6 +15,10 @@ bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('TRAINER_POR
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 worker_class = "gthread" if threads > 1 else "sync"
+proc_name = "digitflow-trainer-api"
+# gunicorn >= 25 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl (else ~/.gunicorn/); two
+# masters on one machine (trainer + inference, parallel tests) would unlink each other's. Unused.
+control_socket_disable = True
 timeout = 30
 graceful_timeout = 10
 keepalive = 5

@@ -1,0 +1,166 @@
+"""Small pieces of the trainer service and client: failure descriptions, which errors are retried,
+JSON-safe meta, the CLI's --field=value parsing and its error handling."""
+
+from __future__ import annotations
+
+import traceback
+import urllib.error
+
+import numpy as np
+import pytest
+import requests
+
+from shared.client import DigitflowError, _error_message, main, parse_fields
+from shared.datasets import DatasetError
+from shared.redis_embedded import free_port
+from trainer_service import jobs, queueing
+
+
+def formatted(exc: BaseException) -> str:
+    try:
+        raise exc
+    except BaseException as caught:
+        return "".join(traceback.format_exception(caught))
+
+
+# ---- failure descriptions -----------------------------------------------------------------------
+
+
+def test_describe_failure_recognises_rq_failure_kinds():
+    abandoned = "Moved to FailedJobRegistry, due to AbandonedJobError, at 2026-01-01"
+    assert "worker running this job died" in queueing.describe_failure(abandoned)
+    killed = "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); "
+    assert "killed by signal 9" in queueing.describe_failure(killed)
+    timeout = formatted(RuntimeError("x")).replace(
+        "RuntimeError: x",
+        "rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value (3 seconds)",
+    )
+    text = queueing.describe_failure(timeout, timeout=3)
+    assert "time limit of 3 s" in text and "JOB_TIMEOUT" in text
+    assert queueing.describe_failure(None) == "the job failed without an error message"
+
+
+def test_describe_failure_keeps_the_final_exception_line():
+    assert (
+        queueing.describe_failure(formatted(DatasetError("bad file"))) == "DatasetError: bad file"
+    )
+    assert queueing.describe_failure(formatted(ValueError("a\nb"))) == "ValueError: a b"
+    try:
+        try:
+            raise KeyError("first")
+        except KeyError:
+            raise RuntimeError("second") from None
+    except RuntimeError as exc:
+        text = "".join(traceback.format_exception(exc))
+    assert queueing.describe_failure(text) == "RuntimeError: second"
+    assert len(queueing.describe_failure(formatted(ValueError("x" * 2000)))) <= 500
+
+
+# ---- transient errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (urllib.error.URLError("refused"), True),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (requests.ConnectionError("down"), True),
+        (
+            DatasetError(
+                "could not download x.gz for mnist into /d from any mirror: "
+                "http://a/x.gz: ConnectionError: refused; http://b/x.gz: HTTP 503"
+            ),
+            True,
+        ),
+        (
+            DatasetError(
+                "could not download x.gz for mnist into /d from any mirror: "
+                "http://a/x.gz: ConnectionError: refused; http://b/x.gz: HTTP 404"
+            ),
+            False,
+        ),
+        (DatasetError("could not download ... from any mirror: u: sha256 mismatch"), False),
+        (DatasetError("/data/train-images.gz: corrupt gzip data"), False),
+        (ValueError("invalid training config"), False),
+        (MemoryError(), False),
+    ],
+)
+def test_only_network_errors_are_transient(exc, transient):
+    assert jobs.is_transient(exc) is transient
+
+
+def test_transient_cause_anywhere_in_the_chain():
+    try:
+        try:
+            raise ConnectionRefusedError("refused")
+        except ConnectionRefusedError as inner:
+            raise RuntimeError("download failed") from inner
+    except RuntimeError as outer:
+        assert jobs.is_transient(outer)
+
+
+def test_retry_schedule_from_env(monkeypatch):
+    monkeypatch.delenv("JOB_RETRY_DELAYS", raising=False)
+    monkeypatch.delenv("JOB_RETRIES", raising=False)
+    assert jobs._retry_delays() == list(jobs.DEFAULT_RETRY_DELAYS)
+    monkeypatch.setenv("JOB_RETRY_DELAYS", "1,2")
+    assert jobs._retry_delays() == [1, 2]
+    monkeypatch.setenv("JOB_RETRIES", "4")
+    assert jobs._retry_delays() == [1, 2, 2, 2]
+    monkeypatch.setenv("JOB_RETRIES", "0")
+    assert jobs._retry_delays() == []
+
+
+def test_json_safe_converts_numpy_and_nan():
+    value = {"a": np.float32(0.5), "b": np.arange(3), "c": (1, np.int64(2)), "d": float("nan")}
+    assert queueing.json_safe(value) == {"a": 0.5, "b": [0, 1, 2], "c": [1, 2], "d": None}
+
+
+def test_env_int_is_strict():
+    assert queueing.env_int("X", 5, {}) == 5
+    assert queueing.env_int("X", 5, {"X": " 7 "}) == 7
+    with pytest.raises(ValueError, match="X must be an integer"):
+        queueing.env_int("X", 5, {"X": "soon"})
+
+
+# ---- client -------------------------------------------------------------------------------------
+
+
+def test_parse_fields():
+    fields = parse_fields(
+        ["--epochs=3", "--hidden-layers", "128,64", "--augment", "--learning_rate=1e-3",
+         "--model", "digits", "--grad-clip=null", "--hidden_layers=[32]"]
+    )  # fmt: skip
+    assert fields == {
+        "epochs": 3,
+        "hidden_layers": [32],
+        "augment": True,
+        "learning_rate": 0.001,
+        "model": "digits",
+        "grad_clip": None,
+    }
+    assert parse_fields(["--hidden-layers=64"]) == {"hidden_layers": [64]}
+    with pytest.raises(DigitflowError):
+        parse_fields(["epochs=3"])
+
+
+def test_error_messages_of_both_services():
+    trainer = {"error": {"code": "invalid_config", "message": "invalid training config: epochs",
+                         "fields": [{"field": "epochs", "message": "too small"}]}}  # fmt: skip
+    assert _error_message(trainer) == "invalid training config: epochs (epochs: too small)"
+    assert _error_message({"error": {"code": "not_found", "message": "no model"}}) == "no model"
+    assert _error_message({"error": "plain"}) == "plain"
+    assert _error_message("text") is None
+
+
+def test_cli_errors_exit_2_with_a_message(capsys, tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert main(["--trainer-url", dead, "status", "abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("digitflow: error: cannot reach") and "Traceback" not in err
+    assert main(["--inference-url", dead, "predict", str(tmp_path / "missing.png")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["status"])  # argparse usage error
+    assert exit_info.value.code == 2
