@@ -1,0 +1,50 @@
+"""The benchmark helpers' arithmetic (the benchmarks themselves are run by hand, never here)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.accuracy import TARGETS, train_command
+from benchmarks.engine import GemmEpoch, batch_sizes, epoch_flops
+
+
+def test_batch_sizes_cover_the_epoch_with_a_smaller_last_batch() -> None:
+    sizes = batch_sizes(60000, 128)
+    assert len(sizes) == 469
+    assert sizes[:-1] == [128] * 468 and sizes[-1] == 96
+    assert batch_sizes(256, 128) == [128, 128]
+
+
+def test_epoch_flops_of_the_reference_net_by_hand() -> None:
+    fwd = 784 * 256 + 256 * 128 + 128 * 10  # multiply-adds per row, forward
+    dw = fwd  # dW = X.T @ dY has the same count
+    dx = 256 * 128 + 128 * 10  # no dX for the first layer
+    assert epoch_flops(60000) == 2 * (fwd + dw + dx) * 60000 == 60_426_240_000
+
+
+def test_gemm_epoch_runs_the_counted_products() -> None:
+    gemm = GemmEpoch(300, batch=128, layers=(6, 5, 4, 3))
+    assert gemm.flops == epoch_flops(300, 128, (6, 5, 4, 3))
+    assert gemm.sizes == [128, 128, 44]
+    assert gemm.run() > 0
+    # The last product of the last batch is layer 1's dW over the first 44 rows.
+    expected = gemm.x[0][:44].T @ gemm.dy[0][:44]
+    np.testing.assert_allclose(gemm.dw[0], expected, rtol=1e-5)
+
+
+def test_train_command_is_the_plain_cli() -> None:
+    from pathlib import Path
+
+    cmd = train_command("default", Path("/data"), Path("/tmp/m.npz"), [])
+    assert cmd[1:] == [
+        "-m",
+        "trainer_service",
+        "train",
+        "--data-dir",
+        "/data",
+        "--out",
+        "/tmp/m.npz",
+        "--json",
+    ]
+    assert "--preset" in train_command("best", Path("/data"), Path("/tmp/m.npz"), [])
+    assert set(TARGETS) == {"default", "seed-basic", "seed-deep", "best"}
