@@ -169,8 +169,14 @@ class DigitflowClient:
     # ---- models ------------------------------------------------------------------------------
 
     def models(self) -> list[dict]:
-        """Models as inference serves them (name, latest and default version...)."""
-        body = self._inference("GET", "/v1/models")
+        """Models as inference serves them (name, latest/default/serving version...); if the
+        inference service is unreachable, the trainer's registry view of the same models."""
+        try:
+            body = self._inference("GET", "/v1/models")
+        except DigitflowError as exc:
+            if exc.status is not None:
+                raise
+            body = self._trainer("GET", "/v1/models")
         return body.get("models", body) if isinstance(body, dict) else body
 
     def model(self, name: str) -> dict:

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify
+from rq import Worker
 from werkzeug.exceptions import HTTPException
 
 from shared import registry as reg
@@ -28,6 +29,7 @@ MAX_BODY_BYTES = 1024 * 1024  # a training config is a few hundred bytes
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the app. `config` overrides environment variables (REDIS_URL, RQ_QUEUE, API_TOKEN...)."""
     settings = Settings.load(config)
+    _configure_logging(settings.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
@@ -55,7 +57,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             state.redis.ping()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             return error_response(503, f"Redis is unreachable: {_redis_reason(exc)}", ready=False)
-        return jsonify({"status": "ready", "queue": settings.queue})
+        workers = Worker.count(connection=state.redis, queue=state.queue)
+        return jsonify({"status": "ready", "queue": settings.queue, "workers": workers})
 
     @app.get("/openapi.json")
     def openapi():
@@ -68,6 +71,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         "on" if settings.api_token else "off",
     )
     return app
+
+
+def _configure_logging(level: str) -> None:
+    """Our INFO lines (job queued, pin changed...) on stderr, next to gunicorn's own log, unless
+    the host process already configured logging."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            level=level, format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+        )
+    logging.getLogger("trainer_service").setLevel(level)
 
 
 def _redis_reason(exc: Exception) -> str:

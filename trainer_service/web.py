@@ -32,6 +32,7 @@ class Settings:
     max_queued_jobs_per_model: int = 10
     idempotency_ttl: int = queueing.SECONDS_PER_DAY
     redis_socket_timeout: float = 5.0
+    log_level: str = "INFO"
 
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None) -> Settings:
@@ -51,6 +52,7 @@ class Settings:
             max_queued_jobs_per_model=queueing.env_int("MAX_QUEUED_JOBS_PER_MODEL", 10, env),
             idempotency_ttl=queueing.env_int("IDEMPOTENCY_TTL", queueing.SECONDS_PER_DAY, env),
             redis_socket_timeout=float(env.get("REDIS_SOCKET_TIMEOUT", "") or 5.0),
+            log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
         )
 
 

@@ -42,6 +42,7 @@ def stack(redis_url, unique_name, tmp_path, mnist_dir):
 
 def test_small_job_runs_reports_progress_and_publishes_version_1(stack, mnist_dir):
     stack.start_worker()
+    assert stack.client.get("/readyz").json["workers"] == 1
     job_id = stack.submit(SMALL)
     seen = []
     deadline = time.monotonic() + 90
@@ -193,6 +194,7 @@ def test_bad_config_fails_at_once_without_retry(stack):
             queueing.JOB_FUNC, {"epochs": 0, "bogus": 1}, job_id=uuid.uuid4().hex,
             meta={"model": "mnist"},
         )  # fmt: skip
+        conn.zadd(queueing.jobs_index_key(stack.queue), {job.id: time.time()})  # for cleanup
     finally:
         conn.close()
     result = stack.wait_status(job.id, ("failed", "finished"), timeout=30)

@@ -297,6 +297,7 @@ def test_healthz_and_readyz(client, queue):
     assert client.get("/healthz").json == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json["queue"] == queue
+    assert ready.json["workers"] == 0  # nobody listens on this test's queue
 
 
 def test_redis_down_is_503_json_and_recovers_by_itself(tmp_path, unique_name):
