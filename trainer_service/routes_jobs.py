@@ -360,6 +360,11 @@ def delete_job(job_id: str):
         log.info("job %s canceled", job.id)
         return jsonify(job_view(job))
     if status == "started":
+        if (job.meta or {}).get("phase") in ("publishing", "published"):
+            # Stopping now could leave a published version behind a "stopped" job.
+            raise ApiError(
+                409, "too late to stop: the job is publishing its model version", job_id=job.id
+            )
         worker = job.worker_name
         receivers = 0
         if worker:

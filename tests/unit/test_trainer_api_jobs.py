@@ -274,6 +274,16 @@ def test_stopping_a_job_whose_worker_is_gone_is_a_clear_409(client, rconn):
     assert r.status_code == 409 and "not reachable" in r.json["error"]["message"]
 
 
+def test_a_publishing_job_can_no_longer_be_stopped(client, rconn):
+    job_id = submit(client).json["job_id"]
+    job = Job.fetch(job_id, connection=rconn, serializer=queueing.SERIALIZER)
+    job.meta["phase"] = "publishing"
+    job.save_meta()
+    rconn.hset(job.key, mapping={"status": "started", "worker_name": "busy"})
+    r = client.delete(f"/v1/jobs/{job_id}")
+    assert r.status_code == 409 and "too late" in r.json["error"]["message"]
+
+
 def test_abandoned_started_job_is_failed_on_read(client, rconn, queue):
     """A job whose execution heartbeat expired (its worker was SIGKILLed) reads as failed."""
     job_id = submit(client).json["job_id"]
