@@ -137,7 +137,15 @@ DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
 
 
 class DatasetError(ValueError):
-    """A dataset file is missing, malformed or failed verification; the message names the file."""
+    """A dataset file is missing, malformed or failed verification; the message names the file.
+
+    `transient` is True only when the failure was the network's (a refused connection, a timeout,
+    HTTP 5xx/429 from every mirror): retrying later may succeed. The RQ job retries on that alone.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass
@@ -737,7 +745,8 @@ def _fetch_one(session, url: str, tmp: Path, show_progress: bool) -> None:
     try:
         with session.get(url, stream=True, timeout=(10, 60)) as resp:
             if resp.status_code != 200:
-                raise DatasetError(f"HTTP {resp.status_code}")
+                busy = resp.status_code >= 500 or resp.status_code == 429
+                raise DatasetError(f"HTTP {resp.status_code}", transient=busy)
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             if total is not None and total > MAX_DOWNLOAD_BYTES:
@@ -769,7 +778,7 @@ def _fetch_one(session, url: str, tmp: Path, show_progress: bool) -> None:
                 if bar is not None:
                     bar.close()
     except requests.RequestException as exc:
-        raise DatasetError(f"{type(exc).__name__}: {exc}") from None
+        raise DatasetError(f"{type(exc).__name__}: {exc}", transient=True) from None
 
 
 def download_dataset(
@@ -802,6 +811,7 @@ def download_dataset(
             if _existing_ok(dest, base, expected) is not None:
                 continue
             failures: list[str] = []
+            all_transient = True
             for mirror in urls:
                 url = mirror + base + ".gz"
                 fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{base}.", suffix=".part")
@@ -820,6 +830,7 @@ def download_dataset(
                     break
                 except (DatasetError, OSError) as exc:
                     failures.append(f"{url}: {exc}")
+                    all_transient &= getattr(exc, "transient", False)
                     # INFO, not WARNING: the next mirror may well work, and if none does the
                     # DatasetError below lists every failure anyway.
                     log.info("download failed, trying the next mirror: %s: %s", url, exc)
@@ -829,6 +840,7 @@ def download_dataset(
             else:
                 raise DatasetError(
                     f"could not download {base}.gz for {name} into {dest} from any mirror: "
-                    + "; ".join(failures)
+                    + "; ".join(failures),
+                    transient=all_transient,
                 )
     return dest

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import tempfile
 import time
@@ -61,21 +60,13 @@ def _retry_delays() -> list[int]:
     return [max(0, d) for d in delays[:retries]]
 
 
-#: What a failed download looks like when the network (not the data) was the problem: the
-#: dataset loader reports each mirror's failure as text ("<url>: ConnectionError: ...", "HTTP 503").
-_TRANSIENT_TEXT = re.compile(
-    r"\b(ConnectionError|ConnectTimeout|ReadTimeout|Timeout|ChunkedEncodingError"
-    r"|ProtocolError|HTTP (?:5\d\d|429))\b"
-)
-
-
 def is_transient(exc: BaseException) -> bool:
     """Network trouble (the dataset download), nothing else: only that is worth a retry.
 
     A bad config, a corrupt dataset file or a bug fails the same way every time: retrying it would
     only burn worker time. Recognised: network exception types anywhere in the chain, an explicit
-    `transient` attribute, or a DatasetError from the download whose mirror failures are all
-    network/5xx ones (a 404 or a checksum mismatch is not transient).
+    `transient` attribute (shared.datasets.DatasetError sets it when every mirror failed for a
+    network reason; a 404 or a checksum mismatch is not transient).
     """
     import requests
 
@@ -98,10 +89,6 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(current, network_types):
             return True
         current = current.__cause__ or current.__context__
-    text = str(exc)
-    if "from any mirror" in text:
-        failures = text.split("from any mirror:", 1)[1].split("; ")
-        return bool(failures) and all(_TRANSIENT_TEXT.search(f) for f in failures)
     return False
 
 

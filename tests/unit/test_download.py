@@ -130,6 +130,7 @@ def test_all_mirrors_bad(server, tmp_path):
     assert "from any mirror" in message and BASES[0] in message
     assert "/bad/" in message and "sha256 mismatch" in message
     assert "/empty/" in message and "HTTP 404" in message
+    assert not err.value.transient  # bad data and a 404 will not heal by retrying
     assert idx_files(dest) == []  # nothing half-downloaded, nothing unverified
 
 
@@ -196,6 +197,7 @@ def test_builtin_mirrors_are_real_https_or_http_urls():
 
 def test_unreachable_mirror(tmp_path):
     # Port 9 on localhost: connection refused immediately, no network involved.
-    with pytest.raises(DatasetError, match="ConnectionError"):
+    with pytest.raises(DatasetError, match="ConnectionError") as err:
         download_dataset("mnist", tmp_path, ["http://127.0.0.1:9/"])
+    assert err.value.transient  # the network's fault: worth a retry later
     assert list(tmp_path.iterdir()) == []

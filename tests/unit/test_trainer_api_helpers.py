@@ -66,20 +66,7 @@ def test_describe_failure_keeps_the_final_exception_line():
         (ConnectionResetError(), True),
         (TimeoutError(), True),
         (requests.ConnectionError("down"), True),
-        (
-            DatasetError(
-                "could not download x.gz for mnist into /d from any mirror: "
-                "http://a/x.gz: ConnectionError: refused; http://b/x.gz: HTTP 503"
-            ),
-            True,
-        ),
-        (
-            DatasetError(
-                "could not download x.gz for mnist into /d from any mirror: "
-                "http://a/x.gz: ConnectionError: refused; http://b/x.gz: HTTP 404"
-            ),
-            False,
-        ),
+        (DatasetError("could not download x.gz ... from any mirror", transient=True), True),
         (DatasetError("could not download ... from any mirror: u: sha256 mismatch"), False),
         (DatasetError("/data/train-images.gz: corrupt gzip data"), False),
         (ValueError("invalid training config"), False),
