@@ -56,7 +56,7 @@ _E503 = _error("The registry could not be read.")
 
 
 def _nullable(kind: str) -> dict[str, Any]:
-    return {"type": kind, "nullable": True}
+    return {"type": [kind, "null"]}
 
 
 def _pixels(maximum: float) -> dict[str, Any]:
@@ -65,28 +65,149 @@ def _pixels(maximum: float) -> dict[str, Any]:
 
 def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
     """The OpenAPI document (a plain dict)."""
-    image = {
-        "description": f"One image: {N_PIXELS} pixel values, or {SIDE} rows of {SIDE}.",
-        "oneOf": [
-            {
-                "type": "array",
-                "minItems": N_PIXELS,
-                "maxItems": N_PIXELS,
-                "items": _pixels(255),
-            },
-            {
-                "type": "array",
-                "minItems": SIDE,
-                "maxItems": SIDE,
-                "items": {
+
+    def image(maximum: float) -> dict[str, Any]:
+        return {
+            "description": f"One image: {N_PIXELS} pixel values, or {SIDE} rows of {SIDE}.",
+            "oneOf": [
+                {
+                    "type": "array",
+                    "minItems": N_PIXELS,
+                    "maxItems": N_PIXELS,
+                    "items": _pixels(maximum),
+                },
+                {
                     "type": "array",
                     "minItems": SIDE,
                     "maxItems": SIDE,
-                    "items": _pixels(255),
+                    "items": {
+                        "type": "array",
+                        "minItems": SIDE,
+                        "maxItems": SIDE,
+                        "items": _pixels(maximum),
+                    },
                 },
+            ],
+        }
+
+    def predict_request(images: str, scale: dict[str, Any], required: list[str]) -> dict:
+        return {
+            "type": "object",
+            "required": required,
+            "additionalProperties": False,
+            "properties": {
+                "instances": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": max_batch_images,
+                    "items": _ref(images),
+                },
+                "scale": scale,
+            },
+        }
+
+    def nested(leaf: dict[str, Any]) -> dict[str, Any]:
+        """Flat row-major values, or nested like the shape (2 or 3 levels)."""
+        return {
+            "anyOf": [
+                {"type": "array", "minItems": 1, "items": leaf},
+                {"type": "array", "minItems": 1, "items": {"type": "array", "items": leaf}},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "array", "items": {"type": "array", "items": leaf}},
+                },
+            ]
+        }
+
+    batch = {"type": "integer", "minimum": 1, "maximum": max_batch_images}
+    shape = {
+        "description": f"[N, {N_PIXELS}] or [N, {SIDE}, {SIDE}]",
+        "anyOf": [
+            {
+                "type": "array",
+                "prefixItems": [batch, {"const": N_PIXELS}],
+                "items": False,
+                "minItems": 2,
+            },
+            {
+                "type": "array",
+                "prefixItems": [batch, {"const": SIDE}, {"const": SIDE}],
+                "items": False,
+                "minItems": 3,
             },
         ],
     }
+
+    def v2_tensor(datatype: str, leaf: dict[str, Any] | None) -> dict[str, Any]:
+        """A JSON tensor (leaf given: with "data") or a binary one (leaf None)."""
+        if leaf is None:
+            params: dict[str, Any] = {
+                "type": "object",
+                "required": ["binary_data_size"],
+                "properties": {
+                    "binary_data_size": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Byte size of the raw little-endian tensor that follows "
+                        "the JSON header (N x 784 x 4 for FP32, N x 784 for UINT8).",
+                    }
+                },
+            }
+            required = ["name", "shape", "datatype", "parameters"]
+        else:
+            params = {"type": "object", "not": {"required": ["binary_data_size"]}}
+            required = ["name", "shape", "datatype", "data"]
+        props: dict[str, Any] = {
+            "name": {"const": "input"},
+            "shape": shape,
+            "datatype": {"const": datatype},
+            "parameters": params,
+        }
+        if leaf is not None:
+            props["data"] = nested(leaf)
+        return {
+            "type": "object",
+            "required": required,
+            "additionalProperties": False,
+            "properties": props,
+        }
+
+    def v2_request(tensors: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": ["inputs"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string"},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"binary_data_output": {"type": "boolean"}},
+                },
+                "inputs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1,
+                    "items": {"oneOf": tensors},
+                },
+                "outputs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"enum": ["probabilities", "predictions"]},
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"binary_data": {"type": "boolean"}},
+                            },
+                        },
+                    },
+                },
+            },
+        }
+
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -103,25 +224,14 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
                 }
             },
         },
-        "Image": image,
+        "Image": image(255),
+        "UnitImage": image(1),
         "PredictRequest": {
-            "type": "object",
-            "required": ["instances"],
-            "additionalProperties": False,
-            "properties": {
-                "instances": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": max_batch_images,
-                    "items": _ref("Image"),
-                },
-                "scale": {
-                    "type": "string",
-                    "enum": ["raw", "unit"],
-                    "default": "raw",
-                    "description": "raw: pixels 0-255; unit: pixels 0-1 (every value <= 1).",
-                },
-            },
+            "description": 'Pixels 0-255 ("scale": "raw", the default) or 0-1 ("scale": "unit").',
+            "oneOf": [
+                predict_request("Image", {"const": "raw", "default": "raw"}, ["instances"]),
+                predict_request("UnitImage", {"const": "unit"}, ["instances", "scale"]),
+            ],
         },
         "PredictResponse": {
             "type": "object",
@@ -150,8 +260,7 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
                 "default_version": _nullable("integer"),
                 "pinned_version": _nullable("integer"),
                 "serving_version": {
-                    "type": "integer",
-                    "nullable": True,
+                    "type": ["integer", "null"],
                     "description": "Version this worker serves by default right now.",
                 },
                 "versions": {"type": "array", "items": {"type": "integer"}},
@@ -218,79 +327,13 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
                 "pid": {"type": "integer"},
             },
         },
-        "V2Tensor": {
-            "type": "object",
-            "required": ["name", "shape", "datatype"],
-            "properties": {
-                "name": {"type": "string", "enum": ["input"]},
-                "shape": {
-                    "description": f"[N, {N_PIXELS}] or [N, {SIDE}, {SIDE}]",
-                    "type": "array",
-                    "minItems": 2,
-                    "maxItems": 3,
-                    "items": {"type": "integer", "minimum": 1},
-                },
-                "datatype": {
-                    "type": "string",
-                    "enum": ["FP32", "UINT8"],
-                    "description": "FP32: pixels 0-1; UINT8: pixels 0-255.",
-                },
-                "data": {
-                    "type": "array",
-                    "description": "Row-major values, flat or nested like the shape.",
-                    "items": {
-                        "oneOf": [
-                            {"type": "number", "minimum": 0, "maximum": 255},
-                            {"type": "array"},
-                        ]
-                    },
-                },
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "binary_data_size": {
-                            "type": "integer",
-                            "minimum": 0,
-                            "description": "Binary extension: byte size of the raw tensor "
-                            "(little-endian) that follows the JSON header.",
-                        }
-                    },
-                },
-            },
-        },
-        "V2InferRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "additionalProperties": False,
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": {
-                    "type": "object",
-                    "properties": {"binary_data_output": {"type": "boolean"}},
-                },
-                "inputs": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 1,
-                    "items": _ref("V2Tensor"),
-                },
-                "outputs": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {
-                            "name": {"type": "string", "enum": ["probabilities", "predictions"]},
-                            "parameters": {
-                                "type": "object",
-                                "properties": {"binary_data": {"type": "boolean"}},
-                            },
-                        },
-                    },
-                },
-            },
-        },
+        "V2InferRequest": v2_request(
+            [
+                v2_tensor("FP32", {"type": "number", "minimum": 0, "maximum": 1}),
+                v2_tensor("UINT8", {"type": "integer", "minimum": 0, "maximum": 255}),
+            ]
+        ),
+        "V2BinaryInferHeader": v2_request([v2_tensor("FP32", None), v2_tensor("UINT8", None)]),
         "V2InferResponse": {
             "type": "object",
             "required": ["model_name", "model_version", "outputs"],
@@ -371,22 +414,14 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
     }
     infer_body = {
         "required": True,
-        "description": "JSON, or the binary tensor extension: send the JSON header's length in "
-        "Inference-Header-Content-Length and the raw tensor bytes after it.",
-        "content": {
-            "application/json": {"schema": _ref("V2InferRequest")},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
+        "description": "JSON (schema V2InferRequest). The binary tensor extension is supported "
+        "too: send a JSON header (schema V2BinaryInferHeader, inputs with "
+        "parameters.binary_data_size), its byte length in the Inference-Header-Content-Length "
+        "header, and the raw little-endian tensor bytes right after it. Ask for binary outputs "
+        "with parameters.binary_data_output or outputs[].parameters.binary_data; the response "
+        "is then application/octet-stream with Inference-Header-Content-Length.",
+        "content": {"application/json": {"schema": _ref("V2InferRequest")}},
     }
-    infer_params = [
-        {
-            "name": "Inference-Header-Content-Length",
-            "in": "header",
-            "required": False,
-            "description": "Binary tensor extension: byte length of the JSON header.",
-            "schema": {"type": "integer", "minimum": 0},
-        }
-    ]
     infer_responses = {
         "200": {
             "description": "Inference result (binary outputs: application/octet-stream with "
@@ -571,18 +606,18 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
             "Inference with the default version.",
             infer_body,
             infer_responses,
-            [NAME_PARAM, *infer_params],
+            [NAME_PARAM],
         ),
         "/v2/models/{name}/versions/{ref}/infer": post(
             "v2InferVersion",
             "Inference with a named version, latest, or an alias.",
             infer_body,
             infer_responses,
-            [NAME_PARAM, REF_PARAM, *infer_params],
+            [NAME_PARAM, REF_PARAM],
         ),
     }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "digitflow inference",
             "version": shared.__version__,

@@ -222,7 +222,19 @@ class V2Request:
     outputs: dict[str, bool] = field(default_factory=dict)
 
 
+def _json_int(value: Any) -> int | None:
+    """An integer as JSON Schema sees it (1 and 1.0 both count; booleans do not), else None."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return None
+
+
 def _v2_shape(shape: Any, where: str) -> tuple[int, ...]:
+    if isinstance(shape, list):
+        dims = [_json_int(d) for d in shape]
+        shape = shape if None in dims else dims
     if (
         not isinstance(shape, list)
         or not all(type(d) is int for d in shape)
@@ -319,8 +331,8 @@ def parse_v2_infer(body: bytes, header_length: str | None, max_images: int) -> V
     tparams = _params(tensor, where)
 
     if "binary_data_size" in tparams:
-        size = tparams["binary_data_size"]
-        if type(size) is not int or size < 0:
+        size = _json_int(tparams["binary_data_size"])
+        if size is None or size < 0:
             raise bad_request(
                 f"{where}.parameters.binary_data_size must be a non-negative integer",
                 f"{where}.parameters.binary_data_size",

@@ -338,3 +338,16 @@ def test_settings_from_env_and_overrides(tmp_path) -> None:
 def test_bad_settings_fail_fast(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.load(None, {name: value})
+
+
+def test_v2_integral_floats_count_as_integers() -> None:
+    """JSON Schema treats 1.0 as an integer; so does the V2 parser (shape, binary_data_size)."""
+    req = parse_v2_infer(v2_json([0] * 784, [1.0, 784.0]), None, 10)
+    assert req.x.shape == (1, 784)
+    arr = np.zeros((1, 784), dtype="<f4")
+    body, header = _binary(arr, [1, 784], size=784 * 4)
+    body = body.replace(b'"binary_data_size":3136', b'"binary_data_size":3136.0')
+    header = str(int(header) + 2)
+    assert parse_v2_infer(body, header, 10).x.shape == (1, 784)
+    assert v2_error(v2_json([0] * 784, [1.5, 784])).field == "inputs[0].shape"
+    assert v2_error(v2_json([0] * 784, [True, 784])).field == "inputs[0].shape"
