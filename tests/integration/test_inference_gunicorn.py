@@ -60,7 +60,6 @@ class Service:
     def __init__(self, base: str, log_path: Path) -> None:
         self.base = base
         self.log_path = log_path
-        self.session = requests.Session()
 
     def get(self, path: str, **kw) -> requests.Response:
         return requests.get(self.base + path, timeout=10, **kw)
@@ -205,9 +204,9 @@ def test_hot_reload_across_gunicorn_workers(service, tmp_path: Path) -> None:
     registry.pin("digits", 1, actor="test")
     wait_until_all_workers(svc, all_serve(1), "pinned version 1")
     assert svc.predict("/v1/models/digits/versions/2/predict").headers["X-Model-Version"] == "2"
-    assert svc.predict("/v1/models/digits/versions/latest/predict").headers[
-        "X-Model-Version"
-    ] == "2"
+    assert (
+        svc.predict("/v1/models/digits/versions/latest/predict").headers["X-Model-Version"] == "2"
+    )
 
     # Unpin, then a broken version 3: listed as broken, never served, 2 stays the default.
     registry.unpin("digits")
