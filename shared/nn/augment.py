@@ -77,6 +77,10 @@ def identity_affine(n: int, size: int = 28) -> np.ndarray:
     return t
 
 
+#: Images per warp chunk: keeps intermediates cache-sized and float32 flat indices exact.
+CHUNK = 1024
+
+
 class Augmenter:
     """Random affine (+ optional elastic) augmentation with reused buffers.
 
@@ -110,14 +114,14 @@ class Augmenter:
         return buf[: shape[0]]
 
     def elastic_field(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Smooth random displacements [n, 2, size*size] (rows, cols), RMS elastic_alpha px."""
+        """Smooth random displacements [2, n, size*size] (rows, cols), RMS elastic_alpha px."""
         g, s = self.elastic_grid, self.size
         noise = rng.standard_normal((2 * n * g, g), dtype=np.float32)
         k_t = self._k.T * np.float32(self.elastic_alpha)
         half = (noise @ self._k.T).reshape(2 * n, g, s)  # N K^T, per field
         # (N K^T)^T K^T = K N^T K^T: the same distribution as K N K^T, with only 2-D products.
         half_t = np.ascontiguousarray(half.transpose(0, 2, 1)).reshape(2 * n * s, g)
-        return (half_t @ k_t).reshape(n, 2, s * s)
+        return (half_t @ k_t).reshape(2, n, s * s)
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = x.shape[0]
@@ -133,34 +137,57 @@ class Augmenter:
         return self.warp(x, t, disp)
 
     def warp(self, x: np.ndarray, t: np.ndarray, disp: np.ndarray | None = None) -> np.ndarray:
-        """Resample each image i at source = t[i] @ (r - c, col - c, 1) (+ disp[i]); bilinear,
-        zero outside. Deterministic: the random part lives in `__call__`."""
-        s = self.size
-        n, hw = x.shape[0], s * s
-        if x.shape[1:] != (hw,):
+        """Resample image i at source = t[i] @ (r - c, col - c, 1) (+ disp[:, i]); bilinear,
+        zero outside. Deterministic: the random part lives in `__call__`.
+
+        x: [N, size*size]; t: [N, 2, 3]; disp: [2, N, size*size] or None. Works in chunks of
+        CHUNK images so the intermediates stay cache-sized (and float32 indices stay exact).
+        """
+        hw = self.size * self.size
+        if x.ndim != 2 or x.shape[1] != hw:
             raise ValueError(f"expected images of shape [N, {hw}], got {list(x.shape)}")
-        x = x.astype(np.float32, copy=False)
+        n = x.shape[0]
+        out = self._buf("out", (n, hw))
+        for lo in range(0, n, CHUNK):
+            hi = min(n, lo + CHUNK)
+            self._warp_chunk(
+                x[lo:hi], t[lo:hi], None if disp is None else disp[:, lo:hi], out[lo:hi]
+            )
+        return out
+
+    def _warp_chunk(
+        self, x: np.ndarray, t: np.ndarray, disp: np.ndarray | None, out: np.ndarray
+    ) -> None:
+        s, n = self.size, x.shape[0]
+        hw, ps = s * s, s + 3
         # Zero-padded copy: 1 pixel before, 2 after, so clipped coordinates read zeros.
-        ps = s + 3
         padded = self._buf("padded", (n, ps, ps), zero=True)
         padded[:, 1 : s + 1, 1 : s + 1] = x.reshape(n, s, s)
         flat = padded.reshape(-1)
 
-        coords = self._buf("coords", (n, 2, hw))
-        np.matmul(t.reshape(2 * n, 3), self._g, out=coords.reshape(2 * n, hw))
+        # Source coordinates, component-major [2, n, hw] so each plane is contiguous.
+        coords = self._buf("coords", (2, n, hw))
+        t2 = np.ascontiguousarray(t.transpose(1, 0, 2), dtype=np.float32).reshape(2 * n, 3)
+        np.matmul(t2, self._g, out=coords.reshape(2 * n, hw))
         if disp is not None:
             coords += disp
         np.clip(coords, -1.0, float(s), out=coords)
-        base = self._buf("base", (n, 2, hw))
+        base = self._buf("base", (2, n, hw))
         np.floor(coords, out=base)
         coords -= base  # now the fractional parts
-        ib = self._buf("ibase", (n, 2, hw), dtype=np.intp)
-        np.copyto(ib, base, casting="unsafe")
+        fr, fc = coords[0], coords[1]
+
+        # Flat index of each top-left neighbour: image i, padded row r0 + 1, padded col c0 + 1.
+        # Computed exactly in float32 (< 2^24 per chunk), then float32 -> int32 -> intp, which
+        # NumPy converts several times faster than float32 -> int64 directly.
+        fidx = self._buf("fidx", (n, hw))
+        np.multiply(base[0], ps, out=fidx)
+        fidx += base[1]
+        fidx += self._offsets(n, ps)
+        idx32 = self._buf("idx32", (n, hw), dtype=np.int32)
+        np.copyto(idx32, fidx, casting="unsafe")
         idx = self._buf("idx", (n, hw), dtype=np.intp)
-        # flat index of the top-left neighbour: image i, padded row r + 1, padded col q + 1
-        np.multiply(ib[:, 0], ps, out=idx)
-        idx += ib[:, 1]
-        idx += self._offsets(n, ps)
+        np.copyto(idx, idx32)
 
         v00 = self._buf("v00", (n, hw))
         v01 = self._buf("v01", (n, hw))
@@ -170,7 +197,6 @@ class Augmenter:
         np.take(flat[1:], idx, out=v01, mode="clip")
         np.take(flat[ps:], idx, out=v10, mode="clip")
         np.take(flat[ps + 1 :], idx, out=v11, mode="clip")
-        fr, fc = coords[:, 0], coords[:, 1]
         # top = v00 + fc (v01 - v00); bottom = v10 + fc (v11 - v10); out = top + fr (bottom - top)
         v01 -= v00
         v01 *= fc
@@ -180,15 +206,13 @@ class Augmenter:
         v11 += v10
         v11 -= v01
         v11 *= fr
-        out = self._buf("out", (n, hw))
         np.add(v01, v11, out=out)
         np.clip(out, 0.0, 1.0, out=out)
-        return out
 
     def _offsets(self, n: int, ps: int) -> np.ndarray:
-        """[n, 1] flat offset of each padded image, plus the (+1, +1) padding shift."""
+        """[n, 1] flat offset (float32) of each padded image, plus the (+1, +1) padding shift."""
         off = self._bufs.get("offsets")
         if off is None or off.shape[0] < n:
-            off = (np.arange(n, dtype=np.intp) * ps * ps + ps + 1)[:, None]
+            off = (np.arange(n, dtype=np.float32) * (ps * ps) + (ps + 1))[:, None]
             self._bufs["offsets"] = off
         return off[:n]

@@ -68,7 +68,7 @@ def test_random_affine_ranges():
 
 def test_elastic_field_is_smooth_with_requested_size():
     aug = Augmenter(elastic=True, elastic_alpha=2.0)
-    field = aug.elastic_field(np.random.default_rng(0), 200).reshape(200, 2, 28, 28)
+    field = aug.elastic_field(np.random.default_rng(0), 200).reshape(2, 200, 28, 28)
     rms = np.sqrt(np.mean(field**2))
     assert 1.5 < rms < 2.5
     # Smooth: neighbouring pixels move almost together.
