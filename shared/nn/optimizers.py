@@ -11,31 +11,19 @@ Per step, in this order:
 3. decoupled weight decay (`weight_decay`, Loshchilov & Hutter): w *= 1 - lr * weight_decay;
 4. the optimizer's own update.
 
-All updates are in place and allocation-free. On big models the element-wise work is split
-across `threads` threads (NumPy releases the GIL inside ufuncs); the split is element-wise, so
-results are bit-identical for any thread count.
+`step()` consumes the gradient: afterwards `grads` holds scratch values (the next backward pass
+overwrites it). Reusing it as scratch saves a memory stream in the memory-bound update.
+
+All updates are in place and allocation-free. (Splitting the element-wise work across Python
+threads was measured and dropped: OpenBLAS's worker threads spin on the other core between
+matrix products, so a second NumPy thread made training epochs slower, not faster.)
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-#: Below this many parameters the thread hand-off costs more than it saves.
-_SPLIT_MIN = 1 << 16
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < workers:  # noqa: SLF001 - stdlib attribute
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nn-opt")
-        return _pool
 
 
 def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:
@@ -48,7 +36,7 @@ def clip_grad_norm(grads: np.ndarray, max_norm: float) -> float:
 
 
 class Optimizer:
-    """Shared machinery: clipping, L2, decoupled decay, threading. Subclasses write `_update`."""
+    """Shared machinery: clipping, L2, decoupled decay. Subclasses write `_update`."""
 
     def __init__(
         self,
@@ -59,7 +47,6 @@ class Optimizer:
         weight_decay: float = 0.0,
         grad_clip: float | None = None,
         decay_size: int | None = None,
-        threads: int = 1,
     ) -> None:
         if params.shape != grads.shape or params.dtype != grads.dtype:
             raise ValueError("params and grads must have the same shape and dtype")
@@ -68,7 +55,6 @@ class Optimizer:
         self.params, self.grads = params, grads
         self.l2, self.weight_decay, self.grad_clip = float(l2), float(weight_decay), grad_clip
         self.decay_size = params.size if decay_size is None else int(decay_size)
-        self.threads = max(1, int(threads))
         self.t = 0  # number of steps taken
         self._tmp = np.empty_like(params)
         self._scalars: dict[str, float] = {}
@@ -83,33 +69,18 @@ class Optimizer:
         if self.grad_clip is not None:
             clip_grad_norm(self.grads, self.grad_clip)
         self._scalars = self._prepare(float(lr))
-        n = self.params.size
-        if self.threads > 1 and n >= _SPLIT_MIN:
-            bounds = np.linspace(0, n, self.threads + 1).astype(int)
-            pool = _executor(self.threads - 1)
-            futures = [
-                pool.submit(self._apply, int(lo), int(hi), float(lr))
-                for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True)
-            ]
-            self._apply(0, int(bounds[1]), float(lr))
-            for f in futures:
-                f.result()
-        else:
-            self._apply(0, n, float(lr))
-
-    def _apply(self, lo: int, hi: int, lr: float) -> None:
-        p, g, tmp = self.params[lo:hi], self.grads[lo:hi], self._tmp[lo:hi]
-        d = min(hi, self.decay_size) - lo  # how much of this chunk is decayed weights
+        p, g, tmp = self.params, self.grads, self._tmp
+        d = self.decay_size  # leading entries that are weights
         if d > 0:
             if self.l2:
                 np.multiply(p[:d], self.l2, out=tmp[:d])
                 g[:d] += tmp[:d]
             if self.weight_decay:
                 p[:d] *= 1.0 - lr * self.weight_decay
-        self._update(p, g, tmp, [s[lo:hi] for s in self.state_arrays()], lr)
+        self._update(p, g, tmp, self.state_arrays(), float(lr))
 
     def _prepare(self, lr: float) -> dict[str, float]:
-        """Per-step scalars (bias corrections etc.), computed once before the split."""
+        """Per-step scalars (bias corrections etc.)."""
         return {}
 
     def _update(
@@ -188,9 +159,9 @@ class RMSprop(Optimizer):
         s += tmp
         np.sqrt(s, out=tmp)
         tmp += k["eps"]
-        np.divide(g, tmp, out=tmp)
-        tmp *= k["step"]
-        p -= tmp
+        np.divide(g, tmp, out=g)  # g is scratch from here on
+        g *= k["step"]
+        p -= g
 
 
 class Adam(Optimizer):
@@ -229,18 +200,20 @@ class Adam(Optimizer):
         return {"step": lr * (1.0 - b1) / ((1.0 - b1**t) * c), "eps": self.eps / c}
 
     def _update(self, p, g, tmp, state, lr):
+        # The gradient buffer doubles as scratch space once m has consumed it: one array fewer
+        # streams through the cache (the next backward pass overwrites it anyway).
         m, v = state
         k = self._scalars
         m *= self.beta1
         m += g
-        np.multiply(g, g, out=tmp)
+        np.multiply(g, g, out=g)
         v *= self.beta2
-        v += tmp
-        np.sqrt(v, out=tmp)
-        tmp += k["eps"]
-        np.divide(m, tmp, out=tmp)
-        tmp *= k["step"]
-        p -= tmp
+        v += g
+        np.sqrt(v, out=g)
+        g += k["eps"]
+        np.divide(m, g, out=g)
+        g *= k["step"]
+        p -= g
 
 
 class AdamW(Adam):
@@ -275,7 +248,6 @@ def make_optimizer(
     weight_decay: float = 0.0,
     grad_clip: float | None = None,
     decay_size: int | None = None,
-    threads: int = 1,
 ) -> Optimizer:
     """Build an optimizer by its config name. `momentum` only matters for momentum/nesterov."""
     if name not in OPTIMIZERS:
@@ -285,7 +257,6 @@ def make_optimizer(
         "weight_decay": weight_decay,
         "grad_clip": grad_clip,
         "decay_size": decay_size,
-        "threads": threads,
     }
     if name in ("momentum", "nesterov"):
         kw["momentum"] = momentum

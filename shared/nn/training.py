@@ -104,17 +104,6 @@ def _check_data(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def default_threads() -> int:
-    """Threads the optimizer may use: as many as BLAS is configured for (1 in tests)."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        counts = [info.get("num_threads", 1) for info in threadpool_info()]
-        return max(1, min(counts)) if counts else 1
-    except Exception:  # pragma: no cover - threadpoolctl is a soft helper here
-        return 1
-
-
 def train(
     config: TrainConfig,
     x: np.ndarray,
@@ -165,7 +154,6 @@ def train(
         weight_decay=config.weight_decay,
         grad_clip=config.grad_clip,
         decay_size=model.decay_size,
-        threads=default_threads(),
     )
     schedule = make_schedule(
         config.lr_schedule,
