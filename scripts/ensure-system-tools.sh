@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian tools the test suite drives for real (docker-compose, for the static
-# validation of docker-compose.yml; no Docker engine is needed). Python tools come from pip; this
-# covers what PyPI cannot give us cleanly. `make install` runs it.
+# Installs the Debian tools the test suite drives for real: docker-compose (for the static
+# validation of docker-compose.yml; no Docker engine is needed) and chromium (the browser tests
+# drive Debian's headless Chromium through Playwright; `playwright install` is never used).
+# Python tools come from pip; this covers what PyPI cannot give us cleanly. `make install` runs it.
 #
 # On a machine without apt-get (macOS, other distributions) it only warns: `make up` needs none of
 # this, and the packaging tests name what is missing when they run.
@@ -12,8 +13,13 @@ have_compose() {
   command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1
 }
 
+have_chromium() {
+  [ -x /usr/bin/chromium ]
+}
+
 need=()
 have_compose || need+=(docker-compose)
+have_chromium || need+=(chromium fonts-dejavu-core)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 SUDO=""
@@ -34,4 +40,5 @@ echo "ensure-system-tools: installing ${need[*]} from Debian" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
   || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; }
-have_compose || { echo "ensure-system-tools: ${need[*]} still missing after apt-get" >&2; exit 1; }
+have_compose || { echo "ensure-system-tools: docker-compose still missing after apt-get" >&2; exit 1; }
+have_chromium || { echo "ensure-system-tools: chromium still missing after apt-get" >&2; exit 1; }
