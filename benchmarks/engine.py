@@ -158,6 +158,58 @@ class GemmEpoch:
 
 
 # -----------------------------------------------------------------------------------------------
+# how busy the machine is
+
+
+def cpu_busy_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks over all CPUs since boot, from /proc/stat (Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return (0, 0)
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user/nice
+    return (total - idle, total)
+
+
+class Interference:
+    """Share of the machine's CPU used by OTHER processes while a block runs.
+
+    Busy ticks of every CPU (/proc/stat) minus this process's own CPU time, over the wall time
+    times the CPU count. On a shared 2-core box this is what makes a run trustworthy or not:
+    multi-threaded BLAS degrades badly as soon as anything else wants a core.
+    """
+
+    def __enter__(self) -> Interference:
+        self.ticks = cpu_busy_ticks()
+        self.own = time.process_time()
+        self.wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy0, total0 = self.ticks
+        busy1, total1 = cpu_busy_ticks()
+        own = self.cpu = time.process_time() - self.own
+        if total1 > total0:
+            hz = os.sysconf("SC_CLK_TCK")
+            ncpu = os.cpu_count() or 1
+            wall = time.perf_counter() - self.wall
+            others = (busy1 - busy0) / hz - own
+            self.share = max(0.0, others / (wall * ncpu))
+        else:  # pragma: no cover - no /proc/stat
+            self.share = float("nan")
+
+
+def wait_until_quiet(max_share: float, max_wait: float) -> float:
+    """Sample 1-second windows until other processes use at most `max_share` of the CPUs (or
+    `max_wait` seconds have passed); return the last measured share."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        with Interference() as probe:
+            time.sleep(1.0)
+        if probe.share <= max_share or time.monotonic() >= deadline:
+            return probe.share
 
 
 def set_threads(threads: int) -> Any:
@@ -192,7 +244,14 @@ def summarise(samples: list[float]) -> dict[str, Any]:
 
 
 def run(
-    data_dir: Path, *, threads: int, repeats: int, quick: bool, with_torch: bool = True
+    data_dir: Path,
+    *,
+    threads: int,
+    repeats: int,
+    quick: bool,
+    with_torch: bool = True,
+    max_share: float = 0.1,
+    max_wait: float = 0.0,
 ) -> dict[str, Any]:
     limiter = set_threads(threads)
     x, y = load_mnist(data_dir)
@@ -211,25 +270,28 @@ def run(
     gemm = GemmEpoch(n)
 
     times: dict[str, list[float]] = {"ours": [], "torch": [], "gemm": []}
-    loads: list[float] = []
+    shares: dict[str, list[float]] = {"ours": [], "torch": [], "gemm": []}
+    cpu: dict[str, list[float]] = {"ours": [], "torch": [], "gemm": []}
+    measure = {
+        "ours": lambda r: ours_epoch(x, y, seed=r),
+        "torch": lambda r: torch_epoch(xt, yt, seed=r),
+        "gemm": lambda r: gemm.run(),
+    }
+    names = ["ours", "torch", "gemm"] if with_torch else ["ours", "gemm"]
     for r in range(repeats + 1):  # round 0 is the untimed warm-up
-        t_ours = ours_epoch(x, y, seed=r)
-        t_torch = torch_epoch(xt, yt, seed=r) if with_torch else float("nan")
-        t_gemm = gemm.run()
+        line = []
+        for name in names:
+            if max_wait > 0:
+                wait_until_quiet(max_share, max_wait)
+            with Interference() as probe:
+                seconds = measure[name](r)
+            line.append(f"{name} {seconds:.3f}s (others {probe.share:.0%})")
+            if r > 0:
+                times[name].append(seconds)
+                shares[name].append(round(probe.share, 3))
+                cpu[name].append(round(probe.cpu, 3))
         label = "warm-up" if r == 0 else f"run {r}/{repeats}"
-        print(
-            f"{label}: ours {t_ours:.3f}s  torch {t_torch:.3f}s  gemm {t_gemm:.3f}s  "
-            f"(load {os.getloadavg()[0]:.2f})",
-            file=sys.stderr,
-            flush=True,
-        )
-        if r == 0:
-            continue
-        times["ours"].append(t_ours)
-        times["gemm"].append(t_gemm)
-        if with_torch:
-            times["torch"].append(t_torch)
-        loads.append(os.getloadavg()[0])
+        print(f"{label}: " + "  ".join(line), file=sys.stderr, flush=True)
 
     ours = summarise(times["ours"])
     gemm_s = summarise(times["gemm"])
@@ -257,7 +319,8 @@ def run(
         "gemm_ceiling_best_gflops": flops / gemm_s["min"] / 1e9,
         "ours_effective_gflops": effective,
         "ours_fraction_of_ceiling": effective / ceiling,
-        "load_average_during": loads,
+        "others_cpu_share": shares,
+        "process_cpu_seconds": cpu,
         "machine": machine_info(),
     }
     if with_torch:
@@ -301,7 +364,9 @@ def report(result: dict[str, Any]) -> str:
         f"Epoch work: {result['epoch_gflop']:.2f} GFLOP of matrix products "
         f"({result['config']['train_samples']} samples, batch {BATCH}, "
         f"{result['config']['threads']} threads, median of {result['config']['repeats']} "
-        f"interleaved runs; load average {', '.join(f'{v:.2f}' for v in result['load_average_during'])}).",
+        f"interleaved runs; other processes used at most "
+        f"{max(max(v) for v in result['others_cpu_share'].values() if v):.0%} of the CPUs "
+        "during a timed run).",
     ]
     checks = []
     if "ratio_ours_over_torch" in result:
@@ -339,6 +404,20 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="smoke run: 12k images, 2 repeats, nothing written"
     )
     parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="before each timed block, wait up to this long for other processes to use at most "
+        "--max-share of the CPUs (default 600; 0 = do not wait)",
+    )
+    parser.add_argument(
+        "--max-share",
+        type=float,
+        default=0.1,
+        help="CPU share of other processes considered quiet (default 0.1)",
+    )
+    parser.add_argument(
         "--no-torch", action="store_true", help="skip PyTorch (when it is not installed)"
     )
     args = parser.parse_args(argv)
@@ -350,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         repeats=repeats,
         quick=args.quick,
         with_torch=not args.no_torch,
+        max_share=args.max_share,
+        max_wait=0.0 if args.quick else args.wait_quiet,
     )
     print(report(result))
     if not args.quick:
