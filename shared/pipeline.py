@@ -43,6 +43,12 @@ class TrainingOutcome:
     n_train: int = 0
     n_test: int = 0
     data_source: str = ""
+    #: The test split and the model's float32 [N, 10] probabilities on it, exactly the ones
+    #: `metrics` was computed from: reports (shared.reports) draw the worst mistakes from them.
+    #: In memory only: never part of summary() / metadata().
+    x_test: np.ndarray | None = field(default=None, repr=False)
+    y_test: np.ndarray | None = field(default=None, repr=False)
+    test_proba: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def test_metrics(self) -> dict[str, Any]:
@@ -118,7 +124,11 @@ def run_training(
     ds = dataset or load_dataset(config.dataset, data_dir, download=data_dir is None)
     x, y = training_slice(ds, config.train_limit)
     result = train(config, x, y, on_epoch=on_epoch, progress=progress)
-    test_metrics = evaluate(result.model, ds.x_test, ds.y_test, class_names=ds.class_names)
+    # One forward pass over the test set serves both the metrics and the report.
+    test_proba = np.asarray(result.model.predict_proba(ds.x_test), dtype=np.float32)
+    test_metrics = evaluate(
+        _Precomputed(test_proba), ds.x_test, ds.y_test, class_names=ds.class_names
+    )
     return TrainingOutcome(
         model=result.model,
         history=list(result.history),
@@ -133,4 +143,19 @@ def run_training(
         n_train=int(len(y)),
         n_test=int(len(ds.y_test)),
         data_source=ds.source,
+        x_test=ds.x_test,
+        y_test=ds.y_test,
+        test_proba=test_proba,
     )
+
+
+class _Precomputed:
+    """A stand-in model for `evaluate` that answers with probabilities already computed."""
+
+    def __init__(self, proba: np.ndarray) -> None:
+        self.proba = proba
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != len(self.proba):
+            raise ValueError(f"precomputed {len(self.proba)} predictions, asked for {len(x)}")
+        return self.proba
