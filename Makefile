@@ -32,9 +32,10 @@ format: install
 up: install  ## the whole stack locally: Redis (or embedded), trainer API + worker, inference
 	$(BIN)/python scripts/run_local.py $(ARGS)
 
-bench: install  ## engine benchmarks; see BENCHMARKS.md
+bench: install  ## engine speed vs PyTorch, then preset accuracy (~25 min, quiet machine); see BENCHMARKS.md
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.engine
+	$(BIN)/python -m benchmarks.accuracy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
