@@ -16,6 +16,9 @@ Why it is built this way:
   publishers in different processes or on different machines sharing the volume cannot collide,
   and a publisher killed at any point leaves at most an invisible ``.tmp-*`` folder.
 * The folder name is the version number; the manifest never stores it (readers add ``"version"``).
+* A temp folder's name carries its publisher (``.tmp-<uuid>.<pid>.<host>``): the next publish
+  removes the temp folder of a publisher on this host that is no longer running (SIGKILLed
+  mid-publish) at once, and anything else once it is older than ``stale_temp_seconds``.
 * Readers never write anything (no lock files, no cleanup), so inference can mount the volume
   read-only. Verification (manifest + sha256 of every file) is cached by file identity
   (inode, size, mtime_ns, ctime_ns) so the 0.5 s poll in every gunicorn worker costs a few stats.
@@ -40,6 +43,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import threading
 import time
@@ -79,6 +83,11 @@ _MAX_HISTORY = 1000
 _MAX_ACTOR_LEN = 200
 _COPY_CHUNK = 1024 * 1024
 _DEFAULT_STALE_TEMP_SECONDS = 3600.0
+#: Test-only fault injection (never set in production): when this environment variable names a
+#: file, publish() writes the complete temp folder and then waits, before the version-allocating
+#: rename, until that file exists. The reliability tests use it to SIGKILL a worker mid-publish and
+#: to make several workers rename at the same instant. Unset, it costs one dict lookup.
+TEST_PUBLISH_GATE_ENV = "DIGITFLOW_TEST_PUBLISH_GATE"
 
 
 # --------------------------------------------------------------------------------------------
@@ -705,7 +714,7 @@ class Registry:
         except OSError as exc:  # cleanup is housekeeping; never fail a publish for it
             logger.warning("registry: temp cleanup in %s failed: %s", model_dir, exc)
 
-        tmp = model_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp = model_dir / _temp_name()
         os.mkdir(tmp)
         try:
             sha, size = _copy_and_hash(weights_src, tmp / WEIGHTS_FILE)
@@ -725,6 +734,7 @@ class Registry:
                 fh.flush()
                 os.fsync(fh.fileno())
             _fsync_dir(tmp)
+            _wait_for_test_gate()
             version = self._allocate(model_dir, tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -768,7 +778,8 @@ class Registry:
     def cleanup_temp(
         self, max_age_seconds: float = _DEFAULT_STALE_TEMP_SECONDS, *, name: str | None = None
     ) -> int:
-        """Delete temp folders/files (crashed publishes and state writes) older than max_age.
+        """Delete temp folders/files (crashed publishes and state writes) older than max_age,
+        and, whatever their age, temp folders whose publisher on this host has died.
 
         Age is measured from the newest mtime of the folder and its entries, so a slow publish
         still writing is not removed under its feet. Returns how many were removed.
@@ -787,7 +798,8 @@ class Registry:
                 if not entry.name.startswith((TMP_PREFIX, STATE_TMP_PREFIX)):
                     continue
                 try:
-                    if _newest_mtime(Path(entry.path)) > cutoff:
+                    orphan = _publisher_is_dead(entry.name)
+                    if not orphan and _newest_mtime(Path(entry.path)) > cutoff:
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.path)
@@ -1027,6 +1039,55 @@ def _dir_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     if st is None:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_nlink)
+
+
+def _temp_name() -> str:
+    """`.tmp-<uuid>.<pid>.<host>`: unique, and names the process that may still be writing it."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+    return f"{TMP_PREFIX}{uuid.uuid4().hex}.{os.getpid()}.{host}"
+
+
+def _publisher_is_dead(entry_name: str) -> bool:
+    """True only if the temp folder was made by a process on this host that no longer runs.
+
+    Other hosts' folders, old-style names and live (or unknowable) publishers are False: those
+    wait for the age rule. A reused pid only delays the cleanup, it never deletes live work.
+    """
+    if not entry_name.startswith(TMP_PREFIX):
+        return False
+    parts = entry_name[len(TMP_PREFIX) :].split(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+    if parts[2] != host:
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive under another user
+        return False
+    try:  # a zombie (killed, not yet reaped) writes nothing any more
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_for_test_gate() -> None:
+    """See TEST_PUBLISH_GATE_ENV: a test-only pause just before the version becomes visible."""
+    gate = os.environ.get(TEST_PUBLISH_GATE_ENV)
+    if not gate:
+        return
+    logger.warning(
+        "registry: %s is set; waiting for %s before renaming", TEST_PUBLISH_GATE_ENV, gate
+    )
+    deadline = time.monotonic() + 600
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _newest_mtime(path: Path) -> float:
