@@ -223,8 +223,9 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
         metadata = {k: v for k, v in manifest.items() if k not in ("history", "metrics")}
         metadata["test_accuracy"] = manifest["metrics"]["test_accuracy"]
         save_model(weights, outcome.model, metadata=metadata)
+        report = write_report_files(Path(tmp) / "report", outcome, manifest)
         progress.check_worker_alive()
-        version = registry.publish(cfg.model_name, weights, manifest)
+        version = registry.publish(cfg.model_name, weights, manifest, extra_files=report)
 
     test_accuracy = manifest["metrics"]["test_accuracy"]
     progress.update(phase="published", model_version=version)
@@ -244,6 +245,24 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
         "train_seconds": manifest["train_seconds"],
         "dataset_fingerprint": manifest["dataset_fingerprint"],
     }
+
+
+def write_report_files(out_dir: Path, outcome: Any, manifest: dict[str, Any]) -> dict[str, Path]:
+    """The version's report (shared.reports: PNG figures + report.json), published with it.
+
+    report.json gets the manifest's own metrics and history, so its numbers equal the manifest's.
+    A report that cannot be drawn is logged and left out: losing a trained model over a plot
+    would be the worse outcome.
+    """
+    try:
+        from shared.reports import write_outcome_report
+
+        return write_outcome_report(
+            out_dir, outcome, metrics=manifest["metrics"], history=manifest["history"]
+        )
+    except Exception:
+        log.exception("could not write the training report; publishing without it")
+        return {}
 
 
 def _maybe_retry(job: Job | None, exc: Exception, progress: _Progress) -> Retry | None:

@@ -4,6 +4,7 @@ a SIGKILLed worker and transient-error retries all end in the documented state."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -12,9 +13,11 @@ import uuid
 import numpy as np
 import pytest
 import redis
+from PIL import Image
 
 from shared.datasets import load_dataset
 from shared.modelfile import load_model
+from shared.reports import FIGURE_PIXELS, REPORT_FILES
 from tests.trainer_support import (
     LONG,
     SMALL,
@@ -82,6 +85,16 @@ def test_small_job_runs_reports_progress_and_publishes_version_1(stack, mnist_di
     assert len(manifest["dataset_fingerprint"]) >= 16
     for key in ("sha256", "created_at", "package_version", "size_bytes"):
         assert manifest[key]
+
+    # The report is published with the version; report.json holds the manifest's numbers.
+    assert set(manifest["files"]) == set(REPORT_FILES)
+    version_dir = stack.registry.weights_path("mnist", 1).parent
+    report = json.loads((version_dir / "report.json").read_text())
+    assert report["metrics"] == metrics
+    assert report["history"] == manifest["history"]
+    for name, size in FIGURE_PIXELS.items():
+        with Image.open(version_dir / name) as picture:
+            assert picture.format == "PNG" and picture.size == size, name
 
     # The weights are the model the metrics describe.
     loaded = load_model(stack.registry.weights_path("mnist", 1), manifest["sha256"])

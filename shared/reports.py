@@ -1,0 +1,374 @@
+"""Training reports: four PNG figures and one JSON file describing a trained model.
+
+Written by the RQ job into each published registry version (so the web page can show them next
+to the model they describe) and by `python -m trainer_service train --report DIR`:
+
+* ``learning_curves.png`` — loss and accuracy per epoch, training vs validation;
+* ``confusion_matrix.png`` — test-set counts (rows = true class, columns = predicted);
+* ``per_class.png`` — test-set precision and recall per class;
+* ``misclassified.png`` — the test digits the model got wrong most confidently;
+* ``report.json`` — the numbers: the same ``metrics`` object the registry manifest holds (equal
+  value for value), the history, and the misclassified examples shown in the grid.
+
+Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no display, no global
+backend state — safe in a worker, a thread or a test). Every figure has a fixed size in inches and
+a fixed DPI and is saved without ``bbox_inches="tight"``, so each PNG always has the pixel size
+listed in ``FIGURE_PIXELS``. Drawing all four takes about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Dots per inch of every figure.
+DPI = 100
+#: Figure sizes in inches; with DPI these give the exact pixel sizes below.
+FIGURE_INCHES: dict[str, tuple[float, float]] = {
+    "learning_curves.png": (10.0, 4.0),
+    "confusion_matrix.png": (7.0, 6.0),
+    "per_class.png": (9.0, 4.0),
+    "misclassified.png": (8.0, 6.0),
+}
+#: file name → (width, height) in pixels.
+FIGURE_PIXELS: dict[str, tuple[int, int]] = {
+    name: (round(w * DPI), round(h * DPI)) for name, (w, h) in FIGURE_INCHES.items()
+}
+REPORT_JSON = "report.json"
+#: Every file a report consists of, in display order.
+REPORT_FILES: tuple[str, ...] = (*FIGURE_INCHES, REPORT_JSON)
+REPORT_FORMAT = "digitflow-report"
+REPORT_FORMAT_VERSION = 1
+
+#: The misclassified grid: rows x columns of test digits.
+GRID_ROWS, GRID_COLS = 4, 6
+
+_TRAIN_COLOR = "#1f77b4"
+_VAL_COLOR = "#ff7f0e"
+
+
+# ---- numbers ------------------------------------------------------------------------------------
+
+
+def manifest_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The registry manifest's ``metrics`` object from `shared.metrics.evaluate`'s result.
+
+    Accepts either shape (evaluate's ``accuracy``/``loss``/``n`` or the manifest's
+    ``test_accuracy``/``test_loss``/``n_test``) so the CLI's report and the job's report hold the
+    same keys; values are passed through untouched, so they stay equal to the manifest's.
+    """
+    if "test_accuracy" in metrics:
+        return _plain(dict(metrics))
+    return _plain(
+        {
+            "test_accuracy": metrics.get("accuracy"),
+            "test_loss": metrics.get("loss"),
+            "n_test": metrics.get("n"),
+            "per_class": metrics.get("per_class"),
+            "confusion_matrix": metrics.get("confusion_matrix"),
+        }
+    )
+
+
+def worst_misclassified(
+    y_true: np.ndarray, proba: np.ndarray, limit: int = GRID_ROWS * GRID_COLS
+) -> list[dict[str, Any]]:
+    """The `limit` wrong predictions with the highest confidence, most confident first.
+
+    Ties are broken by test-set index, so the choice is deterministic.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    proba = np.asarray(proba)
+    pred = proba.argmax(axis=1)
+    wrong = np.flatnonzero(pred != y_true)
+    confidence = proba[wrong, pred[wrong]]
+    order = np.lexsort((wrong, -confidence))[:limit]
+    return [
+        {
+            "index": int(wrong[i]),
+            "true": int(y_true[wrong[i]]),
+            "predicted": int(pred[wrong[i]]),
+            "confidence": round(float(confidence[i]), 6),
+            "true_class_probability": round(float(proba[wrong[i], y_true[wrong[i]]]), 6),
+        }
+        for i in order
+    ]
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars/arrays → plain JSON values (everything else untouched)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray | np.generic):
+        return _plain(value.tolist())
+    return value
+
+
+def _records(history: Sequence[Any]) -> list[dict[str, Any]]:
+    return [_plain(r.to_dict() if hasattr(r, "to_dict") else dict(r)) for r in history]
+
+
+# ---- figures ------------------------------------------------------------------------------------
+
+
+def _figure(name: str, **margins: float):
+    """A new Figure of the fixed size for `name`, attached to an Agg canvas (no pyplot).
+
+    Margins are fixed (`subplots_adjust`) rather than computed by a layout engine: the layout
+    engine measures every text twice and was most of the drawing time.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGURE_INCHES[name], dpi=DPI)
+    if margins:
+        fig.subplots_adjust(**margins)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    # No bbox_inches="tight": that would make the pixel size depend on the text drawn.
+    # No "Software" metadata: the same figure gives the same bytes whatever matplotlib version.
+    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+
+
+def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+    return [p[0] for p in points], [float(p[1]) for p in points]
+
+
+def draw_learning_curves(
+    history: list[dict[str, Any]], path: Path, best_epoch: int | None = None, title: str = ""
+) -> None:
+    """Loss (left) and accuracy (right) per epoch, training vs validation."""
+    fig = _figure("learning_curves.png", left=0.07, right=0.98, bottom=0.13, top=0.83, wspace=0.22)
+    axes = fig.subplots(1, 2)
+    many = len(history) > 40
+    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        for prefix, color, name in (("train", _TRAIN_COLOR, "train"), ("val", _VAL_COLOR, "val")):
+            xs, ys = _series(history, f"{prefix}_{metric}")
+            if xs:
+                ax.plot(xs, ys, color=color, marker=None if many else "o", ms=4, label=name)
+        if best_epoch:
+            ax.axvline(best_epoch, color="#888888", ls="--", lw=1, label=f"best ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+        if history:
+            ax.set_xlim(0.5, max(h["epoch"] for h in history) + 0.5)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.legend(loc="best", fontsize=9)
+        else:
+            ax.text(0.5, 0.5, "no epochs recorded", ha="center", va="center",
+                    transform=ax.transAxes)  # fmt: skip
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def draw_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path) -> None:
+    """Counts, coloured by the share of each true class (so the off-diagonal mistakes show)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    n = cm.shape[0]
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
+    fig = _figure("confusion_matrix.png", left=0.17, right=0.84, bottom=0.1, top=0.93)
+    ax = fig.subplots()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, cax=fig.add_axes((0.86, 0.1, 0.025, 0.83)), label="share of the true class")
+    fontsize = 8 if cm.max() >= 1000 else 9
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j] == 0 and i != j:
+                continue
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
+                    color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set_xticks(range(n), [str(i) for i in range(n)])
+    ax.set_yticks(range(n), _tick_labels(class_names, n))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    total = int(cm.sum())
+    correct = int(np.trace(cm))
+    ax.set_title(f"confusion matrix: {correct}/{total} correct")
+    _save(fig, path)
+
+
+def draw_per_class(per_class: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Precision and recall per class as paired bars (the y axis zooms in on the range used)."""
+    fig = _figure("per_class.png", left=0.08, right=0.98, bottom=0.15, top=0.9)
+    ax = fig.subplots()
+    classes = [int(r["class"]) for r in per_class]
+    precision = np.array([float(r["precision"]) for r in per_class])
+    recall = np.array([float(r["recall"]) for r in per_class])
+    x = np.arange(len(classes))
+    width = 0.38
+    ax.bar(x - width / 2, precision, width, label="precision", color=_TRAIN_COLOR)
+    ax.bar(x + width / 2, recall, width, label="recall", color=_VAL_COLOR)
+    low = float(min(precision.min(initial=1.0), recall.min(initial=1.0)))
+    bottom = max(0.0, math.floor((low - 0.02) * 20) / 20)  # a multiple of 0.05 below the lowest
+    ax.set_ylim(bottom, 1.0)
+    names = [str(r.get("name", r["class"])) for r in per_class]
+    ax.set_xticks(x, [label.replace(" ", "\n", 1) for label in _tick_labels(names, len(classes))])
+    ax.set_ylabel("score")
+    ax.set_title("per-class precision and recall on the test set", loc="left")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=9, ncols=2, frameon=False)
+    _save(fig, path)
+
+
+def draw_misclassified(
+    x_test: np.ndarray | None,
+    worst: list[dict[str, Any]],
+    class_names: Sequence[str],
+    path: Path,
+) -> None:
+    """A grid of the most confidently wrong test digits: "true → predicted (confidence)".
+
+    The digits are tiled into one mosaic image drawn by a single imshow (one Axes with 24
+    small images would take several times longer to lay out and render).
+    """
+    fig = _figure("misclassified.png")
+    ax = fig.add_axes((0.01, 0.01, 0.98, 0.91))
+    ax.set_axis_off()
+    cell_w, cell_h, label_h, side = 36, 44, 12, 28
+    mosaic = np.zeros((GRID_ROWS * cell_h, GRID_COLS * cell_w), dtype=np.float32)
+    short = all(len(str(c)) <= 2 for c in class_names)
+    shown = worst[: GRID_ROWS * GRID_COLS] if x_test is not None else []
+    for k, item in enumerate(shown):
+        row, col = divmod(k, GRID_COLS)
+        top, left = row * cell_h + label_h, col * cell_w + (cell_w - side) // 2
+        digit = np.asarray(x_test[item["index"]], dtype=np.float32).reshape(side, side)
+        mosaic[top : top + side, left : left + side] = digit
+    ax.imshow(mosaic, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+    for k, item in enumerate(shown):
+        row, col = divmod(k, GRID_COLS)
+        ax.text(
+            col * cell_w + cell_w / 2,
+            row * cell_h + label_h - 2,
+            f"{item['true']}→{item['predicted']} ({item['confidence']:.0%})",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            color="#b00020",
+        )
+    if not short:  # class names do not fit above a 28-pixel picture: a key at the bottom
+        key = "   ".join(f"{i} {name}" for i, name in enumerate(class_names))
+        fig.text(0.5, 0.012, key, ha="center", va="bottom", fontsize=7.5, color="#444444")
+    if not shown:
+        ax.text(mosaic.shape[1] / 2, mosaic.shape[0] / 2, "no misclassified test images",
+                ha="center", va="center")  # fmt: skip
+    fig.suptitle("most confident mistakes on the test set (true → predicted)", fontsize=11)
+    _save(fig, path)
+
+
+def _tick_labels(names: Sequence[str], n: int) -> list[str]:
+    """Digits as they are; other class names as "index name" (shortened)."""
+    labels = []
+    for i in range(n):
+        name = str(names[i]) if i < len(names) else str(i)
+        labels.append(name if name == str(i) else f"{i} {name[:11]}")
+    return labels
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    *,
+    history: Sequence[Any],
+    metrics: Mapping[str, Any],
+    class_names: Sequence[str] | None = None,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    test_proba: np.ndarray | None = None,
+    best_epoch: int | None = None,
+    title: str = "",
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write the four PNGs and report.json into `out_dir` (created if missing).
+
+    `metrics` is `shared.metrics.evaluate`'s result or the manifest's ``metrics`` (stored in
+    report.json in the manifest's shape, values untouched). The misclassified grid needs
+    `y_test` and `test_proba` (and `x_test` for the pictures); without them it says so.
+    Returns {file name: path} for every file written, ready for ``Registry.publish(extra_files=)``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    numbers = manifest_metrics(metrics)
+    records = _records(history)
+    cm = np.asarray(numbers.get("confusion_matrix") or np.zeros((10, 10)), dtype=np.int64)
+    n_classes = cm.shape[0]
+    names = [str(c) for c in (class_names or range(n_classes))]
+    per_class = numbers.get("per_class") or []
+    worst: list[dict[str, Any]] = []
+    n_wrong = None
+    if y_test is not None and test_proba is not None:
+        worst = worst_misclassified(y_test, test_proba)
+        n_wrong = int(np.count_nonzero(np.asarray(test_proba).argmax(axis=1) != y_test))
+
+    paths = {name: out / name for name in REPORT_FILES}
+    draw_learning_curves(records, paths["learning_curves.png"], best_epoch, title)
+    draw_confusion_matrix(cm, names, paths["confusion_matrix.png"])
+    draw_per_class(per_class, paths["per_class.png"])
+    draw_misclassified(x_test, worst, names, paths["misclassified.png"])
+
+    document = {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_FORMAT_VERSION,
+        "title": title,
+        "metrics": numbers,
+        "class_names": names,
+        "history": records,
+        "best_epoch": best_epoch,
+        "misclassified": {"count": n_wrong, "worst": worst},
+        "figures": {name: {"width": w, "height": h} for name, (w, h) in FIGURE_PIXELS.items()},
+        **_plain(dict(extra or {})),
+    }
+    tmp = paths[REPORT_JSON].with_name(f".{REPORT_JSON}.tmp")
+    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, paths[REPORT_JSON])
+    return paths
+
+
+def write_outcome_report(
+    out_dir: str | os.PathLike[str],
+    outcome: Any,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    history: Sequence[Any] | None = None,
+    title: str | None = None,
+) -> dict[str, Path]:
+    """`write_report` for a `shared.pipeline.TrainingOutcome` (the CLI and the RQ job).
+
+    The job passes the manifest's own `metrics` and `history`, so report.json holds exactly the
+    manifest's values.
+    """
+    config = getattr(outcome, "config", None)
+    if title is None:
+        name = getattr(config, "model_name", None) or getattr(outcome, "dataset", "model")
+        title = f"{name} ({getattr(outcome, 'dataset', '')}): test accuracy " + (
+            f"{float(outcome.metrics['accuracy']):.2%}"
+        )
+    return write_report(
+        out_dir,
+        history=outcome.history if history is None else history,
+        metrics=outcome.metrics if metrics is None else metrics,
+        class_names=getattr(outcome, "class_names", None) or None,
+        x_test=getattr(outcome, "x_test", None),
+        y_test=getattr(outcome, "y_test", None),
+        test_proba=getattr(outcome, "test_proba", None),
+        best_epoch=getattr(outcome, "best_epoch", None),
+        title=title,
+        extra={"dataset": getattr(outcome, "dataset", None)},
+    )
