@@ -1062,19 +1062,25 @@ def _publisher_is_dead(entry_name: str) -> bool:
     if parts[2] != host:
         return False
     pid = int(parts[1])
-    if pid == os.getpid():
-        return False
+    return pid != os.getpid() and not process_running(pid)
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` on this host still runs (a zombie does not: it writes nothing).
+
+    When in doubt (no permission to ask) the answer is True, so callers never delete live work.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return False
     except OSError:  # EPERM: alive under another user
-        return False
-    try:  # a zombie (killed, not yet reaped) writes nothing any more
+        return True
+    try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
-        return False
+        return True
 
 
 def _wait_for_test_gate() -> None:
