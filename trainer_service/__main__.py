@@ -134,6 +134,14 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="model file to write (default ./model.npz)"
     )
     p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write the training report into DIR (created if missing): learning curves, "
+        "confusion matrix, per-class precision/recall, worst mistakes (PNG) and report.json",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object (test_accuracy, epochs, model, config, ...) as the last "
@@ -229,6 +237,18 @@ def _check_out_path(out: Path) -> None:
         raise UsageError(f"--out {out}: folder {parent} is not writable")
 
 
+def _check_report_dir(report: Path) -> None:
+    """Fail before training when the report folder could not be created or written."""
+    if report.exists() and not report.is_dir():
+        raise UsageError(f"--report {report}: exists and is not a folder")
+    try:
+        report.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--report {report}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(report, os.W_OK):
+        raise UsageError(f"--report {report}: folder is not writable")
+
+
 def _print_json(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, separators=(",", ":"), default=_json_default), flush=True)
 
@@ -253,6 +273,8 @@ def train_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = args.out if args.out is not None else Path("model.npz")
     _check_out_path(out)
+    if args.report is not None:
+        _check_report_dir(args.report)
     if args.data_dir is not None and not args.data_dir.exists():
         raise UsageError(f"--data-dir {args.data_dir}: no such file or folder")
     _setup_logging()
@@ -278,6 +300,12 @@ def train_command(args: argparse.Namespace) -> int:
     outcome = run_training(config, dataset=ds, on_epoch=on_epoch, progress=bar)
     sha256 = save_model(out, outcome.model, metadata=outcome.metadata())
     summary = {**outcome.summary(), "model": str(out), "model_sha256": sha256}
+    if args.report is not None:
+        from shared.reports import write_outcome_report
+
+        written = write_outcome_report(args.report, outcome)
+        summary["report"] = {name: str(path) for name, path in written.items()}
+        _say(f"report written to {args.report}: {', '.join(written)}", bar=bar)
     headline = (
         f"test accuracy {outcome.test_accuracy:.4f} (loss {summary['test_loss']:.4f}) on "
         f"{outcome.n_test} {outcome.dataset} test images; {outcome.epochs_run} epochs in "
