@@ -165,10 +165,18 @@ class Augmenter:
         padded[:, 1 : s + 1, 1 : s + 1] = x.reshape(n, s, s)
         flat = padded.reshape(-1)
 
-        # Source coordinates, component-major [2, n, hw] so each plane is contiguous.
+        # Source coordinates, component-major [2, n, hw] so each plane is contiguous:
+        # plane k = t[:, k, 0] * (r - c) + t[:, k, 1] * (col - c) + t[:, k, 2].
+        # (Plain broadcasting, not a K=3 matrix product: tiny BLAS calls are slow, and very
+        # slow when BLAS threads compete for busy cores.)
         coords = self._buf("coords", (2, n, hw))
-        t2 = np.ascontiguousarray(t.transpose(1, 0, 2), dtype=np.float32).reshape(2 * n, 3)
-        np.matmul(t2, self._g, out=coords.reshape(2 * n, hw))
+        tmp = self._buf("fidx", (n, hw))
+        t = t.astype(np.float32, copy=False)
+        for k in range(2):
+            np.multiply(t[:, k, 0:1], self._g[0], out=coords[k])
+            np.multiply(t[:, k, 1:2], self._g[1], out=tmp)
+            coords[k] += tmp
+            coords[k] += t[:, k, 2:3]
         if disp is not None:
             coords += disp
         np.clip(coords, -1.0, float(s), out=coords)
