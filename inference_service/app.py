@@ -68,13 +68,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
 
+    from inference_service import pages
+    from inference_service.files import bp as files_bp
     from inference_service.health import bp as health_bp
     from inference_service.v1 import bp as v1_bp
     from inference_service.v2 import bp as v2_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(v1_bp)
+    app.register_blueprint(files_bp)
     app.register_blueprint(v2_bp)
+    pages.init_app(app)  # the web page at / (and static/ through Flask's own static route)
 
     @app.before_request
     def _before() -> None:

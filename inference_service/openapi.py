@@ -278,6 +278,12 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
                 "sha256": _nullable("string"),
                 "metrics": _nullable("object"),
                 "config": _nullable("object"),
+                "files": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Files published with the version (its training report), "
+                    "served by getReportFile.",
+                },
                 "aliases": {"type": "array", "items": {"type": "string"}},
                 "default": {"type": "boolean"},
                 "pinned": {"type": "boolean"},
@@ -310,6 +316,17 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
                 "package_version": {"type": "string"},
                 "config": {"type": "object"},
                 "metrics": {"type": "object"},
+                "files": {
+                    "type": "object",
+                    "description": "file name → {sha256, size_bytes}: the training report.",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {
+                            "sha256": {"type": "string"},
+                            "size_bytes": {"type": "integer"},
+                        },
+                    },
+                },
                 "status": {"type": "string", "enum": ["ok"]},
                 "aliases": {"type": "array", "items": {"type": "string"}},
                 "default": {"type": "boolean"},
@@ -480,6 +497,11 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
         "503": _E503,
     }
     paths: dict[str, Any] = {
+        "/": get(
+            "webPage",
+            "The web page: draw a digit, browse versions and reports, train (HTML).",
+            {"200": {"description": "HTML page.", "content": {"text/html": {}}}},
+        ),
         "/healthz": get(
             "healthz",
             "Liveness: the worker answers.",
@@ -537,6 +559,37 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
             "One version's manifest.",
             {"200": _json(_ref("Manifest")), "404": _E404, "409": _E409, "503": _E503},
             [NAME_PARAM, REF_PARAM],
+        ),
+        "/v1/models/{name}/versions/{ref}/report/{file_name}": get(
+            "getReportFile",
+            "A file of the version's training report (learning_curves.png, "
+            "confusion_matrix.png, per_class.png, misclassified.png, report.json): only files "
+            "listed in the manifest's files, verified by sha256. Numbered versions are served "
+            "as immutable (ETag = sha256).",
+            {
+                "200": {
+                    "description": "The file; image/png, application/json, ...",
+                    "content": {
+                        "image/png": {"schema": {"type": "string", "format": "binary"}},
+                        "application/json": {"schema": {"type": "object"}},
+                    },
+                },
+                "304": {"description": "Not modified (If-None-Match matched the ETag)."},
+                "404": _E404,
+                "409": _E409,
+                "503": _E503,
+            },
+            [
+                NAME_PARAM,
+                REF_PARAM,
+                {
+                    "name": "file_name",
+                    "in": "path",
+                    "required": True,
+                    "description": "A file name listed in the version's manifest files.",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+                },
+            ],
         ),
         "/v1/models/{name}/predict": post(
             "predict",

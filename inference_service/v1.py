@@ -71,6 +71,7 @@ def get_model(name: str) -> Response:
                 "sha256": manifest.get("sha256"),
                 "metrics": manifest.get("metrics"),
                 "config": manifest.get("config"),
+                "files": sorted(manifest.get("files") or {}),
                 "aliases": by_version.get(v, []),
                 "default": v == default,
                 "pinned": v == state["pinned"],

@@ -1,0 +1,98 @@
+"""``/v1/models/<name>/versions/<ref>/report/<file>``: the files published with a version.
+
+The trainer's RQ job publishes each version's training report (``shared.reports``: PNG figures
+and report.json) next to its weights; the registry lists them, with their sha256 and size, under
+the manifest's ``"files"``. This route serves exactly those files and nothing else:
+
+* the file name must be a plain name (the registry's own pattern) AND be listed in the manifest,
+  so no path, no weights.npz, no manifest.json, no stray file in the folder is ever reachable;
+* the version must verify (every listed file's sha256 is checked, cached by file identity), so
+  a tampered file is a 409 like a tampered model, never served;
+* the registry is opened read-only, the file is opened without following symlinks and must have
+  the manifest's size;
+* a numbered version's files never change, so they are served as immutable (long cache, ETag =
+  the sha256); ``latest``, ``default`` and aliases move, so those answers must be revalidated.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+
+from flask import Blueprint, Response, request
+
+from inference_service.context import service
+from inference_service.errors import ApiError
+
+bp = Blueprint("files", __name__, url_prefix="/v1")
+
+#: Same pattern as the registry's extra files (shared.registry._EXTRA_FILE_RE).
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_CONTENT_TYPES = {
+    ".png": "image/png",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+}
+#: Refuse to load anything this large into memory (reports are tens of kilobytes).
+MAX_FILE_BYTES = 32 * 1024 * 1024
+
+
+def content_type(file_name: str) -> str:
+    """The Content-Type a report file is served with (unknown kinds as opaque bytes)."""
+    return _CONTENT_TYPES.get(os.path.splitext(file_name)[1].lower(), "application/octet-stream")
+
+
+def _not_found(name: str, version: int, file_name: str) -> ApiError:
+    return ApiError(
+        404,
+        "file_not_found",
+        f"model {name!r} version {version} has no file {file_name!r}",
+        "file",
+    )
+
+
+def _read(path: str, size: int) -> bytes:
+    """A regular file's bytes, without following a symlink; exactly `size` bytes or OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size or size > MAX_FILE_BYTES:
+            raise OSError(errno.EINVAL, f"{path}: not the file the manifest describes")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(size + 1)
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise OSError(errno.EIO, f"{path}: changed while being read")
+    return data
+
+
+@bp.get("/models/<name>/versions/<ref>/report/<file_name>")
+def report_file(name: str, ref: str, file_name: str) -> Response:
+    reg = service().registry
+    version = reg.resolve(name, ref)  # 404 unknown, 409 broken
+    manifest = reg.verify(name, version)  # checks every listed file's sha256 (cached)
+    files = manifest.get("files") or {}
+    if _FILE_NAME.fullmatch(file_name) is None or file_name not in files:
+        raise _not_found(name, version, file_name)
+    entry = files[file_name]
+    etag = str(entry["sha256"])
+    immutable = ref.isdigit()
+    headers = {
+        "ETag": f'"{etag}"',
+        "X-Model-Version": str(version),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "public, max-age=31536000, immutable" if immutable else "no-cache",
+    }
+    if etag in {tag.strip('" ') for tag in request.headers.get("If-None-Match", "").split(",")}:
+        return Response(status=304, headers=headers)
+    path = os.path.join(os.fspath(reg.weights_path(name, version).parent), file_name)
+    try:
+        data = _read(path, int(entry["size_bytes"]))
+    except FileNotFoundError:
+        raise _not_found(name, version, file_name) from None
+    return Response(data, content_type=content_type(file_name), headers=headers)
