@@ -9,13 +9,18 @@ Failure modes and what they leave behind:
 * bad config → fails at once with the validation message (no retry, nothing published);
 * transient error (dataset download hit a network problem) → RQ retries it a few times;
 * stopped by the API (work horse SIGKILLed), timed out, or the worker died → nothing published:
-  the registry's publish is one atomic rename at the very end, after everything else succeeded.
+  the registry's publish is one atomic rename at the very end, after everything else succeeded;
+  the scratch folder of a killed work horse is removed by the next job on that machine;
+* Redis unreachable mid-training → progress is not recorded meanwhile, training goes on; before
+  publishing, the job waits (up to JOB_HEARTBEAT_GRACE seconds) until Redis answers, and fails
+  without publishing if it does not, so no version appears that its job cannot report.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -23,6 +28,7 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 from rq import Retry, get_current_job
 from rq.job import Job
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 #: Retry schedule for transient errors, in seconds (JOB_RETRY_DELAYS, comma separated); the
 #: number of entries is the number of retries (JOB_RETRIES caps it).
 DEFAULT_RETRY_DELAYS = (5, 30, 120)
+#: Per-job scratch folders in the system temp dir are named `<prefix><pid>-<random>`.
+SCRATCH_PREFIX = "digitflow-job-"
+_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class InvalidJobConfig(ValueError):
@@ -47,6 +56,32 @@ class JobCanceled(RuntimeError):
 
 class WorkerGone(RuntimeError):
     """The worker process that forked this work horse has died: do not publish anything."""
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis stayed unreachable when the job had to record a step (before publishing)."""
+
+
+def _redis_wait_seconds() -> float:
+    """How long a required progress write waits for Redis: past the heartbeat grace the job
+    counts as abandoned anyway, so waiting longer could not save it."""
+    return float(max(1, queueing.env_int("JOB_HEARTBEAT_GRACE", 25)))
+
+
+def remove_orphan_scratch() -> int:
+    """Delete scratch folders of work horses on this machine that no longer run (SIGKILLed by a
+    stop, a timeout or a dying worker mid-save). Returns how many were removed."""
+    from shared.registry import process_running
+
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or process_running(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+        log.info("removed the scratch folder %s of a work horse that died", path)
+    return removed
 
 
 def _retry_delays() -> list[int]:
@@ -105,12 +140,45 @@ class _Progress:
         self.config = config
         self.parent_pid = os.getppid()
         self.history: list[dict[str, Any]] = []
+        self.redis_down = False
 
-    def update(self, **fields: Any) -> None:
+    def update(self, *, required: bool = False, **fields: Any) -> None:
+        """Merge `fields` into the job's meta and save it.
+
+        Progress is best effort: while Redis is unreachable the write is skipped (the fields stay in
+        memory and go out with the next successful write) and training carries on. A `required`
+        write retries for up to JOB_HEARTBEAT_GRACE seconds, then raises RedisUnavailable.
+        """
         if self.job is None:
             return
         self.job.meta.update(queueing.json_safe(fields))
-        self.job.save_meta()
+        deadline = time.monotonic() + (_redis_wait_seconds() if required else 0.0)
+        delay = 0.2
+        while True:
+            try:
+                self.job.save_meta()
+            except _REDIS_ERRORS as exc:
+                if not self.redis_down:
+                    log.warning(
+                        "job %s: Redis unreachable (%s); progress is not recorded meanwhile",
+                        self.job.id,
+                        exc,
+                    )
+                self.redis_down = True
+                if time.monotonic() >= deadline:
+                    if required:
+                        raise RedisUnavailable(
+                            f"Redis stayed unreachable for {_redis_wait_seconds():.0f} s "
+                            f"while the job had to record {sorted(fields)}"
+                        ) from exc
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if self.redis_down:
+                log.info("job %s: Redis answers again; progress recorded", self.job.id)
+                self.redis_down = False
+            return
 
     def check_worker_alive(self) -> None:
         """A work horse whose worker died must not publish: nobody would record the outcome."""
@@ -194,6 +262,7 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     if job is not None and job.get_meta(refresh=True).get("cancel_requested"):
         raise JobCanceled("the job was canceled before it started")
     progress.update(model=cfg.model_name, phase="loading data", progress=None, history=[])
+    remove_orphan_scratch()
 
     # Heavy imports (NumPy, the engine) only in the work horse.
     from shared.pipeline import run_training
@@ -208,7 +277,9 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
         raise
 
     progress.check_worker_alive()
-    progress.update(phase="publishing")
+    # Required: a version must never appear for a job that cannot say so (and the API must see
+    # "publishing" to refuse a stop from now on).
+    progress.update(phase="publishing", required=True)
     history = progress.history or [
         queueing.json_safe(r.to_dict() if hasattr(r, "to_dict") else r) for r in outcome.history
     ]
@@ -218,7 +289,7 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     from shared.modelfile import save_model
 
     registry = Registry(os.environ.get("MODEL_REGISTRY_DIR", "./var/models"))
-    with tempfile.TemporaryDirectory(prefix="digitflow-job-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         weights = Path(tmp) / "weights.npz"
         metadata = {k: v for k, v in manifest.items() if k not in ("history", "metrics")}
         metadata["test_accuracy"] = manifest["metrics"]["test_accuracy"]
@@ -228,7 +299,10 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
         version = registry.publish(cfg.model_name, weights, manifest, extra_files=report)
 
     test_accuracy = manifest["metrics"]["test_accuracy"]
-    progress.update(phase="published", model_version=version)
+    try:
+        progress.update(phase="published", model_version=version, required=True)
+    except RedisUnavailable as exc:  # published already: say so in the worker log at least
+        log.error("job %s: published version %d but could not record it: %s", job_id, version, exc)
     log.info(
         "job %s: published %s version %d (test accuracy %s)",
         job_id,

@@ -8,20 +8,28 @@ What it adds to a plain `rq worker`, and why:
   of 90+ seconds, and never sits in `started` forever;
 * the work horse asks the kernel to SIGKILL it when the worker dies (PR_SET_PDEATHSIG), so an
   orphaned horse can never finish training and publish a version nobody is tracking;
-* BLAS threads = the machine's cores for training, unless OMP_NUM_THREADS says otherwise.
+* BLAS threads = the machine's cores for training, unless OMP_NUM_THREADS says otherwise;
+* Redis outages do not kill it: a failed heartbeat while a job runs is logged and the job goes on
+  (RQ's worker would quit and take the job down with it), and if RQ's work loop does end because
+  Redis went away, the worker waits for Redis, re-registers and listens again. A job survives an
+  outage shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 import uuid
 
+import redis
 from rq import Worker
+from rq.exceptions import StopRequested
 from rq.job import Job
 
 from trainer_service import queueing
@@ -30,6 +38,7 @@ log = logging.getLogger("trainer_service.worker")
 
 _BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _PR_SET_PDEATHSIG = 1
+_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def configure_blas_threads() -> int:
@@ -74,6 +83,7 @@ class TrainingWorker(Worker):
 
     #: How long after its last heartbeat a job's execution counts as abandoned.
     heartbeat_grace: int = 25
+    _redis_lost_at: float | None = None
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         """RQ adds a fixed 60 s to every heartbeat TTL; we add `heartbeat_grace` instead."""
@@ -86,6 +96,42 @@ class TrainingWorker(Worker):
     def main_work_horse(self, job: Job, queue) -> None:
         _die_with_parent()
         super().main_work_horse(job, queue)
+
+    def maintain_heartbeats(self, job: Job) -> None:
+        """RQ's heartbeat while the horse works, minus its failure mode: an unreachable Redis
+        raised out of the monitor loop and ended the worker (and, via PDEATHSIG, the job)."""
+        self._while_redis_may_be_down(lambda: super(TrainingWorker, self).maintain_heartbeats(job))
+
+    def set_current_job_working_time(self, current_job_working_time: float, pipeline=None) -> None:
+        """Called by the monitor loop next to the heartbeat; same outage tolerance."""
+        self._while_redis_may_be_down(
+            lambda: super(TrainingWorker, self).set_current_job_working_time(
+                current_job_working_time, pipeline
+            )
+        )
+        self.current_job_working_time = current_job_working_time
+
+    def _while_redis_may_be_down(self, call) -> None:
+        try:
+            call()
+        except _REDIS_ERRORS as exc:
+            if self._redis_lost_at is None:
+                self._redis_lost_at = time.monotonic()
+                log.warning(
+                    "worker %s: Redis unreachable (%s); the running job goes on, heartbeats "
+                    "resume when Redis is back (within %d s, or the job counts as abandoned)",
+                    self.name,
+                    exc,
+                    self.heartbeat_grace,
+                )
+            return
+        if self._redis_lost_at is not None:
+            log.info(
+                "worker %s: Redis is back after %.1f s",
+                self.name,
+                time.monotonic() - self._redis_lost_at,
+            )
+            self._redis_lost_at = None
 
 
 def build_worker(
@@ -134,7 +180,48 @@ def run_worker(
         worker.job_monitoring_interval,
         worker.heartbeat_grace,
     )
-    return worker.work(burst=burst, logging_level=level)
+    worked = False
+    while True:
+        try:
+            worked = worker.work(burst=burst, logging_level=level) or worked
+            problem = "its work loop ended"
+        except _REDIS_ERRORS as exc:  # raised by RQ's teardown when Redis is gone
+            problem = f"Redis is unreachable ({exc})"
+        if burst or worker._stop_requested:
+            return worked
+        # RQ's loop quits on a Redis error between jobs; a supervisor would restart the whole
+        # process, we just reconnect (and keep the name, so logs and listings stay readable).
+        log.error("worker %s: %s; reconnecting", worker.name, problem)
+        try:
+            worker = _reconnect(worker, redis_url=redis_url, queue=queue)
+        except StopRequested:
+            return worked
+
+
+def _reconnect(old: TrainingWorker, *, redis_url: str | None, queue: str | None) -> TrainingWorker:
+    """Wait for Redis (backing off to 5 s), retire the old registration, return a fresh worker."""
+    if old.horse_pid:  # never leave a horse behind that nobody monitors
+        with contextlib.suppress(OSError):
+            old.kill_horse(signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(old.horse_pid, 0)
+    with contextlib.suppress(Exception):
+        old.unsubscribe()
+    probe = queueing.connect(redis_url or queueing.redis_url())
+    delay = 0.5
+    while True:
+        try:
+            probe.ping()
+            break
+        except _REDIS_ERRORS:
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    probe.close()
+    with contextlib.suppress(*_REDIS_ERRORS):
+        old.register_death()
+    worker = build_worker(name=old.name, redis_url=redis_url, queue=queue)
+    log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
+    return worker
 
 
 def main(argv: list[str] | None = None) -> int:
