@@ -18,6 +18,7 @@ from rq import Worker
 from werkzeug.exceptions import HTTPException
 
 from shared import registry as reg
+from trainer_service.cors import install_cors
 from trainer_service.web import ApiError, Settings, TrainerState, error_response, install_auth
 
 log = logging.getLogger("trainer_service.api")
@@ -36,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["digitflow_trainer"] = TrainerState(settings)
 
     install_auth(app)
+    install_cors(app, config)  # CORS_ORIGINS: the web page's origin(s), nothing else
     _install_error_handlers(app)
 
     from trainer_service.routes_jobs import bp as jobs_bp

@@ -1,0 +1,82 @@
+"""Cross-origin access to the trainer API for the web page, only from configured origins.
+
+The inference service's web page (``/`` on :8000) starts and watches training jobs by calling
+this API (on :8001) from the browser, which is a cross-origin request. CORS_ORIGINS lists the
+origins allowed to do that (comma-separated, e.g. ``http://localhost:8000,https://digits.example``;
+``*`` allows any origin — only sensible without API_TOKEN on a private network). Unset or empty:
+no CORS headers at all, so browsers keep other sites' pages out (the API itself is unchanged for
+curl, the client and other servers, which CORS does not concern).
+
+A small after_request hook rather than flask-cors: the policy is a few lines, and every answer
+(errors and 401s included) must carry the headers or the page could not read the error message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, request
+
+ALLOWED_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+ALLOWED_HEADERS = "Content-Type, Authorization, Idempotency-Key"
+EXPOSED_HEADERS = "Location, Retry-After, Idempotent-Replayed"
+PREFLIGHT_MAX_AGE = "600"
+
+
+class CorsSettingsError(ValueError):
+    """A CORS_ORIGINS entry that is not an origin (scheme://host[:port])."""
+
+
+def parse_origins(raw: str) -> frozenset[str]:
+    """`"http://a:8000, https://b"` → {"http://a:8000", "https://b"}; ``*`` stays ``*``."""
+    origins = set()
+    for item in raw.split(","):
+        origin = item.strip().rstrip("/")
+        if not origin:
+            continue
+        if origin == "*":
+            origins.add("*")
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise CorsSettingsError(
+                f"CORS_ORIGINS entry {item.strip()!r} is not an origin such as "
+                "http://localhost:8000 (scheme, host and optional port; no path)"
+            )
+        origins.add(f"{parts.scheme}://{parts.netloc.lower()}")
+    return frozenset(origins)
+
+
+def install_cors(app: Flask, config: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """Add the CORS headers for allowed origins to every response; returns the allowed set.
+
+    `config` (create_app's dict) overrides the environment variable, like every other setting.
+    """
+    config = config or {}
+    raw = config["CORS_ORIGINS"] if "CORS_ORIGINS" in config else os.environ.get("CORS_ORIGINS")
+    allowed = parse_origins(str(raw or ""))
+    app.config["CORS_ORIGINS"] = sorted(allowed)
+    if not allowed:
+        return allowed
+    any_origin = "*" in allowed
+
+    @app.after_request
+    def _cors(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if not origin:
+            return response
+        response.vary.add("Origin")
+        if not any_origin and origin.rstrip("/").lower() not in allowed:
+            return response
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+        if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+            response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
+            response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+            response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
+        return response
+
+    return allowed
