@@ -6,143 +6,29 @@ and a broken version within 2 seconds, without a restart, and /metrics aggregate
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
-from shared.config import TrainConfig
-from shared.modelfile import load_model, save_model
-from shared.nn.model import build_model
-from shared.redis_embedded import free_port
+from shared.modelfile import load_model
 from shared.registry import Registry
+from tests.service_support import BATCH, Service, inference_service, publish, publish_broken
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RELOAD_SECONDS = 2.0
-RNG = np.random.default_rng(7)
-BATCH = RNG.integers(0, 256, size=(4, 784))
-
-
-def publish(registry: Registry, tmp_path: Path, seed: int, name: str = "digits") -> int:
-    config = TrainConfig(model=name, hidden_layers=[16], dropout=0.0, seed=seed)
-    model = build_model(config, mean=np.full(784, 0.05 * seed, dtype=np.float32))
-    path = tmp_path / f"w-{uuid.uuid4().hex}.npz"
-    save_model(path, model)
-    return registry.publish(name, path, {"config": config.public_dict(), "metrics": {}})
-
-
-def publish_broken(registry: Registry, tmp_path: Path, seed: int, name: str = "digits") -> int:
-    """A version whose weights do not match the manifest's sha256, appearing atomically (built
-    in a side registry, corrupted there, then renamed in), so no worker can ever see it intact."""
-    side = Registry(tmp_path / f"side-{uuid.uuid4().hex}")
-    v = publish(side, tmp_path, seed, name)
-    weights = side.weights_path(name, v)
-    data = bytearray(weights.read_bytes())
-    data[-20] ^= 0xFF
-    weights.write_bytes(bytes(data))
-    target = max(registry.versions(name)) + 1
-    os.rename(weights.parent, registry.root / name / str(target))
-    return target
-
-
-class Service:
-    def __init__(self, base: str, log_path: Path) -> None:
-        self.base = base
-        self.log_path = log_path
-
-    def get(self, path: str, **kw) -> requests.Response:
-        return requests.get(self.base + path, timeout=10, **kw)
-
-    def predict(self, path: str = "/v1/models/digits/predict") -> requests.Response:
-        # A fresh connection per call (no Session): sync workers each accept their own.
-        return requests.post(self.base + path, json={"instances": BATCH.tolist()}, timeout=10)
-
-    def burst(self, fn: Callable[[], requests.Response], n: int = 16) -> list[requests.Response]:
-        """n concurrent calls, so both workers are busy and both answer."""
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            return list(pool.map(lambda _: fn(), range(n)))
-
-    def worker_views(self, n: int = 24) -> dict[int, dict]:
-        """pid → /readyz body, for every worker that answered a burst."""
-        out: dict[int, dict] = {}
-        for resp in self.burst(lambda: self.get("/readyz"), n):
-            body = resp.json()
-            out[body["pid"]] = body
-        return out
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[Service, Registry]]:
     registry = Registry(tmp_path / "models")
     registry.root.mkdir(parents=True)
-    port = free_port()
-    prom = tmp_path / "prom"
-    prom.mkdir()
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
-    env = {
-        **os.environ,
-        "MODEL_REGISTRY_DIR": str(registry.root),
-        "REGISTRY_POLL_SECONDS": "0.2",
-        "INFERENCE_PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(prom),
-        "XDG_RUNTIME_DIR": str(runtime),
-        "LOG_LEVEL": "INFO",
-    }
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "inference_service/gunicorn.conf.py",
-                "inference_service.app:create_app()",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    svc = Service(f"http://127.0.0.1:{port}", log_path)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, f"gunicorn exited early:\n{svc.log()}"
-            try:
-                if svc.get("/healthz").status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, f"gunicorn did not come up:\n{svc.log()}"
-            time.sleep(0.1)
+    with inference_service(registry.root, tmp_path) as svc:
         yield svc, registry
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def wait_until_all_workers(svc: Service, check: Callable[[Service], bool], what: str) -> float:

@@ -1,0 +1,171 @@
+"""Real services for integration and reliability tests: gunicorn-run inference and trainer API on
+free loopback ports, tiny models published straight into a registry, a private Redis.
+
+Built on the process primitives of tests.trainer_support (start_gunicorn, wait_http_ok,
+stop_process), so every test starts a service the same way, with the same commands as compose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from shared.config import TrainConfig
+from shared.modelfile import save_model
+from shared.nn.model import build_model
+from shared.registry import Registry
+from tests.trainer_support import (
+    free_port,
+    service_env,
+    start_gunicorn,
+    stop_process,
+    tail,
+    wait_http_ok,
+)
+
+RNG = np.random.default_rng(7)
+#: Four raw-scale (0-255) images: the body every load/reload test predicts on.
+BATCH = RNG.integers(0, 256, size=(4, 784))
+
+INFERENCE_APP = "inference_service.app:create_app()"
+INFERENCE_CONF = "inference_service/gunicorn.conf.py"
+TRAINER_APP = "trainer_service.api:create_app()"
+TRAINER_CONF = "trainer_service/gunicorn.conf.py"
+
+
+def publish(registry: Registry, tmp_path: Path, seed: int, name: str = "digits") -> int:
+    """Publish an untrained 784-16-10 model (milliseconds to build and load) as the next version.
+    The seed makes each version's predictions differ."""
+    config = TrainConfig(model=name, hidden_layers=[16], dropout=0.0, seed=seed)
+    model = build_model(config, mean=np.full(784, 0.05 * seed, dtype=np.float32))
+    path = tmp_path / f"w-{uuid.uuid4().hex}.npz"
+    save_model(path, model)
+    return registry.publish(name, path, {"config": config.public_dict(), "metrics": {}})
+
+
+def publish_damaged(
+    registry: Registry,
+    tmp_path: Path,
+    seed: int,
+    damage: Callable[[Path], None],
+    name: str = "digits",
+) -> int:
+    """Publish a version that appears already damaged: built in a side registry, `damage(folder)`
+    applied there, then renamed in atomically as the next number, so no reader can ever see it
+    intact (as if the disk had corrupted it, or a foreign tool had written it)."""
+    side = Registry(tmp_path / f"side-{uuid.uuid4().hex}")
+    v = publish(side, tmp_path, seed, name)
+    folder = side.weights_path(name, v).parent
+    damage(folder)
+    target = max(registry.versions(name), default=0) + 1
+    os.rename(folder, registry.root / name / str(target))
+    return target
+
+
+def flip_weights_byte(folder: Path) -> None:
+    """Same size, one byte different: only the sha256 can tell."""
+    weights = folder / "weights.npz"
+    data = bytearray(weights.read_bytes())
+    data[-20] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+
+def publish_broken(registry: Registry, tmp_path: Path, seed: int, name: str = "digits") -> int:
+    """A version whose weights do not match the manifest's sha256."""
+    return publish_damaged(registry, tmp_path, seed, flip_weights_byte, name)
+
+
+class Service:
+    """A gunicorn service under test: base URL, its log, small request helpers."""
+
+    def __init__(self, base: str, proc, log_path: Path) -> None:
+        self.base = base
+        self.proc = proc
+        self.log_path = log_path
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.base + path, timeout=10, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(self.base + path, timeout=10, **kw)
+
+    def predict(self, path: str = "/v1/models/digits/predict") -> requests.Response:
+        # A fresh connection per call (no Session): sync workers each accept their own.
+        return requests.post(self.base + path, json={"instances": BATCH.tolist()}, timeout=10)
+
+    def burst(self, fn: Callable[[], requests.Response], n: int = 16) -> list[requests.Response]:
+        """n concurrent calls, so every worker is busy and every worker answers."""
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(lambda _: fn(), range(n)))
+
+    def worker_views(self, n: int = 24) -> dict[int, dict]:
+        """pid → /readyz body, for every worker that answered a burst."""
+        out: dict[int, dict] = {}
+        for resp in self.burst(lambda: self.get("/readyz"), n):
+            body = resp.json()
+            out[body["pid"]] = body
+        return out
+
+    def log(self, lines: int = 80) -> str:
+        return tail(self.log_path, lines)
+
+
+@contextlib.contextmanager
+def inference_service(registry_dir: Path, tmp_path: Path, **env: str) -> Iterator[Service]:
+    """The inference service under real gunicorn (2 sync workers unless env says otherwise)."""
+    port = free_port()
+    prom = tmp_path / f"prom-{port}"
+    prom.mkdir()
+    runtime = tmp_path / f"run-{port}"
+    runtime.mkdir(mode=0o700)
+    full_env = service_env(
+        MODEL_REGISTRY_DIR=str(registry_dir),
+        REGISTRY_POLL_SECONDS="0.2",
+        INFERENCE_PORT=str(port),
+        WEB_CONCURRENCY="2",
+        GUNICORN_THREADS="1",
+        PROMETHEUS_MULTIPROC_DIR=str(prom),
+        XDG_RUNTIME_DIR=str(runtime),
+        LOG_LEVEL="INFO",
+        **env,
+    )
+    log_path = tmp_path / f"inference-{port}.log"
+    proc = start_gunicorn(INFERENCE_APP, INFERENCE_CONF, port, full_env, log_path)
+    svc = Service(f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+        wait_http_ok(svc.base + "/healthz", proc, log_path)
+        yield svc
+    finally:
+        stop_process(proc)
+
+
+@contextlib.contextmanager
+def trainer_api(
+    registry_dir: Path, tmp_path: Path, redis_url: str, queue: str, **env: str
+) -> Iterator[Service]:
+    """The trainer API under real gunicorn (its /healthz needs no Redis, so it starts either way)."""
+    port = free_port()
+    full_env = service_env(
+        REDIS_URL=redis_url,
+        RQ_QUEUE=queue,
+        MODEL_REGISTRY_DIR=str(registry_dir),
+        TRAINER_PORT=str(port),
+        WEB_CONCURRENCY="2",
+        LOG_LEVEL="INFO",
+        **{"API_TOKEN": "", **env},
+    )
+    log_path = tmp_path / f"trainer-{port}.log"
+    proc = start_gunicorn(TRAINER_APP, TRAINER_CONF, port, full_env, log_path)
+    svc = Service(f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+        wait_http_ok(svc.base + "/healthz", proc, log_path)
+        yield svc
+    finally:
+        stop_process(proc)
