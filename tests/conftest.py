@@ -58,3 +58,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory):
 def unique_name() -> str:
     """A name no other test (or other test run on the same Redis) uses."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def stack(redis_url, unique_name, tmp_path, mnist_dir):
+    """A trainer stack on its own queue and registry: the API in-process, real worker processes
+    (tests.trainer_support.Stack). Workers are stopped and the queue's keys deleted afterwards."""
+    from tests.trainer_support import Stack, delete_queue_keys
+
+    s = Stack(redis_url, unique_name, tmp_path, mnist_dir)
+    yield s
+    s.close()
+    delete_queue_keys(redis_url, unique_name)

@@ -21,8 +21,6 @@ from shared.reports import FIGURE_PIXELS, REPORT_FILES
 from tests.trainer_support import (
     LONG,
     SMALL,
-    Stack,
-    delete_queue_keys,
     horse_pids,
     pid_alive,
     wait_for,
@@ -30,14 +28,6 @@ from tests.trainer_support import (
 from trainer_service import queueing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def stack(redis_url, unique_name, tmp_path, mnist_dir):
-    s = Stack(redis_url, unique_name, tmp_path, mnist_dir)
-    yield s
-    s.close()
-    delete_queue_keys(redis_url, unique_name)
 
 
 # ---- the happy path -----------------------------------------------------------------------------
