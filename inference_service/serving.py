@@ -162,8 +162,12 @@ class ModelCache:
     # ---- registry scan --------------------------------------------------------------------------
 
     def refresh(self, force: bool = False) -> bool:
-        """Re-read the registry if its change token moved; returns True if a scan happened."""
-        token = self.registry.change_token()
+        """Re-read the registry if its change token moved; returns True if a scan happened.
+
+        The token also covers the files of every served default (a few stat calls), so a
+        version damaged in place, which moves no folder, is noticed and dropped too.
+        """
+        token = (self.registry.change_token(), self._defaults_signature())
         if not force and token == self._token:
             return False
         with self._load_lock:
@@ -208,9 +212,16 @@ class ModelCache:
         if target is None or (current is not None and current.version == target):
             return view
         candidates = [target]
-        if current is None:
-            # A fresh worker with no last good default (the target verifies but will not load):
-            # fall back to the latest good version, then to older ones, rather than serve nothing.
+        damaged = current is not None and not self._still_verifies(current)
+        if damaged:
+            # Its files changed on disk since we loaded it: the registry calls it broken, so this
+            # worker stops serving it too (by default and by number), like a fresh worker would.
+            with self._lock:
+                self._loaded.pop((name, current.version), None)
+        if current is None or damaged:
+            # A fresh worker with no last good default, or one whose default was damaged in place
+            # (and the target verifies but will not load): fall back to the latest good version,
+            # then to older ones, rather than serve nothing or a version the registry calls broken.
             for v in [view.latest, *reversed(self.registry.versions(name))]:
                 if v is not None and v not in candidates:
                     candidates.append(v)
@@ -230,6 +241,13 @@ class ModelCache:
             )
         return view
 
+    def _still_verifies(self, served: Served) -> bool:
+        try:
+            self.registry.verify(served.name, served.version)  # cached by file identity
+        except (BrokenVersionError, VersionNotFoundError):
+            return False
+        return True
+
     def _set_default(self, name: str, served: Served, previous: Served | None) -> None:
         self._defaults[name] = served  # one atomic pointer swap; readers never lock
         if previous is None:
@@ -242,6 +260,14 @@ class ModelCache:
             self._on_default_change(name, served.version)
 
     # ---- loading --------------------------------------------------------------------------------
+
+    def _defaults_signature(self) -> tuple:
+        return tuple(
+            sorted(
+                (name, served.version, self._broken_signature(name, served.version))
+                for name, served in list(self._defaults.items())
+            )
+        )
 
     def _broken_signature(self, name: str, version: int) -> Any:
         """Identity of the files: a version marked broken is retried only if they change."""
@@ -372,6 +398,19 @@ class ModelCache:
     def is_loaded(self, name: str, version: int) -> bool:
         return (name, version) in self._loaded
 
+    def broken_reason(self, name: str, version: int) -> str | None:
+        """Why this worker refused to load `version` (files unchanged since), else None.
+
+        Catches what registry verification cannot: a file whose sha256 matches its manifest but
+        which does not load (truncated or foreign content published with a matching hash), so
+        listings never call a version "ok" that is never served.
+        """
+        with self._lock:
+            broken = self._broken.get((name, version))
+        if broken is None or broken[0] != self._broken_signature(name, version):
+            return None
+        return broken[1]
+
     def served_default(self, name: str) -> int | None:
         served = self._defaults.get(name)
         return None if served is None else served.version
@@ -401,6 +440,13 @@ class ModelCache:
                     entry["problem"] = "no usable version in the registry"
                 else:
                     missing.append(f"{name}:{view.default}")
+            elif view.default is not None and view.default != served.version:
+                reason = self.broken_reason(name, view.default)
+                if reason is not None:  # still ready: the last good version keeps serving
+                    entry["problem"] = (
+                        f"default version {view.default} cannot be served ({reason}); "
+                        f"serving version {served.version}"
+                    )
         scanned = self._last_refresh is not None
         ready = scanned and bool(defaults) and not missing
         out: dict[str, Any] = {"ready": ready, "models": models}

@@ -10,6 +10,7 @@ from inference_service.errors import ApiError, bad_request, unprocessable
 from inference_service.responses import json_response
 from inference_service.serving import Served
 from inference_service.validation import N_PIXELS, parse_v1_json, too_many_images
+from shared.registry import BrokenVersionError
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -62,11 +63,14 @@ def get_model(name: str) -> Response:
     for entry in versions:
         v = entry["version"]
         manifest = entry["manifest"] or {}
+        status, error = entry["status"], entry["error"]
+        if status == "ok" and (reason := st.cache.broken_reason(name, v)) is not None:
+            status, error = "broken", reason  # verifies, but this worker could not load it
         rows.append(
             {
                 "version": v,
-                "status": entry["status"],
-                "error": entry["error"],
+                "status": status,
+                "error": error,
                 "created_at": manifest.get("created_at"),
                 "sha256": manifest.get("sha256"),
                 "metrics": manifest.get("metrics"),
@@ -97,6 +101,9 @@ def get_version(name: str, ref: str) -> Response:
     st = service()
     reg = st.registry
     version = reg.resolve(name, ref)  # 404 / 409 (broken) via the error handlers
+    reason = st.cache.broken_reason(name, version)
+    if reason is not None:
+        raise BrokenVersionError(reason)
     manifest = reg.manifest(name, version)
     state = reg.state(name)
     manifest["aliases"] = _aliases_by_version(state["aliases"]).get(version, [])

@@ -299,7 +299,9 @@ def test_fresh_worker_with_unloadable_pin_serves_latest_good(registry, tmp_path)
     resp = post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
     assert resp.status_code == 200 and resp.headers["X-Model-Version"] == "2"
     body = client.get("/readyz").get_json()
-    assert body["ready"] and body["models"]["digits"] == {"registry_default": 3, "serving": 2}
+    digits = body["models"]["digits"]
+    assert body["ready"] and (digits["registry_default"], digits["serving"]) == (3, 2)
+    assert digits["problem"].startswith("default version 3 cannot be served")  # readyz says why
 
 
 def test_model_with_only_broken_versions(client, registry, tmp_path) -> None:
