@@ -187,7 +187,7 @@ def run_worker(
             problem = "its work loop ended"
         except _REDIS_ERRORS as exc:  # raised by RQ's teardown when Redis is gone
             problem = f"Redis is unreachable ({exc})"
-        if burst or worker._stop_requested:
+        if burst or _stop_asked(worker):
             return worked
         # RQ's loop quits on a Redis error between jobs; a supervisor would restart the whole
         # process, we just reconnect (and keep the name, so logs and listings stay readable).
@@ -196,6 +196,11 @@ def run_worker(
             worker = _reconnect(worker, redis_url=redis_url, queue=queue)
         except StopRequested:
             return worked
+
+
+def _stop_asked(worker: TrainingWorker) -> bool:
+    """SIGTERM/SIGINT arrived (RQ records the time; its flag alone misses an idle worker)."""
+    return bool(worker._stop_requested or worker._shutdown_requested_date is not None)
 
 
 def _reconnect(old: TrainingWorker, *, redis_url: str | None, queue: str | None) -> TrainingWorker:
@@ -210,6 +215,8 @@ def _reconnect(old: TrainingWorker, *, redis_url: str | None, queue: str | None)
     probe = queueing.connect(redis_url or queueing.redis_url())
     delay = 0.5
     while True:
+        if _stop_asked(old):  # RQ's signal handlers are still the old worker's
+            raise StopRequested()
         try:
             probe.ping()
             break
