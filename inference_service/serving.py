@@ -144,9 +144,13 @@ class ModelCache:
             self.poll_seconds,
             self.registry.root,
         )
+        # Fixed rate, not fixed delay: a change is seen at most one poll interval after it
+        # happened (plus the load of the new version), however long the scans take.
+        next_at = time.monotonic()
         while not self._stop.is_set():
             self._safe_refresh()
-            self._stop.wait(self.poll_seconds)
+            next_at = max(next_at + self.poll_seconds, time.monotonic())
+            self._stop.wait(next_at - time.monotonic())
 
     def _safe_refresh(self) -> None:
         try:

@@ -125,16 +125,14 @@ def inference_service(registry_dir: Path, tmp_path: Path, **env: str) -> Iterato
     prom.mkdir()
     runtime = tmp_path / f"run-{port}"
     runtime.mkdir(mode=0o700)
+    defaults = {"REGISTRY_POLL_SECONDS": "0.2", "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "1"}
     full_env = service_env(
         MODEL_REGISTRY_DIR=str(registry_dir),
-        REGISTRY_POLL_SECONDS="0.2",
         INFERENCE_PORT=str(port),
-        WEB_CONCURRENCY="2",
-        GUNICORN_THREADS="1",
         PROMETHEUS_MULTIPROC_DIR=str(prom),
         XDG_RUNTIME_DIR=str(runtime),
         LOG_LEVEL="INFO",
-        **env,
+        **{**defaults, **env},
     )
     log_path = tmp_path / f"inference-{port}.log"
     proc = start_gunicorn(INFERENCE_APP, INFERENCE_CONF, port, full_env, log_path)
@@ -157,9 +155,8 @@ def trainer_api(
         RQ_QUEUE=queue,
         MODEL_REGISTRY_DIR=str(registry_dir),
         TRAINER_PORT=str(port),
-        WEB_CONCURRENCY="2",
         LOG_LEVEL="INFO",
-        **{"API_TOKEN": "", **env},
+        **{"API_TOKEN": "", "WEB_CONCURRENCY": "2", **env},
     )
     log_path = tmp_path / f"trainer-{port}.log"
     proc = start_gunicorn(TRAINER_APP, TRAINER_CONF, port, full_env, log_path)
