@@ -234,11 +234,6 @@ def train(
             seconds=time.perf_counter() - epoch_start,
         )
         result.history.append(record)
-        if not np.isfinite(record.train_loss):
-            raise FloatingPointError(
-                f"training diverged at epoch {epoch + 1} (loss {record.train_loss}); "
-                "try a smaller learning_rate or grad_clip"
-            )
 
         stop = False
         if config.early_stopping_patience is not None and val_acc is not None:
@@ -253,6 +248,11 @@ def train(
             result.best_epoch = epoch + 1
         if on_epoch is not None:
             on_epoch(record)
+        if not np.isfinite(record.train_loss):
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch + 1} (train loss {record.train_loss}); "
+                "try a smaller learning_rate, or set grad_clip"
+            )
         if stop:
             result.stopped_early = True
             break

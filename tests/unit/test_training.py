@@ -183,3 +183,12 @@ def test_progress_bar_and_bad_inputs(digits, capsys):
         train(small(), x[:20], np.full(20, 12))
     with pytest.raises(ValueError, match="expected x"):
         train(small(), x[:20], y[:19])
+
+
+def test_divergence_is_an_error_not_silent_nan(digits):
+    x, y, _, _ = digits
+    seen = []
+    cfg = small(optimizer="sgd", learning_rate=10.0, lr_schedule="constant", dropout=0.0, epochs=5)
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged"):
+        train(cfg, x[:500], y[:500], on_epoch=seen.append)
+    assert seen and not np.isfinite(seen[-1].train_loss)
