@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DatasetName = Literal["mnist", "fashion-mnist"]
 Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh"]
@@ -118,6 +118,18 @@ class TrainConfig(BaseModel):
         default=None, ge=10, description="Train on the first N training images (tests, demos)."
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """JSON `true` is not 1: pydantic's lax mode would take it as one (a client's typo, never
+        what was meant), so a number field given a boolean is an error."""
+        if cls.model_fields[info.field_name].annotation is bool:
+            return value
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, bool) for item in items):
+            raise ValueError("must be a number, not a boolean")
+        return value
 
     @field_validator("hidden_layers")
     @classmethod
