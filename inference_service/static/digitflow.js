@@ -14,12 +14,14 @@
 (() => {
   const CONFIG = JSON.parse(document.getElementById("digitflow-config").textContent);
   const TRAINER = CONFIG.trainer_url.replace(/\/+$/, "");
+  // [file, caption, width, height]: the fixed pixel sizes of shared/reports.py's figures.
   const REPORT_FIGURES = [
-    ["learning_curves.png", "Learning curves: loss and accuracy per epoch, training vs validation"],
-    ["confusion_matrix.png", "Confusion matrix on the test set (rows: true, columns: predicted)"],
-    ["per_class.png", "Precision and recall per class on the test set"],
-    ["misclassified.png", "The test digits the model got wrong most confidently"],
+    ["learning_curves.png", "Learning curves: loss and accuracy per epoch, training vs validation", 1000, 400],
+    ["confusion_matrix.png", "Confusion matrix on the test set (rows: true, columns: predicted)", 700, 600],
+    ["per_class.png", "Precision and recall per class on the test set", 900, 400],
+    ["misclassified.png", "The test digits the model got wrong most confidently", 800, 600],
   ];
+  const FIGURE_SIZE = Object.fromEntries(REPORT_FIGURES.map(([f, , w, h]) => [f, [w, h]]));
   const FINAL_STATUSES = new Set(["finished", "failed", "canceled", "stopped"]);
 
   const $ = (id) => document.getElementById(id);
@@ -149,7 +151,7 @@
   let currentStroke = null;
 
   function strokeWidth() {
-    return pad.width / 12; // ~23 px on the 280 px pad: MNIST-like after fitting into 20x20
+    return pad.width / 10; // 28 px on the 280 px pad: ~2.5 px, like MNIST, once fitted to 20x20
   }
 
   function padPoint(event) {
@@ -340,7 +342,7 @@
       value.textContent = `${(p * 100).toFixed(1)}%`;
       meter.setAttribute("aria-valuenow", (p * 100).toFixed(1));
       row.dataset.probability = p.toFixed(6);
-      row.classList.toggle("top", i === best);
+      row.classList.toggle("is-top", i === best);
     });
     return best;
   }
@@ -348,7 +350,7 @@
   function resetResult() {
     showProbabilities(new Array(10).fill(0));
     barRows.forEach(({ row, value }) => {
-      row.classList.remove("top");
+      row.classList.remove("is-top");
       delete row.dataset.probability;
       value.textContent = "–";
     });
@@ -575,15 +577,16 @@
   function showReport(name, row) {
     const files = row.files || [];
     $("report-heading").textContent = `Report · ${name} v${row.version}`;
-    const figures = REPORT_FIGURES.filter(([file]) => files.includes(file)).map(([file, caption]) =>
+    const figures = REPORT_FIGURES.filter(([file]) => files.includes(file)).map(
+      ([file, caption, width, height]) =>
       el(
         "figure",
         {},
         el("img", {
           src: reportUrl(name, row.version, file),
           alt: caption,
-          width: "800",
-          height: "600",
+          width: String(width),
+          height: String(height),
           loading: "eager",
           decoding: "async",
           "data-file": file,
@@ -667,19 +670,21 @@
         el("td", { class: mark(vb, va), text: fmt(vb) }),
       );
     });
+    // Settings that differ first (highlighted), then the identical ones.
+    const same = [];
     for (const key of keys) {
       const va = show((ma.config || {})[key]);
       const vb = show((mb.config || {})[key]);
-      rows.push(
-        el(
-          "tr",
-          { class: va !== vb ? "diff" : "" },
-          el("th", { scope: "row", text: key }),
-          el("td", { text: va }),
-          el("td", { text: vb }),
-        ),
+      const row = el(
+        "tr",
+        { class: va !== vb ? "diff" : "" },
+        el("th", { scope: "row", text: key }),
+        el("td", { text: va }),
+        el("td", { text: vb }),
       );
+      (va !== vb ? rows : same).push(row);
     }
+    rows.push(...same);
     const table = el(
       "table",
       { class: "compare-table" },
@@ -709,8 +714,8 @@
             el("img", {
               src: reportUrl(name, version, f),
               alt: `${f.replace(/_/g, " ").replace(".png", "")} of version ${version}`,
-              width: "800",
-              height: "600",
+              width: String(FIGURE_SIZE[f][0]),
+              height: String(FIGURE_SIZE[f][1]),
             }),
           ),
       );
@@ -862,6 +867,8 @@
     watchedJob = jobId;
     sessionStorage.setItem("digitflow-job", jobId);
     $("job-panel").hidden = false;
+    $("job-panel").dataset.status = "";
+    $("job-panel").dataset.epoch = "0";
     $("job-id").textContent = jobId;
     $("job-result").textContent = "";
     $("epochs-table").querySelector("tbody").replaceChildren();

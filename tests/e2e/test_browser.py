@@ -1,0 +1,436 @@
+"""The web page in a real headless Chromium (Debian's `chromium`), driven by Playwright.
+
+Real processes on free ports: the inference service under gunicorn (serving the page), the
+trainer API under gunicorn with CORS_ORIGINS = the page's origin, an RQ worker and Redis. The
+registry starts with two versions trained on real MNIST slices by the same code the RQ job runs
+(pipeline + manifest + report): v1 small and weak, v2 good enough to read a clearly drawn digit.
+
+The tests draw digits stroke by stroke with the mouse and check the prediction and the bars,
+switch versions, open a version's report (the pictures must load), compare two versions, start
+a training job from the form and watch it finish, stop another one, and finally stop the trainer
+and check the page says so while drawing still works.
+
+The test installs what it needs: Debian's chromium through scripts/ensure-system-tools.sh (the
+same script `make install` runs) and Playwright through pip when either is missing. Playwright's
+own browser download (`playwright install`) is never used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shared.config import TrainConfig
+from shared.datasets import load_dataset
+from shared.modelfile import save_model
+from shared.pipeline import run_training
+from shared.registry import Registry
+from shared.reports import FIGURE_PIXELS
+from tests.trainer_support import (
+    REPO_ROOT,
+    delete_queue_keys,
+    free_port,
+    service_env,
+    start_gunicorn,
+    start_worker,
+    stop_process,
+    tail,
+    wait_http_ok,
+    wait_worker_registered,
+)
+from trainer_service.jobs import build_manifest, write_report_files
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: v1: tiny and weak; v2: reads clearly drawn digits (≈ 93 % on the test set, seconds to train).
+WEAK = {"hidden_layers": [16], "epochs": 1, "train_limit": 1000, "seed": 1}
+GOOD = {"hidden_layers": [128], "epochs": 3, "train_limit": 10000, "augment": True,
+        "learning_rate": 3e-3}  # fmt: skip
+#: Digits as pen strokes in pad coordinates (0..1), drawn the way a person would.
+STROKES = {
+    "7": [[(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]],
+    "1": [[(0.5, 0.15), (0.5, 0.85)]],
+    "0": [
+        [(0.5, 0.15), (0.3, 0.3), (0.28, 0.6), (0.5, 0.85), (0.7, 0.6), (0.72, 0.3), (0.5, 0.15)]
+    ],  # fmt: skip
+    "4": [[(0.35, 0.15), (0.25, 0.55), (0.75, 0.55)], [(0.62, 0.3), (0.62, 0.88)]],
+}
+
+
+# ---- what the test needs installed ----------------------------------------------------------
+
+
+def _ensure_chromium() -> str:
+    if not os.access(CHROMIUM, os.X_OK):
+        proc = subprocess.run(
+            ["bash", str(REPO_ROOT / "scripts" / "ensure-system-tools.sh")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert os.access(CHROMIUM, os.X_OK), (
+            f"{CHROMIUM} is missing and scripts/ensure-system-tools.sh could not install it:\n"
+            f"{proc.stdout}\n{proc.stderr}"
+        )
+    return CHROMIUM
+
+
+def _sync_playwright():
+    try:
+        module = importlib.import_module("playwright.sync_api")
+    except ImportError:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "playwright>=1.45,<2"],
+            check=True,
+            timeout=600,
+        )
+        importlib.invalidate_caches()
+        module = importlib.import_module("playwright.sync_api")
+    return module.sync_playwright
+
+
+# ---- the stack ------------------------------------------------------------------------------
+
+
+def _publish(registry: Registry, dataset, overrides: dict) -> int:
+    """Train and publish exactly as the RQ job does (manifest and report included)."""
+    config = TrainConfig(**overrides)
+    outcome = run_training(config, dataset=dataset)
+    history = [record.to_dict() for record in outcome.history]
+    manifest = build_manifest(config, outcome, None, history)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights.npz"
+        save_model(weights, outcome.model)
+        report = write_report_files(Path(tmp) / "report", outcome, manifest)
+        assert report, "the report was not written"
+        return registry.publish(config.model_name, weights, manifest, extra_files=report)
+
+
+@pytest.fixture(scope="module")
+def site(redis_url, tmp_path_factory, mnist_dir):
+    tmp = tmp_path_factory.mktemp("browser")
+    registry = Registry(tmp / "models")
+    queue = f"web{uuid.uuid4().hex[:10]}"
+    trainer_port, inference_port = free_port(), free_port()
+    trainer_url = f"http://127.0.0.1:{trainer_port}"
+    inference_url = f"http://127.0.0.1:{inference_port}"
+    env = service_env(
+        REDIS_URL=redis_url,
+        RQ_QUEUE=queue,
+        MODEL_REGISTRY_DIR=str(registry.root),
+        MNIST_DATA_DIR=str(mnist_dir),
+        API_TOKEN="",
+        CORS_ORIGINS=inference_url,
+        TRAINER_PUBLIC_URL=trainer_url,
+        WEB_CONCURRENCY="2",
+        REGISTRY_POLL_SECONDS="0.2",
+        JOB_HEARTBEAT_SECONDS="1",
+        JOB_HEARTBEAT_GRACE="3",
+    )
+    logs = {name: tmp / f"{name}.log" for name in ("trainer", "worker", "inference")}
+    procs = {}
+    try:
+        # Processes first: they start while the models train (inference picks the versions up
+        # by itself, and is ready once it serves one).
+        procs["trainer"] = start_gunicorn(
+            "trainer_service.api:create_app()",
+            "trainer_service/gunicorn.conf.py",
+            trainer_port,
+            env,
+            logs["trainer"],
+        )
+        procs["worker"] = start_worker(env, logs["worker"], name=f"{queue}-worker")
+        procs["inference"] = start_gunicorn(
+            "inference_service.app:create_app()",
+            "inference_service/gunicorn.conf.py",
+            inference_port,
+            env,
+            logs["inference"],
+        )
+        ds = load_dataset("mnist", mnist_dir)
+        assert _publish(registry, ds, WEAK) == 1
+        assert _publish(registry, ds, GOOD) == 2
+        wait_http_ok(trainer_url + "/readyz", procs["trainer"], logs["trainer"])
+        wait_http_ok(inference_url + "/readyz", procs["inference"], logs["inference"])
+        wait_worker_registered(redis_url, queue, procs["worker"], logs["worker"])
+        yield {
+            "url": inference_url,
+            "trainer_url": trainer_url,
+            "registry": registry,
+            "procs": procs,
+            "logs": logs,
+        }
+    finally:
+        for proc in reversed(list(procs.values())):
+            stop_process(proc)
+        delete_queue_keys(redis_url, queue)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = _ensure_chromium()
+    with _sync_playwright()() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}\n{_logs(site)}"
+
+
+def _logs(site) -> str:
+    return "\n".join(f"--- {name}\n{tail(path, 30)}" for name, path in site["logs"].items())
+
+
+def _open(page, site, view: str = "draw"):
+    page.goto(f"{site['url']}/#{view}")
+    page.wait_for_selector("body[data-ready=true]")
+
+
+def _draw(page, strokes) -> None:
+    """Press, move in small steps and release for each stroke, like a hand with a mouse."""
+    box = page.locator("#pad").bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + x * box["width"], box["y"] + y * box["height"]
+
+    for stroke in strokes:
+        page.mouse.move(*at(*stroke[0]))
+        page.mouse.down()
+        for point in stroke[1:]:
+            page.mouse.move(*at(*point), steps=8)
+        page.mouse.up()
+
+
+def _bars(page) -> list[float]:
+    values = page.eval_on_selector_all(
+        "#bars li", "rows => rows.map(r => r.dataset.probability ?? null)"
+    )
+    return [float(v) if v is not None else None for v in values]
+
+
+def _wait_prediction(page, digit: str, version: str) -> None:
+    page.wait_for_function(
+        "([d, v]) => document.querySelector('#prediction').textContent === d"
+        " && document.querySelector('#served-version').textContent === v",
+        arg=[digit, version],
+    )
+
+
+def _wait_status(page, site, status: str, timeout_ms: float) -> None:
+    """Wait for the watched job's status, with what the page and the services said on failure."""
+    try:
+        page.wait_for_function(
+            "(s) => document.querySelector('#job-panel').dataset.status === s",
+            arg=status,
+            timeout=timeout_ms,
+        )
+    except Exception as exc:
+        shown = page.evaluate(
+            "() => [document.querySelector('#job-panel').dataset.status,"
+            " document.querySelector('#job-result').textContent]"
+        )
+        raise AssertionError(f"job never {status}: page shows {shown}\n{_logs(site)}") from exc
+
+
+# ---- the tests ------------------------------------------------------------------------------
+
+
+def test_page_is_self_contained(page, site) -> None:
+    """Everything the page loads comes from the service itself (no CDN), under a strict CSP."""
+    foreign: list[str] = []
+    page.on(
+        "request",
+        lambda req: (
+            foreign.append(req.url)
+            if not req.url.startswith((site["url"], site["trainer_url"], "data:"))
+            else None
+        ),
+    )
+    response = page.goto(site["url"] + "/")
+    assert response.status == 200
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.locator("#draw-model").input_value() == "mnist"
+    assert page.locator("#draw-version option").count() == 4  # default, latest, v2, v1
+    assert foreign == []
+
+
+def test_draw_digits_see_bars_and_switch_versions(page, site) -> None:
+    _open(page, site)
+    assert page.locator("#pad").get_attribute("aria-label")
+    # A two-stroke 4: after the first stroke there is already a prediction; the second changes it.
+    _draw(page, STROKES["4"][:1])
+    page.wait_for_function(
+        "() => document.querySelector('#bars li').dataset.probability !== undefined"
+    )
+    after_first = _bars(page)
+    _draw(page, STROKES["4"][1:])
+    _wait_prediction(page, "4", "2")
+    after_second = _bars(page)
+    assert after_second != after_first, "the bars did not update"
+    assert abs(sum(after_second) - 1.0) < 1e-3
+    assert max(range(10), key=lambda d: after_second[d]) == 4
+    top = page.locator("#bars li.is-top")
+    assert top.get_attribute("data-digit") == "4"
+    assert float(top.locator("[role=meter]").get_attribute("aria-valuenow")) > 30
+
+    for digit in ("7", "1", "0"):
+        page.click("#clear")
+        assert page.text_content("#prediction") == "–"
+        _draw(page, STROKES[digit])
+        _wait_prediction(page, digit, "2")
+
+    # Another version: the request goes to /versions/1 and the answer says version 1.
+    with page.expect_response(lambda r: "/versions/1/predict" in r.url) as answer:
+        page.select_option("#draw-version", "1")
+    assert answer.value.headers["x-model-version"] == "1"
+    page.wait_for_function("() => document.querySelector('#served-version').textContent === '1'")
+    with page.expect_response(lambda r: "/versions/latest/predict" in r.url) as answer:
+        page.select_option("#draw-version", "latest")
+    assert answer.value.headers["x-model-version"] == "2"
+    _wait_prediction(page, "0", "2")
+
+
+def test_models_view_lists_versions_opens_a_report_and_compares(page, site) -> None:
+    _open(page, site, "models")
+    page.wait_for_selector("#versions-table tbody tr[data-version='2']")
+    rows = page.locator("#versions-table tbody tr")
+    assert rows.count() == 2
+    default_row = page.locator("#versions-table tr.is-default")
+    assert default_row.get_attribute("data-version") == "2"
+    assert "default" in default_row.inner_text()
+    accuracy = site["registry"].manifest("mnist", 2)["metrics"]["test_accuracy"]
+    assert f"{accuracy * 100:.2f} %" in default_row.inner_text()
+
+    page.click("#versions-table tr[data-version='2'] .report-button")
+    images = page.locator("#report-body img")
+    assert images.count() == len(FIGURE_PIXELS)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#report-body img')]"
+        ".every(img => img.complete && img.naturalWidth > 0)"
+    )
+    for i in range(images.count()):
+        img = images.nth(i)
+        file = img.get_attribute("data-file")
+        size = img.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert tuple(size) == FIGURE_PIXELS[file], file
+        assert img.get_attribute("alt")
+
+    # Compare: v1 vs v2 side by side; the better accuracy is marked, differing settings shown.
+    page.select_option("#compare-a", "1")
+    page.select_option("#compare-b", "2")
+    table = page.locator("#compare-body table")
+    table.locator("th:text('v1')").wait_for()
+    accuracy_row = table.locator("tr", has=page.locator("th:text-is('Test accuracy')"))
+    assert accuracy_row.locator("td.better").count() == 1
+    assert accuracy_row.locator("td").nth(1).get_attribute("class") == "num better"
+    assert table.locator("tr.diff", has=page.locator("th:text-is('hidden_layers')")).count() == 1
+    page.wait_for_function(
+        "() => { const imgs = [...document.querySelectorAll('#compare-body img')];"
+        " return imgs.length === 4 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
+    )
+
+
+def test_training_view_starts_a_job_watches_it_and_stops_another(page, site) -> None:
+    _open(page, site, "train")
+    page.wait_for_function(
+        "() => document.querySelector('#trainer-status').textContent.includes('ready')"
+    )
+    assert page.locator("#train-start").is_enabled()
+    page.fill("#f-model", "browser")
+    page.fill("#f-hidden_layers", "32")
+    page.fill("#f-epochs", "3")
+    page.fill("#f-train_limit", "2000")
+    page.click("#train-start")
+    page.wait_for_selector("#job-panel:not([hidden])")
+    _wait_status(page, site, "finished", 90_000)
+    assert page.locator("#epochs-table tbody tr").count() == 3
+    assert page.text_content("#job-progress-text") == "3 / 3"
+    assert "version 1" in page.text_content("#job-result")
+    assert site["registry"].versions("browser") == [1]
+    # The new model shows up in the pickers without a reload.
+    page.wait_for_selector("#draw-model option[value='browser']", state="attached")
+
+    # A long job: stop it from the page once it reports an epoch; nothing is published.
+    page.fill("#f-model", "browser-long")
+    page.fill("#f-hidden_layers", "256 256")
+    page.fill("#f-epochs", "1000")
+    page.fill("#f-train_limit", "3000")
+    first_job = page.text_content("#job-id")
+    page.click("#train-start")
+    page.wait_for_function(  # the panel now shows the new job (the POST has answered)
+        "(old) => document.querySelector('#job-id').textContent !== old", arg=first_job
+    )
+    page.wait_for_function(
+        "() => Number(document.querySelector('#job-panel').dataset.epoch) >= 1", timeout=60_000
+    )
+    page.click("#job-stop")
+    _wait_status(page, site, "stopped", 30_000)
+    assert "nothing was published" in page.text_content("#job-result")
+    assert "browser-long" not in site["registry"].model_names()
+    page.wait_for_function(  # the recent-jobs list is refreshed once the job has ended
+        "() => [...document.querySelectorAll('#jobs-list li')]"
+        ".filter(li => li.textContent.includes('stopped')).length === 1"
+    )
+
+
+def test_trainer_down_page_says_so_and_drawing_still_works(page, site) -> None:
+    """Runs last: stops the trainer API for good."""
+    stop_process(site["procs"]["trainer"])
+    _open(page, site, "train")
+    status = page.locator("#trainer-status")
+    page.wait_for_function(
+        "() => document.querySelector('#trainer-status').textContent.includes('cannot be reached')"
+    )
+    assert "warn" in status.get_attribute("class")
+    assert page.locator("#train-start").is_disabled()
+    page.click("#tab-draw")
+    _draw(page, STROKES["7"])
+    _wait_prediction(page, "7", "2")
+    page.click("#tab-models")
+    page.wait_for_selector("#versions-table tbody tr[data-version='1']")
+
+
+def test_phone_width(browser, site) -> None:
+    """At 375 px the pad, the bars and the tabs fit without horizontal scrolling."""
+    context = browser.new_context(
+        viewport={"width": 375, "height": 740}, has_touch=True, is_mobile=True
+    )
+    try:
+        page = context.new_page()
+        _open(page, site)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375
+        pad = page.locator("#pad").bounding_box()
+        assert pad["width"] >= 250 and pad["x"] >= 0 and pad["x"] + pad["width"] <= 375
+        for tab in ("Draw", "Models", "Train"):
+            assert page.get_by_role("link", name=tab).is_visible()
+    finally:
+        context.close()
