@@ -125,13 +125,17 @@ def inference_service(registry_dir: Path, tmp_path: Path, **env: str) -> Iterato
     prom.mkdir()
     runtime = tmp_path / f"run-{port}"
     runtime.mkdir(mode=0o700)
-    defaults = {"REGISTRY_POLL_SECONDS": "0.2", "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "1"}
+    defaults = {
+        "REGISTRY_POLL_SECONDS": "0.2",
+        "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "1",
+        "LOG_LEVEL": "INFO",
+    }
     full_env = service_env(
         MODEL_REGISTRY_DIR=str(registry_dir),
         INFERENCE_PORT=str(port),
         PROMETHEUS_MULTIPROC_DIR=str(prom),
         XDG_RUNTIME_DIR=str(runtime),
-        LOG_LEVEL="INFO",
         **{**defaults, **env},
     )
     log_path = tmp_path / f"inference-{port}.log"
@@ -155,8 +159,7 @@ def trainer_api(
         RQ_QUEUE=queue,
         MODEL_REGISTRY_DIR=str(registry_dir),
         TRAINER_PORT=str(port),
-        LOG_LEVEL="INFO",
-        **{"API_TOKEN": "", "WEB_CONCURRENCY": "2", **env},
+        **{"API_TOKEN": "", "WEB_CONCURRENCY": "2", "LOG_LEVEL": "INFO", **env},
     )
     log_path = tmp_path / f"trainer-{port}.log"
     proc = start_gunicorn(TRAINER_APP, TRAINER_CONF, port, full_env, log_path)
