@@ -320,6 +320,9 @@ class Stack:
         env["INFERENCE_PORT"] = str(self.args.inference_port)
         env.setdefault("TRAINER_URL", self.url(self.args.trainer_port))
         env.setdefault("INFERENCE_URL", self.url(self.args.inference_port))
+        # The web page (served by inference) drives training from the browser: allow its origin.
+        page = self.url(self.args.inference_port)
+        env.setdefault("CORS_ORIGINS", f"{page},http://localhost:{self.args.inference_port}")
         return env
 
     def url(self, port: int) -> str:
@@ -471,6 +474,7 @@ class Stack:
         trainer, inference = self.url(self.args.trainer_port), self.url(self.args.inference_port)
         lines = [
             "digitflow is up",
+            f"  web page      {inference}/   (draw a digit, models and reports, training)",
             f"  trainer API   {trainer}   (GET /healthz, POST /v1/jobs)",
             f"  inference     {inference}   (GET /v1/models, /v2/health/ready)",
             f"  workers       {self.args.workers} on queue '{self.env.get('RQ_QUEUE') or 'training'}'",
