@@ -31,7 +31,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 from rq import Retry, get_current_job
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from shared.config import TrainConfig
 from trainer_service import queueing
@@ -180,6 +180,18 @@ class _Progress:
                 self.redis_down = False
             return
 
+    def check_still_started(self) -> None:
+        """A job already reported failed must not publish: after a Redis outage longer than the
+        heartbeat grace the API marks it abandoned, even though this horse kept training."""
+        if self.job is None:
+            return
+        status = self.job.get_status(refresh=True)
+        if status != JobStatus.STARTED:
+            raise WorkerGone(
+                f"the job is already {getattr(status, 'value', status)} (its heartbeat expired "
+                "while Redis was unreachable); not publishing"
+            )
+
     def check_worker_alive(self) -> None:
         """A work horse whose worker died must not publish: nobody would record the outcome."""
         if self.job is not None and os.getppid() != self.parent_pid:
@@ -280,6 +292,7 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     # Required: a version must never appear for a job that cannot say so (and the API must see
     # "publishing" to refuse a stop from now on).
     progress.update(phase="publishing", required=True)
+    progress.check_still_started()
     history = progress.history or [
         queueing.json_safe(r.to_dict() if hasattr(r, "to_dict") else r) for r in outcome.history
     ]

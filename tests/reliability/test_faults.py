@@ -246,3 +246,25 @@ def test_damaged_versions_and_state_never_reach_clients(tmp_path):
 
         log = svc.log(400)
         assert "Traceback" not in log and " 500 " not in log
+
+
+# ---- a job reported failed never publishes -----------------------------------------------------
+
+
+def test_a_job_marked_failed_while_it_trains_does_not_publish(stack):
+    """What the API does after a Redis outage longer than the heartbeat grace (it moves the
+    running job to failed, abandoned): the still-running horse must then not publish."""
+    import redis
+
+    stack.start_worker()
+    job_id = stack.submit({**SMALL, "epochs": 40})
+    stack.wait_epoch(job_id, 1)
+    conn = redis.Redis.from_url(stack.redis_url)
+    try:
+        conn.hset(f"rq:job:{job_id}", "status", "failed")  # as the abandoned-job cleanup does
+    finally:
+        conn.close()
+    job = stack.wait_status(job_id, ("failed", "finished"), timeout=60)
+    wait_for(lambda: "not publishing" in stack.logs(), 30, what="the horse to refuse to publish")
+    assert job["status"] == "failed" and job["model_version"] is None
+    assert stack.versions() == []
