@@ -582,15 +582,19 @@
       el(
         "figure",
         {},
-        el("img", {
-          src: reportUrl(name, row.version, file),
-          alt: caption,
-          width: String(width),
-          height: String(height),
-          loading: "eager",
-          decoding: "async",
-          "data-file": file,
-        }),
+        el(
+          "a",
+          { href: reportUrl(name, row.version, file), target: "_blank", rel: "noopener" },
+          el("img", {
+            src: reportUrl(name, row.version, file),
+            alt: caption,
+            width: String(width),
+            height: String(height),
+            loading: "eager",
+            decoding: "async",
+            "data-file": file,
+          }),
+        ),
         el("figcaption", { text: caption }),
       ),
     );

@@ -425,6 +425,8 @@ def test_phone_width(browser, site) -> None:
     )
     try:
         page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
         _open(page, site)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375
@@ -432,5 +434,32 @@ def test_phone_width(browser, site) -> None:
         assert pad["width"] >= 250 and pad["x"] >= 0 and pad["x"] + pad["width"] <= 375
         for tab in ("Draw", "Models", "Train"):
             assert page.get_by_role("link", name=tab).is_visible()
+        # A finger draws a 7: real touch events through the DevTools protocol.
+        touch = context.new_cdp_session(page)
+        for stroke in STROKES["7"]:
+            points = _path(pad, stroke)
+            kinds = ["touchStart"] + ["touchMove"] * (len(points) - 1)
+            for kind, (x, y) in zip(kinds, points, strict=True):
+                touch.send(
+                    "Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]}
+                )
+            touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        _wait_prediction(page, "7", "2")
+        assert page.evaluate("document.documentElement.scrollTop") == 0, "the page scrolled"
+        assert not errors, errors
     finally:
         context.close()
+
+
+def _path(box: dict, stroke, steps: int = 8) -> list[tuple[float, float]]:
+    """A stroke's corners joined by `steps` points per segment, in page pixels."""
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return box["x"] + x * box["width"], box["y"] + y * box["height"]
+
+    points = [at(*stroke[0])]
+    for (xa, ya), (xb, yb) in zip(stroke, stroke[1:], strict=False):
+        points += [
+            at(xa + (xb - xa) * k / steps, ya + (yb - ya) * k / steps) for k in range(1, steps + 1)
+        ]
+    return points
