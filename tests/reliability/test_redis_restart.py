@@ -4,7 +4,7 @@ fixed port) so the session's Redis is never touched.
 Predictions keep working throughout (inference never needs Redis); the job routes answer 503 with a
 clear message and Retry-After while Redis is down and recover by themselves; the worker survives
 (its running job goes on, heartbeats resume) and takes the next job; a queued job survives the
-restart.
+restart; an idle worker reconnects after a second outage.
 """
 
 from __future__ import annotations
@@ -140,6 +140,18 @@ def test_redis_restart(tmp_path, mnist_dir):
             assert registry.versions("mnist") == [1]
             assert worker.poll() is None
 
+            # A second outage while the worker is idle (blocked waiting for work): it
+            # reconnects by itself and takes the next job.
+            server.stop()
+            time.sleep(2)
+            server = EmbeddedRedis(port=port, data_dir=redis_dir, persist=True).start()
+            third = wait_for(lambda: _submit(api, SMALL), 15, what="submissions to recover")
+            done = wait_for(
+                lambda: _status(api, third, "finished", "failed"), 90, what="the third job"
+            )
+            assert done["status"] == "finished" and done["model_version"] == 2, stack.logs()
+            assert worker.poll() is None
+
             predictor.stop.set()
             predictor.join(15)
             print(
@@ -162,6 +174,11 @@ def _ok_json(api, path: str):
     except requests.RequestException:
         return None
     return r.json() if r.status_code == 200 else None
+
+
+def _submit(api, body) -> str | None:
+    r = api.post("/v1/jobs", json=body)
+    return r.json()["job_id"] if r.status_code == 202 else None
 
 
 def _status(api, job_id: str, *statuses: str):
