@@ -181,7 +181,9 @@ def run_worker(
         worker.heartbeat_grace,
     )
     worked = False
+    quick_restarts = 0
     while True:
+        started = time.monotonic()
         try:
             worked = worker.work(burst=burst, logging_level=level) or worked
             problem = "its work loop ended"
@@ -191,10 +193,14 @@ def run_worker(
             return worked
         # RQ's loop quits on a Redis error between jobs; a supervisor would restart the whole
         # process, we just reconnect (and keep the name, so logs and listings stay readable).
+        # A loop that keeps ending at once (a bug, not an outage) is restarted ever more slowly.
+        quick_restarts = quick_restarts + 1 if time.monotonic() - started < 10 else 0
         log.error("worker %s: %s; reconnecting", worker.name, problem)
         try:
+            if quick_restarts > 1:
+                time.sleep(min(2.0**quick_restarts, 60.0))
             worker = _reconnect(worker, redis_url=redis_url, queue=queue)
-        except StopRequested:
+        except StopRequested:  # SIGTERM while waiting (RQ's handler raises it when idle)
             return worked
 
 

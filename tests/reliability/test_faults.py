@@ -173,14 +173,37 @@ DAMAGES = {
 }
 
 
-def _serves_only(svc, version: int) -> bool:
+def _serves_only(svc, version: int, registry_default: int | None = None) -> bool | None:
+    """True: both gunicorn workers serve `version` by default (and, if given, see that registry
+    default). False: some worker serves something else. None: not every worker answered."""
     views = svc.worker_views()
-    if len(views) < 2 or any(
-        v["models"].get("digits", {}).get("serving") != version for v in views.values()
-    ):
-        return False
+    if len(views) < 2:
+        return None
+    for view in views.values():
+        model = view["models"].get("digits", {})
+        if model.get("serving") != version:
+            return False
+        if registry_default is not None and model.get("registry_default") != registry_default:
+            return False
     got = [r.headers.get("X-Model-Version") for r in svc.burst(svc.predict)]
     return got == [str(version)] * len(got)
+
+
+def _listed_broken(svc, version: int) -> dict | None:
+    """The version rows if a burst of listings (reaching both workers) all say `version` is
+    broken, else None."""
+    listings = svc.burst(lambda: svc.get("/v1/models/digits"), 12)
+    rows = [{r["version"]: r for r in resp.json()["versions"]} for resp in listings]
+    return rows[0] if all(row[version]["status"] == "broken" for row in rows) else None
+
+
+def _keeps_serving(svc, version: int) -> bool:
+    """_serves_only, retried only while some worker has not answered yet."""
+    for _ in range(10):
+        result = _serves_only(svc, version)
+        if result is not None:
+            return result
+    return False
 
 
 def test_damaged_versions_and_state_never_reach_clients(tmp_path):
@@ -189,19 +212,19 @@ def test_damaged_versions_and_state_never_reach_clients(tmp_path):
     with inference_service(registry.root, tmp_path) as svc:
         assert publish(registry, tmp_path, seed=1) == 1
         assert publish(registry, tmp_path, seed=2) == 2
-        wait_for(lambda: _serves_only(svc, 2), 10, interval=0.2, what="version 2 served")
+        wait_for(lambda: _serves_only(svc, 2) is True, 10, interval=0.2, what="version 2 served")
 
         # Each kind of damaged version appears as the newest: never served, reported broken.
         broken: dict[int, str] = {}
         for seed, (what, (damage, reason)) in enumerate(DAMAGES.items(), start=10):
             v = publish_damaged(registry, tmp_path, seed, damage)
             broken[v] = reason
-            time.sleep(0.5)  # > 2 polls: every worker has seen it
-            assert _serves_only(svc, 2), f"{what}: {svc.log()}"
-            rows = {r["version"]: r for r in svc.get("/v1/models/digits").json()["versions"]}
-            assert rows[v]["status"] == "broken", (what, rows[v])
+            # Every worker reports it broken once it has scanned it (a file that verifies but
+            # will not load is only known broken after the worker tried to load it).
+            rows = wait_for(lambda v=v: _listed_broken(svc, v), 5, interval=0.2, what=what)
             assert reason in rows[v]["error"], (what, rows[v])
             assert rows[v]["loaded"] is False and rows[2]["status"] == "ok"
+            assert _keeps_serving(svc, 2), f"{what}: {svc.log()}"
             r = svc.predict(f"/v1/models/digits/versions/{v}/predict")
             assert r.status_code == 409 and r.json()["error"]["code"] == "version_broken", what
             ready = svc.get("/readyz")
@@ -209,7 +232,9 @@ def test_damaged_versions_and_state_never_reach_clients(tmp_path):
 
         # The served default itself is damaged in place: every worker falls back to version 1.
         _truncate_weights(registry.weights_path("digits", 2).parent)
-        wait_for(lambda: _serves_only(svc, 1), 5, interval=0.2, what="fallback to version 1")
+        wait_for(
+            lambda: _serves_only(svc, 1) is True, 5, interval=0.2, what="fallback to version 1"
+        )
         row = {r["version"]: r for r in svc.get("/v1/models/digits").json()["versions"]}[2]
         assert row["status"] == "broken" and "bytes" in row["error"]
         assert svc.get("/readyz").status_code == 200
@@ -221,17 +246,17 @@ def test_damaged_versions_and_state_never_reach_clients(tmp_path):
         newest = registry.latest_version("digits")
         registry.pin("digits", 1, actor="test")
         registry.set_alias("digits", "champion", newest, actor="test")
-        wait_for(lambda: _serves_only(svc, 1), 5, interval=0.2, what="pinned version 1")
+        wait_for(lambda: _serves_only(svc, 1, registry_default=1), 5, interval=0.2, what="the pin")
         (registry.root / "digits" / "state.json").write_text('{"pinned": "garbage", ')
         time.sleep(0.5)
-        assert _serves_only(svc, 1)
+        assert _keeps_serving(svc, 1)
         listing = svc.get("/v1/models/digits").json()
         assert listing["pinned_version"] == 1 and listing["aliases"] == {"champion": newest}
         r = svc.predict("/v1/models/digits/versions/champion/predict")
         assert r.status_code == 200 and r.headers["X-Model-Version"] == str(newest)
         assert svc.get("/readyz").status_code == 200
         registry.unpin("digits", actor="test")  # rewrites state.json from the last good state
-        wait_for(lambda: _serves_only(svc, newest), 5, interval=0.2, what="repaired state")
+        wait_for(lambda: _serves_only(svc, newest) is True, 5, interval=0.2, what="repaired state")
 
         # A model whose only version is broken: /readyz names the problem, predictions are 409.
         (registry.root / "allbad").mkdir()
