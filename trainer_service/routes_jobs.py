@@ -20,6 +20,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from shared.config import TrainConfig
+from shared.registry import RegistryError
 from trainer_service import queueing
 from trainer_service.web import ApiError, state
 
@@ -137,6 +138,15 @@ def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
             view["error"] = meta.get("error") or queueing.describe_failure(
                 exc_string, timeout=job.timeout
             )
+            published = None
+            if meta.get("phase") in ("publishing", "published") and not view["model_version"]:
+                published = published_by(job.id, view["model"])
+            if published is not None:  # it died between its publish and recording it
+                view["model_version"] = published
+                view["error"] = (
+                    f"the job published version {published} but its outcome could not be "
+                    f"recorded ({view['error']})"
+                )
         if view["ended_at"] is None and result is not None:
             view["ended_at"] = iso(result.created_at)
     elif status == "canceled":
@@ -151,6 +161,20 @@ def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
         view["config"] = job.args[0] if job.args else None
         view["timeout"] = job.timeout or settings.job_timeout
     return view
+
+
+def published_by(job_id: str, model: str | None) -> int | None:
+    """The version whose manifest names this job, if any: the truth for a job that got as far as
+    publishing and then lost its worker or Redis before it could record the outcome."""
+    if not model:
+        return None
+    try:
+        for entry in reversed(state().registry.describe_versions(model)):
+            if (entry["manifest"] or {}).get("job_id") == job_id:
+                return entry["version"]
+    except (RegistryError, OSError):
+        return None
+    return None
 
 
 def count_queued(model: str) -> int:

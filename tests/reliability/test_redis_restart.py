@@ -184,3 +184,50 @@ def _submit(api, body) -> str | None:
 def _status(api, job_id: str, *statuses: str):
     job = api.get(f"/v1/jobs/{job_id}").json()
     return job if job["status"] in statuses else None
+
+
+def test_worker_survives_redis_going_away_as_its_job_ends(tmp_path, mnist_dir):
+    """The worst moment: the job publishes while Redis is down and stays down past the grace.
+    The version is published (the documented exception: its job then reads failed, abandoned),
+    the worker process survives RQ's work loop ending, reconnects and takes the next job."""
+    from shared.registry import TEST_PUBLISH_GATE_ENV
+
+    port = free_port()
+    redis_dir = tmp_path / "redis"
+    server = EmbeddedRedis(port=port, data_dir=redis_dir, persist=True).start()
+    stack = Stack(server.url, f"r{uuid.uuid4().hex[:8]}", tmp_path, mnist_dir)
+    stack.env["JOB_HEARTBEAT_GRACE"] = "2"
+    gate = tmp_path / "gate"
+    try:
+        worker = stack.start_worker(**{TEST_PUBLISH_GATE_ENV: str(gate)})
+        job_id = stack.submit(SMALL)
+        model_dir = stack.registry_dir / "mnist"
+        wait_for(
+            lambda: (
+                model_dir.is_dir() and any(p.name.startswith(".tmp-") for p in model_dir.iterdir())
+            ),
+            90,
+            what="the publish to reach the gate",
+        )
+        server.stop()
+        gate.touch()  # the rename happens while Redis is down
+        wait_for(lambda: "reconnecting" in stack.logs(), 30, what="RQ's work loop to end")
+        assert worker.poll() is None, stack.logs()
+        server = EmbeddedRedis(port=port, data_dir=redis_dir, persist=True).start()
+        wait_for(lambda: "Redis answers again" in stack.logs(), 30, what="the reconnect")
+        assert stack.versions() == [1]
+        assert stack.registry.verify("mnist", 1)["job_id"] == job_id  # the manifest names it
+        job = stack.wait_status(job_id, ("failed", "finished"), timeout=30)
+        # Its outcome could not be recorded, so it reads failed (abandoned), but it says truthfully
+        # which version it published.
+        assert job["status"] == "failed" and job["model_version"] == 1, job
+        assert "published version 1" in job["error"], job
+        gate.unlink()
+        nxt = stack.submit(SMALL)
+        gate.touch()
+        done = stack.wait_status(nxt, ("finished", "failed"), timeout=90)
+        assert done["status"] == "finished" and done["model_version"] == 2, stack.logs()
+        assert worker.poll() is None
+    finally:
+        stack.close()
+        server.stop()
