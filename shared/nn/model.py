@@ -116,8 +116,9 @@ class Sequential:
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Logits [N, n_classes]. In training mode dropout is active and batch-norm uses and
         updates batch statistics; the result is always a fresh array the caller owns."""
-        out = self.forward_into(self._check_input(x), training)
-        return out.copy() if training else out
+        x = self._check_input(x)
+        out = self.forward_into(x, training)
+        return out.copy() if training or out is x else out
 
     def backward(self, grad: np.ndarray, *, input_grad: bool = False) -> np.ndarray | None:
         """Back-propagate dL/dlogits, filling `self.grads`.

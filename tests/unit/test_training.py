@@ -37,7 +37,17 @@ def digits(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 
 def small(**kw) -> TrainConfig:
-    base = {"hidden_layers": [64], "epochs": 3, "batch_size": 64, "val_fraction": 0.1}
+    """A small run, pinned explicitly so tuning TrainConfig's defaults never changes these tests."""
+    base = {
+        "hidden_layers": [64],
+        "epochs": 3,
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "dropout": 0.2,
+        "label_smoothing": 0.0,
+        "augment": False,
+        "val_fraction": 0.1,
+    }
     base.update(kw)
     return TrainConfig(**base)
 
@@ -192,3 +202,14 @@ def test_divergence_is_an_error_not_silent_nan(digits):
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged"):
         train(cfg, x[:500], y[:500], on_epoch=seen.append)
     assert seen and not np.isfinite(seen[-1].train_loss)
+
+
+@pytest.mark.parametrize("preset", ["default", "seed-basic", "seed-deep", "best"])
+def test_every_preset_trains(digits, preset):
+    """Each preset's architecture/optimizer/augmentation combination runs end to end."""
+    x, y, x_test, y_test = digits
+    epochs = 40 if preset == "seed-basic" else 2  # full-batch GD: one step per epoch
+    result = train(TrainConfig(preset=preset, epochs=epochs), x[:1000], y[:1000])
+    assert len(result.history) == epochs
+    assert np.isfinite(result.history[-1].train_loss)
+    assert float(np.mean(result.model.predict(x_test) == y_test)) > 0.2
