@@ -56,6 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.2,
         "l2": 1e-4,
         "augment": False,
+        "label_smoothing": 0.0,
     },
     # Our strongest MLP: wide layers, dropout, affine + elastic augmentation, cosine schedule.
     "best": {
@@ -94,22 +95,22 @@ class TrainConfig(BaseModel):
     hidden_layers: list[int] = Field(default_factory=lambda: [512, 256], min_length=1, max_length=8)
     activation: Activation = "relu"
     batch_norm: bool = False
-    dropout: float = Field(default=0.2, ge=0.0, lt=1.0, description="Drop probability (not keep).")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Drop probability (not keep).")
     l2: float = Field(default=0.0, ge=0.0, le=1.0)
-    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
     standardize: bool = Field(default=True, description="Subtract the training-set pixel mean.")
 
-    epochs: int = Field(default=12, ge=1, le=1000)
-    batch_size: int = Field(default=128, ge=0, le=60000, description="0 means full batch.")
+    epochs: int = Field(default=8, ge=1, le=1000)
+    batch_size: int = Field(default=256, ge=0, le=60000, description="0 means full batch.")
     optimizer: OptimizerName = "adam"
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    learning_rate: float = Field(default=2e-3, gt=0.0, le=10.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="Decoupled (AdamW).")
     lr_schedule: ScheduleName = "cosine"
     warmup_epochs: int = Field(default=0, ge=0, le=100)
     grad_clip: float | None = Field(default=None, gt=0.0)
 
-    augment: bool = False
+    augment: bool = True
     elastic: bool = False
 
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
