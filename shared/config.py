@@ -58,22 +58,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment": False,
         "label_smoothing": 0.0,
     },
-    # Our strongest MLP: wide layers, dropout, affine + elastic augmentation, cosine schedule.
+    # Our strongest MLP: wide layers, light dropout, affine + elastic augmentation, cosine schedule
+    # with warm-up. Every training field is pinned so changes to the defaults never alter it.
+    # Tuned on a 10% validation split (BENCHMARKS.md); 64 epochs ~ 520 s on 2 quiet cores.
     "best": {
         "hidden_layers": [1024, 1024],
         "activation": "relu",
-        "epochs": 60,
-        "batch_size": 128,
+        "batch_norm": False,
+        "dropout": 0.1,
+        "l2": 0.0,
+        "weight_decay": 0.0,
+        "label_smoothing": 0.05,
+        "standardize": True,
+        "epochs": 64,
+        "batch_size": 256,
         "optimizer": "adam",
-        "learning_rate": 1e-3,
+        "learning_rate": 2e-3,
         "lr_schedule": "cosine",
         "warmup_epochs": 1,
-        "dropout": 0.3,
-        "l2": 0.0,
+        "grad_clip": None,
         "augment": True,
         "elastic": True,
-        "label_smoothing": 0.05,
-        "val_fraction": 0.05,
+        "val_fraction": 0.02,
         "early_stopping_patience": None,
     },
 }
