@@ -101,11 +101,8 @@ def test_invalid_aliases_are_422(client, alias):
 
 def test_openapi_documents_every_route_and_the_current_trainconfig(client):
     doc = client.get("/openapi.json").json
-    assert doc == json.loads(OPENAPI_PATH.read_text())
-    assert (
-        doc["components"]["schemas"]["TrainConfig"]["properties"]
-        == (TrainConfig.model_json_schema()["properties"])
-    ), "TrainConfig changed: regenerate trainer_service/openapi.json"
+    assert doc["paths"] == json.loads(OPENAPI_PATH.read_text())["paths"]
+    assert doc["components"]["schemas"]["TrainConfig"] == TrainConfig.model_json_schema()
     app = create_app({"REDIS_URL": "redis://127.0.0.1:9/0"})
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
