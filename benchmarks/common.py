@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,68 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------------------------
+# how busy the machine is
+
+
+def cpu_busy_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks over all CPUs since boot, from /proc/stat (Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return (0, 0)
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user/nice
+    return (total - idle, total)
+
+
+class Interference:
+    """Share of the machine's CPU used by OTHER processes while a block runs.
+
+    Busy ticks of every CPU (/proc/stat) minus this process's own CPU time, over the wall time
+    times the CPU count. On a shared 2-core box this is what makes a run trustworthy or not:
+    multi-threaded BLAS degrades badly as soon as anything else wants a core.
+    """
+
+    def __init__(self, *, children: bool = False) -> None:
+        #: count finished child processes (a subprocess run) as "ours" instead of this process
+        self.children = children
+
+    def _own_cpu(self) -> float:
+        if self.children:
+            t = os.times()
+            return t.children_user + t.children_system
+        return time.process_time()
+
+    def __enter__(self) -> Interference:
+        self.ticks = cpu_busy_ticks()
+        self.own = self._own_cpu()
+        self.wall = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy0, total0 = self.ticks
+        busy1, total1 = cpu_busy_ticks()
+        own = self.cpu = self._own_cpu() - self.own
+        if total1 > total0:
+            hz = os.sysconf("SC_CLK_TCK")
+            ncpu = os.cpu_count() or 1
+            wall = time.perf_counter() - self.wall
+            others = (busy1 - busy0) / hz - own
+            self.share = max(0.0, others / (wall * ncpu))
+        else:  # pragma: no cover - no /proc/stat
+            self.share = float("nan")
+
+
+def wait_until_quiet(max_share: float, max_wait: float) -> float:
+    """Sample 1-second windows until other processes use at most `max_share` of the CPUs (or
+    `max_wait` seconds have passed); return the last measured share."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        with Interference() as probe:
+            time.sleep(1.0)
+        if probe.share <= max_share or time.monotonic() >= deadline:
+            return probe.share

@@ -25,7 +25,6 @@ on stdout and benchmarks/results/engine-<date>.json.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -34,7 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import default_data_dir, machine_info, markdown_table, now_iso, write_result
+from benchmarks.common import (
+    Interference,
+    default_data_dir,
+    machine_info,
+    markdown_table,
+    now_iso,
+    wait_until_quiet,
+    write_result,
+)
 
 LAYERS = (784, 256, 128, 10)
 BATCH = 128
@@ -157,61 +164,6 @@ class GemmEpoch:
         return time.perf_counter() - start
 
 
-# -----------------------------------------------------------------------------------------------
-# how busy the machine is
-
-
-def cpu_busy_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks over all CPUs since boot, from /proc/stat (Linux)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return (0, 0)
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user/nice
-    return (total - idle, total)
-
-
-class Interference:
-    """Share of the machine's CPU used by OTHER processes while a block runs.
-
-    Busy ticks of every CPU (/proc/stat) minus this process's own CPU time, over the wall time
-    times the CPU count. On a shared 2-core box this is what makes a run trustworthy or not:
-    multi-threaded BLAS degrades badly as soon as anything else wants a core.
-    """
-
-    def __enter__(self) -> Interference:
-        self.ticks = cpu_busy_ticks()
-        self.own = time.process_time()
-        self.wall = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        busy0, total0 = self.ticks
-        busy1, total1 = cpu_busy_ticks()
-        own = self.cpu = time.process_time() - self.own
-        if total1 > total0:
-            hz = os.sysconf("SC_CLK_TCK")
-            ncpu = os.cpu_count() or 1
-            wall = time.perf_counter() - self.wall
-            others = (busy1 - busy0) / hz - own
-            self.share = max(0.0, others / (wall * ncpu))
-        else:  # pragma: no cover - no /proc/stat
-            self.share = float("nan")
-
-
-def wait_until_quiet(max_share: float, max_wait: float) -> float:
-    """Sample 1-second windows until other processes use at most `max_share` of the CPUs (or
-    `max_wait` seconds have passed); return the last measured share."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        with Interference() as probe:
-            time.sleep(1.0)
-        if probe.share <= max_share or time.monotonic() >= deadline:
-            return probe.share
-
-
 def set_threads(threads: int) -> Any:
     """Limit NumPy's BLAS (and any OpenMP runtime) and torch's intra-op pool to `threads`."""
     from threadpoolctl import threadpool_limits
@@ -252,6 +204,7 @@ def run(
     with_torch: bool = True,
     max_share: float = 0.1,
     max_wait: float = 0.0,
+    retries: int = 0,
 ) -> dict[str, Any]:
     limiter = set_threads(threads)
     x, y = load_mnist(data_dir)
@@ -281,15 +234,23 @@ def run(
     for r in range(repeats + 1):  # round 0 is the untimed warm-up
         line = []
         for name in names:
-            if max_wait > 0:
-                wait_until_quiet(max_share, max_wait)
-            with Interference() as probe:
-                seconds = measure[name](r)
-            line.append(f"{name} {seconds:.3f}s (others {probe.share:.0%})")
+            # A block disturbed by other processes is measured again (up to `retries` times);
+            # the least disturbed attempt is kept.
+            attempts = []
+            for _ in range(1 + retries):
+                if max_wait > 0:
+                    wait_until_quiet(max_share, max_wait)
+                with Interference() as probe:
+                    seconds = measure[name](r)
+                attempts.append((probe.share, seconds, probe.cpu))
+                if probe.share <= max_share:
+                    break
+            share, seconds, cpu_s = min(attempts)
+            line.append(f"{name} {seconds:.3f}s (others {share:.0%})")
             if r > 0:
                 times[name].append(seconds)
-                shares[name].append(round(probe.share, 3))
-                cpu[name].append(round(probe.cpu, 3))
+                shares[name].append(round(share, 3))
+                cpu[name].append(round(cpu_s, 3))
         label = "warm-up" if r == 0 else f"run {r}/{repeats}"
         print(f"{label}: " + "  ".join(line), file=sys.stderr, flush=True)
 
@@ -398,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=2, help="BLAS/OpenMP threads for both engines (default 2)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=5, help="timed runs of each (default 5, min 3)"
+        "--repeats", type=int, default=7, help="timed runs of each (default 7, min 3)"
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 12k images, 2 repeats, nothing written"
@@ -418,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU share of other processes considered quiet (default 0.1)",
     )
     parser.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="re-measure a block when other processes used more than --max-share (default 3)",
+    )
+    parser.add_argument(
         "--no-torch", action="store_true", help="skip PyTorch (when it is not installed)"
     )
     args = parser.parse_args(argv)
@@ -431,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         with_torch=not args.no_torch,
         max_share=args.max_share,
         max_wait=0.0 if args.quick else args.wait_quiet,
+        retries=0 if args.quick else args.retries,
     )
     print(report(result))
     if not args.quick:
