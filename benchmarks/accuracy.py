@@ -89,6 +89,8 @@ def run_preset(preset: str, data_dir: Path, extra: list[str] | None = None) -> d
     if target is not None:
         met = acc >= target.accuracy and (target.seconds is None or secs < target.seconds)
     epoch_log = [line for line in stderr_lines if line.startswith("epoch")]
+    if len(epoch_log) > 80:  # seed-basic: 500 one-step epochs; keep the file small
+        epoch_log = [*epoch_log[:5], f"... {len(epoch_log) - 10} more ...", *epoch_log[-5:]]
     return {
         "preset": preset,
         "command": " ".join(["python", *cmd[1:]]),
