@@ -69,6 +69,25 @@ def blas_info() -> list[dict[str, Any]]:
     return [{k: info.get(k) for k in keep} for info in threadpool_info()]
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the engine/config had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "uncommitted_engine_changes": bool(
+            git("status", "--porcelain", "--", "shared/nn", "shared/config.py")
+        ),
+    }
+
+
 def machine_info() -> dict[str, Any]:
     """Everything BENCHMARKS.md reports about the machine, as one JSON-able dict."""
     import numpy as np
@@ -82,6 +101,7 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "blas": blas_info(),
         "load_average": [round(v, 2) for v in load_average()],
+        "code": code_version(),
     }
     try:
         import torch
