@@ -101,6 +101,11 @@ class Sequential:
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise ValueError(f"expected input of shape [N, {self.input_dim}], got {list(x.shape)}")
+        if not np.issubdtype(x.dtype, np.floating):
+            # Raw 0-255 bytes would "work" and predict garbage: refuse them loudly.
+            raise ValueError(
+                f"expected float pixels in [0, 1], got dtype {x.dtype} (divide by 255)"
+            )
         return x if x.dtype == self.dtype else x.astype(self.dtype)
 
     def forward_into(self, x: np.ndarray, training: bool, start: int = 0) -> np.ndarray:

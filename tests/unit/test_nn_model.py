@@ -81,6 +81,8 @@ def test_predict_rejects_wrong_shapes():
         model.predict_proba(np.zeros((3, 783), np.float32))
     with pytest.raises(ValueError):
         model.predict(np.zeros(784, np.float32))
+    with pytest.raises(ValueError, match="divide by 255"):
+        model.predict(np.zeros((2, 784), np.uint8))
 
 
 def test_spec_state_round_trip_is_exact_and_json():
