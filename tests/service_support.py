@@ -138,14 +138,10 @@ def inference_service(registry_dir: Path, tmp_path: Path, **env: str) -> Iterato
         XDG_RUNTIME_DIR=str(runtime),
         **{**defaults, **env},
     )
-    log_path = tmp_path / f"inference-{port}.log"
-    proc = start_gunicorn(INFERENCE_APP, INFERENCE_CONF, port, full_env, log_path)
-    svc = Service(f"http://127.0.0.1:{port}", proc, log_path)
-    try:
-        wait_http_ok(svc.base + "/healthz", proc, log_path)
+    with _gunicorn_service(
+        INFERENCE_APP, INFERENCE_CONF, port, full_env, tmp_path, "inference"
+    ) as svc:
         yield svc
-    finally:
-        stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -161,8 +157,17 @@ def trainer_api(
         TRAINER_PORT=str(port),
         **{"API_TOKEN": "", "WEB_CONCURRENCY": "2", "LOG_LEVEL": "INFO", **env},
     )
-    log_path = tmp_path / f"trainer-{port}.log"
-    proc = start_gunicorn(TRAINER_APP, TRAINER_CONF, port, full_env, log_path)
+    with _gunicorn_service(TRAINER_APP, TRAINER_CONF, port, full_env, tmp_path, "trainer") as svc:
+        yield svc
+
+
+@contextlib.contextmanager
+def _gunicorn_service(
+    app: str, conf: str, port: int, env: dict[str, str], tmp_path: Path, name: str
+) -> Iterator[Service]:
+    """Start `app` under gunicorn, wait for /healthz, stop it on the way out."""
+    log_path = tmp_path / f"{name}-{port}.log"
+    proc = start_gunicorn(app, conf, port, env, log_path)
     svc = Service(f"http://127.0.0.1:{port}", proc, log_path)
     try:
         wait_http_ok(svc.base + "/healthz", proc, log_path)
