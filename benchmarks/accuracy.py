@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated presets to run (default: all four)",
     )
     parser.add_argument(
+        "--seed", type=int, default=None, help="pass --seed N to every run (default: the preset's)"
+    )
+    parser.add_argument(
         "--no-write", action="store_true", help="do not write benchmarks/results/*.json"
     )
     args, extra = parser.parse_known_args(argv)
@@ -162,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown preset(s) {unknown}; known: {list(TARGETS)}")
     # Extra arguments (e.g. --epochs 2) go to every train command: for smoke runs only.
+    if args.seed is not None:
+        extra = ["--seed", str(args.seed), *extra]
     results = []
     for preset in presets:
         print(f"running {preset} ...", file=sys.stderr, flush=True)
@@ -174,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         results.append(r)
     print(report(results))
-    if not args.no_write and not extra:
+    smoke = len(extra) > (0 if args.seed is None else 2)  # other pass-through options
+    if not args.no_write and not smoke:
         name = "accuracy" if set(presets) == set(TARGETS) else "accuracy-" + "-".join(presets)
+        if args.seed is not None:
+            name += f"-seed{args.seed}"
         payload = {
             "benchmark": "accuracy",
             "date": now_iso(),
