@@ -30,6 +30,7 @@ from benchmarks.common import (
     machine_info,
     markdown_table,
     now_iso,
+    wait_until_quiet,
     write_result,
 )
 
@@ -156,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=None, help="pass --seed N to every run (default: the preset's)"
     )
     parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for other processes to use at most 10%% of "
+        "the CPUs (default 600; 0 = do not wait)",
+    )
+    parser.add_argument(
         "--no-write", action="store_true", help="do not write benchmarks/results/*.json"
     )
     args, extra = parser.parse_known_args(argv)
@@ -169,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--seed", str(args.seed), *extra]
     results = []
     for preset in presets:
+        if args.wait_quiet > 0:
+            wait_until_quiet(0.1, args.wait_quiet)
         print(f"running {preset} ...", file=sys.stderr, flush=True)
         r = run_preset(preset, data_dir, extra)
         print(
