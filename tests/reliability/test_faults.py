@@ -52,11 +52,20 @@ def test_worker_killed_mid_publish_publishes_nothing_and_the_next_job_gets_the_n
 
     # Trained, evaluated, weights copied and manifest written: only the rename is left.
     model_dir = stack.registry_dir / "mnist"
-    wait_for(lambda: _temps(model_dir), 90, what="the publish to reach the gate")
+
+    def gated_manifest() -> dict | None:
+        """The temp folder exists before its files do: wait until its manifest is complete."""
+        for temp in _temps(model_dir):
+            try:
+                return json.loads((model_dir / temp / "manifest.json").read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                return None
+        return None
+
+    wait_for(gated_manifest, 90, what="the publish to reach the gate")
     job = stack.job(doomed)
     assert job["status"] == "started" and job["phase"] == "publishing"
-    temp = model_dir / _temps(model_dir)[0]
-    assert json.loads((temp / "manifest.json").read_text())["job_id"] == doomed
+    assert gated_manifest()["job_id"] == doomed
     horses = horse_pids(worker.pid)
     assert horses and _scratch_of(horses), "the work horse writes the model in its scratch folder"
     assert stack.client.delete(f"/v1/jobs/{doomed}").status_code == 409  # too late to stop
