@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint format up bench clean
+.PHONY: install test test-fast lint format up bench bench-serving clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: install  ## engine speed vs PyTorch, then preset accuracy (~25 min, quiet
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.engine
 	$(BIN)/python -m benchmarks.accuracy
+
+bench-serving: install  ## HTTP serving vs a bare endpoint, batch, model switch, queue, cold start (~15 min)
+	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.lifecycle
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
