@@ -132,6 +132,20 @@ def _data_dir() -> Path | None:
     return None
 
 
+def _load_dataset(cfg: TrainConfig) -> Any:
+    """The worker's preloaded copy when its files are unchanged, else loaded (and downloaded if
+    missing) exactly as `run_training(data_dir=None)` would."""
+    from shared.datasets import load_dataset
+    from trainer_service.preload import preloaded_dataset
+
+    data_dir = _data_dir()
+    if data_dir is None:
+        ds = preloaded_dataset(cfg.dataset)
+        if ds is not None:
+            return ds
+    return load_dataset(cfg.dataset, data_dir, download=data_dir is None)
+
+
 class _Progress:
     """Writes per-epoch progress and history into the RQ job's meta, where the API reads them."""
 
@@ -141,6 +155,15 @@ class _Progress:
         self.parent_pid = os.getppid()
         self.history: list[dict[str, Any]] = []
         self.redis_down = False
+        #: Wall-clock times (Unix seconds) of the job's steps, saved in meta["timeline"] with
+        #: the next progress write: job_started, data_loaded, first_epoch_done, trained,
+        #: published (benchmarks/lifecycle.py reads them; the API does not show them).
+        self.timeline: dict[str, float] = {}
+
+    def mark(self, step: str) -> None:
+        self.timeline[step] = time.time()
+        if self.job is not None:
+            self.job.meta["timeline"] = dict(self.timeline)
 
     def update(self, *, required: bool = False, **fields: Any) -> None:
         """Merge `fields` into the job's meta and save it.
@@ -203,6 +226,8 @@ class _Progress:
         self.check_worker_alive()
         rec = queueing.json_safe(record.to_dict() if hasattr(record, "to_dict") else dict(record))
         self.history.append(rec)
+        if len(self.history) == 1:
+            self.mark("first_epoch_done")
         progress = {
             "epoch": rec.get("epoch"),
             "epochs": rec.get("epochs", self.config.epochs),
@@ -273,21 +298,27 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     progress = _Progress(job, cfg)
     if job is not None and job.get_meta(refresh=True).get("cancel_requested"):
         raise JobCanceled("the job was canceled before it started")
+    progress.mark("job_started")
     progress.update(model=cfg.model_name, phase="loading data", progress=None, history=[])
     remove_orphan_scratch()
 
-    # Heavy imports (NumPy, the engine) only in the work horse.
+    # Heavy imports (NumPy, the engine): already done by the worker before it forked this work
+    # horse (trainer_service.preload), so these are dictionary lookups there.
     from shared.pipeline import run_training
     from shared.registry import Registry
 
     try:
-        outcome = run_training(cfg, data_dir=_data_dir(), on_epoch=progress.on_epoch)
+        dataset = _load_dataset(cfg)
+        progress.mark("data_loaded")
+        progress.update(phase="training")
+        outcome = run_training(cfg, dataset=dataset, on_epoch=progress.on_epoch)
     except Exception as exc:
         retry = _maybe_retry(job, exc, progress)
         if retry is not None:
             return retry
         raise
 
+    progress.mark("trained")
     progress.check_worker_alive()
     # Required: a version must never appear for a job that cannot say so (and the API must see
     # "publishing" to refuse a stop from now on).
@@ -312,6 +343,7 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
         version = registry.publish(cfg.model_name, weights, manifest, extra_files=report)
 
     test_accuracy = manifest["metrics"]["test_accuracy"]
+    progress.mark("published")
     try:
         progress.update(phase="published", model_version=version, required=True)
     except RedisUnavailable as exc:  # published already: say so in the worker log at least

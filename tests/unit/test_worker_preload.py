@@ -1,0 +1,68 @@
+"""The worker's warm-up (trainer_service.preload): a preloaded dataset is used only while its
+files are exactly the ones read, and WORKER_PRELOAD_DATASETS is parsed strictly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from shared.datasets import load_dataset
+from trainer_service import jobs, preload
+
+
+@pytest.fixture
+def mnist_copy(tmp_path, mnist_dir, monkeypatch):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for path in mnist_dir.glob("*-ubyte*"):
+        shutil.copy2(path, folder / path.name)
+    monkeypatch.setenv("MNIST_DATA_DIR", str(folder))
+    preload.clear()
+    yield folder
+    preload.clear()
+
+
+def test_preload_names():
+    assert preload.preload_names({}) == ["mnist", "fashion-mnist"]
+    assert preload.preload_names({"WORKER_PRELOAD_DATASETS": "none"}) == []
+    assert preload.preload_names({"WORKER_PRELOAD_DATASETS": " Mnist "}) == ["mnist"]
+    with pytest.raises(ValueError, match="WORKER_PRELOAD_DATASETS"):
+        preload.preload_names({"WORKER_PRELOAD_DATASETS": "mnist,cifar"})
+
+
+def test_preloaded_dataset_is_used_until_its_files_change(mnist_copy):
+    assert preload.preload_datasets(["mnist"]) == ["mnist"]
+    ds = preload.preloaded_dataset("mnist")
+    assert ds is not None
+    fresh = load_dataset("mnist", mnist_copy)
+    assert ds.fingerprint == fresh.fingerprint
+    np.testing.assert_array_equal(ds.x_train[:100], fresh.x_train[:100])
+    # The job takes the preloaded copy (same object), not a new load.
+    assert jobs._load_dataset(jobs.TrainConfig()) is ds
+
+    # Replaced in place (a new inode, same content): no longer trusted, loaded again.
+    labels = next(mnist_copy.glob("t10k-labels*"))
+    data = labels.read_bytes()
+    labels.unlink()
+    labels.write_bytes(data)
+    assert preload.preloaded_dataset("mnist") is None
+    again = jobs._load_dataset(jobs.TrainConfig())
+    assert again is not ds and again.fingerprint == ds.fingerprint
+
+
+def test_touched_file_invalidates(mnist_copy):
+    preload.preload_datasets(["mnist"])
+    images = next(mnist_copy.glob("train-images*"))
+    st = os.stat(images)
+    os.utime(images, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert preload.preloaded_dataset("mnist") is None
+
+
+def test_absent_dataset_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_MNIST_DATA_DIR", str(tmp_path / "nothing-here"))
+    preload.clear()
+    assert preload.preload_datasets(["fashion-mnist"]) == []
+    assert preload.preloaded_dataset("fashion-mnist") is None

@@ -1,0 +1,141 @@
+"""What a training worker loads once, before it forks work horses.
+
+RQ runs every job in a fresh work horse forked from the worker. Whatever the worker process has
+already imported or loaded, each horse inherits for free (copy-on-write pages); whatever it has
+not, each horse pays for again. Measured on 2 cores (benchmarks/lifecycle.py), per job:
+
+* imports: NumPy, the engine, the pipeline, the registry and matplotlib (the training report)
+  cost ~1.5 s in a fresh horse;
+* the dataset: decompressing, hashing (the fingerprint) and converting MNIST's IDX files costs
+  ~0.4-0.5 s.
+
+So the worker, before it starts listening, imports those modules and loads the datasets that
+are present locally (WORKER_PRELOAD_DATASETS). A horse uses a preloaded dataset only if its
+source files are still exactly the ones read (same path, inode, size, mtime and ctime of each
+of the four IDX files); anything else (files replaced, downloaded since, a folder that is not
+IDX) is loaded by the job as before. Each horse gets its own copy-on-write view, so a job can
+never change what the next job sees.
+
+Memory: a preloaded dataset stays resident in the idle worker (MNIST: ~220 MB as float32). The
+horse shares those pages instead of loading its own copy, so the peak during a job is unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Datasets preloaded by default: each one whose files are present locally.
+DEFAULT_PRELOAD = ("mnist", "fashion-mnist")
+
+_datasets: dict[str, tuple[Any, Any]] = {}  # name -> (source signature, Dataset)
+
+
+def preload_names(environ: dict[str, str] | None = None) -> list[str]:
+    """WORKER_PRELOAD_DATASETS: comma-separated names, `none` for none; unset = both datasets."""
+    from shared.datasets import DATASET_NAMES
+
+    env = os.environ if environ is None else environ
+    raw = env.get("WORKER_PRELOAD_DATASETS", "").strip().lower()
+    if not raw:
+        return list(DEFAULT_PRELOAD)
+    if raw == "none":
+        return []
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DATASET_NAMES]
+    if unknown:
+        raise ValueError(
+            f"WORKER_PRELOAD_DATASETS: unknown dataset(s) {', '.join(unknown)} "
+            f"(known: {', '.join(DATASET_NAMES)}, or 'none')"
+        )
+    return names
+
+
+def import_job_modules() -> None:
+    """Import everything a job needs (call after BLAS thread settings are in the environment)."""
+    import shared.datasets  # noqa: F401
+    import shared.modelfile  # noqa: F401
+    import shared.nn.training  # noqa: F401
+    import shared.pipeline  # noqa: F401
+    import shared.registry  # noqa: F401
+    import shared.reports  # noqa: F401
+    import trainer_service.jobs  # noqa: F401
+
+    try:  # what shared.reports draws with (imported lazily there)
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except ImportError:  # pragma: no cover - reports are optional
+        pass
+
+
+def source_signature(name: str) -> tuple | None:
+    """Identity of the IDX files `load_dataset(name)` would read now; None if not an IDX folder."""
+    from shared.datasets import default_data_dir, find_idx_files
+
+    folder = default_data_dir(name)
+    try:
+        if not folder.is_dir():
+            return None
+        files = find_idx_files(folder)
+        if any(path is None for path in files.values()):
+            return None
+        stamps = []
+        for key in sorted(files):
+            path = files[key]
+            st = os.stat(path)
+            stamps.append(
+                (key, str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            )
+    except OSError:
+        return None
+    return (str(folder), tuple(stamps))
+
+
+def preload_datasets(names: list[str]) -> list[str]:
+    """Load each named dataset that is present locally (never downloads); returns those loaded."""
+    from shared.datasets import DatasetError, load_dataset
+
+    loaded = []
+    for name in names:
+        before = source_signature(name)
+        if before is None:
+            log.info("dataset %s is not present locally; jobs load it themselves", name)
+            continue
+        started = time.perf_counter()
+        try:
+            ds = load_dataset(name, None, download=False)
+        except (DatasetError, OSError) as exc:
+            log.warning("dataset %s not preloaded (%s); jobs load it themselves", name, exc)
+            continue
+        if source_signature(name) != before:  # changed while we read it
+            log.warning("dataset %s changed while preloading; jobs load it themselves", name)
+            continue
+        _datasets[name] = (before, ds)
+        loaded.append(name)
+        log.info(
+            "dataset %s preloaded in %.2fs (%d train, %d test images)",
+            name,
+            time.perf_counter() - started,
+            len(ds.y_train),
+            len(ds.y_test),
+        )
+    return loaded
+
+
+def preloaded_dataset(name: str) -> Any | None:
+    """The preloaded Dataset for `name` if its files are unchanged since, else None."""
+    entry = _datasets.get(name)
+    if entry is None:
+        return None
+    if source_signature(name) != entry[0]:
+        log.info("dataset %s changed on disk since the worker preloaded it; loading it", name)
+        return None
+    return entry[1]
+
+
+def clear() -> None:
+    _datasets.clear()
