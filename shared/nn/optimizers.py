@@ -11,6 +11,13 @@ Per step, in this order:
 3. decoupled weight decay (`weight_decay`, Loshchilov & Hutter): w *= 1 - lr * weight_decay;
 4. the optimizer's own update.
 
+Pre-scaled gradients: an optimizer may ask for the gradient multiplied by a known per-step factor
+`grad_scale()` (Adam does: it saves one pass over the parameters, see Adam). Back-propagation is
+linear in the loss gradient, so the training loop multiplies dL/dlogits (batch x classes, nearly
+free) and every parameter gradient arrives scaled. Built with `prescaled=True` the optimizer
+trusts that; otherwise (the default) it scales the gradient itself. Clipping and L2 are applied
+to the scaled gradient with the same factor, so both stay exact.
+
 `step()` consumes the gradient: afterwards `grads` holds scratch values (the next backward pass
 overwrites it). Reusing it as scratch saves a memory stream in the memory-bound update.
 
@@ -47,6 +54,7 @@ class Optimizer:
         weight_decay: float = 0.0,
         grad_clip: float | None = None,
         decay_size: int | None = None,
+        prescaled: bool = False,
     ) -> None:
         if params.shape != grads.shape or params.dtype != grads.dtype:
             raise ValueError("params and grads must have the same shape and dtype")
@@ -55,6 +63,7 @@ class Optimizer:
         self.params, self.grads = params, grads
         self.l2, self.weight_decay, self.grad_clip = float(l2), float(weight_decay), grad_clip
         self.decay_size = params.size if decay_size is None else int(decay_size)
+        self.prescaled = bool(prescaled)  # grads arrive multiplied by grad_scale()
         self.t = 0  # number of steps taken
         self._tmp = np.empty_like(params)
         self._scalars: dict[str, float] = {}
@@ -63,17 +72,24 @@ class Optimizer:
         """Per-parameter state vectors (same length as params) the update uses."""
         return []
 
+    def grad_scale(self) -> float:
+        """The factor the next step wants the gradient multiplied by (1: plain gradient)."""
+        return 1.0
+
     def step(self, lr: float) -> None:
         """Apply one update with learning rate `lr` (from the schedule)."""
+        scale = self.grad_scale()
         self.t += 1
-        if self.grad_clip is not None:
-            clip_grad_norm(self.grads, self.grad_clip)
-        self._scalars = self._prepare(float(lr))
         p, g, tmp = self.params, self.grads, self._tmp
+        if scale != 1.0 and not self.prescaled:
+            g *= scale
+        if self.grad_clip is not None:
+            clip_grad_norm(g, self.grad_clip * scale)
+        self._scalars = self._prepare(float(lr))
         d = self.decay_size  # leading entries that are weights
         if d > 0:
             if self.l2:
-                np.multiply(p[:d], self.l2, out=tmp[:d])
+                np.multiply(p[:d], self.l2 * scale, out=tmp[:d])
                 g[:d] += tmp[:d]
             if self.weight_decay:
                 p[:d] *= 1.0 - lr * self.weight_decay
@@ -170,10 +186,21 @@ class Adam(Optimizer):
         m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
         w -= lr * m_hat / (sqrt(v_hat) + eps),  m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
 
-    Implementation: M = m / (1 - b1) and V = v / (1 - b2) are stored, so the averages become
-    M = b1 M + g and V = b2 V + g^2, and every constant folds into two per-step scalars:
-        w -= [lr (1 - b1) / ((1 - b1^t) c)] * M / (sqrt(V) + eps / c),  c = sqrt((1 - b2) / (1 - b2^t))
-    which is exactly the update above in 10 in-place ufuncs.
+    Implementation: stored are M = s m / (1 - b1) and V = s^2 v / (1 - b2), where s = s_t is a
+    per-step factor the gradient carries (`grad_scale()`: the training loop pre-multiplies the
+    loss gradient by it). With s_t = b2^(-k/2), k = 1, 2, ... counting steps, the recurrences become
+
+        M = [b1 s_t / s_(t-1)] M + s g            (one multiply, one add)
+        V = [b2 s_t^2 / s_(t-1)^2] V + (s g)^2 = V + (s g)^2   (the factor is exactly 1)
+
+    so V needs no decay pass, and since M / (sqrt(V) + s e) = m' / (sqrt(v') + e) for the
+    unscaled m' = M / s, v' = V / s^2, every constant folds into two per-step scalars:
+        w -= [lr (1 - b1) / ((1 - b1^t) c)] * M / (sqrt(V) + s eps / c),  c = sqrt((1 - b2) / (1 - b2^t))
+    which is exactly the update above in 9 in-place ufuncs (10 without the pre-scaled gradient).
+
+    s grows (by b2^(-1/2) per step); to keep V = s^2 v far from float32 overflow, k restarts at 1
+    every `renorm_every` steps (s^2 <= 1024) and that step's V factor, b2^(1 - renorm_every),
+    is applied as an ordinary multiply pass (once every ~7000 steps for b2 = 0.999).
     """
 
     def __init__(
@@ -187,27 +214,47 @@ class Adam(Optimizer):
         **kw,
     ) -> None:
         super().__init__(params, grads, **kw)
+        if not 0.0 < beta2 < 1.0 or not 0.0 <= beta1 < 1.0:
+            raise ValueError("Adam needs 0 <= beta1 < 1 and 0 < beta2 < 1")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
-        self.m = np.zeros_like(params)  # holds M = m / (1 - b1)
-        self.v = np.zeros_like(params)  # holds V = v / (1 - b2)
+        # Steps per scale cycle: s^2 = b2^-k stays <= 2^10.
+        self.renorm_every = max(1, int(10 * math.log(2) / -math.log(self.beta2)))
+        self.m = np.zeros_like(params)  # holds M = s m / (1 - b1)
+        self.v = np.zeros_like(params)  # holds V = s^2 v / (1 - b2)
 
     def state_arrays(self):
         return [self.m, self.v]
 
+    def _k(self, t: int) -> int:
+        """Exponent of step t's scale: s_t = b2^(-k/2), k in 1..renorm_every (0 before step 1)."""
+        return 0 if t == 0 else (t - 1) % self.renorm_every + 1
+
+    def grad_scale(self) -> float:
+        return self.beta2 ** (-self._k(self.t + 1) / 2)
+
     def _prepare(self, lr):
         b1, b2, t = self.beta1, self.beta2, self.t
+        k, k_prev = self._k(t), self._k(t - 1)
+        s = b2 ** (-k / 2)
         c = math.sqrt((1.0 - b2) / (1.0 - b2**t))
-        return {"step": lr * (1.0 - b1) / ((1.0 - b1**t) * c), "eps": self.eps / c}
+        return {
+            "m_decay": b1 * b2 ** ((k_prev - k) / 2),
+            # b2 * s_t^2 / s_(t-1)^2 = b2^(1 - k + k_prev): exactly 1 except when k restarts.
+            "v_decay_exponent": 1 - k + k_prev,
+            "step": lr * (1.0 - b1) / ((1.0 - b1**t) * c),
+            "eps": s * self.eps / c,
+        }
 
     def _update(self, p, g, tmp, state, lr):
-        # The gradient buffer doubles as scratch space once m has consumed it: one array fewer
-        # streams through the cache (the next backward pass overwrites it anyway).
+        # g arrives multiplied by s. The gradient buffer doubles as scratch space once M has
+        # consumed it: one array fewer streams through the cache.
         m, v = state
         k = self._scalars
-        m *= self.beta1
+        m *= k["m_decay"]
         m += g
         np.multiply(g, g, out=g)
-        v *= self.beta2
+        if k["v_decay_exponent"] != 0:
+            v *= self.beta2 ** k["v_decay_exponent"]
         v += g
         np.sqrt(v, out=g)
         g += k["eps"]
@@ -248,8 +295,10 @@ def make_optimizer(
     weight_decay: float = 0.0,
     grad_clip: float | None = None,
     decay_size: int | None = None,
+    prescaled: bool = False,
 ) -> Optimizer:
-    """Build an optimizer by its config name. `momentum` only matters for momentum/nesterov."""
+    """Build an optimizer by its config name. `momentum` only matters for momentum/nesterov;
+    `prescaled=True` promises gradients multiplied by `grad_scale()` (see the module doc)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
     kw: dict = {
@@ -257,6 +306,7 @@ def make_optimizer(
         "weight_decay": weight_decay,
         "grad_clip": grad_clip,
         "decay_size": decay_size,
+        "prescaled": prescaled,
     }
     if name in ("momentum", "nesterov"):
         kw["momentum"] = momentum

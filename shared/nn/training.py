@@ -154,6 +154,7 @@ def train(
         weight_decay=config.weight_decay,
         grad_clip=config.grad_clip,
         decay_size=model.decay_size,
+        prescaled=True,
     )
     schedule = make_schedule(
         config.lr_schedule,
@@ -212,7 +213,13 @@ def train(
             logits = model.forward_into(xb, training=True, start=skip)
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
             loss_sum += loss_fn.forward(logits, yb) * len(yb)
-            model.backward(loss_fn.backward())
+            # The optimizer may want the gradient times a known factor (Adam: one pass fewer);
+            # back-propagation is linear, so scaling dL/dlogits scales every gradient.
+            dlogits = loss_fn.backward()
+            scale = optimizer.grad_scale()
+            if scale != 1.0:
+                dlogits *= scale
+            model.backward(dlogits)
             lr = schedule(epoch, step)
             optimizer.step(lr)
             if bar is not None:

@@ -75,6 +75,43 @@ def test_adam_three_steps():
     assert trace[1][0] == pytest.approx(-0.1 - 0.1 * m2 / np.sqrt(v2), rel=1e-7)  # eps ignored
 
 
+@pytest.mark.parametrize("prescaled", [False, True])
+def test_adam_scale_restarts_keep_the_textbook_update(prescaled):
+    """Many steps across several restarts of the gradient scale (small beta2: short cycles),
+    the gradient pre-multiplied by grad_scale() or not: always the textbook Adam."""
+    rng = np.random.default_rng(3)
+    grads = rng.standard_normal((40, 3)) * np.array([1e-3, 1.0, 50.0])
+    p = np.array([0.5, -1.0, 2.0])
+    g = np.zeros_like(p)
+    opt = Adam(p, g, beta2=0.6, prescaled=prescaled)
+    assert opt.renorm_every <= 13  # the 40 steps cross several restarts
+    trace = []
+    for grad in grads:
+        g[:] = grad * (opt.grad_scale() if prescaled else 1.0)
+        opt.step(0.05)
+        trace.append(p.copy())
+    ref = adam_reference(list(grads), np.array([0.5, -1.0, 2.0]), 0.05, b2=0.6)
+    np.testing.assert_allclose(trace, ref, rtol=1e-10)
+
+
+def test_prescaled_gradient_with_clipping_and_l2():
+    """Clipping and L2 act on the scaled gradient with the same factor: identical steps."""
+    rng = np.random.default_rng(4)
+    grads = rng.standard_normal((12, 4)) * 3.0
+    traces = []
+    for prescaled in (False, True):
+        p, g = np.ones(4), np.zeros(4)
+        opt = Adam(p, g, l2=0.1, grad_clip=2.0, decay_size=3, prescaled=prescaled)
+        trace = []
+        for grad in grads:
+            g[:] = grad * (opt.grad_scale() if prescaled else 1.0)
+            opt.step(0.01)
+            trace.append(p.copy())
+        traces.append(trace)
+    assert opt.grad_scale() != 1.0
+    np.testing.assert_allclose(traces[1], traces[0], rtol=1e-12)
+
+
 def test_adamw_decoupled_decay_only_on_weights():
     grads = [[0.0, 0.0], [1.0, 1.0]]
     # decay_size=1: the first entry is a weight, the second a bias (never decayed).
