@@ -401,6 +401,18 @@ class Prober:
 
 
 def bench_switch(
+    args: argparse.Namespace, tmp: Path, base: dict[str, str], registry: Any
+) -> dict[str, Any]:
+    """The switch section on its own registry, with its own trainer API (for the pins)."""
+    env = {**base, "MODEL_REGISTRY_DIR": str(registry.root)}
+    trainer, trainer_port = start_gunicorn("trainer-api", TRAINER_APP, TRAINER_CONF, env, tmp)
+    try:
+        return _bench_switch(args, tmp, trainer_port, registry)
+    finally:
+        stop(trainer)
+
+
+def _bench_switch(
     args: argparse.Namespace, tmp: Path, trainer_port: int, registry: Any
 ) -> dict[str, Any]:
     hidden = [512, 256]
@@ -1120,7 +1132,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     url, embedded = redis_url()
     results["redis"] = "embedded redis-server" if embedded else url.rsplit("@", 1)[-1]
-    trainer = None
     try:
         env = base_env(tmp)
         env.update(
@@ -1130,20 +1141,15 @@ def main(argv: list[str] | None = None) -> int:
             API_TOKEN="",
         )
         if not args.skip_switch:
-            trainer, trainer_port = start_gunicorn(
-                "trainer-api", TRAINER_APP, TRAINER_CONF, env, tmp
-            )
             print("model switch:", flush=True)
-            results["switch"] = bench_switch(args, tmp, trainer_port, Registry(tmp / "models"))
+            results["switch"] = bench_switch(args, tmp, env, Registry(tmp / "models"))
             for poll in args.also_poll or []:
                 print(f"model switch, REGISTRY_POLL_SECONDS={poll}:", flush=True)
                 other = argparse.Namespace(**{**vars(args), "poll_seconds": poll})
                 results[f"switch_poll_{poll}"] = bench_switch(
-                    other, tmp, trainer_port, Registry(tmp / f"models-poll-{poll}")
+                    other, tmp, env, Registry(tmp / f"models-poll-{poll}")
                 )
             results["poll_cost"] = poll_cost(tmp)
-            stop(trainer)
-            trainer = None
         if not args.skip_queue:
             print("queue:", flush=True)
             variants = [Variant("current", REPO_ROOT)]
@@ -1155,8 +1161,6 @@ def main(argv: list[str] | None = None) -> int:
                 variants.append(Variant("baseline", args.baseline_tree.resolve()))
             results["queue"] = bench_queue(args, tmp, url, variants)
     finally:
-        if trainer is not None:
-            stop(trainer)
         if embedded is not None:
             embedded.stop()
             shutil.rmtree(embedded.data_dir, ignore_errors=True)
