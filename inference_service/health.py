@@ -28,8 +28,10 @@ def readyz() -> Response:
     registry ("no models in the registry"): a worker that can serve no prediction should not get
     traffic yet.
     """
-    info = service().cache.readiness()
+    cache = service().cache
+    info = cache.readiness()
     info["pid"] = os.getpid()
+    info["loaded"] = [f"{name}:{version}" for name, version in cache.loaded_versions()]
     return json_response(info, status=200 if info["ready"] else 503)
 
 

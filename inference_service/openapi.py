@@ -392,6 +392,14 @@ def build_spec(max_batch_images: int = 1024) -> dict[str, Any]:
         "required": True,
         "content": {
             "application/json": {"schema": _ref("PredictRequest")},
+            "application/x-npy": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "A .npy file (numpy.save) of shape [N, 784] or [N, 28, 28]: "
+                    "uint8 pixels 0-255 or float32 pixels 0-1.",
+                }
+            },
             "image/png": picture,
             "image/jpeg": picture,
             "multipart/form-data": {

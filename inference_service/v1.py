@@ -9,7 +9,13 @@ from inference_service.context import ServiceState, service
 from inference_service.errors import ApiError, bad_request, unprocessable
 from inference_service.responses import json_response
 from inference_service.serving import Served
-from inference_service.validation import N_PIXELS, parse_v1_json, too_many_images
+from inference_service.validation import (
+    N_PIXELS,
+    NPY_MEDIA_TYPE,
+    parse_npy,
+    parse_v1_json,
+    too_many_images,
+)
 from shared.registry import BrokenVersionError
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
@@ -142,6 +148,8 @@ def read_images(max_images: int) -> np.ndarray:
     mimetype = request.mimetype
     if mimetype in ("application/json", "") or mimetype.endswith("+json"):
         return parse_v1_json(request.get_data(cache=False), max_images)
+    if mimetype == NPY_MEDIA_TYPE:
+        return parse_npy(request.get_data(cache=False), max_images)
     if mimetype in _PICTURE_TYPES:
         return _pictures([("body", request.get_data(cache=False))], max_images)
     if mimetype == "multipart/form-data":
@@ -152,8 +160,8 @@ def read_images(max_images: int) -> np.ndarray:
     raise ApiError(
         415,
         "unsupported_media_type",
-        f"Content-Type {mimetype!r} is not accepted: send application/json, image/png, "
-        "image/jpeg or multipart/form-data with an 'image' field",
+        f"Content-Type {mimetype!r} is not accepted: send application/json, {NPY_MEDIA_TYPE}, "
+        "image/png, image/jpeg or multipart/form-data with an 'image' field",
         "Content-Type",
     )
 

@@ -9,6 +9,7 @@ slowing down good ones.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +119,33 @@ def check_range(arr: np.ndarray, high: float, locate: Any) -> None:
     raise bad_request(f"{where} = {shown} is out of range [0, {high:g}]", where)
 
 
+def _uint8_pixels(instances: list) -> np.ndarray | None:
+    """Images of integers 0-255 (784 each, or 28 rows of 28) as uint8 [N, 784], else None.
+
+    ``bytes(list)`` converts at C speed and raises for anything but integers in 0-255 (a float, a
+    string, null, a nested list, 256, -1), so the values need no further range check; None sends
+    the request down the general path, which names the first bad value. JSON booleans would pass
+    as 0/1: the caller only comes here when the body holds no ``true``/``false``.
+    """
+    chunks = []
+    try:
+        for item in instances:
+            if type(item) is not list:
+                return None
+            if len(item) == N_PIXELS:
+                chunks.append(bytes(item))
+            elif len(item) == SIDE:
+                for row in item:
+                    if type(row) is not list or len(row) != SIDE:
+                        return None
+                chunks.append(b"".join(map(bytes, item)))
+            else:
+                return None
+    except (TypeError, ValueError):
+        return None
+    return np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(chunks), N_PIXELS)
+
+
 def instances_to_batch(
     instances: Any, *, raw: bytes | None, high: float, max_images: int, path: str = "instances"
 ) -> np.ndarray:
@@ -134,6 +162,14 @@ def instances_to_batch(
     if len(instances) > max_images:
         raise too_many_images(len(instances), max_images, path)
 
+    maybe_bool = raw is None or b"true" in raw or b"false" in raw
+    if not maybe_bool:
+        # The common case, integers 0-255: bytes() checks them; out of range for "unit" (or
+        # anything else) takes the general path, which names the first bad value.
+        pixels = _uint8_pixels(instances)
+        if pixels is not None and (high >= 255 or pixels.max() <= high):
+            return pixels.astype(np.float32)
+
     arr: np.ndarray | None
     try:
         arr = np.asarray(instances)
@@ -148,7 +184,6 @@ def instances_to_batch(
             nested = True
         else:
             arr = None
-        maybe_bool = raw is None or b"true" in raw or b"false" in raw
         if arr is not None and maybe_bool and _has_bool(instances):
             arr = None
     else:
@@ -449,3 +484,96 @@ def _v2_outputs(outputs: Any, binary_all: bool) -> dict[str, bool]:
             _bool_param(_params(out, where), "binary_data", f"{where}.parameters") or binary_all
         )
     return chosen
+
+
+# --------------------------------------------------------------------------------------------
+# V1 predict body as a .npy file (Content-Type: application/x-npy)
+
+NPY_MEDIA_TYPE = "application/x-npy"
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_header(raw: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, data offset) of a .npy file, read without touching the
+    data: np.load would allocate the header's shape before reading a byte of it."""
+    from numpy.lib import format as npy_format
+
+    if not raw:
+        raise bad_request(
+            "request body is empty; expected a .npy file", "body", code="malformed_npy"
+        )
+    if not raw.startswith(_NPY_MAGIC):
+        raise bad_request(
+            "request body is not a .npy file (no \\x93NUMPY magic); write it with numpy.save",
+            "body",
+            code="malformed_npy",
+        )
+    try:
+        fp = io.BytesIO(raw)  # shares the bytes, no copy
+        major, minor = npy_format.read_magic(fp)
+        if (major, minor) == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(fp)
+        elif (major, minor) in ((2, 0), (3, 0)):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"unsupported .npy format version {major}.{minor}")
+    except (ValueError, EOFError, SyntaxError, TypeError, UnicodeError) as exc:
+        raise bad_request(
+            f"request body is not a readable .npy file: {exc}", "body", code="malformed_npy"
+        ) from None
+    return tuple(shape), bool(fortran), np.dtype(dtype), fp.tell()
+
+
+def parse_npy(raw: bytes, max_images: int) -> np.ndarray:
+    """A ``.npy`` body → float32 [N, 784] in [0, 1].
+
+    Shape [N, 784] or [N, 28, 28]; an integer dtype means pixels 0-255 (uint8 is the natural
+    one), a float dtype pixels 0-1, like the V2 protocol's UINT8 / FP32. Pickled (object) arrays
+    are refused. The data is used in place (no copy) when it is already float32.
+    """
+    shape, fortran, dtype, offset = _npy_header(raw)
+    if dtype.hasobject or dtype.kind not in "uif" or dtype.fields is not None:
+        raise unprocessable(
+            f"body.dtype {dtype.str!r} is not supported: send uint8 (pixels 0-255) or float32 "
+            "(pixels 0-1)",
+            "body.dtype",
+            code="unsupported_dtype",
+        )
+    if not (
+        (len(shape) == 2 and shape[1] == N_PIXELS)
+        or (len(shape) == 3 and shape[1:] == (SIDE, SIDE))
+    ):
+        raise bad_request(
+            f"body.shape must be [N, {N_PIXELS}] or [N, {SIDE}, {SIDE}], got {list(shape)}",
+            "body.shape",
+        )
+    n = shape[0]
+    if n == 0:
+        raise unprocessable(
+            "body holds no image: send at least one", "body.shape", code="empty_batch"
+        )
+    if n > max_images:
+        raise too_many_images(n, max_images, "body.shape")
+    count = n * N_PIXELS
+    size = len(raw) - offset
+    if size != count * dtype.itemsize:
+        raise bad_request(
+            f"body holds {size} bytes of array data; shape {list(shape)} of {dtype.str} needs "
+            f"{count * dtype.itemsize}",
+            "body",
+            code="malformed_npy",
+        )
+    arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+    arr = arr.reshape(shape, order="F" if fortran else "C").reshape(n, N_PIXELS)
+    high = 1.0 if dtype.kind == "f" else 255.0
+    nested = len(shape) == 3
+    try:
+        check_range(arr, high, lambda i, k: _index_path("body", i, k, nested))
+    except ApiError as exc:
+        if dtype.kind == "f":
+            exc.message += " (float arrays are pixels 0-1; send uint8 for 0-255)"
+            exc.args = (exc.message,)
+        raise
+    if dtype.kind == "f":
+        return arr.astype(np.float32, copy=False)
+    return np.multiply(arr, np.float32(1.0 / 255.0), dtype=np.float32)

@@ -1,0 +1,900 @@
+"""HTTP serving benchmark (issue 6): the inference service against a bare Flask endpoint.
+
+    python -m benchmarks.serving            # ~6 min; results/serving-<date>.json
+    python -m benchmarks.serving --quick    # ~1 min, a few seconds per point
+
+One run measures, side by side (ratios matter: absolute figures drift on a shared machine):
+
+1. single-image predict over HTTP at concurrency 1, 8 and 32 — p50/p95/p99 and requests/s — for
+   the real service (``gunicorn -c inference_service/gunicorn.conf.py
+   "inference_service.app:create_app()"``, default settings) and for benchmarks/bare_app.py under
+   the same gunicorn configuration, driven by the same wrk script, interleaved (bare, ours, bare,
+   ours ...), medians reported;
+2. batch predict, images/s for batches of 1, 32, 256 and 1024, for a JSON body, a ``.npy`` body
+   (/v1) and the V2 binary tensor extension, against the in-process forward pass of the same model
+   (``predict_proba``, one BLAS thread like a worker);
+3. cold start: gunicorn start → first ``/readyz`` 200, and memory (RSS, PSS, USS from
+   /proc/PID/smaps_rollup) per worker with one and with ten model versions loaded.
+
+The model is trained once per run (default architecture, one epoch, the real CLI) and published
+into a temporary registry; every process and temporary folder is cleaned up at the end.
+``--env KEY=VALUE`` starts both servers with extra settings (e.g. ``GUNICORN_THREADS=4``), which
+is how the levers were compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    REPO_ROOT,
+    Interference,
+    cpu_busy_ticks,
+    default_data_dir,
+    machine_info,
+    markdown_table,
+    now_iso,
+    write_result,
+)
+
+HERE = Path(__file__).resolve().parent
+WRK_SCRIPT = HERE / "wrk_post.lua"
+MODEL_NAME = "mnist"
+OURS_APP = "inference_service.app:create_app()"
+BARE_APP = "benchmarks.bare_app:create_app()"
+GUNICORN_CONF = "inference_service/gunicorn.conf.py"
+PREDICT_PATH = f"/v1/models/{MODEL_NAME}/predict"
+INFER_PATH = f"/v2/models/{MODEL_NAME}/infer"
+
+CONCURRENCY = (1, 8, 32)
+BATCHES = (1, 32, 256, 1024)
+BODY_KINDS = ("json", "npy", "v2-binary")
+
+#: Targets of issue 6 (checked and printed, never asserted).
+TARGETS = {
+    "c8_throughput_ratio_min": 0.80,
+    "c8_p99_ratio_max": 1.5,
+    "c1_p50_ms_max": 1.0,
+    "c1_p99_ms_max": 2.0,
+    "binary_vs_inprocess_at_1024_min": 0.50,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def http_post(
+    port: int, path: str, body: bytes, content_type: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body, {"Content-Type": content_type, **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def server_env(registry: Path | None, port: int, extra: dict[str, str]) -> dict[str, str]:
+    """The environment a server gets: ours, minus anything a test or shell left that would change
+    the defaults being measured (a shared metrics folder, thread counts)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "PROMETHEUS_MULTIPROC_DIR",
+            "WEB_CONCURRENCY",
+            "GUNICORN_THREADS",
+            "GUNICORN_CMD_ARGS",
+            "MODEL_CACHE_SIZE",
+            "REGISTRY_POLL_SECONDS",
+            "LOG_LEVEL",
+        }
+    }
+    env["INFERENCE_PORT"] = str(port)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    if registry is not None:
+        env["MODEL_REGISTRY_DIR"] = str(registry)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    """One gunicorn master (and its workers) on a free loopback port."""
+
+    app: str
+    registry: Path | None
+    log_path: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+
+    def start(self) -> Server:
+        self.port = free_port()
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        cmd = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, self.app]
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=server_env(self.registry, self.port, self.extra_env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() reaches every worker
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 60.0, path: str = "/readyz") -> float:
+        """Seconds from start() until `path` first answered 200 (polled every 5 ms)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.app} exited ({self.proc.returncode}); see {self.log_path}"
+                )
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if http_get(self.port, path, timeout=2)[0] == 200:
+                    return time.perf_counter() - self.started_at
+            time.sleep(0.005)
+        raise RuntimeError(f"{self.app} not ready after {timeout}s; see {self.log_path}")
+
+    def worker_pids(self) -> list[int]:
+        assert self.proc is not None
+        pid = self.proc.pid
+        try:
+            text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        except OSError:
+            return []
+        return sorted(int(p) for p in text.split())
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        # Workers left behind by a master that died first.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        self.proc = None
+        self.log.close()
+
+
+@contextlib.contextmanager
+def running(server: Server, ready_path: str = "/readyz") -> Iterator[Server]:
+    server.start()
+    try:
+        server.wait_ready(path=ready_path)
+        yield server
+    finally:
+        server.stop()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class OthersProbe:
+    """Share of the machine's CPUs used by processes that are neither this benchmark, its wrk
+    runs, nor the given servers (master and workers) while a block runs: the disturbance."""
+
+    def __init__(self, *servers: Server) -> None:
+        self.servers = servers
+
+    def _ours(self) -> float:
+        t = os.times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for server in self.servers:
+            if server.proc is not None:
+                total += sum(map(process_cpu_seconds, [server.proc.pid, *server.worker_pids()]))
+        return total
+
+    def __enter__(self) -> OthersProbe:
+        self.ticks, self.own, self.wall = cpu_busy_ticks(), self._ours(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy0, total0 = self.ticks
+        busy1, total1 = cpu_busy_ticks()
+        wall = time.perf_counter() - self.wall
+        ours = self._ours() - self.own
+        others = (busy1 - busy0) / os.sysconf("SC_CLK_TCK") - ours
+        self.share = max(0.0, others / (wall * (os.cpu_count() or 1))) if total1 > total0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# the load generator
+
+
+def wrk_binary() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    return path
+
+
+def parse_wrk(stdout: str) -> dict[str, Any]:
+    """The JSON line the Lua done() prints, plus derived requests/s and error count."""
+    for line in stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            out = json.loads(line[len("WRK_JSON ") :])
+            break
+    else:
+        raise RuntimeError(f"no WRK_JSON line in wrk output:\n{stdout[-2000:]}")
+    seconds = out["duration_us"] / 1e6
+    out["rps"] = out["requests"] / seconds if seconds > 0 else 0.0
+    out["errors"] = sum(
+        out[k]
+        for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+    )
+    return out
+
+
+def run_wrk(
+    port: int,
+    path: str,
+    body_file: Path,
+    *,
+    connections: int,
+    seconds: int,
+    content_type: str = "application/json",
+    header: str = "",
+) -> dict[str, Any]:
+    """wrk with one thread (the load generator shares the 2 cores; one epoll thread drives 32
+    connections easily) and `connections` open connections for `seconds`."""
+    env = dict(os.environ)
+    env.update(BENCH_BODY=str(body_file), BENCH_CONTENT_TYPE=content_type, BENCH_HEADER=header)
+    cmd = [
+        wrk_binary(),
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, int(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        f"http://127.0.0.1:{port}{path}",
+    ]
+    with Interference(children=True) as probe:
+        done = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr[-2000:]}")
+    out = parse_wrk(done.stdout)
+    out["wrk_cpu_seconds"] = round(probe.cpu, 3)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# bodies
+
+
+def sample_images(n: int, seed: int = 0) -> np.ndarray:
+    """n MNIST test images as uint8 [n, 784] (random ones if the data set is missing)."""
+    try:
+        from shared.datasets import load_dataset
+
+        data = load_dataset("mnist", default_data_dir())
+        x = data.x_test[:n]
+        if x.dtype != np.uint8:
+            x = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+        if len(x) == n:
+            return x.reshape(n, 784)
+    except Exception:  # noqa: BLE001 - bodies only need plausible pixels
+        pass
+    return np.random.default_rng(seed).integers(0, 256, (n, 784), dtype=np.uint8)
+
+
+def json_body(x: np.ndarray) -> bytes:
+    """The documented /v1 body: raw 0-255 integers."""
+    import orjson
+
+    return orjson.dumps({"instances": x.astype(np.int64).tolist()})
+
+
+def npy_body(x: np.ndarray) -> bytes:
+    """float32 [N, 784] pixels in [0, 1] as a .npy file."""
+    buf = io.BytesIO()
+    np.save(buf, (x.astype(np.float32) / np.float32(255.0)), allow_pickle=False)
+    return buf.getvalue()
+
+
+def v2_binary_body(x: np.ndarray) -> tuple[bytes, str]:
+    """(body, header length) of a V2 infer request, FP32 tensor and outputs both binary."""
+    import orjson
+
+    raw = (x.astype(np.float32) / np.float32(255.0)).astype("<f4").tobytes()
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [len(x), 784],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    return head + raw, str(len(head))
+
+
+@dataclass
+class Request:
+    path: str
+    body_file: Path
+    content_type: str
+    header: str = ""
+
+
+def make_request(kind: str, x: np.ndarray, folder: Path) -> Request:
+    n = len(x)
+    if kind == "json":
+        body, ctype, header, path = json_body(x), "application/json", "", PREDICT_PATH
+    elif kind == "npy":
+        body, ctype, header, path = npy_body(x), "application/x-npy", "", PREDICT_PATH
+    elif kind == "v2-binary":
+        body, length = v2_binary_body(x)
+        ctype, header, path = (
+            "application/octet-stream",
+            f"Inference-Header-Content-Length: {length}",
+            INFER_PATH,
+        )
+    else:  # pragma: no cover
+        raise ValueError(kind)
+    file = folder / f"body-{kind}-{n}.bin"
+    file.write_bytes(body)
+    return Request(path, file, ctype, header)
+
+
+def check_request(port: int, req: Request, n: int) -> None:
+    """One request by hand: the body is accepted and answers n predictions (no silent 4xx)."""
+    headers = {}
+    if req.header:
+        name, value = req.header.split(":", 1)
+        headers[name] = value.strip()
+    status, body = http_post(port, req.path, req.body_file.read_bytes(), req.content_type, headers)
+    if status != 200:
+        raise RuntimeError(f"{req.path} ({req.content_type}) answered {status}: {body[:300]!r}")
+    if req.path == PREDICT_PATH:
+        got = len(json.loads(body)["predictions"])
+    else:  # V2 binary answer: JSON header, then FP32 [n, 10] and INT64 [n]
+        got = (len(body) - body.index(b"}]}") - 3) // (10 * 4 + 8)
+    if got != n:
+        raise RuntimeError(f"{req.path}: {got} predictions for {n} images")
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repeated wrk runs of one point."""
+    keys = ("rps", "p50_us", "p95_us", "p99_us", "mean_us", "max_us")
+    out = {k: round(median([r[k] for r in runs]), 1) for k in keys}
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["requests"] = sum(r["requests"] for r in runs)
+    out["others_cpu_share"] = round(median([r.get("others_cpu_share", 0.0) for r in runs]), 3)
+    return out
+
+
+def bench_latency(
+    work: Path,
+    registry: Path,
+    *,
+    concurrency: tuple[int, ...],
+    seconds: int,
+    reps: int,
+    extra_env: dict[str, str],
+    log: Any,
+) -> dict[str, Any]:
+    """Single-image predict, ours vs bare, interleaved; medians per concurrency."""
+    x = sample_images(1)
+    req = make_request("json", x, work)
+    ours = Server(OURS_APP, registry, work / "ours.log", extra_env)
+    bare = Server(BARE_APP, None, work / "bare.log", extra_env)
+    raw: dict[str, dict[str, list]] = {"bare": {}, "ours": {}}
+    with running(bare), running(ours):
+        check_request(ours.port, req, 1)
+        for server in (bare, ours):  # warm-up: imports, first requests, BLAS buffers
+            run_wrk(server.port, req.path, req.body_file, connections=8, seconds=1)
+        for c in concurrency:
+            for rep in range(reps):
+                for label, server in (("bare", bare), ("ours", ours)):
+                    with OthersProbe(bare, ours) as probe:
+                        result = run_wrk(
+                            server.port, req.path, req.body_file, connections=c, seconds=seconds
+                        )
+                    result["others_cpu_share"] = round(probe.share, 3)
+                    raw[label].setdefault(str(c), []).append(result)
+                    log(
+                        f"  c={c:<3} rep {rep + 1}/{reps} {label:<4} {result['rps']:8.0f} req/s  "
+                        f"p50 {result['p50_us'] / 1e3:6.3f} ms  p95 {result['p95_us'] / 1e3:6.3f}  "
+                        f"p99 {result['p99_us'] / 1e3:6.3f}  errors {result['errors']}  "
+                        f"others {result['others_cpu_share']:.0%}"
+                    )
+    table = {}
+    for c in concurrency:
+        b, o = summarise(raw["bare"][str(c)]), summarise(raw["ours"][str(c)])
+        table[str(c)] = {
+            "bare": b,
+            "ours": o,
+            "throughput_ratio": round(o["rps"] / b["rps"], 3) if b["rps"] else None,
+            "p99_ratio": round(o["p99_us"] / b["p99_us"], 3) if b["p99_us"] else None,
+        }
+    return {"seconds_per_point": seconds, "reps": reps, "points": table, "raw": raw}
+
+
+def inprocess_rate(model_path: Path, x: np.ndarray, seconds: float) -> float:
+    """Images/s of model.predict_proba on float32 [N, 784] in [0, 1], one BLAS thread."""
+    from threadpoolctl import threadpool_limits
+
+    from shared.modelfile import load_model
+
+    model = load_model(model_path).model
+    xf = x.astype(np.float32) / np.float32(255.0)
+    with threadpool_limits(1):
+        model.predict_proba(xf)  # warm-up
+        rates = []
+        for _ in range(3):
+            n, start = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < seconds / 3 or n == 0:
+                model.predict_proba(xf)
+                n += 1
+            rates.append(n * len(x) / elapsed)
+    return max(rates)
+
+
+def bench_batch(
+    work: Path,
+    registry: Path,
+    model_path: Path,
+    *,
+    batches: tuple[int, ...],
+    seconds: int,
+    reps: int,
+    extra_env: dict[str, str],
+    log: Any,
+) -> dict[str, Any]:
+    """Images/s per body kind and batch size over one connection, against in-process."""
+    images = sample_images(max(batches))
+    ours = Server(OURS_APP, registry, work / "ours-batch.log", extra_env)
+    points: dict[str, dict[str, Any]] = {}
+    with running(ours):
+        for n in batches:
+            x = images[:n]
+            requests = {kind: make_request(kind, x, work) for kind in BODY_KINDS}
+            for req in requests.values():
+                check_request(ours.port, req, n)
+                run_wrk(ours.port, req.path, req.body_file, connections=1, seconds=1,
+                        content_type=req.content_type, header=req.header)  # fmt: skip
+            runs: dict[str, list[float]] = {kind: [] for kind in BODY_KINDS}
+            for _ in range(reps):
+                for kind, req in requests.items():
+                    r = run_wrk(ours.port, req.path, req.body_file, connections=1,
+                                seconds=seconds, content_type=req.content_type,
+                                header=req.header)  # fmt: skip
+                    if r["errors"]:
+                        raise RuntimeError(f"batch {n} {kind}: {r['errors']} errors")
+                    runs[kind].append(r["rps"] * n)
+            inproc = inprocess_rate(model_path, x, max(1.0, seconds / 2))
+            row: dict[str, Any] = {"inprocess": round(inproc, 1)}
+            for kind in BODY_KINDS:
+                rate = median(runs[kind])
+                row[kind] = round(rate, 1)
+                row[f"{kind}_vs_inprocess"] = round(rate / inproc, 3)
+            row["body_bytes"] = {k: r.body_file.stat().st_size for k, r in requests.items()}
+            points[str(n)] = row
+            log(
+                f"  batch {n:<5} "
+                + "  ".join(f"{k} {row[k]:10.0f}" for k in (*BODY_KINDS, "inprocess"))
+                + " images/s"
+            )
+    return {"seconds_per_point": seconds, "reps": reps, "connections": 1, "points": points}
+
+
+def smaps_rollup(pid: int) -> dict[str, float]:
+    """RSS, PSS and USS (private clean + dirty) of one process in MiB."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] == "kB":
+            fields[parts[0].rstrip(":")] = int(parts[1])
+    mib = 1024.0
+    return {
+        "rss_mib": round(fields.get("Rss", 0) / mib, 1),
+        "pss_mib": round(fields.get("Pss", 0) / mib, 1),
+        "uss_mib": round(
+            (fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)) / mib, 1
+        ),
+    }
+
+
+def fill_workers(server: Server, versions: list[int], body: bytes, tries: int = 20) -> dict:
+    """Predict with every version until every worker reports all of them loaded (/readyz)."""
+    want = {f"{MODEL_NAME}:{v}" for v in versions}
+    n_workers = len(server.worker_pids())
+    seen: dict[int, set[str]] = {}
+
+    def views() -> dict[int, set[str]]:
+        out: dict[int, set[str]] = {}
+        with ThreadPoolExecutor(8) as pool:
+            for _status, raw in pool.map(lambda _: http_get(server.port, "/readyz"), range(24)):
+                body_ = json.loads(raw)
+                out[body_["pid"]] = set(body_.get("loaded", []))
+        return out
+
+    for _ in range(tries):
+        for v in versions:
+            path = f"/v1/models/{MODEL_NAME}/versions/{v}/predict"
+            post = functools.partial(http_post, server.port, path, body, "application/json")
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda _, post=post: post(), range(16)))
+        seen = views()
+        if len(seen) >= n_workers and all(want <= s for s in seen.values()):
+            break
+    return {str(pid): sorted(s) for pid, s in seen.items()}
+
+
+def bench_cold_start(
+    work: Path,
+    registry: Path,
+    model_path: Path,
+    *,
+    repeats: int,
+    versions: int,
+    extra_env: dict[str, str],
+    log: Any,
+) -> dict[str, Any]:
+    body = json_body(sample_images(1))
+    starts = []
+    memory_one: dict[str, Any] = {}
+    for i in range(repeats):
+        server = Server(OURS_APP, registry, work / "cold.log", extra_env).start()
+        try:
+            seconds = server.wait_ready(timeout=60)
+            starts.append(seconds)
+            if i == repeats - 1:
+                loaded = fill_workers(server, [1], body)
+                memory_one = {
+                    "workers": {str(p): smaps_rollup(p) for p in server.worker_pids()},
+                    "master": smaps_rollup(server.proc.pid),  # type: ignore[union-attr]
+                    "loaded": loaded,
+                }
+        finally:
+            server.stop()
+        log(f"  cold start {i + 1}/{repeats}: /readyz 200 after {seconds:.2f} s")
+
+    # Ten versions: a second registry with `versions` copies, a cache that holds them all.
+    from shared.registry import Registry
+
+    many = work / "registry-many"
+    reg = Registry(many)
+    for _ in range(versions):
+        reg.publish(MODEL_NAME, model_path, {"metrics": {}, "source": "benchmarks.serving"})
+    env = {**extra_env, "MODEL_CACHE_SIZE": str(max(versions, 4))}
+    server = Server(OURS_APP, many, work / "many.log", env).start()
+    try:
+        server.wait_ready(timeout=60)
+        loaded = fill_workers(server, list(range(1, versions + 1)), body)
+        memory_many = {
+            "workers": {str(p): smaps_rollup(p) for p in server.worker_pids()},
+            "master": smaps_rollup(server.proc.pid),  # type: ignore[union-attr]
+            "loaded": loaded,
+            "model_cache_size": env["MODEL_CACHE_SIZE"],
+        }
+    finally:
+        server.stop()
+    per = {
+        k: median([w[k] for w in memory_many["workers"].values()])
+        for k in ("rss_mib", "pss_mib", "uss_mib")
+    }
+    log(f"  {versions} versions: per worker {per}")
+    return {
+        "ready_seconds": [round(s, 3) for s in starts],
+        "ready_seconds_median": round(median(starts), 3),
+        "model_file_bytes": model_path.stat().st_size,
+        "memory_one_version": memory_one,
+        "memory_many_versions": {"versions": versions, **memory_many},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+def train_model(out: Path, data_dir: Path, log: Any) -> dict[str, Any]:
+    """One epoch of the default architecture through the real CLI (one command, a few seconds)."""
+    cmd = [sys.executable, "-m", "trainer_service", "train", "--data-dir", str(data_dir),
+           "--epochs", "1", "--out", str(out), "--json"]  # fmt: skip
+    log("training the benchmark model: " + " ".join(cmd[1:]))
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"training failed:\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"command": cmd[1:], "test_accuracy": summary.get("test_accuracy"),
+            "hidden_layers": summary.get("config", {}).get("hidden_layers")}  # fmt: skip
+
+
+def publish_model(registry: Path, model_path: Path) -> int:
+    from shared.registry import Registry
+
+    return Registry(registry).publish(
+        MODEL_NAME, model_path, {"metrics": {}, "source": "benchmarks.serving"}
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+
+def targets_met(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    lat = results.get("latency", {}).get("points", {})
+    if "8" in lat:
+        p = lat["8"]
+        out["c8_throughput_ratio"] = [
+            p["throughput_ratio"],
+            p["throughput_ratio"] >= TARGETS["c8_throughput_ratio_min"],
+        ]
+        out["c8_p99_ratio"] = [p["p99_ratio"], p["p99_ratio"] <= TARGETS["c8_p99_ratio_max"]]
+    if "1" in lat:
+        o = lat["1"]["ours"]
+        out["c1_p50_ms"] = [o["p50_us"] / 1e3, o["p50_us"] / 1e3 < TARGETS["c1_p50_ms_max"]]
+        out["c1_p99_ms"] = [o["p99_us"] / 1e3, o["p99_us"] / 1e3 < TARGETS["c1_p99_ms_max"]]
+    batch = results.get("batch", {}).get("points", {})
+    if "1024" in batch:
+        row = batch["1024"]
+        best = max(row["npy_vs_inprocess"], row["v2-binary_vs_inprocess"])
+        out["binary_vs_inprocess_at_1024"] = [
+            best,
+            best >= TARGETS["binary_vs_inprocess_at_1024_min"],
+        ]
+    return out  # fmt: skip
+
+
+def report(results: dict[str, Any]) -> str:
+    parts = []
+    lat = results.get("latency")
+    if lat:
+        rows = []
+        for c, p in lat["points"].items():
+            for label in ("bare", "ours"):
+                s = p[label]
+                rows.append([c, label, f"{s['rps']:.0f}", f"{s['p50_us'] / 1e3:.3f}",
+                             f"{s['p95_us'] / 1e3:.3f}", f"{s['p99_us'] / 1e3:.3f}", s["errors"]])  # fmt: skip
+            rows.append(
+                [
+                    c,
+                    "ours/bare",
+                    f"{p['throughput_ratio']:.2f}",
+                    "",
+                    "",
+                    f"{p['p99_ratio']:.2f}",
+                    "",
+                ]
+            )
+        parts.append(
+            markdown_table(
+                ["concurrency", "server", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows
+            )
+        )
+    batch = results.get("batch")
+    if batch:
+        rows = []
+        for n, row in batch["points"].items():
+            rows.append([n, *(f"{row[k]:.0f} ({row[f'{k}_vs_inprocess']:.0%})" for k in BODY_KINDS),
+                         f"{row['inprocess']:.0f}"])  # fmt: skip
+        parts.append(
+            markdown_table(["batch", *(f"{k} images/s" for k in BODY_KINDS), "in-process"], rows)
+        )
+    cold = results.get("cold_start")
+    if cold:
+        rows = []
+        for label, mem in (("1 version", cold["memory_one_version"]),
+                           (f"{cold['memory_many_versions']['versions']} versions", cold["memory_many_versions"])):  # fmt: skip
+            for pid, m in mem.get("workers", {}).items():
+                rows.append([label, f"worker {pid}", m["rss_mib"], m["pss_mib"], m["uss_mib"]])
+            if "master" in mem:
+                m = mem["master"]
+                rows.append([label, "master", m["rss_mib"], m["pss_mib"], m["uss_mib"]])
+        parts.append(
+            f"cold start: /readyz 200 after {cold['ready_seconds_median']:.2f} s (median of {cold['ready_seconds']})"
+        )
+        parts.append(markdown_table(["registry", "process", "RSS MiB", "PSS MiB", "USS MiB"], rows))
+    targets = results.get("targets")
+    if targets:
+        parts.append(
+            "targets: "
+            + ", ".join(f"{k} {v[0]:.3g} {'met' if v[1] else 'MISSED'}" for k, v in targets.items())
+        )
+    return "\n\n".join(parts)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env wants KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--quick", action="store_true", help="1 s per point, one repetition")
+    p.add_argument(
+        "--seconds", type=int, default=None, help="wrk duration per point (default 5; --quick 1)"
+    )
+    p.add_argument(
+        "--reps", type=int, default=None, help="repetitions per point (default 3; --quick 1)"
+    )
+    p.add_argument(
+        "--sections",
+        default="latency,batch,cold",
+        help="comma-separated subset of latency,batch,cold",
+    )
+    p.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
+    p.add_argument(
+        "--cold-repeats", type=int, default=None, help="cold starts (default 3; --quick 1)"
+    )
+    p.add_argument("--versions", type=int, default=10, help="versions loaded for the memory figure")
+    p.add_argument(
+        "--model", type=Path, default=None, help="use this model file instead of training one"
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="MNIST folder (default $MNIST_DATA_DIR)"
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra server environment (both servers)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="results file (default results/serving-<date>.json)"
+    )
+    p.add_argument("--no-write", action="store_true", help="print only")
+    return p  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    seconds = args.seconds or (1 if args.quick else 5)
+    reps = args.reps or (1 if args.quick else 3)
+    cold_repeats = args.cold_repeats or (1 if args.quick else 3)
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    unknown = sections - {"latency", "batch", "cold"}
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}")
+    extra_env = parse_env(args.env)
+    wrk_binary()
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    # A SIGTERM (make interrupted, a timeout) must still run the finally blocks below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = Path(tempfile.mkdtemp(prefix="digitflow-bench-serving-"))
+    results: dict[str, Any] = {
+        "benchmark": "serving",
+        "started_at": now_iso(),
+        "command": "python -m benchmarks.serving "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(),
+        "settings": {
+            "seconds_per_point": seconds,
+            "reps": reps,
+            "extra_env": extra_env,
+            "load_generator": "wrk -t1 (benchmarks/wrk_post.lua)",
+        },  # fmt: skip
+    }
+    try:
+        if args.model is not None:
+            model_path = args.model
+            results["model"] = {"file": str(args.model)}
+        else:
+            model_path = work / "model.npz"
+            results["model"] = train_model(model_path, args.data_dir or default_data_dir(), log)
+        registry = work / "registry"
+        publish_model(registry, model_path)
+        if "latency" in sections:
+            log("single-image predict, bare Flask vs the inference service (interleaved):")
+            results["latency"] = bench_latency(work, registry, concurrency=tuple(args.concurrency),
+                                               seconds=seconds, reps=reps, extra_env=extra_env, log=log)  # fmt: skip
+        if "batch" in sections:
+            log("batch predict over one connection vs in-process predict_proba:")
+            results["batch"] = bench_batch(work, registry, model_path, batches=tuple(args.batches),
+                                           seconds=seconds, reps=reps, extra_env=extra_env, log=log)  # fmt: skip
+        if "cold" in sections:
+            log("cold start and memory:")
+            results["cold_start"] = bench_cold_start(work, registry, model_path, repeats=cold_repeats,
+                                                     versions=args.versions, extra_env=extra_env, log=log)  # fmt: skip
+        results["targets"] = targets_met(results)
+        results["finished_at"] = now_iso()
+        results["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log("")
+    log(report(results))
+    if not args.no_write:
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+            path = args.out
+        else:
+            path = write_result("serving", results)
+        log(f"\nresults: {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
