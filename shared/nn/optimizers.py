@@ -23,7 +23,11 @@ overwrites it). Reusing it as scratch saves a memory stream in the memory-bound 
 
 All updates are in place and allocation-free. (Splitting the element-wise work across Python
 threads was measured and dropped: OpenBLAS's worker threads spin on the other core between
-matrix products, so a second NumPy thread made training epochs slower, not faster.)
+matrix products, so a second NumPy thread made training epochs slower, not faster. So was
+splitting whole steps: two Python threads, each with single-threaded BLAS running half the batch
+and updating half the parameters, lost to GIL hand-offs and thread wake-ups on 2 cores; and
+updating the flat vector in cache-sized blocks lost to per-call overhead, since the float32
+square root makes the update partly compute-bound.)
 """
 
 from __future__ import annotations
