@@ -11,7 +11,7 @@
   is loaded, never in the master;
 * Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is created (or emptied) before workers
   start so /metrics aggregates every worker; dead workers are marked in ``child_exit``;
-* the access log line ends with the request time in microseconds.
+* the access log line ends with the request time in microseconds; ACCESS_LOG=off drops it.
 
 Any setting can still be overridden on the command line or with GUNICORN_CMD_ARGS.
 """
@@ -52,7 +52,9 @@ proc_name = "digitflow-inference"
 control_socket_disable = True
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 errorlog = "-"
-accesslog = "-"
+# ACCESS_LOG: "-" (stdout, the default), a file path, or "off" (no per-request line).
+_access = os.environ.get("ACCESS_LOG", "-").strip()
+accesslog = None if _access.lower() in ("", "off", "none", "0", "false") else _access
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)sB %(D)sus worker=%(p)s'
 
 
