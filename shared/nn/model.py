@@ -97,7 +97,7 @@ class Sequential:
         return int(self.params.size)
 
     # -- computation -------------------------------------------------------------------------------
-    def _check_input(self, x: np.ndarray) -> np.ndarray:
+    def check_input(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise ValueError(f"expected input of shape [N, {self.input_dim}], got {list(x.shape)}")
@@ -121,7 +121,7 @@ class Sequential:
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Logits [N, n_classes]. In training mode dropout is active and batch-norm uses and
         updates batch statistics; the result is always a fresh array the caller owns."""
-        x = self._check_input(x)
+        x = self.check_input(x)
         out = self.forward_into(x, training)
         return out.copy() if training or out is x else out
 
@@ -139,7 +139,7 @@ class Sequential:
 
     def predict_logits(self, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
         """Inference-mode logits, computed `chunk` rows at a time (bounded memory)."""
-        x = self._check_input(x)
+        x = self.check_input(x)
         out = np.empty((x.shape[0], self.output_dim), self.dtype)
         for start in range(0, x.shape[0], chunk):
             out[start : start + chunk] = self.forward_into(x[start : start + chunk], False)
