@@ -108,24 +108,19 @@ class InferencePlan:
                     self.steps.append(_shift(pending_mean))
                 pending_mean = layer.mean
             elif isinstance(layer, Dense):
-                weight = layer.W.astype(np.float64) if pending_mean is not None else layer.W
-                bias = layer.b.astype(np.float64) if layer.use_bias else None
+                weight, bias = layer.W, (layer.b if layer.use_bias else None)
                 nxt = layers[i + 1] if i + 1 < len(layers) else None
-                if isinstance(nxt, BatchNorm1d):
+                if isinstance(nxt, BatchNorm1d):  # the only fold that rewrites the weights
                     scale, shift = _bn_affine(nxt)
-                    weight = layer.W.astype(np.float64) * scale
-                    bias = (0.0 if bias is None else bias) * scale + shift
+                    weight = (layer.W.astype(np.float64) * scale).astype(self.dtype)
+                    bias = (0.0 if bias is None else bias.astype(np.float64)) * scale + shift
                     i += 1
                 if pending_mean is not None:
-                    bias = (0.0 if bias is None else bias) - pending_mean.astype(
-                        np.float64
-                    ) @ weight
+                    folded = pending_mean.astype(np.float64) @ weight.astype(np.float64)
+                    bias = (0.0 if bias is None else np.asarray(bias, np.float64)) - folded
                     pending_mean = None
                 self.steps.append(
-                    _affine(
-                        np.ascontiguousarray(weight, dtype=self.dtype),
-                        None if bias is None else np.asarray(bias, dtype=self.dtype),
-                    )
+                    _affine(weight, None if bias is None else np.asarray(bias, dtype=self.dtype))
                 )
             else:
                 if pending_mean is not None:
