@@ -852,7 +852,7 @@ def bench_queue(
         rss = {v.name: rss_mib(v.worker.popen.pid) for v in variants}
 
         cli_env = {**env, "MODEL_REGISTRY_DIR": str(tmp / "models-cli")}
-        latency_config = dict(TINY_JOB) if not args.quick else dict(TINY_JOB)
+        latency_config = dict(TINY_JOB)
         pair_config = dict(TINY_JOB) if args.quick else {}
         for i in range(args.latency_jobs):
             order = variants[i % len(variants) :] + variants[: i % len(variants)]
