@@ -459,22 +459,35 @@ def bench_latency(
     reps: int,
     extra_env: dict[str, str],
     log: Any,
+    variants: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Single-image predict, ours vs bare, interleaved; medians per concurrency."""
+    """Single-image predict, ours vs bare, interleaved; medians per concurrency. Each of
+    `variants` (label → extra environment) is one more server of ours in the same rotation, so a
+    lever is measured against the default and bare in one run."""
     x = sample_images(1)
     req = make_request("json", x, work)
-    ours = Server(OURS_APP, registry, work / "ours.log", extra_env)
-    bare = Server(BARE_APP, None, work / "bare.log", extra_env)
-    raw: dict[str, dict[str, list]] = {"bare": {}, "ours": {}}
-    with running(bare), running(ours):
-        check_request(ours.port, req, 1)
-        for server in (bare, ours):  # warm-up: imports, first requests, BLAS buffers
+    servers = {
+        "bare": Server(BARE_APP, None, work / "bare.log", extra_env),
+        "ours": Server(OURS_APP, registry, work / "ours.log", extra_env),
+    }
+    for label, env in (variants or {}).items():
+        servers[f"ours[{label}]"] = Server(
+            OURS_APP, registry, work / f"ours-{label}.log", {**extra_env, **env}
+        )
+    raw: dict[str, dict[str, list]] = {label: {} for label in servers}
+    with contextlib.ExitStack() as stack:
+        for server in servers.values():
+            stack.enter_context(running(server))
+        for label, server in servers.items():
+            if label != "bare":
+                check_request(server.port, req, 1)
+        for server in servers.values():  # warm-up: imports, first requests, BLAS buffers
             run_wrk(server.port, req.path, req.body_file, connections=8, seconds=1)
         for c in concurrency:
             quiet(log)
             for rep in range(reps):
-                for label, server in (("bare", bare), ("ours", ours)):
-                    with OthersProbe(bare, ours) as probe:
+                for label, server in servers.items():
+                    with OthersProbe(*servers.values()) as probe:
                         result = run_wrk(
                             server.port, req.path, req.body_file, connections=c, seconds=seconds
                         )
@@ -488,14 +501,28 @@ def bench_latency(
                     )
     table = {}
     for c in concurrency:
-        b, o = summarise(raw["bare"][str(c)]), summarise(raw["ours"][str(c)])
-        table[str(c)] = {
-            "bare": b,
-            "ours": o,
-            "throughput_ratio": round(o["rps"] / b["rps"], 3) if b["rps"] else None,
-            "p99_ratio": round(o["p99_us"] / b["p99_us"], 3) if b["p99_us"] else None,
-        }
-    return {"seconds_per_point": seconds, "reps": reps, "points": table, "raw": raw}
+        b = summarise(raw["bare"][str(c)])
+        point: dict[str, Any] = {"bare": b}
+        for label in servers:
+            if label == "bare":
+                continue
+            o = summarise(raw[label][str(c)])
+            ratios = {
+                "throughput_ratio": round(o["rps"] / b["rps"], 3) if b["rps"] else None,
+                "p99_ratio": round(o["p99_us"] / b["p99_us"], 3) if b["p99_us"] else None,
+            }
+            if label == "ours":
+                point.update({"ours": o, **ratios})
+            else:
+                point.setdefault("variants", {})[label] = {**o, **ratios}
+        table[str(c)] = point
+    return {
+        "seconds_per_point": seconds,
+        "reps": reps,
+        "variants": variants or {},
+        "points": table,
+        "raw": raw,
+    }
 
 
 def inprocess_rate(model_path: Path, x: np.ndarray, seconds: float) -> float:
@@ -740,17 +767,13 @@ def report(results: dict[str, Any]) -> str:
                 s = p[label]
                 rows.append([c, label, f"{s['rps']:.0f}", f"{s['p50_us'] / 1e3:.3f}",
                              f"{s['p95_us'] / 1e3:.3f}", f"{s['p99_us'] / 1e3:.3f}", s["errors"]])  # fmt: skip
-            rows.append(
-                [
-                    c,
-                    "ours/bare",
-                    f"{p['throughput_ratio']:.2f}",
-                    "",
-                    "",
-                    f"{p['p99_ratio']:.2f}",
-                    "",
-                ]
-            )
+            rows.append([c, "ours/bare", f"{p['throughput_ratio']:.2f}", "", "",
+                         f"{p['p99_ratio']:.2f}", ""])  # fmt: skip
+            for label, v in p.get("variants", {}).items():
+                rows.append([c, label, f"{v['rps']:.0f}", f"{v['p50_us'] / 1e3:.3f}",
+                             f"{v['p95_us'] / 1e3:.3f}", f"{v['p99_us'] / 1e3:.3f}", v["errors"]])  # fmt: skip
+                rows.append([c, f"{label}/bare", f"{v['throughput_ratio']:.2f}", "", "",
+                             f"{v['p99_ratio']:.2f}", ""])  # fmt: skip
         parts.append(
             markdown_table(
                 ["concurrency", "server", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"], rows
@@ -802,6 +825,16 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
+    out = {}
+    for spec in specs:
+        label, sep, pairs = spec.partition(":")
+        if not sep or not label or not label.replace("-", "").replace("_", "").isalnum():
+            raise SystemExit(f"--variant wants LABEL:KEY=VALUE[,KEY=VALUE], got {spec!r}")
+        out[label] = parse_env([p for p in pairs.split(",") if p])
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0]
@@ -838,6 +871,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra server environment (both servers)",
     )
     p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
+        help="one more server of ours in the latency rotation, with this environment "
+        "(e.g. flask:PREDICT_FAST_PATH=off)",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=float,
         default=20.0,
@@ -860,6 +901,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}")
     extra_env = parse_env(args.env)
+    variants = parse_variants(args.variant)
     QUIET_WAIT[0] = args.quiet_wait
     wrk_binary()
 
@@ -879,6 +921,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "seconds_per_point": seconds,
             "reps": reps,
             "extra_env": extra_env,
+            "variants": variants,
             "load_generator": "wrk -t1 (benchmarks/wrk_post.lua)",
         },  # fmt: skip
     }
@@ -894,7 +937,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "latency" in sections:
             log("single-image predict, bare Flask vs the inference service (interleaved):")
             results["latency"] = bench_latency(work, registry, concurrency=tuple(args.concurrency),
-                                               seconds=seconds, reps=reps, extra_env=extra_env, log=log)  # fmt: skip
+                                               seconds=seconds, reps=reps, extra_env=extra_env, log=log,
+                                               variants=variants)  # fmt: skip
         if "batch" in sections:
             log("batch predict over one connection vs in-process predict_proba:")
             results["batch"] = bench_batch(work, registry, model_path, batches=tuple(args.batches),

@@ -7,7 +7,7 @@ from flask import Blueprint, Response, request
 
 from inference_service.context import ServiceState, service
 from inference_service.errors import ApiError, bad_request, unprocessable
-from inference_service.responses import json_response
+from inference_service.responses import dumps, json_response
 from inference_service.serving import Served
 from inference_service.validation import (
     N_PIXELS,
@@ -143,13 +143,19 @@ def _pictures(files: list[tuple[str, bytes]], max_images: int) -> np.ndarray:
     return out
 
 
+def parse_array_body(mimetype: str, raw: bytes, max_images: int) -> np.ndarray | None:
+    """A JSON or ``.npy`` predict body as float32 [N, 784] in [0, 1]; None for any other media
+    type. Raises ApiError (a 4xx naming the field) for a body that does not validate."""
+    if mimetype in ("application/json", "") or mimetype.endswith("+json"):
+        return parse_v1_json(raw, max_images)
+    if mimetype == NPY_MEDIA_TYPE:
+        return parse_npy(raw, max_images)
+    return None
+
+
 def read_images(max_images: int) -> np.ndarray:
     """The request's images as float32 [N, 784] in [0, 1], whatever the accepted body type."""
     mimetype = request.mimetype
-    if mimetype in ("application/json", "") or mimetype.endswith("+json"):
-        return parse_v1_json(request.get_data(cache=False), max_images)
-    if mimetype == NPY_MEDIA_TYPE:
-        return parse_npy(request.get_data(cache=False), max_images)
     if mimetype in _PICTURE_TYPES:
         return _pictures([("body", request.get_data(cache=False))], max_images)
     if mimetype == "multipart/form-data":
@@ -157,6 +163,9 @@ def read_images(max_images: int) -> np.ndarray:
         if not uploads:
             raise bad_request("multipart body needs a file field named 'image'", "image")
         return _pictures([(f"image[{i}]", f.read()) for i, f in enumerate(uploads)], max_images)
+    x = parse_array_body(mimetype, request.get_data(cache=False), max_images)
+    if x is not None:
+        return x
     raise ApiError(
         415,
         "unsupported_media_type",
@@ -166,29 +175,43 @@ def read_images(max_images: int) -> np.ndarray:
     )
 
 
-def predict_response(st: ServiceState, served: Served, x: np.ndarray) -> Response:
+def predict_body(st: ServiceState, served: Served, x: np.ndarray) -> bytes:
+    """The JSON answer to a predict request (counted in the metrics). One builder for the Flask
+    view and the WSGI fast path, so both answer byte for byte the same."""
     proba = np.ascontiguousarray(served.predict_proba(x), dtype=np.float32)
-    predictions = proba.argmax(axis=1)
-    st.telemetry.count_images(served.name, served.version, len(x))
-    return json_response(
+    body = dumps(
         {
             "model": served.name,
             "model_version": served.version,
-            "predictions": predictions,
+            "predictions": proba.argmax(axis=1),
             "probabilities": proba,
-        },
+        }
+    )
+    st.telemetry.count_images(served.name, served.version, len(x))
+    return body
+
+
+def predict_response(st: ServiceState, served: Served, x: np.ndarray) -> Response:
+    return Response(
+        predict_body(st, served, x),
+        mimetype="application/json",
         headers={"X-Model-Version": str(served.version)},
     )
 
 
-@bp.post("/models/<name>/predict")
+#: The predict routes (under /v1); inference_service/fastpath.py answers the same two.
+PREDICT_DEFAULT_RULE = "/models/<name>/predict"
+PREDICT_VERSION_RULE = "/models/<name>/versions/<ref>/predict"
+
+
+@bp.post(PREDICT_DEFAULT_RULE)
 def predict_default(name: str) -> Response:
     st = service()
     served = st.cache.get(name)
     return predict_response(st, served, read_images(st.settings.max_batch_images))
 
 
-@bp.post("/models/<name>/versions/<ref>/predict")
+@bp.post(PREDICT_VERSION_RULE)
 def predict_version(name: str, ref: str) -> Response:
     st = service()
     served = st.cache.get(name, ref)

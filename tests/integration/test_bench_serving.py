@@ -71,6 +71,7 @@ def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
             "--batches", "4",
             "--cold-repeats", "1", "--versions", "3",
             "--quiet-wait", "0",
+            "--variant", "flask:PREDICT_FAST_PATH=off",
             "--out", str(out),
         ]
     )  # fmt: skip
@@ -83,6 +84,9 @@ def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
             assert point[label]["requests"] > 0 and point[label]["errors"] == 0, point
             assert 0 < point[label]["p50_us"] <= point[label]["p99_us"]
         assert point["throughput_ratio"] > 0
+        flask = point["variants"]["ours[flask]"]  # the same service with the fast path off
+        assert flask["requests"] > 0 and flask["errors"] == 0 and flask["throughput_ratio"] > 0
+    assert results["latency"]["variants"] == {"flask": {"PREDICT_FAST_PATH": "off"}}
 
     batch = results["batch"]["points"]
     assert set(batch) == {"4"}
