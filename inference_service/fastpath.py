@@ -65,7 +65,7 @@ class PredictFastPath:
     def __init__(self, app: WSGIApp, state: ServiceState) -> None:
         self.app = app
         self.state = state
-        #: Requests this worker answered here (tests and /readyz-style debugging read it).
+        #: Requests this app answered here (read by the tests; not locked: a count, not a metric).
         self.answered = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:

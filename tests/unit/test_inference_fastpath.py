@@ -3,8 +3,6 @@ path exactly as the Flask view would, and hands everything else to Flask with th
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import orjson
 import pytest
@@ -19,16 +17,11 @@ from tests.unit.test_inference_app import (  # noqa: F401 - fixtures
     publish,
     registry,
 )
+from tests.unit.test_inference_npy import npy
 
 RNG = np.random.default_rng(11)
 IMAGES = RNG.integers(0, 256, size=(3, 784)).astype(np.uint8)
 URL = "/v1/models/digits/predict"
-
-
-def npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
 
 
 @pytest.fixture
