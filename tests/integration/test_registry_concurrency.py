@@ -146,7 +146,7 @@ def test_concurrent_state_changes_lose_nothing(tmp_path: Path) -> None:
 _KILLED_PUBLISHER = textwrap.dedent(
     """
     import os, sys, time
-    import shared.registry as reg
+    import shared.registry.core as reg
 
     root, src, marker, phase = sys.argv[1:5]
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.registry import TEST_PUBLISH_GATE_ENV, Registry, _publisher_is_dead, _temp_name
+from shared.registry import TEST_PUBLISH_GATE_ENV, Registry
+from shared.registry.files import _publisher_is_dead, _temp_name
 from tests.service_support import flip_weights_byte, inference_service, publish, publish_damaged
 from tests.trainer_support import SMALL, horse_pids, pid_alive, wait_for
 from trainer_service.jobs import SCRATCH_PREFIX

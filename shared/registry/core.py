@@ -1,35 +1,5 @@
-"""A versioned model registry on a plain shared folder (think MLflow registry + TF Serving dirs).
-
-Layout::
-
-    <root>/<name>/<version>/weights.npz       the model file, copied verbatim
-    <root>/<name>/<version>/manifest.json     sha256, size, created_at, package_version, caller's data
-    <root>/<name>/<version>/<extra files>     optional, hashed into manifest["files"]
-    <root>/<name>/state.json                  {"pinned", "aliases", "history"}
-    <root>/<name>/.state.lock                 flock target for state changes (writers only)
-    <root>/<name>/.tmp-<uuid>/                a publish in progress (or a crashed one); never listed
-
-Why it is built this way:
-
-* A version only becomes visible through one atomic ``os.rename(tmp_dir, <name>/<v>)``. The rename
-  fails if ``<v>`` already holds a version, so the number is allocated by the filesystem itself:
-  publishers in different processes or on different machines sharing the volume cannot collide,
-  and a publisher killed at any point leaves at most an invisible ``.tmp-*`` folder.
-* The folder name is the version number; the manifest never stores it (readers add ``"version"``).
-* A temp folder's name carries its publisher (``.tmp-<uuid>.<pid>.<host>``): the next publish
-  removes the temp folder of a publisher on this host that is no longer running (SIGKILLed
-  mid-publish) at once, and anything else once it is older than ``stale_temp_seconds``.
-* Readers never write anything (no lock files, no cleanup), so inference can mount the volume
-  read-only. Verification (manifest + sha256 of every file) is cached by file identity
-  (inode, size, mtime_ns, ctime_ns) so the 0.5 s poll in every gunicorn worker costs a few stats.
-* A broken version (bad manifest, missing or tampered files) is skipped by ``latest_version`` /
-  ``default_version``, reported by ``describe_versions`` / ``version_status`` and logged once.
-* ``state.json`` is replaced atomically under an exclusive ``flock`` so concurrent pin/alias changes
-  never lose updates; a corrupt file is logged and the last good state is served until the next
-  write repairs it.
-* Every client-supplied name, alias and version is validated against a strict ASCII pattern, and
-  paths are resolved and checked to stay inside the root as a second line of defence.
-"""
+"""The `Registry` class: publishing, listing, verifying and resolving versions, pins and aliases
+(see the package docstring for the layout and why it is built this way)."""
 
 from __future__ import annotations
 
@@ -37,296 +7,70 @@ import contextlib
 import copy
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
-import socket
 import stat
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shared import __version__ as PACKAGE_VERSION
-from shared.config import MODEL_NAME_PATTERN
+from shared.registry.errors import (
+    AliasNotFoundError,
+    BrokenVersionError,
+    InvalidNameError,
+    ModelNotFoundError,
+    ReadOnlyRegistryError,
+    RegistryError,
+    VersionNotFoundError,
+)
+from shared.registry.files import (
+    _DEFAULT_STALE_TEMP_SECONDS,
+    _MAX_ACTOR_LEN,
+    _MAX_HISTORY,
+    _MAX_MANIFEST_BYTES,
+    _MAX_STATE_BYTES,
+    _copy_and_hash,
+    _dir_stamp,
+    _dumps,
+    _empty_state,
+    _file_stamp,
+    _fsync_dir,
+    _hash_file,
+    _lstat,
+    _newest_mtime,
+    _now_iso,
+    _parse_state,
+    _publisher_is_dead,
+    _read_nofollow,
+    _temp_name,
+    _wait_for_test_gate,
+)
+from shared.registry.names import (
+    _NAME_RE,
+    _RESERVED_REFS,
+    _SHA256_RE,
+    _VERSION_RE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    MAX_VERSION,
+    REQUIRED_MANIFEST_KEYS,
+    STATE_FILE,
+    STATE_TMP_PREFIX,
+    TMP_PREFIX,
+    WEIGHTS_FILE,
+    _validate_extra_name,
+    validate_alias,
+    validate_model_name,
+    validate_version,
+)
 
-logger = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "weights.npz"
-MANIFEST_FILE = "manifest.json"
-STATE_FILE = "state.json"
-LOCK_FILE = ".state.lock"
-TMP_PREFIX = ".tmp-"
-STATE_TMP_PREFIX = ".state.json.tmp-"
-
-#: Versions are positive integers without leading zeros, at most 9 digits.
-MAX_VERSION = 999_999_999
-_VERSION_RE = re.compile(r"[1-9][0-9]{0,8}")
-_NAME_RE = re.compile(MODEL_NAME_PATTERN)
-#: Extra files live next to weights.npz: plain file names only.
-_EXTRA_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_RESERVED_REFS = frozenset({"latest", "default"})
-_RESERVED_FILES = frozenset({WEIGHTS_FILE, MANIFEST_FILE})
-#: Keys publish() computes; whatever the caller passed under these names is replaced.
-REQUIRED_MANIFEST_KEYS = ("sha256", "size_bytes", "created_at", "package_version")
-
-_MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-_MAX_STATE_BYTES = 16 * 1024 * 1024
-_MAX_HISTORY = 1000
-_MAX_ACTOR_LEN = 200
-_COPY_CHUNK = 1024 * 1024
-_DEFAULT_STALE_TEMP_SECONDS = 3600.0
-#: Test-only fault injection (never set in production): when this environment variable names a
-#: file, publish() writes the complete temp folder and then waits, before the version-allocating
-#: rename, until that file exists. The reliability tests use it to SIGKILL a worker mid-publish and
-#: to make several workers rename at the same instant. Unset, it costs one dict lookup.
-TEST_PUBLISH_GATE_ENV = "DIGITFLOW_TEST_PUBLISH_GATE"
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-
-
-class RegistryError(Exception):
-    """Base class of every error the registry raises on purpose."""
-
-
-class InvalidNameError(RegistryError, ValueError):
-    """A model name, alias, version or file name that could escape the root or is malformed."""
-
-
-class ModelNotFoundError(RegistryError, LookupError):
-    """No folder for this model name under the root."""
-
-
-class VersionNotFoundError(RegistryError, LookupError):
-    """The version (or "latest"/"default") does not exist."""
-
-
-class AliasNotFoundError(VersionNotFoundError):
-    """The alias is not set for this model (a VersionNotFoundError, so callers map it to 404)."""
-
-
-class BrokenVersionError(RegistryError):
-    """The version folder exists but fails verification (manifest, files, sha256).
-
-    `reason` holds the short explanation (e.g. "weights.npz is missing") for listings.
-    """
-
-    reason: str = ""
-
-
-class ReadOnlyRegistryError(RegistryError, PermissionError):
-    """A write was attempted through a Registry opened with read_only=True."""
-
-
-# --------------------------------------------------------------------------------------------
-# Validation
-
-
-def validate_model_name(name: Any) -> str:
-    """Return `name` if it is a safe registry name (shared.config.MODEL_NAME_PATTERN), else raise.
-
-    The pattern is ASCII-only with no dots or slashes, so a valid name can never be "..", an
-    absolute path, contain NUL or a unicode look-alike, or be longer than 64 characters.
-    """
-    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
-        raise InvalidNameError(
-            f"invalid model name {_short(name)}: must match {MODEL_NAME_PATTERN} "
-            "(lowercase ASCII letters, digits, '_' and '-', 1-64 characters)"
-        )
-    return name
-
-
-def validate_alias(alias: Any) -> str:
-    """Return `alias` if valid: the model-name pattern, not all digits, not "latest"/"default".
-
-    Digits are reserved for versions and the two keywords for resolve(), so a reference string
-    always has exactly one meaning.
-    """
-    if not isinstance(alias, str) or _NAME_RE.fullmatch(alias) is None:
-        raise InvalidNameError(f"invalid alias {_short(alias)}: must match {MODEL_NAME_PATTERN}")
-    if alias.isdigit():
-        raise InvalidNameError(f"invalid alias {alias!r}: all-digit names are versions")
-    if alias in _RESERVED_REFS:
-        raise InvalidNameError(f"invalid alias {alias!r}: reserved word")
-    return alias
-
-
-def validate_version(version: Any) -> int:
-    """Return the version as an int if it is 1..MAX_VERSION (int or canonical digit string).
-
-    Booleans, floats, "0", negatives, leading zeros, signs, whitespace and non-ASCII digits are
-    all rejected with InvalidNameError.
-    """
-    if isinstance(version, bool):
-        raise InvalidNameError(f"invalid version {version!r}")
-    if isinstance(version, int):
-        if 1 <= version <= MAX_VERSION:
-            return version
-        raise InvalidNameError(f"invalid version {_short(version)}: must be 1..{MAX_VERSION}")
-    if isinstance(version, str) and _VERSION_RE.fullmatch(version):
-        return int(version)
-    raise InvalidNameError(
-        f"invalid version {_short(version)}: must be a positive integer 1..{MAX_VERSION}"
-    )
-
-
-def _validate_extra_name(fname: Any) -> str:
-    if (
-        not isinstance(fname, str)
-        or _EXTRA_FILE_RE.fullmatch(fname) is None
-        or fname in _RESERVED_FILES
-        or fname.startswith(".")
-    ):
-        raise InvalidNameError(
-            f"invalid extra file name {_short(fname)}: plain ASCII file name, "
-            f"not {sorted(_RESERVED_FILES)}"
-        )
-    return fname
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# --------------------------------------------------------------------------------------------
-# Small filesystem helpers
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def _lstat(path: str | os.PathLike[str]) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int, int, int] | None:
-    """Identity of a file's content for caching: a replaced or rewritten file changes it."""
-    st = _lstat(path)
-    if st is None:
-        return None
-    return (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a directory's entries (a rename, a new file) durable. Not all filesystems allow it."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # pragma: no cover - filesystem dependent
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _copy_and_hash(src: Path, dst: Path) -> tuple[str, int]:
-    """Copy src to a new file dst (fsynced); return (sha256 hex, size) of the bytes written."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(src, "rb") as fin, open(dst, "xb") as fout:
-        while chunk := fin.read(_COPY_CHUNK):
-            digest.update(chunk)
-            fout.write(chunk)
-            size += len(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
-    return digest.hexdigest(), size
-
-
-def _read_nofollow(path: Path, limit: int) -> bytes:
-    """Read a regular file without following a symlink; refuse files larger than `limit`."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if st.st_size > limit:
-            raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-    return data
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        while chunk := fh.read(_COPY_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _json_default(obj: Any) -> Any:
-    """Let callers put NumPy scalars/arrays and Paths in a manifest without converting first."""
-    item = getattr(obj, "item", None)
-    tolist = getattr(obj, "tolist", None)
-    if tolist is not None and getattr(obj, "ndim", 0):
-        return tolist()
-    if item is not None:
-        return item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _dumps(obj: Any) -> bytes:
-    """Strict JSON (no NaN/Infinity) so every HTTP client can parse what we serve."""
-    return (
-        json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n"
-    ).encode("utf-8")
-
-
-def _empty_state() -> dict[str, Any]:
-    return {"pinned": None, "aliases": {}, "history": []}
-
-
-def _parse_state(data: bytes) -> dict[str, Any]:
-    """Parse and validate state.json; raise ValueError describing the first problem."""
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not valid JSON ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ValueError("not a JSON object")
-    pinned = raw.get("pinned")
-    if pinned is not None:
-        try:
-            pinned = validate_version(pinned)
-        except InvalidNameError as exc:
-            raise ValueError(f"bad 'pinned': {exc}") from exc
-    aliases = raw.get("aliases", {})
-    if not isinstance(aliases, dict):
-        raise ValueError("'aliases' is not an object")
-    clean_aliases: dict[str, int] = {}
-    for alias, target in aliases.items():
-        try:
-            clean_aliases[validate_alias(alias)] = validate_version(target)
-        except InvalidNameError as exc:
-            raise ValueError(f"bad alias entry {alias!r}: {exc}") from exc
-    history = raw.get("history", [])
-    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise ValueError("'history' is not a list of objects")
-    return {"pinned": pinned, "aliases": clean_aliases, "history": history}
+logger = logging.getLogger("shared.registry")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1032,91 +776,3 @@ class Registry:
         except (FileNotFoundError, NotADirectoryError):
             pass
         return (_dir_stamp(self._root_str), tuple(sorted(items)))
-
-
-def _dir_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
-    st = _lstat(path)
-    if st is None:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_nlink)
-
-
-def _temp_name() -> str:
-    """`.tmp-<uuid>.<pid>.<host>`: unique, and names the process that may still be writing it."""
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
-    return f"{TMP_PREFIX}{uuid.uuid4().hex}.{os.getpid()}.{host}"
-
-
-def _publisher_is_dead(entry_name: str) -> bool:
-    """True only if the temp folder was made by a process on this host that no longer runs.
-
-    Other hosts' folders, old-style names and live (or unknowable) publishers are False: those
-    wait for the age rule. A reused pid only delays the cleanup, it never deletes live work.
-    """
-    if not entry_name.startswith(TMP_PREFIX):
-        return False
-    parts = entry_name[len(TMP_PREFIX) :].split(".", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return False
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
-    if parts[2] != host:
-        return False
-    pid = int(parts[1])
-    return pid != os.getpid() and not process_running(pid)
-
-
-def process_running(pid: int) -> bool:
-    """Whether process `pid` on this host still runs (a zombie does not: it writes nothing).
-
-    When in doubt (no permission to ask) the answer is True, so callers never delete live work.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive under another user
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _wait_for_test_gate() -> None:
-    """See TEST_PUBLISH_GATE_ENV: a test-only pause just before the version becomes visible."""
-    gate = os.environ.get(TEST_PUBLISH_GATE_ENV)
-    if not gate:
-        return
-    logger.warning(
-        "registry: %s is set; waiting for %s before renaming", TEST_PUBLISH_GATE_ENV, gate
-    )
-    deadline = time.monotonic() + 600
-    while not os.path.exists(gate) and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
-def _newest_mtime(path: Path) -> float:
-    st = os.lstat(path)
-    newest = st.st_mtime
-    if stat.S_ISDIR(st.st_mode):
-        with os.scandir(path) as it:
-            for e in it:
-                with contextlib.suppress(FileNotFoundError):
-                    newest = max(newest, e.stat(follow_symlinks=False).st_mtime)
-    return newest
-
-
-__all__ = [
-    "AliasNotFoundError",
-    "BrokenVersionError",
-    "InvalidNameError",
-    "ModelNotFoundError",
-    "ReadOnlyRegistryError",
-    "Registry",
-    "RegistryError",
-    "VersionNotFoundError",
-    "validate_alias",
-    "validate_model_name",
-    "validate_version",
-]

@@ -1,0 +1,78 @@
+"""A versioned model registry on a plain shared folder (think MLflow registry + TF Serving dirs).
+
+Layout::
+
+    <root>/<name>/<version>/weights.npz       the model file, copied verbatim
+    <root>/<name>/<version>/manifest.json     sha256, size, created_at, package_version, caller's data
+    <root>/<name>/<version>/<extra files>     optional, hashed into manifest["files"]
+    <root>/<name>/state.json                  {"pinned", "aliases", "history"}
+    <root>/<name>/.state.lock                 flock target for state changes (writers only)
+    <root>/<name>/.tmp-<uuid>/                a publish in progress (or a crashed one); never listed
+
+Why it is built this way:
+
+* A version only becomes visible through one atomic ``os.rename(tmp_dir, <name>/<v>)``. The rename
+  fails if ``<v>`` already holds a version, so the number is allocated by the filesystem itself:
+  publishers in different processes or on different machines sharing the volume cannot collide,
+  and a publisher killed at any point leaves at most an invisible ``.tmp-*`` folder.
+* The folder name is the version number; the manifest never stores it (readers add ``"version"``).
+* A temp folder's name carries its publisher (``.tmp-<uuid>.<pid>.<host>``): the next publish
+  removes the temp folder of a publisher on this host that is no longer running (SIGKILLed
+  mid-publish) at once, and anything else once it is older than ``stale_temp_seconds``.
+* Readers never write anything (no lock files, no cleanup), so inference can mount the volume
+  read-only. Verification (manifest + sha256 of every file) is cached by file identity
+  (inode, size, mtime_ns, ctime_ns) so the 0.5 s poll in every gunicorn worker costs a few stats.
+* A broken version (bad manifest, missing or tampered files) is skipped by ``latest_version`` /
+  ``default_version``, reported by ``describe_versions`` / ``version_status`` and logged once.
+* ``state.json`` is replaced atomically under an exclusive ``flock`` so concurrent pin/alias changes
+  never lose updates; a corrupt file is logged and the last good state is served until the next
+  write repairs it.
+* Every client-supplied name, alias and version is validated against a strict ASCII pattern, and
+  paths are resolved and checked to stay inside the root as a second line of defence.
+
+Modules: ``core`` (the `Registry` class), ``names`` (the on-disk layout and name validation),
+``files`` (filesystem helpers, the state file's JSON form), ``errors``. Import from the package.
+"""
+
+from shared.registry.core import Registry
+from shared.registry.errors import (
+    AliasNotFoundError,
+    BrokenVersionError,
+    InvalidNameError,
+    ModelNotFoundError,
+    ReadOnlyRegistryError,
+    RegistryError,
+    VersionNotFoundError,
+)
+from shared.registry.files import TEST_PUBLISH_GATE_ENV, process_running
+from shared.registry.names import (
+    MANIFEST_FILE,
+    MAX_VERSION,
+    REQUIRED_MANIFEST_KEYS,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    validate_alias,
+    validate_model_name,
+    validate_version,
+)
+
+__all__ = [
+    "MANIFEST_FILE",
+    "MAX_VERSION",
+    "REQUIRED_MANIFEST_KEYS",
+    "STATE_FILE",
+    "TEST_PUBLISH_GATE_ENV",
+    "WEIGHTS_FILE",
+    "AliasNotFoundError",
+    "BrokenVersionError",
+    "InvalidNameError",
+    "ModelNotFoundError",
+    "ReadOnlyRegistryError",
+    "Registry",
+    "RegistryError",
+    "VersionNotFoundError",
+    "process_running",
+    "validate_alias",
+    "validate_model_name",
+    "validate_version",
+]
