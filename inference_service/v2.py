@@ -14,9 +14,9 @@ import orjson
 from flask import Blueprint, Response, request
 
 import shared
-from inference_service.context import service
+from inference_service.context import ServiceState, service
 from inference_service.errors import ApiError
-from inference_service.responses import json_response
+from inference_service.responses import dumps, json_response
 from inference_service.serving import Served
 from inference_service.validation import (
     N_PIXELS,
@@ -123,13 +123,13 @@ def _read_request(max_images: int) -> V2Request:
     return parse_v2_infer(request.get_data(cache=False), header, max_images)
 
 
-def _infer(name: str, ref: str | None) -> Response:
-    st = service()
-    served: Served = st.cache.get(name, ref)
-    req = _read_request(st.settings.max_batch_images)
+def infer_answer(
+    st: ServiceState, served: Served, req: V2Request
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """The answer to a V2 infer request: (body, headers). One builder for the Flask view and the
+    WSGI fast path, so both answer byte for byte the same."""
     proba = np.ascontiguousarray(served.predict_proba(req.x), dtype=np.float32)
     predictions = proba.argmax(axis=1).astype(np.int64)
-    st.telemetry.count_images(served.name, served.version, len(req.x))
     tensors = {
         "probabilities": ("FP32", proba, np.dtype("<f4")),
         "predictions": ("INT64", predictions, np.dtype("<i8")),
@@ -150,21 +150,40 @@ def _infer(name: str, ref: str | None) -> Response:
     if req.id is not None:
         payload["id"] = req.id
     payload["outputs"] = outputs
-    headers = {"X-Model-Version": str(served.version)}
+    version = ("X-Model-Version", str(served.version))
     if not chunks:
-        return json_response(payload, headers=headers)
-    head = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    resp = Response(b"".join([head, *chunks]), mimetype="application/octet-stream")
-    resp.headers[HEADER_LENGTH] = str(len(head))
-    resp.headers.update(headers)
-    return resp
+        body = dumps(payload)
+        headers = [("Content-Type", "application/json"), version]
+    else:
+        head = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        body = b"".join([head, *chunks])
+        headers = [
+            ("Content-Type", "application/octet-stream"),
+            (HEADER_LENGTH, str(len(head))),
+            version,
+        ]
+    st.telemetry.count_images(served.name, served.version, len(req.x))
+    return body, headers
 
 
-@bp.post("/models/<name>/infer")
+def _infer(name: str, ref: str | None) -> Response:
+    st = service()
+    served: Served = st.cache.get(name, ref)
+    req = _read_request(st.settings.max_batch_images)
+    body, headers = infer_answer(st, served, req)
+    return Response(body, headers=headers)
+
+
+#: The infer routes (under /v2); inference_service/fastpath.py answers the same two.
+INFER_DEFAULT_RULE = "/models/<name>/infer"
+INFER_VERSION_RULE = "/models/<name>/versions/<ref>/infer"
+
+
+@bp.post(INFER_DEFAULT_RULE)
 def model_infer(name: str) -> Response:
     return _infer(name, None)
 
 
-@bp.post("/models/<name>/versions/<ref>/infer")
+@bp.post(INFER_VERSION_RULE)
 def version_infer(name: str, ref: str) -> Response:
     return _infer(name, ref)

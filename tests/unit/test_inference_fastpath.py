@@ -1,5 +1,6 @@
-"""The WSGI fast path of the predict routes (inference_service/fastpath.py): it answers the happy
-path exactly as the Flask view would, and hands everything else to Flask with the body intact."""
+"""The WSGI fast path of the predict and infer routes (inference_service/fastpath.py): it answers
+the happy path exactly as the Flask views would, and hands everything else to Flask with the body
+intact."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import orjson
 import pytest
 
 from inference_service.app import create_app
-from inference_service.fastpath import DEFAULT_ROUTE, VERSION_ROUTE, match_predict
+from inference_service.fastpath import match_route
 from inference_service.settings import Settings, SettingsError
 from tests.unit.test_inference_app import (  # noqa: F401 - fixtures
     digit_picture,
@@ -22,6 +23,39 @@ from tests.unit.test_inference_npy import npy
 RNG = np.random.default_rng(11)
 IMAGES = RNG.integers(0, 256, size=(3, 784)).astype(np.uint8)
 URL = "/v1/models/digits/predict"
+V2_URL = "/v2/models/digits/infer"
+HEADER = "Inference-Header-Content-Length"
+
+
+def v2_binary(x: np.ndarray, binary_out: bool = False) -> tuple[bytes, dict[str, str]]:
+    """A V2 binary-extension body for uint8 images x [N, 784], and its header; `binary_out` asks
+    for binary outputs too."""
+    raw = x.astype(np.uint8).tobytes()
+    request = {
+        "id": "r-1",
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(x.shape),
+                "datatype": "UINT8",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+    }
+    if binary_out:
+        request["parameters"] = {"binary_data_output": True}
+    head = orjson.dumps(request)
+    return head + raw, {HEADER: str(len(head))}
+
+
+def v2_json(x: np.ndarray) -> bytes:
+    return orjson.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": list(x.shape), "datatype": "UINT8", "data": x.tolist()}
+            ]
+        }
+    )
 
 
 @pytest.fixture
@@ -51,27 +85,34 @@ def both(pair, method: str, url: str, **kw):
 def same_answer(fast, slow) -> None:
     assert fast.status_code == slow.status_code
     assert fast.get_data() == slow.get_data()
-    for header in ("Content-Type", "Content-Length", "X-Model-Version"):
+    for header in ("Content-Type", "Content-Length", "X-Model-Version", HEADER):
         assert fast.headers.get(header) == slow.headers.get(header), header
 
 
 @pytest.mark.parametrize(
     ("path", "want"),
     [
-        ("/v1/models/digits/predict", (DEFAULT_ROUTE, "digits", None)),
-        ("/v1/models/digits/versions/3/predict", (VERSION_ROUTE, "digits", "3")),
-        ("/v1/models/digits/versions/latest/predict", (VERSION_ROUTE, "digits", "latest")),
+        ("/v1/models/digits/predict", ("/v1/models/<name>/predict", "digits", None)),
+        ("/v1/models/digits/versions/3/predict", ("/v1/models/<name>/versions/<ref>/predict", "digits", "3")),
+        ("/v1/models/digits/versions/latest/predict", ("/v1/models/<name>/versions/<ref>/predict", "digits", "latest")),
+        ("/v2/models/digits/infer", ("/v2/models/<name>/infer", "digits", None)),
+        ("/v2/models/digits/versions/2/infer", ("/v2/models/<name>/versions/<ref>/infer", "digits", "2")),
         ("/v1/models//predict", None),
         ("/v1/models/digits/predict/", None),
         ("/v1/models/a/b/predict", None),
         ("/v1/models/digits/versions//predict", None),
         ("/v1/models/digits/other/3/predict", None),
-        ("/v2/models/digits/infer", None),
+        ("/v1/models/digits/infer", None),
+        ("/v2/models/digits/predict", None),
+        ("/v2/models/digits/ready", None),
         ("/v1/models/dígits/predict", None),
     ],
-)
-def test_match_predict(path: str, want) -> None:
-    assert match_predict(path) == want
+)  # fmt: skip
+def test_match_route(path: str, want) -> None:
+    got = match_route(path)
+    assert (got if got is None else (got[0], got[2], got[3])) == want
+    if got is not None:  # the template is the rule Flask routes the same path with
+        assert got[1].__name__ == ("_v1_predict" if "/v1/" in path else "_v2_infer")
 
 
 def test_setting_is_parsed_and_checked() -> None:
@@ -211,3 +252,74 @@ def test_fast_answers_are_counted_in_metrics_like_flask_ones(pair, registry, tmp
             " 2.0" in text
         )
     assert answered(pair[0]) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        (V2_URL, "json"),
+        (V2_URL, "binary"),
+        (V2_URL, "binary-out"),
+        ("/v2/models/digits/versions/1/infer", "binary"),
+    ],
+)
+def test_v2_infer_is_answered_fast_and_identically(pair, registry, tmp_path, url, kind):  # noqa: F811
+    publish(registry, tmp_path)
+    publish(registry, tmp_path, seed=1)
+    if kind == "json":
+        body, headers = v2_json(IMAGES), {}
+    elif kind == "binary":
+        body, headers = v2_binary(IMAGES)
+    else:
+        body, headers = v2_binary(IMAGES, binary_out=True)
+    fast, slow = both(
+        pair,
+        "post",
+        url,
+        data=body,
+        headers=headers,
+        content_type="application/octet-stream" if headers else "application/json",
+    )
+    assert fast.status_code == 200, fast.get_data()[:300]
+    same_answer(fast, slow)
+    assert answered(pair[0]) == 1
+    version = 1 if "/versions/1/" in url else 2
+    assert fast.headers["X-Model-Version"] == str(version)
+    want = expected_proba(registry, "digits", version, IMAGES / 255.0)
+    assert (HEADER in fast.headers) == (kind == "binary-out")  # binary answer only when asked
+    n = int(fast.headers.get(HEADER, len(fast.get_data())))
+    head = orjson.loads(fast.get_data()[:n])
+    probs = {o["name"]: o for o in head["outputs"]}["probabilities"]
+    if "data" in probs:
+        got = np.asarray(probs["data"], np.float32).reshape(3, 10)
+    else:
+        got = np.frombuffer(fast.get_data()[n : n + 120], "<f4").reshape(3, 10)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "headers", "ctype", "status"),
+    [
+        (V2_URL, b"{", {}, "application/json", 400),
+        (V2_URL, v2_json(IMAGES[:, :10]), {}, "application/json", 400),
+        (V2_URL, v2_binary(IMAGES)[0], {}, "application/octet-stream", 415),
+        (V2_URL, v2_binary(IMAGES)[0][:-3], v2_binary(IMAGES)[1], "application/octet-stream", 400),
+        ("/v2/models/nope/infer", *v2_binary(IMAGES), "application/octet-stream", 404),
+    ],
+)
+def test_v2_errors_are_answered_by_flask(
+    pair,
+    registry,  # noqa: F811
+    tmp_path,
+    url,
+    body,
+    headers,
+    ctype,
+    status,
+):
+    publish(registry, tmp_path)
+    fast, slow = both(pair, "post", url, data=body, headers=headers, content_type=ctype)
+    assert fast.status_code == status, fast.get_data()[:300]
+    same_answer(fast, slow)
+    assert error_of(fast)["code"]
+    assert answered(pair[0]) == 0
