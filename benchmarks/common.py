@@ -120,10 +120,17 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def write_result(name: str, payload: dict[str, Any]) -> Path:
-    """Write benchmarks/results/<name>-<date>.json (pretty, small) and return its path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}-{today()}.json"
+def write_result(name: str, payload: dict[str, Any], folder: Path | None = None) -> Path:
+    """Write <folder>/<name>-<date>.json (pretty, small; folder: benchmarks/results) and return its
+    path. A second run the same day goes to <name>-<date>-run2.json and so on: results quoted in
+    BENCHMARKS.md are never overwritten by a later run."""
+    folder = RESULTS_DIR if folder is None else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{today()}"
+    path, n = folder / f"{stem}.json", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-run{n}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     return path
 

@@ -48,3 +48,17 @@ def test_train_command_is_the_plain_cli() -> None:
     ]
     assert "--preset" in train_command("best", Path("/data"), Path("/tmp/m.npz"), [])
     assert set(TARGETS) == {"default", "seed-basic", "seed-deep", "best"}
+
+
+def test_a_second_result_the_same_day_does_not_overwrite_the_first(tmp_path) -> None:
+    import json
+
+    from benchmarks.common import today, write_result
+
+    first = write_result("engine", {"run": 1}, folder=tmp_path)
+    second = write_result("engine", {"run": 2}, folder=tmp_path)
+    third = write_result("engine", {"run": 3}, folder=tmp_path)
+    assert first.name == f"engine-{today()}.json"
+    assert second.name == f"engine-{today()}-run2.json"
+    assert third.name == f"engine-{today()}-run3.json"
+    assert [json.loads(p.read_text())["run"] for p in (first, second, third)] == [1, 2, 3]
