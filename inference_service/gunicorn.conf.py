@@ -45,6 +45,9 @@ worker_class = "gthread" if threads > 1 else "sync"
 timeout = 30  # a worker silent this long is killed and replaced
 graceful_timeout = 20
 keepalive = 5
+# gunicorn's largest request line (its default is 4094): longer URLs are answered by the app,
+# with a JSON error like every other bad request, instead of by gunicorn with an HTML 414.
+limit_request_line = 8190
 max_requests = 0  # never recycle workers: they would reload every model
 proc_name = "digitflow-inference"
 # gunicorn >= 25 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl (else ~/.gunicorn/); two

@@ -22,6 +22,9 @@ control_socket_disable = True
 timeout = 30
 graceful_timeout = 10
 keepalive = 5
+# gunicorn's largest request line (its default is 4094): longer URLs are answered by the app,
+# with a JSON error like every other bad request, instead of by gunicorn with an HTML 414.
+limit_request_line = 8190
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
