@@ -80,7 +80,8 @@ class InferenceFlask(Flask):
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the Flask app. `config` keys override the environment variables of the same name
     (MODEL_REGISTRY_DIR, REGISTRY_POLL_SECONDS, MODEL_CACHE_SIZE, MAX_BATCH_IMAGES,
-    MAX_CONTENT_LENGTH, LOG_LEVEL, PREDICT_FAST_PATH); other keys go to ``app.config`` as usual (e.g. TESTING)."""
+    MAX_CONTENT_LENGTH, LOG_LEVEL, PREDICT_FAST_PATH); other keys go to ``app.config`` as usual
+    (e.g. TESTING)."""
     settings = Settings.load(config)
     _configure_logging(settings.log_level)
 
@@ -119,7 +120,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if settings.predict_fast_path:
         from inference_service.fastpath import PredictFastPath
 
-        app.wsgi_app = PredictFastPath(app.wsgi_app, app.extensions[EXTENSION_KEY])  # type: ignore[method-assign]
+        state = app.extensions[EXTENSION_KEY]
+        app.wsgi_app = PredictFastPath(app.wsgi_app, state)  # type: ignore[method-assign]
 
     logger.info(
         "inference app created: registry %s, poll %.3gs, cache %d versions",
