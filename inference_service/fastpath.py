@@ -10,7 +10,7 @@ What it answers: ``POST /v1/models/<name>[/versions/<ref>]/predict`` with a JSON
 and ``POST /v2/models/<name>[/versions/<ref>]/infer`` (JSON or the binary tensor extension), with a
 Content-Length within MAX_CONTENT_LENGTH — parsed, validated and predicted by exactly the
 functions the Flask views use (``v1.parse_array_body`` / ``v1.predict_body``,
-``validation.parse_v2_infer`` / ``v2.infer_answer``), so the answer is the same byte for byte.
+``v2.parse_infer_request`` / ``v2.infer_answer``), so the answer is the same byte for byte.
 
 What it leaves to Flask: everything else. Another route or method, a chunked or oversized body,
 another media type (pictures, multipart), and *any* exception on the way — a body that does not
@@ -29,7 +29,6 @@ from typing import Any
 
 from inference_service import v1, v2
 from inference_service.context import ServiceState
-from inference_service.validation import parse_v2_infer
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: (body, headers) of a 200 answer.
@@ -60,11 +59,12 @@ def _v1_predict(
 def _v2_infer(
     st: ServiceState, name: str, ref: str | None, environ: dict[str, Any], body: bytes
 ) -> Answer:
-    header = environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
-    mimetype = _mimetype(environ)
-    if header is None and not (mimetype in ("", "application/json") or mimetype.endswith("+json")):
-        raise NotFastPath("a 415 for Flask to word")
-    req = parse_v2_infer(body, header, st.settings.max_batch_images)
+    req = v2.parse_infer_request(
+        _mimetype(environ),
+        environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH"),
+        body,
+        st.settings.max_batch_images,
+    )
     return v2.infer_answer(st, st.cache.get(name, ref), req)
 
 
@@ -110,13 +110,16 @@ class PredictFastPath:
         route = match_route(environ.get("PATH_INFO", ""))
         length = environ.get("CONTENT_LENGTH", "")
         st = self.state
-        if route is None or not length.isdigit() or int(length) > st.settings.max_content_length:
+        if route is None or not length.isdigit():
+            return self.app(environ, start_response)
+        n_bytes = int(length)
+        if n_bytes > st.settings.max_content_length:
             return self.app(environ, start_response)
         started = time.perf_counter()
-        body = environ["wsgi.input"].read(int(length))
+        body = environ["wsgi.input"].read(n_bytes)
         template, handler, name, ref = route
         try:
-            if len(body) != int(length):
+            if len(body) != n_bytes:
                 raise NotFastPath("short body")
             st.cache.ensure_started()
             answer, headers = handler(st, name, ref, environ, body)

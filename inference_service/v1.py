@@ -12,6 +12,7 @@ from inference_service.serving import Served
 from inference_service.validation import (
     N_PIXELS,
     NPY_MEDIA_TYPE,
+    is_json_media_type,
     parse_npy,
     parse_v1_json,
     too_many_images,
@@ -146,7 +147,7 @@ def _pictures(files: list[tuple[str, bytes]], max_images: int) -> np.ndarray:
 def parse_array_body(mimetype: str, raw: bytes, max_images: int) -> np.ndarray | None:
     """A JSON or ``.npy`` predict body as float32 [N, 784] in [0, 1]; None for any other media
     type. Raises ApiError (a 4xx naming the field) for a body that does not validate."""
-    if mimetype in ("application/json", "") or mimetype.endswith("+json"):
+    if is_json_media_type(mimetype):
         return parse_v1_json(raw, max_images)
     if mimetype == NPY_MEDIA_TYPE:
         return parse_npy(raw, max_images)

@@ -23,6 +23,7 @@ from inference_service.validation import (
     SIDE,
     V2_INPUT_NAME,
     V2Request,
+    is_json_media_type,
     parse_v2_infer,
 )
 
@@ -109,10 +110,13 @@ def version_ready(name: str, ref: str) -> Response:
 # ---- infer ----------------------------------------------------------------------------------
 
 
-def _read_request(max_images: int) -> V2Request:
-    header = request.headers.get(HEADER_LENGTH)
-    mimetype = request.mimetype
-    if header is None and not (mimetype in ("", "application/json") or mimetype.endswith("+json")):
+def parse_infer_request(
+    mimetype: str, header: str | None, body: bytes, max_images: int
+) -> V2Request:
+    """A V2 infer body: JSON, or the binary tensor extension when the `header` (the value of
+    Inference-Header-Content-Length) is present. One reader for the Flask view and the WSGI fast
+    path. Raises ApiError (415 for another media type, else a 4xx naming the field)."""
+    if header is None and not is_json_media_type(mimetype):
         raise ApiError(
             415,
             "unsupported_media_type",
@@ -120,7 +124,16 @@ def _read_request(max_images: int) -> V2Request:
             f"tensor extension with an {HEADER_LENGTH} header",
             "Content-Type",
         )
-    return parse_v2_infer(request.get_data(cache=False), header, max_images)
+    return parse_v2_infer(body, header, max_images)
+
+
+def _read_request(max_images: int) -> V2Request:
+    return parse_infer_request(
+        request.mimetype,
+        request.headers.get(HEADER_LENGTH),
+        request.get_data(cache=False),
+        max_images,
+    )
 
 
 def infer_answer(

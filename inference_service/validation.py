@@ -32,6 +32,12 @@ def too_many_images(count: int, limit: int, field_name: str) -> ApiError:
     )
 
 
+def is_json_media_type(mimetype: str) -> bool:
+    """Whether a request's media type (lower case, no parameters) is read as JSON; a missing
+    Content-Type counts as JSON."""
+    return mimetype in ("application/json", "") or mimetype.endswith("+json")
+
+
 def loads_json(raw: bytes, what: str = "request body") -> Any:
     """Parse JSON with orjson (strict: NaN/Infinity literals and numbers overflowing a double are
     rejected) and turn every failure into a 400 that says where."""
