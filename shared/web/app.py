@@ -1,0 +1,70 @@
+"""What every Flask app of ours gets the same way: JSON errors from the one table, the logging
+setup, the OpenAPI document, and the service state under one extension key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from flask import Flask, Response, current_app
+
+from shared.web.errors import ApiError, to_api_error
+from shared.web.logging import configure_logging
+from shared.web.openapi import Api
+from shared.web.settings import ServiceSettings
+
+#: Where an app keeps its per-app service objects (`app.extensions[STATE_KEY]`).
+STATE_KEY = "digitflow"
+
+Translate = Callable[[BaseException], ApiError]
+
+
+def create_flask_app(
+    import_name: str,
+    settings: ServiceSettings,
+    state: Any,
+    config: Mapping[str, Any] | None = None,
+    *,
+    translate: Mapping[type[BaseException], Translate] | None = None,
+    max_content_length: int | None = None,
+) -> Flask:
+    """A Flask app with our logging, JSON errors and `state` attached; `config` keys also go to
+    ``app.config`` (e.g. TESTING). `translate` maps a service's own exceptions (a Redis outage)
+    to answers before the shared table sees them."""
+    configure_logging(settings.log_level)
+    app = Flask(import_name)
+    app.config.update(dict(config or {}))
+    if max_content_length is not None:
+        app.config["MAX_CONTENT_LENGTH"] = max_content_length
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[STATE_KEY] = state
+    install_error_handlers(app, translate or {})
+    return app
+
+
+def install_error_handlers(app: Flask, translate: Mapping[type[BaseException], Translate]) -> None:
+    """Every exception a view raises, werkzeug's HTTP errors included, answered from the table."""
+
+    @app.errorhandler(Exception)
+    def _answer(exc: Exception) -> Response:
+        for kind, to_error in translate.items():
+            if isinstance(exc, kind):
+                return to_error(exc).response()
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return to_api_error(exc, max_content_length=limit).response()
+
+
+def serve_openapi(app: Flask, api: Api) -> None:
+    """``GET /openapi.json``: the document built from the declared routes (built once)."""
+    document = orjson.dumps(api.document())
+
+    def openapi() -> Response:
+        return Response(document, mimetype="application/json")
+
+    app.add_url_rule("/openapi.json", "openapi", openapi, methods=["GET"])
+
+
+def app_state() -> Any:
+    """The service state of the app handling the current request."""
+    return current_app.extensions[STATE_KEY]

@@ -1,0 +1,196 @@
+"""Routes declared once: the Flask rule and its OpenAPI operation come from the same call.
+
+    api = Api("digitflow trainer", "1.0")
+
+    @api.route(bp, "POST", "/v1/jobs", body=TrainConfig, responses={202: JobAccepted},
+               errors=(400, 413, 415, 422, 429, 503), summary="Queue a training job")
+    def submit_job(): ...
+
+`Api.document()` builds the OpenAPI 3.1 document from the recorded operations, with the schemas
+of the very pydantic models that validate the requests (``model_json_schema``). A route served
+outside Flask (a plain WSGI callable) is recorded with `Api.add` so it is documented the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
+
+_PARAM = re.compile(r"{([a-z_]+)}")
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed request: unreadable body, wrong type, out-of-range value (the field is named)",
+    401: "Missing or wrong bearer token",
+    404: "Unknown model, version, alias, job or route",
+    405: "Method not allowed",
+    409: "Conflict with the current state (e.g. the version is broken)",
+    413: "Body or batch too large",
+    415: "Unsupported Content-Type",
+    422: "Well-formed but invalid (every bad field is named)",
+    429: "Too many queued jobs",
+    503: "A backing store (Redis, the registry) is unavailable; retry shortly",
+}
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong; `field` names the offending input, `fields` every bad field."""
+
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of both services."""
+
+    error: ErrorDetail
+
+
+Schema = type[BaseModel] | Mapping[str, Any] | str
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One documented route: method, OpenAPI path template, request and answers."""
+
+    method: str
+    path: str
+    summary: str
+    body: type[BaseModel] | None = None
+    #: Request media types other than JSON (or JSON described by a plain schema) → schema.
+    content: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    query: type[BaseModel] | None = None
+    #: Status → response model, a JSON schema, or a plain description.
+    responses: Mapping[int, Schema] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
+    path_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def flask_rule(self) -> str:
+        return _PARAM.sub(r"<\1>", self.path)
+
+
+class Api:
+    """The operations of one service, and its document."""
+
+    def __init__(self, title: str, version: str, description: str = "") -> None:
+        self.title = title
+        self.version = version
+        self.description = description
+        self.operations: list[Operation] = []
+
+    def add(self, operation: Operation) -> Operation:
+        self.operations.append(operation)
+        return operation
+
+    def route(
+        self, target: Blueprint | Flask, method: str, path: str, **spec: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register the view on `target` for `method path` and document it."""
+        op = Operation(method=method.upper(), path=path, **spec)
+
+        def register(view: Callable[..., Any]) -> Callable[..., Any]:
+            target.add_url_rule(op.flask_rule, view_func=view, methods=[op.method])
+            self.add(op)
+            return view
+
+        return register
+
+    def document(self) -> dict[str, Any]:
+        models = _models(self.operations)
+        refs, defs = models_json_schema(
+            [(m, mode) for m, mode in models], ref_template="#/components/schemas/{model}"
+        )
+        schemas = dict(defs.get("$defs", {}))
+        paths: dict[str, dict[str, Any]] = {}
+        for op in self.operations:
+            paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": self.title, "version": self.version, "description": self.description},
+            "paths": paths,
+            "components": {"schemas": schemas},
+        }
+
+
+def _models(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], str]]:
+    seen: dict[tuple[type[BaseModel], str], None] = {(ErrorBody, "serialization"): None}
+    for op in operations:
+        for model in (op.body, op.query):
+            if model is not None:
+                seen[(model, "validation")] = None
+        for schema in op.responses.values():
+            if isinstance(schema, type):
+                seen[(schema, "serialization")] = None
+    return list(seen)
+
+
+def _schema(model: type[BaseModel], mode: str, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    return dict(refs[(model, mode)])
+
+
+def _operation(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op)}
+    if op.description:
+        out["description"] = op.description
+    if op.tags:
+        out["tags"] = list(op.tags)
+    params: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": dict(op.path_params.get(name, {"type": "string"})),
+        }
+        for name in _PARAM.findall(op.path)
+    ]
+    if op.query is not None:
+        schema = op.query.model_json_schema()
+        required = set(schema.get("required", ()))
+        for name, prop in schema.get("properties", {}).items():
+            params.append(
+                {"name": name, "in": "query", "required": name in required, "schema": prop}
+            )
+    if params:
+        out["parameters"] = params
+    content: dict[str, Any] = {}
+    if op.body is not None:
+        content["application/json"] = {"schema": _schema(op.body, "validation", refs)}
+    for media, schema in op.content.items():
+        content[media] = {"schema": dict(schema)}
+    if content:
+        out["requestBody"] = {"required": True, "content": content}
+    responses: dict[str, Any] = {}
+    for status, schema in op.responses.items():
+        if isinstance(schema, str):
+            responses[str(status)] = {"description": schema}
+            continue
+        body = _schema(schema, "serialization", refs) if isinstance(schema, type) else dict(schema)
+        responses[str(status)] = {
+            "description": (schema.__doc__ or "OK").strip().splitlines()[0]
+            if isinstance(schema, type)
+            else "OK",
+            "content": {"application/json": {"schema": body}},
+        }
+    error_schema = {"application/json": {"schema": _schema(ErrorBody, "serialization", refs)}}
+    for status in op.errors:
+        responses[str(status)] = {
+            "description": ERROR_DESCRIPTIONS.get(status, "Error"),
+            "content": error_schema,
+        }
+    out["responses"] = responses
+    return out
+
+
+def _operation_id(op: Operation) -> str:
+    words = re.sub(r"[{}]", "", op.path).strip("/").replace("/", "_").replace("-", "_")
+    return f"{op.method.lower()}_{words or 'root'}"

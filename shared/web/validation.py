@@ -1,0 +1,94 @@
+"""Request bodies: JSON objects read once, pydantic errors turned into answers one way.
+
+The same `field_errors` feeds the HTTP 422 (`validation_error`) and the command line's message
+(`describe`), so a bad setting is named the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from pydantic import ValidationError
+
+from shared.web.errors import ApiError
+
+
+class FieldError(TypedDict):
+    field: str
+    message: str
+    type: str
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """pydantic's location as a path: ``hidden_layers[1]``, ``inputs[0].datatype``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(body)"
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    """Every bad field of `exc`, with a readable message ("unknown field" for extra ones)."""
+    out: list[FieldError] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            message = "unknown field"
+        out.append(
+            {"field": _location(err.get("loc", ())), "message": message, "type": err["type"]}
+        )
+    return out
+
+
+def validation_error(
+    exc: ValidationError, what: str, *, status: int = 422, code: str = "invalid_field"
+) -> ApiError:
+    """An answer naming every bad field: `field` is the first, `fields` all of them."""
+    fields = field_errors(exc)
+    names = sorted({f["field"].split(".")[0].split("[")[0] for f in fields})
+    first = fields[0] if fields else {"field": None, "message": "invalid"}
+    return ApiError(
+        status,
+        f"invalid {what}: {first['field']}: {first['message']}"
+        + (f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""),
+        code=code,
+        field=first["field"],
+        fields=fields,
+        invalid_fields=names,
+    )
+
+
+def describe(exc: ValidationError, rename: dict[str, str] | None = None) -> str:
+    """One line for a terminal: ``invalid --epochs: Input should be ...; invalid --lr: ...``.
+    `rename` maps a field's first path segment to what the user typed (a CLI option)."""
+    rename = rename or {}
+    parts = []
+    for f in field_errors(exc):
+        head, sep, rest = f["field"].partition(".")
+        head, bracket, index = head.partition("[")
+        shown = rename.get(head, head) + (bracket + index if bracket else "") + (sep + rest)
+        parts.append(f"invalid {shown}: {f['message']}")
+    return "; ".join(parts)
+
+
+def json_object(body: bytes, mimetype: str | None) -> dict[str, Any]:
+    """A request body that must be one JSON object: 415 not JSON, 400 malformed, 422 not an
+    object. The route then validates the object with its pydantic model."""
+    import orjson
+
+    if not mimetype or not (mimetype == "application/json" or mimetype.endswith("+json")):
+        raise ApiError(
+            415,
+            "request body must be JSON: send 'Content-Type: application/json'",
+            content_type=mimetype or None,
+        )
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ApiError(422, "request body must be a JSON object", field="(body)")
+    return payload

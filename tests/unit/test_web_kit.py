@@ -1,0 +1,114 @@
+"""shared.web: the one error table, validation answers, settings and the route/document table."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from flask import Blueprint
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from shared.registry import (
+    BrokenVersionError,
+    InvalidNameError,
+    ModelNotFoundError,
+    RegistryError,
+    VersionNotFoundError,
+)
+from shared.web.app import create_flask_app, serve_openapi
+from shared.web.errors import ApiError, to_api_error
+from shared.web.openapi import Api
+from shared.web.settings import ServiceSettings, SettingsError
+from shared.web.validation import describe, json_object, validation_error
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (InvalidNameError("bad"), 404, "not_found"),
+        (ModelNotFoundError("m"), 404, "model_not_found"),
+        (VersionNotFoundError("v"), 404, "version_not_found"),
+        (BrokenVersionError("v2 broken"), 409, "version_broken"),
+        (RegistryError("lock"), 503, "registry_unavailable"),
+        (PermissionError("ro"), 503, "registry_unavailable"),
+        (NotFound(), 404, "not_found"),
+        (KeyError("bug"), 500, "internal_error"),
+    ],
+)
+def test_one_table_maps_each_exception(exc, status, code) -> None:
+    err = to_api_error(exc)
+    assert (err.status, err.code) == (status, code)
+    body = orjson.loads(err.response().get_data())
+    assert body["error"]["code"] == code and body["error"]["message"]
+
+
+def test_method_not_allowed_keeps_the_allow_header() -> None:
+    err = to_api_error(MethodNotAllowed(valid_methods=["GET"]))
+    assert err.status == 405 and err.response().headers["Allow"] == "GET"
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(ge=1)
+    layers: list[int] = []
+
+
+def test_validation_error_names_every_field() -> None:
+    with pytest.raises(ValidationError) as info:
+        Config.model_validate({"epochs": 0, "layers": [1, "x"], "extra": 1})
+    err = validation_error(info.value, "training config")
+    body = err.body()["error"]
+    assert err.status == 422 and body["field"] == "epochs"
+    assert [f["field"] for f in body["fields"]] == ["epochs", "layers[1]", "extra"]
+    assert body["invalid_fields"] == ["epochs", "extra", "layers"]
+    line = describe(info.value, {"epochs": "--epochs"})
+    assert "invalid --epochs:" in line and "invalid layers[1]:" in line
+
+
+@pytest.mark.parametrize(
+    ("body", "mimetype", "status"),
+    [
+        (b"{}", "text/plain", 415),
+        (b"{", "application/json", 400),
+        (b"[1]", "application/json", 422),
+    ],
+)
+def test_json_object_errors(body, mimetype, status) -> None:
+    with pytest.raises(ApiError) as info:
+        json_object(body, mimetype)
+    assert info.value.status == status
+
+
+def test_settings_overrides_win_over_environment(monkeypatch) -> None:
+    class Settings(ServiceSettings):
+        max_batch_images: int = 1024
+
+    monkeypatch.setenv("MAX_BATCH_IMAGES", "7")
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+    assert Settings.load().max_batch_images == 7
+    assert Settings.load({"MAX_BATCH_IMAGES": 9, "TESTING": True}).max_batch_images == 9
+    assert Settings.load().log_level == "WARNING"
+    with pytest.raises(SettingsError, match="MAX_BATCH_IMAGES"):
+        Settings.load({"MAX_BATCH_IMAGES": "many"})
+
+
+def test_routes_are_registered_and_documented_from_one_declaration() -> None:
+    api = Api("test", "1")
+    bp = Blueprint("things", __name__)
+
+    @api.route(bp, "POST", "/v1/things/{name}", summary="make", body=Config, errors=(422,))
+    def make(name: str):
+        raise KeyError("a bug in the view")
+
+    app = create_flask_app(__name__, ServiceSettings.load(), state=None)
+    app.register_blueprint(bp)
+    serve_openapi(app, api)
+    client = app.test_client()
+    doc = client.get("/openapi.json").get_json()
+    op = doc["paths"]["/v1/things/{name}"]["post"]
+    assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/Config")
+    assert "Config" in doc["components"]["schemas"] and "ErrorBody" in doc["components"]["schemas"]
+    answer = client.post("/v1/things/a", json={})
+    assert answer.status_code == 500 and answer.get_json()["error"]["code"] == "internal_error"
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
