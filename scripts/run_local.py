@@ -39,7 +39,8 @@ from urllib.parse import urlsplit, urlunsplit
 from honcho.environ import expand_processes, parse, parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
-from redis.exceptions import RedisError
+from redis import Redis, RedisError
+from rq import Queue, Worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `shared` importable
@@ -94,12 +95,10 @@ def redacted(url: str) -> str:
 
 def redis_problem(url: str) -> str | None:
     """None when a Redis at `url` answers PING, else the reason it does not."""
-    import redis
-
     try:
-        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+        with Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
             client.ping()
-    except (redis.RedisError, OSError, ValueError) as exc:
+    except (RedisError, OSError, ValueError) as exc:
         return str(exc) or type(exc).__name__
     return None
 
@@ -127,9 +126,6 @@ def http_ok(url: str) -> bool:
 
 def worker_names(redis_url: str, queue_name: str) -> set[str]:
     """Names of the RQ workers registered on our queue."""
-    from redis import Redis
-    from rq import Queue, Worker
-
     with Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5) as connection:
         queue = Queue(queue_name, connection=connection)
         return {w.name for w in Worker.all(connection=connection, queue=queue)}
@@ -176,6 +172,8 @@ class Stack:
             ("trainer API", "TRAINER_PORT", self.trainer_port),
             ("inference", "INFERENCE_PORT", self.inference_port),
         ):
+            if not 0 < port < 65536:
+                return f"{var}={port} is not a TCP port"
             if port_in_use(self.args.host, port):
                 flag = f"--{var.split('_')[0].lower()}-port"
                 return (
@@ -184,15 +182,13 @@ class Stack:
                 )
         return None
 
-    def add_processes(self, redis_url: str, registry: Path, data: Path) -> None:
+    def add_processes(self, redis_url: str) -> None:
         """The Procfile's processes (trainer-worker --workers times) with their environment."""
         env = dict(self.env)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.update(
             PYTHONUNBUFFERED="1",
             REDIS_URL=redis_url,
-            MODEL_REGISTRY_DIR=str(registry),
-            DATA_DIR=str(data),
             TRAINER_PORT=str(self.trainer_port),
             INFERENCE_PORT=str(self.inference_port),
         )
@@ -286,11 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         stack.say(f"error: {problem}")
         return 1
 
-    paths = {}
     for var, default in (("MODEL_REGISTRY_DIR", "models"), ("DATA_DIR", "data")):
         path = Path(env.get(var) or REPO_ROOT / "var" / default).expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
-        paths[var] = env[var] = str(path)
+        env[var] = str(path)  # absolute: the same folder for every process
 
     embedded = None
     redis_url = env.get("REDIS_URL", "").strip()
@@ -308,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(pid {embedded.process.pid}, data in {data_dir})"
         )
     try:
-        stack.add_processes(redis_url, Path(paths["MODEL_REGISTRY_DIR"]), Path(paths["DATA_DIR"]))
+        stack.add_processes(redis_url)
         known = worker_names(redis_url, stack.queue)
         threading.Thread(
             target=stack.wait_until_ready, args=(redis_url, known), daemon=True
