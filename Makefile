@@ -29,7 +29,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-up: install  ## the whole stack locally: Redis (or embedded), trainer API + worker, inference
+up: install  ## the whole stack locally: the Procfile under honcho, with Redis (or an embedded one)
 	$(BIN)/python scripts/run_local.py $(ARGS)
 
 bench: install  ## engine speed vs PyTorch, then preset accuracy (~25 min, quiet machine); see BENCHMARKS.md

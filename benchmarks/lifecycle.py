@@ -64,6 +64,7 @@ from benchmarks.common import (
     now_iso,
     write_result,
 )
+from shared.redis_embedded import free_port
 
 PYTHON = sys.executable
 INFERENCE_APP = "inference_service.app:create_app()"
@@ -93,12 +94,6 @@ TINY_JOB = {"hidden_layers": [32], "epochs": 1, "train_limit": 1000}
 
 # ---------------------------------------------------------------------------------------------
 # processes
-
-
-def free_port() -> int:
-    from shared.redis_embedded import free_port as _free_port
-
-    return _free_port()
 
 
 @dataclass

@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from benchmarks.common import (
     wait_until_quiet,
     write_result,
 )
+from shared.redis_embedded import free_port
 
 HERE = Path(__file__).resolve().parent
 WRK_SCRIPT = HERE / "wrk_post.lua"
@@ -84,12 +84,6 @@ TARGETS = {
 
 # ---------------------------------------------------------------------------------------------
 # processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:

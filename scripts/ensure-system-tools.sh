@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian tools the test suite drives for real: docker-compose (for the static
-# validation of docker-compose.yml; no Docker engine is needed) and chromium (the browser tests
-# drive Debian's headless Chromium through Playwright; `playwright install` is never used).
+# validation of docker-compose.yml; no Docker engine is needed), chromium (the browser tests
+# drive Debian's headless Chromium through Playwright; `playwright install` is never used) and wrk
+# (the HTTP load generator of benchmarks/serving.py, which tests/integration/test_bench_serving.py
+# runs on tiny durations).
 # Python tools come from pip; this covers what PyPI cannot give us cleanly. `make install` runs it.
 #
 # On a machine without apt-get (macOS, other distributions) it only warns: `make up` needs none of
-# this, and the packaging tests name what is missing when they run.
+# this, and the tests that need a tool name it when they run.
 set -euo pipefail
 
 have_compose() {
@@ -17,9 +19,14 @@ have_chromium() {
   [ -x /usr/bin/chromium ]
 }
 
+have_wrk() {
+  command -v wrk >/dev/null 2>&1
+}
+
 need=()
 have_compose || need+=(docker-compose)
 have_chromium || need+=(chromium fonts-dejavu-core)
+have_wrk || need+=(wrk)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 SUDO=""
@@ -33,7 +40,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "ensure-system-tools: no apt-get here; please install: ${need[*]} (or Docker's compose plugin)" \
-       "before running the packaging tests" >&2
+       "before running the tests" >&2
   exit 0
 fi
 echo "ensure-system-tools: installing ${need[*]} from Debian" >&2
@@ -42,3 +49,4 @@ $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1
   || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null; }
 have_compose || { echo "ensure-system-tools: docker-compose still missing after apt-get" >&2; exit 1; }
 have_chromium || { echo "ensure-system-tools: chromium still missing after apt-get" >&2; exit 1; }
+have_wrk || { echo "ensure-system-tools: wrk still missing after apt-get" >&2; exit 1; }

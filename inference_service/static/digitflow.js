@@ -603,7 +603,7 @@
       .map((f) => el("a", { href: reportUrl(name, row.version, f), text: f }));
     $("report-body").replaceChildren(
       el("div", { class: "report-grid" }, figures),
-      links.length ? el("p", {}, "The numbers: ", links) : null,
+      ...(links.length ? [el("p", {}, "The numbers: ", links)] : []),
     );
     $("report-panel").hidden = false;
     $("report-panel").scrollIntoView({ behavior: "smooth", block: "start" });
@@ -862,7 +862,9 @@
     });
     let message = errorText(res, "the job was not accepted");
     if (res.status === 401) message = "The trainer requires an API token: fill in the API token field.";
-    errors.replaceChildren(el("p", { text: message }), items.length ? el("ul", {}, items) : null);
+    // replaceChildren() would print a null argument as the text "null": pass only nodes.
+    const list = items.length ? [el("ul", {}, items)] : [];
+    errors.replaceChildren(el("p", { text: message }), ...list);
     errors.hidden = false;
     if (res.status === 0) checkTrainer();
   });

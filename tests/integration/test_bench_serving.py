@@ -1,7 +1,9 @@
 """Smoke test of benchmarks/serving.py: every section on tiny durations, a tiny model (~20 s).
 
-No timing assertions (speed goals live in the benchmark's output): this checks that the pieces
-run, talk to real gunicorn servers, count what they should and clean up after themselves.
+The load generator is Debian's wrk (scripts/ensure-system-tools.sh installs it); only the whole
+benchmark needs it, the parsers and request bodies are checked without it. No timing assertions
+(speed goals live in the benchmark's output): this checks that the pieces run, talk to real
+gunicorn servers, count what they should and clean up after themselves.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from benchmarks import serving
 from shared.config import TrainConfig
 from shared.modelfile import save_model
 from shared.nn.model import build_model
-
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 
 
 def tiny_model(tmp_path: Path) -> Path:
@@ -61,6 +61,9 @@ def test_bodies_are_what_the_service_accepts() -> None:
 
 
 def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
+    assert shutil.which("wrk"), (
+        "wrk is not installed: `make install` (scripts/ensure-system-tools.sh)"
+    )
     out = tmp_path / "serving.json"
     before = set(Path(tempfile.gettempdir()).glob("digitflow-bench-serving-*"))
     results = serving.main(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from honcho.environ import parse_procfile
 
 from shared.redis_embedded import free_port
 
@@ -142,6 +143,16 @@ def test_compose_has_the_promised_services_and_volumes(config: dict) -> None:
     assert services["trainer-api"]["command"][-1] == "trainer_service.api:create_app()"
     assert services["trainer-worker"]["command"] == ["python", "-m", "trainer_service", "worker"]
     assert services["inference"]["command"][-1] == "inference_service.app:create_app()"
+
+
+def test_procfile_runs_the_compose_services_and_commands(config: dict) -> None:
+    """`make up` runs the Procfile (honcho): compose's services but Redis (make up's is REDIS_URL
+    or an embedded one), each with compose's command word for word, after substitution."""
+    procfile = parse_procfile((REPO / "Procfile").read_text(encoding="utf-8")).processes
+    assert procfile, "no process in the Procfile?"
+    compose = {name: s["command"] for name, s in config["services"].items() if name != "redis"}
+    compose = {name: c if isinstance(c, list) else shlex.split(c) for name, c in compose.items()}
+    assert {name: shlex.split(command) for name, command in procfile.items()} == compose
 
 
 def test_every_service_restarts_and_web_services_are_healthchecked(config: dict) -> None:
