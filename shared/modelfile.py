@@ -11,12 +11,10 @@ Loading validates everything and raises ModelFileError naming the file and the p
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.fsutil import write_atomic
 from shared.nn.model import Sequential
 
 FORMAT = "digitflow-mlp"
@@ -72,33 +71,8 @@ def save_model(
     except (TypeError, ValueError) as exc:
         raise ModelFileError(path, f"metadata is not JSON-serialisable: {exc}") from exc
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, data, tmp_prefix=f".{path.name}.tmp-")
     return hashlib.sha256(data).hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_model(path: str | os.PathLike[str], expected_sha256: str | None = None) -> LoadedModel:

@@ -114,14 +114,17 @@ def run_training(
 ) -> TrainingOutcome:
     """Train `config` and evaluate on the test split; the one code path for CLI and RQ job.
 
-    `data_dir` None → the dataset's default folder (env override or $DATA_DIR/<name>), downloading
-    missing files there. An explicit `data_dir` must already hold the data. `dataset` skips
-    loading (for callers that already have it in memory). `on_epoch` exceptions stop training
-    and propagate (that is how the job reacts to cancellation).
+    Pass the loaded `dataset`, or a `data_dir` that already holds the data (callers resolve
+    folders and downloads themselves, see `shared.datasets.locations`). `on_epoch` exceptions
+    stop training and propagate (that is how the job reacts to cancellation).
     """
     from shared.nn.training import train
 
-    ds = dataset or load_dataset(config.dataset, data_dir, download=data_dir is None)
+    if dataset is None:
+        if data_dir is None:
+            raise TypeError("run_training needs a dataset or a data_dir")
+        dataset = load_dataset(config.dataset, data_dir)
+    ds = dataset
     x, y = training_slice(ds, config.train_limit)
     result = train(config, x, y, on_epoch=on_epoch, progress=progress)
     # One forward pass over the test set serves both the metrics and the report.

@@ -22,6 +22,8 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shared.images import IMAGE_SIDE, N_PIXELS
+
 #: Largest picture we decode (pixels, after JPEG draft scaling). Pillow's own default guard is
 #: ~89 MP; a request handler should not allocate hundreds of MB for one digit, so we stop earlier.
 MAX_INPUT_PIXELS = 25_000_000
@@ -34,11 +36,10 @@ BBOX_THRESHOLD = 0.2
 #: Relative ink level below which a pixel is treated as background noise (JPEG artefacts, paper).
 NOISE_FLOOR = 0.08
 
-FIELD = 28
 BOX = 20
 #: Target stroke width in the 20 px box for strokes that need thickening.
 STROKE_WIDTH = 2.5
-CENTRE = 14.0  # MNIST's mean centre of mass, in pixel-index coordinates
+CENTRE = IMAGE_SIDE / 2  # MNIST's mean centre of mass, in pixel-index coordinates
 
 
 class PreprocessError(ValueError):
@@ -212,9 +213,9 @@ def _fit_and_centre(ink: np.ndarray) -> np.ndarray:
     mass = float(patch.sum())
     cy = float((patch.sum(axis=1) * np.arange(new_h)).sum() / mass)
     cx = float((patch.sum(axis=0) * np.arange(new_w)).sum() / mass)
-    top = int(np.clip(round(CENTRE - cy), 0, FIELD - new_h))
-    left = int(np.clip(round(CENTRE - cx), 0, FIELD - new_w))
-    field = np.zeros((FIELD, FIELD), dtype=np.float32)
+    top = int(np.clip(round(CENTRE - cy), 0, IMAGE_SIDE - new_h))
+    left = int(np.clip(round(CENTRE - cx), 0, IMAGE_SIDE - new_w))
+    field = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     field[top : top + new_h, left : left + new_w] = patch
     return field
 
@@ -226,7 +227,7 @@ def picture_to_mnist(image_bytes: bytes) -> np.ndarray:
     """
     img = _open(image_bytes)
     field = _fit_and_centre(_ink(_grayscale(img)))
-    return field.reshape(FIELD * FIELD)
+    return field.reshape(N_PIXELS)
 
 
 def array_to_mnist(pixels: np.ndarray) -> np.ndarray:
@@ -238,4 +239,4 @@ def array_to_mnist(pixels: np.ndarray) -> np.ndarray:
         raise PreprocessError("array contains NaN or infinite values")
     if arr.max() <= 1.0:
         arr = arr * 255.0
-    return _fit_and_centre(_ink(arr)).reshape(FIELD * FIELD)
+    return _fit_and_centre(_ink(arr)).reshape(N_PIXELS)

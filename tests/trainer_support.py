@@ -76,9 +76,15 @@ def service_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def start_worker(env: dict[str, str], log_path: Path, name: str | None = None) -> subprocess.Popen:
-    """`python -m trainer_service worker` as its own process group (so killpg reaches all of it)."""
-    args = [PYTHON, "-m", "trainer_service", "worker"]
+def start_worker(
+    env: dict[str, str], log_path: Path, name: str | None = None, publish_gate: Path | None = None
+) -> subprocess.Popen:
+    """`python -m trainer_service worker` as its own process group (so killpg reaches all of it).
+
+    With `publish_gate`, every publish waits for that file to exist (see tests/gated_publish.py).
+    """
+    gate = ["tests.gated_publish", str(publish_gate)] if publish_gate else ["trainer_service"]
+    args = [PYTHON, "-m", *gate, "worker"]
     if name:
         args += ["--name", name]
     log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by stop_process
@@ -206,12 +212,13 @@ class Stack:
         )
         return app.test_client()
 
-    def start_worker(self, **env):
+    def start_worker(self, publish_gate: Path | None = None, **env):
         log = self.tmp / f"worker{len(self.workers)}.log"
         proc = start_worker(
             {**self.env, **env},
             log,
             name=f"{self.queue}-w{len(self.workers)}-{uuid.uuid4().hex[:4]}",
+            publish_gate=publish_gate,
         )
         proc.log_path = log
         self.workers.append(proc)

@@ -269,6 +269,17 @@ def _json_default(value: Any) -> Any:
 # commands
 
 
+def _load_dataset(name: str, data_dir: Path | None) -> Any:
+    """`--data-dir` as given (it must hold the data), else the folder the environment names
+    (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
+    from shared.datasets import from_environment, load_dataset
+
+    if data_dir is not None:
+        return load_dataset(name, data_dir)
+    locations = from_environment(os.environ)
+    return load_dataset(name, locations.folder(name), download=True, mirrors=locations.mirrors)
+
+
 def train_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = args.out if args.out is not None else Path("model.npz")
@@ -279,12 +290,11 @@ def train_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--data-dir {args.data_dir}: no such file or folder")
     _setup_logging()
 
-    from shared.datasets import load_dataset
     from shared.modelfile import save_model
     from shared.pipeline import run_training
 
     # Load first, so a data problem is the only line on stderr (no half-started run).
-    ds = load_dataset(config.dataset, args.data_dir, download=args.data_dir is None)
+    ds = _load_dataset(config.dataset, args.data_dir)
     bar = sys.stderr.isatty()
     hidden = "-".join(str(w) for w in config.hidden_layers)
     _say(
@@ -343,7 +353,7 @@ def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from shared.datasets import DATASET_NAMES, load_dataset
+    from shared.datasets import DATASET_NAMES
     from shared.metrics import evaluate
     from shared.modelfile import load_model
 
@@ -355,7 +365,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     name = args.dataset or metadata.get("dataset") or "mnist"
     if name not in DATASET_NAMES:
         raise UsageError(f"unknown dataset {name!r} (known: {', '.join(DATASET_NAMES)})")
-    ds = load_dataset(name, args.data_dir, download=args.data_dir is None)
+    ds = _load_dataset(name, args.data_dir)
     try:
         result = evaluate(loaded.model, ds.x_test, ds.y_test, class_names=ds.class_names)
     except ValueError as exc:
@@ -408,11 +418,12 @@ def _add_download_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def download_command(args: argparse.Namespace) -> int:
-    from shared.datasets import default_data_dir, download_dataset
+    from shared.datasets import download_dataset, from_environment
 
     _setup_logging()
-    dest = args.data_dir if args.data_dir is not None else default_data_dir(args.dataset)
-    path = download_dataset(args.dataset, dest, args.mirror)
+    locations = from_environment(os.environ)
+    dest = args.data_dir if args.data_dir is not None else locations.folder(args.dataset)
+    path = download_dataset(args.dataset, dest, args.mirror or locations.mirrors)
     print(path)
     return 0
 

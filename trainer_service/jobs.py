@@ -127,23 +127,18 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _data_dir() -> Path | None:
-    """None lets shared.datasets resolve MNIST_DATA_DIR / FASHION_MNIST_DATA_DIR / DATA_DIR/<name>."""
-    return None
-
-
 def _load_dataset(cfg: TrainConfig) -> Any:
-    """The worker's preloaded copy when its files are unchanged, else loaded (and downloaded if
-    missing) exactly as `run_training(data_dir=None)` would."""
-    from shared.datasets import load_dataset
+    """The worker's preloaded copy when its files are unchanged, else loaded from the folder the
+    environment names (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
+    from shared.datasets import from_environment, load_dataset
     from trainer_service.preload import preloaded_dataset
 
-    data_dir = _data_dir()
-    if data_dir is None:
-        ds = preloaded_dataset(cfg.dataset)
-        if ds is not None:
-            return ds
-    return load_dataset(cfg.dataset, data_dir, download=data_dir is None)
+    locations = from_environment(os.environ)
+    folder = locations.folder(cfg.dataset)
+    ds = preloaded_dataset(cfg.dataset, folder)
+    if ds is not None:
+        return ds
+    return load_dataset(cfg.dataset, folder, download=True, mirrors=locations.mirrors)
 
 
 class _Progress:

@@ -25,7 +25,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.datasets import DataLocations
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +76,11 @@ def import_job_modules() -> None:
         pass
 
 
-def source_signature(name: str) -> tuple | None:
-    """Identity of the IDX files `load_dataset(name)` would read now; None if not an IDX folder."""
-    from shared.datasets import default_data_dir, find_idx_files
+def source_signature(folder: Path) -> tuple | None:
+    """Identity of the IDX files in `folder` (what `load_dataset` would read now); None if it is
+    not a complete IDX folder."""
+    from shared.datasets import find_idx_files
 
-    folder = default_data_dir(name)
     try:
         if not folder.is_dir():
             return None
@@ -95,23 +99,24 @@ def source_signature(name: str) -> tuple | None:
     return (str(folder), tuple(stamps))
 
 
-def preload_datasets(names: list[str]) -> list[str]:
-    """Load each named dataset that is present locally (never downloads); returns those loaded."""
+def preload_datasets(names: list[str], locations: DataLocations) -> list[str]:
+    """Load each named dataset present locally (never downloads); returns those loaded."""
     from shared.datasets import DatasetError, load_dataset
 
     loaded = []
     for name in names:
-        before = source_signature(name)
+        folder = locations.folder(name)
+        before = source_signature(folder)
         if before is None:
             log.info("dataset %s is not present locally; jobs load it themselves", name)
             continue
         started = time.perf_counter()
         try:
-            ds = load_dataset(name, None, download=False)
+            ds = load_dataset(name, folder, download=False)
         except (DatasetError, OSError) as exc:
             log.warning("dataset %s not preloaded (%s); jobs load it themselves", name, exc)
             continue
-        if source_signature(name) != before:  # changed while we read it
+        if source_signature(folder) != before:  # changed while we read it
             log.warning("dataset %s changed while preloading; jobs load it themselves", name)
             continue
         _datasets[name] = (before, ds)
@@ -126,12 +131,13 @@ def preload_datasets(names: list[str]) -> list[str]:
     return loaded
 
 
-def preloaded_dataset(name: str) -> Any | None:
-    """The preloaded Dataset for `name` if its files are unchanged since, else None."""
+def preloaded_dataset(name: str, folder: Path) -> Any | None:
+    """The preloaded Dataset for `name` if it came from `folder`, whose files are unchanged
+    since, else None."""
     entry = _datasets.get(name)
     if entry is None:
         return None
-    if source_signature(name) != entry[0]:
+    if source_signature(folder) != entry[0]:
         log.info("dataset %s changed on disk since the worker preloaded it; loading it", name)
         return None
     return entry[1]

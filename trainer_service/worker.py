@@ -140,13 +140,14 @@ class TrainingWorker(Worker):
 def warm_up() -> None:
     """Imports and datasets every work horse inherits through fork (see trainer_service.preload).
     A failure here is logged, never fatal: jobs then load what they need themselves."""
+    from shared.datasets import from_environment
     from trainer_service import preload
 
     started = time.perf_counter()
     names = preload.preload_names()  # a bad WORKER_PRELOAD_DATASETS fails the start, loudly
     try:
         preload.import_job_modules()
-        loaded = preload.preload_datasets(names)
+        loaded = preload.preload_datasets(names, from_environment(os.environ))
     except Exception:
         log.exception("warm-up failed; jobs will import and load what they need themselves")
         return

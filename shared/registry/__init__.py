@@ -30,8 +30,12 @@ Why it is built this way:
 * Every client-supplied name, alias and version is validated against a strict ASCII pattern, and
   paths are resolved and checked to stay inside the root as a second line of defence.
 
-Modules: ``core`` (the `Registry` class), ``names`` (the on-disk layout and name validation),
-``files`` (filesystem helpers, the state file's JSON form), ``errors``. Import from the package.
+Modules, by concern: ``core`` (the `Registry` class callers use), ``publishing`` (temp folders,
+the version-allocating rename, cleanup of crashed publishes), ``verification`` (manifest + sha256,
+the stat-keyed cache), ``state`` (state.json: pin, aliases, history, its lock), ``paths`` (names to
+checked paths under the root), ``names`` (the on-disk names and name validation), ``files``
+(filesystem helpers), ``errors``. Each imports only the others' public names. Import from the
+package.
 """
 
 from shared.registry.core import Registry
@@ -44,7 +48,6 @@ from shared.registry.errors import (
     RegistryError,
     VersionNotFoundError,
 )
-from shared.registry.files import TEST_PUBLISH_GATE_ENV, process_running
 from shared.registry.names import (
     MANIFEST_FILE,
     MAX_VERSION,
@@ -55,13 +58,13 @@ from shared.registry.names import (
     validate_model_name,
     validate_version,
 )
+from shared.registry.publishing import process_running
 
 __all__ = [
     "MANIFEST_FILE",
     "MAX_VERSION",
     "REQUIRED_MANIFEST_KEYS",
     "STATE_FILE",
-    "TEST_PUBLISH_GATE_ENV",
     "WEIGHTS_FILE",
     "AliasNotFoundError",
     "BrokenVersionError",

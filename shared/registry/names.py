@@ -23,7 +23,8 @@ _NAME_RE = re.compile(MODEL_NAME_PATTERN)
 #: Extra files live next to weights.npz: plain file names only.
 _EXTRA_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_RESERVED_REFS = frozenset({"latest", "default"})
+#: References resolve() understands besides versions and aliases.
+RESERVED_REFS = frozenset({"latest", "default"})
 _RESERVED_FILES = frozenset({WEIGHTS_FILE, MANIFEST_FILE})
 #: Keys publish() computes; whatever the caller passed under these names is replaced.
 REQUIRED_MANIFEST_KEYS = ("sha256", "size_bytes", "created_at", "package_version")
@@ -57,7 +58,7 @@ def validate_alias(alias: Any) -> str:
         raise InvalidNameError(f"invalid alias {_short(alias)}: must match {MODEL_NAME_PATTERN}")
     if alias.isdigit():
         raise InvalidNameError(f"invalid alias {alias!r}: all-digit names are versions")
-    if alias in _RESERVED_REFS:
+    if alias in RESERVED_REFS:
         raise InvalidNameError(f"invalid alias {alias!r}: reserved word")
     return alias
 
@@ -81,7 +82,23 @@ def validate_version(version: Any) -> int:
     )
 
 
-def _validate_extra_name(fname: Any) -> str:
+def is_model_name(text: str) -> bool:
+    """Whether a folder entry is named like a model (for scans; clients go through validation)."""
+    return _NAME_RE.fullmatch(text) is not None
+
+
+def is_version_name(text: str) -> bool:
+    """Whether a folder entry is named like a version: a canonical positive integer."""
+    return _VERSION_RE.fullmatch(text) is not None
+
+
+def is_sha256(value: Any) -> bool:
+    """Whether `value` is a lowercase hex sha256, as manifests store them."""
+    return isinstance(value, str) and _SHA256_RE.fullmatch(value) is not None
+
+
+def validate_extra_file_name(fname: Any) -> str:
+    """Return `fname` if it may name an extra file beside weights.npz, else InvalidNameError."""
     if (
         not isinstance(fname, str)
         or _EXTRA_FILE_RE.fullmatch(fname) is None

@@ -146,7 +146,8 @@ def test_concurrent_state_changes_lose_nothing(tmp_path: Path) -> None:
 _KILLED_PUBLISHER = textwrap.dedent(
     """
     import os, sys, time
-    import shared.registry.core as reg
+    import shared.registry.publishing as publishing
+    from shared.registry import Registry
 
     root, src, marker, phase = sys.argv[1:5]
 
@@ -165,14 +166,14 @@ _KILLED_PUBLISHER = textwrap.dedent(
                 os.fsync(fout.fileno())
             announce_and_hang()
 
-        reg._copy_and_hash = slow_copy
+        publishing.copy_and_hash = slow_copy
     elif phase == "before_rename":
 
         def hang_rename(a, b):
             announce_and_hang()
 
-        reg.os.rename = hang_rename
-    reg.Registry(root).publish("m", src, {"job_id": "doomed"})
+        publishing.os.rename = hang_rename
+    Registry(root).publish("m", src, {"job_id": "doomed"})
     """
 )
 

@@ -4,8 +4,8 @@ damaged registry files under a running gunicorn inference service.
 (A worker SIGKILLed mid-training and a job over its time limit are covered by
 tests/integration/test_trainer_worker.py; a Redis restart by test_redis_restart.py.)
 
-The publish pause uses the registry's test-only DIGITFLOW_TEST_PUBLISH_GATE: the work horse runs
-the real publish up to the version-allocating rename and waits there for a file to appear.
+The publish pause is tests/gated_publish.py: the worker runs under a wrapper that makes the real
+publish wait for a file to appear just before its version-allocating rename.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.registry import TEST_PUBLISH_GATE_ENV, Registry
-from shared.registry.files import _publisher_is_dead, _temp_name
+from shared.registry import Registry
+from shared.registry.publishing import publisher_is_dead, temp_name
 from tests.service_support import flip_weights_byte, inference_service, publish, publish_damaged
 from tests.trainer_support import SMALL, horse_pids, pid_alive, wait_for
 from trainer_service.jobs import SCRATCH_PREFIX
@@ -48,7 +48,7 @@ def test_worker_killed_mid_publish_publishes_nothing_and_the_next_job_gets_the_n
 ):
     assert publish(stack.registry, tmp_path, seed=1, name="mnist") == 1  # an earlier version
     gate = tmp_path / "never-opened"
-    worker = stack.start_worker(**{TEST_PUBLISH_GATE_ENV: str(gate)})
+    worker = stack.start_worker(publish_gate=gate)
     doomed = stack.submit(SMALL)
 
     # Trained, evaluated, weights copied and manifest written: only the rename is left.
@@ -102,14 +102,14 @@ def test_temp_folder_cleanup_only_takes_dead_publishers_on_this_host(tmp_path):
     reg = Registry(tmp_path / "models")
     assert publish(reg, tmp_path, seed=1) == 1
     model_dir = reg.root / "digits"
-    mine = _temp_name()  # this process: alive
+    mine = temp_name()  # this process: alive
     dead = mine.replace(f".{os.getpid()}.", f".{_dead_pid()}.")
     other_host = mine.rsplit(".", 1)[0] + ".some-other-host"
     for name in (mine, dead, other_host, ".tmp-legacy"):
         (model_dir / name).mkdir()
         (model_dir / name / "weights.npz").write_bytes(b"partial")
-    assert _publisher_is_dead(dead) and not _publisher_is_dead(mine)
-    assert not _publisher_is_dead(other_host) and not _publisher_is_dead(".tmp-legacy")
+    assert publisher_is_dead(dead) and not publisher_is_dead(mine)
+    assert not publisher_is_dead(other_host) and not publisher_is_dead(".tmp-legacy")
     assert publish(reg, tmp_path, seed=2) == 2
     assert _temps(model_dir) == sorted([mine, other_host, ".tmp-legacy"])
 
@@ -131,7 +131,7 @@ def test_workers_finishing_together_get_distinct_versions_and_intact_manifests(s
     n = 3
     gate = tmp_path / "gate"
     for _ in range(n):
-        stack.start_worker(**{TEST_PUBLISH_GATE_ENV: str(gate)})
+        stack.start_worker(publish_gate=gate)
     ids = [stack.submit({**SMALL, "seed": 100 + i}) for i in range(n)]
     model_dir = stack.registry_dir / "mnist"
     wait_for(lambda: len(_temps(model_dir)) == n, 120, what=f"{n} publishes at the gate")

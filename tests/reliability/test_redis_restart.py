@@ -190,8 +190,6 @@ def test_worker_survives_redis_going_away_as_its_job_ends(tmp_path, mnist_dir):
     """The worst moment: the job publishes while Redis is down and stays down past the grace.
     The version is published (the documented exception: its job then reads failed, abandoned),
     the worker process survives RQ's work loop ending, reconnects and takes the next job."""
-    from shared.registry import TEST_PUBLISH_GATE_ENV
-
     port = free_port()
     redis_dir = tmp_path / "redis"
     server = EmbeddedRedis(port=port, data_dir=redis_dir, persist=True).start()
@@ -199,7 +197,7 @@ def test_worker_survives_redis_going_away_as_its_job_ends(tmp_path, mnist_dir):
     stack.env["JOB_HEARTBEAT_GRACE"] = "2"
     gate = tmp_path / "gate"
     try:
-        worker = stack.start_worker(**{TEST_PUBLISH_GATE_ENV: str(gate)})
+        worker = stack.start_worker(publish_gate=gate)
         job_id = stack.submit(SMALL)
         model_dir = stack.registry_dir / "mnist"
         wait_for(

@@ -166,19 +166,23 @@ def test_missing_files_and_folder(tmp_path):
         load_idx(tmp_path / "nope.gz")
 
 
-def test_unknown_dataset_name():
+def test_unknown_dataset_name(tmp_path):
     with pytest.raises(DatasetError, match="unknown dataset 'cifar'"):
-        load_dataset("cifar")
+        load_dataset("cifar", tmp_path)
+    with pytest.raises(DatasetError, match="unknown dataset 'cifar'"):
+        datasets.DataLocations().folder("cifar")
 
 
-def test_default_data_dir_env(monkeypatch, tmp_path):
-    monkeypatch.delenv("MNIST_DATA_DIR", raising=False)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    assert datasets.default_data_dir("mnist") == tmp_path / "mnist"
-    monkeypatch.setenv("FASHION_MNIST_DATA_DIR", "/some/where")
-    assert datasets.default_data_dir("fashion-mnist") == Path("/some/where")
+def test_locations_from_environment(tmp_path):
+    """The documented fallbacks: <NAME>_DATA_DIR, else DATA_DIR/<name>, else ./var/data/<name>."""
+    assert datasets.from_environment({}).folder("mnist") == Path("./var/data/mnist")
+    env = {"DATA_DIR": str(tmp_path), "FASHION_MNIST_DATA_DIR": "/some/where", "MNIST_DATA_DIR": ""}
+    locations = datasets.from_environment(env)
+    assert locations.folder("mnist") == tmp_path / "mnist"
+    assert locations.folder("fashion-mnist") == Path("/some/where")
+    assert locations.mirrors == ()
     make_idx_dataset(tmp_path / "mnist")
-    assert load_dataset("mnist").x_test.shape == (20, 784)
+    assert load_dataset("mnist", locations.folder("mnist")).x_test.shape == (20, 784)
 
 
 def test_class_names():
@@ -329,7 +333,7 @@ def test_real_mnist(mnist_dir):
     assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
     assert ds.y_train[:5].tolist() == [5, 0, 4, 1, 9]
     assert np.bincount(ds.y_test).tolist()[:3] == [980, 1135, 1032]
-    expected = datasets._combine_fingerprint(
+    expected = datasets.combine_fingerprint(
         "idx", (datasets.DATASETS["mnist"].sha256[b] for b in datasets.SPLIT_FILES.values())
     )
     assert ds.fingerprint == expected

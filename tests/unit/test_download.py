@@ -81,8 +81,8 @@ def idx_files(folder: Path) -> list[str]:
 
 def assert_verified(folder: Path) -> None:
     for base, digest in datasets.DATASETS["mnist"].sha256.items():
-        path = next(p for p in datasets._idx_candidates(folder, base) if p.exists())
-        assert datasets._verify_file(path)[0] == digest
+        path = next(p for p in datasets.idx_candidates(folder, base) if p.exists())
+        assert datasets.content_sha256(path)[0] == digest
 
 
 def test_bad_mirror_falls_through_to_good(server, tmp_path):
@@ -162,28 +162,31 @@ def test_existing_good_files_are_kept_and_bad_ones_replaced(server, tmp_path):
     assert_verified(dest)
 
 
-def test_load_dataset_download_repairs_a_damaged_copy(server, tmp_path, mnist_dir, monkeypatch):
+def test_load_dataset_download_repairs_a_damaged_copy(server, tmp_path, mnist_dir):
     url, seen = server
     seed(tmp_path / "mnist", mnist_dir, BASES[1])
     (tmp_path / "mnist" / f"{BASES[1]}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01junk"))
     with pytest.raises(DatasetError, match=BASES[1]):
         load_dataset("mnist", tmp_path / "mnist")
-    monkeypatch.setenv("DATASET_MIRRORS", f"{url}/good/")
     seen.clear()
-    ds = load_dataset("mnist", tmp_path / "mnist", download=True)
+    ds = load_dataset("mnist", tmp_path / "mnist", download=True, mirrors=[f"{url}/good/"])
     assert seen == [f"/good/{BASES[1]}.gz"] and ds.y_train.shape == (60000,)
 
 
-def test_env_mirrors_with_name_placeholder_and_load_dataset_download(server, tmp_path, monkeypatch):
+def test_env_mirrors_with_name_placeholder_and_load_dataset_download(server, tmp_path):
     url, _ = server
     # "{name}" lets one DATASET_MIRRORS value serve several datasets; here only /good/ exists.
-    monkeypatch.setenv("DATASET_MIRRORS", f"{url}/empty/{{name}}/, {url}/good")
-    assert datasets.configured_mirrors("mnist") == [f"{url}/empty/mnist/", f"{url}/good/"]
-    monkeypatch.delenv("MNIST_DATA_DIR", raising=False)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    env = {"DATASET_MIRRORS": f"{url}/empty/{{name}}/, {url}/good", "DATA_DIR": str(tmp_path)}
+    locations = datasets.from_environment(env)
+    assert datasets.mirror_urls("mnist", locations.mirrors) == [
+        f"{url}/empty/mnist/",
+        f"{url}/good/",
+    ]
+    folder = locations.folder("mnist")
+    assert folder == tmp_path / "mnist"
     with pytest.raises(DatasetError, match="not found"):
-        load_dataset("mnist")
-    ds = load_dataset("mnist", download=True)
+        load_dataset("mnist", folder)
+    ds = load_dataset("mnist", folder, download=True, mirrors=locations.mirrors)
     assert ds.x_test.shape == (10000, 784)
     assert_verified(tmp_path / "mnist")
 
@@ -191,7 +194,7 @@ def test_env_mirrors_with_name_placeholder_and_load_dataset_download(server, tmp
 def test_builtin_mirrors_are_real_https_or_http_urls():
     for info in datasets.DATASETS.values():
         assert info.mirrors
-        for mirror in datasets.configured_mirrors(info.name, list(info.mirrors)):
+        for mirror in datasets.mirror_urls(info.name):
             assert mirror.startswith(("https://", "http://")) and mirror.endswith("/")
 
 

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 
 import shared
-import shared.registry.core as registry_mod  # monkeypatched where Registry looks names up
+import shared.registry.publishing as publishing_mod  # monkeypatched where names are looked up
+import shared.registry.state as state_mod
+import shared.registry.verification as verification_mod
 from shared.registry import (
     AliasNotFoundError,
     BrokenVersionError,
@@ -175,7 +177,7 @@ def test_failure_mid_publish_leaves_no_version_and_no_temp(
         dst.write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(registry_mod, "_copy_and_hash", broken_copy)
+    monkeypatch.setattr(publishing_mod, "copy_and_hash", broken_copy)
     with pytest.raises(OSError, match="No space"):
         publish_bytes(reg, tmp_path, b"second")
     monkeypatch.undo()
@@ -190,12 +192,12 @@ def test_version_allocation_retries_when_another_publisher_wins(
     """Simulate a racing publisher: our scan is stale, so the first rename target is taken."""
     publish_bytes(reg, tmp_path, b"a")
     publish_bytes(reg, tmp_path, b"b")
-    real_scan = Registry._all_version_numbers
+    real_scan = publishing_mod.version_numbers
     calls = []
 
-    def stale_scan(self: Registry, model_dir: Path) -> list[int]:
+    def stale_scan(model_dir: Path) -> list[int]:
         calls.append(1)
-        return [] if len(calls) == 1 else real_scan(self, model_dir)
+        return [] if len(calls) == 1 else real_scan(model_dir)
 
     renames = []
     real_rename = os.rename
@@ -204,8 +206,8 @@ def test_version_allocation_retries_when_another_publisher_wins(
         renames.append(os.path.basename(b))
         return real_rename(a, b)
 
-    monkeypatch.setattr(Registry, "_all_version_numbers", stale_scan)
-    monkeypatch.setattr(registry_mod.os, "rename", spy_rename)
+    monkeypatch.setattr(publishing_mod, "version_numbers", stale_scan)
+    monkeypatch.setattr(publishing_mod.os, "rename", spy_rename)
     v = publish_bytes(reg, tmp_path, b"c")
     monkeypatch.undo()
     assert renames == ["1", "3"]  # tried 1 (taken, ENOTEMPTY), rescanned, got 3
@@ -393,13 +395,13 @@ def test_verification_is_cached_by_file_identity(
 ) -> None:
     publish_bytes(reg, tmp_path, b"weights-1", extras={"notes.txt": b"hello"})
     hashed: list[str] = []
-    real_hash = registry_mod._hash_file
+    real_hash = verification_mod.hash_file
 
     def counting_hash(path: Path) -> tuple[str, int]:
         hashed.append(path.name)
         return real_hash(path)
 
-    monkeypatch.setattr(registry_mod, "_hash_file", counting_hash)
+    monkeypatch.setattr(verification_mod, "hash_file", counting_hash)
     reg.verify("m", 1)
     assert sorted(hashed) == ["notes.txt", "weights.npz"]
     for _ in range(20):
@@ -431,8 +433,9 @@ def test_warm_polling_reads_no_file_contents(
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("file content read on the warm poll path")
 
-    monkeypatch.setattr(registry_mod, "_hash_file", forbidden)
-    monkeypatch.setattr(registry_mod, "_read_nofollow", forbidden)
+    monkeypatch.setattr(verification_mod, "hash_file", forbidden)
+    monkeypatch.setattr(verification_mod, "read_nofollow", forbidden)
+    monkeypatch.setattr(state_mod, "read_nofollow", forbidden)
     for _ in range(10):
         reg.change_token("m"), reg.change_token()
         assert reg.default_version("m") == 1
@@ -907,8 +910,8 @@ def test_change_token_costs_a_few_stats_and_no_reads(
     def no_open(*args: object, **kwargs: object) -> None:
         raise AssertionError("change_token must not open files")
 
-    monkeypatch.setattr(registry_mod.os, "lstat", counting_lstat)
-    monkeypatch.setattr(registry_mod.os, "open", no_open)
+    monkeypatch.setattr(os, "lstat", counting_lstat)
+    monkeypatch.setattr(os, "open", no_open)
     monkeypatch.setattr("builtins.open", no_open)
     reg.change_token("a")
     assert len(stats) == 2
@@ -966,16 +969,10 @@ def test_read_only_registry_never_writes(root: Path, tmp_path: Path) -> None:
     assert not (root / "fresh" / ".state.lock").exists()
 
 
-def test_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(tmp_path / "vol"))
-    reg = Registry.from_env(read_only=True)
-    assert reg.root == (tmp_path / "vol").resolve() and reg.read_only
-
-
 def test_history_is_capped_keeping_the_newest(
     reg: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(registry_mod, "_MAX_HISTORY", 3)
+    monkeypatch.setattr(state_mod, "MAX_HISTORY", 3)
     publish_bytes(reg, tmp_path, b"a")
     publish_bytes(reg, tmp_path, b"b")
     for k in range(5):

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from shared.datasets import load_dataset
+from shared.datasets import DataLocations, load_dataset
 from trainer_service import jobs, preload
 
 
@@ -34,8 +34,8 @@ def test_preload_names():
 
 
 def test_preloaded_dataset_is_used_until_its_files_change(mnist_copy):
-    assert preload.preload_datasets(["mnist"]) == ["mnist"]
-    ds = preload.preloaded_dataset("mnist")
+    assert preload.preload_datasets(["mnist"], _here(mnist_copy)) == ["mnist"]
+    ds = preload.preloaded_dataset("mnist", mnist_copy)
     assert ds is not None
     fresh = load_dataset("mnist", mnist_copy)
     assert ds.fingerprint == fresh.fingerprint
@@ -48,21 +48,27 @@ def test_preloaded_dataset_is_used_until_its_files_change(mnist_copy):
     data = labels.read_bytes()
     labels.unlink()
     labels.write_bytes(data)
-    assert preload.preloaded_dataset("mnist") is None
+    assert preload.preloaded_dataset("mnist", mnist_copy) is None
     again = jobs._load_dataset(jobs.TrainConfig())
     assert again is not ds and again.fingerprint == ds.fingerprint
 
 
 def test_touched_file_invalidates(mnist_copy):
-    preload.preload_datasets(["mnist"])
+    preload.preload_datasets(["mnist"], _here(mnist_copy))
     images = next(mnist_copy.glob("train-images*"))
     st = os.stat(images)
     os.utime(images, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    assert preload.preloaded_dataset("mnist") is None
+    assert preload.preloaded_dataset("mnist", mnist_copy) is None
 
 
-def test_absent_dataset_is_skipped(tmp_path, monkeypatch):
-    monkeypatch.setenv("FASHION_MNIST_DATA_DIR", str(tmp_path / "nothing-here"))
+def test_absent_dataset_is_skipped(tmp_path):
+    folder = tmp_path / "nothing-here"
     preload.clear()
-    assert preload.preload_datasets(["fashion-mnist"]) == []
-    assert preload.preloaded_dataset("fashion-mnist") is None
+    locations = DataLocations(folders={"fashion-mnist": folder})
+    assert preload.preload_datasets(["fashion-mnist"], locations) == []
+    assert preload.preloaded_dataset("fashion-mnist", folder) is None
+
+
+def _here(folder):
+    """Locations with MNIST in `folder`, as the worker builds them from MNIST_DATA_DIR."""
+    return DataLocations(folders={"mnist": folder})

@@ -1,0 +1,13 @@
+"""The shape of one image, as every dataset here stores it and every served model expects it.
+
+MNIST and Fashion-MNIST images are 28x28 grey levels; a model sees one image as a flat row of
+28 * 28 = 784 values. Defined once so loaders, the picture preprocessor and the inference
+decoders cannot disagree.
+"""
+
+from __future__ import annotations
+
+#: Height and width of one image, in pixels.
+IMAGE_SIDE = 28
+#: Values in one flattened image (a model's input width).
+N_PIXELS = IMAGE_SIDE * IMAGE_SIDE

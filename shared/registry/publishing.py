@@ -1,0 +1,168 @@
+"""Making a version visible in one step: the files go into a temp folder, then one
+`os.rename(tmp, <model>/<v>)` publishes them.
+
+The rename fails if `<v>` already holds a version, so the number is allocated by the filesystem
+itself: publishers in different processes or machines sharing the volume cannot collide, and a
+publisher killed at any point leaves at most an invisible temp folder. A temp folder's name
+carries its publisher (`.tmp-<uuid>.<pid>.<host>`), so the next publish removes the folder of a
+dead publisher on this host at once, and anything else once it is old.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+from shared import __version__ as PACKAGE_VERSION
+from shared.fsutil import fsync_dir
+from shared.registry.errors import RegistryError
+from shared.registry.files import copy_and_hash, json_bytes, newest_mtime, now_iso
+from shared.registry.names import (
+    MANIFEST_FILE,
+    MAX_VERSION,
+    STATE_TMP_PREFIX,
+    TMP_PREFIX,
+    WEIGHTS_FILE,
+)
+from shared.registry.paths import version_entries
+
+logger = logging.getLogger("shared.registry")
+
+#: A temp folder of a publisher that may still be alive is removed after this long untouched.
+DEFAULT_STALE_TEMP_SECONDS = 3600.0
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+
+
+def temp_name() -> str:
+    """`.tmp-<uuid>.<pid>.<host>`: unique, and names the process that may still be writing it."""
+    return f"{TMP_PREFIX}{uuid.uuid4().hex}.{os.getpid()}.{_host()}"
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` on this host still runs (a zombie does not: it writes nothing).
+
+    When in doubt (no permission to ask) the answer is True, so callers never delete live work.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive under another user
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def publisher_is_dead(entry_name: str) -> bool:
+    """True only if the temp folder was made by a process on this host that no longer runs.
+
+    Other hosts' folders, old-style names and live (or unknowable) publishers are False: those
+    wait for the age rule. A reused pid only delays the cleanup, it never deletes live work.
+    """
+    if not entry_name.startswith(TMP_PREFIX):
+        return False
+    parts = entry_name[len(TMP_PREFIX) :].split(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or parts[2] != _host():
+        return False
+    pid = int(parts[1])
+    return pid != os.getpid() and not process_running(pid)
+
+
+def version_numbers(model_dir: Path) -> list[int]:
+    """Every version-shaped entry, whatever its type: allocation must never reuse one."""
+    try:
+        return [int(e.name) for e in version_entries(model_dir)]
+    except FileNotFoundError:
+        return []
+
+
+def write_version_folder(
+    tmp: Path, weights: Path, extras: dict[str, Path], manifest: dict[str, Any]
+) -> str:
+    """Fill the new folder `tmp`: copies of the files and the manifest, all fsynced.
+
+    The manifest gets the computed keys (sha256, size_bytes, created_at, package_version, files)
+    over the caller's. Returns the weights' sha256.
+    """
+    sha, size = copy_and_hash(weights, tmp / WEIGHTS_FILE)
+    files = {}
+    for fname, src in sorted(extras.items()):
+        f_sha, f_size = copy_and_hash(src, tmp / fname)
+        files[fname] = {"sha256": f_sha, "size_bytes": f_size}
+    body = {
+        **manifest,
+        "sha256": sha,
+        "size_bytes": size,
+        "created_at": now_iso(),
+        "package_version": PACKAGE_VERSION,
+        "files": files,
+    }
+    with open(tmp / MANIFEST_FILE, "xb") as fh:
+        fh.write(json_bytes(body))
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_dir(tmp)
+    return sha
+
+
+def allocate_version(model_dir: Path, tmp: Path) -> int:
+    """Rename `tmp` to the next free version number and return it: the publishing step.
+
+    The filesystem arbitrates collisions: a rename onto an existing version fails, and we try
+    past everything that exists now.
+    """
+    v = max(version_numbers(model_dir), default=0) + 1
+    for _ in range(10_000):
+        if v > MAX_VERSION:
+            raise RegistryError(f"{model_dir}: version numbers exhausted")
+        try:
+            os.rename(tmp, model_dir / str(v))
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise
+            v = max(v, *version_numbers(model_dir), 0) + 1  # someone else took v
+            continue
+        fsync_dir(model_dir)
+        return v
+    raise RegistryError(f"{model_dir}: could not allocate a version number")
+
+
+def remove_stale_temps(model_dir: Path, cutoff: float) -> int:
+    """Delete the temp folders/files (crashed publishes and state writes) in `model_dir` last
+    touched before `cutoff` (a Unix time), and those of a dead publisher on this host whatever
+    their age. Age is the newest mtime of the folder and its entries, so a slow publish still
+    writing is not removed under its feet. Returns how many were removed."""
+    try:
+        entries = list(os.scandir(model_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    removed = 0
+    for entry in entries:
+        if not entry.name.startswith((TMP_PREFIX, STATE_TMP_PREFIX)):
+            continue
+        try:
+            orphan = publisher_is_dead(entry.name)
+            if not orphan and newest_mtime(Path(entry.path)) > cutoff:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+            logger.info("registry: removed stale temp %s", entry.path)
+        except FileNotFoundError:
+            continue
+    return removed

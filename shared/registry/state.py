@@ -1,0 +1,246 @@
+"""A model's state.json: the pin, the aliases and their history.
+
+Reads never write and never raise on a corrupt file: it is logged once and the last good state
+seen is served until the next change rewrites it (keeping the bad bytes beside it). Changes are a
+read-modify-write under an exclusive `flock` on `.state.lock`, and the file is replaced
+atomically, so concurrent pin/alias changes from several processes never lose an update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from shared.fsutil import write_atomic
+from shared.registry.errors import AliasNotFoundError, InvalidNameError
+from shared.registry.files import file_stamp, json_bytes, now_iso, read_nofollow
+from shared.registry.names import (
+    LOCK_FILE,
+    STATE_FILE,
+    STATE_TMP_PREFIX,
+    validate_alias,
+    validate_version,
+)
+
+logger = logging.getLogger("shared.registry")
+
+MAX_STATE_BYTES = 16 * 1024 * 1024
+#: History entries kept per model (the oldest are dropped).
+MAX_HISTORY = 1000
+_MAX_ACTOR_LEN = 200
+
+#: Edits a state in place; returns the history entry to append, or None when nothing changed.
+Change = Callable[[dict[str, Any]], dict[str, Any] | None]
+
+
+def empty_state() -> dict[str, Any]:
+    """The state of a model nobody pinned or aliased yet."""
+    return {"pinned": None, "aliases": {}, "history": []}
+
+
+def parse_state(data: bytes) -> dict[str, Any]:
+    """Parse and validate state.json; raise ValueError describing the first problem."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not valid JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    pinned = raw.get("pinned")
+    if pinned is not None:
+        try:
+            pinned = validate_version(pinned)
+        except InvalidNameError as exc:
+            raise ValueError(f"bad 'pinned': {exc}") from exc
+    aliases = raw.get("aliases", {})
+    if not isinstance(aliases, dict):
+        raise ValueError("'aliases' is not an object")
+    clean_aliases: dict[str, int] = {}
+    for alias, target in aliases.items():
+        try:
+            clean_aliases[validate_alias(alias)] = validate_version(target)
+        except InvalidNameError as exc:
+            raise ValueError(f"bad alias entry {alias!r}: {exc}") from exc
+    history = raw.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise ValueError("'history' is not a list of objects")
+    return {"pinned": pinned, "aliases": clean_aliases, "history": history}
+
+
+# ---- the four changes ----------------------------------------------------------------------
+
+
+def _entry(action: str, alias: str | None, old: int | None, new: int | None, actor: Any):
+    if actor is not None:
+        actor = str(actor)[:_MAX_ACTOR_LEN]
+    return {
+        "action": action,
+        "alias": alias,
+        "from": old,
+        "to": new,
+        "at": now_iso(),
+        "actor": actor,
+    }
+
+
+def pin_change(version: int, actor: str | None) -> Change:
+    """Make `version` the pinned one."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        old = state["pinned"]
+        if old == version:
+            return None
+        state["pinned"] = version
+        return _entry("pin", None, old, version, actor)
+
+    return change
+
+
+def unpin_change(actor: str | None) -> Change:
+    """Clear the pin."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        old = state["pinned"]
+        if old is None:
+            return None
+        state["pinned"] = None
+        return _entry("unpin", None, old, None, actor)
+
+    return change
+
+
+def set_alias_change(alias: str, version: int, actor: str | None) -> Change:
+    """Point `alias` at `version`, creating or moving it."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        old = state["aliases"].get(alias)
+        if old == version:
+            return None
+        state["aliases"][alias] = version
+        return _entry("alias_set", alias, old, version, actor)
+
+    return change
+
+
+def delete_alias_change(name: str, alias: str, actor: str | None) -> Change:
+    """Remove `alias`; AliasNotFoundError if model `name` has no such alias."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        if alias not in state["aliases"]:
+            raise AliasNotFoundError(f"model {name!r} has no alias {alias!r}")
+        old = state["aliases"].pop(alias)
+        return _entry("alias_delete", alias, old, None, actor)
+
+    return change
+
+
+# ---- reading and writing -------------------------------------------------------------------
+
+
+class StateFiles:
+    """The state.json of every model of one registry: cached reads, locked changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # name -> (stamp, state) of the last read; name -> last good state
+        self._cache: dict[str, tuple[tuple | None, dict[str, Any]]] = {}
+        self._last_good: dict[str, dict[str, Any]] = {}
+        self._logged_corrupt: set[tuple[str, tuple | None]] = set()
+
+    def view(self, name: str, model_dir: str) -> dict[str, Any]:
+        """The state of model `name` (shared: callers must not mutate it). Cached by the
+        file's identity, so a poll costs one lstat."""
+        path = model_dir + os.sep + STATE_FILE
+        stamp = file_stamp(path)
+        with self._lock:
+            cached = self._cache.get(name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        state = self._read(name, path, stamp)
+        with self._lock:
+            self._cache[name] = (stamp, state)
+        return state
+
+    def _read(self, name: str, path: str | os.PathLike[str], stamp: tuple | None) -> dict[str, Any]:
+        if stamp is None:
+            state = empty_state()
+            with self._lock:
+                self._last_good[name] = state
+            return state
+        try:
+            state = parse_state(read_nofollow(path, MAX_STATE_BYTES))
+        except FileNotFoundError:
+            return self._read(name, path, None)
+        except (OSError, ValueError) as exc:
+            with self._lock:
+                fallback = copy.deepcopy(self._last_good.get(name) or empty_state())
+                first = (name, stamp) not in self._logged_corrupt
+                self._logged_corrupt.add((name, stamp))
+            if first:
+                logger.error(
+                    "registry: %s is corrupt (%s); using the last good state seen "
+                    "(pinned=%s, %d aliases) until the next state change rewrites it",
+                    path,
+                    exc,
+                    fallback["pinned"],
+                    len(fallback["aliases"]),
+                )
+            return fallback
+        with self._lock:
+            self._last_good[name] = copy.deepcopy(state)
+        return state
+
+    def change(self, name: str, model_dir: Path, change: Change) -> dict[str, Any]:
+        """Apply `change` to the state of model `name` under the lock; return the new state.
+
+        A no-op change writes nothing, unless the file on disk is corrupt: then it is repaired.
+        """
+        path = model_dir / STATE_FILE
+        with _locked(model_dir / LOCK_FILE):
+            stamp = file_stamp(path)
+            state = copy.deepcopy(self._read(name, path, stamp))
+            corrupt = stamp is not None and (name, stamp) in self._logged_corrupt
+            entry = change(state)
+            if entry is None and not corrupt:
+                return copy.deepcopy(state)
+            if entry is not None:
+                state["history"].append(entry)
+                del state["history"][:-MAX_HISTORY]
+            if corrupt:
+                _keep_corrupt_copy(path)
+            write_atomic(path, json_bytes(state), tmp_prefix=STATE_TMP_PREFIX)
+            new_stamp = file_stamp(path)
+        with self._lock:
+            self._cache[name] = (new_stamp, copy.deepcopy(state))
+            self._last_good[name] = copy.deepcopy(state)
+        return copy.deepcopy(state)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _keep_corrupt_copy(path: Path) -> None:
+    """Keep the bad bytes for a post-mortem before the repair overwrites them."""
+    backup = path.with_name(f".state.json.corrupt-{int(time.time())}")
+    try:
+        shutil.copyfile(path, backup)
+        logger.error("registry: repairing %s; the corrupt copy is kept at %s", path, backup)
+    except OSError as exc:
+        logger.error("registry: repairing %s (could not keep a copy: %s)", path, exc)

@@ -1,0 +1,141 @@
+"""Is a version intact? Its manifest parses and every file it lists has the recorded size and
+sha256. Results are cached by the identity (inode, size, mtime, ctime) of every file involved,
+so the 0.5 s poll of every gunicorn worker costs a few stat calls, not a re-hash."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+from shared.registry.errors import BrokenVersionError, InvalidNameError
+from shared.registry.files import file_stamp, hash_file, lstat_or_none, read_nofollow
+from shared.registry.names import (
+    MANIFEST_FILE,
+    REQUIRED_MANIFEST_KEYS,
+    WEIGHTS_FILE,
+    is_sha256,
+    validate_extra_file_name,
+)
+
+logger = logging.getLogger("shared.registry")
+
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
+def verify_version_dir(vdir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Full verification, uncached. Returns (manifest, None) or (None, reason)."""
+    try:
+        raw = read_nofollow(vdir / MANIFEST_FILE, MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
+        return None, f"{MANIFEST_FILE} is missing"
+    except OSError as exc:
+        return None, f"{MANIFEST_FILE} unreadable: {exc.strerror or exc}"
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{MANIFEST_FILE} is not valid JSON: {exc}"
+    if not isinstance(manifest, dict):
+        return None, f"{MANIFEST_FILE} is not a JSON object"
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        return None, f"{MANIFEST_FILE} lacks required keys {missing}"
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        return None, f"{MANIFEST_FILE} 'files' is not an object"
+    checks = [(WEIGHTS_FILE, manifest.get("sha256"), manifest.get("size_bytes"))]
+    for fname, entry in files.items():
+        try:
+            validate_extra_file_name(fname)
+        except InvalidNameError as exc:
+            return None, f"{MANIFEST_FILE} 'files': {exc}"
+        if not isinstance(entry, dict):
+            return None, f"{MANIFEST_FILE} 'files' entry {fname!r} is not an object"
+        checks.append((fname, entry.get("sha256"), entry.get("size_bytes")))
+    for fname, want_sha, want_size in checks:
+        problem = _check_file(vdir / fname, fname, want_sha, want_size)
+        if problem is not None:
+            return None, problem
+    manifest.pop("version", None)
+    return manifest, None
+
+
+def _check_file(path: Path, fname: str, want_sha: Any, want_size: Any) -> str | None:
+    """Why one listed file does not match its manifest entry, or None when it does."""
+    if not is_sha256(want_sha):
+        return f"{MANIFEST_FILE} has an invalid sha256 for {fname}"
+    if isinstance(want_size, bool) or not isinstance(want_size, int) or want_size < 0:
+        return f"{MANIFEST_FILE} has an invalid size_bytes for {fname}"
+    st = lstat_or_none(path)
+    if st is None:
+        return f"{fname} is missing"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{fname} is not a regular file"
+    if st.st_size != want_size:
+        return f"{fname} has {st.st_size} bytes, manifest says {want_size}"
+    try:
+        got_sha, got_size = hash_file(path)
+    except OSError as exc:
+        return f"{fname} unreadable: {exc.strerror or exc}"
+    if got_size != want_size or got_sha != want_sha:
+        return f"{fname} sha256 mismatch (expected {want_sha[:12]}…, got {got_sha[:12]}…)"
+    return None
+
+
+def version_stamps(vdir: str, manifest: dict[str, Any] | None) -> tuple:
+    """The identities of the manifest, the weights and (once known) every extra file."""
+    prefix = vdir + os.sep
+    stamps = [file_stamp(prefix + MANIFEST_FILE), file_stamp(prefix + WEIGHTS_FILE)]
+    if manifest is not None:
+        for fname in sorted(manifest.get("files", {})):
+            stamps.append((fname, file_stamp(prefix + fname)))
+    return tuple(stamps)
+
+
+class VerifiedVersions:
+    """Verification results by version folder, valid while its files' identities hold; each
+    broken version is logged once per reason. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # version dir -> (stamps, manifest | None, error | None)
+        self._cache: dict[str, tuple[tuple, dict | None, str | None]] = {}
+        self._logged: set[tuple[str, str]] = set()
+
+    def manifest(self, name: str, v: int, vdir: str) -> dict[str, Any]:
+        """The verified manifest of version folder `vdir` (shared: callers must not mutate it).
+
+        Raises BrokenVersionError (with `reason`) if verification fails.
+        """
+        with self._lock:
+            cached = self._cache.get(vdir)
+        if cached is None or cached[0] != version_stamps(vdir, cached[1]):
+            before = version_stamps(vdir, None)
+            manifest, error = verify_version_dir(Path(vdir))
+            after = version_stamps(vdir, manifest)
+            cached = (after, manifest, error)
+            # Only cache a result if the files did not change while we were reading them.
+            with self._lock:
+                if after[:2] == before:
+                    self._cache[vdir] = cached
+                else:
+                    self._cache.pop(vdir, None)
+        _, manifest, error = cached
+        if error is not None:
+            self._log_broken(name, v, vdir, error)
+            exc = BrokenVersionError(f"model {name!r} version {v} is broken: {error}")
+            exc.reason = error
+            raise exc
+        assert manifest is not None
+        return manifest
+
+    def _log_broken(self, name: str, v: int, vdir: str, error: str) -> None:
+        with self._lock:
+            if (vdir, error) in self._logged:
+                return
+            self._logged.add((vdir, error))
+        logger.warning("registry: model %r version %d is broken, skipping it: %s", name, v, error)
