@@ -48,11 +48,12 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Self:
         """The environment, with `overrides` (keys named like the variables) taking precedence.
-        Keys that are not settings (e.g. Flask's TESTING) are ignored here."""
+        Keys that are not settings (e.g. Flask's TESTING) are ignored here; None or an empty
+        string means "not given", as an empty variable does (``env_ignore_empty``)."""
         given = {
             key.lower(): value
             for key, value in (overrides or {}).items()
-            if key.lower() in cls.model_fields and value is not None
+            if key.lower() in cls.model_fields and value is not None and value != ""
         }
         try:
             return cls(**given)
