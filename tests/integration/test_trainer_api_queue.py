@@ -1,5 +1,6 @@
-"""Trainer API job routes against a real Redis (no worker): validation, queueing, listing,
-idempotency, per-model limits, cancel, abandoned-job cleanup and Redis outages."""
+"""Trainer API job routes against a real Redis (no worker): queueing, listing, idempotency,
+per-model limits, cancel, abandoned-job cleanup and recovery after a Redis outage. What is
+refused before Redis is touched is in tests/unit/test_trainer_api_jobs.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shared.redis_embedded import EmbeddedRedis, free_port
 from tests.trainer_support import delete_queue_keys
 from trainer_service import queueing
 from trainer_service.api import create_app
+from trainer_service.routes_jobs import JobAccepted, JobList, JobView
 
 SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
 
@@ -66,10 +68,12 @@ def test_submit_queues_a_json_job_and_get_shows_it(client, rconn, queue):
     assert queueing.JOB_ID_RE.match(job_id)
     assert r.json["status"] == "queued" and r.json["model"] == "mnist"
     assert r.headers["Location"] == f"/v1/jobs/{job_id}"
+    JobAccepted.model_validate(r.json)  # what the OpenAPI document promises
 
     g = client.get(r.headers["Location"])
     assert g.status_code == 200
     job = g.json
+    JobView.model_validate(job)
     assert job["job_id"] == job_id and job["status"] == "queued"
     assert job["model"] == "mnist" and job["model_version"] is None
     assert job["progress"] is None and job["history"] == [] and job["error"] is None
@@ -96,52 +100,7 @@ def test_preset_is_applied_and_explicit_fields_win(client):
     assert job["config"]["epochs"] == 3
 
 
-@pytest.mark.parametrize(
-    ("body", "bad"),
-    [
-        ({"epochs": 2, "bogus": 1}, ["bogus"]),
-        ({"hidden_layers": [0], "learning_rate": -1}, ["hidden_layers", "learning_rate"]),
-        ({"optimizer": "adagrad", "dataset": "cifar"}, ["dataset", "optimizer"]),
-        ({"model": "../etc", "epochs": "many"}, ["epochs", "model"]),
-        ({"preset": "turbo"}, ["preset"]),
-        ({"dropout": 1.5, "batch_size": -1}, ["batch_size", "dropout"]),
-    ],
-)
-def test_invalid_fields_are_each_named_with_422(client, body, bad):
-    r = submit(client, body)
-    assert r.status_code == 422
-    error = r.json["error"]
-    assert error["code"] == "invalid_config"
-    assert error["invalid_fields"] == bad
-    assert {f["field"].split(".")[0] for f in error["fields"]} == set(bad)
-    for name in bad:
-        assert name in error["message"]
-    if "bogus" in bad:
-        assert any(f["message"] == "unknown field" for f in error["fields"])
-
-
-def test_wrong_content_type_malformed_json_and_non_objects(client):
-    r = client.post("/v1/jobs", data="epochs=2", content_type="text/plain")
-    assert r.status_code == 415 and "application/json" in r.json["error"]["message"]
-    r = client.post("/v1/jobs", data={"epochs": "2"})  # a form
-    assert r.status_code == 415
-    r = client.post("/v1/jobs", data="{not json", content_type="application/json")
-    assert r.status_code == 400 and r.json["error"]["code"] == "bad_request"
-    r = client.post("/v1/jobs", json=[1, 2])
-    assert r.status_code == 422 and "JSON object" in r.json["error"]["message"]
-    r = client.post("/v1/jobs", data="x" * (2 * 1024 * 1024), content_type="application/json")
-    assert r.status_code == 413 and r.is_json
-
-
 # ---- 404s ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("job_id", ["abc", "A" * 32, "g" * 32, "a" * 33, "..%2F..%2Fetc"])
-def test_malformed_job_ids_are_404_without_echo(client, job_id):
-    for method in ("get", "delete"):
-        r = getattr(client, method)(f"/v1/jobs/{job_id}")
-        assert r.status_code == 404 and r.is_json
-        assert job_id not in r.json["error"]["message"]
 
 
 def test_unknown_and_foreign_jobs_are_404(client, redis_url, tmp_path, rconn, unique_name):
@@ -176,6 +135,7 @@ def test_list_is_newest_first_with_status_model_and_limit_filters(client):
     client.delete(f"/v1/jobs/{ids[0]}")
 
     listed = client.get("/v1/jobs").json
+    JobList.model_validate(listed)
     assert [j["job_id"] for j in listed["jobs"]] == [other, ids[2], ids[1], ids[0]]
     assert listed["count"] == 4
     assert "history" not in listed["jobs"][0]  # the listing is the summary view
@@ -187,12 +147,6 @@ def test_list_is_newest_first_with_status_model_and_limit_filters(client):
     assert client.get("/v1/jobs?status=finished").json["jobs"] == []
     assert [j["job_id"] for j in client.get("/v1/jobs?limit=2").json["jobs"]] == [other, ids[2]]
     assert [j["job_id"] for j in client.get("/v1/jobs?model=other").json["jobs"]] == [other]
-
-
-@pytest.mark.parametrize("query", ["status=bogus", "limit=0", "limit=abc", "limit=100000"])
-def test_list_rejects_bad_filters(client, query):
-    r = client.get(f"/v1/jobs?{query}")
-    assert r.status_code == 422 and r.json["error"]["invalid_fields"]
 
 
 # ---- idempotency --------------------------------------------------------------------------------
@@ -217,15 +171,6 @@ def test_idempotency_key_returns_the_same_job(client, rconn, queue):
     other = submit(client, **{"Idempotency-Key": "abc-124"})
     assert other.json["job_id"] != first.json["job_id"]
     assert queueing.make_queue(queue, rconn).count == 2
-
-
-@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "é"])
-def test_bad_idempotency_keys_are_400(client, key):
-    r = client.post(
-        "/v1/jobs", data=json.dumps(SMALL).encode(), headers={"Idempotency-Key": key},
-        content_type="application/json",
-    )  # fmt: skip
-    assert r.status_code == 400, r.json
 
 
 def test_rejected_submission_frees_its_idempotency_key(client, rconn, queue):
@@ -310,24 +255,14 @@ def test_healthz_and_readyz(client, queue):
     assert ready.json["workers"] == 0  # nobody listens on this test's queue
 
 
-def test_redis_down_is_503_json_and_recovers_by_itself(tmp_path, unique_name):
+def test_redis_down_is_503_and_recovers_by_itself(tmp_path, unique_name):
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     client = make_app(url, unique_name, tmp_path).test_client()
     job_id = uuid.uuid4().hex
-    calls = [
-        client.post("/v1/jobs", json=SMALL),
-        client.get(f"/v1/jobs/{job_id}"),
-        client.get("/v1/jobs"),
-        client.delete(f"/v1/jobs/{job_id}"),
-        client.get("/readyz"),
-    ]
-    for r in calls:
-        assert r.status_code == 503, r.json
-        assert "Redis" in r.json["error"]["message"]
-    assert calls[0].headers["Retry-After"]
-    assert client.get("/healthz").status_code == 200
-    assert client.get("/v1/models").status_code == 200  # the registry needs no Redis
+    assert client.post("/v1/jobs", json=SMALL).status_code == 503
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 503
+    assert client.get("/readyz").status_code == 503
 
     with EmbeddedRedis(port=port, data_dir=tmp_path / "redis"):
         r = client.post("/v1/jobs", json=SMALL)
