@@ -116,6 +116,8 @@ def test_settings_are_strict_and_name_the_variable(monkeypatch):
         with pytest.raises(SettingsError, match=name):
             TrainerSettings.load()
         monkeypatch.delenv(name)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("MODEL_REGISTRY_DIR", raising=False)
     settings = TrainerSettings.load({"JOB_TIMEOUT": " 7 ", "REDIS_URL": ""})
     assert settings.job_timeout == 7 and settings.redis_url == "redis://localhost:6379/0"
     assert str(settings.model_registry_dir) == "var/models"  # the kit's one default
