@@ -20,10 +20,10 @@ redis://127.0.0.1:6379/13, else an embedded redis-server). Only keys of this run
    still saw the old version, is kept in the JSON). Predict latency and errors are split into
    "during a switch" (from the change until every worker switched, +0.25 s) and "steady" (the
    rest), same load, same run.
-2. Queue. An idle worker; `POST /v1/jobs` through the trainer API; RQ's started_at and the job's
-   own meta["timeline"] (job_started, data_loaded, first_epoch_done) give the time until the
-   worker starts the job, until the data is loaded, until the first epoch begins (first epoch
-   done minus its own duration). Then the default job run by the worker (POST until RQ's
+2. Queue. An idle worker; `POST /v1/jobs` through the trainer API, then the job view
+   (`GET /v1/jobs/<id>`, polled every 10 ms) gives the time until the worker starts the job
+   (RQ's started_at), until the data is loaded (the phase turns to "training": an upper bound by
+   one poll), until the first epoch begins (its history entry seen, minus its own duration). Then the default job run by the worker (POST until RQ's
    ended_at) against the same config trained by the command line (`python -m trainer_service
    train --report DIR`: the job also writes the report), interleaved, alternating who goes first.
    `--baseline-tree DIR` adds a worker running another checkout (e.g. a git worktree of the
@@ -51,6 +51,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -642,6 +643,7 @@ class Variant:
     api: Proc | None = None
     api_port: int = 0
     worker: Proc | None = None
+    registry_dir: Path | None = None
     jobs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -684,82 +686,72 @@ def delete_queue_keys(url: str, queue: str, job_ids: list[str], worker_names: li
         r.close()
 
 
-def fetch_job(url: str, job_id: str) -> Any:
-    import redis
-    from rq.job import Job
-
-    from trainer_service import queueing
-
-    conn = redis.Redis.from_url(url)
-    try:
-        return Job.fetch(job_id, connection=conn, serializer=queueing.SERIALIZER)
-    finally:
-        conn.close()
+def ts(iso: str | None) -> float | None:
+    """Unix seconds from the API's ISO 8601 times (``2026-01-01T12:00:00.123456Z``)."""
+    return None if iso is None else datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def ts(dt: Any) -> float | None:
-    return None if dt is None else dt.timestamp()
+def train_seconds(variant: Variant, job: dict[str, Any]) -> float | None:
+    """The training time the published version's manifest records (as the CLI reports it)."""
+    if job["status"] != "finished" or variant.registry_dir is None:
+        return None
+    from shared.registry import Registry
+
+    manifest = Registry(variant.registry_dir).manifest(job["model"], job["model_version"])
+    return manifest["train_seconds"]
 
 
-def run_job(url: str, variant: Variant, config: dict[str, Any], kind: str) -> dict[str, Any]:
-    """POST a job, follow it to the end, return its timings (seconds after the POST was sent)."""
-    import redis
-    from rq.job import Job
-
-    from trainer_service import queueing
-
-    conn = redis.Redis.from_url(url)
+def run_job(variant: Variant, config: dict[str, Any], kind: str) -> dict[str, Any]:
+    """POST a job, follow it through the API to the end, return its timings (seconds after the
+    POST was sent). RQ's enqueued/started/ended times come from the job view; when the data was
+    loaded (phase "training") and when the first epoch ended (its history) are seen by polling
+    the job view every 10 ms, so they are upper bounds by up to one poll."""
     body = json.dumps(config).encode()
     t_post = time.time()
     status, _, data = request("POST", variant.api_port, "/v1/jobs", body)
     t_accepted = time.time()
     if status != 202:
         raise RuntimeError(f"POST /v1/jobs: HTTP {status}: {data[:300]!r}")
-    job_id = json.loads(data)["job_id"]
-    seen_history_at = None
+    location = json.loads(data)["location"]
+    seen: dict[str, float] = {}
     deadline = time.monotonic() + 900
-    try:
-        while True:
-            job = Job.fetch(job_id, connection=conn, serializer=queueing.SERIALIZER)
-            st = job.get_status(refresh=False)
-            if seen_history_at is None and (job.meta or {}).get("history"):
-                seen_history_at = time.time()
-            if st.value in ("finished", "failed", "stopped", "canceled"):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"job {job_id} did not finish in time")
-            variant.worker.check()
-            time.sleep(0.01 if seen_history_at is None else 0.1)
-    finally:
-        conn.close()
-    meta = job.meta or {}
-    tl = meta.get("timeline") or {}
-    history = meta.get("history") or []
+    while True:
+        status, _, data = request("GET", variant.api_port, location)
+        now = time.time()
+        if status != 200:
+            raise RuntimeError(f"GET {location}: HTTP {status}: {data[:300]!r}")
+        job = json.loads(data)
+        if job["phase"] in ("training", "publishing", "published") or job["history"]:
+            seen.setdefault("data_loaded", now)
+        if job["history"]:
+            seen.setdefault("first_epoch_done", now)
+        if job["status"] in ("finished", "failed", "stopped", "canceled"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job['job_id']} did not finish in time")
+        variant.worker.check()
+        time.sleep(0.01 if "first_epoch_done" not in seen else 0.1)
 
     def rel(t: float | None) -> float | None:
         return None if t is None else t - t_post
 
-    first_epoch_done = tl.get("first_epoch_done", seen_history_at)
-    first_epoch_begin = (
-        first_epoch_done - history[0]["seconds"] if first_epoch_done and history else None
-    )
-    result = job.return_value() if st.value == "finished" else None
+    first_done = seen.get("first_epoch_done")
+    history = job["history"]
     return {
         "variant": variant.name,
         "kind": kind,
-        "job_id": job_id,
-        "status": st.value,
+        "job_id": job["job_id"],
+        "status": job["status"],
         "config": config,
         "api_seconds": t_accepted - t_post,
-        "enqueued": rel(ts(job.enqueued_at)),
-        "started": rel(ts(job.started_at)),
-        "job_function": rel(tl.get("job_started")),
-        "data_loaded": rel(tl.get("data_loaded")),
-        "first_epoch_begins": rel(first_epoch_begin),
-        "first_epoch_from": "timeline" if "first_epoch_done" in tl else "polling (10 ms)",
-        "ended": rel(ts(job.ended_at)),
-        "train_seconds": (result or {}).get("train_seconds"),
-        "error": None if st.value == "finished" else str(job.latest_result().exc_string)[-500:],
+        "enqueued": rel(ts(job["enqueued_at"])),
+        "started": rel(ts(job["started_at"])),
+        "data_loaded": rel(seen.get("data_loaded")),
+        "first_epoch_begins": rel(first_done - history[0]["seconds"] if first_done else None),
+        "ended": rel(ts(job["ended_at"])),
+        "train_seconds": train_seconds(variant, job),
+        "model_version": job["model_version"],
+        "error": job["error"],
     }
 
 
@@ -819,11 +811,12 @@ def bench_queue(
     try:
         for v in variants:
             v.queue = f"bench-lifecycle-{uuid.uuid4().hex[:10]}"
+            v.registry_dir = tmp / f"models-{v.name}"
             venv = {
                 **env,
                 **v.env,
                 "RQ_QUEUE": v.queue,
-                "MODEL_REGISTRY_DIR": str(tmp / f"models-{v.name}"),
+                "MODEL_REGISTRY_DIR": str(v.registry_dir),
             }
             venv["PYTHONPATH"] = str(v.tree)
             v.api, v.api_port = start_gunicorn(
@@ -854,7 +847,7 @@ def bench_queue(
             for v in order:
                 wait_worker_idle(url, v)
                 time.sleep(0.3)
-                rec = run_job(url, v, latency_config, "tiny")
+                rec = run_job(v, latency_config, "tiny")
                 v.jobs.append(rec)
                 print(
                     f"  {v.name:>10} tiny job: started {ms(rec['started'])} ms, "
@@ -876,7 +869,7 @@ def bench_queue(
                     else:
                         wait_worker_idle(url, main)
                         time.sleep(0.3)
-                        rec = run_job(url, main, pair_config, "pair")
+                        rec = run_job(main, pair_config, "pair")
                         main.jobs.append(rec)
                         print(
                             f"  worker job: {sec(rec['ended'])} s ({rec['status']}), "
@@ -915,9 +908,9 @@ def summarize_queue(
             return {"p50_s": med(vals), "max_s": max(vals) if vals else None, "n": len(vals)}
 
         loading = [
-            j["data_loaded"] - j["job_function"]
+            j["data_loaded"] - j["started"]
             for j in jobs
-            if j.get("data_loaded") is not None and j.get("job_function") is not None
+            if j.get("data_loaded") is not None and j.get("started") is not None
         ]
         per_variant[v.name] = {
             "tree": str(v.tree),
@@ -926,7 +919,6 @@ def summarize_queue(
             "worker_idle_rss_mib": rss.get(v.name),
             "api_seconds": stat("api_seconds"),
             "to_started": stat("started"),
-            "to_job_function": stat("job_function"),
             "to_data_loaded": stat("data_loaded"),
             "data_loading": {"p50_s": med(loading), "max_s": max(loading) if loading else None},
             "to_first_epoch": stat("first_epoch_begins"),

@@ -10,7 +10,7 @@
 Every `train` option maps 1:1 onto a `TrainConfig` field, and only options given explicitly are
 passed on, so a preset's values are overridden exactly where the user asked (all argparse
 defaults are None). Values are handed to pydantic as typed, so a bad value is reported the same
-way as through the API: per field, here under the option's name.
+way as through the API (`shared.web.validation`): per field, here under the option's name.
 
 Bad input (invalid options, missing or broken data, broken model files) ends with one line on
 stderr and exit code 2, never a traceback.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 import typing
@@ -155,6 +154,7 @@ def config_from_args(args: argparse.Namespace):
     from pydantic import ValidationError
 
     from shared.config import TrainConfig
+    from shared.web.validation import describe
 
     given = {
         field: getattr(args, field)
@@ -164,27 +164,8 @@ def config_from_args(args: argparse.Namespace):
     try:
         return TrainConfig(**given)
     except ValidationError as exc:
-        raise UsageError(format_validation_error(exc)) from None
-
-
-def format_validation_error(exc: Any) -> str:
-    """pydantic errors on one line, each named by its command-line option."""
-    problems = []
-    for err in exc.errors():
-        loc = err.get("loc") or ()
-        field = str(loc[0]) if loc else "config"
-        option = FIELD_TO_OPTION.get(field, field)
-        where = option + (
-            f" (value {loc[1] + 1})" if len(loc) > 1 and isinstance(loc[1], int) else ""
-        )
-        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-        shown = ""
-        if "input" in err and err.get("type") not in ("missing", "extra_forbidden"):
-            value = err["input"]
-            if not isinstance(value, dict | list):
-                shown = f" (got {value!r})"
-        problems.append(f"invalid {where}: {msg}{shown}")
-    return "; ".join(problems)
+        # "(body)" is a rule across several options (e.g. early stopping needs a validation split).
+        raise UsageError(describe(exc, {**FIELD_TO_OPTION, "(body)": "options"})) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,13 +173,13 @@ def format_validation_error(exc: Any) -> str:
 
 
 def _setup_logging() -> None:
-    """Warnings and errors only, unless $LOG_LEVEL asks for more: the CLI prints its own lines."""
-    level = os.environ.get("LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """Warnings and errors only, unless LOG_LEVEL asks for more: the CLI prints its own lines."""
+    from shared.web.logging import configure_logging
+    from trainer_service.settings import TrainerSettings
+
+    settings = TrainerSettings.load()
+    level = settings.log_level if "log_level" in settings.model_fields_set else "WARNING"
+    configure_logging(level, fmt="%(levelname)s %(name)s: %(message)s")
 
 
 def _say(line: str, *, bar: bool = False) -> None:
@@ -464,10 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug: reported in one line, exit 2."""
-    errors: list[type[BaseException]] = [UsageError]
     from shared.datasets import DatasetError
+    from shared.web.settings import SettingsError
 
-    errors.append(DatasetError)
+    errors: list[type[BaseException]] = [UsageError, DatasetError, SettingsError]
     try:
         from shared.modelfile import ModelFileError
     except ImportError:  # pragma: no cover - engine not installed

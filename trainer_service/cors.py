@@ -13,9 +13,6 @@ A small after_request hook rather than flask-cors: the policy is a few lines, an
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
@@ -50,17 +47,11 @@ def parse_origins(raw: str) -> frozenset[str]:
     return frozenset(origins)
 
 
-def install_cors(app: Flask, config: Mapping[str, Any] | None = None) -> frozenset[str]:
-    """Add the CORS headers for allowed origins to every response; returns the allowed set.
-
-    `config` (create_app's dict) overrides the environment variable, like every other setting.
-    """
-    config = config or {}
-    raw = config["CORS_ORIGINS"] if "CORS_ORIGINS" in config else os.environ.get("CORS_ORIGINS")
-    allowed = parse_origins(str(raw or ""))
-    app.config["CORS_ORIGINS"] = sorted(allowed)
+def install_cors(app: Flask, allowed: frozenset[str]) -> None:
+    """Add the CORS headers for the `allowed` origins (CORS_ORIGINS, parsed by `parse_origins`
+    when the settings are read) to every response; nothing at all when there are none."""
     if not allowed:
-        return allowed
+        return
     any_origin = "*" in allowed
 
     @app.after_request
@@ -78,5 +69,3 @@ def install_cors(app: Flask, config: Mapping[str, Any] | None = None) -> frozens
             response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
             response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
         return response
-
-    return allowed

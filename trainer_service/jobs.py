@@ -3,10 +3,10 @@
 `train_job` is a plain importable function with JSON arguments, so any RQ worker whose environment
 has MODEL_REGISTRY_DIR and the data directories can run it. It trains through
 `shared.pipeline.run_training`, the same code path as the `train` CLI, so a queued job and a CLI
-run with the same config give the same model.
+run with the same config give the same model. The config was validated by the API when the job
+was submitted (`routes_jobs`); the job only reads it back into a TrainConfig.
 
 Failure modes and what they leave behind:
-* bad config → fails at once with the validation message (no retry, nothing published);
 * transient error (dataset download hit a network problem) → RQ retries it a few times;
 * stopped by the API (work horse SIGKILLed), timed out, or the worker died → nothing published:
   the registry's publish is one atomic rename at the very end, after everything else succeeded;
@@ -29,25 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from pydantic import ValidationError
 from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
 from shared.config import TrainConfig
 from trainer_service import queueing
+from trainer_service.preload import preloaded_dataset
+from trainer_service.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
-#: Retry schedule for transient errors, in seconds (JOB_RETRY_DELAYS, comma separated); the
-#: number of entries is the number of retries (JOB_RETRIES caps it).
-DEFAULT_RETRY_DELAYS = (5, 30, 120)
 #: Per-job scratch folders in the system temp dir are named `<prefix><pid>-<random>`.
 SCRATCH_PREFIX = "digitflow-job-"
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-
-class InvalidJobConfig(ValueError):
-    """The job's config does not validate (only possible when enqueued behind the API's back)."""
 
 
 class JobCanceled(RuntimeError):
@@ -60,12 +54,6 @@ class WorkerGone(RuntimeError):
 
 class RedisUnavailable(RuntimeError):
     """Redis stayed unreachable when the job had to record a step (before publishing)."""
-
-
-def _redis_wait_seconds() -> float:
-    """How long a required progress write waits for Redis: past the heartbeat grace the job
-    counts as abandoned anyway, so waiting longer could not save it."""
-    return float(max(1, queueing.env_int("JOB_HEARTBEAT_GRACE", 25)))
 
 
 def remove_orphan_scratch() -> int:
@@ -82,17 +70,6 @@ def remove_orphan_scratch() -> int:
         removed += 1
         log.info("removed the scratch folder %s of a work horse that died", path)
     return removed
-
-
-def _retry_delays() -> list[int]:
-    raw = os.environ.get("JOB_RETRY_DELAYS", "").strip()
-    delays = [int(x) for x in raw.split(",") if x.strip()] if raw else list(DEFAULT_RETRY_DELAYS)
-    retries = queueing.env_int("JOB_RETRIES", len(delays))
-    if retries <= 0:
-        return []
-    while len(delays) < retries:
-        delays.append(delays[-1] if delays else 0)
-    return [max(0, d) for d in delays[:retries]]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -131,7 +108,6 @@ def _load_dataset(cfg: TrainConfig) -> Any:
     """The worker's preloaded copy when its files are unchanged, else loaded from the folder the
     environment names (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
     from shared.datasets import from_environment, load_dataset
-    from trainer_service.preload import preloaded_dataset
 
     locations = from_environment(os.environ)
     folder = locations.folder(cfg.dataset)
@@ -144,21 +120,15 @@ def _load_dataset(cfg: TrainConfig) -> Any:
 class _Progress:
     """Writes per-epoch progress and history into the RQ job's meta, where the API reads them."""
 
-    def __init__(self, job: Job | None, config: TrainConfig) -> None:
+    def __init__(self, job: Job | None, config: TrainConfig, redis_wait_seconds: float) -> None:
         self.job = job
         self.config = config
+        #: How long a required write waits for Redis: past the heartbeat grace the job counts
+        #: as abandoned anyway, so waiting longer could not save it.
+        self.redis_wait_seconds = redis_wait_seconds
         self.parent_pid = os.getppid()
         self.history: list[dict[str, Any]] = []
         self.redis_down = False
-        #: Wall-clock times (Unix seconds) of the job's steps, saved in meta["timeline"] with
-        #: the next progress write: job_started, data_loaded, first_epoch_done, trained,
-        #: published (benchmarks/lifecycle.py reads them; the API does not show them).
-        self.timeline: dict[str, float] = {}
-
-    def mark(self, step: str) -> None:
-        self.timeline[step] = time.time()
-        if self.job is not None:
-            self.job.meta["timeline"] = dict(self.timeline)
 
     def update(self, *, required: bool = False, **fields: Any) -> None:
         """Merge `fields` into the job's meta and save it.
@@ -170,7 +140,7 @@ class _Progress:
         if self.job is None:
             return
         self.job.meta.update(queueing.json_safe(fields))
-        deadline = time.monotonic() + (_redis_wait_seconds() if required else 0.0)
+        deadline = time.monotonic() + (self.redis_wait_seconds if required else 0.0)
         delay = 0.2
         while True:
             try:
@@ -186,7 +156,7 @@ class _Progress:
                 if time.monotonic() >= deadline:
                     if required:
                         raise RedisUnavailable(
-                            f"Redis stayed unreachable for {_redis_wait_seconds():.0f} s "
+                            f"Redis stayed unreachable for {self.redis_wait_seconds:.0f} s "
                             f"while the job had to record {sorted(fields)}"
                         ) from exc
                     return
@@ -221,8 +191,6 @@ class _Progress:
         self.check_worker_alive()
         rec = queueing.json_safe(record.to_dict() if hasattr(record, "to_dict") else dict(record))
         self.history.append(rec)
-        if len(self.history) == 1:
-            self.mark("first_epoch_done")
         progress = {
             "epoch": rec.get("epoch"),
             "epochs": rec.get("epochs", self.config.epochs),
@@ -277,23 +245,16 @@ def build_manifest(
 def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     """Train from a TrainConfig dict, publish the model, return a JSON summary.
 
-    Returns an RQ `Retry` (after a short backoff) for transient errors while retries remain;
-    RQ then re-enqueues the same job. Raises for everything else.
+    `config` is what the API validated and enqueued (`TrainConfig.public_dict()`). Returns an RQ
+    `Retry` (after a short backoff) for transient errors while retries remain; RQ then
+    re-enqueues the same job. Raises for everything else.
     """
+    settings = TrainerSettings.load()
     job = get_current_job()
-    try:
-        cfg = TrainConfig.model_validate(config)
-    except ValidationError as exc:  # a bad config fails at once and is never retried
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: "
-            + ("unknown field" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in exc.errors(include_url=False, include_input=False)
-        )
-        raise InvalidJobConfig(f"invalid training config: {problems}") from None
-    progress = _Progress(job, cfg)
+    cfg = TrainConfig.model_validate(config)
+    progress = _Progress(job, cfg, redis_wait_seconds=float(settings.job_heartbeat_grace))
     if job is not None and job.get_meta(refresh=True).get("cancel_requested"):
         raise JobCanceled("the job was canceled before it started")
-    progress.mark("job_started")
     progress.update(model=cfg.model_name, phase="loading data", progress=None, history=[])
     remove_orphan_scratch()
 
@@ -304,16 +265,14 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
 
     try:
         dataset = _load_dataset(cfg)
-        progress.mark("data_loaded")
         progress.update(phase="training")
         outcome = run_training(cfg, dataset=dataset, on_epoch=progress.on_epoch)
     except Exception as exc:
-        retry = _maybe_retry(job, exc, progress)
+        retry = _maybe_retry(job, exc, progress, settings.retry_delays())
         if retry is not None:
             return retry
         raise
 
-    progress.mark("trained")
     progress.check_worker_alive()
     # Required: a version must never appear for a job that cannot say so (and the API must see
     # "publishing" to refuse a stop from now on).
@@ -327,7 +286,7 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
 
     from shared.modelfile import save_model
 
-    registry = Registry(os.environ.get("MODEL_REGISTRY_DIR", "./var/models"))
+    registry = Registry(settings.model_registry_dir)
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         weights = Path(tmp) / "weights.npz"
         metadata = {k: v for k, v in manifest.items() if k not in ("history", "metrics")}
@@ -338,7 +297,6 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
         version = registry.publish(cfg.model_name, weights, manifest, extra_files=report)
 
     test_accuracy = manifest["metrics"]["test_accuracy"]
-    progress.mark("published")
     try:
         progress.update(phase="published", model_version=version, required=True)
     except RedisUnavailable as exc:  # published already: say so in the worker log at least
@@ -379,11 +337,12 @@ def write_report_files(out_dir: Path, outcome: Any, manifest: dict[str, Any]) ->
         return {}
 
 
-def _maybe_retry(job: Job | None, exc: Exception, progress: _Progress) -> Retry | None:
-    """A Retry for a transient error while attempts remain; None means: let it fail now."""
+def _maybe_retry(
+    job: Job | None, exc: Exception, progress: _Progress, delays: list[int]
+) -> Retry | None:
+    """A Retry for a transient error while `delays` has attempts left; None: let it fail now."""
     if job is None or not is_transient(exc):
         return None
-    delays = _retry_delays()
     done = job.number_of_retries or 0
     if done >= len(delays):
         log.error("job %s: transient error, no retries left (%d done): %s", job.id, done, exc)

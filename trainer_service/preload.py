@@ -10,7 +10,7 @@ not, each horse pays for again. Measured on 2 cores (benchmarks/lifecycle.py), p
   ~0.4-0.5 s.
 
 So the worker, before it starts listening, imports those modules and loads the datasets that
-are present locally (WORKER_PRELOAD_DATASETS). A horse uses a preloaded dataset only if its
+are present locally (WORKER_PRELOAD_DATASETS, `TrainerSettings.worker_preload_datasets`). A horse uses a preloaded dataset only if its
 source files are still exactly the ones read (same path, inode, size, mtime and ctime of each
 of the four IDX files); anything else (files replaced, downloaded since, a folder that is not
 IDX) is loaded by the job as before. Each horse gets its own copy-on-write view, so a job can
@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,41 +34,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Datasets preloaded by default: each one whose files are present locally.
-DEFAULT_PRELOAD = ("mnist", "fashion-mnist")
-
 _datasets: dict[str, tuple[Any, Any]] = {}  # name -> (source signature, Dataset)
 
 
-def preload_names(environ: dict[str, str] | None = None) -> list[str]:
-    """WORKER_PRELOAD_DATASETS: comma-separated names, `none` for none; unset = both datasets."""
-    from shared.datasets import DATASET_NAMES
-
-    env = os.environ if environ is None else environ
-    raw = env.get("WORKER_PRELOAD_DATASETS", "").strip().lower()
-    if not raw:
-        return list(DEFAULT_PRELOAD)
-    if raw == "none":
-        return []
-    names = [n.strip() for n in raw.split(",") if n.strip()]
-    unknown = [n for n in names if n not in DATASET_NAMES]
-    if unknown:
-        raise ValueError(
-            f"WORKER_PRELOAD_DATASETS: unknown dataset(s) {', '.join(unknown)} "
-            f"(known: {', '.join(DATASET_NAMES)}, or 'none')"
-        )
-    return names
-
-
 def import_job_modules() -> None:
-    """Import everything a job needs (call after BLAS thread settings are in the environment)."""
+    """Import what a job needs besides its own module (the worker imports that one, so this
+    module never imports `trainer_service.jobs`, which imports it). Call after the BLAS thread
+    settings are in the environment."""
     import shared.datasets  # noqa: F401
     import shared.modelfile  # noqa: F401
     import shared.nn.training  # noqa: F401
     import shared.pipeline  # noqa: F401
     import shared.registry  # noqa: F401
     import shared.reports  # noqa: F401
-    import trainer_service.jobs  # noqa: F401
 
     try:  # what shared.reports draws with (imported lazily there)
         import matplotlib.backends.backend_agg  # noqa: F401
@@ -99,7 +78,7 @@ def source_signature(folder: Path) -> tuple | None:
     return (str(folder), tuple(stamps))
 
 
-def preload_datasets(names: list[str], locations: DataLocations) -> list[str]:
+def preload_datasets(names: Iterable[str], locations: DataLocations) -> list[str]:
     """Load each named dataset present locally (never downloads); returns those loaded."""
     from shared.datasets import DatasetError, load_dataset
 
@@ -141,7 +120,3 @@ def preloaded_dataset(name: str, folder: Path) -> Any | None:
         log.info("dataset %s changed on disk since the worker preloaded it; loading it", name)
         return None
     return entry[1]
-
-
-def clear() -> None:
-    _datasets.clear()

@@ -7,7 +7,6 @@ readable by a worker and vice versa. Kept free of NumPy so the API process stays
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from typing import Any
 
@@ -42,30 +41,6 @@ _STATUS_MAP = {
     JobStatus.CANCELED: "canceled",
     JobStatus.STOPPED: "stopped",
 }
-
-SECONDS_PER_DAY = 86400
-
-
-def env_int(name: str, default: int, environ: dict[str, str] | None = None) -> int:
-    """Integer setting from the environment; a malformed value is a startup error, not a guess."""
-    env = os.environ if environ is None else environ
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
-
-
-def queue_name(environ: dict[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    return env.get("RQ_QUEUE", "").strip() or "training"
-
-
-def redis_url(environ: dict[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    return env.get("REDIS_URL", "").strip() or "redis://localhost:6379/0"
 
 
 def connect(url: str, *, socket_timeout: float | None = 5.0) -> redis.Redis:

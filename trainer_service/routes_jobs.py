@@ -1,4 +1,8 @@
-"""`/v1/jobs`: submit, inspect, list and cancel/stop training jobs on the RQ queue."""
+"""`/v1/jobs`: submit, inspect, list and cancel/stop training jobs on the RQ queue.
+
+A job body is validated here, once (`TrainConfig`, every rule, cross-field ones included); the
+worker's job function trusts what it is given.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import LockError
 from rq.command import PUBSUB_CHANNEL_TEMPLATE
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -21,8 +25,10 @@ from rq.registry import StartedJobRegistry
 
 from shared.config import TrainConfig
 from shared.registry import RegistryError
+from shared.web.errors import ApiError
+from shared.web.validation import json_object, validation_error
 from trainer_service import queueing
-from trainer_service.web import ApiError, state
+from trainer_service.web import api, state
 
 log = logging.getLogger(__name__)
 
@@ -31,44 +37,140 @@ bp = Blueprint("jobs", __name__)
 MAX_LIST_LIMIT = 500
 JOBS_INDEX_MAX = 10_000
 IDEMPOTENCY_KEY_MAX = 255
+_STATUS_LIST = "|".join(queueing.PUBLIC_STATUSES)
+JOB_ID = {"type": "string", "pattern": queueing.JOB_ID_RE.pattern}
+
+
+# --------------------------------------------------------------------------- answers
+
+
+class JobAccepted(BaseModel):
+    """The job is queued (or, for a replayed Idempotency-Key, the job created the first time)."""
+
+    job_id: str
+    status: str
+    model: str
+    location: str
+
+
+class JobProgress(BaseModel):
+    """The last finished epoch."""
+
+    epoch: int | None = None
+    epochs: int | None = None
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    learning_rate: float | None = None
+    seconds: float | None = None
+
+
+class JobSummary(BaseModel):
+    """A job as listed: `position` only while queued, `test_accuracy` once finished."""
+
+    job_id: str
+    status: str = Field(description=f"one of {', '.join(queueing.PUBLIC_STATUSES)}; 'stopping'")
+    model: str | None
+    model_version: int | None
+    phase: str | None
+    progress: JobProgress | None
+    error: str | None
+    enqueued_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    worker: str | None
+    retries: int
+    position: int | None = None
+    test_accuracy: float | None = None
+
+
+class JobView(JobSummary):
+    """A job with its per-epoch history and its (validated) training config."""
+
+    history: list[dict[str, Any]]
+    config: dict[str, Any] | None
+    timeout: int
+
+
+class JobList(BaseModel):
+    """Recent jobs, newest first."""
+
+    jobs: list[JobSummary]
+    count: int
+
+
+class ListJobsQuery(BaseModel):
+    """Filters of `GET /v1/jobs`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: str | None = Field(
+        default=None,
+        description="comma-separated statuses to keep",
+        pattern=rf"^\s*({_STATUS_LIST})?\s*(,\s*({_STATUS_LIST})?\s*)*$",
+    )
+    model: str | None = Field(default=None, description="only jobs publishing under this model")
+    limit: int = Field(default=50, ge=1, le=MAX_LIST_LIMIT)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _known_statuses(cls, value: Any) -> Any:
+        """The readable message for an unknown status (the pattern says the same for the schema)."""
+        if isinstance(value, str):
+            unknown = sorted(
+                {s.strip() for s in value.split(",") if s.strip()} - set(queueing.PUBLIC_STATUSES)
+            )
+            if unknown:
+                raise ValueError(
+                    f"unknown status {', '.join(unknown)}; "
+                    f"use one of {', '.join(queueing.PUBLIC_STATUSES)}"
+                )
+        return value
+
+    def statuses(self) -> set[str]:
+        return {s.strip() for s in (self.status or "").split(",") if s.strip()}
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def json_object_body() -> dict[str, Any]:
-    """The request body as a JSON object, or the right 4xx: 415 not JSON, 400 malformed, 422 not an object."""
-    if not request.is_json:
+def training_config(payload: dict[str, Any]) -> TrainConfig:
+    """The body as a TrainConfig, or 422 naming every bad field (the kit's one formatter).
+
+    A validator that raises a TypeError instead of reporting (a bug in TrainConfig: e.g. a list
+    where a name was expected, used as a dict key) is logged as the bug it is, and the client
+    still gets a 422 naming the fields whose values trigger it, never a 500.
+    """
+    try:
+        return TrainConfig.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_error(exc, "training config", code="invalid_config") from None
+    except TypeError as exc:
+        log.error("TrainConfig raised instead of reporting a validation error", exc_info=exc)
+        bad = sorted(key for key in payload if _raises_type_error({key: payload[key]}))
+        bad = bad or ["(body)"]
         raise ApiError(
-            415,
-            "request body must be JSON: send 'Content-Type: application/json'",
-            content_type=request.mimetype or None,
-        )
-    payload = request.get_json(silent=True)
-    if payload is None:
-        raise ApiError(400, "request body is not valid JSON")
-    if not isinstance(payload, dict):
-        raise ApiError(422, "request body must be a JSON object")
-    return payload
+            422,
+            f"invalid training config: {', '.join(bad)}: value of the wrong type",
+            code="invalid_config",
+            field=bad[0],
+            fields=[
+                {"field": f, "message": "value of the wrong type", "type": "type_error"}
+                for f in bad
+            ],
+            invalid_fields=bad,
+        ) from None
 
 
-def validation_error(exc: ValidationError, what: str) -> ApiError:
-    """422 naming every bad field (pydantic's location), with a readable message for each."""
-    fields = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "(body)"
-        message = err.get("msg", "invalid value")
-        if err.get("type") == "extra_forbidden":
-            message = "unknown field"
-        fields.append({"field": loc, "message": message, "type": err.get("type")})
-    names = sorted({f["field"].split(".")[0] for f in fields})
-    return ApiError(
-        422,
-        f"invalid {what}: " + ", ".join(names),
-        code="invalid_config",
-        fields=fields,
-        invalid_fields=names,
-    )
+def _raises_type_error(partial: dict[str, Any]) -> bool:
+    try:
+        TrainConfig.model_validate(partial)
+    except TypeError:
+        return True
+    except ValidationError:
+        return False
+    return False
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -214,13 +316,15 @@ def accepted(job_id: str, status: str, model: str, *, replayed: bool = False):
 # --------------------------------------------------------------------------- routes
 
 
-@bp.post("/v1/jobs")
+@api.route(
+    bp, "POST", "/v1/jobs", body=TrainConfig, responses={202: JobAccepted},
+    errors=(400, 401, 413, 415, 422, 429, 503), summary="Queue a training job", tags=("jobs",),
+    description="The body is a TrainConfig; a preset fills in what the body does not set. An "
+    "Idempotency-Key header makes a retried POST return the job created the first time.",
+)  # fmt: skip
 def submit_job():
-    payload = json_object_body()
-    try:
-        config = TrainConfig.model_validate(payload)
-    except ValidationError as exc:
-        raise validation_error(exc, "training config") from None
+    payload = json_object(request.get_data(), request.mimetype)
+    config = training_config(payload)
     st = state()
     settings = st.settings
     model = config.model_name
@@ -229,7 +333,9 @@ def submit_job():
     idem_key = request.headers.get("Idempotency-Key")
     redis_key = None
     if idem_key is not None:
-        redis_key = queueing.idempotency_redis_key(settings.queue, check_idempotency_key(idem_key))
+        redis_key = queueing.idempotency_redis_key(
+            settings.rq_queue, check_idempotency_key(idem_key)
+        )
         digest = body_digest(payload)
         record = json.dumps({"job_id": job_id, "body": digest})
         if not st.redis.set(redis_key, record, nx=True, ex=settings.idempotency_ttl):
@@ -275,7 +381,7 @@ def enqueue(config: TrainConfig, job_id: str, model: str) -> Job:
     st = state()
     settings = st.settings
     lock = st.redis.lock(
-        queueing.submit_lock_key(settings.queue, model), timeout=10, blocking_timeout=5
+        queueing.submit_lock_key(settings.rq_queue, model), timeout=10, blocking_timeout=5
     )
     try:
         with lock:
@@ -298,7 +404,7 @@ def enqueue(config: TrainConfig, job_id: str, model: str) -> Job:
                 description=f"train {model}",
                 meta={"model": model, "phase": "queued", "progress": None, "history": []},
             )
-            index = queueing.jobs_index_key(settings.queue)
+            index = queueing.jobs_index_key(settings.rq_queue)
             with st.redis.pipeline() as pipe:
                 pipe.zadd(index, {job.id: time.time()})
                 pipe.zremrangebyrank(index, 0, -(JOBS_INDEX_MAX + 1))
@@ -308,38 +414,31 @@ def enqueue(config: TrainConfig, job_id: str, model: str) -> Job:
         raise ApiError(503, "could not take the submission lock; retry shortly") from None
 
 
-@bp.get("/v1/jobs/<job_id>")
+@api.route(
+    bp, "GET", "/v1/jobs/{job_id}", responses={200: JobView}, errors=(404, 503),
+    path_params={"job_id": JOB_ID}, summary="A job: status, progress, history, outcome",
+    tags=("jobs",),
+)  # fmt: skip
 def get_job(job_id: str):
     check_job_id(job_id)
     cleanup_abandoned()
     return jsonify(job_view(fetch_job(job_id)))
 
 
-@bp.get("/v1/jobs")
+@api.route(
+    bp, "GET", "/v1/jobs", query=ListJobsQuery, responses={200: JobList}, errors=(422, 503),
+    summary="Recent jobs, newest first", tags=("jobs",),
+)  # fmt: skip
 def list_jobs():
-    raw_status = request.args.get("status", "").strip()
-    wanted = {s.strip() for s in raw_status.split(",") if s.strip()}
-    unknown = sorted(wanted - set(queueing.PUBLIC_STATUSES))
-    if unknown:
-        raise ApiError(
-            422,
-            f"unknown status {', '.join(unknown)}; use one of {', '.join(queueing.PUBLIC_STATUSES)}",
-            invalid_fields=["status"],
-        )
-    raw_limit = request.args.get("limit", "50")
     try:
-        limit = int(raw_limit)
-    except ValueError:
-        limit = -1
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise ApiError(
-            422, f"limit must be an integer from 1 to {MAX_LIST_LIMIT}", invalid_fields=["limit"]
-        )
-    model = request.args.get("model") or None
+        query = ListJobsQuery.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise validation_error(exc, "query") from None
+    wanted, model, limit = query.statuses(), query.model, query.limit
 
     cleanup_abandoned()
     st = state()
-    index = queueing.jobs_index_key(st.settings.queue)
+    index = queueing.jobs_index_key(st.settings.rq_queue)
     found: list[dict[str, Any]] = []
     start, page = 0, 100
     while len(found) < limit and start < JOBS_INDEX_MAX:
@@ -366,7 +465,12 @@ def list_jobs():
     return jsonify({"jobs": found, "count": len(found)})
 
 
-@bp.delete("/v1/jobs/<job_id>")
+@api.route(
+    bp, "DELETE", "/v1/jobs/{job_id}",
+    responses={200: JobView, 202: JobView}, errors=(401, 404, 409, 503),
+    path_params={"job_id": JOB_ID}, summary="Cancel a queued job (200) or stop a running one (202)",
+    tags=("jobs",),
+)  # fmt: skip
 def delete_job(job_id: str):
     """Cancel a queued job, or stop a running one (its work horse is killed; nothing is published)."""
     check_job_id(job_id)

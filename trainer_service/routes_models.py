@@ -10,14 +10,51 @@ import logging
 from typing import Any
 
 from flask import Blueprint, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from shared import registry as reg
-from trainer_service.routes_jobs import json_object_body
-from trainer_service.web import ApiError, state
+from shared.config import MODEL_NAME_PATTERN
+from shared.web.errors import ApiError
+from shared.web.validation import json_object, validation_error
+from trainer_service.web import api, state
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("models", __name__)
+
+
+NAME = {"type": "string", "pattern": MODEL_NAME_PATTERN}
+WRITE_ERRORS = (400, 401, 404, 409, 413, 415, 422, 503)
+
+
+class VersionBody(BaseModel):
+    """The version to pin or to name."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: StrictInt = Field(ge=1)
+
+
+class ModelSummary(BaseModel):
+    """A model in the registry: its versions, the one served by default, pin and aliases."""
+
+    name: str
+    versions: list[int]
+    latest_version: int | None
+    default_version: int | None
+    pinned_version: int | None
+    aliases: dict[str, int]
+
+
+class ModelDetail(ModelSummary):
+    """A model with the history of its pin and alias changes."""
+
+    history: list[dict[str, Any]]
+
+
+class ModelList(BaseModel):
+    """Every model in the registry."""
+
+    models: list[ModelSummary]
 
 
 def _actor() -> str:
@@ -40,40 +77,33 @@ def _alias(alias: str) -> str:
     try:
         return reg.validate_alias(alias)
     except ValueError as exc:
-        raise ApiError(422, f"invalid alias: {exc}", invalid_fields=["alias"]) from None
+        raise ApiError(
+            422, f"invalid alias: {exc}", field="alias", invalid_fields=["alias"]
+        ) from None
 
 
 def _version_from_body() -> int:
-    payload = json_object_body()
-    unknown = sorted(set(payload) - {"version"})
-    if unknown:
-        raise ApiError(
-            422,
-            f'unknown field(s): {", ".join(unknown)}; send {{"version": N}}',
-            invalid_fields=unknown,
-        )
-    version = payload.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ApiError(422, "version must be a positive integer", invalid_fields=["version"])
-    return version
+    payload = json_object(request.get_data(), request.mimetype)
+    try:
+        return VersionBody.model_validate(payload).version
+    except ValidationError as exc:
+        raise validation_error(exc, "body") from None
 
 
 def _existing_version(name: str, version: int) -> int:
-    """The version must exist and verify: pinning a broken or missing version would serve nothing."""
+    """The version must exist (422 naming it) and verify: pinning a missing or broken version
+    would serve nothing. A broken one is the kit's 409 (`BrokenVersionError`), as on inference."""
     registry = state().registry
-    if version not in registry.versions(name):
+    versions = registry.versions(name)
+    if version not in versions:
         raise ApiError(
             422,
             f"model {name} has no version {version}",
+            field="version",
             invalid_fields=["version"],
-            versions=registry.versions(name),
+            versions=versions,
         )
-    try:
-        registry.verify(name, version)
-    except reg.BrokenVersionError as exc:
-        raise ApiError(
-            422, f"model {name} version {version} is broken: {exc}", invalid_fields=["version"]
-        ) from None
+    registry.verify(name, version)
     return version
 
 
@@ -90,13 +120,19 @@ def _summary(name: str) -> dict[str, Any]:
     }
 
 
-@bp.get("/v1/models")
+@api.route(
+    bp, "GET", "/v1/models", responses={200: ModelList}, errors=(503,),
+    summary="Every model: versions, default, pin, aliases", tags=("models",),
+)  # fmt: skip
 def list_models():
     registry = state().registry
     return jsonify({"models": [_summary(name) for name in registry.model_names()]})
 
 
-@bp.get("/v1/models/<name>")
+@api.route(
+    bp, "GET", "/v1/models/{name}", responses={200: ModelDetail}, errors=(404, 503),
+    path_params={"name": NAME}, summary="One model, with its pin/alias history", tags=("models",),
+)  # fmt: skip
 def get_model(name: str):
     name = _model_name(name)
     summary = _summary(name)
@@ -104,7 +140,11 @@ def get_model(name: str):
     return jsonify(summary)
 
 
-@bp.put("/v1/models/<name>/pin")
+@api.route(
+    bp, "PUT", "/v1/models/{name}/pin", body=VersionBody, responses={200: ModelSummary},
+    errors=WRITE_ERRORS, path_params={"name": NAME},
+    summary="Pin the version served by default", tags=("models",),
+)  # fmt: skip
 def pin(name: str):
     name = _model_name(name)
     version = _existing_version(name, _version_from_body())
@@ -113,7 +153,11 @@ def pin(name: str):
     return jsonify(_summary(name))
 
 
-@bp.delete("/v1/models/<name>/pin")
+@api.route(
+    bp, "DELETE", "/v1/models/{name}/pin", responses={200: ModelSummary},
+    errors=(401, 404, 503), path_params={"name": NAME},
+    summary="Unpin: serve the latest version again", tags=("models",),
+)  # fmt: skip
 def unpin(name: str):
     name = _model_name(name)
     state().registry.unpin(name, actor=_actor())
@@ -121,7 +165,11 @@ def unpin(name: str):
     return jsonify(_summary(name))
 
 
-@bp.put("/v1/models/<name>/aliases/<alias>")
+@api.route(
+    bp, "PUT", "/v1/models/{name}/aliases/{alias}", body=VersionBody,
+    responses={200: ModelSummary}, errors=WRITE_ERRORS, path_params={"name": NAME},
+    summary="Point an alias at a version", tags=("models",),
+)  # fmt: skip
 def set_alias(name: str, alias: str):
     name = _model_name(name)
     alias = _alias(alias)
@@ -131,7 +179,11 @@ def set_alias(name: str, alias: str):
     return jsonify(_summary(name))
 
 
-@bp.delete("/v1/models/<name>/aliases/<alias>")
+@api.route(
+    bp, "DELETE", "/v1/models/{name}/aliases/{alias}", responses={200: ModelSummary},
+    errors=(401, 404, 422, 503), path_params={"name": NAME},
+    summary="Delete an alias", tags=("models",),
+)  # fmt: skip
 def delete_alias(name: str, alias: str):
     name = _model_name(name)
     alias = _alias(alias)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import logging
 import os
 import signal
@@ -35,7 +36,9 @@ from rq import Worker
 from rq.exceptions import StopRequested
 from rq.job import Job
 
+from shared.web.logging import configure_logging
 from trainer_service import queueing
+from trainer_service.settings import TrainerSettings
 
 log = logging.getLogger("trainer_service.worker")
 
@@ -137,17 +140,19 @@ class TrainingWorker(Worker):
             self._redis_lost_at = None
 
 
-def warm_up() -> None:
+def warm_up(settings: TrainerSettings) -> None:
     """Imports and datasets every work horse inherits through fork (see trainer_service.preload).
     A failure here is logged, never fatal: jobs then load what they need themselves."""
     from shared.datasets import from_environment
     from trainer_service import preload
 
     started = time.perf_counter()
-    names = preload.preload_names()  # a bad WORKER_PRELOAD_DATASETS fails the start, loudly
     try:
         preload.import_job_modules()
-        loaded = preload.preload_datasets(names, from_environment(os.environ))
+        importlib.import_module(queueing.JOB_FUNC.rpartition(".")[0])
+        loaded = preload.preload_datasets(
+            settings.worker_preload_datasets, from_environment(os.environ)
+        )
     except Exception:
         log.exception("warm-up failed; jobs will import and load what they need themselves")
         return
@@ -158,45 +163,31 @@ def warm_up() -> None:
     )
 
 
-def build_worker(
-    *,
-    name: str | None = None,
-    redis_url: str | None = None,
-    queue: str | None = None,
-) -> TrainingWorker:
-    """A worker on RQ_QUEUE at REDIS_URL with the heartbeat settings from the environment."""
-    url = redis_url or queueing.redis_url()
-    connection = queueing.connect(url, socket_timeout=None)  # RQ sets its own (BLMOVE) timeout
-    interval = max(1, queueing.env_int("JOB_HEARTBEAT_SECONDS", 5))
-    grace = max(1, queueing.env_int("JOB_HEARTBEAT_GRACE", 25))
+def build_worker(settings: TrainerSettings, *, name: str | None = None) -> TrainingWorker:
+    """A worker on RQ_QUEUE at REDIS_URL with the heartbeat settings of `settings`."""
+    # RQ sets its own socket timeout for the blocking dequeue (BLMOVE).
+    connection = queueing.connect(settings.redis_url, socket_timeout=None)
     default_name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     worker = TrainingWorker(
-        [queueing.make_queue(queue or queueing.queue_name(), connection)],
+        [queueing.make_queue(settings.rq_queue, connection)],
         name=name or default_name,
         connection=connection,
         serializer=queueing.SERIALIZER,
-        job_monitoring_interval=interval,
-        default_result_ttl=queueing.env_int("RESULT_TTL", 7 * queueing.SECONDS_PER_DAY),
+        job_monitoring_interval=settings.job_heartbeat_seconds,
+        default_result_ttl=settings.result_ttl,
     )
-    worker.heartbeat_grace = grace
+    worker.heartbeat_grace = settings.job_heartbeat_grace
     return worker
 
 
-def run_worker(
-    *,
-    burst: bool = False,
-    name: str | None = None,
-    redis_url: str | None = None,
-    queue: str | None = None,
-    log_level: str | None = None,
-) -> bool:
+def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | None = None) -> bool:
     """Start working; returns when stopped (SIGINT/SIGTERM: warm shutdown) or, in burst mode,
     when the queue is empty. Returns whether any job was processed."""
     threads = configure_blas_threads()
-    level = (log_level or os.environ.get("LOG_LEVEL") or "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    warm_up()
-    worker = build_worker(name=name, redis_url=redis_url, queue=queue)
+    level = settings.log_level
+    configure_logging(level)
+    warm_up(settings)
+    worker = build_worker(settings, name=name)
     log.info(
         "training worker %s on queue %s (BLAS threads %d, heartbeat %ds + %ds grace)",
         worker.name,
@@ -224,7 +215,7 @@ def run_worker(
         try:
             if quick_restarts > 1:
                 time.sleep(min(2.0**quick_restarts, 60.0))
-            worker = _reconnect(worker, redis_url=redis_url, queue=queue)
+            worker = _reconnect(worker, settings)
         except StopRequested:  # SIGTERM while waiting (RQ's handler raises it when idle)
             return worked
 
@@ -234,7 +225,7 @@ def _stop_asked(worker: TrainingWorker) -> bool:
     return bool(worker._stop_requested or worker._shutdown_requested_date is not None)
 
 
-def _reconnect(old: TrainingWorker, *, redis_url: str | None, queue: str | None) -> TrainingWorker:
+def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker:
     """Wait for Redis (backing off to 5 s), retire the old registration, return a fresh worker."""
     if old.horse_pid:  # never leave a horse behind that nobody monitors
         with contextlib.suppress(OSError):
@@ -243,7 +234,7 @@ def _reconnect(old: TrainingWorker, *, redis_url: str | None, queue: str | None)
             os.waitpid(old.horse_pid, 0)
     with contextlib.suppress(Exception):
         old.unsubscribe()
-    probe = queueing.connect(redis_url or queueing.redis_url())
+    probe = queueing.connect(settings.redis_url)
     delay = 0.5
     while True:
         if _stop_asked(old):  # RQ's signal handlers are still the old worker's
@@ -257,7 +248,7 @@ def _reconnect(old: TrainingWorker, *, redis_url: str | None, queue: str | None)
     probe.close()
     with contextlib.suppress(*_REDIS_ERRORS):
         old.register_death()
-    worker = build_worker(name=old.name, redis_url=redis_url, queue=queue)
+    worker = build_worker(settings, name=old.name)
     log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
     return worker
 
@@ -281,13 +272,11 @@ def add_worker_arguments(parser) -> None:
 
 
 def worker_command(args) -> int:
-    run_worker(
-        burst=args.burst,
-        name=args.name,
-        redis_url=args.redis_url,
-        queue=args.queue,
-        log_level=args.log_level,
+    """The options override their variables (None: not given, the environment decides)."""
+    settings = TrainerSettings.load(
+        {"RQ_QUEUE": args.queue, "REDIS_URL": args.redis_url, "LOG_LEVEL": args.log_level}
     )
+    run_worker(settings, burst=args.burst, name=args.name)
     return 0
 
 

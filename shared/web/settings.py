@@ -19,8 +19,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Where models live when MODEL_REGISTRY_DIR is not set (``make up``, the CLI, the tests).
 DEFAULT_REGISTRY_DIR = Path("./var/models")
-#: Where datasets live when DATA_DIR is not set.
-DEFAULT_DATA_DIR = Path("./var/data")
 
 
 class SettingsError(ValueError):
@@ -48,11 +46,12 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Self:
         """The environment, with `overrides` (keys named like the variables) taking precedence.
-        Keys that are not settings (e.g. Flask's TESTING) are ignored here."""
+        Keys that are not settings (e.g. Flask's TESTING) are ignored here; None or an empty
+        string means "not given", as an empty variable does (``env_ignore_empty``)."""
         given = {
             key.lower(): value
             for key, value in (overrides or {}).items()
-            if key.lower() in cls.model_fields and value is not None
+            if key.lower() in cls.model_fields and value is not None and value != ""
         }
         try:
             return cls(**given)

@@ -30,13 +30,19 @@ def _location(loc: tuple[Any, ...]) -> str:
     return out or "(body)"
 
 
-def field_errors(exc: ValidationError) -> list[FieldError]:
-    """Every bad field of `exc`, with a readable message ("unknown field" for extra ones)."""
+def field_errors(exc: ValidationError, *, show_input: bool = False) -> list[FieldError]:
+    """Every bad field of `exc`, with a readable message ("unknown field" for extra ones).
+    `show_input` adds the offending scalar value (``(got 'x')``): for a terminal, where the
+    user sees their own input; HTTP answers never echo it."""
     out: list[FieldError] = []
-    for err in exc.errors(include_url=False, include_input=False):
+    for err in exc.errors(include_url=False, include_input=show_input):
         message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             message = "unknown field"
+        elif show_input and err.get("type") != "missing" and "input" in err:
+            value = err["input"]
+            if not isinstance(value, dict | list | tuple):
+                message += f" (got {value!r})"
         out.append(
             {"field": _location(err.get("loc", ())), "message": message, "type": err["type"]}
         )
@@ -66,7 +72,7 @@ def describe(exc: ValidationError, rename: dict[str, str] | None = None) -> str:
     `rename` maps a field's first path segment to what the user typed (a CLI option)."""
     rename = rename or {}
     parts = []
-    for f in field_errors(exc):
+    for f in field_errors(exc, show_input=True):
         head, sep, rest = f["field"].partition(".")
         head, bracket, index = head.partition("[")
         shown = rename.get(head, head) + (bracket + index if bracket else "") + (sep + rest)

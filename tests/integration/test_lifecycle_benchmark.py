@@ -36,11 +36,13 @@ def test_lifecycle_benchmark_quick(tmp_path, redis_url, mnist_dir):
     queue = results["queue"]
     (job,) = queue["jobs"]
     assert job["status"] == "finished"
-    # Steps in order: accepted, started by RQ, job function, data loaded, first epoch, ended.
-    order = ["started", "job_function", "data_loaded", "first_epoch_begins", "ended"]
+    # Steps in order, as the API shows them: enqueued, started by RQ, data loaded, first epoch
+    # begins, ended; the published version's training time is known.
+    order = ["enqueued", "started", "data_loaded", "first_epoch_begins", "ended"]
     values = [job[k] for k in order]
     assert all(v is not None for v in values), job
     assert values[:3] == sorted(values[:3]) and values[-1] == max(values), job
+    assert job["train_seconds"] > 0 and job["model_version"] == 1
     assert queue["variants"]["current"]["worker_idle_rss_mib"] > 0
     assert queue["redis_keys_deleted"] > 0
     assert "### Model switch" in results["report_markdown"]

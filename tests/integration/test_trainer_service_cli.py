@@ -14,8 +14,6 @@ from tests.trainer_support import (
     LONG,
     REPO_ROOT,
     SMALL,
-    Stack,
-    delete_queue_keys,
     free_port,
     service_env,
     stop_process,
@@ -25,14 +23,6 @@ from tests.trainer_support import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def stack(redis_url, unique_name, tmp_path, mnist_dir):
-    s = Stack(redis_url, unique_name, tmp_path, mnist_dir)
-    yield s
-    s.close()
-    delete_queue_keys(redis_url, unique_name)
 
 
 def test_api_subcommand_serves_under_gunicorn(stack, tmp_path):

@@ -131,7 +131,7 @@ def test_mutations_without_the_right_token_change_nothing(redis_url, unique_name
 
 def test_token_comparison_is_constant_time(redis_url, unique_name, tmp_path, monkeypatch):
     """Every check goes through hmac.compare_digest, and no code compares a token with ==."""
-    import trainer_service.web as web
+    import trainer_service.auth as auth
 
     calls = []
     real = hmac.compare_digest
@@ -140,7 +140,7 @@ def test_token_comparison_is_constant_time(redis_url, unique_name, tmp_path, mon
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(web.hmac, "compare_digest", spy)
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     app = create_trainer(
         {
             "REDIS_URL": redis_url,
@@ -261,9 +261,11 @@ def test_product_code_never_unpickles(redis_url):
     from rq.serializers import JSONSerializer
 
     assert queueing.SERIALIZER is JSONSerializer
+    from trainer_service.settings import TrainerSettings
     from trainer_service.worker import build_worker
 
-    assert build_worker(redis_url=redis_url, queue="x").serializer is JSONSerializer
+    settings = TrainerSettings.load({"REDIS_URL": redis_url, "RQ_QUEUE": "x"})
+    assert build_worker(settings).serializer is JSONSerializer
 
 
 class _Trap:

@@ -13,7 +13,9 @@ import requests
 from shared.client import DigitflowError, _error_message, main, parse_fields
 from shared.datasets import DatasetError
 from shared.redis_embedded import free_port
+from shared.web.settings import SettingsError
 from trainer_service import jobs, queueing
+from trainer_service.settings import TrainerSettings
 
 
 def formatted(exc: BaseException) -> str:
@@ -90,13 +92,16 @@ def test_transient_cause_anywhere_in_the_chain():
 def test_retry_schedule_from_env(monkeypatch):
     monkeypatch.delenv("JOB_RETRY_DELAYS", raising=False)
     monkeypatch.delenv("JOB_RETRIES", raising=False)
-    assert jobs._retry_delays() == list(jobs.DEFAULT_RETRY_DELAYS)
-    monkeypatch.setenv("JOB_RETRY_DELAYS", "1,2")
-    assert jobs._retry_delays() == [1, 2]
+    assert TrainerSettings.load().retry_delays() == [5, 30, 120]
+    monkeypatch.setenv("JOB_RETRY_DELAYS", " 1, 2 ")
+    assert TrainerSettings.load().retry_delays() == [1, 2]
     monkeypatch.setenv("JOB_RETRIES", "4")
-    assert jobs._retry_delays() == [1, 2, 2, 2]
+    assert TrainerSettings.load().retry_delays() == [1, 2, 2, 2]
     monkeypatch.setenv("JOB_RETRIES", "0")
-    assert jobs._retry_delays() == []
+    assert TrainerSettings.load().retry_delays() == []
+    monkeypatch.setenv("JOB_RETRY_DELAYS", "1,-2")
+    with pytest.raises(SettingsError, match="JOB_RETRY_DELAYS"):
+        TrainerSettings.load()
 
 
 def test_json_safe_converts_numpy_and_nan():
@@ -104,11 +109,18 @@ def test_json_safe_converts_numpy_and_nan():
     assert queueing.json_safe(value) == {"a": 0.5, "b": [0, 1, 2], "c": [1, 2], "d": None}
 
 
-def test_env_int_is_strict():
-    assert queueing.env_int("X", 5, {}) == 5
-    assert queueing.env_int("X", 5, {"X": " 7 "}) == 7
-    with pytest.raises(ValueError, match="X must be an integer"):
-        queueing.env_int("X", 5, {"X": "soon"})
+def test_settings_are_strict_and_name_the_variable(monkeypatch):
+    for name, value in (("JOB_TIMEOUT", "soon"), ("JOB_HEARTBEAT_SECONDS", "0"),
+                        ("CORS_ORIGINS", "localhost:8000"), ("LOG_LEVEL", "loud")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError, match=name):
+            TrainerSettings.load()
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("MODEL_REGISTRY_DIR", raising=False)
+    settings = TrainerSettings.load({"JOB_TIMEOUT": " 7 ", "REDIS_URL": ""})
+    assert settings.job_timeout == 7 and settings.redis_url == "redis://localhost:6379/0"
+    assert str(settings.model_registry_dir) == "var/models"  # the kit's one default
 
 
 # ---- client -------------------------------------------------------------------------------------

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from shared.datasets import DataLocations, load_dataset
+from shared.web.settings import SettingsError
 from trainer_service import jobs, preload
+from trainer_service.settings import TrainerSettings
+
+
+@pytest.fixture(autouse=True)
+def nothing_preloaded(monkeypatch):
+    """Each test starts from a worker that has preloaded nothing."""
+    monkeypatch.setattr(preload, "_datasets", {})
 
 
 @pytest.fixture
@@ -20,17 +28,20 @@ def mnist_copy(tmp_path, mnist_dir, monkeypatch):
     for path in mnist_dir.glob("*-ubyte*"):
         shutil.copy2(path, folder / path.name)
     monkeypatch.setenv("MNIST_DATA_DIR", str(folder))
-    preload.clear()
-    yield folder
-    preload.clear()
+    return folder
 
 
-def test_preload_names():
-    assert preload.preload_names({}) == ["mnist", "fashion-mnist"]
-    assert preload.preload_names({"WORKER_PRELOAD_DATASETS": "none"}) == []
-    assert preload.preload_names({"WORKER_PRELOAD_DATASETS": " Mnist "}) == ["mnist"]
-    with pytest.raises(ValueError, match="WORKER_PRELOAD_DATASETS"):
-        preload.preload_names({"WORKER_PRELOAD_DATASETS": "mnist,cifar"})
+def test_preload_names(monkeypatch):
+    monkeypatch.delenv("WORKER_PRELOAD_DATASETS", raising=False)
+
+    def names(value):
+        return TrainerSettings.load({"WORKER_PRELOAD_DATASETS": value}).worker_preload_datasets
+
+    assert names(None) == names("") == ("mnist", "fashion-mnist")
+    assert names("none") == ()
+    assert names(" Mnist ") == ("mnist",)
+    with pytest.raises(SettingsError, match="WORKER_PRELOAD_DATASETS"):
+        names("mnist,cifar")
 
 
 def test_preloaded_dataset_is_used_until_its_files_change(mnist_copy):
@@ -63,7 +74,6 @@ def test_touched_file_invalidates(mnist_copy):
 
 def test_absent_dataset_is_skipped(tmp_path):
     folder = tmp_path / "nothing-here"
-    preload.clear()
     locations = DataLocations(folders={"fashion-mnist": folder})
     assert preload.preload_datasets(["fashion-mnist"], locations) == []
     assert preload.preloaded_dataset("fashion-mnist", folder) is None
