@@ -251,13 +251,14 @@ def _json_default(value: Any) -> Any:
 
 
 def _load_dataset(name: str, data_dir: Path | None) -> Any:
-    """`--data-dir` as given (it must hold the data), else the folder the environment names
+    """`--data-dir` as given (it must hold the data), else the folder the settings name
     (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
-    from shared.datasets import from_environment, load_dataset
+    from shared.datasets import load_dataset
+    from trainer_service.settings import TrainerSettings
 
     if data_dir is not None:
         return load_dataset(name, data_dir)
-    locations = from_environment(os.environ)
+    locations = TrainerSettings.load().data_locations()
     return load_dataset(name, locations.folder(name), download=True, mirrors=locations.mirrors)
 
 
@@ -399,10 +400,11 @@ def _add_download_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def download_command(args: argparse.Namespace) -> int:
-    from shared.datasets import download_dataset, from_environment
+    from shared.datasets import download_dataset
+    from trainer_service.settings import TrainerSettings
 
     _setup_logging()
-    locations = from_environment(os.environ)
+    locations = TrainerSettings.load().data_locations()
     dest = args.data_dir if args.data_dir is not None else locations.folder(args.dataset)
     path = download_dataset(args.dataset, dest, args.mirror or locations.mirrors)
     print(path)

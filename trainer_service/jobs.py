@@ -104,12 +104,12 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _load_dataset(cfg: TrainConfig) -> Any:
+def _load_dataset(cfg: TrainConfig, settings: TrainerSettings) -> Any:
     """The worker's preloaded copy when its files are unchanged, else loaded from the folder the
-    environment names (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
-    from shared.datasets import from_environment, load_dataset
+    settings name (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
+    from shared.datasets import load_dataset
 
-    locations = from_environment(os.environ)
+    locations = settings.data_locations()
     folder = locations.folder(cfg.dataset)
     ds = preloaded_dataset(cfg.dataset, folder)
     if ds is not None:
@@ -264,7 +264,7 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     from shared.registry import Registry
 
     try:
-        dataset = _load_dataset(cfg)
+        dataset = _load_dataset(cfg, settings)
         progress.update(phase="training")
         outcome = run_training(cfg, dataset=dataset, on_epoch=progress.on_epoch)
     except Exception as exc:

@@ -3,14 +3,15 @@
 One `TrainerSettings` per process (``TrainerSettings.load(overrides)``); nothing else in
 `trainer_service` reads ``os.environ``, except what must happen before any import (the BLAS
 thread variables in `worker.configure_blas_threads` and gunicorn.conf.py, which belongs to
-gunicorn) and the dataset locations, which `shared.datasets` resolves itself. Field names are the
+gunicorn). Field names are the
 variables' names in lower case; a value that cannot be used stops the process at start with a
 message naming the variable (`shared.web.settings.SettingsError`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, get_args
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -18,6 +19,9 @@ from pydantic_settings import NoDecode
 from shared.config import DatasetName
 from shared.web.settings import ServiceSettings
 from trainer_service.cors import parse_origins
+
+if TYPE_CHECKING:
+    from shared.datasets import DataLocations
 
 SECONDS_PER_DAY = 86400
 
@@ -43,6 +47,12 @@ class TrainerSettings(ServiceSettings):
     job_retry_delays: Annotated[tuple[int, ...], NoDecode] = (5, 30, 120)
     #: How many retries (default: one per delay; the last delay repeats when there are more).
     job_retries: int | None = Field(default=None, ge=0)
+    #: Datasets live in ``<data_dir>/<name>`` (downloaded there when missing) unless a dataset's
+    #: own folder is set; DATASET_MIRRORS replaces the built-in download mirrors.
+    data_dir: Path = Path("./var/data")
+    mnist_data_dir: Path | None = None
+    fashion_mnist_data_dir: Path | None = None
+    dataset_mirrors: Annotated[tuple[str, ...], NoDecode] = ()
     #: Datasets the worker loads before forking jobs (comma separated, ``none``; unset: all).
     worker_preload_datasets: Annotated[tuple[str, ...], NoDecode] = get_args(DatasetName)
 
@@ -63,6 +73,13 @@ class TrainerSettings(ServiceSettings):
             value = [item.strip() for item in value.split(",") if item.strip()]
         if any(int(d) < 0 for d in value):
             raise ValueError("delays must be >= 0 seconds")
+        return value
+
+    @field_validator("dataset_mirrors", mode="before")
+    @classmethod
+    def _mirrors(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(m.strip() for m in value.split(",") if m.strip())
         return value
 
     @field_validator("worker_preload_datasets", mode="before")
@@ -92,3 +109,14 @@ class TrainerSettings(ServiceSettings):
         while len(delays) < retries:
             delays.append(delays[-1] if delays else 0)
         return delays[:retries]
+
+    def data_locations(self) -> DataLocations:
+        """Where each named dataset lives and where it is downloaded from."""
+        from shared.datasets import DataLocations
+
+        folders = {"mnist": self.mnist_data_dir, "fashion-mnist": self.fashion_mnist_data_dir}
+        return DataLocations(
+            data_dir=self.data_dir,
+            folders={name: path for name, path in folders.items() if path is not None},
+            mirrors=self.dataset_mirrors,
+        )

@@ -143,7 +143,6 @@ class TrainingWorker(Worker):
 def warm_up(settings: TrainerSettings) -> None:
     """Imports and datasets every work horse inherits through fork (see trainer_service.preload).
     A failure here is logged, never fatal: jobs then load what they need themselves."""
-    from shared.datasets import from_environment
     from trainer_service import preload
 
     started = time.perf_counter()
@@ -151,7 +150,7 @@ def warm_up(settings: TrainerSettings) -> None:
         preload.import_job_modules()
         importlib.import_module(queueing.JOB_FUNC.rpartition(".")[0])
         loaded = preload.preload_datasets(
-            settings.worker_preload_datasets, from_environment(os.environ)
+            settings.worker_preload_datasets, settings.data_locations()
         )
     except Exception:
         log.exception("warm-up failed; jobs will import and load what they need themselves")

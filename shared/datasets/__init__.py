@@ -4,7 +4,7 @@ downloaded.
 Every loader validates what it reads and raises `DatasetError` naming the file and the problem,
 and converts once to the model input contract: float32 [N, 784] in [0, 1] (raw 0-255 divided by
 255) with int64 labels. Nothing here reads the environment: callers pass the folder and the
-mirrors, and `locations.from_environment` turns the documented variables into those at the edge.
+mirrors (`DataLocations`), which the trainer's settings build from the environment.
 
 Modules, by concern: ``dataset`` (`Dataset`, `DatasetError`), ``named`` (MNIST, Fashion-MNIST:
 labels, mirrors, checksums), ``idx`` / ``kaggle_csv`` / ``npz`` (one per format), ``fingerprint``
@@ -19,7 +19,7 @@ from shared.datasets.fingerprint import combine_fingerprint, content_sha256
 from shared.datasets.idx import SPLIT_FILES, find_idx_files, idx_candidates, load_idx
 from shared.datasets.kaggle_csv import CSV_SPLIT_SEED, CSV_TEST_SIZE, load_kaggle_csv
 from shared.datasets.load import load_dataset
-from shared.datasets.locations import DEFAULT_DATA_DIR, DataLocations, from_environment
+from shared.datasets.locations import DEFAULT_DATA_DIR, DataLocations
 from shared.datasets.named import DATASET_NAMES, DATASETS, DatasetInfo, class_names, dataset_info
 from shared.datasets.npz import load_npz
 from shared.datasets.split import stratified_split
@@ -43,7 +43,6 @@ __all__ = [
     "dataset_info",
     "download_dataset",
     "find_idx_files",
-    "from_environment",
     "idx_candidates",
     "load_dataset",
     "load_idx",

@@ -18,8 +18,8 @@ class DatasetInfo:
 
     name: str
     class_names: tuple[str, ...]
-    #: Environment variable that may name a folder holding a local copy (read only by
-    #: `shared.datasets.locations.from_environment`).
+    #: Environment variable that may name a folder holding a local copy (a trainer setting;
+    #: named in error messages).
     env_var: str
     mirrors: tuple[str, ...]
     #: sha256 of each file's DECOMPRESSED content, by IDX file base name.

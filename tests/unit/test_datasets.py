@@ -173,11 +173,17 @@ def test_unknown_dataset_name(tmp_path):
         datasets.DataLocations().folder("cifar")
 
 
-def test_locations_from_environment(tmp_path):
+def test_locations_from_the_trainer_settings(tmp_path, monkeypatch):
     """The documented fallbacks: <NAME>_DATA_DIR, else DATA_DIR/<name>, else ./var/data/<name>."""
-    assert datasets.from_environment({}).folder("mnist") == Path("./var/data/mnist")
-    env = {"DATA_DIR": str(tmp_path), "FASHION_MNIST_DATA_DIR": "/some/where", "MNIST_DATA_DIR": ""}
-    locations = datasets.from_environment(env)
+    from trainer_service.settings import TrainerSettings
+
+    for var in ("DATA_DIR", "MNIST_DATA_DIR", "FASHION_MNIST_DATA_DIR", "DATASET_MIRRORS"):
+        monkeypatch.delenv(var, raising=False)
+    assert TrainerSettings.load().data_locations().folder("mnist") == Path("./var/data/mnist")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FASHION_MNIST_DATA_DIR", "/some/where")
+    monkeypatch.setenv("MNIST_DATA_DIR", "")
+    locations = TrainerSettings.load().data_locations()
     assert locations.folder("mnist") == tmp_path / "mnist"
     assert locations.folder("fashion-mnist") == Path("/some/where")
     assert locations.mirrors == ()

@@ -173,11 +173,15 @@ def test_load_dataset_download_repairs_a_damaged_copy(server, tmp_path, mnist_di
     assert seen == [f"/good/{BASES[1]}.gz"] and ds.y_train.shape == (60000,)
 
 
-def test_env_mirrors_with_name_placeholder_and_load_dataset_download(server, tmp_path):
+def test_env_mirrors_with_name_placeholder_and_load_dataset_download(server, tmp_path, monkeypatch):
+    from trainer_service.settings import TrainerSettings
+
     url, _ = server
     # "{name}" lets one DATASET_MIRRORS value serve several datasets; here only /good/ exists.
-    env = {"DATASET_MIRRORS": f"{url}/empty/{{name}}/, {url}/good", "DATA_DIR": str(tmp_path)}
-    locations = datasets.from_environment(env)
+    monkeypatch.delenv("MNIST_DATA_DIR", raising=False)
+    monkeypatch.setenv("DATASET_MIRRORS", f"{url}/empty/{{name}}/, {url}/good")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    locations = TrainerSettings.load().data_locations()
     assert datasets.mirror_urls("mnist", locations.mirrors) == [
         f"{url}/empty/mnist/",
         f"{url}/good/",

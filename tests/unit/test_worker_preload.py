@@ -52,7 +52,8 @@ def test_preloaded_dataset_is_used_until_its_files_change(mnist_copy):
     assert ds.fingerprint == fresh.fingerprint
     np.testing.assert_array_equal(ds.x_train[:100], fresh.x_train[:100])
     # The job takes the preloaded copy (same object), not a new load.
-    assert jobs._load_dataset(jobs.TrainConfig()) is ds
+    settings = TrainerSettings.load({"MNIST_DATA_DIR": str(mnist_copy)})
+    assert jobs._load_dataset(jobs.TrainConfig(), settings) is ds
 
     # Replaced in place (a new inode, same content): no longer trusted, loaded again.
     labels = next(mnist_copy.glob("t10k-labels*"))
@@ -60,7 +61,7 @@ def test_preloaded_dataset_is_used_until_its_files_change(mnist_copy):
     labels.unlink()
     labels.write_bytes(data)
     assert preload.preloaded_dataset("mnist", mnist_copy) is None
-    again = jobs._load_dataset(jobs.TrainConfig())
+    again = jobs._load_dataset(jobs.TrainConfig(), settings)
     assert again is not ds and again.fingerprint == ds.fingerprint
 
 
