@@ -19,7 +19,6 @@ import pytest
 from benchmarks import serving
 from shared.config import TrainConfig
 from shared.modelfile import save_model
-from shared.nn.model import build_model
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not 
 def tiny_model(tmp_path: Path) -> Path:
     config = TrainConfig(hidden_layers=[16], dropout=0.0, seed=1)
     path = tmp_path / f"tiny-{uuid.uuid4().hex}.npz"
-    save_model(path, build_model(config, mean=np.full(784, 0.1, np.float32)))
+    save_model(path, config.build_model(mean=np.full(784, 0.1, np.float32)))
     return path
 
 
