@@ -150,6 +150,22 @@ def test_the_loop_is_forward_backward_step_with_the_collaborators_it_is_given(di
     np.testing.assert_array_equal(model.params, by_hand.params)
 
 
+def test_standardising_once_trains_the_same_model_as_the_standardize_layer(digits):
+    """Without augmentation the pipeline standardises the rows once and trains the layers
+    behind Standardize; the result equals training the whole model on raw pixels."""
+    x, y, x_test, _ = digits
+    x, y = x[:500], y[:500]
+    cfg = small(epochs=2, dropout=0.0, val_fraction=0.0)
+    once = train_model(cfg, x, y).model
+    per_batch = cfg.build_model(mean=x.mean(axis=0, dtype=np.float64).astype(np.float32))
+    fit(per_batch, x, y, cfg.training_spec())
+    assert [layer.kind for layer in once.layers] == [layer.kind for layer in per_batch.layers]
+    np.testing.assert_allclose(once.params, per_batch.params, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        once.predict_proba(x_test), per_batch.predict_proba(x_test), rtol=1e-3, atol=1e-5
+    )
+
+
 def test_fit_builds_what_the_spec_names(digits):
     x, y, _, _ = digits
     model = TrainConfig(hidden_layers=[32]).build_model()
