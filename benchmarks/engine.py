@@ -7,8 +7,9 @@ The work measured is one epoch of the issue's reference net on full MNIST (60k i
 validation, `threads` BLAS/OpenMP threads for both engines.
 
 - ours:  `shared.pipeline.train_model` (epochs=1, fresh model each run), i.e. exactly the
-         engine loop `python -m trainer_service train` runs, the model's Standardize layer
-         included; the epoch time is its EpochRecord.seconds. It also tracks the training loss
+         engine loop `python -m trainer_service train` runs (without augmentation the pipeline
+         standardises the rows once before training); the epoch time is its
+         EpochRecord.seconds. It also tracks the training loss
          and accuracy per batch (PyTorch's loop does not).
 - torch: idiomatic and strong: nn.Sequential, CrossEntropyLoss, torch.optim.Adam (defaults),
          batches sliced from a tensor shuffled once per epoch (no DataLoader overhead).
@@ -216,8 +217,8 @@ def run(
     if quick:
         x, y = x[:12000], y[:12000]
     n = len(y)
-    # PyTorch gets the data already standardised (pixel mean of the training set subtracted once,
-    # outside the timed region); ours subtracts it in its Standardize layer, batch by batch.
+    # PyTorch gets the data already standardised exactly as our pipeline does it (pixel mean of
+    # the training set subtracted once, outside the timed region).
     xt = yt = None
     if with_torch:
         import torch
