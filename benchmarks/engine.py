@@ -6,9 +6,11 @@ The work measured is one epoch of the issue's reference net on full MNIST (60k i
 784-256-128-10, ReLU, Adam lr 1e-3, batch 128, float32, no augmentation, no dropout, no
 validation, `threads` BLAS/OpenMP threads for both engines.
 
-- ours:  `shared.nn.training.train` itself (epochs=1, fresh model each run), i.e. exactly the
-         loop `python -m trainer_service train` runs; the epoch time is its EpochRecord.seconds.
-         It also tracks the training loss and accuracy per batch (PyTorch's loop does not).
+- ours:  `shared.pipeline.train_model` (epochs=1, fresh model each run), i.e. exactly the
+         engine loop `python -m trainer_service train` runs (without augmentation the pipeline
+         standardises the rows once before training); the epoch time is its
+         EpochRecord.seconds. It also tracks the training loss
+         and accuracy per batch (PyTorch's loop does not).
 - torch: idiomatic and strong: nn.Sequential, CrossEntropyLoss, torch.optim.Adam (defaults),
          batches sliced from a tensor shuffled once per epoch (no DataLoader overhead).
 - gemm:  exactly the matrix products one training epoch needs (per batch: X @ W for every layer,
@@ -73,9 +75,9 @@ def epoch_flops(n: int, batch: int = BATCH, layers: tuple[int, ...] = LAYERS) ->
 
 
 def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int) -> float:
-    """Seconds of one epoch of shared.nn.training.train on a fresh model."""
+    """Seconds of one epoch of the engine's training loop on a fresh model."""
     from shared.config import TrainConfig
-    from shared.nn.training import train
+    from shared.pipeline import train_model
 
     config = TrainConfig(
         hidden_layers=list(LAYERS[1:-1]),
@@ -96,7 +98,7 @@ def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int) -> float:
         early_stopping_patience=None,
         seed=seed,
     )
-    result = train(config, x, y)
+    result = train_model(config, x, y)
     return float(result.history[0].seconds)
 
 
@@ -215,8 +217,8 @@ def run(
     if quick:
         x, y = x[:12000], y[:12000]
     n = len(y)
-    # PyTorch gets the data already standardised exactly as our loop does it (pixel mean of the
-    # training set subtracted once, outside the timed region).
+    # PyTorch gets the data already standardised exactly as our pipeline does it (pixel mean of
+    # the training set subtracted once, outside the timed region).
     xt = yt = None
     if with_torch:
         import torch

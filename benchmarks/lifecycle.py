@@ -290,10 +290,9 @@ def publish_version(registry: Any, tmp: Path, seed: int, hidden: list[int]) -> i
 
     from shared.config import TrainConfig
     from shared.modelfile import save_model
-    from shared.nn.model import build_model
 
     config = TrainConfig(model=MODEL, hidden_layers=hidden, seed=seed)
-    model = build_model(config, mean=np.full(784, 0.01 * seed, dtype=np.float32))
+    model = config.build_model(mean=np.full(784, 0.01 * seed, dtype=np.float32))
     path = tmp / f"w-{uuid.uuid4().hex}.npz"
     save_model(path, model)
     try:

@@ -4,13 +4,24 @@ The CLI (`python -m trainer_service train`), the trainer API (`POST /v1/jobs`), 
 registry manifest all speak this model, so an option means the same thing everywhere.
 
 A preset fills in defaults; any field the caller sets explicitly wins over the preset.
+
+Every rule a run depends on is checked here, cross-field ones included, so a config that
+validates trains: the engine (shared.nn) and the pipeline check nothing again. The engine takes
+its own hyperparameters, `training_spec()`, and the network `build_model()` describes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+if TYPE_CHECKING:  # the engine (NumPy) is only imported once a model is built
+    import numpy as np
+
+    from shared.nn.model import Sequential
+    from shared.nn.training import TrainingSpec
 
 DatasetName = Literal["mnist", "fashion-mnist"]
 Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh"]
@@ -149,14 +160,83 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        """Fill in the preset's values underneath whatever the caller set explicitly."""
-        if isinstance(data, dict) and data.get("preset"):
-            preset = data["preset"]
-            if preset in PRESETS:
+        """Fill in the preset's values underneath whatever the caller set explicitly.
+
+        A preset that is not one of PRESETS' names (any JSON type) is left for the field's own
+        validation to reject."""
+        if isinstance(data, dict):
+            preset = data.get("preset")
+            if isinstance(preset, str) and preset in PRESETS:
                 merged = dict(PRESETS[preset])
                 merged.update({k: v for k, v in data.items() if v is not None or k == "preset"})
                 return merged
         return data
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> TrainConfig:
+        """Rules between fields; each error names the field to change."""
+        if self.early_stopping_patience is not None and self.val_fraction == 0:
+            _field_error(
+                "early_stopping_patience",
+                self.early_stopping_patience,
+                "early stopping needs a validation split: set val_fraction > 0 or leave "
+                "early_stopping_patience empty",
+            )
+        if self.batch_norm and self.batch_size == 1:
+            _field_error(
+                "batch_size",
+                self.batch_size,
+                "batch norm needs at least 2 samples per batch: use batch_size >= 2 "
+                "(or 0 for full batch), or batch_norm false",
+            )
+        return self
+
+    def training_spec(self) -> TrainingSpec:
+        """The engine's hyperparameters for this run."""
+        from shared.nn.training import TrainingSpec
+
+        return TrainingSpec(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            learning_rate=self.learning_rate,
+            momentum=self.momentum,
+            l2=self.l2,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip,
+            lr_schedule=self.lr_schedule,
+            warmup_epochs=self.warmup_epochs,
+            label_smoothing=self.label_smoothing,
+            augment=self.augment,
+            elastic=self.elastic,
+            early_stopping_patience=self.early_stopping_patience,
+            seed=self.seed,
+        )
+
+    def build_model(
+        self, input_size: int = 784, n_classes: int = 10, mean: np.ndarray | None = None
+    ) -> Sequential:
+        """The untrained network: `shared.nn.model.build_mlp` with this config's architecture.
+
+        With `standardize`, the first layer subtracts `mean` (the training split's per-pixel mean;
+        None: zeros, i.e. the identity until a mean is known).
+        """
+        import numpy as np
+
+        from shared.nn.model import build_mlp
+
+        if self.standardize and mean is None:
+            mean = np.zeros(input_size, np.float32)
+        return build_mlp(
+            input_size=input_size,
+            hidden_layers=self.hidden_layers,
+            n_classes=n_classes,
+            activation=self.activation,
+            batch_norm=self.batch_norm,
+            dropout=self.dropout,
+            mean=mean if self.standardize else None,
+            seed=self.seed,
+        )
 
     @property
     def model_name(self) -> str:
@@ -166,3 +246,16 @@ class TrainConfig(BaseModel):
     def public_dict(self) -> dict[str, Any]:
         """JSON-ready dict, as stored in manifests and returned by the API."""
         return self.model_dump(mode="json")
+
+
+def _field_error(field: str, value: Any, message: str) -> None:
+    """Raise a ValidationError located at `field` (a plain ValueError in a model validator would
+    carry no location, and every error this schema raises names its field)."""
+    raise ValidationError.from_exception_data(
+        "TrainConfig",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("cross_field", message), loc=(field,), input=value
+            )
+        ],
+    )

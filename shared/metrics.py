@@ -8,17 +8,13 @@ numbers mean the same thing wherever they are shown. Everything returned is plai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 N_CLASSES = 10
 #: Probabilities are clipped before the log so one confident mistake cannot give an infinite loss.
 _EPS = 1e-7
-
-
-class _Predictor(Protocol):
-    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...
 
 
 def _as_labels(y: np.ndarray | Sequence[int], name: str) -> np.ndarray:
@@ -103,21 +99,19 @@ def log_loss(y_true: np.ndarray | Sequence[int], proba: np.ndarray) -> float:
 
 
 def evaluate(
-    model: _Predictor,
-    x: np.ndarray,
+    proba: np.ndarray,
     y: np.ndarray,
     *,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, loss, confusion matrix (list of lists) and per-class report of `model` on (x, y).
-
-    Uses one `predict_proba` pass (the model chunks internally), so predictions and loss agree.
-    """
+    """Accuracy, loss, confusion matrix (list of lists) and per-class report of the class
+    probabilities `proba` [N, classes] (one forward pass: `model.predict_proba(x)`) against the
+    labels y [N], so predictions and loss come from the same numbers."""
     y = _as_labels(y, "y")
-    proba = np.asarray(model.predict_proba(x))
-    if proba.shape[0] != y.shape[0]:
-        raise ValueError(f"model returned {proba.shape[0]} predictions for {y.shape[0]} labels")
-    n_classes = proba.shape[1] if proba.ndim == 2 else N_CLASSES
+    proba = np.asarray(proba)
+    if proba.ndim != 2 or proba.shape[0] != y.shape[0]:
+        raise ValueError(f"proba must be [{y.shape[0]}, n_classes], got {list(proba.shape)}")
+    n_classes = proba.shape[1]
     pred = np.argmax(proba, axis=1).astype(np.int64)
     return {
         "accuracy": accuracy(y, pred),

@@ -19,7 +19,6 @@ import requests
 
 from shared.config import TrainConfig
 from shared.modelfile import save_model
-from shared.nn.model import build_model
 from shared.registry import Registry
 from tests.trainer_support import (
     free_port,
@@ -44,7 +43,7 @@ def publish(registry: Registry, tmp_path: Path, seed: int, name: str = "digits")
     """Publish an untrained 784-16-10 model (milliseconds to build and load) as the next version.
     The seed makes each version's predictions differ."""
     config = TrainConfig(model=name, hidden_layers=[16], dropout=0.0, seed=seed)
-    model = build_model(config, mean=np.full(784, 0.05 * seed, dtype=np.float32))
+    model = config.build_model(mean=np.full(784, 0.05 * seed, dtype=np.float32))
     path = tmp_path / f"w-{uuid.uuid4().hex}.npz"
     save_model(path, model)
     return registry.publish(name, path, {"config": config.public_dict(), "metrics": {}})

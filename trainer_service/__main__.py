@@ -348,10 +348,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if name not in DATASET_NAMES:
         raise UsageError(f"unknown dataset {name!r} (known: {', '.join(DATASET_NAMES)})")
     ds = _load_dataset(name, args.data_dir)
-    try:
-        result = evaluate(loaded.model, ds.x_test, ds.y_test, class_names=ds.class_names)
-    except ValueError as exc:
-        raise UsageError(f"{args.model}: cannot evaluate on {name}: {exc}") from None
+    if loaded.model.input_size != ds.x_test.shape[1]:
+        raise UsageError(
+            f"{args.model}: cannot evaluate on {name}: the model takes "
+            f"{loaded.model.input_size} inputs, the images have {ds.x_test.shape[1]}"
+        )
+    proba = loaded.model.predict_proba(ds.x_test)
+    result = evaluate(proba, ds.y_test, class_names=ds.class_names)
     if args.json:
         _print_json(
             {

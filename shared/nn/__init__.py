@@ -5,12 +5,28 @@
 - losses.py       softmax + cross-entropy, fused and stable, optional label smoothing
 - optimizers.py   SGD, Momentum, Nesterov, RMSprop, Adam, AdamW over one flat parameter vector
 - schedules.py    constant, step, cosine, linear warm-up: lr(epoch, step)
-- model.py        Sequential, build_model(config), spec()/state()/from_spec()
-- training.py     train(config, x, y) -> TrainResult
+- data.py         BatchIterator: shuffled mini-batches into reused buffers
+- model.py        Sequential (spec()/state()/from_spec()), build_mlp(...)
+- inference.py    InferencePlan: THE inference-mode forward pass (folded), used by every prediction
+- training.py     TrainingSpec; train(model, x, y, epochs, batches, loss, optimizer, schedule, ...);
+                  fit(model, x, y, spec) builds those collaborators from the spec
 - augment.py      batched random affine + elastic distortion
+
+The engine knows nothing of datasets, registries or presets: shared.config.TrainConfig (the job
+schema) builds a TrainingSpec and a network, shared.pipeline runs them.
 """
 
-from shared.nn.model import Sequential, build_model
-from shared.nn.training import EpochRecord, TrainResult, train
+from shared.nn.inference import InferencePlan
+from shared.nn.model import Sequential, build_mlp
+from shared.nn.training import EpochRecord, TrainingSpec, TrainResult, fit, train
 
-__all__ = ["EpochRecord", "Sequential", "TrainResult", "build_model", "train"]
+__all__ = [
+    "EpochRecord",
+    "InferencePlan",
+    "Sequential",
+    "TrainResult",
+    "TrainingSpec",
+    "build_mlp",
+    "fit",
+    "train",
+]

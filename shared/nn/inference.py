@@ -1,10 +1,15 @@
-"""A model's inference-mode forward pass, folded into as few NumPy calls as possible.
+"""The inference-mode forward pass: every prediction (evaluation, validation during training, the
+training pipeline's test metrics, the inference service) goes through `InferencePlan`.
 
-Why it exists: serving answers mostly single images. For one row the arithmetic is tiny and the
+It checks nothing: callers hand it float32 [N, model.input_size] with pixels in [0, 1] (the
+inference service's decoders and the dataset loaders guarantee that), so a request pays for no
+check twice.
+
+Why it is folded: serving answers mostly single images. For one row the arithmetic is tiny and the
 cost is the number of NumPy calls, each of which touches its own code and arrays — and between
 two requests a gunicorn worker's caches have been swept by the network stack and the other
 worker, so every extra call pays a cold-cache penalty (measured for the default 784-512-256-10
-model, 1 BLAS thread: the layer-by-layer ``predict_proba`` 95 µs warm / 464 µs after a cache
+model, 1 BLAS thread: a layer-by-layer inference pass 95 µs warm / 464 µs after a cache
 sweep, this plan 72 / 375; benchmarks/serving.py measures the effect over HTTP).
 
 What is folded, all exact algebra in inference mode:
@@ -15,7 +20,7 @@ What is folded, all exact algebra in inference mode:
 * Dropout is the identity at inference and disappears;
 * ReLU and LeakyReLU run in place on the layer's output; the softmax runs in place on the logits.
 
-Only the rounding order changes: probabilities agree with ``Sequential.predict_proba`` to ~1e-6
+Only the rounding order changes: probabilities agree with the layer-by-layer pass to ~1e-6
 (tests/unit/test_nn_inference.py). The plan copies only the arrays it rewrites (biases, BN-scaled
 weights); other weights are shared with the model, never modified, and no buffer is kept between
 calls, so one plan may serve several threads at once.
@@ -34,7 +39,7 @@ from shared.nn.layers import BatchNorm1d, Dense, Dropout, Layer, Standardize
 if TYPE_CHECKING:
     from shared.nn.model import Sequential
 
-#: Rows per chunk (the same bound as Sequential.predict_proba).
+#: Rows per chunk: bounds memory for big inputs, keeps BLAS efficient.
 PREDICT_CHUNK = 4096
 
 #: One step of the plan: takes the running activation, returns the next (in place when it can).
@@ -90,12 +95,14 @@ def _bn_affine(bn: BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
 
 
 class InferencePlan:
-    """``predict_proba`` of a `Sequential` in inference mode, with the folds listed above."""
+    """A `Sequential`'s inference-mode forward pass, with the folds listed above.
+
+    A snapshot: built from the model's current weights (the unfolded ones are shared, not
+    copied), so build a new plan after the weights change.
+    """
 
     def __init__(self, model: Sequential) -> None:
-        self.check_input = model.check_input  # shape and dtype, as Sequential.predict_proba
-        self.input_dim = model.input_dim
-        self.output_dim = model.output_dim
+        self.input_size = model.input_size
         self.dtype = model.dtype
         self.steps: list[Step] = []
         layers = [layer for layer in model.layers if not isinstance(layer, Dropout)]
@@ -146,14 +153,15 @@ class InferencePlan:
         first = self.steps[0] if self.steps else None
         self._copy_input = first is None or first in _IN_PLACE or getattr(first, "in_place", False)
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """Logits [N, classes] for x [N, input_dim] (no chunking)."""
-        return self._logits(self.check_input(x))
+    def logits(self, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+        """Logits [N, classes] of x [N, input_size], `chunk` rows at a time."""
+        if x.shape[0] <= chunk:
+            return self._logits(x)
+        return np.concatenate([self._logits(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
 
     def predict_proba(self, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
-        """Class probabilities float32 [N, classes], `chunk` rows at a time so a large batch never
-        holds more than one chunk's activations."""
-        x = self.check_input(x)
+        """Class probabilities [N, classes] of x [N, input_size], `chunk` rows at a time so a
+        large batch never holds more than one chunk's activations."""
         if x.shape[0] <= chunk:
             return self._softmax(self._logits(x))
         return np.concatenate(

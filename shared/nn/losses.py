@@ -36,8 +36,6 @@ class SoftmaxCrossEntropy:
     """Mean softmax cross-entropy with optional label smoothing; `forward` then `backward`."""
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError("label_smoothing must be in [0, 1)")
         self.label_smoothing = float(label_smoothing)
         self._p: np.ndarray | None = None
         self._flat: np.ndarray | None = None

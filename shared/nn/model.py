@@ -1,21 +1,20 @@
-"""Sequential model: a list of layers, one flat parameter vector, a JSON spec.
+"""Sequential model: a list of layers, one flat parameter vector, a JSON spec; and `build_mlp`.
 
-Input contract: float32 [N, input_dim] with pixels in [0, 1]; any normalisation is a layer inside
-the model (Standardize), so the model file is self-contained.
+Input contract: float32 [N, input_size] with pixels in [0, 1]; any normalisation is a layer inside
+the model (Standardize), so the model file is self-contained. Predictions go through the one
+inference-mode forward pass, `shared.nn.inference.InferencePlan` (`predict_proba` builds one).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from shared.nn.activations import ACTIVATIONS
+from shared.nn.inference import InferencePlan
 from shared.nn.layers import BatchNorm1d, Dense, Dropout, Layer, Standardize
-from shared.nn.losses import softmax
-
-if TYPE_CHECKING:
-    from shared.config import TrainConfig
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     "standardize": Standardize,
@@ -27,9 +26,6 @@ LAYER_TYPES: dict[str, type[Layer]] = {
 
 _MODEL_STREAM_TAG = 0x4D4F44454C  # "MODEL"
 
-#: Rows per chunk in predict_proba: bounds memory for big inputs, keeps BLAS efficient.
-PREDICT_CHUNK = 4096
-
 
 class Sequential:
     """Layers applied in order, ending in logits.
@@ -39,13 +35,14 @@ class Sequential:
     optimizer update the whole model with a few ufuncs.
     """
 
-    def __init__(self, layers: list[Layer], *, input_dim: int, dtype: Any = np.float32) -> None:
+    def __init__(self, layers: list[Layer], *, input_size: int, dtype: Any = np.float32) -> None:
         if not layers:
             raise ValueError("a model needs at least one layer")
         self.layers = list(layers)
-        self.input_dim = int(input_dim)
+        #: Features per input row (784 for 28x28 images): what callers must feed.
+        self.input_size = int(input_size)
         self.dtype = np.dtype(dtype)
-        width = self.input_dim
+        width = self.input_size
         for i, layer in enumerate(self.layers):
             expected = _input_width(layer)
             if expected is not None and expected != width:
@@ -53,7 +50,8 @@ class Sequential:
                     f"layer {i} ({layer.kind}) expects {expected} inputs but receives {width}"
                 )
             width = layer.output_dim(width)
-        self.output_dim = width
+        #: Logits per row (the number of classes).
+        self.output_size = width
         for layer in self.layers:
             if layer.dtype != self.dtype:
                 layer.astype(self.dtype)
@@ -97,33 +95,15 @@ class Sequential:
         return int(self.params.size)
 
     # -- computation -------------------------------------------------------------------------------
-    def check_input(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"expected input of shape [N, {self.input_dim}], got {list(x.shape)}")
-        if not np.issubdtype(x.dtype, np.floating):
-            # Raw 0-255 bytes would "work" and predict garbage: refuse them loudly.
-            raise ValueError(
-                f"expected float pixels in [0, 1], got dtype {x.dtype} (divide by 255)"
-            )
-        return x if x.dtype == self.dtype else x.astype(self.dtype)
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """Logits of x, layer by layer, returning the last layer's own array (no copy).
 
-    def forward_into(self, x: np.ndarray, training: bool, start: int = 0) -> np.ndarray:
-        """Forward pass returning the last layer's own output array (no copy; training loop).
-
-        `start` skips leading layers whose effect the caller has already applied to x (the
-        training loop standardises the whole training set once instead of every batch).
+        This is the pass training differentiates (dropout on, batch norm on batch statistics).
+        Predictions use `predict_proba` (the folded `InferencePlan`), not this.
         """
-        for layer in self.layers[start:]:
+        for layer in self.layers:
             x = layer.forward(x, training)
         return x
-
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """Logits [N, n_classes]. In training mode dropout is active and batch-norm uses and
-        updates batch statistics; the result is always a fresh array the caller owns."""
-        x = self.check_input(x)
-        out = self.forward_into(x, training)
-        return out.copy() if training or out is x else out
 
     def backward(self, grad: np.ndarray, *, input_grad: bool = False) -> np.ndarray | None:
         """Back-propagate dL/dlogits, filling `self.grads`.
@@ -137,28 +117,20 @@ class Sequential:
             grad = self.layers[i].backward(grad, need_input_grad=need)
         return grad if input_grad else None
 
-    def predict_logits(self, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
-        """Inference-mode logits, computed `chunk` rows at a time (bounded memory)."""
-        x = self.check_input(x)
-        out = np.empty((x.shape[0], self.output_dim), self.dtype)
-        for start in range(0, x.shape[0], chunk):
-            out[start : start + chunk] = self.forward_into(x[start : start + chunk], False)
-        return out
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities float32 [N, classes] of float32 x [N, input_size] in [0, 1].
 
-    def predict_proba(self, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
-        """Class probabilities float32 [N, n_classes] (softmax, inference mode, no dropout)."""
-        return softmax(self.predict_logits(x, chunk)).astype(np.float32, copy=False)
-
-    def predict(self, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
-        """Most likely class, int64 [N]."""
-        return self.predict_logits(x, chunk).argmax(axis=1).astype(np.int64)
+        Builds an `InferencePlan` of the current weights (one small product per call); callers
+        that predict repeatedly with fixed weights (the inference service) keep the plan instead.
+        """
+        return InferencePlan(self).predict_proba(x)
 
     # -- serialisation -----------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
         """JSON-able architecture: enough, with `state()`, to rebuild the model exactly."""
         return {
-            "input_dim": self.input_dim,
-            "output_dim": self.output_dim,
+            "input_dim": self.input_size,
+            "output_dim": self.output_size,
             "layers": [{"type": layer.kind, **layer.config()} for layer in self.layers],
         }
 
@@ -214,11 +186,11 @@ class Sequential:
             layer = _layer_from_spec(i, entry, width)
             layers.append(layer)
             width = layer.output_dim(width)
-        model = cls(layers, input_dim=input_dim)
-        if "output_dim" in spec and spec["output_dim"] != model.output_dim:
+        model = cls(layers, input_size=input_dim)
+        if "output_dim" in spec and spec["output_dim"] != model.output_size:
             raise ValueError(
                 f"model spec says output_dim {spec['output_dim']} but the layers give "
-                f"{model.output_dim}"
+                f"{model.output_size}"
             )
         model.load_state(arrays)
         return model
@@ -283,41 +255,46 @@ def _layer_from_spec(i: int, entry: Any, width: int) -> Layer:
         raise ValueError(f"layer {i} ({kind}) has invalid settings {args}: {exc}") from exc
 
 
-def build_model(
-    config: TrainConfig,
-    input_dim: int = 784,
-    n_classes: int = 10,
+def build_mlp(
+    *,
+    input_size: int,
+    hidden_layers: Sequence[int],
+    n_classes: int,
+    activation: str = "relu",
+    batch_norm: bool = False,
+    dropout: float = 0.0,
     mean: np.ndarray | None = None,
-    seed: int | None = None,
+    seed: int = 0,
 ) -> Sequential:
-    """The MLP a TrainConfig describes.
+    """A multi-layer perceptron:
 
-    [Standardize(mean)] -> for each hidden width: Dense -> [BatchNorm1d] -> activation ->
-    [Dropout(p)] -> Dense(n_classes). `mean` is the training split's per-pixel mean (None: zeros,
-    i.e. identity). Dense layers feeding a ReLU-family activation get He init, others Xavier; a
-    Dense followed by batch norm has no bias (beta does its job). `seed` defaults to config.seed;
-    initial weights and dropout masks come from independent streams derived from it.
+        [Standardize(mean)] -> for each hidden width: Dense -> [BatchNorm1d] -> activation ->
+        [Dropout(dropout)] -> Dense(n_classes)
+
+    `mean` (the training data's per-feature mean) adds the Standardize layer; None leaves it out.
+    Dense layers feeding a ReLU-family activation get He init, others Xavier; a Dense followed
+    by batch norm has no bias (beta does its job). Initial weights and each dropout layer's
+    masks come from independent random streams derived from `seed`.
     """
-    seed = config.seed if seed is None else seed
-    # Tagged entropy: independent of the streams train() derives from the same seed.
+    # Tagged entropy: independent of the streams training derives from the same seed.
     root = np.random.SeedSequence([seed, _MODEL_STREAM_TAG])
-    init_seed, *dropout_seeds = root.spawn(1 + len(config.hidden_layers))
+    init_seed, *dropout_seeds = root.spawn(1 + len(hidden_layers))
     init_rng = np.random.default_rng(init_seed)
-    activation = ACTIVATIONS[config.activation]
-    init = "he" if config.activation in ("relu", "leaky_relu") else "xavier"
+    act = ACTIVATIONS[activation]
+    init = "he" if activation in ("relu", "leaky_relu") else "xavier"
     layers: list[Layer] = []
-    if config.standardize:
-        layers.append(Standardize(mean if mean is not None else np.zeros(input_dim, np.float32)))
-    width = input_dim
-    for i, hidden in enumerate(config.hidden_layers):
-        layers.append(Dense(width, hidden, bias=not config.batch_norm, init=init, rng=init_rng))
-        if config.batch_norm:
+    if mean is not None:
+        layers.append(Standardize(mean))
+    width = input_size
+    for i, hidden in enumerate(hidden_layers):
+        layers.append(Dense(width, hidden, bias=not batch_norm, init=init, rng=init_rng))
+        if batch_norm:
             layers.append(BatchNorm1d(hidden))
-        layers.append(activation())
-        if config.dropout > 0:
+        layers.append(act())
+        if dropout > 0:
             # SFC64: the fastest NumPy bit generator; dropout draws ~100k bits per batch.
             dropout_rng = np.random.Generator(np.random.SFC64(dropout_seeds[i]))
-            layers.append(Dropout(config.dropout, rng=dropout_rng))
+            layers.append(Dropout(dropout, rng=dropout_rng))
         width = hidden
     layers.append(Dense(width, n_classes, init="xavier", rng=init_rng))
-    return Sequential(layers, input_dim=input_dim)
+    return Sequential(layers, input_size=input_size)

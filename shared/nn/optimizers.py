@@ -5,29 +5,21 @@ then biases/BN parameters), so an optimizer step is a fixed handful of in-place 
 whole model instead of a Python loop over arrays. `decay_size` is the length of the leading
 weight region that L2 / weight decay applies to (biases and batch-norm parameters are exempt).
 
-Per step, in this order:
-1. global-norm clipping of the loss gradient (`grad_clip`): g *= min(1, clip / ||g||);
-2. coupled L2 (`l2`): g += l2 * w  (the gradient of l2/2 * ||w||^2; the same for every optimizer);
-3. decoupled weight decay (`weight_decay`, Loshchilov & Hutter): w *= 1 - lr * weight_decay;
-4. the optimizer's own update.
+Per step t = 1, 2, ..., with g the gradient of the loss and lr the schedule's rate, in this order:
+1. global-norm clipping (`grad_clip`):  g <- g * min(1, clip / ||g||);
+2. coupled L2 (`l2`):  g <- g + l2 * w  (the gradient of l2/2 * ||w||^2; the same for every
+   optimizer);
+3. decoupled weight decay (`weight_decay`, Loshchilov & Hutter):  w <- w * (1 - lr * weight_decay);
+4. the optimizer's own update (each class's docstring writes it out).
 
-Pre-scaled gradients: an optimizer may ask for the gradient multiplied by a known per-step factor
-`grad_scale()` (Adam does: it saves one pass over the parameters, see Adam). Back-propagation is
-linear in the loss gradient, so the training loop multiplies dL/dlogits (batch x classes, nearly
-free) and every parameter gradient arrives scaled. Built with `prescaled=True` the optimizer
-trusts that; otherwise (the default) it scales the gradient itself. Clipping and L2 are applied
-to the scaled gradient with the same factor, so both stay exact.
-
-`step()` consumes the gradient: afterwards `grads` holds scratch values (the next backward pass
-overwrites it). Reusing it as scratch saves a memory stream in the memory-bound update.
+The optimizer knows nothing of the model or the training loop: the loop fills `grads` (a
+backward pass) and calls `step(lr)`. `step()` consumes the gradient: afterwards `grads` holds
+scratch values (the next backward pass overwrites it). Reusing it as scratch saves a memory
+stream in the memory-bound update.
 
 All updates are in place and allocation-free. (Splitting the element-wise work across Python
 threads was measured and dropped: OpenBLAS's worker threads spin on the other core between
-matrix products, so a second NumPy thread made training epochs slower, not faster. So was
-splitting whole steps: two Python threads, each with single-threaded BLAS running half the batch
-and updating half the parameters, lost to GIL hand-offs and thread wake-ups on 2 cores; and
-updating the flat vector in cache-sized blocks lost to per-call overhead, since the float32
-square root makes the update partly compute-bound.)
+matrix products, so a second NumPy thread made training epochs slower, not faster.)
 """
 
 from __future__ import annotations
@@ -58,7 +50,6 @@ class Optimizer:
         weight_decay: float = 0.0,
         grad_clip: float | None = None,
         decay_size: int | None = None,
-        prescaled: bool = False,
     ) -> None:
         if params.shape != grads.shape or params.dtype != grads.dtype:
             raise ValueError("params and grads must have the same shape and dtype")
@@ -67,7 +58,6 @@ class Optimizer:
         self.params, self.grads = params, grads
         self.l2, self.weight_decay, self.grad_clip = float(l2), float(weight_decay), grad_clip
         self.decay_size = params.size if decay_size is None else int(decay_size)
-        self.prescaled = bool(prescaled)  # grads arrive multiplied by grad_scale()
         self.t = 0  # number of steps taken
         self._tmp = np.empty_like(params)
         self._scalars: dict[str, float] = {}
@@ -76,31 +66,24 @@ class Optimizer:
         """Per-parameter state vectors (same length as params) the update uses."""
         return []
 
-    def grad_scale(self) -> float:
-        """The factor the next step wants the gradient multiplied by (1: plain gradient)."""
-        return 1.0
-
     def step(self, lr: float) -> None:
         """Apply one update with learning rate `lr` (from the schedule)."""
-        scale = self.grad_scale()
         self.t += 1
         p, g, tmp = self.params, self.grads, self._tmp
-        if scale != 1.0 and not self.prescaled:
-            g *= scale
         if self.grad_clip is not None:
-            clip_grad_norm(g, self.grad_clip * scale)
+            clip_grad_norm(g, self.grad_clip)
         self._scalars = self._prepare(float(lr))
         d = self.decay_size  # leading entries that are weights
         if d > 0:
             if self.l2:
-                np.multiply(p[:d], self.l2 * scale, out=tmp[:d])
+                np.multiply(p[:d], self.l2, out=tmp[:d])
                 g[:d] += tmp[:d]
             if self.weight_decay:
                 p[:d] *= 1.0 - lr * self.weight_decay
         self._update(p, g, tmp, self.state_arrays(), float(lr))
 
     def _prepare(self, lr: float) -> dict[str, float]:
-        """Per-step scalars (bias corrections etc.)."""
+        """Per-step scalars (bias corrections etc.), computed once per step in float64."""
         return {}
 
     def _update(
@@ -185,26 +168,22 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015) with bias correction:
+    """Adam, as in Kingma & Ba (2015), Algorithm 1. With g_t the gradient at step t:
 
-        m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
-        w -= lr * m_hat / (sqrt(v_hat) + eps),  m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
+        m_t = b1 m_(t-1) + (1 - b1) g_t            (first-moment estimate)
+        v_t = b2 v_(t-1) + (1 - b2) g_t^2          (second raw-moment estimate)
+        m_hat = m_t / (1 - b1^t)                   (bias corrections: m_0 = v_0 = 0)
+        v_hat = v_t / (1 - b2^t)
+        w_t = w_(t-1) - lr * m_hat / (sqrt(v_hat) + eps)
 
-    Implementation: stored are M = s m / (1 - b1) and V = s^2 v / (1 - b2), where s = s_t is a
-    per-step factor the gradient carries (`grad_scale()`: the training loop pre-multiplies the
-    loss gradient by it). With s_t = b2^(-k/2), k = 1, 2, ... counting steps, the recurrences become
+    `m` and `v` hold exactly the paper's m_t and v_t. The last line is computed in the form the
+    paper gives at the end of its Section 2, which folds both corrections into two scalars:
 
-        M = [b1 s_t / s_(t-1)] M + s g            (one multiply, one add)
-        V = [b2 s_t^2 / s_(t-1)^2] V + (s g)^2 = V + (s g)^2   (the factor is exactly 1)
+        w_t = w_(t-1) - a_t * m_t / (sqrt(v_t) + eps_t),
+        a_t = lr * sqrt(1 - b2^t) / (1 - b1^t),   eps_t = eps * sqrt(1 - b2^t)
 
-    so V needs no decay pass, and since M / (sqrt(V) + s e) = m' / (sqrt(v') + e) for the
-    unscaled m' = M / s, v' = V / s^2, every constant folds into two per-step scalars:
-        w -= [lr (1 - b1) / ((1 - b1^t) c)] * M / (sqrt(V) + s eps / c),  c = sqrt((1 - b2) / (1 - b2^t))
-    which is exactly the update above in 9 in-place ufuncs (10 without the pre-scaled gradient).
-
-    s grows (by b2^(-1/2) per step); to keep V = s^2 v far from float32 overflow, k restarts at 1
-    every `renorm_every` steps (s^2 <= 1024) and that step's V factor, b2^(1 - renorm_every),
-    is applied as an ordinary multiply pass (once every ~7000 steps for b2 = 0.999).
+    (multiply numerator and denominator of the first form by sqrt(1 - b2^t): the same number,
+    two passes over the parameters fewer than dividing m and v by their corrections).
     """
 
     def __init__(
@@ -218,52 +197,36 @@ class Adam(Optimizer):
         **kw,
     ) -> None:
         super().__init__(params, grads, **kw)
-        if not 0.0 < beta2 < 1.0 or not 0.0 <= beta1 < 1.0:
-            raise ValueError("Adam needs 0 <= beta1 < 1 and 0 < beta2 < 1")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
-        # Steps per scale cycle: s^2 = b2^-k stays <= 2^10.
-        self.renorm_every = max(1, int(10 * math.log(2) / -math.log(self.beta2)))
-        self.m = np.zeros_like(params)  # holds M = s m / (1 - b1)
-        self.v = np.zeros_like(params)  # holds V = s^2 v / (1 - b2)
+        self.m = np.zeros_like(params)
+        self.v = np.zeros_like(params)
 
     def state_arrays(self):
         return [self.m, self.v]
 
-    def _k(self, t: int) -> int:
-        """Exponent of step t's scale: s_t = b2^(-k/2), k in 1..renorm_every (0 before step 1)."""
-        return 0 if t == 0 else (t - 1) % self.renorm_every + 1
-
-    def grad_scale(self) -> float:
-        return self.beta2 ** (-self._k(self.t + 1) / 2)
-
     def _prepare(self, lr):
         b1, b2, t = self.beta1, self.beta2, self.t
-        k, k_prev = self._k(t), self._k(t - 1)
-        s = b2 ** (-k / 2)
-        c = math.sqrt((1.0 - b2) / (1.0 - b2**t))
-        return {
-            "m_decay": b1 * b2 ** ((k_prev - k) / 2),
-            # b2 * s_t^2 / s_(t-1)^2 = b2^(1 - k + k_prev): exactly 1 except when k restarts.
-            "v_decay_exponent": 1 - k + k_prev,
-            "step": lr * (1.0 - b1) / ((1.0 - b1**t) * c),
-            "eps": s * self.eps / c,
-        }
+        root = math.sqrt(1.0 - b2**t)
+        return {"a": lr * root / (1.0 - b1**t), "eps": self.eps * root}
 
     def _update(self, p, g, tmp, state, lr):
-        # g arrives multiplied by s. The gradient buffer doubles as scratch space once M has
-        # consumed it: one array fewer streams through the cache.
         m, v = state
         k = self._scalars
-        m *= k["m_decay"]
-        m += g
+        b1, b2 = self.beta1, self.beta2
+        # m = b1 m + (1 - b1) g
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
+        # v = b2 v + (1 - b2) g^2   (g is scratch from here on)
         np.multiply(g, g, out=g)
-        if k["v_decay_exponent"] != 0:
-            v *= self.beta2 ** k["v_decay_exponent"]
+        g *= 1.0 - b2
+        v *= b2
         v += g
+        # w -= a_t m / (sqrt(v) + eps_t)
         np.sqrt(v, out=g)
         g += k["eps"]
         np.divide(m, g, out=g)
-        g *= k["step"]
+        g *= k["a"]
         p -= g
 
 
@@ -299,18 +262,14 @@ def make_optimizer(
     weight_decay: float = 0.0,
     grad_clip: float | None = None,
     decay_size: int | None = None,
-    prescaled: bool = False,
 ) -> Optimizer:
-    """Build an optimizer by its config name. `momentum` only matters for momentum/nesterov;
-    `prescaled=True` promises gradients multiplied by `grad_scale()` (see the module doc)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    """Build an optimizer by its name in `OPTIMIZERS`. `momentum` only matters for
+    momentum/nesterov."""
     kw: dict = {
         "l2": l2,
         "weight_decay": weight_decay,
         "grad_clip": grad_clip,
         "decay_size": decay_size,
-        "prescaled": prescaled,
     }
     if name in ("momentum", "nesterov"):
         kw["momentum"] = momentum

@@ -13,8 +13,6 @@ class Schedule:
     """Base: constant learning rate."""
 
     def __init__(self, base_lr: float, *, epochs: int, steps_per_epoch: int) -> None:
-        if base_lr <= 0 or epochs < 1 or steps_per_epoch < 1:
-            raise ValueError("schedules need base_lr > 0, epochs >= 1 and steps_per_epoch >= 1")
         self.base_lr = float(base_lr)
         self.epochs, self.steps_per_epoch = int(epochs), int(steps_per_epoch)
 
@@ -104,10 +102,6 @@ def make_schedule(
 
     If warm-up would take every epoch, it is shortened so at least one epoch follows it.
     """
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown lr schedule {name!r}; expected one of {sorted(SCHEDULES)}")
-    if epochs < 1:
-        raise ValueError("epochs must be >= 1")
     warmup = max(0, min(int(warmup_epochs), epochs - 1))
     inner = SCHEDULES[name](base_lr, epochs=epochs - warmup, steps_per_epoch=steps_per_epoch)
     return Warmup(inner, warmup) if warmup > 0 else inner

@@ -1,32 +1,70 @@
-"""The training loop: split, build, train mini-batches, validate, early-stop.
+"""The training loop, and `TrainingSpec`: the hyperparameters that choose its collaborators.
 
-Deterministic: every random stream (validation split, initial weights, shuffling, dropout,
-augmentation) derives from config.seed through numpy SeedSequence, so the same seed and data
-give bit-identical weights (for a fixed BLAS thread count).
+`train(model, x, y, epochs=..., batches=..., loss=..., optimizer=..., schedule=...)` is joelnet's
+loop with every collaborator passed in: it knows no layer and no optimizer by name. Per step:
 
-Speed: batches are gathered with np.take(..., out=) from the caller's array into one reused
-buffer (no per-epoch copy of the data set, no per-batch allocation); every layer reuses its own
-buffers; the optimizer updates one flat parameter vector.
+    logits = model.forward(x_batch)               (training mode)
+    loss.forward(logits, y_batch); model.backward(loss.backward())    (fills model.grads)
+    optimizer.step(schedule(epoch, step))         (updates model.params in place)
+
+`fit(model, x, y, spec)` builds those collaborators from a `TrainingSpec` and calls `train`.
+Neither knows datasets, validation splits, registries or presets: the caller (shared.pipeline)
+splits the data and passes the validation part in.
+
+Deterministic: shuffling and augmentation draw from streams derived from spec.seed through numpy
+SeedSequence (the model's initial weights and dropout masks from their own, see build_mlp), so
+the same seed and data give bit-identical weights (for a fixed BLAS thread count).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from shared.nn.augment import Augmenter
-from shared.nn.layers import Standardize
+from shared.nn.data import BatchIterator
+from shared.nn.inference import InferencePlan
 from shared.nn.losses import SoftmaxCrossEntropy, cross_entropy
-from shared.nn.model import Sequential, build_model
-from shared.nn.optimizers import make_optimizer
-from shared.nn.schedules import make_schedule
+from shared.nn.model import Sequential
+from shared.nn.optimizers import Optimizer, make_optimizer
+from shared.nn.schedules import Schedule, make_schedule
 
-if TYPE_CHECKING:
-    from shared.config import TrainConfig
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """How to train (the network itself is built separately, e.g. by `build_mlp`).
+
+    Names are those of `OPTIMIZERS` and `shared.nn.schedules.SCHEDULES`. Values are trusted: the
+    job schema (shared.config.TrainConfig) validated them, so nothing is checked again here.
+    """
+
+    epochs: int = 8
+    #: Rows per mini-batch; 0 means full batch.
+    batch_size: int = 256
+    optimizer: str = "adam"
+    learning_rate: float = 2e-3
+    #: Only for the momentum / nesterov optimizers.
+    momentum: float = 0.9
+    #: Coupled L2: l2 * w is added to the weights' gradient.
+    l2: float = 0.0
+    #: Decoupled decay: w *= 1 - lr * weight_decay each step (AdamW).
+    weight_decay: float = 0.0
+    #: Global gradient-norm limit, None for none.
+    grad_clip: float | None = None
+    lr_schedule: str = "cosine"
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    #: Random affine distortion of every training batch (28x28 images), plus elastic if set.
+    augment: bool = False
+    elastic: bool = False
+    #: Stop after this many epochs without a better validation accuracy (needs validation data).
+    early_stopping_patience: int | None = None
+    seed: int = 0
 
 
 @dataclass
@@ -60,135 +98,100 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def stratified_split(
-    y: np.ndarray, fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, val_idx): `fraction` of each class goes to validation, so both sides keep
-    the class balance. Indices are sorted (the caller shuffles per epoch)."""
-    if fraction <= 0:
-        return np.arange(len(y)), np.empty(0, np.int64)
-    val_parts = []
-    for cls in np.unique(y):
-        members = np.flatnonzero(y == cls)
-        k = int(round(fraction * len(members)))
-        val_parts.append(rng.permutation(members)[:k])
-    val = np.sort(np.concatenate(val_parts)) if val_parts else np.empty(0, np.int64)
-    if len(val) == 0 and len(y) >= 2:  # tiny data: still validate on something
-        val = np.sort(rng.permutation(len(y))[:1])
-    mask = np.ones(len(y), bool)
-    mask[val] = False
-    return np.flatnonzero(mask), val
+class Loss(Protocol):
+    """A loss over logits: `forward` returns the mean loss, then `backward` dL/dlogits."""
 
+    def forward(self, logits: np.ndarray, y: np.ndarray) -> float: ...
 
-def validation_split(y: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The (train_idx, val_idx) split train() uses for this config: stratified, seeded."""
-    split_ss = np.random.SeedSequence(config.seed).spawn(3)[0]
-    return stratified_split(y, config.val_fraction, np.random.default_rng(split_ss))
+    def backward(self) -> np.ndarray: ...
 
 
 def evaluate_logits(model: Sequential, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) in inference mode."""
-    logits = model.predict_logits(x)
+    """(mean cross-entropy, accuracy) of the model's inference-mode forward pass on (x, y)."""
+    logits = InferencePlan(model).logits(x)
     return cross_entropy(logits, y), float(np.mean(logits.argmax(axis=1) == y))
 
 
-def _check_data(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"expected x [N, D] and y [N]; got {list(x.shape)} and {list(y.shape)}")
-    if x.shape[0] < 2:
-        raise ValueError("need at least 2 training samples")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    y = np.ascontiguousarray(y, dtype=np.int64)
-    if y.min() < 0:
-        raise ValueError("labels must be non-negative integers")
-    return x, y
+def fit(
+    model: Sequential,
+    x: np.ndarray,
+    y: np.ndarray,
+    spec: TrainingSpec,
+    *,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train `model` on (x, y) as `spec` says: builds the batch iterator, loss, optimizer,
+    schedule and augmentation it names, then runs `train`."""
+    shuffle_seed, augment_seed = np.random.SeedSequence(spec.seed).spawn(2)
+    batches = BatchIterator(spec.batch_size, np.random.default_rng(shuffle_seed))
+    optimizer = make_optimizer(
+        spec.optimizer,
+        model.params,
+        model.grads,
+        momentum=spec.momentum,
+        l2=spec.l2,
+        weight_decay=spec.weight_decay,
+        grad_clip=spec.grad_clip,
+        decay_size=model.decay_size,
+    )
+    schedule = make_schedule(
+        spec.lr_schedule,
+        spec.learning_rate,
+        epochs=spec.epochs,
+        steps_per_epoch=batches.steps(len(y)),
+        warmup_epochs=spec.warmup_epochs,
+    )
+    augment = None
+    if spec.augment:
+        augmenter = Augmenter(elastic=spec.elastic)
+        augment = functools.partial(augmenter, rng=np.random.default_rng(augment_seed))
+    return train(
+        model,
+        x,
+        y,
+        epochs=spec.epochs,
+        batches=batches,
+        loss=SoftmaxCrossEntropy(spec.label_smoothing),
+        optimizer=optimizer,
+        schedule=schedule,
+        augment=augment,
+        validation=validation,
+        early_stopping_patience=spec.early_stopping_patience,
+        on_epoch=on_epoch,
+        progress=progress,
+    )
 
 
 def train(
-    config: TrainConfig,
+    model: Sequential,
     x: np.ndarray,
     y: np.ndarray,
     *,
+    epochs: int,
+    batches: BatchIterator,
+    loss: Loss,
+    optimizer: Optimizer,
+    schedule: Schedule,
+    augment: Callable[[np.ndarray], np.ndarray] | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    early_stopping_patience: int | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = False,
-    n_classes: int = 10,
 ) -> TrainResult:
-    """Train the model `config` describes on (x, y); see the module docstring.
+    """Train `model` in place on x (float32 [N, model.input_size]) and y (int64 [N] labels).
 
-    x: float32 [N, D] in [0, 1]; y: int64 [N]. Splits off config.val_fraction (stratified) for
-    validation, builds the model (Standardize uses the training split's pixel mean), trains for
-    config.epochs with per-epoch reshuffling, and with config.early_stopping_patience stops after
-    that many epochs without a better validation accuracy (ties broken by lower validation loss),
-    restoring the best weights. `on_epoch` runs after every epoch; if it raises, training stops
-    and the exception propagates. `progress` shows a tqdm bar per epoch on stderr.
+    `optimizer` must update `model.params` from `model.grads`; `schedule(epoch, step)` gives each
+    step's learning rate; `augment` (if any) maps each training batch to a distorted copy. After
+    every epoch the model is measured on `validation` (x_val, y_val) if given. With
+    `early_stopping_patience` (which needs `validation`), training stops after that many epochs
+    without a better validation accuracy (ties broken by lower validation loss) and the best
+    weights are restored. `on_epoch` runs after every epoch; if it raises, training stops and the
+    exception propagates. `progress` shows a tqdm bar per epoch on stderr.
     """
-    x, y = _check_data(x, y)
-    if int(y.max()) >= n_classes:
-        raise ValueError(f"labels must be < n_classes={n_classes}; found {int(y.max())}")
-    if config.early_stopping_patience is not None and config.val_fraction <= 0:
-        raise ValueError("early_stopping_patience needs a validation split (val_fraction > 0)")
-
-    train_idx, val_idx = validation_split(y, config)
-    _, shuffle_ss, augment_ss = np.random.SeedSequence(config.seed).spawn(3)
-    n_train = len(train_idx)
-    x_train = x[train_idx] if config.standardize else None
-    mean = None if x_train is None else x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
-    model = build_model(
-        config,
-        input_dim=x.shape[1],
-        n_classes=n_classes,
-        mean=mean,
-        seed=config.seed,
-    )
-    x_val, y_val = x[val_idx], y[val_idx]
-
-    full_batch = config.batch_size == 0 or config.batch_size >= n_train
-    batch = n_train if full_batch else config.batch_size
-    steps = -(-n_train // batch)
-    optimizer = make_optimizer(
-        config.optimizer,
-        model.params,
-        model.grads,
-        momentum=config.momentum,
-        l2=config.l2,
-        weight_decay=config.weight_decay,
-        grad_clip=config.grad_clip,
-        decay_size=model.decay_size,
-        prescaled=True,
-    )
-    schedule = make_schedule(
-        config.lr_schedule,
-        config.learning_rate,
-        epochs=config.epochs,
-        steps_per_epoch=steps,
-        warmup_epochs=config.warmup_epochs,
-    )
-    loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
-    shuffle_rng = np.random.default_rng(shuffle_ss)
-    augment_rng = np.random.default_rng(augment_ss)
-    augmenter = Augmenter(elastic=config.elastic) if config.augment else None
-
-    # Batches are gathered from `source` at `positions`. Without augmentation the fixed
-    # Standardize layer is applied once to the whole training split here (one pass instead of
-    # one per batch per epoch) and skipped in the training forward pass.
-    skip = 1 if augmenter is None and isinstance(model.layers[0], Standardize) else 0
-    if skip:
-        source = x_train
-        source -= model.layers[0].mean
-        positions = np.arange(n_train)
-    else:
-        source, positions = x, train_idx
-    del x_train
-    y_source = y[train_idx] if skip else y
-    # Full batch: one fixed array, no shuffling needed (the gradient is order-independent).
-    if full_batch:
-        whole = skip or n_train == len(x)
-        x_full = source if whole else source[positions]
-        y_full = y_source if whole else y_source[positions]
-    else:
-        xb_buf = np.empty((batch, x.shape[1]), np.float32)
-        yb_buf = np.empty(batch, np.int64)
-
+    n = len(y)
+    steps = batches.steps(n)
     result = TrainResult(model=model)
     best_key: tuple[float, float] | None = None
     best_state: dict[str, np.ndarray] | None = None
@@ -196,30 +199,17 @@ def train(
     bar_factory = _tqdm_factory() if progress else None
     start = time.perf_counter()
 
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         epoch_start = time.perf_counter()
-        order = None if full_batch else positions[shuffle_rng.permutation(n_train)]
-        loss_sum, correct, lr = 0.0, 0, config.learning_rate
-        bar = bar_factory(epoch, config.epochs, steps) if bar_factory else None
-        for step in range(steps):
-            if order is None:
-                xb, yb = x_full, y_full
-            else:
-                idx = order[step * batch : (step + 1) * batch]
-                xb = np.take(source, idx, axis=0, out=xb_buf[: len(idx)], mode="clip")
-                yb = np.take(y_source, idx, out=yb_buf[: len(idx)], mode="clip")
-            if augmenter is not None:
-                xb = augmenter(xb, augment_rng)
-            logits = model.forward_into(xb, training=True, start=skip)
+        loss_sum, correct, lr = 0.0, 0, 0.0
+        bar = bar_factory(epoch, epochs, steps) if bar_factory else None
+        for step, (xb, yb) in enumerate(batches(x, y)):
+            if augment is not None:
+                xb = augment(xb)
+            logits = model.forward(xb, training=True)
             correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-            loss_sum += loss_fn.forward(logits, yb) * len(yb)
-            # The optimizer may want the gradient times a known factor (Adam: one pass fewer);
-            # back-propagation is linear, so scaling dL/dlogits scales every gradient.
-            dlogits = loss_fn.backward()
-            scale = optimizer.grad_scale()
-            if scale != 1.0:
-                dlogits *= scale
-            model.backward(dlogits)
+            loss_sum += loss.forward(logits, yb) * len(yb)
+            model.backward(loss.backward())
             lr = schedule(epoch, step)
             optimizer.step(lr)
             if bar is not None:
@@ -228,13 +218,13 @@ def train(
             bar.close()
 
         val_loss = val_acc = None
-        if len(val_idx):
-            val_loss, val_acc = evaluate_logits(model, x_val, y_val)
+        if validation is not None:
+            val_loss, val_acc = evaluate_logits(model, *validation)
         record = EpochRecord(
             epoch=epoch + 1,
-            epochs=config.epochs,
-            train_loss=loss_sum / n_train,
-            train_accuracy=correct / n_train,
+            epochs=epochs,
+            train_loss=loss_sum / n,
+            train_accuracy=correct / n,
             val_loss=val_loss,
             val_accuracy=val_acc,
             learning_rate=lr,
@@ -243,14 +233,14 @@ def train(
         result.history.append(record)
 
         stop = False
-        if config.early_stopping_patience is not None and val_acc is not None:
+        if early_stopping_patience is not None:
             key = (val_acc, -val_loss)
             if best_key is None or key > best_key:
                 best_key, best_state, since_best = key, model.state(), 0
                 result.best_epoch = epoch + 1
             else:
                 since_best += 1
-                stop = since_best >= config.early_stopping_patience and epoch + 1 < config.epochs
+                stop = since_best >= early_stopping_patience and epoch + 1 < epochs
         else:
             result.best_epoch = epoch + 1
         if on_epoch is not None:

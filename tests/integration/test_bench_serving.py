@@ -21,13 +21,12 @@ import pytest
 from benchmarks import serving
 from shared.config import TrainConfig
 from shared.modelfile import save_model
-from shared.nn.model import build_model
 
 
 def tiny_model(tmp_path: Path) -> Path:
     config = TrainConfig(hidden_layers=[16], dropout=0.0, seed=1)
     path = tmp_path / f"tiny-{uuid.uuid4().hex}.npz"
-    save_model(path, build_model(config, mean=np.full(784, 0.1, np.float32)))
+    save_model(path, config.build_model(mean=np.full(784, 0.1, np.float32)))
     return path
 
 

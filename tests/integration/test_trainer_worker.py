@@ -89,7 +89,7 @@ def test_small_job_runs_reports_progress_and_publishes_version_1(stack, mnist_di
     # The weights are the model the metrics describe.
     loaded = load_model(stack.registry.weights_path("mnist", 1), manifest["sha256"])
     ds = load_dataset("mnist", mnist_dir)
-    acc = float((loaded.model.predict(ds.x_test) == ds.y_test).mean())
+    acc = float((loaded.model.predict_proba(ds.x_test).argmax(1) == ds.y_test).mean())
     assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-6)
 
     listed = stack.client.get("/v1/jobs?status=finished").json["jobs"]

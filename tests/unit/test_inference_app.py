@@ -22,7 +22,6 @@ from inference_service.app import create_app
 from inference_service.serving import ModelCache
 from shared.config import TrainConfig
 from shared.modelfile import load_model, save_model
-from shared.nn.model import build_model
 from shared.registry import Registry
 
 RNG = np.random.default_rng(1)
@@ -36,7 +35,7 @@ def publish(registry: Registry, tmp_path: Path, name: str = "digits", seed: int 
     """Publish an untrained [16]-hidden model (weights differ by seed; accuracy is irrelevant)."""
     config = TrainConfig(model=name, hidden_layers=[16], dropout=0.0, seed=seed)
     mean = np.full(784, 0.1 * (seed % 5), dtype=np.float32)
-    model = build_model(config, mean=mean)
+    model = config.build_model(mean=mean)
     path = tmp_path / f"w-{uuid.uuid4().hex}.npz"
     save_model(path, model, {"seed": seed})
     return registry.publish(

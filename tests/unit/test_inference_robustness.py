@@ -19,7 +19,6 @@ import pytest
 from inference_service.app import create_app
 from shared.config import TrainConfig
 from shared.modelfile import save_model
-from shared.nn.model import build_model
 from shared.registry import Registry
 
 ALLOWED = {200, 400, 404, 405, 409, 413, 415, 422}
@@ -49,7 +48,7 @@ def client(tmp_path_factory: pytest.TempPathFactory):
     registry = Registry(tmp / "models")
     config = TrainConfig(hidden_layers=[8], dropout=0.0)
     path = tmp / f"{uuid.uuid4().hex}.npz"
-    save_model(path, build_model(config))
+    save_model(path, config.build_model())
     registry.publish("digits", path, {"config": config.public_dict()})
     app = create_app(
         {"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0, "LOG_LEVEL": "ERROR"}

@@ -12,13 +12,12 @@ import pytest
 
 from shared.config import TrainConfig
 from shared.modelfile import HEADER_KEY, ModelFileError, load_model, save_model
-from shared.nn.model import build_model
 
 
 @pytest.fixture
 def model():
     cfg = TrainConfig(hidden_layers=[16, 8], dropout=0.2, batch_norm=True)
-    m = build_model(cfg, mean=np.random.default_rng(0).random(784, dtype=np.float32))
+    m = cfg.build_model(mean=np.random.default_rng(0).random(784, dtype=np.float32))
     m.forward(np.random.default_rng(1).random((32, 784), dtype=np.float32), training=True)
     return m
 

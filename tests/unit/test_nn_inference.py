@@ -1,4 +1,5 @@
-"""InferencePlan: the folded serving forward pass gives the model's own probabilities."""
+"""InferencePlan, the one inference-mode forward pass: its folds give the probabilities of the
+layer-by-layer definition (each layer's forward in inference mode, then softmax)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from shared.config import TrainConfig
 from shared.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from shared.nn.inference import InferencePlan
 from shared.nn.layers import BatchNorm1d, Dense, Dropout, Standardize
-from shared.nn.model import Sequential, build_model
+from shared.nn.losses import softmax
+from shared.nn.model import Sequential
 
 
 def _randomise_bn(model: Sequential, rng: np.random.Generator) -> None:
@@ -27,11 +29,11 @@ def _randomise_bn(model: Sequential, rng: np.random.Generator) -> None:
 def _check(model: Sequential, n: int = 64, seed: int = 0) -> InferencePlan:
     rng = np.random.default_rng(seed)
     _randomise_bn(model, rng)
-    x = rng.random((n, model.input_dim), dtype=np.float32)
+    x = rng.random((n, model.input_size), dtype=np.float32)
     before = x.copy()
     plan = InferencePlan(model)
     got = plan.predict_proba(x)
-    want = model.predict_proba(x)
+    want = softmax(model.forward(x.copy(), training=False).astype(np.float64))
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     assert (got.argmax(axis=1) == want.argmax(axis=1)).mean() >= 0.98  # ties may flip
@@ -44,7 +46,7 @@ def _rng_dense(i: int, o: int, seed: int, **kw) -> Dense:
 
 
 def test_default_architecture_folds_standardize_into_the_first_dense():
-    model = build_model(TrainConfig(hidden_layers=[64, 32]), mean=np.full(784, 0.13, np.float32))
+    model = TrainConfig(hidden_layers=[64, 32]).build_model(mean=np.full(784, 0.13, np.float32))
     plan = _check(model)
     # standardize + dense folded into one affine step: dense, relu, dense, relu, dense
     assert len(plan.steps) == 5
@@ -52,7 +54,7 @@ def test_default_architecture_folds_standardize_into_the_first_dense():
 
 def test_batch_norm_after_dense_is_folded_and_dropout_disappears():
     cfg = TrainConfig(hidden_layers=[48, 24], batch_norm=True, dropout=0.3, activation="tanh")
-    model = build_model(cfg, mean=np.full(784, 0.2, np.float32))
+    model = cfg.build_model(mean=np.full(784, 0.2, np.float32))
     plan = _check(model)
     kinds = [layer.kind for layer in model.layers]
     assert "dropout" in kinds and "batchnorm1d" in kinds
@@ -93,11 +95,11 @@ def test_batch_norm_after_dense_is_folded_and_dropout_disappears():
     ],
 )
 def test_any_layer_sequence_matches_the_model(layers):
-    _check(Sequential(layers(), input_dim=20))
+    _check(Sequential(layers(), input_size=20))
 
 
 def test_large_batches_are_chunked_with_the_same_result():
-    model = build_model(TrainConfig(hidden_layers=[16]), mean=np.full(784, 0.1, np.float32))
+    model = TrainConfig(hidden_layers=[16]).build_model(mean=np.full(784, 0.1, np.float32))
     plan = InferencePlan(model)
     x = np.random.default_rng(3).random((50, 784), dtype=np.float32)
     whole = plan.predict_proba(x)
@@ -106,19 +108,17 @@ def test_large_batches_are_chunked_with_the_same_result():
     np.testing.assert_allclose(whole.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_bad_input_is_refused_like_the_model():
-    model = build_model(TrainConfig(hidden_layers=[8]), mean=np.zeros(784, np.float32))
+def test_input_size_comes_from_the_model():
+    model = TrainConfig(hidden_layers=[8]).build_model(input_size=100, n_classes=4)
     plan = InferencePlan(model)
-    with pytest.raises(ValueError, match="shape"):
-        plan.predict_proba(np.zeros((2, 783), np.float32))
-    with pytest.raises(ValueError, match="dtype"):
-        plan.predict_proba(np.zeros((2, 784), np.uint8))
+    assert model.input_size == plan.input_size == 100
+    assert plan.predict_proba(np.zeros((3, 100), np.float32)).shape == (3, 4)
 
 
 def test_extreme_logits_stay_finite():
     dense = _rng_dense(4, 3, 9)
     dense.W[...] = [[1e4, -1e4, 0]] * 4
-    plan = InferencePlan(Sequential([dense], input_dim=4))
+    plan = InferencePlan(Sequential([dense], input_size=4))
     proba = plan.predict_proba(np.ones((2, 4), np.float32))
     assert np.isfinite(proba).all()
     np.testing.assert_allclose(proba[:, 0], 1.0)

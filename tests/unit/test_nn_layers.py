@@ -172,13 +172,13 @@ def test_sequential_gradient_end_to_end():
         Tanh(),
         Dense(5, 3, init="xavier", rng=rng),
     ]
-    model = Sequential(layers, input_dim=4).astype(F64)
+    model = Sequential(layers, input_size=4).astype(F64)
     x = rng.standard_normal((7, 4))
     y = rng.integers(0, 3, 7)
     loss_fn = SoftmaxCrossEntropy(label_smoothing=0.1)
 
     def loss() -> float:
-        return loss_fn.forward(model.forward_into(x, True), y)
+        return loss_fn.forward(model.forward(x, training=True), y)
 
     loss()
     dx = model.backward(loss_fn.backward(), input_grad=True).copy()
@@ -188,7 +188,7 @@ def test_sequential_gradient_end_to_end():
 
 
 def test_sequential_flat_parameters_are_views():
-    model = Sequential([Dense(3, 4), ReLU(), Dense(4, 2)], input_dim=3)
+    model = Sequential([Dense(3, 4), ReLU(), Dense(4, 2)], input_size=3)
     first = model.layers[0]
     assert np.shares_memory(first.W, model.params)
     assert np.shares_memory(first.dW, model.grads)

@@ -1,4 +1,5 @@
-"""Sequential / build_model: architecture from config, spec round trip, validation, prediction."""
+"""Sequential / build_mlp (through TrainConfig.build_model): architecture, spec round trip,
+validation, prediction."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 
 from shared.config import TrainConfig
 from shared.nn.activations import ReLU
+from shared.nn.inference import InferencePlan
 from shared.nn.layers import BatchNorm1d, Dense, Dropout, Standardize
-from shared.nn.model import Sequential, build_model
+from shared.nn.model import Sequential, build_mlp
 
 
 def kinds(model: Sequential) -> list[str]:
@@ -20,7 +22,7 @@ def kinds(model: Sequential) -> list[str]:
 
 def test_build_model_follows_config():
     cfg = TrainConfig(hidden_layers=[32, 16], dropout=0.25, batch_norm=True, activation="tanh")
-    model = build_model(cfg, mean=np.full(784, 0.1, np.float32))
+    model = cfg.build_model(mean=np.full(784, 0.1, np.float32))
     assert kinds(model) == [
         "standardize",
         "dense",
@@ -44,50 +46,45 @@ def test_build_model_follows_config():
 
 def test_build_model_plain_relu_without_extras():
     cfg = TrainConfig(hidden_layers=[10], dropout=0.0, standardize=False)
-    model = build_model(cfg)
+    model = cfg.build_model()
     assert kinds(model) == ["dense", "relu", "dense"]
     assert model.layers[0].init == "he"
     assert model.n_params == 784 * 10 + 10 + 10 * 10 + 10
 
 
-def test_build_model_is_seeded():
-    cfg = TrainConfig(hidden_layers=[8])
-    a, b, c = build_model(cfg, seed=1), build_model(cfg, seed=1), build_model(cfg, seed=2)
+def test_build_mlp_is_seeded_and_needs_no_config():
+    def make(seed):
+        return build_mlp(input_size=20, hidden_layers=[8], n_classes=3, dropout=0.5, seed=seed)
+
+    a, b, c = make(1), make(1), make(2)
+    assert kinds(a) == ["dense", "relu", "dropout", "dense"]
+    assert (a.input_size, a.output_size) == (20, 3)
     np.testing.assert_array_equal(a.params, b.params)
     assert not np.array_equal(a.params, c.params)
+    cfg = TrainConfig(hidden_layers=[8], seed=5)
+    np.testing.assert_array_equal(cfg.build_model().params, cfg.build_model().params)
+    assert cfg.build_model().input_size == 784
 
 
-def test_predict_proba_chunks_and_inference_mode():
+def test_predict_proba_is_the_inference_plan():
     cfg = TrainConfig(hidden_layers=[16], dropout=0.5, batch_norm=True)
-    model = build_model(cfg)
+    model = cfg.build_model()
     x = np.random.default_rng(0).random((50, 784), dtype=np.float32)
     p = model.predict_proba(x)
     assert p.dtype == np.float32 and p.shape == (50, 10)
     np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
-    # Chunking changes nothing, and inference mode is deterministic (no dropout).
-    np.testing.assert_allclose(model.predict_proba(x, chunk=7), p, rtol=1e-6)
+    # Inference mode is deterministic (no dropout), and it is exactly the plan's pass.
     np.testing.assert_array_equal(model.predict_proba(x), p)
-    pred = model.predict(x)
-    assert pred.dtype == np.int64 and (pred == p.argmax(1)).all()
-    # forward() hands back arrays the caller owns, in both modes.
-    a = model.forward(x[:5], training=True)
-    b = model.forward(x[5:10], training=True)
-    assert not np.shares_memory(a, b)
-
-
-def test_predict_rejects_wrong_shapes():
-    model = build_model(TrainConfig(hidden_layers=[4]))
-    with pytest.raises(ValueError, match=r"\[N, 784\]"):
-        model.predict_proba(np.zeros((3, 783), np.float32))
-    with pytest.raises(ValueError):
-        model.predict(np.zeros(784, np.float32))
-    with pytest.raises(ValueError, match="divide by 255"):
-        model.predict(np.zeros((2, 784), np.uint8))
+    np.testing.assert_array_equal(InferencePlan(model).predict_proba(x), p)
+    # forward() is the training pass: dropout on, so two calls differ.
+    a = model.forward(x[:5], training=True).copy()
+    b = model.forward(x[:5], training=True)
+    assert not np.array_equal(a, b)
 
 
 def test_spec_state_round_trip_is_exact_and_json():
     cfg = TrainConfig(hidden_layers=[12, 6], dropout=0.1, batch_norm=True, activation="leaky_relu")
-    model = build_model(cfg, mean=np.random.default_rng(1).random(784, dtype=np.float32))
+    model = cfg.build_model(mean=np.random.default_rng(1).random(784, dtype=np.float32))
     # Give batch norm non-trivial running statistics.
     model.forward(np.random.default_rng(2).random((64, 784), dtype=np.float32), training=True)
     spec = json.loads(json.dumps(model.spec()))
@@ -100,7 +97,7 @@ def test_spec_state_round_trip_is_exact_and_json():
 def _simple():
     model = Sequential(
         [Standardize(4), Dense(4, 3), ReLU(), Dropout(0.5), Dense(3, 2), BatchNorm1d(2)],
-        input_dim=4,
+        input_size=4,
     )
     return model.spec(), model.state()
 
@@ -131,7 +128,7 @@ def test_from_spec_rejects_inconsistent_input(mutate, message):
 
 
 def test_load_state_restores_weights():
-    model = build_model(TrainConfig(hidden_layers=[5], batch_norm=True))
+    model = TrainConfig(hidden_layers=[5], batch_norm=True).build_model()
     saved = model.state()
     model.params[:] = 0
     model.layers[2].running_var[:] = 7

@@ -25,14 +25,6 @@ RNG = np.random.default_rng(3)
 N = 300
 
 
-class _Fixed:
-    def __init__(self, proba: np.ndarray) -> None:
-        self.proba = proba
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.proba
-
-
 def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = RNG.integers(0, 10, N)
     logits = RNG.normal(size=(N, 10)).astype(np.float32)
@@ -68,7 +60,7 @@ def _assert_pngs(paths: dict[str, Path]) -> None:
 
 def test_writes_every_file_with_fixed_sizes_and_the_metrics_untouched(tmp_path: Path) -> None:
     x, y, proba = _data()
-    metrics = evaluate(_Fixed(proba), x, y)
+    metrics = evaluate(proba, y)
     paths = write_report(
         tmp_path / "new" / "report",
         history=_history(),
@@ -99,7 +91,7 @@ def test_writes_every_file_with_fixed_sizes_and_the_metrics_untouched(tmp_path: 
 def test_manifest_shaped_metrics_are_stored_as_given(tmp_path: Path) -> None:
     """The RQ job passes the manifest's own metrics: report.json must equal them exactly."""
     x, y, proba = _data()
-    manifest = manifest_metrics(evaluate(_Fixed(proba), x, y))
+    manifest = manifest_metrics(evaluate(proba, y))
     assert set(manifest) == {
         "test_accuracy",
         "test_loss",
@@ -114,7 +106,7 @@ def test_manifest_shaped_metrics_are_stored_as_given(tmp_path: Path) -> None:
 
 def test_same_input_same_bytes(tmp_path: Path) -> None:
     x, y, proba = _data()
-    metrics = evaluate(_Fixed(proba), x, y)
+    metrics = evaluate(proba, y)
     kw = {"history": _history(), "metrics": metrics, "x_test": x, "y_test": y, "test_proba": proba}
     a = write_report(tmp_path / "a", **kw)
     b = write_report(tmp_path / "b", **kw)
@@ -127,7 +119,7 @@ def test_edge_cases_still_draw(tmp_path: Path) -> None:
     y = np.arange(20) % 10
     proba = np.eye(10, dtype=np.float32)[y]
     x = np.zeros((20, 784), dtype=np.float32)
-    metrics = evaluate(_Fixed(proba), x, y)
+    metrics = evaluate(proba, y)
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
              "Bag", "Ankle boot"]  # fmt: skip
     paths = write_report(

@@ -1,4 +1,7 @@
-"""train(): learning on real digits, determinism, full-batch GD, early stopping, callbacks."""
+"""Training: learning on real digits, determinism, full-batch GD, early stopping, callbacks.
+
+The engine's loop (`shared.nn.training.train` / `fit`) is driven here through
+`shared.pipeline.train_model`, the same validation split, mean and network a job gets."""
 
 from __future__ import annotations
 
@@ -9,16 +12,12 @@ import numpy as np
 import pytest
 
 from shared.config import TrainConfig
+from shared.nn.data import BatchIterator
 from shared.nn.losses import SoftmaxCrossEntropy
-from shared.nn.model import build_model
 from shared.nn.optimizers import Adam
-from shared.nn.training import (
-    EpochRecord,
-    evaluate_logits,
-    stratified_split,
-    train,
-    validation_split,
-)
+from shared.nn.schedules import Constant
+from shared.nn.training import EpochRecord, TrainingSpec, evaluate_logits, fit, train
+from shared.pipeline import train_model, validation_split
 
 
 def _read_idx(path: Path, offset: int, limit: int, row: int) -> np.ndarray:
@@ -53,14 +52,18 @@ def small(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def accuracy(model, x, y) -> float:
+    return float(np.mean(model.predict_proba(x).argmax(axis=1) == y))
+
+
 def test_learns_real_digits(digits):
     x, y, x_test, y_test = digits
     records: list[EpochRecord] = []
-    result = train(small(epochs=8, learning_rate=2e-3), x, y, on_epoch=records.append)
+    result = train_model(small(epochs=8, learning_rate=2e-3), x, y, on_epoch=records.append)
     assert [r.epoch for r in records] == list(range(1, 9)) and records == result.history
     assert records[-1].train_loss < records[0].train_loss
     assert records[-1].val_accuracy > 0.85
-    test_acc = float(np.mean(result.model.predict(x_test) == y_test))
+    test_acc = accuracy(result.model, x_test, y_test)
     assert test_acc > 0.88, test_acc
     assert result.best_epoch == 8 and not result.stopped_early
     assert result.train_seconds >= sum(r.seconds for r in records) * 0.99
@@ -89,12 +92,12 @@ def test_same_seed_gives_bit_identical_weights(digits, extra):
     x, y, _, _ = digits
     x, y = x[:800], y[:800]
     cfg = small(epochs=2, **extra)
-    a = train(cfg, x, y).model.state()
-    b = train(cfg, x, y).model.state()
+    a = train_model(cfg, x, y).model.state()
+    b = train_model(cfg, x, y).model.state()
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    c = train(small(epochs=2, seed=1, **extra), x, y).model.state()
+    c = train_model(small(epochs=2, seed=1, **extra), x, y).model.state()
     assert any(not np.array_equal(a[k], c[k]) for k in a)
 
 
@@ -104,44 +107,72 @@ def test_full_batch_reproduces_plain_gradient_descent(digits):
     cfg = TrainConfig(
         preset="seed-basic", epochs=3, learning_rate=0.5, val_fraction=0.0, standardize=False
     )
-    result = train(cfg, x, y)
+    result = train_model(cfg, x, y)
     # The same thing by hand: w -= lr * dL/dw on the whole data set, three times.
-    model = build_model(cfg)
+    model = cfg.build_model()
     loss = SoftmaxCrossEntropy()
     for _ in range(3):
-        loss.forward(model.forward_into(x, True), y)
+        loss.forward(model.forward(x, training=True), y)
         model.backward(loss.backward())
         model.params -= np.float32(0.5) * model.grads
     np.testing.assert_allclose(result.model.params, model.params, rtol=1e-6, atol=1e-7)
     assert [r.val_accuracy for r in result.history] == [None] * 3
 
 
-def test_adam_with_the_pre_scaled_gradient_matches_a_plain_adam_loop(digits):
-    """train() hands Adam its gradient pre-multiplied (through dL/dlogits): same steps as
-    Adam fed the plain gradient, L2 included. (No clipping here: an active clip rescales the
-    gradient to the limit and would hide a missing factor; tests/unit/test_nn_optimizers.py
-    checks clipping with the pre-scaled gradient.)"""
+def test_the_loop_is_forward_backward_step_with_the_collaborators_it_is_given(digits):
+    """train() with an explicit Adam, loss, schedule and in-order batches takes exactly the
+    steps of a hand-written loop: it adds nothing of its own (no optimizer-specific scaling)."""
     x, y, _, _ = digits
     x, y = x[:300], y[:300]
-    cfg = TrainConfig(
-        preset="seed-basic",
-        optimizer="adam",
-        learning_rate=0.01,
-        l2=1e-3,
-        epochs=5,
-        val_fraction=0.0,
-        standardize=False,
+    cfg = TrainConfig(hidden_layers=[16], standardize=True, dropout=0.0)
+    mean = x.mean(axis=0)
+    model = cfg.build_model(mean=mean)
+    train(
+        model,
+        x,
+        y,
+        epochs=2,
+        batches=BatchIterator(100),
+        loss=SoftmaxCrossEntropy(0.1),
+        optimizer=Adam(model.params, model.grads, l2=1e-3, decay_size=model.decay_size),
+        schedule=Constant(0.01, epochs=2, steps_per_epoch=3),
     )
-    result = train(cfg, x, y)
-    model = build_model(cfg)
-    opt = Adam(model.params, model.grads, l2=1e-3, decay_size=model.decay_size)
-    loss = SoftmaxCrossEntropy()
-    for _ in range(5):
-        loss.forward(model.forward_into(x, True), y)
-        model.backward(loss.backward())
-        opt.step(0.01)
-    # float32 rounding differs by ~4e-8; a missing factor shows as ~1e-4.
-    np.testing.assert_allclose(result.model.params, model.params, rtol=0, atol=1e-6)
+    by_hand = cfg.build_model(mean=mean)
+    opt = Adam(by_hand.params, by_hand.grads, l2=1e-3, decay_size=by_hand.decay_size)
+    loss = SoftmaxCrossEntropy(0.1)
+    for _ in range(2):
+        for start in range(0, 300, 100):
+            loss.forward(
+                by_hand.forward(x[start : start + 100], training=True), y[start : start + 100]
+            )
+            by_hand.backward(loss.backward())
+            opt.step(0.01)
+    np.testing.assert_array_equal(model.params, by_hand.params)
+
+
+def test_standardising_once_trains_the_same_model_as_the_standardize_layer(digits):
+    """Without augmentation the pipeline standardises the rows once and trains the layers
+    behind Standardize; the result equals training the whole model on raw pixels."""
+    x, y, x_test, _ = digits
+    x, y = x[:500], y[:500]
+    cfg = small(epochs=2, dropout=0.0, val_fraction=0.0)
+    once = train_model(cfg, x, y).model
+    per_batch = cfg.build_model(mean=x.mean(axis=0, dtype=np.float64).astype(np.float32))
+    fit(per_batch, x, y, cfg.training_spec())
+    assert [layer.kind for layer in once.layers] == [layer.kind for layer in per_batch.layers]
+    np.testing.assert_allclose(once.params, per_batch.params, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        once.predict_proba(x_test), per_batch.predict_proba(x_test), rtol=1e-3, atol=1e-5
+    )
+
+
+def test_fit_builds_what_the_spec_names(digits):
+    x, y, _, _ = digits
+    model = TrainConfig(hidden_layers=[32]).build_model()
+    spec = TrainingSpec(epochs=2, batch_size=50, optimizer="rmsprop", learning_rate=1e-3)
+    result = fit(model, x[:500], y[:500], spec, validation=(x[500:700], y[500:700]))
+    assert result.model is model and len(result.history) == 2
+    assert result.history[-1].val_accuracy > 0.5
 
 
 def test_early_stopping_restores_the_best_weights(digits):
@@ -157,15 +188,16 @@ def test_early_stopping_restores_the_best_weights(digits):
         val_fraction=0.3,
         early_stopping_patience=3,
     )
-    result = train(cfg, x, y)
+    result = train_model(cfg, x, y)
     assert result.stopped_early and len(result.history) < 40
     assert result.best_epoch < len(result.history)
     best = result.history[result.best_epoch - 1]
     accs = [r.val_accuracy for r in result.history]
     assert best.val_accuracy == max(accs)
     assert all(a <= best.val_accuracy for a in accs[result.best_epoch :])
-    _, val_idx = validation_split(y, cfg)
-    val_loss, val_acc = evaluate_logits(result.model, x[val_idx], y[val_idx])
+    _, (x_val, y_val) = validation_split(x, y, cfg)
+    assert len(y_val) == 180
+    val_loss, val_acc = evaluate_logits(result.model, x_val, y_val)
     assert val_acc == best.val_accuracy  # the returned model IS the best epoch's
     assert val_loss == pytest.approx(best.val_loss, rel=1e-6)
 
@@ -180,17 +212,8 @@ def test_on_epoch_exception_stops_training(digits):
             raise KeyboardInterrupt("cancelled")
 
     with pytest.raises(KeyboardInterrupt, match="cancelled"):
-        train(small(epochs=5), x[:500], y[:500], on_epoch=stop)
+        train_model(small(epochs=5), x[:500], y[:500], on_epoch=stop)
     assert seen == [1, 2]
-
-
-def test_stratified_split_keeps_class_balance():
-    y = np.repeat(np.arange(10), [100, 200, 50, 50, 50, 50, 50, 50, 50, 350])
-    train_idx, val_idx = stratified_split(y, 0.1, np.random.default_rng(0))
-    assert len(np.intersect1d(train_idx, val_idx)) == 0
-    assert len(train_idx) + len(val_idx) == len(y)
-    np.testing.assert_array_equal(np.bincount(y[val_idx]), [10, 20, 5, 5, 5, 5, 5, 5, 5, 35])
-    assert len(stratified_split(y, 0.0, np.random.default_rng(0))[1]) == 0
 
 
 def test_every_optimizer_and_schedule_learns(digits):
@@ -208,20 +231,14 @@ def test_every_optimizer_and_schedule_learns(digits):
         {"augment": True, "elastic": True, "learning_rate": 3e-3, "dropout": 0.0},
     ]
     for extra in settings:
-        result = train(small(epochs=6, **extra), x, y)
+        result = train_model(small(epochs=6, **extra), x, y)
         assert result.history[-1].val_accuracy > 0.78, (extra, result.history[-1])
 
 
-def test_progress_bar_and_bad_inputs(digits, capsys):
+def test_progress_bar(digits, capsys):
     x, y, _, _ = digits
-    train(small(epochs=1), x[:200], y[:200], progress=True)
+    train_model(small(epochs=1), x[:200], y[:200], progress=True)
     assert "epoch 1/1" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="validation split"):
-        train(small(val_fraction=0.0, early_stopping_patience=2), x[:200], y[:200])
-    with pytest.raises(ValueError, match="n_classes"):
-        train(small(), x[:20], np.full(20, 12))
-    with pytest.raises(ValueError, match="expected x"):
-        train(small(), x[:20], y[:19])
 
 
 def test_divergence_is_an_error_not_silent_nan(digits):
@@ -229,7 +246,7 @@ def test_divergence_is_an_error_not_silent_nan(digits):
     seen = []
     cfg = small(optimizer="sgd", learning_rate=10.0, lr_schedule="constant", dropout=0.0, epochs=5)
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged"):
-        train(cfg, x[:500], y[:500], on_epoch=seen.append)
+        train_model(cfg, x[:500], y[:500], on_epoch=seen.append)
     assert seen and not np.isfinite(seen[-1].train_loss)
 
 
@@ -238,7 +255,7 @@ def test_every_preset_trains(digits, preset):
     """Each preset's architecture/optimizer/augmentation combination runs end to end."""
     x, y, x_test, y_test = digits
     epochs = 40 if preset == "seed-basic" else 2  # full-batch GD: one step per epoch
-    result = train(TrainConfig(preset=preset, epochs=epochs), x[:1000], y[:1000])
+    result = train_model(TrainConfig(preset=preset, epochs=epochs), x[:1000], y[:1000])
     assert len(result.history) == epochs
     assert np.isfinite(result.history[-1].train_loss)
-    assert float(np.mean(result.model.predict(x_test) == y_test)) > 0.2
+    assert accuracy(result.model, x_test, y_test) > 0.2
