@@ -13,7 +13,9 @@ import numpy as np
 
 
 class BatchIterator:
-    """Shuffled mini-batches of `batch_size` rows (the last one takes the remainder).
+    """Shuffled mini-batches of `batch_size` rows (the last one takes the remainder; a remainder
+    of a single row sits that epoch out — a batch of one has no batch statistics for batch norm,
+    and the next shuffle picks another row).
 
     `batch_size` 0 (or at least the number of rows) means full batch: the arrays themselves, in
     their own order (a full-batch gradient does not depend on the order). `rng` reshuffles the
@@ -30,9 +32,14 @@ class BatchIterator:
         """Rows per batch for n rows of data."""
         return n if self.batch_size == 0 or self.batch_size >= n else self.batch_size
 
+    def rows(self, n: int) -> int:
+        """Rows used per epoch out of n (all but a lone trailing row)."""
+        size = self.size(n)
+        return n - 1 if size > 1 and n % size == 1 else n
+
     def steps(self, n: int) -> int:
         """Batches per epoch over n rows."""
-        return -(-n // self.size(n))
+        return -(-self.rows(n) // self.size(n))
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         n = len(y)
@@ -42,7 +49,7 @@ class BatchIterator:
             return
         order = np.arange(n) if self.rng is None else self.rng.permutation(n)
         xb, yb = self._buffers(size, x, y)
-        for start in range(0, n, size):
+        for start in range(0, self.rows(n), size):
             idx = order[start : start + size]
             rows = len(idx)
             yield (

@@ -259,3 +259,29 @@ def test_every_preset_trains(digits, preset):
     assert len(result.history) == epochs
     assert np.isfinite(result.history[-1].train_loss)
     assert accuracy(result.model, x_test, y_test) > 0.2
+
+
+def test_batches_cover_every_row_but_a_lone_trailing_one():
+    """Batch norm cannot train on a batch of one: a trailing single row sits the epoch out."""
+    x = np.arange(21, dtype=np.float32).reshape(21, 1)
+    y = np.arange(21)
+    batches = BatchIterator(5, np.random.default_rng(0))
+    sizes = [len(yb) for _, yb in batches(x, y)]
+    assert sizes == [5, 5, 5, 5] and batches.steps(21) == 4
+    seen = np.concatenate([yb.copy() for _, yb in batches(x[:22], y[:22])])
+    assert len(np.unique(seen)) == 20
+    assert [len(yb) for _, yb in BatchIterator(5)(x[:17], y[:17])] == [5, 5, 5, 2]
+    model = TrainConfig(hidden_layers=[4], batch_norm=True, standardize=False).build_model(
+        input_size=1, n_classes=21
+    )
+    train(
+        model,
+        x,
+        y,
+        epochs=1,
+        batches=batches,
+        loss=SoftmaxCrossEntropy(0.0),
+        optimizer=Adam(model.params, model.grads, decay_size=model.decay_size),
+        schedule=Constant(0.01, epochs=1, steps_per_epoch=4),
+    )
+    assert np.isfinite(model.params).all()
