@@ -321,6 +321,12 @@ def accepted(job_id: str, status: str, model: str, *, replayed: bool = False):
     errors=(400, 401, 413, 415, 422, 429, 503), summary="Queue a training job", tags=("jobs",),
     description="The body is a TrainConfig; a preset fills in what the body does not set. An "
     "Idempotency-Key header makes a retried POST return the job created the first time.",
+    examples={"application/json": {
+        "quick": {"dataset": "mnist", "epochs": 3},
+        "preset": {"model": "digits", "preset": "seed-deep", "epochs": 5, "augment": True},
+        "custom": {"hidden_layers": [256, 128], "optimizer": "adam", "learning_rate": 0.001,
+                   "dropout": 0.2, "batch_size": 128, "epochs": 10, "seed": 1},
+    }},
 )  # fmt: skip
 def submit_job():
     payload = json_object(request.get_data(), request.mimetype)

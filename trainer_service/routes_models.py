@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("models", __name__)
 
 
-NAME = {"type": "string", "pattern": MODEL_NAME_PATTERN}
+NAME = {"type": "string", "pattern": MODEL_NAME_PATTERN, "examples": ["digits"]}
 WRITE_ERRORS = (400, 401, 404, 409, 413, 415, 422, 503)
 
 
@@ -144,6 +144,7 @@ def get_model(name: str):
     bp, "PUT", "/v1/models/{name}/pin", body=VersionBody, responses={200: ModelSummary},
     errors=WRITE_ERRORS, path_params={"name": NAME},
     summary="Pin the version served by default", tags=("models",),
+    examples={"application/json": {"version 1": {"version": 1}}},
 )  # fmt: skip
 def pin(name: str):
     name = _model_name(name)
@@ -169,6 +170,7 @@ def unpin(name: str):
     bp, "PUT", "/v1/models/{name}/aliases/{alias}", body=VersionBody,
     responses={200: ModelSummary}, errors=WRITE_ERRORS, path_params={"name": NAME},
     summary="Point an alias at a version", tags=("models",),
+    examples={"application/json": {"version 2": {"version": 2}}},
 )  # fmt: skip
 def set_alias(name: str, alias: str):
     name = _model_name(name)

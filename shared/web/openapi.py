@@ -73,6 +73,9 @@ class Operation:
     path_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     description: str = ""
+    #: Named request bodies that work as written (documentation, and schemathesis's examples
+    #: phase sends them), keyed by media type: ``{"application/json": {"small": {...}}}``.
+    examples: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def flask_rule(self) -> str:
@@ -167,6 +170,8 @@ def _operation(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
         content["application/json"] = {"schema": _schema(op.body, "validation", refs)}
     for media, schema in op.content.items():
         content[media] = {"schema": dict(schema)}
+    for media, named in op.examples.items():
+        content[media]["examples"] = {name: {"value": value} for name, value in named.items()}
     if content:
         out["requestBody"] = {"required": True, "content": content}
     responses: dict[str, Any] = {}
