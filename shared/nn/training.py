@@ -190,8 +190,8 @@ def train(
     weights are restored. `on_epoch` runs after every epoch; if it raises, training stops and the
     exception propagates. `progress` shows a tqdm bar per epoch on stderr.
     """
-    n = len(y)
-    steps = batches.steps(n)
+    n = batches.rows(len(y))  # rows seen per epoch
+    steps = batches.steps(len(y))
     result = TrainResult(model=model)
     best_key: tuple[float, float] | None = None
     best_state: dict[str, np.ndarray] | None = None
