@@ -723,3 +723,82 @@ def test_unreadable_registry_is_503_not_500(app, client, monkeypatch) -> None:
     resp = client.get("/v1/models")
     assert resp.status_code == 503 and error_of(resp)["code"] == "registry_unavailable"
     assert client.get("/healthz").status_code == 200
+
+
+# ---- the plain-WSGI predict routes: bodies without a length, methods, other input sizes ----------
+
+
+def test_chunked_bodies_are_read_and_bounded(registry, tmp_path) -> None:
+    """A body without Content-Length (chunked, terminated by the server) is read up to
+    MAX_CONTENT_LENGTH; beyond it, a 413."""
+    publish(registry, tmp_path)
+    app = create_app(
+        {"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0,
+         "MAX_CONTENT_LENGTH": 8192}
+    )  # fmt: skip
+    client = app.test_client()
+    terminated = {"wsgi.input_terminated": True}
+    for url in ("/v1/models/digits/predict", "/v1/models/digits/versions/1/predict"):
+        body = orjson.dumps({"instances": BATCH[:1].tolist()})
+        resp = client.post(url, input_stream=io.BytesIO(body), content_type="application/json",
+                           environ_overrides=terminated)  # fmt: skip
+        assert resp.status_code == 200, resp.data[:300]
+        big = orjson.dumps({"instances": BATCH.tolist()})  # > 8 KiB
+        resp = client.post(url, input_stream=io.BytesIO(big), content_type="application/json",
+                           environ_overrides=terminated)  # fmt: skip
+        assert resp.status_code == 413 and error_of(resp)["code"] == "payload_too_large"
+    for method in ("get", "put", "delete"):
+        resp = getattr(client, method)("/v2/models/digits/versions/1/infer")
+        assert resp.status_code == 405 and resp.headers["Allow"] == "POST"
+    text = client.get("/metrics").get_data(as_text=True)
+    assert (
+        'method="POST",route="/v1/models/<name>/versions/<ref>/predict",status="413"} 1.0' in text
+    )
+    assert 'method="GET",route="/v2/models/<name>/versions/<ref>/infer",status="405"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    "url", ["/v2/models/digits/infer", "/v2/models/digits/versions/1/infer"]
+)  # fmt: skip
+@pytest.mark.parametrize("datatype", [{"a": 1}, ["FP32"], 7, None])
+def test_v2_datatype_of_the_wrong_json_type_is_400(client, registry, tmp_path, url, datatype):
+    publish(registry, tmp_path)
+    tensor = {"name": "input", "shape": [1, 784], "datatype": datatype, "data": [0] * 784}
+    resp = post_json(client, url, {"inputs": [tensor]})
+    assert resp.status_code == 400 and error_of(resp)["field"] == "inputs[0].datatype"
+
+
+def test_input_size_comes_from_the_model(client, registry, tmp_path) -> None:
+    """A model taking 50 values: JSON, .npy and V2 bodies of 50 work, 784 is refused naming the
+    field, pictures (28 x 28 by construction) are a 422."""
+    config = TrainConfig(model="small", hidden_layers=[8], dropout=0.0)
+    path = tmp_path / "small.npz"
+    save_model(path, build_model(config, input_dim=50))
+    registry.publish("small", path, {"config": config.public_dict()})
+    x = RNG.integers(0, 256, size=(2, 50))
+    want = expected_proba(registry, "small", 1, x / 255.0)
+
+    resp = post_json(client, "/v1/models/small/predict", {"instances": x.tolist()})
+    assert resp.status_code == 200, resp.data[:300]
+    np.testing.assert_allclose(resp.get_json()["probabilities"], want, rtol=1e-5, atol=1e-7)
+    buf = io.BytesIO()
+    np.save(buf, x.astype(np.uint8))
+    resp = client.post("/v1/models/small/predict", data=buf.getvalue(),
+                       content_type="application/x-npy")  # fmt: skip
+    assert resp.status_code == 200
+    v2 = {"inputs": [{"name": "input", "shape": [2, 50], "datatype": "UINT8",
+                      "data": x.ravel().tolist()}]}  # fmt: skip
+    assert post_json(client, "/v2/models/small/infer", v2).status_code == 200
+    meta = client.get("/v2/models/small").get_json()
+    assert meta["inputs"][0]["shape"] == [-1, 50]
+    assert meta["inputs"][0]["parameters"]["accepted_shapes"] == [[-1, 50]]
+
+    resp = post_json(client, "/v1/models/small/predict", {"instances": [[0] * 784]})
+    assert resp.status_code == 400 and error_of(resp)["field"] == "instances[0]"
+    assert "50" in error_of(resp)["message"]
+    v2["inputs"][0]["shape"] = [1, 28, 28]
+    resp = post_json(client, "/v2/models/small/infer", v2)
+    assert resp.status_code == 400 and error_of(resp)["field"] == "inputs[0].shape"
+    resp = client.post("/v1/models/small/predict", data=digit_picture("png"),
+                       content_type="image/png")  # fmt: skip
+    assert resp.status_code == 422 and error_of(resp)["code"] == "pictures_not_supported"
