@@ -20,8 +20,7 @@ then the folded forward pass runs and the answer is built.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -163,8 +162,7 @@ def infer(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any])
 Handler = Callable[[ServiceState, str, str | None, dict[str, Any]], Reply]
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """A matched request: the route's template (the metrics label), handler, name and ref."""
 
     template: str
