@@ -118,14 +118,17 @@ class TensorParameters(BaseModel):
     )
 
 
+_BATCH = {"type": "integer", "minimum": 1, "description": "N, the number of images"}
 _SHAPE_DOC = {
-    "type": "array",
-    "description": f"[N, input size] or [N, side, side] ([N, {DOC_PIXELS}] or [N, {DOC_SIDE}, "
-    f"{DOC_SIDE}] for an MNIST model; see the model metadata).",
-    "items": {"type": "integer", "minimum": 1},
-    "minItems": 2,
-    "maxItems": 3,
-}
+    "description": f"[N, input size] or [N, side, side]: [N, {DOC_PIXELS}] or [N, {DOC_SIDE}, "
+    f"{DOC_SIDE}] for an MNIST model (the model metadata gives its shapes).",
+    "anyOf": [
+        {"type": "array", "prefixItems": [_BATCH, {"const": DOC_PIXELS}], "items": False,
+         "minItems": 2},
+        {"type": "array", "prefixItems": [_BATCH, {"const": DOC_SIDE}, {"const": DOC_SIDE}],
+         "items": False, "minItems": 3},
+    ],
+}  # fmt: skip
 _DATA_DOC = {
     "description": "Pixels, flat row-major or nested like the shape: FP32 0-1, UINT8 0-255.",
     "type": "array",
