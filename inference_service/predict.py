@@ -310,8 +310,11 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
 
 def answer(st: ServiceState, route: Route, environ: dict[str, Any]) -> Reply | ApiError:
     """The route's answer, or the error to answer with (never raises)."""
-    if environ.get("REQUEST_METHOD") != "POST":
-        return ApiError(405, "method not allowed: use POST", headers={"Allow": "POST"})
+    method = environ.get("REQUEST_METHOD")
+    if method != "POST":
+        if method == "OPTIONS":  # as Flask answers OPTIONS for its own rules
+            return "200 OK", [("Allow", "OPTIONS, POST"), ("Content-Type", "text/plain")], b""
+        return ApiError(405, "method not allowed: use POST", headers={"Allow": "OPTIONS, POST"})
     try:
         return route.handler(st, route.name, route.ref, environ)
     except Exception as exc:  # noqa: BLE001 - the one error table answers it (500s are logged)

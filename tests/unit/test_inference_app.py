@@ -749,7 +749,8 @@ def test_chunked_bodies_are_read_and_bounded(registry, tmp_path) -> None:
         assert resp.status_code == 413 and error_of(resp)["code"] == "payload_too_large"
     for method in ("get", "put", "delete"):
         resp = getattr(client, method)("/v2/models/digits/versions/1/infer")
-        assert resp.status_code == 405 and resp.headers["Allow"] == "POST"
+        assert resp.status_code == 405 and resp.headers["Allow"] == "OPTIONS, POST"
+    assert client.options("/v1/models/digits/predict").headers["Allow"] == "OPTIONS, POST"
     text = client.get("/metrics").get_data(as_text=True)
     assert (
         'method="POST",route="/v1/models/<name>/versions/<ref>/predict",status="413"} 1.0' in text
