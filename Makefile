@@ -38,7 +38,7 @@ bench: install  ## engine speed vs PyTorch, then preset accuracy (~25 min, quiet
 	$(BIN)/python -m benchmarks.accuracy
 
 bench-serving: install  ## HTTP serving vs a bare endpoint, batch, model switch, queue, cold start (~15 min)
-	$(BIN)/python -m benchmarks.serving --variant flask:PREDICT_FAST_PATH=off
+	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.lifecycle
 
 clean:

@@ -870,7 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="LABEL:KEY=VALUE[,KEY=VALUE]",
         help="one more server of ours in the latency rotation, with this environment "
-        "(e.g. flask:PREDICT_FAST_PATH=off)",
+        "(e.g. quiet:ACCESS_LOG=off)",
     )
     p.add_argument(
         "--quiet-wait",

@@ -16,15 +16,22 @@ Routes (all described in ``GET /openapi.json``):
   ``probabilities`` and the ``X-Model-Version`` header.
 * Open Inference Protocol (KServe V2): ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``,
   ``/v2/models/<name>[/versions/<ref>]``, ``.../ready``, ``POST .../infer`` (JSON or binary
-  tensors; FP32 pixels 0-1 or UINT8 0-255; shape [N,784] or [N,28,28]).
+  tensors; FP32 pixels 0-1 or UINT8 0-255; shape [N, input size] or [N, side, side] — [N,784] or
+  [N,28,28] for an MNIST model; the model metadata says which).
 
-Configuration (environment, or the same keys in ``create_app(config)``): MODEL_REGISTRY_DIR,
-REGISTRY_POLL_SECONDS (0.5; 0 = check on every request, no thread), MODEL_CACHE_SIZE (4),
-MAX_BATCH_IMAGES (1024), MAX_CONTENT_LENGTH (16 MiB), LOG_LEVEL (INFO); for gunicorn also
+The predict and infer routes are plain WSGI (``predict.py``), dispatched by path in front of the
+Flask app (``front.py``), which serves everything else; both answer errors from the web kit's one
+table (``shared.web.errors``).
+
+Configuration (environment, or the same keys in ``create_app(config)``; read in ``settings.py``
+only): MODEL_REGISTRY_DIR, REGISTRY_POLL_SECONDS (0.5; 0 = check on every request, no thread),
+MODEL_CACHE_SIZE (4), MAX_BATCH_IMAGES (1024), MAX_CONTENT_LENGTH (16 MiB), LOG_LEVEL (INFO),
+TRAINER_PUBLIC_URL / TRAINER_PORT (the web page's trainer address); for gunicorn also
 INFERENCE_PORT (8000), WEB_CONCURRENCY (2), GUNICORN_THREADS (1 = sync worker, more = gthread) and
 PROMETHEUS_MULTIPROC_DIR (created if unset; give each service its own).
 
-Errors are always ``{"error": {"code", "message", "field"?}}``: 400 bad JSON/shape/values, 404
+Errors are always ``{"error": {"code", "message", "field"?}}``: 400 bad JSON/shape/values or a
+wrong JSON type anywhere (the field is named), 404
 unknown model/version/alias, 405, 409 broken version, 413 body too large or more than
 MAX_BATCH_IMAGES images, 415 content type, 422 empty batch / shape-data mismatch / blank picture.
 """

@@ -1,26 +1,32 @@
-"""Operational routes: liveness, readiness, Prometheus metrics and the OpenAPI document."""
+"""Operational routes: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 
 from flask import Blueprint, Response
 
-from inference_service.context import service
-from inference_service.openapi import spec_bytes
+from inference_service.openapi import api
 from inference_service.responses import json_response
+from inference_service.schemas import Health, Readiness
+from inference_service.state import service
 
 bp = Blueprint("health", __name__)
 
 
-@bp.get("/healthz")
+@api.route(bp, "GET", "/healthz", summary="Liveness: the worker answers", responses={200: Health})
 def healthz() -> Response:
     """Alive: the process answers. Never depends on the registry or models."""
     return json_response({"status": "ok", "pid": os.getpid()})
 
 
-@bp.get("/readyz")
+@api.route(
+    bp,
+    "GET",
+    "/readyz",
+    summary="Readiness: every model's default version is loaded in this worker",
+    responses={200: Readiness, 503: Readiness},
+)
 def readyz() -> Response:
     """200 once the default version of every model in the registry is loaded in this worker.
 
@@ -35,19 +41,13 @@ def readyz() -> Response:
     return json_response(info, status=200 if info["ready"] else 503)
 
 
-@bp.get("/metrics")
+@api.route(
+    bp,
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics (all workers aggregated under gunicorn)",
+    responses={200: "Prometheus text format"},
+)
 def metrics() -> Response:
     body, content_type = service().telemetry.render()
     return Response(body, content_type=content_type)
-
-
-@lru_cache(maxsize=4)
-def _openapi_bytes(max_batch_images: int) -> bytes:
-    return spec_bytes(max_batch_images)
-
-
-@bp.get("/openapi.json")
-def openapi() -> Response:
-    return Response(
-        _openapi_bytes(service().settings.max_batch_images), mimetype="application/json"
-    )

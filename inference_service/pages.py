@@ -12,49 +12,39 @@ the trainer on the same host as the page, port TRAINER_PORT (8001).
 
 from __future__ import annotations
 
-import os
 import typing
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request
+from flask import Blueprint, Response, render_template, request
 
+from inference_service.openapi import api
+from inference_service.state import service
 from shared.config import PRESETS, TrainConfig
+from shared.web.openapi import Answer, Operation
 
 bp = Blueprint("pages", __name__)
 
-CONFIG_KEY = "TRAINER_PUBLIC_URL"
-
-
-class PageSettingsError(ValueError):
-    """TRAINER_PUBLIC_URL is not an http(s) URL."""
-
-
-def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise PageSettingsError(
-            f"TRAINER_PUBLIC_URL={value!r} must be an http(s) URL such as https://trainer.example"
-        )
-    return value.rstrip("/")
-
-
-def init_app(app: Flask) -> None:
-    """Register the page; read and check TRAINER_PUBLIC_URL once (config dict, else env)."""
-    raw = app.config.get(CONFIG_KEY) or os.environ.get(CONFIG_KEY, "")
-    app.config[CONFIG_KEY] = _check_url(raw.strip()) if raw and raw.strip() else ""
-    app.register_blueprint(bp)
+# Flask's own static route serves static/ (the page's script, style sheet and icon).
+api.add(
+    Operation(
+        method="GET",
+        path="/static/{filename}",
+        summary="The web page's static files (script, style sheet, icon)",
+        responses={200: "The file"},
+        errors=(404,),
+    )
+)
 
 
 def _trainer_url() -> str:
-    configured = current_app.config.get(CONFIG_KEY) or ""
-    if configured:
-        return configured
+    settings = service().settings
+    if settings.trainer_public_url:
+        return settings.trainer_public_url
     host = urlsplit(f"//{request.host}").hostname or "127.0.0.1"
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    port = os.environ.get("TRAINER_PORT", "").strip() or "8001"
-    return f"{request.scheme}://{host}:{port}"
+    return f"{request.scheme}://{host}:{settings.trainer_port}"
 
 
 def _choices(field: str) -> list[str]:
@@ -78,7 +68,13 @@ def page_config() -> dict[str, Any]:
     }
 
 
-@bp.get("/")
+@api.route(
+    bp,
+    "GET",
+    "/",
+    summary="The web page: draw a digit, browse versions and reports, train",
+    responses={200: Answer("The HTML page", content={"text/html": {"type": "string"}})},
+)
 def index() -> Response:
     config = page_config()
     html = render_template("index.html", config=config)

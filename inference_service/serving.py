@@ -62,7 +62,18 @@ class Served:
         # per image, see shared/nn/inference.py), not the layer-by-layer one.
         object.__setattr__(self, "plan", InferencePlan(self.loaded.model))
 
+    @property
+    def input_size(self) -> int:
+        """Values per image the model takes (784 for MNIST): what the decoders check."""
+        return int(self.loaded.model.input_size)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.loaded.model.output_size)
+
     def predict_proba(self, x: Any) -> Any:
+        """Class probabilities float32 [N, classes] of x, float32 [N, input_size] in [0, 1] as
+        the decoders return it."""
         return self.plan.predict_proba(x)
 
 

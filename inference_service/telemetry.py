@@ -2,8 +2,9 @@
 
 Under gunicorn every worker is a separate process, so a scrape that lands on one worker would only
 see that worker's numbers. When ``PROMETHEUS_MULTIPROC_DIR`` is set (gunicorn.conf.py sets it to a
-fresh folder if you did not), prometheus_client writes every value to memory-mapped files there
-and ``/metrics`` aggregates all workers with a MultiProcessCollector. Without it (tests, a single
+fresh folder if you did not; the app gets it from its Settings), prometheus_client writes every
+value to memory-mapped files there and ``/metrics`` aggregates all workers with a
+MultiProcessCollector. Without it (tests, a single
 process) the app uses its own CollectorRegistry, so several apps in one process never clash.
 """
 
@@ -29,13 +30,12 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
-def multiprocess_dir() -> str | None:
-    """The multiprocess folder if prometheus_client really runs in multiprocess mode.
+def multiprocess_dir(path: str | None) -> str | None:
+    """`path` (PROMETHEUS_MULTIPROC_DIR) if prometheus_client really runs in multiprocess mode.
 
     The mode is fixed when prometheus_client is first imported, so both the variable and the
     value class must agree; otherwise we fall back to the per-process registry.
     """
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path or not os.path.isdir(path):
         return None
     if getattr(_prom_values.ValueClass, "__name__", "") != "MmapedValue":
@@ -46,8 +46,8 @@ def multiprocess_dir() -> str | None:
 class Telemetry:
     """The service's metrics and how to render them."""
 
-    def __init__(self) -> None:
-        self.multiprocess_dir = multiprocess_dir()
+    def __init__(self, prometheus_multiproc_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir(prometheus_multiproc_dir)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(

@@ -1,33 +1,29 @@
-"""``/v1``: model listing and predictions (JSON pixels or an uploaded picture)."""
+"""``/v1``: model listing (the predict routes are plain WSGI: `inference_service.predict`)."""
 
 from __future__ import annotations
 
-import numpy as np
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
-from inference_service.context import ServiceState, service
-from inference_service.errors import ApiError, bad_request, unprocessable
-from inference_service.responses import dumps, json_response
-from inference_service.serving import Served
-from inference_service.validation import (
-    N_PIXELS,
-    NPY_MEDIA_TYPE,
-    is_json_media_type,
-    parse_npy,
-    parse_v1_json,
-    too_many_images,
-)
+from inference_service.openapi import REGISTRY_ERRORS, api
+from inference_service.responses import json_response
+from inference_service.schemas import PATH_PARAMS, Manifest, ModelDetail, ModelList
+from inference_service.state import service
 from shared.registry import BrokenVersionError
 
-bp = Blueprint("v1", __name__, url_prefix="/v1")
-
-_PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg"})
+bp = Blueprint("v1", __name__)
 
 
 # ---- listing --------------------------------------------------------------------------------
 
 
-@bp.get("/models")
+@api.route(
+    bp,
+    "GET",
+    "/v1/models",
+    summary="Models with their latest, default and pinned version",
+    responses={200: ModelList},
+    errors=(503,),
+)
 def list_models() -> Response:
     st = service()
     reg = st.registry
@@ -58,7 +54,15 @@ def _aliases_by_version(aliases: dict[str, int]) -> dict[int, list[str]]:
     return out
 
 
-@bp.get("/models/<name>")
+@api.route(
+    bp,
+    "GET",
+    "/v1/models/{name}",
+    summary="Every version with metrics, config, aliases, status and whether it is loaded",
+    responses={200: ModelDetail},
+    errors=REGISTRY_ERRORS,
+    path_params=PATH_PARAMS,
+)
 def get_model(name: str) -> Response:
     st = service()
     reg = st.registry
@@ -103,7 +107,15 @@ def get_model(name: str) -> Response:
     )
 
 
-@bp.get("/models/<name>/versions/<ref>")
+@api.route(
+    bp,
+    "GET",
+    "/v1/models/{name}/versions/{ref}",
+    summary="One version's manifest (a number, latest, default or an alias)",
+    responses={200: Manifest},
+    errors=REGISTRY_ERRORS,
+    path_params=PATH_PARAMS,
+)
 def get_version(name: str, ref: str) -> Response:
     st = service()
     reg = st.registry
@@ -118,102 +130,3 @@ def get_version(name: str, ref: str) -> Response:
     manifest["status"] = "ok"
     manifest["loaded"] = st.cache.is_loaded(name, version)
     return json_response(manifest)
-
-
-# ---- predict --------------------------------------------------------------------------------
-
-
-def _pictures(files: list[tuple[str, bytes]], max_images: int) -> np.ndarray:
-    """Uploaded pictures → float32 [N, 784] via the MNIST preprocessing recipe."""
-    from shared.preprocess import PreprocessError, picture_to_mnist  # Pillow: only when needed
-
-    if len(files) > max_images:
-        raise too_many_images(len(files), max_images, "image")
-    out = np.empty((len(files), N_PIXELS), dtype=np.float32)
-    for i, (where, data) in enumerate(files):
-        try:
-            out[i] = picture_to_mnist(data)
-        except PreprocessError as exc:
-            message = f"{where}: {exc}"
-            text = str(exc)
-            if "too large" in text:
-                raise ApiError(413, "image_too_large", message, where) from None
-            if "no ink" in text:
-                raise unprocessable(message, where, code="blank_image") from None
-            raise bad_request(message, where, code="invalid_image") from None
-    return out
-
-
-def parse_array_body(mimetype: str, raw: bytes, max_images: int) -> np.ndarray | None:
-    """A JSON or ``.npy`` predict body as float32 [N, 784] in [0, 1]; None for any other media
-    type. Raises ApiError (a 4xx naming the field) for a body that does not validate."""
-    if is_json_media_type(mimetype):
-        return parse_v1_json(raw, max_images)
-    if mimetype == NPY_MEDIA_TYPE:
-        return parse_npy(raw, max_images)
-    return None
-
-
-def read_images(max_images: int) -> np.ndarray:
-    """The request's images as float32 [N, 784] in [0, 1], whatever the accepted body type."""
-    mimetype = request.mimetype
-    if mimetype in _PICTURE_TYPES:
-        return _pictures([("body", request.get_data(cache=False))], max_images)
-    if mimetype == "multipart/form-data":
-        uploads = request.files.getlist("image")
-        if not uploads:
-            raise bad_request("multipart body needs a file field named 'image'", "image")
-        return _pictures([(f"image[{i}]", f.read()) for i, f in enumerate(uploads)], max_images)
-    x = parse_array_body(mimetype, request.get_data(cache=False), max_images)
-    if x is not None:
-        return x
-    raise ApiError(
-        415,
-        "unsupported_media_type",
-        f"Content-Type {mimetype!r} is not accepted: send application/json, {NPY_MEDIA_TYPE}, "
-        "image/png, image/jpeg or multipart/form-data with an 'image' field",
-        "Content-Type",
-    )
-
-
-def predict_body(st: ServiceState, served: Served, x: np.ndarray) -> bytes:
-    """The JSON answer to a predict request (counted in the metrics). One builder for the Flask
-    view and the WSGI fast path, so both answer byte for byte the same."""
-    proba = np.ascontiguousarray(served.predict_proba(x), dtype=np.float32)
-    body = dumps(
-        {
-            "model": served.name,
-            "model_version": served.version,
-            "predictions": proba.argmax(axis=1),
-            "probabilities": proba,
-        }
-    )
-    st.telemetry.count_images(served.name, served.version, len(x))
-    return body
-
-
-def predict_response(st: ServiceState, served: Served, x: np.ndarray) -> Response:
-    return Response(
-        predict_body(st, served, x),
-        mimetype="application/json",
-        headers={"X-Model-Version": str(served.version)},
-    )
-
-
-#: The predict routes (under /v1); inference_service/fastpath.py answers the same two.
-PREDICT_DEFAULT_RULE = "/models/<name>/predict"
-PREDICT_VERSION_RULE = "/models/<name>/versions/<ref>/predict"
-
-
-@bp.post(PREDICT_DEFAULT_RULE)
-def predict_default(name: str) -> Response:
-    st = service()
-    served = st.cache.get(name)
-    return predict_response(st, served, read_images(st.settings.max_batch_images))
-
-
-@bp.post(PREDICT_VERSION_RULE)
-def predict_version(name: str, ref: str) -> Response:
-    st = service()
-    served = st.cache.get(name, ref)
-    return predict_response(st, served, read_images(st.settings.max_batch_images))

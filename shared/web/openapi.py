@@ -53,7 +53,19 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-Schema = type[BaseModel] | Mapping[str, Any] | str
+@dataclass(frozen=True)
+class Answer:
+    """A documented answer that is more than one JSON body: several media types (a JSON model or
+    a binary alternative), response headers, or a body that is not JSON at all."""
+
+    description: str
+    #: Media type → response model or JSON schema.
+    content: Mapping[str, type[BaseModel] | Mapping[str, Any]] = field(default_factory=dict)
+    #: Response header → its description.
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Schema = type[BaseModel] | Mapping[str, Any] | str | Answer
 
 
 @dataclass(frozen=True)
@@ -132,8 +144,10 @@ def _models(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], str]
             if model is not None:
                 seen[(model, "validation")] = None
         for schema in op.responses.values():
-            if isinstance(schema, type):
-                seen[(schema, "serialization")] = None
+            media = schema.content.values() if isinstance(schema, Answer) else (schema,)
+            for one in media:
+                if isinstance(one, type):
+                    seen[(one, "serialization")] = None
     return list(seen)
 
 
@@ -179,6 +193,9 @@ def _operation(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
         if isinstance(schema, str):
             responses[str(status)] = {"description": schema}
             continue
+        if isinstance(schema, Answer):
+            responses[str(status)] = _answer(schema, refs)
+            continue
         body = _schema(schema, "serialization", refs) if isinstance(schema, type) else dict(schema)
         responses[str(status)] = {
             "description": (schema.__doc__ or "OK").strip().splitlines()[0]
@@ -193,6 +210,25 @@ def _operation(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
             "content": error_schema,
         }
     out["responses"] = responses
+    return out
+
+
+def _answer(answer: Answer, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": answer.description}
+    if answer.headers:
+        out["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in answer.headers.items()
+        }
+    if answer.content:
+        out["content"] = {
+            media: {
+                "schema": _schema(schema, "serialization", refs)
+                if isinstance(schema, type)
+                else dict(schema)
+            }
+            for media, schema in answer.content.items()
+        }
     return out
 
 

@@ -46,15 +46,15 @@ def test_parse_wrk_and_smaps() -> None:
 
 
 def test_bodies_are_what_the_service_accepts() -> None:
-    from inference_service.validation import parse_npy, parse_v1_json, parse_v2_infer
+    from inference_service.decoders import decode_instances, decode_npy, decode_v2
 
     x = serving.sample_images(3)
     assert x.shape == (3, 784) and x.dtype == np.uint8
     want = x / 255.0
-    np.testing.assert_allclose(parse_v1_json(serving.json_body(x), 1024), want, rtol=1e-6)
-    np.testing.assert_allclose(parse_npy(serving.npy_body(x), 1024), want, rtol=1e-6)
+    np.testing.assert_allclose(decode_instances(serving.json_body(x), 784, 1024), want, rtol=1e-6)
+    np.testing.assert_allclose(decode_npy(serving.npy_body(x), 784, 1024), want, rtol=1e-6)
     body, length = serving.v2_binary_body(x)
-    req = parse_v2_infer(body, length, 1024)
+    req = decode_v2(body, length, 784, 1024)
     np.testing.assert_allclose(req.x, want, rtol=1e-6)
     assert req.outputs == {"probabilities": True, "predictions": True}
 
@@ -73,7 +73,7 @@ def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
             "--batches", "4",
             "--cold-repeats", "1", "--versions", "3",
             "--quiet-wait", "0",
-            "--variant", "flask:PREDICT_FAST_PATH=off",
+            "--variant", "quiet:ACCESS_LOG=off",
             "--out", str(out),
         ]
     )  # fmt: skip
@@ -86,9 +86,9 @@ def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
             assert point[label]["requests"] > 0 and point[label]["errors"] == 0, point
             assert 0 < point[label]["p50_us"] <= point[label]["p99_us"]
         assert point["throughput_ratio"] > 0
-        flask = point["variants"]["ours[flask]"]  # the same service with the fast path off
-        assert flask["requests"] > 0 and flask["errors"] == 0 and flask["throughput_ratio"] > 0
-    assert results["latency"]["variants"] == {"flask": {"PREDICT_FAST_PATH": "off"}}
+        quiet = point["variants"]["ours[quiet]"]  # the same service without its access log
+        assert quiet["requests"] > 0 and quiet["errors"] == 0 and quiet["throughput_ratio"] > 0
+    assert results["latency"]["variants"] == {"quiet": {"ACCESS_LOG": "off"}}
 
     batch = results["batch"]["points"]
     assert set(batch) == {"4"}

@@ -9,6 +9,7 @@ test).
 from __future__ import annotations
 
 import io
+import re
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +18,9 @@ import numpy as np
 import orjson
 import pytest
 from PIL import Image, ImageDraw
+from werkzeug.exceptions import NotFound
 
+from inference_service import predict
 from inference_service.app import create_app
 from inference_service.serving import ModelCache
 from shared.config import TrainConfig
@@ -569,7 +572,7 @@ def test_v2_errors(client, registry, tmp_path) -> None:
     resp = post_json(
         client, url, {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP16"}]}
     )
-    assert resp.status_code == 422
+    assert resp.status_code == 400 and error_of(resp)["field"] == "inputs[0].datatype"
     resp = client.post(url, data=b"abc", content_type="text/csv")
     assert resp.status_code == 415
     resp = client.post(url, data=b"{}", headers={"Inference-Header-Content-Length": "99"})
@@ -643,7 +646,9 @@ def test_metrics(client, registry, tmp_path) -> None:
     assert "digitflow_inference_request_duration_seconds_bucket" in text
 
 
-def test_openapi_describes_every_route(client, app) -> None:
+def test_openapi_documents_every_route_and_routes_every_documented_one(client, app) -> None:
+    """Flask rules and the plain-WSGI predict routes together are exactly the documented
+    operations; no path is served by both; error answers are documented with the kit's body."""
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     documented = {
@@ -654,19 +659,34 @@ def test_openapi_describes_every_route(client, app) -> None:
     }
     routed = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
-        path = rule.rule.replace("<", "{").replace(">", "}")
-        for method in rule.methods - {"HEAD", "OPTIONS"}:
-            routed.add((path, method))
-    assert documented == routed
+        path = re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        routed |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    plain = {(op.path, op.method) for op, _ in predict.ROUTES}
+    assert len(plain) == 4 and not plain & routed
+    assert documented == routed | plain
+    adapter = app.url_map.bind("localhost")
+    for op, handler in predict.ROUTES:
+        concrete = op.path.replace("{name}", "digits").replace("{ref}", "latest")
+        route = predict.match(concrete)
+        assert route is not None and route.handler is handler and route.template == op.flask_rule
+        with pytest.raises(NotFound):  # one implementation: Flask has no rule for the path
+            adapter.match(concrete, op.method)
     for path, ops in spec["paths"].items():
         for op in ops.values():
             for status, resp in op["responses"].items():
                 if status.startswith(("4", "5")) and path not in ("/readyz", "/v2/health/ready"):
                     assert resp["content"]["application/json"]["schema"] == {
-                        "$ref": "#/components/schemas/Error"
+                        "$ref": "#/components/schemas/ErrorBody"
                     }, (path, status)
+    media = spec["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]
+    assert set(media) == {
+        "application/json", "application/x-npy", "image/png", "image/jpeg", "multipart/form-data"
+    }  # fmt: skip
+    infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
+    assert set(infer["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
+    assert set(infer["responses"]["200"]["content"]) == {
+        "application/json", "application/octet-stream"
+    }  # fmt: skip
 
 
 def test_never_imports_redis_or_rq(registry, tmp_path) -> None:
@@ -702,3 +722,83 @@ def test_unreadable_registry_is_503_not_500(app, client, monkeypatch) -> None:
     resp = client.get("/v1/models")
     assert resp.status_code == 503 and error_of(resp)["code"] == "registry_unavailable"
     assert client.get("/healthz").status_code == 200
+
+
+# ---- the plain-WSGI predict routes: bodies without a length, methods, other input sizes ----------
+
+
+def test_chunked_bodies_are_read_and_bounded(registry, tmp_path) -> None:
+    """A body without Content-Length (chunked, terminated by the server) is read up to
+    MAX_CONTENT_LENGTH; beyond it, a 413."""
+    publish(registry, tmp_path)
+    app = create_app(
+        {"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0,
+         "MAX_CONTENT_LENGTH": 8192}
+    )  # fmt: skip
+    client = app.test_client()
+    terminated = {"wsgi.input_terminated": True}
+    for url in ("/v1/models/digits/predict", "/v1/models/digits/versions/1/predict"):
+        body = orjson.dumps({"instances": BATCH[:1].tolist()})
+        resp = client.post(url, input_stream=io.BytesIO(body), content_type="application/json",
+                           environ_overrides=terminated)  # fmt: skip
+        assert resp.status_code == 200, resp.data[:300]
+        big = orjson.dumps({"instances": BATCH.tolist()})  # > 8 KiB
+        resp = client.post(url, input_stream=io.BytesIO(big), content_type="application/json",
+                           environ_overrides=terminated)  # fmt: skip
+        assert resp.status_code == 413 and error_of(resp)["code"] == "payload_too_large"
+    for method in ("get", "put", "delete"):
+        resp = getattr(client, method)("/v2/models/digits/versions/1/infer")
+        assert resp.status_code == 405 and resp.headers["Allow"] == "OPTIONS, POST"
+    assert client.options("/v1/models/digits/predict").headers["Allow"] == "OPTIONS, POST"
+    text = client.get("/metrics").get_data(as_text=True)
+    assert (
+        'method="POST",route="/v1/models/<name>/versions/<ref>/predict",status="413"} 1.0' in text
+    )
+    assert 'method="GET",route="/v2/models/<name>/versions/<ref>/infer",status="405"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    "url", ["/v2/models/digits/infer", "/v2/models/digits/versions/1/infer"]
+)  # fmt: skip
+@pytest.mark.parametrize("datatype", [{"a": 1}, ["FP32"], 7, None])
+def test_v2_datatype_of_the_wrong_json_type_is_400(client, registry, tmp_path, url, datatype):
+    publish(registry, tmp_path)
+    tensor = {"name": "input", "shape": [1, 784], "datatype": datatype, "data": [0] * 784}
+    resp = post_json(client, url, {"inputs": [tensor]})
+    assert resp.status_code == 400 and error_of(resp)["field"] == "inputs[0].datatype"
+
+
+def test_input_size_comes_from_the_model(client, registry, tmp_path) -> None:
+    """A model taking 50 values: JSON, .npy and V2 bodies of 50 work, 784 is refused naming the
+    field, pictures (28 x 28 by construction) are a 422."""
+    config = TrainConfig(model="small", hidden_layers=[8], dropout=0.0)
+    path = tmp_path / "small.npz"
+    save_model(path, config.build_model(input_size=50))
+    registry.publish("small", path, {"config": config.public_dict()})
+    x = RNG.integers(0, 256, size=(2, 50))
+    want = expected_proba(registry, "small", 1, x / 255.0)
+
+    resp = post_json(client, "/v1/models/small/predict", {"instances": x.tolist()})
+    assert resp.status_code == 200, resp.data[:300]
+    np.testing.assert_allclose(resp.get_json()["probabilities"], want, rtol=1e-5, atol=1e-7)
+    buf = io.BytesIO()
+    np.save(buf, x.astype(np.uint8))
+    resp = client.post("/v1/models/small/predict", data=buf.getvalue(),
+                       content_type="application/x-npy")  # fmt: skip
+    assert resp.status_code == 200
+    v2 = {"inputs": [{"name": "input", "shape": [2, 50], "datatype": "UINT8",
+                      "data": x.ravel().tolist()}]}  # fmt: skip
+    assert post_json(client, "/v2/models/small/infer", v2).status_code == 200
+    meta = client.get("/v2/models/small").get_json()
+    assert meta["inputs"][0]["shape"] == [-1, 50]
+    assert meta["inputs"][0]["parameters"]["accepted_shapes"] == [[-1, 50]]
+
+    resp = post_json(client, "/v1/models/small/predict", {"instances": [[0] * 784]})
+    assert resp.status_code == 400 and error_of(resp)["field"] == "instances[0]"
+    assert "50" in error_of(resp)["message"]
+    v2["inputs"][0]["shape"] = [1, 28, 28]
+    resp = post_json(client, "/v2/models/small/infer", v2)
+    assert resp.status_code == 400 and error_of(resp)["field"] == "inputs[0].shape"
+    resp = client.post("/v1/models/small/predict", data=digit_picture("png"),
+                       content_type="image/png")  # fmt: skip
+    assert resp.status_code == 422 and error_of(resp)["code"] == "pictures_not_supported"

@@ -1,5 +1,5 @@
 """The binary /v1 predict body (``Content-Type: application/x-npy``), the JSON fast path for
-integer pixels, and request accounting without Flask hooks."""
+integer pixels, and request accounting for every route."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from inference_service.validation import parse_npy, parse_v1_json
+from inference_service.decoders import decode_instances, decode_npy
+from shared.web.errors import ApiError
 from tests.unit.test_inference_app import (  # noqa: F401 - fixtures
     app,
     client,
@@ -23,6 +24,10 @@ RNG = np.random.default_rng(3)
 IMAGES = RNG.integers(0, 256, size=(5, 784)).astype(np.uint8)
 URL = "/v1/models/digits/predict"
 NPY = "application/x-npy"
+
+
+def parse_v1_json(raw: bytes, max_images: int) -> np.ndarray:
+    return decode_instances(raw, 784, max_images)
 
 
 def npy(array: np.ndarray) -> bytes:
@@ -59,7 +64,7 @@ def test_npy_body_predicts_like_the_model(client, registry, tmp_path, array) -> 
 
 
 def test_npy_matches_json_exactly() -> None:
-    x_npy = parse_npy(npy(IMAGES), 1024)
+    x_npy = decode_npy(npy(IMAGES), 784, 1024)
     x_json = parse_v1_json(orjson.dumps({"instances": IMAGES.tolist()}), 1024)
     assert x_npy.dtype == x_json.dtype == np.float32
     np.testing.assert_array_equal(x_npy, x_json)
@@ -179,15 +184,13 @@ def test_json_fast_path_equals_general_path(instances) -> None:
     ],
 )
 def test_json_bad_values_are_still_named(instances, scale, field) -> None:
-    from inference_service.errors import ApiError
-
     with pytest.raises(ApiError) as info:
         parse_v1_json(orjson.dumps({"instances": instances, "scale": scale}), 1024)
     assert info.value.status == 400
     assert info.value.field == field, info.value.message
 
 
-# ---- request accounting (no before/after_request hooks) ------------------------------------------
+# ---- request accounting (the front counts every request, Flask's and plain WSGI's) ------------------------------------------
 
 
 def test_every_request_is_counted_even_a_500(app, client, registry, tmp_path) -> None:  # noqa: F811

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from inference_service.app import create_app
-from inference_service.pages import PageSettingsError
 from shared.config import TrainConfig
 from shared.metrics import evaluate
 from shared.modelfile import save_model
 from shared.registry import Registry
 from shared.reports import FIGURE_PIXELS, REPORT_FILES, write_report
+from shared.web.settings import SettingsError
 
 INFERENCE_DIR = Path(__file__).resolve().parents[2] / "inference_service"
 
@@ -178,7 +178,7 @@ def test_trainer_public_url_is_configurable_and_checked(registry, monkeypatch) -
     r = create_app(settings).test_client().get("/")
     assert _config(r.get_data(as_text=True))["trainer_url"] == "http://10.0.0.5:9001"
     for bad in ("trainer:8001", "ftp://x", "http://x/?a=1"):
-        with pytest.raises(PageSettingsError, match="TRAINER_PUBLIC_URL"):
+        with pytest.raises(SettingsError, match="TRAINER_PUBLIC_URL"):
             create_app({**settings, "TRAINER_PUBLIC_URL": bad})
 
 

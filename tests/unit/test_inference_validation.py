@@ -1,4 +1,5 @@
-"""Parsing and validation of pixel payloads (V1 JSON, V2 JSON and binary), without a model."""
+"""The decoders of pixel payloads (V1 JSON, V2 JSON and binary) for a 784-input model, and the
+settings, without an app."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import numpy as np
 import orjson
 import pytest
 
-from inference_service.errors import ApiError
-from inference_service.settings import Settings, SettingsError
-from inference_service.validation import parse_v1_json, parse_v2_infer
+from inference_service.decoders import decode_instances, decode_v2
+from inference_service.settings import Settings
+from shared.web.errors import ApiError
+from shared.web.settings import SettingsError
 
 RNG = np.random.default_rng(0)
 IMG = RNG.integers(0, 256, size=784)
+
+
+def parse_v1_json(raw: bytes, max_images: int) -> np.ndarray:
+    return decode_instances(raw, 784, max_images)
+
+
+def parse_v2_infer(body: bytes, header: str | None, max_images: int):
+    return decode_v2(body, header, 784, max_images)
 
 
 def v1(payload: object, max_images: int = 1024) -> np.ndarray:
@@ -90,10 +100,10 @@ def test_malformed_json_is_400(raw: bytes, code: str) -> None:
 @pytest.mark.parametrize(
     ("payload", "field", "fragment"),
     [
-        ([1, 2], None, "JSON object"),
-        ({}, "instances", "missing"),
+        ([1, 2], "(body)", "valid dictionary"),
+        ({}, "instances", "Field required"),
         ({"instances": [IMG.tolist()], "extra": 1}, "extra", "unknown field"),
-        ({"instances": "x"}, "instances", "list of images"),
+        ({"instances": "x"}, "instances", "valid list"),
         ({"instances": [IMG.tolist()], "scale": "percent"}, "scale", "scale"),
         ({"instances": [IMG.tolist()], "scale": 1}, "scale", "scale"),
         ({"instances": [[1, 2, 3]]}, "instances[0]", "3 values"),
@@ -269,11 +279,13 @@ def test_v2_binary_size_mismatches() -> None:
         (orjson.dumps({"inputs": [1]}), 400, "inputs[0]"),
         (orjson.dumps({"id": 5, "inputs": []}), 400, "id"),
         (v2_json([0] * 784, [1, 784]).replace(b'"input"', b'"pixels"'), 400, "inputs[0].name"),
-        (v2_json([0] * 784, [1, 784], "FP64"), 422, "inputs[0].datatype"),
+        (v2_json([0] * 784, [1, 784], "FP64"), 400, "inputs[0].datatype"),
+        (v2_json([0] * 784, [1, 784], {"FP32": 1}), 400, "inputs[0].datatype"),
+        (v2_json([0] * 784, [1, 784], ["FP32"]), 400, "inputs[0].datatype"),
         (v2_json([0] * 784, [784]), 400, "inputs[0].shape"),
         (v2_json([0] * 784, [1, 783]), 400, "inputs[0].shape"),
         (v2_json([0] * 784, [0, 784]), 400, "inputs[0].shape"),
-        (v2_json([0] * 784, [1, "784"]), 400, "inputs[0].shape"),
+        (v2_json([0] * 784, [1, "784"]), 400, "inputs[0].shape[1]"),
         (v2_json([0] * 783, [1, 784]), 422, "inputs[0].data"),
         (v2_json([0] * 784, [2, 784]), 422, "inputs[0].data"),
         (v2_json([0] * 783 + [2], [1, 784]), 400, "inputs[0].data[783] (flat index)"),
@@ -294,8 +306,8 @@ def test_v2_binary_size_mismatches() -> None:
 def test_v2_errors(body: bytes, status: int, field: str | None) -> None:
     err = v2_error(body)
     assert err.status == status, err.message
-    if field is not None:
-        assert err.field == field
+    if field is not None:  # the first bad field, or one of them (pydantic names every one)
+        assert field in [err.field, *(f["field"] for f in err.details.get("fields", []))]
 
 
 def test_v2_too_many_images() -> None:
@@ -306,7 +318,7 @@ def test_v2_too_many_images() -> None:
 # ---- settings -----------------------------------------------------------------------------------
 
 
-def test_settings_from_env_and_overrides(tmp_path) -> None:
+def test_settings_from_env_and_overrides(tmp_path, monkeypatch) -> None:
     env = {
         "MODEL_REGISTRY_DIR": str(tmp_path),
         "REGISTRY_POLL_SECONDS": "0.25",
@@ -315,13 +327,15 @@ def test_settings_from_env_and_overrides(tmp_path) -> None:
         "MAX_CONTENT_LENGTH": "4096",
         "LOG_LEVEL": "debug",
     }
-    s = Settings.load(None, env)
+    assert Settings.load().registry_poll_seconds == 0.5
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = Settings.load()
     assert s.model_registry_dir == tmp_path
     assert (s.registry_poll_seconds, s.model_cache_size, s.max_batch_images) == (0.25, 3, 7)
     assert (s.max_content_length, s.log_level) == (4096, "DEBUG")
-    s = Settings.load({"MAX_BATCH_IMAGES": 9}, env)
+    s = Settings.load({"MAX_BATCH_IMAGES": 9})
     assert s.max_batch_images == 9
-    assert Settings.load(None, {}).registry_poll_seconds == 0.5
 
 
 @pytest.mark.parametrize(
@@ -333,11 +347,14 @@ def test_settings_from_env_and_overrides(tmp_path) -> None:
         ("REGISTRY_POLL_SECONDS", "nan"),
         ("MAX_BATCH_IMAGES", "1.5"),
         ("LOG_LEVEL", "LOUD"),
+        ("TRAINER_PUBLIC_URL", "ftp://trainer"),
+        ("TRAINER_PORT", "70000"),
     ],
 )
-def test_bad_settings_fail_fast(name: str, value: str) -> None:
+def test_bad_settings_fail_fast(name: str, value: str, monkeypatch) -> None:
+    monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
-        Settings.load(None, {name: value})
+        Settings.load()
 
 
 def test_v2_integral_floats_count_as_integers() -> None:
@@ -349,5 +366,5 @@ def test_v2_integral_floats_count_as_integers() -> None:
     body = body.replace(b'"binary_data_size":3136', b'"binary_data_size":3136.0')
     header = str(int(header) + 2)
     assert parse_v2_infer(body, header, 10).x.shape == (1, 784)
-    assert v2_error(v2_json([0] * 784, [1.5, 784])).field == "inputs[0].shape"
-    assert v2_error(v2_json([0] * 784, [True, 784])).field == "inputs[0].shape"
+    assert v2_error(v2_json([0] * 784, [1.5, 784])).field == "inputs[0].shape[0]"
+    assert v2_error(v2_json([0] * 784, [True, 784])).field == "inputs[0].shape[0]"

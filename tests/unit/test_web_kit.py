@@ -114,3 +114,35 @@ def test_routes_are_registered_and_documented_from_one_declaration() -> None:
     assert answer.status_code == 500 and answer.get_json()["error"]["code"] == "internal_error"
     missing = client.get("/nope")
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+
+
+def test_an_answer_documents_several_media_types_and_headers() -> None:
+    from shared.web.openapi import Answer, Operation
+
+    class Result(BaseModel):
+        value: int
+
+    api = Api("test", "1")
+    api.add(
+        Operation(
+            method="POST",
+            path="/run",
+            summary="run",
+            content={"application/octet-stream": {"type": "string", "format": "binary"}},
+            responses={
+                200: Answer(
+                    "done",
+                    content={"application/json": Result, "application/octet-stream": {}},
+                    headers={"X-Version": "which version answered"},
+                )
+            },
+        )
+    )
+    doc = api.document()
+    ok = doc["paths"]["/run"]["post"]["responses"]["200"]
+    assert ok["description"] == "done" and set(ok["headers"]) == {"X-Version"}
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/Result")
+    assert "Result" in doc["components"]["schemas"]
+    assert set(doc["paths"]["/run"]["post"]["requestBody"]["content"]) == {
+        "application/octet-stream"
+    }

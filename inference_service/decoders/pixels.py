@@ -1,0 +1,128 @@
+"""What every decoder shares: the pixel range check that names the first bad value, the one
+0-255 → [0, 1] scaling, the accepted image shapes of a model, the JSON reader and the batch
+errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from shared.web.errors import ApiError
+from shared.web.validation import validation_error
+
+#: Largest pixel value of each JSON scale / V2 datatype / .npy dtype kind.
+RAW_MAX = 255.0
+UNIT_MAX = 1.0
+
+_NUMBER_TYPES = (int, float)
+
+M = TypeVar("M", bound=BaseModel)
+#: Where a bad value sits: (image n, pixel k) → a field path.
+Locate = Callable[[int, int], str]
+
+
+def to_unit(arr: np.ndarray, high: float) -> np.ndarray:
+    """Pixels 0..`high` (already range-checked) as float32 in [0, 1]: the one place 0-255 pixels
+    are scaled."""
+    if high == UNIT_MAX:
+        return arr.astype(np.float32, copy=False)
+    return np.multiply(arr, np.float32(1.0 / RAW_MAX), dtype=np.float32)
+
+
+def side_of(input_size: int) -> int | None:
+    """The side of a square image of `input_size` pixels (28 for 784), else None."""
+    side = math.isqrt(input_size)
+    return side if side * side == input_size and side > 1 else None
+
+
+def shapes_text(input_size: int) -> str:
+    side = side_of(input_size)
+    return f"[N, {input_size}]" + (f" or [N, {side}, {side}]" if side else "")
+
+
+def too_many_images(count: int, limit: int, where: str) -> ApiError:
+    return ApiError(
+        413,
+        f"{count} images in one request; MAX_BATCH_IMAGES is {limit}",
+        code="too_many_images",
+        field=where,
+    )
+
+
+def empty_batch(where: str) -> ApiError:
+    return ApiError(
+        422, f"{where} holds no image: send at least one", code="empty_batch", field=where
+    )
+
+
+def check_range(arr: np.ndarray, high: float, locate: Locate) -> None:
+    """A 400 naming the first value of `arr` ([N, size]) that is NaN, infinite or outside
+    [0, high]."""
+    # Two reductions on the happy path; NaN propagates through min/max and fails both tests.
+    if arr.min() >= 0 and arr.max() <= high:
+        return
+    ok = (arr >= 0) & (arr <= high)  # NaN compares False, so it is located here too
+    n, k = (int(i) for i in np.argwhere(~ok)[0])
+    value = arr[n, k]
+    where = locate(n, k)
+    if not np.isfinite(value):
+        message = f"{where} is {value!r}: pixel values must be finite numbers"
+    else:
+        shown = int(value) if float(value).is_integer() else float(value)
+        message = f"{where} = {shown} is out of range [0, {high:g}]"
+    raise ApiError(400, message, field=where)
+
+
+def load_json(raw: bytes, what: str) -> Any:
+    """orjson (strict: NaN/Infinity literals and numbers overflowing a double are refused)."""
+    if not raw:
+        raise ApiError(400, f"{what} is empty; expected a JSON object", code="malformed_json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"{what} is not valid JSON: {exc}", code="malformed_json") from None
+
+
+def validate(model: type[M], payload: Any, what: str) -> M:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_error(exc, what, status=400) from None
+
+
+def describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return type(value).__name__
+
+
+def is_number(value: Any) -> bool:
+    return type(value) in _NUMBER_TYPES  # bool is a subclass of int: excluded on purpose
+
+
+def has_bool(values: Any) -> bool:
+    """True if a (nested) list holds a JSON boolean: NumPy would silently turn it into 0/1."""
+    if isinstance(values, list):
+        if values and isinstance(values[0], list):
+            return any(has_bool(v) for v in values)
+        return bool in map(type, values)
+    return isinstance(values, bool)
+
+
+def index_path(path: str, n: int, k: int, side: int | None) -> str:
+    if side:
+        return f"{path}[{n}][{k // side}][{k % side}]"
+    return f"{path}[{n}][{k}]"

@@ -1,0 +1,334 @@
+"""The predict and infer routes, as a plain WSGI application: their one implementation.
+
+    POST /v1/models/{name}/predict              POST /v2/models/{name}/infer
+    POST /v1/models/{name}/versions/{ref}/predict   POST /v2/models/{name}/versions/{ref}/infer
+
+Why not Flask views: over HTTP on the 2-core box, Flask's per-request machinery (contexts,
+routing, the response object, teardown) costs ~110 µs, as much as the forward pass of the
+default model (BENCHMARKS.md §3), and these routes are the service's hot path. So
+`inference_service.front` dispatches their paths here, in front of the Flask app that serves
+everything else. Every request to these paths — each media type, each method, each error — is
+answered here: success with a plain WSGI answer, failure with the web kit's
+``ApiError.response()`` (the same error table as the Flask routes). The routes are documented
+with ``api.add``, like the Flask ones with ``api.route``.
+
+A request: the model is looked up first (an unknown model is a 404 whatever the body), the body is
+decoded by the decoder of its media type (`inference_service.decoders`) for the model's input size,
+then the folded forward pass runs and the answer is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Request
+from werkzeug.wsgi import get_input_stream
+
+from inference_service import decoders
+from inference_service.openapi import REGISTRY_ERRORS, api
+from inference_service.responses import dumps
+from inference_service.schemas import (
+    PATH_PARAMS,
+    PREDICT_JSON_DOC,
+    PredictResponse,
+    V2InferRequest,
+    V2InferResponse,
+)
+from inference_service.serving import Served
+from inference_service.state import ServiceState
+from shared.web.errors import ApiError, to_api_error
+from shared.web.openapi import Answer, Operation
+
+StartResponse = Callable[..., Any]
+#: (status line, headers, body) of an answer.
+Reply = tuple[str, list[tuple[str, str]], bytes]
+
+PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg"})
+MULTIPART = "multipart/form-data"
+MODEL_VERSION = "X-Model-Version"
+_BINARY = {"type": "string", "format": "binary"}
+_PICTURE = {**_BINARY, "description": "A picture of a digit (MNIST-style preprocessing)."}
+
+
+def is_json(mimetype: str) -> bool:
+    """Whether a body is read as JSON (a missing Content-Type counts as JSON)."""
+    return mimetype in ("application/json", "") or mimetype.endswith("+json")
+
+
+# ---- /v1 predict --------------------------------------------------------------------------------
+
+
+def read_images(
+    environ: dict[str, Any], mimetype: str, served: Served, settings: Any
+) -> np.ndarray:
+    """The request's images for `served`, whatever the accepted media type."""
+    size, limit = served.input_size, settings.max_batch_images
+    if mimetype == MULTIPART:
+        form = Request(environ)
+        form.max_content_length = form.max_form_memory_size = settings.max_content_length
+        uploads = form.files.getlist("image")
+        if not uploads:
+            raise ApiError(400, "multipart body needs a file field named 'image'", field="image")
+        pictures = [(f"image[{i}]", f.read()) for i, f in enumerate(uploads)]
+        return decoders.decode_pictures(pictures, size, limit)
+    body = read_body(environ, settings.max_content_length)
+    if is_json(mimetype):
+        return decoders.decode_instances(body, size, limit)
+    if mimetype == decoders.NPY_MEDIA_TYPE:
+        return decoders.decode_npy(body, size, limit)
+    if mimetype in PICTURE_TYPES:
+        return decoders.decode_pictures([("body", body)], size, limit)
+    raise ApiError(
+        415,
+        f"Content-Type {mimetype!r} is not accepted: send application/json, "
+        f"{decoders.NPY_MEDIA_TYPE}, image/png, image/jpeg or multipart/form-data with an "
+        "'image' field",
+        field="Content-Type",
+    )
+
+
+def predict(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any]) -> Reply:
+    served = st.cache.get(name, ref)
+    x = read_images(environ, _mimetype(environ), served, st.settings)
+    proba = served.predict_proba(x)
+    body = dumps(
+        {
+            "model": served.name,
+            "model_version": served.version,
+            "predictions": proba.argmax(axis=1),
+            "probabilities": proba,
+        }
+    )
+    st.telemetry.count_images(served.name, served.version, len(x))
+    headers = [("Content-Type", "application/json"), (MODEL_VERSION, str(served.version))]
+    return "200 OK", headers, body
+
+
+# ---- /v2 infer ----------------------------------------------------------------------------------
+
+
+def infer(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any]) -> Reply:
+    served = st.cache.get(name, ref)
+    header = environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
+    mimetype = _mimetype(environ)
+    if header is None and not is_json(mimetype):
+        raise ApiError(
+            415,
+            f"Content-Type {mimetype!r} is not accepted: send application/json, or the binary "
+            f"tensor extension with an {decoders.V2_HEADER_LENGTH} header",
+            field="Content-Type",
+        )
+    body = read_body(environ, st.settings.max_content_length)
+    req = decoders.decode_v2(body, header, served.input_size, st.settings.max_batch_images)
+    proba = served.predict_proba(req.x)
+    tensors = {
+        "probabilities": ("FP32", proba, np.dtype("<f4")),
+        "predictions": ("INT64", proba.argmax(axis=1).astype(np.int64), np.dtype("<i8")),
+    }
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for out_name, binary in req.outputs.items():
+        datatype, arr, wire = tensors[out_name]
+        entry: dict[str, Any] = {"name": out_name, "datatype": datatype, "shape": list(arr.shape)}
+        if binary:
+            raw = arr.astype(wire, copy=False).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = arr.reshape(-1)
+        outputs.append(entry)
+    payload: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
+    if req.id is not None:
+        payload["id"] = req.id
+    payload["outputs"] = outputs
+    st.telemetry.count_images(served.name, served.version, len(req.x))
+    version = (MODEL_VERSION, str(served.version))
+    if not chunks:
+        return "200 OK", [("Content-Type", "application/json"), version], dumps(payload)
+    head = dumps(payload)
+    headers = [
+        ("Content-Type", "application/octet-stream"),
+        (decoders.V2_HEADER_LENGTH, str(len(head))),
+        version,
+    ]
+    return "200 OK", headers, b"".join([head, *chunks])
+
+
+# ---- the routes ---------------------------------------------------------------------------------
+
+Handler = Callable[[ServiceState, str, str | None, dict[str, Any]], Reply]
+
+
+class Route(NamedTuple):
+    """A matched request: the route's template (the metrics label), handler, name and ref."""
+
+    template: str
+    handler: Handler
+    name: str
+    ref: str | None
+
+
+_PREDICT_SUMMARY = "Predict with the default version (pinned, else latest)"
+_PREDICT_DESCRIPTION = (
+    "Body: JSON instances (pixels 0-255, or 0-1 with scale unit), a .npy array, a PNG/JPEG "
+    "picture, or multipart image fields (one per picture). At most MAX_BATCH_IMAGES images."
+)
+_PREDICT_CONTENT = {
+    "application/json": PREDICT_JSON_DOC,
+    decoders.NPY_MEDIA_TYPE: {
+        **_BINARY,
+        "description": "A .npy file (numpy.save) of shape [N, input size] or [N, side, side]: "
+        "uint8 pixels 0-255 or float pixels 0-1.",
+    },
+    "image/png": _PICTURE,
+    "image/jpeg": _PICTURE,
+    MULTIPART: {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {**_BINARY, "description": "One picture (repeat the field for a batch)."}
+        },
+    },
+}
+_INFER_DESCRIPTION = (
+    "JSON (V2InferRequest). The binary tensor extension is supported too: send the JSON header "
+    "(inputs with parameters.binary_data_size), its byte length in the "
+    "Inference-Header-Content-Length header, and the raw little-endian tensor bytes right after "
+    "it. Ask for binary outputs with parameters.binary_data_output or "
+    "outputs[].parameters.binary_data; the answer is then application/octet-stream with "
+    "Inference-Header-Content-Length."
+)
+_INFER_CONTENT = {
+    "application/octet-stream": {
+        **_BINARY,
+        "description": "Binary tensor extension: the JSON header (V2InferRequest with "
+        "binary_data_size) then the raw tensor bytes.",
+    }
+}
+_ERRORS = (400, *REGISTRY_ERRORS, 405, 413, 415, 422)
+_VERSION_HEADER = {MODEL_VERSION: "The model version that answered."}
+_PREDICTED = Answer(
+    "Predictions", content={"application/json": PredictResponse}, headers=_VERSION_HEADER
+)
+_INFERRED = Answer(
+    "Inference result (binary outputs: application/octet-stream after the JSON header, whose "
+    "length is in Inference-Header-Content-Length)",
+    content={"application/json": V2InferResponse, "application/octet-stream": _BINARY},
+    headers=_VERSION_HEADER,
+)
+
+#: (operation, handler): the four routes, each documented as it is served.
+ROUTES: tuple[tuple[Operation, Handler], ...] = tuple(
+    (
+        api.add(Operation(method="POST", path=path, summary=summary, path_params=PATH_PARAMS,
+                          errors=_ERRORS, **spec)),
+        handler,
+    )
+    for path, summary, handler, spec in (
+        ("/v1/models/{name}/predict", _PREDICT_SUMMARY, predict,
+         {"content": _PREDICT_CONTENT, "responses": {200: _PREDICTED},
+          "description": _PREDICT_DESCRIPTION}),
+        ("/v1/models/{name}/versions/{ref}/predict",
+         "Predict with a version number, latest, default or an alias", predict,
+         {"content": _PREDICT_CONTENT, "responses": {200: _PREDICTED},
+          "description": _PREDICT_DESCRIPTION}),
+        ("/v2/models/{name}/infer", "Open Inference Protocol infer (default version)", infer,
+         {"body": V2InferRequest, "content": _INFER_CONTENT, "responses": {200: _INFERRED},
+          "description": _INFER_DESCRIPTION}),
+        ("/v2/models/{name}/versions/{ref}/infer",
+         "Open Inference Protocol infer (a version number, latest, default or an alias)", infer,
+         {"body": V2InferRequest, "content": _INFER_CONTENT, "responses": {200: _INFERRED},
+          "description": _INFER_DESCRIPTION}),
+    )
+)  # fmt: skip
+
+
+def match(path: str) -> Route | None:
+    """The route of a WSGI PATH_INFO when it is one of the four, else None (Flask's)."""
+    for prefix, suffix, default, versioned in _PATHS:
+        if not (path.startswith(prefix) and path.endswith(suffix)):
+            continue
+        parts = path[len(prefix) : len(path) - len(suffix)].split("/")
+        if len(parts) == 1 and parts[0]:
+            return Route(default[0], default[1], _text(parts[0]), None)
+        if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+            return Route(versioned[0], versioned[1], _text(parts[0]), _text(parts[2]))
+        return None
+    return None
+
+
+def _paths() -> tuple[tuple[str, str, tuple[str, Handler], tuple[str, Handler]], ...]:
+    by_path = {op.path: (op.flask_rule, handler) for op, handler in ROUTES}
+    out = []
+    for api_prefix, verb in (("/v1", "predict"), ("/v2", "infer")):
+        prefix, suffix = f"{api_prefix}/models/", f"/{verb}"
+        out.append(
+            (
+                prefix,
+                suffix,
+                by_path[f"{prefix}{{name}}{suffix}"],
+                by_path[f"{prefix}{{name}}/versions/{{ref}}{suffix}"],
+            )
+        )
+    return tuple(out)
+
+
+_PATHS = _paths()
+
+
+def _text(segment: str) -> str:
+    """A path segment as text: WSGI gives the URL's bytes as latin-1 (werkzeug decodes them as
+    UTF-8 for Flask routes; so do we)."""
+    if segment.isascii():
+        return segment
+    return segment.encode("latin-1").decode("utf-8", "replace")
+
+
+def _mimetype(environ: dict[str, Any]) -> str:
+    return environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+
+
+def read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """The request body, at most `limit` bytes (413 beyond), chunked bodies included."""
+    length = environ.get("CONTENT_LENGTH", "")
+    if length.isdigit():  # the common case: read exactly that much
+        n = int(length)
+        if n > limit:
+            raise to_api_error(RequestEntityTooLarge(), max_content_length=limit)
+        body = environ["wsgi.input"].read(n)
+        if len(body) != n:
+            raise ApiError(400, f"the body ended after {len(body)} of {n} bytes")
+        return body
+    try:
+        return get_input_stream(environ, max_content_length=limit).read()
+    except HTTPException as exc:
+        raise to_api_error(exc, max_content_length=limit) from None
+
+
+def answer(st: ServiceState, route: Route, environ: dict[str, Any]) -> Reply | ApiError:
+    """The route's answer, or the error to answer with (never raises)."""
+    method = environ.get("REQUEST_METHOD")
+    if method != "POST":
+        if method == "OPTIONS":  # as Flask answers OPTIONS for its own rules
+            return "200 OK", [("Allow", "OPTIONS, POST"), ("Content-Type", "text/plain")], b""
+        return ApiError(405, "method not allowed: use POST", headers={"Allow": "OPTIONS, POST"})
+    try:
+        return route.handler(st, route.name, route.ref, environ)
+    except Exception as exc:  # noqa: BLE001 - the one error table answers it (500s are logged)
+        return to_api_error(exc, max_content_length=st.settings.max_content_length)
+
+
+def respond(
+    reply: Reply | ApiError, environ: dict[str, Any], start_response: StartResponse
+) -> tuple[int, Iterable[bytes]]:
+    """Send `reply`: (status code, WSGI body)."""
+    if isinstance(reply, ApiError):
+        response = reply.response()
+        return response.status_code, response(environ, start_response)
+    status, headers, body = reply
+    headers.append(("Content-Length", str(len(body))))
+    start_response(status, headers)
+    return int(status[:3]), [body]

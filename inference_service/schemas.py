@@ -1,0 +1,341 @@
+"""The request bodies (pydantic models that validate them) and the answers (models that document
+them), from which ``/openapi.json`` is generated.
+
+Request models check the JSON *structure* — every field's type, unknown fields, allowed values —
+and name the field of any mistake. The pixel arrays inside them (``instances``, a tensor's
+``data``) are typed ``Any`` here and read by `inference_service.decoders` with orjson and NumPy:
+validating 784 numbers per image through pydantic costs ~10× more than the vectorised check, and
+the accepted shape depends on the served model's input size. Their documented schema (an MNIST
+model's: 784 pixels or 28 rows of 28) is attached with ``WithJsonSchema``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
+
+from shared.config import MODEL_NAME_PATTERN
+
+#: What the document shows for pixel arrays (the decoders read the served model's input size).
+DOC_SIDE = 28
+DOC_PIXELS = DOC_SIDE * DOC_SIDE
+
+
+def _pixels(maximum: float) -> dict[str, Any]:
+    return {"type": "number", "minimum": 0, "maximum": maximum}
+
+
+def _image(maximum: float) -> dict[str, Any]:
+    row = {"type": "array", "minItems": DOC_SIDE, "maxItems": DOC_SIDE}
+    return {
+        "description": f"One image: the model's input size of pixel values ({DOC_PIXELS} for an "
+        f"MNIST model), or {DOC_SIDE} rows of {DOC_SIDE} when that size is a square.",
+        "oneOf": [
+            {"type": "array", "minItems": DOC_PIXELS, "maxItems": DOC_PIXELS,
+             "items": _pixels(maximum)},
+            {**row, "items": {**row, "items": _pixels(maximum)}},
+        ],
+    }  # fmt: skip
+
+
+def _images(maximum: float) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "minItems": 1,
+        "description": "Images (at most MAX_BATCH_IMAGES).",
+        "items": _image(maximum),
+    }
+
+
+def _json_number(value: Any) -> Any:
+    """Only a JSON number counts: pydantic would also take ``true`` as 1 and ``"3"`` as 3."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be an integer, got {type(value).__name__}")
+    return value
+
+
+#: A JSON integer as JSON Schema counts them: 3 and 3.0, never true or "3".
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+
+_CLOSED = ConfigDict(extra="forbid")
+_OPEN = ConfigDict(extra="allow")
+
+
+# ---- /v1 predict ------------------------------------------------------------------------------
+
+
+class _Predict(BaseModel):
+    model_config = _CLOSED
+
+
+class RawPredictRequest(_Predict):
+    """Pixels 0-255 (``"scale": "raw"``, the default)."""
+
+    instances: Annotated[list[Any], WithJsonSchema(_images(255))]
+    scale: Literal["raw"] = "raw"
+
+
+class UnitPredictRequest(_Predict):
+    """Pixels 0-1 (``"scale": "unit"``)."""
+
+    instances: Annotated[list[Any], WithJsonSchema(_images(1))]
+    scale: Literal["unit"]
+
+
+class PredictRequest(_Predict):
+    """``{"instances": [...], "scale": "raw"|"unit"}``: what `decoders.decode_instances` reads.
+    Documented as `PREDICT_JSON_DOC`, the two alternatives above, so the document says which pixel
+    range goes with which scale."""
+
+    instances: list[Any]
+    scale: Literal["raw", "unit"] = "raw"
+
+
+PREDICT_JSON_DOC = {
+    "oneOf": [RawPredictRequest.model_json_schema(), UnitPredictRequest.model_json_schema()]
+}
+
+
+class PredictResponse(BaseModel):
+    """Predictions: the most likely class and every class probability, per image."""
+
+    model: str
+    model_version: int
+    predictions: list[int]
+    probabilities: list[list[float]]
+
+
+# ---- /v2 infer (Open Inference Protocol) ------------------------------------------------------
+
+
+class TensorParameters(BaseModel):
+    model_config = _OPEN
+    binary_data_size: Annotated[JsonInt, Field(ge=0)] | None = Field(
+        None,
+        description="Byte size of the raw little-endian tensor that follows the JSON header "
+        "(binary tensor extension; N x input size x 4 for FP32, x 1 for UINT8).",
+    )
+
+
+_BATCH = {"type": "integer", "minimum": 1, "description": "N, the number of images"}
+_SHAPE_DOC = {
+    "description": f"[N, input size] or [N, side, side]: [N, {DOC_PIXELS}] or [N, {DOC_SIDE}, "
+    f"{DOC_SIDE}] for an MNIST model (the model metadata gives its shapes).",
+    "anyOf": [
+        {"type": "array", "prefixItems": [_BATCH, {"const": DOC_PIXELS}], "items": False,
+         "minItems": 2},
+        {"type": "array", "prefixItems": [_BATCH, {"const": DOC_SIDE}, {"const": DOC_SIDE}],
+         "items": False, "minItems": 3},
+    ],
+}  # fmt: skip
+_DATA_DOC = {
+    "description": "Pixels, flat row-major or nested like the shape: FP32 0-1, UINT8 0-255.",
+    "type": "array",
+    "minItems": 1,
+}
+
+
+class InputTensor(BaseModel):
+    """The one input tensor: pixels as JSON ``data`` or, with the binary extension, as
+    ``parameters.binary_data_size`` raw bytes after the JSON header."""
+
+    model_config = _CLOSED
+    name: Literal["input"]
+    shape: Annotated[list[JsonInt], WithJsonSchema(_SHAPE_DOC)]
+    datatype: Literal["FP32", "UINT8"]
+    data: Annotated[Any, WithJsonSchema(_DATA_DOC)] = None
+    parameters: TensorParameters | None = None
+
+
+class OutputParameters(BaseModel):
+    model_config = _OPEN
+    binary_data: StrictBool = False
+
+
+class RequestedOutput(BaseModel):
+    model_config = _CLOSED
+    name: Literal["probabilities", "predictions"]
+    parameters: OutputParameters | None = None
+
+
+class RequestParameters(BaseModel):
+    model_config = _OPEN
+    binary_data_output: StrictBool = False
+
+
+class V2InferRequest(BaseModel):
+    """An infer request (JSON, or the JSON header of the binary tensor extension)."""
+
+    model_config = _CLOSED
+    id: str | None = None
+    parameters: RequestParameters | None = None
+    inputs: list[InputTensor] = Field(min_length=1, max_length=1)
+    outputs: list[RequestedOutput] | None = Field(None, min_length=1)
+
+
+class OutputTensor(BaseModel):
+    name: Literal["probabilities", "predictions"]
+    datatype: Literal["FP32", "INT64"]
+    shape: list[int]
+    data: list[float] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferResponse(BaseModel):
+    """Inference result (binary outputs follow the JSON header when asked for)."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[OutputTensor]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+
+
+class V2ModelMetadata(BaseModel):
+    """Model metadata: its good versions and the input it takes."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2ServerMetadata(BaseModel):
+    """Server metadata."""
+
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2Live(BaseModel):
+    """The server is live."""
+
+    live: bool
+
+
+class V2Ready(BaseModel):
+    """Whether every model's default version is loaded in this worker."""
+
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    """The version is loaded (it is loaded on demand)."""
+
+    name: str
+    version: str
+    ready: bool
+
+
+# ---- listing, health ----------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    """The worker answers."""
+
+    status: str
+    pid: int
+
+
+class Readiness(BaseModel):
+    """Every model's default version loaded in this worker (503: what is missing; an empty
+    registry is not ready)."""
+
+    ready: bool
+    reason: str | None = None
+    missing: list[str] | None = None
+    models: dict[str, Any]
+    pid: int | None = None
+    loaded: list[str] | None = None
+
+
+class ModelSummary(BaseModel):
+    name: str
+    latest_version: int | None
+    default_version: int | None
+    pinned_version: int | None = None
+    serving_version: int | None = Field(
+        None, description="Version this worker serves by default right now."
+    )
+    versions: list[int] = []
+    aliases: dict[str, int] = {}
+
+
+class ModelList(BaseModel):
+    """Models with their latest, default and pinned version."""
+
+    models: list[ModelSummary]
+
+
+class VersionSummary(BaseModel):
+    version: int
+    status: Literal["ok", "broken"]
+    error: str | None = None
+    created_at: str | None = None
+    sha256: str | None = None
+    metrics: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    files: list[str] = Field(
+        [], description="Files published with the version (its training report)."
+    )
+    aliases: list[str] = []
+    default: bool
+    pinned: bool = False
+    loaded: bool = Field(description="Loaded in this worker.")
+
+
+class ModelDetail(BaseModel):
+    """Every version with metrics, config, aliases, status and whether it is loaded."""
+
+    name: str
+    latest_version: int | None = None
+    default_version: int | None = None
+    pinned_version: int | None = None
+    serving_version: int | None = None
+    aliases: dict[str, int] = {}
+    versions: list[VersionSummary]
+    history: list[dict[str, Any]] = []
+
+
+class ReportFileEntry(BaseModel):
+    sha256: str
+    size_bytes: int
+
+
+class Manifest(BaseModel):
+    """The registry manifest plus status, aliases, default and loaded."""
+
+    model_config = _OPEN
+    version: int
+    sha256: str
+    created_at: str
+    size_bytes: int | None = None
+    package_version: str | None = None
+    config: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    files: dict[str, ReportFileEntry] | None = Field(
+        None, description="file name → {sha256, size_bytes}: the training report."
+    )
+    status: Literal["ok"]
+    aliases: list[str] = []
+    default: bool
+    loaded: bool
+
+
+# ---- path parameters ----------------------------------------------------------------------------
+
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "name": {"type": "string", "pattern": MODEL_NAME_PATTERN.replace("\\Z", "")},
+    "ref": {"type": "string", "pattern": "^([1-9][0-9]{0,8}|[a-z0-9][a-z0-9_-]{0,63})$"},
+    "file_name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
+    "filename": {"type": "string"},
+}
