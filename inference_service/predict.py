@@ -220,6 +220,28 @@ _INFERRED = Answer(
     headers=_VERSION_HEADER,
 )
 
+#: Bodies that work as written (a blank image: every pixel 0), for readers and for schemathesis's
+#: examples phase.
+_PREDICT_EXAMPLES = {
+    "application/json": {
+        "one image, 784 values": {"instances": [[0] * 784]},
+        "one image, 28 rows of 28, pixels 0-1": {"instances": [[[0.0] * 28] * 28], "scale": "unit"},
+    }
+}
+_INFER_EXAMPLES = {
+    "application/json": {
+        "one image, UINT8": {
+            "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 784], "data": [0] * 784}]
+        },
+        "two images, FP32 28x28": {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [2, 28, 28], "data": [0.0] * 1568}
+            ],
+            "outputs": [{"name": "predictions"}],
+        },
+    }
+}
+
 #: (operation, handler): the four routes, each documented as it is served.
 ROUTES: tuple[tuple[Operation, Handler], ...] = tuple(
     (
@@ -230,18 +252,18 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = tuple(
     for path, summary, handler, spec in (
         ("/v1/models/{name}/predict", _PREDICT_SUMMARY, predict,
          {"content": _PREDICT_CONTENT, "responses": {200: _PREDICTED},
-          "description": _PREDICT_DESCRIPTION}),
+          "description": _PREDICT_DESCRIPTION, "examples": _PREDICT_EXAMPLES}),
         ("/v1/models/{name}/versions/{ref}/predict",
          "Predict with a version number, latest, default or an alias", predict,
          {"content": _PREDICT_CONTENT, "responses": {200: _PREDICTED},
-          "description": _PREDICT_DESCRIPTION}),
+          "description": _PREDICT_DESCRIPTION, "examples": _PREDICT_EXAMPLES}),
         ("/v2/models/{name}/infer", "Open Inference Protocol infer (default version)", infer,
          {"body": V2InferRequest, "content": _INFER_CONTENT, "responses": {200: _INFERRED},
-          "description": _INFER_DESCRIPTION}),
+          "description": _INFER_DESCRIPTION, "examples": _INFER_EXAMPLES}),
         ("/v2/models/{name}/versions/{ref}/infer",
          "Open Inference Protocol infer (a version number, latest, default or an alias)", infer,
          {"body": V2InferRequest, "content": _INFER_CONTENT, "responses": {200: _INFERRED},
-          "description": _INFER_DESCRIPTION}),
+          "description": _INFER_DESCRIPTION, "examples": _INFER_EXAMPLES}),
     )
 )  # fmt: skip
 

@@ -111,14 +111,21 @@ class PredictResponse(BaseModel):
 
 class TensorParameters(BaseModel):
     model_config = _OPEN
-    binary_data_size: Annotated[JsonInt, Field(ge=0)] | None = Field(
+    binary_data_size: (
+        Annotated[JsonInt, Field(ge=0), WithJsonSchema({"type": "integer", "minimum": 0})] | None
+    ) = Field(
         None,
         description="Byte size of the raw little-endian tensor that follows the JSON header "
         "(binary tensor extension; N x input size x 4 for FP32, x 1 for UINT8).",
     )
 
 
-_BATCH = {"type": "integer", "minimum": 1, "description": "N, the number of images"}
+_BATCH = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 2**31 - 1,
+    "description": "N, the number of images",
+}
 _SHAPE_DOC = {
     "description": f"[N, input size] or [N, side, side]: [N, {DOC_PIXELS}] or [N, {DOC_SIDE}, "
     f"{DOC_SIDE}] for an MNIST model (the model metadata gives its shapes).",
@@ -129,18 +136,35 @@ _SHAPE_DOC = {
          "items": False, "minItems": 3},
     ],
 }  # fmt: skip
+_PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
 _DATA_DOC = {
     "description": "Pixels, flat row-major or nested like the shape: FP32 0-1, UINT8 0-255.",
     "type": "array",
     "minItems": 1,
-}
+    "items": {"anyOf": [_PIXEL, {"type": "array", "items": {"anyOf": [
+        _PIXEL, {"type": "array", "items": _PIXEL}]}}]},
+}  # fmt: skip
 
 
 class InputTensor(BaseModel):
     """The one input tensor: pixels as JSON ``data`` or, with the binary extension, as
     ``parameters.binary_data_size`` raw bytes after the JSON header."""
 
-    model_config = _CLOSED
+    model_config = ConfigDict(
+        extra="forbid",
+        # JSON `data`, or the binary extension's byte count: one of the two must be there.
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["data"]},
+                {"required": ["parameters"],
+                 "properties": {"parameters": {
+                     "type": "object",
+                     "required": ["binary_data_size"],
+                     "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                 }}},
+            ]
+        },
+    )  # fmt: skip
     name: Literal["input"]
     shape: Annotated[list[JsonInt], WithJsonSchema(_SHAPE_DOC)]
     datatype: Literal["FP32", "UINT8"]
@@ -334,8 +358,16 @@ class Manifest(BaseModel):
 # ---- path parameters ----------------------------------------------------------------------------
 
 PATH_PARAMS: dict[str, dict[str, Any]] = {
-    "name": {"type": "string", "pattern": MODEL_NAME_PATTERN.replace("\\Z", "")},
-    "ref": {"type": "string", "pattern": "^([1-9][0-9]{0,8}|[a-z0-9][a-z0-9_-]{0,63})$"},
+    "name": {
+        "type": "string",
+        "pattern": MODEL_NAME_PATTERN.replace("\\Z", ""),
+        "examples": ["digits"],
+    },
+    "ref": {
+        "type": "string",
+        "pattern": "^([1-9][0-9]{0,8}|[a-z0-9][a-z0-9_-]{0,63})$",
+        "examples": ["1", "latest", "champion"],
+    },
     "file_name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
     "filename": {"type": "string"},
 }

@@ -175,11 +175,12 @@ def decode_v2(body: bytes, header_length: str | None, input_size: int, max_image
     if size_param is not None:
         if tensor.data is not None:
             raise ApiError(
-                400, f"{where} has both 'data' and binary_data_size", field=f"{where}.data"
+                422, f"{where} has both 'data' and binary_data_size", field=f"{where}.data"
             )
         if header_length is None:
+            # Well-formed JSON that announces bytes it does not carry: unusable, not malformed.
             raise ApiError(
-                400, f"binary_data_size needs the {V2_HEADER_LENGTH} header", field=V2_HEADER_LENGTH
+                422, f"binary_data_size needs the {V2_HEADER_LENGTH} header", field=V2_HEADER_LENGTH
             )
         arr = _v2_binary_data(binary, size_param, dtype, high, n, input_size, where)
     else:

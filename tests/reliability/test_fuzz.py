@@ -11,7 +11,10 @@ checked on every response:
 * content_type_conformance — the Content-Type is one the document declares for that status;
 * response_schema_conformance — the body matches the declared response schema;
 * json_error_body (tests/reliability/fuzz_checks.py) — every error is
-  ``{"error": {"code": str, "message": str, ...}}``.
+  ``{"error": {"code": str, "message": str, ...}}``;
+* documented_json_is_accepted_as_well_formed (same file) — the document promises nothing the
+  route refuses: a schema-valid JSON request is never a 400 (a 422 for what JSON Schema cannot
+  say, e.g. a V2 tensor whose data does not fill its shape, is fine).
 
 Bounded and reproducible: a fixed seed, a fixed number of examples per operation, a per-request
 timeout, one worker. The test reads schemathesis's event log to prove each phase really ran.
@@ -36,7 +39,15 @@ from tests.trainer_support import delete_queue_keys
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
 
 PHASES = ("examples", "coverage", "fuzzing", "stateful")
-CHECKS = "not_a_server_error,content_type_conformance,response_schema_conformance,json_error_body"
+CHECKS = ",".join(
+    (
+        "not_a_server_error",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "json_error_body",
+        "documented_json_is_accepted_as_well_formed",
+    )
+)
 MAX_EXAMPLES = 25
 REQUEST_TIMEOUT = 10  # seconds: a hang fails the run instead of stalling it
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
