@@ -41,6 +41,7 @@ from inference_service.serving import Served
 from inference_service.state import ServiceState
 from shared.web.errors import ApiError, to_api_error
 from shared.web.openapi import Answer, Operation
+from shared.web.validation import is_json_media_type
 
 StartResponse = Callable[..., Any]
 #: (status line, headers, body) of an answer.
@@ -54,8 +55,8 @@ _PICTURE = {**_BINARY, "description": "A picture of a digit (MNIST-style preproc
 
 
 def is_json(mimetype: str) -> bool:
-    """Whether a body is read as JSON (a missing Content-Type counts as JSON)."""
-    return mimetype in ("application/json", "") or mimetype.endswith("+json")
+    """Whether a body is read as JSON: a JSON media type, or none at all (curl -d without -H)."""
+    return mimetype == "" or is_json_media_type(mimetype)
 
 
 # ---- /v1 predict --------------------------------------------------------------------------------

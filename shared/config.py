@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
+from shared.images import N_CLASSES, N_PIXELS
+
 if TYPE_CHECKING:  # the engine (NumPy) is only imported once a model is built
     import numpy as np
 
@@ -214,7 +216,7 @@ class TrainConfig(BaseModel):
         )
 
     def build_model(
-        self, input_size: int = 784, n_classes: int = 10, mean: np.ndarray | None = None
+        self, input_size: int = N_PIXELS, n_classes: int = N_CLASSES, mean: np.ndarray | None = None
     ) -> Sequential:
         """The untrained network: `shared.nn.model.build_mlp` with this config's architecture.
 

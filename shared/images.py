@@ -1,4 +1,5 @@
-"""The shape of one image, as every dataset here stores it and every served model expects it.
+"""The shape of one image, as every dataset here stores it and every served model expects it,
+and the number of classes (ten digits, or ten kinds of clothing).
 
 MNIST and Fashion-MNIST images are 28x28 grey levels; a model sees one image as a flat row of
 28 * 28 = 784 values. Defined once so loaders, the picture preprocessor and the inference
@@ -11,3 +12,5 @@ from __future__ import annotations
 IMAGE_SIDE = 28
 #: Values in one flattened image (a model's input width).
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE
+#: Classes of every dataset here (digits 0-9; Fashion-MNIST's ten kinds of clothing).
+N_CLASSES = 10

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-N_CLASSES = 10
+from shared.images import N_CLASSES
+
 #: Probabilities are clipped before the log so one confident mistake cannot give an infinite loss.
 _EPS = 1e-7
 

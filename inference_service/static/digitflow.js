@@ -856,7 +856,7 @@
     }
     const error = (res.body && res.body.error) || {};
     const items = (error.fields || []).map((f) => {
-      const input = $(`f-${String(f.field).split(".")[0]}`);
+      const input = $(`f-${String(f.field).split(/[.[]/)[0]}`);
       if (input) input.setAttribute("aria-invalid", "true");
       return el("li", {}, el("strong", { text: f.field }), `: ${f.message}`);
     });

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shared.images import N_CLASSES
+
 #: Labels are 0-9 in every supported dataset.
-N_CLASSES = 10
 
 
 class DatasetError(ValueError):

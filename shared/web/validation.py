@@ -80,12 +80,17 @@ def describe(exc: ValidationError, rename: dict[str, str] | None = None) -> str:
     return "; ".join(parts)
 
 
+def is_json_media_type(mimetype: str | None) -> bool:
+    """``application/json`` or any ``+json`` type (parameters already stripped)."""
+    return bool(mimetype) and (mimetype == "application/json" or mimetype.endswith("+json"))
+
+
 def json_object(body: bytes, mimetype: str | None) -> dict[str, Any]:
     """A request body that must be one JSON object: 415 not JSON, 400 malformed, 422 not an
     object. The route then validates the object with its pydantic model."""
     import orjson
 
-    if not mimetype or not (mimetype == "application/json" or mimetype.endswith("+json")):
+    if not is_json_media_type(mimetype):
         raise ApiError(
             415,
             "request body must be JSON: send 'Content-Type: application/json'",
