@@ -1,5 +1,6 @@
-"""Real services for integration and reliability tests: gunicorn-run inference and trainer API on
-free loopback ports, tiny models published straight into a registry, a private Redis.
+"""The services under test at every layer: tiny models published straight into a registry, what
+they predict, the error shape every answer shares; and for integration and reliability tests the
+real services, gunicorn-run inference and trainer API on free loopback ports.
 
 Built on the process primitives of tests.trainer_support (start_gunicorn, wait_http_ok,
 stop_process), so every test starts a service the same way, with the same commands as compose.
@@ -18,7 +19,7 @@ import numpy as np
 import requests
 
 from shared.config import TrainConfig
-from shared.modelfile import save_model
+from shared.modelfile import load_model, save_model
 from shared.registry import Registry
 from tests.trainer_support import (
     free_port,
@@ -39,14 +40,31 @@ TRAINER_APP = "trainer_service.api:create_app()"
 TRAINER_CONF = "trainer_service/gunicorn.conf.py"
 
 
-def publish(registry: Registry, tmp_path: Path, seed: int, name: str = "digits") -> int:
+def publish(registry: Registry, tmp_path: Path, seed: int = 0, name: str = "digits") -> int:
     """Publish an untrained 784-16-10 model (milliseconds to build and load) as the next version.
-    The seed makes each version's predictions differ."""
+    The seed makes each version's predictions differ, and its recorded test accuracy
+    (0.1 + seed / 100: a number a test can look for, not a measurement)."""
     config = TrainConfig(model=name, hidden_layers=[16], dropout=0.0, seed=seed)
     model = config.build_model(mean=np.full(784, 0.05 * seed, dtype=np.float32))
     path = tmp_path / f"w-{uuid.uuid4().hex}.npz"
     save_model(path, model)
-    return registry.publish(name, path, {"config": config.public_dict(), "metrics": {}})
+    metrics = {"test_accuracy": round(0.1 + seed / 100, 4)}
+    return registry.publish(name, path, {"config": config.public_dict(), "metrics": metrics})
+
+
+def expected_proba(registry: Registry, name: str, version: int, x01: np.ndarray) -> np.ndarray:
+    """What a published version predicts for `x01` (pixels in [0, 1]), computed in-process."""
+    loaded = load_model(registry.weights_path(name, version))
+    return loaded.model.predict_proba(np.asarray(x01, dtype=np.float32))
+
+
+def error_of(resp) -> dict:
+    """The `error` object of a Flask test-client answer, checked to have the one error shape both
+    services answer with: {"error": {"code", "message", ...}} as JSON."""
+    assert resp.mimetype == "application/json", resp.data[:200]
+    body = resp.get_json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+    return body["error"]
 
 
 def publish_damaged(
