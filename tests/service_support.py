@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,6 +67,18 @@ def error_of(resp) -> dict:
     body = resp.get_json()
     assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
     return body["error"]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that *declares* width x height (the bomb), with a tiny bogus body."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def publish_damaged(

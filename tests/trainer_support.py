@@ -22,9 +22,9 @@ import requests
 
 from shared.redis_embedded import free_port
 from shared.registry import Registry
+from tests import REPO_ROOT
 from trainer_service.api import create_app
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 

@@ -33,8 +33,8 @@ from shared.modelfile import save_model
 from shared.pipeline import run_training
 from shared.registry import Registry
 from shared.reports import FIGURE_PIXELS
+from tests import REPO_ROOT
 from tests.trainer_support import (
-    REPO_ROOT,
     delete_queue_keys,
     free_port,
     service_env,

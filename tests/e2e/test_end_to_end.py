@@ -25,8 +25,8 @@ from shared.client import DigitflowClient, DigitflowError
 from shared.client import main as cli_main
 from shared.datasets import load_dataset
 from shared.registry import Registry
+from tests import REPO_ROOT
 from tests.trainer_support import (
-    REPO_ROOT,
     delete_queue_keys,
     free_port,
     service_env,

@@ -16,9 +16,8 @@ from PIL import Image
 
 from inference_service.app import create_app as create_inference
 from shared.registry import Registry
-from tests.service_support import BATCH, publish
+from tests.service_support import BATCH, png_header_only, publish
 from tests.trainer_support import delete_queue_keys
-from tests.unit.test_preprocess import png_header_only
 from trainer_service.api import create_app as create_trainer
 
 pytestmark = [pytest.mark.reliability]

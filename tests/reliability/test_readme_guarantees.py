@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.trainer_support import REPO_ROOT
+from tests import REPO_ROOT
 
 pytestmark = [pytest.mark.reliability]
 

@@ -33,8 +33,9 @@ from shared.client import DigitflowClient, DigitflowError
 from shared.datasets import DatasetError, load_npz
 from shared.modelfile import ModelFileError, load_model
 from shared.registry import Registry
+from tests import REPO_ROOT
 from tests.service_support import publish, trainer_api
-from tests.trainer_support import REPO_ROOT, delete_queue_keys, service_env
+from tests.trainer_support import delete_queue_keys, service_env
 from trainer_service import queueing
 from trainer_service.api import create_app as create_trainer
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from PIL import Image
 
 from shared.datasets import load_idx
 from shared.preprocess import MAX_INPUT_PIXELS, PreprocessError, array_to_mnist, picture_to_mnist
+from tests.service_support import png_header_only
 
 N_DIGITS = 24
 
@@ -156,18 +155,6 @@ def test_truncated_image_is_rejected(digits):
 def test_wrong_type_is_rejected():
     with pytest.raises(PreprocessError, match="expected image bytes"):
         picture_to_mnist("a string")  # type: ignore[arg-type]
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that *declares* width x height (the bomb), with a tiny bogus body."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("side", [6000, 100_000], ids=["over-our-limit", "over-pillow-limit"])
