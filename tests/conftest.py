@@ -61,7 +61,7 @@ def unique_name() -> str:
 
 
 @pytest.fixture
-def stack(redis_url, unique_name, tmp_path, mnist_dir):
+def trainer_stack(redis_url, unique_name, tmp_path, mnist_dir):
     """A trainer stack on its own queue and registry: the API in-process, real worker processes
     (tests.trainer_support.Stack). Workers are stopped and the queue's keys deleted afterwards."""
     from tests.trainer_support import Stack, delete_queue_keys
