@@ -10,9 +10,9 @@ import uuid
 import pytest
 import requests
 
+from tests import REPO_ROOT
 from tests.trainer_support import (
     LONG,
-    REPO_ROOT,
     SMALL,
     free_port,
     service_env,
@@ -92,7 +92,9 @@ def test_several_workers_share_one_queue(trainer_stack):
     assert trainer_stack.client.delete(f"/v1/jobs/{long_id}").status_code == 202
     assert trainer_stack.wait_status(long_id, "stopped", timeout=30)["model_version"] is None
     # Both workers are still there and the next job publishes the next number.
-    assert all(w.poll() is None for w in trainer_stack.workers), tail(trainer_stack.workers[0].log_path)
+    assert all(w.poll() is None for w in trainer_stack.workers), tail(
+        trainer_stack.workers[0].log_path
+    )
     nxt = trainer_stack.wait_status(trainer_stack.submit(SMALL), ("finished", "failed"))
     assert nxt["model_version"] == 2
     wait_for(lambda: trainer_stack.versions() == [1, 2], 5, what="versions 1 and 2")

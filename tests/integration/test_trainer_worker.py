@@ -198,7 +198,9 @@ def test_bad_config_fails_at_once_without_retry(trainer_stack):
             queueing.JOB_FUNC, {"epochs": 0, "bogus": 1}, job_id=uuid.uuid4().hex,
             meta={"model": "mnist"},
         )  # fmt: skip
-        conn.zadd(queueing.jobs_index_key(trainer_stack.queue), {job.id: time.time()})  # for cleanup
+        conn.zadd(
+            queueing.jobs_index_key(trainer_stack.queue), {job.id: time.time()}
+        )  # for cleanup
     finally:
         conn.close()
     result = trainer_stack.wait_status(job.id, ("failed", "finished"), timeout=30)

@@ -46,7 +46,9 @@ def _scratch_of(pids: list[int]) -> list[Path]:
 def test_worker_killed_mid_publish_publishes_nothing_and_the_next_job_gets_the_next_number(
     trainer_stack, tmp_path
 ):
-    assert publish(trainer_stack.registry, tmp_path, seed=1, name="mnist") == 1  # an earlier version
+    assert (
+        publish(trainer_stack.registry, tmp_path, seed=1, name="mnist") == 1
+    )  # an earlier version
     gate = tmp_path / "never-opened"
     worker = trainer_stack.start_worker(publish_gate=gate)
     doomed = trainer_stack.submit(SMALL)
@@ -127,7 +129,9 @@ def _dead_pid() -> int:
 # ---- several workers finishing at the same instant --------------------------------------------
 
 
-def test_workers_finishing_together_get_distinct_versions_and_intact_manifests(trainer_stack, tmp_path):
+def test_workers_finishing_together_get_distinct_versions_and_intact_manifests(
+    trainer_stack, tmp_path
+):
     n = 3
     gate = tmp_path / "gate"
     for _ in range(n):
@@ -144,7 +148,9 @@ def test_workers_finishing_together_get_distinct_versions_and_intact_manifests(t
     assert versions == [1, 2, 3]
     assert trainer_stack.versions() == [1, 2, 3]
     for job in jobs:
-        manifest = trainer_stack.registry.verify("mnist", job["model_version"])  # sha256 of every file
+        manifest = trainer_stack.registry.verify(
+            "mnist", job["model_version"]
+        )  # sha256 of every file
         assert manifest["job_id"] == job["job_id"]
         assert manifest["config"]["seed"] == job["config"]["seed"]
     assert _temps(model_dir) == []
@@ -300,6 +306,8 @@ def test_a_job_marked_failed_while_it_trains_does_not_publish(trainer_stack):
     finally:
         conn.close()
     job = trainer_stack.wait_status(job_id, ("failed", "finished"), timeout=60)
-    wait_for(lambda: "not publishing" in trainer_stack.logs(), 30, what="the horse to refuse to publish")
+    wait_for(
+        lambda: "not publishing" in trainer_stack.logs(), 30, what="the horse to refuse to publish"
+    )
     assert job["status"] == "failed" and job["model_version"] is None
     assert trainer_stack.versions() == []

@@ -17,8 +17,9 @@ from shared.modelfile import save_model
 from shared.registry import Registry
 from shared.reports import FIGURE_PIXELS, REPORT_FILES, write_report
 from shared.web.settings import SettingsError
+from tests import REPO_ROOT
 
-INFERENCE_DIR = Path(__file__).resolve().parents[2] / "inference_service"
+INFERENCE_DIR = REPO_ROOT / "inference_service"
 
 
 def publish(registry: Registry, tmp_path: Path, *, report: bool = True, seed: int = 0) -> int:

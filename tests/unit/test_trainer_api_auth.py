@@ -31,7 +31,7 @@ def guarded_client(make_trainer_client):
 
 MUTATIONS = [
     ("post", "/v1/jobs", SMALL),
-    ("delete", f"/v1/jobs/{uuid.uuid4().hex}", None),
+    ("delete", f"/v1/jobs/{'0' * 32}", None),
     ("put", "/v1/models/mnist/pin", {"version": 1}),
     ("delete", "/v1/models/mnist/pin", None),
     ("put", "/v1/models/mnist/aliases/champion", {"version": 1}),
@@ -39,10 +39,13 @@ MUTATIONS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), MUTATIONS)
 @pytest.mark.parametrize(
+    ("method", "path", "body"), MUTATIONS, ids=[f"{m}-{p}" for m, p, _ in MUTATIONS]
+)
+@pytest.mark.parametrize(  # ids without the (random) token: the same test ids on every run
     "header",
     [None, f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN, "Bearer ", f"bearer {TOKEN[:-1]}"],
+    ids=["none", "wrong-token", "basic-scheme", "no-scheme", "empty-bearer", "truncated-token"],
 )
 def test_mutations_without_the_right_token_are_401(guarded_client, method, path, body, header):
     headers = {"Authorization": header} if header is not None else {}
