@@ -47,8 +47,6 @@ from tests.trainer_support import (
 )
 from trainer_service.jobs import build_manifest, write_report_files
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

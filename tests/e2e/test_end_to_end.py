@@ -39,8 +39,6 @@ from tests.trainer_support import (
     wait_worker_registered,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 TOKEN = "e2e-" + uuid.uuid4().hex
 SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
 LONG = {"hidden_layers": [256, 256], "epochs": 1000, "train_limit": 3000}

@@ -33,8 +33,6 @@ from honcho.environ import parse_procfile
 from shared.redis_embedded import free_port
 from tests import REPO_ROOT
 
-pytestmark = [pytest.mark.integration]
-
 VENV_BIN = Path(sys.executable).parent
 APP_SERVICES = ("trainer-api", "trainer-worker", "inference")
 CONTAINER_PORT_VARS = {"trainer-api": "TRAINER_PORT", "inference": "INFERENCE_PORT"}

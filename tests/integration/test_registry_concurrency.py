@@ -26,7 +26,7 @@ import pytest
 from shared.registry import Registry
 from tests import REPO_ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 N_PROCS = 8
 PER_PROC = 3

@@ -25,7 +25,7 @@ import pytest
 from shared.redis_embedded import free_port
 from tests import REPO_ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
 

@@ -22,7 +22,7 @@ from tests.trainer_support import (
     wait_http_ok,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 def test_api_subcommand_serves_under_gunicorn(trainer_stack, tmp_path):

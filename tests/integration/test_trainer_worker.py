@@ -27,7 +27,7 @@ from tests.trainer_support import (
 )
 from trainer_service import queueing
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 # ---- the happy path -----------------------------------------------------------------------------

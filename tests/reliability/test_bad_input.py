@@ -20,8 +20,6 @@ from tests.service_support import BATCH, png_header_only, publish
 from tests.trainer_support import SMALL
 from trainer_service.api import create_app as create_trainer
 
-pytestmark = [pytest.mark.reliability]
-
 
 def _error(resp, status: int) -> dict:
     assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True)[:500])

@@ -25,7 +25,7 @@ from tests.service_support import flip_weights_byte, inference_service, publish,
 from tests.trainer_support import SMALL, horse_pids, pid_alive, wait_for
 from trainer_service.jobs import SCRATCH_PREFIX
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _temps(model_dir: Path) -> list[str]:

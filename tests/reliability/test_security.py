@@ -38,7 +38,7 @@ from tests.trainer_support import SMALL, service_env
 from trainer_service import queueing
 from trainer_service.api import create_app as create_trainer
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+pytestmark = [pytest.mark.integration]
 
 TOKEN = "tok-" + uuid.uuid4().hex
 PRODUCT_DIRS = ("shared", "trainer_service", "inference_service", "scripts", "benchmarks")
