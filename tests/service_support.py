@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import orjson
 import requests
 
 from shared.config import TrainConfig
@@ -67,6 +68,21 @@ def error_of(resp) -> dict:
     body = resp.get_json()
     assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
     return body["error"]
+
+
+def v2_binary(
+    arr: np.ndarray, shape: list[int], datatype: str = "FP32", size: int | None = None, **extra
+) -> tuple[bytes, str]:
+    """A KServe V2 binary infer body: the JSON header (one input "input" whose data follows in
+    binary; `size` overrides its binary_data_size; `extra` adds top-level keys such as
+    "outputs" or "parameters") then `arr`'s bytes. Returns the body and the value of the
+    Inference-Header-Content-Length header."""
+    raw = arr.tobytes()
+    binary_size = len(raw) if size is None else size
+    parameters = {"binary_data_size": binary_size}
+    tensor = {"name": "input", "shape": shape, "datatype": datatype, "parameters": parameters}
+    head = orjson.dumps({"inputs": [tensor], **extra})
+    return head + raw, str(len(head))
 
 
 def png_header_only(width: int, height: int) -> bytes:

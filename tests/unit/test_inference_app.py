@@ -23,7 +23,13 @@ from inference_service.app import create_app
 from inference_service.serving import ModelCache
 from shared.config import TrainConfig
 from shared.modelfile import save_model
-from tests.service_support import error_of, expected_proba, flip_weights_byte, publish
+from tests.service_support import (
+    error_of,
+    expected_proba,
+    flip_weights_byte,
+    publish,
+    v2_binary,
+)
 
 RNG = np.random.default_rng(1)
 BATCH = RNG.integers(0, 256, size=(3, 784))
@@ -450,28 +456,16 @@ def test_v2_infer_binary(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path)
     x = (BATCH / 255.0).astype("<f4")
     want = expected_proba(registry, "digits", 1, x)
-    raw = x.tobytes()
-    head = orjson.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [3, 28, 28],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ],
-            "outputs": [
-                {"name": "probabilities", "parameters": {"binary_data": True}},
-                {"name": "predictions", "parameters": {"binary_data": False}},
-            ],
-        }
-    )
+    outputs = [
+        {"name": "probabilities", "parameters": {"binary_data": True}},
+        {"name": "predictions", "parameters": {"binary_data": False}},
+    ]
+    body, head_length = v2_binary(x, [3, 28, 28], outputs=outputs)
     resp = inference_client.post(
         "/v2/models/digits/infer",
-        data=head + raw,
+        data=body,
         content_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(head))},
+        headers={"Inference-Header-Content-Length": head_length},
     )
     assert resp.status_code == 200, resp.data[:300]
     assert resp.mimetype == "application/octet-stream"
@@ -484,24 +478,13 @@ def test_v2_infer_binary(inference_client, registry, tmp_path) -> None:
     assert preds["data"] == want.argmax(axis=1).tolist()
 
     # UINT8 binary in, everything binary out
-    u8 = BATCH.astype(np.uint8).tobytes()
-    head = orjson.dumps(
-        {
-            "parameters": {"binary_data_output": True},
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [3, 784],
-                    "datatype": "UINT8",
-                    "parameters": {"binary_data_size": len(u8)},
-                }
-            ],
-        }
+    body, head_length = v2_binary(
+        BATCH.astype(np.uint8), [3, 784], "UINT8", parameters={"binary_data_output": True}
     )
     resp = inference_client.post(
         "/v2/models/digits/infer",
-        data=head + u8,
-        headers={"Inference-Header-Content-Length": str(len(head))},
+        data=body,
+        headers={"Inference-Header-Content-Length": head_length},
     )
     assert resp.status_code == 200
     n = int(resp.headers["Inference-Header-Content-Length"])
