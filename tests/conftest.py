@@ -1,4 +1,6 @@
-"""Fixtures every test layer shares: datasets on disk and a real Redis.
+"""Fixtures more than one test layer uses: datasets on disk, a real Redis with a queue of the
+test's own, a trainer stack (integration and reliability). What one layer shares lives in that
+folder's conftest.py; plain helpers live in tests/*_support.py.
 
 Datasets come from `MNIST_DATA_DIR` / `FASHION_MNIST_DATA_DIR`, else from `../shared/data/` beside
 the repository. Redis is `REDIS_URL` when set (the tests then only touch keys they create, under a
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests import REPO_ROOT
 
 # Two cores: keep BLAS single-threaded in test processes and every child they start.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -61,12 +63,31 @@ def unique_name() -> str:
 
 
 @pytest.fixture
-def stack(redis_url, unique_name, tmp_path, mnist_dir):
-    """A trainer stack on its own queue and registry: the API in-process, real worker processes
-    (tests.trainer_support.Stack). Workers are stopped and the queue's keys deleted afterwards."""
-    from tests.trainer_support import Stack, delete_queue_keys
+def queue(redis_url: str, unique_name: str):
+    """An RQ queue name of this test's own on the real Redis; every key it made is deleted
+    afterwards (never FLUSHDB: the Redis may be shared)."""
+    from tests.trainer_support import delete_queue_keys
 
-    s = Stack(redis_url, unique_name, tmp_path, mnist_dir)
+    yield unique_name
+    delete_queue_keys(redis_url, unique_name)
+
+
+@pytest.fixture
+def redis_conn(redis_url: str):
+    """A connection to the real Redis, to look at or plant keys; closed afterwards."""
+    import redis
+
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def trainer_stack(redis_url, queue, tmp_path, mnist_dir):
+    """A trainer stack on its own queue and registry: the API in-process, real worker processes
+    (tests.trainer_support.Stack), stopped afterwards."""
+    from tests.trainer_support import Stack
+
+    s = Stack(redis_url, queue, tmp_path, mnist_dir)
     yield s
     s.close()
-    delete_queue_keys(redis_url, unique_name)

@@ -1,5 +1,6 @@
-"""Real services for integration and reliability tests: gunicorn-run inference and trainer API on
-free loopback ports, tiny models published straight into a registry, a private Redis.
+"""The services under test at every layer: tiny models published straight into a registry, what
+they predict, the error shape every answer shares; and for integration and reliability tests the
+real services, gunicorn-run inference and trainer API on free loopback ports.
 
 Built on the process primitives of tests.trainer_support (start_gunicorn, wait_http_ok,
 stop_process), so every test starts a service the same way, with the same commands as compose.
@@ -9,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import orjson
 import requests
 
 from shared.config import TrainConfig
-from shared.modelfile import save_model
+from shared.modelfile import load_model, save_model
 from shared.registry import Registry
 from tests.trainer_support import (
     free_port,
@@ -39,14 +43,58 @@ TRAINER_APP = "trainer_service.api:create_app()"
 TRAINER_CONF = "trainer_service/gunicorn.conf.py"
 
 
-def publish(registry: Registry, tmp_path: Path, seed: int, name: str = "digits") -> int:
+def publish(registry: Registry, tmp_path: Path, seed: int = 0, name: str = "digits") -> int:
     """Publish an untrained 784-16-10 model (milliseconds to build and load) as the next version.
-    The seed makes each version's predictions differ."""
+    The seed makes each version's predictions differ, and its recorded test accuracy
+    (0.1 + seed / 100: a number a test can look for, not a measurement)."""
     config = TrainConfig(model=name, hidden_layers=[16], dropout=0.0, seed=seed)
     model = config.build_model(mean=np.full(784, 0.05 * seed, dtype=np.float32))
     path = tmp_path / f"w-{uuid.uuid4().hex}.npz"
     save_model(path, model)
-    return registry.publish(name, path, {"config": config.public_dict(), "metrics": {}})
+    metrics = {"test_accuracy": round(0.1 + seed / 100, 4)}
+    return registry.publish(name, path, {"config": config.public_dict(), "metrics": metrics})
+
+
+def expected_proba(registry: Registry, name: str, version: int, x01: np.ndarray) -> np.ndarray:
+    """What a published version predicts for `x01` (pixels in [0, 1]), computed in-process."""
+    loaded = load_model(registry.weights_path(name, version))
+    return loaded.model.predict_proba(np.asarray(x01, dtype=np.float32))
+
+
+def error_of(resp) -> dict:
+    """The `error` object of a Flask test-client answer, checked to have the one error shape both
+    services answer with: {"error": {"code", "message", ...}} as JSON."""
+    assert resp.mimetype == "application/json", resp.data[:200]
+    body = resp.get_json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+    return body["error"]
+
+
+def v2_binary(
+    arr: np.ndarray, shape: list[int], datatype: str = "FP32", size: int | None = None, **extra
+) -> tuple[bytes, str]:
+    """A KServe V2 binary infer body: the JSON header (one input "input" whose data follows in
+    binary; `size` overrides its binary_data_size; `extra` adds top-level keys such as
+    "outputs" or "parameters") then `arr`'s bytes. Returns the body and the value of the
+    Inference-Header-Content-Length header."""
+    raw = arr.tobytes()
+    binary_size = len(raw) if size is None else size
+    parameters = {"binary_data_size": binary_size}
+    tensor = {"name": "input", "shape": shape, "datatype": datatype, "parameters": parameters}
+    head = orjson.dumps({"inputs": [tensor], **extra})
+    return head + raw, str(len(head))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that *declares* width x height (the bomb), with a tiny bogus body."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def publish_damaged(

@@ -22,9 +22,9 @@ import requests
 
 from shared.redis_embedded import free_port
 from shared.registry import Registry
+from tests import REPO_ROOT
 from trainer_service.api import create_app
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
@@ -174,7 +174,11 @@ def pid_alive(pid: int) -> bool:
 
 # ---- a trainer stack for integration tests --------------------------------------------------
 
+#: A job that trains in about a second: what every test submits when the config does not matter.
 SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
+#: Nothing listens on the discard port: a trainer app pointed here answers 503 for any route that
+#: needs Redis, which proves that a route answering otherwise never touched it.
+DEAD_REDIS = "redis://127.0.0.1:9/0"
 #: Long enough to be stopped/killed/timed out mid-run; each epoch still takes well under a second.
 LONG = {"hidden_layers": [256, 256], "epochs": 1000, "train_limit": 3000, "val_fraction": 0.1}
 

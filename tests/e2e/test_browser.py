@@ -33,8 +33,8 @@ from shared.modelfile import save_model
 from shared.pipeline import run_training
 from shared.registry import Registry
 from shared.reports import FIGURE_PIXELS
+from tests import REPO_ROOT
 from tests.trainer_support import (
-    REPO_ROOT,
     delete_queue_keys,
     free_port,
     service_env,
@@ -46,8 +46,6 @@ from tests.trainer_support import (
     wait_worker_registered,
 )
 from trainer_service.jobs import build_manifest, write_report_files
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -123,6 +121,12 @@ def _publish(registry: Registry, dataset, overrides: dict) -> int:
         return registry.publish(config.model_name, weights, manifest, extra_files=report)
 
 
+def _start_trainer(port: int, env: dict[str, str], log: Path):
+    return start_gunicorn(
+        "trainer_service.api:create_app()", "trainer_service/gunicorn.conf.py", port, env, log
+    )
+
+
 @pytest.fixture(scope="module")
 def site(redis_url, tmp_path_factory, mnist_dir):
     tmp = tmp_path_factory.mktemp("browser")
@@ -149,13 +153,7 @@ def site(redis_url, tmp_path_factory, mnist_dir):
     try:
         # Processes first: they start while the models train (inference picks the versions up
         # by itself, and is ready once it serves one).
-        procs["trainer"] = start_gunicorn(
-            "trainer_service.api:create_app()",
-            "trainer_service/gunicorn.conf.py",
-            trainer_port,
-            env,
-            logs["trainer"],
-        )
+        procs["trainer"] = _start_trainer(trainer_port, env, logs["trainer"])
         procs["worker"] = start_worker(env, logs["worker"], name=f"{queue}-worker")
         procs["inference"] = start_gunicorn(
             "inference_service.app:create_app()",
@@ -173,6 +171,8 @@ def site(redis_url, tmp_path_factory, mnist_dir):
         yield {
             "url": inference_url,
             "trainer_url": trainer_url,
+            "trainer_port": trainer_port,
+            "env": env,
             "registry": registry,
             "procs": procs,
             "logs": logs,
@@ -402,20 +402,27 @@ def test_training_view_starts_a_job_watches_it_and_stops_another(page, site) -> 
 
 
 def test_trainer_down_page_says_so_and_drawing_still_works(page, site) -> None:
-    """Runs last: stops the trainer API for good."""
+    """The trainer API is stopped for this test only: started again on the same port afterwards,
+    so the tests of this module may run in any order."""
     stop_process(site["procs"]["trainer"])
-    _open(page, site, "train")
-    status = page.locator("#trainer-status")
-    page.wait_for_function(
-        "() => document.querySelector('#trainer-status').textContent.includes('cannot be reached')"
-    )
-    assert "warn" in status.get_attribute("class")
-    assert page.locator("#train-start").is_disabled()
-    page.click("#tab-draw")
-    _draw(page, STROKES["7"])
-    _wait_prediction(page, "7", "2")
-    page.click("#tab-models")
-    page.wait_for_selector("#versions-table tbody tr[data-version='1']")
+    try:
+        _open(page, site, "train")
+        status = page.locator("#trainer-status")
+        page.wait_for_function(
+            "() => document.querySelector('#trainer-status').textContent"
+            ".includes('cannot be reached')"
+        )
+        assert "warn" in status.get_attribute("class")
+        assert page.locator("#train-start").is_disabled()
+        page.click("#tab-draw")
+        _draw(page, STROKES["7"])
+        _wait_prediction(page, "7", "2")
+        page.click("#tab-models")
+        page.wait_for_selector("#versions-table tbody tr[data-version='1']")
+    finally:
+        trainer = _start_trainer(site["trainer_port"], site["env"], site["logs"]["trainer"])
+        site["procs"]["trainer"] = trainer
+        wait_http_ok(site["trainer_url"] + "/readyz", trainer, site["logs"]["trainer"])
 
 
 def test_phone_width(browser, site) -> None:

@@ -25,8 +25,8 @@ from shared.client import DigitflowClient, DigitflowError
 from shared.client import main as cli_main
 from shared.datasets import load_dataset
 from shared.registry import Registry
+from tests import REPO_ROOT
 from tests.trainer_support import (
-    REPO_ROOT,
     delete_queue_keys,
     free_port,
     service_env,
@@ -39,8 +39,6 @@ from tests.trainer_support import (
     wait_worker_registered,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 TOKEN = "e2e-" + uuid.uuid4().hex
 SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
 LONG = {"hidden_layers": [256, 256], "epochs": 1000, "train_limit": 3000}
@@ -49,7 +47,7 @@ RELOAD_SECONDS = 5.0
 
 
 @pytest.fixture(scope="module")
-def stack(redis_url, tmp_path_factory, mnist_dir):
+def full_stack(redis_url, tmp_path_factory, mnist_dir):
     tmp = tmp_path_factory.mktemp("e2e")
     queue = f"e2e{uuid.uuid4().hex[:10]}"
     registry_dir = tmp / "models"
@@ -108,8 +106,8 @@ def stack(redis_url, tmp_path_factory, mnist_dir):
         delete_queue_keys(redis_url, queue)
 
 
-def _logs(stack) -> str:
-    return "\n".join(f"--- {n}\n{tail(p, 40)}" for n, p in stack["logs"].items())
+def _logs(full_stack) -> str:
+    return "\n".join(f"--- {n}\n{tail(p, 40)}" for n, p in full_stack["logs"].items())
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -120,25 +118,27 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _train(stack, body) -> dict:
-    client: DigitflowClient = stack["client"]
+def _train(full_stack, body) -> dict:
+    client: DigitflowClient = full_stack["client"]
     job_id = client.submit(body)["job_id"]
     seen: list[dict] = []
     final = client.wait(job_id, on_progress=seen.append, poll=0.1, timeout=120)
-    assert final["status"] == "finished", (final, _logs(stack))
+    assert final["status"] == "finished", (final, _logs(full_stack))
     assert {j["status"] for j in seen} >= {"finished"}
     return final
 
 
-def _default_version(stack, name="mnist"):
-    return {m["name"]: m for m in stack["client"].models()}.get(name, {}).get("serving_version")
+def _default_version(full_stack, name="mnist"):
+    return {m["name"]: m for m in full_stack["client"].models()}.get(name, {}).get(
+        "serving_version"
+    )
 
 
-def _all_workers_serve(stack, version: int, images: np.ndarray) -> bool:
+def _all_workers_serve(full_stack, version: int, images: np.ndarray, model: str = "mnist") -> bool:
     """Several fresh connections in a row (spread over both gunicorn workers) get `version`."""
     for _ in range(6):
         r = requests.post(
-            f"{stack['inference_url']}/v1/models/mnist/predict",
+            f"{full_stack['inference_url']}/v1/models/{model}/predict",
             json={"instances": images[:2].tolist()},
             headers={"Connection": "close"},
             timeout=10,
@@ -148,27 +148,29 @@ def _all_workers_serve(stack, version: int, images: np.ndarray) -> bool:
     return True
 
 
-def test_the_whole_scenario(stack, mnist_dir, tmp_path):
-    client: DigitflowClient = stack["client"]
+def test_the_whole_scenario(full_stack, mnist_dir, tmp_path):
+    client: DigitflowClient = full_stack["client"]
     test = load_dataset("mnist", mnist_dir)
     images = (test.x_test[:200] * 255).round().astype(np.uint8)
     labels = test.y_test[:200]
 
     # Mutations need the token; reads do not.
-    anonymous = DigitflowClient(stack["trainer_url"], stack["inference_url"], token="")
+    anonymous = DigitflowClient(full_stack["trainer_url"], full_stack["inference_url"], token="")
     with pytest.raises(DigitflowError) as err:
         anonymous.submit(SMALL)
     assert err.value.status == 401
 
     # 1. A small job: queued → started → finished, per-epoch progress, version 1.
-    v1_job = _train(stack, SMALL)
+    v1_job = _train(full_stack, SMALL)
     assert v1_job["model"] == "mnist" and v1_job["model_version"] == 1
     assert [h["epoch"] for h in v1_job["history"]] == [1, 2]
     assert v1_job["progress"]["epoch"] == 2
 
     # 2. Inference lists and serves version 1 within seconds, without a restart.
-    wait_for(lambda: _default_version(stack) == 1, RELOAD_SECONDS, what="inference to serve v1")
-    wait_for(lambda: _all_workers_serve(stack, 1, images), RELOAD_SECONDS, what="every worker")
+    wait_for(
+        lambda: _default_version(full_stack) == 1, RELOAD_SECONDS, what="inference to serve v1"
+    )
+    wait_for(lambda: _all_workers_serve(full_stack, 1, images), RELOAD_SECONDS, what="every worker")
     listed = {m["name"]: m for m in client.models()}["mnist"]
     assert listed["latest_version"] == 1 and listed["default_version"] == 1
 
@@ -183,9 +185,11 @@ def test_the_whole_scenario(stack, mnist_dir, tmp_path):
     assert client.predict_file(picture, model="mnist")["model_version"] == 1
 
     # 4. A second version: latest and the (unpinned) default move to 2, version 1 stays reachable.
-    v2_job = _train(stack, {**SMALL, "hidden_layers": [48], "seed": 1})
+    v2_job = _train(full_stack, {**SMALL, "hidden_layers": [48], "seed": 1})
     assert v2_job["model_version"] == 2
-    wait_for(lambda: _all_workers_serve(stack, 2, images), RELOAD_SECONDS, what="v2 everywhere")
+    wait_for(
+        lambda: _all_workers_serve(full_stack, 2, images), RELOAD_SECONDS, what="v2 everywhere"
+    )
     assert client.predict(images, model="mnist")["model_version"] == 2
     assert client.predict(images, model="mnist", version="latest")["model_version"] == 2
     assert client.predict(images, model="mnist", version=1)["model_version"] == 1
@@ -193,10 +197,10 @@ def test_the_whole_scenario(stack, mnist_dir, tmp_path):
     # 5. Pin the default back to 1: served everywhere within seconds; latest is still 2.
     state = client.pin("mnist", 1)
     assert state["default_version"] == 1 and state["pinned_version"] == 1
-    wait_for(lambda: _all_workers_serve(stack, 1, images), RELOAD_SECONDS, what="the pin")
-    assert _default_version(stack) == 1
+    wait_for(lambda: _all_workers_serve(full_stack, 1, images), RELOAD_SECONDS, what="the pin")
+    assert _default_version(full_stack) == 1
     assert client.predict(images, model="mnist", version="latest")["model_version"] == 2
-    assert stack["registry"].state("mnist")["history"][-1]["action"] == "pin"
+    assert full_stack["registry"].state("mnist")["history"][-1]["action"] == "pin"
 
     # 6. Cancel a queued job and stop a running one: neither publishes anything.
     running = client.submit(LONG)["job_id"]
@@ -212,13 +216,13 @@ def test_the_whole_scenario(stack, mnist_dir, tmp_path):
     stopped = client.wait(running, poll=0.1, timeout=30)
     assert stopped["status"] == "stopped" and stopped["model_version"] is None
     assert client.status(queued)["status"] == "canceled"
-    assert stack["registry"].versions("mnist") == [1, 2]
-    statuses = {j["job_id"]: j["status"] for j in client.jobs(limit=10)}
+    assert full_stack["registry"].versions("mnist") == [1, 2]
+    statuses = {j["job_id"]: j["status"] for j in client.jobs(limit=50)}
     assert statuses[running] == "stopped" and statuses[queued] == "canceled"
     assert statuses[v1_job["job_id"]] == statuses[v2_job["job_id"]] == "finished"
 
     # 7. The KServe V2 endpoints answer.
-    base = stack["inference_url"]
+    base = full_stack["inference_url"]
     assert requests.get(f"{base}/v2/health/live", timeout=5).status_code == 200
     assert requests.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
     meta = requests.get(f"{base}/v2/models/mnist", timeout=5).json()
@@ -243,36 +247,42 @@ def test_the_whole_scenario(stack, mnist_dir, tmp_path):
     assert out2["model_version"] == "2"
 
 
-def test_cli_drives_the_same_stack(stack, capsys, monkeypatch, tmp_path, mnist_dir):
-    """The `digitflow` command against the running services (after the scenario above)."""
-    monkeypatch.setenv("TRAINER_URL", stack["trainer_url"])
-    monkeypatch.setenv("INFERENCE_URL", stack["inference_url"])
+def test_cli_drives_the_same_stack(full_stack, capsys, monkeypatch, tmp_path, mnist_dir):
+    """The `digitflow` command against the running services. It trains a model of its own name,
+    so it sees the same versions whether it runs before, after or without the scenario above."""
+    monkeypatch.setenv("TRAINER_URL", full_stack["trainer_url"])
+    monkeypatch.setenv("INFERENCE_URL", full_stack["inference_url"])
     monkeypatch.setenv("API_TOKEN", TOKEN)
+    model = f"cli{uuid.uuid4().hex[:8]}"
 
-    assert cli_main(["submit", "--preset", "seed-basic", "--epochs=2", "--train-limit=2000",
-                     "--hidden-layers=16", "--batch-size", "64", "--wait"]) == 0  # fmt: skip
-    out = capsys.readouterr().out
-    assert "finished" in out and "version 3" in out
+    for version in (1, 2):
+        assert cli_main(["submit", "--preset", "seed-basic", "--epochs=2", "--train-limit=2000",
+                         "--hidden-layers=16", "--batch-size", "64", f"--model={model}",
+                         "--wait"]) == 0  # fmt: skip
+        out = capsys.readouterr().out
+        assert f"finished: {model} version {version}" in out
 
     assert cli_main(["models"]) == 0
-    assert "mnist: latest 3, default 1" in capsys.readouterr().out
-    assert cli_main(["pin", "mnist", "3"]) == 0
-    assert "default version is now 3" in capsys.readouterr().out
+    assert f"{model}: latest 2, default 2" in capsys.readouterr().out
+    assert cli_main(["pin", model, "1"]) == 0
+    assert f"{model}: default version is now 1" in capsys.readouterr().out
 
     x_test = load_dataset("mnist", mnist_dir).x_test
     digit = x_test[0]
     wait_for(
-        lambda: _all_workers_serve(stack, 3, (x_test[:2] * 255).round()), RELOAD_SECONDS, what="pin"
+        lambda: _all_workers_serve(full_stack, 1, (x_test[:2] * 255).round(), model=model),
+        RELOAD_SECONDS,
+        what="pin",
     )
     picture = tmp_path / "digit.png"
     picture.write_bytes(_png(digit))
-    assert cli_main(["predict", str(picture), "--version", "1"]) == 0
-    assert "[mnist v1]" in capsys.readouterr().out
-    assert cli_main(["predict", str(picture)]) == 0
-    assert "[mnist v3]" in capsys.readouterr().out  # the new pin
+    assert cli_main(["predict", str(picture), "--model", model, "--version", "2"]) == 0
+    assert f"[{model} v2]" in capsys.readouterr().out
+    assert cli_main(["predict", str(picture), "--model", model]) == 0
+    assert f"[{model} v1]" in capsys.readouterr().out  # the new pin
     blank = tmp_path / "blank.png"
     Image.new("L", (64, 64), 255).save(blank)  # no ink: the service says why, exit 2
-    assert cli_main(["predict", str(blank)]) == 2
+    assert cli_main(["predict", str(blank), "--model", model]) == 2
     assert "error" in capsys.readouterr().err
 
     # Errors: a message and exit status 2, never a traceback.
@@ -286,10 +296,13 @@ def test_cli_drives_the_same_stack(stack, capsys, monkeypatch, tmp_path, mnist_d
     proc = subprocess.run(
         [sys.executable, "-m", "shared.client", "jobs", "--status", "finished"],
         cwd=REPO_ROOT,
-        env=service_env(TRAINER_URL=stack["trainer_url"], INFERENCE_URL=stack["inference_url"]),
+        env=service_env(
+            TRAINER_URL=full_stack["trainer_url"], INFERENCE_URL=full_stack["inference_url"]
+        ),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("finished") == 3
+    mine = [line for line in proc.stdout.splitlines() if f" {model} " in line]
+    assert len(mine) == 2 and all(" finished " in line for line in mine), proc.stdout

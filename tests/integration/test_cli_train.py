@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from shared.config import TrainConfig
-from tests.conftest import REPO_ROOT
+from tests import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

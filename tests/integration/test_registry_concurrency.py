@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from shared.registry import Registry
+from tests import REPO_ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 N_PROCS = 8
 PER_PROC = 3
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 from shared.redis_embedded import free_port
+from tests import REPO_ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "run_local.py"
+SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
 
 
 class RunLocal:
@@ -38,7 +38,7 @@ class RunLocal:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.process = subprocess.Popen(
             [sys.executable, str(SCRIPT), "--env-file", "", *args],
-            cwd=REPO,
+            cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

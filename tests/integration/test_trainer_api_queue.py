@@ -10,22 +10,13 @@ import uuid
 import zlib
 
 import pytest
-import redis
 from rq.job import Job
 
 from shared.redis_embedded import EmbeddedRedis, free_port
-from tests.trainer_support import delete_queue_keys
+from tests.trainer_support import SMALL, delete_queue_keys
 from trainer_service import queueing
 from trainer_service.api import create_app
 from trainer_service.routes_jobs import JobAccepted, JobList, JobView
-
-SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
-
-
-@pytest.fixture
-def queue(redis_url, unique_name):
-    yield unique_name
-    delete_queue_keys(redis_url, unique_name)
 
 
 def make_app(redis_url: str, queue: str, tmp_path, **extra):
@@ -43,15 +34,9 @@ def make_app(redis_url: str, queue: str, tmp_path, **extra):
 
 
 @pytest.fixture
-def client(redis_url, queue, tmp_path):
+def trainer_client(redis_url, queue, tmp_path):
+    """The trainer app on the real Redis, on this test's own queue."""
     return make_app(redis_url, queue, tmp_path).test_client()
-
-
-@pytest.fixture
-def rconn(redis_url):
-    r = redis.Redis.from_url(redis_url)
-    yield r
-    r.close()
 
 
 def submit(client, body=None, **headers):
@@ -61,8 +46,8 @@ def submit(client, body=None, **headers):
 # ---- submit -------------------------------------------------------------------------------------
 
 
-def test_submit_queues_a_json_job_and_get_shows_it(client, rconn, queue):
-    r = submit(client)
+def test_submit_queues_a_json_job_and_get_shows_it(trainer_client, redis_conn, queue):
+    r = submit(trainer_client)
     assert r.status_code == 202, r.json
     job_id = r.json["job_id"]
     assert queueing.JOB_ID_RE.match(job_id)
@@ -70,7 +55,7 @@ def test_submit_queues_a_json_job_and_get_shows_it(client, rconn, queue):
     assert r.headers["Location"] == f"/v1/jobs/{job_id}"
     JobAccepted.model_validate(r.json)  # what the OpenAPI document promises
 
-    g = client.get(r.headers["Location"])
+    g = trainer_client.get(r.headers["Location"])
     assert g.status_code == 200
     job = g.json
     JobView.model_validate(job)
@@ -83,18 +68,18 @@ def test_submit_queues_a_json_job_and_get_shows_it(client, rconn, queue):
     assert job["timeout"] == 7200  # JOB_TIMEOUT default: far above RQ's 180 s
 
     # What a worker will see: JSON args (no pickle), our job function, our TTLs.
-    rq_job = Job.fetch(job_id, connection=rconn, serializer=queueing.SERIALIZER)
+    rq_job = Job.fetch(job_id, connection=redis_conn, serializer=queueing.SERIALIZER)
     assert rq_job.func_name == "trainer_service.jobs.train_job"
     assert rq_job.args[0]["train_limit"] == 2000
     assert rq_job.origin == queue
     assert rq_job.result_ttl == 7 * 86400 and rq_job.failure_ttl == 30 * 86400
-    assert json.loads(zlib.decompress(rconn.hget(rq_job.key, "data")))  # JSON, not a pickle
+    assert json.loads(zlib.decompress(redis_conn.hget(rq_job.key, "data")))  # JSON, not a pickle
 
 
-def test_preset_is_applied_and_explicit_fields_win(client):
-    r = submit(client, {"preset": "seed-basic", "epochs": 3, "model": "digits"})
+def test_preset_is_applied_and_explicit_fields_win(trainer_client):
+    r = submit(trainer_client, {"preset": "seed-basic", "epochs": 3, "model": "digits"})
     assert r.status_code == 202
-    job = client.get(r.headers["Location"]).json
+    job = trainer_client.get(r.headers["Location"]).json
     assert job["model"] == "digits"
     assert job["config"]["hidden_layers"] == [10] and job["config"]["optimizer"] == "sgd"
     assert job["config"]["epochs"] == 3
@@ -103,25 +88,27 @@ def test_preset_is_applied_and_explicit_fields_win(client):
 # ---- 404s ---------------------------------------------------------------------------------------
 
 
-def test_unknown_and_foreign_jobs_are_404(client, redis_url, tmp_path, rconn, unique_name):
-    assert client.get(f"/v1/jobs/{uuid.uuid4().hex}").status_code == 404
+def test_unknown_and_foreign_jobs_are_404(
+    trainer_client, redis_url, tmp_path, redis_conn, unique_name
+):
+    assert trainer_client.get(f"/v1/jobs/{uuid.uuid4().hex}").status_code == 404
     # A job on another queue is not ours...
     other_queue = unique_name + "x"
     try:
         other = make_app(redis_url, other_queue, tmp_path).test_client()
         foreign = submit(other).json["job_id"]
-        assert client.get(f"/v1/jobs/{foreign}").status_code == 404
-        assert client.delete(f"/v1/jobs/{foreign}").status_code == 404
+        assert trainer_client.get(f"/v1/jobs/{foreign}").status_code == 404
+        assert trainer_client.delete(f"/v1/jobs/{foreign}").status_code == 404
         assert other.get(f"/v1/jobs/{foreign}").status_code == 200
     finally:
         delete_queue_keys(redis_url, other_queue)
 
 
-def test_non_training_rq_jobs_on_our_queue_are_404(client, rconn, queue):
-    q = queueing.make_queue(queue, rconn)
+def test_non_training_rq_jobs_on_our_queue_are_404(trainer_client, redis_conn, queue):
+    q = queueing.make_queue(queue, redis_conn)
     job = q.enqueue("os.getcwd", job_id=uuid.uuid4().hex)
     try:
-        assert client.get(f"/v1/jobs/{job.id}").status_code == 404
+        assert trainer_client.get(f"/v1/jobs/{job.id}").status_code == 404
     finally:
         job.delete()
 
@@ -129,128 +116,133 @@ def test_non_training_rq_jobs_on_our_queue_are_404(client, rconn, queue):
 # ---- listing ------------------------------------------------------------------------------------
 
 
-def test_list_is_newest_first_with_status_model_and_limit_filters(client):
-    ids = [submit(client, {**SMALL, "seed": i}).json["job_id"] for i in range(3)]
-    other = submit(client, {**SMALL, "model": "other"}).json["job_id"]
-    client.delete(f"/v1/jobs/{ids[0]}")
+def test_list_is_newest_first_with_status_model_and_limit_filters(trainer_client):
+    ids = [submit(trainer_client, {**SMALL, "seed": i}).json["job_id"] for i in range(3)]
+    other = submit(trainer_client, {**SMALL, "model": "other"}).json["job_id"]
+    trainer_client.delete(f"/v1/jobs/{ids[0]}")
 
-    listed = client.get("/v1/jobs").json
+    listed = trainer_client.get("/v1/jobs").json
     JobList.model_validate(listed)
     assert [j["job_id"] for j in listed["jobs"]] == [other, ids[2], ids[1], ids[0]]
     assert listed["count"] == 4
     assert "history" not in listed["jobs"][0]  # the listing is the summary view
 
-    queued = client.get("/v1/jobs?status=queued").json["jobs"]
+    queued = trainer_client.get("/v1/jobs?status=queued").json["jobs"]
     assert [j["job_id"] for j in queued] == [other, ids[2], ids[1]]
-    canceled = client.get("/v1/jobs?status=canceled,failed").json["jobs"]
+    canceled = trainer_client.get("/v1/jobs?status=canceled,failed").json["jobs"]
     assert [j["job_id"] for j in canceled] == [ids[0]]
-    assert client.get("/v1/jobs?status=finished").json["jobs"] == []
-    assert [j["job_id"] for j in client.get("/v1/jobs?limit=2").json["jobs"]] == [other, ids[2]]
-    assert [j["job_id"] for j in client.get("/v1/jobs?model=other").json["jobs"]] == [other]
+    assert trainer_client.get("/v1/jobs?status=finished").json["jobs"] == []
+    assert [j["job_id"] for j in trainer_client.get("/v1/jobs?limit=2").json["jobs"]] == [
+        other,
+        ids[2],
+    ]
+    assert [j["job_id"] for j in trainer_client.get("/v1/jobs?model=other").json["jobs"]] == [other]
 
 
 # ---- idempotency --------------------------------------------------------------------------------
 
 
-def test_idempotency_key_returns_the_same_job(client, rconn, queue):
-    first = submit(client, **{"Idempotency-Key": "abc-123"})
-    again = submit(client, **{"Idempotency-Key": "abc-123"})
+def test_idempotency_key_returns_the_same_job(trainer_client, redis_conn, queue):
+    first = submit(trainer_client, **{"Idempotency-Key": "abc-123"})
+    again = submit(trainer_client, **{"Idempotency-Key": "abc-123"})
     assert first.status_code == again.status_code == 202
     assert again.json["job_id"] == first.json["job_id"]
     assert again.headers["Location"] == first.headers["Location"]
     assert again.headers.get("Idempotent-Replayed") == "true"
-    assert queueing.make_queue(queue, rconn).count == 1
+    assert queueing.make_queue(queue, redis_conn).count == 1
     # Remembered with a TTL, under a hashed key in this queue's namespace.
     key = queueing.idempotency_redis_key(queue, "abc-123")
-    assert 0 < rconn.ttl(key) <= 86400
+    assert 0 < redis_conn.ttl(key) <= 86400
 
     # Same key, different body: refused, and nothing new is queued.
-    clash = submit(client, {**SMALL, "epochs": 3}, **{"Idempotency-Key": "abc-123"})
+    clash = submit(trainer_client, {**SMALL, "epochs": 3}, **{"Idempotency-Key": "abc-123"})
     assert clash.status_code == 422 and "different request body" in clash.json["error"]["message"]
     # A different key is a different job.
-    other = submit(client, **{"Idempotency-Key": "abc-124"})
+    other = submit(trainer_client, **{"Idempotency-Key": "abc-124"})
     assert other.json["job_id"] != first.json["job_id"]
-    assert queueing.make_queue(queue, rconn).count == 2
+    assert queueing.make_queue(queue, redis_conn).count == 2
 
 
-def test_rejected_submission_frees_its_idempotency_key(client, rconn, queue):
+def test_rejected_submission_frees_its_idempotency_key(trainer_client, redis_conn, queue):
     for i in range(3):
-        assert submit(client, {**SMALL, "seed": i}).status_code == 202
-    over = submit(client, **{"Idempotency-Key": "k1"})
+        assert submit(trainer_client, {**SMALL, "seed": i}).status_code == 202
+    over = submit(trainer_client, **{"Idempotency-Key": "k1"})
     assert over.status_code == 429
-    assert rconn.get(queueing.idempotency_redis_key(queue, "k1")) is None
+    assert redis_conn.get(queueing.idempotency_redis_key(queue, "k1")) is None
 
 
 # ---- per-model limit ----------------------------------------------------------------------------
 
 
-def test_queued_jobs_per_model_are_limited(client):
-    ids = [submit(client, {**SMALL, "seed": i}).json["job_id"] for i in range(3)]
-    r = submit(client)
+def test_queued_jobs_per_model_are_limited(trainer_client):
+    ids = [submit(trainer_client, {**SMALL, "seed": i}).json["job_id"] for i in range(3)]
+    r = submit(trainer_client)
     assert r.status_code == 429
     assert (
         r.json["error"]["limit"] == 3 and "MAX_QUEUED_JOBS_PER_MODEL" in r.json["error"]["message"]
     )
-    assert submit(client, {**SMALL, "model": "other"}).status_code == 202  # per model
-    assert client.delete(f"/v1/jobs/{ids[0]}").status_code == 200
-    assert submit(client).status_code == 202
+    assert submit(trainer_client, {**SMALL, "model": "other"}).status_code == 202  # per model
+    assert trainer_client.delete(f"/v1/jobs/{ids[0]}").status_code == 200
+    assert submit(trainer_client).status_code == 202
 
 
 # ---- cancel / stop ------------------------------------------------------------------------------
 
 
-def test_cancel_a_queued_job(client, rconn, queue):
-    job_id = submit(client).json["job_id"]
-    r = client.delete(f"/v1/jobs/{job_id}")
+def test_cancel_a_queued_job(trainer_client, redis_conn, queue):
+    job_id = submit(trainer_client).json["job_id"]
+    r = trainer_client.delete(f"/v1/jobs/{job_id}")
     assert r.status_code == 200 and r.json["status"] == "canceled"
-    job = client.get(f"/v1/jobs/{job_id}").json
+    job = trainer_client.get(f"/v1/jobs/{job_id}").json
     assert job["status"] == "canceled" and "nothing was published" in job["error"]
-    assert queueing.make_queue(queue, rconn).count == 0
-    again = client.delete(f"/v1/jobs/{job_id}")
+    assert queueing.make_queue(queue, redis_conn).count == 0
+    again = trainer_client.delete(f"/v1/jobs/{job_id}")
     assert again.status_code == 409 and "already canceled" in again.json["error"]["message"]
-    assert client.delete(f"/v1/jobs/{uuid.uuid4().hex}").status_code == 404
+    assert trainer_client.delete(f"/v1/jobs/{uuid.uuid4().hex}").status_code == 404
 
 
-def test_stopping_a_job_whose_worker_is_gone_is_a_clear_409(client, rconn):
-    job_id = submit(client).json["job_id"]
+def test_stopping_a_job_whose_worker_is_gone_is_a_clear_409(trainer_client, redis_conn):
+    job_id = submit(trainer_client).json["job_id"]
     # As if a worker had picked it up and then vanished without a trace.
-    rconn.hset(f"rq:job:{job_id}", mapping={"status": "started", "worker_name": "ghost"})
-    r = client.delete(f"/v1/jobs/{job_id}")
+    redis_conn.hset(f"rq:job:{job_id}", mapping={"status": "started", "worker_name": "ghost"})
+    r = trainer_client.delete(f"/v1/jobs/{job_id}")
     assert r.status_code == 409 and "not reachable" in r.json["error"]["message"]
 
 
-def test_a_publishing_job_can_no_longer_be_stopped(client, rconn):
-    job_id = submit(client).json["job_id"]
-    job = Job.fetch(job_id, connection=rconn, serializer=queueing.SERIALIZER)
+def test_a_publishing_job_can_no_longer_be_stopped(trainer_client, redis_conn):
+    job_id = submit(trainer_client).json["job_id"]
+    job = Job.fetch(job_id, connection=redis_conn, serializer=queueing.SERIALIZER)
     job.meta["phase"] = "publishing"
     job.save_meta()
-    rconn.hset(job.key, mapping={"status": "started", "worker_name": "busy"})
-    r = client.delete(f"/v1/jobs/{job_id}")
+    redis_conn.hset(job.key, mapping={"status": "started", "worker_name": "busy"})
+    r = trainer_client.delete(f"/v1/jobs/{job_id}")
     assert r.status_code == 409 and "too late" in r.json["error"]["message"]
 
 
-def test_abandoned_started_job_is_failed_on_read(client, rconn, queue):
+def test_abandoned_started_job_is_failed_on_read(trainer_client, redis_conn, queue):
     """A job whose execution heartbeat expired (its worker was SIGKILLed) reads as failed."""
-    job_id = submit(client).json["job_id"]
-    q = queueing.make_queue(queue, rconn)
+    job_id = submit(trainer_client).json["job_id"]
+    q = queueing.make_queue(queue, redis_conn)
     q.remove(job_id)
-    rconn.hset(f"rq:job:{job_id}", mapping={"status": "started", "worker_name": "dead"})
-    rconn.zadd(f"rq:wip:{queue}", {f"{job_id}:{uuid.uuid4().hex}": time.time() - 5})
+    redis_conn.hset(f"rq:job:{job_id}", mapping={"status": "started", "worker_name": "dead"})
+    redis_conn.zadd(f"rq:wip:{queue}", {f"{job_id}:{uuid.uuid4().hex}": time.time() - 5})
 
-    job = client.get(f"/v1/jobs/{job_id}").json
+    job = trainer_client.get(f"/v1/jobs/{job_id}").json
     assert job["status"] == "failed"
     assert "worker" in job["error"] and "died" in job["error"]
     assert "nothing was published" in job["error"]
-    assert rconn.zcard(f"rq:wip:{queue}") == 0
-    assert [j["job_id"] for j in client.get("/v1/jobs?status=failed").json["jobs"]] == [job_id]
+    assert redis_conn.zcard(f"rq:wip:{queue}") == 0
+    assert [j["job_id"] for j in trainer_client.get("/v1/jobs?status=failed").json["jobs"]] == [
+        job_id
+    ]
 
 
 # ---- health and Redis outages -------------------------------------------------------------------
 
 
-def test_healthz_and_readyz(client, queue):
-    assert client.get("/healthz").json == {"status": "ok"}
-    ready = client.get("/readyz")
+def test_healthz_and_readyz(trainer_client, queue):
+    assert trainer_client.get("/healthz").json == {"status": "ok"}
+    ready = trainer_client.get("/readyz")
     assert ready.status_code == 200 and ready.json["queue"] == queue
     assert ready.json["workers"] == 0  # nobody listens on this test's queue
 

@@ -10,9 +10,9 @@ import uuid
 import pytest
 import requests
 
+from tests import REPO_ROOT
 from tests.trainer_support import (
     LONG,
-    REPO_ROOT,
     SMALL,
     free_port,
     service_env,
@@ -22,16 +22,16 @@ from tests.trainer_support import (
     wait_http_ok,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
-def test_api_subcommand_serves_under_gunicorn(stack, tmp_path):
+def test_api_subcommand_serves_under_gunicorn(trainer_stack, tmp_path):
     port = free_port()
     log = tmp_path / "api.log"
     env = service_env(
-        REDIS_URL=stack.redis_url,
-        RQ_QUEUE=stack.queue,
-        MODEL_REGISTRY_DIR=str(stack.registry_dir),
+        REDIS_URL=trainer_stack.redis_url,
+        RQ_QUEUE=trainer_stack.queue,
+        MODEL_REGISTRY_DIR=str(trainer_stack.registry_dir),
         API_TOKEN="t0k3n-" + uuid.uuid4().hex,
         WEB_CONCURRENCY="1",
     )
@@ -64,35 +64,37 @@ def test_api_subcommand_serves_under_gunicorn(stack, tmp_path):
     assert env["API_TOKEN"] not in text  # the token is never logged
 
 
-def test_worker_burst_mode_drains_the_queue_and_exits(stack, tmp_path):
-    job_id = stack.submit(SMALL)
+def test_worker_burst_mode_drains_the_queue_and_exits(trainer_stack, tmp_path):
+    job_id = trainer_stack.submit(SMALL)
     proc = subprocess.run(
         [sys.executable, "-m", "trainer_service", "worker", "--burst",
-         "--name", f"{stack.queue}-burst"],
-        cwd=REPO_ROOT, env=stack.env, capture_output=True, text=True, timeout=120,
+         "--name", f"{trainer_stack.queue}-burst"],
+        cwd=REPO_ROOT, env=trainer_stack.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    job = stack.job(job_id)
+    job = trainer_stack.job(job_id)
     assert job["status"] == "finished" and job["model_version"] == 1
     assert "BLAS threads" in proc.stderr + proc.stdout
 
 
-def test_several_workers_share_one_queue(stack):
-    stack.start_worker()
-    stack.start_worker()
-    long_id = stack.submit(LONG)
-    long_job = stack.wait_epoch(long_id, 1)
+def test_several_workers_share_one_queue(trainer_stack):
+    trainer_stack.start_worker()
+    trainer_stack.start_worker()
+    long_id = trainer_stack.submit(LONG)
+    long_job = trainer_stack.wait_epoch(long_id, 1)
     # One worker is busy with the long job: the other one takes the next job meanwhile.
-    small = stack.wait_status(stack.submit(SMALL), ("finished", "failed"))
-    assert small["status"] == "finished", stack.logs()
+    small = trainer_stack.wait_status(trainer_stack.submit(SMALL), ("finished", "failed"))
+    assert small["status"] == "finished", trainer_stack.logs()
     assert small["worker"] != long_job["worker"]
-    assert stack.job(long_id)["status"] == "started"
+    assert trainer_stack.job(long_id)["status"] == "started"
     assert small["model_version"] == 1
 
-    assert stack.client.delete(f"/v1/jobs/{long_id}").status_code == 202
-    assert stack.wait_status(long_id, "stopped", timeout=30)["model_version"] is None
+    assert trainer_stack.client.delete(f"/v1/jobs/{long_id}").status_code == 202
+    assert trainer_stack.wait_status(long_id, "stopped", timeout=30)["model_version"] is None
     # Both workers are still there and the next job publishes the next number.
-    assert all(w.poll() is None for w in stack.workers), tail(stack.workers[0].log_path)
-    nxt = stack.wait_status(stack.submit(SMALL), ("finished", "failed"))
+    assert all(w.poll() is None for w in trainer_stack.workers), tail(
+        trainer_stack.workers[0].log_path
+    )
+    nxt = trainer_stack.wait_status(trainer_stack.submit(SMALL), ("finished", "failed"))
     assert nxt["model_version"] == 2
-    wait_for(lambda: stack.versions() == [1, 2], 5, what="versions 1 and 2")
+    wait_for(lambda: trainer_stack.versions() == [1, 2], 5, what="versions 1 and 2")

@@ -27,26 +27,26 @@ from tests.trainer_support import (
 )
 from trainer_service import queueing
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 
 # ---- the happy path -----------------------------------------------------------------------------
 
 
-def test_small_job_runs_reports_progress_and_publishes_version_1(stack, mnist_dir):
-    stack.start_worker()
-    assert stack.client.get("/readyz").json["workers"] == 1
-    job_id = stack.submit(SMALL)
+def test_small_job_runs_reports_progress_and_publishes_version_1(trainer_stack, mnist_dir):
+    trainer_stack.start_worker()
+    assert trainer_stack.client.get("/readyz").json["workers"] == 1
+    job_id = trainer_stack.submit(SMALL)
     seen = []
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        job = stack.job(job_id)
+        job = trainer_stack.job(job_id)
         if not seen or seen[-1] != job["status"]:
             seen.append(job["status"])
         if job["status"] not in ("queued", "started"):
             break
         time.sleep(0.02)
-    assert job["status"] == "finished", (job, stack.logs())
+    assert job["status"] == "finished", (job, trainer_stack.logs())
     assert seen[-2:] == ["started", "finished"] and set(seen) <= {"queued", "started", "finished"}
 
     assert job["model"] == "mnist" and job["model_version"] == 1
@@ -59,8 +59,8 @@ def test_small_job_runs_reports_progress_and_publishes_version_1(stack, mnist_di
     assert 0.3 < job["test_accuracy"] <= 1.0
 
     # The published version and its manifest are complete.
-    assert stack.versions() == [1]
-    manifest = stack.registry.verify("mnist", 1)
+    assert trainer_stack.versions() == [1]
+    manifest = trainer_stack.registry.verify("mnist", 1)
     assert manifest["job_id"] == job_id
     assert manifest["config"]["hidden_layers"] == [32] and manifest["config"]["train_limit"] == 2000
     metrics = manifest["metrics"]
@@ -78,7 +78,7 @@ def test_small_job_runs_reports_progress_and_publishes_version_1(stack, mnist_di
 
     # The report is published with the version; report.json holds the manifest's numbers.
     assert set(manifest["files"]) == set(REPORT_FILES)
-    version_dir = stack.registry.weights_path("mnist", 1).parent
+    version_dir = trainer_stack.registry.weights_path("mnist", 1).parent
     report = json.loads((version_dir / "report.json").read_text())
     assert report["metrics"] == metrics
     assert report["history"] == manifest["history"]
@@ -87,55 +87,55 @@ def test_small_job_runs_reports_progress_and_publishes_version_1(stack, mnist_di
             assert picture.format == "PNG" and picture.size == size, name
 
     # The weights are the model the metrics describe.
-    loaded = load_model(stack.registry.weights_path("mnist", 1), manifest["sha256"])
+    loaded = load_model(trainer_stack.registry.weights_path("mnist", 1), manifest["sha256"])
     ds = load_dataset("mnist", mnist_dir)
     acc = float((loaded.model.predict_proba(ds.x_test).argmax(1) == ds.y_test).mean())
     assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-6)
 
-    listed = stack.client.get("/v1/jobs?status=finished").json["jobs"]
+    listed = trainer_stack.client.get("/v1/jobs?status=finished").json["jobs"]
     assert [j["job_id"] for j in listed] == [job_id]
 
 
 # ---- cancel / stop ------------------------------------------------------------------------------
 
 
-def test_cancel_queued_and_stop_running_publish_nothing(stack):
-    worker = stack.start_worker()
-    running = stack.submit(LONG)
-    job = stack.wait_epoch(running, 2)  # live per-epoch progress, mid-run
+def test_cancel_queued_and_stop_running_publish_nothing(trainer_stack):
+    worker = trainer_stack.start_worker()
+    running = trainer_stack.submit(LONG)
+    job = trainer_stack.wait_epoch(running, 2)  # live per-epoch progress, mid-run
     assert job["status"] == "started" and job["phase"] == "training"
     assert job["history"][0]["epoch"] == 1 and job["progress"]["epochs"] == 1000
 
-    queued = stack.submit(SMALL)  # the only worker is busy: this one waits
-    assert stack.job(queued)["status"] == "queued"
-    r = stack.client.delete(f"/v1/jobs/{queued}")
+    queued = trainer_stack.submit(SMALL)  # the only worker is busy: this one waits
+    assert trainer_stack.job(queued)["status"] == "queued"
+    r = trainer_stack.client.delete(f"/v1/jobs/{queued}")
     assert r.status_code == 200 and r.json["status"] == "canceled"
 
-    r = stack.client.delete(f"/v1/jobs/{running}")
+    r = trainer_stack.client.delete(f"/v1/jobs/{running}")
     assert r.status_code == 202 and r.json["status"] == "stopping"
-    job = stack.wait_status(running, "stopped", timeout=30)
+    job = trainer_stack.wait_status(running, "stopped", timeout=30)
     assert "nothing was published" in job["error"]
     assert job["model_version"] is None
-    assert stack.client.delete(f"/v1/jobs/{running}").status_code == 409
+    assert trainer_stack.client.delete(f"/v1/jobs/{running}").status_code == 409
 
     # The canceled job never ran; nothing was published; the worker carries on.
     time.sleep(0.5)
-    canceled = stack.job(queued)
+    canceled = trainer_stack.job(queued)
     assert canceled["status"] == "canceled" and canceled["started_at"] is None
-    assert stack.versions() == []
+    assert trainer_stack.versions() == []
     assert worker.poll() is None
-    after = stack.submit(SMALL)
-    assert stack.wait_status(after, ("finished", "failed"))["status"] == "finished"
-    assert stack.versions() == [1]
+    after = trainer_stack.submit(SMALL)
+    assert trainer_stack.wait_status(after, ("finished", "failed"))["status"] == "finished"
+    assert trainer_stack.versions() == [1]
 
 
-def test_worker_killed_mid_job_fails_the_job_and_leaves_no_version(stack):
-    worker = stack.start_worker()
-    first = stack.submit(SMALL)
-    assert stack.wait_status(first, ("finished", "failed"))["model_version"] == 1
+def test_worker_killed_mid_job_fails_the_job_and_leaves_no_version(trainer_stack):
+    worker = trainer_stack.start_worker()
+    first = trainer_stack.submit(SMALL)
+    assert trainer_stack.wait_status(first, ("finished", "failed"))["model_version"] == 1
 
-    doomed = stack.submit(LONG)
-    stack.wait_epoch(doomed, 1)
+    doomed = trainer_stack.submit(LONG)
+    trainer_stack.wait_epoch(doomed, 1)
     horses = horse_pids(worker.pid)
     assert horses, "the worker should have forked a work horse"
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and everything in its process group
@@ -144,64 +144,66 @@ def test_worker_killed_mid_job_fails_the_job_and_leaves_no_version(stack):
     # The horse (own process group) dies with its worker: it can never publish.
     wait_for(lambda: not any(pid_alive(p) for p in horses), 10, what="the work horse to die")
     # The heartbeat expires (1 s + 3 s grace here) and the next read moves the job to failed.
-    job = stack.wait_status(doomed, ("failed",), timeout=30)
+    job = trainer_stack.wait_status(doomed, ("failed",), timeout=30)
     assert "worker" in job["error"] and "died" in job["error"], job
     assert job["model_version"] is None
-    assert stack.versions() == [1]
+    assert trainer_stack.versions() == [1]
 
-    stack.start_worker()
-    nxt = stack.submit(SMALL)
-    job = stack.wait_status(nxt, ("finished", "failed"))
+    trainer_stack.start_worker()
+    nxt = trainer_stack.submit(SMALL)
+    job = trainer_stack.wait_status(nxt, ("finished", "failed"))
     assert job["status"] == "finished" and job["model_version"] == 2
-    assert stack.versions() == [1, 2]
-    names = sorted(p.name for p in (stack.registry_dir / "mnist").iterdir())
+    assert trainer_stack.versions() == [1, 2]
+    names = sorted(p.name for p in (trainer_stack.registry_dir / "mnist").iterdir())
     assert "1" in names and "2" in names
 
 
-def test_job_timeout_fails_with_a_clear_error(stack):
-    stack.start_worker()
-    client = stack.api(JOB_TIMEOUT=3)
-    job_id = stack.submit(LONG, client=client)
-    job = stack.wait_status(job_id, ("failed", "finished"), timeout=60)
+def test_job_timeout_fails_with_a_clear_error(trainer_stack):
+    trainer_stack.start_worker()
+    client = trainer_stack.api(JOB_TIMEOUT=3)
+    job_id = trainer_stack.submit(LONG, client=client)
+    job = trainer_stack.wait_status(job_id, ("failed", "finished"), timeout=60)
     assert job["status"] == "failed"
     assert "time limit of 3 s" in job["error"] and "JOB_TIMEOUT" in job["error"]
     assert job["timeout"] == 3
-    assert stack.versions() == []
+    assert trainer_stack.versions() == []
 
 
 # ---- retries ------------------------------------------------------------------------------------
 
 
-def test_transient_download_errors_are_retried_then_fail(stack, tmp_path):
+def test_transient_download_errors_are_retried_then_fail(trainer_stack, tmp_path):
     dead = f"http://127.0.0.1:{_dead_port()}/"
-    stack.start_worker(
+    trainer_stack.start_worker(
         MNIST_DATA_DIR=str(tmp_path / "no-data-yet"),
         DATASET_MIRRORS=dead,
         JOB_RETRY_DELAYS="0,0",
     )
-    job_id = stack.submit(SMALL)
-    job = stack.wait_status(job_id, ("failed", "finished"), timeout=60)
+    job_id = trainer_stack.submit(SMALL)
+    job = trainer_stack.wait_status(job_id, ("failed", "finished"), timeout=60)
     assert job["status"] == "failed"
     assert job["retries"] == 2, job
     assert "could not download" in job["error"]
-    assert stack.versions() == []
+    assert trainer_stack.versions() == []
 
 
-def test_bad_config_fails_at_once_without_retry(stack):
+def test_bad_config_fails_at_once_without_retry(trainer_stack):
     """A job enqueued behind the API's back with an invalid config (the API validates every job
     it queues; the job trusts it): it fails at once, is not retried, and names the field."""
-    stack.start_worker(JOB_RETRY_DELAYS="0,0")
-    conn = redis.Redis.from_url(stack.redis_url)
+    trainer_stack.start_worker(JOB_RETRY_DELAYS="0,0")
+    conn = redis.Redis.from_url(trainer_stack.redis_url)
     try:
-        q = queueing.make_queue(stack.queue, conn)
+        q = queueing.make_queue(trainer_stack.queue, conn)
         job = q.enqueue(
             queueing.JOB_FUNC, {"epochs": 0, "bogus": 1}, job_id=uuid.uuid4().hex,
             meta={"model": "mnist"},
         )  # fmt: skip
-        conn.zadd(queueing.jobs_index_key(stack.queue), {job.id: time.time()})  # for cleanup
+        conn.zadd(
+            queueing.jobs_index_key(trainer_stack.queue), {job.id: time.time()}
+        )  # for cleanup
     finally:
         conn.close()
-    result = stack.wait_status(job.id, ("failed", "finished"), timeout=30)
+    result = trainer_stack.wait_status(job.id, ("failed", "finished"), timeout=30)
     assert result["status"] == "failed" and result["retries"] == 0
     assert result["error"].startswith("ValidationError: 2 validation errors for TrainConfig")
     assert "epochs" in result["error"] and "bogus" in result["error"]

@@ -16,14 +16,9 @@ from PIL import Image
 
 from inference_service.app import create_app as create_inference
 from shared.registry import Registry
-from tests.service_support import BATCH, publish
-from tests.trainer_support import delete_queue_keys
-from tests.unit.test_preprocess import png_header_only
+from tests.service_support import BATCH, png_header_only, publish
+from tests.trainer_support import SMALL
 from trainer_service.api import create_app as create_trainer
-
-pytestmark = [pytest.mark.reliability]
-
-SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
 
 
 def _error(resp, status: int) -> dict:
@@ -169,13 +164,13 @@ def test_unicode_and_traversal_names_and_versions_are_404(inference, path):
 
 
 @pytest.fixture
-def trainer(redis_url, unique_name, tmp_path):
+def trainer(redis_url, queue, tmp_path):
     registry = Registry(tmp_path / "models")
     publish(registry, tmp_path, seed=1, name="mnist")
     app = create_trainer(
         {
             "REDIS_URL": redis_url,
-            "RQ_QUEUE": unique_name,
+            "RQ_QUEUE": queue,
             "MODEL_REGISTRY_DIR": str(registry.root),
             "API_TOKEN": "",
         }
@@ -183,7 +178,6 @@ def trainer(redis_url, unique_name, tmp_path):
     before = _tree(tmp_path)
     yield app.test_client()
     assert _tree(tmp_path) == before  # nothing written, anywhere under the test's folder
-    delete_queue_keys(redis_url, unique_name)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from tests.service_support import flip_weights_byte, inference_service, publish,
 from tests.trainer_support import SMALL, horse_pids, pid_alive, wait_for
 from trainer_service.jobs import SCRATCH_PREFIX
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _temps(model_dir: Path) -> list[str]:
@@ -44,15 +44,17 @@ def _scratch_of(pids: list[int]) -> list[Path]:
 
 
 def test_worker_killed_mid_publish_publishes_nothing_and_the_next_job_gets_the_next_number(
-    stack, tmp_path
+    trainer_stack, tmp_path
 ):
-    assert publish(stack.registry, tmp_path, seed=1, name="mnist") == 1  # an earlier version
+    assert (
+        publish(trainer_stack.registry, tmp_path, seed=1, name="mnist") == 1
+    )  # an earlier version
     gate = tmp_path / "never-opened"
-    worker = stack.start_worker(publish_gate=gate)
-    doomed = stack.submit(SMALL)
+    worker = trainer_stack.start_worker(publish_gate=gate)
+    doomed = trainer_stack.submit(SMALL)
 
     # Trained, evaluated, weights copied and manifest written: only the rename is left.
-    model_dir = stack.registry_dir / "mnist"
+    model_dir = trainer_stack.registry_dir / "mnist"
 
     def gated_manifest() -> dict | None:
         """The temp folder exists before its files do: wait until its manifest is complete."""
@@ -64,36 +66,36 @@ def test_worker_killed_mid_publish_publishes_nothing_and_the_next_job_gets_the_n
         return None
 
     wait_for(gated_manifest, 90, what="the publish to reach the gate")
-    job = stack.job(doomed)
+    job = trainer_stack.job(doomed)
     assert job["status"] == "started" and job["phase"] == "publishing"
     assert gated_manifest()["job_id"] == doomed
     horses = horse_pids(worker.pid)
     assert horses and _scratch_of(horses), "the work horse writes the model in its scratch folder"
-    assert stack.client.delete(f"/v1/jobs/{doomed}").status_code == 409  # too late to stop
+    assert trainer_stack.client.delete(f"/v1/jobs/{doomed}").status_code == 409  # too late to stop
 
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
     wait_for(lambda: not any(pid_alive(p) for p in horses), 10, what="the work horse to die")
 
-    job = stack.wait_status(doomed, "failed", timeout=30)
+    job = trainer_stack.wait_status(doomed, "failed", timeout=30)
     assert "died" in job["error"] and "nothing was published" in job["error"], job
     assert job["model_version"] is None
     # Nothing partial is visible to any reader: not listed, not the default, not served.
-    assert stack.versions() == [1]
-    assert stack.registry.default_version("mnist") == 1
-    assert [d["version"] for d in stack.registry.describe_versions("mnist")] == [1]
-    assert stack.client.get("/v1/models/mnist").json["versions"] == [1]
+    assert trainer_stack.versions() == [1]
+    assert trainer_stack.registry.default_version("mnist") == 1
+    assert [d["version"] for d in trainer_stack.registry.describe_versions("mnist")] == [1]
+    assert trainer_stack.client.get("/v1/models/mnist").json["versions"] == [1]
 
     # The next job publishes version 2; its publish removes the dead horse's temp folder and
     # its start removes the dead horse's scratch folder.
-    stack.start_worker()
-    nxt = stack.submit(SMALL)
-    job = stack.wait_status(nxt, ("finished", "failed"), timeout=90)
-    assert job["status"] == "finished" and job["model_version"] == 2, (job, stack.logs())
-    assert stack.versions() == [1, 2]
+    trainer_stack.start_worker()
+    nxt = trainer_stack.submit(SMALL)
+    job = trainer_stack.wait_status(nxt, ("finished", "failed"), timeout=90)
+    assert job["status"] == "finished" and job["model_version"] == 2, (job, trainer_stack.logs())
+    assert trainer_stack.versions() == [1, 2]
     assert _temps(model_dir) == []
     assert _scratch_of(horses) == []
-    assert stack.registry.verify("mnist", 2)["job_id"] == nxt
+    assert trainer_stack.registry.verify("mnist", 2)["job_id"] == nxt
 
 
 def test_temp_folder_cleanup_only_takes_dead_publishers_on_this_host(tmp_path):
@@ -127,24 +129,28 @@ def _dead_pid() -> int:
 # ---- several workers finishing at the same instant --------------------------------------------
 
 
-def test_workers_finishing_together_get_distinct_versions_and_intact_manifests(stack, tmp_path):
+def test_workers_finishing_together_get_distinct_versions_and_intact_manifests(
+    trainer_stack, tmp_path
+):
     n = 3
     gate = tmp_path / "gate"
     for _ in range(n):
-        stack.start_worker(publish_gate=gate)
-    ids = [stack.submit({**SMALL, "seed": 100 + i}) for i in range(n)]
-    model_dir = stack.registry_dir / "mnist"
+        trainer_stack.start_worker(publish_gate=gate)
+    ids = [trainer_stack.submit({**SMALL, "seed": 100 + i}) for i in range(n)]
+    model_dir = trainer_stack.registry_dir / "mnist"
     wait_for(lambda: len(_temps(model_dir)) == n, 120, what=f"{n} publishes at the gate")
-    assert stack.versions() == []
+    assert trainer_stack.versions() == []
     gate.touch()  # every worker renames in the same instant
 
-    jobs = [stack.wait_status(job_id, ("finished", "failed"), timeout=60) for job_id in ids]
-    assert [j["status"] for j in jobs] == ["finished"] * n, (jobs, stack.logs())
+    jobs = [trainer_stack.wait_status(job_id, ("finished", "failed"), timeout=60) for job_id in ids]
+    assert [j["status"] for j in jobs] == ["finished"] * n, (jobs, trainer_stack.logs())
     versions = sorted(j["model_version"] for j in jobs)
     assert versions == [1, 2, 3]
-    assert stack.versions() == [1, 2, 3]
+    assert trainer_stack.versions() == [1, 2, 3]
     for job in jobs:
-        manifest = stack.registry.verify("mnist", job["model_version"])  # sha256 of every file
+        manifest = trainer_stack.registry.verify(
+            "mnist", job["model_version"]
+        )  # sha256 of every file
         assert manifest["job_id"] == job["job_id"]
         assert manifest["config"]["seed"] == job["config"]["seed"]
     assert _temps(model_dir) == []
@@ -286,20 +292,22 @@ def test_damaged_versions_and_state_never_reach_clients(tmp_path):
 # ---- a job reported failed never publishes -----------------------------------------------------
 
 
-def test_a_job_marked_failed_while_it_trains_does_not_publish(stack):
+def test_a_job_marked_failed_while_it_trains_does_not_publish(trainer_stack):
     """What the API does after a Redis outage longer than the heartbeat grace (it moves the
     running job to failed, abandoned): the still-running horse must then not publish."""
     import redis
 
-    stack.start_worker()
-    job_id = stack.submit({**SMALL, "epochs": 40})
-    stack.wait_epoch(job_id, 1)
-    conn = redis.Redis.from_url(stack.redis_url)
+    trainer_stack.start_worker()
+    job_id = trainer_stack.submit({**SMALL, "epochs": 40})
+    trainer_stack.wait_epoch(job_id, 1)
+    conn = redis.Redis.from_url(trainer_stack.redis_url)
     try:
         conn.hset(f"rq:job:{job_id}", "status", "failed")  # as the abandoned-job cleanup does
     finally:
         conn.close()
-    job = stack.wait_status(job_id, ("failed", "finished"), timeout=60)
-    wait_for(lambda: "not publishing" in stack.logs(), 30, what="the horse to refuse to publish")
+    job = trainer_stack.wait_status(job_id, ("failed", "finished"), timeout=60)
+    wait_for(
+        lambda: "not publishing" in trainer_stack.logs(), 30, what="the horse to refuse to publish"
+    )
     assert job["status"] == "failed" and job["model_version"] is None
-    assert stack.versions() == []
+    assert trainer_stack.versions() == []

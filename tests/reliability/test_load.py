@@ -31,7 +31,7 @@ from shared.registry import Registry
 from tests.service_support import BATCH, inference_service, publish
 from tests.trainer_support import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 POLL_SECONDS = 0.5  # the shipped REGISTRY_POLL_SECONDS
 #: A worker notices a change at its next poll, then loads and verifies the new version (a few ms

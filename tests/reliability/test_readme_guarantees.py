@@ -6,11 +6,7 @@ from __future__ import annotations
 import ast
 import re
 
-import pytest
-
-from tests.trainer_support import REPO_ROOT
-
-pytestmark = [pytest.mark.reliability]
+from tests import REPO_ROOT
 
 # `tests/x/test_y.py::test_z` or, right after one in the same cell, `::test_w` (same file).
 _CITE = re.compile(r"`(tests/[\w/]+\.py)?(?:::(\w+))?`")

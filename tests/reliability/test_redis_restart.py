@@ -21,7 +21,7 @@ from shared.registry import Registry
 from tests.service_support import BATCH, inference_service, publish, trainer_api
 from tests.trainer_support import LONG, SMALL, Stack, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 OUTAGE_SECONDS = 3.0
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 import requests
 
 from inference_service.app import create_app as create_inference
@@ -33,15 +32,15 @@ from shared.client import DigitflowClient, DigitflowError
 from shared.datasets import DatasetError, load_npz
 from shared.modelfile import ModelFileError, load_model
 from shared.registry import Registry
+from tests import REPO_ROOT
 from tests.service_support import publish, trainer_api
-from tests.trainer_support import REPO_ROOT, delete_queue_keys, service_env
+from tests.trainer_support import SMALL, service_env
 from trainer_service import queueing
 from trainer_service.api import create_app as create_trainer
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+pytestmark = [pytest.mark.integration]
 
 TOKEN = "tok-" + uuid.uuid4().hex
-SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
 PRODUCT_DIRS = ("shared", "trainer_service", "inference_service", "scripts", "benchmarks")
 WRONG_AUTH = [
     None,
@@ -62,7 +61,7 @@ def _product_files() -> list[Path]:
 # ---- the token --------------------------------------------------------------------------------
 
 
-def test_mutations_without_the_right_token_change_nothing(redis_url, unique_name, tmp_path):
+def test_mutations_without_the_right_token_change_nothing(redis_url, queue, redis_conn, tmp_path):
     registry = Registry(tmp_path / "models")
     for seed in (1, 2):
         publish(registry, tmp_path, seed=seed, name="mnist")
@@ -71,65 +70,61 @@ def test_mutations_without_the_right_token_change_nothing(redis_url, unique_name
     app = create_trainer(
         {
             "REDIS_URL": redis_url,
-            "RQ_QUEUE": unique_name,
+            "RQ_QUEUE": queue,
             "MODEL_REGISTRY_DIR": str(registry.root),
             "API_TOKEN": TOKEN,
         }
     )
     client = app.test_client()
-    conn = redis.Redis.from_url(redis_url)
-    try:
-        job_id = client.post(
-            "/v1/jobs", json=SMALL, headers={"Authorization": f"Bearer {TOKEN}"}
-        ).json["job_id"]
-        queue = queueing.make_queue(unique_name, conn)
+    conn = redis_conn
+    job_id = client.post("/v1/jobs", json=SMALL, headers={"Authorization": f"Bearer {TOKEN}"}).json[
+        "job_id"
+    ]
+    rq_queue = queueing.make_queue(queue, conn)
 
-        def snapshot():
-            files = {
-                str(p.relative_to(registry.root)): p.read_bytes()
-                for p in sorted(registry.root.rglob("*"))
-                if p.is_file()
-            }
-            keys = sorted(k.decode() for k in conn.scan_iter(match=f"*{unique_name}*"))
-            return {
-                "files": files,
-                "state": registry.state("mnist"),
-                "versions": registry.versions("mnist"),
-                "queue": queue.get_job_ids(),
-                "status": client.get(f"/v1/jobs/{job_id}").json["status"],
-                "keys": keys,
-                "jobs_index": conn.zrange(queueing.jobs_index_key(unique_name), 0, -1),
-            }
+    def snapshot():
+        files = {
+            str(p.relative_to(registry.root)): p.read_bytes()
+            for p in sorted(registry.root.rglob("*"))
+            if p.is_file()
+        }
+        keys = sorted(k.decode() for k in conn.scan_iter(match=f"*{queue}*"))
+        return {
+            "files": files,
+            "state": registry.state("mnist"),
+            "versions": registry.versions("mnist"),
+            "queue": rq_queue.get_job_ids(),
+            "status": client.get(f"/v1/jobs/{job_id}").json["status"],
+            "keys": keys,
+            "jobs_index": conn.zrange(queueing.jobs_index_key(queue), 0, -1),
+        }
 
-        before = snapshot()
-        mutations = [
-            ("post", "/v1/jobs", SMALL),
-            ("post", "/v1/jobs", {**SMALL, "model": "other"}),
-            ("delete", f"/v1/jobs/{job_id}", None),
-            ("put", "/v1/models/mnist/pin", {"version": 2}),
-            ("delete", "/v1/models/mnist/pin", None),
-            ("put", "/v1/models/mnist/aliases/champion", {"version": 1}),
-            ("put", "/v1/models/mnist/aliases/new", {"version": 1}),
-            ("delete", "/v1/models/mnist/aliases/champion", None),
-        ]
-        for method, path, body in mutations:
-            for auth in WRONG_AUTH:
-                headers = {} if auth is None else {"Authorization": auth}
-                r = getattr(client, method)(path, json=body, headers=headers)
-                assert r.status_code == 401, (method, path, auth, r.json)
-                assert r.json["error"]["code"] == "unauthorized"
-                assert r.headers["WWW-Authenticate"].startswith("Bearer")
-                assert TOKEN not in r.get_data(as_text=True)
-        assert snapshot() == before
-        # and the right token still works
-        r = client.delete(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert r.status_code == 200
-    finally:
-        conn.close()
-        delete_queue_keys(redis_url, unique_name)
+    before = snapshot()
+    mutations = [
+        ("post", "/v1/jobs", SMALL),
+        ("post", "/v1/jobs", {**SMALL, "model": "other"}),
+        ("delete", f"/v1/jobs/{job_id}", None),
+        ("put", "/v1/models/mnist/pin", {"version": 2}),
+        ("delete", "/v1/models/mnist/pin", None),
+        ("put", "/v1/models/mnist/aliases/champion", {"version": 1}),
+        ("put", "/v1/models/mnist/aliases/new", {"version": 1}),
+        ("delete", "/v1/models/mnist/aliases/champion", None),
+    ]
+    for method, path, body in mutations:
+        for auth in WRONG_AUTH:
+            headers = {} if auth is None else {"Authorization": auth}
+            r = getattr(client, method)(path, json=body, headers=headers)
+            assert r.status_code == 401, (method, path, auth, r.json)
+            assert r.json["error"]["code"] == "unauthorized"
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+            assert TOKEN not in r.get_data(as_text=True)
+    assert snapshot() == before
+    # and the right token still works
+    r = client.delete(f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200
 
 
-def test_token_comparison_is_constant_time(redis_url, unique_name, tmp_path, monkeypatch):
+def test_token_comparison_is_constant_time(redis_url, queue, tmp_path, monkeypatch):
     """Every check goes through hmac.compare_digest, and no code compares a token with ==."""
     import trainer_service.auth as auth
 
@@ -144,7 +139,7 @@ def test_token_comparison_is_constant_time(redis_url, unique_name, tmp_path, mon
     app = create_trainer(
         {
             "REDIS_URL": redis_url,
-            "RQ_QUEUE": unique_name,
+            "RQ_QUEUE": queue,
             "MODEL_REGISTRY_DIR": str(tmp_path / "models"),
             "API_TOKEN": TOKEN,
         }
@@ -173,62 +168,57 @@ def test_token_comparison_is_constant_time(redis_url, unique_name, tmp_path, mon
     assert offenders == [], f"token compared with == / != at {offenders}"
 
 
-def test_token_never_in_logs_bodies_redis_or_files(redis_url, tmp_path):
-    queue = f"sec{uuid.uuid4().hex[:8]}"
+def test_token_never_in_logs_bodies_redis_or_files(redis_url, queue, redis_conn, tmp_path):
     registry = Registry(tmp_path / "models")
     publish(registry, tmp_path, seed=1, name="mnist")
-    conn = redis.Redis.from_url(redis_url)
+    conn = redis_conn
     bodies: list[str] = []
-    try:
-        with trainer_api(registry.root, tmp_path, redis_url, queue, API_TOKEN=TOKEN, LOG_LEVEL="DEBUG") as api:  # fmt: skip
-            good = {"Authorization": f"Bearer {TOKEN}"}
-            calls = [
-                requests.post(f"{api.base}/v1/jobs", json=SMALL, headers=good, timeout=10),
-                requests.put(
-                    f"{api.base}/v1/models/mnist/pin", json={"version": 1}, headers=good, timeout=10
-                ),  # fmt: skip
-                requests.put(
-                    f"{api.base}/v1/models/mnist/aliases/prod",
-                    json={"version": 1},
-                    headers=good,
-                    timeout=10,
-                ),  # fmt: skip
-                requests.post(
-                    f"{api.base}/v1/jobs", json={"epochs": -1}, headers=good, timeout=10
-                ),  # fmt: skip
-            ]
-            job_id = calls[0].json()["job_id"]
-            for auth in WRONG_AUTH:
-                headers = {} if auth is None else {"Authorization": auth}
-                calls.append(requests.post(f"{api.base}/v1/jobs", json=SMALL, headers=headers, timeout=10))  # fmt: skip
-                calls.append(requests.delete(f"{api.base}/v1/jobs/{job_id}", headers=headers, timeout=10))  # fmt: skip
-            calls.append(requests.get(f"{api.base}/v1/jobs/{job_id}", timeout=10))
-            calls.append(requests.get(f"{api.base}/v1/models/mnist", timeout=10))
-            calls.append(requests.delete(f"{api.base}/v1/jobs/{job_id}", headers=good, timeout=10))  # fmt: skip
-            for r in calls:
-                bodies.append(r.text + json.dumps(dict(r.headers)))
-            # The client's errors do not repeat it either.
-            with pytest.raises(DigitflowError) as info:
-                DigitflowClient(api.base, api.base, TOKEN + "x").submit(SMALL)
-            bodies.append(str(info.value))
-            log = api.log_path.read_text(errors="replace")
-        assert "401" in log and "POST /v1/jobs" in log  # the log did record these requests
-        assert TOKEN not in log
-        assert not [b for b in bodies if TOKEN in b]
-        stored = []
-        for key in conn.scan_iter(match=f"*{job_id}*"):
-            kind = conn.type(key)
-            if kind == b"hash":
-                stored.append(repr(conn.hgetall(key)))
-            elif kind == b"string":
-                stored.append(repr(conn.get(key)))
-        assert stored and not [s for s in stored if TOKEN in s]
-        files = [p for p in registry.root.rglob("*") if p.is_file()]
-        assert not [p for p in files if TOKEN.encode() in p.read_bytes()]
-        assert "prod" in registry.state("mnist")["aliases"]
-    finally:
-        conn.close()
-        delete_queue_keys(redis_url, queue)
+    with trainer_api(registry.root, tmp_path, redis_url, queue, API_TOKEN=TOKEN, LOG_LEVEL="DEBUG") as api:  # fmt: skip
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        calls = [
+            requests.post(f"{api.base}/v1/jobs", json=SMALL, headers=good, timeout=10),
+            requests.put(
+                f"{api.base}/v1/models/mnist/pin", json={"version": 1}, headers=good, timeout=10
+            ),  # fmt: skip
+            requests.put(
+                f"{api.base}/v1/models/mnist/aliases/prod",
+                json={"version": 1},
+                headers=good,
+                timeout=10,
+            ),  # fmt: skip
+            requests.post(
+                f"{api.base}/v1/jobs", json={"epochs": -1}, headers=good, timeout=10
+            ),  # fmt: skip
+        ]
+        job_id = calls[0].json()["job_id"]
+        for auth in WRONG_AUTH:
+            headers = {} if auth is None else {"Authorization": auth}
+            calls.append(requests.post(f"{api.base}/v1/jobs", json=SMALL, headers=headers, timeout=10))  # fmt: skip
+            calls.append(requests.delete(f"{api.base}/v1/jobs/{job_id}", headers=headers, timeout=10))  # fmt: skip
+        calls.append(requests.get(f"{api.base}/v1/jobs/{job_id}", timeout=10))
+        calls.append(requests.get(f"{api.base}/v1/models/mnist", timeout=10))
+        calls.append(requests.delete(f"{api.base}/v1/jobs/{job_id}", headers=good, timeout=10))  # fmt: skip
+        for r in calls:
+            bodies.append(r.text + json.dumps(dict(r.headers)))
+        # The client's errors do not repeat it either.
+        with pytest.raises(DigitflowError) as info:
+            DigitflowClient(api.base, api.base, TOKEN + "x").submit(SMALL)
+        bodies.append(str(info.value))
+        log = api.log_path.read_text(errors="replace")
+    assert "401" in log and "POST /v1/jobs" in log  # the log did record these requests
+    assert TOKEN not in log
+    assert not [b for b in bodies if TOKEN in b]
+    stored = []
+    for key in conn.scan_iter(match=f"*{job_id}*"):
+        kind = conn.type(key)
+        if kind == b"hash":
+            stored.append(repr(conn.hgetall(key)))
+        elif kind == b"string":
+            stored.append(repr(conn.get(key)))
+    assert stored and not [s for s in stored if TOKEN in s]
+    files = [p for p in registry.root.rglob("*") if p.is_file()]
+    assert not [p for p in files if TOKEN.encode() in p.read_bytes()]
+    assert "prod" in registry.state("mnist")["aliases"]
 
 
 # ---- never unpickle ---------------------------------------------------------------------------
@@ -441,22 +431,19 @@ def test_only_the_registry_is_read_and_written(tmp_path, mnist_dir):
 # ---- limits -------------------------------------------------------------------------------------
 
 
-def test_queued_jobs_limit_holds_under_concurrent_submissions(redis_url, tmp_path):
+def test_queued_jobs_limit_holds_under_concurrent_submissions(
+    redis_url, queue, redis_conn, tmp_path
+):
     """20 simultaneous POSTs to two gunicorn workers, limit 3: exactly 3 jobs are queued."""
-    queue = f"lim{uuid.uuid4().hex[:8]}"
-    conn = redis.Redis.from_url(redis_url)
-    try:
-        with trainer_api(tmp_path / "models", tmp_path, redis_url, queue, MAX_QUEUED_JOBS_PER_MODEL="3") as api:  # fmt: skip
+    conn = redis_conn
+    with trainer_api(tmp_path / "models", tmp_path, redis_url, queue, MAX_QUEUED_JOBS_PER_MODEL="3") as api:  # fmt: skip
 
-            def submit(i: int) -> requests.Response:
-                return requests.post(f"{api.base}/v1/jobs", json={**SMALL, "seed": i}, timeout=30)
+        def submit(i: int) -> requests.Response:
+            return requests.post(f"{api.base}/v1/jobs", json={**SMALL, "seed": i}, timeout=30)
 
-            with ThreadPoolExecutor(max_workers=20) as pool:
-                responses = list(pool.map(submit, range(20)))
-        codes = sorted(r.status_code for r in responses)
-        assert codes == [202] * 3 + [429] * 17, codes
-        assert all("MAX_QUEUED_JOBS_PER_MODEL" in r.json()["error"]["message"] for r in responses if r.status_code == 429)  # fmt: skip
-        assert queueing.make_queue(queue, conn).count == 3
-    finally:
-        conn.close()
-        delete_queue_keys(redis_url, queue)
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            responses = list(pool.map(submit, range(20)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [202] * 3 + [429] * 17, codes
+    assert all("MAX_QUEUED_JOBS_PER_MODEL" in r.json()["error"]["message"] for r in responses if r.status_code == 429)  # fmt: skip
+    assert queueing.make_queue(queue, conn).count == 3

@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import re
 import time
-import uuid
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -24,8 +22,14 @@ from inference_service import predict
 from inference_service.app import create_app
 from inference_service.serving import ModelCache
 from shared.config import TrainConfig
-from shared.modelfile import load_model, save_model
-from shared.registry import Registry
+from shared.modelfile import save_model
+from tests.service_support import (
+    error_of,
+    expected_proba,
+    flip_weights_byte,
+    publish,
+    v2_binary,
+)
 
 RNG = np.random.default_rng(1)
 BATCH = RNG.integers(0, 256, size=(3, 784))
@@ -34,59 +38,8 @@ BATCH = RNG.integers(0, 256, size=(3, 784))
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-def publish(registry: Registry, tmp_path: Path, name: str = "digits", seed: int = 0) -> int:
-    """Publish an untrained [16]-hidden model (weights differ by seed; accuracy is irrelevant)."""
-    config = TrainConfig(model=name, hidden_layers=[16], dropout=0.0, seed=seed)
-    mean = np.full(784, 0.1 * (seed % 5), dtype=np.float32)
-    model = config.build_model(mean=mean)
-    path = tmp_path / f"w-{uuid.uuid4().hex}.npz"
-    save_model(path, model, {"seed": seed})
-    return registry.publish(
-        name,
-        path,
-        {"config": config.public_dict(), "metrics": {"test_accuracy": round(0.1 + seed / 100, 4)}},
-    )
-
-
-def corrupt(registry: Registry, name: str, version: int) -> None:
-    """Flip bytes of a published weights file: the sha256 no longer matches."""
-    path = registry.weights_path(name, version)
-    data = bytearray(path.read_bytes())
-    data[-10] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def expected_proba(registry: Registry, name: str, version: int, x01: np.ndarray) -> np.ndarray:
-    loaded = load_model(registry.weights_path(name, version))
-    return loaded.model.predict_proba(np.asarray(x01, dtype=np.float32))
-
-
 def post_json(client, url: str, payload, **kw):
     return client.post(url, data=orjson.dumps(payload), content_type="application/json", **kw)
-
-
-def error_of(resp) -> dict:
-    assert resp.mimetype == "application/json", resp.data[:200]
-    body = resp.get_json()
-    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
-    return body["error"]
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "models")
-
-
-@pytest.fixture
-def app(registry: Registry):
-    app = create_app({"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0})
-    yield app
-    app.extensions["digitflow"].cache.stop()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 def digit_picture(fmt: str, dark_on_light: bool = True, size: int = 200) -> bytes:
@@ -103,35 +56,35 @@ def digit_picture(fmt: str, dark_on_light: bool = True, size: int = 200) -> byte
 # ---- empty registry, health ----------------------------------------------------------------------
 
 
-def test_empty_registry(client) -> None:
-    assert client.get("/healthz").status_code == 200
-    resp = client.get("/readyz")
+def test_empty_registry(inference_client) -> None:
+    assert inference_client.get("/healthz").status_code == 200
+    resp = inference_client.get("/readyz")
     assert resp.status_code == 503
     assert resp.get_json()["reason"] == "no models in the registry"
-    assert client.get("/v2/health/live").get_json() == {"live": True}
-    assert client.get("/v2/health/ready").status_code == 503
-    assert client.get("/v1/models").get_json() == {"models": []}
-    resp = post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
+    assert inference_client.get("/v2/health/live").get_json() == {"live": True}
+    assert inference_client.get("/v2/health/ready").status_code == 503
+    assert inference_client.get("/v1/models").get_json() == {"models": []}
+    resp = post_json(inference_client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
     assert resp.status_code == 404 and error_of(resp)["code"] == "model_not_found"
 
 
-def test_readyz_before_and_after_publish(client, registry, tmp_path) -> None:
-    assert client.get("/readyz").status_code == 503
+def test_readyz_before_and_after_publish(inference_client, registry, tmp_path) -> None:
+    assert inference_client.get("/readyz").status_code == 503
     publish(registry, tmp_path)
-    resp = client.get("/readyz")
+    resp = inference_client.get("/readyz")
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["ready"] is True
     assert body["models"]["digits"] == {"registry_default": 1, "serving": 1}
-    assert client.get("/v2/health/ready").get_json() == {"ready": True}
+    assert inference_client.get("/v2/health/ready").get_json() == {"ready": True}
 
 
 # ---- V1 predict ----------------------------------------------------------------------------------
 
 
-def test_predict_default_matches_in_process_model(client, registry, tmp_path) -> None:
+def test_predict_default_matches_in_process_model(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path)
-    resp = post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
+    resp = post_json(inference_client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
     assert resp.status_code == 200, resp.data
     assert resp.headers["X-Model-Version"] == "1"
     body = resp.get_json()
@@ -142,25 +95,25 @@ def test_predict_default_matches_in_process_model(client, registry, tmp_path) ->
     assert body["predictions"] == want.argmax(axis=1).tolist()
     # nested 28x28 and unit scale give the same answer
     nested = post_json(
-        client,
+        inference_client,
         "/v1/models/digits/predict",
         {"instances": (BATCH / 255.0).reshape(3, 28, 28).tolist(), "scale": "unit"},
     ).get_json()
     np.testing.assert_allclose(nested["probabilities"], body["probabilities"], rtol=1e-5)
 
 
-def test_versions_latest_alias_and_pin(client, registry, tmp_path) -> None:
+def test_versions_latest_alias_and_pin(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path, seed=1)
     assert (
-        post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()}).headers[
-            "X-Model-Version"
-        ]
+        post_json(
+            inference_client, "/v1/models/digits/predict", {"instances": BATCH.tolist()}
+        ).headers["X-Model-Version"]
         == "1"
     )
     publish(registry, tmp_path, seed=2)
 
     def version(url: str) -> str:
-        resp = post_json(client, url, {"instances": BATCH[:1].tolist()})
+        resp = post_json(inference_client, url, {"instances": BATCH[:1].tolist()})
         assert resp.status_code == 200, resp.data
         return resp.headers["X-Model-Version"]
 
@@ -177,7 +130,7 @@ def test_versions_latest_alias_and_pin(client, registry, tmp_path) -> None:
     assert version("/v1/models/digits/predict") == "2"
     # answers come from the right weights
     p1 = post_json(
-        client, "/v1/models/digits/versions/1/predict", {"instances": BATCH.tolist()}
+        inference_client, "/v1/models/digits/versions/1/predict", {"instances": BATCH.tolist()}
     ).get_json()["probabilities"]
     np.testing.assert_allclose(
         p1, expected_proba(registry, "digits", 1, BATCH / 255.0), rtol=1e-6, atol=1e-7
@@ -207,24 +160,24 @@ def test_versions_latest_alias_and_pin(client, registry, tmp_path) -> None:
         "/nothing/here",
     ],
 )
-def test_unknown_things_are_404(client, registry, tmp_path, url: str) -> None:
+def test_unknown_things_are_404(inference_client, registry, tmp_path, url: str) -> None:
     publish(registry, tmp_path)
     if url.endswith("/predict"):
-        resp = post_json(client, url, {"instances": BATCH.tolist()})
+        resp = post_json(inference_client, url, {"instances": BATCH.tolist()})
     else:
-        resp = client.get(url)
+        resp = inference_client.get(url)
     assert resp.status_code == 404, resp.data
     error_of(resp)
 
 
-def test_listing_and_manifest(client, registry, tmp_path) -> None:
+def test_listing_and_manifest(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path, seed=1)
     publish(registry, tmp_path, seed=2)
     registry.set_alias("digits", "champion", 1)
     registry.pin("digits", 1)
-    post_json(client, "/v1/models/digits/predict", {"instances": BATCH[:1].tolist()})
+    post_json(inference_client, "/v1/models/digits/predict", {"instances": BATCH[:1].tolist()})
 
-    models = client.get("/v1/models").get_json()["models"]
+    models = inference_client.get("/v1/models").get_json()["models"]
     assert models == [
         {
             "name": "digits",
@@ -236,7 +189,7 @@ def test_listing_and_manifest(client, registry, tmp_path) -> None:
             "aliases": {"champion": 1},
         }
     ]
-    detail = client.get("/v1/models/digits").get_json()
+    detail = inference_client.get("/v1/models/digits").get_json()
     assert detail["default_version"] == 1 and detail["latest_version"] == 2
     v1, v2 = detail["versions"]
     assert v1["version"] == 1 and v1["default"] and v1["pinned"] and v1["loaded"]
@@ -247,57 +200,69 @@ def test_listing_and_manifest(client, registry, tmp_path) -> None:
     assert not v2["default"] and not v2["loaded"] and v2["aliases"] == []
     assert [h["action"] for h in detail["history"]] == ["alias_set", "pin"]
 
-    manifest = client.get("/v1/models/digits/versions/2").get_json()
+    manifest = inference_client.get("/v1/models/digits/versions/2").get_json()
     assert manifest["version"] == 2 and manifest["status"] == "ok"
     assert manifest["metrics"] == {"test_accuracy": 0.12}
     assert manifest["default"] is False and manifest["loaded"] is False
-    assert client.get("/v1/models/digits/versions/champion").get_json()["version"] == 1
-    assert client.get("/v1/models/digits/versions/latest").get_json()["version"] == 2
+    assert inference_client.get("/v1/models/digits/versions/champion").get_json()["version"] == 1
+    assert inference_client.get("/v1/models/digits/versions/latest").get_json()["version"] == 2
 
 
-def test_broken_version_is_listed_and_never_served(client, registry, tmp_path, caplog) -> None:
+def test_broken_version_is_listed_and_never_served(
+    inference_client, registry, tmp_path, caplog
+) -> None:
     publish(registry, tmp_path, seed=1)
     publish(registry, tmp_path, seed=2)
     url = "/v1/models/digits/predict"
-    assert post_json(client, url, {"instances": BATCH.tolist()}).headers["X-Model-Version"] == "2"
+    assert (
+        post_json(inference_client, url, {"instances": BATCH.tolist()}).headers["X-Model-Version"]
+        == "2"
+    )
     publish(registry, tmp_path, seed=3)
-    corrupt(registry, "digits", 3)
+    flip_weights_byte(registry.weights_path("digits", 3).parent)
     # the default stays on the last good version
     for _ in range(3):
-        resp = post_json(client, url, {"instances": BATCH.tolist()})
+        resp = post_json(inference_client, url, {"instances": BATCH.tolist()})
         assert resp.headers["X-Model-Version"] == "2"
-    resp = post_json(client, "/v1/models/digits/versions/3/predict", {"instances": BATCH.tolist()})
+    resp = post_json(
+        inference_client, "/v1/models/digits/versions/3/predict", {"instances": BATCH.tolist()}
+    )
     assert resp.status_code == 409 and error_of(resp)["code"] == "version_broken"
-    rows = {r["version"]: r for r in client.get("/v1/models/digits").get_json()["versions"]}
+    rows = {
+        r["version"]: r for r in inference_client.get("/v1/models/digits").get_json()["versions"]
+    }
     assert rows[3]["status"] == "broken" and "sha256" in rows[3]["error"]
     assert rows[3]["loaded"] is False and rows[2]["default"] is True
-    assert client.get("/v1/models/digits/versions/3").status_code == 409
-    assert client.get("/v2/models/digits").get_json()["versions"] == ["1", "2"]
-    assert client.get("/readyz").status_code == 200
+    assert inference_client.get("/v1/models/digits/versions/3").status_code == 409
+    assert inference_client.get("/v2/models/digits").get_json()["versions"] == ["1", "2"]
+    assert inference_client.get("/readyz").status_code == 200
 
 
-def test_unloadable_file_with_valid_hash_falls_back(client, registry, tmp_path) -> None:
+def test_unloadable_file_with_valid_hash_falls_back(inference_client, registry, tmp_path) -> None:
     """Hash OK (published that way) but not a model file: load_model refuses, never served."""
     publish(registry, tmp_path, seed=1)
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a numpy file at all")
     assert registry.publish("digits", junk, {"config": {}}) == 2
-    resp = post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
+    resp = post_json(inference_client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
     assert resp.status_code == 200 and resp.headers["X-Model-Version"] == "1"
-    resp = post_json(client, "/v1/models/digits/versions/2/predict", {"instances": BATCH.tolist()})
+    resp = post_json(
+        inference_client, "/v1/models/digits/versions/2/predict", {"instances": BATCH.tolist()}
+    )
     assert resp.status_code == 409
-    assert client.get("/readyz").status_code == 200
+    assert inference_client.get("/readyz").status_code == 200
 
 
-def test_fresh_worker_with_unloadable_pin_serves_latest_good(registry, tmp_path) -> None:
+def test_fresh_worker_with_unloadable_pin_serves_latest_good(
+    make_inference_app, registry, tmp_path
+) -> None:
     publish(registry, tmp_path, seed=1)
     publish(registry, tmp_path, seed=2)
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"PK\x03\x04 truncated zip")
     assert registry.publish("digits", junk, {}) == 3
     registry.pin("digits", 3)  # the hash verifies, so the registry accepts the pin
-    app = create_app({"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0})
-    client = app.test_client()
+    client = make_inference_app().test_client()
     resp = post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
     assert resp.status_code == 200 and resp.headers["X-Model-Version"] == "2"
     body = client.get("/readyz").get_json()
@@ -306,33 +271,25 @@ def test_fresh_worker_with_unloadable_pin_serves_latest_good(registry, tmp_path)
     assert digits["problem"].startswith("default version 3 cannot be served")  # readyz says why
 
 
-def test_model_with_only_broken_versions(client, registry, tmp_path) -> None:
+def test_model_with_only_broken_versions(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path, name="bad")
-    corrupt(registry, "bad", 1)
-    resp = post_json(client, "/v1/models/bad/predict", {"instances": BATCH.tolist()})
+    flip_weights_byte(registry.weights_path("bad", 1).parent)
+    resp = post_json(inference_client, "/v1/models/bad/predict", {"instances": BATCH.tolist()})
     assert resp.status_code == 409
-    body = client.get("/readyz").get_json()
+    body = inference_client.get("/readyz").get_json()
     assert body["ready"] is False
     assert body["models"]["bad"]["problem"] == "no usable version in the registry"
     publish(registry, tmp_path, name="good")
-    body = client.get("/readyz").get_json()
+    body = inference_client.get("/readyz").get_json()
     assert body["ready"] is True, body  # "bad" has nothing to load: it does not block readiness
 
 
 # ---- V1 errors -----------------------------------------------------------------------------------
 
 
-def test_error_codes(registry, tmp_path) -> None:
+def test_error_codes(make_inference_app, registry, tmp_path) -> None:
     publish(registry, tmp_path)
-    app = create_app(
-        {
-            "MODEL_REGISTRY_DIR": str(registry.root),
-            "REGISTRY_POLL_SECONDS": 0,
-            "MAX_CONTENT_LENGTH": 64 * 1024,
-            "MAX_BATCH_IMAGES": 4,
-        }
-    )
-    client = app.test_client()
+    client = make_inference_app(MAX_CONTENT_LENGTH=64 * 1024, MAX_BATCH_IMAGES=4).test_client()
     url = "/v1/models/digits/predict"
 
     resp = client.get(url)
@@ -371,12 +328,12 @@ def test_error_codes(registry, tmp_path) -> None:
     assert resp.status_code == 405
 
 
-def test_a_real_bug_is_a_json_500(app, caplog) -> None:
+def test_a_real_bug_is_a_json_500(inference_app, caplog) -> None:
     def boom():
         raise RuntimeError("kaboom")
 
-    app.add_url_rule("/boom", "boom", boom)
-    resp = app.test_client().get("/boom")
+    inference_app.add_url_rule("/boom", "boom", boom)
+    resp = inference_app.test_client().get("/boom")
     assert resp.status_code == 500
     assert error_of(resp)["code"] == "internal_error"
     assert "kaboom" not in resp.get_data(as_text=True)
@@ -386,7 +343,7 @@ def test_a_real_bug_is_a_json_500(app, caplog) -> None:
 # ---- picture uploads -----------------------------------------------------------------------------
 
 
-def test_picture_upload_png_jpeg_and_multipart(client, registry, tmp_path) -> None:
+def test_picture_upload_png_jpeg_and_multipart(inference_client, registry, tmp_path) -> None:
     from shared.preprocess import picture_to_mnist
 
     publish(registry, tmp_path)
@@ -394,17 +351,17 @@ def test_picture_upload_png_jpeg_and_multipart(client, registry, tmp_path) -> No
     png = digit_picture("PNG", dark_on_light=True)
     jpeg = digit_picture("JPEG", dark_on_light=False)
 
-    resp = client.post(url, data=png, content_type="image/png")
+    resp = inference_client.post(url, data=png, content_type="image/png")
     assert resp.status_code == 200, resp.data
     body = resp.get_json()
     want = expected_proba(registry, "digits", 1, picture_to_mnist(png)[None, :])
     np.testing.assert_allclose(body["probabilities"], want, rtol=1e-5, atol=1e-7)
     assert len(body["predictions"]) == 1
 
-    resp = client.post(url, data=jpeg, content_type="image/jpeg")
+    resp = inference_client.post(url, data=jpeg, content_type="image/jpeg")
     assert resp.status_code == 200 and len(resp.get_json()["predictions"]) == 1
 
-    resp = client.post(
+    resp = inference_client.post(
         "/v1/models/digits/versions/1/predict",
         data={"image": [(io.BytesIO(png), "a.png"), (io.BytesIO(jpeg), "b.jpg")]},
         content_type="multipart/form-data",
@@ -412,30 +369,30 @@ def test_picture_upload_png_jpeg_and_multipart(client, registry, tmp_path) -> No
     assert resp.status_code == 200, resp.data
     assert len(resp.get_json()["predictions"]) == 2
 
-    resp = client.post(
+    resp = inference_client.post(
         url, data={"picture": (io.BytesIO(png), "a.png")}, content_type="multipart/form-data"
     )
     assert resp.status_code == 400 and error_of(resp)["field"] == "image"
 
-    resp = client.post(url, data=b"GIF89a not really", content_type="image/png")
+    resp = inference_client.post(url, data=b"GIF89a not really", content_type="image/png")
     assert resp.status_code == 400 and error_of(resp)["code"] == "invalid_image"
 
     blank = io.BytesIO()
     Image.new("L", (50, 50), 255).save(blank, format="PNG")
-    resp = client.post(url, data=blank.getvalue(), content_type="image/png")
+    resp = inference_client.post(url, data=blank.getvalue(), content_type="image/png")
     assert resp.status_code == 422 and error_of(resp)["code"] == "blank_image"
 
-    resp = client.post(url, data=b"", content_type="image/png")
+    resp = inference_client.post(url, data=b"", content_type="image/png")
     assert resp.status_code == 400
 
 
 # ---- V2 ------------------------------------------------------------------------------------------
 
 
-def test_v2_metadata_and_ready(client, registry, tmp_path) -> None:
+def test_v2_metadata_and_ready(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path, seed=1)
     publish(registry, tmp_path, seed=2)
-    meta = client.get("/v2/models/digits").get_json()
+    meta = inference_client.get("/v2/models/digits").get_json()
     assert meta["name"] == "digits" and meta["versions"] == ["1", "2"]
     assert meta["inputs"][0]["name"] == "input" and meta["inputs"][0]["shape"] == [-1, 784]
     assert meta["inputs"][0]["datatype"] == "FP32"
@@ -443,14 +400,14 @@ def test_v2_metadata_and_ready(client, registry, tmp_path) -> None:
         "probabilities": ("FP32", [-1, 10]),
         "predictions": ("INT64", [-1]),
     }
-    assert client.get("/v2/models/digits/versions/1").status_code == 200
-    assert client.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]
-    resp = client.get("/v2/models/digits/ready")
+    assert inference_client.get("/v2/models/digits/versions/1").status_code == 200
+    assert inference_client.get("/v2").get_json()["extensions"] == ["binary_tensor_data"]
+    resp = inference_client.get("/v2/models/digits/ready")
     assert resp.status_code == 200 and resp.get_json()["version"] == "2"
-    assert client.get("/v2/models/digits/versions/1/ready").get_json()["ready"] is True
+    assert inference_client.get("/v2/models/digits/versions/1/ready").get_json()["ready"] is True
 
 
-def test_v2_infer_json(client, registry, tmp_path) -> None:
+def test_v2_infer_json(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path)
     want = expected_proba(registry, "digits", 1, BATCH / 255.0)
     for datatype, data, shape in [
@@ -459,7 +416,7 @@ def test_v2_infer_json(client, registry, tmp_path) -> None:
         ("FP32", (BATCH / 255.0).reshape(-1).tolist(), [3, 784]),
     ]:
         resp = post_json(
-            client,
+            inference_client,
             "/v2/models/digits/infer",
             {
                 "id": "req-7",
@@ -483,7 +440,7 @@ def test_v2_infer_json(client, registry, tmp_path) -> None:
         }
     # only the requested output
     resp = post_json(
-        client,
+        inference_client,
         "/v2/models/digits/versions/1/infer",
         {
             "inputs": [
@@ -495,32 +452,20 @@ def test_v2_infer_json(client, registry, tmp_path) -> None:
     assert [o["name"] for o in resp.get_json()["outputs"]] == ["predictions"]
 
 
-def test_v2_infer_binary(client, registry, tmp_path) -> None:
+def test_v2_infer_binary(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path)
     x = (BATCH / 255.0).astype("<f4")
     want = expected_proba(registry, "digits", 1, x)
-    raw = x.tobytes()
-    head = orjson.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [3, 28, 28],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ],
-            "outputs": [
-                {"name": "probabilities", "parameters": {"binary_data": True}},
-                {"name": "predictions", "parameters": {"binary_data": False}},
-            ],
-        }
-    )
-    resp = client.post(
+    outputs = [
+        {"name": "probabilities", "parameters": {"binary_data": True}},
+        {"name": "predictions", "parameters": {"binary_data": False}},
+    ]
+    body, head_length = v2_binary(x, [3, 28, 28], outputs=outputs)
+    resp = inference_client.post(
         "/v2/models/digits/infer",
-        data=head + raw,
+        data=body,
         content_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(head))},
+        headers={"Inference-Header-Content-Length": head_length},
     )
     assert resp.status_code == 200, resp.data[:300]
     assert resp.mimetype == "application/octet-stream"
@@ -533,24 +478,13 @@ def test_v2_infer_binary(client, registry, tmp_path) -> None:
     assert preds["data"] == want.argmax(axis=1).tolist()
 
     # UINT8 binary in, everything binary out
-    u8 = BATCH.astype(np.uint8).tobytes()
-    head = orjson.dumps(
-        {
-            "parameters": {"binary_data_output": True},
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [3, 784],
-                    "datatype": "UINT8",
-                    "parameters": {"binary_data_size": len(u8)},
-                }
-            ],
-        }
+    body, head_length = v2_binary(
+        BATCH.astype(np.uint8), [3, 784], "UINT8", parameters={"binary_data_output": True}
     )
-    resp = client.post(
+    resp = inference_client.post(
         "/v2/models/digits/infer",
-        data=head + u8,
-        headers={"Inference-Header-Content-Length": str(len(head))},
+        data=body,
+        headers={"Inference-Header-Content-Length": head_length},
     )
     assert resp.status_code == 200
     n = int(resp.headers["Inference-Header-Content-Length"])
@@ -564,20 +498,22 @@ def test_v2_infer_binary(client, registry, tmp_path) -> None:
     assert np.frombuffer(tail[120:], "<i8").tolist() == want.argmax(axis=1).tolist()
 
 
-def test_v2_errors(client, registry, tmp_path) -> None:
+def test_v2_errors(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path)
     url = "/v2/models/digits/infer"
-    resp = client.post(url, data=b"{", content_type="application/json")
+    resp = inference_client.post(url, data=b"{", content_type="application/json")
     assert resp.status_code == 400
     resp = post_json(
-        client, url, {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP16"}]}
+        inference_client,
+        url,
+        {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP16"}]},
     )
     assert resp.status_code == 400 and error_of(resp)["field"] == "inputs[0].datatype"
-    resp = client.post(url, data=b"abc", content_type="text/csv")
+    resp = inference_client.post(url, data=b"abc", content_type="text/csv")
     assert resp.status_code == 415
-    resp = client.post(url, data=b"{}", headers={"Inference-Header-Content-Length": "99"})
+    resp = inference_client.post(url, data=b"{}", headers={"Inference-Header-Content-Length": "99"})
     assert resp.status_code == 400
-    assert client.get(url).status_code == 405
+    assert inference_client.get(url).status_code == 405
 
 
 # ---- hot reload with the background thread --------------------------------------------------------
@@ -629,11 +565,11 @@ def test_lru_never_evicts_defaults(registry, tmp_path) -> None:
 # ---- metrics & OpenAPI ------------------------------------------------------------------------------
 
 
-def test_metrics(client, registry, tmp_path) -> None:
+def test_metrics(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path)
-    post_json(client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
-    post_json(client, "/v1/models/digits/predict", {"instances": []})
-    resp = client.get("/metrics")
+    post_json(inference_client, "/v1/models/digits/predict", {"instances": BATCH.tolist()})
+    post_json(inference_client, "/v1/models/digits/predict", {"instances": []})
+    resp = inference_client.get("/metrics")
     assert resp.status_code == 200 and resp.mimetype == "text/plain"
     text = resp.get_data(as_text=True)
     assert (
@@ -646,10 +582,12 @@ def test_metrics(client, registry, tmp_path) -> None:
     assert "digitflow_inference_request_duration_seconds_bucket" in text
 
 
-def test_openapi_documents_every_route_and_routes_every_documented_one(client, app) -> None:
+def test_openapi_documents_every_route_and_routes_every_documented_one(
+    inference_client, inference_app
+) -> None:
     """Flask rules and the plain-WSGI predict routes together are exactly the documented
     operations; no path is served by both; error answers are documented with the kit's body."""
-    spec = client.get("/openapi.json").get_json()
+    spec = inference_client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     documented = {
         (path, method.upper())
@@ -658,13 +596,13 @@ def test_openapi_documents_every_route_and_routes_every_documented_one(client, a
         if method in ("get", "post", "put", "delete", "patch")
     }
     routed = set()
-    for rule in app.url_map.iter_rules():
+    for rule in inference_app.url_map.iter_rules():
         path = re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", rule.rule)
         routed |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
     plain = {(op.path, op.method) for op, _ in predict.ROUTES}
     assert len(plain) == 4 and not plain & routed
     assert documented == routed | plain
-    adapter = app.url_map.bind("localhost")
+    adapter = inference_app.url_map.bind("localhost")
     for op, handler in predict.ROUTES:
         concrete = op.path.replace("{name}", "digits").replace("{ref}", "latest")
         route = predict.match(concrete)
@@ -712,30 +650,26 @@ assert not bad, bad
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_unreadable_registry_is_503_not_500(app, client, monkeypatch) -> None:
-    registry = app.extensions["digitflow"].registry
+def test_unreadable_registry_is_503_not_500(inference_app, inference_client, monkeypatch) -> None:
+    registry = inference_app.extensions["digitflow"].registry
 
     def unreadable() -> list[str]:
         raise PermissionError(13, "Permission denied", str(registry.root))
 
     monkeypatch.setattr(registry, "model_names", unreadable)
-    resp = client.get("/v1/models")
+    resp = inference_client.get("/v1/models")
     assert resp.status_code == 503 and error_of(resp)["code"] == "registry_unavailable"
-    assert client.get("/healthz").status_code == 200
+    assert inference_client.get("/healthz").status_code == 200
 
 
 # ---- the plain-WSGI predict routes: bodies without a length, methods, other input sizes ----------
 
 
-def test_chunked_bodies_are_read_and_bounded(registry, tmp_path) -> None:
+def test_chunked_bodies_are_read_and_bounded(make_inference_app, registry, tmp_path) -> None:
     """A body without Content-Length (chunked, terminated by the server) is read up to
     MAX_CONTENT_LENGTH; beyond it, a 413."""
     publish(registry, tmp_path)
-    app = create_app(
-        {"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0,
-         "MAX_CONTENT_LENGTH": 8192}
-    )  # fmt: skip
-    client = app.test_client()
+    client = make_inference_app(MAX_CONTENT_LENGTH=8192).test_client()
     terminated = {"wsgi.input_terminated": True}
     for url in ("/v1/models/digits/predict", "/v1/models/digits/versions/1/predict"):
         body = orjson.dumps({"instances": BATCH[:1].tolist()})
@@ -761,14 +695,16 @@ def test_chunked_bodies_are_read_and_bounded(registry, tmp_path) -> None:
     "url", ["/v2/models/digits/infer", "/v2/models/digits/versions/1/infer"]
 )  # fmt: skip
 @pytest.mark.parametrize("datatype", [{"a": 1}, ["FP32"], 7, None])
-def test_v2_datatype_of_the_wrong_json_type_is_400(client, registry, tmp_path, url, datatype):
+def test_v2_datatype_of_the_wrong_json_type_is_400(
+    inference_client, registry, tmp_path, url, datatype
+):
     publish(registry, tmp_path)
     tensor = {"name": "input", "shape": [1, 784], "datatype": datatype, "data": [0] * 784}
-    resp = post_json(client, url, {"inputs": [tensor]})
+    resp = post_json(inference_client, url, {"inputs": [tensor]})
     assert resp.status_code == 400 and error_of(resp)["field"] == "inputs[0].datatype"
 
 
-def test_input_size_comes_from_the_model(client, registry, tmp_path) -> None:
+def test_input_size_comes_from_the_model(inference_client, registry, tmp_path) -> None:
     """A model taking 50 values: JSON, .npy and V2 bodies of 50 work, 784 is refused naming the
     field, pictures (28 x 28 by construction) are a 422."""
     config = TrainConfig(model="small", hidden_layers=[8], dropout=0.0)
@@ -778,27 +714,27 @@ def test_input_size_comes_from_the_model(client, registry, tmp_path) -> None:
     x = RNG.integers(0, 256, size=(2, 50))
     want = expected_proba(registry, "small", 1, x / 255.0)
 
-    resp = post_json(client, "/v1/models/small/predict", {"instances": x.tolist()})
+    resp = post_json(inference_client, "/v1/models/small/predict", {"instances": x.tolist()})
     assert resp.status_code == 200, resp.data[:300]
     np.testing.assert_allclose(resp.get_json()["probabilities"], want, rtol=1e-5, atol=1e-7)
     buf = io.BytesIO()
     np.save(buf, x.astype(np.uint8))
-    resp = client.post("/v1/models/small/predict", data=buf.getvalue(),
+    resp = inference_client.post("/v1/models/small/predict", data=buf.getvalue(),
                        content_type="application/x-npy")  # fmt: skip
     assert resp.status_code == 200
     v2 = {"inputs": [{"name": "input", "shape": [2, 50], "datatype": "UINT8",
                       "data": x.ravel().tolist()}]}  # fmt: skip
-    assert post_json(client, "/v2/models/small/infer", v2).status_code == 200
-    meta = client.get("/v2/models/small").get_json()
+    assert post_json(inference_client, "/v2/models/small/infer", v2).status_code == 200
+    meta = inference_client.get("/v2/models/small").get_json()
     assert meta["inputs"][0]["shape"] == [-1, 50]
     assert meta["inputs"][0]["parameters"]["accepted_shapes"] == [[-1, 50]]
 
-    resp = post_json(client, "/v1/models/small/predict", {"instances": [[0] * 784]})
+    resp = post_json(inference_client, "/v1/models/small/predict", {"instances": [[0] * 784]})
     assert resp.status_code == 400 and error_of(resp)["field"] == "instances[0]"
     assert "50" in error_of(resp)["message"]
     v2["inputs"][0]["shape"] = [1, 28, 28]
-    resp = post_json(client, "/v2/models/small/infer", v2)
+    resp = post_json(inference_client, "/v2/models/small/infer", v2)
     assert resp.status_code == 400 and error_of(resp)["field"] == "inputs[0].shape"
-    resp = client.post("/v1/models/small/predict", data=digit_picture("png"),
+    resp = inference_client.post("/v1/models/small/predict", data=digit_picture("png"),
                        content_type="image/png")  # fmt: skip
     assert resp.status_code == 422 and error_of(resp)["code"] == "pictures_not_supported"

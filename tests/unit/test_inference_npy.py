@@ -11,14 +11,7 @@ import pytest
 
 from inference_service.decoders import decode_instances, decode_npy
 from shared.web.errors import ApiError
-from tests.unit.test_inference_app import (  # noqa: F401 - fixtures
-    app,
-    client,
-    error_of,
-    expected_proba,
-    publish,
-    registry,
-)
+from tests.service_support import error_of, expected_proba, publish
 
 RNG = np.random.default_rng(3)
 IMAGES = RNG.integers(0, 256, size=(5, 784)).astype(np.uint8)
@@ -36,7 +29,7 @@ def npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def post_npy(client, body: bytes):  # noqa: F811
+def post_npy(client, body: bytes):
     return client.post(URL, data=body, content_type=NPY)
 
 
@@ -52,9 +45,9 @@ def post_npy(client, body: bytes):  # noqa: F811
     ],
     ids=["uint8", "uint8-28x28", "int64", "float32", "float64", "f4-big-endian-fortran"],
 )
-def test_npy_body_predicts_like_the_model(client, registry, tmp_path, array) -> None:  # noqa: F811
+def test_npy_body_predicts_like_the_model(inference_client, registry, tmp_path, array) -> None:
     publish(registry, tmp_path)
-    resp = post_npy(client, npy(array))
+    resp = post_npy(inference_client, npy(array))
     assert resp.status_code == 200, resp.get_data()[:300]
     body = resp.get_json()
     want = expected_proba(registry, "digits", 1, IMAGES / 255.0)
@@ -90,9 +83,11 @@ def test_npy_matches_json_exactly() -> None:
         (npy(-np.ones((1, 28, 28), np.int16)), 400, "bad_request", "body[0][0][0]", "range"),
     ],
 )
-def test_npy_errors_name_the_field(client, registry, tmp_path, body, status, code, field, words):  # noqa: F811
+def test_npy_errors_name_the_field(
+    inference_client, registry, tmp_path, body, status, code, field, words
+):
     publish(registry, tmp_path)
-    resp = post_npy(client, body)
+    resp = post_npy(inference_client, body)
     if status is None:  # 0-255 + 1: out of range only if some pixel was 255
         assert resp.status_code == (400 if IMAGES.max() == 255 else 200)
         return
@@ -102,47 +97,40 @@ def test_npy_errors_name_the_field(client, registry, tmp_path, body, status, cod
     assert words in err["message"]
 
 
-def test_npy_object_arrays_are_refused_without_unpickling(client, registry, tmp_path) -> None:  # noqa: F811
+def test_npy_object_arrays_are_refused_without_unpickling(
+    inference_client, registry, tmp_path
+) -> None:
     publish(registry, tmp_path)
     buf = io.BytesIO()
     np.save(buf, np.array([[object()] * 784], dtype=object), allow_pickle=True)
-    resp = post_npy(client, buf.getvalue())
+    resp = post_npy(inference_client, buf.getvalue())
     assert resp.status_code == 422
     assert error_of(resp)["field"] == "body.dtype"
 
 
-def test_npy_header_shape_is_checked_before_allocation(client, registry, tmp_path) -> None:  # noqa: F811
+def test_npy_header_shape_is_checked_before_allocation(
+    inference_client, registry, tmp_path
+) -> None:
     """A header claiming 10^9 images must not make the worker allocate them."""
     publish(registry, tmp_path)
     header = npy(IMAGES[:1]).replace(b"(1, 784)", b"(1000000000, 784)")
-    resp = post_npy(client, header)
+    resp = post_npy(inference_client, header)
     assert resp.status_code in (400, 413)
     assert error_of(resp)["field"] in ("body", "body.shape")
 
 
-def test_npy_batch_limit_is_413(registry, tmp_path) -> None:  # noqa: F811
-    from inference_service.app import create_app
-
+def test_npy_batch_limit_is_413(make_inference_app, registry, tmp_path) -> None:
     publish(registry, tmp_path)
-    small = create_app(
-        {
-            "MODEL_REGISTRY_DIR": str(registry.root),
-            "REGISTRY_POLL_SECONDS": 0,
-            "MAX_BATCH_IMAGES": 4,
-        }
-    )
-    try:
-        resp = small.test_client().post(URL, data=npy(IMAGES), content_type=NPY)
-        assert resp.status_code == 413
-        err = error_of(resp)
-        assert err["code"] == "too_many_images" and err["field"] == "body.shape"
-    finally:
-        small.extensions["digitflow"].cache.stop()
+    small = make_inference_app(MAX_BATCH_IMAGES=4)
+    resp = small.test_client().post(URL, data=npy(IMAGES), content_type=NPY)
+    assert resp.status_code == 413
+    err = error_of(resp)
+    assert err["code"] == "too_many_images" and err["field"] == "body.shape"
 
 
-def test_unsupported_media_type_lists_npy(client, registry, tmp_path) -> None:  # noqa: F811
+def test_unsupported_media_type_lists_npy(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path)
-    resp = client.post(URL, data=b"x", content_type="text/plain")
+    resp = inference_client.post(URL, data=b"x", content_type="text/plain")
     assert resp.status_code == 415
     assert NPY in error_of(resp)["message"]
 
@@ -193,17 +181,19 @@ def test_json_bad_values_are_still_named(instances, scale, field) -> None:
 # ---- request accounting (the front counts every request, Flask's and plain WSGI's) ------------------------------------------
 
 
-def test_every_request_is_counted_even_a_500(app, client, registry, tmp_path) -> None:  # noqa: F811
+def test_every_request_is_counted_even_a_500(
+    inference_app, inference_client, registry, tmp_path
+) -> None:
     publish(registry, tmp_path)
 
     def boom():
         raise RuntimeError("kaboom")
 
-    app.add_url_rule("/boom", "boom", boom)
-    client.post(URL, data=npy(IMAGES), content_type=NPY)
-    client.get("/nowhere")
-    assert client.get("/boom").status_code == 500
-    text = client.get("/metrics").get_data(as_text=True)
+    inference_app.add_url_rule("/boom", "boom", boom)
+    inference_client.post(URL, data=npy(IMAGES), content_type=NPY)
+    inference_client.get("/nowhere")
+    assert inference_client.get("/boom").status_code == 500
+    text = inference_client.get("/metrics").get_data(as_text=True)
     assert 'method="POST",route="/v1/models/<name>/predict",status="200"} 1.0' in text
     assert 'route="<unmatched>",status="404"} 1.0' in text
     assert 'route="/boom",status="500"} 1.0' in text

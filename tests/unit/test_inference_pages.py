@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference_service.app import create_app
 from shared.config import TrainConfig
 from shared.metrics import evaluate
 from shared.modelfile import save_model
 from shared.registry import Registry
 from shared.reports import FIGURE_PIXELS, REPORT_FILES, write_report
 from shared.web.settings import SettingsError
+from tests import REPO_ROOT
 
-INFERENCE_DIR = Path(__file__).resolve().parents[2] / "inference_service"
+INFERENCE_DIR = REPO_ROOT / "inference_service"
 
 
 def publish(registry: Registry, tmp_path: Path, *, report: bool = True, seed: int = 0) -> int:
@@ -53,25 +53,16 @@ def publish(registry: Registry, tmp_path: Path, *, report: bool = True, seed: in
     )
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "models")
-
-
-@pytest.fixture
-def client(registry: Registry):
-    app = create_app({"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0})
-    return app.test_client()
-
-
 # ---- report files -------------------------------------------------------------------------
 
 
-def test_report_files_are_served_with_their_type_and_caching(client, registry, tmp_path) -> None:
+def test_report_files_are_served_with_their_type_and_caching(
+    inference_client, registry, tmp_path
+) -> None:
     v = publish(registry, tmp_path)
     folder = registry.weights_path("digits", v).parent
     for name in REPORT_FILES:
-        r = client.get(f"/v1/models/digits/versions/{v}/report/{name}")
+        r = inference_client.get(f"/v1/models/digits/versions/{v}/report/{name}")
         assert r.status_code == 200, (name, r.data[:200])
         assert r.data == (folder / name).read_bytes()
         expected = "application/json" if name.endswith(".json") else "image/png"
@@ -81,55 +72,57 @@ def test_report_files_are_served_with_their_type_and_caching(client, registry, t
         assert "immutable" in r.headers["Cache-Control"]
         sha = registry.manifest("digits", v)["files"][name]["sha256"]
         assert r.headers["ETag"] == f'"{sha}"'
-        again = client.get(
+        again = inference_client.get(
             f"/v1/models/digits/versions/{v}/report/{name}", headers={"If-None-Match": f'"{sha}"'}
         )
         assert again.status_code == 304 and again.data == b""
-    report = client.get(f"/v1/models/digits/versions/{v}/report/report.json").get_json()
+    report = inference_client.get(f"/v1/models/digits/versions/{v}/report/report.json").get_json()
     assert report["metrics"] == registry.manifest("digits", v)["metrics"]
 
     # Moving references resolve, and must be revalidated.
     v2 = publish(registry, tmp_path, seed=1)
     for ref in ("latest", "default"):
-        r = client.get(f"/v1/models/digits/versions/{ref}/report/learning_curves.png")
+        r = inference_client.get(f"/v1/models/digits/versions/{ref}/report/learning_curves.png")
         assert r.status_code == 200 and r.headers["X-Model-Version"] == str(v2)
         assert r.headers["Cache-Control"] == "no-cache"
 
 
-def test_only_files_listed_in_the_manifest(client, registry, tmp_path) -> None:
+def test_only_files_listed_in_the_manifest(inference_client, registry, tmp_path) -> None:
     v = publish(registry, tmp_path)
     folder = registry.weights_path("digits", v).parent
     (folder / "stray.png").write_bytes(b"not listed")  # present on disk, not in the manifest
     base = f"/v1/models/digits/versions/{v}/report"
     for name in ("weights.npz", "manifest.json", "stray.png", "nope.png", ".hidden", "a%2Fb",
                  "..%2Fstate.json", "%2e%2e"):  # fmt: skip
-        r = client.get(f"{base}/{name}")
+        r = inference_client.get(f"{base}/{name}")
         assert r.status_code == 404, name
         assert r.get_json()["error"]["code"] in ("file_not_found", "not_found"), name
-    assert client.get(f"{base}/../../state.json").status_code == 404
-    assert client.get("/v1/models/digits/versions/9/report/report.json").status_code == 404
-    assert client.get("/v1/models/other/versions/1/report/report.json").status_code == 404
-    assert client.post(f"{base}/report.json").status_code == 405
+    assert inference_client.get(f"{base}/../../state.json").status_code == 404
+    assert (
+        inference_client.get("/v1/models/digits/versions/9/report/report.json").status_code == 404
+    )
+    assert inference_client.get("/v1/models/other/versions/1/report/report.json").status_code == 404
+    assert inference_client.post(f"{base}/report.json").status_code == 405
     # A version published without a report has no files to serve.
     bare = publish(registry, tmp_path, report=False)
-    r = client.get(f"/v1/models/digits/versions/{bare}/report/report.json")
+    r = inference_client.get(f"/v1/models/digits/versions/{bare}/report/report.json")
     assert r.status_code == 404 and r.get_json()["error"]["code"] == "file_not_found"
 
 
-def test_a_tampered_report_file_is_409_never_served(client, registry, tmp_path) -> None:
+def test_a_tampered_report_file_is_409_never_served(inference_client, registry, tmp_path) -> None:
     v = publish(registry, tmp_path)
     path = registry.weights_path("digits", v).parent / "per_class.png"
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
-    r = client.get(f"/v1/models/digits/versions/{v}/report/per_class.png")
+    r = inference_client.get(f"/v1/models/digits/versions/{v}/report/per_class.png")
     assert r.status_code == 409 and r.get_json()["error"]["code"] == "version_broken"
 
 
-def test_version_listing_names_the_files(client, registry, tmp_path) -> None:
+def test_version_listing_names_the_files(inference_client, registry, tmp_path) -> None:
     publish(registry, tmp_path)
     publish(registry, tmp_path, report=False)
-    rows = client.get("/v1/models/digits").get_json()["versions"]
+    rows = inference_client.get("/v1/models/digits").get_json()["versions"]
     assert [r["files"] for r in rows] == [sorted(REPORT_FILES), []]
 
 
@@ -144,10 +137,10 @@ def _config(html: str) -> dict:
     return json.loads(match.group(1))
 
 
-def test_page_embeds_its_config_under_a_strict_csp(registry, monkeypatch) -> None:
+def test_page_embeds_its_config_under_a_strict_csp(make_inference_app, monkeypatch) -> None:
     monkeypatch.delenv("TRAINER_PUBLIC_URL", raising=False)
     monkeypatch.delenv("TRAINER_PORT", raising=False)
-    app = create_app({"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0})
+    app = make_inference_app()
     r = app.test_client().get("/", base_url="http://digits.example:8000")
     assert r.status_code == 200 and r.mimetype == "text/html"
     html = r.get_data(as_text=True)
@@ -168,40 +161,39 @@ def test_page_embeds_its_config_under_a_strict_csp(registry, monkeypatch) -> Non
     assert 'aria-live="polite"' in html and 'name="viewport"' in html
 
 
-def test_trainer_public_url_is_configurable_and_checked(registry, monkeypatch) -> None:
-    settings = {"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0}
-    app = create_app({**settings, "TRAINER_PUBLIC_URL": "https://train.example/"})
+def test_trainer_public_url_is_configurable_and_checked(make_inference_app, monkeypatch) -> None:
+    app = make_inference_app(TRAINER_PUBLIC_URL="https://train.example/")
     r = app.test_client().get("/")
     assert _config(r.get_data(as_text=True))["trainer_url"] == "https://train.example"
     assert "connect-src 'self' https://train.example" in r.headers["Content-Security-Policy"]
     monkeypatch.setenv("TRAINER_PUBLIC_URL", "http://10.0.0.5:9001")
-    r = create_app(settings).test_client().get("/")
+    r = make_inference_app().test_client().get("/")
     assert _config(r.get_data(as_text=True))["trainer_url"] == "http://10.0.0.5:9001"
     for bad in ("trainer:8001", "ftp://x", "http://x/?a=1"):
         with pytest.raises(SettingsError, match="TRAINER_PUBLIC_URL"):
-            create_app({**settings, "TRAINER_PUBLIC_URL": bad})
+            make_inference_app(TRAINER_PUBLIC_URL=bad)
 
 
-def test_static_files_exist_and_nothing_comes_from_elsewhere(client) -> None:
-    html = client.get("/").get_data(as_text=True)
+def test_static_files_exist_and_nothing_comes_from_elsewhere(inference_client) -> None:
+    html = inference_client.get("/").get_data(as_text=True)
     local = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
     assert {"/static/digitflow.js", "/static/digitflow.css", "/static/favicon.svg"} <= set(local)
     for url in local:
-        r = client.get(url)
+        r = inference_client.get(url)
         assert r.status_code == 200, url
-    assert client.get("/static/digitflow.js").mimetype in (
+    assert inference_client.get("/static/digitflow.js").mimetype in (
         "text/javascript",
         "application/javascript",
     )
-    assert client.get("/static/digitflow.css").mimetype == "text/css"
+    assert inference_client.get("/static/digitflow.css").mimetype == "text/css"
     # No CDN, no build step: no external URL in the template or the static files.
     for path in [INFERENCE_DIR / "templates" / "index.html", *(INFERENCE_DIR / "static").iterdir()]:
         text = path.read_text()
         assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text), path
-    assert client.get("/static/missing.js").status_code == 404
+    assert inference_client.get("/static/missing.js").status_code == 404
 
 
-def test_report_figure_sizes_match_the_page(client) -> None:
+def test_report_figure_sizes_match_the_page(inference_client) -> None:
     """The page reserves each figure's space from these sizes; keep them in step."""
     js = (INFERENCE_DIR / "static" / "digitflow.js").read_text()
     for name, (w, h) in FIGURE_PIXELS.items():

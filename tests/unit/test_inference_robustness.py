@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,8 @@ import orjson
 import pytest
 
 from inference_service.app import create_app
-from shared.config import TrainConfig
-from shared.modelfile import save_model
 from shared.registry import Registry
+from tests.service_support import publish
 
 ALLOWED = {200, 400, 404, 405, 409, 413, 415, 422}
 POST_ROUTES = [
@@ -43,13 +41,12 @@ CONTENT_TYPES = [
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory):
+def served_client(tmp_path_factory: pytest.TempPathFactory):
+    """The inference app serving one "digits" model, shared by every garbage loop of this module
+    (nothing here publishes or pins, so no test can change what another sees)."""
     tmp: Path = tmp_path_factory.mktemp("robust")
     registry = Registry(tmp / "models")
-    config = TrainConfig(hidden_layers=[8], dropout=0.0)
-    path = tmp / f"{uuid.uuid4().hex}.npz"
-    save_model(path, config.build_model())
-    registry.publish("digits", path, {"config": config.public_dict()})
+    publish(registry, tmp)
     app = create_app(
         {"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0, "LOG_LEVEL": "ERROR"}
     )
@@ -114,7 +111,7 @@ def check(resp) -> None:
         assert isinstance(body["error"]["code"], str) and isinstance(body["error"]["message"], str)
 
 
-def test_random_json_never_500(client) -> None:
+def test_random_json_never_500(served_client) -> None:
     rng = random.Random(1234)
     for i in range(400):
         route = POST_ROUTES[i % len(POST_ROUTES)]
@@ -142,10 +139,10 @@ def test_random_json_never_500(client) -> None:
                 ]
             )
         body = json.dumps(payload).encode()  # stdlib: also encodes ints beyond 64 bits
-        check(client.post(route, data=body, content_type="application/json"))
+        check(served_client.post(route, data=body, content_type="application/json"))
 
 
-def test_mutated_bodies_and_content_types_never_500(client) -> None:
+def test_mutated_bodies_and_content_types_never_500(served_client) -> None:
     rng = random.Random(99)
     bodies = valid_bodies()
     for i in range(400):
@@ -158,10 +155,10 @@ def test_mutated_bodies_and_content_types_never_500(client) -> None:
                 ["0", "5", str(len(body)), "-1", "x", "99999999999999999999", " 3"]
             )
         kwargs = {"content_type": ctype} if ctype else {}
-        check(client.post(route, data=body, headers=headers, **kwargs))
+        check(served_client.post(route, data=body, headers=headers, **kwargs))
 
 
-def test_binary_tensor_garbage_never_500(client) -> None:
+def test_binary_tensor_garbage_never_500(served_client) -> None:
     rng = np.random.default_rng(5)
     for _ in range(100):
         dtype = rng.choice(["<f4", "u1", "<f8", "<i8"])
@@ -183,7 +180,7 @@ def test_binary_tensor_garbage_never_500(client) -> None:
             }
         )
         check(
-            client.post(
+            served_client.post(
                 "/v2/models/digits/infer",
                 data=header + raw,
                 headers={"Inference-Header-Content-Length": str(len(header))},
@@ -207,7 +204,7 @@ def test_binary_tensor_garbage_never_500(client) -> None:
         "/v1/models/%F0%9F%98%80",
     ],
 )
-def test_odd_paths_are_404_json(client, path: str) -> None:
-    resp = client.get(path)
+def test_odd_paths_are_404_json(served_client, path: str) -> None:
+    resp = served_client.get(path)
     assert resp.status_code == 404, resp.data
     check(resp)

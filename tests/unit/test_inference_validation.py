@@ -11,6 +11,7 @@ from inference_service.decoders import decode_instances, decode_v2
 from inference_service.settings import Settings
 from shared.web.errors import ApiError
 from shared.web.settings import SettingsError
+from tests.service_support import v2_binary
 
 RNG = np.random.default_rng(0)
 IMG = RNG.integers(0, 256, size=784)
@@ -190,76 +191,34 @@ def test_v2_uint8_json_scaled() -> None:
 
 def test_v2_binary_fp32_and_uint8() -> None:
     batch = RNG.random((3, 784), dtype=np.float32)
-    raw = batch.astype("<f4").tobytes()
-    head = orjson.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [3, 28, 28],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)},
-                }
-            ],
-            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
-        }
-    )
-    req = parse_v2_infer(head + raw, str(len(head)), 10)
+    outputs = [{"name": "probabilities", "parameters": {"binary_data": True}}]
+    req = parse_v2_infer(*v2_binary(batch.astype("<f4"), [3, 28, 28], outputs=outputs), 10)
     np.testing.assert_array_equal(req.x, batch)
     assert req.outputs == {"probabilities": True}
 
-    u8 = IMG.astype(np.uint8).tobytes()
-    head = orjson.dumps(
-        {
-            "parameters": {"binary_data_output": True},
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [1, 784],
-                    "datatype": "UINT8",
-                    "parameters": {"binary_data_size": 784},
-                }
-            ],
-        }
-    )
-    req = parse_v2_infer(head + u8, str(len(head)), 10)
+    u8 = IMG.astype(np.uint8)
+    binary_out = {"binary_data_output": True}
+    req = parse_v2_infer(*v2_binary(u8, [1, 784], "UINT8", parameters=binary_out), 10)
     np.testing.assert_allclose(req.x[0], IMG / 255.0, rtol=1e-6)
     assert req.outputs == {"probabilities": True, "predictions": True}
-
-
-def _binary(arr: np.ndarray, shape, datatype="FP32", size=None) -> tuple[bytes, str]:
-    raw = arr.tobytes()
-    head = orjson.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": shape,
-                    "datatype": datatype,
-                    "parameters": {"binary_data_size": len(raw) if size is None else size},
-                }
-            ]
-        }
-    )
-    return head + raw, str(len(head))
 
 
 def test_v2_binary_nan_and_range_are_400() -> None:
     arr = np.zeros((1, 784), dtype="<f4")
     arr[0, 9] = np.nan
-    err = v2_error(*_binary(arr, [1, 784]))
+    err = v2_error(*v2_binary(arr, [1, 784]))
     assert err.status == 400 and "finite" in err.message and "[0, 9]" in err.message
     arr[0, 9] = 1.5
-    err = v2_error(*_binary(arr, [1, 784]))
+    err = v2_error(*v2_binary(arr, [1, 784]))
     assert err.status == 400 and "out of range" in err.message
     arr[0, 9] = np.inf
-    assert v2_error(*_binary(arr, [1, 784])).status == 400
+    assert v2_error(*v2_binary(arr, [1, 784])).status == 400
 
 
 def test_v2_binary_size_mismatches() -> None:
     arr = np.zeros((2, 784), dtype="<f4")
-    assert v2_error(*_binary(arr, [1, 784])).status == 422  # size says 2 images, shape 1
-    body, header = _binary(arr, [2, 784])
+    assert v2_error(*v2_binary(arr, [1, 784])).status == 422  # size says 2 images, shape 1
+    body, header = v2_binary(arr, [2, 784])
     assert v2_error(body[:-4], header).status == 400  # truncated body
     assert v2_error(body + b"xx", header).status == 400  # trailing bytes
     assert v2_error(body, "abc").field == "Inference-Header-Content-Length"
@@ -362,7 +321,7 @@ def test_v2_integral_floats_count_as_integers() -> None:
     req = parse_v2_infer(v2_json([0] * 784, [1.0, 784.0]), None, 10)
     assert req.x.shape == (1, 784)
     arr = np.zeros((1, 784), dtype="<f4")
-    body, header = _binary(arr, [1, 784], size=784 * 4)
+    body, header = v2_binary(arr, [1, 784], size=784 * 4)
     body = body.replace(b'"binary_data_size":3136', b'"binary_data_size":3136.0')
     header = str(int(header) + 2)
     assert parse_v2_infer(body, header, 10).x.shape == (1, 784)

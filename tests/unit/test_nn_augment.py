@@ -11,7 +11,7 @@ from shared.nn.augment import Augmenter, identity_affine, random_affine
 
 
 @pytest.fixture
-def digits():
+def ink_blobs():
     """Synthetic 'digits': random blobs of ink in [0, 1], zero borders."""
     rng = np.random.default_rng(0)
     img = np.zeros((64, 28, 28), np.float32)
@@ -19,40 +19,40 @@ def digits():
     return img.reshape(64, 784)
 
 
-def test_identity_parameters_give_identity(digits):
+def test_identity_parameters_give_identity(ink_blobs):
     aug = Augmenter()
-    out = aug.warp(digits, identity_affine(len(digits)))
-    np.testing.assert_array_equal(out, digits)
+    out = aug.warp(ink_blobs, identity_affine(len(ink_blobs)))
+    np.testing.assert_array_equal(out, ink_blobs)
     zero = Augmenter(max_shift=0, max_rotation=0, max_scale=0)
-    np.testing.assert_array_equal(zero(digits, np.random.default_rng(1)), digits)
+    np.testing.assert_array_equal(zero(ink_blobs, np.random.default_rng(1)), ink_blobs)
 
 
-def test_shapes_dtype_and_range(digits):
+def test_shapes_dtype_and_range(ink_blobs):
     aug = Augmenter(elastic=True, elastic_alpha=3.0, max_rotation=30, max_scale=0.3, max_shift=4)
-    out = aug(digits.astype(np.float64), np.random.default_rng(0))
-    assert out.shape == digits.shape and out.dtype == np.float32
+    out = aug(ink_blobs.astype(np.float64), np.random.default_rng(0))
+    assert out.shape == ink_blobs.shape and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
-    assert not np.array_equal(out, digits)
+    assert not np.array_equal(out, ink_blobs)
     # A smaller final batch reuses the buffers and still works.
-    assert aug(digits[:5], np.random.default_rng(1)).shape == (5, 784)
+    assert aug(ink_blobs[:5], np.random.default_rng(1)).shape == (5, 784)
 
 
-def test_integer_shift_moves_pixels_exactly(digits):
-    t = identity_affine(len(digits))
+def test_integer_shift_moves_pixels_exactly(ink_blobs):
+    t = identity_affine(len(ink_blobs))
     t[:, 0, 2] += 2  # read from two rows further down: content moves up by 2
     t[:, 1, 2] -= 3  # read from three columns to the left: content moves right by 3
-    out = Augmenter().warp(digits, t).reshape(-1, 28, 28)
-    src = digits.reshape(-1, 28, 28)
+    out = Augmenter().warp(ink_blobs, t).reshape(-1, 28, 28)
+    src = ink_blobs.reshape(-1, 28, 28)
     np.testing.assert_array_equal(out[:, :26, 3:], src[:, 2:, :25])
     assert not out[:, 26:, :].any() and not out[:, :, :3].any()  # zeros flow in
 
 
-def test_rotation_by_90_degrees_is_a_transpose_like_permutation(digits):
-    t = identity_affine(len(digits))
+def test_rotation_by_90_degrees_is_a_transpose_like_permutation(ink_blobs):
+    t = identity_affine(len(ink_blobs))
     t[:, :, :2] = [[0, 1], [-1, 0]]
-    out = Augmenter().warp(digits, t).reshape(-1, 28, 28)
+    out = Augmenter().warp(ink_blobs, t).reshape(-1, 28, 28)
     np.testing.assert_allclose(
-        out, np.rot90(digits.reshape(-1, 28, 28), k=1, axes=(1, 2)), atol=1e-6
+        out, np.rot90(ink_blobs.reshape(-1, 28, 28), k=1, axes=(1, 2)), atol=1e-6
     )
 
 
@@ -76,10 +76,10 @@ def test_elastic_field_is_smooth_with_requested_size():
     assert step < 0.25 * rms
 
 
-def test_deterministic_given_the_generator(digits):
+def test_deterministic_given_the_generator(ink_blobs):
     aug = Augmenter(elastic=True)
-    a = aug(digits, np.random.default_rng(5)).copy()
-    b = aug(digits, np.random.default_rng(5))
+    a = aug(ink_blobs, np.random.default_rng(5)).copy()
+    b = aug(ink_blobs, np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
 
 

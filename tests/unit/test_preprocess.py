@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -12,12 +10,13 @@ from PIL import Image
 
 from shared.datasets import load_idx
 from shared.preprocess import MAX_INPUT_PIXELS, PreprocessError, array_to_mnist, picture_to_mnist
+from tests.service_support import png_header_only
 
 N_DIGITS = 24
 
 
 @pytest.fixture(scope="module")
-def digits(mnist_dir) -> np.ndarray:
+def mnist_digits(mnist_dir) -> np.ndarray:
     return load_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:N_DIGITS]
 
 
@@ -84,9 +83,9 @@ def best_shift_corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_rendered_digits_come_back_close_to_the_original(digits, variant):
+def test_rendered_digits_come_back_close_to_the_original(mnist_digits, variant):
     plain, shifted = [], []
-    for d in digits:
+    for d in mnist_digits:
         out = picture_to_mnist(VARIANTS[variant](d))
         assert out.shape == (784,) and out.dtype == np.float32
         assert out.min() >= 0.0 and out.max() <= 1.0
@@ -97,8 +96,8 @@ def test_rendered_digits_come_back_close_to_the_original(digits, variant):
     assert np.mean(plain) > 0.9, (variant, np.round(plain, 3))
 
 
-def test_output_is_centred_by_mass_and_fits_20x20(digits):
-    out = picture_to_mnist(encode(on_white_page(digits[0]))).reshape(28, 28)
+def test_output_is_centred_by_mass_and_fits_20x20(mnist_digits):
+    out = picture_to_mnist(encode(on_white_page(mnist_digits[0]))).reshape(28, 28)
     ys, xs = np.nonzero(out > 0)
     assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 <= 20
     mass = out.sum()
@@ -147,8 +146,8 @@ def test_non_images_are_rejected(data):
         picture_to_mnist(data)
 
 
-def test_truncated_image_is_rejected(digits):
-    data = encode(upscale(digits[0]), "JPEG", quality=95)
+def test_truncated_image_is_rejected(mnist_digits):
+    data = encode(upscale(mnist_digits[0]), "JPEG", quality=95)
     with pytest.raises(PreprocessError, match="unreadable|not an image"):
         picture_to_mnist(data[: len(data) // 3])
 
@@ -158,18 +157,6 @@ def test_wrong_type_is_rejected():
         picture_to_mnist("a string")  # type: ignore[arg-type]
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that *declares* width x height (the bomb), with a tiny bogus body."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("side", [6000, 100_000], ids=["over-our-limit", "over-pillow-limit"])
 def test_decompression_bombs_are_refused_before_decoding(side):
     assert side * side > MAX_INPUT_PIXELS
@@ -177,9 +164,9 @@ def test_decompression_bombs_are_refused_before_decoding(side):
         picture_to_mnist(png_header_only(side, side))
 
 
-def test_large_phone_photo_is_accepted_via_jpeg_draft(digits):
+def test_large_phone_photo_is_accepted_via_jpeg_draft(mnist_digits):
     """A 29 MP JPEG exceeds the pixel limit as stored but decodes at 1/8 scale, so it is fine."""
-    page = Image.fromarray(255 - digits[1]).resize((5400, 5400), Image.Resampling.BILINEAR)
+    page = Image.fromarray(255 - mnist_digits[1]).resize((5400, 5400), Image.Resampling.BILINEAR)
     assert page.size[0] * page.size[1] > MAX_INPUT_PIXELS
     out = picture_to_mnist(encode(page, "JPEG", quality=70))
-    assert best_shift_corr(out, digits[1] / 255.0) > 0.8
+    assert best_shift_corr(out, mnist_digits[1] / 255.0) > 0.8

@@ -9,35 +9,29 @@ import uuid
 
 import pytest
 
-from shared.registry import Registry
-from trainer_service.api import create_app
+from tests.trainer_support import SMALL
 from trainer_service.settings import TrainerSettings
 
 TOKEN = "s3cret-token-" + uuid.uuid4().hex
-SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
-DEAD_REDIS = "redis://127.0.0.1:9/0"
 
 
-@pytest.fixture
-def registry(tmp_path):
-    reg = Registry(tmp_path / "models")
+@pytest.fixture(autouse=True)
+def one_version(registry, tmp_path):
+    """mnist v1 in the registry, so the pin and alias routes have something to act on."""
     weights = tmp_path / "w.npz"
     weights.write_bytes(b"fake weights")  # the registry only copies and hashes bytes
-    reg.publish("mnist", weights, {})
-    return reg
+    registry.publish("mnist", weights, {})
 
 
 @pytest.fixture
-def client(registry):
-    app = create_app(
-        {"REDIS_URL": DEAD_REDIS, "MODEL_REGISTRY_DIR": str(registry.root), "API_TOKEN": TOKEN}
-    )
-    return app.test_client()
+def guarded_client(make_trainer_client):
+    """A trainer app whose mutating routes need the bearer token TOKEN."""
+    return make_trainer_client(API_TOKEN=TOKEN)
 
 
 MUTATIONS = [
     ("post", "/v1/jobs", SMALL),
-    ("delete", f"/v1/jobs/{uuid.uuid4().hex}", None),
+    ("delete", f"/v1/jobs/{'0' * 32}", None),
     ("put", "/v1/models/mnist/pin", {"version": 1}),
     ("delete", "/v1/models/mnist/pin", None),
     ("put", "/v1/models/mnist/aliases/champion", {"version": 1}),
@@ -45,26 +39,29 @@ MUTATIONS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body"), MUTATIONS)
 @pytest.mark.parametrize(
+    ("method", "path", "body"), MUTATIONS, ids=[f"{m}-{p}" for m, p, _ in MUTATIONS]
+)
+@pytest.mark.parametrize(  # ids without the (random) token: the same test ids on every run
     "header",
     [None, f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN, "Bearer ", f"bearer {TOKEN[:-1]}"],
+    ids=["none", "wrong-token", "basic-scheme", "no-scheme", "empty-bearer", "truncated-token"],
 )
-def test_mutations_without_the_right_token_are_401(client, method, path, body, header):
+def test_mutations_without_the_right_token_are_401(guarded_client, method, path, body, header):
     headers = {"Authorization": header} if header is not None else {}
-    r = getattr(client, method)(path, json=body, headers=headers)
+    r = getattr(guarded_client, method)(path, json=body, headers=headers)
     assert r.status_code == 401
     assert r.is_json and r.json["error"]["code"] == "unauthorized"
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
     assert TOKEN not in r.get_data(as_text=True)
 
 
-def test_right_token_is_accepted_and_never_echoed(client, registry, caplog):
+def test_right_token_is_accepted_and_never_echoed(guarded_client, registry, caplog):
     caplog.set_level(logging.DEBUG)
-    r = client.post("/v1/jobs", json=SMALL, headers={"Authorization": f"Bearer {TOKEN}"})
+    r = guarded_client.post("/v1/jobs", json=SMALL, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 503  # past the check: the (dead) queue answered
     # The scheme is case-insensitive, as HTTP says.
-    p = client.put(
+    p = guarded_client.put(
         "/v1/models/mnist/pin", json={"version": 1}, headers={"Authorization": f"bearer {TOKEN}"}
     )
     assert p.status_code == 200 and registry.default_version("mnist") == 1
@@ -72,20 +69,22 @@ def test_right_token_is_accepted_and_never_echoed(client, registry, caplog):
     assert TOKEN not in caplog.text
 
 
-def test_reads_stay_open(client):
-    assert client.get("/v1/models").status_code == 200
-    assert client.get("/v1/models/mnist").status_code == 200
-    assert client.get("/healthz").status_code == 200
-    assert client.get("/openapi.json").status_code == 200
-    assert client.get(f"/v1/jobs/{uuid.uuid4().hex}").status_code == 503  # not 401
+def test_reads_stay_open(guarded_client):
+    assert guarded_client.get("/v1/models").status_code == 200
+    assert guarded_client.get("/v1/models/mnist").status_code == 200
+    assert guarded_client.get("/healthz").status_code == 200
+    assert guarded_client.get("/openapi.json").status_code == 200
+    assert guarded_client.get(f"/v1/jobs/{uuid.uuid4().hex}").status_code == 503  # not 401
 
 
-def test_no_token_configured_means_open_mutations(registry):
+def test_no_token_configured_means_open_mutations(make_trainer_client):
     for token in ("", None):
-        app = create_app(
-            {"REDIS_URL": DEAD_REDIS, "API_TOKEN": token, "MODEL_REGISTRY_DIR": str(registry.root)}
+        assert (
+            make_trainer_client(API_TOKEN=token)
+            .put("/v1/models/mnist/pin", json={"version": 1})
+            .status_code
+            == 200
         )
-        assert app.test_client().put("/v1/models/mnist/pin", json={"version": 1}).status_code == 200
 
 
 def test_settings_never_show_the_token(monkeypatch):

@@ -11,18 +11,7 @@ import uuid
 import pytest
 
 from shared.config import TrainConfig
-from trainer_service.api import create_app
-
-SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
-DEAD_REDIS = "redis://127.0.0.1:9/0"  # nothing listens on the discard port
-
-
-@pytest.fixture
-def client(tmp_path):
-    app = create_app(
-        {"REDIS_URL": DEAD_REDIS, "MODEL_REGISTRY_DIR": str(tmp_path / "models"), "API_TOKEN": ""}
-    )
-    return app.test_client()
+from tests.trainer_support import SMALL
 
 
 def submit(client, body=None, **headers):
@@ -40,8 +29,8 @@ def submit(client, body=None, **headers):
         ({"dropout": 1.5, "batch_size": -1}, ["batch_size", "dropout"]),
     ],
 )
-def test_invalid_fields_are_each_named_with_422(client, body, bad):
-    r = submit(client, body)
+def test_invalid_fields_are_each_named_with_422(trainer_client, body, bad):
+    r = submit(trainer_client, body)
     assert r.status_code == 422
     error = r.json["error"]
     assert error["code"] == "invalid_config"
@@ -55,30 +44,32 @@ def test_invalid_fields_are_each_named_with_422(client, body, bad):
 
 @pytest.mark.parametrize("field", sorted(TrainConfig.model_fields))
 @pytest.mark.parametrize("value", [["best"], {"a": 1}, [[1]]])
-def test_a_wrong_json_type_in_any_field_is_422_naming_it(client, field, value):
+def test_a_wrong_json_type_in_any_field_is_422_naming_it(trainer_client, field, value):
     """Never a 500, whatever type a field gets (e.g. a preset given as a list)."""
-    r = submit(client, {field: value})
+    r = submit(trainer_client, {field: value})
     assert r.status_code == 422, r.json
     assert r.json["error"]["invalid_fields"] == [field]
 
 
-def test_wrong_content_type_malformed_json_and_non_objects(client):
-    r = client.post("/v1/jobs", data="epochs=2", content_type="text/plain")
+def test_wrong_content_type_malformed_json_and_non_objects(trainer_client):
+    r = trainer_client.post("/v1/jobs", data="epochs=2", content_type="text/plain")
     assert r.status_code == 415 and "application/json" in r.json["error"]["message"]
-    r = client.post("/v1/jobs", data={"epochs": "2"})  # a form
+    r = trainer_client.post("/v1/jobs", data={"epochs": "2"})  # a form
     assert r.status_code == 415
-    r = client.post("/v1/jobs", data="{not json", content_type="application/json")
+    r = trainer_client.post("/v1/jobs", data="{not json", content_type="application/json")
     assert r.status_code == 400 and r.json["error"]["code"] == "bad_request"
-    r = client.post("/v1/jobs", json=[1, 2])
+    r = trainer_client.post("/v1/jobs", json=[1, 2])
     assert r.status_code == 422 and "JSON object" in r.json["error"]["message"]
-    r = client.post("/v1/jobs", data="x" * (2 * 1024 * 1024), content_type="application/json")
+    r = trainer_client.post(
+        "/v1/jobs", data="x" * (2 * 1024 * 1024), content_type="application/json"
+    )
     assert r.status_code == 413 and r.is_json
 
 
 @pytest.mark.parametrize("job_id", ["abc", "A" * 32, "g" * 32, "a" * 33, "..%2F..%2Fetc"])
-def test_malformed_job_ids_are_404_without_echo(client, job_id):
+def test_malformed_job_ids_are_404_without_echo(trainer_client, job_id):
     for method in ("get", "delete"):
-        r = getattr(client, method)(f"/v1/jobs/{job_id}")
+        r = getattr(trainer_client, method)(f"/v1/jobs/{job_id}")
         assert r.status_code == 404 and r.is_json
         assert job_id not in r.json["error"]["message"]
 
@@ -88,34 +79,34 @@ def test_malformed_job_ids_are_404_without_echo(client, job_id):
     [("status=bogus", "status"), ("status=queued,nope", "status"), ("limit=0", "limit"),
      ("limit=abc", "limit"), ("limit=100000", "limit")],
 )  # fmt: skip
-def test_list_rejects_bad_filters(client, query, field):
-    r = client.get(f"/v1/jobs?{query}")
+def test_list_rejects_bad_filters(trainer_client, query, field):
+    r = trainer_client.get(f"/v1/jobs?{query}")
     assert r.status_code == 422 and r.json["error"]["invalid_fields"] == [field]
     if field == "status":
         assert "use one of queued, started" in r.json["error"]["message"]
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "é"])
-def test_bad_idempotency_keys_are_400(client, key):
-    r = client.post(
+def test_bad_idempotency_keys_are_400(trainer_client, key):
+    r = trainer_client.post(
         "/v1/jobs", data=json.dumps(SMALL).encode(), headers={"Idempotency-Key": key},
         content_type="application/json",
     )  # fmt: skip
     assert r.status_code == 400, r.json
 
 
-def test_redis_down_is_503_json_with_retry_after(client):
+def test_redis_down_is_503_json_with_retry_after(trainer_client):
     job_id = uuid.uuid4().hex
     calls = [
-        client.post("/v1/jobs", json=SMALL),
-        client.get(f"/v1/jobs/{job_id}"),
-        client.get("/v1/jobs"),
-        client.delete(f"/v1/jobs/{job_id}"),
-        client.get("/readyz"),
+        trainer_client.post("/v1/jobs", json=SMALL),
+        trainer_client.get(f"/v1/jobs/{job_id}"),
+        trainer_client.get("/v1/jobs"),
+        trainer_client.delete(f"/v1/jobs/{job_id}"),
+        trainer_client.get("/readyz"),
     ]
     for r in calls:
         assert r.status_code == 503, r.json
         assert r.json["error"]["code"] == "unavailable"
         assert "Redis" in r.json["error"]["message"] and r.headers["Retry-After"]
-    assert client.get("/healthz").json == {"status": "ok"}
-    assert client.get("/v1/models").status_code == 200  # the registry needs no Redis
+    assert trainer_client.get("/healthz").json == {"status": "ok"}
+    assert trainer_client.get("/v1/models").status_code == 200  # the registry needs no Redis

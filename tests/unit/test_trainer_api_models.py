@@ -6,57 +6,45 @@ from __future__ import annotations
 import pytest
 
 from shared.config import TrainConfig
-from shared.registry import Registry
-from trainer_service.api import create_app
 from trainer_service.routes_models import ModelDetail, ModelList, ModelSummary
 
 
-@pytest.fixture
-def registry(tmp_path):
-    reg = Registry(tmp_path / "models")
+@pytest.fixture(autouse=True)
+def three_versions(registry, tmp_path):
+    """mnist v1, v2, v3 in the registry (trainer_client's Redis is dead: registry routes never
+    touch it)."""
     weights = tmp_path / "w.npz"
     for i in range(3):
         weights.write_bytes(b"fake weights %d" % i)  # the registry only copies and hashes bytes
-        reg.publish("mnist", weights, {"job_id": f"job{i}"})
-    return reg
+        registry.publish("mnist", weights, {"job_id": f"job{i}"})
 
 
-@pytest.fixture
-def client(registry, tmp_path):
-    # Registry routes never touch Redis: point at a dead port to prove it.
-    app = create_app(
-        {"MODEL_REGISTRY_DIR": str(registry.root), "REDIS_URL": "redis://127.0.0.1:9/0",
-         "API_TOKEN": ""}
-    )  # fmt: skip
-    return app.test_client()
-
-
-def test_list_and_show_models(client):
-    listing = client.get("/v1/models").json
+def test_list_and_show_models(trainer_client):
+    listing = trainer_client.get("/v1/models").json
     ModelList.model_validate(listing)  # what the OpenAPI document promises
     models = listing["models"]
     assert models == [
         {"name": "mnist", "versions": [1, 2, 3], "latest_version": 3, "default_version": 3,
          "pinned_version": None, "aliases": {}}
     ]  # fmt: skip
-    one = client.get("/v1/models/mnist").json
+    one = trainer_client.get("/v1/models/mnist").json
     ModelDetail.model_validate(one)
     assert one["latest_version"] == 3 and one["history"] == []
-    assert client.get("/v1/models/nope").status_code == 404
-    assert client.get("/v1/models/..").status_code == 404
+    assert trainer_client.get("/v1/models/nope").status_code == 404
+    assert trainer_client.get("/v1/models/..").status_code == 404
 
 
-def test_pin_and_unpin(client, registry):
-    r = client.put("/v1/models/mnist/pin", json={"version": 1})
+def test_pin_and_unpin(trainer_client, registry):
+    r = trainer_client.put("/v1/models/mnist/pin", json={"version": 1})
     assert r.status_code == 200, r.json
     assert r.json["default_version"] == 1 and r.json["pinned_version"] == 1
     ModelSummary.model_validate(r.json)
     assert registry.default_version("mnist") == 1
-    history = client.get("/v1/models/mnist").json["history"]
+    history = trainer_client.get("/v1/models/mnist").json["history"]
     assert history[-1]["action"] == "pin" and history[-1]["to"] == 1
     assert history[-1]["actor"].startswith("trainer-api")
 
-    r = client.delete("/v1/models/mnist/pin")
+    r = trainer_client.delete("/v1/models/mnist/pin")
     assert r.status_code == 200 and r.json["default_version"] == 3
     assert r.json["pinned_version"] is None
 
@@ -65,53 +53,56 @@ def test_pin_and_unpin(client, registry):
     "body", [{}, {"version": 0}, {"version": -1}, {"version": "2"}, {"version": True},
              {"version": 1.5}, {"version": 2, "extra": 1}, [2]]
 )  # fmt: skip
-def test_pin_rejects_bad_bodies(client, body):
-    r = client.put("/v1/models/mnist/pin", json=body)
+def test_pin_rejects_bad_bodies(trainer_client, body):
+    r = trainer_client.put("/v1/models/mnist/pin", json=body)
     assert r.status_code == 422, r.json
     if isinstance(body, dict) and body != {"version": 2, "extra": 1}:
         assert r.json["error"]["invalid_fields"] == ["version"]
 
 
-def test_pin_rejects_missing_broken_and_unknown(client, registry):
-    r = client.put("/v1/models/mnist/pin", json={"version": 9})
+def test_pin_rejects_missing_broken_and_unknown(trainer_client, registry):
+    r = trainer_client.put("/v1/models/mnist/pin", json={"version": 9})
     assert r.status_code == 422 and r.json["error"]["versions"] == [1, 2, 3]
     assert r.json["error"]["field"] == "version"
     (registry.root / "mnist" / "2" / "weights.npz").write_bytes(b"tampered")
     # A broken version: the registry's answer, the same as inference gives (409).
     for path in ("/v1/models/mnist/pin", "/v1/models/mnist/aliases/champion"):
-        r = client.put(path, json={"version": 2})
+        r = trainer_client.put(path, json={"version": 2})
         assert r.status_code == 409 and r.json["error"]["code"] == "version_broken", r.json
     assert registry.default_version("mnist") == 3 and registry.resolve("mnist", "latest") == 3
-    assert client.put("/v1/models/ghost/pin", json={"version": 1}).status_code == 404
-    assert client.put("/v1/models/BAD NAME/pin", json={"version": 1}).status_code == 404
-    assert client.delete("/v1/models/ghost/pin").status_code == 404
-    r = client.put("/v1/models/mnist/pin", data="2", content_type="text/plain")
+    assert trainer_client.put("/v1/models/ghost/pin", json={"version": 1}).status_code == 404
+    assert trainer_client.put("/v1/models/BAD NAME/pin", json={"version": 1}).status_code == 404
+    assert trainer_client.delete("/v1/models/ghost/pin").status_code == 404
+    r = trainer_client.put("/v1/models/mnist/pin", data="2", content_type="text/plain")
     assert r.status_code == 415
 
 
-def test_aliases(client, registry):
-    r = client.put("/v1/models/mnist/aliases/champion", json={"version": 2})
+def test_aliases(trainer_client, registry):
+    r = trainer_client.put("/v1/models/mnist/aliases/champion", json={"version": 2})
     assert r.status_code == 200 and r.json["aliases"] == {"champion": 2}
     assert registry.resolve("mnist", "champion") == 2
-    r = client.put("/v1/models/mnist/aliases/champion", json={"version": 3})
+    r = trainer_client.put("/v1/models/mnist/aliases/champion", json={"version": 3})
     assert r.json["aliases"] == {"champion": 3}
-    r = client.delete("/v1/models/mnist/aliases/champion")
+    r = trainer_client.delete("/v1/models/mnist/aliases/champion")
     assert r.status_code == 200 and r.json["aliases"] == {}
-    assert client.delete("/v1/models/mnist/aliases/champion").status_code == 404
-    assert client.put("/v1/models/mnist/aliases/champion", json={"version": 7}).status_code == 422
+    assert trainer_client.delete("/v1/models/mnist/aliases/champion").status_code == 404
+    assert (
+        trainer_client.put("/v1/models/mnist/aliases/champion", json={"version": 7}).status_code
+        == 422
+    )
 
 
 @pytest.mark.parametrize("alias", ["123", "latest", "default", "Bad", "-x"])
-def test_invalid_aliases_are_422(client, alias):
-    r = client.put(f"/v1/models/mnist/aliases/{alias}", json={"version": 1})
+def test_invalid_aliases_are_422(trainer_client, alias):
+    r = trainer_client.put(f"/v1/models/mnist/aliases/{alias}", json={"version": 1})
     assert r.status_code == 422, r.json
     assert r.json["error"]["invalid_fields"] == ["alias"]
 
 
-def test_openapi_document_and_url_map_agree(client):
+def test_openapi_document_and_url_map_agree(trainer_client):
     """Every served route is documented with its method, and every documented operation is
     served: both come from the same `api.route` declarations."""
-    doc = client.get("/openapi.json").json
+    doc = trainer_client.get("/openapi.json").json
     assert doc["openapi"].startswith("3.1")
     assert doc["components"]["schemas"]["TrainConfig"] == TrainConfig.model_json_schema()
     post = doc["paths"]["/v1/jobs"]["post"]
@@ -119,7 +110,7 @@ def test_openapi_document_and_url_map_agree(client):
         "$ref": "#/components/schemas/TrainConfig"
     }
     served = set()
-    for rule in client.application.url_map.iter_rules():
+    for rule in trainer_client.application.url_map.iter_rules():
         if rule.endpoint in ("static", "openapi"):
             continue
         path = rule.rule.replace("<", "{").replace(">", "}")

@@ -5,26 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from trainer_service.api import create_app
 from trainer_service.cors import CorsSettingsError, parse_origins
 
 PAGE = "http://127.0.0.1:8000"
 
 
-def client(tmp_path, **config):
-    app = create_app(
-        {
-            "REDIS_URL": "redis://127.0.0.1:1/0",  # never contacted by these routes
-            "MODEL_REGISTRY_DIR": str(tmp_path / "models"),
-            "API_TOKEN": "",
-            **config,
-        }
-    )
-    return app.test_client()
-
-
-def test_allowed_origin_gets_the_headers_on_answers_and_errors(tmp_path) -> None:
-    c = client(tmp_path, CORS_ORIGINS=f"{PAGE}, https://digits.example/")
+def test_allowed_origin_gets_the_headers_on_answers_and_errors(make_trainer_client) -> None:
+    c = make_trainer_client(CORS_ORIGINS=f"{PAGE}, https://digits.example/")
     for path, status in (("/healthz", 200), ("/v1/models/nope", 404)):
         r = c.get(path, headers={"Origin": PAGE})
         assert r.status_code == status
@@ -35,8 +22,8 @@ def test_allowed_origin_gets_the_headers_on_answers_and_errors(tmp_path) -> None
     assert r.headers["Access-Control-Allow-Origin"] == "https://digits.example"
 
 
-def test_preflight_for_a_json_post_with_a_token(tmp_path) -> None:
-    c = client(tmp_path, CORS_ORIGINS=PAGE, API_TOKEN="secret")
+def test_preflight_for_a_json_post_with_a_token(make_trainer_client) -> None:
+    c = make_trainer_client(CORS_ORIGINS=PAGE, API_TOKEN="secret")
     r = c.options(
         "/v1/jobs",
         headers={
@@ -56,8 +43,8 @@ def test_preflight_for_a_json_post_with_a_token(tmp_path) -> None:
     assert r.status_code == 401 and r.headers["Access-Control-Allow-Origin"] == PAGE
 
 
-def test_other_origins_get_nothing(tmp_path) -> None:
-    c = client(tmp_path, CORS_ORIGINS=PAGE)
+def test_other_origins_get_nothing(make_trainer_client) -> None:
+    c = make_trainer_client(CORS_ORIGINS=PAGE)
     for origin in ("http://evil.example", "http://127.0.0.1:8001", "null", PAGE + ".evil.example"):
         r = c.get("/healthz", headers={"Origin": origin})
         assert r.status_code == 200
@@ -70,17 +57,17 @@ def test_other_origins_get_nothing(tmp_path) -> None:
     assert "Access-Control-Allow-Origin" not in c.get("/healthz").headers
 
 
-def test_unset_means_no_cors_at_all(tmp_path, monkeypatch) -> None:
+def test_unset_means_no_cors_at_all(make_trainer_client, monkeypatch) -> None:
     monkeypatch.delenv("CORS_ORIGINS", raising=False)
-    r = client(tmp_path).get("/healthz", headers={"Origin": PAGE})
+    r = make_trainer_client().get("/healthz", headers={"Origin": PAGE})
     assert "Access-Control-Allow-Origin" not in r.headers
     monkeypatch.setenv("CORS_ORIGINS", PAGE)  # the environment variable works too
-    r = client(tmp_path).get("/healthz", headers={"Origin": PAGE})
+    r = make_trainer_client().get("/healthz", headers={"Origin": PAGE})
     assert r.headers["Access-Control-Allow-Origin"] == PAGE
 
 
-def test_wildcard_echoes_any_origin(tmp_path) -> None:
-    r = client(tmp_path, CORS_ORIGINS="*").get("/healthz", headers={"Origin": "http://x.test:9"})
+def test_wildcard_echoes_any_origin(make_trainer_client) -> None:
+    r = make_trainer_client(CORS_ORIGINS="*").get("/healthz", headers={"Origin": "http://x.test:9"})
     assert r.headers["Access-Control-Allow-Origin"] == "http://x.test:9"
 
 

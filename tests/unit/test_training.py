@@ -27,7 +27,7 @@ def _read_idx(path: Path, offset: int, limit: int, row: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def digits(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mnist_split(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """3000 MNIST training digits (first 2500 train, last 500 held out), read inline."""
     n = 3000
     x = _read_idx(mnist_dir / "train-images-idx3-ubyte.gz", 16, n, 784).reshape(n, 784)
@@ -56,8 +56,8 @@ def accuracy(model, x, y) -> float:
     return float(np.mean(model.predict_proba(x).argmax(axis=1) == y))
 
 
-def test_learns_real_digits(digits):
-    x, y, x_test, y_test = digits
+def test_learns_real_digits(mnist_split):
+    x, y, x_test, y_test = mnist_split
     records: list[EpochRecord] = []
     result = train_model(small(epochs=8, learning_rate=2e-3), x, y, on_epoch=records.append)
     assert [r.epoch for r in records] == list(range(1, 9)) and records == result.history
@@ -88,8 +88,8 @@ def test_learns_real_digits(digits):
         {"batch_size": 0, "optimizer": "nesterov", "l2": 1e-3, "grad_clip": 1.0},
     ],
 )
-def test_same_seed_gives_bit_identical_weights(digits, extra):
-    x, y, _, _ = digits
+def test_same_seed_gives_bit_identical_weights(mnist_split, extra):
+    x, y, _, _ = mnist_split
     x, y = x[:800], y[:800]
     cfg = small(epochs=2, **extra)
     a = train_model(cfg, x, y).model.state()
@@ -101,8 +101,8 @@ def test_same_seed_gives_bit_identical_weights(digits, extra):
     assert any(not np.array_equal(a[k], c[k]) for k in a)
 
 
-def test_full_batch_reproduces_plain_gradient_descent(digits):
-    x, y, _, _ = digits
+def test_full_batch_reproduces_plain_gradient_descent(mnist_split):
+    x, y, _, _ = mnist_split
     x, y = x[:300], y[:300]
     cfg = TrainConfig(
         preset="seed-basic", epochs=3, learning_rate=0.5, val_fraction=0.0, standardize=False
@@ -119,10 +119,10 @@ def test_full_batch_reproduces_plain_gradient_descent(digits):
     assert [r.val_accuracy for r in result.history] == [None] * 3
 
 
-def test_the_loop_is_forward_backward_step_with_the_collaborators_it_is_given(digits):
+def test_the_loop_is_forward_backward_step_with_the_collaborators_it_is_given(mnist_split):
     """train() with an explicit Adam, loss, schedule and in-order batches takes exactly the
     steps of a hand-written loop: it adds nothing of its own (no optimizer-specific scaling)."""
-    x, y, _, _ = digits
+    x, y, _, _ = mnist_split
     x, y = x[:300], y[:300]
     cfg = TrainConfig(hidden_layers=[16], standardize=True, dropout=0.0)
     mean = x.mean(axis=0)
@@ -150,10 +150,10 @@ def test_the_loop_is_forward_backward_step_with_the_collaborators_it_is_given(di
     np.testing.assert_array_equal(model.params, by_hand.params)
 
 
-def test_standardising_once_trains_the_same_model_as_the_standardize_layer(digits):
+def test_standardising_once_trains_the_same_model_as_the_standardize_layer(mnist_split):
     """Without augmentation the pipeline standardises the rows once and trains the layers
     behind Standardize; the result equals training the whole model on raw pixels."""
-    x, y, x_test, _ = digits
+    x, y, x_test, _ = mnist_split
     x, y = x[:500], y[:500]
     cfg = small(epochs=2, dropout=0.0, val_fraction=0.0)
     once = train_model(cfg, x, y).model
@@ -166,8 +166,8 @@ def test_standardising_once_trains_the_same_model_as_the_standardize_layer(digit
     )
 
 
-def test_fit_builds_what_the_spec_names(digits):
-    x, y, _, _ = digits
+def test_fit_builds_what_the_spec_names(mnist_split):
+    x, y, _, _ = mnist_split
     model = TrainConfig(hidden_layers=[32]).build_model()
     spec = TrainingSpec(epochs=2, batch_size=50, optimizer="rmsprop", learning_rate=1e-3)
     result = fit(model, x[:500], y[:500], spec, validation=(x[500:700], y[500:700]))
@@ -175,8 +175,8 @@ def test_fit_builds_what_the_spec_names(digits):
     assert result.history[-1].val_accuracy > 0.5
 
 
-def test_early_stopping_restores_the_best_weights(digits):
-    x, y, _, _ = digits
+def test_early_stopping_restores_the_best_weights(mnist_split):
+    x, y, _, _ = mnist_split
     x, y = x[:600], y[:600].copy()
     y[::3] = (y[::3] + 1) % 10  # noisy labels + a big model and learning rate: overfits fast
     cfg = small(
@@ -202,8 +202,8 @@ def test_early_stopping_restores_the_best_weights(digits):
     assert val_loss == pytest.approx(best.val_loss, rel=1e-6)
 
 
-def test_on_epoch_exception_stops_training(digits):
-    x, y, _, _ = digits
+def test_on_epoch_exception_stops_training(mnist_split):
+    x, y, _, _ = mnist_split
     seen = []
 
     def stop(record: EpochRecord) -> None:
@@ -216,8 +216,8 @@ def test_on_epoch_exception_stops_training(digits):
     assert seen == [1, 2]
 
 
-def test_every_optimizer_and_schedule_learns(digits):
-    x, y, _, _ = digits
+def test_every_optimizer_and_schedule_learns(mnist_split):
+    x, y, _, _ = mnist_split
     x, y = x[:2000], y[:2000]
     settings = [
         {"optimizer": "sgd", "learning_rate": 0.1, "lr_schedule": "step"},
@@ -235,14 +235,14 @@ def test_every_optimizer_and_schedule_learns(digits):
         assert result.history[-1].val_accuracy > 0.78, (extra, result.history[-1])
 
 
-def test_progress_bar(digits, capsys):
-    x, y, _, _ = digits
+def test_progress_bar(mnist_split, capsys):
+    x, y, _, _ = mnist_split
     train_model(small(epochs=1), x[:200], y[:200], progress=True)
     assert "epoch 1/1" in capsys.readouterr().err
 
 
-def test_divergence_is_an_error_not_silent_nan(digits):
-    x, y, _, _ = digits
+def test_divergence_is_an_error_not_silent_nan(mnist_split):
+    x, y, _, _ = mnist_split
     seen = []
     cfg = small(optimizer="sgd", learning_rate=10.0, lr_schedule="constant", dropout=0.0, epochs=5)
     with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="diverged"):
@@ -251,9 +251,9 @@ def test_divergence_is_an_error_not_silent_nan(digits):
 
 
 @pytest.mark.parametrize("preset", ["default", "seed-basic", "seed-deep", "best"])
-def test_every_preset_trains(digits, preset):
+def test_every_preset_trains(mnist_split, preset):
     """Each preset's architecture/optimizer/augmentation combination runs end to end."""
-    x, y, x_test, y_test = digits
+    x, y, x_test, y_test = mnist_split
     epochs = 40 if preset == "seed-basic" else 2  # full-batch GD: one step per epoch
     result = train_model(TrainConfig(preset=preset, epochs=epochs), x[:1000], y[:1000])
     assert len(result.history) == epochs
