@@ -33,10 +33,11 @@ import pytest
 import requests
 
 from shared.registry import Registry
+from tests import REPO_ROOT
 from tests.service_support import inference_service, publish, trainer_api
 from tests.trainer_support import delete_queue_keys
 
-pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PHASES = ("examples", "coverage", "fuzzing", "stateful")
 CHECKS = ",".join(
@@ -51,7 +52,6 @@ CHECKS = ",".join(
 MAX_EXAMPLES = 25
 REQUEST_TIMEOUT = 10  # seconds: a hang fails the run instead of stalling it
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
