@@ -8,6 +8,8 @@ look at the status code and print the body.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, Response
 
 import shared
@@ -54,7 +56,28 @@ def ready() -> Response:
     return json_response({"ready": info["ready"]}, status=200 if info["ready"] else 503)
 
 
-def _metadata(name: str, ref: str | None) -> Response:
+def for_default_and_any_version(
+    suffix: str, summary: str, answer: type
+) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """Declare a view for ``/v2/models/{name}<suffix>`` (the default version) and for
+    ``/v2/models/{name}/versions/{ref}<suffix>``; the view gets ``ref=None`` for the first."""
+
+    def declare(view: Callable[..., Response]) -> Callable[..., Response]:
+        for path, which in (
+            (f"/v2/models/{{name}}{suffix}", "the default version"),
+            (f"/v2/models/{{name}}/versions/{{ref}}{suffix}", "a version number, latest or alias"),
+        ):
+            api.route(
+                bp, "GET", path, summary=f"{summary} ({which})", responses={200: answer},
+                errors=REGISTRY_ERRORS, path_params=PATH_PARAMS,
+            )(view)  # fmt: skip
+        return view
+
+    return declare
+
+
+@for_default_and_any_version("", "Model metadata: the input it takes", V2ModelMetadata)
+def metadata(name: str, ref: str | None = None) -> Response:
     st = service()
     served = st.cache.get(name, ref)  # 404 unknown, 409 broken; the input size is the model's
     good = [str(d["version"]) for d in st.registry.describe_versions(name) if d["status"] == "ok"]
@@ -86,58 +109,7 @@ def _metadata(name: str, ref: str | None) -> Response:
     )
 
 
-@api.route(
-    bp,
-    "GET",
-    "/v2/models/{name}",
-    summary="Model metadata (its default version's input)",
-    responses={200: V2ModelMetadata},
-    errors=REGISTRY_ERRORS,
-    path_params=PATH_PARAMS,
-)
-def model_metadata(name: str) -> Response:
-    return _metadata(name, None)
-
-
-@api.route(
-    bp,
-    "GET",
-    "/v2/models/{name}/versions/{ref}",
-    summary="Model version metadata",
-    responses={200: V2ModelMetadata},
-    errors=REGISTRY_ERRORS,
-    path_params=PATH_PARAMS,
-)
-def version_metadata(name: str, ref: str) -> Response:
-    return _metadata(name, ref)
-
-
-def _ready(name: str, ref: str | None) -> Response:
+@for_default_and_any_version("/ready", "Model readiness, loading it on demand", V2ModelReady)
+def model_ready(name: str, ref: str | None = None) -> Response:
     served = service().cache.get(name, ref)  # loads on demand; 404 / 409 otherwise
     return json_response({"name": name, "version": str(served.version), "ready": True})
-
-
-@api.route(
-    bp,
-    "GET",
-    "/v2/models/{name}/ready",
-    summary="Model readiness (loads the default version on demand)",
-    responses={200: V2ModelReady},
-    errors=REGISTRY_ERRORS,
-    path_params=PATH_PARAMS,
-)
-def model_ready(name: str) -> Response:
-    return _ready(name, None)
-
-
-@api.route(
-    bp,
-    "GET",
-    "/v2/models/{name}/versions/{ref}/ready",
-    summary="Model version readiness (loads it on demand)",
-    responses={200: V2ModelReady},
-    errors=REGISTRY_ERRORS,
-    path_params=PATH_PARAMS,
-)
-def version_ready(name: str, ref: str) -> Response:
-    return _ready(name, ref)
