@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from shared.config import DatasetName
-from shared.web.settings import ServiceSettings
+from shared.web.settings import DEFAULT_DATA_DIR, ServiceSettings
 from trainer_service.cors import parse_origins
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class TrainerSettings(ServiceSettings):
     job_retries: int | None = Field(default=None, ge=0)
     #: Datasets live in ``<data_dir>/<name>`` (downloaded there when missing) unless a dataset's
     #: own folder is set; DATASET_MIRRORS replaces the built-in download mirrors.
-    data_dir: Path = Path("./var/data")
+    data_dir: Path = DEFAULT_DATA_DIR
     mnist_data_dir: Path | None = None
     fashion_mnist_data_dir: Path | None = None
     dataset_mirrors: Annotated[tuple[str, ...], NoDecode] = ()

@@ -19,7 +19,7 @@ from shared.datasets.fingerprint import combine_fingerprint, content_sha256
 from shared.datasets.idx import SPLIT_FILES, find_idx_files, idx_candidates, load_idx
 from shared.datasets.kaggle_csv import CSV_SPLIT_SEED, CSV_TEST_SIZE, load_kaggle_csv
 from shared.datasets.load import load_dataset
-from shared.datasets.locations import DEFAULT_DATA_DIR, DataLocations
+from shared.datasets.locations import DataLocations
 from shared.datasets.named import DATASET_NAMES, DATASETS, DatasetInfo, class_names, dataset_info
 from shared.datasets.npz import load_npz
 from shared.datasets.split import stratified_split
@@ -29,7 +29,6 @@ __all__ = [
     "CSV_TEST_SIZE",
     "DATASETS",
     "DATASET_NAMES",
-    "DEFAULT_DATA_DIR",
     "MAX_DOWNLOAD_BYTES",
     "N_CLASSES",
     "SPLIT_FILES",

@@ -13,16 +13,13 @@ from pathlib import Path
 
 from shared.datasets.named import dataset_info
 
-#: DATA_DIR when unset: datasets go to ./var/data/<name>.
-DEFAULT_DATA_DIR = Path("./var/data")
-
 
 @dataclass(frozen=True)
 class DataLocations:
     """Dataset folders and download mirrors ."""
 
     #: Parent of the per-dataset folders `<data_dir>/<name>` (downloaded into when missing).
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path
     #: An existing copy of a dataset somewhere else, by dataset name; wins over `data_dir`.
     folders: Mapping[str, Path] = field(default_factory=dict)
     #: Mirror base URLs to download from instead of the built-in ones (may hold `{name}`).

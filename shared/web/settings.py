@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Where models live when MODEL_REGISTRY_DIR is not set (``make up``, the CLI, the tests).
 DEFAULT_REGISTRY_DIR = Path("./var/models")
+#: Where datasets live when DATA_DIR is not set (``./var/data/<name>``).
+DEFAULT_DATA_DIR = Path("./var/data")
 
 
 class SettingsError(ValueError):

@@ -170,7 +170,7 @@ def test_unknown_dataset_name(tmp_path):
     with pytest.raises(DatasetError, match="unknown dataset 'cifar'"):
         load_dataset("cifar", tmp_path)
     with pytest.raises(DatasetError, match="unknown dataset 'cifar'"):
-        datasets.DataLocations().folder("cifar")
+        datasets.DataLocations(tmp_path).folder("cifar")
 
 
 def test_locations_from_the_trainer_settings(tmp_path, monkeypatch):

@@ -75,11 +75,11 @@ def test_touched_file_invalidates(mnist_copy):
 
 def test_absent_dataset_is_skipped(tmp_path):
     folder = tmp_path / "nothing-here"
-    locations = DataLocations(folders={"fashion-mnist": folder})
+    locations = DataLocations(tmp_path, folders={"fashion-mnist": folder})
     assert preload.preload_datasets(["fashion-mnist"], locations) == []
     assert preload.preloaded_dataset("fashion-mnist", folder) is None
 
 
 def _here(folder):
     """Locations with MNIST in `folder`, as the worker builds them from MNIST_DATA_DIR."""
-    return DataLocations(folders={"mnist": folder})
+    return DataLocations(folder.parent, folders={"mnist": folder})
