@@ -283,8 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         stack.say(f"error: {problem}")
         return 1
 
-    for var, default in (("MODEL_REGISTRY_DIR", "models"), ("DATA_DIR", "data")):
-        path = Path(env.get(var) or REPO_ROOT / "var" / default).expanduser().resolve()
+    from shared.web.settings import DEFAULT_DATA_DIR, DEFAULT_REGISTRY_DIR
+
+    for var, default in (
+        ("MODEL_REGISTRY_DIR", DEFAULT_REGISTRY_DIR),
+        ("DATA_DIR", DEFAULT_DATA_DIR),
+    ):
+        path = Path(env.get(var) or REPO_ROOT / default).expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
         env[var] = str(path)  # absolute: the same folder for every process
 
