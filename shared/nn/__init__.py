@@ -11,6 +11,7 @@
 - training.py     TrainingSpec; train(model, x, y, epochs, batches, loss, optimizer, schedule, ...);
                   fit(model, x, y, spec) builds those collaborators from the spec
 - augment.py      batched random affine + elastic distortion
+- explain.py      integrated_gradients: attributions by the layers' own backward pass
 
 The engine knows nothing of datasets, registries or presets: shared.config.TrainConfig (the job
 schema) builds a TrainingSpec and a network, shared.pipeline runs them.

@@ -87,13 +87,6 @@ def _generic(layer: Layer) -> Step:
     return lambda h: layer.forward(h, False)
 
 
-def _bn_affine(bn: BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
-    """(scale, shift) of a batch-norm layer in inference mode, computed in float64."""
-    scale = bn.gamma.astype(np.float64) / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
-    shift = bn.beta.astype(np.float64) - bn.running_mean.astype(np.float64) * scale
-    return scale, shift
-
-
 class InferencePlan:
     """A `Sequential`'s inference-mode forward pass, with the folds listed above.
 
@@ -118,7 +111,7 @@ class InferencePlan:
                 weight, bias = layer.W, (layer.b if layer.use_bias else None)
                 nxt = layers[i + 1] if i + 1 < len(layers) else None
                 if isinstance(nxt, BatchNorm1d):  # the only fold that rewrites the weights
-                    scale, shift = _bn_affine(nxt)
+                    scale, shift = nxt.inference_affine()
                     weight = (layer.W.astype(np.float64) * scale).astype(self.dtype)
                     bias = (0.0 if bias is None else bias.astype(np.float64)) * scale + shift
                     i += 1
@@ -134,7 +127,7 @@ class InferencePlan:
                     self.steps.append(_shift(pending_mean))
                     pending_mean = None
                 if isinstance(layer, BatchNorm1d):
-                    scale, shift = _bn_affine(layer)
+                    scale, shift = layer.inference_affine()
                     self.steps.append(
                         _scale_shift(scale.astype(self.dtype), shift.astype(self.dtype))
                     )

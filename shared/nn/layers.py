@@ -299,6 +299,17 @@ class BatchNorm1d(Layer):
         out += self.beta
         return out
 
+    def inference_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift), float64, of the inference-mode map y = x * scale + shift:
+        scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale.
+
+        What the folded inference pass and the frozen (explanation) copy of a model build on."""
+        scale = self.gamma.astype(np.float64) / np.sqrt(
+            self.running_var.astype(np.float64) + self.eps
+        )
+        shift = self.beta.astype(np.float64) - self.running_mean.astype(np.float64) * scale
+        return scale, shift
+
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         xhat, inv_std = self._xhat, self._inv_std
         if xhat is None or inv_std is None:

@@ -7,6 +7,7 @@ inference-mode forward pass, `shared.nn.inference.InferencePlan` (`predict_proba
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,6 +117,56 @@ class Sequential:
             need = input_grad or i > stop
             grad = self.layers[i].backward(grad, need_input_grad=need)
         return grad if input_grad else None
+
+    def frozen(self) -> Sequential:
+        """This model's inference-mode function as a model whose *training-mode* pass computes it.
+
+        Dropout (the identity at inference) is left out; each BatchNorm1d becomes its running-
+        statistics affine map x * scale + shift, folded into the Dense before it (the algebra of
+        `InferencePlan`) or, with no Dense before it, a Dense of diagonal weights. What remains
+        (Standardize, Dense, activations) computes the same thing in both modes, so
+        ``frozen().forward(x, True)`` equals the served logits and its `backward` differentiates
+        them. A copy with its own parameters, gradients and buffers: nothing done to it reaches
+        this model (its gradients, optimizer state, dropout streams, running statistics), and
+        several threads may each use their own.
+        """
+        layers: list[Layer] = []
+        for layer in self.layers:
+            if isinstance(layer, Dropout):
+                continue
+            if isinstance(layer, BatchNorm1d):
+                scale, shift = layer.inference_affine()
+                dense = layers[-1] if layers and isinstance(layers[-1], Dense) else None
+                if dense is None:
+                    dense = Dense(layer.dim, layer.dim, init="xavier", dtype=self.dtype)
+                    dense.W = np.diag(scale)
+                    dense.b = np.zeros(layer.dim)
+                    layers.append(dense)
+                else:
+                    dense.W = dense.W.astype(np.float64) * scale
+                    bias = dense.b.astype(np.float64) if dense.use_bias else 0.0
+                    dense.b = bias * scale
+                    dense.use_bias, dense.trainable = True, ("W", "b")
+                dense.b = dense.b + shift
+                continue
+            twin = copy.copy(layer)  # parameters are re-bound below, never written through
+            twin._buffers = {}
+            layers.append(twin)
+        return Sequential(layers, input_size=self.input_size, dtype=self.dtype)
+
+    def input_gradient(
+        self, x: np.ndarray, grad_logits: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, dx) of the inference-mode function at x [N, input_size]: the logits [N,
+        classes] and the vector-Jacobian product dx[n, i] = sum_k grad_logits[n, k] *
+        d logit_k(x_n) / d x_n,i (a one-hot `grad_logits` gives d logit_target / d input).
+
+        Computed by the layers' own backward pass on a `frozen()` copy, so dropout is off, batch
+        norm uses its running statistics, and this model is left exactly as it was.
+        """
+        net = self.frozen()
+        logits = net.forward(x, training=True).copy()
+        return logits, net.backward(grad_logits.astype(net.dtype, copy=False), input_grad=True)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities float32 [N, classes] of float32 x [N, input_size] in [0, 1].
