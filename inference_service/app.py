@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask
 
-from inference_service import files, health, pages, v1, v2
+from inference_service import explain, files, health, pages, v1, v2
 from inference_service.front import Front
 from inference_service.openapi import api
 from inference_service.serving import ModelCache
@@ -46,7 +46,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = create_flask_app(
         __name__, settings, state, config, max_content_length=settings.max_content_length
     )
-    for blueprint in (health.bp, v1.bp, files.bp, v2.bp, pages.bp):
+    for blueprint in (health.bp, v1.bp, explain.bp, files.bp, v2.bp, pages.bp):
         app.register_blueprint(blueprint)
     serve_openapi(app, api)
     app.wsgi_app = Front(app, state)  # type: ignore[method-assign]

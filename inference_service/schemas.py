@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from shared.config import MODEL_NAME_PATTERN
+from shared.nn.explain import DEFAULT_STEPS
 
 #: What the document shows for pixel arrays (the decoders read the served model's input size).
 DOC_SIDE = 28
@@ -104,6 +105,86 @@ class PredictResponse(BaseModel):
     model_version: int
     predictions: list[int]
     probabilities: list[list[float]]
+
+
+# ---- /v1 explain -------------------------------------------------------------------------------
+
+#: Trapezoid steps an explain request may ask for: fewer is too coarse to trust (the completeness
+#: gap grows), more costs seconds for a batch.
+MIN_EXPLAIN_STEPS, MAX_EXPLAIN_STEPS = 8, 256
+_TARGET_DOC = {
+    "description": 'The class to explain ("why not 1"); default: each image\'s predicted class. '
+    "At most the model's number of classes minus one (422 beyond).",
+    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
+}
+_STEPS_DOC = {
+    "type": "integer",
+    "minimum": MIN_EXPLAIN_STEPS,
+    "maximum": MAX_EXPLAIN_STEPS,
+    "default": DEFAULT_STEPS,
+    "description": "Trapezoid-rule intervals of the path integral (steps + 1 gradient passes).",
+}
+
+
+class ExplainOptions(BaseModel):
+    """What an explain request adds to a predict request: a JSON body's extra fields, or the query
+    parameters of any other media type."""
+
+    model_config = _CLOSED
+    # The range is checked against the served model's classes (422), negatives included.
+    target: Annotated[JsonInt | None, WithJsonSchema(_TARGET_DOC)] = None
+    steps: Annotated[
+        JsonInt, Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS), WithJsonSchema(_STEPS_DOC)
+    ] = DEFAULT_STEPS
+
+
+class ExplainQuery(BaseModel):
+    """``?target=1&steps=64`` for bodies that are not JSON (a .npy file, pictures)."""
+
+    target: Annotated[int | None, WithJsonSchema(_TARGET_DOC)] = None
+    steps: Annotated[
+        int, Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS), WithJsonSchema(_STEPS_DOC)
+    ] = DEFAULT_STEPS
+
+
+class RawExplainRequest(RawPredictRequest, ExplainOptions):
+    """Pixels 0-255 (``"scale": "raw"``, the default)."""
+
+
+class UnitExplainRequest(UnitPredictRequest, ExplainOptions):
+    """Pixels 0-1 (``"scale": "unit"``)."""
+
+
+class ExplainRequest(PredictRequest, ExplainOptions):
+    """A predict body plus ``target`` and ``steps``; documented as `EXPLAIN_JSON_DOC`."""
+
+
+EXPLAIN_JSON_DOC = {
+    "oneOf": [RawExplainRequest.model_json_schema(), UnitExplainRequest.model_json_schema()]
+}
+
+
+class ExplainResponse(BaseModel):
+    """Predictions plus integrated-gradients attributions of the target class, per image."""
+
+    model: str
+    model_version: int
+    predictions: list[int]
+    probabilities: list[list[float]]
+    target: list[int] = Field(description="The class explained, per image.")
+    steps: int
+    baseline: str = Field(description="What the attributions are relative to.")
+    attributions: list[list[float]] = Field(
+        description="[N, input size]: each pixel's share of the target logit's difference from "
+        "the baseline's (positive: the pixel argues for the class)."
+    )
+    logit_difference: list[float] = Field(
+        description="F_target(image) - F_target(baseline): what each row of attributions adds up "
+        "to, up to the integration error."
+    )
+    completeness_gap: list[float] = Field(
+        description="sum(attributions) - logit_difference per image: the integration error."
+    )
 
 
 # ---- /v2 infer (Open Inference Protocol) ------------------------------------------------------

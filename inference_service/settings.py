@@ -25,6 +25,8 @@ class Settings(ServiceSettings):
     model_cache_size: int = Field(4, ge=1, le=10_000)
     #: Images per request (JSON instances, V2 batch, uploaded files); more is a 413.
     max_batch_images: int = Field(1024, ge=1, le=10_000_000)
+    #: Images per explain request (each costs ~steps forward and backward passes); more is a 413.
+    max_explain_images: int = Field(16, ge=1, le=10_000)
     #: Request bodies larger than this are a 413.
     max_content_length: int = Field(16 * 1024 * 1024, ge=1024, le=2**40)
     #: The trainer's address as the browser sees it (the web page's training view); empty = the

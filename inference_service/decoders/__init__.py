@@ -1,7 +1,8 @@
 """One decoder per wire format, a module each: request bytes → float32 [N, input size] pixels
 in [0, 1].
 
-* `decode_instances` (``instances.py``) — V1 JSON ``{"instances": [...], "scale": ...}``;
+* `decode_instances` (``instances.py``) — V1 JSON ``{"instances": [...], "scale": ...}``
+  (`read_instances`: the same for a route whose body extends it, e.g. explain's ``target``);
 * `decode_npy` (``npy.py``) — a ``.npy`` file (``application/x-npy``);
 * `decode_v2` (``v2.py``) — an Open Inference Protocol infer request, JSON or binary tensors;
 * `decode_pictures` (``pictures.py``) — PNG/JPEG pictures (a body, or multipart ``image``);
@@ -21,7 +22,7 @@ name the first offending value, so bad requests get a precise message without sl
 
 from __future__ import annotations
 
-from inference_service.decoders.instances import decode_instances
+from inference_service.decoders.instances import decode_instances, read_instances
 from inference_service.decoders.npy import NPY_MEDIA_TYPE, decode_npy
 from inference_service.decoders.pictures import decode_pictures
 from inference_service.decoders.pixels import shapes_text, side_of, to_unit
@@ -36,6 +37,7 @@ __all__ = [
     "decode_npy",
     "decode_pictures",
     "decode_v2",
+    "read_instances",
     "shapes_text",
     "side_of",
     "to_unit",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from inference_service.decoders.pixels import (
 )
 from inference_service.schemas import PredictRequest
 from shared.web.errors import ApiError
+
+R = TypeVar("R", bound=PredictRequest)
 
 
 def _check_numbers(values: list, path: str) -> None:
@@ -137,8 +139,16 @@ def _instances_batch(
     return arr
 
 
+def read_instances(
+    raw: bytes, input_size: int, max_images: int, schema: type[R]
+) -> tuple[R, np.ndarray]:
+    """A V1 JSON body validated by `schema` (`PredictRequest` or a route's extension of it) →
+    (the body, float32 [N, input_size] pixels in [0, 1])."""
+    body = validate(schema, load_json(raw, "request body"), "request body")
+    high = RAW_MAX if body.scale == "raw" else UNIT_MAX
+    return body, to_unit(_instances_batch(body.instances, raw, high, input_size, max_images), high)
+
+
 def decode_instances(raw: bytes, input_size: int, max_images: int) -> np.ndarray:
     """``{"instances": [...], "scale": "raw"|"unit"}`` → float32 [N, input_size] in [0, 1]."""
-    body = validate(PredictRequest, load_json(raw, "request body"), "request body")
-    high = RAW_MAX if body.scale == "raw" else UNIT_MAX
-    return to_unit(_instances_batch(body.instances, raw, high, input_size, max_images), high)
+    return read_instances(raw, input_size, max_images, PredictRequest)[1]
