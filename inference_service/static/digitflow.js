@@ -357,6 +357,7 @@
     $("prediction").textContent = "–";
     $("confidence").textContent = "";
     showPreview(null);
+    showHeatmap(null);
     $("draw-error").hidden = true;
   }
 
@@ -412,6 +413,7 @@
         $("served-model").textContent = res.body.model;
         $("served-version").textContent = res.headers.get("X-Model-Version") || res.body.model_version;
         $("draw-error").hidden = true;
+        explainLater({ model, version, instance, predicted: res.body.predictions[0] });
       } else {
         $("draw-error").textContent = `Prediction failed: ${errorText(res, "error")}`;
         $("draw-error").hidden = false;
@@ -422,6 +424,72 @@
       predictSoon(0);
     }
   }
+
+  // ---- explanations: the heatmap over the preview ("why 7", "why not 1")
+  // Integrated gradients from the service, for the predicted class or the one picked in
+  // #explain-target. One request in flight; only the newest drawing's answer is painted.
+  for (let digit = 0; digit < 10; digit++) {
+    $("explain-target").append(el("option", { value: String(digit), text: `class ${digit}` }));
+  }
+  let explainInput = null; // {model, version, instance, predicted} of the newest prediction
+  let explainBusy = false;
+  let explainAgain = false;
+
+  /** Paint attributions (784 values, or null to clear) on the overlay: red pixels argue for the
+   * explained class, blue ones against it, opacity by |attribution| / max |attribution|. */
+  function showHeatmap(attributions, caption = "") {
+    const canvas = $("heatmap");
+    const ctx = canvas.getContext("2d");
+    const image = ctx.createImageData(28, 28);
+    let peak = 0;
+    for (const a of attributions || []) peak = Math.max(peak, Math.abs(a));
+    for (let i = 0; peak > 0 && i < 784; i++) {
+      const s = attributions[i] / peak;
+      const alpha = Math.round(Math.pow(Math.abs(s), 0.7) * 230);
+      image.data.set(s >= 0 ? [230, 40, 40, alpha] : [40, 110, 240, alpha], i * 4);
+    }
+    ctx.putImageData(image, 0, 0);
+    canvas.dataset.painted = String(peak > 0);
+    $("why").textContent = caption;
+  }
+
+  function explainLater(input) {
+    explainInput = input;
+    if (explainBusy) explainAgain = true;
+    else runExplain();
+  }
+
+  async function runExplain() {
+    const input = explainInput;
+    if (!input || !strokes.length) return;
+    const chosen = $("explain-target").value;
+    const body = { instances: [input.instance], scale: "unit" };
+    if (chosen !== "") body.target = Number(chosen);
+    explainBusy = true;
+    const res = await request(
+      `/v1/models/${enc(input.model)}/versions/${enc(input.version)}/explain`,
+      { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) },
+    );
+    explainBusy = false;
+    if (explainAgain) {
+      explainAgain = false;
+      runExplain(); // a newer drawing or class is waiting: this answer is stale
+      return;
+    }
+    if (input !== explainInput || !strokes.length) return;
+    if (res.ok) {
+      const target = res.body.target[0];
+      const caption = target === input.predicted ? `Why ${target}` : `Why not ${target}`;
+      showHeatmap(res.body.attributions[0], caption);
+      $("heatmap").dataset.target = String(target);
+    } else {
+      showHeatmap(null, `Explanation failed: ${errorText(res, "error")}`);
+    }
+  }
+
+  $("explain-target").addEventListener("change", () => {
+    if (explainInput) explainLater(explainInput);
+  });
 
   async function fillVersionSelect() {
     const name = $("draw-model").value;

@@ -318,6 +318,46 @@ def test_draw_digits_see_bars_and_switch_versions(page, site) -> None:
     _wait_prediction(page, "0", "2")
 
 
+def _heatmap(page) -> list[int]:
+    """The overlay's RGBA pixels (28 x 28 x 4)."""
+    return page.evaluate(
+        "() => Array.from(document.querySelector('#heatmap').getContext('2d')"
+        ".getImageData(0, 0, 28, 28).data)"
+    )
+
+
+def test_heatmap_explains_the_prediction_and_another_class(page, site) -> None:
+    """ "Why 7": the attributions painted over the 28x28 preview; picking class 1 asks the service
+    for that class ("why not 1") and repaints."""
+    _open(page, site)
+    with page.expect_response(lambda r: r.url.endswith("/explain")) as answer:
+        _draw(page, STROKES["7"])
+    assert answer.value.status == 200
+    _wait_prediction(page, "7", "2")
+    page.wait_for_function(
+        "() => document.querySelector('#heatmap').dataset.target === '7'"
+        " && document.querySelector('#why').textContent === 'Why 7'"
+    )
+    why_7 = _heatmap(page)
+    alphas = why_7[3::4]
+    assert sum(a > 0 for a in alphas) >= 20, "the heatmap is blank"
+    assert sum(a > 0 for a in alphas) < 784  # an overlay: the blank corners stay clear
+    with page.expect_request(lambda r: r.url.endswith("/explain")) as sent:
+        page.select_option("#explain-target", "1")
+    assert sent.value.post_data_json["target"] == 1
+    page.wait_for_function(
+        "() => document.querySelector('#heatmap').dataset.target === '1'"
+        " && document.querySelector('#why').textContent === 'Why not 1'"
+    )
+    assert _heatmap(page) != why_7, "another class, the same heatmap"
+    assert page.text_content("#prediction") == "7"  # the prediction itself is unchanged
+    page.select_option("#explain-target", "")
+    page.wait_for_function("() => document.querySelector('#why').textContent === 'Why 7'")
+    page.click("#clear")
+    assert page.evaluate("() => document.querySelector('#heatmap').dataset.painted") == "false"
+    assert page.text_content("#why") == ""
+
+
 def test_models_view_lists_versions_opens_a_report_and_compares(page, site) -> None:
     _open(page, site, "models")
     page.wait_for_selector("#versions-table tbody tr[data-version='2']")
