@@ -60,9 +60,11 @@ from shared.registry.names import (
     validate_version,
 )
 from shared.registry.publishing import process_running
+from shared.registry.state import MAX_ROUTES, validate_ref
 
 __all__ = [
     "MANIFEST_FILE",
+    "MAX_ROUTES",
     "MAX_VERSION",
     "REQUIRED_MANIFEST_KEYS",
     "STATE_FILE",
@@ -78,5 +80,6 @@ __all__ = [
     "process_running",
     "validate_alias",
     "validate_model_name",
+    "validate_ref",
     "validate_version",
 ]
