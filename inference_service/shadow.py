@@ -4,14 +4,16 @@ client has its answer.
 Why this shape: the shadow must never sit on the answer's latency path nor be able to fail it.
 So the predict route only *schedules* a comparison, from the WSGI response's ``close()``, which
 the server calls once the answer is sent (`Pending`); `ShadowRunner` puts it on a bounded queue
-that one daemon thread per worker process drains (NumPy's matrix products release the GIL, so
-it overlaps the next request). A full queue drops the work and counts the drop; an exception in
+that one daemon thread per worker process drains at the lowest CPU priority (NumPy's matrix
+products release the GIL, so it overlaps the next request; when the cores are busy with answers,
+it waits). A full queue drops the work and counts the drop; an exception in
 a shadow run (a version that loaded but fails) is counted and logged, never raised. The figures
 (agreement, confusion, confidence) go to `inference_service.telemetry`, multiprocess-safe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -26,8 +28,9 @@ from inference_service.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
-#: Comparisons waiting per worker; beyond this, new ones are dropped (and counted).
-QUEUE_SIZE = 64
+#: Comparisons waiting per worker; beyond this, new ones are dropped (and counted): a saturated
+#: worker sheds shadow work instead of falling behind on it.
+QUEUE_SIZE = 16
 
 
 class ShadowRunner:
@@ -59,6 +62,10 @@ class ShadowRunner:
             self.telemetry.shadow_dropped(served.name)
 
     def _run(self) -> None:
+        # The lowest CPU priority for this thread alone (Linux: a thread id is a process id for
+        # setpriority): when the cores are busy with answers, the shadow waits, not the answers.
+        with contextlib.suppress(AttributeError, OSError):  # elsewhere: the queue bound alone
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while True:
             served, shadow, x, proba = self._queue.get()
             try:

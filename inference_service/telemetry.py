@@ -156,6 +156,8 @@ class Telemetry:
         self._latency_children: dict[str, Any] = {}
         self._image_children: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._class_children: dict[tuple[str, int, int], Any] = {}
+        self._shadow_children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._pair_children: dict[tuple[str, int, int, int], Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
         """Count one request and its latency (hot path: cached metric children)."""
@@ -207,14 +209,28 @@ class Telemetry:
     ) -> None:
         """One request compared with the shadow version (the shadow thread, off the hot path)."""
         labels = (name, str(shadow))
-        self.shadow_requests.labels(*labels).inc()
-        pairs, counts = np.unique(
-            np.stack([served_classes, shadow_classes], axis=1), axis=0, return_counts=True
-        )
-        for (a, b), n in zip(pairs.tolist(), counts.tolist(), strict=True):
-            self.shadow_confusion.labels(*labels, str(a), str(b)).inc(n)
-        self.shadow_confidence.labels(*labels, "served").inc(served_confidence)
-        self.shadow_confidence.labels(*labels, "shadow").inc(shadow_confidence)
+        children = self._shadow_children.get(labels)
+        if children is None:
+            children = self._shadow_children[labels] = (
+                self.shadow_requests.labels(*labels),
+                self.shadow_confidence.labels(*labels, "served"),
+                self.shadow_confidence.labels(*labels, "shadow"),
+            )
+        requests, served, other = children
+        requests.inc()
+        served.inc(served_confidence)
+        other.inc(shadow_confidence)
+        pairs: dict[tuple[int, int], int] = {}
+        for pair in zip(served_classes.tolist(), shadow_classes.tolist(), strict=True):
+            pairs[pair] = pairs.get(pair, 0) + 1
+        for (a, b), n in pairs.items():
+            key = (name, shadow, a, b)
+            child = self._pair_children.get(key)
+            if child is None:
+                child = self._pair_children[key] = self.shadow_confusion.labels(
+                    *labels, str(a), str(b)
+                )
+            child.inc(n)
 
     def shadow_dropped(self, name: str) -> None:
         self.shadow_drops.labels(name).inc()
