@@ -19,6 +19,7 @@ from inference_service.front import Front
 from inference_service.openapi import api
 from inference_service.serving import ModelCache
 from inference_service.settings import Settings
+from inference_service.shadow import ShadowRunner
 from inference_service.state import ServiceState
 from inference_service.telemetry import Telemetry
 from shared.registry import Registry
@@ -42,7 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         on_load=telemetry.on_load,
         on_broken=telemetry.on_broken,
     )
-    state = ServiceState(settings, registry, cache, telemetry)
+    state = ServiceState(settings, registry, cache, telemetry, ShadowRunner(telemetry))
     app = create_flask_app(
         __name__, settings, state, config, max_content_length=settings.max_content_length
     )

@@ -12,9 +12,12 @@ answered here: success with a plain WSGI answer, failure with the web kit's
 ``ApiError.response()`` (the same error table as the Flask routes). The routes are documented
 with ``api.add``, like the Flask ones with ``api.route``.
 
-A request: the model is looked up first (an unknown model is a 404 whatever the body), the body is
-decoded by the decoder of its media type (`inference_service.decoders`) for the model's input size,
-then the folded forward pass runs and the answer is built.
+A request: the model is looked up first (an unknown model is a 404 whatever the body; a request
+that names no version gets one of the traffic split's, by its ``X-Routing-Key`` header if any),
+the body is decoded by the decoder of its media type (`inference_service.decoders`) for the
+model's input size, then the folded forward pass runs and the answer is built. When the model has
+a shadow version, a default-route answer carries an `after` step: the WSGI body's ``close()``
+hands the comparison to `inference_service.shadow` once the answer is sent.
 """
 
 from __future__ import annotations
@@ -38,18 +41,29 @@ from inference_service.schemas import (
     V2InferResponse,
 )
 from inference_service.serving import Served
+from inference_service.shadow import Pending
 from inference_service.state import ServiceState
 from shared.web.errors import ApiError, to_api_error
 from shared.web.openapi import Answer, Operation
 from shared.web.validation import is_json_media_type
 
 StartResponse = Callable[..., Any]
-#: (status line, headers, body) of an answer.
-Reply = tuple[str, list[tuple[str, str]], bytes]
+
+
+class Reply(NamedTuple):
+    """An answer: status line, headers, body, and what to run once it is sent (the shadow)."""
+
+    status: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    after: Callable[[], None] | None = None
+
 
 PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg"})
 MULTIPART = "multipart/form-data"
 MODEL_VERSION = "X-Model-Version"
+#: The request header that pins a caller to one side of a traffic split (WSGI environ key).
+ROUTING_KEY = "HTTP_X_ROUTING_KEY"
 _BINARY = {"type": "string", "format": "binary"}
 _PICTURE = {**_BINARY, "description": "A picture of a digit (MNIST-style preprocessing)."}
 
@@ -92,7 +106,7 @@ def read_images(
 
 
 def predict(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any]) -> Reply:
-    served = st.cache.get(name, ref)
+    served = st.cache.get(name, ref, environ.get(ROUTING_KEY))
     x = read_images(environ, _mimetype(environ), served, st.settings)
     proba = served.predict_proba(x)
     body = dumps(
@@ -103,16 +117,29 @@ def predict(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any
             "probabilities": proba,
         }
     )
-    st.telemetry.count_images(served.name, served.version, len(x))
+    st.telemetry.observe_predictions(served.name, served.version, proba)
     headers = [("Content-Type", "application/json"), (MODEL_VERSION, str(served.version))]
-    return "200 OK", headers, body
+    return Reply("200 OK", headers, body, _shadow_step(st, served, ref, x, proba))
+
+
+def _shadow_step(
+    st: ServiceState, served: Served, ref: str | None, x: np.ndarray, proba: np.ndarray
+) -> Callable[[], None] | None:
+    """For a default-route answer of a model with a shadow version (another one than the
+    version that answered): the comparison to schedule once the answer is sent."""
+    if ref is not None:
+        return None
+    shadow = st.cache.shadow(served.name)
+    if shadow is None or shadow.version == served.version:
+        return None
+    return lambda: st.shadows.submit(served, shadow, x, proba)
 
 
 # ---- /v2 infer ----------------------------------------------------------------------------------
 
 
 def infer(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any]) -> Reply:
-    served = st.cache.get(name, ref)
+    served = st.cache.get(name, ref, environ.get(ROUTING_KEY))
     header = environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     mimetype = _mimetype(environ)
     if header is None and not is_json(mimetype):
@@ -145,17 +172,19 @@ def infer(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any])
     if req.id is not None:
         payload["id"] = req.id
     payload["outputs"] = outputs
-    st.telemetry.count_images(served.name, served.version, len(req.x))
+    st.telemetry.observe_predictions(served.name, served.version, proba)
     version = (MODEL_VERSION, str(served.version))
+    after = _shadow_step(st, served, ref, req.x, proba)
     if not chunks:
-        return "200 OK", [("Content-Type", "application/json"), version], dumps(payload)
+        headers = [("Content-Type", "application/json"), version]
+        return Reply("200 OK", headers, dumps(payload), after)
     head = dumps(payload)
     headers = [
         ("Content-Type", "application/octet-stream"),
         (decoders.V2_HEADER_LENGTH, str(len(head))),
         version,
     ]
-    return "200 OK", headers, b"".join([head, *chunks])
+    return Reply("200 OK", headers, b"".join([head, *chunks]), after)
 
 
 # ---- the routes ---------------------------------------------------------------------------------
@@ -336,7 +365,9 @@ def answer(st: ServiceState, route: Route, environ: dict[str, Any]) -> Reply | A
     method = environ.get("REQUEST_METHOD")
     if method != "POST":
         if method == "OPTIONS":  # as Flask answers OPTIONS for its own rules
-            return "200 OK", [("Allow", "OPTIONS, POST"), ("Content-Type", "text/plain")], b""
+            return Reply(
+                "200 OK", [("Allow", "OPTIONS, POST"), ("Content-Type", "text/plain")], b""
+            )
         return ApiError(405, "method not allowed: use POST", headers={"Allow": "OPTIONS, POST"})
     try:
         return route.handler(st, route.name, route.ref, environ)
@@ -351,7 +382,8 @@ def respond(
     if isinstance(reply, ApiError):
         response = reply.response()
         return response.status_code, response(environ, start_response)
-    status, headers, body = reply
-    headers.append(("Content-Length", str(len(body))))
-    start_response(status, headers)
-    return int(status[:3]), [body]
+    reply.headers.append(("Content-Length", str(len(reply.body))))
+    start_response(reply.status, reply.headers)
+    if reply.after is None:
+        return int(reply.status[:3]), [reply.body]
+    return int(reply.status[:3]), Pending([reply.body], reply.after)

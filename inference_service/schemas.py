@@ -407,6 +407,24 @@ class ModelDetail(BaseModel):
     pinned_version: int | None = None
     serving_version: int | None = None
     aliases: dict[str, int] = {}
+    traffic: list[dict[str, Any]] | None = Field(
+        None,
+        description="The default route's traffic split as this worker serves it: each route's "
+        "version and weight as set, the version number it serves ('serving', null when it gets "
+        "no traffic) and why not ('problem'). Null when the model has no split.",
+    )
+    shadow: dict[str, Any] | None = Field(
+        None,
+        description="The shadow version as set, the number this worker runs ('serving') or why "
+        "not ('problem'). Null when the model has no shadow.",
+    )
+    live: dict[str, Any] = Field(
+        {},
+        description="Live figures summed over every worker: 'versions' (per version: requests, "
+        "images, predicted_classes, mean_confidence), 'shadows' (per shadow version compared: "
+        "requests, images, agreement, confusion [served class][shadow class], mean_confidence "
+        "of each side, top_disagreement) and 'shadow_dropped'.",
+    )
     versions: list[VersionSummary]
     history: list[dict[str, Any]] = []
 

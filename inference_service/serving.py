@@ -16,6 +16,14 @@ Each gunicorn worker owns one ModelCache (created by create_app, never a module 
   post_worker_init hook, or the first request), never in the master, and a cache inherited
   through fork() re-creates its locks and thread.
 
+* keeps, per model, the *traffic split* of the default route (``state.json``'s ``traffic``) as
+  this worker can serve it: each route's version (aliases followed as they move) loaded before the
+  split is swapped in; a route whose version is broken or will not load gets no traffic (its
+  weight is shared by the others) and `readiness()` says why. `Split.pick` chooses a version per
+  request: by the sha256 of its routing key (sticky while the split is unchanged), else at random;
+* keeps the model's *shadow version* loaded, for `inference_service.shadow` to run after the
+  answer is sent.
+
 ``poll_seconds == 0`` means: no thread, check the change token synchronously at the start of every
 request (a few stat calls) — deterministic for tests.
 
@@ -24,8 +32,11 @@ The hot path (default predict) is a dict lookup and no filesystem access.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import logging
 import os
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -77,15 +88,43 @@ class Served:
         return self.plan.predict_proba(x)
 
 
+@dataclass(frozen=True)
+class Split:
+    """The default route's traffic split as one worker serves it: the versions that can serve
+    (weight > 0) and their cumulative weights."""
+
+    served: tuple[Served, ...]
+    bounds: tuple[int, ...]
+
+    def pick(self, key: str | None) -> Served:
+        """The version for one request. With a routing key: the first 8 bytes of sha256(key) as
+        an integer, modulo the total weight, against the cumulative weights — the same key lands
+        on the same version in every worker while the split (and which versions can serve) is
+        unchanged. Without: a uniform random draw (``random.random``, no hashing)."""
+        total = self.bounds[-1]
+        if key is None:
+            point = int(random.random() * total)
+        else:
+            digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+            point = int.from_bytes(digest[:8], "big") % total
+        return self.served[bisect.bisect_right(self.bounds, point)]
+
+
 @dataclass
 class ModelView:
     """What the last registry scan said about one model (used to resolve "latest" and aliases
-    without touching the disk on every request)."""
+    without touching the disk on every request), and how this worker serves its traffic split
+    and shadow."""
 
     latest: int | None = None
     default: int | None = None
     pinned: int | None = None
     aliases: dict[str, int] = field(default_factory=dict)
+    #: One entry per route of the split: {"version" (as set), "weight", "serving" (the number,
+    #: None when it gets no traffic), "problem"?}; None when the model has no split.
+    traffic: list[dict[str, Any]] | None = None
+    #: {"version" (as set), "serving", "problem"?}; None when the model has no shadow.
+    shadow: dict[str, Any] | None = None
 
 
 class ModelCache:
@@ -108,6 +147,8 @@ class ModelCache:
         self._on_load = on_load
         self._on_broken = on_broken
         self._defaults: dict[str, Served] = {}
+        self._splits: dict[str, Split] = {}
+        self._shadows: dict[str, Served] = {}
         self._views: dict[str, ModelView] = {}
         self._loaded: OrderedDict[tuple[str, int], Served] = OrderedDict()
         self._broken: dict[tuple[str, int], tuple[Any, str]] = {}
@@ -215,13 +256,17 @@ class ModelCache:
                 for gone in set(self._defaults) - set(views):
                     logger.warning("model %r disappeared from the registry; no longer served", gone)
                     del self._defaults[gone]
+                for table in (self._splits, self._shadows):
+                    for gone in set(table) - set(views):
+                        del table[gone]
             # An incomplete scan leaves the token unset so the next poll retries it.
             self._token = token if complete else None
             self._last_refresh = time.time()
         return True
 
     def _scan_model(self, name: str) -> ModelView:
-        """Read one model's state and make sure its default is loaded (load, then swap)."""
+        """Read one model's state; make sure its default, split and shadow are loaded (load,
+        then swap)."""
         state = self.registry.state(name)
         view = ModelView(
             latest=self.registry.latest_version(name),
@@ -229,10 +274,76 @@ class ModelCache:
             pinned=state["pinned"],
             aliases=dict(state["aliases"]),
         )
+        self._update_default(name, view)
+        self._update_split(name, view, state["traffic"])
+        self._update_shadow(name, view, state["shadow"])
+        return view
+
+    def _update_split(self, name: str, view: ModelView, traffic: list | None) -> None:
+        """Load every route's version, then swap the split in (or drop it)."""
+        if traffic is None:
+            self._splits.pop(name, None)
+            return
+        routes, served, bounds = [], [], []
+        for route in traffic:
+            entry: dict[str, Any] = {**route, "serving": None}
+            try:
+                one = self._load_current(name, self._ref_version(name, view, route["version"]))
+            except (BrokenVersionError, VersionNotFoundError) as exc:
+                entry["problem"] = f"gets no traffic: {exc}"
+            else:
+                entry["serving"] = one.version
+                if route["weight"] > 0:
+                    served.append(one)
+                    bounds.append((bounds[-1] if bounds else 0) + route["weight"])
+            routes.append(entry)
+        view.traffic = routes
+        if served:
+            self._splits[name] = Split(tuple(served), tuple(bounds))
+        else:  # nothing in the split can serve: the default version takes the traffic
+            self._splits.pop(name, None)
+            for entry in routes:
+                entry.setdefault("problem", "gets no traffic: weight 0")
+            logger.error("model %r: no version of its traffic split can serve", name)
+
+    def _update_shadow(self, name: str, view: ModelView, ref: int | str | None) -> None:
+        if ref is None:
+            self._shadows.pop(name, None)
+            return
+        view.shadow = {"version": ref, "serving": None}
+        try:
+            served = self._load_current(name, self._ref_version(name, view, ref))
+        except (BrokenVersionError, VersionNotFoundError) as exc:
+            view.shadow["problem"] = f"not shadowing: {exc}"
+            self._shadows.pop(name, None)
+            return
+        view.shadow["serving"] = served.version
+        self._shadows[name] = served
+
+    @staticmethod
+    def _ref_version(name: str, view: ModelView, ref: int | str) -> int:
+        """A route's or the shadow's version number, its alias followed as of this scan."""
+        if isinstance(ref, int):
+            return ref
+        if ref not in view.aliases:
+            raise VersionNotFoundError(f"model {name!r} has no alias {ref!r}")
+        return view.aliases[ref]
+
+    def _load_current(self, name: str, version: int) -> Served:
+        """`_load`, after dropping a cached copy whose files were damaged since it was loaded."""
+        with self._lock:
+            cached = self._loaded.get((name, version))
+        if cached is not None and not self._still_verifies(cached):
+            with self._lock:
+                self._loaded.pop((name, version), None)
+        return self._load(name, version)
+
+    def _update_default(self, name: str, view: ModelView) -> None:
+        """Make sure the model's default version is loaded and served (load, then swap)."""
         current = self._defaults.get(name)
         target = view.default
         if target is None or (current is not None and current.version == target):
-            return view
+            return
         candidates = [target]
         damaged = current is not None and not self._still_verifies(current)
         if damaged:
@@ -253,7 +364,7 @@ class ModelCache:
             except (BrokenVersionError, VersionNotFoundError):
                 continue  # logged by _load / skipped
             self._set_default(name, served, previous=current)
-            return view
+            return
         if current is not None:
             logger.error(
                 "model %r: default version %d cannot be loaded; still serving version %d",
@@ -261,7 +372,6 @@ class ModelCache:
                 target,
                 current.version,
             )
-        return view
 
     def _still_verifies(self, served: Served) -> bool:
         try:
@@ -284,12 +394,12 @@ class ModelCache:
     # ---- loading --------------------------------------------------------------------------------
 
     def _defaults_signature(self) -> tuple:
-        return tuple(
-            sorted(
-                (name, served.version, self._broken_signature(name, served.version))
-                for name, served in list(self._defaults.items())
-            )
-        )
+        """The files of every version served by default, in a split or as a shadow."""
+        served = {(s.name, s.version) for s in list(self._defaults.values())}
+        served.update((s.name, s.version) for s in list(self._shadows.values()))
+        for split in list(self._splits.values()):
+            served.update((s.name, s.version) for s in split.served)
+        return tuple(sorted((n, v, self._broken_signature(n, v)) for n, v in served))
 
     def _broken_signature(self, name: str, version: int) -> Any:
         """Identity of the files: a version marked broken is retried only if they change."""
@@ -348,6 +458,9 @@ class ModelCache:
         """Drop least recently used versions beyond capacity; defaults are never evicted.
         Requests still holding an evicted Served keep using it until they finish."""
         protected = {(s.name, s.version) for s in self._defaults.values()}
+        protected.update((s.name, s.version) for s in self._shadows.values())
+        for split in self._splits.values():
+            protected.update((s.name, s.version) for s in split.served)
         excess = len(self._loaded) - self.capacity
         for key in list(self._loaded):
             if excess <= 0:
@@ -360,13 +473,21 @@ class ModelCache:
 
     # ---- request-time lookups ---------------------------------------------------------------------
 
-    def get(self, name: str, ref: str | int | None = None) -> Served:
+    def get(
+        self, name: str, ref: str | int | None = None, routing_key: str | None = None
+    ) -> Served:
         """The model to serve for `name` and a version reference.
 
-        `ref` None / "default": the served default; an int or digit string: that version;
+        `ref` None (the default route): a version of the traffic split when the model has one
+        (`Split.pick` with `routing_key`), else the served default; "default": the served
+        default; an int or digit string: that version;
         "latest": the newest good version; anything else: an alias. Raises the registry's
         InvalidNameError / ModelNotFoundError / VersionNotFoundError / BrokenVersionError.
         """
+        if ref is None:
+            split = self._splits.get(name)
+            if split is not None:
+                return split.pick(routing_key)
         if ref is None or ref == "default":
             served = self._defaults.get(name)
             if served is not None:
@@ -433,6 +554,17 @@ class ModelCache:
             return None
         return broken[1]
 
+    def shadow(self, name: str) -> Served | None:
+        """The model's shadow version when it has one this worker can run."""
+        return self._shadows.get(name)
+
+    def rollout(self, name: str) -> dict[str, Any]:
+        """How this worker serves the model's split and shadow (see `ModelView`)."""
+        view = self._views.get(name)
+        if view is None:
+            return {"traffic": None, "shadow": None}
+        return {"traffic": view.traffic, "shadow": view.shadow}
+
     def served_default(self, name: str) -> int | None:
         served = self._defaults.get(name)
         return None if served is None else served.version
@@ -457,6 +589,10 @@ class ModelCache:
                 "serving": None if served is None else served.version,
             }
             models[name] = entry
+            if view.traffic is not None:
+                entry["traffic"] = view.traffic  # each route: what it serves, or why nothing
+            if view.shadow is not None:
+                entry["shadow"] = view.shadow
             if served is None:
                 if view.default is None:
                     entry["problem"] = "no usable version in the registry"

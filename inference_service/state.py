@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from inference_service.serving import ModelCache
 from inference_service.settings import Settings
+from inference_service.shadow import ShadowRunner
 from inference_service.telemetry import Telemetry
 from shared.registry import Registry
 from shared.web.app import app_state
@@ -19,6 +20,7 @@ class ServiceState:
     registry: Registry
     cache: ModelCache
     telemetry: Telemetry
+    shadows: ShadowRunner
 
 
 def service() -> ServiceState:

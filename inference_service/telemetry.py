@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,6 +24,8 @@ from prometheus_client import (
 )
 from prometheus_client import values as _prom_values
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from shared.images import N_CLASSES
 
 #: Request latency buckets (seconds): the JSON predict path should sit in the first ones.
 LATENCY_BUCKETS = (
@@ -95,10 +98,66 @@ class Telemetry:
             registry=r,
         )
 
+        # Per-version live figures: a split's sides compared as they serve.
+        self.version_requests = Counter(
+            "digitflow_inference_version_requests",
+            "Predict/infer requests answered, by model and version.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.version_classes = Counter(
+            "digitflow_inference_version_predictions",
+            "Images predicted, by model, version and predicted class.",
+            ["model", "version", "predicted"],
+            registry=r,
+        )
+        self.version_confidence = Counter(
+            "digitflow_inference_version_confidence_sum",
+            "Sum of the predicted class's probability, by model and version (divide by the "
+            "images for the mean confidence).",
+            ["model", "version"],
+            registry=r,
+        )
+        # Shadow comparisons: the default route's answer against the shadow version's.
+        self.shadow_requests = Counter(
+            "digitflow_shadow_requests",
+            "Requests of the default route also run on the shadow version.",
+            ["model", "shadow"],
+            registry=r,
+        )
+        self.shadow_confusion = Counter(
+            "digitflow_shadow_predictions",
+            "Images compared, by the class the served answer predicted and the shadow's.",
+            ["model", "shadow", "served", "predicted"],
+            registry=r,
+        )
+        self.shadow_confidence = Counter(
+            "digitflow_shadow_confidence_sum",
+            "Sum of the predicted class's probability over the compared images, by side "
+            "(served: the answer the client got; shadow: the shadow version's).",
+            ["model", "shadow", "side"],
+            registry=r,
+        )
+        self.shadow_drops = Counter(
+            "digitflow_shadow_dropped",
+            "Shadow runs dropped because the worker's shadow queue was full.",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_errors = Counter(
+            "digitflow_shadow_errors",
+            "Shadow runs that raised (the answers were never affected).",
+            ["model", "shadow"],
+            registry=r,
+        )
+
         # labels() validates and locks on every call; the label sets are few, so keep children.
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
-        self._image_children: dict[tuple[str, int], Any] = {}
+        self._image_children: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._class_children: dict[tuple[str, int, int], Any] = {}
+        self._shadow_children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._pair_children: dict[tuple[str, int, int, int], Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
         """Count one request and its latency (hot path: cached metric children)."""
@@ -114,12 +173,129 @@ class Telemetry:
             hist = self._latency_children[route] = self.latency.labels(route)
         hist.observe(seconds)
 
-    def count_images(self, name: str, version: int, n: int) -> None:
+    def observe_predictions(self, name: str, version: int, proba: np.ndarray) -> None:
+        """Count one answered request of `version`: its images, their predicted classes and
+        confidence (hot path: cached children, one increment per class present)."""
         key = (name, version)
-        child = self._image_children.get(key)
-        if child is None:
-            child = self._image_children[key] = self.images.labels(name, str(version))
-        child.inc(n)
+        children = self._image_children.get(key)
+        if children is None:
+            labels = (name, str(version))
+            children = self._image_children[key] = (
+                self.images.labels(*labels),
+                self.version_requests.labels(*labels),
+                self.version_confidence.labels(*labels),
+            )
+        images, requests, confidence = children
+        images.inc(len(proba))
+        requests.inc()
+        confidence.inc(float(proba.max(axis=1).sum()))
+        counts = np.bincount(proba.argmax(axis=1), minlength=proba.shape[1])
+        for cls in np.flatnonzero(counts).tolist():
+            child = self._class_children.get((name, version, cls))
+            if child is None:
+                child = self._class_children[(name, version, cls)] = self.version_classes.labels(
+                    name, str(version), str(cls)
+                )
+            child.inc(int(counts[cls]))
+
+    def observe_shadow(
+        self,
+        name: str,
+        shadow: int,
+        served_classes: np.ndarray,
+        shadow_classes: np.ndarray,
+        served_confidence: float,
+        shadow_confidence: float,
+    ) -> None:
+        """One request compared with the shadow version (the shadow thread, off the hot path)."""
+        labels = (name, str(shadow))
+        children = self._shadow_children.get(labels)
+        if children is None:
+            children = self._shadow_children[labels] = (
+                self.shadow_requests.labels(*labels),
+                self.shadow_confidence.labels(*labels, "served"),
+                self.shadow_confidence.labels(*labels, "shadow"),
+            )
+        requests, served, other = children
+        requests.inc()
+        served.inc(served_confidence)
+        other.inc(shadow_confidence)
+        pairs: dict[tuple[int, int], int] = {}
+        for pair in zip(served_classes.tolist(), shadow_classes.tolist(), strict=True):
+            pairs[pair] = pairs.get(pair, 0) + 1
+        for (a, b), n in pairs.items():
+            key = (name, shadow, a, b)
+            child = self._pair_children.get(key)
+            if child is None:
+                child = self._pair_children[key] = self.shadow_confusion.labels(
+                    *labels, str(a), str(b)
+                )
+            child.inc(n)
+
+    def shadow_dropped(self, name: str) -> None:
+        self.shadow_drops.labels(name).inc()
+
+    def shadow_error(self, name: str, shadow: int) -> None:
+        self.shadow_errors.labels(name, str(shadow)).inc()
+
+    def live(self, name: str) -> dict[str, Any]:
+        """The live figures of model `name`, summed over every worker: per version (requests,
+        images, predicted-class counts, mean confidence) and per shadow version compared
+        (requests, images, agreement, confusion served × shadow, mean confidences, the most
+        frequent disagreement), plus dropped shadow runs."""
+        versions: dict[str, dict[str, Any]] = {}
+        shadows: dict[str, dict[str, Any]] = {}
+        dropped = 0.0
+        for metric in self._collect():
+            for sample in metric.samples:
+                labels, value = sample.labels, sample.value
+                if labels.get("model") != name or not sample.name.endswith("_total"):
+                    continue
+                family = sample.name[: -len("_total")]
+                if family == "digitflow_shadow_dropped":
+                    dropped += value
+                elif family.startswith("digitflow_inference_version_") or (
+                    family == "digitflow_inference_images"
+                ):
+                    row = versions.setdefault(
+                        labels["version"],
+                        {"requests": 0, "images": 0, "classes": {}, "confidence_sum": 0.0},
+                    )
+                    if family == "digitflow_inference_images":
+                        row["images"] += int(value)
+                    elif family == "digitflow_inference_version_requests":
+                        row["requests"] += int(value)
+                    elif family == "digitflow_inference_version_predictions":
+                        cls = int(labels["predicted"])
+                        row["classes"][cls] = row["classes"].get(cls, 0) + int(value)
+                    else:
+                        row["confidence_sum"] += value
+                elif family.startswith("digitflow_shadow_"):
+                    row = shadows.setdefault(
+                        labels["shadow"],
+                        {"requests": 0, "pairs": {}, "served": 0.0, "shadow": 0.0, "errors": 0},
+                    )
+                    if family == "digitflow_shadow_requests":
+                        row["requests"] += int(value)
+                    elif family == "digitflow_shadow_predictions":
+                        pair = (int(labels["served"]), int(labels["predicted"]))
+                        row["pairs"][pair] = row["pairs"].get(pair, 0) + int(value)
+                    elif family == "digitflow_shadow_confidence_sum":
+                        row[labels["side"]] += value
+                    elif family == "digitflow_shadow_errors":
+                        row["errors"] += int(value)
+        return {
+            "versions": {v: _version_figures(row) for v, row in sorted(versions.items())},
+            "shadows": {v: _shadow_figures(row) for v, row in sorted(shadows.items())},
+            "shadow_dropped": int(dropped),
+        }
+
+    def _collect(self) -> Any:
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)
+            return registry.collect()
+        return self.registry.collect()
 
     # Callbacks for the ModelCache ---------------------------------------------------------------
 
@@ -142,3 +318,45 @@ class Telemetry:
             MultiProcessCollector(registry, path=self.multiprocess_dir)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _mean(total: float, n: int) -> float | None:
+    return None if n == 0 else round(total / n, 6)
+
+
+def _version_figures(row: dict[str, Any]) -> dict[str, Any]:
+    n_classes = max(N_CLASSES, max(row["classes"], default=0) + 1)
+    classes = [row["classes"].get(c, 0) for c in range(n_classes)]
+    return {
+        "requests": row["requests"],
+        "images": row["images"],
+        "predicted_classes": classes,
+        "mean_confidence": _mean(row["confidence_sum"], sum(classes)),
+    }
+
+
+def _shadow_figures(row: dict[str, Any]) -> dict[str, Any]:
+    pairs: dict[tuple[int, int], int] = row["pairs"]
+    n_classes = max(N_CLASSES, max((max(p) for p in pairs), default=0) + 1)
+    confusion = [[pairs.get((a, b), 0) for b in range(n_classes)] for a in range(n_classes)]
+    images = sum(pairs.values())
+    agree = sum(confusion[c][c] for c in range(n_classes))
+    # The most frequent disagreement, both directions together ("4↔9").
+    swaps = {}
+    for (a, b), n in pairs.items():
+        if a != b:
+            key = (min(a, b), max(a, b))
+            swaps[key] = swaps.get(key, 0) + n
+    top = max(swaps.items(), key=lambda kv: kv[1], default=None)
+    return {
+        "requests": row["requests"],
+        "images": images,
+        "agreement": _mean(agree, images),
+        "confusion": confusion,
+        "mean_confidence": {
+            "served": _mean(row["served"], images),
+            "shadow": _mean(row["shadow"], images),
+        },
+        "top_disagreement": None if top is None else {"classes": list(top[0]), "images": top[1]},
+        "errors": row["errors"],
+    }

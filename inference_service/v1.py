@@ -101,6 +101,8 @@ def get_model(name: str) -> Response:
             "pinned_version": state["pinned"],
             "serving_version": st.cache.served_default(name),
             "aliases": state["aliases"],
+            **st.cache.rollout(name),
+            "live": st.telemetry.live(name),
             "versions": rows,
             "history": state["history"][-50:],
         }

@@ -1,4 +1,5 @@
-"""`/v1/models`: pin a default version and manage aliases in the registry (plus a read-only listing).
+"""`/v1/models`: pin a default version, manage aliases, split the default route's traffic and name
+a shadow version in the registry (plus a read-only listing).
 
 The trainer owns the registry's write side; inference only reads it and picks changes up by
 polling, so a pin made here is served by every inference worker within seconds.
@@ -7,10 +8,19 @@ polling, so a pin made here is served by every inference worker within seconds.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from shared import registry as reg
 from shared.config import MODEL_NAME_PATTERN
@@ -34,8 +44,59 @@ class VersionBody(BaseModel):
     version: StrictInt = Field(ge=1)
 
 
+#: A version a route or the shadow names: a number, or an alias (followed as it moves). One
+#: check, the registry's own (`validate_ref`), so an error names the field itself.
+VersionRef = Annotated[
+    int | str,
+    BeforeValidator(reg.validate_ref),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "integer", "minimum": 1, "maximum": reg.MAX_VERSION},
+                {"type": "string", "pattern": MODEL_NAME_PATTERN},
+            ],
+            "examples": [1, "champion"],
+        }
+    ),
+]
+
+
+class TrafficRoute(BaseModel):
+    """One side of a split: a version (number or alias) and its share of the default route."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: VersionRef
+    weight: StrictInt = Field(ge=0, le=100, description="Percent of the default route's requests.")
+
+
+class TrafficBody(BaseModel):
+    """The split of the default predict routes: weights sum to 100, each version named once."""
+
+    model_config = ConfigDict(extra="forbid")
+    routes: list[TrafficRoute] = Field(min_length=1, max_length=reg.MAX_ROUTES)
+
+    @field_validator("routes")
+    @classmethod
+    def _a_split(cls, routes: list[TrafficRoute]) -> list[TrafficRoute]:
+        total = sum(r.weight for r in routes)
+        if total != 100:
+            raise ValueError(f"weights must sum to 100, not {total}")
+        refs = [str(r.version) for r in routes]
+        if len(set(refs)) != len(refs):
+            raise ValueError("each version may be named once")
+        return routes
+
+
+class ShadowBody(BaseModel):
+    """The version (number or alias) that also answers every default-route request, unseen."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: VersionRef
+
+
 class ModelSummary(BaseModel):
-    """A model in the registry: its versions, the one served by default, pin and aliases."""
+    """A model in the registry: its versions, the one served by default, pin, aliases, the
+    traffic split of the default route and the shadow version (null when none)."""
 
     name: str
     versions: list[int]
@@ -43,10 +104,12 @@ class ModelSummary(BaseModel):
     default_version: int | None
     pinned_version: int | None
     aliases: dict[str, int]
+    traffic: list[dict[str, Any]] | None
+    shadow: int | str | None
 
 
 class ModelDetail(ModelSummary):
-    """A model with the history of its pin and alias changes."""
+    """A model with the history of its pin, alias, traffic and shadow changes."""
 
     history: list[dict[str, Any]]
 
@@ -58,7 +121,7 @@ class ModelList(BaseModel):
 
 
 def _actor() -> str:
-    """Who made a pin/alias change, for the registry's history (never the token)."""
+    """Who made a state change, for the registry's history (never the token)."""
     return f"trainer-api ({request.remote_addr or 'unknown'})"
 
 
@@ -83,11 +146,24 @@ def _alias(alias: str) -> str:
 
 
 def _version_from_body() -> int:
+    return _body(VersionBody).version
+
+
+def _body(model: type[BaseModel]) -> Any:
     payload = json_object(request.get_data(), request.mimetype)
     try:
-        return VersionBody.model_validate(payload).version
+        return model.model_validate(payload)
     except ValidationError as exc:
         raise validation_error(exc, "body") from None
+
+
+def _existing_ref(name: str, ref: int | str, field: str) -> None:
+    """A route's or the shadow's version must exist (or its alias be set) now: 422 naming the
+    field otherwise; a broken one is the kit's 409, as for pins."""
+    try:
+        state().registry.resolve(name, ref)
+    except (reg.VersionNotFoundError, reg.InvalidNameError) as exc:
+        raise ApiError(422, str(exc), field=field, invalid_fields=[field.split(".")[0]]) from None
 
 
 def _existing_version(name: str, version: int) -> int:
@@ -117,6 +193,8 @@ def _summary(name: str) -> dict[str, Any]:
         "default_version": registry.default_version(name),
         "pinned_version": st.get("pinned"),
         "aliases": st.get("aliases", {}),
+        "traffic": st.get("traffic"),
+        "shadow": st.get("shadow"),
     }
 
 
@@ -193,4 +271,67 @@ def delete_alias(name: str, alias: str):
         raise ApiError(404, f"model {name} has no alias {alias}")
     state().registry.delete_alias(name, alias, actor=_actor())
     log.info("model %s alias %s deleted", name, alias)
+    return jsonify(_summary(name))
+
+
+@api.route(
+    bp, "PUT", "/v1/models/{name}/traffic", body=TrafficBody, responses={200: ModelSummary},
+    errors=WRITE_ERRORS, path_params={"name": NAME},
+    summary="Split the default route's traffic over versions", tags=("models",),
+    description="Requests that name no version are shared by weight (percent); a request with "
+    "an X-Routing-Key header always lands on the same version while the split is unchanged. "
+    "Aliases are followed as they move; a version that cannot be served gets no traffic.",
+    examples={"application/json": {
+        "all on version 1": {"routes": [{"version": 1, "weight": 100}]},
+    }},
+)  # fmt: skip
+def set_traffic(name: str):
+    name = _model_name(name)
+    body: TrafficBody = _body(TrafficBody)
+    routes = [r.model_dump() for r in body.routes]
+    for i, route in enumerate(routes):
+        _existing_ref(name, route["version"], f"routes[{i}].version")
+    state().registry.set_traffic(name, routes, actor=_actor())
+    log.info("model %s traffic split %s", name, routes)
+    return jsonify(_summary(name))
+
+
+@api.route(
+    bp, "DELETE", "/v1/models/{name}/traffic", responses={200: ModelSummary},
+    errors=(401, 404, 503), path_params={"name": NAME},
+    summary="Drop the split: serve the default version again", tags=("models",),
+)  # fmt: skip
+def clear_traffic(name: str):
+    name = _model_name(name)
+    state().registry.clear_traffic(name, actor=_actor())
+    log.info("model %s traffic split removed", name)
+    return jsonify(_summary(name))
+
+
+@api.route(
+    bp, "PUT", "/v1/models/{name}/shadow", body=ShadowBody, responses={200: ModelSummary},
+    errors=WRITE_ERRORS, path_params={"name": NAME},
+    summary="Name the shadow version", tags=("models",),
+    description="Every request served by the default route also runs on the shadow version "
+    "after its answer is sent; inference keeps the agreement figures.",
+    examples={"application/json": {"version 1": {"version": 1}}},
+)  # fmt: skip
+def set_shadow(name: str):
+    name = _model_name(name)
+    body: ShadowBody = _body(ShadowBody)
+    _existing_ref(name, body.version, "version")
+    state().registry.set_shadow(name, body.version, actor=_actor())
+    log.info("model %s shadow version %s", name, body.version)
+    return jsonify(_summary(name))
+
+
+@api.route(
+    bp, "DELETE", "/v1/models/{name}/shadow", responses={200: ModelSummary},
+    errors=(401, 404, 503), path_params={"name": NAME},
+    summary="Stop shadowing", tags=("models",),
+)  # fmt: skip
+def clear_shadow(name: str):
+    name = _model_name(name)
+    state().registry.clear_shadow(name, actor=_actor())
+    log.info("model %s shadow removed", name)
     return jsonify(_summary(name))

@@ -559,6 +559,48 @@
     return parts.join(", ");
   }
 
+  // The rollout in one or three lines: the traffic split, the shadow's agreement with the answers
+  // clients got, and each version's live figures (GET /v1/models/<name>: traffic, shadow, live).
+  function rolloutLines(detail) {
+    const lines = [];
+    const number = (n) => Number(n).toLocaleString("en-US");
+    const label = (ref) => (typeof ref === "number" ? `v${ref}` : ref);
+    if (detail.traffic) {
+      lines.push(
+        "Traffic: " +
+          detail.traffic
+            .map((r) => `${label(r.version)}${r.serving && r.version !== r.serving ? ` (v${r.serving})` : ""} ${r.weight} %` +
+              (r.problem ? ` (${r.problem})` : ""))
+            .join(" · "),
+      );
+    }
+    const live = detail.live || { versions: {}, shadows: {} };
+    const shadow = detail.shadow;
+    const figures = shadow && shadow.serving ? live.shadows[String(shadow.serving)] : null;
+    if (shadow && shadow.problem) lines.push(`Shadow ${label(shadow.version)}: ${shadow.problem}`);
+    if (figures && figures.requests > 0) {
+      const champion =
+        Object.entries(detail.aliases || {}).find(([, v]) => v === detail.default_version)?.[0] ||
+        "the served answers";
+      const top = figures.top_disagreement;
+      lines.push(
+        `${label(shadow.version)} agrees with ${champion} on ${(100 * figures.agreement).toFixed(1)} % ` +
+          `of ${number(figures.requests)} live requests` +
+          (top ? `; most disagreements ${top.classes[0]}↔${top.classes[1]}` : ""),
+      );
+    }
+    const versions = Object.entries(live.versions).filter(([, f]) => f.requests > 0);
+    if (versions.length > 0) {
+      lines.push(
+        "Live: " +
+          versions
+            .map(([v, f]) => `v${v} ${number(f.requests)} requests, mean confidence ${pct(f.mean_confidence)}`)
+            .join(" · "),
+      );
+    }
+    return lines;
+  }
+
   async function renderModels() {
     const name = $("models-model").value;
     const tbody = $("versions-table").querySelector("tbody");
@@ -577,6 +619,9 @@
       `${detail.versions.length} version(s), ${ok} usable · default v${detail.default_version ?? "–"}` +
       (detail.pinned_version ? ` (pinned)` : " (the latest)") +
       ` · latest v${detail.latest_version ?? "–"}`;
+    $("models-rollout").replaceChildren(
+      ...rolloutLines(detail).flatMap((line, i) => (i ? [el("br"), line] : [line])),
+    );
     const rows = [...detail.versions].sort((a, b) => b.version - a.version);
     tbody.replaceChildren(
       ...rows.map((row) => {

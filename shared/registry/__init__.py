@@ -5,7 +5,7 @@ Layout::
     <root>/<name>/<version>/weights.npz       the model file, copied verbatim
     <root>/<name>/<version>/manifest.json     sha256, size, created_at, package_version, caller's data
     <root>/<name>/<version>/<extra files>     optional, hashed into manifest["files"]
-    <root>/<name>/state.json                  {"pinned", "aliases", "history"}
+    <root>/<name>/state.json                  {"pinned", "aliases", "traffic", "shadow", "history"}
     <root>/<name>/.state.lock                 flock target for state changes (writers only)
     <root>/<name>/.tmp-<uuid>/                a publish in progress (or a crashed one); never listed
 
@@ -24,15 +24,16 @@ Why it is built this way:
   (inode, size, mtime_ns, ctime_ns) so the 0.5 s poll in every gunicorn worker costs a few stats.
 * A broken version (bad manifest, missing or tampered files) is skipped by ``latest_version`` /
   ``default_version``, reported by ``describe_versions`` / ``version_status`` and logged once.
-* ``state.json`` is replaced atomically under an exclusive ``flock`` so concurrent pin/alias changes
-  never lose updates; a corrupt file is logged and the last good state is served until the next
-  write repairs it.
+* ``state.json`` is replaced atomically under an exclusive ``flock`` so concurrent pin, alias,
+  traffic split and shadow changes never lose updates; a corrupt file is logged and the last good
+  state is served until the next write repairs it.
 * Every client-supplied name, alias and version is validated against a strict ASCII pattern, and
   paths are resolved and checked to stay inside the root as a second line of defence.
 
 Modules, by concern: ``core`` (the `Registry` class callers use), ``publishing`` (temp folders,
 the version-allocating rename, cleanup of crashed publishes), ``verification`` (manifest + sha256,
-the stat-keyed cache), ``state`` (state.json: pin, aliases, history, its lock), ``paths`` (names to
+the stat-keyed cache), ``state`` (state.json: pin, aliases, traffic split, shadow, history, its
+lock), ``paths`` (names to
 checked paths under the root), ``names`` (the on-disk names and name validation), ``files``
 (filesystem helpers), ``errors``. Each imports only the others' public names. Import from the
 package.
@@ -59,9 +60,11 @@ from shared.registry.names import (
     validate_version,
 )
 from shared.registry.publishing import process_running
+from shared.registry.state import MAX_ROUTES, validate_ref
 
 __all__ = [
     "MANIFEST_FILE",
+    "MAX_ROUTES",
     "MAX_VERSION",
     "REQUIRED_MANIFEST_KEYS",
     "STATE_FILE",
@@ -77,5 +80,6 @@ __all__ = [
     "process_running",
     "validate_alias",
     "validate_model_name",
+    "validate_ref",
     "validate_version",
 ]

@@ -43,10 +43,16 @@ from shared.registry.publishing import (
 )
 from shared.registry.state import (
     StateFiles,
+    clear_shadow_change,
+    clear_traffic_change,
     delete_alias_change,
     pin_change,
     set_alias_change,
+    set_shadow_change,
+    set_traffic_change,
     unpin_change,
+    validate_ref,
+    validate_routes,
 )
 from shared.registry.verification import VerifiedVersions
 
@@ -300,10 +306,11 @@ class Registry:
             for model in names or self._paths.model_names_on_disk()
         )
 
-    # ---- state (pin, aliases, history) -------------------------------------------------------
+    # ---- state (pin, aliases, traffic, shadow, history) -------------------------------------------------------
 
     def state(self, name: str) -> dict[str, Any]:
-        """{"pinned": int|None, "aliases": {alias: v}, "history": [...]} (a copy).
+        """{"pinned": int|None, "aliases": {alias: v}, "traffic": [{"version", "weight"}]|None,
+        "shadow": int|alias|None, "history": [...]} (a copy).
 
         Never writes and never raises on a corrupt file: it is logged once and the last good
         state this object saw (or the empty state) is returned. Cached by the file's identity.
@@ -341,6 +348,32 @@ class Registry:
     def delete_alias(self, name: str, alias: str, actor: str | None = None) -> dict[str, Any]:
         """Remove `alias`. Raises AliasNotFoundError (a VersionNotFoundError) if it is not set."""
         return self._change_state(name, delete_alias_change(name, validate_alias(alias), actor))
+
+    def set_traffic(
+        self, name: str, routes: list[dict[str, Any]], actor: str | None = None
+    ) -> dict[str, Any]:
+        """Split the default route's traffic: ``[{"version": int|alias, "weight": 0-100}, …]``,
+        weights summing to 100. Every version must verify and every alias be set *now*
+        (VersionNotFoundError / AliasNotFoundError / BrokenVersionError); later, a route whose
+        version breaks just gets no traffic (inference decides, per worker)."""
+        clean = validate_routes(routes)
+        for route in clean:
+            self.resolve(name, route["version"])
+        return self._change_state(name, set_traffic_change(clean, actor))
+
+    def clear_traffic(self, name: str, actor: str | None = None) -> dict[str, Any]:
+        """Drop the split: the default route serves the default version (pinned else latest)."""
+        return self._change_state(name, clear_traffic_change(actor))
+
+    def set_shadow(self, name: str, ref: int | str, actor: str | None = None) -> dict[str, Any]:
+        """Name the shadow version (a number or an alias, which must resolve now)."""
+        clean = validate_ref(ref)
+        self.resolve(name, clean)
+        return self._change_state(name, set_shadow_change(clean, actor))
+
+    def clear_shadow(self, name: str, actor: str | None = None) -> dict[str, Any]:
+        """Stop shadowing."""
+        return self._change_state(name, clear_shadow_change(actor))
 
     # ---- change detection --------------------------------------------------------------------
 

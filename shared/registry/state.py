@@ -1,4 +1,4 @@
-"""A model's state.json: the pin, the aliases and their history.
+"""A model's state.json: the pin, the aliases, the traffic split, the shadow and their history.
 
 Reads never write and never raise on a corrupt file: it is logged once and the last good state
 seen is served until the next change rewrites it (keeping the bad bytes beside it). Changes are a
@@ -38,14 +38,47 @@ MAX_STATE_BYTES = 16 * 1024 * 1024
 #: History entries kept per model (the oldest are dropped).
 MAX_HISTORY = 1000
 _MAX_ACTOR_LEN = 200
+#: Most routes in a traffic split.
+MAX_ROUTES = 10
 
 #: Edits a state in place; returns the history entry to append, or None when nothing changed.
 Change = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
 def empty_state() -> dict[str, Any]:
-    """The state of a model nobody pinned or aliased yet."""
-    return {"pinned": None, "aliases": {}, "history": []}
+    """The state of a model nobody pinned, aliased, split or shadowed yet."""
+    return {"pinned": None, "aliases": {}, "traffic": None, "shadow": None, "history": []}
+
+
+def validate_ref(ref: Any) -> int | str:
+    """A version a traffic route or the shadow names: a version number (int or canonical digit
+    string → int) or an alias (followed as it moves). "latest"/"default" are not accepted: the
+    split *is* what the default route serves."""
+    if isinstance(ref, str) and not (ref.isascii() and ref.isdigit()):
+        return validate_alias(ref)
+    return validate_version(ref)
+
+
+def validate_routes(routes: Any) -> list[dict[str, Any]]:
+    """A traffic split: 1.. routes ``{"version": ref, "weight": 0-100}``, weights summing to 100,
+    no version named twice. Raises InvalidNameError (a ValueError) naming the first problem; the
+    trainer API validates the same rules with pydantic first, so a client sees a 422 per field."""
+    if not isinstance(routes, list) or not routes or len(routes) > MAX_ROUTES:
+        raise InvalidNameError(f"traffic must be a list of 1..{MAX_ROUTES} routes")
+    clean = []
+    for route in routes:
+        if not isinstance(route, dict) or set(route) != {"version", "weight"}:
+            raise InvalidNameError("a traffic route is {'version': ..., 'weight': 0-100}")
+        weight = route["weight"]
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+            raise InvalidNameError(f"traffic weight {weight!r} is not an integer 0..100")
+        clean.append({"version": validate_ref(route["version"]), "weight": weight})
+    if sum(r["weight"] for r in clean) != 100:
+        raise InvalidNameError("traffic weights must sum to 100")
+    refs = [r["version"] for r in clean]
+    if len(set(refs)) != len(refs):
+        raise InvalidNameError("traffic names a version twice")
+    return clean
 
 
 def parse_state(data: bytes) -> dict[str, Any]:
@@ -71,16 +104,29 @@ def parse_state(data: bytes) -> dict[str, Any]:
             clean_aliases[validate_alias(alias)] = validate_version(target)
         except InvalidNameError as exc:
             raise ValueError(f"bad alias entry {alias!r}: {exc}") from exc
+    traffic = raw.get("traffic")
+    shadow = raw.get("shadow")
+    try:
+        traffic = None if traffic is None else validate_routes(traffic)
+        shadow = None if shadow is None else validate_ref(shadow)
+    except InvalidNameError as exc:
+        raise ValueError(f"bad traffic or shadow: {exc}") from exc
     history = raw.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
         raise ValueError("'history' is not a list of objects")
-    return {"pinned": pinned, "aliases": clean_aliases, "history": history}
+    return {
+        "pinned": pinned,
+        "aliases": clean_aliases,
+        "traffic": traffic,
+        "shadow": shadow,
+        "history": history,
+    }
 
 
-# ---- the four changes ----------------------------------------------------------------------
+# ---- the changes ---------------------------------------------------------------------------
 
 
-def _entry(action: str, alias: str | None, old: int | None, new: int | None, actor: Any):
+def _entry(action: str, alias: str | None, old: Any, new: Any, actor: Any):
     if actor is not None:
         actor = str(actor)[:_MAX_ACTOR_LEN]
     return {
@@ -140,6 +186,58 @@ def delete_alias_change(name: str, alias: str, actor: str | None) -> Change:
             raise AliasNotFoundError(f"model {name!r} has no alias {alias!r}")
         old = state["aliases"].pop(alias)
         return _entry("alias_delete", alias, old, None, actor)
+
+    return change
+
+
+def set_traffic_change(routes: list[dict[str, Any]], actor: str | None) -> Change:
+    """Split the default route's traffic over `routes` (already validated)."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        old = state["traffic"]
+        if old == routes:
+            return None
+        state["traffic"] = copy.deepcopy(routes)
+        return _entry("traffic_set", None, old, copy.deepcopy(routes), actor)
+
+    return change
+
+
+def clear_traffic_change(actor: str | None) -> Change:
+    """Drop the split: the default route serves the default version again."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        old = state["traffic"]
+        if old is None:
+            return None
+        state["traffic"] = None
+        return _entry("traffic_clear", None, old, None, actor)
+
+    return change
+
+
+def set_shadow_change(ref: int | str, actor: str | None) -> Change:
+    """Make `ref` (a version or an alias) the shadow version."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        old = state["shadow"]
+        if old == ref:
+            return None
+        state["shadow"] = ref
+        return _entry("shadow_set", None, old, ref, actor)
+
+    return change
+
+
+def clear_shadow_change(actor: str | None) -> Change:
+    """Stop shadowing."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        old = state["shadow"]
+        if old is None:
+            return None
+        state["shadow"] = None
+        return _entry("shadow_clear", None, old, None, actor)
 
     return change
 

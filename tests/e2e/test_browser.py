@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from shared.config import TrainConfig
 from shared.datasets import load_dataset
@@ -510,3 +513,30 @@ def _path(box: dict, stroke, steps: int = 8) -> list[tuple[float, float]]:
             at(xa + (xb - xa) * k / steps, ya + (yb - ya) * k / steps) for k in range(1, steps + 1)
         ]
     return points
+
+
+def test_models_view_shows_the_rollout_line(page, site) -> None:
+    """A shadow on the default route: the Models view says how often it agrees with the
+    champion on live requests, and each version's live figures."""
+    registry = site["registry"]
+    registry.set_alias("mnist", "champion", 2)
+    registry.set_shadow("mnist", 1)
+    try:
+        time.sleep(1.0)  # two polls: every worker has the shadow loaded
+        x = load_dataset("mnist", site["env"]["MNIST_DATA_DIR"]).x_test[:30]
+        for image in x:
+            body = {"instances": [image.tolist()], "scale": "unit"}
+            r = requests.post(f"{site['url']}/v1/models/mnist/predict", json=body, timeout=10)
+            assert r.status_code == 200 and r.headers["X-Model-Version"] == "2"
+        _open(page, site, "models")
+        rollout = page.locator("#models-rollout")
+        page.wait_for_function(
+            "() => /agrees with champion on [0-9.]+ % of [0-9,]+ live requests/"
+            ".test(document.querySelector('#models-rollout').textContent)"
+        )
+        text = rollout.inner_text()
+        assert re.search(r"v1 agrees with champion on [0-9.]+ % of [0-9,]+ live requests", text)
+        assert "Live: " in text and "v2 " in text, text
+    finally:
+        registry.clear_shadow("mnist")
+        registry.delete_alias("mnist", "champion")

@@ -365,7 +365,13 @@ def test_readers_work_on_a_read_only_tree(tmp_path: Path) -> None:
             assert m["token_equal"] and res["token_all_equal"]
             assert res["resolve_alias"] == 1
             assert res["other"]["default"] == 1
-            assert res["other"]["state"] == {"pinned": None, "aliases": {}, "history": []}
+            assert res["other"]["state"] == {
+                "pinned": None,
+                "aliases": {},
+                "traffic": None,
+                "shadow": None,
+                "history": [],
+            }
             assert res["broken-state"]["state"]["pinned"] is None
             assert res["broken-state"]["default"] == 1
         assert "corrupt" in proc.stderr  # logged, not crashed

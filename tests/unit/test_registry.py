@@ -534,7 +534,13 @@ def test_missing_version(reg: Registry, tmp_path: Path) -> None:
 def test_history_records_every_change(reg: Registry, root: Path, tmp_path: Path) -> None:
     publish_bytes(reg, tmp_path, b"a")
     publish_bytes(reg, tmp_path, b"b")
-    assert reg.state("m") == {"pinned": None, "aliases": {}, "history": []}
+    assert reg.state("m") == {
+        "pinned": None,
+        "aliases": {},
+        "traffic": None,
+        "shadow": None,
+        "history": [],
+    }
     reg.pin("m", 1, actor="alice")
     reg.pin("m", 1, actor="alice")  # no-op: not a change
     reg.pin("m", "2", actor="bob")
@@ -568,6 +574,54 @@ def test_history_records_every_change(reg: Registry, root: Path, tmp_path: Path)
     assert Registry(root).state("m") == state
     # no temp files left by state writes
     assert sorted(os.listdir(root / "m")) == [".state.lock", "1", "2", "state.json"]
+
+
+def test_traffic_and_shadow_are_kept_with_their_history(
+    reg: Registry, root: Path, tmp_path: Path
+) -> None:
+    publish_bytes(reg, tmp_path, b"a")
+    publish_bytes(reg, tmp_path, b"b")
+    reg.set_alias("m", "champion", 1)
+    split = [{"version": "champion", "weight": 90}, {"version": 2, "weight": 10}]
+    assert reg.set_traffic("m", split, actor="alice")["traffic"] == split
+    reg.set_traffic("m", split, actor="alice")  # no-op: not a change
+    assert reg.set_shadow("m", "2", actor="bob")["shadow"] == 2
+    assert reg.clear_traffic("m", actor="carol")["traffic"] is None
+    assert reg.clear_shadow("m")["shadow"] is None
+    got = [(h["action"], h["from"], h["to"], h["actor"]) for h in reg.state("m")["history"][1:]]
+    assert got == [
+        ("traffic_set", None, split, "alice"),
+        ("shadow_set", None, 2, "bob"),
+        ("traffic_clear", split, None, "carol"),
+        ("shadow_clear", 2, None, None),
+    ]
+    assert json.loads((root / "m" / "state.json").read_text()) == reg.state("m")
+
+
+@pytest.mark.parametrize(
+    ("routes", "error"),
+    [
+        ([], InvalidNameError),
+        ([{"version": 1, "weight": 90}], InvalidNameError),  # sums to 90
+        ([{"version": 1, "weight": 50}, {"version": "1", "weight": 50}], InvalidNameError),
+        ([{"version": 1, "weight": 101}, {"version": 2, "weight": -1}], InvalidNameError),
+        ([{"version": 1, "weight": True}], InvalidNameError),
+        ([{"version": "latest", "weight": 100}], InvalidNameError),
+        ([{"version": 1, "weight": 100, "extra": 1}], InvalidNameError),
+        ([{"version": 3, "weight": 100}], VersionNotFoundError),
+        ([{"version": "nope", "weight": 100}], AliasNotFoundError),
+    ],
+)
+def test_bad_traffic_is_refused_and_changes_nothing(
+    reg: Registry, tmp_path: Path, routes: list, error: type
+) -> None:
+    publish_bytes(reg, tmp_path, b"a")
+    publish_bytes(reg, tmp_path, b"b")
+    with pytest.raises(error):
+        reg.set_traffic("m", routes)
+    with pytest.raises(AliasNotFoundError):
+        reg.set_shadow("m", "nope")
+    assert reg.state("m")["traffic"] is None and reg.state("m")["shadow"] is None
 
 
 def test_state_changes_return_the_new_state(reg: Registry, tmp_path: Path) -> None:
@@ -653,7 +707,13 @@ def test_corrupt_state_keeps_last_good_and_next_write_repairs(
     assert len([r for r in caplog.records if "corrupt" in r.getMessage()]) == 1
 
     fresh = Registry(root)  # never saw a good state: empty, never a crash
-    assert fresh.state("m") == {"pinned": None, "aliases": {}, "history": []}
+    assert fresh.state("m") == {
+        "pinned": None,
+        "aliases": {},
+        "traffic": None,
+        "shadow": None,
+        "history": [],
+    }
     assert fresh.default_version("m") == 2
 
     reg.set_alias("m", "canary", 1, actor="ops")  # the next write repairs the file
@@ -675,6 +735,8 @@ def test_noop_change_on_corrupt_state_still_repairs(root: Path, tmp_path: Path) 
     assert json.loads((root / "m" / "state.json").read_text()) == {
         "pinned": None,
         "aliases": {},
+        "traffic": None,
+        "shadow": None,
         "history": [],
     }
 
@@ -950,7 +1012,13 @@ def test_read_only_registry_never_writes(root: Path, tmp_path: Path) -> None:
     assert ro.versions("m") == [1, 2]
     assert ro.latest_version("m") == 1 and ro.default_version("m") == 1
     assert ro.resolve("m", "default") == 1
-    assert ro.state("fresh") == {"pinned": None, "aliases": {}, "history": []}
+    assert ro.state("fresh") == {
+        "pinned": None,
+        "aliases": {},
+        "traffic": None,
+        "shadow": None,
+        "history": [],
+    }
     assert ro.default_version("fresh") == 1
     assert [r["status"] for r in ro.describe_versions("m")] == ["ok", "broken"]
     ro.change_token(), ro.change_token("m"), ro.weights_path("m", 1), ro.version_status("m", 2)

@@ -36,6 +36,10 @@ MUTATIONS = [
     ("delete", "/v1/models/mnist/pin", None),
     ("put", "/v1/models/mnist/aliases/champion", {"version": 1}),
     ("delete", "/v1/models/mnist/aliases/champion", None),
+    ("put", "/v1/models/mnist/traffic", {"routes": [{"version": 1, "weight": 100}]}),
+    ("delete", "/v1/models/mnist/traffic", None),
+    ("put", "/v1/models/mnist/shadow", {"version": 1}),
+    ("delete", "/v1/models/mnist/shadow", None),
 ]
 
 

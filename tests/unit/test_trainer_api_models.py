@@ -1,5 +1,5 @@
-"""Trainer API registry routes (no Redis needed): pin/unpin, aliases, listing, and their
-404/409/422 answers; plus the OpenAPI document generated from the same route declarations."""
+"""Trainer API registry routes (no Redis needed): pin/unpin, aliases, traffic split, shadow,
+listing, and their 404/409/422 answers; plus the OpenAPI document generated from the same route declarations."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_list_and_show_models(trainer_client):
     models = listing["models"]
     assert models == [
         {"name": "mnist", "versions": [1, 2, 3], "latest_version": 3, "default_version": 3,
-         "pinned_version": None, "aliases": {}}
+         "pinned_version": None, "aliases": {}, "traffic": None, "shadow": None}
     ]  # fmt: skip
     one = trainer_client.get("/v1/models/mnist").json
     ModelDetail.model_validate(one)
@@ -118,4 +118,67 @@ def test_openapi_document_and_url_map_agree(trainer_client):
             served.add((method.lower(), path))
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert served == documented
-    assert len(served) == 12  # jobs 4, models 6, health 2
+    assert len(served) == 16  # jobs 4, models 10, health 2
+
+
+def test_traffic_split_and_shadow_with_history(trainer_client, registry):
+    trainer_client.put("/v1/models/mnist/aliases/champion", json={"version": 2})
+    split = [{"version": "champion", "weight": 90}, {"version": 3, "weight": 10}]
+    r = trainer_client.put("/v1/models/mnist/traffic", json={"routes": split})
+    assert r.status_code == 200, r.json
+    ModelSummary.model_validate(r.json)
+    assert r.json["traffic"] == split and registry.state("mnist")["traffic"] == split
+    r = trainer_client.put("/v1/models/mnist/shadow", json={"version": "champion"})
+    assert r.status_code == 200 and r.json["shadow"] == "champion"
+    one = trainer_client.get("/v1/models/mnist").json
+    assert one["traffic"] == split and one["shadow"] == "champion"
+    assert trainer_client.delete("/v1/models/mnist/traffic").json["traffic"] is None
+    assert trainer_client.delete("/v1/models/mnist/shadow").json["shadow"] is None
+    history = trainer_client.get("/v1/models/mnist").json["history"]
+    got = [(h["action"], h["from"], h["to"]) for h in history[1:]]
+    assert got == [
+        ("traffic_set", None, split),
+        ("shadow_set", None, "champion"),
+        ("traffic_clear", split, None),
+        ("shadow_clear", "champion", None),
+    ]
+    assert all(h["actor"].startswith("trainer-api") for h in history)
+
+
+@pytest.mark.parametrize(
+    ("routes", "field"),
+    [
+        ([{"version": 1, "weight": 90}], "routes"),  # sums to 90
+        ([{"version": 1, "weight": 50}, {"version": 1, "weight": 50}], "routes"),
+        ([], "routes"),
+        ([{"version": 1, "weight": 101}], "routes[0].weight"),
+        ([{"version": 0, "weight": 100}], "routes[0].version"),
+        ([{"version": 1, "weight": True}], "routes[0].weight"),
+        ([{"version": 1}], "routes[0].weight"),
+        ([{"version": 1, "weight": 60}, {"version": 9, "weight": 40}], "routes[1].version"),
+        ([{"version": 1, "weight": 60}, {"version": "nope", "weight": 40}], "routes[1].version"),
+        ([{"version": "latest", "weight": 100}], "routes[0].version"),
+    ],
+)
+def test_bad_splits_are_422_naming_the_field(trainer_client, registry, routes, field):
+    r = trainer_client.put("/v1/models/mnist/traffic", json={"routes": routes})
+    assert r.status_code == 422, r.json
+    assert r.json["error"]["field"] == field
+    assert registry.state("mnist")["traffic"] is None
+
+
+def test_bad_shadows_and_broken_versions(trainer_client, registry):
+    for body, field in (({"version": 9}, "version"), ({"version": "nope"}, "version"),
+                        ({"version": -1}, "version"), ({}, "version")):  # fmt: skip
+        r = trainer_client.put("/v1/models/mnist/shadow", json=body)
+        assert r.status_code == 422 and r.json["error"]["field"] == field, r.json
+    (registry.root / "mnist" / "2" / "weights.npz").write_bytes(b"tampered")
+    r = trainer_client.put("/v1/models/mnist/shadow", json={"version": 2})
+    assert r.status_code == 409
+    r = trainer_client.put(
+        "/v1/models/mnist/traffic", json={"routes": [{"version": 2, "weight": 100}]}
+    )
+    assert r.status_code == 409
+    assert trainer_client.put("/v1/models/ghost/shadow", json={"version": 1}).status_code == 404
+    state = registry.state("mnist")
+    assert state["shadow"] is None and state["traffic"] is None
