@@ -26,6 +26,7 @@ from inference_service.predict import (
     _PREDICT_CONTENT,
     MODEL_VERSION,
     MULTIPART,
+    ROUTING_KEY,
     is_json,
     read_body,
     read_images,
@@ -102,7 +103,9 @@ def _read(served: Served, settings: Settings) -> tuple[np.ndarray, ExplainOption
 
 def explain(name: str, ref: str | None = None) -> Response:
     st = service()
-    served = st.cache.get(name, ref)  # 404 unknown, 409 broken: before the body is read
+    # Like predict: the default route follows the model's traffic split (X-Routing-Key sticks);
+    # 404 unknown, 409 broken — before the body is read.
+    served = st.cache.get(name, ref, request.environ.get(ROUTING_KEY))
     x, options = _read(served, st.settings)
     limit = st.settings.max_explain_images
     if len(x) > limit:

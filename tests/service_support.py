@@ -9,6 +9,7 @@ stop_process), so every test starts a service the same way, with the same comman
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import uuid
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import requests
+from PIL import Image, ImageDraw
 
 from shared.config import TrainConfig
 from shared.modelfile import load_model, save_model
@@ -221,3 +223,18 @@ def _gunicorn_service(
         yield svc
     finally:
         stop_process(proc)
+
+
+def post_json(client, url: str, payload, **kw):
+    return client.post(url, data=orjson.dumps(payload), content_type="application/json", **kw)
+
+
+def digit_picture(fmt: str, dark_on_light: bool = True, size: int = 200) -> bytes:
+    """A drawn "1" (a thick vertical stroke) as PNG or JPEG bytes."""
+    bg, ink = (255, 0) if dark_on_light else (0, 255)
+    img = Image.new("L", (size, size), bg)
+    draw = ImageDraw.Draw(img)
+    draw.line([(size // 2, size // 6), (size // 2, 5 * size // 6)], fill=ink, width=size // 12)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()

@@ -413,7 +413,9 @@
         $("served-model").textContent = res.body.model;
         $("served-version").textContent = res.headers.get("X-Model-Version") || res.body.model_version;
         $("draw-error").hidden = true;
-        explainLater({ model, version, instance, predicted: res.body.predictions[0] });
+        // Explain the very version that answered (a new default may land in between).
+        const answered = String(res.body.model_version);
+        explainLater({ model, version: answered, instance, predicted: res.body.predictions[0] });
       } else {
         $("draw-error").textContent = `Prediction failed: ${errorText(res, "error")}`;
         $("draw-error").hidden = false;

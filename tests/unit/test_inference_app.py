@@ -15,7 +15,7 @@ import time
 import numpy as np
 import orjson
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from werkzeug.exceptions import NotFound
 
 from inference_service import predict
@@ -24,9 +24,11 @@ from inference_service.serving import ModelCache
 from shared.config import TrainConfig
 from shared.modelfile import save_model
 from tests.service_support import (
+    digit_picture,
     error_of,
     expected_proba,
     flip_weights_byte,
+    post_json,
     publish,
     v2_binary,
 )
@@ -36,21 +38,6 @@ BATCH = RNG.integers(0, 256, size=(3, 784))
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-
-def post_json(client, url: str, payload, **kw):
-    return client.post(url, data=orjson.dumps(payload), content_type="application/json", **kw)
-
-
-def digit_picture(fmt: str, dark_on_light: bool = True, size: int = 200) -> bytes:
-    """A drawn "1" (a thick vertical stroke) as PNG or JPEG bytes."""
-    bg, ink = (255, 0) if dark_on_light else (0, 255)
-    img = Image.new("L", (size, size), bg)
-    draw = ImageDraw.Draw(img)
-    draw.line([(size // 2, size // 6), (size // 2, 5 * size // 6)], fill=ink, width=size // 12)
-    buf = io.BytesIO()
-    img.save(buf, format=fmt)
-    return buf.getvalue()
 
 
 # ---- empty registry, health ----------------------------------------------------------------------

@@ -14,8 +14,7 @@ import pytest
 from inference_service.schemas import MAX_EXPLAIN_STEPS, MIN_EXPLAIN_STEPS
 from shared.modelfile import load_model
 from shared.nn.explain import integrated_gradients
-from tests.service_support import error_of, expected_proba, publish
-from tests.unit.test_inference_app import digit_picture, post_json
+from tests.service_support import digit_picture, error_of, expected_proba, post_json, publish
 
 RNG = np.random.default_rng(3)
 BATCH = RNG.integers(0, 256, size=(3, 784))
@@ -158,3 +157,21 @@ def test_documented_in_openapi_with_examples_that_work(client):
     assert {"attributions", "completeness_gap", "target"} <= set(
         schemas["ExplainResponse"]["properties"]
     )
+
+
+def test_the_default_route_explains_the_version_the_split_picks(client, registry):
+    """Like predict, the default explain route follows the traffic split; a routing key lands
+    both on the same version."""
+    registry.set_traffic("digits", [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}])
+    seen = set()
+    for key in (f"user-{i}" for i in range(24)):
+        headers = {"X-Routing-Key": key}
+        predicted = post_json(
+            client, "/v1/models/digits/predict", {"instances": BATCH[:1].tolist()}, headers=headers
+        )
+        explained = post_json(client, URL, {"instances": BATCH[:1].tolist()}, headers=headers)
+        assert explained.status_code == 200, explained.data[:300]
+        version = predicted.headers["X-Model-Version"]
+        assert explained.headers["X-Model-Version"] == version
+        seen.add(version)
+    assert seen == {"1", "2"}
