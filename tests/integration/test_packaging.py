@@ -160,6 +160,8 @@ def test_every_service_restarts_and_web_services_are_healthchecked(config: dict)
     for name in ("redis", "trainer-api", "inference"):
         test = services[name]["healthcheck"]["test"]
         assert test[0] == "CMD", name
+        # podman splits exec-form arguments on spaces: every argument must be one word.
+        assert all(" " not in arg for arg in test), (name, test)
     assert "curl" not in str(services["trainer-api"]["healthcheck"]), "the slim image has no curl"
 
 
