@@ -23,6 +23,7 @@ from trainer_service.cors import install_cors
 from trainer_service.routes_health import bp as health_bp
 from trainer_service.routes_jobs import bp as jobs_bp
 from trainer_service.routes_models import bp as models_bp
+from trainer_service.routes_sweeps import bp as sweeps_bp
 from trainer_service.settings import TrainerSettings
 from trainer_service.web import TrainerState, api
 
@@ -54,6 +55,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(models_bp)
+    app.register_blueprint(sweeps_bp)
     serve_openapi(app, api)
 
     log.info(

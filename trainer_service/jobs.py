@@ -242,16 +242,99 @@ def build_manifest(
     }
 
 
-def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
+def train_job(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> dict[str, Any] | Retry:
     """Train from a TrainConfig dict, publish the model, return a JSON summary.
 
     `config` is what the API validated and enqueued (`TrainConfig.public_dict()`). Returns an RQ
     `Retry` (after a short backoff) for transient errors while retries remain; RQ then
     re-enqueues the same job. Raises for everything else.
+
+    `sweep` (set by trainer_service.sweeps for a trial) makes the job report its validation
+    objective to the trial after every epoch, stop without publishing when the pruner says so,
+    tell the study its outcome and run the sweep's coordinator step at its very end.
     """
     settings = TrainerSettings.load()
     job = get_current_job()
     cfg = TrainConfig.model_validate(config)
+    if sweep is None or job is None:
+        return _train(settings, job, cfg, None)
+    settings = TrainerSettings.load({"RQ_QUEUE": job.origin})
+    trial = _SweepTrial(settings, job, sweep)
+    try:
+        result = _train(settings, job, cfg, trial)
+    except BaseException:
+        trial.end(state="fail")
+        raise
+    if not isinstance(result, Retry):
+        trial.end(state="pruned" if result.get("pruned") else "complete")
+    return result
+
+
+class _SweepTrial:
+    """The Optuna trial a sweep's job runs (see trainer_service.sweeps)."""
+
+    def __init__(self, settings: TrainerSettings, job: Job, sweep: dict[str, Any]) -> None:
+        import optuna
+
+        from trainer_service import sweeps
+
+        self.settings = settings
+        self.job = job
+        self.sweep = sweep
+        self.objective = sweep["objective"]
+        self.study = optuna.load_study(
+            study_name=sweep["sweep_id"],
+            storage=sweeps.storage(settings),
+            pruner=sweeps.pruner(sweep["pruner"]),
+        )
+        self.trial = optuna.trial.Trial(self.study, sweep["trial_id"])
+        self.value: float | None = None
+        self.version: int | None = None
+        job.meta["trial_started_at"] = sweeps.now_iso()
+        job.save_meta()
+
+    def on_epoch(self, record: Any) -> None:
+        """Report the epoch's validation objective; raise optuna.TrialPruned to stop here."""
+        import optuna
+
+        rec = record.to_dict() if hasattr(record, "to_dict") else dict(record)
+        value = rec.get(self.objective)
+        if value is None:
+            return
+        step = int(rec["epoch"])
+        self.trial.report(float(value), step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {step}: {self.objective} {value:.4g}")
+
+    def end(self, state: str) -> None:
+        """Tell the study (a trial already told, e.g. by a cancel, is left as it is), then run
+        the sweep's coordinator step."""
+        from optuna.trial import TrialState
+
+        from trainer_service import sweeps
+
+        try:
+            if state == "complete" and self.value is not None:
+                self.study.set_trial_user_attr(self.trial._trial_id, "model_version", self.version)
+                self.study.tell(self.sweep["trial"], self.value)
+            else:
+                told = TrialState.PRUNED if state == "pruned" else TrialState.FAIL
+                self.study.tell(self.sweep["trial"], state=told)
+        except (ValueError, RuntimeError) as exc:
+            log.info("trial %s of sweep %s: %s", self.sweep["trial"], self.sweep["sweep_id"], exc)
+        self.job.meta["trial_ended_at"] = sweeps.now_iso()
+        self.job.save_meta()
+        queue = queueing.make_queue(self.settings.rq_queue, self.job.connection)
+        sweeps.advance(
+            self.job.connection, queue, self.settings, self.sweep["sweep_id"], finishing=self.job.id
+        )
+
+
+def _train(
+    settings: TrainerSettings, job: Job | None, cfg: TrainConfig, trial: _SweepTrial | None
+) -> dict[str, Any] | Retry:
+    import optuna
+
     progress = _Progress(job, cfg, redis_wait_seconds=float(settings.job_heartbeat_grace))
     if job is not None and job.get_meta(refresh=True).get("cancel_requested"):
         raise JobCanceled("the job was canceled before it started")
@@ -266,7 +349,17 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     try:
         dataset = _load_dataset(cfg, settings)
         progress.update(phase="training")
-        outcome = run_training(cfg, dataset=dataset, on_epoch=progress.on_epoch)
+
+        def on_epoch(record: Any) -> None:
+            progress.on_epoch(record)
+            if trial is not None:
+                trial.on_epoch(record)
+
+        outcome = run_training(cfg, dataset=dataset, on_epoch=on_epoch)
+    except optuna.TrialPruned as exc:
+        progress.update(phase="pruned", error=str(exc))
+        log.info("job %s: %s; nothing published", job.id if job else "-", exc)
+        return {"model": cfg.model_name, "model_version": None, "pruned": True}
     except Exception as exc:
         retry = _maybe_retry(job, exc, progress, settings.retry_delays())
         if retry is not None:
@@ -283,6 +376,17 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
     ]
     job_id = job.id if job is not None else None
     manifest = build_manifest(cfg, outcome, job_id, history)
+    if trial is not None:
+        from trainer_service.sweeps import objective_value
+
+        trial.value = objective_value(history, trial.objective, manifest["best_epoch"])
+        manifest["sweep"] = {
+            "sweep_id": trial.sweep["sweep_id"],
+            "trial": trial.sweep["trial"],
+            "params": trial.sweep["params"],
+            "objective": trial.objective,
+            "value": trial.value,
+        }
 
     from shared.modelfile import save_model
 
@@ -296,6 +400,8 @@ def train_job(config: dict[str, Any]) -> dict[str, Any] | Retry:
         progress.check_worker_alive()
         version = registry.publish(cfg.model_name, weights, manifest, extra_files=report)
 
+    if trial is not None:
+        trial.version = version
     test_accuracy = manifest["metrics"]["test_accuracy"]
     try:
         progress.update(phase="published", model_version=version, required=True)

@@ -47,6 +47,7 @@ def import_job_modules() -> None:
     import shared.pipeline  # noqa: F401
     import shared.registry  # noqa: F401
     import shared.reports  # noqa: F401
+    import trainer_service.sweeps  # noqa: F401  (sweep trials: Optuna)
 
     try:  # what shared.reports draws with (imported lazily there)
         import matplotlib.backends.backend_agg  # noqa: F401

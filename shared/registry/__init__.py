@@ -47,6 +47,7 @@ from shared.registry.errors import (
     ModelNotFoundError,
     ReadOnlyRegistryError,
     RegistryError,
+    VersionInUseError,
     VersionNotFoundError,
 )
 from shared.registry.names import (
@@ -75,6 +76,7 @@ __all__ = [
     "ModelNotFoundError",
     "ReadOnlyRegistryError",
     "Registry",
+    "VersionInUseError",
     "RegistryError",
     "VersionNotFoundError",
     "process_running",

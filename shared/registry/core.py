@@ -46,7 +46,9 @@ from shared.registry.state import (
     clear_shadow_change,
     clear_traffic_change,
     delete_alias_change,
+    delete_version_change,
     pin_change,
+    promotion_change,
     set_alias_change,
     set_shadow_change,
     set_traffic_change,
@@ -348,6 +350,33 @@ class Registry:
     def delete_alias(self, name: str, alias: str, actor: str | None = None) -> dict[str, Any]:
         """Remove `alias`. Raises AliasNotFoundError (a VersionNotFoundError) if it is not set."""
         return self._change_state(name, delete_alias_change(name, validate_alias(alias), actor))
+
+    def record_promotion(
+        self, name: str, alias: str, version: int | None, reason: str, sweep: str,
+        actor: str | None = None,
+    ) -> dict[str, Any]:
+        """A sweep's verdict on `alias`: point it at `version`, or (None) keep it, recording the
+        sweep and the reason in the history either way."""
+        alias = validate_alias(alias)
+        v = None if version is None else self._require_good(name, version)
+        return self._change_state(name, promotion_change(alias, v, reason, sweep, actor))
+
+    def delete_version(self, name: str, version: int | str, actor: str | None = None) -> None:
+        """Remove a version, unless it is pinned, aliased, shadowed or in the traffic split
+        (VersionInUseError). The folder is first renamed to a temp name (one atomic step: readers
+        see the version or nothing), then deleted; a crash in between leaves a temp folder that
+        the next publish cleans up."""
+        v = validate_version(version)
+        path = Path(self._paths.version(name, v))
+        doomed = path.parent / temp_name()
+
+        def remove() -> None:
+            os.rename(path, doomed)
+            fsync_dir(path.parent)
+
+        self._change_state(name, delete_version_change(name, v, remove, actor))
+        shutil.rmtree(doomed, ignore_errors=True)
+        logger.info("registry: removed model %r version %d", name, v)
 
     def set_traffic(
         self, name: str, routes: list[dict[str, Any]], actor: str | None = None

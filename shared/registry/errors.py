@@ -33,5 +33,9 @@ class BrokenVersionError(RegistryError):
     reason: str = ""
 
 
+class VersionInUseError(RegistryError):
+    """The version is pinned, aliased, shadowed or in the traffic split: it cannot be removed."""
+
+
 class ReadOnlyRegistryError(RegistryError, PermissionError):
     """A write was attempted through a Registry opened with read_only=True."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.fsutil import write_atomic
-from shared.registry.errors import AliasNotFoundError, InvalidNameError
+from shared.registry.errors import AliasNotFoundError, InvalidNameError, VersionInUseError
 from shared.registry.files import file_stamp, json_bytes, now_iso, read_nofollow
 from shared.registry.names import (
     LOCK_FILE,
@@ -126,7 +126,7 @@ def parse_state(data: bytes) -> dict[str, Any]:
 # ---- the changes ---------------------------------------------------------------------------
 
 
-def _entry(action: str, alias: str | None, old: Any, new: Any, actor: Any):
+def _entry(action: str, alias: str | None, old: Any, new: Any, actor: Any, **extra: Any):
     if actor is not None:
         actor = str(actor)[:_MAX_ACTOR_LEN]
     return {
@@ -136,6 +136,7 @@ def _entry(action: str, alias: str | None, old: Any, new: Any, actor: Any):
         "to": new,
         "at": now_iso(),
         "actor": actor,
+        **extra,
     }
 
 
@@ -174,6 +175,52 @@ def set_alias_change(alias: str, version: int, actor: str | None) -> Change:
             return None
         state["aliases"][alias] = version
         return _entry("alias_set", alias, old, version, actor)
+
+    return change
+
+
+def promotion_change(
+    alias: str, version: int | None, reason: str, sweep: str, actor: str | None
+) -> Change:
+    """A sweep's decision about `alias`: move it to `version`, or (None) leave it where it is.
+    Either way the history records the sweep and the reason."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        old = state["aliases"].get(alias)
+        if version is None:
+            return _entry("alias_kept", alias, old, old, actor, sweep=sweep, reason=reason)
+        state["aliases"][alias] = version
+        return _entry("alias_set", alias, old, version, actor, sweep=sweep, reason=reason)
+
+    return change
+
+
+def protected_versions(state: dict[str, Any]) -> set[int]:
+    """Versions the state refers to (pinned, aliased, in the traffic split, shadowed by number):
+    never removed."""
+    held = set(state["aliases"].values())
+    if state["pinned"] is not None:
+        held.add(state["pinned"])
+    held.update(r["version"] for r in state["traffic"] or [] if isinstance(r["version"], int))
+    if isinstance(state["shadow"], int):
+        held.add(state["shadow"])
+    return held
+
+
+def delete_version_change(
+    name: str, version: int, remove: Callable[[], None], actor: str | None
+) -> Change:
+    """Remove `version` (`remove` does the filesystem part) unless the state refers to it: done
+    under the state lock, so no pin or alias can point at it in between."""
+
+    def change(state: dict[str, Any]) -> dict[str, Any] | None:
+        if version in protected_versions(state):
+            raise VersionInUseError(
+                f"model {name!r} version {version} is pinned, aliased, shadowed or in the "
+                "traffic split; it cannot be removed"
+            )
+        remove()
+        return _entry("version_delete", None, version, None, actor)
 
     return change
 

@@ -21,6 +21,7 @@ from shared.registry import (
     InvalidNameError,
     ModelNotFoundError,
     RegistryError,
+    VersionInUseError,
     VersionNotFoundError,
 )
 
@@ -117,6 +118,8 @@ def to_api_error(exc: BaseException, *, max_content_length: int | None = None) -
         return ApiError(404, str(exc), code="version_not_found")
     if isinstance(exc, BrokenVersionError):
         return ApiError(409, f"{exc}; it is never served", code="version_broken")
+    if isinstance(exc, VersionInUseError):
+        return ApiError(409, str(exc), code="version_in_use")
     if isinstance(exc, RegistryError | OSError):
         # The registry volume is unreadable or unwritable (unmounted, permissions, full): an
         # outage on our side, not the client's mistake.

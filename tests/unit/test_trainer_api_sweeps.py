@@ -1,0 +1,107 @@
+"""`POST /v1/sweeps` validation (no Redis: the app points where nothing listens, so a 422 here
+was answered at the edge), and the registry operations sweeps use: delete a version, record a
+promotion verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.modelfile import save_model
+from shared.registry import VersionInUseError
+from trainer_service.sweep_models import README_EXAMPLE, SweepRequest
+
+BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 500}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"space": {"not_a_field": [1, 2]}}, "space.not_a_field"),
+        ({"space": {"model": ["a", "b"]}}, "space.model"),
+        ({"space": {"learning_rate": {"log_uniform": [0.0, 0.1]}}, "trials": 2},
+         "space.learning_rate"),
+        ({"space": {"dropout": {"uniform": [0.3, 0.1]}}, "trials": 2}, "space.dropout"),
+        ({"space": {"dropout": {"uniform": [0.0, 1.5]}}, "trials": 2}, "space.dropout"),
+        ({"space": {"epochs": {"uniform": [1, 3]}}, "trials": 2}, "space.epochs"),
+        ({"space": {"learning_rate": {"int": [1, 3]}}, "trials": 2}, "space.learning_rate"),
+        ({"space": {"hidden_layers": {"choice": [[16], [0]]}}, "trials": 2},
+         "space.hidden_layers"),
+        ({"space": {"batch_size": [64, "big"]}}, "space.batch_size"),
+        ({"space": {"dropout": {"uniform": [0.0, 0.2]}}}, "trials"),
+        ({"space": {"dropout": {"uniform": [0.0, 0.2]}}, "trials": 2, "sampler": "grid"},
+         "sampler"),
+        ({"space": {"val_fraction": [0.0, 0.1]}}, "space.val_fraction"),
+        ({"space": {"batch_norm": [True], "batch_size": [1, 2]}}, "space"),
+        ({"space": {"dropout": {"beta": [0, 1]}}, "trials": 2}, "space.dropout"),
+        ({"space": {}}, "space"),
+        ({"space": {"dropout": [0.1]}, "objective": "test_accuracy"}, "objective"),
+        ({"space": {"dropout": [0.1]}, "promote_to": "latest"}, "promote_to"),
+        ({"space": {"dropout": [0.1]}, "parallelism": 0}, "parallelism"),
+    ],
+)  # fmt: skip
+def test_invalid_sweeps_are_422_naming_the_field(trainer_client, body, field):
+    r = trainer_client.post("/v1/sweeps", json={"base": BASE, **body})
+    assert r.status_code == 422, r.json
+    assert r.json["error"]["field"].startswith(field), r.json
+
+
+def test_base_without_validation_split_is_422(trainer_client):
+    r = trainer_client.post(
+        "/v1/sweeps", json={"base": {**BASE, "val_fraction": 0}, "space": {"dropout": [0.1]}}
+    )
+    assert r.status_code == 422
+    assert r.json["error"]["field"] == "base.val_fraction"
+
+
+def test_readme_example_is_valid_and_searched_by_tpe():
+    request = SweepRequest.model_validate(README_EXAMPLE)
+    assert (request.n_trials, request.sampler_name, request.is_grid) == (8, "tpe", False)
+
+
+def test_lists_without_trials_are_a_grid():
+    request = SweepRequest.model_validate(
+        {"base": BASE, "space": {"batch_size": [64, 128], "dropout": [0.0, 0.1, 0.2]}}
+    )
+    assert (request.n_trials, request.sampler_name) == (6, "grid")
+    random = SweepRequest.model_validate(
+        {"base": BASE, "space": {"batch_size": [64, 128]}, "trials": 5}
+    )
+    assert (random.n_trials, random.sampler_name) == (5, "tpe")
+
+
+def _publish(registry, tmp_path, n: int) -> list[int]:
+    from shared.nn.model import build_mlp
+
+    weights = tmp_path / "w.npz"
+    save_model(weights, build_mlp(input_size=784, hidden_layers=[4], n_classes=10))
+    manifest = {"model": "m", "dataset": "mnist", "config": {}, "metrics": {}}
+    return [registry.publish("m", weights, manifest) for _ in range(n)]
+
+
+def test_delete_version_never_removes_a_pinned_or_aliased_one(registry, tmp_path):
+    v1, v2, v3 = _publish(registry, tmp_path, 3)
+    registry.pin("m", v1)
+    registry.set_alias("m", "candidate", v2)
+    for held in (v1, v2):
+        with pytest.raises(VersionInUseError):
+            registry.delete_version("m", held)
+    registry.delete_version("m", v3, actor="test")
+    assert registry.versions("m") == [v1, v2]
+    assert registry.state("m")["history"][-1]["action"] == "version_delete"
+
+
+def test_promotion_verdict_is_recorded_either_way(registry, tmp_path):
+    v1, v2 = _publish(registry, tmp_path, 2)
+    registry.record_promotion("m", "candidate", v1, "the alias was not set", "s1")
+    registry.record_promotion("m", "candidate", None, "does not beat", "s2")
+    state = registry.state("m")
+    assert state["aliases"] == {"candidate": v1}
+    kept, moved = state["history"][-1], state["history"][-2]
+    assert (moved["action"], moved["to"], moved["sweep"]) == ("alias_set", v1, "s1")
+    assert (kept["action"], kept["to"], kept["reason"], kept["sweep"]) == (
+        "alias_kept",
+        v1,
+        "does not beat",
+        "s2",
+    )
+    assert v2 not in state["aliases"].values()

@@ -1,0 +1,233 @@
+"""`/v1/sweeps`: start, inspect, list and cancel hyperparameter sweeps (trainer_service.sweeps).
+
+The body is validated here, once (`SweepRequest`, the base TrainConfig included); the same
+auth, Idempotency-Key and 4xx rules as `POST /v1/jobs` apply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.web.errors import ApiError
+from shared.web.validation import json_object, validation_error
+from trainer_service import queueing, sweeps
+from trainer_service.routes_jobs import body_digest, check_idempotency_key
+from trainer_service.sweep_models import README_EXAMPLE, SweepRequest
+from trainer_service.web import api, state
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("sweeps", __name__)
+
+SWEEP_ID = {"type": "string", "pattern": queueing.JOB_ID_RE.pattern}
+MAX_LIST_LIMIT = 500
+
+
+class SweepAccepted(BaseModel):
+    sweep_id: str
+    status: str
+    model: str
+    location: str
+
+
+class SweepTrial(BaseModel):
+    """One trial: an ordinary training job (`job_id`) with sampled `params`."""
+
+    number: int
+    job_id: str
+    params: dict[str, Any]
+    status: str = Field(description="queued, running, finished, pruned, failed")
+    job_status: str
+    pruned: bool
+    value: float | None = Field(description="the objective of the published weights")
+    curve: list[dict[str, Any]] = Field(description="the objective after every epoch")
+    model_version: int | None
+    started_at: str | None
+    ended_at: str | None
+
+
+class SweepView(BaseModel):
+    """A sweep: status, every trial, the best so far, the promotion verdict."""
+
+    sweep_id: str
+    status: str = Field(description=f"one of {', '.join(sweeps.SWEEP_STATUSES)}")
+    model: str
+    objective: str
+    n_trials: int
+    parallelism: int
+    sampler: str
+    pruner: str
+    created_at: str
+    ended_at: str | None
+    trials: list[SweepTrial]
+    best: SweepTrial | None
+    promotion: dict[str, Any] | None
+    removed_versions: list[int]
+    request: dict[str, Any]
+
+
+class SweepSummary(BaseModel):
+    sweep_id: str
+    status: str
+    model: str
+    created_at: str
+    ended_at: str | None
+    n_trials: int
+    trials_started: int
+
+
+class SweepList(BaseModel):
+    sweeps: list[SweepSummary]
+    count: int
+
+
+class ListSweepsQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    limit: int = Field(default=50, ge=1, le=MAX_LIST_LIMIT)
+
+
+def _record(sweep_id: str) -> dict[str, Any]:
+    if not queueing.JOB_ID_RE.match(sweep_id):
+        raise ApiError(404, "no such sweep: sweep ids are 32 lowercase hex characters")
+    st = state()
+    record = sweeps.load_record(st.redis, st.settings.rq_queue, sweep_id)
+    if record is None:
+        raise ApiError(404, f"no such sweep: {sweep_id}")
+    return record
+
+
+def _accepted(record: dict[str, Any], *, replayed: bool = False):
+    location = url_for("sweeps.get_sweep", sweep_id=record["sweep_id"])
+    response = jsonify(
+        {
+            "sweep_id": record["sweep_id"],
+            "status": record["status"],
+            "model": record["model"],
+            "location": location,
+        }
+    )
+    response.status_code = 202
+    response.headers["Location"] = location
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@api.route(
+    bp, "POST", "/v1/sweeps", body=SweepRequest, responses={202: SweepAccepted},
+    errors=(400, 401, 409, 413, 415, 422, 503), summary="Start a hyperparameter sweep",
+    tags=("sweeps",),
+    description="Trials are ordinary training jobs, `parallelism` at a time, sampled and pruned "
+    "by Optuna; the objective is measured on the validation split, never the test set. An "
+    "Idempotency-Key header makes a retried POST return the sweep created the first time.",
+    examples={"application/json": {"readme": README_EXAMPLE}},
+)  # fmt: skip
+def submit_sweep():
+    payload = json_object(request.get_data(), request.mimetype)
+    try:
+        body = SweepRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_error(exc, "sweep", code="invalid_sweep") from None
+    st = state()
+    idem_key = request.headers.get("Idempotency-Key")
+    if idem_key is not None:
+        redis_key = queueing.idempotency_redis_key(
+            st.settings.rq_queue, "sweep:" + check_idempotency_key(idem_key)
+        )
+        digest = body_digest(payload)
+        pending = json.dumps({"sweep_id": None, "body": digest})
+        if not st.redis.set(redis_key, pending, nx=True, ex=st.settings.idempotency_ttl):
+            return _replay(redis_key, digest)
+        try:
+            record = sweeps.create(st.redis, st.queue, st.settings, body)
+        except BaseException:
+            st.redis.delete(redis_key)
+            raise
+        st.redis.set(
+            redis_key,
+            json.dumps({"sweep_id": record["sweep_id"], "body": digest}),
+            ex=st.settings.idempotency_ttl,
+        )
+    else:
+        record = sweeps.create(st.redis, st.queue, st.settings, body)
+    log.info("sweep %s started for model %s", record["sweep_id"], record["model"])
+    return _accepted(record)
+
+
+def _replay(redis_key: str, digest: str):
+    st = state()
+    raw = st.redis.get(redis_key)
+    record = json.loads(raw) if raw else None
+    if record is None or record.get("sweep_id") is None:
+        raise ApiError(409, "the request with this Idempotency-Key is still being processed; retry")
+    if record.get("body") != digest:
+        raise ApiError(422, "this Idempotency-Key was already used with a different request body")
+    sweep = sweeps.load_record(st.redis, st.settings.rq_queue, record["sweep_id"])
+    if sweep is None:
+        raise ApiError(409, "the sweep of this Idempotency-Key has expired; use a new key")
+    return _accepted(sweep, replayed=True)
+
+
+@api.route(
+    bp, "GET", "/v1/sweeps/{sweep_id}", responses={200: SweepView}, errors=(404, 503),
+    path_params={"sweep_id": SWEEP_ID}, summary="A sweep: trials, curves, best, promotion",
+    tags=("sweeps",),
+)  # fmt: skip
+def get_sweep(sweep_id: str):
+    record = _record(sweep_id)
+    st = state()
+    if record["status"] == "running":  # move it on: a trial whose worker died, say
+        sweeps.advance(st.redis, st.queue, st.settings, sweep_id)
+        record = _record(sweep_id)
+    return jsonify(sweeps.view(st.redis, st.settings, record))
+
+
+@api.route(
+    bp, "GET", "/v1/sweeps", query=ListSweepsQuery, responses={200: SweepList},
+    errors=(422, 503), summary="Recent sweeps, newest first", tags=("sweeps",),
+)  # fmt: skip
+def list_sweeps():
+    try:
+        query = ListSweepsQuery.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise validation_error(exc, "query") from None
+    st = state()
+    index = sweeps.sweeps_index_key(st.settings.rq_queue)
+    ids = [i.decode() for i in st.redis.zrevrange(index, 0, query.limit - 1)]
+    found = []
+    for sweep_id in ids:
+        record = sweeps.load_record(st.redis, st.settings.rq_queue, sweep_id)
+        if record is None:
+            continue
+        found.append(
+            {
+                "sweep_id": sweep_id,
+                "status": record["status"],
+                "model": record["model"],
+                "created_at": record["created_at"],
+                "ended_at": record["ended_at"],
+                "n_trials": SweepRequest.model_validate(record["request"]).n_trials,
+                "trials_started": len(record["trials"]),
+            }
+        )
+    return jsonify({"sweeps": found, "count": len(found)})
+
+
+@api.route(
+    bp, "DELETE", "/v1/sweeps/{sweep_id}", responses={200: SweepView}, errors=(401, 404, 409, 503),
+    path_params={"sweep_id": SWEEP_ID},
+    summary="Cancel a sweep: queued trials canceled, running ones stopped", tags=("sweeps",),
+)  # fmt: skip
+def delete_sweep(sweep_id: str):
+    record = _record(sweep_id)
+    if record["status"] != "running":
+        raise ApiError(409, f"sweep {sweep_id} is already {record['status']}", sweep_id=sweep_id)
+    st = state()
+    sweeps.cancel(st.redis, st.queue, st.settings, sweep_id)
+    log.info("sweep %s canceled", sweep_id)
+    return jsonify(sweeps.view(st.redis, st.settings, _record(sweep_id)))

@@ -1,0 +1,195 @@
+"""The body of `POST /v1/sweeps`: a base TrainConfig, a search space and how to search it.
+
+Validated once, here: every key of the space is a TrainConfig field, every value (or range end)
+makes a valid TrainConfig together with the base, and every combination keeps a validation split
+(the objective is measured on it, never on the test set). Errors name `space.<field>`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from shared.config import MODEL_NAME_PATTERN, TrainConfig
+
+#: Fields a sweep may not vary: every trial publishes under the base's model name.
+FIXED_FIELDS = ("model", "preset")
+MAX_TRIALS = 1000
+MAX_VALIDATED_COMBINATIONS = 1000
+
+
+class Uniform(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    uniform: tuple[float, float]
+
+
+class LogUniform(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    log_uniform: tuple[float, float]
+
+
+class IntRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    int: tuple[int, int]
+
+
+class Choice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    choice: list[Any] = Field(min_length=1, max_length=MAX_TRIALS)
+
+
+Dimension = list[Any] | Uniform | LogUniform | IntRange | Choice
+
+README_EXAMPLE: dict[str, Any] = {
+    "base": {"dataset": "mnist", "epochs": 6, "train_limit": 20000},
+    "space": {
+        "learning_rate": {"log_uniform": [0.0001, 0.01]},
+        "hidden_layers": {"choice": [[256], [512, 256]]},
+        "dropout": {"uniform": [0.0, 0.3]},
+        "batch_size": [128, 256],
+    },
+    "trials": 8,
+    "parallelism": 2,
+    "objective": "val_accuracy",
+    "pruner": "median",
+    "promote_to": "candidate",
+}
+
+
+class SweepRequest(BaseModel):
+    """A search over training settings, run as ordinary training jobs."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [README_EXAMPLE]})
+
+    base: TrainConfig = Field(description="The settings every trial starts from.")
+    space: dict[str, Dimension] = Field(
+        min_length=1,
+        max_length=len(TrainConfig.model_fields),
+        description="TrainConfig field → a list of values (a grid when every entry is a list "
+        "and `trials` is left out), or {uniform|log_uniform|int: [lo, hi]}, or {choice: [...]}.",
+    )
+    trials: int | None = Field(
+        default=None, ge=1, le=MAX_TRIALS, description="Required unless the space is a grid."
+    )
+    parallelism: int = Field(default=1, ge=1, le=64, description="Trials running at once.")
+    objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    pruner: Literal["none", "median", "successive_halving"] = "none"
+    sampler: Literal["grid", "random", "tpe"] | None = Field(
+        default=None, description="Default: grid for a grid space, else tpe."
+    )
+    promote_to: str | None = Field(
+        default=None,
+        pattern=MODEL_NAME_PATTERN,
+        description="Alias the best trial's version takes if it beats the alias's version.",
+    )
+    keep: int = Field(default=3, ge=0, le=MAX_TRIALS, description="Best trial versions kept.")
+
+    @model_validator(mode="after")
+    def _check_space(self) -> SweepRequest:
+        base = self.base.model_dump(mode="json", exclude_unset=True)
+        if self.base.val_fraction == 0 and "val_fraction" not in self.space:
+            _error(("base", "val_fraction"), 0, "a sweep needs a validation split: val_fraction > 0")
+        for key, dim in self.space.items():
+            _check_dimension(key, dim, base)
+        if self.promote_to is not None and (
+            self.promote_to.isdigit() or self.promote_to in ("latest", "default")
+        ):
+            _error(("promote_to",), self.promote_to, "an alias is not all digits, latest or default")
+        if self.is_grid:
+            if self.grid_size > MAX_TRIALS:
+                _error(("space",), None, f"the grid has more than {MAX_TRIALS} combinations")
+            _check_combinations(self.space, base)
+        elif self.trials is None:
+            _error(("trials",), None, "required unless every entry of the space is a list")
+        if self.sampler == "grid" and not all(isinstance(d, list) for d in self.space.values()):
+            _error(("sampler",), "grid", "the grid sampler needs every entry of the space a list")
+        return self
+
+    @property
+    def is_grid(self) -> bool:
+        lists = all(isinstance(d, list) for d in self.space.values())
+        return lists and (self.sampler == "grid" or (self.sampler is None and self.trials is None))
+
+    @property
+    def grid_size(self) -> int:
+        size = 1
+        for dim in self.space.values():
+            size *= len({json.dumps(v, sort_keys=True) for v in dim})  # type: ignore[arg-type]
+        return size
+
+    @property
+    def n_trials(self) -> int:
+        return self.grid_size if self.is_grid and self.trials is None else int(self.trials or 1)
+
+    @property
+    def sampler_name(self) -> str:
+        return "grid" if self.is_grid else (self.sampler or "tpe")
+
+
+def _error(loc: tuple[Any, ...], value: Any, message: str) -> None:
+    raise ValidationError.from_exception_data(
+        "SweepRequest",
+        [InitErrorDetails(type=PydanticCustomError("space", message), loc=loc, input=value)],
+    )
+
+
+def _trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
+    config = TrainConfig.model_validate({**base, **params})
+    if config.val_fraction == 0:
+        raise ValueError("a sweep needs a validation split: val_fraction > 0")
+    return config
+
+
+def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
+    """`key` is a field a sweep may vary; each value (each range end) is valid with the base."""
+    loc = ("space", key)
+    if key not in TrainConfig.model_fields or key in FIXED_FIELDS:
+        _error(loc, key, f"not a TrainConfig field a sweep can vary ({', '.join(FIXED_FIELDS)} "
+               "are fixed)")  # fmt: skip
+    annotation = str(TrainConfig.model_fields[key].annotation)
+    if isinstance(dim, list):
+        values = dim
+        if not values:
+            _error(loc, None, "an empty list of values")
+    elif isinstance(dim, Choice):
+        values = dim.choice
+    else:
+        kind, (lo, hi) = next(iter(dim.model_dump().items()))
+        wanted = "int" if kind == "int" else "float"
+        if wanted not in annotation or (kind != "int" and "int" in annotation):
+            _error(loc, None, f"{kind} needs a field of type {wanted}")
+        if not lo < hi:
+            _error(loc, None, f"{kind}: the low end must be below the high end")
+        if kind == "log_uniform" and lo <= 0:
+            _error(loc, None, "log_uniform: the low end must be above 0")
+        values = [lo, hi]
+    for value in values:
+        try:
+            _trial_config(base, {key: value})
+        except (ValidationError, ValueError, TypeError) as exc:
+            _error(loc, None, f"value {json.dumps(value)[:80]} is not valid: {_first(exc)}")
+
+
+def _check_combinations(space: dict[str, Any], base: dict[str, Any]) -> None:
+    """Cross-field rules: every combination of a (not too large) grid is a valid config."""
+    keys = list(space)
+    for n, combo in enumerate(itertools.product(*(space[k] for k in keys))):
+        if n >= MAX_VALIDATED_COMBINATIONS:
+            return
+        try:
+            _trial_config(base, dict(zip(keys, combo, strict=True)))
+        except (ValidationError, ValueError, TypeError) as exc:
+            _error(("space",), None, f"combination {dict(zip(keys, combo, strict=True))} is not "
+                   f"valid: {_first(exc)}")  # fmt: skip
+
+
+def _first(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        return f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg"))
+    return str(exc)

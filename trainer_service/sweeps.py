@@ -1,0 +1,458 @@
+"""Sweeps: an Optuna study on the queue's Redis, its trials ordinary training jobs.
+
+Why it is built this way: there is no coordinator process. `advance` is one short step, run
+under a per-sweep Redis lock, that (1) marks trials whose job died (heartbeat expired, stopped)
+as failed in the study, (2) asks the study for new trials and enqueues them as ordinary training
+jobs until `parallelism` are queued or running, and (3) when every trial is done, promotes the
+best trial's version and removes the versions beyond `keep`. It runs at the end of every trial
+job (on the worker that ran it) and on every read of the sweep through the API, so a worker that
+dies takes down its trial only: the next trial end or the next read moves the sweep on.
+
+The study (trials, their per-epoch reports, the sampler's history) lives in Optuna's journal
+storage on the same Redis, under a key prefix of the queue's; the sweep's own record (request,
+trial ↔ job ids, outcome) is one JSON value next to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import redis
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+
+from trainer_service import queueing
+from trainer_service.settings import TrainerSettings
+from trainer_service.sweep_models import SweepRequest
+
+if TYPE_CHECKING:
+    import optuna
+    from rq import Queue
+
+log = logging.getLogger(__name__)
+
+#: Sweep statuses: running until every trial is done (finished) or DELETE (canceled).
+SWEEP_STATUSES = ("running", "finished", "canceled")
+SWEEPS_INDEX_MAX = 10_000
+_ACTIVE = ("queued", "started")
+
+
+def sweep_key(queue: str, sweep_id: str) -> str:
+    return f"digitflow:{queue}:sweep:{sweep_id}"
+
+
+def sweeps_index_key(queue: str) -> str:
+    return f"digitflow:{queue}:sweeps"
+
+
+def _lock(conn: redis.Redis, queue: str, sweep_id: str):
+    return conn.lock(f"digitflow:{queue}:sweep-lock:{sweep_id}", timeout=60, blocking_timeout=30)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def load_record(conn: redis.Redis, queue: str, sweep_id: str) -> dict[str, Any] | None:
+    raw = conn.get(sweep_key(queue, sweep_id))
+    return None if raw is None else json.loads(raw)
+
+
+def _save(conn: redis.Redis, queue: str, record: dict[str, Any]) -> None:
+    conn.set(sweep_key(queue, record["sweep_id"]), json.dumps(record))
+
+
+# --------------------------------------------------------------------------- Optuna
+
+
+def storage(settings: TrainerSettings) -> optuna.storages.BaseStorage:
+    """The study's journal on the queue's Redis (Optuna's own Redis backend)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalRedisBackend
+
+    prefix = f"digitflow:{settings.rq_queue}:optuna:"
+    return JournalStorage(JournalRedisBackend(settings.redis_url, prefix=prefix))
+
+
+def distributions(request: SweepRequest) -> dict[str, Any]:
+    """Optuna distributions of the space. Choices are JSON strings (Optuna's categorical values
+    are scalars; a choice may be a list such as hidden_layers)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {}
+    for key, dim in request.space.items():
+        if isinstance(dim, list):
+            out[key] = CategoricalDistribution(_encoded(dim))
+            continue
+        kind, value = next(iter(dim.model_dump().items()))
+        if kind == "choice":
+            out[key] = CategoricalDistribution(_encoded(value))
+        elif kind == "int":
+            out[key] = IntDistribution(value[0], value[1])
+        else:
+            out[key] = FloatDistribution(value[0], value[1], log=kind == "log_uniform")
+    return out
+
+
+def _encoded(values: list[Any]) -> list[str]:
+    return list(dict.fromkeys(json.dumps(v, sort_keys=True) for v in values))
+
+
+def decode_params(request: SweepRequest, params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's params → TrainConfig values."""
+    out = {}
+    for key, value in params.items():
+        dim = request.space[key]
+        categorical = isinstance(dim, list) or hasattr(dim, "choice")
+        out[key] = json.loads(value) if categorical else value
+    return out
+
+
+def sampler(request: SweepRequest) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    if request.sampler_name == "grid":
+        space = {k: _encoded(v) for k, v in request.space.items()}  # type: ignore[arg-type]
+        return optuna.samplers.GridSampler(space)
+    if request.sampler_name == "random":
+        return optuna.samplers.RandomSampler()
+    return optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, request.n_trials // 3)))
+
+
+def pruner(name: str) -> optuna.pruners.BasePruner:
+    """Epochs are the budget: a trial reports its objective after every epoch."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def load_study(settings: TrainerSettings, record: dict[str, Any]) -> optuna.Study:
+    import optuna
+
+    request = SweepRequest.model_validate(record["request"])
+    return optuna.load_study(
+        study_name=record["sweep_id"],
+        storage=storage(settings),
+        sampler=sampler(request),
+        pruner=pruner(request.pruner),
+    )
+
+
+def direction(objective: str) -> str:
+    return "maximize" if objective == "val_accuracy" else "minimize"
+
+
+def objective_value(history: list[dict[str, Any]], objective: str, best_epoch: int) -> float | None:
+    """The objective of the published weights: the validation metric of `best_epoch` (the
+    weights the pipeline keeps), from validation only."""
+    for record in history:
+        if record.get("epoch") == best_epoch:
+            value = record.get(objective)
+            return None if value is None else float(value)
+    return None
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def create(
+    conn: redis.Redis, queue: Queue, settings: TrainerSettings, request: SweepRequest
+) -> dict[str, Any]:
+    """Create the study and the record, enqueue the first trials; return the record."""
+    import optuna
+
+    sweep_id = uuid.uuid4().hex
+    optuna.create_study(
+        study_name=sweep_id,
+        storage=storage(settings),
+        direction=direction(request.objective),
+    )
+    record = {
+        "sweep_id": sweep_id,
+        "status": "running",
+        "model": request.base.model_name,
+        "request": request.model_dump(mode="json", exclude_none=True),
+        "trials": [],
+        "created_at": now_iso(),
+        "ended_at": None,
+        "promotion": None,
+        "removed_versions": [],
+    }
+    _save(conn, settings.rq_queue, record)
+    index = sweeps_index_key(settings.rq_queue)
+    with conn.pipeline() as pipe:
+        pipe.zadd(index, {sweep_id: time.time()})
+        pipe.zremrangebyrank(index, 0, -(SWEEPS_INDEX_MAX + 1))
+        pipe.execute()
+    advance(conn, queue, settings, sweep_id)
+    return load_record(conn, settings.rq_queue, sweep_id) or record
+
+
+def advance(
+    conn: redis.Redis,
+    queue: Queue,
+    settings: TrainerSettings,
+    sweep_id: str,
+    *,
+    finishing: str | None = None,
+) -> None:
+    """One coordinator step (see the module docstring). `finishing`: the job id of the trial
+    calling this at its very end (still `started` in RQ, but done)."""
+    StartedJobRegistry(queue=queue).cleanup()  # a dead worker's trial shows failed now
+    with _lock(conn, settings.rq_queue, sweep_id):
+        record = load_record(conn, settings.rq_queue, sweep_id)
+        if record is None or record["status"] != "running":
+            return
+        request = SweepRequest.model_validate(record["request"])
+        study = load_study(settings, record)
+        active = _settle(conn, study, record, finishing)
+        while active < request.parallelism and len(record["trials"]) < request.n_trials:
+            _enqueue_trial(queue, settings, study, request, record)
+            active += 1
+        if active == 0 and len(record["trials"]) >= request.n_trials:
+            _finish(settings, study, request, record)
+        _save(conn, settings.rq_queue, record)
+
+
+def _settle(
+    conn: redis.Redis, study: optuna.Study, record: dict[str, Any], finishing: str | None
+) -> int:
+    """Fail in the study the trials whose job ended without telling it; count the active ones."""
+    from optuna.trial import TrialState
+
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    jobs = Job.fetch_many(
+        [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
+    )
+    active = 0
+    for trial, job in zip(record["trials"], jobs, strict=True):
+        status = "failed" if job is None else queueing.public_status(job)
+        if status in _ACTIVE and trial["job_id"] != finishing:
+            active += 1
+        elif status not in _ACTIVE and states.get(trial["number"]) == TrialState.RUNNING:
+            study.tell(trial["number"], state=TrialState.FAIL)
+    return active
+
+
+def _enqueue_trial(
+    queue: Queue,
+    settings: TrainerSettings,
+    study: optuna.Study,
+    request: SweepRequest,
+    record: dict[str, Any],
+) -> None:
+    trial = study.ask(distributions(request))
+    params = decode_params(request, trial.params)
+    base = request.base.model_dump(mode="json", exclude_unset=True)
+    from shared.config import TrainConfig
+
+    config = TrainConfig.model_validate({**base, **params})
+    job_id = uuid.uuid4().hex
+    sweep = {
+        "sweep_id": record["sweep_id"],
+        "trial": trial.number,
+        "trial_id": trial._trial_id,
+        "params": params,
+        "objective": request.objective,
+        "pruner": request.pruner,
+    }
+    queue.enqueue(
+        queueing.JOB_FUNC,
+        config.public_dict(),
+        sweep,
+        job_id=job_id,
+        job_timeout=settings.job_timeout,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.failure_ttl,
+        description=f"sweep {record['sweep_id']} trial {trial.number}",
+        meta={
+            "model": config.model_name,
+            "phase": "queued",
+            "progress": None,
+            "history": [],
+            "sweep_id": record["sweep_id"],
+        },
+    )
+    conn = queue.connection
+    conn.zadd(queueing.jobs_index_key(settings.rq_queue), {job_id: time.time()})
+    record["trials"].append({"number": trial.number, "job_id": job_id, "params": params})
+
+
+def _finish(
+    settings: TrainerSettings, study: optuna.Study, request: SweepRequest, record: dict[str, Any]
+) -> None:
+    """Every trial is done: promote the best version (only on improvement), keep the best `keep`."""
+    from optuna.trial import TrialState
+
+    from shared.registry import Registry, RegistryError
+
+    record["status"] = "finished"
+    record["ended_at"] = now_iso()
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("model_version") is not None
+    ]
+    maximize = request.objective == "val_accuracy"
+    done.sort(key=lambda t: t.value if maximize else -t.value, reverse=True)  # type: ignore[operator]
+    registry = Registry(settings.model_registry_dir)
+    model = record["model"]
+    sweep_id = record["sweep_id"]
+    actor = f"sweep {sweep_id}"
+    if done and request.promote_to:
+        best = done[0]
+        version = int(best.user_attrs["model_version"])
+        current = registry.state(model)["aliases"].get(request.promote_to)
+        theirs = _version_objective(registry, model, current, request.objective)
+        if current is None:
+            verdict, reason = version, "the alias was not set"
+        elif theirs is None:
+            verdict, reason = (
+                None,
+                (f"version {current} has no {request.objective} to compare with; alias kept"),
+            )
+        elif (best.value > theirs) if maximize else (best.value < theirs):  # type: ignore[operator]
+            verdict, reason = (
+                version,
+                (f"{request.objective} {best.value:.6g} beats version {current}'s {theirs:.6g}"),
+            )
+        else:
+            verdict, reason = (
+                None,
+                (
+                    f"{request.objective} {best.value:.6g} does not beat version {current}'s "
+                    f"{theirs:.6g}; alias kept"
+                ),
+            )
+        registry.record_promotion(model, request.promote_to, verdict, reason, sweep_id, actor)
+        record["promotion"] = {
+            "alias": request.promote_to,
+            "promoted": verdict is not None,
+            "version": verdict if verdict is not None else current,
+            "reason": reason,
+        }
+    for trial in done[request.keep :]:
+        version = int(trial.user_attrs["model_version"])
+        try:
+            registry.delete_version(model, version, actor=actor)
+            record["removed_versions"].append(version)
+        except RegistryError as exc:  # pinned or aliased meanwhile: it stays
+            log.info("sweep %s: version %d stays: %s", sweep_id, version, exc)
+
+
+def _version_objective(
+    registry: Any, model: str, version: int | None, objective: str
+) -> float | None:
+    """The validation objective a version's manifest records (None: unknown)."""
+    if version is None:
+        return None
+    manifest = registry.manifest(model, version)
+    return objective_value(manifest.get("history") or [], objective, manifest.get("best_epoch", 0))
+
+
+def cancel(conn: redis.Redis, queue: Queue, settings: TrainerSettings, sweep_id: str) -> None:
+    """Mark the sweep canceled (no trial is enqueued after this), cancel its queued trials and
+    stop its running ones. Versions already published stay; nothing is promoted."""
+    from rq.command import send_stop_job_command
+    from rq.exceptions import InvalidJobOperation
+
+    with _lock(conn, settings.rq_queue, sweep_id):
+        record = load_record(conn, settings.rq_queue, sweep_id)
+        if record is None or record["status"] != "running":
+            return
+        record["status"] = "canceled"
+        record["ended_at"] = now_iso()
+        _save(conn, settings.rq_queue, record)
+        jobs = Job.fetch_many(
+            [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
+        )
+        for job in jobs:
+            if job is None:
+                continue
+            status = queueing.public_status(job)
+            if status == "queued":
+                job.meta["cancel_requested"] = True
+                job.save_meta()
+                with contextlib.suppress(InvalidJobOperation):
+                    job.cancel()
+            elif status == "started" and job.worker_name:
+                try:
+                    send_stop_job_command(conn, job.id)
+                except Exception:  # the worker is gone: its heartbeat expiry fails the trial
+                    log.info("sweep %s: could not stop trial job %s", sweep_id, job.id)
+        study = load_study(settings, record)
+        from optuna.trial import TrialState
+
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(trial.number, state=TrialState.FAIL)
+
+
+# --------------------------------------------------------------------------- the view
+
+
+def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -> dict[str, Any]:
+    """The public JSON of a sweep: every trial with its curve, and the best so far."""
+    request = SweepRequest.model_validate(record["request"])
+    study_trials = {t.number: t for t in load_study(settings, record).get_trials(deepcopy=False)}
+    jobs = Job.fetch_many(
+        [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
+    )
+    trials = []
+    for entry, job in zip(record["trials"], jobs, strict=True):
+        st = study_trials.get(entry["number"])
+        meta = (job.meta or {}) if job is not None else {}
+        curve = [
+            {"epoch": int(step), request.objective: value}
+            for step, value in sorted((st.intermediate_values if st else {}).items())
+        ]
+        job_status = "expired" if job is None else queueing.public_status(job)
+        state = st.state.name.lower() if st else "unknown"
+        if state == "running" and job_status == "queued":
+            state = "queued"
+        trials.append(
+            {
+                "number": entry["number"],
+                "job_id": entry["job_id"],
+                "params": entry["params"],
+                "status": {"complete": "finished", "fail": "failed", "waiting": "queued"}.get(
+                    state, state
+                ),
+                "job_status": job_status,
+                "pruned": state == "pruned",
+                "value": st.value if st else None,
+                "curve": curve,
+                "model_version": (st.user_attrs.get("model_version") if st else None),
+                "started_at": meta.get("trial_started_at"),
+                "ended_at": meta.get("trial_ended_at"),
+            }
+        )
+    scored = [t for t in trials if t["status"] == "finished" and t["value"] is not None]
+    maximize = request.objective == "val_accuracy"
+    best = max(scored, key=lambda t: t["value"] if maximize else -t["value"], default=None)
+    return {
+        "sweep_id": record["sweep_id"],
+        "status": record["status"],
+        "model": record["model"],
+        "objective": request.objective,
+        "n_trials": request.n_trials,
+        "parallelism": request.parallelism,
+        "sampler": request.sampler_name,
+        "pruner": request.pruner,
+        "created_at": record["created_at"],
+        "ended_at": record["ended_at"],
+        "trials": trials,
+        "best": best,
+        "promotion": record["promotion"],
+        "removed_versions": record["removed_versions"],
+        "request": record["request"],
+    }
