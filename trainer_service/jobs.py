@@ -285,6 +285,7 @@ class _SweepTrial:
         self.study = optuna.load_study(
             study_name=sweep["sweep_id"],
             storage=sweeps.storage(settings),
+            sampler=optuna.samplers.RandomSampler(),  # never asks; see sweeps.load_study
             pruner=sweeps.pruner(sweep["pruner"]),
         )
         self.trial = optuna.trial.Trial(self.study, sweep["trial_id"])

@@ -86,6 +86,9 @@ class SweepRequest(BaseModel):
         pattern=MODEL_NAME_PATTERN,
         description="Alias the best trial's version takes if it beats the alias's version.",
     )
+    seed: int | None = Field(
+        default=None, ge=0, le=2**31, description="Makes the sampler's choices reproducible."
+    )
     keep: int = Field(default=3, ge=0, le=MAX_TRIALS, description="Best trial versions kept.")
 
     @model_validator(mode="after")

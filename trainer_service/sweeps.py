@@ -114,15 +114,22 @@ def decode_params(request: SweepRequest, params: dict[str, Any]) -> dict[str, An
     return out
 
 
-def sampler(request: SweepRequest) -> optuna.samplers.BaseSampler:
+def sampler(request: SweepRequest, asked: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler, rebuilt for each ask (the study's history is in the storage).
+
+    The grid sampler shuffles the grid with its seed and gives trial n the n-th point, so every
+    ask must use the same seed (else points repeat): the request's, or 0. A random or TPE draw
+    with a seed uses seed + asked: one fixed seed would repeat the same draw."""
     import optuna
 
     if request.sampler_name == "grid":
         space = {k: _encoded(v) for k, v in request.space.items()}  # type: ignore[arg-type]
-        return optuna.samplers.GridSampler(space)
+        return optuna.samplers.GridSampler(space, seed=request.seed or 0)
+    seed = None if request.seed is None else request.seed + asked
     if request.sampler_name == "random":
-        return optuna.samplers.RandomSampler()
-    return optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, request.n_trials // 3)))
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = min(10, max(2, request.n_trials // 3))
+    return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)
 
 
 def pruner(name: str) -> optuna.pruners.BasePruner:
@@ -137,13 +144,16 @@ def pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def load_study(settings: TrainerSettings, record: dict[str, Any]) -> optuna.Study:
+    """The sweep's study, for reading and telling. Its sampler is a plain one: the search's
+    sampler is set only to ask (the grid sampler's after-tell hook stops an exhausted study,
+    which Optuna allows only inside its own optimize loop)."""
     import optuna
 
     request = SweepRequest.model_validate(record["request"])
     return optuna.load_study(
         study_name=record["sweep_id"],
         storage=storage(settings),
-        sampler=sampler(request),
+        sampler=optuna.samplers.RandomSampler(),
         pruner=pruner(request.pruner),
     )
 
@@ -251,7 +261,14 @@ def _enqueue_trial(
     request: SweepRequest,
     record: dict[str, Any],
 ) -> None:
-    trial = study.ask(distributions(request))
+    import optuna
+
+    asking = optuna.load_study(
+        study_name=study.study_name,
+        storage=study._storage,
+        sampler=sampler(request, len(record["trials"])),
+    )
+    trial = asking.ask(distributions(request))
     params = decode_params(request, trial.params)
     base = request.base.model_dump(mode="json", exclude_unset=True)
     from shared.config import TrainConfig
