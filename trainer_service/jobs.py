@@ -242,7 +242,9 @@ def build_manifest(
     }
 
 
-def train_job(config: dict[str, Any], sweep: dict[str, Any] | None = None) -> dict[str, Any] | Retry:
+def train_job(
+    config: dict[str, Any], sweep: dict[str, Any] | None = None
+) -> dict[str, Any] | Retry:
     """Train from a TrainConfig dict, publish the model, return a JSON summary.
 
     `config` is what the API validated and enqueued (`TrainConfig.public_dict()`). Returns an RQ
@@ -316,7 +318,7 @@ class _SweepTrial:
 
         try:
             if state == "complete" and self.value is not None:
-                self.study.set_trial_user_attr(self.trial._trial_id, "model_version", self.version)
+                self.trial.set_user_attr("model_version", self.version)
                 self.study.tell(self.sweep["trial"], self.value)
             else:
                 told = TrialState.PRUNED if state == "pruned" else TrialState.FAIL

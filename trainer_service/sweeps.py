@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import uuid
+import warnings
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -72,12 +73,16 @@ def _save(conn: redis.Redis, queue: str, record: dict[str, Any]) -> None:
 
 
 def storage(settings: TrainerSettings) -> optuna.storages.BaseStorage:
-    """The study's journal on the queue's Redis (Optuna's own Redis backend)."""
+    """The study's journal on the queue's Redis (Optuna's own Redis backend; Optuna flags it
+    experimental, a warning per process we silence)."""
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalRedisBackend
 
     prefix = f"digitflow:{settings.rq_queue}:optuna:"
-    return JournalStorage(JournalRedisBackend(settings.redis_url, prefix=prefix))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return JournalStorage(JournalRedisBackend(settings.redis_url, prefix=prefix))
 
 
 def distributions(request: SweepRequest) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import pytest
 
 from shared.config import TrainConfig
 from trainer_service.routes_models import ModelDetail, ModelList, ModelSummary
+from trainer_service.sweep_models import README_EXAMPLE
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +119,9 @@ def test_openapi_document_and_url_map_agree(trainer_client):
             served.add((method.lower(), path))
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert served == documented
-    assert len(served) == 16  # jobs 4, models 10, health 2
+    assert len(served) == 20  # jobs 4, sweeps 4, models 10, health 2
+    sweep_post = doc["paths"]["/v1/sweeps"]["post"]["requestBody"]["content"]["application/json"]
+    assert sweep_post["examples"]["readme"]["value"] == README_EXAMPLE
 
 
 def test_traffic_split_and_shadow_with_history(trainer_client, registry):

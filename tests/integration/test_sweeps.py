@@ -1,0 +1,218 @@
+"""Sweeps on a real Redis with real RQ worker processes: trials are ordinary training jobs,
+`parallelism` at a time; weak trials are pruned; cancel leaves nothing queued; a SIGKILLed
+trial's worker does not hang the sweep; promotion only on improvement; the objective comes from
+the validation split only."""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import datetime
+
+import pytest
+import redis
+from rq import Queue
+
+from tests.trainer_support import horse_pids, wait_for
+
+BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 1000, "augment": False}
+TIMEOUT = 120
+
+
+def start(stack, body) -> str:
+    r = stack.client.post("/v1/sweeps", json=body)
+    assert r.status_code == 202, r.json
+    assert r.headers["Location"] == f"/v1/sweeps/{r.json['sweep_id']}"
+    return r.json["sweep_id"]
+
+
+def sweep(stack, sweep_id: str) -> dict:
+    r = stack.client.get(f"/v1/sweeps/{sweep_id}")
+    assert r.status_code == 200, r.json
+    return r.json
+
+
+def wait_done(stack, sweep_id: str, timeout: float = TIMEOUT) -> dict:
+    def done():
+        view = sweep(stack, sweep_id)
+        return view if view["status"] != "running" else None
+
+    try:
+        return wait_for(done, timeout, interval=0.3, what=f"sweep {sweep_id} to end")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{sweep(stack, sweep_id)}\n{stack.logs()}") from None
+
+
+def _t(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def max_overlap(trials: list[dict]) -> int:
+    """The most trials running at one instant, from the trials' own start and end times."""
+    events = []
+    for t in trials:
+        events += [(_t(t["started_at"]), 1), (_t(t["ended_at"]), -1)]
+    running = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_grid_sweep_parallelism_promotion_and_keep(trainer_stack):
+    stack = trainer_stack
+    stack.start_worker()
+    stack.start_worker()
+    stack.start_worker()  # three workers, parallelism 2: the sweep, not the workers, limits it
+    body = {
+        "base": {**BASE, "model": "swept"},
+        "space": {"learning_rate": [0.01, 0.003], "seed": [1, 2, 3]},
+        "parallelism": 2,
+        "objective": "val_accuracy",
+        "promote_to": "candidate",
+        "keep": 2,
+    }
+    sweep_id = start(stack, body)
+    view = wait_done(stack, sweep_id)
+    assert view["status"] == "finished", view
+    trials = view["trials"]
+    assert len(trials) == 6 and all(t["status"] == "finished" for t in trials), trials
+    params = sorted((t["params"]["learning_rate"], t["params"]["seed"]) for t in trials)
+    assert params == sorted((lr, s) for lr in (0.01, 0.003) for s in (1, 2, 3))
+    assert max_overlap(trials) <= 2, trials
+
+    best = max(trials, key=lambda t: t["value"])
+    assert view["best"]["number"] == best["number"]
+    registry = stack.registry
+    state = registry.state("swept")
+    assert state["aliases"]["candidate"] == best["model_version"]
+    entry = next(h for h in state["history"] if h.get("sweep") == sweep_id)
+    assert (entry["action"], entry["alias"], entry["reason"]) == (
+        "alias_set",
+        "candidate",
+        "the alias was not set",
+    )
+
+    ranked = sorted(trials, key=lambda t: t["value"], reverse=True)
+    kept = {t["model_version"] for t in ranked[:2]}
+    assert set(registry.versions("swept")) == kept
+    assert sorted(view["removed_versions"]) == sorted(t["model_version"] for t in ranked[2:])
+
+    # The objective is the validation metric of the published weights, never the test set.
+    for trial in ranked[:2]:
+        manifest = registry.manifest("swept", trial["model_version"])
+        assert manifest["sweep"]["sweep_id"] == sweep_id
+        assert manifest["sweep"]["params"] == trial["params"]
+        epoch = next(h for h in manifest["history"] if h["epoch"] == manifest["best_epoch"])
+        assert trial["value"] == pytest.approx(epoch["val_accuracy"])
+        assert [c["val_accuracy"] for c in trial["curve"]] == pytest.approx(
+            [h["val_accuracy"] for h in manifest["history"]]
+        )
+
+    # Trials are ordinary training jobs.
+    job = stack.job(best["job_id"])
+    assert job["status"] == "finished" and job["model_version"] == best["model_version"]
+    listed = stack.client.get("/v1/sweeps").json
+    assert [s["sweep_id"] for s in listed["sweeps"]] == [sweep_id]
+
+    # A worse sweep does not take the alias; the history says why.
+    worse = start(stack, {**body, "space": {"learning_rate": [1e-6]}, "keep": 3})
+    view2 = wait_done(stack, worse)
+    assert view2["status"] == "finished" and view2["promotion"]["promoted"] is False
+    state = registry.state("swept")
+    assert state["aliases"]["candidate"] == best["model_version"]
+    kept_entry = next(h for h in reversed(state["history"]) if h.get("sweep") == worse)
+    assert kept_entry["action"] == "alias_kept" and "does not beat" in kept_entry["reason"]
+
+
+def test_median_pruning_stops_weak_trials_after_the_first_epoch(trainer_stack):
+    stack = trainer_stack
+    stack.start_worker()
+    # seed 1 orders the grid good, good, then the tiny learning rates (see sweeps.sampler).
+    body = {
+        "base": {**BASE, "epochs": 3},
+        "space": {"learning_rate": [0.01, 1e-6], "seed": [1, 2, 3]},
+        "parallelism": 1,
+        "pruner": "median",
+        "seed": 1,
+    }
+    view = wait_done(stack, start(stack, body))
+    trials = view["trials"]
+    first_two = trials[:2]
+    assert all(t["params"]["learning_rate"] == 0.01 for t in first_two), trials
+    assert all(t["status"] == "finished" and len(t["curve"]) == 3 for t in first_two)
+    weak = [t for t in trials if t["params"]["learning_rate"] == 1e-6]
+    assert len(weak) == 3
+    for t in weak:
+        assert t["pruned"] and t["status"] == "pruned", t
+        assert len(t["curve"]) < 3 and t["model_version"] is None, t
+    assert view["best"]["params"]["learning_rate"] == 0.01
+
+
+def test_cancel_leaves_no_queued_trial(trainer_stack, redis_url):
+    stack = trainer_stack
+    stack.start_worker()
+    body = {
+        "base": {**BASE, "hidden_layers": [256, 256], "epochs": 1000, "train_limit": 3000},
+        "space": {"seed": [1, 2, 3, 4]},
+        "parallelism": 2,
+    }
+    sweep_id = start(stack, body)
+    wait_for(
+        lambda: any(t["job_status"] == "started" for t in sweep(stack, sweep_id)["trials"]),
+        60,
+        what="a running trial",
+    )
+    r = stack.client.delete(f"/v1/sweeps/{sweep_id}")
+    assert r.status_code == 200, r.json
+    assert r.json["status"] == "canceled"
+
+    def settled():
+        view = sweep(stack, sweep_id)
+        return (
+            view
+            if all(t["job_status"] in ("canceled", "stopped") for t in view["trials"])
+            else None
+        )
+
+    view = wait_for(settled, 60, what="every trial canceled or stopped")
+    assert len(view["trials"]) == 2  # no trial was enqueued after the cancel
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        assert Queue(stack.queue, connection=conn).count == 0
+    finally:
+        conn.close()
+    assert stack.client.delete(f"/v1/sweeps/{sweep_id}").status_code == 409
+    assert stack.versions("mnist") == []
+
+
+def test_a_sigkilled_trial_worker_does_not_hang_the_sweep(trainer_stack):
+    stack = trainer_stack
+    doomed = stack.start_worker()
+    body = {"base": {**BASE, "epochs": 1000, "train_limit": 3000}, "space": {"seed": [1, 2]},
+            "parallelism": 1, "promote_to": "candidate"}  # fmt: skip
+    sweep_id = start(stack, body)
+    first = wait_for(
+        lambda: next(
+            (t for t in sweep(stack, sweep_id)["trials"] if t["job_status"] == "started"), None
+        ),
+        60,
+        what="the first trial to start",
+    )
+    stack.wait_epoch(first["job_id"], 1)
+    for pid in horse_pids(doomed.pid):
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait(timeout=30)
+    stack.workers.remove(doomed)
+    # The second trial can finish only on a fresh worker: give it a short run.
+    stack.start_worker()
+
+    def moved_on():
+        view = sweep(stack, sweep_id)
+        return view if len(view["trials"]) == 2 else None
+
+    view = wait_for(moved_on, 60, interval=0.5, what="the sweep to enqueue the next trial")
+    assert view["trials"][0]["status"] == "failed", view
+    r = stack.client.delete(f"/v1/sweeps/{sweep_id}")  # the 2nd trial trains for 1000 epochs
+    assert r.status_code == 200 and r.json["trials"][0]["status"] == "failed"
