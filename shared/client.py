@@ -9,6 +9,7 @@
 
     digitflow submit --preset seed-deep --epochs=3 --hidden-layers=128,64 --wait
     digitflow status JOB_ID | wait JOB_ID | cancel JOB_ID | jobs
+    digitflow sweep sweep.json --wait
     digitflow models | pin mnist 3 | unpin mnist
     digitflow predict digit.png [--model mnist] [--version 2]
 
@@ -166,6 +167,46 @@ class DigitflowClient:
                 raise DigitflowError(f"job {job_id} still {job.get('status')} after {timeout} s")
             time.sleep(poll)
 
+    # ---- sweeps (trainer) --------------------------------------------------------------------
+
+    def sweep(self, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict:
+        """Start a sweep; returns {"sweep_id", "status", "model", "location"}."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._trainer("POST", "/v1/sweeps", json=body, headers=headers, expect=(202,))
+
+    def sweep_status(self, sweep_id: str) -> dict:
+        return self._trainer("GET", f"/v1/sweeps/{sweep_id}")
+
+    def cancel_sweep(self, sweep_id: str) -> dict:
+        return self._trainer("DELETE", f"/v1/sweeps/{sweep_id}")
+
+    def wait_sweep(
+        self,
+        sweep_id: str,
+        on_progress: Callable[[dict], None] | None = None,
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+    ) -> dict:
+        """Poll until the sweep ends; `on_progress(sweep)` runs whenever a trial's status or
+        curve changes. Returns the final sweep."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: tuple | None = None
+        while True:
+            sweep = self.sweep_status(sweep_id)
+            marker = (
+                sweep.get("status"),
+                tuple((t["status"], len(t["curve"])) for t in sweep.get("trials", [])),
+            )
+            if on_progress is not None and marker != last:
+                on_progress(sweep)
+            last = marker
+            if sweep.get("status") != "running":
+                return sweep
+            if deadline is not None and time.monotonic() > deadline:
+                raise DigitflowError(f"sweep {sweep_id} still running after {timeout} s")
+            time.sleep(poll)
+
     # ---- models ------------------------------------------------------------------------------
 
     def models(self) -> list[dict]:
@@ -321,6 +362,48 @@ def _follow(client: DigitflowClient, job_id: str, out) -> dict:
             bar.close()
 
 
+def _follow_sweep(client: DigitflowClient, sweep_id: str, out) -> dict:
+    """One line per trial event (started, each epoch, finished/pruned/failed)."""
+    seen: dict[int, tuple] = {}
+
+    def show(sweep: dict) -> None:
+        objective = sweep["objective"]
+        for t in sweep["trials"]:
+            state = (t["status"], len(t["curve"]))
+            if seen.get(t["number"]) == state:
+                continue
+            seen[t["number"]] = state
+            last = t["curve"][-1][objective] if t["curve"] else None
+            params = ", ".join(f"{k}={v}" for k, v in t["params"].items())
+            print(
+                f"trial {t['number']} [{params}]: {t['status']}, epoch {len(t['curve'])}, "
+                f"{objective} {_fmt(last)}",
+                file=out,
+            )
+
+    return client.wait_sweep(sweep_id, on_progress=show)
+
+
+def _report_sweep(sweep: dict, out) -> int:
+    best = sweep.get("best")
+    pruned = sum(1 for t in sweep["trials"] if t["pruned"])
+    print(
+        f"sweep {sweep['sweep_id']} {sweep['status']}: {len(sweep['trials'])} trials, "
+        f"{pruned} pruned",
+        file=out,
+    )
+    if best:
+        print(
+            f"best: trial {best['number']} {best['params']} {sweep['objective']} "
+            f"{_fmt(best['value'])}, {sweep['model']} version {best['model_version']}",
+            file=out,
+        )
+    promotion = sweep.get("promotion")
+    if promotion:
+        print(f"alias {promotion['alias']}: {promotion['reason']}", file=out)
+    return 0 if sweep["status"] == "finished" and best else 1
+
+
 def _report_final(job: dict, out) -> int:
     status = job.get("status")
     if status == "finished":
@@ -368,6 +451,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", help="filter: queued,started,finished,failed,canceled,stopped")
     p.add_argument("--limit", type=int, default=20)
 
+    p = sub.add_parser(
+        "sweep",
+        help="start a hyperparameter sweep from a JSON file (the POST /v1/sweeps body)",
+    )
+    p.add_argument("file")
+    p.add_argument("--idempotency-key", help="makes a retried sweep return the same sweep")
+    p.add_argument("--wait", action="store_true", help="follow the trials until the sweep ends")
+
     sub.add_parser("models", help="list models with their latest and default versions")
     p = sub.add_parser("pin", help="pin a model's default version")
     p.add_argument("name")
@@ -409,6 +500,16 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
         print(f"job {job['job_id']} {job['status']} (model {job.get('model')})", file=out)
         if args.wait:
             return _report_final(_follow(client, job["job_id"], out), out)
+        return 0
+    if args.command == "sweep":
+        try:
+            body = json.loads(Path(args.file).read_text())
+        except (OSError, ValueError) as exc:
+            raise DigitflowError(f"cannot read sweep {args.file}: {exc}") from exc
+        sweep = client.sweep(body, idempotency_key=args.idempotency_key)
+        print(f"sweep {sweep['sweep_id']} {sweep['status']} (model {sweep['model']})", file=out)
+        if args.wait:
+            return _report_sweep(_follow_sweep(client, sweep["sweep_id"], out), out)
         return 0
     if args.command == "status":
         dump(client.status(args.job_id))

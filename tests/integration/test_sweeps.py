@@ -6,6 +6,7 @@ the validation split only."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from datetime import datetime
 
@@ -216,3 +217,36 @@ def test_a_sigkilled_trial_worker_does_not_hang_the_sweep(trainer_stack):
     assert view["trials"][0]["status"] == "failed", view
     r = stack.client.delete(f"/v1/sweeps/{sweep_id}")  # the 2nd trial trains for 1000 epochs
     assert r.status_code == 200 and r.json["trials"][0]["status"] == "failed"
+
+
+def test_cli_sweep_wait_follows_the_trials(trainer_stack, tmp_path):
+    """`digitflow sweep FILE --wait` over real HTTP: a line per trial event, then the verdict."""
+    import io
+    import json
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from shared.client import run
+
+    stack = trainer_stack
+    stack.start_worker()
+    server = make_server("127.0.0.1", 0, stack.client.application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        body = {"base": BASE, "space": {"seed": [1, 2]}, "promote_to": "best"}
+        path = tmp_path / "sweep.json"
+        path.write_text(json.dumps(body))
+        out = io.StringIO()
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert run(["--trainer-url", url, "sweep", str(path), "--wait"], out=out) == 0
+    finally:
+        server.shutdown()
+    text = out.getvalue()
+    for number in (0, 1):
+        assert re.search(
+            rf"^trial {number} \[seed=[12]\]: finished, epoch 2, val_accuracy 0\.", text, re.M
+        ), text
+    assert "sweep " in text and "finished: 2 trials, 0 pruned" in text, text
+    assert "alias best: the alias was not set" in text, text
