@@ -105,3 +105,15 @@ def test_promotion_verdict_is_recorded_either_way(registry, tmp_path):
         "s2",
     )
     assert v2 not in state["aliases"].values()
+
+
+def test_the_readme_shows_the_documented_example_body():
+    import json
+    import re
+
+    from tests import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("#### Sweeps") :]
+    block = re.search(r"```json\n(.*?)```", section, re.S).group(1)
+    assert json.loads(block) == README_EXAMPLE
