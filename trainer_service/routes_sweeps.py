@@ -6,12 +6,14 @@ auth, Idempotency-Key and 4xx rules as `POST /v1/jobs` apply.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import LockError
 
 from shared.web.errors import ApiError
 from shared.web.validation import json_object, validation_error
@@ -144,7 +146,7 @@ def submit_sweep():
         if not st.redis.set(redis_key, pending, nx=True, ex=st.settings.idempotency_ttl):
             return _replay(redis_key, digest)
         try:
-            record = sweeps.create(st.redis, st.queue, st.settings, body)
+            record = _create(body)
         except BaseException:
             st.redis.delete(redis_key)
             raise
@@ -154,9 +156,17 @@ def submit_sweep():
             ex=st.settings.idempotency_ttl,
         )
     else:
-        record = sweeps.create(st.redis, st.queue, st.settings, body)
+        record = _create(body)
     log.info("sweep %s started for model %s", record["sweep_id"], record["model"])
     return _accepted(record)
+
+
+def _create(body: SweepRequest) -> dict[str, Any]:
+    st = state()
+    try:
+        return sweeps.create(st.redis, st.queue, st.settings, body)
+    except LockError:
+        raise ApiError(503, "could not take the sweep's lock; retry shortly") from None
 
 
 def _replay(redis_key: str, digest: str):
@@ -182,7 +192,8 @@ def get_sweep(sweep_id: str):
     record = _record(sweep_id)
     st = state()
     if record["status"] == "running":  # move it on: a trial whose worker died, say
-        sweeps.advance(st.redis, st.queue, st.settings, sweep_id)
+        with contextlib.suppress(LockError):  # another step is moving it on right now
+            sweeps.advance(st.redis, st.queue, st.settings, sweep_id, wait=1.0)
         record = _record(sweep_id)
     return jsonify(sweeps.view(st.redis, st.settings, record))
 
@@ -228,6 +239,9 @@ def delete_sweep(sweep_id: str):
     if record["status"] != "running":
         raise ApiError(409, f"sweep {sweep_id} is already {record['status']}", sweep_id=sweep_id)
     st = state()
-    sweeps.cancel(st.redis, st.queue, st.settings, sweep_id)
+    try:
+        sweeps.cancel(st.redis, st.queue, st.settings, sweep_id)
+    except LockError:
+        raise ApiError(503, "could not take the sweep's lock; retry shortly") from None
     log.info("sweep %s canceled", sweep_id)
     return jsonify(sweeps.view(st.redis, st.settings, _record(sweep_id)))

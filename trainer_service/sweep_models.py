@@ -95,13 +95,17 @@ class SweepRequest(BaseModel):
     def _check_space(self) -> SweepRequest:
         base = self.base.model_dump(mode="json", exclude_unset=True)
         if self.base.val_fraction == 0 and "val_fraction" not in self.space:
-            _error(("base", "val_fraction"), 0, "a sweep needs a validation split: val_fraction > 0")
+            _error(
+                ("base", "val_fraction"), 0, "a sweep needs a validation split: val_fraction > 0"
+            )
         for key, dim in self.space.items():
             _check_dimension(key, dim, base)
         if self.promote_to is not None and (
             self.promote_to.isdigit() or self.promote_to in ("latest", "default")
         ):
-            _error(("promote_to",), self.promote_to, "an alias is not all digits, latest or default")
+            _error(
+                ("promote_to",), self.promote_to, "an alias is not all digits, latest or default"
+            )
         if self.is_grid:
             if self.grid_size > MAX_TRIALS:
                 _error(("space",), None, f"the grid has more than {MAX_TRIALS} combinations")

@@ -52,8 +52,10 @@ def sweeps_index_key(queue: str) -> str:
     return f"digitflow:{queue}:sweeps"
 
 
-def _lock(conn: redis.Redis, queue: str, sweep_id: str):
-    return conn.lock(f"digitflow:{queue}:sweep-lock:{sweep_id}", timeout=60, blocking_timeout=30)
+def _lock(conn: redis.Redis, queue: str, sweep_id: str, wait: float = 30.0):
+    """The sweep's lock: one coordinator step (or cancel) at a time. A step takes well under a
+    second; `timeout` frees the lock of a process that died holding it."""
+    return conn.lock(f"digitflow:{queue}:sweep-lock:{sweep_id}", timeout=60, blocking_timeout=wait)
 
 
 def now_iso() -> str:
@@ -220,11 +222,13 @@ def advance(
     sweep_id: str,
     *,
     finishing: str | None = None,
+    wait: float = 30.0,
 ) -> None:
     """One coordinator step (see the module docstring). `finishing`: the job id of the trial
-    calling this at its very end (still `started` in RQ, but done)."""
+    calling this at its very end (still `started` in RQ, but done). Raises redis LockError if
+    another step holds the lock for longer than `wait` seconds."""
     StartedJobRegistry(queue=queue).cleanup()  # a dead worker's trial shows failed now
-    with _lock(conn, settings.rq_queue, sweep_id):
+    with _lock(conn, settings.rq_queue, sweep_id, wait):
         record = load_record(conn, settings.rq_queue, sweep_id)
         if record is None or record["status"] != "running":
             return
