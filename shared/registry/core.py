@@ -352,7 +352,12 @@ class Registry:
         return self._change_state(name, delete_alias_change(name, validate_alias(alias), actor))
 
     def record_promotion(
-        self, name: str, alias: str, version: int | None, reason: str, sweep: str,
+        self,
+        name: str,
+        alias: str,
+        version: int | None,
+        reason: str,
+        sweep: str,
         actor: str | None = None,
     ) -> dict[str, Any]:
         """A sweep's verdict on `alias`: point it at `version`, or (None) keep it, recording the
