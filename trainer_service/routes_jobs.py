@@ -7,7 +7,6 @@ worker's job function trusts what it is given.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -27,7 +26,7 @@ from shared.config import TrainConfig
 from shared.registry import RegistryError
 from shared.web.errors import ApiError
 from shared.web.validation import json_object, validation_error
-from trainer_service import queueing
+from trainer_service import idempotency, queueing, web
 from trainer_service.web import api, state
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,6 @@ bp = Blueprint("jobs", __name__)
 
 MAX_LIST_LIMIT = 500
 JOBS_INDEX_MAX = 10_000
-IDEMPOTENCY_KEY_MAX = 255
 _STATUS_LIST = "|".join(queueing.PUBLIC_STATUSES)
 JOB_ID = {"type": "string", "pattern": queueing.JOB_ID_RE.pattern}
 
@@ -289,28 +287,9 @@ def count_queued(model: str) -> int:
     return sum(1 for job in jobs if job is not None and (job.meta or {}).get("model") == model)
 
 
-def body_digest(payload: dict[str, Any]) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def check_idempotency_key(key: str) -> str:
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isascii() or not key.isprintable():
-        raise ApiError(
-            400, f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters"
-        )
-    return key
-
-
 def accepted(job_id: str, status: str, model: str, *, replayed: bool = False):
-    location = url_for("jobs.get_job", job_id=job_id)
-    body = {"job_id": job_id, "status": status, "model": model, "location": location}
-    response = jsonify(body)
-    response.status_code = 202
-    response.headers["Location"] = location
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    body = {"job_id": job_id, "status": status, "model": model}
+    return web.accepted(url_for("jobs.get_job", job_id=job_id), body, replayed=replayed)
 
 
 # --------------------------------------------------------------------------- routes
@@ -337,40 +316,25 @@ def submit_job():
     job_id = uuid.uuid4().hex
 
     idem_key = request.headers.get("Idempotency-Key")
-    redis_key = None
     if idem_key is not None:
-        redis_key = queueing.idempotency_redis_key(
-            settings.rq_queue, check_idempotency_key(idem_key)
-        )
-        digest = body_digest(payload)
-        record = json.dumps({"job_id": job_id, "body": digest})
-        if not st.redis.set(redis_key, record, nx=True, ex=settings.idempotency_ttl):
-            return replay(redis_key, digest)
-
+        earlier = idempotency.claim(st.redis, settings, "", idem_key, payload, job_id)
+        if earlier is not None:
+            return replay(earlier)
     try:
         job = enqueue(config, job_id, model)
     except BaseException:
-        if redis_key is not None:
-            # Forget the key only if it is still ours, so a retry can try again.
-            raw = st.redis.get(redis_key)
-            if raw and json.loads(raw).get("job_id") == job_id:
-                st.redis.delete(redis_key)
+        if idem_key is not None:
+            idempotency.release(st.redis, settings, "", idem_key, job_id)
         raise
     log.info("job %s queued for model %s", job.id, model)
     return accepted(job.id, "queued", model)
 
 
-def replay(redis_key: str, digest: str):
-    """A retried POST: same key + same body → the job created the first time."""
+def replay(job_id: str):
+    """A retried POST (same key, same body): the job created the first time."""
     st = state()
-    raw = st.redis.get(redis_key)
-    if raw is None:  # expired between SET NX and GET: vanishingly rare, ask to retry
-        raise ApiError(409, "Idempotency-Key record expired while reading it; retry the request")
-    record = json.loads(raw)
-    if record.get("body") != digest:
-        raise ApiError(422, "this Idempotency-Key was already used with a different request body")
     try:
-        job = Job.fetch(record["job_id"], connection=st.redis, serializer=queueing.SERIALIZER)
+        job = Job.fetch(job_id, connection=st.redis, serializer=queueing.SERIALIZER)
     except NoSuchJobError:
         raise ApiError(
             409,

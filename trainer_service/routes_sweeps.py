@@ -7,8 +7,8 @@ auth, Idempotency-Key and 4xx rules as `POST /v1/jobs` apply.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import uuid
 from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
@@ -17,8 +17,7 @@ from redis.exceptions import LockError
 
 from shared.web.errors import ApiError
 from shared.web.validation import json_object, validation_error
-from trainer_service import queueing, sweeps
-from trainer_service.routes_jobs import body_digest, check_idempotency_key
+from trainer_service import idempotency, queueing, sweeps, web
 from trainer_service.sweep_models import README_EXAMPLE, SweepRequest
 from trainer_service.web import api, state
 
@@ -104,20 +103,9 @@ def _record(sweep_id: str) -> dict[str, Any]:
 
 
 def _accepted(record: dict[str, Any], *, replayed: bool = False):
+    body = {k: record[k] for k in ("sweep_id", "status", "model")}
     location = url_for("sweeps.get_sweep", sweep_id=record["sweep_id"])
-    response = jsonify(
-        {
-            "sweep_id": record["sweep_id"],
-            "status": record["status"],
-            "model": record["model"],
-            "location": location,
-        }
-    )
-    response.status_code = 202
-    response.headers["Location"] = location
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    return web.accepted(location, body, replayed=replayed)
 
 
 @api.route(
@@ -136,50 +124,40 @@ def submit_sweep():
     except ValidationError as exc:
         raise validation_error(exc, "sweep", code="invalid_sweep") from None
     st = state()
+    sweep_id = uuid.uuid4().hex
     idem_key = request.headers.get("Idempotency-Key")
     if idem_key is not None:
-        redis_key = queueing.idempotency_redis_key(
-            st.settings.rq_queue, "sweep:" + check_idempotency_key(idem_key)
-        )
-        digest = body_digest(payload)
-        pending = json.dumps({"sweep_id": None, "body": digest})
-        if not st.redis.set(redis_key, pending, nx=True, ex=st.settings.idempotency_ttl):
-            return _replay(redis_key, digest)
-        try:
-            record = _create(body)
-        except BaseException:
-            st.redis.delete(redis_key)
-            raise
-        st.redis.set(
-            redis_key,
-            json.dumps({"sweep_id": record["sweep_id"], "body": digest}),
-            ex=st.settings.idempotency_ttl,
-        )
-    else:
-        record = _create(body)
+        earlier = idempotency.claim(st.redis, st.settings, "sweep:", idem_key, payload, sweep_id)
+        if earlier is not None:
+            return _replay(earlier)
+    try:
+        record = _create(body, sweep_id)
+    except BaseException:
+        if idem_key is not None:
+            idempotency.release(st.redis, st.settings, "sweep:", idem_key, sweep_id)
+        raise
     log.info("sweep %s started for model %s", record["sweep_id"], record["model"])
     return _accepted(record)
 
 
-def _create(body: SweepRequest) -> dict[str, Any]:
+def _create(body: SweepRequest, sweep_id: str) -> dict[str, Any]:
     st = state()
     try:
-        return sweeps.create(st.redis, st.queue, st.settings, body)
+        return sweeps.create(st.redis, st.queue, st.settings, body, sweep_id)
     except LockError:
         raise ApiError(503, "could not take the sweep's lock; retry shortly") from None
 
 
-def _replay(redis_key: str, digest: str):
+def _replay(sweep_id: str):
+    """A retried POST (same key, same body): the sweep started the first time."""
     st = state()
-    raw = st.redis.get(redis_key)
-    record = json.loads(raw) if raw else None
-    if record is None or record.get("sweep_id") is None:
-        raise ApiError(409, "the request with this Idempotency-Key is still being processed; retry")
-    if record.get("body") != digest:
-        raise ApiError(422, "this Idempotency-Key was already used with a different request body")
-    sweep = sweeps.load_record(st.redis, st.settings.rq_queue, record["sweep_id"])
+    sweep = sweeps.load_record(st.redis, st.settings.rq_queue, sweep_id)
     if sweep is None:
-        raise ApiError(409, "the sweep of this Idempotency-Key has expired; use a new key")
+        raise ApiError(
+            409,
+            "the request with this Idempotency-Key is still being processed, "
+            "or its sweep has expired; retry shortly or use a new key",
+        )
     return _accepted(sweep, replayed=True)
 
 

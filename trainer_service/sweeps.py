@@ -183,12 +183,16 @@ def objective_value(history: list[dict[str, Any]], objective: str, best_epoch: i
 
 
 def create(
-    conn: redis.Redis, queue: Queue, settings: TrainerSettings, request: SweepRequest
+    conn: redis.Redis,
+    queue: Queue,
+    settings: TrainerSettings,
+    request: SweepRequest,
+    sweep_id: str,
 ) -> dict[str, Any]:
-    """Create the study and the record, enqueue the first trials; return the record."""
+    """Create the study and the record of `sweep_id`, enqueue the first trials; return the
+    record."""
     import optuna
 
-    sweep_id = uuid.uuid4().hex
     optuna.create_study(
         study_name=sweep_id,
         storage=storage(settings),

@@ -7,9 +7,10 @@ OpenAPI operation together; ``GET /openapi.json`` serves ``api.document()``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
+from flask import Response, jsonify
 from rq import Queue
 
 from shared.web.app import app_state
@@ -54,3 +55,14 @@ class TrainerState:
 def state() -> TrainerState:
     """The state of the app handling the current request."""
     return app_state()
+
+
+def accepted(location: str, body: dict[str, Any], *, replayed: bool = False) -> Response:
+    """202 with `Location` (and `Idempotent-Replayed: true` for a replayed POST): what a queued
+    job or a started sweep answers, the body naming it with its `location`."""
+    response = jsonify({**body, "location": location})
+    response.status_code = 202
+    response.headers["Location"] = location
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response

@@ -250,3 +250,24 @@ def test_cli_sweep_wait_follows_the_trials(trainer_stack, tmp_path):
         ), text
     assert "sweep " in text and "finished: 2 trials, 0 pruned" in text, text
     assert "alias best: the alias was not set" in text, text
+
+
+def test_idempotency_key_returns_the_same_sweep(trainer_stack):
+    """The jobs' Idempotency-Key rules hold for sweeps: same key and body → the first sweep,
+    another body → 422, another key → another sweep. (No worker: trials only queue.)"""
+    stack = trainer_stack
+    body = {"base": BASE, "space": {"seed": [1, 2]}, "parallelism": 1}
+    headers = {"Idempotency-Key": "sweep-42"}
+    first = stack.client.post("/v1/sweeps", json=body, headers=headers)
+    again = stack.client.post("/v1/sweeps", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202, (first.json, again.json)
+    assert again.json["sweep_id"] == first.json["sweep_id"]
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    clash = stack.client.post("/v1/sweeps", json={**body, "parallelism": 2}, headers=headers)
+    assert clash.status_code == 422 and "different request body" in clash.json["error"]["message"]
+    other = stack.client.post("/v1/sweeps", json=body, headers={"Idempotency-Key": "sweep-43"})
+    assert other.status_code == 202 and other.json["sweep_id"] != first.json["sweep_id"]
+    assert len(stack.client.get("/v1/sweeps").json["sweeps"]) == 2
+    for sweep_id in (first.json["sweep_id"], other.json["sweep_id"]):
+        assert stack.client.delete(f"/v1/sweeps/{sweep_id}").status_code == 200
