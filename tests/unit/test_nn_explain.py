@@ -22,21 +22,10 @@ from shared.nn.explain import integrated_gradients, trapezoid_weights
 from shared.nn.inference import InferencePlan
 from shared.nn.layers import BatchNorm1d, Dense, Dropout
 from shared.nn.model import Sequential, build_mlp
+from tests.nn_support import randomise_trained_state
 
 #: The completeness tolerance this module promises (and the service reports against).
 REL_TOL_64_STEPS = 1e-2
-
-
-def _randomise_state(model: Sequential, rng: np.random.Generator) -> None:
-    """Batch-norm statistics and biases as after training (fresh ones are the identity / 0)."""
-    for layer in model.layers:
-        if isinstance(layer, BatchNorm1d):
-            layer.gamma[...] = rng.uniform(0.5, 2.0, layer.dim)
-            layer.beta[...] = rng.normal(0, 0.5, layer.dim)
-            layer.running_mean[...] = rng.normal(0, 1.0, layer.dim)
-            layer.running_var[...] = rng.uniform(0.2, 3.0, layer.dim)
-        if isinstance(layer, Dense) and layer.use_bias:
-            layer.b[...] = rng.normal(0, 0.1, layer.out_features)
 
 
 def _model(seed: int = 0, dtype=np.float64, **kw) -> Sequential:
@@ -45,7 +34,7 @@ def _model(seed: int = 0, dtype=np.float64, **kw) -> Sequential:
     model = build_mlp(
         input_size=20, hidden_layers=[16, 12], n_classes=5, mean=mean, seed=seed, **kw
     )
-    _randomise_state(model, rng)
+    randomise_trained_state(model, rng)
     return model.astype(dtype)
 
 
@@ -85,7 +74,7 @@ def test_a_batch_norm_with_no_dense_before_it_is_frozen_too():
     rng = np.random.default_rng(0)
     layers = [BatchNorm1d(6, dtype=np.float64), Dense(6, 3, rng=rng, dtype=np.float64)]
     model = Sequential(layers, input_size=6, dtype=np.float64)
-    _randomise_state(model, rng)
+    randomise_trained_state(model, rng)
     x = rng.random((4, 6))
     logits, dx = model.input_gradient(x, np.ones((4, 3)))
     np.testing.assert_allclose(logits, _served_logits(model, x), rtol=1e-12)
@@ -141,7 +130,7 @@ def test_completeness_of_a_relu_network_within_the_stated_tolerance(dtype):
     rng = np.random.default_rng(7)
     mean = rng.uniform(0, 0.3, 784).astype(np.float32)
     model = build_mlp(input_size=784, hidden_layers=[64, 32], n_classes=10, mean=mean, seed=7)
-    _randomise_state(model, rng)
+    randomise_trained_state(model, rng)
     model.astype(dtype)
     x = rng.random((12, 784)).astype(np.float32)
     target = _served_logits(model, x).argmax(axis=1)

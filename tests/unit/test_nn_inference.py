@@ -12,23 +12,12 @@ from shared.nn.inference import InferencePlan
 from shared.nn.layers import BatchNorm1d, Dense, Dropout, Standardize
 from shared.nn.losses import softmax
 from shared.nn.model import Sequential
-
-
-def _randomise_bn(model: Sequential, rng: np.random.Generator) -> None:
-    """Non-trivial batch-norm state, as after training (fresh layers are the identity)."""
-    for layer in model.layers:
-        if isinstance(layer, BatchNorm1d):
-            layer.gamma[...] = rng.uniform(0.5, 2.0, layer.dim)
-            layer.beta[...] = rng.normal(0, 0.5, layer.dim)
-            layer.running_mean[...] = rng.normal(0, 1.0, layer.dim)
-            layer.running_var[...] = rng.uniform(0.2, 3.0, layer.dim)
-        if isinstance(layer, Dense) and layer.use_bias:
-            layer.b[...] = rng.normal(0, 0.1, layer.out_features)
+from tests.nn_support import randomise_trained_state
 
 
 def _check(model: Sequential, n: int = 64, seed: int = 0) -> InferencePlan:
     rng = np.random.default_rng(seed)
-    _randomise_bn(model, rng)
+    randomise_trained_state(model, rng)
     x = rng.random((n, model.input_size), dtype=np.float32)
     before = x.copy()
     plan = InferencePlan(model)
