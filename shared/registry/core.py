@@ -43,16 +43,11 @@ from shared.registry.publishing import (
 )
 from shared.registry.state import (
     StateFiles,
-    clear_shadow_change,
-    clear_traffic_change,
     delete_alias_change,
     delete_version_change,
-    pin_change,
+    field_change,
     promotion_change,
     set_alias_change,
-    set_shadow_change,
-    set_traffic_change,
-    unpin_change,
     validate_ref,
     validate_routes,
 )
@@ -333,11 +328,13 @@ class Registry:
 
     def pin(self, name: str, version: int | str, actor: str | None = None) -> dict[str, Any]:
         """Make `version` the default. Raises VersionNotFoundError / BrokenVersionError."""
-        return self._change_state(name, pin_change(self._require_good(name, version), actor))
+        return self._change_state(
+            name, field_change("pinned", self._require_good(name, version), "pin", actor)
+        )
 
     def unpin(self, name: str, actor: str | None = None) -> dict[str, Any]:
         """Clear the pin: the default follows the latest good version again."""
-        return self._change_state(name, unpin_change(actor))
+        return self._change_state(name, field_change("pinned", None, "unpin", actor))
 
     def set_alias(
         self, name: str, alias: str, version: int | str, actor: str | None = None
@@ -393,21 +390,21 @@ class Registry:
         clean = validate_routes(routes)
         for route in clean:
             self.resolve(name, route["version"])
-        return self._change_state(name, set_traffic_change(clean, actor))
+        return self._change_state(name, field_change("traffic", clean, "traffic_set", actor))
 
     def clear_traffic(self, name: str, actor: str | None = None) -> dict[str, Any]:
         """Drop the split: the default route serves the default version (pinned else latest)."""
-        return self._change_state(name, clear_traffic_change(actor))
+        return self._change_state(name, field_change("traffic", None, "traffic_clear", actor))
 
     def set_shadow(self, name: str, ref: int | str, actor: str | None = None) -> dict[str, Any]:
         """Name the shadow version (a number or an alias, which must resolve now)."""
         clean = validate_ref(ref)
         self.resolve(name, clean)
-        return self._change_state(name, set_shadow_change(clean, actor))
+        return self._change_state(name, field_change("shadow", clean, "shadow_set", actor))
 
     def clear_shadow(self, name: str, actor: str | None = None) -> dict[str, Any]:
         """Stop shadowing."""
-        return self._change_state(name, clear_shadow_change(actor))
+        return self._change_state(name, field_change("shadow", None, "shadow_clear", actor))
 
     # ---- change detection --------------------------------------------------------------------
 

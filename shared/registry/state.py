@@ -140,28 +140,16 @@ def _entry(action: str, alias: str | None, old: Any, new: Any, actor: Any, **ext
     }
 
 
-def pin_change(version: int, actor: str | None) -> Change:
-    """Make `version` the pinned one."""
+def field_change(field: str, value: Any, action: str, actor: str | None) -> Change:
+    """Set the state's `field` (``pinned``, ``traffic``, ``shadow``) to `value` — None clears it
+    — recorded in the history as `action`; setting what is already there changes nothing."""
 
     def change(state: dict[str, Any]) -> dict[str, Any] | None:
-        old = state["pinned"]
-        if old == version:
+        old = state[field]
+        if old == value:
             return None
-        state["pinned"] = version
-        return _entry("pin", None, old, version, actor)
-
-    return change
-
-
-def unpin_change(actor: str | None) -> Change:
-    """Clear the pin."""
-
-    def change(state: dict[str, Any]) -> dict[str, Any] | None:
-        old = state["pinned"]
-        if old is None:
-            return None
-        state["pinned"] = None
-        return _entry("unpin", None, old, None, actor)
+        state[field] = copy.deepcopy(value)
+        return _entry(action, None, old, copy.deepcopy(value), actor)
 
     return change
 
@@ -233,58 +221,6 @@ def delete_alias_change(name: str, alias: str, actor: str | None) -> Change:
             raise AliasNotFoundError(f"model {name!r} has no alias {alias!r}")
         old = state["aliases"].pop(alias)
         return _entry("alias_delete", alias, old, None, actor)
-
-    return change
-
-
-def set_traffic_change(routes: list[dict[str, Any]], actor: str | None) -> Change:
-    """Split the default route's traffic over `routes` (already validated)."""
-
-    def change(state: dict[str, Any]) -> dict[str, Any] | None:
-        old = state["traffic"]
-        if old == routes:
-            return None
-        state["traffic"] = copy.deepcopy(routes)
-        return _entry("traffic_set", None, old, copy.deepcopy(routes), actor)
-
-    return change
-
-
-def clear_traffic_change(actor: str | None) -> Change:
-    """Drop the split: the default route serves the default version again."""
-
-    def change(state: dict[str, Any]) -> dict[str, Any] | None:
-        old = state["traffic"]
-        if old is None:
-            return None
-        state["traffic"] = None
-        return _entry("traffic_clear", None, old, None, actor)
-
-    return change
-
-
-def set_shadow_change(ref: int | str, actor: str | None) -> Change:
-    """Make `ref` (a version or an alias) the shadow version."""
-
-    def change(state: dict[str, Any]) -> dict[str, Any] | None:
-        old = state["shadow"]
-        if old == ref:
-            return None
-        state["shadow"] = ref
-        return _entry("shadow_set", None, old, ref, actor)
-
-    return change
-
-
-def clear_shadow_change(actor: str | None) -> Change:
-    """Stop shadowing."""
-
-    def change(state: dict[str, Any]) -> dict[str, Any] | None:
-        old = state["shadow"]
-        if old is None:
-            return None
-        state["shadow"] = None
-        return _entry("shadow_clear", None, old, None, actor)
 
     return change
 
