@@ -23,9 +23,9 @@ from pydantic import ValidationError
 from inference_service import decoders
 from inference_service.openapi import REGISTRY_ERRORS, api
 from inference_service.predict import (
-    _PREDICT_CONTENT,
     MODEL_VERSION,
     MULTIPART,
+    PREDICT_CONTENT,
     ROUTING_KEY,
     is_json,
     read_body,
@@ -58,7 +58,7 @@ _DESCRIPTION = (
     "up to `completeness_gap`. Bodies as for predict; a JSON body may add `target` and `steps`, "
     "other media types take them as query parameters. At most MAX_EXPLAIN_IMAGES images."
 )
-_CONTENT = {**_PREDICT_CONTENT, "application/json": EXPLAIN_JSON_DOC}
+_CONTENT = {**PREDICT_CONTENT, "application/json": EXPLAIN_JSON_DOC}
 _EXAMPLES = {
     "application/json": {
         "the predicted class of a blank image": {"instances": [[0] * 784]},

@@ -206,7 +206,7 @@ _PREDICT_DESCRIPTION = (
     "Body: JSON instances (pixels 0-255, or 0-1 with scale unit), a .npy array, a PNG/JPEG "
     "picture, or multipart image fields (one per picture). At most MAX_BATCH_IMAGES images."
 )
-_PREDICT_CONTENT = {
+PREDICT_CONTENT = {
     "application/json": PREDICT_JSON_DOC,
     decoders.NPY_MEDIA_TYPE: {
         **_BINARY,
@@ -281,11 +281,11 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = tuple(
     )
     for path, summary, handler, spec in (
         ("/v1/models/{name}/predict", _PREDICT_SUMMARY, predict,
-         {"content": _PREDICT_CONTENT, "responses": {200: _PREDICTED},
+         {"content": PREDICT_CONTENT, "responses": {200: _PREDICTED},
           "description": _PREDICT_DESCRIPTION, "examples": _PREDICT_EXAMPLES}),
         ("/v1/models/{name}/versions/{ref}/predict",
          "Predict with a version number, latest, default or an alias", predict,
-         {"content": _PREDICT_CONTENT, "responses": {200: _PREDICTED},
+         {"content": PREDICT_CONTENT, "responses": {200: _PREDICTED},
           "description": _PREDICT_DESCRIPTION, "examples": _PREDICT_EXAMPLES}),
         ("/v2/models/{name}/infer", "Open Inference Protocol infer (default version)", infer,
          {"body": V2InferRequest, "content": _INFER_CONTENT, "responses": {200: _INFERRED},
