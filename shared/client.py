@@ -375,8 +375,9 @@ def _follow_sweep(client: DigitflowClient, sweep_id: str, out) -> dict:
             seen[t["number"]] = state
             last = t["curve"][-1][objective] if t["curve"] else None
             params = ", ".join(f"{k}={v}" for k, v in t["params"].items())
+            retry = "" if t.get("retry_of") is None else f" (retry of trial {t['retry_of']})"
             print(
-                f"trial {t['number']} [{params}]: {t['status']}, epoch {len(t['curve'])}, "
+                f"trial {t['number']} [{params}]{retry}: {t['status']}, epoch {len(t['curve'])}, "
                 f"{objective} {_fmt(last)}",
                 file=out,
             )

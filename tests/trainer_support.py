@@ -199,6 +199,7 @@ class Stack:
             MNIST_DATA_DIR=str(mnist_dir),
             JOB_HEARTBEAT_SECONDS="1",
             JOB_HEARTBEAT_GRACE="3",
+            SWEEP_RECONCILE_SECONDS="1",
             LOG_LEVEL="INFO",
         )
         self.workers: list = []

@@ -1,12 +1,12 @@
 """`/v1/sweeps`: start, inspect, list and cancel hyperparameter sweeps (trainer_service.sweeps).
 
+Reads are pure: a GET never moves a sweep on (the workers do, see trainer_service.sweeps).
 The body is validated here, once (`SweepRequest`, the base TrainConfig included); the same
 auth, Idempotency-Key and 4xx rules as `POST /v1/jobs` apply.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from typing import Any
@@ -48,6 +48,10 @@ class SweepTrial(BaseModel):
     value: float | None = Field(description="the objective of the published weights")
     curve: list[dict[str, Any]] = Field(description="the objective after every epoch")
     model_version: int | None
+    retry_of: int | None = Field(
+        description="the trial this one retries: its job died (worker or work horse killed)"
+    )
+    retried_by: int | None = Field(description="the trial that retries this one")
     started_at: str | None
     ended_at: str | None
 
@@ -79,7 +83,7 @@ class SweepSummary(BaseModel):
     created_at: str
     ended_at: str | None
     n_trials: int
-    trials_started: int
+    trials_started: int = Field(description="out of n_trials (retries of dead trials not counted)")
 
 
 class SweepList(BaseModel):
@@ -167,13 +171,9 @@ def _replay(sweep_id: str):
     tags=("sweeps",),
 )  # fmt: skip
 def get_sweep(sweep_id: str):
-    record = _record(sweep_id)
+    """A pure read: the workers move sweeps on (trainer_service.sweeps)."""
     st = state()
-    if record["status"] == "running":  # move it on: a trial whose worker died, say
-        with contextlib.suppress(LockError):  # another step is moving it on right now
-            sweeps.advance(st.redis, st.queue, st.settings, sweep_id, wait=1.0)
-        record = _record(sweep_id)
-    return jsonify(sweeps.view(st.redis, st.settings, record))
+    return jsonify(sweeps.view(st.redis, st.settings, _record(sweep_id)))
 
 
 @api.route(
@@ -201,7 +201,7 @@ def list_sweeps():
                 "created_at": record["created_at"],
                 "ended_at": record["ended_at"],
                 "n_trials": SweepRequest.model_validate(record["request"]).n_trials,
-                "trials_started": len(record["trials"]),
+                "trials_started": sweeps.started_trials(record),
             }
         )
     return jsonify({"sweeps": found, "count": len(found)})

@@ -43,6 +43,8 @@ class TrainerSettings(ServiceSettings):
     cors_origins: Annotated[frozenset[str], NoDecode] = frozenset()
     job_heartbeat_seconds: int = Field(default=5, ge=1)
     job_heartbeat_grace: int = Field(default=25, ge=1)
+    #: How often each worker moves the running sweeps on (trainer_service.sweeps.reconcile).
+    sweep_reconcile_seconds: float = Field(default=5.0, gt=0, le=3600)
     #: Seconds before each retry of a job that hit a transient error (comma separated).
     job_retry_delays: Annotated[tuple[int, ...], NoDecode] = (5, 30, 120)
     #: How many retries (default: one per delay; the last delay repeats when there are more).

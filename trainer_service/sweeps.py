@@ -1,21 +1,38 @@
 """Sweeps: an Optuna study on the queue's Redis, its trials ordinary training jobs.
 
 Why it is built this way: there is no coordinator process. `advance` is one short step, run
-under a per-sweep Redis lock, that (1) marks trials whose job died (heartbeat expired, stopped)
-as failed in the study, (2) asks the study for new trials and enqueues them as ordinary training
-jobs until `parallelism` are queued or running, and (3) when every trial is done, promotes the
-best trial's version and removes the versions beyond `keep`. It runs at the end of every trial
-job (on the worker that ran it) and on every read of the sweep through the API, so a worker that
-dies takes down its trial only: the next trial end or the next read moves the sweep on.
+under a per-sweep Redis lock, that (1) marks trials whose job ended without telling the study as
+failed in it, and gives a trial whose job *died* (its worker or work horse was killed: RQ marks
+the job failed, the heartbeat having expired) one retry, (2) asks the study for new trials and
+enqueues them as ordinary training jobs until `parallelism` are queued or running, and (3) when
+every trial is done, promotes the best trial's version and removes the versions beyond `keep`.
+
+`advance` runs where the work is, in the RQ workers: at the very end of every trial job (on the
+worker that ran it, so the next trial starts at once), and every SWEEP_RECONCILE_SECONDS in a
+small thread of every worker process (`reconcile`, over the sweeps still running), which is what
+moves a sweep on when the worker running its trial died: the trial's end never comes, but any
+surviving worker notices the dead job once its heartbeat has expired. Reads of a sweep through
+the API are pure reads: they never enqueue, tell or promote anything (a GET that moved work
+would make the outcome depend on who looks, and would need the API to hold Optuna's sampler
+state). With no worker alive nothing moves, but then no trial could run either.
+
+Retry once: a dead trial is told FAIL and re-created as a WAITING trial with the same params
+(Optuna's own `RetryHeartbeatStaleTrialCallback(max_retry=1)`: it records `failed_trial` and
+`retry_history`, and keeps the grid point), which the next ask pops and enqueues as a new job.
+The retry does not count against `trials`; its result counts like any trial's. A retry that dies
+too stays failed. A trial that failed by itself (an exception, a time-out: the job told the
+study) or was stopped is never retried: it would fail the same way.
 
 The study (trials, their per-epoch reports, the sampler's history) lives in Optuna's journal
 storage on the same Redis, under a key prefix of the queue's; the sweep's own record (request,
-trial ↔ job ids, outcome) is one JSON value next to it.
+trial ↔ job ids, outcome) is one JSON value next to it, and the ids of the running sweeps are a
+set the reconcile loop reads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import time
@@ -50,6 +67,11 @@ def sweep_key(queue: str, sweep_id: str) -> str:
 
 def sweeps_index_key(queue: str) -> str:
     return f"digitflow:{queue}:sweeps"
+
+
+def running_key(queue: str) -> str:
+    """The ids of the sweeps still running: what `reconcile` moves on."""
+    return f"digitflow:{queue}:sweeps-running"
 
 
 def _lock(conn: redis.Redis, queue: str, sweep_id: str, wait: float = 30.0):
@@ -214,6 +236,7 @@ def create(
     with conn.pipeline() as pipe:
         pipe.zadd(index, {sweep_id: time.time()})
         pipe.zremrangebyrank(index, 0, -(SWEEPS_INDEX_MAX + 1))
+        pipe.sadd(running_key(settings.rq_queue), sweep_id)
         pipe.execute()
     advance(conn, queue, settings, sweep_id)
     return load_record(conn, settings.rq_queue, sweep_id) or record
@@ -235,36 +258,86 @@ def advance(
     with _lock(conn, settings.rq_queue, sweep_id, wait):
         record = load_record(conn, settings.rq_queue, sweep_id)
         if record is None or record["status"] != "running":
+            conn.srem(running_key(settings.rq_queue), sweep_id)
             return
         request = SweepRequest.model_validate(record["request"])
         study = load_study(settings, record)
         active = _settle(conn, study, record, finishing)
-        while active < request.parallelism and len(record["trials"]) < request.n_trials:
-            _enqueue_trial(queue, settings, study, request, record)
+        waiting = len(study.get_trials(deepcopy=False, states=(_state("WAITING"),)))
+        fresh = started_trials(record)
+        while active < request.parallelism and (waiting or fresh < request.n_trials):
+            if _enqueue_trial(queue, settings, study, request, record):
+                waiting -= 1
+            else:
+                fresh += 1
             active += 1
-        if active == 0 and len(record["trials"]) >= request.n_trials:
+        if active == 0 and waiting <= 0 and fresh >= request.n_trials:
             _finish(settings, study, request, record)
         _save(conn, settings.rq_queue, record)
+        if record["status"] != "running":
+            conn.srem(running_key(settings.rq_queue), sweep_id)
+
+
+def started_trials(record: dict[str, Any]) -> int:
+    """Trials started out of the sweep's `trials` (retries do not count)."""
+    return sum(1 for t in record["trials"] if "retry_of" not in t)
+
+
+def reconcile(conn: redis.Redis, queue: Queue, settings: TrainerSettings) -> int:
+    """One `advance` of every running sweep whose lock is free (a busy lock means another
+    process is moving that sweep on right now). Returns how many sweeps were advanced."""
+    moved = 0
+    for raw in conn.smembers(running_key(settings.rq_queue)):
+        sweep_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        try:
+            advance(conn, queue, settings, sweep_id, wait=0.0)
+        except redis.exceptions.LockError:
+            continue
+        moved += 1
+    return moved
+
+
+def _state(name: str) -> Any:
+    from optuna.trial import TrialState
+
+    return TrialState[name]
 
 
 def _settle(
     conn: redis.Redis, study: optuna.Study, record: dict[str, Any], finishing: str | None
 ) -> int:
-    """Fail in the study the trials whose job ended without telling it; count the active ones."""
+    """Fail in the study the trials whose job ended without telling it, retrying once those whose
+    job died (see the module docstring); count the active ones."""
     from optuna.trial import TrialState
 
-    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     jobs = Job.fetch_many(
         [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
     )
     active = 0
-    for trial, job in zip(record["trials"], jobs, strict=True):
+    for entry, job in zip(record["trials"], jobs, strict=True):
         status = "failed" if job is None else queueing.public_status(job)
-        if status in _ACTIVE and trial["job_id"] != finishing:
-            active += 1
-        elif status not in _ACTIVE and states.get(trial["number"]) == TrialState.RUNNING:
-            study.tell(trial["number"], state=TrialState.FAIL)
+        if status in _ACTIVE:
+            active += entry["job_id"] != finishing
+            continue
+        trial = trials.get(entry["number"])
+        if trial is None or trial.state != TrialState.RUNNING:
+            continue
+        dead = copy.deepcopy(trial)  # the callback below must not edit Optuna's cached copy
+        study.tell(entry["number"], state=TrialState.FAIL)
+        if status == "failed":  # killed: a stopped or canceled trial was meant to end
+            _retry_once(study, dead)
     return active
+
+
+def _retry_once(study: optuna.Study, dead: optuna.trial.FrozenTrial) -> None:
+    """Queue a WAITING copy of `dead` (same params and grid point) unless it is a retry itself."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, dead)
 
 
 def _enqueue_trial(
@@ -273,7 +346,9 @@ def _enqueue_trial(
     study: optuna.Study,
     request: SweepRequest,
     record: dict[str, Any],
-) -> None:
+) -> bool:
+    """Ask the study for a trial (a waiting retry first) and enqueue its job. Returns whether
+    it was a retry."""
     import optuna
 
     asking = optuna.load_study(
@@ -282,6 +357,8 @@ def _enqueue_trial(
         sampler=sampler(request, len(record["trials"])),
     )
     trial = asking.ask(distributions(request))
+    history = study._storage.get_trial(trial._trial_id).system_attrs.get("retry_history") or []
+    retry_of = history[-1] if history else None
     params = decode_params(request, trial.params)
     base = request.base.model_dump(mode="json", exclude_unset=True)
     from shared.config import TrainConfig
@@ -304,7 +381,8 @@ def _enqueue_trial(
         job_timeout=settings.job_timeout,
         result_ttl=settings.result_ttl,
         failure_ttl=settings.failure_ttl,
-        description=f"sweep {record['sweep_id']} trial {trial.number}",
+        description=f"sweep {record['sweep_id']} trial {trial.number}"
+        + ("" if retry_of is None else f" (retry of trial {retry_of})"),
         meta={
             "model": config.model_name,
             "phase": "queued",
@@ -315,7 +393,12 @@ def _enqueue_trial(
     )
     conn = queue.connection
     conn.zadd(queueing.jobs_index_key(settings.rq_queue), {job_id: time.time()})
-    record["trials"].append({"number": trial.number, "job_id": job_id, "params": params})
+    entry = {"number": trial.number, "job_id": job_id, "params": params}
+    if retry_of is not None:
+        entry["retry_of"] = retry_of
+        log.info("sweep %s: trial %d retries trial %d", record["sweep_id"], trial.number, retry_of)
+    record["trials"].append(entry)
+    return retry_of is not None
 
 
 def _finish(
@@ -403,6 +486,7 @@ def cancel(conn: redis.Redis, queue: Queue, settings: TrainerSettings, sweep_id:
         record["status"] = "canceled"
         record["ended_at"] = now_iso()
         _save(conn, settings.rq_queue, record)
+        conn.srem(running_key(settings.rq_queue), sweep_id)
         jobs = Job.fetch_many(
             [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
         )
@@ -437,6 +521,7 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
     jobs = Job.fetch_many(
         [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
     )
+    retried_by = {t["retry_of"]: t["number"] for t in record["trials"] if "retry_of" in t}
     trials = []
     for entry, job in zip(record["trials"], jobs, strict=True):
         st = study_trials.get(entry["number"])
@@ -462,6 +547,8 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
                 "value": st.value if st else None,
                 "curve": curve,
                 "model_version": (st.user_attrs.get("model_version") if st else None),
+                "retry_of": entry.get("retry_of"),
+                "retried_by": retried_by.get(entry["number"]),
                 "started_at": meta.get("trial_started_at"),
                 "ended_at": meta.get("trial_ended_at"),
             }

@@ -9,6 +9,10 @@ What it adds to a plain `rq worker`, and why:
 * the work horse asks the kernel to SIGKILL it when the worker dies (PR_SET_PDEATHSIG), so an
   orphaned horse can never finish training and publish a version nobody is tracking;
 * BLAS threads = the machine's cores for training, unless OMP_NUM_THREADS says otherwise;
+* a sweep reconcile thread (`SweepReconciler`): every SWEEP_RECONCILE_SECONDS it moves the
+  running sweeps on (trainer_service.sweeps.reconcile), so a sweep whose trial's worker died goes
+  on with any surviving worker, busy or idle. It never runs while the worker forks a work horse
+  (one lock around both), so the horse never inherits a lock the thread held mid-step;
 * before listening it imports what jobs need and loads the local datasets once
   (trainer_service.preload), so each forked work horse starts training at once instead of
   paying ~2 s of imports and data decoding per job;
@@ -25,9 +29,11 @@ import ctypes
 import importlib
 import logging
 import os
+import random
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 
@@ -45,6 +51,9 @@ log = logging.getLogger("trainer_service.worker")
 _BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _PR_SET_PDEATHSIG = 1
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: Held by the reconcile thread for each step and by the worker while it forks a work horse:
+#: a fork from a multi-threaded process copies every lock as it is at that instant.
+_FORK_GUARD = threading.Lock()
 
 
 def configure_blas_threads() -> int:
@@ -99,6 +108,10 @@ class TrainingWorker(Worker):
             return int(max(1, min(remaining, interval))) + self.heartbeat_grace
         return interval + self.heartbeat_grace
 
+    def fork_work_horse(self, job: Job, queue) -> None:
+        with _FORK_GUARD:  # not in the middle of a reconcile step (see the module docstring)
+            super().fork_work_horse(job, queue)
+
     def main_work_horse(self, job: Job, queue) -> None:
         _die_with_parent()
         super().main_work_horse(job, queue)
@@ -138,6 +151,44 @@ class TrainingWorker(Worker):
                 time.monotonic() - self._redis_lost_at,
             )
             self._redis_lost_at = None
+
+
+class SweepReconciler:
+    """A daemon thread that runs `sweeps.reconcile` every `settings.sweep_reconcile_seconds`
+    (±20 %, so the workers of one queue do not all knock at once) on a Redis connection of its
+    own. Errors are logged and the loop goes on: Redis outages included."""
+
+    def __init__(self, settings: TrainerSettings) -> None:
+        self.settings = settings
+        self.every = float(settings.sweep_reconcile_seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sweep-reconcile", daemon=True)
+
+    def start(self) -> SweepReconciler:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from trainer_service import sweeps
+
+        conn = queueing.connect(self.settings.redis_url)
+        queue = queueing.make_queue(self.settings.rq_queue, conn)
+        failing = False
+        while not self._stop.wait(self.every * random.uniform(0.8, 1.2)):
+            try:
+                with _FORK_GUARD:
+                    sweeps.reconcile(conn, queue, self.settings)
+                failing = False
+            except _REDIS_ERRORS as exc:
+                if not failing:
+                    log.warning("sweep reconcile: Redis unreachable (%s); trying again", exc)
+                failing = True
+            except Exception:
+                log.exception("sweep reconcile failed; trying again in %.0f s", self.every)
 
 
 def warm_up(settings: TrainerSettings) -> None:
@@ -195,6 +246,15 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
         worker.job_monitoring_interval,
         worker.heartbeat_grace,
     )
+    reconciler = SweepReconciler(settings).start()
+    try:
+        return _work(worker, settings, burst=burst, level=level)
+    finally:
+        reconciler.stop()
+
+
+def _work(worker: TrainingWorker, settings: TrainerSettings, *, burst: bool, level: str) -> bool:
+    """RQ's work loop, reconnecting after Redis outages (see run_worker)."""
     worked = False
     quick_restarts = 0
     while True:
