@@ -177,6 +177,10 @@ class DigitflowClient:
     def sweep_status(self, sweep_id: str) -> dict:
         return self._trainer("GET", f"/v1/sweeps/{sweep_id}")
 
+    def sweep_report(self, sweep_id: str) -> bytes:
+        """The sweep report PNG (GET /v1/sweeps/<id>/report.png)."""
+        return self._request("GET", f"{self.trainer_url}/v1/sweeps/{sweep_id}/report.png").content
+
     def cancel_sweep(self, sweep_id: str) -> dict:
         return self._trainer("DELETE", f"/v1/sweeps/{sweep_id}")
 
@@ -385,6 +389,16 @@ def _follow_sweep(client: DigitflowClient, sweep_id: str, out) -> dict:
     return client.wait_sweep(sweep_id, on_progress=show)
 
 
+def _save_report(path: Path, png: bytes) -> None:
+    """Whole or not at all: a temp file beside `path`, then one rename."""
+    from shared.fsutil import write_atomic
+
+    try:
+        write_atomic(path, png, tmp_prefix=f".{path.name}.tmp-")
+    except OSError as exc:
+        raise DigitflowError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
+
+
 def _report_sweep(sweep: dict, out) -> int:
     best = sweep.get("best")
     pruned = sum(1 for t in sweep["trials"] if t["pruned"])
@@ -459,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--idempotency-key", help="makes a retried sweep return the same sweep")
     p.add_argument("--wait", action="store_true", help="follow the trials until the sweep ends")
+    p.add_argument("--report", metavar="FILE.png", help="then save the sweep report PNG there")
 
     sub.add_parser("models", help="list models with their latest and default versions")
     p = sub.add_parser("pin", help="pin a model's default version")
@@ -509,9 +524,13 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
             raise DigitflowError(f"cannot read sweep {args.file}: {exc}") from exc
         sweep = client.sweep(body, idempotency_key=args.idempotency_key)
         print(f"sweep {sweep['sweep_id']} {sweep['status']} (model {sweep['model']})", file=out)
+        code = 0
         if args.wait:
-            return _report_sweep(_follow_sweep(client, sweep["sweep_id"], out), out)
-        return 0
+            code = _report_sweep(_follow_sweep(client, sweep["sweep_id"], out), out)
+        if args.report:
+            _save_report(Path(args.report), client.sweep_report(sweep["sweep_id"]))
+            print(f"report: {args.report}", file=out)
+        return code
     if args.command == "status":
         dump(client.status(args.job_id))
         return 0

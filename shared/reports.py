@@ -1,4 +1,5 @@
-"""Training reports: four PNG figures and one JSON file describing a trained model.
+"""Training reports (four PNG figures and one JSON file describing a trained model), and the
+one-figure report of a hyperparameter sweep.
 
 Written by the RQ job into each published registry version (so the web page can show them next
 to the model they describe) and by `python -m trainer_service train --report DIR`:
@@ -9,6 +10,11 @@ to the model they describe) and by `python -m trainer_service train --report DIR
 * ``misclassified.png`` — the test digits the model got wrong most confidently;
 * ``report.json`` — the numbers: the same ``metrics`` object the registry manifest holds (equal
   value for value), the history, and the misclassified examples shown in the grid.
+
+The sweep report (`draw_sweep_report`, ``sweep_report.png``) is drawn from the public JSON of a
+sweep (GET /v1/sweeps/<id>): the validation curves of every trial (pruned ones dashed and marked
+where they stopped, the best one highlighted), the objective per trial, one scatter per
+parameter against the objective, and the best trial's parameters.
 
 Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no display, no global
 backend state — safe in a worker, a thread or a test). Every figure has a fixed size in inches and
@@ -40,6 +46,10 @@ FIGURE_INCHES: dict[str, tuple[float, float]] = {
 FIGURE_PIXELS: dict[str, tuple[int, int]] = {
     name: (round(w * DPI), round(h * DPI)) for name, (w, h) in FIGURE_INCHES.items()
 }
+#: The sweep report (`draw_sweep_report`): one figure, served by GET /v1/sweeps/<id>/report.png.
+SWEEP_REPORT = "sweep_report.png"
+SWEEP_REPORT_INCHES = (12.0, 10.0)
+SWEEP_REPORT_PIXELS = (round(SWEEP_REPORT_INCHES[0] * DPI), round(SWEEP_REPORT_INCHES[1] * DPI))
 REPORT_JSON = "report.json"
 #: Every file a report consists of, in display order.
 REPORT_FILES: tuple[str, ...] = (*FIGURE_INCHES, REPORT_JSON)
@@ -128,7 +138,8 @@ def _figure(name: str, **margins: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=FIGURE_INCHES[name], dpi=DPI)
+    inches = SWEEP_REPORT_INCHES if name == SWEEP_REPORT else FIGURE_INCHES[name]
+    fig = Figure(figsize=inches, dpi=DPI)
     if margins:
         fig.subplots_adjust(**margins)
     FigureCanvasAgg(fig)
@@ -372,3 +383,188 @@ def write_outcome_report(
         title=title,
         extra={"dataset": getattr(outcome, "dataset", None)},
     )
+
+
+# ---- the sweep report ---------------------------------------------------------------------------
+
+#: Trial status → (colour, line style) in the sweep report; the best trial is drawn over them.
+_TRIAL_STYLE = {
+    "finished": ("#7f9fc8", "-"),
+    "pruned": ("#e08a3c", "--"),
+    "failed": ("#9a9a9a", ":"),
+    "running": ("#5aa469", "-"),
+    "queued": ("#5aa469", "-"),
+}
+_BEST_COLOR = "#b00020"
+#: Parameters shown as scatters (more are listed in the summary only).
+_SWEEP_MAX_PARAMS = 5
+_OBJECTIVE_LABELS = {"val_accuracy": "validation accuracy", "val_loss": "validation loss"}
+
+
+def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
+    """The sweep report of `sweep` (the JSON of GET /v1/sweeps/<id>) as a PNG into `out` (a
+    path or a binary file object), always ``SWEEP_REPORT_PIXELS`` in size."""
+    from matplotlib.lines import Line2D
+
+    objective = str(sweep["objective"])
+    label = _OBJECTIVE_LABELS.get(objective, objective)
+    trials = list(sweep.get("trials") or [])
+    best = sweep.get("best") or {}
+    space = dict((sweep.get("request") or {}).get("space") or {})
+    fig = _figure(SWEEP_REPORT, left=0.06, right=0.98, bottom=0.05, top=0.9, hspace=0.42,
+                  wspace=0.28)  # fmt: skip
+    grid = fig.add_gridspec(3, 3, height_ratios=(1.35, 1, 1))
+    curves = fig.add_subplot(grid[0, 0:2])
+    per_trial = fig.add_subplot(grid[0, 2])
+
+    counts = {k: sum(1 for t in trials if t["status"] == k) for k in _TRIAL_STYLE}
+    fig.suptitle(
+        f"sweep {str(sweep['sweep_id'])[:8]} · {sweep['model']} · {sweep['status']} · "
+        f"{len(trials)} trials ({counts['finished']} finished, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed)",
+        fontsize=13,
+    )
+
+    # Validation curves: every trial, pruned ones dashed with an x where they stopped.
+    ordered = sorted(trials, key=lambda t: t["number"] == best.get("number"))  # best on top
+    for t in ordered:
+        xs = [int(c["epoch"]) for c in t["curve"] if c.get(objective) is not None]
+        ys = [float(c[objective]) for c in t["curve"] if c.get(objective) is not None]
+        if not xs:
+            continue
+        is_best = t["number"] == best.get("number")
+        color, style = _TRIAL_STYLE.get(t["status"], ("#7f9fc8", "-"))
+        curves.plot(xs, ys, color=_BEST_COLOR if is_best else color, ls="-" if is_best else style,
+                    lw=2.6 if is_best else 1.2, alpha=1.0 if is_best else 0.85,
+                    marker="o" if len(xs) == 1 else None, ms=4)  # fmt: skip
+        if t["pruned"]:
+            curves.plot(xs[-1], ys[-1], marker="x", color=color, ms=8, mew=2)
+    curves.set_xlabel("epoch")
+    curves.set_ylabel(label)
+    curves.set_title(f"{label} per epoch, every trial", loc="left", fontsize=11)
+    curves.grid(True, alpha=0.3)
+    curves.xaxis.get_major_locator().set_params(integer=True)
+    legend = [
+        Line2D([], [], color=_BEST_COLOR, lw=2.6, label=f"best (trial {best['number']})")
+        if best else None,
+        Line2D([], [], color=_TRIAL_STYLE["finished"][0], label="finished"),
+        Line2D([], [], color=_TRIAL_STYLE["pruned"][0], ls="--", marker="x", label="pruned"),
+        Line2D([], [], color=_TRIAL_STYLE["failed"][0], ls=":", label="failed"),
+    ]  # fmt: skip
+    curves.legend(handles=[h for h in legend if h], loc="best", fontsize=9)
+
+    # The objective per trial, and the best so far.
+    per_trial.set_title(f"{label} per trial", loc="left", fontsize=11)
+    _objective_points(per_trial, trials, objective, best, lambda t: t["number"])
+    scored = [(t["number"], t["value"]) for t in trials if t["value"] is not None]
+    if scored:
+        scored.sort()
+        pick = max if objective != "val_loss" else min
+        running = [pick(v for _, v in scored[: i + 1]) for i in range(len(scored))]
+        per_trial.step([n for n, _ in scored], running, where="post", color="#444444", lw=1,
+                       alpha=0.7, label="best so far")  # fmt: skip
+        per_trial.legend(loc="best", fontsize=8)
+    per_trial.set_xlabel("trial")
+    per_trial.xaxis.get_major_locator().set_params(integer=True)
+    per_trial.grid(True, alpha=0.3)
+
+    # One scatter per parameter, then the best trial's summary.
+    cells = [fig.add_subplot(grid[1 + i // 3, i % 3]) for i in range(6)]
+    names = list(space)[:_SWEEP_MAX_PARAMS]
+    for ax, name in zip(cells, names, strict=False):
+        _param_effect(ax, name, space[name], trials, objective, best)
+    summary = cells[len(names)]
+    _sweep_summary(summary, sweep, best, objective, hidden=list(space)[_SWEEP_MAX_PARAMS:])
+    for ax in cells[len(names) + 1 :]:
+        ax.set_axis_off()
+    _save(fig, out)
+
+
+def _objective_points(ax, trials, objective: str, best: Mapping[str, Any], x_of) -> None:
+    """Finished trials as dots, pruned ones as an x at their last reported value, the best as a
+    star (failed trials have no objective)."""
+    for t in trials:
+        if t["value"] is not None:
+            y, marker, color = t["value"], "o", _TRIAL_STYLE["finished"][0]
+        elif t["pruned"] and t["curve"] and t["curve"][-1].get(objective) is not None:
+            y, marker, color = t["curve"][-1][objective], "x", _TRIAL_STYLE["pruned"][0]
+        else:
+            continue
+        if t["number"] == best.get("number"):
+            marker, color = "*", _BEST_COLOR
+        ax.plot(x_of(t), float(y), ls="none", marker=marker, color=color,
+                ms=13 if marker == "*" else 7, mew=2 if marker == "x" else 1, zorder=3)  # fmt: skip
+
+
+def _param_effect(ax, name: str, dim: Any, trials, objective: str, best) -> None:
+    """`name`'s value (x) against the objective (y): a log axis for log_uniform, a strip with a
+    little jitter per value for lists and choices."""
+    kind = next(iter(dim)) if isinstance(dim, dict) else "list"
+    if kind in ("choice", "list"):
+        choices = list(dim["choice"] if kind == "choice" else dim)
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in choices):
+            choices.sort()
+        where = {json.dumps(v, sort_keys=True): i for i, v in enumerate(choices)}
+
+        def x_of(t: Mapping[str, Any]) -> float:
+            i = where.get(json.dumps(t["params"].get(name), sort_keys=True), 0)
+            return i + ((t["number"] * 0.618) % 1 - 0.5) * 0.25  # deterministic jitter
+
+        ax.set_xticks(range(len(choices)), [_short(v) for v in choices], fontsize=8)
+        ax.set_xlim(-0.6, len(choices) - 0.4)
+    else:
+
+        def x_of(t: Mapping[str, Any]) -> float:
+            return float(t["params"].get(name))
+
+        low, high = (float(v) for v in dim[kind])  # the searched range, padded by 5 %
+        if kind == "log_uniform":
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            pad = (high / low) ** 0.05
+            ax.set_xlim(low / pad, high * pad)
+        else:
+            pad = (high - low) * 0.05
+            ax.set_xlim(low - pad, high + pad)
+            if kind == "int":
+                ax.xaxis.get_major_locator().set_params(integer=True)
+    _objective_points(ax, [t for t in trials if name in t["params"]], objective, best, x_of)
+    ax.set_title(name, loc="left", fontsize=10)
+    ax.set_ylabel(_OBJECTIVE_LABELS.get(objective, objective), fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, alpha=0.3)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return "-".join(str(v) for v in value) or "[]"
+    return str(value)
+
+
+def _sweep_summary(ax, sweep, best, objective: str, hidden: list[str]) -> None:
+    """The best trial: its objective, version, parameters, and the promotion verdict."""
+    ax.set_axis_off()
+    ax.set_title("best trial", loc="left", fontsize=10)
+    if not best:
+        ax.text(0.0, 0.9, "no finished trial yet", transform=ax.transAxes, va="top")
+        return
+    rows = [
+        ["trial", str(best["number"])],
+        [objective, f"{best['value']:.4f}"],
+        ["version", f"{sweep['model']} v{best['model_version']}"],
+    ]
+    rows += [[k, _short(v) if not isinstance(v, float) else f"{v:.4g}"]
+             for k, v in best["params"].items()]  # fmt: skip
+    promotion = sweep.get("promotion")
+    if promotion:
+        verdict = "promoted" if promotion["promoted"] else "kept"
+        rows.append([promotion["alias"], f"{verdict} (v{promotion['version']})"])
+    if hidden:
+        rows.append(["not plotted", ", ".join(hidden)])
+    table = ax.table(cellText=rows, colWidths=(0.42, 0.58), loc="upper left", cellLoc="left",
+                     edges="horizontal")  # fmt: skip
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1.0, 1.35)

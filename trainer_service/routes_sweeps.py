@@ -1,21 +1,31 @@
 """`/v1/sweeps`: start, inspect, list and cancel hyperparameter sweeps (trainer_service.sweeps).
 
 Reads are pure: a GET never moves a sweep on (the workers do, see trainer_service.sweeps).
+
+The sweep report (`GET /v1/sweeps/<id>/report.png`, shared.reports.draw_sweep_report) is drawn
+on request from the same data as `GET /v1/sweeps/<id>`, and is not stored in the registry: a
+version is immutable once published (its files are hashed into its manifest), and every trial,
+the winner included, publishes at its own end, before the sweep knows it won. Adding a file to
+the winner afterwards would break that promise, and a copy kept elsewhere could disagree with the
+study it describes. The winner's manifest names its sweep (`sweep.sweep_id`), so the report is
+one request away from the version; `digitflow sweep FILE --wait --report FILE.png` saves it.
 The body is validated here, once (`SweepRequest`, the base TrainConfig included); the same
 auth, Idempotency-Key and 4xx rules as `POST /v1/jobs` apply.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import uuid
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import LockError
 
 from shared.web.errors import ApiError
+from shared.web.openapi import Answer
 from shared.web.validation import json_object, validation_error
 from trainer_service import idempotency, queueing, sweeps, web
 from trainer_service.sweep_models import README_EXAMPLE, SweepRequest
@@ -174,6 +184,34 @@ def get_sweep(sweep_id: str):
     """A pure read: the workers move sweeps on (trainer_service.sweeps)."""
     st = state()
     return jsonify(sweeps.view(st.redis, st.settings, _record(sweep_id)))
+
+
+@api.route(
+    bp, "GET", "/v1/sweeps/{sweep_id}/report.png", errors=(404, 503),
+    responses={200: Answer(
+        "The sweep report: every trial's validation curve (pruned ones dashed, marked where they "
+        "stopped; the best highlighted), the objective per trial, each parameter against the "
+        "objective, the best trial's parameters",
+        content={"image/png": {"type": "string", "format": "binary"}},
+    )},
+    path_params={"sweep_id": SWEEP_ID}, summary="The sweep report (PNG), drawn from the sweep now",
+    tags=("sweeps",),
+)  # fmt: skip
+def sweep_report(sweep_id: str):
+    from shared.reports import draw_sweep_report  # matplotlib: only for this route
+
+    st = state()
+    view = sweeps.view(st.redis, st.settings, _record(sweep_id))
+    png = io.BytesIO()
+    draw_sweep_report(view, png)
+    return Response(
+        png.getvalue(),
+        mimetype="image/png",
+        headers={
+            "Cache-Control": "no-cache",
+            "Content-Disposition": f'inline; filename="sweep-{sweep_id}.png"',
+        },
+    )
 
 
 @api.route(

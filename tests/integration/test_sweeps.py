@@ -12,8 +12,11 @@ from datetime import datetime
 
 import pytest
 import redis
+import requests
+from PIL import Image
 from rq import Queue
 
+from shared.reports import SWEEP_REPORT_PIXELS
 from tests.trainer_support import horse_pids, wait_for
 
 BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 1000, "augment": False}
@@ -258,8 +261,9 @@ def test_a_trial_whose_worker_dies_is_retried_once_and_never_hangs_the_sweep(tra
     assert (listed["n_trials"], listed["trials_started"]) == (2, 2)
 
 
-def test_cli_sweep_wait_follows_the_trials(trainer_stack, tmp_path):
-    """`digitflow sweep FILE --wait` over real HTTP: a line per trial event, then the verdict."""
+def test_cli_sweep_wait_follows_the_trials_and_saves_the_report(trainer_stack, tmp_path):
+    """`digitflow sweep FILE --wait --report FILE.png` over real HTTP: a line per trial event,
+    the verdict, then the sweep report PNG (GET /v1/sweeps/<id>/report.png)."""
     import io
     import json
     import threading
@@ -279,9 +283,17 @@ def test_cli_sweep_wait_follows_the_trials(trainer_stack, tmp_path):
         path.write_text(json.dumps(body))
         out = io.StringIO()
         url = f"http://127.0.0.1:{server.server_port}"
-        assert run(["--trainer-url", url, "sweep", str(path), "--wait"], out=out) == 0
+        report = tmp_path / "sweep.png"
+        argv = ["--trainer-url", url, "sweep", str(path), "--wait", "--report", str(report)]
+        assert run(argv, out=out) == 0
+        missing = requests.get(f"{url}/v1/sweeps/{'0' * 32}/report.png", timeout=10)
     finally:
         server.shutdown()
+    assert missing.status_code == 404 and missing.json()["error"]["code"]
+    with Image.open(report) as picture:
+        assert picture.format == "PNG" and picture.size == SWEEP_REPORT_PIXELS
+    assert f"report: {report}" in out.getvalue()
+    assert list(tmp_path.glob(".sweep.png.tmp-*")) == []
     text = out.getvalue()
     for number in (0, 1):
         assert re.search(

@@ -16,6 +16,8 @@ from shared.reports import (
     GRID_COLS,
     GRID_ROWS,
     REPORT_FILES,
+    SWEEP_REPORT_PIXELS,
+    draw_sweep_report,
     manifest_metrics,
     worst_misclassified,
     write_report,
@@ -158,3 +160,68 @@ def test_worst_misclassified_most_confident_first() -> None:
     assert len(worst_misclassified(np.zeros(100, int), np.eye(10)[np.ones(100, int)])) == (
         GRID_ROWS * GRID_COLS
     )
+
+
+def _sweep(trials: list[dict], objective: str = "val_accuracy", space: dict | None = None) -> dict:
+    scored = [t for t in trials if t["value"] is not None]
+    pick = max if objective == "val_accuracy" else min
+    best = pick(scored, key=lambda t: t["value"]) if scored else None
+    return {
+        "sweep_id": "ab" * 16,
+        "model": "mnist",
+        "status": "finished" if trials else "running",
+        "objective": objective,
+        "trials": trials,
+        "best": best,
+        "promotion": None,
+        "request": {"space": space or {"learning_rate": {"log_uniform": [1e-4, 1e-2]}}},
+    }
+
+
+def _trial(number: int, params: dict, status: str, curve: list[float], objective="val_accuracy"):
+    return {
+        "number": number,
+        "params": params,
+        "status": status,
+        "pruned": status == "pruned",
+        "value": curve[-1] if status == "finished" else None,
+        "curve": [{"epoch": e + 1, objective: v} for e, v in enumerate(curve)],
+        "model_version": number + 1 if status == "finished" else None,
+    }
+
+
+def test_sweep_report_has_its_fixed_size_whatever_the_sweep(tmp_path: Path) -> None:
+    """A sweep just started (no trial, no best), a running one, and a finished one with every
+    kind of dimension, more parameters than are plotted, pruned and failed trials, and the
+    val_loss objective: one PNG of SWEEP_REPORT_PIXELS each, the same bytes for the same sweep."""
+    space = {
+        "learning_rate": {"log_uniform": [1e-4, 1e-2]},
+        "dropout": {"uniform": [0.0, 0.3]},
+        "epochs": {"int": [1, 5]},
+        "hidden_layers": {"choice": [[256], [512, 256]]},
+        "batch_size": [128, 256],
+        "activation": ["relu", "tanh"],
+    }
+    params = {"learning_rate": 1e-3, "dropout": 0.1, "epochs": 3, "hidden_layers": [256],
+              "batch_size": 128, "activation": "relu"}  # fmt: skip
+    finished = [
+        _trial(0, params, "finished", [0.5, 0.3, 0.2], "val_loss"),
+        _trial(1, {**params, "hidden_layers": [512, 256]}, "pruned", [0.9], "val_loss"),
+        _trial(2, {**params, "learning_rate": 5e-3}, "failed", [], "val_loss"),
+        _trial(3, {**params, "batch_size": 256}, "finished", [0.6, 0.25, 0.15], "val_loss"),
+    ]
+    running = [_trial(0, {"learning_rate": 1e-3}, "running", [0.8, 0.9])]
+    cases = {
+        "empty": _sweep([]),
+        "running": _sweep(running),
+        "finished": _sweep(finished, "val_loss", space),
+    }
+    for name, sweep in cases.items():
+        for copy in ("a", "b"):
+            draw_sweep_report(sweep, tmp_path / f"{name}-{copy}.png")
+        with Image.open(tmp_path / f"{name}-a.png") as picture:
+            assert picture.size == SWEEP_REPORT_PIXELS, name
+        assert (tmp_path / f"{name}-a.png").read_bytes() == (
+            tmp_path / f"{name}-b.png"
+        ).read_bytes()
+    assert len({(tmp_path / f"{n}-a.png").read_bytes() for n in cases}) == 3
