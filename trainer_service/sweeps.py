@@ -544,7 +544,9 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
                 ),
                 "job_status": job_status,
                 "pruned": state == "pruned",
-                "value": st.value if st else None,
+                # Optuna gives a pruned trial its last report as value; ours is the published
+                # weights' objective, so only a finished trial has one.
+                "value": st.value if state == "complete" else None,
                 "curve": curve,
                 "model_version": (st.user_attrs.get("model_version") if st else None),
                 "retry_of": entry.get("retry_of"),

@@ -1,9 +1,9 @@
-/* digitflow web page: draw → predict, model versions and reports, training.
+/* digitflow web page: draw → predict, model versions and reports, training, sweeps.
  *
- * Plain JavaScript (no build step, no dependencies). Three views behind the URL hash
- * (#draw, #models, #train). Predictions and the model listing come from this (inference)
- * service; the training view talks to the trainer service at CONFIG.trainer_url, cross-origin,
- * and degrades to a notice when that service cannot be reached.
+ * Plain JavaScript (no build step, no dependencies). Four views behind the URL hash
+ * (#draw, #models, #train, #sweeps or #sweeps/<id>). Predictions and the model listing come
+ * from this (inference) service; the training and sweeps views talk to the trainer service at
+ * CONFIG.trainer_url, cross-origin, and degrade to a notice when that service cannot be reached.
  *
  * The drawing is preprocessed here the way MNIST was made (crop to the ink, fit into 20x20
  * keeping the aspect ratio, place in 28x28 so the centre of mass is at the centre; the same
@@ -82,11 +82,12 @@
 
   // ============================================================== views (hash routing)
 
-  const views = ["draw", "models", "train"];
+  const views = ["draw", "models", "train", "sweeps"];
   const onEnter = {};
 
   function route() {
-    const wanted = location.hash.replace(/^#/, "");
+    // #<view>, or #sweeps/<sweep id> for one sweep.
+    const [wanted, detail] = location.hash.replace(/^#/, "").split("/");
     const name = views.includes(wanted) ? wanted : "draw";
     for (const view of views) {
       $(`view-${view}`).hidden = view !== name;
@@ -95,7 +96,7 @@
       else tab.removeAttribute("aria-current");
     }
     document.title = `digitflow · ${name}`;
-    if (onEnter[name]) onEnter[name]();
+    if (onEnter[name]) onEnter[name](detail);
   }
 
   // ============================================================== models (shared state)
@@ -1123,6 +1124,502 @@
     const remembered = sessionStorage.getItem("digitflow-job");
     if (up && remembered && !watchedJob) watchJob(remembered);
   };
+
+  // ============================================================== sweeps view
+  // GET /v1/sweeps and /v1/sweeps/<id> on the trainer (cross-origin, like the train view). The
+  // plots are inline SVG built here: the validation curve of every trial on one chart (pruned
+  // ones dashed with a × where they stopped, the best drawn last and thick), and one small
+  // scatter per parameter against the objective. A running sweep is polled until it ends.
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const SWEEP_POLL_MS = 1500;
+  let openSweepId = null;
+  let sweepTimer = null;
+  let sweepData = null;
+  let sweepSort = { key: "number", dir: 1 };
+
+  /** An SVG element: svg("path", {d: "M0 0"}, child, ...). */
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value !== null && value !== undefined) node.setAttribute(key, String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  const objectiveLabel = (objective) =>
+    ({ val_accuracy: "validation accuracy", val_loss: "validation loss" })[objective] || objective;
+  const objectiveText = (objective, v) =>
+    typeof v !== "number" ? "–" : objective === "val_accuracy" ? pct(v) : num(v);
+  const maximize = (sweep) => sweep.objective !== "val_loss";
+
+  function paramText(v) {
+    if (Array.isArray(v)) return v.join("-") || "[]";
+    if (typeof v !== "number" || Number.isInteger(v)) return String(v);
+    const a = Math.abs(v);
+    return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : String(Number(v.toPrecision(3)));
+  }
+
+  /** The value a trial is plotted at: its objective, or a pruned trial's last reported value. */
+  function trialPoint(sweep, t) {
+    if (typeof t.value === "number") return { y: t.value, kind: "finished" };
+    const last = t.curve.length ? t.curve[t.curve.length - 1][sweep.objective] : null;
+    if (t.pruned && typeof last === "number") return { y: last, kind: "pruned" };
+    return null;
+  }
+
+  /** "Nice" tick values covering [lo, hi] (about `n` of them). */
+  function niceTicks(lo, hi, n = 5) {
+    if (!(hi > lo)) return [lo];
+    const raw = (hi - lo) / n;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) || raw;
+    const ticks = [];
+    for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
+      ticks.push(Number(v.toPrecision(12)));
+    }
+    return ticks;
+  }
+
+  function tickText(v) {
+    const a = Math.abs(v);
+    if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(0);
+    return String(Number(v.toPrecision(4)));
+  }
+
+  /**
+   * An empty chart: axes, grid, ticks and labels. x: {lo, hi, log, ticks?, labels?};
+   * y: {lo, hi}. Returns {node, px(v), py(v), layer} where layer holds the data marks.
+   */
+  function chart({ width, height, x, y, xLabel, yLabel, title }) {
+    const m = { left: 52, right: 12, top: 10, bottom: 38 };
+    const w = width - m.left - m.right;
+    const h = height - m.top - m.bottom;
+    const fx = x.log ? Math.log10 : (v) => v;
+    const [x0, x1] = [fx(x.lo), fx(x.hi)];
+    const px = (v) => m.left + ((fx(v) - x0) / (x1 - x0 || 1)) * w;
+    const py = (v) => m.top + h - ((v - y.lo) / (y.hi - y.lo || 1)) * h;
+    const grid = svg("g", { class: "grid" });
+    const axes = svg("g", { class: "axes" });
+    const xTicks =
+      x.ticks ||
+      (x.log
+        ? Array.from({ length: Math.floor(x1) - Math.ceil(x0) + 1 }, (_, i) => 10 ** (Math.ceil(x0) + i))
+        : niceTicks(x.lo, x.hi, Math.max(2, Math.round(w / 80))));
+    xTicks.forEach((v, i) => {
+      const X = px(v);
+      grid.append(svg("line", { x1: X, x2: X, y1: m.top, y2: m.top + h }));
+      axes.append(
+        svg("text", { x: X, y: m.top + h + 15, "text-anchor": "middle" },
+          x.labels ? x.labels[i] : tickText(v)),
+      );
+    });
+    for (const v of niceTicks(y.lo, y.hi, Math.max(2, Math.round(h / 45)))) {
+      const Y = py(v);
+      grid.append(svg("line", { x1: m.left, x2: m.left + w, y1: Y, y2: Y }));
+      axes.append(svg("text", { x: m.left - 6, y: Y + 4, "text-anchor": "end" }, tickText(v)));
+    }
+    axes.append(svg("rect", { x: m.left, y: m.top, width: w, height: h, class: "frame" }));
+    axes.append(
+      svg("text", { x: m.left + w / 2, y: height - 4, "text-anchor": "middle", class: "label" }, xLabel),
+      svg("text", { x: 12, y: m.top + h / 2, "text-anchor": "middle", class: "label",
+        transform: `rotate(-90 12 ${m.top + h / 2})` }, yLabel),
+    );
+    const clip = `clip-${Math.random().toString(36).slice(2)}`;
+    const layer = svg("g", { "clip-path": `url(#${clip})` });
+    const node = svg(
+      "svg",
+      { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": title },
+      svg("title", {}, title),
+      svg("defs", {}, svg("clipPath", { id: clip },
+        svg("rect", { x: m.left - 8, y: m.top - 8, width: w + 16, height: h + 16 }))),
+      grid,
+      axes,
+      layer,
+    );
+    return { node, px, py, layer };
+  }
+
+  /** [lo, hi] of `values` padded by 5 % (a flat range gets some room). */
+  function paddedRange(values) {
+    let lo = Math.min(...values);
+    let hi = Math.max(...values);
+    if (!Number.isFinite(lo)) return { lo: 0, hi: 1 };
+    const pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.05 || 0.05;
+    return { lo: lo - pad, hi: hi + pad };
+  }
+
+  function crossPath(x, y, r = 5) {
+    return `M${x - r} ${y - r}L${x + r} ${y + r}M${x - r} ${y + r}L${x + r} ${y - r}`;
+  }
+
+  function starPath(x, y, r = 8) {
+    let d = "";
+    for (let i = 0; i < 10; i++) {
+      const a = (Math.PI / 5) * i - Math.PI / 2;
+      const rr = i % 2 ? r * 0.45 : r;
+      d += `${i ? "L" : "M"}${(x + rr * Math.cos(a)).toFixed(1)} ${(y + rr * Math.sin(a)).toFixed(1)}`;
+    }
+    return `${d}Z`;
+  }
+
+  function renderCurves(sweep) {
+    const box = $("sweep-curves");
+    const bestNumber = sweep.best ? sweep.best.number : null;
+    const series = sweep.trials
+      .map((t) => ({
+        t,
+        points: t.curve.filter((c) => typeof c[sweep.objective] === "number")
+          .map((c) => [c.epoch, c[sweep.objective]]),
+      }))
+      .filter((s) => s.points.length);
+    if (!series.length) {
+      box.replaceChildren(el("p", { class: "hint", text: "No trial has reported an epoch yet." }));
+      box.dataset.curves = "0";
+      box.dataset.pruned = "0";
+      return;
+    }
+    const epochs = series.flatMap((s) => s.points.map((p) => p[0]));
+    const maxEpoch = Math.max(...epochs);
+    const margin = maxEpoch > 1 ? (maxEpoch - 1) * 0.03 : 0.5; // marks at the ends stay whole
+    const x = { lo: 1 - margin, hi: maxEpoch + margin };
+    x.ticks =
+      maxEpoch <= 12
+        ? Array.from({ length: maxEpoch }, (_, i) => i + 1)
+        : niceTicks(1, maxEpoch, 8).filter(Number.isInteger);
+    const c = chart({
+      width: 760, height: 300, x, y: paddedRange(series.flatMap((s) => s.points.map((p) => p[1]))),
+      xLabel: "epoch", yLabel: objectiveLabel(sweep.objective),
+      title: `${objectiveLabel(sweep.objective)} per epoch of every trial`,
+    });
+    // The best last, so it is drawn over the others.
+    series.sort((a, b) => (a.t.number === bestNumber) - (b.t.number === bestNumber));
+    let pruned = 0;
+    for (const { t, points } of series) {
+      const best = t.number === bestNumber;
+      const d = points.map(([e, v], i) => `${i ? "L" : "M"}${c.px(e).toFixed(1)} ${c.py(v).toFixed(1)}`).join("");
+      const classes = ["curve", t.status, best ? "best" : ""].join(" ").trim();
+      const tip = `trial ${t.number} (${t.status}): ${objectiveText(sweep.objective, points[points.length - 1][1])} at epoch ${points[points.length - 1][0]}`;
+      const group = svg("g", { class: classes, "data-trial": t.number }, svg("title", {}, tip));
+      group.append(svg("path", { d, class: "line" }));
+      if (points.length === 1) {
+        group.append(svg("circle", { cx: c.px(points[0][0]), cy: c.py(points[0][1]), r: 3, class: "dot" }));
+      }
+      if (t.pruned) {
+        const [e, v] = points[points.length - 1];
+        group.append(svg("path", { d: crossPath(c.px(e), c.py(v)), class: "prune-mark" }));
+        pruned += 1;
+      }
+      c.layer.append(group);
+    }
+    box.replaceChildren(c.node);
+    box.dataset.curves = String(series.length);
+    box.dataset.pruned = String(pruned);
+  }
+
+  function renderParamPlots(sweep) {
+    const space = (sweep.request && sweep.request.space) || {};
+    const bestNumber = sweep.best ? sweep.best.number : null;
+    const figures = Object.entries(space).map(([name, dim]) => {
+      const kind = Array.isArray(dim) ? "list" : Object.keys(dim)[0];
+      const marks = sweep.trials
+        .filter((t) => name in t.params)
+        .map((t) => ({ t, point: trialPoint(sweep, t) }))
+        .filter((m) => m.point);
+      let x;
+      let xOf;
+      if (kind === "list" || kind === "choice") {
+        const choices = [...(kind === "list" ? dim : dim.choice)];
+        if (choices.every((v) => typeof v === "number")) choices.sort((a, b) => a - b);
+        const index = new Map(choices.map((v, i) => [JSON.stringify(v), i]));
+        x = { lo: -0.5, hi: choices.length - 0.5, ticks: choices.map((_, i) => i), labels: choices.map(paramText) };
+        // A little deterministic jitter, so trials with the same value do not hide each other.
+        xOf = (t) => (index.get(JSON.stringify(t.params[name])) ?? 0) + (((t.number * 0.618) % 1) - 0.5) * 0.3;
+      } else {
+        const [lo, hi] = dim[kind];
+        const log = kind === "log_uniform";
+        const pad = log ? (hi / lo) ** 0.05 : (hi - lo) * 0.05;
+        x = log ? { lo: lo / pad, hi: hi * pad, log } : { lo: lo - pad, hi: hi + pad };
+        if (kind === "int" && hi - lo <= 10) {
+          x.ticks = Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+        }
+        xOf = (t) => t.params[name];
+      }
+      const c = chart({
+        width: 340, height: 210, x,
+        y: paddedRange(marks.map((m) => m.point.y)),
+        xLabel: name + (x.log ? " (log)" : ""), yLabel: objectiveLabel(sweep.objective),
+        title: `${name} against ${objectiveLabel(sweep.objective)}`,
+      });
+      for (const { t, point } of marks) {
+        const X = c.px(xOf(t));
+        const Y = c.py(point.y);
+        const best = t.number === bestNumber;
+        const tip = `trial ${t.number}: ${name} ${paramText(t.params[name])}, ${objectiveText(sweep.objective, point.y)}${point.kind === "pruned" ? " (pruned)" : ""}`;
+        const mark = best
+          ? svg("path", { d: starPath(X, Y), class: "point best" })
+          : point.kind === "pruned"
+            ? svg("path", { d: crossPath(X, Y, 4), class: "point pruned" })
+            : svg("circle", { cx: X, cy: Y, r: 4.5, class: "point finished" });
+        mark.setAttribute("data-trial", String(t.number));
+        mark.append(svg("title", {}, tip));
+        c.layer.append(mark);
+      }
+      c.node.classList.add("param-plot");
+      c.node.setAttribute("data-param", name);
+      c.node.setAttribute("data-scale", x.log ? "log" : x.labels ? "categorical" : "linear");
+      c.node.setAttribute("data-points", String(marks.length));
+      return el("figure", { class: "plot" }, el("figcaption", {}, el("strong", { text: name }),
+        ` · ${kind === "list" ? "values" : kind.replace("_", " ")}`), c.node);
+    });
+    $("sweep-params").replaceChildren(...figures);
+  }
+
+  function sortedTrials(sweep) {
+    const rows = [...sweep.trials];
+    const { key, dir } = sweepSort;
+    if (key === "value") {
+      // Best first (dir 1), trials without an objective always last.
+      const sign = (maximize(sweep) ? -1 : 1) * dir;
+      rows.sort((a, b) => {
+        const va = typeof a.value === "number";
+        const vb = typeof b.value === "number";
+        if (va !== vb) return va ? -1 : 1;
+        return va ? sign * (a.value - b.value) || a.number - b.number : a.number - b.number;
+      });
+    } else {
+      rows.sort((a, b) => dir * (a.number - b.number));
+    }
+    return rows;
+  }
+
+  function sortHeader(label, key, sweep) {
+    const active = sweepSort.key === key;
+    const ascending = key === "value" ? (maximize(sweep) ? sweepSort.dir < 0 : sweepSort.dir > 0) : sweepSort.dir > 0;
+    const arrow = active ? (ascending ? " ▲" : " ▼") : "";
+    return el(
+      "th",
+      { scope: "col", "aria-sort": active ? (ascending ? "ascending" : "descending") : "none", "data-sort": key },
+      el("button", {
+        type: "button",
+        class: "sort",
+        text: label + arrow,
+        onclick: () => {
+          sweepSort = { key, dir: active ? -sweepSort.dir : 1 };
+          renderTrials(sweepData);
+        },
+      }),
+    );
+  }
+
+  function renderTrials(sweep) {
+    const table = $("trials-table");
+    const names = Object.keys((sweep.request && sweep.request.space) || {});
+    table.querySelector("thead").replaceChildren(
+      el(
+        "tr",
+        {},
+        sortHeader("#", "number", sweep),
+        names.map((n) => el("th", { scope: "col", text: n })),
+        el("th", { scope: "col", text: "Status" }),
+        sortHeader(objectiveLabel(sweep.objective), "value", sweep),
+        el("th", { scope: "col", text: "Epochs" }),
+        el("th", { scope: "col", text: "Pruned" }),
+        el("th", { scope: "col", text: "Version" }),
+      ),
+    );
+    const bestNumber = sweep.best ? sweep.best.number : null;
+    const rows = sortedTrials(sweep).map((t) => {
+      const status = [t.status];
+      if (t.retry_of !== null && t.retry_of !== undefined) status.push(` (retry of #${t.retry_of})`);
+      if (t.retried_by !== null && t.retried_by !== undefined) status.push(` (retried as #${t.retried_by})`);
+      const last = t.curve.length ? t.curve[t.curve.length - 1].epoch : 0;
+      const row = el(
+        "tr",
+        {
+          class: [t.number === bestNumber ? "is-best" : "", `status-${t.status}`].join(" ").trim(),
+          "data-trial": String(t.number),
+          "data-status": t.status,
+          "data-value": typeof t.value === "number" ? String(t.value) : "",
+        },
+        el("th", { scope: "row" }, `${t.number}`, t.number === bestNumber ? el("span", { class: "badge best", text: "best" }) : null),
+        names.map((n) => el("td", { class: "num", text: n in t.params ? paramText(t.params[n]) : "–" })),
+        el("td", {}, el("span", { class: `status-dot ${t.status}` }), status.join("")),
+        el("td", { class: "num", text: objectiveText(sweep.objective, t.value) }),
+        el("td", { class: "num", text: String(last) }),
+        el("td", { text: t.pruned ? `at epoch ${last}` : "–" }),
+        el("td", { class: "num", text: t.model_version ? `v${t.model_version}` : "–" }),
+      );
+      // Point at a row: its curve stands out.
+      const hover = (on) => {
+        for (const node of document.querySelectorAll(`#view-sweeps [data-trial="${t.number}"]`)) {
+          if (node !== row) node.classList.toggle("hover", on);
+        }
+      };
+      row.addEventListener("mouseenter", () => hover(true));
+      row.addEventListener("mouseleave", () => hover(false));
+      return row;
+    });
+    table.querySelector("tbody").replaceChildren(...rows);
+  }
+
+  function renderSweep(sweep) {
+    sweepData = sweep;
+    const panel = $("sweep-panel");
+    panel.hidden = false;
+    panel.dataset.status = sweep.status;
+    panel.dataset.sweep = sweep.sweep_id;
+    $("sweep-id").textContent = sweep.sweep_id.slice(0, 8);
+    $("sweep-id").title = sweep.sweep_id;
+    const count = (s) => sweep.trials.filter((t) => t.status === s).length;
+    const started = sweep.trials.filter((t) => t.retry_of === null || t.retry_of === undefined).length;
+    $("sweep-summary").textContent =
+      `${sweep.status} · model ${sweep.model} · ${objectiveLabel(sweep.objective)} · ` +
+      `${started} of ${sweep.n_trials} trials started (${count("finished")} finished, ` +
+      `${count("pruned")} pruned, ${count("failed")} failed, ` +
+      `${count("running") + count("queued")} running or queued) · ${sweep.sampler} sampler, ` +
+      `${sweep.pruner} pruner, ${sweep.parallelism} at a time`;
+    const best = sweep.best;
+    const promotion = sweep.promotion;
+    $("sweep-best").replaceChildren(
+      ...(best
+        ? [
+            el("strong", { text: `Best: trial ${best.number}` }),
+            ` ${objectiveText(sweep.objective, best.value)} · ` +
+              Object.entries(best.params).map(([k, v]) => `${k} ${paramText(v)}`).join(", ") +
+              (best.model_version ? ` · ${sweep.model} v${best.model_version}` : ""),
+          ]
+        : ["No finished trial yet."]),
+      ...(promotion ? [el("br"), `Alias ${promotion.alias}: ${promotion.reason}.`] : []),
+    );
+    const report = $("sweep-report");
+    report.href = `${TRAINER}/v1/sweeps/${enc(sweep.sweep_id)}/report.png`;
+    $("sweep-cancel").hidden = sweep.status !== "running";
+    renderCurves(sweep);
+    renderTrials(sweep);
+    renderParamPlots(sweep);
+  }
+
+  async function pollSweep() {
+    const id = openSweepId;
+    clearTimeout(sweepTimer);
+    if (!id) return;
+    const res = await request(`${TRAINER}/v1/sweeps/${enc(id)}`, {}, 8000);
+    if (id !== openSweepId) return;
+    if (!res.ok) {
+      const error = $("sweep-error");
+      error.textContent =
+        res.status === 404 ? `No sweep ${id}.` : `Could not load the sweep: ${errorText(res, "error")}`;
+      error.hidden = false;
+      if (res.status !== 404) sweepTimer = setTimeout(pollSweep, 5000);
+      return;
+    }
+    $("sweep-error").hidden = true;
+    const was = sweepData && sweepData.sweep_id === id ? sweepData.status : null;
+    renderSweep(res.body);
+    if (res.body.status === "running") {
+      if (!$("view-sweeps").hidden) sweepTimer = setTimeout(pollSweep, SWEEP_POLL_MS);
+    } else if (was === "running") {
+      loadSweeps();
+      loadModels();
+    }
+  }
+
+  function openSweep(id, scroll = false) {
+    if (openSweepId !== id) {
+      sweepSort = { key: "number", dir: 1 };
+      sweepData = null;
+    }
+    openSweepId = id;
+    if (location.hash !== `#sweeps/${id}`) history.replaceState(null, "", `#sweeps/${id}`);
+    for (const row of $("sweeps-table").querySelectorAll("tbody tr")) {
+      row.classList.toggle("is-open", row.dataset.sweep === id);
+    }
+    pollSweep().then(() => {
+      if (scroll) $("sweep-panel").scrollIntoView({ behavior: "smooth", block: "start" });
+    });
+  }
+
+  async function loadSweeps() {
+    const res = await request(`${TRAINER}/v1/sweeps?limit=20`, {}, 5000);
+    const tbody = $("sweeps-table").querySelector("tbody");
+    if (!res.ok) {
+      showNotice(
+        $("sweeps-status"),
+        res.status === 0
+          ? `The trainer service at ${TRAINER} cannot be reached, so sweeps cannot be shown ` +
+              "right now (it may be down, or not allow this page's origin in its CORS_ORIGINS)."
+          : `The trainer could not list the sweeps: ${errorText(res, "error")}`,
+        "warn",
+      );
+      tbody.replaceChildren();
+      return false;
+    }
+    showNotice($("sweeps-status"), "");
+    const sweeps = res.body.sweeps || [];
+    if (!sweeps.length) {
+      tbody.replaceChildren(
+        el("tr", {}, el("td", { colspan: "6", class: "hint", text: "No sweeps yet." })),
+      );
+      return true;
+    }
+    tbody.replaceChildren(
+      ...sweeps.map((s) =>
+        el(
+          "tr",
+          { "data-sweep": s.sweep_id, "data-status": s.status, class: s.sweep_id === openSweepId ? "is-open" : "" },
+          el("th", { scope: "row" }, el("code", { text: s.sweep_id.slice(0, 8) })),
+          el("td", { text: s.model }),
+          el("td", {}, el("span", { class: `status-dot ${s.status}` }), s.status),
+          el("td", { class: "num", text: `${s.trials_started} / ${s.n_trials}` }),
+          el("td", {}, el("time", { datetime: s.created_at }, when(s.created_at))),
+          el("td", {}, el("button", {
+            type: "button",
+            class: "secondary",
+            text: "Open",
+            "aria-label": `Open sweep ${s.sweep_id}`,
+            onclick: () => openSweep(s.sweep_id, true),
+          })),
+        ),
+      ),
+    );
+    return true;
+  }
+
+  $("sweep-cancel").addEventListener("click", async () => {
+    if (!openSweepId) return;
+    $("sweep-cancel").disabled = true;
+    const res = await request(`${TRAINER}/v1/sweeps/${enc(openSweepId)}`, {
+      method: "DELETE",
+      headers: authHeaders(),
+    });
+    $("sweep-cancel").disabled = false;
+    if (!res.ok) {
+      const error = $("sweep-error");
+      error.textContent =
+        res.status === 401
+          ? "The trainer requires an API token: fill in the API token field of the Train view."
+          : `Could not cancel the sweep: ${errorText(res, "error")}`;
+      error.hidden = false;
+      return;
+    }
+    renderSweep(res.body);
+    loadSweeps();
+  });
+
+  onEnter.sweeps = async (id) => {
+    const up = await loadSweeps();
+    if (id) openSweep(id);
+    else if (openSweepId && up) pollSweep();
+  };
+  // While the list is shown, a running sweep's row keeps moving too.
+  setInterval(() => {
+    if (!$("view-sweeps").hidden && !document.hidden) loadSweeps();
+  }, 5000);
 
   // ============================================================== start
 

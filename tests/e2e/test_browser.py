@@ -7,8 +7,9 @@ registry starts with two versions trained on real MNIST slices by the same code 
 
 The tests draw digits stroke by stroke with the mouse and check the prediction and the bars,
 switch versions, open a version's report (the pictures must load), compare two versions, start
-a training job from the form and watch it finish, stop another one, and finally stop the trainer
-and check the page says so while drawing still works.
+a training job from the form and watch it finish, stop another one, follow real sweeps in the
+Sweeps view (table, sorting, curves, parameter charts, cancel), and finally stop the trainer and
+check the page says so while drawing still works.
 
 The test installs what it needs: Debian's chromium through scripts/ensure-system-tools.sh (the
 same script `make install` runs) and Playwright through pip when either is missing. Playwright's
@@ -172,6 +173,7 @@ def site(redis_url, tmp_path_factory, mnist_dir):
         wait_http_ok(inference_url + "/readyz", procs["inference"], logs["inference"])
         wait_worker_registered(redis_url, queue, procs["worker"], logs["worker"])
         yield {
+            "tmp": tmp,
             "url": inference_url,
             "trainer_url": trainer_url,
             "trainer_port": trainer_port,
@@ -482,7 +484,7 @@ def test_phone_width(browser, site) -> None:
         assert width <= 375
         pad = page.locator("#pad").bounding_box()
         assert pad["width"] >= 250 and pad["x"] >= 0 and pad["x"] + pad["width"] <= 375
-        for tab in ("Draw", "Models", "Train"):
+        for tab in ("Draw", "Models", "Train", "Sweeps"):
             assert page.get_by_role("link", name=tab).is_visible()
         # A finger draws a 7: real touch events through the DevTools protocol.
         touch = context.new_cdp_session(page)
@@ -540,3 +542,140 @@ def test_models_view_shows_the_rollout_line(page, site) -> None:
     finally:
         registry.clear_shadow("mnist")
         registry.delete_alias("mnist", "champion")
+
+
+def _post_sweep(site, body: dict) -> str:
+    r = requests.post(f"{site['trainer_url']}/v1/sweeps", json=body, timeout=30)
+    assert r.status_code == 202, r.text
+    return r.json()["sweep_id"]
+
+
+def _sweep(site, sweep_id: str) -> dict:
+    r = requests.get(f"{site['trainer_url']}/v1/sweeps/{sweep_id}", timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _trial_rows(page) -> list[dict]:
+    return page.eval_on_selector_all(
+        "#trials-table tbody tr",
+        "rows => rows.map(r => ({number: Number(r.dataset.trial), status: r.dataset.status,"
+        " value: r.dataset.value === '' ? null : Number(r.dataset.value)}))",
+    )
+
+
+def _wait_panel_status(page, site, sweep_id: str, status: str, timeout_ms: float) -> None:
+    try:
+        page.wait_for_function(
+            "([id, s]) => { const p = document.querySelector('#sweep-panel');"
+            " return p.dataset.sweep === id && p.dataset.status === s; }",
+            arg=[sweep_id, status],
+            timeout=timeout_ms,
+        )
+    except Exception as exc:
+        shown = page.text_content("#sweep-summary")
+        raise AssertionError(
+            f"sweep never {status} on the page: {shown}\n{_sweep(site, sweep_id)}\n{_logs(site)}"
+        ) from exc
+
+
+def test_sweeps_view_follows_a_sweep_sorts_its_trials_and_plots_them(page, site) -> None:
+    """A real grid sweep with the median pruner (the tiny learning rate is pruned after its
+    first epoch): the page follows it live until it finishes; the table has a row per trial
+    and sorts by the objective; the curves chart draws one curve per trial that reported, a ×
+    per pruned trial and one highlighted best; each parameter's chart has a point per trial
+    with an objective or a pruned value. A log-uniform parameter gets a log axis. A running
+    sweep is canceled from the page."""
+    # seed 1 orders this grid good, good, then the tiny learning rates (tests/integration).
+    body = {
+        "base": {"model": "swept", "hidden_layers": [16], "epochs": 3, "train_limit": 1000,
+                 "augment": False},
+        "space": {"learning_rate": [0.01, 1e-6], "seed": [1, 2, 3]},
+        "parallelism": 1, "pruner": "median", "seed": 1, "promote_to": "candidate",
+    }  # fmt: skip
+    sweep_id = _post_sweep(site, body)
+    _open(page, site, "sweeps")
+    page.click(f"#sweeps-table tr[data-sweep='{sweep_id}'] button")
+    _wait_panel_status(page, site, sweep_id, "running", 15_000)
+    _wait_panel_status(page, site, sweep_id, "finished", 120_000)  # live, without a reload
+    truth = _sweep(site, sweep_id)
+    assert truth["status"] == "finished"
+    trials = truth["trials"]
+    assert len(trials) == 6
+
+    rows = _trial_rows(page)
+    assert [r["number"] for r in rows] == [t["number"] for t in trials]
+    assert [r["status"] for r in rows] == [t["status"] for t in trials]
+    best = truth["best"]
+    assert page.locator("#trials-table tr.is-best").get_attribute("data-trial") == str(
+        best["number"]
+    )
+    # Sort by the objective (click its header): best first, trials without a value last, ties
+    # in trial order.
+    page.click("#trials-table th[data-sort=value] button")
+    scored = [t for t in trials if t["value"] is not None]
+    unscored = [t["number"] for t in trials if t["value"] is None]
+    best_first = [t["number"] for t in sorted(scored, key=lambda t: (-t["value"], t["number"]))]
+    assert [r["number"] for r in _trial_rows(page)] == best_first + unscored
+    assert page.get_attribute("#trials-table th[data-sort=value]", "aria-sort") == "descending"
+    page.click("#trials-table th[data-sort=value] button")  # again: worst first
+    worst_first = [t["number"] for t in sorted(scored, key=lambda t: (t["value"], t["number"]))]
+    assert [r["number"] for r in _trial_rows(page)] == worst_first + unscored
+    assert page.get_attribute("#trials-table th[data-sort=value]", "aria-sort") == "ascending"
+
+    # The curves: one per trial that reported, pruned ones marked, the best highlighted.
+    reported = [t for t in trials if t["curve"]]
+    pruned = [t for t in trials if t["pruned"]]
+    assert len(pruned) >= 3, trials  # the three tiny learning rates
+    curves = page.locator("#sweep-curves")
+    assert curves.get_attribute("data-curves") == str(len(reported))
+    assert page.locator("#sweep-curves g.curve").count() == len(reported)
+    assert page.locator("#sweep-curves g.curve.pruned .prune-mark").count() == len(pruned)
+    assert curves.get_attribute("data-pruned") == str(len(pruned))
+    assert page.locator("#sweep-curves g.curve.best").get_attribute("data-trial") == str(
+        best["number"]
+    )
+    # Each parameter against the objective: a point per finished or pruned trial.
+    plotted = [t for t in trials if t["value"] is not None or (t["pruned"] and t["curve"])]
+    for name in ("learning_rate", "seed"):
+        plot = page.locator(f"#sweep-params svg[data-param={name}]")
+        assert plot.get_attribute("data-scale") == "categorical"
+        assert plot.get_attribute("data-points") == str(len(plotted))
+        assert plot.locator(".point").count() == len(plotted)
+        assert plot.locator(".point.best").count() == 1
+        assert plot.locator(".point.pruned").count() == len(pruned)
+    assert f"Alias candidate: {truth['promotion']['reason']}" in page.text_content("#sweep-best")
+    report = page.get_attribute("#sweep-report", "href")
+    assert report == f"{site['trainer_url']}/v1/sweeps/{sweep_id}/report.png"
+    answer = requests.get(report, timeout=60)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/png"
+    page.screenshot(path=str(site["tmp"] / "sweeps-view.png"), full_page=True)
+
+    # A log-uniform parameter: a log axis.
+    log_id = _post_sweep(site, {
+        "base": {"model": "swept", "hidden_layers": [16], "epochs": 2, "train_limit": 1000},
+        "space": {"learning_rate": {"log_uniform": [1e-3, 1e-2]}},
+        "trials": 2, "sampler": "random", "seed": 3,
+    })  # fmt: skip
+    page.goto(f"{site['url']}/#sweeps/{log_id}")  # a deep link opens the sweep
+    _wait_panel_status(page, site, log_id, "finished", 90_000)
+    plot = page.locator("#sweep-params svg[data-param=learning_rate]")
+    assert plot.get_attribute("data-scale") == "log"
+    assert plot.get_attribute("data-points") == "2"
+    assert page.locator("#sweep-curves g.curve").count() == 2
+
+    # Cancel a running sweep from the page.
+    long_id = _post_sweep(site, {
+        "base": {"model": "swept-long", "hidden_layers": [256, 256], "epochs": 1000,
+                 "train_limit": 3000},
+        "space": {"seed": [1, 2]}, "parallelism": 1,
+    })  # fmt: skip
+    page.goto(f"{site['url']}/#sweeps/{long_id}")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#sweep-curves g.curve.running').length === 1",
+        timeout=60_000,
+    )
+    page.click("#sweep-cancel")
+    _wait_panel_status(page, site, long_id, "canceled", 15_000)
+    assert page.locator("#sweep-cancel").is_hidden()
+    page.wait_for_selector(f"#sweeps-table tr[data-sweep='{long_id}'][data-status=canceled]")
