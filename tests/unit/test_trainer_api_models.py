@@ -119,7 +119,7 @@ def test_openapi_document_and_url_map_agree(trainer_client):
             served.add((method.lower(), path))
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert served == documented
-    assert len(served) == 20  # jobs 4, sweeps 4, models 10, health 2
+    assert len(served) == 21  # jobs 4, sweeps 5, models 10, health 2
     sweep_post = doc["paths"]["/v1/sweeps"]["post"]["requestBody"]["content"]["application/json"]
     assert sweep_post["examples"]["readme"]["value"] == README_EXAMPLE
 
