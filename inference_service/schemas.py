@@ -392,6 +392,11 @@ class VersionSummary(BaseModel):
     files: list[str] = Field(
         [], description="Files published with the version (its training report)."
     )
+    sweep: dict[str, Any] | None = Field(
+        None,
+        description="The sweep trial that trained it: sweep_id, trial, params, objective, value "
+        "(the sweep's report: GET /v1/sweeps/<sweep_id>/report.png on the trainer).",
+    )
     aliases: list[str] = []
     default: bool
     pinned: bool = False

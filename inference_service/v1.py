@@ -87,6 +87,7 @@ def get_model(name: str) -> Response:
                 "metrics": manifest.get("metrics"),
                 "config": manifest.get("config"),
                 "files": sorted(manifest.get("files") or {}),
+                "sweep": manifest.get("sweep"),
                 "aliases": by_version.get(v, []),
                 "default": v == default,
                 "pinned": v == state["pinned"],

@@ -652,7 +652,15 @@
             "td",
             {},
             (row.aliases || []).map((a) => el("span", { class: "badge", text: a })),
-            row.aliases && row.aliases.length ? null : "–",
+            row.sweep
+              ? el("a", {
+                  class: "badge sweep-link",
+                  href: `#sweeps/${enc(row.sweep.sweep_id)}`,
+                  title: `Trial ${row.sweep.trial} of sweep ${row.sweep.sweep_id}`,
+                  text: `sweep ${String(row.sweep.sweep_id).slice(0, 8)} #${row.sweep.trial}`,
+                })
+              : null,
+            (row.aliases && row.aliases.length) || row.sweep ? null : "–",
           ),
           el(
             "td",
@@ -1291,8 +1299,11 @@
       maxEpoch <= 12
         ? Array.from({ length: maxEpoch }, (_, i) => i + 1)
         : niceTicks(1, maxEpoch, 8).filter(Number.isInteger);
+    // As wide as its box (1 unit = 1 pixel: the labels keep their size on a phone).
+    const width = Math.max(320, Math.round(box.clientWidth || 760));
     const c = chart({
-      width: 760, height: 300, x, y: paddedRange(series.flatMap((s) => s.points.map((p) => p[1]))),
+      width, height: width < 560 ? 240 : 300,
+      y: paddedRange(series.flatMap((s) => s.points.map((p) => p[1]))), x,
       xLabel: "epoch", yLabel: objectiveLabel(sweep.objective),
       title: `${objectiveLabel(sweep.objective)} per epoch of every trial`,
     });
@@ -1448,7 +1459,7 @@
         },
         el("th", { scope: "row" }, `${t.number}`, t.number === bestNumber ? el("span", { class: "badge best", text: "best" }) : null),
         names.map((n) => el("td", { class: "num", text: n in t.params ? paramText(t.params[n]) : "–" })),
-        el("td", {}, el("span", { class: `status-dot ${t.status}` }), status.join("")),
+        el("td", { class: "status" }, el("span", { class: `status-dot ${t.status}` }), status.join("")),
         el("td", { class: "num", text: objectiveText(sweep.objective, t.value) }),
         el("td", { class: "num", text: String(last) }),
         el("td", { text: t.pruned ? `at epoch ${last}` : "–" }),
@@ -1574,7 +1585,7 @@
           { "data-sweep": s.sweep_id, "data-status": s.status, class: s.sweep_id === openSweepId ? "is-open" : "" },
           el("th", { scope: "row" }, el("code", { text: s.sweep_id.slice(0, 8) })),
           el("td", { text: s.model }),
-          el("td", {}, el("span", { class: `status-dot ${s.status}` }), s.status),
+          el("td", { class: "status" }, el("span", { class: `status-dot ${s.status}` }), s.status),
           el("td", { class: "num", text: `${s.trials_started} / ${s.n_trials}` }),
           el("td", {}, el("time", { datetime: s.created_at }, when(s.created_at))),
           el("td", {}, el("button", {
@@ -1609,6 +1620,14 @@
     }
     renderSweep(res.body);
     loadSweeps();
+  });
+
+  let resizeTimer = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => {
+      if (sweepData && !$("view-sweeps").hidden) renderCurves(sweepData);
+    }, 200);
   });
 
   onEnter.sweeps = async (id) => {

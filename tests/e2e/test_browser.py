@@ -650,6 +650,23 @@ def test_sweeps_view_follows_a_sweep_sorts_its_trials_and_plots_them(page, site)
     answer = requests.get(report, timeout=60)
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "image/png"
     page.screenshot(path=str(site["tmp"] / "sweeps-view.png"), full_page=True)
+    # The Models view links each trial version to its sweep.
+    page.click("#tab-models")
+    page.select_option("#models-model", "swept")
+    winner = page.locator(f"#versions-table tr[data-version='{best['model_version']}']")
+    link = winner.locator("a.sweep-link")
+    assert link.get_attribute("href") == f"#sweeps/{sweep_id}"
+    assert link.inner_text() == f"sweep {sweep_id[:8]} #{best['number']}"
+    link.click()
+    _wait_panel_status(page, site, sweep_id, "finished", 15_000)
+    # On a phone the view fits the width (the tables scroll inside their own box).
+    page.set_viewport_size({"width": 375, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.wait_for_function(  # the curves are drawn again at the new width
+        "() => document.querySelector('#sweep-curves svg').viewBox.baseVal.width <= 375"
+    )
+    page.screenshot(path=str(site["tmp"] / "sweeps-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1100, "height": 900})
 
     # A log-uniform parameter: a log axis.
     log_id = _post_sweep(site, {
