@@ -62,6 +62,7 @@ from shared.registry.names import (
 )
 from shared.registry.publishing import process_running
 from shared.registry.state import MAX_ROUTES, validate_ref
+from shared.registry.storage import RegistryUnavailableError, Storage
 
 __all__ = [
     "MANIFEST_FILE",
@@ -78,6 +79,8 @@ __all__ = [
     "Registry",
     "VersionInUseError",
     "RegistryError",
+    "RegistryUnavailableError",
+    "Storage",
     "VersionNotFoundError",
     "process_running",
     "validate_alias",
