@@ -92,6 +92,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grad_clip": None,
         "augment": True,
         "elastic": True,
+        "max_rotation": 12.0,
+        "max_shift": 2.0,
+        "max_scale": 0.1,
+        "flip": False,
         "val_fraction": 0.02,
         "early_stopping_patience": None,
     },
@@ -131,6 +135,19 @@ class TrainConfig(BaseModel):
 
     augment: bool = True
     elastic: bool = False
+    max_rotation: float = Field(
+        default=12.0, ge=0.0, le=45.0, description="Augmentation: largest rotation (degrees)."
+    )
+    max_shift: float = Field(
+        default=2.0, ge=0.0, le=6.0, description="Augmentation: largest shift (pixels)."
+    )
+    max_scale: float = Field(
+        default=0.1, ge=0.0, le=0.5, description="Augmentation: largest relative zoom in or out."
+    )
+    flip: bool = Field(
+        default=False,
+        description="Augmentation: mirror half the images left-right (clothing, not digits).",
+    )
 
     val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
     early_stopping_patience: int | None = Field(default=None, ge=1, le=1000)
@@ -211,6 +228,10 @@ class TrainConfig(BaseModel):
             label_smoothing=self.label_smoothing,
             augment=self.augment,
             elastic=self.elastic,
+            max_rotation=self.max_rotation,
+            max_shift=self.max_shift,
+            max_scale=self.max_scale,
+            flip=self.flip,
             early_stopping_patience=self.early_stopping_patience,
             seed=self.seed,
         )

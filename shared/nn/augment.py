@@ -6,7 +6,8 @@ comes from in the source image and read it with bilinear interpolation (zero out
 
     source(p) = A_i @ (p - c) + c + u_i + d_i(p)
 
-A_i = R(-theta_i) / s_i undoes a rotation by theta_i and a scaling by s_i about the centre c,
+A_i = R(-theta_i) F_i / s_i undoes a rotation by theta_i and a scaling by s_i about the centre c
+(F_i mirrors the columns of half the images when `flip` is on — for clothing, never for digits),
 u_i is a shift, d_i(p) the elastic displacement field. The elastic field follows Simard et al.
 (2003) in spirit — a random displacement field smoothed by a Gaussian — but is made cheaply:
 i.i.d. normal values on a coarse `grid` x `grid` lattice are interpolated with a Gaussian kernel
@@ -50,12 +51,15 @@ def random_affine(
     max_shift: float,
     max_rotation: float,
     max_scale: float,
+    flip: bool = False,
     size: int = 28,
 ) -> np.ndarray:
     """[n, 2, 3] inverse maps T with source = T @ (r - c, col - c, 1) for each output pixel.
 
     theta ~ U(-max_rotation, max_rotation) degrees, s ~ U(1 - max_scale, 1 + max_scale),
-    shifts ~ U(-max_shift, max_shift) pixels, independently per image.
+    shifts ~ U(-max_shift, max_shift) pixels, independently per image; with `flip`, each image
+    is also mirrored left-right with probability 1/2 (reading column c - (col - c): the column
+    coefficients change sign), so the flip costs nothing in the warp.
     """
     theta = np.deg2rad(rng.uniform(-max_rotation, max_rotation, n))
     scale = rng.uniform(1.0 - max_scale, 1.0 + max_scale, n)
@@ -66,6 +70,8 @@ def random_affine(
     t[:, 0, 0], t[:, 0, 1] = cos, sin  # R(-theta) / s
     t[:, 1, 0], t[:, 1, 1] = -sin, cos
     t[:, :, 2] = c + shift
+    if flip:
+        t[:, :, 1] *= np.where(rng.random(n) < 0.5, -1.0, 1.0)[:, None]
     return t.astype(np.float32)
 
 
@@ -94,12 +100,14 @@ class Augmenter:
         max_shift: float = 2.0,
         max_rotation: float = 12.0,
         max_scale: float = 0.1,
+        flip: bool = False,
         elastic: bool = False,
         elastic_alpha: float = 1.2,
         elastic_grid: int = 6,
         size: int = 28,
     ) -> None:
         self.max_shift, self.max_rotation, self.max_scale = max_shift, max_rotation, max_scale
+        self.flip = flip
         self.elastic, self.elastic_alpha, self.elastic_grid = elastic, elastic_alpha, elastic_grid
         self.size = size
         self._g = _grid(size)
@@ -131,6 +139,7 @@ class Augmenter:
             max_shift=self.max_shift,
             max_rotation=self.max_rotation,
             max_scale=self.max_scale,
+            flip=self.flip,
             size=self.size,
         )
         disp = self.elastic_field(rng, n) if self.elastic else None

@@ -62,6 +62,11 @@ class TrainingSpec:
     #: Random affine distortion of every training batch (28x28 images), plus elastic if set.
     augment: bool = False
     elastic: bool = False
+    #: Strength of the random affine distortion (shared.nn.augment.random_affine).
+    max_rotation: float = 12.0
+    max_shift: float = 2.0
+    max_scale: float = 0.1
+    flip: bool = False
     #: Stop after this many epochs without a better validation accuracy (needs validation data).
     early_stopping_patience: int | None = None
     seed: int = 0
@@ -145,7 +150,13 @@ def fit(
     )
     augment = None
     if spec.augment:
-        augmenter = Augmenter(elastic=spec.elastic)
+        augmenter = Augmenter(
+            max_shift=spec.max_shift,
+            max_rotation=spec.max_rotation,
+            max_scale=spec.max_scale,
+            flip=spec.flip,
+            elastic=spec.elastic,
+        )
         augment = functools.partial(augmenter, rng=np.random.default_rng(augment_seed))
     return train(
         model,
