@@ -888,7 +888,13 @@
     const preset = $("f-preset").value;
     const values = { ...CONFIG.defaults, ...(CONFIG.presets[preset] || {}) };
     for (const field of fields) {
-      if (field === "model" || field === "dataset" || field === "preset") continue;
+      if (field === "model" || field === "preset") continue;
+      if (field === "dataset") {
+        // A preset made for one dataset (fashion, fashion-best) selects it; others keep the choice.
+        const own = (CONFIG.presets[preset] || {}).dataset;
+        if (own) $("f-dataset").value = own;
+        continue;
+      }
       const input = $(`f-${field}`);
       const value = values[field];
       if (input.type === "checkbox") input.checked = Boolean(value);

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.config import TrainConfig
+from shared.config import PRESETS, TrainConfig
 from shared.nn.data import BatchIterator
 from shared.nn.losses import SoftmaxCrossEntropy
 from shared.nn.optimizers import Adam
@@ -250,7 +250,7 @@ def test_divergence_is_an_error_not_silent_nan(mnist_split):
     assert seen and not np.isfinite(seen[-1].train_loss)
 
 
-@pytest.mark.parametrize("preset", ["default", "seed-basic", "seed-deep", "best"])
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_trains(mnist_split, preset):
     """Each preset's architecture/optimizer/augmentation combination runs end to end."""
     x, y, x_test, y_test = mnist_split
