@@ -1,0 +1,283 @@
+"""digitflow over several hosts: every service in its own network namespace (benchmarks/cluster.py).
+
+Hosts: Redis; the trainer API; two worker hosts; two inference hosts; haproxy in front of the
+inference replicas (health checks on /readyz, retries with redispatch); the test process is the
+client, on the bridge. The registry is parametrised: a folder all hosts see (a shared volume).
+Shown, with the figures printed (run with -s):
+
+* jobs submitted through the API run on both worker hosts and versions stay a gap-free sequence;
+* a worker host that dies mid-job (every process in its namespace SIGKILLed) loses nothing: its
+  job is failed within the heartbeat grace, no version appears, the next job gets the next number;
+* both replicas serve a newly published version within 2 s of its publication;
+* under steady prediction load through the balancer, while a version is published and a replica
+  is killed and restarted: zero failed requests, and every answer names a version that was the
+  registry's default at some instant of [request start - poll - load slack, response end].
+
+Needs root and haproxy (scripts/ensure-system-tools.sh); a namespace that cannot be made is a
+failure, never a skip. The cluster is torn down (processes, namespaces, bridge) even when a test
+fails. Each test uses its own model name and puts back any host it killed, so the tests of this
+module pass in any order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from benchmarks.cluster import Cluster, LocalRegistry
+from tests.load_support import Sample, Timeline, prediction_load
+from tests.trainer_support import LONG, SMALL, wait_for
+
+pytestmark = [pytest.mark.slow]
+
+HEARTBEAT_SECONDS, HEARTBEAT_GRACE = 1, 3
+POLL_SECONDS = 0.5  # the shipped REGISTRY_POLL_SECONDS
+LOAD_SLACK_SECONDS = 0.2  # a replica loads and verifies a new version after noticing it
+SERVED_WITHIN_SECONDS = 2.0
+WATCH_INTERVAL = 0.02  # how often the test looks at the registry
+
+
+@pytest.fixture(scope="module", params=["local"])
+def cluster(request, tmp_path_factory, mnist_dir):
+    """The whole deployment, one host per service; torn down whatever happens."""
+    workdir = tmp_path_factory.mktemp("cluster")
+    registry = LocalRegistry(workdir / "models")
+    c = Cluster(
+        workdir,
+        data_dir=mnist_dir,
+        registry=registry,
+        heartbeat_seconds=HEARTBEAT_SECONDS,
+        heartbeat_grace=HEARTBEAT_GRACE,
+        registry_poll_seconds=POLL_SECONDS,
+    )
+    try:
+        c.up(workers=2, replicas=2)
+        yield c
+    except BaseException:
+        print(c.logs_tail())
+        raise
+    finally:
+        c.close()
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def submit(c: Cluster, model: str, config: dict) -> str:
+    r = requests.post(f"{c.api_url}/v1/jobs", json={"model": model, **config}, timeout=10)
+    assert r.status_code == 202, r.text
+    return r.json()["job_id"]
+
+
+def job(c: Cluster, job_id: str) -> dict:
+    r = requests.get(f"{c.api_url}/v1/jobs/{job_id}", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_job(c: Cluster, job_id: str, statuses: set[str], timeout: float = 90) -> dict:
+    try:
+        return wait_for(
+            lambda: j if (j := job(c, job_id))["status"] in statuses else None,
+            timeout,
+            interval=0.1,
+            what=f"job {job_id} to be {statuses}",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{job(c, job_id)}\n{c.logs_tail()}") from None
+
+
+def versions(c: Cluster, model: str) -> list[int]:
+    registry = c.registry.open(c)
+    return registry.versions(model) if model in registry.model_names() else []
+
+
+def serving(c: Cluster, replica: str, model: str, bursts: int = 6) -> dict[int, int | None]:
+    """pid → the version of `model` that worker serves, for every worker of `replica` that
+    answered a burst of concurrent /readyz calls (fresh connections: every worker accepts)."""
+    url = c.replica_url(replica) + "/readyz"
+
+    def one(_: int) -> dict:
+        return requests.get(url, timeout=5).json()
+
+    with ThreadPoolExecutor(max_workers=bursts) as pool:
+        views = list(pool.map(one, range(bursts)))
+    return {v["pid"]: (v["models"].get(model) or {}).get("serving") for v in views}
+
+
+def wait_served(c: Cluster, replica: str, model: str, version: int, timeout: float) -> float:
+    """Until every worker of `replica` serves `version` of `model`; the monotonic time then."""
+    seen: dict[int, int | None] = {}
+
+    def done() -> bool:
+        seen.update(serving(c, replica, model))
+        return len(seen) >= c.inference_workers and all(v == version for v in seen.values())
+
+    wait_for(done, timeout, interval=0.02, what=f"{replica} serving {model}:{version}")
+    return time.monotonic()
+
+
+def watch_for_version(c: Cluster, model: str, version: int, timeout: float) -> tuple[float, float]:
+    """(last look without it, first look with it): the publication happened in between."""
+    before = time.monotonic()
+    deadline = before + timeout
+    while time.monotonic() < deadline:
+        if version in versions(c, model):
+            return before, time.monotonic()
+        before = time.monotonic()
+        time.sleep(WATCH_INTERVAL)
+    raise AssertionError(f"{model}:{version} not published in {timeout} s\n{c.logs_tail()}")
+
+
+# --- the scenarios ------------------------------------------------------------------------------
+
+
+def test_jobs_run_on_both_worker_hosts_and_versions_stay_gap_free(cluster):
+    c, model, n = cluster, "spread", 6
+    ids = [submit(c, model, SMALL) for _ in range(n)]
+    jobs = [wait_job(c, i, {"finished", "failed"}) for i in ids]
+    per_host = Counter(c.worker_host(j["worker"]) for j in jobs)
+    numbers = sorted(j["model_version"] for j in jobs)
+    print(f"\nmultihost jobs: {n} jobs, per worker host {dict(per_host)}, versions {numbers}")
+    assert [j["status"] for j in jobs] == ["finished"] * n, jobs
+    assert set(per_host) == set(c.workers), per_host
+    assert numbers == list(range(1, n + 1))
+    assert versions(c, model) == numbers
+
+
+def test_both_replicas_serve_a_new_version_within_2_s(cluster):
+    c, model = cluster, "fresh"
+    lags: dict[str, list[float]] = {r: [] for r in c.replicas}
+    for version in (1, 2):
+        job_id = submit(c, model, SMALL)
+        before, seen = watch_for_version(c, model, version, timeout=90)
+        with ThreadPoolExecutor(len(c.replicas)) as pool:
+            futures = {r: pool.submit(wait_served, c, r, model, version, 10) for r in c.replicas}
+            served = {r: f.result() for r, f in futures.items()}
+        for replica, at in served.items():
+            lags[replica].append(at - before)  # an upper bound: publication was after `before`
+        assert wait_job(c, job_id, {"finished", "failed"})["status"] == "finished"
+    figures = {r: [f"{lag:.2f} s" for lag in values] for r, values in lags.items()}
+    print(f"\nmultihost publish-to-served (upper bounds, poll {POLL_SECONDS} s): {figures}")
+    assert all(lag <= SERVED_WITHIN_SECONDS for values in lags.values() for lag in values), lags
+
+
+def test_a_worker_host_dying_mid_job_loses_nothing(cluster):
+    c, model = cluster, "crash"
+    assert wait_job(c, submit(c, model, SMALL), {"finished", "failed"})["model_version"] == 1
+
+    job_id = submit(c, model, LONG)
+    running = wait_for(
+        lambda: j if ((j := job(c, job_id))["progress"] or {}).get("epoch", 0) >= 1 else None,
+        60,
+        what="the long job's first epoch",
+    )
+    victim = c.worker_host(running["worker"])
+    killed_at = time.monotonic()
+    killed = c.hosts[victim].kill_all()
+    failed = wait_job(c, job_id, {"failed", "finished"}, timeout=30)
+    to_failed = time.monotonic() - killed_at
+    survivor_job = wait_job(c, submit(c, model, SMALL), {"finished", "failed"})
+    print(
+        f"\nmultihost worker host lost: {victim} ({killed} processes SIGKILLed) at epoch "
+        f"{running['progress']['epoch']}; job failed after {to_failed:.1f} s (heartbeat "
+        f"{HEARTBEAT_SECONDS} s + grace {HEARTBEAT_GRACE} s); next job on "
+        f"{c.worker_host(survivor_job['worker'])} published version "
+        f"{survivor_job['model_version']}"
+    )
+    try:
+        assert failed["status"] == "failed" and "died" in failed["error"], failed
+        assert failed["model_version"] is None
+        assert to_failed <= HEARTBEAT_SECONDS + HEARTBEAT_GRACE + 3, to_failed
+        assert survivor_job["status"] == "finished"
+        assert survivor_job["worker"] and c.worker_host(survivor_job["worker"]) != victim
+        assert survivor_job["model_version"] == 2
+        assert versions(c, model) == [1, 2]  # nothing partial, no gap
+        listing = requests.get(f"{c.replica_url(c.replicas[0])}/v1/models/{model}", timeout=5)
+        assert [v["version"] for v in listing.json()["versions"]] in ([1, 2], [2, 1])
+    finally:
+        c.start_worker(victim)  # put the host back for the other tests
+
+
+def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_replica(cluster):
+    c, model = cluster, "served"
+    assert wait_job(c, submit(c, model, SMALL), {"finished", "failed"})["model_version"] == 1
+    for replica in c.replicas:
+        wait_served(c, replica, model, 1, timeout=10)
+    start_stats = c.balancer_stats()
+
+    samples: list[Sample] = []
+    stop = threading.Event()
+    url = f"{c.balancer_url}/v1/models/{model}/predict"
+    threads = [
+        threading.Thread(
+            target=prediction_load,
+            args=(url, stop, samples),
+            kwargs={"hard_stop_seconds": 60, "max_requests": 5000},
+            daemon=True,
+        )
+        for _ in range(4)
+    ]
+    timeline = Timeline(first=1)
+    victim = c.replicas[0]
+    events: dict[str, float] = {}
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        job_id = submit(c, model, SMALL)
+        before, seen = watch_for_version(c, model, 2, timeout=90)
+        timeline.record(before, seen, 2)
+        events["published"] = seen
+        time.sleep(1.0)
+        events["killed"] = time.monotonic()
+        c.hosts[victim].kill_all()
+        time.sleep(1.5)
+        events["restarting"] = time.monotonic()
+        c.start_inference(victim)
+        wait_for(
+            lambda: c.balancer_stats()[f"inference/{victim}"]["status"] == "UP",
+            30,
+            interval=0.05,
+            what=f"the balancer to see {victim} UP again",
+        )
+        events["back"] = time.monotonic()
+        served_before = int(c.balancer_stats()[f"inference/{victim}"]["stot"])
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert wait_job(c, job_id, {"finished", "failed"})["status"] == "finished"
+    end_stats = c.balancer_stats()
+
+    failed = [s for s in samples if s.status != 200]
+    stale = [(timeline.staleness(s), s) for s in samples if s.status == 200]
+    late = [(lag, s) for lag, s in stale if lag > POLL_SECONDS + LOAD_SLACK_SECONDS]
+    t0 = samples[0].start if samples else 0.0
+
+    def counter(row: str, key: str) -> int:
+        return int(end_stats[row][key] or 0) - int(start_stats[row][key] or 0)
+
+    figures = {
+        "requests": len(samples),
+        "failed": len(failed),
+        "per_version": dict(Counter(s.version for s in samples)),
+        "per_replica": {r: counter(f"inference/{r}", "stot") for r in c.replicas},
+        "balancer_retries": counter("inference/BACKEND", "wretr"),
+        "balancer_redispatches": counter("inference/BACKEND", "wredis"),
+        "events_s": {k: round(v - t0, 2) for k, v in events.items()},
+        "max_staleness_s": round(max((lag for lag, _ in stale), default=0.0), 3),
+        "p50_ms": round(sorted((s.end - s.start) * 1000 for s in samples)[len(samples) // 2], 1),
+    }
+    print(f"\nmultihost balancer load: {figures}")
+    assert failed == [], failed[:5]
+    assert late == [], f"answers from a version no longer the default: {late[:5]}"
+    assert len(samples) > 200, figures
+    assert int(end_stats[f"inference/{victim}"]["stot"]) > served_before, "no traffic after restart"
+    assert figures["per_version"].get(2, 0) > 0, figures
