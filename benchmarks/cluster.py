@@ -42,6 +42,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,11 +235,11 @@ class LocalRegistry:
     def prepare(self, cluster: Cluster) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def open(self, cluster: Cluster) -> Any:
-        """A read-only Registry for the observer (the test, the benchmark)."""
+    def open(self, cluster: Cluster, writable: bool = False) -> Any:
+        """A Registry for the observer (the test, the benchmark): read-only unless asked."""
         from shared.registry import Registry
 
-        return Registry(self.root, read_only=True)
+        return Registry(self.root, read_only=not writable)
 
 
 # --- the cluster --------------------------------------------------------------------------------
@@ -567,6 +568,50 @@ class Cluster:
             values = dict(zip(header, line.split(","), strict=False))
             rows[f"{values['pxname']}/{values['svname']}"] = values
         return rows
+
+    def client(self) -> Any:
+        """The product's client, pointed at the API host and the balancer."""
+        from shared.client import DigitflowClient
+
+        lb = self.balancer_url if "lb" in self.hosts else self.replica_url(self.replicas[0])
+        return DigitflowClient(self.api_url, lb, token="")
+
+    # -- what the replicas serve -----------------------------------------------------------------
+
+    def serving(self, replica: str, model: str, burst: int = 6) -> dict[int, int | None]:
+        """pid → the version of `model` that worker of `replica` serves, for every worker that
+        answered a burst of concurrent /readyz calls (fresh connections: each worker accepts)."""
+        url = self.replica_url(replica) + "/readyz"
+
+        def one(_: int) -> dict:
+            return requests.get(url, timeout=5).json()
+
+        with ThreadPoolExecutor(max_workers=burst) as pool:
+            views = list(pool.map(one, range(burst)))
+        return {v["pid"]: (v["models"].get(model) or {}).get("serving") for v in views}
+
+    def wait_served(
+        self, replica: str, model: str, version: int, timeout: float, interval: float = 0.02
+    ) -> float:
+        """Until every worker of `replica` serves `version` of `model`: the monotonic time then
+        (the first look at which the last worker reported it)."""
+        seen: dict[int, int | None] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException, ValueError):
+                seen.update(self.serving(replica, model))
+            if len(seen) >= self.inference_workers and all(v == version for v in seen.values()):
+                return time.monotonic()
+            time.sleep(interval)
+        raise ClusterError(f"{replica} does not serve {model}:{version} after {timeout} s: {seen}")
+
+    def wait_served_everywhere(self, model: str, version: int, timeout: float) -> dict[str, float]:
+        """replica → when it served `version` (monotonic), every replica watched at once."""
+        with ThreadPoolExecutor(max_workers=len(self.replicas)) as pool:
+            futures = {
+                r: pool.submit(self.wait_served, r, model, version, timeout) for r in self.replicas
+            }
+            return {r: f.result() for r, f in futures.items()}
 
     # -- waiting ---------------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -97,31 +96,6 @@ def versions(c: Cluster, model: str) -> list[int]:
     return registry.versions(model) if model in registry.model_names() else []
 
 
-def serving(c: Cluster, replica: str, model: str, bursts: int = 6) -> dict[int, int | None]:
-    """pid → the version of `model` that worker serves, for every worker of `replica` that
-    answered a burst of concurrent /readyz calls (fresh connections: every worker accepts)."""
-    url = c.replica_url(replica) + "/readyz"
-
-    def one(_: int) -> dict:
-        return requests.get(url, timeout=5).json()
-
-    with ThreadPoolExecutor(max_workers=bursts) as pool:
-        views = list(pool.map(one, range(bursts)))
-    return {v["pid"]: (v["models"].get(model) or {}).get("serving") for v in views}
-
-
-def wait_served(c: Cluster, replica: str, model: str, version: int, timeout: float) -> float:
-    """Until every worker of `replica` serves `version` of `model`; the monotonic time then."""
-    seen: dict[int, int | None] = {}
-
-    def done() -> bool:
-        seen.update(serving(c, replica, model))
-        return len(seen) >= c.inference_workers and all(v == version for v in seen.values())
-
-    wait_for(done, timeout, interval=0.02, what=f"{replica} serving {model}:{version}")
-    return time.monotonic()
-
-
 def watch_for_version(c: Cluster, model: str, version: int, timeout: float) -> tuple[float, float]:
     """(last look without it, first look with it): the publication happened in between."""
     before = time.monotonic()
@@ -156,9 +130,7 @@ def test_both_replicas_serve_a_new_version_within_2_s(cluster):
     for version in (1, 2):
         job_id = submit(c, model, SMALL)
         before, seen = watch_for_version(c, model, version, timeout=90)
-        with ThreadPoolExecutor(len(c.replicas)) as pool:
-            futures = {r: pool.submit(wait_served, c, r, model, version, 10) for r in c.replicas}
-            served = {r: f.result() for r, f in futures.items()}
+        served = c.wait_served_everywhere(model, version, timeout=10)
         for replica, at in served.items():
             lags[replica].append(at - before)  # an upper bound: publication was after `before`
         assert wait_job(c, job_id, {"finished", "failed"})["status"] == "finished"
@@ -207,8 +179,7 @@ def test_a_worker_host_dying_mid_job_loses_nothing(cluster):
 def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_replica(cluster):
     c, model = cluster, "served"
     assert wait_job(c, submit(c, model, SMALL), {"finished", "failed"})["model_version"] == 1
-    for replica in c.replicas:
-        wait_served(c, replica, model, 1, timeout=10)
+    c.wait_served_everywhere(model, 1, timeout=10)
     start_stats = c.balancer_stats()
 
     samples: list[Sample] = []
