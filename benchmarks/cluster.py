@@ -229,7 +229,7 @@ class LocalRegistry:
     root: Path
     label: str = "local directory"
 
-    def env(self, cluster: Cluster) -> dict[str, str]:
+    def env(self, cluster: Cluster, host: str) -> dict[str, str]:
         return {"MODEL_REGISTRY_DIR": str(self.root)}
 
     def prepare(self, cluster: Cluster) -> None:
@@ -240,6 +240,80 @@ class LocalRegistry:
         from shared.registry import Registry
 
         return Registry(self.root, read_only=not writable)
+
+
+@dataclass
+class S3Registry:
+    """The registry in an S3 bucket: moto's standalone server (`moto[server]`) on host `store`.
+
+    Each host gets MODEL_REGISTRY_URL and the standard AWS variables, and a download cache of its
+    own (REGISTRY_CACHE_DIR): machines share nothing but the bucket. `Cluster.store_down()` takes
+    the store's link down (the data survives: moto keeps it in memory), `store_up()` brings it
+    back.
+    """
+
+    bucket: str = "digitflow"
+    prefix: str = "models"
+    label: str = "S3 (moto server)"
+    region: str = "us-east-1"
+    access_key: str = "digitflow-cluster"
+    secret_key: str = "digitflow-cluster-secret"  # moto accepts any; nothing real is reached
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def aws_env(self, cluster: Cluster) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL": f"http://{cluster.hosts['store'].ip}:{STORE_PORT}",
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def env(self, cluster: Cluster, host: str) -> dict[str, str]:
+        cache = cluster._private_dir(f"{host}-registry-cache")
+        return {
+            "MODEL_REGISTRY_URL": self.url,
+            "REGISTRY_CACHE_DIR": str(cache),
+            **self.aws_env(cluster),
+        }
+
+    def prepare(self, cluster: Cluster) -> None:
+        """moto_server on its own host, and the bucket."""
+        host = cluster.hosts.get("store") or cluster.add_host("store")
+        binary = Path(sys.executable).parent / "moto_server"
+        if not binary.exists():
+            raise ClusterError("moto_server is not installed (pip install 'moto[server]')")
+        argv = [str(binary), "-H", host.ip, "-p", str(STORE_PORT)]
+        proc = host.start("moto", argv, _python_env({}))
+        endpoint = self.aws_env(cluster)["AWS_ENDPOINT_URL"]
+        cluster.wait(
+            lambda: requests.get(endpoint, timeout=2).status_code < 500, proc, 30, "moto_server"
+        )
+        self.client(cluster).create_bucket(Bucket=self.bucket)
+
+    def client(self, cluster: Cluster) -> Any:
+        """A boto3 S3 client for the bucket (the observer's, never a service's)."""
+        import boto3
+
+        aws = self.aws_env(cluster)
+        return boto3.client(
+            "s3",
+            endpoint_url=aws["AWS_ENDPOINT_URL"],
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+
+    def open(self, cluster: Cluster, writable: bool = False) -> Any:
+        """A Registry on the bucket for the observer. The endpoint and credentials are the
+        standard AWS variables, so they are set in this process's environment."""
+        from shared.registry import Registry
+
+        os.environ.update(self.aws_env(cluster))
+        cache = cluster._private_dir("observer-registry-cache")
+        return Registry(self.url, read_only=not writable, cache_dir=cache)
 
 
 # --- the cluster --------------------------------------------------------------------------------
@@ -302,7 +376,7 @@ class Cluster:
         workdir: Path,
         *,
         data_dir: Path,
-        registry: LocalRegistry | Any = None,
+        registry: LocalRegistry | S3Registry | None = None,
         queue: str = "training",
         heartbeat_seconds: int = 1,
         heartbeat_grace: int = 3,
@@ -444,13 +518,21 @@ class Cluster:
         self.wait(pong, proc, 15, "Redis to answer PING")
         return proc
 
-    def service_env(self, **extra: str) -> dict[str, str]:
-        """The environment a digitflow host gets: the registry's variables plus `extra`."""
-        return _python_env({**self.registry.env(self), "LOG_LEVEL": "INFO", **extra})
+    def service_env(self, host: str, **extra: str) -> dict[str, str]:
+        """The environment digitflow gets on `host`: the registry's variables plus `extra`."""
+        return _python_env({**self.registry.env(self, host), "LOG_LEVEL": "INFO", **extra})
+
+    def store_down(self) -> None:
+        """The object store becomes unreachable (its link goes down; its data is kept)."""
+        sh("ip", "-n", self.hosts["store"].ns, "link", "set", "eth0", "down")
+
+    def store_up(self) -> None:
+        sh("ip", "-n", self.hosts["store"].ns, "link", "set", "eth0", "up")
 
     def start_api(self) -> Proc:
         host = self.hosts.get("api") or self.add_host("api")
         env = self.service_env(
+            "api",
             REDIS_URL=self.redis_url,
             RQ_QUEUE=self.queue,
             TRAINER_PORT=str(API_PORT),
@@ -471,6 +553,7 @@ class Cluster:
         """`python -m trainer_service worker` on host `name` (created if new), one BLAS thread."""
         host = self.hosts.get(name) or self.add_host(name)
         env = self.service_env(
+            name,
             REDIS_URL=self.redis_url,
             RQ_QUEUE=self.queue,
             DATA_DIR=str(self.workdir / "data"),
@@ -511,6 +594,7 @@ class Cluster:
         host = self.hosts.get(name) or self.add_host(name)
         prom = self._private_dir(f"{name}-prom-{len(host.procs)}")
         env = self.service_env(
+            name,
             INFERENCE_PORT=str(INFERENCE_PORT),
             WEB_CONCURRENCY=str(self.inference_workers),
             GUNICORN_THREADS="1",
