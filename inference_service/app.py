@@ -22,7 +22,6 @@ from inference_service.settings import Settings
 from inference_service.shadow import ShadowRunner
 from inference_service.state import ServiceState
 from inference_service.telemetry import Telemetry
-from shared.registry import Registry
 from shared.web.app import create_flask_app, serve_openapi
 
 logger = logging.getLogger("inference_service")
@@ -33,7 +32,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     (see `inference_service.settings.Settings`); other keys go to ``app.config`` (e.g.
     TESTING)."""
     settings = Settings.load(config)
-    registry = Registry(settings.model_registry_dir, read_only=True)
+    registry = settings.open_registry(read_only=True)
     telemetry = Telemetry(settings.prometheus_multiproc_dir)
     cache = ModelCache(
         registry,
@@ -53,7 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.wsgi_app = Front(app, state)  # type: ignore[method-assign]
     logger.info(
         "inference app created: registry %s, poll %.3gs, cache %d versions",
-        settings.model_registry_dir,
+        settings.registry_location,
         settings.registry_poll_seconds,
         settings.model_cache_size,
     )

@@ -8,18 +8,17 @@ the manifest's ``"files"``. This route serves exactly those files and nothing el
   so no path, no weights.npz, no manifest.json, no stray file in the folder is ever reachable;
 * the version must verify (every listed file's sha256 is checked, cached by file identity), so
   a tampered file is a 409 like a tampered model, never served;
-* the registry is opened read-only, the file is opened without following symlinks and must have
-  the manifest's size;
+* the registry is opened read-only and `Registry.read_file` returns the bytes only when they have
+  the manifest's size and sha256 (a local file is opened without following symlinks; on S3 the
+  object is downloaded and checked);
 * a numbered version's files never change, so they are served as immutable (long cache, ETag =
   the sha256); ``latest``, ``default`` and aliases move, so those answers must be revalidated.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 
 from flask import Blueprint, Response, request
 
@@ -40,8 +39,6 @@ _CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".csv": "text/csv; charset=utf-8",
 }
-#: Refuse to load anything this large into memory (reports are tens of kilobytes).
-MAX_FILE_BYTES = 32 * 1024 * 1024
 
 
 def content_type(file_name: str) -> str:
@@ -56,22 +53,6 @@ def _not_found(name: str, version: int, file_name: str) -> ApiError:
         code="file_not_found",
         field="file",
     )
-
-
-def _read(path: str, size: int) -> bytes:
-    """A regular file's bytes, without following a symlink; exactly `size` bytes or OSError."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size or size > MAX_FILE_BYTES:
-            raise OSError(errno.EINVAL, f"{path}: not the file the manifest describes")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(size + 1)
-    finally:
-        os.close(fd)
-    if len(data) != size:
-        raise OSError(errno.EIO, f"{path}: changed while being read")
-    return data
 
 
 @api.route(
@@ -113,9 +94,8 @@ def report_file(name: str, ref: str, file_name: str) -> Response:
     }
     if etag in {tag.strip('" ') for tag in request.headers.get("If-None-Match", "").split(",")}:
         return Response(status=304, headers=headers)
-    path = os.path.join(os.fspath(reg.weights_path(name, version).parent), file_name)
     try:
-        data = _read(path, int(entry["size_bytes"]))
+        data = reg.read_file(name, version, file_name)
     except FileNotFoundError:
         raise _not_found(name, version, file_name) from None
     return Response(data, content_type=content_type(file_name), headers=headers)

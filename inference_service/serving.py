@@ -201,7 +201,7 @@ class ModelCache:
             "registry poller started in pid %d (every %.3gs, %s)",
             os.getpid(),
             self.poll_seconds,
-            self.registry.root,
+            self.registry.location,
         )
         # Fixed rate, not fixed delay: a change is seen at most one poll interval after it
         # happened (plus the load of the new version), however long the scans take.
@@ -404,17 +404,9 @@ class ModelCache:
     def _broken_signature(self, name: str, version: int) -> Any:
         """Identity of the files: a version marked broken is retried only if they change."""
         try:
-            vdir = self.registry.weights_path(name, version).parent
+            return self.registry.version_identity(name, version)
         except RegistryError:
             return None
-        sig = []
-        for fname in ("manifest.json", "weights.npz"):
-            try:
-                st = os.stat(vdir / fname)
-                sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                sig.append(None)
-        return tuple(sig)
 
     def _load(self, name: str, version: int) -> Served:
         """Load (or fetch) one version, verified. Raises BrokenVersionError / VersionNotFoundError."""

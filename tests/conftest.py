@@ -91,3 +91,33 @@ def trainer_stack(redis_url, queue, tmp_path, mnist_dir):
     s = Stack(redis_url, queue, tmp_path, mnist_dir)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 endpoint (moto's server in a process of its own, tests/s3_server.py) for the
+    session; the standard AWS variables point at it from then on, in this process and the
+    processes tests start."""
+    from tests.s3_support import S3Server, s3_env
+
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    env = s3_env(server.endpoint)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.close()
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry_factory(request: pytest.FixtureRequest, tmp_path: Path):
+    """The shared registry suite's storage: every test taking it runs once on a folder and
+    once on S3 (tests/s3_support.RegistryFactory)."""
+    from tests.s3_support import RegistryFactory
+
+    server = request.getfixturevalue("s3_server") if request.param == "s3" else None
+    return RegistryFactory(request.param, tmp_path, server)

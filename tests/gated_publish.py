@@ -4,7 +4,7 @@ held at a gate, for the reliability tests.
 Those tests need a worker whose job has written its complete temp version folder but not yet
 made it visible, to SIGKILL it there (nothing partial may ever be visible) or to release several
 workers' renames at the same instant. This wrapper replaces the registry's publishing step
-(`allocate_version`, where `Registry.publish` looks it up) by one that waits until GATE_FILE
+(`allocate_version`, where `LocalStorage.publish` looks it up) by one that waits until GATE_FILE
 exists and then calls the real one. The work horses RQ forks inherit the patch; the product has
 no test hook.
 """
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import shared.registry.core as registry_core
+import shared.registry.local as registry_local
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def gated(real: Callable[[Path, Path], int], gate: Path) -> Callable[[Path, Path
 
 def main(argv: list[str]) -> int:
     gate, *cli_args = argv
-    registry_core.allocate_version = gated(registry_core.allocate_version, Path(gate))
+    registry_local.allocate_version = gated(registry_local.allocate_version, Path(gate))
     from trainer_service.__main__ import main as trainer_main
 
     return trainer_main(cli_args)

@@ -61,7 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     log.info(
         "trainer API ready: queue=%s registry=%s auth=%s",
         settings.rq_queue,
-        settings.model_registry_dir,
+        settings.registry_location,
         "on" if settings.api_token is not None else "off",
     )
     return app

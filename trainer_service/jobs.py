@@ -347,7 +347,6 @@ def _train(
     # Heavy imports (NumPy, the engine): already done by the worker before it forked this work
     # horse (trainer_service.preload), so these are dictionary lookups there.
     from shared.pipeline import run_training
-    from shared.registry import Registry
 
     try:
         dataset = _load_dataset(cfg, settings)
@@ -393,7 +392,7 @@ def _train(
 
     from shared.modelfile import save_model
 
-    registry = Registry(settings.model_registry_dir)
+    registry = settings.open_registry()
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         weights = Path(tmp) / "weights.npz"
         metadata = {k: v for k, v in manifest.items() if k not in ("history", "metrics")}

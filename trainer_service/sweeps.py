@@ -324,7 +324,7 @@ def _finish(
     """Every trial is done: promote the best version (only on improvement), keep the best `keep`."""
     from optuna.trial import TrialState
 
-    from shared.registry import Registry, RegistryError
+    from shared.registry import RegistryError
 
     record["status"] = "finished"
     record["ended_at"] = now_iso()
@@ -335,7 +335,7 @@ def _finish(
     ]
     maximize = request.objective == "val_accuracy"
     done.sort(key=lambda t: t.value if maximize else -t.value, reverse=True)  # type: ignore[operator]
-    registry = Registry(settings.model_registry_dir)
+    registry = settings.open_registry()
     model = record["model"]
     sweep_id = record["sweep_id"]
     actor = f"sweep {sweep_id}"

@@ -46,9 +46,7 @@ class TrainerState:
     def registry(self) -> Registry:
         """The model registry (imported lazily: the API must start even before it is needed)."""
         if self._registry is None:
-            from shared.registry import Registry
-
-            self._registry = Registry(self.settings.model_registry_dir)
+            self._registry = self.settings.open_registry()
         return self._registry
 
 

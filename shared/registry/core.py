@@ -1,87 +1,78 @@
-"""The `Registry` class: the one object callers use, tying together the paths, verification,
-state and publishing modules (see the package docstring for the layout and why)."""
+"""The `Registry` class: the one object callers use. Everything that must mean the same on every
+storage lives here, written once: name validation, latest / default / alias resolution, the
+listings, publish's input checks and the pin / alias / traffic / shadow / delete changes. Where
+the versions and the state are kept is a `Storage` (storage.py): a folder (`local`, the
+default) or an S3 bucket (`s3`). See the package docstring for the layouts and why."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import os
-import shutil
-import stat
 import threading
-import time
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from shared.fsutil import fsync_dir
 from shared.registry.errors import (
     AliasNotFoundError,
     BrokenVersionError,
-    ModelNotFoundError,
     ReadOnlyRegistryError,
     RegistryError,
     VersionNotFoundError,
 )
-from shared.registry.files import dir_stamp, file_stamp, json_bytes, lstat_or_none
+from shared.registry.files import json_bytes
+from shared.registry.local import LocalStorage
 from shared.registry.names import (
     RESERVED_REFS,
-    STATE_FILE,
-    WEIGHTS_FILE,
-    is_model_name,
     validate_alias,
     validate_extra_file_name,
     validate_model_name,
     validate_version,
 )
-from shared.registry.paths import RegistryPaths, version_entries
-from shared.registry.publishing import (
-    DEFAULT_STALE_TEMP_SECONDS,
-    allocate_version,
-    remove_stale_temps,
-    temp_name,
-    write_version_folder,
-)
+from shared.registry.publishing import DEFAULT_STALE_TEMP_SECONDS
 from shared.registry.state import (
-    StateFiles,
     delete_alias_change,
-    delete_version_change,
     field_change,
     promotion_change,
     set_alias_change,
     validate_ref,
     validate_routes,
 )
-from shared.registry.verification import VerifiedVersions
+from shared.registry.storage import Storage
 
 logger = logging.getLogger("shared.registry")
 
 
 class Registry:
-    """A model registry rooted at a folder shared by trainers (writers) and inference (readers).
+    """A model registry shared by trainers (writers) and inference (readers).
 
-    Thread-safe; safe across processes and machines sharing the folder. Read methods never write
-    to disk. `read_only=True` additionally makes every write method raise ReadOnlyRegistryError,
-    which is what inference should use.
+    `location` is a folder (a path, or a ``file://`` URL) or ``s3://bucket/prefix`` (endpoint and
+    credentials from the standard AWS variables; `cache_dir` is where verified downloads are
+    kept), or a ready `Storage`. Thread-safe; safe across processes and machines. Read methods
+    never write to the store. `read_only=True` additionally makes every write method raise
+    ReadOnlyRegistryError, which is what inference should use.
     """
 
     def __init__(
         self,
-        root: str | os.PathLike[str],
+        location: str | os.PathLike[str] | Storage,
         *,
         read_only: bool = False,
         stale_temp_seconds: float = DEFAULT_STALE_TEMP_SECONDS,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._paths = RegistryPaths(root)
-        self.root = Path(self._paths.root)
+        self.storage = open_storage(location, cache_dir=cache_dir)
+        #: The registry folder for a local registry (None on an object store).
+        self.root: Path | None = getattr(self.storage, "root", None)
+        self.location = self.storage.location
         self.read_only = read_only
         self.stale_temp_seconds = float(stale_temp_seconds)
-        self._verified_versions = VerifiedVersions()
-        self._states = StateFiles()
         self._lock = threading.Lock()
         self._logged_bad_pin: set[tuple[str, int, str]] = set()
 
     def __repr__(self) -> str:
-        return f"Registry({str(self.root)!r}, read_only={self.read_only})"
+        return f"Registry({self.location!r}, read_only={self.read_only})"
 
     def _writable(self) -> None:
         if self.read_only:
@@ -90,47 +81,53 @@ class Registry:
     # ---- listing -----------------------------------------------------------------------------
 
     def model_names(self) -> list[str]:
-        """Names (sorted) of models that have at least one published version folder."""
-        names = []
-        for name in self._paths.model_names_on_disk():
-            try:
-                entries = version_entries(self._paths.prefix + name)
-            except OSError:
-                continue
-            if any(e.is_dir(follow_symlinks=False) for e in entries):
-                names.append(name)
-        return names
+        """Names (sorted) of models that have at least one published version."""
+        return self.storage.model_names()
 
     def versions(self, name: str) -> list[int]:
-        """Every published version folder of `name`, ascending, including broken ones.
+        """Every published version of `name`, ascending, including broken ones.
 
-        A folder only appears through publish()'s atomic rename, so it is complete unless it was
-        damaged later; use describe_versions() / verify() to tell good from broken.
-        Raises ModelNotFoundError if the model folder does not exist.
+        A version only appears complete (an atomic rename, or an atomic commit on S3), so it is
+        complete unless it was damaged later; use describe_versions() / verify() to tell good
+        from broken. Raises ModelNotFoundError if the model does not exist.
         """
-        model_dir = self._paths.existing_model(name)
-        try:
-            entries = version_entries(model_dir)
-        except FileNotFoundError as exc:
-            raise ModelNotFoundError(f"model {name!r} not found in the registry") from exc
-        return sorted(int(e.name) for e in entries if e.is_dir(follow_symlinks=False))
+        return self.storage.versions(validate_model_name(name))
 
     # ---- verification ------------------------------------------------------------------------
 
     def weights_path(self, name: str, version: int | str) -> Path:
-        """Path of the version's weights.npz (not verified: call verify() for the sha256)."""
-        return Path(self._paths.version(name, version)) / WEIGHTS_FILE
+        """A local path of the version's weights.npz. Locally the file itself (call verify()
+        for the sha256); on S3 a download verified against the manifest's sha256."""
+        return self.storage.weights_path(validate_model_name(name), validate_version(version))
+
+    def read_file(self, name: str, version: int | str, file_name: str) -> bytes:
+        """The bytes of an extra file of a verified version (a report PNG...), checked against
+        the manifest's size and sha256. FileNotFoundError if the manifest does not list it or it
+        is gone; BrokenVersionError if it does not match."""
+        v = validate_version(version)
+        file_name = validate_extra_file_name(file_name)
+        entry = (self._verified(name, v).get("files") or {}).get(file_name)
+        if not isinstance(entry, dict):
+            raise FileNotFoundError(f"model {name!r} version {v} has no file {file_name!r}")
+        return self.storage.read_file(name, v, file_name, entry)
+
+    def version_identity(self, name: str, version: int) -> Hashable:
+        """A cheap identity of the version's files (stat calls locally, nothing on S3): a
+        version refused as broken is retried only when it moves."""
+        return self.storage.version_identity(validate_model_name(name), validate_version(version))
 
     def manifest(self, name: str, version: int | str) -> dict[str, Any]:
         """The version's manifest plus "version"; raises BrokenVersionError if it fails verify()."""
         return self.verify(name, version)
 
     def verify(self, name: str, version: int | str) -> dict[str, Any]:
-        """Check manifest, weights and extra files (sizes + sha256); return the manifest.
+        """Check the manifest and the files it lists; return the manifest (a copy, plus
+        "version").
 
-        The result (good or broken) is cached by the identity of every file involved, so a second
-        call costs a few lstat() calls. Raises VersionNotFoundError if the folder does not exist
-        and BrokenVersionError (logged once per version and reason) if anything is wrong.
+        The result (good or broken) is cached by the storage (file identity locally, the
+        committed objects on S3), so a second call costs a few lstat() calls or nothing. Raises
+        VersionNotFoundError if there is no such version and BrokenVersionError (logged once per
+        version and reason) if anything is wrong.
         """
         v = validate_version(version)
         out = copy.deepcopy(self._verified(name, v))
@@ -139,10 +136,10 @@ class Registry:
 
     def _verified(self, name: str, v: int) -> dict[str, Any]:
         """verify() without the defensive copy (internal callers never mutate the result)."""
-        return self._verified_versions.manifest(name, v, self._paths.version(name, v))
+        return self.storage.manifest(validate_model_name(name), v)
 
     def version_status(self, name: str, version: int | str) -> str:
-        """ "ok" or "broken: <reason>". Raises VersionNotFoundError if there is no such folder."""
+        """ "ok" or "broken: <reason>". Raises VersionNotFoundError if there is no such version."""
         try:
             self._verified(name, validate_version(version))
         except BrokenVersionError as exc:
@@ -209,7 +206,7 @@ class Registry:
         for a malformed ref, ModelNotFoundError, VersionNotFoundError (incl. AliasNotFoundError)
         or BrokenVersionError.
         """
-        self._paths.existing_model(name)
+        self.storage.require_model(validate_model_name(name))
         if isinstance(ref, str) and ref in RESERVED_REFS:
             v = self.latest_version(name) if ref == "latest" else self.default_version(name)
             if v is None:
@@ -239,8 +236,9 @@ class Registry:
 
         The caller's manifest (config, metrics, history, dataset fingerprint, job_id ...) is kept;
         sha256 / size_bytes / created_at / package_version / files are computed here and win over
-        caller values, and "version" is dropped (the folder name is the truth). The manifest must
-        be strict JSON (NumPy scalars and arrays are converted; NaN/Infinity raise ValueError).
+        caller values, and "version" is dropped (the storage's index is the truth). The manifest
+        must be strict JSON (NumPy scalars and arrays are converted; NaN/Infinity raise
+        ValueError). Crashed publishes of this model are cleaned up first (housekeeping).
         """
         self._writable()
         validate_model_name(name)
@@ -253,73 +251,44 @@ class Registry:
                 raise FileNotFoundError(f"cannot publish {src}: not a regular file")
         body = {k: v for k, v in manifest.items() if k != "version"}
         try:
-            json_bytes(body)  # fail on bad caller data before touching the disk
+            json_bytes(body)  # fail on bad caller data before touching the store
         except (TypeError, ValueError) as exc:
             raise ValueError(f"manifest is not strict JSON: {exc}") from exc
-
-        model_dir = self._ensure_model_dir(name)
         try:
-            self.cleanup_temp(self.stale_temp_seconds, name=name)
-        except OSError as exc:  # cleanup is housekeeping; never fail a publish for it
-            logger.warning("registry: temp cleanup in %s failed: %s", model_dir, exc)
-
-        tmp = model_dir / temp_name()
-        os.mkdir(tmp)
-        try:
-            sha = write_version_folder(tmp, weights_src, extras, body)
-            version = allocate_version(model_dir, tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        logger.info("registry: published model %r version %d (sha256 %s)", name, version, sha)
+            self.storage.cleanup(self.stale_temp_seconds, name)
+        except (OSError, RegistryError) as exc:  # housekeeping never fails a publish
+            logger.warning("registry: cleanup of %r in %s failed: %s", name, self.location, exc)
+        version = self.storage.publish(name, weights_src, extras, body)
+        logger.info("registry: published model %r version %d", name, version)
         return version
-
-    def _ensure_model_dir(self, name: str) -> Path:
-        model_dir = Path(self._paths.model(name))
-        if not self.root.is_dir():
-            self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            os.mkdir(model_dir)
-        except FileExistsError:
-            pass
-        else:
-            fsync_dir(self.root)
-        st = lstat_or_none(model_dir)
-        if st is None or not stat.S_ISDIR(st.st_mode):
-            raise RegistryError(f"{model_dir} exists but is not a directory")
-        return model_dir
 
     def cleanup_temp(
         self, max_age_seconds: float = DEFAULT_STALE_TEMP_SECONDS, *, name: str | None = None
     ) -> int:
-        """Delete temp folders/files (crashed publishes and state writes) older than max_age,
-        and, whatever their age, temp folders whose publisher on this host has died.
+        """Delete what crashed publishes and state writes left (never visible) older than
+        max_age, and, whatever their age, what a publisher on this host that has died left.
         Returns how many were removed."""
         self._writable()
-        names = [validate_model_name(name)] if name is not None else None
-        cutoff = time.time() - max_age_seconds
-        return sum(
-            remove_stale_temps(Path(self._paths.model(model)), cutoff)
-            for model in names or self._paths.model_names_on_disk()
-        )
+        model = validate_model_name(name) if name is not None else None
+        return self.storage.cleanup(max_age_seconds, model)
 
-    # ---- state (pin, aliases, traffic, shadow, history) -------------------------------------------------------
+    # ---- state (pin, aliases, traffic, shadow, history) -------------------------------------
 
     def state(self, name: str) -> dict[str, Any]:
         """{"pinned": int|None, "aliases": {alias: v}, "traffic": [{"version", "weight"}]|None,
         "shadow": int|alias|None, "history": [...]} (a copy).
 
-        Never writes and never raises on a corrupt file: it is logged once and the last good
-        state this object saw (or the empty state) is returned. Cached by the file's identity.
+        Never writes and never raises on a corrupt state: it is logged once and the last good
+        state this object saw (or the empty state) is returned. Cached by the storage.
         """
         return copy.deepcopy(self._state_view(name))
 
     def _state_view(self, name: str) -> dict[str, Any]:
-        return self._states.view(name, self._paths.existing_model(name))
+        return self.storage.state(validate_model_name(name))
 
     def _change_state(self, name: str, change: Any) -> dict[str, Any]:
         self._writable()
-        return self._states.change(name, Path(self._paths.existing_model(name)), change)
+        return copy.deepcopy(self.storage.change_state(validate_model_name(name), change))
 
     def _require_good(self, name: str, version: Any) -> int:
         v = validate_version(version)
@@ -365,19 +334,13 @@ class Registry:
 
     def delete_version(self, name: str, version: int | str, actor: str | None = None) -> None:
         """Remove a version, unless it is pinned, aliased, shadowed or in the traffic split
-        (VersionInUseError). The folder is first renamed to a temp name (one atomic step: readers
-        see the version or nothing), then deleted; a crash in between leaves a temp folder that
-        the next publish cleans up."""
+        (VersionInUseError), atomically with respect to every state change: readers see the
+        version or nothing."""
+        self._writable()
         v = validate_version(version)
-        path = Path(self._paths.version(name, v))
-        doomed = path.parent / temp_name()
-
-        def remove() -> None:
-            os.rename(path, doomed)
-            fsync_dir(path.parent)
-
-        self._change_state(name, delete_version_change(name, v, remove, actor))
-        shutil.rmtree(doomed, ignore_errors=True)
+        name = validate_model_name(name)
+        self.storage.require_model(name)
+        self.storage.delete_version(name, v, actor)
         logger.info("registry: removed model %r version %d", name, v)
 
     def set_traffic(
@@ -408,23 +371,26 @@ class Registry:
 
     # ---- change detection --------------------------------------------------------------------
 
-    def change_token(self, name: str | None = None) -> tuple:
-        """A cheap, comparable token that changes when versions or state change.
+    def change_token(self, name: str | None = None) -> Hashable:
+        """A cheap, comparable token that changes when versions or state change (of `name`, or
+        of every model and the set of models). Locally a few lstat calls; on S3 one conditional
+        GET per state object (a 304 when nothing changed). RegistryUnavailableError when the
+        store cannot be reached."""
+        return self.storage.change_token(None if name is None else validate_model_name(name))
 
-        With `name`: 2 lstat calls (the model folder: inode/mtime/nlink, which move when a version
-        folder appears or disappears; state.json: inode/size/mtime/ctime, a new inode on every
-        atomic replace). Without: the root's stamp plus that pair for every model folder.
-        """
-        state_suffix = os.sep + STATE_FILE
-        if name is not None:
-            model_dir = self._paths.prefix + validate_model_name(name)
-            return (name, dir_stamp(model_dir), file_stamp(model_dir + state_suffix))
-        items = []
-        try:
-            with os.scandir(self._paths.root) as it:
-                for e in it:
-                    if is_model_name(e.name) and e.is_dir(follow_symlinks=False):
-                        items.append((e.name, dir_stamp(e.path), file_stamp(e.path + state_suffix)))
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        return (dir_stamp(self._paths.root), tuple(sorted(items)))
+
+def open_storage(
+    location: str | os.PathLike[str] | Storage, *, cache_dir: str | os.PathLike[str] | None = None
+) -> Storage:
+    """The storage a registry location names: ``s3://bucket/prefix`` → S3 (imported only then,
+    so a local registry never needs boto3), ``file:///path`` or a plain path → a folder."""
+    if isinstance(location, Storage):
+        return location
+    text = os.fspath(location)
+    if text.startswith("s3://"):
+        from shared.registry.s3 import S3Storage
+
+        return S3Storage(text, cache_dir=cache_dir)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return LocalStorage(text)

@@ -45,7 +45,7 @@ def _host() -> str:
 
 def temp_name() -> str:
     """`.tmp-<uuid>.<pid>.<host>`: unique, and names the process that may still be writing it."""
-    return f"{TMP_PREFIX}{uuid.uuid4().hex}.{os.getpid()}.{_host()}"
+    return f"{TMP_PREFIX}{publisher_tag()}"
 
 
 def process_running(pid: int) -> bool:
@@ -74,7 +74,12 @@ def publisher_is_dead(entry_name: str) -> bool:
     """
     if not entry_name.startswith(TMP_PREFIX):
         return False
-    parts = entry_name[len(TMP_PREFIX) :].split(".", 2)
+    return tag_publisher_is_dead(entry_name[len(TMP_PREFIX) :])
+
+
+def tag_publisher_is_dead(tag: str) -> bool:
+    """`publisher_is_dead` for a bare `publisher_tag()`."""
+    parts = tag.split(".", 2)
     if len(parts) != 3 or not parts[1].isdigit() or parts[2] != _host():
         return False
     pid = int(parts[1])
@@ -87,6 +92,26 @@ def version_numbers(model_dir: Path) -> list[int]:
         return [int(e.name) for e in version_entries(model_dir)]
     except FileNotFoundError:
         return []
+
+
+def final_manifest(
+    manifest: dict[str, Any], sha: str, size: int, files: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The manifest a version is published with, on every storage: the caller's keys, then the
+    computed ones (sha256, size_bytes, created_at, package_version, files) over them."""
+    return {
+        **manifest,
+        "sha256": sha,
+        "size_bytes": size,
+        "created_at": now_iso(),
+        "package_version": PACKAGE_VERSION,
+        "files": files,
+    }
+
+
+def publisher_tag() -> str:
+    """`<uuid>.<pid>.<host>`: a unique name for one publish that says who made it."""
+    return f"{uuid.uuid4().hex}.{os.getpid()}.{_host()}"
 
 
 def write_version_folder(
@@ -102,16 +127,8 @@ def write_version_folder(
     for fname, src in sorted(extras.items()):
         f_sha, f_size = copy_and_hash(src, tmp / fname)
         files[fname] = {"sha256": f_sha, "size_bytes": f_size}
-    body = {
-        **manifest,
-        "sha256": sha,
-        "size_bytes": size,
-        "created_at": now_iso(),
-        "package_version": PACKAGE_VERSION,
-        "files": files,
-    }
     with open(tmp / MANIFEST_FILE, "xb") as fh:
-        fh.write(json_bytes(body))
+        fh.write(json_bytes(final_manifest(manifest, sha, size, files)))
         fh.flush()
         os.fsync(fh.fileno())
     fsync_dir(tmp)

@@ -225,6 +225,17 @@ def delete_alias_change(name: str, alias: str, actor: str | None) -> Change:
     return change
 
 
+def apply_change(state: dict[str, Any], change: Change) -> bool:
+    """Run `change` on `state` in place and record its history entry (the newest MAX_HISTORY
+    kept); False when it changed nothing. Every storage applies changes through this."""
+    entry = change(state)
+    if entry is None:
+        return False
+    state["history"].append(entry)
+    del state["history"][:-MAX_HISTORY]
+    return True
+
+
 # ---- reading and writing -------------------------------------------------------------------
 
 
@@ -291,12 +302,8 @@ class StateFiles:
             stamp = file_stamp(path)
             state = copy.deepcopy(self._read(name, path, stamp))
             corrupt = stamp is not None and (name, stamp) in self._logged_corrupt
-            entry = change(state)
-            if entry is None and not corrupt:
+            if not apply_change(state, change) and not corrupt:
                 return copy.deepcopy(state)
-            if entry is not None:
-                state["history"].append(entry)
-                del state["history"][:-MAX_HISTORY]
             if corrupt:
                 _keep_corrupt_copy(path)
             write_atomic(path, json_bytes(state), tmp_prefix=STATE_TMP_PREFIX)

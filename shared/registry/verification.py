@@ -1,6 +1,7 @@
 """Is a version intact? Its manifest parses and every file it lists has the recorded size and
-sha256. Results are cached by the identity (inode, size, mtime, ctime) of every file involved,
-so the 0.5 s poll of every gunicorn worker costs a few stat calls, not a re-hash."""
+sha256. `check_manifest` (what a manifest must say) is shared by every storage; the rest is the
+local folder's: results are cached by the identity (inode, size, mtime, ctime) of every file
+involved, so the 0.5 s poll of every gunicorn worker costs a few stat calls, not a re-hash."""
 
 from __future__ import annotations
 
@@ -27,6 +28,52 @@ logger = logging.getLogger("shared.registry")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
+class ManifestProblem(ValueError):
+    """Why a manifest cannot be trusted (its text is the `reason` listings show)."""
+
+
+def check_manifest(raw: bytes) -> tuple[dict[str, Any], list[tuple[str, Any, Any]]]:
+    """Parse a manifest's bytes; return it (without "version") and the files it lists as
+    ``(file name, sha256, size_bytes)``, weights first. Raises ManifestProblem. Shared by every
+    storage: what a manifest must say does not depend on where it is kept."""
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestProblem(f"{MANIFEST_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise ManifestProblem(f"{MANIFEST_FILE} is not a JSON object")
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ManifestProblem(f"{MANIFEST_FILE} lacks required keys {missing}")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise ManifestProblem(f"{MANIFEST_FILE} 'files' is not an object")
+    checks = [(WEIGHTS_FILE, manifest.get("sha256"), manifest.get("size_bytes"))]
+    for fname, entry in files.items():
+        try:
+            validate_extra_file_name(fname)
+        except InvalidNameError as exc:
+            raise ManifestProblem(f"{MANIFEST_FILE} 'files': {exc}") from None
+        if not isinstance(entry, dict):
+            raise ManifestProblem(f"{MANIFEST_FILE} 'files' entry {fname!r} is not an object")
+        checks.append((fname, entry.get("sha256"), entry.get("size_bytes")))
+    for fname, want_sha, want_size in checks:
+        problem = entry_problem(fname, want_sha, want_size)
+        if problem is not None:
+            raise ManifestProblem(problem)
+    manifest.pop("version", None)
+    return manifest, checks
+
+
+def entry_problem(fname: str, want_sha: Any, want_size: Any) -> str | None:
+    """Why a manifest's entry for a file is unusable (not a sha256, not a size), or None."""
+    if not is_sha256(want_sha):
+        return f"{MANIFEST_FILE} has an invalid sha256 for {fname}"
+    if isinstance(want_size, bool) or not isinstance(want_size, int) or want_size < 0:
+        return f"{MANIFEST_FILE} has an invalid size_bytes for {fname}"
+    return None
+
+
 def verify_version_dir(vdir: Path) -> tuple[dict[str, Any] | None, str | None]:
     """Full verification, uncached. Returns (manifest, None) or (None, reason)."""
     try:
@@ -36,40 +83,18 @@ def verify_version_dir(vdir: Path) -> tuple[dict[str, Any] | None, str | None]:
     except OSError as exc:
         return None, f"{MANIFEST_FILE} unreadable: {exc.strerror or exc}"
     try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"{MANIFEST_FILE} is not valid JSON: {exc}"
-    if not isinstance(manifest, dict):
-        return None, f"{MANIFEST_FILE} is not a JSON object"
-    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
-    if missing:
-        return None, f"{MANIFEST_FILE} lacks required keys {missing}"
-    files = manifest.get("files", {})
-    if not isinstance(files, dict):
-        return None, f"{MANIFEST_FILE} 'files' is not an object"
-    checks = [(WEIGHTS_FILE, manifest.get("sha256"), manifest.get("size_bytes"))]
-    for fname, entry in files.items():
-        try:
-            validate_extra_file_name(fname)
-        except InvalidNameError as exc:
-            return None, f"{MANIFEST_FILE} 'files': {exc}"
-        if not isinstance(entry, dict):
-            return None, f"{MANIFEST_FILE} 'files' entry {fname!r} is not an object"
-        checks.append((fname, entry.get("sha256"), entry.get("size_bytes")))
+        manifest, checks = check_manifest(raw)
+    except ManifestProblem as exc:
+        return None, str(exc)
     for fname, want_sha, want_size in checks:
         problem = _check_file(vdir / fname, fname, want_sha, want_size)
         if problem is not None:
             return None, problem
-    manifest.pop("version", None)
     return manifest, None
 
 
 def _check_file(path: Path, fname: str, want_sha: Any, want_size: Any) -> str | None:
     """Why one listed file does not match its manifest entry, or None when it does."""
-    if not is_sha256(want_sha):
-        return f"{MANIFEST_FILE} has an invalid sha256 for {fname}"
-    if isinstance(want_size, bool) or not isinstance(want_size, int) or want_size < 0:
-        return f"{MANIFEST_FILE} has an invalid size_bytes for {fname}"
     st = lstat_or_none(path)
     if st is None:
         return f"{fname} is missing"
@@ -127,9 +152,7 @@ class VerifiedVersions:
         _, manifest, error = cached
         if error is not None:
             self._log_broken(name, v, vdir, error)
-            exc = BrokenVersionError(f"model {name!r} version {v} is broken: {error}")
-            exc.reason = error
-            raise exc
+            raise broken(name, v, error)
         assert manifest is not None
         return manifest
 
@@ -138,4 +161,16 @@ class VerifiedVersions:
             if (vdir, error) in self._logged:
                 return
             self._logged.add((vdir, error))
-        logger.warning("registry: model %r version %d is broken, skipping it: %s", name, v, error)
+        log_broken(name, v, error)
+
+
+def log_broken(name: str, v: int, error: str) -> None:
+    """The one warning a broken version gets (callers make sure it is once per reason)."""
+    logger.warning("registry: model %r version %d is broken, skipping it: %s", name, v, error)
+
+
+def broken(name: str, v: int, reason: str) -> BrokenVersionError:
+    """The BrokenVersionError of version `v`, with `reason` for listings."""
+    exc = BrokenVersionError(f"model {name!r} version {v} is broken: {reason}")
+    exc.reason = reason
+    return exc

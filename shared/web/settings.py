@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from shared.registry import Registry
 
 #: Where models live when MODEL_REGISTRY_DIR is not set (``make up``, the CLI, the tests).
 DEFAULT_REGISTRY_DIR = Path("./var/models")
@@ -36,6 +39,14 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     model_registry_dir: Path = DEFAULT_REGISTRY_DIR
+    #: Where the registry is, as a URL: ``s3://bucket/prefix`` (endpoint and credentials from
+    #: the standard AWS variables: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) or ``file:///path``.
+    #: When set it wins and MODEL_REGISTRY_DIR is ignored (the image sets MODEL_REGISTRY_DIR, so
+    #: setting both must not be an error); unset, the registry is the folder MODEL_REGISTRY_DIR.
+    model_registry_url: str | None = None
+    #: Where an object-store registry keeps its verified downloads (weights, report files);
+    #: unset: a folder of this user's under the temp dir. Unused by a folder registry.
+    registry_cache_dir: Path | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -44,6 +55,33 @@ class ServiceSettings(BaseSettings):
         if not isinstance(logging.getLevelName(level), int):
             raise ValueError(f"{value!r} is not a logging level")
         return level
+
+    @field_validator("model_registry_url")
+    @classmethod
+    def _registry_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value.startswith("s3://"):
+            bucket = value[len("s3://") :].split("/", 1)[0]
+            if not bucket:
+                raise ValueError(f"{value!r} names no bucket: use s3://bucket/prefix")
+        elif not value.startswith("file:///"):
+            raise ValueError(f"{value!r} must be s3://bucket/prefix or file:///absolute/path")
+        return value
+
+    @property
+    def registry_location(self) -> str:
+        """MODEL_REGISTRY_URL when set, else the folder MODEL_REGISTRY_DIR."""
+        return self.model_registry_url or str(self.model_registry_dir)
+
+    def open_registry(self, *, read_only: bool = False) -> Registry:
+        """The one way a service opens its registry (inference: `read_only=True`)."""
+        from shared.registry import Registry
+
+        return Registry(
+            self.registry_location, read_only=read_only, cache_dir=self.registry_cache_dir
+        )
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None) -> Self:

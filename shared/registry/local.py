@@ -1,0 +1,205 @@
+"""The registry on a plain folder (the default storage): the layout and guarantees of the package
+docstring. Versions are folders made visible by one atomic rename (`publishing`), verified with
+a stat-keyed cache (`verification`), the state is a flock'd state.json (`state`), and change
+detection is a few ``lstat`` calls."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import time
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+from shared.fsutil import fsync_dir
+from shared.registry.errors import ModelNotFoundError, RegistryError
+from shared.registry.files import dir_stamp, file_stamp, lstat_or_none
+from shared.registry.names import MANIFEST_FILE, STATE_FILE, WEIGHTS_FILE, is_model_name
+from shared.registry.paths import RegistryPaths, version_entries
+from shared.registry.publishing import (
+    allocate_version,
+    remove_stale_temps,
+    temp_name,
+    write_version_folder,
+)
+from shared.registry.state import StateFiles, delete_version_change
+from shared.registry.storage import Change, Storage
+from shared.registry.verification import VerifiedVersions, broken
+
+
+class LocalStorage(Storage):
+    """A registry rooted at a folder shared by trainers (writers) and inference (readers).
+
+    Safe across processes and machines sharing the folder; read methods never write to disk.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._paths = RegistryPaths(root)
+        self.root = Path(self._paths.root)
+        self.location = str(self.root)
+        self._verified_versions = VerifiedVersions()
+        self._states = StateFiles()
+
+    # ---- listing ---------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        names = []
+        for name in self._paths.model_names_on_disk():
+            try:
+                entries = version_entries(self._paths.prefix + name)
+            except OSError:
+                continue
+            if any(e.is_dir(follow_symlinks=False) for e in entries):
+                names.append(name)
+        return names
+
+    def require_model(self, name: str) -> None:
+        self._paths.existing_model(name)
+
+    def versions(self, name: str) -> list[int]:
+        """Every version folder; a folder only appears through publish's atomic rename, so it
+        is complete unless it was damaged later."""
+        model_dir = self._paths.existing_model(name)
+        try:
+            entries = version_entries(model_dir)
+        except FileNotFoundError as exc:
+            raise ModelNotFoundError(f"model {name!r} not found in the registry") from exc
+        return sorted(int(e.name) for e in entries if e.is_dir(follow_symlinks=False))
+
+    # ---- versions --------------------------------------------------------------------------
+
+    def manifest(self, name: str, version: int) -> dict[str, Any]:
+        return self._verified_versions.manifest(name, version, self._paths.version(name, version))
+
+    def weights_path(self, name: str, version: int) -> Path:
+        """The file itself, once the version verifies (cached by file identity: a few stats)."""
+        self.manifest(name, version)
+        return Path(self._paths.version(name, version)) / WEIGHTS_FILE
+
+    def read_file(self, name: str, version: int, file_name: str, entry: dict[str, Any]) -> bytes:
+        path = os.path.join(self._paths.version(name, version), file_name)
+        data = _read_regular(path, int(entry["size_bytes"]))
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise broken(name, version, f"{file_name} sha256 mismatch")
+        return data
+
+    def version_identity(self, name: str, version: int) -> Hashable:
+        """(inode, size, mtime) of the manifest and the weights: moves when either is replaced
+        or rewritten."""
+        try:
+            vdir = self._paths.version(name, version)
+        except RegistryError:
+            return None
+        sig = []
+        for fname in (MANIFEST_FILE, WEIGHTS_FILE):
+            try:
+                st = os.stat(os.path.join(vdir, fname))
+                sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                sig.append(None)
+        return tuple(sig)
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def state(self, name: str) -> dict[str, Any]:
+        return self._states.view(name, self._paths.existing_model(name))
+
+    def change_state(self, name: str, change: Change) -> dict[str, Any]:
+        return self._states.change(name, Path(self._paths.existing_model(name)), change)
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def publish(
+        self, name: str, weights: Path, extras: dict[str, Path], manifest: dict[str, Any]
+    ) -> int:
+        """Fill a temp folder, then rename it to the next free number (the filesystem refuses a
+        rename onto an existing version, so concurrent publishers never collide)."""
+        model_dir = self._ensure_model_dir(name)
+        tmp = model_dir / temp_name()
+        os.mkdir(tmp)
+        try:
+            write_version_folder(tmp, weights, extras, manifest)
+            return allocate_version(model_dir, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _ensure_model_dir(self, name: str) -> Path:
+        model_dir = Path(self._paths.model(name))
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(model_dir)
+        except FileExistsError:
+            pass
+        else:
+            fsync_dir(self.root)
+        st = lstat_or_none(model_dir)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            raise RegistryError(f"{model_dir} exists but is not a directory")
+        return model_dir
+
+    def delete_version(self, name: str, version: int, actor: str | None) -> None:
+        """The folder is first renamed to a temp name under the state lock (one atomic step:
+        readers see the version or nothing), then deleted; a crash in between leaves a temp
+        folder that the next publish cleans up."""
+        path = Path(self._paths.version(name, version))
+        doomed = path.parent / temp_name()
+
+        def remove() -> None:
+            os.rename(path, doomed)
+            fsync_dir(path.parent)
+
+        self.change_state(name, delete_version_change(name, version, remove, actor))
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def cleanup(self, max_age_seconds: float, name: str | None) -> int:
+        """Temp folders/files older than max_age, and those of a dead publisher on this host."""
+        cutoff = time.time() - max_age_seconds
+        names = [name] if name is not None else self._paths.model_names_on_disk()
+        return sum(remove_stale_temps(Path(self._paths.model(model)), cutoff) for model in names)
+
+    # ---- change detection ------------------------------------------------------------------
+
+    def change_token(self, name: str | None) -> Hashable:
+        """With `name`: 2 lstat calls (the model folder: inode/mtime/nlink, which move when a
+        version folder appears or disappears; state.json: inode/size/mtime/ctime, a new inode on
+        every atomic replace). Without: the root's stamp plus that pair for every model folder."""
+        state_suffix = os.sep + STATE_FILE
+        if name is not None:
+            model_dir = self._paths.prefix + name
+            return (name, dir_stamp(model_dir), file_stamp(model_dir + state_suffix))
+        items = []
+        try:
+            with os.scandir(self._paths.root) as it:
+                for e in it:
+                    if is_model_name(e.name) and e.is_dir(follow_symlinks=False):
+                        items.append((e.name, dir_stamp(e.path), file_stamp(e.path + state_suffix)))
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        return (dir_stamp(self._paths.root), tuple(sorted(items)))
+
+
+#: Refuse to read an extra file this large into memory (reports are tens of kilobytes).
+MAX_EXTRA_FILE_BYTES = 32 * 1024 * 1024
+
+
+def _read_regular(path: str, size: int) -> bytes:
+    """A regular file's bytes, without following a symlink; exactly `size` bytes, else
+    BrokenVersionError-worthy OSError (FileNotFoundError when it is gone)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size or size > MAX_EXTRA_FILE_BYTES:
+            raise OSError(errno.EINVAL, f"{path}: not the file the manifest describes")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(size + 1)
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise OSError(errno.EIO, f"{path}: changed while being read")
+    return data
