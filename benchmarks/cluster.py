@@ -9,7 +9,7 @@ Topology (needs root, `ip` from iproute2, and Debian's haproxy):
 
     root namespace (the test or benchmark: the client)  10.A.B.1 on bridge dfb-<run>
       ├─ veth ─ redis      redis-server :6379            (the queue)
-      ├─ veth ─ store      moto_server :5000             (S3, only when the registry is S3)
+      ├─ veth ─ store      moto's S3 server :5000        (only when the registry is S3)
       ├─ veth ─ api        trainer API (gunicorn) :8001
       ├─ veth ─ worker1..N python -m trainer_service worker (one BLAS thread each)
       ├─ veth ─ infer1..M  inference (gunicorn) :8000
@@ -244,7 +244,7 @@ class LocalRegistry:
 
 @dataclass
 class S3Registry:
-    """The registry in an S3 bucket: moto's standalone server (`moto[server]`) on host `store`.
+    """The registry in an S3 bucket: moto's S3 server (`moto[server]`) on host `store`.
 
     Each host gets MODEL_REGISTRY_URL and the standard AWS variables, and a download cache of its
     own (REGISTRY_CACHE_DIR): machines share nothing but the bucket. `Cluster.store_down()` takes
@@ -280,16 +280,16 @@ class S3Registry:
         }
 
     def prepare(self, cluster: Cluster) -> None:
-        """moto_server on its own host, and the bucket."""
+        """moto's S3 server on its own host, and the bucket. It runs as tests/s3_server.py runs
+        it (moto's server app, one request at a time): moto checks a conditional write's
+        If-Match and then stores without a lock, and S3 makes that atomic, which the registry's
+        version numbering relies on when two worker hosts publish at once."""
         host = cluster.hosts.get("store") or cluster.add_host("store")
-        binary = Path(sys.executable).parent / "moto_server"
-        if not binary.exists():
-            raise ClusterError("moto_server is not installed (pip install 'moto[server]')")
-        argv = [str(binary), "-H", host.ip, "-p", str(STORE_PORT)]
-        proc = host.start("moto", argv, _python_env({}))
+        argv = [sys.executable, "-m", "tests.s3_server", "serve", str(STORE_PORT), host.ip]
+        proc = host.start("s3", argv, _python_env({}))
         endpoint = self.aws_env(cluster)["AWS_ENDPOINT_URL"]
         cluster.wait(
-            lambda: requests.get(endpoint, timeout=2).status_code < 500, proc, 30, "moto_server"
+            lambda: requests.get(endpoint, timeout=2).status_code < 500, proc, 30, "the S3 server"
         )
         self.client(cluster).create_bucket(Bucket=self.bucket)
 
@@ -405,6 +405,7 @@ class Cluster:
         self._addresses: Iterator[ipaddress.IPv4Address] | None = None
         self._balanced: list[str] = []
         self.balancer_proc: Proc | None = None
+        self._observer: Any = None
         self.stale_removed = remove_stale_namespaces()
         try:
             self._make_bridge()
@@ -653,6 +654,13 @@ class Cluster:
             rows[f"{values['pxname']}/{values['svname']}"] = values
         return rows
 
+    def observer(self) -> Any:
+        """The test's or benchmark's read-only Registry on the cluster's registry, opened once
+        (an S3 one holds a boto3 client: making one costs ~0.1-0.3 s of CPU)."""
+        if self._observer is None:
+            self._observer = self.registry.open(self)
+        return self._observer
+
     def client(self) -> Any:
         """The product's client, pointed at the API host and the balancer."""
         from shared.client import DigitflowClient
@@ -662,7 +670,7 @@ class Cluster:
 
     # -- what the replicas serve -----------------------------------------------------------------
 
-    def serving(self, replica: str, model: str, burst: int = 6) -> dict[int, int | None]:
+    def serving(self, replica: str, model: str, burst: int = 4) -> dict[int, int | None]:
         """pid → the version of `model` that worker of `replica` serves, for every worker that
         answered a burst of concurrent /readyz calls (fresh connections: each worker accepts)."""
         url = self.replica_url(replica) + "/readyz"
@@ -675,7 +683,7 @@ class Cluster:
         return {v["pid"]: (v["models"].get(model) or {}).get("serving") for v in views}
 
     def wait_served(
-        self, replica: str, model: str, version: int, timeout: float, interval: float = 0.02
+        self, replica: str, model: str, version: int, timeout: float, interval: float = 0.05
     ) -> float:
         """Until every worker of `replica` serves `version` of `model`: the monotonic time then
         (the first look at which the last worker reported it)."""

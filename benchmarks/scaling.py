@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cluster import INFERENCE_PORT, Cluster, LocalRegistry
+from benchmarks.cluster import INFERENCE_PORT, Cluster, LocalRegistry, S3Registry
 from benchmarks.common import (
     default_data_dir,
     machine_info,
@@ -50,7 +50,7 @@ from benchmarks.common import (
 from benchmarks.lifecycle import MODEL, model_file, publish_version
 from benchmarks.serving import json_body, run_wrk, sample_images, wrk_binary
 
-REGISTRIES = ("local",)
+REGISTRIES = ("local", "s3")
 #: The default preset's network (what a real publish uploads and a replica loads: ~2 MB).
 PUBLISH_HIDDEN = [512, 256]
 #: A training job that takes a few seconds on one BLAS thread (reports included).
@@ -71,6 +71,8 @@ def jobs_per_hour(jobs: int, seconds: float) -> float:
 def make_registry(label: str, work: Path) -> Any:
     if label == "local":
         return LocalRegistry(work / "models")
+    if label == "s3":
+        return S3Registry()
     raise SystemExit(f"unknown registry {label!r} (known: {', '.join(REGISTRIES)})")
 
 

@@ -1,9 +1,11 @@
 """digitflow over several hosts: every service in its own network namespace (benchmarks/cluster.py).
 
-Hosts: Redis; the trainer API; two worker hosts; two inference hosts; haproxy in front of the
-inference replicas (health checks on /readyz, retries with redispatch); the test process is the
-client, on the bridge. The registry is parametrised: a folder all hosts see (a shared volume).
-Shown, with the figures printed (run with -s):
+Hosts: Redis; the object store (moto's S3 server; the registry is ``s3://digitflow/models``, each
+host with a download cache of its own: the hosts share nothing but the bucket and Redis); the
+trainer API; two worker hosts; two inference hosts; haproxy in front of the inference replicas
+(health checks on /readyz, retries with redispatch); the test process is the client, on the
+bridge. (benchmarks/scaling.py runs the same cluster on a shared folder too.) Shown, with the
+figures printed (run with -s):
 
 * jobs submitted through the API run on both worker hosts and versions stay a gap-free sequence;
 * a worker host that dies mid-job (every process in its namespace SIGKILLed) loses nothing: its
@@ -11,7 +13,10 @@ Shown, with the figures printed (run with -s):
 * both replicas serve a newly published version within 2 s of its publication;
 * under steady prediction load through the balancer, while a version is published and a replica
   is killed and restarted: zero failed requests, and every answer names a version that was the
-  registry's default at some instant of [request start - poll - load slack, response end].
+  registry's default at some instant of [request start - poll - load slack, response end];
+* the object store unreachable for 10 s (its host's link down): predictions go on with zero
+  failures; a job that must publish meanwhile waits and publishes once the store is back, or
+  fails saying why; every version ever listed is complete (verifies against its manifest).
 
 Needs root and haproxy (scripts/ensure-system-tools.sh); a namespace that cannot be made is a
 failure, never a skip. The cluster is torn down (processes, namespaces, bridge) even when a test
@@ -28,7 +33,8 @@ from collections import Counter
 import pytest
 import requests
 
-from benchmarks.cluster import Cluster, LocalRegistry
+from benchmarks.cluster import Cluster, S3Registry
+from shared.registry.errors import ModelNotFoundError
 from tests.load_support import Sample, Timeline, prediction_load
 from tests.trainer_support import LONG, SMALL, wait_for
 
@@ -41,11 +47,14 @@ SERVED_WITHIN_SECONDS = 2.0
 WATCH_INTERVAL = 0.02  # how often the test looks at the registry
 
 
-@pytest.fixture(scope="module", params=["local"])
-def cluster(request, tmp_path_factory, mnist_dir):
+STORE_DOWN_SECONDS = 10
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, mnist_dir):
     """The whole deployment, one host per service; torn down whatever happens."""
     workdir = tmp_path_factory.mktemp("cluster")
-    registry = LocalRegistry(workdir / "models")
+    registry = S3Registry()
     c = Cluster(
         workdir,
         data_dir=mnist_dir,
@@ -92,8 +101,27 @@ def wait_job(c: Cluster, job_id: str, statuses: set[str], timeout: float = 90) -
 
 
 def versions(c: Cluster, model: str) -> list[int]:
-    registry = c.registry.open(c)
-    return registry.versions(model) if model in registry.model_names() else []
+    """The registry's versions of `model` as the test sees them (one GET on S3)."""
+    try:
+        return c.observer().versions(model)
+    except ModelNotFoundError:
+        return []
+
+
+def start_load(url: str, samples: list[Sample], stop: threading.Event, n: int = 4) -> list:
+    """`n` keep-alive clients POSTing one image to `url`, bounded in count and time."""
+    threads = [
+        threading.Thread(
+            target=prediction_load,
+            args=(url, stop, samples),
+            kwargs={"hard_stop_seconds": 90, "max_requests": 6000},
+            daemon=True,
+        )
+        for _ in range(n)
+    ]
+    for t in threads:
+        t.start()
+    return threads
 
 
 def watch_for_version(c: Cluster, model: str, version: int, timeout: float) -> tuple[float, float]:
@@ -184,21 +212,10 @@ def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_repl
 
     samples: list[Sample] = []
     stop = threading.Event()
-    url = f"{c.balancer_url}/v1/models/{model}/predict"
-    threads = [
-        threading.Thread(
-            target=prediction_load,
-            args=(url, stop, samples),
-            kwargs={"hard_stop_seconds": 60, "max_requests": 5000},
-            daemon=True,
-        )
-        for _ in range(4)
-    ]
     timeline = Timeline(first=1)
     victim = c.replicas[0]
     events: dict[str, float] = {}
-    for t in threads:
-        t.start()
+    threads = start_load(f"{c.balancer_url}/v1/models/{model}/predict", samples, stop)
     try:
         time.sleep(1.0)
         job_id = submit(c, model, SMALL)
@@ -252,3 +269,65 @@ def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_repl
     assert len(samples) > 200, figures
     assert int(end_stats[f"inference/{victim}"]["stot"]) > served_before, "no traffic after restart"
     assert figures["per_version"].get(2, 0) > 0, figures
+
+
+def test_the_object_store_down_for_10_s_loses_and_half_publishes_nothing(cluster):
+    c, model = cluster, "outage"
+    assert wait_job(c, submit(c, model, SMALL), {"finished", "failed"})["model_version"] == 1
+    c.wait_served_everywhere(model, 1, timeout=10)
+
+    samples: list[Sample] = []
+    stop = threading.Event()
+    seen: dict[str, object] = {}  # what the job and the registry looked like during the outage
+    threads = start_load(f"{c.balancer_url}/v1/models/{model}/predict", samples, stop, n=2)
+    try:
+        time.sleep(1.0)
+        down_at = time.monotonic()
+        c.store_down()
+        job_id = submit(c, model, SMALL)  # trains on a worker host; must publish meanwhile
+        while time.monotonic() < down_at + STORE_DOWN_SECONDS:
+            j = job(c, job_id)
+            seen.setdefault("phases", set()).add(f"{j['status']}/{j.get('phase')}")  # type: ignore[union-attr]
+            time.sleep(0.25)
+        seen["replica_readyz"] = requests.get(
+            c.replica_url(c.replicas[0]) + "/readyz", timeout=10
+        ).status_code
+        c.store_up()
+        up_at = time.monotonic()
+        final = wait_job(c, job_id, {"finished", "failed"})
+        appeared = (
+            watch_for_version(c, model, 2, timeout=30)[1] if final["model_version"] else up_at
+        )
+        time.sleep(1.0)
+    finally:
+        c.store_up()
+        stop.set()
+        for t in threads:
+            t.join(15)
+
+    failed = [s for s in samples if s.status != 200]
+    during = [s for s in samples if down_at <= s.start <= up_at]
+    registry = c.observer()
+    listed = versions(c, model)
+    manifests = [registry.verify(model, v)["version"] for v in listed]
+    replica_view = requests.get(f"{c.replica_url(c.replicas[1])}/v1/models/{model}", timeout=5)
+    stale_after = [s.start - appeared for s in samples if s.version == 1 and s.start > appeared]
+    print(
+        f"\nmultihost object store down {STORE_DOWN_SECONDS} s: {len(during)} predictions "
+        f"during the outage, {len(failed)} failed of {len(samples)}; replica /readyz during it "
+        f"{seen['replica_readyz']}; job phases seen {sorted(seen['phases'])}; job "
+        f"{final['status']} (version {final['model_version']}, error {final['error']!r}); "
+        f"version 2 listed {appeared - up_at:+.2f} s after the store came back; last answer "
+        f"from version 1 {max(stale_after, default=0.0):.2f} s after that"
+    )
+    assert failed == [], failed[:5]
+    assert len(during) > 50, len(during)
+    assert {s.version for s in during} == {1}
+    assert seen["replica_readyz"] == 200  # a replica serving what it loaded stays in rotation
+    assert not any(p.startswith("finished") for p in seen["phases"])  # nothing claimed meanwhile
+    if final["status"] == "finished":  # it waited, and published once the store was back
+        assert final["model_version"] == 2 and listed == manifests == [1, 2], (final, listed)
+    else:  # or it failed, saying why, and published nothing
+        assert "store" in final["error"] and listed == manifests == [1], (final, listed)
+    assert [v["version"] for v in replica_view.json()["versions"]] in (listed, listed[::-1])
+    assert all(v["status"] == "ok" for v in replica_view.json()["versions"])
