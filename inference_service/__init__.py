@@ -24,7 +24,8 @@ Flask app (``front.py``), which serves everything else; both answer errors from 
 table (``shared.web.errors``).
 
 Configuration (environment, or the same keys in ``create_app(config)``; read in ``settings.py``
-only): MODEL_REGISTRY_DIR, REGISTRY_POLL_SECONDS (0.5; 0 = check on every request, no thread),
+only): MODEL_REGISTRY_DIR or MODEL_REGISTRY_URL (s3://bucket/prefix, with the AWS variables),
+REGISTRY_CACHE_DIR, REGISTRY_POLL_SECONDS (0.5; 0 = check on every request, no thread),
 MODEL_CACHE_SIZE (4), MAX_BATCH_IMAGES (1024), MAX_CONTENT_LENGTH (16 MiB), LOG_LEVEL (INFO),
 TRAINER_PUBLIC_URL / TRAINER_PORT (the web page's trainer address); for gunicorn also
 INFERENCE_PORT (8000), WEB_CONCURRENCY (2), GUNICORN_THREADS (1 = sync worker, more = gthread) and

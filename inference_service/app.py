@@ -41,6 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         on_default_change=telemetry.on_default_change,
         on_load=telemetry.on_load,
         on_broken=telemetry.on_broken,
+        on_poll=telemetry.on_poll,
     )
     state = ServiceState(settings, registry, cache, telemetry, ShadowRunner(telemetry))
     app = create_flask_app(

@@ -359,6 +359,11 @@ class Readiness(BaseModel):
     reason: str | None = None
     missing: list[str] | None = None
     models: dict[str, Any]
+    registry: dict[str, Any] | None = Field(
+        None,
+        description="The store as of this worker's last poll: location, reachable, and when "
+        "it is not: error, unreachable_since (Unix time) and what is still served.",
+    )
     pid: int | None = None
     loaded: list[str] | None = None
 

@@ -51,6 +51,7 @@ from shared.registry import (
     ModelNotFoundError,
     Registry,
     RegistryError,
+    RegistryUnavailableError,
     VersionNotFoundError,
     validate_model_name,
     validate_version,
@@ -139,6 +140,7 @@ class ModelCache:
         on_default_change: Callable[[str, int], None] | None = None,
         on_load: Callable[[str, int, float], None] | None = None,
         on_broken: Callable[[str, int], None] | None = None,
+        on_poll: Callable[[bool, bool], None] | None = None,
     ) -> None:
         self.registry = registry
         self.capacity = int(capacity)
@@ -146,6 +148,11 @@ class ModelCache:
         self._on_default_change = on_default_change
         self._on_load = on_load
         self._on_broken = on_broken
+        self._on_poll = on_poll
+        #: Whether the last poll reached the store, what stopped it, and since when (time.time).
+        self._reachable: bool | None = None
+        self._store_error: str | None = None
+        self._unreachable_since: float | None = None
         self._defaults: dict[str, Served] = {}
         self._splits: dict[str, Split] = {}
         self._shadows: dict[str, Served] = {}
@@ -212,15 +219,37 @@ class ModelCache:
             self._stop.wait(next_at - time.monotonic())
 
     def _safe_refresh(self) -> None:
+        """One poll that never raises. A store that cannot be reached (an object store down, an
+        unmounted volume) leaves everything loaded in place: this worker keeps serving it,
+        `readiness()` and the metrics say the store is unreachable, and the next poll that
+        reaches it catches up."""
         try:
             self.refresh()
         except Exception as exc:  # never let the poller die or a request fail because of a scan
-            # The same failure (say, an unmounted volume) is logged once a minute, not per poll.
+            unreachable = isinstance(exc, RegistryUnavailableError | OSError)
             key = f"{type(exc).__name__}: {exc}"
+            if unreachable:
+                if self._reachable is not False:
+                    self._unreachable_since = time.time()
+                self._reachable = False
+                self._store_error = str(exc)
+            if self._on_poll is not None:
+                self._on_poll(False, not unreachable)
+            # The same failure (say, an unmounted volume) is logged once a minute, not per poll.
             now = time.monotonic()
             if key != self._last_error[0] or now - self._last_error[1] > 60:
                 self._last_error = (key, now)
-                logger.exception("registry scan failed; keeping the current models")
+                if unreachable:
+                    logger.error("registry unreachable (%s); serving what is loaded", exc)
+                else:
+                    logger.exception("registry scan failed; keeping the current models")
+            return
+        if self._reachable is False:
+            logger.info("registry reachable again (%s)", self.registry.location)
+        self._reachable, self._store_error, self._unreachable_since = True, None, None
+        self._last_error = ("", 0.0)
+        if self._on_poll is not None:
+            self._on_poll(True, True)
 
     # ---- registry scan --------------------------------------------------------------------------
 
@@ -244,6 +273,8 @@ class ModelCache:
                     views[name] = self._scan_model(name)
                 except ModelNotFoundError:
                     continue  # removed while scanning
+                except (RegistryUnavailableError, OSError):
+                    raise  # the store, not this model: the whole poll fails and is retried
                 except Exception:  # one odd model folder must not stop the others
                     logger.exception(
                         "registry scan of model %r failed; keeping its last state", name
@@ -565,10 +596,29 @@ class ModelCache:
         with self._lock:
             return list(self._loaded)
 
+    def store_status(self) -> dict[str, Any]:
+        """{"location", "reachable" (None before the first poll), "error"?, "unreachable_since"?,
+        "serving"?} as of this worker's last poll."""
+        out: dict[str, Any] = {"location": self.registry.location, "reachable": self._reachable}
+        if self._reachable is False:
+            out["error"] = self._store_error
+            out["unreachable_since"] = self._unreachable_since
+            out["serving"] = (
+                "the versions loaded before the store became unreachable; "
+                "new versions, pins and aliases are picked up when it answers again"
+            )
+        return out
+
     def readiness(self) -> dict[str, Any]:
         """Ready when every model of the last registry scan with a usable version has its
         default loaded in this worker. An empty registry (or no scan yet) is *not* ready: a
-        worker that can answer no prediction should not receive traffic."""
+        worker that can answer no prediction should not receive traffic.
+
+        A store that became unreachable after the defaults were loaded leaves the worker
+        *ready* (it still answers every prediction it answered before; taking every replica out
+        of rotation at once would turn a store outage into a full outage), and ``registry``
+        says the store is unreachable, since when and why. A worker that never reached the
+        store is not ready, with that reason."""
         with self._lock:
             views = dict(self._views)
             defaults = dict(self._defaults)
@@ -599,8 +649,10 @@ class ModelCache:
                     )
         scanned = self._last_refresh is not None
         ready = scanned and bool(defaults) and not missing
-        out: dict[str, Any] = {"ready": ready, "models": models}
-        if not scanned:
+        out: dict[str, Any] = {"ready": ready, "models": models, "registry": self.store_status()}
+        if not scanned and self._reachable is False:
+            out["reason"] = f"registry unreachable: {self._store_error}"
+        elif not scanned:
             out["reason"] = "registry not scanned yet"
         elif not views:
             out["reason"] = "no models in the registry"

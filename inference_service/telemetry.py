@@ -98,6 +98,21 @@ class Telemetry:
             registry=r,
         )
 
+        self.registry_reachable = Gauge(
+            "digitflow_registry_reachable",
+            "1 when the last registry poll reached the store, 0 when it could not (the lowest "
+            "over the live workers).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.registry_poll_errors = Counter(
+            "digitflow_registry_poll_errors",
+            "Registry polls that failed (kind: unreachable = the store did not answer; scan = "
+            "anything else).",
+            ["kind"],
+            registry=r,
+        )
+
         # Per-version live figures: a split's sides compared as they serve.
         self.version_requests = Counter(
             "digitflow_inference_version_requests",
@@ -305,6 +320,11 @@ class Telemetry:
     def on_load(self, name: str, version: int, seconds: float) -> None:
         self.model_loads.labels(name).inc()
         self.model_load_seconds.observe(seconds)
+
+    def on_poll(self, ok: bool, reachable: bool) -> None:
+        self.registry_reachable.set(1 if reachable else 0)
+        if not ok:
+            self.registry_poll_errors.labels("scan" if reachable else "unreachable").inc()
 
     def on_broken(self, name: str, version: int) -> None:
         self.broken_versions.labels(name, str(version)).inc()

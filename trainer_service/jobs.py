@@ -1,7 +1,8 @@
 """The RQ job: train one model from a TrainConfig dict and publish it as a new registry version.
 
 `train_job` is a plain importable function with JSON arguments, so any RQ worker whose environment
-has MODEL_REGISTRY_DIR and the data directories can run it. It trains through
+has the registry's settings (MODEL_REGISTRY_DIR or MODEL_REGISTRY_URL) and the data directories
+can run it. It trains through
 `shared.pipeline.run_training`, the same code path as the `train` CLI, so a queued job and a CLI
 run with the same config give the same model. The config was validated by the API when the job
 was submitted (`routes_jobs`); the job only reads it back into a TrainConfig.
@@ -9,7 +10,8 @@ was submitted (`routes_jobs`); the job only reads it back into a TrainConfig.
 Failure modes and what they leave behind:
 * transient error (dataset download hit a network problem) → RQ retries it a few times;
 * stopped by the API (work horse SIGKILLed), timed out, or the worker died → nothing published:
-  the registry's publish is one atomic rename at the very end, after everything else succeeded;
+  the registry's publish is one atomic step at the very end (a rename, or a conditional write of
+  the model's state object on S3), after everything else succeeded;
   the scratch folder of a killed work horse is removed by the next job on that machine;
 * Redis unreachable mid-training → progress is not recorded meanwhile, training goes on; before
   publishing, the job waits (up to JOB_HEARTBEAT_GRACE seconds) until Redis answers, and fails

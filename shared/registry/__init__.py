@@ -1,6 +1,10 @@
-"""A versioned model registry on a plain shared folder (think MLflow registry + TF Serving dirs).
+"""A versioned model registry (think MLflow registry + TF Serving dirs) on a plain shared folder,
+the default, or on S3-compatible object storage (``s3://bucket/prefix``: see `shared.registry.s3`
+for its layout and why). One `Registry` class (core.py) holds everything both must do alike;
+a `Storage` (storage.py) is what differs: `local.LocalStorage` and `s3.S3Storage`. Both pass one
+shared test suite (tests/integration/test_registry_suite.py).
 
-Layout::
+The folder's layout::
 
     <root>/<name>/<version>/weights.npz       the model file, copied verbatim
     <root>/<name>/<version>/manifest.json     sha256, size, created_at, package_version, caller's data
@@ -30,7 +34,8 @@ Why it is built this way:
 * Every client-supplied name, alias and version is validated against a strict ASCII pattern, and
   paths are resolved and checked to stay inside the root as a second line of defence.
 
-Modules, by concern: ``core`` (the `Registry` class callers use), ``publishing`` (temp folders,
+Modules, by concern: ``core`` (the `Registry` class callers use), ``storage`` (the interface and
+`RegistryUnavailableError`), ``local`` and ``s3`` (the two storages), ``publishing`` (temp folders,
 the version-allocating rename, cleanup of crashed publishes), ``verification`` (manifest + sha256,
 the stat-keyed cache), ``state`` (state.json: pin, aliases, traffic split, shadow, history, its
 lock), ``paths`` (names to
@@ -62,6 +67,7 @@ from shared.registry.names import (
 )
 from shared.registry.publishing import process_running
 from shared.registry.state import MAX_ROUTES, validate_ref
+from shared.registry.storage import RegistryUnavailableError, Storage
 
 __all__ = [
     "MANIFEST_FILE",
@@ -78,6 +84,8 @@ __all__ = [
     "Registry",
     "VersionInUseError",
     "RegistryError",
+    "RegistryUnavailableError",
+    "Storage",
     "VersionNotFoundError",
     "process_running",
     "validate_alias",

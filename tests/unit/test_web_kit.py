@@ -13,6 +13,7 @@ from shared.registry import (
     InvalidNameError,
     ModelNotFoundError,
     RegistryError,
+    RegistryUnavailableError,
     VersionNotFoundError,
 )
 from shared.web.app import create_flask_app, serve_openapi
@@ -146,3 +147,23 @@ def test_an_answer_documents_several_media_types_and_headers() -> None:
     assert set(doc["paths"]["/run"]["post"]["requestBody"]["content"]) == {
         "application/octet-stream"
     }
+
+
+def test_registry_url_wins_over_the_folder_and_is_checked(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv("MODEL_REGISTRY_URL", raising=False)
+    monkeypatch.setenv("MODEL_REGISTRY_DIR", str(tmp_path / "models"))
+    assert ServiceSettings.load().registry_location == str(tmp_path / "models")
+    settings = ServiceSettings.load({"MODEL_REGISTRY_URL": "s3://bucket/some/prefix"})
+    assert settings.registry_location == "s3://bucket/some/prefix"  # the folder is ignored
+    reg = settings.open_registry(read_only=True)
+    assert reg.location == "s3://bucket/some/prefix" and reg.root is None and reg.read_only
+    folder = ServiceSettings.load({"MODEL_REGISTRY_URL": f"file://{tmp_path}/other"})
+    assert folder.open_registry().root == tmp_path / "other"
+    for bad in ("http://bucket/x", "s3://", "s3:///prefix", "models", "file://relative"):
+        with pytest.raises(SettingsError, match="MODEL_REGISTRY_URL"):
+            ServiceSettings.load({"MODEL_REGISTRY_URL": bad})
+
+
+def test_an_unreachable_store_is_a_503() -> None:
+    err = to_api_error(RegistryUnavailableError("object store s3://b unreachable: refused"))
+    assert err.status == 503 and err.code == "registry_unavailable"
