@@ -13,7 +13,8 @@ figures printed (run with -s):
 * both replicas serve a newly published version within 2 s of its publication;
 * under steady prediction load through the balancer, while a version is published and a replica
   is killed and restarted: zero failed requests, and every answer names a version that was the
-  registry's default at some instant of [request start - poll - load slack, response end];
+  registry's default at some instant of [request start - 2 s (the pickup window above),
+  response end];
 * the object store unreachable for 10 s (its host's link down): predictions go on with zero
   failures; a job that must publish meanwhile waits and publishes once the store is back, or
   fails saying why; every version ever listed is complete (verifies against its manifest).
@@ -42,9 +43,11 @@ pytestmark = [pytest.mark.slow]
 
 HEARTBEAT_SECONDS, HEARTBEAT_GRACE = 1, 3
 POLL_SECONDS = 0.5  # the shipped REGISTRY_POLL_SECONDS
-LOAD_SLACK_SECONDS = 0.2  # a replica loads and verifies a new version after noticing it
+#: A replica serves a new version within this much of its publication (asserted on its own, and
+#: the window in which an answer may still name the previous default): its next poll, then the
+#: download from the store, the sha256 check and the load.
 SERVED_WITHIN_SECONDS = 2.0
-WATCH_INTERVAL = 0.02  # how often the test looks at the registry
+WATCH_INTERVAL = 0.05  # how often the test looks at the registry (one GET on the store)
 
 
 STORE_DOWN_SECONDS = 10
@@ -140,7 +143,7 @@ def watch_for_version(c: Cluster, model: str, version: int, timeout: float) -> t
 
 
 def test_jobs_run_on_both_worker_hosts_and_versions_stay_gap_free(cluster):
-    c, model, n = cluster, "spread", 6
+    c, model, n = cluster, "spread", 4
     ids = [submit(c, model, SMALL) for _ in range(n)]
     jobs = [wait_job(c, i, {"finished", "failed"}) for i in ids]
     per_host = Counter(c.worker_host(j["worker"]) for j in jobs)
@@ -230,7 +233,7 @@ def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_repl
         c.start_inference(victim)
         wait_for(
             lambda: c.balancer_stats()[f"inference/{victim}"]["status"] == "UP",
-            30,
+            60,
             interval=0.05,
             what=f"the balancer to see {victim} UP again",
         )
@@ -246,7 +249,7 @@ def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_repl
 
     failed = [s for s in samples if s.status != 200]
     stale = [(timeline.staleness(s), s) for s in samples if s.status == 200]
-    late = [(lag, s) for lag, s in stale if lag > POLL_SECONDS + LOAD_SLACK_SECONDS]
+    late = [(lag, s) for lag, s in stale if lag > SERVED_WITHIN_SECONDS]
     t0 = samples[0].start if samples else 0.0
 
     def counter(row: str, key: str) -> int:
@@ -278,20 +281,21 @@ def test_the_object_store_down_for_10_s_loses_and_half_publishes_nothing(cluster
 
     samples: list[Sample] = []
     stop = threading.Event()
-    seen: dict[str, object] = {}  # what the job and the registry looked like during the outage
     threads = start_load(f"{c.balancer_url}/v1/models/{model}/predict", samples, stop, n=2)
     try:
         time.sleep(1.0)
         down_at = time.monotonic()
         c.store_down()
         job_id = submit(c, model, SMALL)  # trains on a worker host; must publish meanwhile
+        phases: set[str] = set()
+        readyz: list[tuple[float, int, bool | None]] = []  # (time, status, store reachable)
         while time.monotonic() < down_at + STORE_DOWN_SECONDS:
             j = job(c, job_id)
-            seen.setdefault("phases", set()).add(f"{j['status']}/{j.get('phase')}")  # type: ignore[union-attr]
+            phases.add(f"{j['status']}/{j.get('phase')}")
+            r = requests.get(c.replica_url(c.replicas[0]) + "/readyz", timeout=10)
+            reachable = (r.json().get("registry") or {}).get("reachable")
+            readyz.append((time.monotonic() - down_at, r.status_code, reachable))
             time.sleep(0.25)
-        seen["replica_readyz"] = requests.get(
-            c.replica_url(c.replicas[0]) + "/readyz", timeout=10
-        ).status_code
         c.store_up()
         up_at = time.monotonic()
         final = wait_job(c, job_id, {"finished", "failed"})
@@ -312,19 +316,23 @@ def test_the_object_store_down_for_10_s_loses_and_half_publishes_nothing(cluster
     manifests = [registry.verify(model, v)["version"] for v in listed]
     replica_view = requests.get(f"{c.replica_url(c.replicas[1])}/v1/models/{model}", timeout=5)
     stale_after = [s.start - appeared for s in samples if s.version == 1 and s.start > appeared]
+    unreachable_at = [t for t, _, reachable in readyz if reachable is False]
     print(
         f"\nmultihost object store down {STORE_DOWN_SECONDS} s: {len(during)} predictions "
-        f"during the outage, {len(failed)} failed of {len(samples)}; replica /readyz during it "
-        f"{seen['replica_readyz']}; job phases seen {sorted(seen['phases'])}; job "
-        f"{final['status']} (version {final['model_version']}, error {final['error']!r}); "
+        f"during the outage, {len(failed)} failed of {len(samples)}; replica /readyz statuses "
+        f"{sorted({status for _, status, _ in readyz})}, store reported unreachable "
+        f"{f'from +{min(unreachable_at):.1f} s' if unreachable_at else 'not yet'}; "
+        f"job phases seen {sorted(phases)}; "
+        f"job {final['status']} (version {final['model_version']}, error {final['error']!r}); "
         f"version 2 listed {appeared - up_at:+.2f} s after the store came back; last answer "
         f"from version 1 {max(stale_after, default=0.0):.2f} s after that"
     )
     assert failed == [], failed[:5]
     assert len(during) > 50, len(during)
     assert {s.version for s in during} == {1}
-    assert seen["replica_readyz"] == 200  # a replica serving what it loaded stays in rotation
-    assert not any(p.startswith("finished") for p in seen["phases"])  # nothing claimed meanwhile
+    # a replica serving what it loaded stays in the balancer's rotation
+    assert {status for _, status, _ in readyz} == {200}, readyz
+    assert not any(p.startswith("finished") for p in phases)  # nothing claimed meanwhile
     if final["status"] == "finished":  # it waited, and published once the store was back
         assert final["model_version"] == 2 and listed == manifests == [1, 2], (final, listed)
     else:  # or it failed, saying why, and published nothing
