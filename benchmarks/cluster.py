@@ -705,6 +705,19 @@ class Cluster:
             }
             return {r: f.result() for r, f in futures.items()}
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by every process in the cluster's namespaces, with the children
+        they reaped (a job's work horse): what this deployment costs the machine."""
+        total = 0.0
+        for host in self.hosts.values():
+            for pid in namespace_pids(host.ns):
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        return total / os.sysconf("SC_CLK_TCK")
+
     # -- waiting ---------------------------------------------------------------------------------
 
     def wait(self, predicate: Callable[[], Any], proc: Proc, timeout: float, what: str) -> Any:
