@@ -41,7 +41,7 @@ bench-serving: install  ## HTTP serving vs a bare endpoint, batch, model switch,
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.lifecycle
 
-bench-scaling: install  ## hosts from network namespaces (root): publish-to-served, balancer, workers (~6 min)
+bench-scaling: install  ## root: a host per service (network namespaces): publish-to-served, balancer, worker hosts (~10 min)
 	$(BIN)/python -m benchmarks.scaling
 
 clean:

@@ -342,6 +342,10 @@ defaults
     timeout client 30s
     timeout server 10s
     timeout http-request 10s
+    # a health check may wait behind the requests a saturated replica is answering (sync
+    # workers answer one at a time): without this, haproxy would give it only `inter` (250 ms),
+    # mark every busy replica DOWN and answer 503 itself. A dead replica refuses at once anyway.
+    timeout check 2s
     # a request that hits a dead or dying replica (refused, reset, empty answer, 502-504) is
     # sent again, each time to another replica (redispatch every retry): the client sees nothing
     retries 3

@@ -1,6 +1,6 @@
 """Scaling out (issue 12): what running digitflow on several hosts costs and gains.
 
-    sudo python -m benchmarks.scaling            # ~6 min; results/scaling-<date>.json
+    sudo python -m benchmarks.scaling            # ~10 min; results/scaling-<date>.json
     sudo python -m benchmarks.scaling --quick    # ~1.5 min, tiny figures (the smoke test)
 
 Every service runs on its own "host", a network namespace of benchmarks/cluster.py (root), with
