@@ -83,11 +83,14 @@ class OthersProbe:
 
     def __enter__(self) -> OthersProbe:
         self.ticks, self.own, self.wall = cpu_busy_ticks(), self._ours(), time.perf_counter()
+        self.cluster_cpu0 = self.cluster.cpu_seconds()
         return self
 
     def __exit__(self, *exc: object) -> None:
         busy0, total0 = self.ticks
         busy1, total1 = cpu_busy_ticks()
+        #: CPU seconds the deployment itself used (not the client): what the work costs
+        self.cluster_cpu = self.cluster.cpu_seconds() - self.cluster_cpu0
         wall = time.perf_counter() - self.wall
         others = (busy1 - busy0) / os.sysconf("SC_CLK_TCK") - (self._ours() - self.own)
         ncpu = os.cpu_count() or 1
@@ -178,11 +181,15 @@ def bench_balancer(
                 with OthersProbe(c) as probe:
                     out = run_wrk(port, path, body_file, connections=n, seconds=seconds, host=host)
                 out["others_cpu_share"] = probe.share
+                out["cluster_cpu_ms_per_request"] = round(
+                    probe.cluster_cpu * 1000 / max(1, out["requests"]), 3
+                )
                 runs[point][n].append(out)
                 log(
                     f"  round {rep + 1} {point:<22} c={n:<2} {out['rps']:7.1f} req/s  "
                     f"p50 {out['p50_us'] / 1000:6.2f} ms  p99 {out['p99_us'] / 1000:6.2f} ms  "
-                    f"errors {out['errors']}  others {probe.share}"
+                    f"errors {out['errors']}  others {probe.share}  "
+                    f"{out['cluster_cpu_ms_per_request']} CPU ms/req"
                 )
     summary: dict[str, Any] = {}
     for point, by_n in runs.items():
@@ -193,6 +200,9 @@ def bench_balancer(
                 "p99_ms": round(median([r["p99_us"] for r in outs]) / 1000, 3),
                 "errors": sum(r["errors"] for r in outs),
                 "others_cpu_share": median([r["others_cpu_share"] or 0.0 for r in outs]),
+                "cluster_cpu_ms_per_request": median(
+                    [r["cluster_cpu_ms_per_request"] for r in outs]
+                ),
             }
             for n, outs in by_n.items()
         }
@@ -202,6 +212,11 @@ def bench_balancer(
             "balancer_hop_rps_ratio": round(one[str(n)]["rps"] / direct[str(n)]["rps"], 3),
             "balancer_hop_p50_ms": round(one[str(n)]["p50_ms"] - direct[str(n)]["p50_ms"], 3),
             "two_vs_one_replica_rps_ratio": round(two[str(n)]["rps"] / one[str(n)]["rps"], 3),
+            "balancer_hop_cpu_ms_per_request": round(
+                one[str(n)]["cluster_cpu_ms_per_request"]
+                - direct[str(n)]["cluster_cpu_ms_per_request"],
+                3,
+            ),
         }
         for n in connections
     }
@@ -252,16 +267,19 @@ def bench_workers(
             with OthersProbe(c) as probe:
                 out = run_batch(c, f"scale-{hosts}-{rep}", jobs, config)
             out["others_cpu_share"] = probe.share
+            out["cluster_cpu_s_per_job"] = round(probe.cluster_cpu / jobs, 2)
             runs[str(hosts)].append(out)
             log(
                 f"  round {rep + 1}, {hosts} worker host(s): {jobs} jobs in {out['wall_s']:.1f} s "
                 f"= {out['jobs_per_hour']:.0f} jobs/h, per host {out['per_host']}, "
-                f"others {probe.share}"
+                f"others {probe.share}, {out['cluster_cpu_s_per_job']} CPU s per job"
             )
     summary = {k: median([r["jobs_per_hour"] for r in v]) for k, v in runs.items()}
     others = {k: median([r["others_cpu_share"] or 0.0 for r in v]) for k, v in runs.items()}
+    cpu = {k: median([r["cluster_cpu_s_per_job"] for r in v]) for k, v in runs.items()}
     return {
         "others_cpu_share": others,
+        "cluster_cpu_s_per_job": cpu,
         "job": config,
         "jobs_per_batch": jobs,
         "reps": reps,
@@ -316,8 +334,9 @@ def report(results: dict[str, Any]) -> str:
                 p["p50_ms"],
                 p["p99_ms"],
                 p["errors"],
+                p.get("cluster_cpu_ms_per_request"),
                 f"{(p.get('others_cpu_share') or 0) * 100:.0f} %",
-            ]  # fmt: skip
+            ]
             for point, by_n in b["points"].items()
             for n, p in by_n.items()
         ]
@@ -325,7 +344,17 @@ def report(results: dict[str, Any]) -> str:
             "",
             "one image per request, wrk -t1 (medians of the rounds):",
             markdown_table(
-                ["path", "connections", "req/s", "p50 ms", "p99 ms", "errors", "others' CPU"], rows
+                [
+                    "path",
+                    "connections",
+                    "req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "errors",
+                    "deployment CPU ms/request",
+                    "others' CPU",
+                ],
+                rows,
             ),
             "ratios: " + json.dumps(b["ratios"]),
         ]
@@ -336,9 +365,14 @@ def report(results: dict[str, Any]) -> str:
             f"training jobs ({json.dumps(w['job'])}, {w['jobs_per_batch']} per batch, "
             "one BLAS thread per worker):",
             markdown_table(
-                ["worker hosts", "jobs/hour (median)", "others' CPU"],
+                ["worker hosts", "jobs/hour (median)", "deployment CPU s/job", "others' CPU"],
                 [
-                    [k, f"{v:.0f}", f"{(w.get('others_cpu_share') or {}).get(k, 0) * 100:.0f} %"]
+                    [
+                        k,
+                        f"{v:.0f}",
+                        (w.get("cluster_cpu_s_per_job") or {}).get(k),
+                        f"{(w.get('others_cpu_share') or {}).get(k, 0) * 100:.0f} %",
+                    ]
                     for k, v in w["jobs_per_hour"].items()
                 ],
             ),

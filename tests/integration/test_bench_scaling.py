@@ -35,12 +35,14 @@ def test_whole_benchmark_on_tiny_settings(tmp_path: Path) -> None:
     for by_connections in points.values():
         assert set(by_connections) == {"1", "8"}
         assert all(p["rps"] > 0 and p["errors"] == 0 for p in by_connections.values())
+        assert all(p["cluster_cpu_ms_per_request"] > 0 for p in by_connections.values())
 
     workers = results["workers"]
     one, two = workers["runs"]["1"][0], workers["runs"]["2"][0]
     assert one["per_host"] == {"worker1": 2} and one["versions"] == [1, 2]
     assert sum(two["per_host"].values()) == 2 and two["versions"] == [1, 2]
     assert workers["jobs_per_hour"]["1"] > 0 and workers["two_vs_one_ratio"] > 0
+    assert all(cpu > 0 for cpu in workers["cluster_cpu_s_per_job"].values())
     assert "not cores" in scaling.report(results)
 
     after = set(Path(tempfile.gettempdir()).glob("digitflow-bench-scaling-*"))
