@@ -219,6 +219,35 @@ def test_an_idle_poll_is_one_conditional_get_per_object(s3: RegistryFactory, tmp
     assert reader.change_token() != token
 
 
+def test_readers_only_ever_read_the_bucket(s3: RegistryFactory, tmp_path: Path) -> None:
+    """What inference does (every read method, a download, a report file, polls, a corrupt
+    state object, a broken version) sends only GetObject and ListObjectsV2: it needs no write
+    access."""
+    writer = s3.make()
+    src = tmp_path / "notes.txt"
+    src.write_bytes(b"notes")
+    for data in (b"a", b"b", b"c"):
+        weights = tmp_path / f"{data.decode()}.npz"
+        weights.write_bytes(data)
+        writer.publish("m", weights, {}, {"notes.txt": src})
+    writer.pin("m", 2)
+    writer.set_alias("m", "prod", 1)
+    s3.remove(writer, "m", 3, "weights.npz")  # version 3 broken
+    reader = s3.make(read_only=True)
+    calls: list[str] = []
+    reader.storage._s3().meta.events.register(
+        "before-call.s3", lambda model, **kw: calls.append(model.name)
+    )
+    for _ in range(2):
+        reader.change_token(), reader.change_token("m"), reader.model_names()
+        reader.describe_versions("m"), reader.latest_version("m"), reader.default_version("m")
+        reader.resolve("m", "prod"), reader.state("m"), reader.version_status("m", 3)
+        reader.weights_path("m", 2), reader.read_file("m", 1, "notes.txt")
+        s3.write_state("m", b"{corrupt")
+    assert reader.default_version("m") == 2
+    assert set(calls) == {"GetObject", "ListObjectsV2"}, calls
+
+
 # --------------------------------------------------------------------------------------------
 # a corrupt state object
 
