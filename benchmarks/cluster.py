@@ -701,11 +701,14 @@ class Cluster:
             time.sleep(interval)
         raise ClusterError(f"{replica} does not serve {model}:{version} after {timeout} s: {seen}")
 
-    def wait_served_everywhere(self, model: str, version: int, timeout: float) -> dict[str, float]:
+    def wait_served_everywhere(
+        self, model: str, version: int, timeout: float, interval: float = 0.05
+    ) -> dict[str, float]:
         """replica → when it served `version` (monotonic), every replica watched at once."""
         with ThreadPoolExecutor(max_workers=len(self.replicas)) as pool:
             futures = {
-                r: pool.submit(self.wait_served, r, model, version, timeout) for r in self.replicas
+                r: pool.submit(self.wait_served, r, model, version, timeout, interval)
+                for r in self.replicas
             }
             return {r: f.result() for r, f in futures.items()}
 
