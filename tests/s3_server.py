@@ -1,7 +1,8 @@
 """A real S3 endpoint for the tests, in a process of its own.
 
-``python -m tests.s3_server serve PORT [HOST]``: moto's S3 server app (the one ``python -m moto.server``
-runs) on HOST:PORT (127.0.0.1 unless given: benchmarks/cluster.py gives a namespace's address), under werkzeug's threaded server, one request at a time.
+``python -m tests.s3_server serve PORT [HOST]``: moto's S3 server app (the one
+``python -m moto.server`` runs) on HOST:PORT (127.0.0.1 unless given: benchmarks/cluster.py gives
+a network namespace's address), under werkzeug's threaded server, one request at a time.
 Serialising matters: moto checks ``If-Match`` / ``If-None-Match`` and then stores, with no lock,
 so two concurrent conditional writes could both pass its check; S3 makes each conditional write
 atomic, and the lock gives moto the same semantics (tests/integration/test_registry_s3.py checks
