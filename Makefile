@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint format up bench bench-serving clean
+.PHONY: install test test-fast lint format up bench bench-serving bench-scaling clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: install  ## engine speed vs PyTorch, then preset accuracy (~25 min, quiet
 bench-serving: install  ## HTTP serving vs a bare endpoint, batch, model switch, queue, cold start (~15 min)
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.lifecycle
+
+bench-scaling: install  ## root: a host per service (network namespaces): publish-to-served, balancer, worker hosts (~10 min)
+	$(BIN)/python -m benchmarks.scaling
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

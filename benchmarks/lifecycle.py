@@ -284,8 +284,9 @@ def sec(value: float | None, digits: int = 2) -> str:
 # 1. model switch
 
 
-def publish_version(registry: Any, tmp: Path, seed: int, hidden: list[int]) -> int:
-    """Publish an untrained model of the default architecture (size is what loading costs)."""
+def model_file(tmp: Path, seed: int, hidden: list[int]) -> tuple[Path, dict[str, Any]]:
+    """An untrained model of the given architecture saved in `tmp`, and its manifest extras
+    (size is what uploading and loading cost; the seed makes each one's weights differ)."""
     import numpy as np
 
     from shared.config import TrainConfig
@@ -295,8 +296,14 @@ def publish_version(registry: Any, tmp: Path, seed: int, hidden: list[int]) -> i
     model = config.build_model(mean=np.full(784, 0.01 * seed, dtype=np.float32))
     path = tmp / f"w-{uuid.uuid4().hex}.npz"
     save_model(path, model)
+    return path, {"config": config.public_dict(), "metrics": {}}
+
+
+def publish_version(registry: Any, tmp: Path, seed: int, hidden: list[int]) -> int:
+    """Publish an untrained model of the default architecture (size is what loading costs)."""
+    path, meta = model_file(tmp, seed, hidden)
     try:
-        return registry.publish(MODEL, path, {"config": config.public_dict(), "metrics": {}})
+        return registry.publish(MODEL, path, meta)
     finally:
         path.unlink(missing_ok=True)
 

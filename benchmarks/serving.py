@@ -293,9 +293,10 @@ def run_wrk(
     seconds: int,
     content_type: str = "application/json",
     header: str = "",
+    host: str = "127.0.0.1",
 ) -> dict[str, Any]:
     """wrk with one thread (the load generator shares the 2 cores; one epoll thread drives 32
-    connections easily) and `connections` open connections for `seconds`."""
+    connections easily) and `connections` open connections for `seconds`, against `host`."""
     env = dict(os.environ)
     env.update(BENCH_BODY=str(body_file), BENCH_CONTENT_TYPE=content_type, BENCH_HEADER=header)
     cmd = [
@@ -307,7 +308,7 @@ def run_wrk(
         "10s",
         "-s",
         str(WRK_SCRIPT),
-        f"http://127.0.0.1:{port}{path}",
+        f"http://{host}:{port}{path}",
     ]
     with Interference(children=True) as probe:
         done = subprocess.run(

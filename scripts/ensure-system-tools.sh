@@ -3,7 +3,9 @@
 # validation of docker-compose.yml; no Docker engine is needed), chromium (the browser tests
 # drive Debian's headless Chromium through Playwright; `playwright install` is never used) and wrk
 # (the HTTP load generator of benchmarks/serving.py, which tests/integration/test_bench_serving.py
-# runs on tiny durations).
+# runs on tiny durations); haproxy and iproute2 (tests/integration/test_multihost.py and
+# benchmarks/scaling.py build hosts from network namespaces with `ip netns` and put Debian's haproxy
+# in front of the inference replicas).
 # Python tools come from pip; this covers what PyPI cannot give us cleanly. `make install` runs it.
 #
 # On a machine without apt-get (macOS, other distributions) it only warns: `make up` needs none of
@@ -23,10 +25,20 @@ have_wrk() {
   command -v wrk >/dev/null 2>&1
 }
 
+have_haproxy() {
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]
+}
+
+have_ip() {
+  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ]
+}
+
 need=()
 have_compose || need+=(docker-compose)
 have_chromium || need+=(chromium fonts-dejavu-core)
 have_wrk || need+=(wrk)
+have_haproxy || need+=(haproxy)
+have_ip || need+=(iproute2)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 SUDO=""
@@ -50,3 +62,5 @@ $SUDO apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1
 have_compose || { echo "ensure-system-tools: docker-compose still missing after apt-get" >&2; exit 1; }
 have_chromium || { echo "ensure-system-tools: chromium still missing after apt-get" >&2; exit 1; }
 have_wrk || { echo "ensure-system-tools: wrk still missing after apt-get" >&2; exit 1; }
+have_haproxy || { echo "ensure-system-tools: haproxy still missing after apt-get" >&2; exit 1; }
+have_ip || { echo "ensure-system-tools: ip (iproute2) still missing after apt-get" >&2; exit 1; }

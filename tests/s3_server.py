@@ -1,7 +1,8 @@
 """A real S3 endpoint for the tests, in a process of its own.
 
-``python -m tests.s3_server serve PORT``: moto's S3 server app (the one ``python -m moto.server``
-runs) on 127.0.0.1:PORT, under werkzeug's threaded server, one request at a time.
+``python -m tests.s3_server serve PORT [HOST]``: moto's S3 server app (the one
+``python -m moto.server`` runs) on HOST:PORT (127.0.0.1 unless given: benchmarks/cluster.py gives
+a network namespace's address), under werkzeug's threaded server, one request at a time.
 Serialising matters: moto checks ``If-Match`` / ``If-None-Match`` and then stores, with no lock,
 so two concurrent conditional writes could both pass its check; S3 makes each conditional write
 atomic, and the lock gives moto the same semantics (tests/integration/test_registry_s3.py checks
@@ -20,7 +21,7 @@ import sys
 import threading
 
 
-def serve(port: int) -> None:
+def serve(port: int, host: str = "127.0.0.1") -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from moto.server import MotoRequestHandler
     from werkzeug.serving import run_simple
@@ -32,7 +33,7 @@ def serve(port: int) -> None:
         with lock:
             return list(app(environ, start_response))
 
-    run_simple("127.0.0.1", port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
+    run_simple(host, port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler)
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -67,8 +68,8 @@ def proxy(port: int, target: int) -> None:
 if __name__ == "__main__":
     mode, *ports = sys.argv[1:]
     if mode == "serve":
-        serve(int(ports[0]))
+        serve(int(ports[0]), *ports[1:2])
     elif mode == "proxy":
         proxy(int(ports[0]), int(ports[1]))
     else:
-        raise SystemExit(f"usage: {sys.argv[0]} serve PORT | proxy PORT TARGET_PORT")
+        raise SystemExit(f"usage: {sys.argv[0]} serve PORT [HOST] | proxy PORT TARGET_PORT")

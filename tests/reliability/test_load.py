@@ -18,17 +18,15 @@ The figures are printed (run with -s) and quoted in the README's Guarantees sect
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import requests
 
 from shared.registry import Registry
-from tests.service_support import BATCH, inference_service, publish
+from tests.load_support import Sample, Timeline, prediction_load
+from tests.service_support import inference_service, publish
 from tests.trainer_support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,67 +39,6 @@ THREADS = 4
 WINDOW_SECONDS = 1.5
 PAIRS = 7  # quiet window + switch window
 HARD_STOP_SECONDS = 60  # the load threads stop by themselves even if the test body fails
-
-
-@dataclass(frozen=True)
-class Sample:
-    start: float
-    end: float
-    status: int | None  # None: connection error
-    version: int | None
-    error: str = ""
-
-
-def _load(base: str, stop: threading.Event, out: list[Sample]) -> None:
-    body = {"instances": BATCH[:1].tolist()}
-    url = f"{base}/v1/models/digits/predict"
-    deadline = time.monotonic() + HARD_STOP_SECONDS
-    with requests.Session() as session:
-        while not stop.is_set() and time.monotonic() < deadline:
-            t0 = time.monotonic()
-            try:
-                r = session.post(url, json=body, timeout=10)
-                version = r.headers.get("X-Model-Version")
-                out.append(
-                    Sample(t0, time.monotonic(), r.status_code, int(version) if version else None)
-                )
-            except requests.RequestException as exc:
-                out.append(Sample(t0, time.monotonic(), None, None, repr(exc)))
-
-
-class Timeline:
-    """The registry's default over time. Change k is recorded as (before, after, new default):
-    the old default holds until `after`, the new one from `before`."""
-
-    def __init__(self, first: int) -> None:
-        self.changes: list[tuple[float, float, int]] = [(-math.inf, -math.inf, first)]
-
-    def change(self, action) -> int:
-        before = time.monotonic()
-        new_default = action()
-        self.changes.append((before, time.monotonic(), new_default))
-        return new_default
-
-    def segments(self) -> list[tuple[float, float, int]]:
-        """(from, to, version): when each default may have been in effect."""
-        out = []
-        for k, (before, _after, version) in enumerate(self.changes):
-            until = self.changes[k + 1][1] if k + 1 < len(self.changes) else math.inf
-            out.append((before, until, version))
-        return out
-
-    def staleness(self, sample: Sample) -> float:
-        """0 if sample.version was a default during the request, else how long before the
-        request started it stopped being one (inf if it never was)."""
-        best = math.inf
-        for start, end, version in self.segments():
-            if version != sample.version:
-                continue
-            if start <= sample.end and end >= sample.start:
-                return 0.0
-            if end < sample.start:
-                best = min(best, sample.start - end)
-        return best
 
 
 def test_predictions_while_versions_are_published_and_pinned(tmp_path):
@@ -135,7 +72,11 @@ def test_predictions_while_versions_are_published_and_pinned(tmp_path):
         samples: list[Sample] = []
         stop = threading.Event()
         threads = [
-            threading.Thread(target=_load, args=(svc.base, stop, samples), daemon=True)
+            threading.Thread(
+                target=prediction_load,
+                args=(f"{svc.base}/v1/models/digits/predict", stop, samples, HARD_STOP_SECONDS),
+                daemon=True,
+            )
             for _ in range(THREADS)
         ]
         timeline = Timeline(first=1)

@@ -62,3 +62,19 @@ def test_a_second_result_the_same_day_does_not_overwrite_the_first(tmp_path) -> 
     assert second.name == f"engine-{today()}-run2.json"
     assert third.name == f"engine-{today()}-run3.json"
     assert [json.loads(p.read_text())["run"] for p in (first, second, third)] == [1, 2, 3]
+
+
+def test_jobs_per_hour_and_the_scaling_report() -> None:
+    from benchmarks.scaling import jobs_per_hour, report
+
+    assert jobs_per_hour(6, 36.0) == 600.0
+    assert jobs_per_hour(1, 0.0) == 0.0
+    results = {
+        "started_at": "2026-12-01T00:00:00+00:00",
+        "machine": {"cpu": "x", "logical_cpus": 2},
+        "settings": {"poll_seconds": 0.5},
+        "workers": {"job": {"epochs": 1}, "jobs_per_batch": 2, "jobs_per_hour": {"1": 100.0,
+                    "2": 150.0}, "two_vs_one_ratio": 1.5},
+    }  # fmt: skip
+    text = report(results)
+    assert "| 1 | 100 |" in text and "1.5x" in text and "2 CPUs shared" in text
