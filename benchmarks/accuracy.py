@@ -1,6 +1,7 @@
 """Accuracy and training time of the presets, through the real `train` command.
 
-    python -m benchmarks.accuracy [--data-dir DIR] [--only default,seed-basic,seed-deep,best]
+    python -m benchmarks.accuracy [--data-dir DIR] [--fashion-data-dir DIR]
+                                  [--only default,seed-basic,seed-deep,best,fashion,fashion-best]
 
 Each run is `python -m trainer_service train --data-dir DIR --json [--preset NAME]` in a
 subprocess (exactly what a user types), so the numbers include nothing the CLI would not do.
@@ -42,6 +43,7 @@ class Target:
     accuracy: float
     seconds: float | None = None
     note: str = ""
+    dataset: str = "mnist"
 
 
 TARGETS: dict[str, Target] = {
@@ -49,6 +51,8 @@ TARGETS: dict[str, Target] = {
     "seed-basic": Target(0.83, None, "784-10-10, 500 full-batch iterations"),
     "seed-deep": Target(0.966, None, "128-64-32-16, dropout, L2"),
     "best": Target(0.994, 600.0, "aim 99.5%"),
+    "fashion": Target(0.905, 60.0, "found by a sweep (BENCHMARKS.md)", "fashion-mnist"),
+    "fashion-best": Target(0.915, 600.0, "aim 92%; found by sweeps", "fashion-mnist"),
 }
 
 
@@ -148,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks.accuracy", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="MNIST folder")
+    parser.add_argument("--fashion-data-dir", type=Path, default=None, help="Fashion-MNIST folder")
     parser.add_argument(
         "--only",
         default=",".join(TARGETS),
-        help="comma-separated presets to run (default: all four)",
+        help="comma-separated presets to run (default: all)",
     )
     parser.add_argument(
         "--seed", type=int, default=None, help="pass --seed N to every run (default: the preset's)"
@@ -168,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-write", action="store_true", help="do not write benchmarks/results/*.json"
     )
     args, extra = parser.parse_known_args(argv)
-    data_dir = (args.data_dir or default_data_dir()).resolve()
+    data_dirs = {
+        "mnist": (args.data_dir or default_data_dir()).resolve(),
+        "fashion-mnist": (args.fashion_data_dir or default_data_dir("fashion-mnist")).resolve(),
+    }
     presets = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in presets if p not in TARGETS]
     if unknown:
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.wait_quiet > 0:
             wait_until_quiet(0.1, args.wait_quiet)
         print(f"running {preset} ...", file=sys.stderr, flush=True)
-        r = run_preset(preset, data_dir, extra)
+        r = run_preset(preset, data_dirs[TARGETS[preset].dataset], extra)
         print(
             f"  {preset}: test accuracy {r['test_accuracy']:.4f}, "
             f"{r['train_seconds']:.1f}s of training, {r['epochs']} epochs",
@@ -198,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "benchmark": "accuracy",
             "date": now_iso(),
-            "data_dir": str(data_dir),
+            "data_dirs": {k: str(v) for k, v in data_dirs.items()},
             "env_threads": {
                 k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
             },

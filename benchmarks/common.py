@@ -19,10 +19,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def default_data_dir() -> Path:
-    """$MNIST_DATA_DIR, else ../shared/data/mnist beside the repository (as the tests do)."""
-    configured = os.environ.get("MNIST_DATA_DIR")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / "mnist"
+def default_data_dir(dataset: str = "mnist") -> Path:
+    """$MNIST_DATA_DIR (or $FASHION_MNIST_DATA_DIR), else ../shared/data/<dataset> beside the
+    repository (as the tests do)."""
+    configured = os.environ.get(dataset.upper().replace("-", "_") + "_DATA_DIR")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / dataset
 
 
 def load_average() -> tuple[float, float, float]:

@@ -148,7 +148,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment": True,
         "elastic": False,
         "max_rotation": 5.0,
-        "max_shift": 1.0,
+        "max_shift": 0.0,
         "max_scale": 0.0,
         "flip": True,
         "val_fraction": 0.02,
