@@ -252,24 +252,24 @@ def wait_healthy(compose: Compose, timeout: float = 180) -> None:
     assert not pending, f"not healthy after {timeout} s: {pending}\n{compose.logs()}"
 
 
-def processes_in(container_pid: int) -> list[tuple[int, str, list[int]]]:
-    """(pid, name, [real, effective, saved, filesystem uid]) of every process in the PID
-    namespace of the container whose init is `container_pid`, read from the host's /proc."""
-    namespace = os.readlink(f"/proc/{container_pid}/ns/pid")
+def processes_in(cgroup: str) -> list[tuple[int, str, list[int]]]:
+    """(pid, name, [real, effective, saved, filesystem uid]) of every process of the container
+    whose cgroup is `cgroup` (podman's State.CgroupPath: all its processes, its init included),
+    read from the host's /proc. cgroup v1 (the pids controller) or v2."""
+    for root in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup"):
+        procs = Path(root + cgroup) / "cgroup.procs"
+        if procs.exists():
+            break
+    else:
+        raise AssertionError(f"no cgroup.procs for {cgroup}")
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in procs.read_text().split():
         try:
-            if os.readlink(entry / "ns/pid") != namespace:
-                continue
-            status = dict(
-                line.split(":", 1) for line in (entry / "status").read_text().splitlines()
-            )
+            status = (Path("/proc") / pid / "status").read_text()
         except (FileNotFoundError, ProcessLookupError):
             continue  # it ended meanwhile
-        uids = [int(u) for u in status["Uid"].split()]
-        found.append((int(entry.name), status["Name"].strip(), uids))
+        fields = dict(line.split(":", 1) for line in status.splitlines())
+        found.append((int(pid), fields["Name"].strip(), [int(u) for u in fields["Uid"].split()]))
     return found
 
 
@@ -433,8 +433,9 @@ def test_compose_stack_runs_for_real_on_podman(compose: Compose, mnist_dir: Path
     assert len(containers) == 8  # redis, api, 2 workers, inference, 2 replicas, proxy
     for container in containers:
         name = compose.inspect(container, "{{.Name}}")
-        processes = processes_in(int(compose.inspect(container, "{{.State.Pid}}")))
-        assert processes, name
+        processes = processes_in(compose.inspect(container, "{{.State.CgroupPath}}"))
+        init_pid = int(compose.inspect(container, "{{.State.Pid}}"))
+        assert init_pid in {p[0] for p in processes}, (name, init_pid, processes)
         root = [p for p in processes if 0 in p[2]]
         assert not root, f"{name}: processes with uid 0: {root}"
         if compose.inspect(container, "{{.Config.Image}}").endswith("digitflow:local"):
