@@ -78,6 +78,7 @@ remove_if_replaced() {  # $1 the id one of our images had before; dropped once n
 
 work=""
 trap '[ -z "$work" ] || rm -rf "$work"' EXIT
+trap 'exit 143' TERM INT  # through the EXIT trap
 
 build_base() {
   work="$(mktemp -d "${TMPDIR:-/var/tmp}/digitflow-debootstrap.XXXXXX")"

@@ -283,13 +283,93 @@ def readme_seed_command(mnist_dir: Path, compose: Compose) -> str:
     return command.replace("docker compose ", shlex.join(compose.base) + " ")
 
 
+class CachePrewarm:
+    """The slow, cacheable part of this test (the stand-in base images, the image's layers: ~9
+    minutes on a fresh machine, seconds once cached), started in the background when the session
+    begins (tests/integration/conftest.py), while the rest of the suite runs; this test is moved to
+    the end. Only a cache: the test still runs every step itself, so whether this finished, failed
+    or never ran changes nothing but the time."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.error: str | None = None
+        self._processes: list[subprocess.Popen] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="compose-prewarm", daemon=True)
+        self._thread.start()
+
+    def _step(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        if self._stopping.is_set():
+            raise RuntimeError("stopped")
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._processes.append(process)
+        if process.wait() != 0:
+            raise RuntimeError(
+                f"{shlex.join(argv)}: {process.returncode}\n{log.read_text()[-2000:]}"
+            )
+
+    def _run(self) -> None:
+        try:
+            with storage_turn():
+                self._step(
+                    ["bash", str(PODMAN_DIR / "standin-images.sh")],
+                    podman_env(),
+                    self.workdir / "standin-images.log",
+                )
+                service = PodmanService(self.workdir)
+                self._processes.append(service.process)
+                try:
+                    (self.workdir / "empty.env").write_text("")
+                    build = ["docker-compose", "--env-file", str(self.workdir / "empty.env")]
+                    build += ["-f", str(COMPOSE_FILE), "build", "trainer-api"]
+                    env = {**podman_env(), "DOCKER_HOST": service.url}
+                    self._step(build, env, self.workdir / "build.log")
+                finally:
+                    service.close()
+        except BaseException as exc:  # pytest.fail's Failed too: reported by wait()
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def wait(self) -> str | None:
+        """Until it is done; what went wrong, if anything (the test then does it all itself)."""
+        self._thread.join()
+        return self.error
+
+    def stop(self) -> None:
+        """End whatever still runs (the session is over) and wait for the thread."""
+        self._stopping.set()
+        for process in self._processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        self._thread.join(timeout=120)
+
+
+#: Set by tests/integration/conftest.py when the session selected this test.
+PREWARM_KEY = pytest.StashKey[CachePrewarm]()
+
+
 # ---- the test -------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def compose(tmp_path: Path) -> Iterator[Compose]:
+def compose(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Compose]:
     """A podman service and a compose project of this test's own, removed afterwards."""
     require_tools()
+    prewarm = request.config.stash.get(PREWARM_KEY, None)
+    if prewarm is not None:
+        start = time.monotonic()
+        error = prewarm.wait()
+        print(f"compose-podman: waited {time.monotonic() - start:.1f} s for the cache prewarm"
+              + (f" (it failed: {error})" if error else ""), flush=True)  # fmt: skip
     with storage_turn():
         service = PodmanService(tmp_path)
         ports = {name: free_port() for name in ("TRAINER_PORT", "INFERENCE_PORT", "PROXY_PORT")}
