@@ -225,7 +225,11 @@ def healthchecks_running(compose: Compose, interval: float = 2.0) -> Iterator[No
     def loop() -> None:
         while not stop.wait(interval):
             for service in HEALTHCHECKED:
-                for container in compose.containers(service):
+                try:
+                    containers = compose.containers(service)
+                except (AssertionError, subprocess.TimeoutExpired):
+                    continue  # a busy moment of the service: the next round asks again
+                for container in containers:
                     if stop.is_set():
                         return
                     compose.healthcheck(container)
