@@ -16,11 +16,13 @@ the worker must register with Redis, and all must stop cleanly on SIGTERM, as `d
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -282,9 +284,23 @@ def test_minio_override_puts_the_registry_on_s3(tmp_path: Path, config: dict) ->
         }, name
         assert mounts(service) == mounts(before), name
     init_script = (REPO_ROOT / "deploy" / "minio-init.sh").read_text()
-    assert "attach readwrite digitflow-trainer" in init_script
-    assert "attach readonly digitflow-inference" in init_script
     assert 'mc mb --ignore-existing "local/$MINIO_BUCKET"' in init_script
+    # each user gets the policy of its name, on the bucket alone; inference may only list and read
+    policies = dict(re.findall(r"cat >/tmp/(\S+)\.json <<POLICY\n(.*?)\nPOLICY", init_script, re.S))
+    trainer_policy, inference_policy = (
+        json.loads(string.Template(policies[name]).substitute(bucket="arn:aws:s3:::b"))
+        for name in ("trainer", "inference")
+    )
+    resources = {"arn:aws:s3:::b", "arn:aws:s3:::b/*"}
+    assert {r for st in trainer_policy["Statement"] for r in st["Resource"]} == resources
+    assert {a for st in inference_policy["Statement"] for a in st["Action"]} == {
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:GetObject",
+    }
+    assert {r for st in inference_policy["Statement"] for r in st["Resource"]} == resources
+    for user in ("digitflow-trainer", "digitflow-inference"):
+        assert f"attach {user}\n" in init_script
     assert "proxy" in services and services["proxy"] == config["services"]["proxy"]
 
     # Settings move the registry; a missing secret is an error naming it, never a silent default.
