@@ -13,15 +13,17 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# Dependencies first, from the metadata alone (empty package stubs), so that a source change does
-# not reinstall NumPy, pandas and friends: this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml README.md ./
+# Dependencies first, from the metadata alone (empty package stubs, an empty README), so that a
+# source or README change does not reinstall NumPy, pandas and friends: this layer is rebuilt only
+# when pyproject.toml changes.
+COPY pyproject.toml ./
 RUN mkdir -p shared trainer_service inference_service \
-    && touch shared/__init__.py trainer_service/__init__.py inference_service/__init__.py \
+    && touch README.md shared/__init__.py trainer_service/__init__.py inference_service/__init__.py \
     && pip install --no-cache-dir . \
-    && rm -rf shared trainer_service inference_service build ./*.egg-info
+    && rm -rf README.md shared trainer_service inference_service build ./*.egg-info
 
 # Then the project itself (no test or bench extras: those never ship).
+COPY README.md ./
 COPY shared/ shared/
 COPY trainer_service/ trainer_service/
 COPY inference_service/ inference_service/

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install test test-fast lint format up bench bench-serving bench-scaling clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/ensure-system-tools.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'

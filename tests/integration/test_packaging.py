@@ -1,8 +1,10 @@
 """The Docker packaging, checked without a Docker engine.
 
 Static: `docker-compose config` (Debian's docker-compose, installed by scripts/ensure-system-tools.sh)
-must accept docker-compose.yml and yield the topology the README promises; `hadolint` must accept
-the Dockerfile; .dockerignore must keep every build input and nothing else.
+must accept docker-compose.yml, alone and with the MinIO override (docker-compose.minio.yml), and
+yield the topology the README promises, the "proxy" profile's replicas and haproxy included;
+`hadolint` must accept the Dockerfile; .dockerignore must keep every build input and nothing else.
+The stack itself runs for real under podman in tests/integration/test_compose_podman.py.
 
 Dynamic: for each application service, the exact command and environment compose would give the
 container (plus the image's ENV) are run here as real processes, with only what cannot exist
@@ -14,11 +16,13 @@ the worker must register with Redis, and all must stop cleanly on SIGTERM, as `d
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -35,6 +39,10 @@ from tests import REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent
 APP_SERVICES = ("trainer-api", "trainer-worker", "inference")
+PROXY_PROFILE = ("inference-replica", "proxy")
+MINIO_SECRETS = (
+    "MINIO_ROOT_PASSWORD=r00t\nMINIO_TRAINER_SECRET=tr41n\nMINIO_INFERENCE_SECRET=1nfer\n"
+)
 CONTAINER_PORT_VARS = {"trainer-api": "TRAINER_PORT", "inference": "INFERENCE_PORT"}
 
 
@@ -71,18 +79,33 @@ def mounts(service: dict) -> set[tuple[str, str, bool]]:
     return out
 
 
-def compose_config(tmp_path: Path, env_file_text: str = "") -> dict:
-    """`docker-compose config` with a clean environment and the given .env content."""
-    env_file = tmp_path / f"env-{abs(hash(env_file_text))}"
+def run_compose_config(
+    tmp_path: Path, env_file_text: str = "", files: tuple[str, ...] = ("docker-compose.yml",)
+) -> subprocess.CompletedProcess:
+    """`docker-compose config` on `files` with a clean environment and the given .env content."""
+    env_file = tmp_path / f"env-{abs(hash((env_file_text, files)))}"
     env_file.write_text(env_file_text)
-    result = subprocess.run(
-        [*docker_compose(), "--env-file", str(env_file), "-f", "docker-compose.yml", "config"],
+    return subprocess.run(
+        [
+            *docker_compose(),
+            "--env-file",
+            str(env_file),
+            *(arg for name in files for arg in ("-f", name)),
+            "config",
+        ],
         cwd=REPO_ROOT,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def compose_config(
+    tmp_path: Path, env_file_text: str = "", files: tuple[str, ...] = ("docker-compose.yml",)
+) -> dict:
+    """The merged configuration `docker-compose config` prints; it must accept it silently."""
+    result = run_compose_config(tmp_path, env_file_text, files)
     assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
     assert "WARNING" not in result.stderr, result.stderr  # e.g. a variable with no default
     return yaml.safe_load(result.stdout)
@@ -128,9 +151,11 @@ def duration_seconds(text: str) -> float:
 
 def test_compose_has_the_promised_services_and_volumes(config: dict) -> None:
     services = config["services"]
-    assert set(services) == {"redis", *APP_SERVICES}
+    assert set(services) == {"redis", *APP_SERVICES, *PROXY_PROFILE}
+    assert {name for name, s in services.items() if s.get("profiles")} == set(PROXY_PROFILE)
+    assert all(services[name]["profiles"] == ["proxy"] for name in PROXY_PROFILE)
     assert {"models", "data", "redis-data"} <= set(config["volumes"])
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, "inference-replica"):
         assert services[name]["build"]["context"] == str(REPO_ROOT)
         assert services[name]["image"] == services["trainer-api"]["image"], "one image for all"
     assert services["trainer-api"]["command"][:3] == [
@@ -148,7 +173,7 @@ def test_procfile_runs_the_compose_services_and_commands(config: dict) -> None:
     or an embedded one), each with compose's command word for word, after substitution."""
     procfile = parse_procfile((REPO_ROOT / "Procfile").read_text(encoding="utf-8")).processes
     assert procfile, "no process in the Procfile?"
-    compose = {name: s["command"] for name, s in config["services"].items() if name != "redis"}
+    compose = {name: config["services"][name]["command"] for name in APP_SERVICES}
     compose = {name: c if isinstance(c, list) else shlex.split(c) for name, c in compose.items()}
     assert {name: shlex.split(command) for name, command in procfile.items()} == compose
 
@@ -157,7 +182,7 @@ def test_every_service_restarts_and_web_services_are_healthchecked(config: dict)
     services = config["services"]
     for name, service in services.items():
         assert service.get("restart") in ("unless-stopped", "always"), name
-    for name in ("redis", "trainer-api", "inference"):
+    for name in ("redis", "trainer-api", "inference", "inference-replica"):
         test = services[name]["healthcheck"]["test"]
         assert test[0] == "CMD", name
         # podman splits exec-form arguments on spaces: every argument must be one word.
@@ -195,6 +220,97 @@ def test_inference_reads_the_registry_read_only_and_has_no_redis(config: dict) -
     assert inference["environment"]["INFERENCE_PORT"] == "8000"
 
 
+def test_proxy_profile_puts_scalable_inference_replicas_behind_haproxy(config: dict) -> None:
+    """`--profile proxy --scale inference-replica=N`: the inference service word for word but
+    without a published port (so it scales), and haproxy publishing PROXY_PORT in front."""
+    services = config["services"]
+    replica, inference, proxy = (services[n] for n in ("inference-replica", "inference", "proxy"))
+    without = ("ports", "profiles")
+    assert {k: v for k, v in replica.items() if k not in without} == {
+        k: v for k, v in inference.items() if k not in without
+    }
+    assert "ports" not in replica and "container_name" not in replica
+    assert proxy["image"].startswith("haproxy:") and proxy["image"] != "haproxy:latest"
+    assert [port_number(p) for p in proxy["ports"]] == [8080]
+    assert [str(p).split(":")[-2] for p in proxy["ports"]] == ["8080"], proxy["ports"]
+    assert list(proxy["depends_on"]) == ["inference-replica"]
+    assert mounts(proxy) == {
+        (str(REPO_ROOT / "deploy" / "haproxy.cfg"), "/usr/local/etc/haproxy/haproxy.cfg", True)
+    }
+    haproxy_cfg = (REPO_ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert re.search(r"^\s*bind :8080$", haproxy_cfg, re.M)
+    assert re.search(r"server-template \S+ \d+ inference-replica:8000 check resolvers", haproxy_cfg)
+    assert re.search(r"option httpchk GET /readyz$", haproxy_cfg, re.M), "LBs use /readyz"
+
+
+def test_minio_override_puts_the_registry_on_s3(tmp_path: Path, config: dict) -> None:
+    """docker-compose.minio.yml: MinIO, a one-shot bucket and users job, and every registry
+    user pointed at s3://bucket/prefix with the standard AWS variables; inference read-only."""
+    files = ("docker-compose.yml", "docker-compose.minio.yml")
+    merged = compose_config(tmp_path, MINIO_SECRETS, files)
+    services = merged["services"]
+    assert set(services) == set(config["services"]) | {"minio", "minio-init"}
+    assert "minio-data" in merged["volumes"]
+    minio, init = services["minio"], services["minio-init"]
+    assert minio["image"] == init["image"] and minio["image"].startswith("minio/minio:RELEASE.")
+    assert minio["environment"]["MINIO_ROOT_PASSWORD"] == "r00t"
+    assert mounts(minio) == {("minio-data", "/data", False)}
+    assert minio["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    assert init["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert init["restart"] == "no", "a one-shot job"
+    assert init["entrypoint"] == ["/bin/sh", "/minio-init.sh"]
+    assert mounts(init) == {(str(REPO_ROOT / "deploy" / "minio-init.sh"), "/minio-init.sh", True)}
+    assert "ports" not in init
+    assert [port_number(p) for p in minio["ports"]] == [9001], "the S3 API stays inside"
+
+    users = {
+        "trainer-api": ("digitflow-trainer", "tr41n"),
+        "trainer-worker": ("digitflow-trainer", "tr41n"),
+        "inference": ("digitflow-inference", "1nfer"),
+        "inference-replica": ("digitflow-inference", "1nfer"),
+    }
+    for name, (user, secret) in users.items():
+        service, before = services[name], config["services"][name]
+        env = service["environment"]
+        assert env["MODEL_REGISTRY_URL"] == "s3://digitflow/registry", name
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000", name
+        assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (user, secret), name
+        assert env["AWS_DEFAULT_REGION"] == "us-east-1", name
+        # everything else of the service is as without MinIO
+        assert {k: v for k, v in env.items() if not k.startswith(("AWS_", "MODEL_REGISTRY_URL"))} \
+            == before["environment"], name  # fmt: skip
+        assert service["depends_on"]["minio-init"] == {
+            "condition": "service_completed_successfully"
+        }, name
+        assert mounts(service) == mounts(before), name
+    init_script = (REPO_ROOT / "deploy" / "minio-init.sh").read_text()
+    assert 'mc mb --ignore-existing "local/$MINIO_BUCKET"' in init_script
+    # each user gets the policy of its name, on the bucket alone; inference may only list and read
+    policies = dict(re.findall(r"cat >/tmp/(\S+)\.json <<POLICY\n(.*?)\nPOLICY", init_script, re.S))
+    trainer_policy, inference_policy = (
+        json.loads(string.Template(policies[name]).substitute(bucket="arn:aws:s3:::b"))
+        for name in ("trainer", "inference")
+    )
+    resources = {"arn:aws:s3:::b", "arn:aws:s3:::b/*"}
+    assert {r for st in trainer_policy["Statement"] for r in st["Resource"]} == resources
+    assert {a for st in inference_policy["Statement"] for a in st["Action"]} == {
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:GetObject",
+    }
+    assert {r for st in inference_policy["Statement"] for r in st["Resource"]} == resources
+    for user in ("digitflow-trainer", "digitflow-inference"):
+        assert f"attach {user}\n" in init_script
+    assert "proxy" in services and services["proxy"] == config["services"]["proxy"]
+
+    # Settings move the registry; a missing secret is an error naming it, never a silent default.
+    moved = compose_config(tmp_path, MINIO_SECRETS + "MINIO_BUCKET=b\nMINIO_PREFIX=p/q\n", files)
+    assert moved["services"]["inference"]["environment"]["MODEL_REGISTRY_URL"] == "s3://b/p/q"
+    assert moved["services"]["minio-init"]["environment"]["MINIO_BUCKET"] == "b"
+    missing = run_compose_config(tmp_path, "MINIO_ROOT_PASSWORD=r00t\n", files)
+    assert missing.returncode != 0 and "MINIO_TRAINER_SECRET" in missing.stderr, missing.stderr
+
+
 def test_worker_scales_out(config: dict) -> None:
     worker = config["services"]["trainer-worker"]
     assert "container_name" not in worker
@@ -206,8 +322,12 @@ def test_worker_scales_out(config: dict) -> None:
 def test_env_example_documents_every_variable_with_compose_defaults(
     config: dict, tmp_path: Path
 ) -> None:
-    """Copying .env.example to .env changes nothing; every knob compose reads is in it."""
-    text = re.sub(r"(^|\s)#.*$", "", (REPO_ROOT / "docker-compose.yml").read_text(), flags=re.M)
+    """Copying .env.example to .env changes nothing; every knob compose reads is in it (the
+    MinIO override's too)."""
+    text = "".join(
+        re.sub(r"(^|\s)#.*$", "", (REPO_ROOT / name).read_text(), flags=re.M)
+        for name in ("docker-compose.yml", "docker-compose.minio.yml")
+    )
     interpolated = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", text))
     passed_through = {
         key
