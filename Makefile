@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint format up bench bench-serving bench-scaling clean
+.PHONY: install test test-fast lint format up bench bench-serving bench-scaling bench-sweeps clean
 
 $(STAMP): pyproject.toml scripts/ensure-system-tools.sh
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: install  ## engine speed vs PyTorch, then preset accuracy (~25 min, quiet
 bench-serving: install  ## HTTP serving vs a bare endpoint, batch, model switch, queue, cold start (~15 min)
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.lifecycle
+
+bench-sweeps: install  ## a 16-trial sweep: sequential vs parallel trials vs parallel + pruning (~5 min)
+	$(BIN)/python -m benchmarks.sweeps
 
 bench-scaling: install  ## root: a host per service (network namespaces): publish-to-served, balancer, worker hosts (~10 min)
 	$(BIN)/python -m benchmarks.scaling

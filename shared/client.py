@@ -415,7 +415,10 @@ def _report_sweep(sweep: dict, out) -> int:
         )
     promotion = sweep.get("promotion")
     if promotion:
-        print(f"alias {promotion['alias']}: {promotion['reason']}", file=out)
+        verdict = (
+            f"now version {promotion['version']}" if promotion.get("promoted") else "unchanged"
+        )
+        print(f"alias {promotion['alias']}: {verdict} ({promotion['reason']})", file=out)
     return 0 if sweep["status"] == "finished" and best else 1
 
 

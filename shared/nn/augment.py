@@ -142,8 +142,23 @@ class Augmenter:
             flip=self.flip,
             size=self.size,
         )
-        disp = self.elastic_field(rng, n) if self.elastic else None
-        return self.warp(x, t, disp)
+        if self.elastic or self.max_rotation or self.max_shift or self.max_scale:
+            disp = self.elastic_field(rng, n) if self.elastic else None
+            return self.warp(x, t, disp)
+        return self.mirror(x, t[:, 1, 1] < 0)  # the same draws, and the warp's exact result
+
+    def mirror(self, x: np.ndarray, which: np.ndarray) -> np.ndarray:
+        """Images with `which` set mirrored left-right, the others copied.
+
+        The speed path for flip-only augmentation (the Fashion-MNIST presets): with no rotation,
+        shift, zoom or elastic field every map is the identity or a mirror, which the warp would
+        compute exactly but through bilinear interpolation: measured 0.09 vs 1.2 ms per
+        128-image batch, ~0.45 s of a 3.4 s epoch of the `fashion` preset (BENCHMARKS.md)."""
+        s = self.size
+        out = self._buf("out", x.shape)
+        np.copyto(out, x)
+        out.reshape(-1, s, s)[which] = x.reshape(-1, s, s)[which, :, ::-1]
+        return out
 
     def warp(self, x: np.ndarray, t: np.ndarray, disp: np.ndarray | None = None) -> np.ndarray:
         """Resample image i at source = t[i] @ (r - c, col - c, 1) (+ disp[:, i]); bilinear,

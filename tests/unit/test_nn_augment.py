@@ -107,3 +107,16 @@ def test_flip_off_leaves_the_random_stream_unchanged(ink_blobs):
     )
     np.testing.assert_array_equal(np.abs(t_flip), np.abs(t_default))  # same draws, signs aside
     assert (np.sign(t_flip[:, :, 1]) != np.sign(t_default[:, :, 1])).any()
+
+
+def test_flip_only_takes_the_mirror_path_with_the_warps_exact_result(ink_blobs):
+    """No rotation, shift, zoom or elastic field: `mirror` answers, with the same random draws
+    and the same pixels as the general warp would."""
+    aug = Augmenter(max_shift=0, max_rotation=0, max_scale=0, flip=True)
+    fast = aug(ink_blobs, np.random.default_rng(11)).copy()
+    t = random_affine(
+        np.random.default_rng(11), len(ink_blobs), max_shift=0, max_rotation=0, max_scale=0,
+        flip=True,
+    )  # fmt: skip
+    np.testing.assert_allclose(fast, Augmenter().warp(ink_blobs, t), atol=1e-6)
+    assert (t[:, 1, 1] < 0).any() and (t[:, 1, 1] > 0).any()
