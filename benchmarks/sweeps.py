@@ -2,7 +2,7 @@
 
     python -m benchmarks.sweeps [--trials 16] [--epochs 8] [--train-limit 20000] [--quick]
 
-The same 16-point grid (learning rate x width x dropout x batch size, a fixed sampler seed, so
+The same 16-point grid (learning rate x width x dropout, a fixed sampler seed, so
 every run asks for the same trials in the same order) is swept three times, each on a fresh
 queue, registry and workers (`python -m trainer_service worker`, the trainer API under gunicorn,
 Redis from $REDIS_URL, else redis://127.0.0.1:6379/13, else an embedded one):
@@ -86,7 +86,6 @@ def sweep_body(args: argparse.Namespace) -> dict[str, Any]:
         "learning_rate": [3e-4, 1e-3, 3e-3, 1e-2],
         "hidden_layers": [[128], [256, 128]],
         "dropout": [0.0, 0.3],
-        "batch_size": [64, 256],
     }
     if args.quick:
         space = {"learning_rate": [1e-3, 1e-2], "batch_size": [64, 256]}
