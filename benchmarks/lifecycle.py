@@ -224,10 +224,14 @@ def start_gunicorn(
 
 
 class TreeCPU:
-    """Share of the machine's CPU used by processes other than `pids` (ours) over a block."""
+    """Share of the machine's CPU used by processes other than `pids` (ours) over a block.
 
-    def __init__(self, pids: list[int]) -> None:
+    `reaped_children`: count the finished children our processes waited for as ours too (RQ's
+    work horses, one forked per job: their time lands in the worker's cutime/cstime)."""
+
+    def __init__(self, pids: list[int], *, reaped_children: bool = False) -> None:
         self.pids = pids
+        self.fields = 4 if reaped_children else 2
 
     def _ours(self) -> int:
         total = 0
@@ -235,7 +239,8 @@ class TreeCPU:
             try:
                 with open(f"/proc/{pid}/stat") as fh:
                     fields = fh.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime + stime (ticks)
+                # utime, stime (+ cutime, cstime), in ticks
+                total += sum(int(v) for v in fields[11 : 11 + self.fields])
             except (OSError, IndexError, ValueError):
                 pass
         return total

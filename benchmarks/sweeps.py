@@ -63,22 +63,6 @@ RUNS = (
 )
 
 
-class TreesCPU(TreeCPU):
-    """TreeCPU counting the reaped children of our processes too (RQ's work horses: one per
-    trial, forked by the worker and waited for, so their time lands in cutime/cstime)."""
-
-    def _ours(self) -> int:
-        total = 0
-        for pid in self.pids:
-            try:
-                with open(f"/proc/{pid}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-                total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
-
-
 def sweep_body(args: argparse.Namespace) -> dict[str, Any]:
     """A 16-point grid (with the defaults) over settings that matter, some of them poor, as a
     real first search is: the pruner has weak trials to stop."""
@@ -141,7 +125,8 @@ def run_sweep(
             lambda: len(_workers(url, queue)) == workers, 120, f"{workers} workers", 0.2, procs[-1]
         )
         body = {**sweep_body(args), "parallelism": parallelism, "pruner": pruner}
-        with TreesCPU([p.popen.pid for p in procs]) as interference:
+        pids = [p.popen.pid for p in procs]
+        with TreeCPU(pids, reaped_children=True) as interference:
             t0 = time.monotonic()
             status, _, data = request("POST", port, "/v1/sweeps", json.dumps(body).encode())
             if status != 202:

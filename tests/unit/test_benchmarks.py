@@ -78,3 +78,37 @@ def test_jobs_per_hour_and_the_scaling_report() -> None:
     }  # fmt: skip
     text = report(results)
     assert "| 1 | 100 |" in text and "1.5x" in text and "2 CPUs shared" in text
+
+
+def test_sweeps_benchmark_grid_and_gains() -> None:
+    """The sweep benchmark's grid has the 16 points its report promises, and the report splits
+    the gain into parallel trials (sequential / parallel) and pruning (parallel / pruned)."""
+    import argparse
+
+    from benchmarks.sweeps import RUNS, report, sweep_body
+
+    body = sweep_body(argparse.Namespace(quick=False, epochs=8, train_limit=20000))
+    points = 1
+    for values in body["space"].values():
+        points *= len(values)
+    assert points == 16 and body["sampler"] == "grid" and body["base"]["val_fraction"] > 0
+    walls = {"sequential": 80.0, "parallel": 50.0, "parallel + pruning": 20.0}
+    runs = [
+        {
+            "name": name,
+            "workers": workers,
+            "blas_threads": threads,
+            "parallelism": parallelism,
+            "pruner": pruner,
+            "wall_seconds": walls[name],
+            "best_value": 0.98,
+            "pruned": 0,
+            "trials": 16,
+            "epochs_trained": 128,
+            "others_cpu_share": 0.1,
+        }
+        for name, workers, threads, parallelism, pruner in RUNS
+    ]
+    text = report({"runs": runs})
+    assert "from parallel trials: 1.60x; from pruning: 2.50x; together 4.00x" in text
+    assert "(wall time 0.25x of sequential)" in text
