@@ -47,7 +47,10 @@ def test_train_command_is_the_plain_cli() -> None:
         "--json",
     ]
     assert "--preset" in train_command("best", Path("/data"), Path("/tmp/m.npz"), [])
-    assert set(TARGETS) == {"default", "seed-basic", "seed-deep", "best"}
+    from shared.config import PRESETS
+
+    assert set(TARGETS) == set(PRESETS)  # every preset has a target
+    assert {TARGETS[p].dataset for p in TARGETS} == {"mnist", "fashion-mnist"}
 
 
 def test_a_second_result_the_same_day_does_not_overwrite_the_first(tmp_path) -> None:
