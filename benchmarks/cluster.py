@@ -49,7 +49,8 @@ from typing import Any
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import REPO_ROOT, stop_process_group
+
 PREFIX = "dfc"  # namespace names: dfc-<run>-<owner pid>-<host>
 NS_PATTERN = re.compile(rf"^{PREFIX}-([0-9a-f]{{6}})-(\d+)-")
 REDIS_PORT = 6379
@@ -208,15 +209,7 @@ class Host:
 
     def stop(self, proc: Proc, timeout: float = 15.0) -> None:
         """SIGTERM a process group we started, SIGKILL after `timeout`."""
-        if proc.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGTERM)
-            try:
-                proc.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
-                proc.popen.wait(timeout=10)
+        stop_process_group(proc.popen, timeout)
 
 
 # --- where the registry lives -------------------------------------------------------------------

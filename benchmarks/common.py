@@ -6,10 +6,12 @@ suite: speed goals live here, not in assertions.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import platform
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -113,6 +115,28 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def stop_process_group(
+    popen: subprocess.Popen, timeout: float = 20.0, sig: int = signal.SIGTERM
+) -> None:
+    """Stop a process started with `start_new_session=True` and everything in its group.
+
+    `sig` (SIGTERM: a warm shutdown) to the group, wait up to `timeout`, then SIGKILL. Whatever
+    is left of the group afterwards (an RQ work horse, gunicorn workers whose master died first)
+    is SIGKILLed too, so nothing we started outlives a benchmark or a test.
+    """
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, sig)
+        try:
+            popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+
+
 def today() -> str:
     return _dt.date.today().isoformat()
 
@@ -134,6 +158,15 @@ def write_result(name: str, payload: dict[str, Any], folder: Path | None = None)
         path = folder / f"{stem}-run{n}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def save_result(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:
+    """`out` when the caller named a file (tests, CI artefacts), else `write_result(name, ...)`."""
+    if out is None:
+        return write_result(name, payload)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    return out
 
 
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:

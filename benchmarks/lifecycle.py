@@ -35,14 +35,12 @@ Results: markdown tables on stdout, raw data in benchmarks/results/lifecycle-<da
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import multiprocessing as mp
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -63,6 +61,7 @@ from benchmarks.common import (
     machine_info,
     markdown_table,
     now_iso,
+    stop_process_group,
     write_result,
 )
 from shared.redis_embedded import free_port
@@ -129,18 +128,8 @@ def start(
 
 
 def stop(proc: Proc, timeout: float = 20.0) -> None:
-    """Stop a process we started and its whole process group (own session), then SIGKILL."""
-    if proc.popen.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, signal.SIGTERM)
-        try:
-            proc.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.popen.pid, signal.SIGKILL)
-            proc.popen.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.popen.pid, signal.SIGKILL)  # stragglers of the group (work horses)
+    """Stop a process we started and its whole process group (own session)."""
+    stop_process_group(proc.popen, timeout)
     proc.log_file.close()
 
 

@@ -45,8 +45,8 @@ from benchmarks.common import (
     machine_info,
     markdown_table,
     now_iso,
+    save_result,
     wait_until_quiet,
-    write_result,
 )
 from benchmarks.lifecycle import MODEL, model_file, publish_version
 from benchmarks.serving import json_body, run_wrk, sample_images, wrk_binary
@@ -491,13 +491,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log("")
     log(report(results))
     if not args.no_write:
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=2) + "\n")
-            path = args.out
-        else:
-            path = write_result("scaling", results)
-        log(f"\nresults: {path}")
+        log(f"\nresults: {save_result('scaling', results, args.out)}")
     return results
 
 

@@ -58,8 +58,9 @@ from benchmarks.common import (
     machine_info,
     markdown_table,
     now_iso,
+    save_result,
+    stop_process_group,
     wait_until_quiet,
-    write_result,
 )
 from shared.redis_embedded import free_port
 
@@ -193,18 +194,7 @@ class Server:
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=25)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        # Workers left behind by a master that died first.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc, timeout=25)
         self.proc = None
         self.log.close()
 
@@ -1091,13 +1081,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log("")
     log(report(results))
     if not args.no_write:
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=2) + "\n")
-            path = args.out
-        else:
-            path = write_result("serving", results)
-        log(f"\nresults: {path}")
+        log(f"\nresults: {save_result('serving', results, args.out)}")
     return results
 
 

@@ -6,7 +6,6 @@ and deletes only the keys it created: never FLUSHDB.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 import redis
 import requests
 
+from benchmarks.common import stop_process_group
 from shared.redis_embedded import free_port
 from shared.registry import Registry
 from tests import REPO_ROOT
@@ -136,15 +136,7 @@ def wait_http_ok(url: str, proc: subprocess.Popen, log_path: Path, timeout: floa
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
     """Stop a process we started (its whole process group), escalating to SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    stop_process_group(proc, timeout, sig)
     log = getattr(proc, "_digitflow_log", None)
     if log is not None:
         log.close()

@@ -5,7 +5,9 @@ the same; where a storage words a reason its own way, the test says which words.
 What only one storage has lives beside it: tests/unit/test_registry.py and
 tests/integration/test_registry_concurrency.py (folder: layout, temp folders, flock, rename,
 read-only mount), tests/integration/test_registry_s3.py (S3: conditional writes, uploads never
-committed, the poll's requests, outages).
+committed, the poll's requests, outages). Name and version validation happens in
+`Registry` before any storage is asked, so its tests (every bad name, version and alias) run
+once, in tests/unit/test_registry.py.
 """
 
 from __future__ import annotations
@@ -274,38 +276,6 @@ def test_missing_version(reg: Registry, tmp_path: Path) -> None:
     ):
         with pytest.raises(VersionNotFoundError):
             call()
-
-
-@pytest.mark.parametrize("bad", [0, -1, "0", "01", "+1", "1.0", "../1", "", 10**9, 1.0, True])
-def test_bad_versions_are_rejected(bad: object, reg: Registry, tmp_path: Path) -> None:
-    publish_bytes(reg, tmp_path, b"a")
-    for call in (
-        lambda: reg.verify("m", bad),
-        lambda: reg.weights_path("m", bad),
-        lambda: reg.pin("m", bad),
-        lambda: reg.set_alias("m", "prod", bad),
-    ):
-        with pytest.raises(InvalidNameError):
-            call()
-    assert reg.state("m")["history"] == []
-
-
-@pytest.mark.parametrize("bad", ["", "..", "../etc", "a/b", "MNIST", "m.n", "x" * 65, None])
-def test_bad_model_names_are_rejected(bad: object, reg: Registry, tmp_path: Path) -> None:
-    publish_bytes(reg, tmp_path, b"a")
-    for call in (
-        lambda: reg.publish(bad, tmp_path / "w.npz", {}),
-        lambda: reg.versions(bad),
-        lambda: reg.state(bad),
-        lambda: reg.verify(bad, 1),
-        lambda: reg.weights_path(bad, 1),
-        lambda: reg.resolve(bad, "latest"),
-        lambda: reg.pin(bad, 1),
-        lambda: reg.change_token(bad) if bad is not None else reg.versions(bad),
-    ):
-        with pytest.raises(InvalidNameError):
-            call()
-    assert reg.model_names() == ["m"]
 
 
 # --------------------------------------------------------------------------------------------
