@@ -175,6 +175,12 @@ class TrainConfig(BaseModel):
     activation: Activation = "relu"
     batch_norm: bool = False
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Drop probability (not keep).")
+    input_dropout: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Drop probability for the input pixels (Srivastava et al. 2014 used 0.2).",
+    )
     l2: float = Field(default=0.0, ge=0.0, le=1.0)
     label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
     standardize: bool = Field(default=True, description="Subtract the training-set pixel mean.")
@@ -313,6 +319,7 @@ class TrainConfig(BaseModel):
             activation=self.activation,
             batch_norm=self.batch_norm,
             dropout=self.dropout,
+            input_dropout=self.input_dropout,
             mean=mean if self.standardize else None,
             seed=self.seed,
         )
