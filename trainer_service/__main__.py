@@ -60,6 +60,7 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("--activation",), "activation", None),
     (("--batch-norm",), "batch_norm", _BOOL),
     (("--dropout",), "dropout", None),
+    (("--input-dropout",), "input_dropout", None),
     (("--l2",), "l2", None),
     (("--label-smoothing",), "label_smoothing", None),
     (("--standardize",), "standardize", _BOOL),

@@ -545,6 +545,7 @@
     if (!config) return "–";
     const parts = [`${(config.hidden_layers || []).join("-")} ${config.activation || ""}`];
     if (config.batch_norm) parts.push("batch norm");
+    if (config.input_dropout) parts.push(`input dropout ${config.input_dropout}`);
     if (config.dropout) parts.push(`dropout ${config.dropout}`);
     return parts.join(", ");
   }

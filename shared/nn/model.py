@@ -314,28 +314,36 @@ def build_mlp(
     activation: str = "relu",
     batch_norm: bool = False,
     dropout: float = 0.0,
+    input_dropout: float = 0.0,
     mean: np.ndarray | None = None,
     seed: int = 0,
 ) -> Sequential:
     """A multi-layer perceptron:
 
-        [Standardize(mean)] -> for each hidden width: Dense -> [BatchNorm1d] -> activation ->
-        [Dropout(dropout)] -> Dense(n_classes)
+        [Standardize(mean)] -> [Dropout(input_dropout)] -> for each hidden width: Dense ->
+        [BatchNorm1d] -> activation -> [Dropout(dropout)] -> Dense(n_classes)
 
     `mean` (the training data's per-feature mean) adds the Standardize layer; None leaves it out.
     Dense layers feeding a ReLU-family activation get He init, others Xavier; a Dense followed
     by batch norm has no bias (beta does its job). Initial weights and each dropout layer's
     masks come from independent random streams derived from `seed`.
+
+    Input dropout zeroes pixels of the (standardized) image at random: noise that keeps a wide
+    network from leaning on any single pixel (Srivastava et al. 2014). It costs one mask per
+    batch: the backward pass stops at the first Dense, so no gradient flows through it.
     """
     # Tagged entropy: independent of the streams training derives from the same seed.
     root = np.random.SeedSequence([seed, _MODEL_STREAM_TAG])
-    init_seed, *dropout_seeds = root.spawn(1 + len(hidden_layers))
+    # The input stream is spawned last, so adding it changed no existing model's streams.
+    init_seed, *dropout_seeds, input_seed = root.spawn(2 + len(hidden_layers))
     init_rng = np.random.default_rng(init_seed)
     act = ACTIVATIONS[activation]
     init = "he" if activation in ("relu", "leaky_relu") else "xavier"
     layers: list[Layer] = []
     if mean is not None:
         layers.append(Standardize(mean))
+    if input_dropout > 0:
+        layers.append(Dropout(input_dropout, rng=np.random.Generator(np.random.SFC64(input_seed))))
     width = input_size
     for i, hidden in enumerate(hidden_layers):
         layers.append(Dense(width, hidden, bias=not batch_norm, init=init, rng=init_rng))

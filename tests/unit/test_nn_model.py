@@ -66,6 +66,32 @@ def test_build_mlp_is_seeded_and_needs_no_config():
     assert cfg.build_model().input_size == 784
 
 
+def test_input_dropout_drops_pixels_in_training_only_and_leaves_other_streams_alone():
+    def make(input_dropout):
+        return build_mlp(
+            input_size=400, hidden_layers=[8], n_classes=3, dropout=0.5,
+            input_dropout=input_dropout, mean=np.zeros(400, np.float32), seed=3,
+        )  # fmt: skip
+
+    plain, noisy = make(0.0), make(0.25)
+    assert kinds(noisy) == ["standardize", "dropout", "dense", "relu", "dropout", "dense"]
+    # Same initial weights and the same hidden-layer dropout stream as without input dropout.
+    np.testing.assert_array_equal(plain.params, noisy.params)
+    np.testing.assert_array_equal(
+        plain.layers[3].rng.bit_generator.random_raw(8),
+        noisy.layers[4].rng.bit_generator.random_raw(8),
+    )
+
+    x = np.ones((50, 400), np.float32)
+    dropped = noisy.layers[1].forward(x, True)
+    kept = dropped != 0
+    assert 0.2 < 1 - kept.mean() < 0.3  # ~25 % of the pixels zeroed, the rest scaled up
+    np.testing.assert_allclose(dropped[kept], 1 / 0.75, rtol=1e-6)
+    # Inference has no input dropout: both models answer the same.
+    np.testing.assert_array_equal(plain.predict_proba(x), noisy.predict_proba(x))
+    assert TrainConfig(hidden_layers=[8], input_dropout=0.2).build_model().layers[1].p == 0.2
+
+
 def test_predict_proba_is_the_inference_plan():
     cfg = TrainConfig(hidden_layers=[16], dropout=0.5, batch_norm=True)
     model = cfg.build_model()
