@@ -48,6 +48,11 @@ def delete_queue_keys(url: str, queue: str) -> None:
             ]
             if workers:
                 r.srem("rq:workers", *workers)
+        # A SIGKILLed worker's own key expires, but its entry in RQ's worker set stays: drop
+        # the entries of this test's workers (their names start with the queue's).
+        stale = [m for m in r.smembers("rq:workers") if m.decode().startswith(f"rq:worker:{queue}")]
+        if stale:
+            r.srem("rq:workers", *stale)
         r.srem("rq:queues", f"rq:queue:{queue}")
     finally:
         r.close()
