@@ -41,18 +41,11 @@ def delete_queue_keys(url: str, queue: str) -> None:
                 keys.update(r.scan_iter(match=pattern, count=1000))
         if keys:
             r.delete(*keys)
-            workers = [
-                k
-                for k in keys
-                if (k.decode() if isinstance(k, bytes) else k).startswith("rq:worker:")
-            ]
-            if workers:
-                r.srem("rq:workers", *workers)
-        # A SIGKILLed worker's own key expires, but its entry in RQ's worker set stays: drop
-        # the entries of this test's workers (their names start with the queue's).
-        stale = [m for m in r.smembers("rq:workers") if m.decode().startswith(f"rq:worker:{queue}")]
-        if stale:
-            r.srem("rq:workers", *stale)
+        # RQ's worker set: the entries of this test's workers (named after its queue), live or
+        # SIGKILLed (a killed worker's own key expires, its entry in the set stays).
+        workers = [m for m in r.smembers("rq:workers") if queue in m.decode()]
+        if workers:
+            r.srem("rq:workers", *workers)
         r.srem("rq:queues", f"rq:queue:{queue}")
     finally:
         r.close()

@@ -306,6 +306,12 @@ def _layer_from_spec(i: int, entry: Any, width: int) -> Layer:
         raise ValueError(f"layer {i} ({kind}) has invalid settings {args}: {exc}") from exc
 
 
+def _dropout(p: float, seed: np.random.SeedSequence) -> Dropout:
+    """A dropout layer with its own mask stream. SFC64: the fastest NumPy bit generator; a
+    dropout layer draws ~100k bits per batch."""
+    return Dropout(p, rng=np.random.Generator(np.random.SFC64(seed)))
+
+
 def build_mlp(
     *,
     input_size: int,
@@ -343,7 +349,7 @@ def build_mlp(
     if mean is not None:
         layers.append(Standardize(mean))
     if input_dropout > 0:
-        layers.append(Dropout(input_dropout, rng=np.random.Generator(np.random.SFC64(input_seed))))
+        layers.append(_dropout(input_dropout, input_seed))
     width = input_size
     for i, hidden in enumerate(hidden_layers):
         layers.append(Dense(width, hidden, bias=not batch_norm, init=init, rng=init_rng))
@@ -351,9 +357,7 @@ def build_mlp(
             layers.append(BatchNorm1d(hidden))
         layers.append(act())
         if dropout > 0:
-            # SFC64: the fastest NumPy bit generator; dropout draws ~100k bits per batch.
-            dropout_rng = np.random.Generator(np.random.SFC64(dropout_seeds[i]))
-            layers.append(Dropout(dropout, rng=dropout_rng))
+            layers.append(_dropout(dropout, dropout_seeds[i]))
         width = hidden
     layers.append(Dense(width, n_classes, init="xavier", rng=init_rng))
     return Sequential(layers, input_size=input_size)
