@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml scripts/ensure-system-tools.sh
 
 install: $(STAMP)  ## create .venv and install the project with its test tools
 
+# Two xdist workers: most integration tests wait on processes, so one worker leaves a core idle.
+# loadscope keeps a module's tests (and its module fixtures) on one worker; `exclusive` tests run
+# alone (tests/conftest.py).
 test: install  ## the whole suite: unit, integration (real Redis, RQ, gunicorn), e2e
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 test-fast: install  ## unit tests only
 	$(BIN)/python -m pytest tests/unit

@@ -5,6 +5,10 @@ folder's conftest.py; plain helpers live in tests/*_support.py.
 Datasets come from `MNIST_DATA_DIR` / `FASHION_MNIST_DATA_DIR`, else from `../shared/data/` beside
 the repository. Redis is `REDIS_URL` when set (the tests then only touch keys they create, under a
 unique queue name), else an embedded real redis-server started for the session.
+
+`make test` runs the suite on two pytest-xdist workers (most integration tests wait on processes
+and leave a core idle); each worker has its own session fixtures (embedded Redis, S3 server).
+Tests marked `exclusive` run alone (`_taking_turns`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests import REPO_ROOT
+from tests.xdist_support import taking_turns
 
 # Two cores: keep BLAS single-threaded in test processes and every child they start.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -30,6 +35,19 @@ def _dataset_dir(env_var: str, name: str) -> Path:
             f"{name} IDX files not found in {path}; set {env_var} to a folder holding them"
         )
     return path
+
+
+@pytest.fixture(autouse=True)
+def _taking_turns(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Under xdist, a test marked `exclusive` waits for the other worker's test and holds the next
+    one back: its time bounds must not measure another test's load. (Its module-scoped fixtures,
+    e.g. the multi-host cluster, are set up before this, alongside other tests.)"""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    run_folder = tmp_path_factory.getbasetemp().parent  # shared by the run's workers
+    with taking_turns(run_folder, request.node.get_closest_marker("exclusive") is not None):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks import scaling
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 
 def test_whole_benchmark_on_tiny_settings(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ def all_serve(version: int, path: str = "/v1/models/digits/predict") -> Callable
     return check
 
 
+@pytest.mark.exclusive
 def test_hot_reload_across_gunicorn_workers(service, tmp_path: Path) -> None:
     svc, registry = service
 

@@ -39,7 +39,7 @@ from shared.registry.errors import ModelNotFoundError
 from tests.load_support import Sample, Timeline, prediction_load
 from tests.trainer_support import LONG, SMALL, wait_for
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 HEARTBEAT_SECONDS, HEARTBEAT_GRACE = 1, 3
 POLL_SECONDS = 0.5  # the shipped REGISTRY_POLL_SECONDS
@@ -48,6 +48,7 @@ POLL_SECONDS = 0.5  # the shipped REGISTRY_POLL_SECONDS
 #: download from the store, the sha256 check and the load.
 SERVED_WITHIN_SECONDS = 2.0
 WATCH_INTERVAL = 0.05  # how often the test looks at the registry (one GET on the store)
+LOAD_CLIENTS = 4
 
 
 STORE_DOWN_SECONDS = 10
@@ -111,7 +112,9 @@ def versions(c: Cluster, model: str) -> list[int]:
         return []
 
 
-def start_load(url: str, samples: list[Sample], stop: threading.Event, n: int = 4) -> list:
+def start_load(
+    url: str, samples: list[Sample], stop: threading.Event, n: int = LOAD_CLIENTS
+) -> list:
     """`n` keep-alive clients POSTing one image to `url`, bounded in count and time."""
     threads = [
         threading.Thread(
@@ -234,6 +237,7 @@ def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_repl
         time.sleep(1.0)
         events["killed"] = time.monotonic()
         c.hosts[victim].kill_all()
+        events["reaped"] = time.monotonic()
         time.sleep(1.5)
         events["restarting"] = time.monotonic()
         c.start_inference(victim)
@@ -253,7 +257,15 @@ def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_repl
     assert wait_job(c, job_id, {"finished", "failed"})["status"] == "finished"
     end_stats = c.balancer_stats()
 
-    failed = [s for s in samples if s.status != 200]
+    # A response the victim had begun to send when it was SIGKILLed cannot be retried by the
+    # balancer (its headers went out already): those requests, in flight at the kill, may break,
+    # at most one per client. Every other request must succeed.
+    in_flight_at_kill = [
+        s
+        for s in samples
+        if s.status is None and s.start <= events["reaped"] and s.end >= events["killed"]
+    ]
+    failed = [s for s in samples if s.status != 200 and s not in in_flight_at_kill]
     stale = [(timeline.staleness(s), s) for s in samples if s.status == 200]
     late = [(lag, s) for lag, s in stale if lag > SERVED_WITHIN_SECONDS]
     t0 = samples[0].start if samples else 0.0
@@ -264,6 +276,7 @@ def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_repl
     figures = {
         "requests": len(samples),
         "failed": len(failed),
+        "cut_at_kill": len(in_flight_at_kill),
         "per_version": dict(Counter(s.version for s in samples)),
         "per_replica": {r: counter(f"inference/{r}", "stot") for r in c.replicas},
         "balancer_retries": counter("inference/BACKEND", "wretr"),
@@ -274,6 +287,7 @@ def test_steady_load_through_the_balancer_while_publishing_and_restarting_a_repl
     }
     print(f"\nmultihost balancer load: {figures}")
     assert failed == [], failed[:5]
+    assert len(in_flight_at_kill) <= LOAD_CLIENTS, in_flight_at_kill
     assert late == [], f"answers from a version no longer the default: {late[:5]}"
     assert len(samples) > 200, figures
     assert int(end_stats[f"inference/{victim}"]["stot"]) > served_before, "no traffic after restart"

@@ -293,6 +293,7 @@ def _metric(svc, name: str) -> float:  # noqa: ANN001
 
 
 @pytest.mark.integration
+@pytest.mark.exclusive
 def test_inference_on_s3_keeps_serving_through_an_outage_and_catches_up(
     s3: RegistryFactory, tmp_path: Path
 ) -> None:

@@ -29,7 +29,7 @@ from tests.load_support import Sample, Timeline, prediction_load
 from tests.service_support import inference_service, publish
 from tests.trainer_support import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.exclusive]
 
 POLL_SECONDS = 0.5  # the shipped REGISTRY_POLL_SECONDS
 #: A worker notices a change at its next poll, then loads and verifies the new version (a few ms
