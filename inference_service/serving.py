@@ -297,7 +297,12 @@ class ModelCache:
 
     def _scan_model(self, name: str) -> ModelView:
         """Read one model's state; make sure its default, split and shadow are loaded (load,
-        then swap)."""
+        then swap). Versions deleted since they were loaded leave the cache: a worker must not
+        keep answering by number for a version every other worker calls not found."""
+        published = set(self.registry.versions(name))
+        with self._lock:
+            for key in [k for k in self._loaded if k[0] == name and k[1] not in published]:
+                del self._loaded[key]
         state = self.registry.state(name)
         view = ModelView(
             latest=self.registry.latest_version(name),

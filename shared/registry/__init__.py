@@ -10,6 +10,7 @@ The folder's layout::
     <root>/<name>/<version>/manifest.json     sha256, size, created_at, package_version, caller's data
     <root>/<name>/<version>/<extra files>     optional, hashed into manifest["files"]
     <root>/<name>/state.json                  {"pinned", "aliases", "traffic", "shadow", "history"}
+    <root>/<name>/<version>                   an empty FILE: a deleted version (its number is never reused)
     <root>/<name>/.state.lock                 flock target for state changes (writers only)
     <root>/<name>/.tmp-<uuid>/                a publish in progress (or a crashed one); never listed
 

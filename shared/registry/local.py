@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import stat
@@ -29,6 +30,8 @@ from shared.registry.publishing import (
 from shared.registry.state import StateFiles, delete_version_change
 from shared.registry.storage import Change, Storage
 from shared.registry.verification import VerifiedVersions, broken
+
+logger = logging.getLogger(__name__)
 
 
 class LocalStorage(Storage):
@@ -146,12 +149,21 @@ class LocalStorage(Storage):
     def delete_version(self, name: str, version: int, actor: str | None) -> None:
         """The folder is first renamed to a temp name under the state lock (one atomic step:
         readers see the version or nothing), then deleted; a crash in between leaves a temp
-        folder that the next publish cleans up."""
+        folder that the next publish cleans up. An empty file takes the folder's place so the
+        number is never reused (as on S3): readers list folders only, and numbering skips
+        every version-shaped name. A reused number would hand new weights to whatever cached
+        the old ones by (model, version): inference workers, browsers."""
         path = Path(self._paths.version(name, version))
         doomed = path.parent / temp_name()
 
         def remove() -> None:
             os.rename(path, doomed)
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                # A publisher that chose this number before it was even published renamed its
+                # folder here in the instant since: its version is complete and keeps it.
+                logger.warning("registry: %s was published again while being deleted", path)
             fsync_dir(path.parent)
 
         self.change_state(name, delete_version_change(name, version, remove, actor))

@@ -139,7 +139,8 @@ def allocate_version(model_dir: Path, tmp: Path) -> int:
     """Rename `tmp` to the next free version number and return it: the publishing step.
 
     The filesystem arbitrates collisions: a rename onto an existing version fails, and we try
-    past everything that exists now.
+    past everything that exists now. Every version-shaped entry counts, the files that deleted
+    versions leave included (`LocalStorage.delete_version`), so numbers only grow.
     """
     v = max(version_numbers(model_dir), default=0) + 1
     for _ in range(10_000):

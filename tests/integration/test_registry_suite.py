@@ -393,8 +393,11 @@ def test_delete_version_refuses_versions_in_use(reg: Registry, tmp_path: Path) -
     with pytest.raises(VersionNotFoundError):
         reg.verify("m", 4)
     assert reg.state("m")["history"][-1]["action"] == "version_delete"
-    assert publish_bytes(reg, tmp_path, b"e") in (4, 5)  # never an existing number
-    assert reg.latest_version("m") == reg.versions("m")[-1]
+    assert publish_bytes(reg, tmp_path, b"e") == 5  # a deleted number is never reused
+    assert reg.versions("m") == [1, 2, 3, 5]
+    with pytest.raises(VersionNotFoundError):
+        reg.verify("m", 4)
+    assert reg.latest_version("m") == 5
 
 
 def test_read_only_registry_refuses_writes(

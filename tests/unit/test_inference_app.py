@@ -725,3 +725,18 @@ def test_input_size_comes_from_the_model(inference_client, registry, tmp_path) -
     resp = inference_client.post("/v1/models/small/predict", data=digit_picture("png"),
                        content_type="image/png")  # fmt: skip
     assert resp.status_code == 422 and error_of(resp)["code"] == "pictures_not_supported"
+
+
+def test_a_deleted_version_is_no_longer_served_by_number(
+    inference_client, registry, tmp_path
+) -> None:
+    publish(registry, tmp_path, seed=1)
+    publish(registry, tmp_path, seed=2)
+    url, body = "/v1/models/digits/versions/1/predict", {"instances": BATCH[:1].tolist()}
+    assert post_json(inference_client, url, body).status_code == 200  # loaded and cached
+    registry.delete_version("digits", 1)
+    resp = post_json(inference_client, url, body)
+    assert resp.status_code == 404, resp.get_json()
+    assert "version" in resp.get_json()["error"]["message"]
+    # Its number is never handed out again: a cache keyed by (model, version) stays right.
+    assert publish(registry, tmp_path, seed=3) == 3
