@@ -454,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Queue a training job. Any TrainConfig field can be given as --field=value "
         "(e.g. --epochs=3 --hidden-layers=128,64 --model=mnist).",
     )
-    p.add_argument("--preset", help="default | seed-basic | seed-deep | best")
+    p.add_argument(
+        "--preset", help="default | seed-basic | seed-deep | best | fashion | fashion-best"
+    )
     p.add_argument("--config", help="JSON file with a TrainConfig (fields given here override)")
     p.add_argument("--idempotency-key", help="makes a retried submit return the same job")
     p.add_argument("--wait", action="store_true", help="follow the job until it ends")

@@ -9,8 +9,7 @@ mirrors (`DataLocations`), which the trainer's settings build from the environme
 Modules, by concern: ``dataset`` (`Dataset`, `DatasetError`), ``named`` (MNIST, Fashion-MNIST:
 labels, mirrors, checksums), ``idx`` / ``kaggle_csv`` / ``npz`` (one per format), ``fingerprint``
 (content hashes), ``split`` (the stratified split), ``download`` (mirrors, verified download),
-``load`` (`load_dataset`: a path of any format), ``locations`` (folders and mirrors, and the one
-reader of the environment). Import from the package.
+``load`` (`load_dataset`: a path of any format), ``locations`` (folders and mirrors: `DataLocations`). Import from the package.
 """
 
 from shared.datasets.dataset import N_CLASSES, Dataset, DatasetError, to_model_input

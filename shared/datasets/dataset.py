@@ -8,8 +8,6 @@ import numpy as np
 
 from shared.images import N_CLASSES
 
-#: Labels are 0-9 in every supported dataset.
-
 
 class DatasetError(ValueError):
     """A dataset file is missing, malformed or failed verification; the message names the file.

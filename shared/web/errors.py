@@ -88,16 +88,6 @@ class ApiError(Exception):
         )
 
 
-def bad_request(message: str, field: str | None = None, code: str | None = None) -> ApiError:
-    """400: the request cannot be read (malformed JSON, wrong type, out-of-range value)."""
-    return ApiError(400, message, code=code, field=field)
-
-
-def unprocessable(message: str, field: str | None = None, code: str | None = None) -> ApiError:
-    """422: readable but unusable (empty batch, inconsistent shape, invalid settings)."""
-    return ApiError(422, message, code=code, field=field)
-
-
 def to_api_error(exc: BaseException, *, max_content_length: int | None = None) -> ApiError:
     """The one table from an exception to its answer (unknown exceptions are 500 and logged)."""
     if isinstance(exc, ApiError):

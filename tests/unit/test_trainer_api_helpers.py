@@ -163,3 +163,14 @@ def test_cli_errors_exit_2_with_a_message(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["status"])  # argparse usage error
     assert exit_info.value.code == 2
+
+
+def test_submit_help_names_every_preset() -> None:
+    from typing import get_args
+
+    from shared.client import build_parser
+    from shared.config import PresetName
+
+    submit = build_parser()._subparsers._group_actions[0].choices["submit"]
+    preset = next(a for a in submit._actions if "--preset" in a.option_strings)
+    assert preset.help.split(" | ") == list(get_args(PresetName))
