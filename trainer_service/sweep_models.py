@@ -106,11 +106,10 @@ class SweepRequest(BaseModel):
             _error(
                 ("promote_to",), self.promote_to, "an alias is not all digits, latest or default"
             )
-        if self.is_grid:
-            if self.grid_size > MAX_TRIALS:
-                _error(("space",), None, f"the grid has more than {MAX_TRIALS} combinations")
-            _check_combinations(self.space, base)
-        elif self.trials is None:
+        if self.is_grid and self.grid_size > MAX_TRIALS:
+            _error(("space",), None, f"the grid has more than {MAX_TRIALS} combinations")
+        _check_combinations(self.space, base)
+        if not self.is_grid and self.trials is None:
             _error(("trials",), None, "required unless every entry of the space is a list")
         if self.sampler == "grid" and not all(isinstance(d, list) for d in self.space.values()):
             _error(("sampler",), "grid", "the grid sampler needs every entry of the space a list")
@@ -182,9 +181,12 @@ def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
 
 
 def _check_combinations(space: dict[str, Any], base: dict[str, Any]) -> None:
-    """Cross-field rules: every combination of a (not too large) grid is a valid config."""
+    """Cross-field rules (batch norm needs batches of 2, ...): every combination of the values of
+    lists and choices and the ends of ranges is a valid config, up to
+    MAX_VALIDATED_COMBINATIONS of them. For a grid that is every trial; a random or TPE sweep
+    must not meet an invalid one in a worker, where it could only fail."""
     keys = list(space)
-    for n, combo in enumerate(itertools.product(*(space[k] for k in keys))):
+    for n, combo in enumerate(itertools.product(*(_corners(space[k]) for k in keys))):
         if n >= MAX_VALIDATED_COMBINATIONS:
             return
         try:
@@ -192,6 +194,15 @@ def _check_combinations(space: dict[str, Any], base: dict[str, Any]) -> None:
         except (ValidationError, ValueError, TypeError) as exc:
             _error(("space",), None, f"combination {dict(zip(keys, combo, strict=True))} is not "
                    f"valid: {_first(exc)}")  # fmt: skip
+
+
+def _corners(dim: Any) -> list[Any]:
+    """A dimension's values (list, choice) or the two ends of its range."""
+    if isinstance(dim, list):
+        return dim
+    if isinstance(dim, Choice):
+        return dim.choice
+    return list(next(iter(dim.model_dump().values())))
 
 
 def _first(exc: Exception) -> str:

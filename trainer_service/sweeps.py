@@ -98,7 +98,7 @@ def _save(conn: redis.Redis, queue: str, record: dict[str, Any]) -> None:
 
 def storage(settings: TrainerSettings) -> optuna.storages.BaseStorage:
     """The study's journal on the queue's Redis (Optuna's own Redis backend; Optuna flags it
-    experimental, a warning per process we silence)."""
+    experimental, a warning per process we silence), without snapshots (`_LogOnly`)."""
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalRedisBackend
@@ -106,7 +106,23 @@ def storage(settings: TrainerSettings) -> optuna.storages.BaseStorage:
     prefix = f"digitflow:{settings.rq_queue}:optuna:"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        return JournalStorage(JournalRedisBackend(settings.redis_url, prefix=prefix))
+        return JournalStorage(_LogOnly(JournalRedisBackend(settings.redis_url, prefix=prefix)))
+
+
+class _LogOnly:
+    """A journal backend's log and nothing else. Optuna's Redis backend also keeps snapshots,
+    which `JournalStorage` writes with pickle (every 100 trials) and unpickles whenever it is
+    built; the product never unpickles what it reads (README, Guarantees), so the study is
+    always replayed from its JSON log lines. Not being a `BaseJournalSnapshot` is the point."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    def read_logs(self, log_number_from: int) -> Any:
+        return self._backend.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self._backend.append_logs(logs)
 
 
 def distributions(request: SweepRequest) -> dict[str, Any]:

@@ -258,6 +258,24 @@ def test_product_code_never_unpickles(redis_url):
     assert build_worker(settings).serializer is JSONSerializer
 
 
+def test_sweep_studies_keep_no_pickled_snapshot_in_redis(redis_url, redis_conn, queue):
+    """Optuna's Redis journal pickles a snapshot every 100 trials and unpickles it whenever a
+    storage is built; the product's journal keeps the JSON log only (trainer_service.sweeps)."""
+    import optuna
+
+    from trainer_service import sweeps
+    from trainer_service.settings import TrainerSettings
+
+    settings = TrainerSettings.load({"REDIS_URL": redis_url, "RQ_QUEUE": queue})
+    study = optuna.create_study(storage=sweeps.storage(settings), study_name="s")
+    for i in range(101):  # past Optuna's snapshot interval (trial ids 0 and 100)
+        study.tell(study.ask(), float(i))
+    assert list(redis_conn.scan_iter(match=f"*{queue}*")), "the journal is not where we look"
+    assert not list(redis_conn.scan_iter(match=f"*{queue}*snapshot*"))
+    again = optuna.load_study(storage=sweeps.storage(settings), study_name="s")
+    assert len(again.trials) == 101 and again.best_value == 0.0
+
+
 class _Trap:
     """Unpickling this creates a file: proof that something unpickled it."""
 
