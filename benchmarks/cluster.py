@@ -50,6 +50,7 @@ from typing import Any
 import requests
 
 from benchmarks.common import REPO_ROOT, stop_process_group
+from shared.blas import BLAS_THREAD_VARIABLES
 
 PREFIX = "dfc"  # namespace names: dfc-<run>-<owner pid>-<host>
 NS_PATTERN = re.compile(rf"^{PREFIX}-([0-9a-f]{{6}})-(\d+)-")
@@ -59,7 +60,6 @@ API_PORT = 8001
 INFERENCE_PORT = 8000
 BALANCER_PORT = 8080
 STATS_PORT = 8404
-BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class ClusterError(RuntimeError):
@@ -320,7 +320,7 @@ def _python_env(extra: dict[str, str]) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(dict.fromkeys(BLAS_VARS, "1"))
+    env.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
     env.update(extra)
     return env
 

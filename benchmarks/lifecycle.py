@@ -64,6 +64,7 @@ from benchmarks.common import (
     stop_process_group,
     write_result,
 )
+from shared.blas import BLAS_THREAD_VARIABLES
 from shared.redis_embedded import free_port
 
 PYTHON = sys.executable
@@ -83,7 +84,6 @@ DEFAULTED = (
     "JOB_HEARTBEAT_SECONDS",
     "JOB_HEARTBEAT_GRACE",
 )
-BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SWITCH_TARGET_S = 1.0
 QUEUE_START_TARGET_S = 0.100
 OVERHEAD_TARGET = 0.05
@@ -804,7 +804,7 @@ def bench_queue(
 ) -> dict[str, Any]:
     data_dir = args.data_dir
     env = base_env(tmp)
-    for var in BLAS_VARS:  # CLI and worker both train on every core, their own default
+    for var in BLAS_THREAD_VARIABLES:  # CLI and worker both train on every core, their own default
         env.pop(var, None)
     env.update(MNIST_DATA_DIR=str(data_dir), REDIS_URL=url, API_TOKEN="")
     worker_names = []

@@ -40,7 +40,6 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.lifecycle import (
-    BLAS_VARS,
     PYTHON,
     TRAINER_APP,
     TRAINER_CONF,
@@ -54,6 +53,7 @@ from benchmarks.lifecycle import (
     stop,
     wait_until,
 )
+from shared.blas import BLAS_THREAD_VARIABLES
 
 #: (name, workers, BLAS threads per worker, parallelism, pruner)
 RUNS = (
@@ -114,7 +114,7 @@ def run_sweep(
     api, port = start_gunicorn("trainer-api", TRAINER_APP, TRAINER_CONF, env, run_dir)
     procs = [api]
     try:
-        worker_env = {**env, **dict.fromkeys(BLAS_VARS, str(threads))}
+        worker_env = {**env, **dict.fromkeys(BLAS_THREAD_VARIABLES, str(threads))}
         for i in range(workers):
             procs.append(
                 start(

@@ -46,8 +46,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `shared` importable
     sys.path.insert(0, str(REPO_ROOT))
 
+from shared.blas import BLAS_THREAD_VARIABLES  # noqa: E402 (after the sys.path fix)
+
 NAME = "make up"  # the prefix of this script's own lines
-BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 STOPPED_BY_SIGNAL = (130, 143)  # honcho's return code after SIGINT / SIGTERM
 
 
@@ -215,7 +216,7 @@ class Stack:
             if kind == "trainer-worker" and workers > 1 and not own.get("OMP_NUM_THREADS"):
                 # One worker trains on every core (its own default); several share them out.
                 share = str(max(1, len(os.sched_getaffinity(0)) // workers))
-                own.update(dict.fromkeys(BLAS_VARS, share))
+                own.update(dict.fromkeys(BLAS_THREAD_VARIABLES, share))
             self.manager.add_process(process.name, process.cmd, env=own, cwd=str(REPO_ROOT))
 
     def wait_until_ready(self, redis_url: str, known_workers: set[str]) -> None:

@@ -42,13 +42,13 @@ from rq import Worker
 from rq.exceptions import StopRequested
 from rq.job import Job
 
+from shared.blas import BLAS_THREAD_VARIABLES
 from shared.web.logging import configure_logging
 from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
 
 log = logging.getLogger("trainer_service.worker")
 
-_BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _PR_SET_PDEATHSIG = 1
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 #: Held by the reconcile thread for each step and by the worker while it forks a work horse:
@@ -69,7 +69,7 @@ def configure_blas_threads() -> int:
             threads = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - not Linux
             threads = os.cpu_count() or 1
-    for var in _BLAS_VARS:
+    for var in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(var, str(threads))
     if "numpy" in sys.modules:
         try:

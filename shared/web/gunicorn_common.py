@@ -1,0 +1,43 @@
+"""What both services' gunicorn config files share, read from the environment once, here.
+
+Each `<service>/gunicorn.conf.py` calls `settings(...)` and puts the result in its globals, then
+adds what is its own (hooks, log format, graceful timeout). Web workers get one BLAS thread
+each: two workers on two cores must not each start a BLAS pool the size of the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from shared.blas import BLAS_THREAD_VARIABLES
+
+
+def settings(port_variable: str, default_port: int, proc_name: str) -> dict[str, Any]:
+    """gunicorn settings: bind 0.0.0.0:$<port_variable>, $WEB_CONCURRENCY workers (2),
+    $GUNICORN_THREADS > 1 picks the gthread worker (else sync), $LOG_LEVEL, $ACCESS_LOG ("-",
+    a file, or "off"). Also sets one BLAS thread per worker unless the environment says
+    otherwise (before any worker imports NumPy)."""
+    for var in BLAS_THREAD_VARIABLES:
+        os.environ.setdefault(var, "1")
+    threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+    access = os.environ.get("ACCESS_LOG", "-").strip()
+    return {
+        "bind": f"0.0.0.0:{int(os.environ.get(port_variable, default_port))}",
+        "workers": int(os.environ.get("WEB_CONCURRENCY", "2")),
+        "threads": threads,
+        "worker_class": "gthread" if threads > 1 else "sync",
+        "proc_name": proc_name,
+        # gunicorn >= 25 opens a control socket at $XDG_RUNTIME_DIR/gunicorn.ctl (else
+        # ~/.gunicorn/); two masters on one machine (trainer + inference, parallel tests) would
+        # unlink each other's. Unused.
+        "control_socket_disable": True,
+        "timeout": 30,  # a worker silent this long is killed and replaced
+        "keepalive": 5,
+        # gunicorn's largest request line (its default is 4094): longer URLs are answered by the
+        # app, with a JSON error like every other bad request, instead of by gunicorn (HTML 414).
+        "limit_request_line": 8190,
+        "loglevel": os.environ.get("LOG_LEVEL", "info").lower(),
+        "errorlog": "-",
+        "accesslog": None if access.lower() in ("", "off", "none", "0", "false") else access,
+    }
