@@ -424,18 +424,14 @@ def download_command(args: argparse.Namespace) -> int:
 
 
 def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Let `trainer_service.cli_service` add `worker` and `api`, when that module exists.
+    """Let `trainer_service.cli_service` add `worker` and `api`.
 
     Contract for that module: `register_service_commands(subparsers)` adds subparsers whose
     `func` default takes the parsed args and returns an exit code. It is imported on every
     invocation (so `--help` lists its commands): keep its top-level imports light.
     """
-    try:
-        from trainer_service import cli_service
-    except ModuleNotFoundError as exc:
-        if exc.name == "trainer_service.cli_service":
-            return
-        raise
+    from trainer_service import cli_service
+
     cli_service.register_service_commands(subparsers)
 
 

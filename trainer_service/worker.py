@@ -312,16 +312,6 @@ def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker
     return worker
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m trainer_service.worker [--burst] [--name NAME]` (same as the `worker` subcommand)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m trainer_service.worker")
-    add_worker_arguments(parser)
-    args = parser.parse_args(argv)
-    return worker_command(args)
-
-
 def add_worker_arguments(parser) -> None:
     parser.add_argument("--burst", action="store_true", help="quit once the queue is empty")
     parser.add_argument("--name", help="worker name (default: host.pid.random)")
@@ -337,7 +327,3 @@ def worker_command(args) -> int:
     )
     run_worker(settings, burst=args.burst, name=args.name)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
