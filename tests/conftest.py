@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from shared.blas import BLAS_THREAD_VARIABLES
 from tests import REPO_ROOT
 from tests.xdist_support import taking_turns
 
 # Two cores: keep BLAS single-threaded in test processes and every child they start.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+for _var in BLAS_THREAD_VARIABLES:
     os.environ.setdefault(_var, "1")
 
 

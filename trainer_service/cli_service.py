@@ -11,8 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-from shared.blas import BLAS_THREAD_VARIABLES
-
 GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
 APP_SPEC = "trainer_service.api:create_app()"
 
@@ -58,8 +56,6 @@ def api_command(args: argparse.Namespace) -> int:
         env["GUNICORN_BIND"] = f"{args.host}:{env.get('TRAINER_PORT', '8001')}"
     if args.workers is not None:
         env["WEB_CONCURRENCY"] = str(args.workers)
-    for var in BLAS_THREAD_VARIABLES:
-        env.setdefault(var, "1")
     argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), APP_SPEC]
     sys.stdout.flush()
     sys.stderr.flush()

@@ -157,13 +157,9 @@ def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
         _error(loc, key, f"not a TrainConfig field a sweep can vary ({', '.join(FIXED_FIELDS)} "
                "are fixed)")  # fmt: skip
     annotation = str(TrainConfig.model_fields[key].annotation)
-    if isinstance(dim, list):
-        values = dim
-        if not values:
-            _error(loc, None, "an empty list of values")
-    elif isinstance(dim, Choice):
-        values = dim.choice
-    else:
+    if isinstance(dim, list) and not dim:
+        _error(loc, None, "an empty list of values")
+    if not isinstance(dim, list | Choice):
         kind, (lo, hi) = next(iter(dim.model_dump().items()))
         wanted = "int" if kind == "int" else "float"
         if wanted not in annotation or (kind != "int" and "int" in annotation):
@@ -172,8 +168,7 @@ def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
             _error(loc, None, f"{kind}: the low end must be below the high end")
         if kind == "log_uniform" and lo <= 0:
             _error(loc, None, "log_uniform: the low end must be above 0")
-        values = [lo, hi]
-    for value in values:
+    for value in _corners(dim):
         try:
             _trial_config(base, {key: value})
         except (ValidationError, ValueError, TypeError) as exc:

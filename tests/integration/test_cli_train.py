@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.blas import BLAS_THREAD_VARIABLES
 from shared.config import TrainConfig
 from tests import REPO_ROOT
 
@@ -28,8 +29,7 @@ TRAIN_ARGS = ["--train-limit", "3000", "--epochs", "5", "--hidden", "64", "--lr"
 
 def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 180):
     env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = "1"
+    env.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
     env.pop("DATASET_MIRRORS", None)
     return subprocess.run(
         [sys.executable, "-m", "trainer_service", *map(str, args)],
