@@ -377,6 +377,11 @@ class ModelSummary(BaseModel):
         None, description="Version this worker serves by default right now."
     )
     versions: list[int] = []
+    staged_versions: list[int] = Field(
+        [],
+        description='Versions published staged (sweep trials): never "latest" nor an unpinned '
+        "default until a promotion, a pin or a traffic route names them.",
+    )
     aliases: dict[str, int] = {}
 
 
@@ -401,6 +406,11 @@ class VersionSummary(BaseModel):
         None,
         description="The sweep trial that trained it: sweep_id, trial, params, objective, value "
         "(the sweep's report: GET /v1/sweeps/<sweep_id>/report.png on the trainer).",
+    )
+    staged: bool = Field(
+        False,
+        description='Published staged (a sweep trial): never "latest" nor an unpinned default; '
+        "served only when named (number, alias, pin, traffic route or shadow).",
     )
     aliases: list[str] = []
     default: bool

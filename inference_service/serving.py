@@ -121,6 +121,8 @@ class ModelView:
     default: int | None = None
     pinned: int | None = None
     aliases: dict[str, int] = field(default_factory=dict)
+    #: Staged versions (sweep trials): never "latest" nor an unpinned default.
+    staged: list[int] = field(default_factory=list)
     #: One entry per route of the split: {"version" (as set), "weight", "serving" (the number,
     #: None when it gets no traffic), "problem"?}; None when the model has no split.
     traffic: list[dict[str, Any]] | None = None
@@ -309,6 +311,7 @@ class ModelCache:
             default=self.registry.default_version(name),
             pinned=state["pinned"],
             aliases=dict(state["aliases"]),
+            staged=self.registry.staged_versions(name),
         )
         self._update_default(name, view)
         self._update_split(name, view, state["traffic"])
@@ -391,8 +394,10 @@ class ModelCache:
             # A fresh worker with no last good default, or one whose default was damaged in place
             # (and the target verifies but will not load): fall back to the latest good version,
             # then to older ones, rather than serve nothing or a version the registry calls broken.
+            # Never a staged version (a sweep trial): it is not eligible until promoted.
+            staged = set(view.staged)
             for v in [view.latest, *reversed(self.registry.versions(name))]:
-                if v is not None and v not in candidates:
+                if v is not None and v not in candidates and v not in staged:
                     candidates.append(v)
         for version in candidates:
             try:
@@ -641,7 +646,12 @@ class ModelCache:
             if view.shadow is not None:
                 entry["shadow"] = view.shadow
             if served is None:
-                if view.default is None:
+                if view.default is None and view.staged:
+                    entry["problem"] = (
+                        f"only staged versions {view.staged} (sweep trials): a promotion, a pin "
+                        "or a traffic route makes one served"
+                    )
+                elif view.default is None:
                     entry["problem"] = "no usable version in the registry"
                 else:
                     missing.append(f"{name}:{view.default}")

@@ -39,6 +39,7 @@ def list_models() -> Response:
                     "pinned_version": state["pinned"],
                     "serving_version": st.cache.served_default(name),
                     "versions": reg.versions(name),
+                    "staged_versions": reg.staged_versions(name),
                     "aliases": state["aliases"],
                 }
             )
@@ -88,6 +89,7 @@ def get_model(name: str) -> Response:
                 "config": manifest.get("config"),
                 "files": sorted(manifest.get("files") or {}),
                 "sweep": manifest.get("sweep"),
+                "staged": bool(manifest.get("staged")),
                 "aliases": by_version.get(v, []),
                 "default": v == default,
                 "pinned": v == state["pinned"],

@@ -384,6 +384,9 @@ def _train(
         from trainer_service.sweeps import objective_value
 
         trial.value = objective_value(history, trial.objective, manifest["best_epoch"])
+        # Staged: a trial never becomes "latest" (what an unpinned model serves); only the
+        # sweep's promotion, at its end, can make one live.
+        manifest["staged"] = True
         manifest["sweep"] = {
             "sweep_id": trial.sweep["sweep_id"],
             "trial": trial.sweep["trial"],

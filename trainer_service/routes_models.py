@@ -100,6 +100,10 @@ class ModelSummary(BaseModel):
 
     name: str
     versions: list[int]
+    staged_versions: list[int] = Field(
+        description='Versions published staged (sweep trials): never "latest" nor an unpinned '
+        "default until a promotion, a pin or a traffic route names them."
+    )
     latest_version: int | None
     default_version: int | None
     pinned_version: int | None
@@ -189,6 +193,7 @@ def _summary(name: str) -> dict[str, Any]:
     return {
         "name": name,
         "versions": registry.versions(name),
+        "staged_versions": registry.staged_versions(name),
         "latest_version": registry.latest_version(name),
         "default_version": registry.default_version(name),
         "pinned_version": st.get("pinned"),

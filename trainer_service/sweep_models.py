@@ -84,7 +84,9 @@ class SweepRequest(BaseModel):
     promote_to: str | None = Field(
         default=None,
         pattern=MODEL_NAME_PATTERN,
-        description="Alias the best trial's version takes if it beats the alias's version.",
+        description="Where the best trial's version goes live, only if it beats what is there: "
+        'an alias, or "default" (the winner is pinned as the default). Trial versions are '
+        "published staged: nothing is served from them until this promotion.",
     )
     seed: int | None = Field(
         default=None, ge=0, le=2**31, description="Makes the sampler's choices reproducible."
@@ -101,10 +103,12 @@ class SweepRequest(BaseModel):
         for key, dim in self.space.items():
             _check_dimension(key, dim, base)
         if self.promote_to is not None and (
-            self.promote_to.isdigit() or self.promote_to in ("latest", "default")
+            self.promote_to.isdigit() or self.promote_to == "latest"
         ):
             _error(
-                ("promote_to",), self.promote_to, "an alias is not all digits, latest or default"
+                ("promote_to",),
+                self.promote_to,
+                'an alias (not all digits, not "latest") or "default"',
             )
         if self.is_grid and self.grid_size > MAX_TRIALS:
             _error(("space",), None, f"the grid has more than {MAX_TRIALS} combinations")

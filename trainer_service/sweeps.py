@@ -6,6 +6,8 @@ failed in it, and gives a trial whose job *died* (its worker or work horse was k
 the job failed, the heartbeat having expired) one retry, (2) asks the study for new trials and
 enqueues them as ordinary training jobs until `parallelism` are queued or running, and (3) when
 every trial is done, promotes the best trial's version and removes the versions beyond `keep`.
+Trial versions are published *staged* (`"staged": true` in the manifest): never "latest" nor an
+unpinned default, so nothing a route serves changes until that promotion (an alias, or the pin).
 
 `advance` runs where the work is, in the RQ workers: at the very end of every trial job (on the
 worker that ran it, so the next trial starts at once), and every SWEEP_RECONCILE_SECONDS in a
@@ -441,31 +443,30 @@ def _finish(
     if done and request.promote_to:
         best = done[0]
         version = int(best.user_attrs["model_version"])
-        current = registry.state(model)["aliases"].get(request.promote_to)
+        target = request.promote_to
+        if target == "default":
+            current, what = registry.default_version(model), "the model had no default version"
+        else:
+            current, what = registry.state(model)["aliases"].get(target), "the alias was not set"
+        kept = "default kept" if target == "default" else "alias kept"
         theirs = _version_objective(registry, model, current, request.objective)
         if current is None:
-            verdict, reason = version, "the alias was not set"
+            verdict, reason = version, what
         elif theirs is None:
-            verdict, reason = (
-                None,
-                (f"version {current} has no {request.objective} to compare with; alias kept"),
-            )
+            verdict = None
+            reason = f"version {current} has no {request.objective} to compare with; {kept}"
         elif (best.value > theirs) if maximize else (best.value < theirs):  # type: ignore[operator]
-            verdict, reason = (
-                version,
-                (f"{request.objective} {best.value:.6g} beats version {current}'s {theirs:.6g}"),
-            )
+            verdict = version
+            reason = f"{request.objective} {best.value:.6g} beats version {current}'s {theirs:.6g}"
         else:
-            verdict, reason = (
-                None,
-                (
-                    f"{request.objective} {best.value:.6g} does not beat version {current}'s "
-                    f"{theirs:.6g}; alias kept"
-                ),
+            verdict = None
+            reason = (
+                f"{request.objective} {best.value:.6g} does not beat version {current}'s "
+                f"{theirs:.6g}; {kept}"
             )
-        registry.record_promotion(model, request.promote_to, verdict, reason, sweep_id, actor)
+        registry.record_promotion(model, target, verdict, reason, sweep_id, actor)
         record["promotion"] = {
-            "alias": request.promote_to,
+            "alias": target,
             "promoted": verdict is not None,
             "version": verdict if verdict is not None else current,
             "reason": reason,

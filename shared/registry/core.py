@@ -165,13 +165,33 @@ class Registry:
                 out.append({"version": v, "status": "ok", "error": None, "manifest": manifest})
         return out
 
+    def staged_versions(self, name: str) -> list[int]:
+        """Good versions published *staged* (sweep trials), ascending: reachable by number,
+        alias, pin, traffic route or shadow, never as "latest" or an unpinned default."""
+        out = []
+        for v in self.versions(name):
+            try:
+                if self.is_staged(name, v):
+                    out.append(v)
+            except (BrokenVersionError, VersionNotFoundError):
+                continue
+        return out
+
+    def is_staged(self, name: str, version: int) -> bool:
+        """Whether the version's manifest says ``"staged": true``: a sweep publishes every trial
+        that way so that no trial goes live before the sweep's promotion names one."""
+        return bool(self._verified(name, validate_version(version)).get("staged"))
+
     # ---- resolution --------------------------------------------------------------------------
 
     def latest_version(self, name: str) -> int | None:
-        """Highest version that verifies, or None. Broken versions are skipped (logged once)."""
+        """Highest version that verifies and is not staged, or None. Broken versions are
+        skipped (logged once); staged ones (sweep trials, see is_staged) are never "latest", so
+        publishing one changes nothing an unpinned model serves."""
         for v in reversed(self.versions(name)):
             try:
-                self._verified(name, v)
+                if self.is_staged(name, v):
+                    continue
             except (BrokenVersionError, VersionNotFoundError):
                 continue
             return v
@@ -320,17 +340,19 @@ class Registry:
     def record_promotion(
         self,
         name: str,
-        alias: str,
+        target: str,
         version: int | None,
         reason: str,
         sweep: str,
         actor: str | None = None,
     ) -> dict[str, Any]:
-        """A sweep's verdict on `alias`: point it at `version`, or (None) keep it, recording the
-        sweep and the reason in the history either way."""
-        alias = validate_alias(alias)
+        """A sweep's verdict on `target`, an alias or ``"default"`` (the pin): point it at
+        `version`, or (None) leave it, recording the sweep and the reason in the history either
+        way."""
+        if target != "default":
+            target = validate_alias(target)
         v = None if version is None else self._require_good(name, version)
-        return self._change_state(name, promotion_change(alias, v, reason, sweep, actor))
+        return self._change_state(name, promotion_change(target, v, reason, sweep, actor))
 
     def delete_version(self, name: str, version: int | str, actor: str | None = None) -> None:
         """Remove a version, unless it is pinned, aliased, shadowed or in the traffic split

@@ -168,17 +168,25 @@ def set_alias_change(alias: str, version: int, actor: str | None) -> Change:
 
 
 def promotion_change(
-    alias: str, version: int | None, reason: str, sweep: str, actor: str | None
+    target: str, version: int | None, reason: str, sweep: str, actor: str | None
 ) -> Change:
-    """A sweep's decision about `alias`: move it to `version`, or (None) leave it where it is.
-    Either way the history records the sweep and the reason."""
+    """A sweep's decision about `target` — an alias, or ``"default"`` for the pin: move it to
+    `version`, or (None) leave it where it is. Either way the history records the sweep and the
+    reason (``alias_set`` / ``alias_kept``, or ``pin`` / ``pin_kept``)."""
 
     def change(state: dict[str, Any]) -> dict[str, Any] | None:
-        old = state["aliases"].get(alias)
+        if target == "default":
+            old = state["pinned"]
+            if version is not None:
+                state["pinned"] = version
+            action = "pin" if version is not None else "pin_kept"
+            new = old if version is None else version
+            return _entry(action, None, old, new, actor, sweep=sweep, reason=reason)
+        old = state["aliases"].get(target)
         if version is None:
-            return _entry("alias_kept", alias, old, old, actor, sweep=sweep, reason=reason)
-        state["aliases"][alias] = version
-        return _entry("alias_set", alias, old, version, actor, sweep=sweep, reason=reason)
+            return _entry("alias_kept", target, old, old, actor, sweep=sweep, reason=reason)
+        state["aliases"][target] = version
+        return _entry("alias_set", target, old, version, actor, sweep=sweep, reason=reason)
 
     return change
 

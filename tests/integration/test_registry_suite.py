@@ -232,6 +232,43 @@ def test_latest_default_pin_and_resolve(reg: Registry, tmp_path: Path) -> None:
     assert reg.default_version("m") == 4
 
 
+def test_staged_versions_are_never_latest_or_an_unpinned_default(
+    reg: Registry, tmp_path: Path
+) -> None:
+    """A sweep trial is published staged: reachable when named, never what an unpinned model
+    serves, until a pin (a promotion to "default") or an alias names it."""
+    with pytest.raises(ModelNotFoundError):
+        reg.staged_versions("m")
+    staged = {"staged": True, "sweep": {"sweep_id": "s1"}}
+    v1 = publish_bytes(reg, tmp_path, b"w0", manifest=staged)
+    assert reg.latest_version("m") is None and reg.default_version("m") is None
+    with pytest.raises(VersionNotFoundError):
+        reg.resolve("m", "default")
+    assert reg.resolve("m", v1) == v1 and reg.is_staged("m", v1)
+    v2 = publish_bytes(reg, tmp_path, b"w1")
+    v3 = publish_bytes(reg, tmp_path, b"w2", manifest=staged)
+    assert reg.staged_versions("m") == [v1, v3]
+    assert [d["manifest"]["staged"] for d in reg.describe_versions("m") if d["version"] != v2] == [
+        True,
+        True,
+    ]
+    assert reg.latest_version("m") == v2 == reg.default_version("m") == reg.resolve("m", "latest")
+    reg.set_alias("m", "candidate", v3)
+    assert reg.resolve("m", "candidate") == v3 and reg.default_version("m") == v2
+    reg.record_promotion("m", "default", v3, "beats it", "s1")
+    assert reg.default_version("m") == v3 and reg.latest_version("m") == v2
+    reg.record_promotion("m", "default", None, "does not beat", "s2")
+    kept, pinned = reg.state("m")["history"][-1], reg.state("m")["history"][-2]
+    assert (pinned["action"], pinned["from"], pinned["to"], pinned["sweep"]) == (
+        "pin",
+        None,
+        v3,
+        "s1",
+    )
+    assert (kept["action"], kept["to"], kept["reason"]) == ("pin_kept", v3, "does not beat")
+    assert reg.state("m")["pinned"] == v3
+
+
 def test_resolve_errors(reg: Registry, tmp_path: Path) -> None:
     publish_bytes(reg, tmp_path, b"a")
     with pytest.raises(ModelNotFoundError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from datetime import datetime
 
 import pytest
@@ -17,6 +18,7 @@ from PIL import Image
 from rq import Queue
 
 from shared.reports import SWEEP_REPORT_PIXELS
+from tests.service_support import inference_service
 from tests.trainer_support import horse_pids, wait_for
 
 BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 1000, "augment": False}
@@ -100,6 +102,9 @@ def test_grid_sweep_parallelism_promotion_and_keep(trainer_stack):
     ranked = sorted(trials, key=lambda t: t["value"], reverse=True)
     kept = {t["model_version"] for t in ranked[:2]}
     assert set(registry.versions("swept")) == kept
+    # Trials are staged and an alias is not the default: nothing of this sweep is served yet.
+    assert registry.staged_versions("swept") == sorted(kept)
+    assert registry.latest_version("swept") is None and registry.default_version("swept") is None
     assert sorted(view["removed_versions"]) == sorted(t["model_version"] for t in ranked[2:])
 
     # The objective is the validation metric of the published weights, never the test set.
@@ -322,3 +327,67 @@ def test_idempotency_key_returns_the_same_sweep(trainer_stack):
     assert len(stack.client.get("/v1/sweeps").json["sweeps"]) == 2
     for sweep_id in (first.json["sweep_id"], other.json["sweep_id"]):
         assert stack.client.delete(f"/v1/sweeps/{sweep_id}").status_code == 200
+
+
+def test_a_sweep_changes_nothing_served_until_it_promotes_its_winner_to_default(
+    trainer_stack, tmp_path
+):
+    """The user's own version keeps answering the default route from the first trial to the
+    last, although every trial publishes a newer version; only the promotion to "default" (a
+    pin, recorded with the sweep) moves it, and then to the winner, never another trial."""
+    stack = trainer_stack
+    stack.start_worker()
+    # The user's own version, deliberately weak, so that the sweep's winner beats it.
+    weak = {**BASE, "model": "served", "learning_rate": 1e-6}
+    own = stack.wait_status(stack.submit(weak), "finished")
+    v1 = own["model_version"]
+    body = {
+        "base": {**BASE, "model": "served"},
+        "space": {"learning_rate": [0.01, 0.003], "seed": [1, 2]},
+        "promote_to": "default",
+        "keep": 4,
+    }
+    image = {"instances": [[0] * 784]}
+    seen: list[tuple[float, int, int]] = []  # (request start, version served, versions published)
+    with inference_service(stack.registry_dir, tmp_path) as svc:
+        url = svc.base + "/v1/models/served/predict"
+        assert requests.post(url, json=image, timeout=10).headers["X-Model-Version"] == str(v1)
+        sweep_id = start(stack, body)
+        while True:
+            published = max(stack.versions("served"))
+            started = time.time()
+            r = requests.post(url, json=image, timeout=10)
+            assert r.status_code == 200, r.text
+            seen.append((started, int(r.headers["X-Model-Version"]), published))
+            if sweep(stack, sweep_id)["status"] != "running":
+                break
+            assert started - seen[0][0] < TIMEOUT, stack.logs()
+            time.sleep(0.05)
+        view = sweep(stack, sweep_id)
+        assert view["status"] == "finished", view
+        winner = view["best"]["model_version"]
+        entry = next(h for h in stack.registry.state("served")["history"] if h.get("sweep"))
+        assert (entry["action"], entry["to"]) == ("pin", winner), entry
+        promoted_at = datetime.fromisoformat(entry["at"]).timestamp()
+        wait_for(
+            lambda: (
+                requests.post(url, json=image, timeout=10).headers["X-Model-Version"] == str(winner)
+            ),
+            30,
+            what="the default route to serve the promoted winner",
+        )
+    trial_versions = {t["model_version"] for t in view["trials"]}
+    assert len(trial_versions) == 4 and v1 not in trial_versions
+    # Every trial had been published while the route still answered with the user's version.
+    assert any(v == v1 and published == max(trial_versions) for _, v, published in seen), seen
+    for started, version, _ in seen:
+        assert version in (v1, winner), (version, seen)
+        assert version == v1 or started >= promoted_at, (started, promoted_at, seen)
+    promotion = view["promotion"]
+    assert (promotion["alias"], promotion["promoted"], promotion["version"]) == (
+        "default",
+        True,
+        winner,
+    )
+    assert f"beats version {v1}'s" in promotion["reason"], promotion
+    assert stack.registry.latest_version("served") == v1

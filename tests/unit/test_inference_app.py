@@ -173,6 +173,7 @@ def test_listing_and_manifest(inference_client, registry, tmp_path) -> None:
             "pinned_version": 1,
             "serving_version": 1,
             "versions": [1, 2],
+            "staged_versions": [],
             "aliases": {"champion": 1},
         }
     ]
@@ -180,6 +181,7 @@ def test_listing_and_manifest(inference_client, registry, tmp_path) -> None:
     assert detail["default_version"] == 1 and detail["latest_version"] == 2
     v1, v2 = detail["versions"]
     assert v1["version"] == 1 and v1["default"] and v1["pinned"] and v1["loaded"]
+    assert v1["staged"] is False and v2["staged"] is False
     assert v1["aliases"] == ["champion"] and v1["status"] == "ok"
     assert v1["metrics"] == {"test_accuracy": 0.11}
     assert v1["config"]["hidden_layers"] == [16]

@@ -25,7 +25,7 @@ def test_list_and_show_models(trainer_client):
     ModelList.model_validate(listing)  # what the OpenAPI document promises
     models = listing["models"]
     assert models == [
-        {"name": "mnist", "versions": [1, 2, 3], "latest_version": 3, "default_version": 3,
+        {"name": "mnist", "versions": [1, 2, 3], "staged_versions": [], "latest_version": 3, "default_version": 3,
          "pinned_version": None, "aliases": {}, "traffic": None, "shadow": None}
     ]  # fmt: skip
     one = trainer_client.get("/v1/models/mnist").json
