@@ -12,6 +12,7 @@ its own hyperparameters, `training_spec()`, and the network `build_model()` desc
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -266,30 +267,12 @@ class TrainConfig(BaseModel):
         return self
 
     def training_spec(self) -> TrainingSpec:
-        """The engine's hyperparameters for this run."""
+        """The engine's hyperparameters for this run: every `TrainingSpec` field is a field of
+        this config under the same name, so the spec is generated, never copied by hand."""
         from shared.nn.training import TrainingSpec
 
-        return TrainingSpec(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer,
-            learning_rate=self.learning_rate,
-            momentum=self.momentum,
-            l2=self.l2,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip,
-            lr_schedule=self.lr_schedule,
-            warmup_epochs=self.warmup_epochs,
-            label_smoothing=self.label_smoothing,
-            augment=self.augment,
-            elastic=self.elastic,
-            max_rotation=self.max_rotation,
-            max_shift=self.max_shift,
-            max_scale=self.max_scale,
-            flip=self.flip,
-            early_stopping_patience=self.early_stopping_patience,
-            seed=self.seed,
-        )
+        names = [f.name for f in dataclasses.fields(TrainingSpec)]
+        return TrainingSpec(**{name: getattr(self, name) for name in names})
 
     def build_model(
         self, input_size: int = N_PIXELS, n_classes: int = N_CLASSES, mean: np.ndarray | None = None

@@ -24,8 +24,9 @@ from shared.datasets import Dataset, load_dataset, stratified_split
 from shared.metrics import evaluate
 
 if TYPE_CHECKING:  # the engine is only needed once a run actually starts
+    from shared.nn.callbacks import EpochRecord
     from shared.nn.model import Sequential
-    from shared.nn.training import EpochRecord, TrainResult
+    from shared.nn.training import TrainResult
 
 
 @dataclass

@@ -8,8 +8,11 @@
 - data.py         BatchIterator: shuffled mini-batches into reused buffers
 - model.py        Sequential (spec()/state()/from_spec()), build_mlp(...)
 - inference.py    InferencePlan: THE inference-mode forward pass (folded), used by every prediction
-- training.py     TrainingSpec; train(model, x, y, epochs, batches, loss, optimizer, schedule, ...);
-                  fit(model, x, y, spec) builds those collaborators from the spec
+- training.py     TrainingSpec; train(model, x, y, epochs, batches, loss, optimizer, schedule,
+                  augment, callbacks): the step loop; fit(model, x, y, spec) builds those
+                  collaborators from the spec
+- callbacks.py    around the steps: History (EpochRecord, validation, time), EarlyStopping,
+                  EpochHook, DivergenceCheck, ProgressBar
 - augment.py      batched random affine + elastic distortion
 - explain.py      integrated_gradients: attributions by the layers' own backward pass
 
@@ -17,9 +20,10 @@ The engine knows nothing of datasets, registries or presets: shared.config.Train
 schema) builds a TrainingSpec and a network, shared.pipeline runs them.
 """
 
+from shared.nn.callbacks import EpochRecord
 from shared.nn.inference import InferencePlan
 from shared.nn.model import Sequential, build_mlp
-from shared.nn.training import EpochRecord, TrainingSpec, TrainResult, fit, train
+from shared.nn.training import TrainingSpec, TrainResult, fit, train
 
 __all__ = [
     "EpochRecord",

@@ -60,10 +60,10 @@ class Optimizer:
         self.decay_size = params.size if decay_size is None else int(decay_size)
         self.t = 0  # number of steps taken
         self._tmp = np.empty_like(params)
-        self._scalars: dict[str, float] = {}
 
     def state_arrays(self) -> list[np.ndarray]:
-        """Per-parameter state vectors (same length as params) the update uses."""
+        """Per-parameter state vectors (same length as params): each subclass's own attributes
+        (`v`, `s`, `m`), listed for inspection."""
         return []
 
     def step(self, lr: float) -> None:
@@ -72,7 +72,6 @@ class Optimizer:
         p, g, tmp = self.params, self.grads, self._tmp
         if self.grad_clip is not None:
             clip_grad_norm(g, self.grad_clip)
-        self._scalars = self._prepare(float(lr))
         d = self.decay_size  # leading entries that are weights
         if d > 0:
             if self.l2:
@@ -80,22 +79,18 @@ class Optimizer:
                 g[:d] += tmp[:d]
             if self.weight_decay:
                 p[:d] *= 1.0 - lr * self.weight_decay
-        self._update(p, g, tmp, self.state_arrays(), float(lr))
+        self._update(p, g, tmp, float(lr))
 
-    def _prepare(self, lr: float) -> dict[str, float]:
-        """Per-step scalars (bias corrections etc.), computed once per step in float64."""
-        return {}
-
-    def _update(
-        self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray, state: list[np.ndarray], lr: float
-    ) -> None:
+    def _update(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray, lr: float) -> None:
+        """The optimizer's own update of `p` from `g` (which it may use as scratch, like `tmp`),
+        reading and writing its state attributes; scalars are computed here in float64."""
         raise NotImplementedError
 
 
 class SGD(Optimizer):
     """w -= lr * g"""
 
-    def _update(self, p, g, tmp, state, lr):
+    def _update(self, p, g, tmp, lr):
         np.multiply(g, lr, out=tmp)
         p -= tmp
 
@@ -114,8 +109,8 @@ class Momentum(Optimizer):
     def state_arrays(self):
         return [self.v]
 
-    def _update(self, p, g, tmp, state, lr):
-        (v,) = state
+    def _update(self, p, g, tmp, lr):
+        v = self.v
         v *= self.momentum
         v += g
         np.multiply(v, lr, out=tmp)
@@ -125,8 +120,8 @@ class Momentum(Optimizer):
 class Nesterov(Momentum):
     """Nesterov momentum, PyTorch form: v = mu * v + g;  w -= lr * (g + mu * v)."""
 
-    def _update(self, p, g, tmp, state, lr):
-        (v,) = state
+    def _update(self, p, g, tmp, lr):
+        v = self.v
         v *= self.momentum
         v += g
         np.multiply(v, self.momentum, out=tmp)
@@ -150,20 +145,16 @@ class RMSprop(Optimizer):
     def state_arrays(self):
         return [self.s]
 
-    def _prepare(self, lr):
+    def _update(self, p, g, tmp, lr):
+        s = self.s
         c = math.sqrt(1.0 - self.rho)
-        return {"step": lr / c, "eps": self.eps / c}
-
-    def _update(self, p, g, tmp, state, lr):
-        (s,) = state
-        k = self._scalars
         np.multiply(g, g, out=tmp)
         s *= self.rho
         s += tmp
         np.sqrt(s, out=tmp)
-        tmp += k["eps"]
+        tmp += self.eps / c
         np.divide(g, tmp, out=g)  # g is scratch from here on
-        g *= k["step"]
+        g *= lr / c
         p -= g
 
 
@@ -204,15 +195,11 @@ class Adam(Optimizer):
     def state_arrays(self):
         return [self.m, self.v]
 
-    def _prepare(self, lr):
+    def _update(self, p, g, tmp, lr):
+        m, v = self.m, self.v
         b1, b2, t = self.beta1, self.beta2, self.t
         root = math.sqrt(1.0 - b2**t)
-        return {"a": lr * root / (1.0 - b1**t), "eps": self.eps * root}
-
-    def _update(self, p, g, tmp, state, lr):
-        m, v = state
-        k = self._scalars
-        b1, b2 = self.beta1, self.beta2
+        a_t, eps_t = lr * root / (1.0 - b1**t), self.eps * root
         # m = b1 m + (1 - b1) g
         m *= b1
         np.multiply(g, 1.0 - b1, out=tmp)
@@ -224,9 +211,9 @@ class Adam(Optimizer):
         v += g
         # w -= a_t m / (sqrt(v) + eps_t)
         np.sqrt(v, out=g)
-        g += k["eps"]
+        g += eps_t
         np.divide(m, g, out=g)
-        g *= k["a"]
+        g *= a_t
         p -= g
 
 

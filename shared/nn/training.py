@@ -7,6 +7,8 @@ loop with every collaborator passed in: it knows no layer and no optimizer by na
     loss.forward(logits, y_batch); model.backward(loss.backward())    (fills model.grads)
     optimizer.step(schedule(epoch, step))         (updates model.params in place)
 
+Everything around the steps (the per-epoch record and validation, early stopping, the caller's
+progress hook, the divergence check, the progress bar) is a callback (shared.nn.callbacks).
 `fit(model, x, y, spec)` builds those collaborators from a `TrainingSpec` and calls `train`.
 Neither knows datasets, validation splits, registries or presets: the caller (shared.pipeline)
 splits the data and passes the validation part in.
@@ -20,16 +22,24 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from shared.nn.augment import Augmenter
+from shared.nn.callbacks import (
+    Callback,
+    DivergenceCheck,
+    EarlyStopping,
+    EpochHook,
+    EpochRecord,
+    History,
+    ProgressBar,
+)
 from shared.nn.data import BatchIterator
-from shared.nn.inference import InferencePlan
-from shared.nn.losses import SoftmaxCrossEntropy, cross_entropy
+from shared.nn.losses import SoftmaxCrossEntropy
 from shared.nn.model import Sequential
 from shared.nn.optimizers import Optimizer, make_optimizer
 from shared.nn.schedules import Schedule, make_schedule
@@ -73,26 +83,6 @@ class TrainingSpec:
 
 
 @dataclass
-class EpochRecord:
-    """What happened in one epoch (1-based `epoch` of `epochs`). Loss/accuracy on the training
-    data are averages over the epoch's batches in training mode (dropout on); validation is
-    measured after the epoch in inference mode, with plain (unsmoothed) cross-entropy.
-    `learning_rate` is the rate used by the epoch's last step."""
-
-    epoch: int
-    epochs: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
-    learning_rate: float
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class TrainResult:
     """`model` holds the weights of `best_epoch` (the last epoch unless early stopping is on)."""
 
@@ -109,12 +99,6 @@ class Loss(Protocol):
     def forward(self, logits: np.ndarray, y: np.ndarray) -> float: ...
 
     def backward(self) -> np.ndarray: ...
-
-
-def evaluate_logits(model: Sequential, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of the model's inference-mode forward pass on (x, y)."""
-    logits = InferencePlan(model).logits(x)
-    return cross_entropy(logits, y), float(np.mean(logits.argmax(axis=1) == y))
 
 
 def fit(
@@ -158,7 +142,19 @@ def fit(
             elastic=spec.elastic,
         )
         augment = functools.partial(augmenter, rng=np.random.default_rng(augment_seed))
-    return train(
+    history = History(model, spec.epochs, validation)
+    callbacks: list[Callback] = [history]
+    early = None
+    if spec.early_stopping_patience is not None:
+        early = EarlyStopping(model, history, spec.early_stopping_patience)
+        callbacks.append(early)
+    if on_epoch is not None:
+        callbacks.append(EpochHook(history, on_epoch))
+    callbacks.append(DivergenceCheck(history))
+    if progress:
+        callbacks.append(ProgressBar(spec.epochs, batches.steps(len(y))))
+    start = time.perf_counter()
+    train(
         model,
         x,
         y,
@@ -168,10 +164,16 @@ def fit(
         optimizer=optimizer,
         schedule=schedule,
         augment=augment,
-        validation=validation,
-        early_stopping_patience=spec.early_stopping_patience,
-        on_epoch=on_epoch,
-        progress=progress,
+        callbacks=callbacks,
+    )
+    if early is not None:
+        early.restore_best()
+    return TrainResult(
+        model=model,
+        history=history.records,
+        best_epoch=early.best_epoch if early is not None else len(history.records),
+        train_seconds=time.perf_counter() - start,
+        stopped_early=early is not None and early.stopped,
     )
 
 
@@ -186,101 +188,28 @@ def train(
     optimizer: Optimizer,
     schedule: Schedule,
     augment: Callable[[np.ndarray], np.ndarray] | None = None,
-    validation: tuple[np.ndarray, np.ndarray] | None = None,
-    early_stopping_patience: int | None = None,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
-    progress: bool = False,
-) -> TrainResult:
+    callbacks: Sequence[Callback] = (),
+) -> None:
     """Train `model` in place on x (float32 [N, model.input_size]) and y (int64 [N] labels).
 
-    `optimizer` must update `model.params` from `model.grads`; `schedule(epoch, step)` gives each
-    step's learning rate; `augment` (if any) maps each training batch to a distorted copy. After
-    every epoch the model is measured on `validation` (x_val, y_val) if given. With
-    `early_stopping_patience` (which needs `validation`), training stops after that many epochs
-    without a better validation accuracy (ties broken by lower validation loss) and the best
-    weights are restored. `on_epoch` runs after every epoch; if it raises, training stops and the
-    exception propagates. `progress` shows a tqdm bar per epoch on stderr.
+    `optimizer` updates `model.params` from `model.grads`; `schedule(epoch, step)` gives each
+    step's learning rate; `augment` (if any) maps each training batch to a distorted copy.
+    Everything else (measuring, validating, stopping early, reporting) is a callback
+    (shared.nn.callbacks); training stops after an epoch where one of them says so.
     """
-    n = batches.rows(len(y))  # rows seen per epoch
-    steps = batches.steps(len(y))
-    result = TrainResult(model=model)
-    best_key: tuple[float, float] | None = None
-    best_state: dict[str, np.ndarray] | None = None
-    since_best = 0
-    bar_factory = _tqdm_factory() if progress else None
-    start = time.perf_counter()
-
     for epoch in range(epochs):
-        epoch_start = time.perf_counter()
-        loss_sum, correct, lr = 0.0, 0, 0.0
-        bar = bar_factory(epoch, epochs, steps) if bar_factory else None
+        for callback in callbacks:
+            callback.on_epoch_start(epoch)
+        lr = 0.0
         for step, (xb, yb) in enumerate(batches(x, y)):
             if augment is not None:
                 xb = augment(xb)
             logits = model.forward(xb, training=True)
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-            loss_sum += loss.forward(logits, yb) * len(yb)
+            batch_loss = loss.forward(logits, yb)
+            for callback in callbacks:
+                callback.on_batch(logits, yb, batch_loss)
             model.backward(loss.backward())
             lr = schedule(epoch, step)
             optimizer.step(lr)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-
-        val_loss = val_acc = None
-        if validation is not None:
-            val_loss, val_acc = evaluate_logits(model, *validation)
-        record = EpochRecord(
-            epoch=epoch + 1,
-            epochs=epochs,
-            train_loss=loss_sum / n,
-            train_accuracy=correct / n,
-            val_loss=val_loss,
-            val_accuracy=val_acc,
-            learning_rate=lr,
-            seconds=time.perf_counter() - epoch_start,
-        )
-        result.history.append(record)
-
-        stop = False
-        if early_stopping_patience is not None:
-            key = (val_acc, -val_loss)
-            if best_key is None or key > best_key:
-                best_key, best_state, since_best = key, model.state(), 0
-                result.best_epoch = epoch + 1
-            else:
-                since_best += 1
-                stop = since_best >= early_stopping_patience and epoch + 1 < epochs
-        else:
-            result.best_epoch = epoch + 1
-        if on_epoch is not None:
-            on_epoch(record)
-        if not np.isfinite(record.train_loss):
-            raise FloatingPointError(
-                f"training diverged at epoch {epoch + 1} (train loss {record.train_loss}); "
-                "try a smaller learning_rate, or set grad_clip"
-            )
-        if stop:
-            result.stopped_early = True
-            break
-
-    if best_state is not None and result.best_epoch != len(result.history):
-        model.load_state(best_state)
-    result.train_seconds = time.perf_counter() - start
-    return result
-
-
-def _tqdm_factory() -> Callable[[int, int, int], Any]:
-    from tqdm import tqdm
-
-    def make(epoch: int, epochs: int, steps: int) -> Any:
-        return tqdm(
-            total=steps,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            unit="batch",
-            leave=False,
-            mininterval=0.5,
-        )
-
-    return make
+        if any([callback.on_epoch(epoch, lr) for callback in callbacks]):  # every one sees it
+            return

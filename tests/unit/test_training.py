@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from shared.config import PRESETS, TrainConfig
+from shared.nn.callbacks import EpochRecord, evaluate_logits
 from shared.nn.data import BatchIterator
 from shared.nn.losses import SoftmaxCrossEntropy
 from shared.nn.optimizers import Adam
 from shared.nn.schedules import Constant
-from shared.nn.training import EpochRecord, TrainingSpec, evaluate_logits, fit, train
+from shared.nn.training import TrainingSpec, fit, train
 from shared.pipeline import train_model, validation_split
 
 
@@ -285,3 +286,43 @@ def test_batches_cover_every_row_but_a_lone_trailing_one():
         schedule=Constant(0.01, epochs=1, steps_per_epoch=4),
     )
     assert np.isfinite(model.params).all()
+
+
+def test_a_callback_that_says_stop_ends_training_after_every_callback_saw_the_epoch(mnist_split):
+    """The loop knows no early stopping of its own: any callback's True stops it, and the
+    callbacks after it still see that epoch (a report is never lost)."""
+    from shared.nn.callbacks import Callback
+
+    x, y, _, _ = mnist_split
+    model = TrainConfig(hidden_layers=[8]).build_model()
+
+    class StopAfterTwo(Callback):
+        def on_epoch(self, epoch: int, lr: float) -> bool:
+            return epoch == 1
+
+    class Seen(Callback):
+        def __init__(self) -> None:
+            self.epochs: list[int] = []
+            self.batches = 0
+
+        def on_batch(self, logits, y, loss) -> None:
+            assert logits.shape == (len(y), 10) and np.isfinite(loss)
+            self.batches += 1
+
+        def on_epoch(self, epoch: int, lr: float) -> bool:
+            self.epochs.append(epoch)
+            return False
+
+    seen = Seen()
+    train(
+        model,
+        x[:300],
+        y[:300],
+        epochs=5,
+        batches=BatchIterator(100),
+        loss=SoftmaxCrossEntropy(0.0),
+        optimizer=Adam(model.params, model.grads, decay_size=model.decay_size),
+        schedule=Constant(0.01, epochs=5, steps_per_epoch=3),
+        callbacks=[StopAfterTwo(), seen],
+    )
+    assert seen.epochs == [0, 1] and seen.batches == 6
