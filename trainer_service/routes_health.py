@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from flask import Blueprint, jsonify
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rq import Worker
 
 from trainer_service.web import api, state
@@ -18,11 +20,15 @@ class Alive(BaseModel):
 
 
 class Ready(BaseModel):
-    """Redis answers, so jobs can be queued."""
+    """Redis answers, so jobs can be queued; and whether queuing one needs a token."""
 
     status: str
     queue: str
     workers: int
+    auth: Literal["bearer", "none"] = Field(
+        description="'bearer': API_TOKEN is set, so POST, PUT and DELETE need "
+        "'Authorization: Bearer <token>' (reads never do); 'none': no token needed"
+    )
 
 
 @api.route(bp, "GET", "/healthz", responses={200: Alive}, summary="Alive", tags=("health",))
@@ -35,8 +41,11 @@ def healthz():
     bp, "GET", "/readyz", responses={200: Ready}, errors=(503,), summary="Ready", tags=("health",)
 )
 def readyz():
-    """Ready: Redis answers a PING (503 otherwise), and how many workers listen on the queue."""
+    """Ready: Redis answers a PING (503 otherwise), how many workers listen on the queue, and
+    whether writes need the bearer token — so a client (the web page) can ask for the token
+    before its first write instead of learning it from a 401."""
     st = state()
     st.redis.ping()
     workers = Worker.count(connection=st.redis, queue=st.queue)
-    return jsonify({"status": "ready", "queue": st.queue.name, "workers": workers})
+    auth = "bearer" if st.settings.token() is not None else "none"
+    return jsonify({"status": "ready", "queue": st.queue.name, "workers": workers, "auth": auth})

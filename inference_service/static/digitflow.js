@@ -22,7 +22,7 @@
     ["misclassified.png", "The test digits the model got wrong most confidently", 800, 600],
   ];
   const FIGURE_SIZE = Object.fromEntries(REPORT_FIGURES.map(([f, , w, h]) => [f, [w, h]]));
-  const FINAL_STATUSES = new Set(["finished", "failed", "canceled", "stopped"]);
+  const FINAL_STATUSES = new Set(["finished", "failed", "canceled", "stopped", "pruned"]);
 
   const $ = (id) => document.getElementById(id);
 
@@ -504,8 +504,12 @@
     }
     const detail = await loadDetail(name);
     if (!detail) return;
+    const { split, shares } = trafficShares(detail);
+    const defaultText = split
+      ? `default (split: ${[...shares].map(([v, share]) => `v${v} ${Number(share.toFixed(1))} %`).join(" · ")})`
+      : `default (v${detail.default_version ?? "–"})`;
     const options = [
-      el("option", { value: "default", text: `default (v${detail.default_version ?? "–"})` }),
+      el("option", { value: "default", text: defaultText }),
       el("option", { value: "latest", text: `latest (v${detail.latest_version ?? "–"})` }),
     ];
     for (const [alias, version] of Object.entries(detail.aliases || {}).sort()) {
@@ -605,6 +609,49 @@
     return lines;
   }
 
+  /** What the default route gives each version, as this worker serves it (GET /v1/models/<name>:
+   * `traffic`, `shadow`, `serving_version`): {split, shares: Map(version → % of the default
+   * route's requests), shadow: version or null}. Under a split each route that serves gets its
+   * weight over the serving routes' total (a route that cannot serve gets nothing and its weight
+   * goes to the others, as the service does); with no split, or none of its routes able to serve,
+   * the served default version gets everything. */
+  function trafficShares(detail) {
+    const shares = new Map();
+    const serving = (detail.traffic || []).filter(
+      (r) => !r.problem && r.serving !== null && r.serving !== undefined && r.weight > 0,
+    );
+    const total = serving.reduce((sum, r) => sum + r.weight, 0);
+    for (const r of serving) shares.set(r.serving, (shares.get(r.serving) || 0) + (100 * r.weight) / total);
+    const served = detail.serving_version ?? detail.default_version;
+    if (total === 0 && served !== null && served !== undefined) shares.set(served, 100);
+    const shadow = detail.shadow && !detail.shadow.problem ? detail.shadow.serving ?? null : null;
+    return { split: total > 0, brokenSplit: Boolean(detail.traffic) && total === 0, shares, shadow };
+  }
+
+  /** The Traffic cell of one version: its share of the default route, shadow, or why none. */
+  function trafficCell(row, traffic) {
+    const share = traffic.shares.get(row.version) || 0;
+    const parts = [];
+    if (share > 0) {
+      const figure = Number(share.toFixed(1));
+      parts.push(
+        traffic.split
+          ? `${figure} % of traffic`
+          : traffic.brokenSplit
+            ? "all traffic (no route of the split can serve)"
+            : "all traffic",
+      );
+    } else if (row.default && traffic.split) {
+      parts.push("default (no traffic under the split)");
+    }
+    if (traffic.shadow === row.version) parts.push("shadow");
+    return el(
+      "td",
+      { class: "traffic", "data-share": String(Number(share.toFixed(1))) },
+      parts.length ? parts.join(" · ") : "–",
+    );
+  }
+
   async function renderModels() {
     const name = $("models-model").value;
     const tbody = $("versions-table").querySelector("tbody");
@@ -619,9 +666,11 @@
       return;
     }
     const ok = detail.versions.filter((v) => v.status === "ok").length;
+    const traffic = trafficShares(detail);
     $("models-summary").textContent =
       `${detail.versions.length} version(s), ${ok} usable · default v${detail.default_version ?? "–"}` +
       (detail.pinned_version ? ` (pinned)` : " (the latest)") +
+      (traffic.split ? ", but the traffic split decides what the default route serves" : "") +
       ` · latest v${detail.latest_version ?? "–"}`;
     $("models-rollout").replaceChildren(
       ...rolloutLines(detail).flatMap((line, i) => (i ? [el("br"), line] : [line])),
@@ -632,8 +681,26 @@
         const metrics = row.metrics || {};
         const figures = (row.files || []).filter((f) => f.endsWith(".png"));
         const badges = [];
-        if (row.default) badges.push(el("span", { class: "badge default", text: "default" }));
+        const idle = traffic.split && !traffic.shares.get(row.version);
+        if (row.default) {
+          badges.push(
+            el("span", {
+              class: `badge default${idle ? " idle" : ""}`,
+              text: "default",
+              title: idle ? "the registry's default, but the traffic split sends it nothing" : null,
+            }),
+          );
+        }
         if (row.pinned) badges.push(el("span", { class: "badge", text: "pinned" }));
+        if (row.staged) {
+          badges.push(
+            el("span", {
+              class: "badge staged",
+              text: "staged (sweep trial)",
+              title: "never the latest or the default until promoted; reachable by number or alias",
+            }),
+          );
+        }
         if (row.status !== "ok") badges.push(el("span", { class: "badge broken", text: "broken" }));
         return el(
           "tr",
@@ -644,6 +711,7 @@
             "data-version": String(row.version),
           },
           el("th", { scope: "row" }, `v${row.version} `, badges),
+          trafficCell(row, traffic),
           el("td", { class: "num" }, pct(metrics.test_accuracy)),
           el("td", { class: "num" }, num(metrics.test_loss)),
           el("td", {}, networkText(row.config)),
@@ -863,7 +931,12 @@
   });
   $("compare-a").addEventListener("change", renderCompare);
   $("compare-b").addEventListener("change", renderCompare);
-  onEnter.models = renderModels;
+  onEnter.models = async (wanted) => {
+    // #models/<name> (the sweeps view links there) opens that model when it exists.
+    const name = wanted ? decodeURIComponent(wanted) : null;
+    if (name && registry.models.some((m) => m.name === name)) $("models-model").value = name;
+    await renderModels();
+  };
 
   // ============================================================== train view
 
@@ -873,6 +946,7 @@
     "optimizer", "learning_rate", "dropout", "train_limit", "seed", "augment",
   ];
   let trainerUp = false;
+  let trainerAuth = null; // GET /readyz `auth`: "bearer" (writes need the token), "none", or unknown
   let trainerTimer = null;
   let watchedJob = null;
   let jobTimer = null;
@@ -952,11 +1026,21 @@
       );
     } else {
       const workers = res.body.workers ?? 0;
+      // A trainer that does not say (an older one) may need a token: offer the field then too.
+      trainerAuth = res.body.auth ?? null;
+      $("train-access").hidden = trainerAuth === "none";
+      $("f-token").required = trainerAuth === "bearer";
+      const needToken = trainerAuth === "bearer" && !$("f-token").value.trim();
       setTrainerState(
         true,
         `Trainer service ready at ${TRAINER}: ${workers} worker(s) listening` +
-          (workers ? "." : " — jobs wait in the queue until a worker starts."),
-        workers ? "ok" : "warn",
+          (workers ? "." : " — jobs wait in the queue until a worker starts.") +
+          (trainerAuth === "bearer"
+            ? needToken
+              ? " Starting a job needs the trainer's API token: enter it under Access."
+              : " Jobs start with the API token entered under Access."
+            : ""),
+        workers && !needToken ? "ok" : "warn",
       );
       if (!watchedJob) loadJobs();
     }
@@ -969,11 +1053,36 @@
     return token ? { Authorization: `Bearer ${token}` } : {};
   }
 
+  /** A token problem next to the Start button (not below the fold), the token field marked. */
+  function tokenProblem(text) {
+    const note = $("train-start-note");
+    note.textContent = text;
+    note.hidden = !text;
+    if (!text) {
+      $("f-token").removeAttribute("aria-invalid");
+      return;
+    }
+    $("train-access").hidden = false;
+    $("f-token").setAttribute("aria-invalid", "true");
+    $("f-token").focus({ preventScroll: true });
+    // The field sits just above the button: show both, and the note beside the button.
+    $("train-access").scrollIntoView({ block: "nearest" });
+    note.scrollIntoView({ block: "nearest" });
+  }
+  $("f-token").addEventListener("input", () => {
+    if ($("f-token").value.trim()) tokenProblem("");
+  });
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const errors = $("train-errors");
     errors.hidden = true;
     for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+    tokenProblem("");
+    if (trainerAuth === "bearer" && !$("f-token").value.trim()) {
+      tokenProblem("The trainer needs its API token (API_TOKEN) to start a job: enter it just above.");
+      return;
+    }
     $("train-start").disabled = true;
     const res = await request(`${TRAINER}/v1/jobs`, {
       method: "POST",
@@ -991,8 +1100,15 @@
       if (input) input.setAttribute("aria-invalid", "true");
       return el("li", {}, el("strong", { text: f.field }), `: ${f.message}`);
     });
-    let message = errorText(res, "the job was not accepted");
-    if (res.status === 401) message = "The trainer requires an API token: fill in the API token field.";
+    if (res.status === 401) {
+      trainerAuth = "bearer";
+      tokenProblem(
+        `Refused (HTTP 401): ${errorText(res, "unauthorized")}. ` +
+          ($("f-token").value.trim() ? "Check the API token." : "Enter the trainer's API token."),
+      );
+      return;
+    }
+    const message = errorText(res, "the job was not accepted");
     // replaceChildren() would print a null argument as the text "null": pass only nodes.
     const list = items.length ? [el("ul", {}, items)] : [];
     errors.replaceChildren(el("p", { text: message }), ...list);
@@ -1026,6 +1142,7 @@
       return;
     }
     renderJob(res.body);
+    if (res.body.status === "stopping") $("job-stop").disabled = true;
     if (FINAL_STATUSES.has(res.body.status)) {
       $("job-stop").disabled = true;
       loadJobs();
@@ -1035,8 +1152,27 @@
     jobTimer = setTimeout(pollJob, 700);
   }
 
+  /** A job's status in words, its sweep linked when it is a sweep's trial ("pruned (sweep
+   * ab12cd34)"): the API's `sweep_id` (or a `sweep` object), whichever the job carries. */
+  function jobStatusNodes(job) {
+    const sweepId = job.sweep_id ?? (job.sweep && job.sweep.sweep_id) ?? null;
+    const words = job.status === "stopping" ? "stopping…" : job.status;
+    if (!sweepId) return [words];
+    const trial = job.trial ?? (job.sweep && job.sweep.trial);
+    return [
+      `${words} (`,
+      el("a", {
+        href: `#sweeps/${enc(sweepId)}`,
+        class: "sweep-link",
+        title: `sweep ${sweepId}`,
+        text: `sweep ${String(sweepId).slice(0, 8)}${trial !== undefined && trial !== null ? ` #${trial}` : ""}`,
+      }),
+      ")",
+    ];
+  }
+
   function renderJob(job) {
-    $("job-status").textContent = job.status;
+    $("job-status").replaceChildren(...jobStatusNodes(job));
     $("job-panel").dataset.status = job.status;
     $("job-phase").textContent = job.phase ? `(${job.phase})` : "";
     const progress = job.progress || {};
@@ -1068,6 +1204,13 @@
       );
     } else if (job.error) {
       result.textContent = job.error;
+    } else if (job.status === "pruned") {
+      result.textContent =
+        `Pruned by its sweep after epoch ${epoch}: not promising enough to finish; nothing was published.`;
+    } else if (job.status === "canceled") {
+      result.textContent = "Canceled; nothing was published.";
+    } else if (job.status === "stopping") {
+      result.textContent = "Stop requested: the job stops after its current batch; nothing will be published.";
     } else if (job.status === "queued") {
       result.textContent =
         job.position !== undefined && job.position !== null
@@ -1112,7 +1255,7 @@
           {},
           el("code", { text: job.job_id.slice(0, 8) }),
           el("span", { text: job.model || "–" }),
-          el("strong", { text: job.status }),
+          el("strong", { class: `job-status status-${job.status}` }, jobStatusNodes(job)),
           job.model_version ? el("span", { text: `→ v${job.model_version}` }) : null,
           job.progress && job.progress.epoch
             ? el("span", { class: "hint", text: `epoch ${job.progress.epoch}/${job.progress.epochs}` })
@@ -1434,6 +1577,21 @@
     );
   }
 
+  /** A trial's version: a link to the model in the Models view, or marked removed when the
+   * sweep's `keep` deleted it (`removed_versions`): nothing to link to. */
+  function versionCell(sweep, version) {
+    if (!version) return el("td", { class: "num", text: "–" });
+    if ((sweep.removed_versions || []).includes(version)) {
+      return el(
+        "td",
+        { class: "num removed", "data-removed": "true", title: "deleted by the sweep: not among its best `keep` trials" },
+        el("s", { text: `v${version}` }),
+        " removed",
+      );
+    }
+    return el("td", { class: "num" }, el("a", { href: `#models/${enc(sweep.model)}`, text: `v${version}` }));
+  }
+
   function renderTrials(sweep) {
     const table = $("trials-table");
     const names = Object.keys((sweep.request && sweep.request.space) || {});
@@ -1470,7 +1628,7 @@
         el("td", { class: "num", text: objectiveText(sweep.objective, t.value) }),
         el("td", { class: "num", text: String(last) }),
         el("td", { text: t.pruned ? `at epoch ${last}` : "–" }),
-        el("td", { class: "num", text: t.model_version ? `v${t.model_version}` : "–" }),
+        versionCell(sweep, t.model_version),
       );
       // Point at a row: its curve stands out.
       const hover = (on) => {
@@ -1509,10 +1667,21 @@
             el("strong", { text: `Best: trial ${best.number}` }),
             ` ${objectiveText(sweep.objective, best.value)} · ` +
               Object.entries(best.params).map(([k, v]) => `${k} ${paramText(v)}`).join(", ") +
-              (best.model_version ? ` · ${sweep.model} v${best.model_version}` : ""),
+              (best.model_version ? ` · ${sweep.model} v${best.model_version}` : "") +
+              ((sweep.removed_versions || []).includes(best.model_version) ? " (removed)" : ""),
           ]
         : ["No finished trial yet."]),
-      ...(promotion ? [el("br"), `Alias ${promotion.alias}: ${promotion.reason}.`] : []),
+      ...(promotion
+        ? [
+            el("br"),
+            promotion.alias === "default"
+              ? `Default: ${promotion.reason}.`
+              : `Alias ${promotion.alias}: ${promotion.reason}.`,
+          ]
+        : []),
+      ...((sweep.removed_versions || []).length
+        ? [el("br"), `Removed by keep: ${sweep.removed_versions.map((v) => `v${v}`).join(", ")}.`]
+        : []),
     );
     const report = $("sweep-report");
     report.href = `${TRAINER}/v1/sweeps/${enc(sweep.sweep_id)}/report.png`;

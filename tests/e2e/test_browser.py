@@ -6,10 +6,12 @@ registry starts with two versions trained on real MNIST slices by the same code 
 (pipeline + manifest + report): v1 small and weak, v2 good enough to read a clearly drawn digit.
 
 The tests draw digits stroke by stroke with the mouse and check the prediction and the bars,
-switch versions, open a version's report (the pictures must load), compare two versions, start
-a training job from the form and watch it finish, stop another one, follow real sweeps in the
-Sweeps view (table, sorting, curves, parameter charts, cancel), and finally stop the trainer and
-check the page says so while drawing still works.
+switch versions, open a version's report (the pictures must load), compare two versions, read
+what each version gets under a traffic split, start a training job from the form and watch it
+finish, stop another one, start one on a trainer that needs a token (asked for before Start),
+follow real sweeps in the Sweeps view (table, sorting, curves, parameter charts, versions the
+sweep removed, cancel), and finally stop the trainer and check the page says so while drawing
+still works.
 
 The test installs what it needs: Debian's chromium through scripts/ensure-system-tools.sh (the
 same script `make install` runs) and Playwright through pip when either is missing. Playwright's
@@ -446,6 +448,74 @@ def test_training_view_starts_a_job_watches_it_and_stops_another(page, site) -> 
     )
 
 
+def test_training_view_asks_for_the_token_before_start(page, site) -> None:
+    """The trainer restarted with API_TOKEN (for this test only; back without it afterwards):
+    the view asks for the token before Start, sends nothing without it, shows a refused token
+    next to the button, and starts the job with the right one (kept in the tab's session)."""
+    token = "page-token-" + uuid.uuid4().hex
+    stop_process(site["procs"]["trainer"])
+    trainer = _start_trainer(
+        site["trainer_port"], {**site["env"], "API_TOKEN": token}, site["logs"]["trainer"]
+    )
+    site["procs"]["trainer"] = trainer
+    try:
+        wait_http_ok(site["trainer_url"] + "/readyz", trainer, site["logs"]["trainer"])
+        posts: list[str] = []
+        page.on(
+            "request",
+            lambda r: posts.append(r.url) if r.method == "POST" and "/v1/jobs" in r.url else None,
+        )
+        _open(page, site, "train")
+        page.wait_for_function(
+            "() => document.querySelector('#trainer-status').textContent"
+            '.includes("needs the trainer\'s API token")'
+        )
+        assert page.locator("#f-token").is_visible()
+        assert page.locator("#train-start").is_enabled()
+        page.fill("#f-model", "browser-token")
+        page.fill("#f-hidden_layers", "16")
+        page.fill("#f-epochs", "1")
+        page.fill("#f-train_limit", "1000")
+        note = page.locator("#train-start-note")
+
+        def beside_the_button() -> None:
+            box, button = note.bounding_box(), page.locator("#train-start").bounding_box()
+            assert abs((box["y"] + box["height"] / 2) - (button["y"] + button["height"] / 2)) < 40
+            assert box["y"] + box["height"] <= page.viewport_size["height"]
+
+        page.click("#train-start")  # no token yet: asked for, nothing sent
+        page.wait_for_selector("#train-start-note:not([hidden])")
+        assert "API token" in note.inner_text()
+        beside_the_button()
+        assert page.evaluate("document.activeElement.id") == "f-token"
+        assert page.get_attribute("#f-token", "aria-invalid") == "true"
+        assert posts == []
+
+        page.fill("#f-token", token + "x")  # a wrong token: the 401 beside the button
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            page.click("#train-start")
+        assert answer.value.status == 401
+        page.wait_for_selector("#train-start-note:not([hidden])")
+        assert "Refused (HTTP 401): invalid bearer token" in note.inner_text()
+        beside_the_button()
+        assert page.locator("#job-panel").is_hidden()
+
+        page.fill("#f-token", token)
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            page.click("#train-start")
+        assert answer.value.status == 202
+        assert answer.value.request.headers["authorization"] == f"Bearer {token}"
+        assert note.is_hidden()
+        _wait_status(page, site, "finished", 90_000)
+        assert site["registry"].versions("browser-token") == [1]
+        assert page.evaluate("sessionStorage.getItem('digitflow-token')") == token
+    finally:
+        stop_process(site["procs"]["trainer"])
+        trainer = _start_trainer(site["trainer_port"], site["env"], site["logs"]["trainer"])
+        site["procs"]["trainer"] = trainer
+        wait_http_ok(site["trainer_url"] + "/readyz", trainer, site["logs"]["trainer"])
+
+
 def test_trainer_down_page_says_so_and_drawing_still_works(page, site) -> None:
     """The trainer API is stopped for this test only: started again on the same port afterwards,
     so the tests of this module may run in any order."""
@@ -544,6 +614,58 @@ def test_models_view_shows_the_rollout_line(page, site) -> None:
         registry.delete_alias("mnist", "champion")
 
 
+def _refresh_until(page, selector: str, timeout_s: float = 15.0) -> None:
+    """Click the Models view's Refresh until `selector` shows: each worker picks registry
+    changes up on its own poll, and the page asks whichever worker answers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        page.click("#models-refresh")
+        try:
+            page.wait_for_selector(selector, timeout=1000)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_models_view_shows_what_each_version_gets_under_a_split(page, site) -> None:
+    """v1 pinned as the default, the split 90/10 over v2 and v3, v4 the shadow: the Models view
+    says the default gets nothing under the split, each split version its share, the shadow,
+    and the draw view's default names the split."""
+    registry = site["registry"]
+    ds = load_dataset("mnist", site["env"]["MNIST_DATA_DIR"])
+    tiny = {"model": "split", "hidden_layers": [8], "epochs": 1, "train_limit": 500}
+    assert [_publish(registry, ds, {**tiny, "seed": seed}) for seed in (1, 2, 3, 4)] == [1, 2, 3, 4]
+    registry.pin("split", 1)
+    registry.set_traffic("split", [{"version": 2, "weight": 90}, {"version": 3, "weight": 10}])
+    registry.set_shadow("split", 4)
+    _open(page, site, "models/split")
+    assert page.locator("#models-model").input_value() == "split"  # the deep link chose it
+    _refresh_until(page, "#versions-table tr[data-version='4'] td.traffic:text-is('shadow')")
+    cells = {
+        v: page.locator(f"#versions-table tr[data-version='{v}'] td.traffic") for v in (1, 2, 3, 4)
+    }
+    assert cells[1].inner_text() == "default (no traffic under the split)"
+    assert cells[2].inner_text() == "90 % of traffic"
+    assert cells[3].inner_text() == "10 % of traffic"
+    assert [cells[v].get_attribute("data-share") for v in (1, 2, 3, 4)] == ["0", "90", "10", "0"]
+    default_badge = page.locator("#versions-table tr[data-version='1'] .badge.default")
+    assert "idle" in default_badge.get_attribute("class")
+    assert "traffic split decides" in page.text_content("#models-summary")
+    page.click("#tab-draw")
+    page.select_option("#draw-model", "split")
+    page.wait_for_selector(
+        "#draw-version option[value=default]:text-is('default (split: v2 90 % · v3 10 %)')",
+        state="attached",
+    )
+    # The split gone: the pinned default takes all the traffic again.
+    registry.clear_traffic("split")
+    page.click("#tab-models")
+    _refresh_until(page, "#versions-table tr[data-version='1'] td.traffic[data-share='100']")
+    assert cells[1].inner_text() == "all traffic"
+    assert cells[2].inner_text() == "–"
+
+
 def _post_sweep(site, body: dict) -> str:
     r = requests.post(f"{site['trainer_url']}/v1/sweeps", json=body, timeout=30)
     assert r.status_code == 202, r.text
@@ -591,7 +713,7 @@ def test_sweeps_view_follows_a_sweep_sorts_its_trials_and_plots_them(page, site)
         "base": {"model": "swept", "hidden_layers": [16], "epochs": 3, "train_limit": 1000,
                  "augment": False},
         "space": {"learning_rate": [0.01, 1e-6], "seed": [1, 2, 3]},
-        "parallelism": 1, "pruner": "median", "seed": 1, "promote_to": "candidate",
+        "parallelism": 1, "pruner": "median", "seed": 1, "promote_to": "candidate", "keep": 1,
     }  # fmt: skip
     sweep_id = _post_sweep(site, body)
     _open(page, site, "sweeps")
@@ -645,6 +767,23 @@ def test_sweeps_view_follows_a_sweep_sorts_its_trials_and_plots_them(page, site)
         assert plot.locator(".point.best").count() == 1
         assert plot.locator(".point.pruned").count() == len(pruned)
     assert f"Alias candidate: {truth['promotion']['reason']}" in page.text_content("#sweep-best")
+    # keep 1: every published trial version but the best was deleted; the table says so and
+    # links only the version that is still there.
+    published = [t["model_version"] for t in trials if t["model_version"]]
+    removed = truth["removed_versions"]
+    assert len(published) >= 2 and sorted(removed) == sorted(
+        v for v in published if v != best["model_version"]
+    ), truth
+    for t in trials:
+        cell = page.locator(f"#trials-table tr[data-trial='{t['number']}'] td").last
+        if t["model_version"] in removed:
+            assert cell.get_attribute("data-removed") == "true"
+            assert cell.inner_text() == f"v{t['model_version']} removed"
+            assert cell.locator("a").count() == 0
+        elif t["model_version"]:
+            assert cell.get_attribute("data-removed") is None
+            assert cell.locator("a").get_attribute("href") == "#models/swept"
+    assert site["registry"].versions("swept") == [best["model_version"]]
     report = page.get_attribute("#sweep-report", "href")
     assert report == f"{site['trainer_url']}/v1/sweeps/{sweep_id}/report.png"
     answer = requests.get(report, timeout=60)

@@ -91,6 +91,15 @@ def test_no_token_configured_means_open_mutations(make_trainer_client):
         )
 
 
+def test_readyz_says_whether_writes_need_the_token(make_trainer_client, redis_url):
+    """The page reads this before its first write, to ask for the token up front."""
+    guarded = make_trainer_client(API_TOKEN=TOKEN, REDIS_URL=redis_url).get("/readyz")
+    assert guarded.status_code == 200 and guarded.json["auth"] == "bearer"
+    assert TOKEN not in guarded.get_data(as_text=True)
+    open_ = make_trainer_client(REDIS_URL=redis_url).get("/readyz")
+    assert open_.status_code == 200 and open_.json["auth"] == "none"
+
+
 def test_settings_never_show_the_token(monkeypatch):
     monkeypatch.setenv("API_TOKEN", TOKEN)
     settings = TrainerSettings.load()
