@@ -15,7 +15,9 @@ One run measures, side by side (ratios matter: absolute figures drift on a share
    (``predict_proba``, one BLAS thread like a worker);
 3. cold start: gunicorn start → first ``/readyz`` 200, and memory (RSS, PSS, USS from
    /proc/PID/smaps_rollup) per worker with one and with ten model versions loaded;
-4. rollout (``--sections rollout``, not in the default set): single-image predict on the default
+4. profile (``--sections profile``): where one worker's time goes under single-image load at
+   c=8, from a py-spy sampling profile (HTTP, decode, forward, figures, logging, answer);
+5. rollout (``--sections rollout``, not in the default set): single-image predict on the default
    route at concurrency 1 and 8, interleaved, with the default version alone, with a 90/10
    traffic split, and with a shadow version; ratios to the default alone, and how many requests
    the shadow compared or dropped.
@@ -115,9 +117,12 @@ def http_post(
         conn.close()
 
 
-def server_env(registry: Path | None, port: int, extra: dict[str, str]) -> dict[str, str]:
+def server_env(
+    registry: Path | None, port: int, extra: dict[str, str], root: Path = REPO_ROOT
+) -> dict[str, str]:
     """The environment a server gets: ours, minus anything a test or shell left that would change
-    the defaults being measured (a shared metrics folder, thread counts)."""
+    the defaults being measured (a shared metrics folder, thread counts). `root` is the source
+    tree it runs (another checkout for the baseline), first on its PYTHONPATH."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -133,7 +138,7 @@ def server_env(registry: Path | None, port: int, extra: dict[str, str]) -> dict[
         }
     }
     env["INFERENCE_PORT"] = str(port)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     if registry is not None:
         env["MODEL_REGISTRY_DIR"] = str(registry)
     env.update(extra)
@@ -148,6 +153,8 @@ class Server:
     registry: Path | None
     log_path: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The source tree it runs: this checkout, or the baseline's (`--baseline`).
+    root: Path = REPO_ROOT
     port: int = 0
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
@@ -159,8 +166,8 @@ class Server:
         self.started_at = time.perf_counter()
         self.proc = subprocess.Popen(
             cmd,
-            cwd=REPO_ROOT,
-            env=server_env(self.registry, self.port, self.extra_env),
+            cwd=self.root,
+            env=server_env(self.registry, self.port, self.extra_env, self.root),
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() reaches every worker
@@ -197,6 +204,24 @@ class Server:
         stop_process_group(proc, timeout=25)
         self.proc = None
         self.log.close()
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str | None, work: Path) -> Iterator[tuple[str, Path] | None]:
+    """(ref, a detached checkout of `ref`) for the rotation's baseline server, removed after;
+    None without a ref. It runs with this checkout's virtualenv: its own code comes first on the
+    server's PYTHONPATH."""
+    if ref is None:
+        yield None
+        return
+    root = work / "baseline-src"
+    subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "-q", str(root), ref],
+                   check=True)  # fmt: skip
+    try:
+        yield ref, root
+    finally:
+        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(root)],
+                       check=False)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -451,10 +476,12 @@ def bench_latency(
     extra_env: dict[str, str],
     log: Any,
     variants: dict[str, dict[str, str]] | None = None,
+    baseline: tuple[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Single-image predict, ours vs bare, interleaved; medians per concurrency. Each of
     `variants` (label → extra environment) is one more server of ours in the same rotation, so a
-    lever is measured against the default and bare in one run."""
+    lever is measured against the default and bare in one run; so is `baseline` (a git ref and
+    its checkout: the service as it was, with its own defaults)."""
     x = sample_images(1)
     req = make_request("json", x, work)
     servers = {
@@ -464,6 +491,11 @@ def bench_latency(
     for label, env in (variants or {}).items():
         servers[f"ours[{label}]"] = Server(
             OURS_APP, registry, work / f"ours-{label}.log", {**extra_env, **env}
+        )
+    if baseline is not None:
+        ref, root = baseline
+        servers[f"baseline[{ref}]"] = Server(
+            OURS_APP, registry, work / "baseline.log", extra_env, root=root
         )
     with contextlib.ExitStack() as stack:
         for server in servers.values():
@@ -493,6 +525,7 @@ def bench_latency(
         "seconds_per_point": seconds,
         "reps": reps,
         "variants": variants or {},
+        "baseline": None if baseline is None else baseline[0],
         "points": table,
         "raw": raw,
     }
@@ -529,6 +562,78 @@ def rotate(
                     f"others {result['others_cpu_share']:.0%}"
                 )
     return raw
+
+
+#: Where a sampled stack's time goes: the first of these found walking from the innermost frame
+#: outwards names its part; anything else in a request is "HTTP" (gunicorn's parsing and writing,
+#: the WSGI glue, routing).
+PROFILE_PARTS = (
+    ("logging", ("gunicorn/glogging.py", "/logging/__init__.py")),
+    ("figures", ("inference_service/telemetry.py", "prometheus_client/")),
+    ("decode", ("inference_service/decoders/",)),
+    ("forward", ("shared/nn/",)),
+    ("answer", ("inference_service/responses.py",)),
+)
+
+
+def classify_stacks(raw: str) -> dict[str, int]:
+    """Samples per part (PROFILE_PARTS, else "HTTP") of py-spy's raw output: one line per
+    distinct stack, ``frame;frame;... count``, frames outermost first."""
+    out = {part: 0 for part, _ in PROFILE_PARTS} | {"HTTP": 0}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        part = "HTTP"
+        for frame in reversed(stack.split(";")):
+            found = next((p for p, keys in PROFILE_PARTS if any(k in frame for k in keys)), None)
+            if found is not None:
+                part = found
+                break
+        out[part] += int(count)
+    return out
+
+
+def bench_profile(
+    work: Path, registry: Path, *, seconds: int, extra_env: dict[str, str], log: Any
+) -> dict[str, Any]:
+    """Where one worker's time goes under single-image load at c=8: py-spy samples the worker
+    (idle waits excluded) while wrk drives the service; each sample is given to a part."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit("the profile section needs py-spy: pip install 'py-spy>=0.4,<1'")
+    req = make_request("json", sample_images(1), work)
+    out = work / "profile.txt"
+    with running(Server(OURS_APP, registry, work / "profile.log", extra_env)) as server:
+        check_request(server.port, req, 1)
+        run_wrk(server.port, req.path, req.body_file, connections=8, seconds=1)  # warm-up
+        quiet(log)
+        server_pids = server.worker_pids()
+        worker = server_pids[0]
+        record = subprocess.Popen(
+            [spy, "record", "--pid", str(worker), "--duration", str(seconds), "--rate", "1000",
+             "--format", "raw", "--nonblocking", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        load = run_wrk(server.port, req.path, req.body_file, connections=8, seconds=seconds + 1)
+        record.wait(timeout=seconds + 30)
+    samples = classify_stacks(out.read_text() if out.exists() else "")
+    total = sum(samples.values())
+    # Samples are 1 ms apart; the sampled worker answers about 1/workers of the requests.
+    workers = len(server_pids) or 1
+    handled = load["rps"] * seconds / workers
+    per_request_us = {
+        part: round(n * 1000 / handled, 1) if handled else None for part, n in samples.items()
+    }
+    shares = {part: round(n / total, 3) if total else None for part, n in samples.items()}
+    log("  " + ", ".join(f"{p} {shares[p]:.0%}" for p in samples if total))
+    return {
+        "seconds": seconds,
+        "rps": load["rps"],
+        "samples": samples,
+        "shares": shares,
+        "per_request_us": per_request_us,
+    }
 
 
 #: The rollout section's servers: label → what its registry holds besides versions 1 and 2 of
@@ -901,6 +1006,14 @@ def report(results: dict[str, Any]) -> str:
             f"shadow: {sh['compared_requests']} of {sh['served_requests']} requests compared, "
             f"{sh['dropped']} dropped (queue full)"
         )
+    prof = results.get("profile")
+    if prof:
+        rows = [[part, f"{prof['shares'][part]:.0%}", prof["per_request_us"][part]]
+                for part in prof["samples"] if prof["shares"][part] is not None]  # fmt: skip
+        parts.append(
+            f"one worker at c=8 ({prof['rps']:.0f} req/s over both workers, py-spy):\n\n"
+            + markdown_table(["part", "share of the worker's busy time", "µs per request"], rows)
+        )
     batch = results.get("batch")
     if batch:
         rows = []
@@ -971,7 +1084,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sections",
         default="latency,batch,cold",
-        help="comma-separated subset of latency,batch,cold,rollout",
+        help="comma-separated subset of latency,batch,cold,rollout,profile",
     )
     p.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
@@ -1001,6 +1114,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. quiet:ACCESS_LOG=off)",
     )
     p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="GIT_REF",
+        help="one more server in the latency rotation: the service as it was at this commit "
+        "(a checkout of its own, removed afterwards)",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=float,
         default=20.0,
@@ -1019,7 +1139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reps = args.reps or (1 if args.quick else 3)
     cold_repeats = args.cold_repeats or (1 if args.quick else 3)
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-    unknown = sections - {"latency", "batch", "cold", "rollout"}
+    unknown = sections - {"latency", "batch", "cold", "rollout", "profile"}
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}")
     extra_env = parse_env(args.env)
@@ -1058,13 +1178,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         publish_model(registry, model_path)
         if "latency" in sections:
             log("single-image predict, bare Flask vs the inference service (interleaved):")
-            results["latency"] = bench_latency(work, registry, concurrency=tuple(args.concurrency),
-                                               seconds=seconds, reps=reps, extra_env=extra_env, log=log,
-                                               variants=variants)  # fmt: skip
+            with baseline_checkout(args.baseline, work) as baseline:
+                results["latency"] = bench_latency(work, registry, concurrency=tuple(args.concurrency),
+                                                   seconds=seconds, reps=reps, extra_env=extra_env,
+                                                   log=log, variants=variants, baseline=baseline)  # fmt: skip
         if "rollout" in sections:
             log("default route: alone, with a 90/10 traffic split, with a shadow (interleaved):")
             results["rollout"] = bench_rollout(work, model_path, concurrency=(1, 8), seconds=seconds,
                                                reps=reps, extra_env=extra_env, log=log)  # fmt: skip
+        if "profile" in sections:
+            log("where a worker's time goes at c=8 (py-spy):")
+            results["profile"] = bench_profile(work, registry, seconds=max(seconds, 5),
+                                               extra_env=extra_env, log=log)  # fmt: skip
         if "batch" in sections:
             log("batch predict over one connection vs in-process predict_proba:")
             results["batch"] = bench_batch(work, registry, model_path, batches=tuple(args.batches),
