@@ -40,8 +40,13 @@ bench: install  ## engine speed vs PyTorch, then preset accuracy (~25 min, quiet
 	$(BIN)/python -m benchmarks.engine
 	$(BIN)/python -m benchmarks.accuracy
 
-bench-serving: install  ## HTTP serving vs a bare endpoint, batch, model switch, queue, cold start (~15 min)
-	$(BIN)/python -m benchmarks.serving
+# The serving benchmark's baseline: the service as it was before the serving-speed work.
+SERVING_BASELINE ?= da24882
+
+bench-serving: install  ## HTTP serving vs a bare endpoint and SERVING_BASELINE, routes, profile, rollout, batch, cold start (~20 min)
+	$(BIN)/python -m pip install -q 'py-spy>=0.4,<1'
+	$(BIN)/python -m benchmarks.serving --baseline $(SERVING_BASELINE) \
+	    --sections latency,routes,profile,rollout,batch,cold
 	$(BIN)/python -m benchmarks.lifecycle
 
 bench-sweeps: install  ## a 16-trial sweep: sequential vs parallel trials vs parallel + pruning (~5 min)
