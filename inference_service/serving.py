@@ -138,9 +138,10 @@ class ModelCache:
         capacity: int = 4,
         poll_seconds: float = 0.5,
         on_default_change: Callable[[str, int], None] | None = None,
-        on_load: Callable[[str, int, float], None] | None = None,
+        on_load: Callable[[Served, float], None] | None = None,
         on_broken: Callable[[str, int], None] | None = None,
         on_poll: Callable[[bool, bool], None] | None = None,
+        on_shadow: Callable[[Served], None] | None = None,
     ) -> None:
         self.registry = registry
         self.capacity = int(capacity)
@@ -149,6 +150,7 @@ class ModelCache:
         self._on_load = on_load
         self._on_broken = on_broken
         self._on_poll = on_poll
+        self._on_shadow = on_shadow
         #: Whether the last poll reached the store, what stopped it, and since when (time.time).
         self._reachable: bool | None = None
         self._store_error: str | None = None
@@ -354,7 +356,10 @@ class ModelCache:
             self._shadows.pop(name, None)
             return
         view.shadow["serving"] = served.version
+        previous = self._shadows.get(name)
         self._shadows[name] = served
+        if self._on_shadow is not None and previous is not served:
+            self._on_shadow(served)
 
     @staticmethod
     def _ref_version(name: str, view: ModelView, ref: int | str) -> int:
@@ -479,7 +484,7 @@ class ModelCache:
                 self._evict()
             logger.info("model %r version %d loaded in %.3fs", name, version, seconds)
             if self._on_load is not None:
-                self._on_load(name, version, seconds)
+                self._on_load(served, seconds)
             return served
 
     def _evict(self) -> None:
