@@ -4,7 +4,8 @@ Each gunicorn worker owns one ModelCache (created by create_app, never a module 
 
 * loads a version on first use, verified against the registry's sha256 (``Registry.verify`` then
   ``load_model(expected_sha256=...)``), and keeps at most ``capacity`` versions in an LRU, never
-  evicting a model's current default;
+  evicting a model's current default, its split's versions with traffic or its shadow (so those
+  alone can exceed ``capacity``: the README's MODEL_CACHE_SIZE says so);
 * keeps, per model, a *served default*: the (version, loaded model) pair the default predict route
   uses. A background daemon thread polls ``Registry.change_token()`` every ``poll_seconds``; when
   the token moves it resolves each model's default (pinned else latest good), **loads the new
@@ -481,16 +482,19 @@ class ModelCache:
             with self._lock:
                 self._broken.pop(key, None)
                 self._loaded[key] = served
-                self._evict()
+                self._evict(keep=key)
             logger.info("model %r version %d loaded in %.3fs", name, version, seconds)
             if self._on_load is not None:
                 self._on_load(served, seconds)
             return served
 
-    def _evict(self) -> None:
-        """Drop least recently used versions beyond capacity; defaults are never evicted.
+    def _evict(self, keep: tuple[str, int]) -> None:
+        """Drop least recently used versions beyond capacity; the defaults, the split's versions
+        with traffic and the shadows are never evicted (they are served without being named),
+        nor `keep`, the version just loaded: it may be about to become one of them (a new
+        model's default, a new shadow), and evicting it would leave it served but uncounted.
         Requests still holding an evicted Served keep using it until they finish."""
-        protected = {(s.name, s.version) for s in self._defaults.values()}
+        protected = {keep, *((s.name, s.version) for s in self._defaults.values())}
         protected.update((s.name, s.version) for s in self._shadows.values())
         for split in self._splits.values():
             protected.update((s.name, s.version) for s in split.served)
