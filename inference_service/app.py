@@ -42,6 +42,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         on_load=telemetry.on_load,
         on_broken=telemetry.on_broken,
         on_poll=telemetry.on_poll,
+        on_shadow=telemetry.on_shadow,
     )
     state = ServiceState(settings, registry, cache, telemetry, ShadowRunner(telemetry))
     app = create_flask_app(

@@ -17,8 +17,16 @@ from shared.web.openapi import Answer, Api, Operation
 api = Api(
     "digitflow inference",
     shared.__version__,
-    "Predictions from the versioned model registry (V1 JSON, .npy, pictures; Open Inference "
-    "Protocol V2 with the binary tensor extension), model listing, training reports, health.",
+    "Serves the versioned models of the digitflow registry. **Predictions**: on a model's "
+    "default route (the pinned or latest version, or a version of its traffic split, with a "
+    "shadow version compared unseen after the answer) or on a named version (a number, latest, "
+    "default or an alias), from V1 JSON, .npy arrays or PNG/JPEG pictures. **Explanations**: "
+    "integrated-gradients attributions per pixel. **V2**: the Open Inference Protocol (KServe "
+    "V2) REST API, with the binary tensor extension. **Listings**: models, their versions "
+    "(status, metrics, aliases, live per-version and shadow figures), a version's manifest and "
+    "its training report files. **Health**, readiness and Prometheus metrics; the web page and "
+    "its static files; this OpenAPI document. New versions, pins, aliases, splits and shadows "
+    "are picked up from the registry within a poll, no restart.",
 )
 
 #: Errors of a route that reads the registry: unknown name/version, broken version, outage.

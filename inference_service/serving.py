@@ -4,7 +4,8 @@ Each gunicorn worker owns one ModelCache (created by create_app, never a module 
 
 * loads a version on first use, verified against the registry's sha256 (``Registry.verify`` then
   ``load_model(expected_sha256=...)``), and keeps at most ``capacity`` versions in an LRU, never
-  evicting a model's current default;
+  evicting a model's current default, its split's versions with traffic or its shadow (so those
+  alone can exceed ``capacity``: the README's MODEL_CACHE_SIZE says so);
 * keeps, per model, a *served default*: the (version, loaded model) pair the default predict route
   uses. A background daemon thread polls ``Registry.change_token()`` every ``poll_seconds``; when
   the token moves it resolves each model's default (pinned else latest good), **loads the new
@@ -140,9 +141,10 @@ class ModelCache:
         capacity: int = 4,
         poll_seconds: float = 0.5,
         on_default_change: Callable[[str, int], None] | None = None,
-        on_load: Callable[[str, int, float], None] | None = None,
+        on_load: Callable[[Served, float], None] | None = None,
         on_broken: Callable[[str, int], None] | None = None,
         on_poll: Callable[[bool, bool], None] | None = None,
+        on_shadow: Callable[[Served], None] | None = None,
     ) -> None:
         self.registry = registry
         self.capacity = int(capacity)
@@ -151,6 +153,7 @@ class ModelCache:
         self._on_load = on_load
         self._on_broken = on_broken
         self._on_poll = on_poll
+        self._on_shadow = on_shadow
         #: Whether the last poll reached the store, what stopped it, and since when (time.time).
         self._reachable: bool | None = None
         self._store_error: str | None = None
@@ -357,7 +360,10 @@ class ModelCache:
             self._shadows.pop(name, None)
             return
         view.shadow["serving"] = served.version
+        previous = self._shadows.get(name)
         self._shadows[name] = served
+        if self._on_shadow is not None and previous is not served:
+            self._on_shadow(served)
 
     @staticmethod
     def _ref_version(name: str, view: ModelView, ref: int | str) -> int:
@@ -481,16 +487,19 @@ class ModelCache:
             with self._lock:
                 self._broken.pop(key, None)
                 self._loaded[key] = served
-                self._evict()
+                self._evict(keep=key)
             logger.info("model %r version %d loaded in %.3fs", name, version, seconds)
             if self._on_load is not None:
-                self._on_load(name, version, seconds)
+                self._on_load(served, seconds)
             return served
 
-    def _evict(self) -> None:
-        """Drop least recently used versions beyond capacity; defaults are never evicted.
+    def _evict(self, keep: tuple[str, int]) -> None:
+        """Drop least recently used versions beyond capacity; the defaults, the split's versions
+        with traffic and the shadows are never evicted (they are served without being named),
+        nor `keep`, the version just loaded: it may be about to become one of them (a new
+        model's default, a new shadow), and evicting it would leave it served but uncounted.
         Requests still holding an evicted Served keep using it until they finish."""
-        protected = {(s.name, s.version) for s in self._defaults.values()}
+        protected = {keep, *((s.name, s.version) for s in self._defaults.values())}
         protected.update((s.name, s.version) for s in self._shadows.values())
         for split in self._splits.values():
             protected.update((s.name, s.version) for s in split.served)

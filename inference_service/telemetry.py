@@ -11,7 +11,7 @@ process) the app uses its own CollectorRegistry, so several apps in one process 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import (
@@ -26,6 +26,9 @@ from prometheus_client import values as _prom_values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.images import N_CLASSES
+
+if TYPE_CHECKING:
+    from inference_service.serving import Served
 
 #: Request latency buckets (seconds): the JSON predict path should sit in the first ones.
 LATENCY_BUCKETS = (
@@ -174,6 +177,15 @@ class Telemetry:
         self._shadow_children: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._pair_children: dict[tuple[str, int, int, int], Any] = {}
 
+        # Every documented series exists from the moment it can be known, at 0: a rate or an
+        # alert over a counter that is absent until its first increment sees nothing, not 0.
+        # Unlabelled metrics exist from here on; the poll errors' kinds are known now; the
+        # per-model, per-version and per-shadow series when the model cache learns of them
+        # (`on_default_change`, `on_load`, `on_shadow`). In multiprocess mode a child made by
+        # labels() writes its 0 into this worker's file at once, so /metrics shows it.
+        for kind in ("unreachable", "scan"):
+            self.registry_poll_errors.labels(kind)
+
     def observe_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
         """Count one request and its latency (hot path: cached metric children)."""
         key = (route, method, str(status))
@@ -191,15 +203,9 @@ class Telemetry:
     def observe_predictions(self, name: str, version: int, proba: np.ndarray) -> None:
         """Count one answered request of `version`: its images, their predicted classes and
         confidence (hot path: cached children, one increment per class present)."""
-        key = (name, version)
-        children = self._image_children.get(key)
+        children = self._image_children.get((name, version))
         if children is None:
-            labels = (name, str(version))
-            children = self._image_children[key] = (
-                self.images.labels(*labels),
-                self.version_requests.labels(*labels),
-                self.version_confidence.labels(*labels),
-            )
+            children = self._version_series(name, version, proba.shape[1])
         images, requests, confidence = children
         images.inc(len(proba))
         requests.inc()
@@ -212,6 +218,22 @@ class Telemetry:
                     name, str(version), str(cls)
                 )
             child.inc(int(counts[cls]))
+
+    def _version_series(self, name: str, version: int, n_classes: int) -> tuple[Any, ...]:
+        """Make (at 0) and keep the children of one version's figures: images, requests,
+        confidence and one per class. Returns the first three."""
+        labels = (name, str(version))
+        children = self._image_children[(name, version)] = (
+            self.images.labels(*labels),
+            self.version_requests.labels(*labels),
+            self.version_confidence.labels(*labels),
+        )
+        for cls in range(n_classes):
+            if (name, version, cls) not in self._class_children:
+                self._class_children[(name, version, cls)] = self.version_classes.labels(
+                    *labels, str(cls)
+                )
+        return children
 
     def observe_shadow(
         self,
@@ -226,11 +248,7 @@ class Telemetry:
         labels = (name, str(shadow))
         children = self._shadow_children.get(labels)
         if children is None:
-            children = self._shadow_children[labels] = (
-                self.shadow_requests.labels(*labels),
-                self.shadow_confidence.labels(*labels, "served"),
-                self.shadow_confidence.labels(*labels, "shadow"),
-            )
+            children = self._shadow_series(name, shadow, 0)
         requests, served, other = children
         requests.inc()
         served.inc(served_confidence)
@@ -246,6 +264,24 @@ class Telemetry:
                     *labels, str(a), str(b)
                 )
             child.inc(n)
+
+    def _shadow_series(self, name: str, shadow: int, n_classes: int) -> tuple[Any, ...]:
+        """Make (at 0) and keep the children of one shadow version's figures: requests, both
+        confidences, errors and the n_classes × n_classes confusion. Returns the first three."""
+        labels = (name, str(shadow))
+        children = self._shadow_children[labels] = (
+            self.shadow_requests.labels(*labels),
+            self.shadow_confidence.labels(*labels, "served"),
+            self.shadow_confidence.labels(*labels, "shadow"),
+        )
+        self.shadow_errors.labels(*labels)
+        for a in range(n_classes):
+            for b in range(n_classes):
+                if (name, shadow, a, b) not in self._pair_children:
+                    self._pair_children[(name, shadow, a, b)] = self.shadow_confusion.labels(
+                        *labels, str(a), str(b)
+                    )
+        return children
 
     def shadow_dropped(self, name: str) -> None:
         self.shadow_drops.labels(name).inc()
@@ -264,7 +300,9 @@ class Telemetry:
         for metric in self._collect():
             for sample in metric.samples:
                 labels, value = sample.labels, sample.value
-                if labels.get("model") != name or not sample.name.endswith("_total"):
+                # Series made at 0 before anything happened (see __init__) add nothing here: a
+                # version or shadow is listed once it has figures, as before they existed.
+                if not value or labels.get("model") != name or not sample.name.endswith("_total"):
                     continue
                 family = sample.name[: -len("_total")]
                 if family == "digitflow_shadow_dropped":
@@ -315,11 +353,22 @@ class Telemetry:
     # Callbacks for the ModelCache ---------------------------------------------------------------
 
     def on_default_change(self, name: str, version: int) -> None:
+        """The model is served: its gauge moves, its per-model series exist (at 0)."""
         self.default_version.labels(name).set(version)
+        self.shadow_drops.labels(name)
 
-    def on_load(self, name: str, version: int, seconds: float) -> None:
-        self.model_loads.labels(name).inc()
+    def on_load(self, served: Served, seconds: float) -> None:
+        """A version is loaded, so it can answer: its per-version series exist (at 0)."""
+        self.model_loads.labels(served.name).inc()
         self.model_load_seconds.observe(seconds)
+        if (served.name, served.version) not in self._image_children:
+            self._version_series(served.name, served.version, served.n_classes)
+
+    def on_shadow(self, shadow: Served) -> None:
+        """A version became the model's shadow: its comparison series exist (at 0)."""
+        if (shadow.name, str(shadow.version)) not in self._shadow_children:
+            self._shadow_series(shadow.name, shadow.version, shadow.n_classes)
+        self.shadow_drops.labels(shadow.name)
 
     def on_poll(self, ok: bool, reachable: bool) -> None:
         self.registry_reachable.set(1 if reachable else 0)

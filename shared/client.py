@@ -9,12 +9,15 @@
 
     digitflow submit --preset seed-deep --epochs=3 --hidden-layers=128,64 --wait
     digitflow status JOB_ID | wait JOB_ID | cancel JOB_ID | jobs
-    digitflow sweep sweep.json --wait
+    digitflow sweep sweep.json --wait | cancel-sweep SWEEP_ID
     digitflow models | pin mnist 3 | unpin mnist
+    digitflow alias mnist champion 3 | unalias mnist champion
+    digitflow traffic mnist champion=90 candidate=10 | traffic mnist --clear
+    digitflow shadow mnist candidate | shadow mnist --clear
     digitflow predict digit.png [--model mnist] [--version 2]
 
 Every HTTP error becomes a `DigitflowError` carrying the server's JSON message; the CLI prints it
-and exits with status 2. Every request has a timeout.
+and exits with status 2, as it does for arguments it cannot use. Every request has a timeout.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import requests
 
@@ -61,6 +64,8 @@ def _error_message(body: Any) -> str | None:
                 f"{f.get('field')}: {f.get('message')}" for f in fields if isinstance(f, dict)
             )
             message = f"{message} ({details})"
+        elif isinstance(error.get("field"), str) and error["field"] not in str(message):
+            message = f"{message} (field {error['field']})"
         return message
     if isinstance(error, str):
         return error
@@ -213,15 +218,20 @@ class DigitflowClient:
 
     # ---- models ------------------------------------------------------------------------------
 
-    def models(self) -> list[dict]:
-        """Models as inference serves them (name, latest/default/serving version...); if the
-        inference service is unreachable, the trainer's registry view of the same models."""
+    def models(self, prefer: Literal["inference", "trainer"] = "inference") -> list[dict]:
+        """Every model with its latest, default and pinned version and aliases, from the service
+        `prefer` names ("inference": as inference serves them, with `serving_version`;
+        "trainer": the registry's state, with the traffic split and shadow too); when that one
+        cannot be reached, from the other."""
+        first, other = self._inference, self._trainer
+        if prefer == "trainer":
+            first, other = other, first
         try:
-            body = self._inference("GET", "/v1/models")
+            body = first("GET", "/v1/models")
         except DigitflowError as exc:
             if exc.status is not None:
                 raise
-            body = self._trainer("GET", "/v1/models")
+            body = other("GET", "/v1/models")
         return body.get("models", body) if isinstance(body, dict) else body
 
     def model(self, name: str) -> dict:
@@ -240,6 +250,22 @@ class DigitflowClient:
 
     def delete_alias(self, name: str, alias: str) -> dict:
         return self._trainer("DELETE", f"/v1/models/{name}/aliases/{alias}")
+
+    def set_traffic(self, name: str, routes: Sequence[tuple[int | str, int]]) -> dict:
+        """Split the default route over versions: (version number or alias, weight percent)
+        pairs, weights summing to 100 (the trainer checks and names what is wrong)."""
+        body = {"routes": [{"version": ref, "weight": weight} for ref, weight in routes]}
+        return self._trainer("PUT", f"/v1/models/{name}/traffic", json=body)
+
+    def clear_traffic(self, name: str) -> dict:
+        return self._trainer("DELETE", f"/v1/models/{name}/traffic")
+
+    def set_shadow(self, name: str, ref: int | str) -> dict:
+        """Name the shadow version (a number or an alias, followed as it moves)."""
+        return self._trainer("PUT", f"/v1/models/{name}/shadow", json={"version": ref})
+
+    def clear_shadow(self, name: str) -> dict:
+        return self._trainer("DELETE", f"/v1/models/{name}/shadow")
 
     # ---- predictions (inference) -------------------------------------------------------------
 
@@ -437,6 +463,40 @@ def _report_final(job: dict, out) -> int:
     return 1
 
 
+def _version_ref(raw: str) -> int | str:
+    """A version as the CLI takes it: digits are a version number, anything else an alias
+    (the trainer checks both and names what is wrong)."""
+    return int(raw) if raw.isdigit() else raw
+
+
+def _route(raw: str) -> tuple[int | str, int]:
+    """`champion=90` or `3=10`: one side of a traffic split, VERSION=WEIGHT."""
+    ref, eq, weight = raw.rpartition("=")
+    if not eq or not ref or not weight.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not VERSION=WEIGHT (a version number or alias, a whole percent), "
+            "e.g. champion=90"
+        )
+    return _version_ref(ref), int(weight)
+
+
+def _model_line(m: dict) -> str:
+    """One model as `digitflow models` prints it: its registry state on one line, the split and
+    shadow only when set (written the way `traffic` and `shadow` take them)."""
+    aliases = " ".join(f"{a}={v}" for a, v in sorted((m.get("aliases") or {}).items()))
+    parts = [
+        f"latest {_fmt(m.get('latest_version'))}",
+        f"default {_fmt(m.get('default_version'))}",
+        f"pinned {_fmt(m.get('pinned_version'))}",
+        f"aliases {aliases or '-'}",
+    ]
+    if m.get("traffic"):
+        parts.append("traffic " + " ".join(f"{r['version']}={r['weight']}" for r in m["traffic"]))
+    if m.get("shadow") is not None:
+        parts.append(f"shadow {m['shadow']}")
+    return f"{m.get('name')}: " + ", ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="digitflow", description="Client for the digitflow trainer and inference services."
@@ -479,13 +539,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idempotency-key", help="makes a retried sweep return the same sweep")
     p.add_argument("--wait", action="store_true", help="follow the trials until the sweep ends")
     p.add_argument("--report", metavar="FILE.png", help="then save the sweep report PNG there")
+    p = sub.add_parser(
+        "cancel-sweep", help="cancel a sweep: queued trials canceled, running ones stopped"
+    )
+    p.add_argument("sweep_id")
 
-    sub.add_parser("models", help="list models with their latest and default versions")
+    sub.add_parser(
+        "models",
+        help="list models: latest, default and pinned version, aliases, traffic split, shadow",
+    )
     p = sub.add_parser("pin", help="pin a model's default version")
     p.add_argument("name")
     p.add_argument("version", type=int)
     p = sub.add_parser("unpin", help="let the default follow the latest version again")
     p.add_argument("name")
+    p = sub.add_parser("alias", help="point an alias (champion, candidate, ...) at a version")
+    p.add_argument("name")
+    p.add_argument("alias")
+    p.add_argument("version", type=int)
+    p = sub.add_parser("unalias", help="delete an alias")
+    p.add_argument("name")
+    p.add_argument("alias")
+    p = sub.add_parser(
+        "traffic",
+        help="split the default predict route over versions, or --clear the split",
+        description="Split the default predict route: VERSION=WEIGHT per route (a version "
+        "number or an alias, followed as it moves; whole percents summing to 100), e.g. "
+        "`digitflow traffic digits champion=90 candidate=10`; --clear serves the default "
+        "version again.",
+    )
+    p.add_argument("name")
+    p.add_argument("routes", nargs="*", type=_route, metavar="VERSION=WEIGHT")
+    p.add_argument("--clear", action="store_true", help="drop the split")
+    p = sub.add_parser(
+        "shadow",
+        help="name the shadow version (a number or an alias), or --clear it",
+        description="The shadow version also answers every default-route request, unseen, "
+        "after the answer is sent; inference keeps the agreement figures.",
+    )
+    p.add_argument("name")
+    p.add_argument("version", nargs="?", help="a version number or an alias")
+    p.add_argument("--clear", action="store_true", help="stop shadowing")
 
     p = sub.add_parser("predict", help="predict the digit in a picture")
     p.add_argument("file")
@@ -536,6 +630,10 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
             _save_report(Path(args.report), client.sweep_report(sweep["sweep_id"]))
             print(f"report: {args.report}", file=out)
         return code
+    if args.command == "cancel-sweep":
+        sweep = client.cancel_sweep(args.sweep_id)
+        print(f"sweep {sweep['sweep_id']}: {sweep['status']}", file=out)
+        return 0
     if args.command == "status":
         dump(client.status(args.job_id))
         return 0
@@ -557,15 +655,8 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
             )
         return 0
     if args.command == "models":
-        for m in client.models():
-            if isinstance(m, dict):
-                print(
-                    f"{m.get('name')}: latest {m.get('latest_version')}, "
-                    f"default {m.get('default_version')}",
-                    file=out,
-                )
-            else:
-                print(m, file=out)
+        for m in client.models(prefer="trainer"):
+            print(_model_line(m) if isinstance(m, dict) else m, file=out)
         return 0
     if args.command == "pin":
         state = client.pin(args.name, args.version)
@@ -574,6 +665,32 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
     if args.command == "unpin":
         state = client.unpin(args.name)
         print(f"{args.name}: unpinned, default version {state.get('default_version')}", file=out)
+        return 0
+    if args.command == "alias":
+        print(_model_line(client.set_alias(args.name, args.alias, args.version)), file=out)
+        return 0
+    if args.command == "unalias":
+        print(_model_line(client.delete_alias(args.name, args.alias)), file=out)
+        return 0
+    if args.command == "traffic":
+        if args.clear == bool(args.routes):
+            parser.error("traffic: give VERSION=WEIGHT routes or --clear (one of the two)")
+        state = (
+            client.clear_traffic(args.name)
+            if args.clear
+            else (client.set_traffic(args.name, args.routes))
+        )
+        print(_model_line(state), file=out)
+        return 0
+    if args.command == "shadow":
+        if args.clear == (args.version is not None):
+            parser.error("shadow: give a VERSION or --clear (one of the two)")
+        state = (
+            client.clear_shadow(args.name)
+            if args.clear
+            else (client.set_shadow(args.name, _version_ref(args.version)))
+        )
+        print(_model_line(state), file=out)
         return 0
     if args.command == "predict":
         version: int | str | None = args.version

@@ -24,8 +24,16 @@ if TYPE_CHECKING:
 api = Api(
     "digitflow trainer API",
     "1.0",
-    "Queue training jobs (RQ on Redis), follow their progress, and manage the model registry's "
-    "pins and aliases. Every answer, errors included, is JSON.",
+    "Training and the registry's state for digitflow's digit classifiers. **Jobs**: queue a "
+    "training job (RQ on Redis; an Idempotency-Key makes a retry return the same job), follow "
+    "its per-epoch progress, cancel or stop it. **Sweeps**: hyperparameter searches (Optuna) "
+    "whose trials are training jobs, with a report PNG per sweep; cancel one. **Registry "
+    "state**, what the inference service serves (picked up within a poll, no restart): list "
+    "models and their versions, pin the default version, name versions with aliases, split the "
+    "default route's traffic over versions, name a shadow version; every change is kept in the "
+    "model's history. **Health** and readiness (Redis answers) probes. When API_TOKEN is set, "
+    "every POST, PUT and DELETE needs `Authorization: Bearer <token>`. Answers are JSON, errors "
+    "included, except the sweep report PNG.",
 )
 
 

@@ -1,11 +1,13 @@
 """The inference service under a REAL gunicorn (2 sync workers) on a temporary registry.
 
 Checks what only a multi-process deployment can show: every worker picks up a new version, a pin
-and a broken version within 2 seconds, without a restart, and /metrics aggregates the workers.
+and a broken version within 2 seconds, without a restart, and /metrics aggregates the workers
+(every metric the README documents is there from the start).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,9 @@ import requests
 
 from shared.modelfile import load_model
 from shared.registry import Registry
+from tests import REPO_ROOT
 from tests.service_support import BATCH, Service, inference_service, publish, publish_broken
+from tests.trainer_support import wait_for
 
 pytestmark = [pytest.mark.slow]
 
@@ -135,3 +139,76 @@ def test_hot_reload_across_gunicorn_workers(service, tmp_path: Path) -> None:
     assert all(line.endswith(" 2.0") for line in gauges), gauges
 
     assert "Traceback" not in svc.log()
+
+
+def documented_metrics() -> set[str]:
+    """Every metric name the README writes in backticks (`digitflow_x_{a,b}_total` expanded):
+    the test reads the documentation itself, so the two cannot drift apart."""
+    names: set[str] = set()
+    for token in re.findall(r"`(digitflow_[a-z0-9_{},]+)`", (REPO_ROOT / "README.md").read_text()):
+        head, brace, rest = token.partition("{")
+        options, _, tail = rest.partition("}")
+        if brace:
+            names.update(f"{head}{option}{tail}" for option in options.split(","))
+        else:
+            names.add(token)
+    return names
+
+
+def test_every_documented_metric_is_in_metrics_from_the_start(tmp_path: Path) -> None:
+    """Right after start — the default, split and shadow versions loaded, no prediction asked —
+    /metrics (both workers, multiprocess mode) has a series of every documented metric: the
+    counters at 0, per loaded version and for the shadow version. The live figures still list
+    nothing (zero series are not figures)."""
+    documented = documented_metrics()
+    assert {"digitflow_registry_poll_errors_total", "digitflow_shadow_dropped_total",
+            "digitflow_shadow_errors_total",
+            "digitflow_inference_version_predictions_total"} <= documented, documented  # fmt: skip
+    registry = Registry(tmp_path / "models")
+    for seed in (1, 2, 3):
+        publish(registry, tmp_path, seed=seed)
+    registry.pin("digits", 1, actor="test")
+    registry.set_traffic("digits", [{"version": 1, "weight": 90}, {"version": 2, "weight": 10}])
+    registry.set_shadow("digits", 3)
+
+    with inference_service(registry.root, tmp_path) as svc:
+
+        def started() -> bool:
+            views = svc.worker_views()
+            shadows = [(v["models"].get("digits", {}).get("shadow") or {}) for v in views.values()]
+            ready = all(v["ready"] for v in views.values())
+            return len(views) == 2 and ready and all(sh.get("serving") == 3 for sh in shadows)
+
+        wait_for(started, timeout=30, what="both workers serving the split and the shadow")
+        text = svc.get("/metrics").text
+        live = svc.get("/v1/models/digits").json()["live"]
+
+    samples: dict[str, list[tuple[str, float]]] = {}
+    for line in text.splitlines():
+        if line.startswith("digitflow_"):
+            series, value = line.rsplit(" ", 1)
+            name, _, labels = series.partition("{")
+            samples.setdefault(name, []).append((labels, float(value)))
+    missing = sorted(documented - set(samples))
+    assert not missing, f"documented but not in /metrics: {missing}\n{text}"
+    for name in documented - {"digitflow_registry_reachable"}:
+        assert all(value == 0 for _, value in samples[name]), (name, samples[name])
+    assert samples["digitflow_registry_reachable"] == [("", 1.0)]
+    assert {labels for labels, _ in samples["digitflow_registry_poll_errors_total"]} == {
+        'kind="unreachable"}',
+        'kind="scan"}',
+    }
+    for version in ("1", "2", "3"):  # the split's versions and the shadow's are loaded
+        assert f'model="digits",version="{version}"}}' in {
+            labels for labels, _ in samples["digitflow_inference_version_requests_total"]
+        }
+        classes = [
+            labels
+            for labels, _ in samples["digitflow_inference_version_predictions_total"]
+            if f'version="{version}"' in labels
+        ]
+        assert len(classes) == 10, classes
+    pairs = [labels for labels, _ in samples["digitflow_shadow_predictions_total"]]
+    assert len(pairs) == 100 and all('shadow="3"' in labels for labels in pairs), pairs
+    assert samples["digitflow_shadow_dropped_total"] == [('model="digits"}', 0.0)]
+    assert live == {"versions": {}, "shadows": {}, "shadow_dropped": 0}

@@ -551,6 +551,30 @@ def test_lru_never_evicts_defaults(registry, tmp_path) -> None:
     assert set(cache.loaded_versions()) == {("digits", 2), ("digits", 1)}
 
 
+def test_defaults_split_versions_and_shadows_are_kept_beyond_the_cache_size(
+    registry, tmp_path
+) -> None:
+    """The README's MODEL_CACHE_SIZE example: a model with a default, two other split versions
+    and a shadow, plus a second model, is 5 versions loaded with the default 4 (the second
+    model's default too, though it loaded when the first model's alone filled the cache); a
+    version asked for by number stays until another loads; a route of weight 0 is not kept."""
+    for seed in range(1, 7):
+        publish(registry, tmp_path, seed=seed)
+    publish(registry, tmp_path, seed=1, name="other")
+    registry.pin("digits", 1)
+    split = [{"version": 2, "weight": 50}, {"version": 3, "weight": 50}]
+    registry.set_traffic("digits", [*split, {"version": 5, "weight": 0}])
+    registry.set_shadow("digits", 4)
+    cache = ModelCache(registry, capacity=4, poll_seconds=0)
+    cache.refresh()
+    kept = {("digits", 1), ("digits", 2), ("digits", 3), ("digits", 4), ("other", 1)}
+    assert set(cache.loaded_versions()) == kept
+    assert cache.get("digits", 5).version == 5
+    assert set(cache.loaded_versions()) == kept | {("digits", 5)}
+    assert cache.get("digits", 6).version == 6
+    assert set(cache.loaded_versions()) == kept | {("digits", 6)}
+
+
 # ---- metrics & OpenAPI ------------------------------------------------------------------------------
 
 

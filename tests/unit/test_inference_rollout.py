@@ -116,3 +116,25 @@ def test_shadow_runs_after_the_answer_and_is_counted(two_versions, inference_cli
     assert 'digitflow_shadow_requests_total{model="digits",shadow="2"} 6.0' in metrics
     detail = inference_client.get("/v1/models/digits").json
     assert detail["shadow"] == {"version": 2, "serving": 2}
+
+
+def test_a_new_shadow_has_its_series_at_zero_and_no_figures(two_versions, inference_client) -> None:
+    """Known before it compares anything: the shadow's series are in /metrics at 0 (and the
+    loaded versions' too), while the live figures list nothing until a request is answered."""
+    registry = two_versions
+    registry.pin("digits", 1)
+    registry.set_shadow("digits", 2)
+    detail = inference_client.get("/v1/models/digits").json
+    assert detail["shadow"] == {"version": 2, "serving": 2}
+    assert detail["live"] == {"versions": {}, "shadows": {}, "shadow_dropped": 0}
+    metrics = inference_client.get("/metrics").get_data(as_text=True)
+    for series in (
+        'digitflow_shadow_requests_total{model="digits",shadow="2"} 0.0',
+        'digitflow_shadow_errors_total{model="digits",shadow="2"} 0.0',
+        'digitflow_shadow_predictions_total{model="digits",predicted="9",served="0",shadow="2"} 0.0',
+        'digitflow_shadow_dropped_total{model="digits"} 0.0',
+        'digitflow_inference_version_requests_total{model="digits",version="1"} 0.0',
+        'digitflow_inference_version_predictions_total{model="digits",predicted="7",version="2"} 0.0',
+        'digitflow_registry_poll_errors_total{kind="scan"} 0.0',
+    ):
+        assert series in metrics, series

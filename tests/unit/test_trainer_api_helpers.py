@@ -149,6 +149,12 @@ def test_error_messages_of_both_services():
                          "fields": [{"field": "epochs", "message": "too small"}]}}  # fmt: skip
     assert _error_message(trainer) == "invalid training config: epochs (epochs: too small)"
     assert _error_message({"error": {"code": "not_found", "message": "no model"}}) == "no model"
+    one_field = {
+        "error": {"code": "invalid_field", "message": "no alias 'x'", "field": "routes[1]"}
+    }
+    assert _error_message(one_field) == "no alias 'x' (field routes[1])"
+    named = {"error": {"code": "invalid_field", "message": "bad version: 0", "field": "version"}}
+    assert _error_message(named) == "bad version: 0"
     assert _error_message({"error": "plain"}) == "plain"
     assert _error_message("text") is None
 
