@@ -33,7 +33,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     TESTING)."""
     settings = Settings.load(config)
     registry = settings.open_registry(read_only=True)
-    telemetry = Telemetry(settings.prometheus_multiproc_dir)
+    telemetry = Telemetry(
+        settings.prometheus_multiproc_dir, flush_seconds=settings.live_figures_flush_seconds
+    )
     cache = ModelCache(
         registry,
         capacity=settings.model_cache_size,

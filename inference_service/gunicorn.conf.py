@@ -6,8 +6,9 @@
   shared.web.gunicorn_common says (gthread workers share one model cache), plus threadpoolctl
   after the app loads: a BLAS pool per worker the size of the machine costs far more than it
   gains for batch-1 work;
-* the registry poller (hot reload) starts in ``post_worker_init`` — in each worker after the app
-  is loaded, never in the master;
+* the registry poller (hot reload) and the live figures' flush thread start in
+  ``post_worker_init`` — in each worker after the app is loaded, never in the master; a worker's
+  last figures are flushed in ``worker_exit``;
 * Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is created (or emptied) before workers
   start so /metrics aggregates every worker; dead workers are marked in ``child_exit``;
 * the access log line ends with the request time in microseconds; ACCESS_LOG=off drops it.
@@ -51,9 +52,21 @@ def post_worker_init(worker):
         threadpool_limits(1)
     except Exception as exc:  # pragma: no cover - best effort
         worker.log.warning("threadpoolctl failed: %s", exc)
-    state = getattr(worker.wsgi, "extensions", {}).get("digitflow")
+    state = _state(worker)
     if state is not None:
         state.cache.ensure_started()
+        state.telemetry.start_flushing()
+
+
+def worker_exit(server, worker):
+    """A worker's last figures (counted since its last flush) reach /metrics before it goes."""
+    state = _state(worker)
+    if state is not None:
+        state.telemetry.flush()
+
+
+def _state(worker):
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("digitflow")
 
 
 def child_exit(server, worker):

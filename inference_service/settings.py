@@ -35,6 +35,9 @@ class Settings(ServiceSettings):
     trainer_port: int = Field(8001, ge=1, le=65535)
     #: Prometheus multiprocess folder (gunicorn.conf.py creates one): /metrics sums every worker.
     prometheus_multiproc_dir: str | None = None
+    #: How often each worker adds its request figures to /metrics (they are counted in the
+    #: worker's memory in between; a scrape or live read is exact for the worker answering it).
+    live_figures_flush_seconds: float = Field(1.0, gt=0, le=3600, allow_inf_nan=False)
 
     @field_validator("trainer_public_url")
     @classmethod

@@ -10,7 +10,11 @@ process) the app uses its own CollectorRegistry, so several apps in one process 
 
 from __future__ import annotations
 
+import bisect
+import logging
 import os
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +33,8 @@ from shared.images import N_CLASSES
 
 if TYPE_CHECKING:
     from inference_service.serving import Served
+
+logger = logging.getLogger("inference_service.telemetry")
 
 #: Request latency buckets (seconds): the JSON predict path should sit in the first ones.
 LATENCY_BUCKETS = (
@@ -52,8 +58,16 @@ def multiprocess_dir(path: str | None) -> str | None:
 class Telemetry:
     """The service's metrics and how to render them."""
 
-    def __init__(self, prometheus_multiproc_dir: str | None = None) -> None:
+    def __init__(
+        self, prometheus_multiproc_dir: str | None = None, flush_seconds: float = 1.0
+    ) -> None:
         self.multiprocess_dir = multiprocess_dir(prometheus_multiproc_dir)
+        #: How old a worker's figures may be in /metrics and in another worker's live figures
+        #: (LIVE_FIGURES_FLUSH_SECONDS).
+        self.flush_seconds = float(flush_seconds)
+        self._pending = Pending(LATENCY_BUCKETS)
+        self._flusher: threading.Thread | None = None
+        self._flusher_lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -186,38 +200,17 @@ class Telemetry:
         for kind in ("unreachable", "scan"):
             self.registry_poll_errors.labels(kind)
 
+    # Hot path: count into this process's pending figures (plain Python, one lock); `flush`
+    # moves them into the Prometheus values. See `Pending`.
+
     def observe_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
-        """Count one request and its latency (hot path: cached metric children)."""
-        key = (route, method, str(status))
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._request_children[key] = self.requests.labels(*key)
-        counter.inc()
-        if seconds is None:
-            return
-        hist = self._latency_children.get(route)
-        if hist is None:
-            hist = self._latency_children[route] = self.latency.labels(route)
-        hist.observe(seconds)
+        """Count one request and its latency."""
+        self._pending.request(route, method, status, seconds)
 
     def observe_predictions(self, name: str, version: int, proba: np.ndarray) -> None:
         """Count one answered request of `version`: its images, their predicted classes and
-        confidence (hot path: cached children, one increment per class present)."""
-        children = self._image_children.get((name, version))
-        if children is None:
-            children = self._version_series(name, version, proba.shape[1])
-        images, requests, confidence = children
-        images.inc(len(proba))
-        requests.inc()
-        confidence.inc(float(proba.max(axis=1).sum()))
-        counts = np.bincount(proba.argmax(axis=1), minlength=proba.shape[1])
-        for cls in np.flatnonzero(counts).tolist():
-            child = self._class_children.get((name, version, cls))
-            if child is None:
-                child = self._class_children[(name, version, cls)] = self.version_classes.labels(
-                    name, str(version), str(cls)
-                )
-            child.inc(int(counts[cls]))
+        their confidence."""
+        self._pending.predictions(name, version, proba)
 
     def _version_series(self, name: str, version: int, n_classes: int) -> tuple[Any, ...]:
         """Make (at 0) and keep the children of one version's figures: images, requests,
@@ -244,26 +237,10 @@ class Telemetry:
         served_confidence: float,
         shadow_confidence: float,
     ) -> None:
-        """One request compared with the shadow version (the shadow thread, off the hot path)."""
-        labels = (name, str(shadow))
-        children = self._shadow_children.get(labels)
-        if children is None:
-            children = self._shadow_series(name, shadow, 0)
-        requests, served, other = children
-        requests.inc()
-        served.inc(served_confidence)
-        other.inc(shadow_confidence)
-        pairs: dict[tuple[int, int], int] = {}
-        for pair in zip(served_classes.tolist(), shadow_classes.tolist(), strict=True):
-            pairs[pair] = pairs.get(pair, 0) + 1
-        for (a, b), n in pairs.items():
-            key = (name, shadow, a, b)
-            child = self._pair_children.get(key)
-            if child is None:
-                child = self._pair_children[key] = self.shadow_confusion.labels(
-                    *labels, str(a), str(b)
-                )
-            child.inc(n)
+        """One request compared with the shadow version (the shadow thread)."""
+        self._pending.shadow(
+            name, shadow, served_classes, shadow_classes, served_confidence, shadow_confidence
+        )
 
     def _shadow_series(self, name: str, shadow: int, n_classes: int) -> tuple[Any, ...]:
         """Make (at 0) and keep the children of one shadow version's figures: requests, both
@@ -289,11 +266,76 @@ class Telemetry:
     def shadow_error(self, name: str, shadow: int) -> None:
         self.shadow_errors.labels(name, str(shadow)).inc()
 
+    def flush(self) -> None:
+        """Move this process's pending figures into the Prometheus values: one write per
+        figure that changed since the last flush, whatever the number of requests."""
+        requests, latency, versions, shadows = self._pending.take()
+        for key, n in requests.items():
+            counter = self._request_children.get(key)
+            if counter is None:
+                counter = self._request_children[key] = self.requests.labels(*key)
+            counter.inc(n)
+        for route, (counts, total) in latency.items():
+            hist = self._latency_children.get(route)
+            if hist is None:
+                hist = self._latency_children[route] = self.latency.labels(route)
+            _add_observations(hist, counts, total[0])
+        for (name, version), (n_requests, n_images, confidence, classes) in versions.items():
+            children = self._image_children.get((name, version))
+            if children is None:
+                children = self._version_series(name, version, len(classes))
+            images, requests_child, confidence_child = children
+            images.inc(n_images)
+            requests_child.inc(n_requests)
+            confidence_child.inc(confidence)
+            for cls in np.flatnonzero(classes).tolist():
+                child = self._class_children.get((name, version, cls))
+                if child is None:
+                    child = self._class_children[(name, version, cls)] = (
+                        self.version_classes.labels(name, str(version), str(cls))
+                    )
+                child.inc(int(classes[cls]))
+        for (name, shadow), (n_requests, served_sum, shadow_sum, pairs) in shadows.items():
+            labels = (name, str(shadow))
+            children = self._shadow_children.get(labels)
+            if children is None:
+                children = self._shadow_series(name, shadow, 0)
+            requests_child, served, other = children
+            requests_child.inc(n_requests)
+            served.inc(served_sum)
+            other.inc(shadow_sum)
+            for (a, b), n in pairs.items():
+                child = self._pair_children.get((name, shadow, a, b))
+                if child is None:
+                    child = self._pair_children[(name, shadow, a, b)] = (
+                        self.shadow_confusion.labels(*labels, str(a), str(b))
+                    )
+                child.inc(n)
+
+    def start_flushing(self) -> None:
+        """Flush every `flush_seconds` from a thread of this process (a gunicorn worker starts
+        it in ``post_worker_init``; a single process without it flushes on each scrape)."""
+        with self._flusher_lock:
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name="digitflow-figures", daemon=True
+                )
+                self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(self.flush_seconds)
+            try:
+                self.flush()
+            except Exception:  # a figure must never take the worker down
+                logger.exception("live figures: flush failed")
+
     def live(self, name: str) -> dict[str, Any]:
         """The live figures of model `name`, summed over every worker: per version (requests,
         images, predicted-class counts, mean confidence) and per shadow version compared
         (requests, images, agreement, confusion served × shadow, mean confidences, the most
         frequent disagreement), plus dropped shadow runs."""
+        self.flush()  # this worker's own figures are exact; the others' at most a flush old
         versions: dict[str, dict[str, Any]] = {}
         shadows: dict[str, dict[str, Any]] = {}
         dropped = 0.0
@@ -382,6 +424,7 @@ class Telemetry:
 
     def render(self) -> tuple[bytes, str]:
         """(body, content type) of a scrape: all workers in multiprocess mode, else this one."""
+        self.flush()
         if self.multiprocess_dir:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.multiprocess_dir)
@@ -429,3 +472,96 @@ def _shadow_figures(row: dict[str, Any]) -> dict[str, Any]:
         "top_disagreement": None if top is None else {"classes": list(top[0]), "images": top[1]},
         "errors": row["errors"],
     }
+
+
+# ---- the hot path's figures ----------------------------------------------------------------------
+
+
+class Pending:
+    """Figures counted since the last flush, in this process's memory only.
+
+    Why: a Prometheus value in multiprocess mode is a locked write to a memory-mapped file, and
+    a single-image request touched seven of them (request count, latency sum and bucket, images,
+    version requests, confidence, the predicted class): a measurable share of the predict path
+    (BENCHMARKS.md §3). Here a request costs one uncontended lock and a few dict and array
+    updates; `Telemetry.flush` (every `flush_seconds` in a thread of the worker, and before each
+    scrape or live read in the worker answering it) adds the sums to the Prometheus values, so
+    /metrics is exact for the worker that answers it and at most a flush old for the others.
+    """
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._requests: dict[tuple[str, str, str], int] = {}
+        #: route → (per-bucket counts, the last one +Inf; the sum of the observations)
+        self._latency: dict[str, tuple[list[int], list[float]]] = {}
+        #: (model, version) → [requests, images, confidence sum, per-class counts]
+        self._versions: dict[tuple[str, int], list[Any]] = {}
+        #: (model, shadow) → [requests, served confidence sum, shadow's, {(served, shadow): n}]
+        self._shadows: dict[tuple[str, int], list[Any]] = {}
+
+    def request(self, route: str, method: str, status: int, seconds: float | None) -> None:
+        key = (route, method, str(status))
+        with self._lock:
+            self._requests[key] = self._requests.get(key, 0) + 1
+            if seconds is None:
+                return
+            entry = self._latency.get(route)
+            if entry is None:
+                entry = self._latency[route] = ([0] * (len(self.buckets) + 1), [0.0])
+            # Prometheus buckets are "less than or equal": the first bound >= seconds.
+            entry[0][bisect.bisect_left(self.buckets, seconds)] += 1
+            entry[1][0] += seconds
+
+    def predictions(self, name: str, version: int, proba: np.ndarray) -> None:
+        confidence = float(proba.max(axis=1).sum())
+        classes = np.bincount(proba.argmax(axis=1), minlength=proba.shape[1])
+        with self._lock:
+            row = self._versions.get((name, version))
+            if row is None:
+                row = self._versions[(name, version)] = [0, 0, 0.0, np.zeros_like(classes)]
+            row[0] += 1
+            row[1] += len(proba)
+            row[2] += confidence
+            row[3] += classes
+
+    def shadow(
+        self,
+        name: str,
+        shadow: int,
+        served_classes: np.ndarray,
+        shadow_classes: np.ndarray,
+        served_confidence: float,
+        shadow_confidence: float,
+    ) -> None:
+        with self._lock:
+            row = self._shadows.get((name, shadow))
+            if row is None:
+                row = self._shadows[(name, shadow)] = [0, 0.0, 0.0, {}]
+            row[0] += 1
+            row[1] += served_confidence
+            row[2] += shadow_confidence
+            pairs = row[3]
+            for pair in zip(served_classes.tolist(), shadow_classes.tolist(), strict=True):
+                pairs[pair] = pairs.get(pair, 0) + 1
+
+    def take(self) -> tuple[dict, dict, dict, dict]:
+        """Everything counted so far (requests, latency, versions, shadows); starts afresh."""
+        with self._lock:
+            out = (self._requests, self._latency, self._versions, self._shadows)
+            self._reset()
+        return out
+
+
+def _add_observations(hist: Any, counts: list[int], total: float) -> None:
+    """Add many observations to a Histogram child at once: `counts[i]` more in bucket i, `total`
+    more in the sum. prometheus_client has no public call for it (``observe`` takes one value),
+    so this writes the two value kinds ``observe`` writes (``_buckets[i]``, ``_sum``, stable
+    since 0.4); tests/unit/test_inference_telemetry.py checks it against ``observe``."""
+    hist._sum.inc(total)
+    for i, n in enumerate(counts):
+        if n:
+            hist._buckets[i].inc(n)
