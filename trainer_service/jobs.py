@@ -361,7 +361,8 @@ def _train(
 
         outcome = run_training(cfg, dataset=dataset, on_epoch=on_epoch)
     except optuna.TrialPruned as exc:
-        progress.update(phase="pruned", error=str(exc))
+        # Required: RQ calls this job finished; only the phase says it was pruned.
+        progress.update(phase="pruned", error=str(exc), required=True)
         log.info("job %s: %s; nothing published", job.id if job else "-", exc)
         return {"model": cfg.model_name, "model_version": None, "pruned": True}
     except Exception as exc:

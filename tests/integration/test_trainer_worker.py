@@ -26,6 +26,7 @@ from tests.trainer_support import (
     wait_for,
 )
 from trainer_service import queueing
+from trainer_service.routes_jobs import JobStopping
 
 pytestmark = [pytest.mark.slow]
 
@@ -113,6 +114,7 @@ def test_cancel_queued_and_stop_running_publish_nothing(trainer_stack):
 
     r = trainer_stack.client.delete(f"/v1/jobs/{running}")
     assert r.status_code == 202 and r.json["status"] == "stopping"
+    JobStopping.model_validate(r.json)  # what the OpenAPI document promises
     job = trainer_stack.wait_status(running, "stopped", timeout=30)
     assert "nothing was published" in job["error"]
     assert job["model_version"] is None
