@@ -94,15 +94,19 @@ def submit_lock_key(queue: str, model: str) -> str:
 def public_status(job: Job, *, canceled_with_sweep: bool = False) -> str:
     """RQ's status folded into the statuses the API documents (`PublicStatus`).
 
-    RQ calls a pruned trial finished (its job returned normally): the job's `phase` says it was
-    pruned. A trial its sweep's cancel stopped, canceled, or caught as it started (RQ: stopped,
-    canceled, failed) is `canceled` like the sweep: the caller knows that from the sweep's record
+    RQ calls a pruned trial finished (its job returned normally), and a job whose cancel came
+    as a worker took it failed (it raised): the job's `phase` says which. A trial its sweep's
+    cancel stopped, canceled, or caught as it started (RQ: stopped, canceled, failed) is
+    `canceled` like the sweep: the caller knows that from the sweep's record
     (`trainer_service.sweeps.canceled_with_sweep`), which this module cannot read.
     """
     status = job.get_status(refresh=False)
     public = _STATUS_MAP.get(status, str(status.value if hasattr(status, "value") else status))
-    if public == "finished" and (job.meta or {}).get("phase") == "pruned":
+    phase = (job.meta or {}).get("phase")
+    if public == "finished" and phase == "pruned":
         return "pruned"
+    if public == "failed" and phase == "canceled":
+        return "canceled"
     if canceled_with_sweep and public in ("stopped", "failed", "canceled"):
         return "canceled"
     return public
