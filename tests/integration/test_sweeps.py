@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -202,6 +203,14 @@ def test_median_pruning_stops_weak_trials_after_the_first_epoch(trainer_stack):
                 line,
             ), line
         out = io.StringIO()
+        assert run(["--trainer-url", url, "status", weak[0]["job_id"]], out=out) == 0
+        shown = json.loads(out.getvalue())
+        assert (shown["status"], shown["sweep_id"], shown["trial"]) == (
+            "pruned",
+            sweep_id,
+            weak[0]["number"],
+        )
+        out = io.StringIO()
         assert run(["--trainer-url", url, "wait", weak[0]["job_id"]], out=out) == 1
         assert f"{weak[0]['job_id']} pruned: trial {weak[0]['number']} of sweep {sweep_id}" in (
             out.getvalue()
@@ -327,8 +336,6 @@ def test_a_trial_whose_worker_dies_is_retried_once_and_never_hangs_the_sweep(tra
 def test_cli_sweep_wait_follows_the_trials_and_saves_the_report(trainer_stack, tmp_path):
     """`digitflow sweep FILE --wait --report FILE.png` over real HTTP: a line per trial event,
     the verdict, then the sweep report PNG (GET /v1/sweeps/<id>/report.png)."""
-    import json
-
     stack = trainer_stack
     stack.start_worker()
     with served(stack) as url:
