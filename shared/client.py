@@ -36,7 +36,9 @@ import requests
 
 DEFAULT_TRAINER_URL = "http://127.0.0.1:8001"
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8000"
-TERMINAL_STATUSES = frozenset({"finished", "failed", "canceled", "stopped"})
+#: A job's statuses (GET /v1/jobs/<id>), and those it never leaves.
+JOB_STATUSES = ("queued", "started", "finished", "pruned", "failed", "canceled", "stopped")
+TERMINAL_STATUSES = frozenset(JOB_STATUSES) - {"queued", "started"}
 
 #: (connect, read) seconds for each request.
 DEFAULT_TIMEOUT = (5.0, 60.0)
@@ -528,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel a queued job or stop a running one")
     p.add_argument("job_id")
     p = sub.add_parser("jobs", help="list recent jobs")
-    p.add_argument("--status", help="filter: queued,started,finished,failed,canceled,stopped")
+    p.add_argument("--status", help=f"filter: {','.join(JOB_STATUSES)}")
     p.add_argument("--limit", type=int, default=20)
 
     p = sub.add_parser(
@@ -648,9 +650,12 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
             progress = job.get("progress") or {}
             epoch = f"{progress.get('epoch')}/{progress.get('epochs')}" if progress else "-"
             version = job.get("model_version")
+            trial = (
+                f"  sweep {job['sweep_id']} trial {job.get('trial')}" if job.get("sweep_id") else ""
+            )
             print(
                 f"{job['job_id']}  {job['status']:<9} {job.get('model') or '-':<16} "
-                f"epoch {epoch:<7} version {version if version is not None else '-'}",
+                f"epoch {epoch:<7} version {version if version is not None else '-'}{trial}",
                 file=out,
             )
         return 0

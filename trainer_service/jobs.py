@@ -342,6 +342,9 @@ def _train(
 
     progress = _Progress(job, cfg, redis_wait_seconds=float(settings.job_heartbeat_grace))
     if job is not None and job.get_meta(refresh=True).get("cancel_requested"):
+        # The cancel came as this worker took the job: RQ will call it failed, the phase says
+        # it was canceled (queueing.public_status).
+        progress.update(phase="canceled", required=True)
         raise JobCanceled("the job was canceled before it started")
     progress.update(model=cfg.model_name, phase="loading data", progress=None, history=[])
     remove_orphan_scratch()
@@ -361,7 +364,8 @@ def _train(
 
         outcome = run_training(cfg, dataset=dataset, on_epoch=on_epoch)
     except optuna.TrialPruned as exc:
-        progress.update(phase="pruned", error=str(exc))
+        # Required: RQ calls this job finished; only the phase says it was pruned.
+        progress.update(phase="pruned", error=str(exc), required=True)
         log.info("job %s: %s; nothing published", job.id if job else "-", exc)
         return {"model": cfg.model_name, "model_version": None, "pruned": True}
     except Exception as exc:

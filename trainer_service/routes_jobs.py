@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,8 +25,9 @@ from rq.registry import StartedJobRegistry
 from shared.config import TrainConfig
 from shared.registry import RegistryError
 from shared.web.errors import ApiError
+from shared.web.openapi import Answer, ErrorBody
 from shared.web.validation import json_object, validation_error
-from trainer_service import idempotency, queueing, web
+from trainer_service import idempotency, queueing, sweeps, web
 from trainer_service.web import api, state
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,9 @@ class JobAccepted(BaseModel):
     """The job is queued (or, for a replayed Idempotency-Key, the job created the first time)."""
 
     job_id: str
-    status: str
+    status: queueing.PublicStatus = Field(
+        description="queued; a replayed POST: the job's status now"
+    )
     model: str
     location: str
 
@@ -68,7 +71,9 @@ class JobSummary(BaseModel):
     """A job as listed: `position` only while queued, `test_accuracy` once finished."""
 
     job_id: str
-    status: str = Field(description=f"one of {', '.join(queueing.PUBLIC_STATUSES)}; 'stopping'")
+    status: queueing.PublicStatus
+    sweep_id: str | None = Field(description="the sweep this job is a trial of; null: a plain job")
+    trial: int | None = Field(description="its trial number in that sweep")
     model: str | None
     model_version: int | None
     phase: str | None
@@ -89,6 +94,12 @@ class JobView(JobSummary):
     history: list[dict[str, Any]]
     config: dict[str, Any] | None
     timeout: int
+
+
+class JobStopping(JobView):
+    """Stop requested: the worker kills the job's work horse; the job then reads `stopped`."""
+
+    status: Literal["stopping"]  # type: ignore[assignment]
 
 
 class JobList(BaseModel):
@@ -209,13 +220,22 @@ def fetch_job(job_id: str) -> Job:
 
 
 def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
-    """The public JSON of a job (what `GET /v1/jobs/<id>` returns)."""
-    settings = state().settings
+    """The public JSON of a job (what `GET /v1/jobs/<id>` returns). A sweep's trial names its
+    sweep and trial number, and reads `canceled` once its sweep's cancel ended it."""
+    st = state()
+    settings = st.settings
     meta = job.meta or {}
-    status = queueing.public_status(job)
+    sweep = queueing.sweep_of(job) or {}
+    ended = queueing.public_status(job)  # what RQ saw; `status` below is what it means
+    status = ended
+    if sweep and ended in ("stopped", "failed", "canceled"):
+        canceled = sweeps.canceled_with_sweep(st.redis, settings.rq_queue, job)
+        status = queueing.public_status(job, canceled_with_sweep=canceled)
     view: dict[str, Any] = {
         "job_id": job.id,
         "status": status,
+        "sweep_id": sweep.get("sweep_id"),
+        "trial": sweep.get("trial"),
         "model": meta.get("model"),
         "model_version": meta.get("model_version"),
         "phase": meta.get("phase") if status == "started" else None,
@@ -229,28 +249,38 @@ def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
     }
     if status == "queued":
         view["position"] = job.get_position()
-    if status in ("failed", "stopped"):
+    if ended in ("failed", "stopped"):
         result = job.latest_result()
-        exc_string = result.exc_string if result is not None else None
-        if status == "stopped":
+        if ended == "stopped":
             view["error"] = "stopped on request; nothing was published"
         else:
+            exc_string = result.exc_string if result is not None else None
             view["error"] = meta.get("error") or queueing.describe_failure(
                 exc_string, timeout=job.timeout
             )
-            published = None
-            if meta.get("phase") in ("publishing", "published") and not view["model_version"]:
-                published = published_by(job.id, view["model"])
-            if published is not None:  # it died between its publish and recording it
-                view["model_version"] = published
-                view["error"] = (
-                    f"the job published version {published} but its outcome could not be "
-                    f"recorded ({view['error']})"
-                )
         if view["ended_at"] is None and result is not None:
             view["ended_at"] = iso(result.created_at)
-    elif status == "canceled":
-        view["error"] = "canceled before it started; nothing was published"
+    if status == "canceled":
+        view["error"] = (
+            f"canceled with its sweep {sweep['sweep_id']}; nothing was published"
+            if sweep
+            else "canceled before it started; nothing was published"
+        )
+    elif status == "pruned":
+        view["error"] = (
+            f"trial {sweep.get('trial')} of sweep {sweep.get('sweep_id')} "
+            f"{meta.get('error') or 'pruned'}; nothing was published"
+        )
+    if ended in ("failed", "stopped") and not view["model_version"]:
+        published = None
+        if meta.get("phase") in ("publishing", "published"):
+            published = published_by(job.id, view["model"])
+        if published is not None:  # it died between its publish and recording it
+            view["model_version"] = published
+            view["error"] = (
+                f"the job published version {published} but its outcome could not be "
+                f"recorded ({view['error']})"
+            )
     if status == "finished":
         result = job.return_value()
         if isinstance(result, dict):
@@ -295,8 +325,17 @@ def accepted(job_id: str, status: str, model: str, *, replayed: bool = False):
 # --------------------------------------------------------------------------- routes
 
 
+#: The conflict of a retried POST whose first request is still being processed (or expired).
+IDEMPOTENCY_CONFLICT = Answer(
+    "The request with this Idempotency-Key is still being processed, or what it created has "
+    "expired: retry shortly or use a new key",
+    content={"application/json": ErrorBody},
+)
+
+
 @api.route(
-    bp, "POST", "/v1/jobs", body=TrainConfig, responses={202: JobAccepted},
+    bp, "POST", "/v1/jobs", body=TrainConfig,
+    responses={202: JobAccepted, 409: IDEMPOTENCY_CONFLICT},
     errors=(400, 401, 413, 415, 422, 429, 503), summary="Queue a training job", tags=("jobs",),
     description="The body is a TrainConfig; a preset fills in what the body does not set. An "
     "Idempotency-Key header makes a retried POST return the job created the first time.",
@@ -437,7 +476,19 @@ def list_jobs():
 
 @api.route(
     bp, "DELETE", "/v1/jobs/{job_id}",
-    responses={200: JobView, 202: JobView}, errors=(401, 404, 409, 503),
+    responses={
+        200: Answer("Canceled: the job was queued and now reads `canceled`; it never runs",
+                    content={"application/json": JobView}),
+        202: Answer("Stop requested: the job was running; its worker kills it, nothing is "
+                    "published, and it reads `stopped` soon after",
+                    content={"application/json": JobStopping},
+                    headers={"Location": "the job, to follow until it reads stopped"}),
+        409: Answer("Nothing to cancel or stop: the job already ended (`already <status>`), it "
+                    "is publishing its model version (too late to stop), or the worker running "
+                    "it is not reachable (it reads failed once its heartbeat expires)",
+                    content={"application/json": ErrorBody}),
+    },
+    errors=(401, 404, 503),
     path_params={"job_id": JOB_ID}, summary="Cancel a queued job (200) or stop a running one (202)",
     tags=("jobs",),
 )  # fmt: skip
@@ -483,4 +534,5 @@ def delete_job(job_id: str):
         response.status_code = 202
         response.headers["Location"] = url_for("jobs.get_job", job_id=job.id)
         return response
-    raise ApiError(409, f"job {job.id} is already {status}; nothing to cancel", job_id=job.id)
+    ended = job_view(job, detail=False)["status"]  # a canceled sweep's stopped trial: canceled
+    raise ApiError(409, f"job {job.id} is already {ended}; nothing to cancel", job_id=job.id)

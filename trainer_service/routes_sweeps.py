@@ -18,16 +18,17 @@ from __future__ import annotations
 import io
 import logging
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import LockError
 
 from shared.web.errors import ApiError
-from shared.web.openapi import Answer
+from shared.web.openapi import Answer, ErrorBody
 from shared.web.validation import json_object, validation_error
 from trainer_service import idempotency, queueing, sweeps, web
+from trainer_service.routes_jobs import IDEMPOTENCY_CONFLICT
 from trainer_service.sweep_models import README_EXAMPLE, SweepRequest
 from trainer_service.web import api, state
 
@@ -40,8 +41,10 @@ MAX_LIST_LIMIT = 500
 
 
 class SweepAccepted(BaseModel):
+    """The sweep started (or, for a replayed Idempotency-Key, the sweep started the first time)."""
+
     sweep_id: str
-    status: str
+    status: sweeps.SweepStatus
     model: str
     location: str
 
@@ -52,8 +55,11 @@ class SweepTrial(BaseModel):
     number: int
     job_id: str
     params: dict[str, Any]
-    status: str = Field(description="queued, running, finished, pruned, failed")
-    job_status: str
+    status: sweeps.TrialStatus
+    job_status: queueing.PublicStatus | Literal["expired"] = Field(
+        description="its job's status (GET /v1/jobs/<job_id>); expired: the job's record is gone "
+        "(RESULT_TTL, FAILURE_TTL)"
+    )
     pruned: bool
     value: float | None = Field(description="the objective of the published weights")
     curve: list[dict[str, Any]] = Field(description="the objective after every epoch")
@@ -70,7 +76,7 @@ class SweepView(BaseModel):
     """A sweep: status, every trial, the best so far, the promotion verdict."""
 
     sweep_id: str
-    status: str = Field(description=f"one of {', '.join(sweeps.SWEEP_STATUSES)}")
+    status: sweeps.SweepStatus
     model: str
     objective: str
     n_trials: int
@@ -88,7 +94,7 @@ class SweepView(BaseModel):
 
 class SweepSummary(BaseModel):
     sweep_id: str
-    status: str
+    status: sweeps.SweepStatus
     model: str
     created_at: str
     ended_at: str | None
@@ -123,8 +129,9 @@ def _accepted(record: dict[str, Any], *, replayed: bool = False):
 
 
 @api.route(
-    bp, "POST", "/v1/sweeps", body=SweepRequest, responses={202: SweepAccepted},
-    errors=(400, 401, 409, 413, 415, 422, 503), summary="Start a hyperparameter sweep",
+    bp, "POST", "/v1/sweeps", body=SweepRequest,
+    responses={202: SweepAccepted, 409: IDEMPOTENCY_CONFLICT},
+    errors=(400, 401, 413, 415, 422, 503), summary="Start a hyperparameter sweep",
     tags=("sweeps",),
     description="Trials are ordinary training jobs, `parallelism` at a time, sampled and pruned "
     "by Optuna; the objective is measured on the validation split, never the test set. An "
@@ -246,7 +253,15 @@ def list_sweeps():
 
 
 @api.route(
-    bp, "DELETE", "/v1/sweeps/{sweep_id}", responses={200: SweepView}, errors=(401, 404, 409, 503),
+    bp, "DELETE", "/v1/sweeps/{sweep_id}",
+    responses={
+        200: Answer("Canceled: the sweep, now `canceled`; its queued and running trials read "
+                    "`canceled` (running ones once their worker has stopped them)",
+                    content={"application/json": SweepView}),
+        409: Answer("Nothing to cancel: the sweep already ended (`already finished`, "
+                    "`already canceled`)", content={"application/json": ErrorBody}),
+    },
+    errors=(401, 404, 503),
     path_params={"sweep_id": SWEEP_ID},
     summary="Cancel a sweep: queued trials canceled, running ones stopped", tags=("sweeps",),
 )  # fmt: skip

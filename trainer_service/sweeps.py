@@ -41,6 +41,7 @@ import time
 import uuid
 import warnings
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -57,8 +58,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Sweep statuses: running until every trial is done (finished) or DELETE (canceled).
-SWEEP_STATUSES = ("running", "finished", "canceled")
+
+class SweepStatus(StrEnum):
+    """A sweep is running until every trial is done (finished: the verdict is in `promotion`)
+    or it is canceled (DELETE: queued trials canceled, running ones stopped, nothing promoted)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELED = "canceled"
+
+
+class TrialStatus(StrEnum):
+    """A trial: queued (its job waits for a worker), running, finished (its version published,
+    `value` its objective), pruned (stopped after an epoch by the pruner; nothing published),
+    failed (its job failed or died; a dead one is retried once, see `retried_by`), canceled
+    (queued or running when its sweep was canceled)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    PRUNED = "pruned"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
 SWEEPS_INDEX_MAX = 10_000
 _ACTIVE = ("queued", "started")
 
@@ -500,17 +523,20 @@ def cancel(conn: redis.Redis, queue: Queue, settings: TrainerSettings, sweep_id:
         record = load_record(conn, settings.rq_queue, sweep_id)
         if record is None or record["status"] != "running":
             return
-        record["status"] = "canceled"
-        record["ended_at"] = now_iso()
-        _save(conn, settings.rq_queue, record)
-        conn.srem(running_key(settings.rq_queue), sweep_id)
         jobs = Job.fetch_many(
             [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
         )
-        for job in jobs:
+        statuses = [None if job is None else queueing.public_status(job) for job in jobs]
+        record["status"] = "canceled"
+        record["ended_at"] = now_iso()
+        for entry, status in zip(record["trials"], statuses, strict=True):
+            if status in _ACTIVE:  # what the cancel ends: its job reads canceled, not stopped
+                entry["canceled"] = True
+        _save(conn, settings.rq_queue, record)
+        conn.srem(running_key(settings.rq_queue), sweep_id)
+        for job, status in zip(jobs, statuses, strict=True):
             if job is None:
                 continue
-            status = queueing.public_status(job)
             if status == "queued":
                 job.meta["cancel_requested"] = True
                 job.save_meta()
@@ -530,6 +556,18 @@ def cancel(conn: redis.Redis, queue: Queue, settings: TrainerSettings, sweep_id:
 
 # --------------------------------------------------------------------------- the view
 
+#: A trial's Optuna state → its status in the sweep view (RUNNING: running, or queued).
+_TRIAL_STATUS = {"complete": "finished", "fail": "failed", "waiting": "queued", "pruned": "pruned"}
+
+
+def canceled_with_sweep(conn: redis.Redis, queue: str, job: Job) -> bool:
+    """Whether `job` is a trial its sweep's cancel ended (queued or running at the cancel)."""
+    sweep = queueing.sweep_of(job)
+    if sweep is None:
+        return False
+    record = load_record(conn, queue, str(sweep.get("sweep_id"))) or {"trials": []}
+    return any(t["job_id"] == job.id and t.get("canceled") for t in record["trials"])
+
 
 def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -> dict[str, Any]:
     """The public JSON of a sweep: every trial with its curve, and the best so far."""
@@ -547,18 +585,22 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
             {"epoch": int(step), request.objective: value}
             for step, value in sorted((st.intermediate_values if st else {}).items())
         ]
-        job_status = "expired" if job is None else queueing.public_status(job)
-        state = st.state.name.lower() if st else "unknown"
-        if state == "running" and job_status == "queued":
-            state = "queued"
+        canceled = bool(entry.get("canceled"))
+        job_status = (
+            "expired" if job is None else queueing.public_status(job, canceled_with_sweep=canceled)
+        )
+        state = st.state.name.lower() if st else "fail"
+        status = _TRIAL_STATUS.get(state, "running")
+        if status == "running" and job_status == "queued":
+            status = "queued"
+        if canceled and status not in ("finished", "pruned"):  # it ended with the sweep
+            status = "canceled"
         trials.append(
             {
                 "number": entry["number"],
                 "job_id": entry["job_id"],
                 "params": entry["params"],
-                "status": {"complete": "finished", "fail": "failed", "waiting": "queued"}.get(
-                    state, state
-                ),
+                "status": status,
                 "job_status": job_status,
                 "pruned": state == "pruned",
                 # Optuna gives a pruned trial its last report as value; ours is the published

@@ -1,14 +1,20 @@
 """Sweeps on a real Redis with real RQ worker processes: trials are ordinary training jobs,
 `parallelism` at a time; weak trials are pruned; cancel leaves nothing queued; a trial whose
 worker is SIGKILLed is retried once and never hangs the sweep; promotion only on improvement; the objective comes from
-the validation split only."""
+the validation split only. Pruned trials and the trials of a canceled sweep say so in their own job
+(`GET /v1/jobs/<id>`, `digitflow jobs`), with their sweep and trial number."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import re
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -16,10 +22,13 @@ import redis
 import requests
 from PIL import Image
 from rq import Queue
+from werkzeug.serving import make_server
 
+from shared.client import run
 from shared.reports import SWEEP_REPORT_PIXELS
 from tests.service_support import inference_service
 from tests.trainer_support import horse_pids, wait_for
+from trainer_service.routes_jobs import JobView
 
 BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 1000, "augment": False}
 TIMEOUT = 120
@@ -47,6 +56,18 @@ def wait_done(stack, sweep_id: str, timeout: float = TIMEOUT) -> dict:
         return wait_for(done, timeout, interval=0.3, what=f"sweep {sweep_id} to end")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{sweep(stack, sweep_id)}\n{stack.logs()}") from None
+
+
+@contextlib.contextmanager
+def served(stack) -> Iterator[str]:
+    """The stack's API over real HTTP (for the `digitflow` CLI): its base URL."""
+    server = make_server("127.0.0.1", 0, stack.client.application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
 
 
 def _t(text: str) -> datetime:
@@ -145,7 +166,8 @@ def test_median_pruning_stops_weak_trials_after_the_first_epoch(trainer_stack):
         "pruner": "median",
         "seed": 1,
     }
-    view = wait_done(stack, start(stack, body))
+    sweep_id = start(stack, body)
+    view = wait_done(stack, sweep_id)
     trials = view["trials"]
     first_two = trials[:2]
     assert all(t["params"]["learning_rate"] == 0.01 for t in first_two), trials
@@ -153,9 +175,51 @@ def test_median_pruning_stops_weak_trials_after_the_first_epoch(trainer_stack):
     weak = [t for t in trials if t["params"]["learning_rate"] == 1e-6]
     assert len(weak) == 3
     for t in weak:
-        assert t["pruned"] and t["status"] == "pruned", t
+        assert t["pruned"] and t["status"] == "pruned" and t["job_status"] == "pruned", t
         assert len(t["curve"]) < 3 and t["model_version"] is None, t
     assert view["best"]["params"]["learning_rate"] == 0.01
+
+    # The trials' jobs say the same, and which sweep and trial they belong to.
+    for t in trials:
+        job = JobView.model_validate(stack.job(t["job_id"]))
+        assert (job.sweep_id, job.trial) == (sweep_id, t["number"]), job
+        assert job.status == ("pruned" if t in weak else "finished"), job
+    for t in weak:
+        job = stack.job(t["job_id"])
+        assert job["model_version"] is None, job
+        assert job["error"].startswith(
+            f"trial {t['number']} of sweep {sweep_id} pruned at epoch {len(t['curve'])}: "
+        ), job
+        assert job["error"].endswith("; nothing was published"), job
+    listed = stack.client.get("/v1/jobs?status=pruned").json["jobs"]
+    assert sorted(j["job_id"] for j in listed) == sorted(t["job_id"] for t in weak)
+
+    # The CLI: `digitflow jobs` names the status and the sweep; `wait` ends on a pruned job.
+    with served(stack) as url:
+        out = io.StringIO()
+        assert run(["--trainer-url", url, "jobs", "--status", "pruned"], out=out) == 0
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 3, lines
+        for t in weak:
+            (line,) = [line for line in lines if line.startswith(t["job_id"])]
+            assert re.fullmatch(
+                rf"{t['job_id']}  pruned    mnist +epoch {len(t['curve'])}/3 +version -  "
+                rf"sweep {sweep_id} trial {t['number']}",
+                line,
+            ), line
+        out = io.StringIO()
+        assert run(["--trainer-url", url, "status", weak[0]["job_id"]], out=out) == 0
+        shown = json.loads(out.getvalue())
+        assert (shown["status"], shown["sweep_id"], shown["trial"]) == (
+            "pruned",
+            sweep_id,
+            weak[0]["number"],
+        )
+        out = io.StringIO()
+        assert run(["--trainer-url", url, "wait", weak[0]["job_id"]], out=out) == 1
+        assert f"{weak[0]['job_id']} pruned: trial {weak[0]['number']} of sweep {sweep_id}" in (
+            out.getvalue()
+        )
 
 
 def test_cancel_leaves_no_queued_trial(trainer_stack, redis_url):
@@ -175,17 +239,25 @@ def test_cancel_leaves_no_queued_trial(trainer_stack, redis_url):
     r = stack.client.delete(f"/v1/sweeps/{sweep_id}")
     assert r.status_code == 200, r.json
     assert r.json["status"] == "canceled"
+    assert [t["status"] for t in r.json["trials"]] == ["canceled", "canceled"], r.json
 
     def settled():
         view = sweep(stack, sweep_id)
-        return (
-            view
-            if all(t["job_status"] in ("canceled", "stopped") for t in view["trials"])
-            else None
-        )
+        return view if all(t["job_status"] == "canceled" for t in view["trials"]) else None
 
-    view = wait_for(settled, 60, what="every trial canceled or stopped")
+    # The running trial is stopped and the queued one canceled: both say canceled, like the sweep.
+    view = wait_for(settled, 60, what="every trial's job canceled")
     assert len(view["trials"]) == 2  # no trial was enqueued after the cancel
+    assert [t["status"] for t in view["trials"]] == ["canceled", "canceled"], view
+    for t in view["trials"]:
+        job = JobView.model_validate(stack.job(t["job_id"]))
+        assert (job.status, job.sweep_id, job.trial) == ("canceled", sweep_id, t["number"])
+        assert job.error == f"canceled with its sweep {sweep_id}; nothing was published", job
+        again = stack.client.delete(f"/v1/jobs/{t['job_id']}")
+        assert again.status_code == 409, again.json
+        assert "already canceled" in again.json["error"]["message"]
+    listed = stack.client.get("/v1/jobs?status=canceled").json["jobs"]
+    assert sorted(j["job_id"] for j in listed) == sorted(t["job_id"] for t in view["trials"])
     conn = redis.Redis.from_url(redis_url)
     try:
         assert Queue(stack.queue, connection=conn).count == 0
@@ -269,31 +341,17 @@ def test_a_trial_whose_worker_dies_is_retried_once_and_never_hangs_the_sweep(tra
 def test_cli_sweep_wait_follows_the_trials_and_saves_the_report(trainer_stack, tmp_path):
     """`digitflow sweep FILE --wait --report FILE.png` over real HTTP: a line per trial event,
     the verdict, then the sweep report PNG (GET /v1/sweeps/<id>/report.png)."""
-    import io
-    import json
-    import threading
-
-    from werkzeug.serving import make_server
-
-    from shared.client import run
-
     stack = trainer_stack
     stack.start_worker()
-    server = make_server("127.0.0.1", 0, stack.client.application, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(stack) as url:
         body = {"base": BASE, "space": {"seed": [1, 2]}, "promote_to": "best"}
         path = tmp_path / "sweep.json"
         path.write_text(json.dumps(body))
         out = io.StringIO()
-        url = f"http://127.0.0.1:{server.server_port}"
         report = tmp_path / "sweep.png"
         argv = ["--trainer-url", url, "sweep", str(path), "--wait", "--report", str(report)]
         assert run(argv, out=out) == 0
         missing = requests.get(f"{url}/v1/sweeps/{'0' * 32}/report.png", timeout=10)
-    finally:
-        server.shutdown()
     assert missing.status_code == 404 and missing.json()["error"]["code"]
     with Image.open(report) as picture:
         assert picture.format == "PNG" and picture.size == SWEEP_REPORT_PIXELS

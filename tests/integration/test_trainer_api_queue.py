@@ -60,6 +60,7 @@ def test_submit_queues_a_json_job_and_get_shows_it(trainer_client, redis_conn, q
     job = g.json
     JobView.model_validate(job)
     assert job["job_id"] == job_id and job["status"] == "queued"
+    assert job["sweep_id"] is None and job["trial"] is None  # a plain job, no sweep's trial
     assert job["model"] == "mnist" and job["model_version"] is None
     assert job["progress"] is None and job["history"] == [] and job["error"] is None
     assert job["enqueued_at"].endswith("Z") and job["started_at"] is None

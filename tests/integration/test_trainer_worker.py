@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import redis
 from PIL import Image
+from rq.job import Job
 
 from shared.datasets import load_dataset
 from shared.modelfile import load_model
@@ -26,6 +27,7 @@ from tests.trainer_support import (
     wait_for,
 )
 from trainer_service import queueing
+from trainer_service.routes_jobs import JobStopping
 
 pytestmark = [pytest.mark.slow]
 
@@ -113,6 +115,7 @@ def test_cancel_queued_and_stop_running_publish_nothing(trainer_stack):
 
     r = trainer_stack.client.delete(f"/v1/jobs/{running}")
     assert r.status_code == 202 and r.json["status"] == "stopping"
+    JobStopping.model_validate(r.json)  # what the OpenAPI document promises
     job = trainer_stack.wait_status(running, "stopped", timeout=30)
     assert "nothing was published" in job["error"]
     assert job["model_version"] is None
@@ -127,6 +130,23 @@ def test_cancel_queued_and_stop_running_publish_nothing(trainer_stack):
     after = trainer_stack.submit(SMALL)
     assert trainer_stack.wait_status(after, ("finished", "failed"))["status"] == "finished"
     assert trainer_stack.versions() == [1]
+
+
+def test_a_cancel_that_lands_as_a_worker_takes_the_job_reads_canceled(trainer_stack, redis_conn):
+    """DELETE flags a queued job, then cancels it in RQ; a worker that took the job in between
+    sees the flag and quits before training. RQ calls that failed; the API says canceled."""
+    job_id = trainer_stack.submit(SMALL)
+    job = Job.fetch(job_id, connection=redis_conn, serializer=queueing.SERIALIZER)
+    job.meta["cancel_requested"] = True  # the flag is down, RQ's cancel not yet: a worker takes it
+    job.save_meta()
+    trainer_stack.start_worker()
+    view = trainer_stack.wait_status(job_id, ("canceled", "failed", "finished"))
+    assert view["status"] == "canceled", view
+    assert view["error"] == "canceled before it started; nothing was published", view
+    assert [
+        j["job_id"] for j in trainer_stack.client.get("/v1/jobs?status=canceled").json["jobs"]
+    ] == [job_id]
+    assert trainer_stack.versions() == []
 
 
 def test_worker_killed_mid_job_fails_the_job_and_leaves_no_version(trainer_stack):

@@ -8,6 +8,9 @@ links between operations, e.g. a queued job's id into GET/DELETE /v1/jobs/{job_i
 checked on every response:
 
 * not_a_server_error — never a 5xx;
+* status_code_conformance — every status code answered is one the document declares for that
+  operation, so an answer missing from the route's declaration fails (the README's table of the
+  trainer's answers is held to the document by tests/unit/test_trainer_api_jobs.py);
 * content_type_conformance — the Content-Type is one the document declares for that status;
 * response_schema_conformance — the body matches the declared response schema;
 * json_error_body (tests/reliability/fuzz_checks.py) — every error is
@@ -43,6 +46,7 @@ PHASES = ("examples", "coverage", "fuzzing", "stateful")
 CHECKS = ",".join(
     (
         "not_a_server_error",
+        "status_code_conformance",
         "content_type_conformance",
         "response_schema_conformance",
         "json_error_body",

@@ -180,3 +180,12 @@ def test_submit_help_names_every_preset() -> None:
     submit = build_parser()._subparsers._group_actions[0].choices["submit"]
     preset = next(a for a in submit._actions if "--preset" in a.option_strings)
     assert preset.help.split(" | ") == list(get_args(PresetName))
+
+
+def test_the_client_knows_every_job_status() -> None:
+    """`digitflow wait` ends on every final status (a pruned trial too) and `jobs --status`
+    offers every status the API filters on."""
+    from shared.client import JOB_STATUSES, TERMINAL_STATUSES
+
+    assert JOB_STATUSES == queueing.PUBLIC_STATUSES
+    assert {*queueing.PUBLIC_STATUSES} - {"queued", "started"} == TERMINAL_STATUSES

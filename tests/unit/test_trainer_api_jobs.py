@@ -6,6 +6,7 @@ tests/integration/test_trainer_api_queue.py."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -110,3 +111,50 @@ def test_redis_down_is_503_json_with_retry_after(trainer_client):
         assert "Redis" in r.json["error"]["message"] and r.headers["Retry-After"]
     assert trainer_client.get("/healthz").json == {"status": "ok"}
     assert trainer_client.get("/v1/models").status_code == 200  # the registry needs no Redis
+
+
+def _readme_table(section: str, header: str) -> list[list[str]]:
+    """The rows of the README table under `header` (its first row), as lists of cells."""
+    lines = section[section.index(header) :].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def test_the_readme_lists_every_status_and_answer_of_the_job_and_sweep_routes(trainer_client):
+    """The README's trainer tables and the OpenAPI document (which the fuzz test holds the
+    service to) name the same statuses and, route by route, the same answers."""
+    from tests import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("#### Statuses and answers") : readme.index("#### Sweeps")]
+    doc = trainer_client.get("/openapi.json").json
+    schemas = doc["components"]["schemas"]
+
+    statuses = [row[0].strip("`") for row in _readme_table(section, "| status | meaning |")]
+    stopping = schemas["JobStopping"]["properties"]["status"]["const"]
+    assert statuses == [*schemas["PublicStatus"]["enum"], stopping]
+    assert schemas["JobSummary"]["properties"]["status"] == {
+        "$ref": "#/components/schemas/PublicStatus"
+    }
+    for name in ("SweepStatus", "TrialStatus"):
+        for status in schemas[name]["enum"]:
+            assert f"`{status}`" in section, (name, status)
+
+    answers = {}
+    for route, cell in _readme_table(section, "| route | answers |"):
+        for one in route.split(", "):
+            method, path = one.strip("`").split(" ")
+            answers[(method.lower(), re.sub(r"<id>", "{}", path))] = sorted(
+                re.findall(r"(?:^|· )(\d{3})\b", cell)
+            )
+    documented = {
+        (method, re.sub(r"{[a-z_]+}", "{}", path)): sorted(op["responses"])
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if set(op.get("tags", ())) & {"jobs", "sweeps"}
+    }
+    assert answers == documented
