@@ -44,8 +44,7 @@ bench: install  ## engine speed vs PyTorch, then preset accuracy (~25 min, quiet
 SERVING_BASELINE ?= da24882
 
 bench-serving: install  ## HTTP serving vs a bare endpoint and SERVING_BASELINE, routes, profile, rollout, batch, cold start (~20 min)
-	$(BIN)/python -m pip install -q 'py-spy>=0.4,<1'
-	$(BIN)/python -m benchmarks.serving --baseline $(SERVING_BASELINE) \
+	$(BIN)/python -m benchmarks.serving --baseline $(SERVING_BASELINE) --variant logged:ACCESS_LOG=- \
 	    --sections latency,routes,profile,rollout,batch,cold
 	$(BIN)/python -m benchmarks.lifecycle
 

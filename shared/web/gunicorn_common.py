@@ -15,13 +15,18 @@ from shared.blas import BLAS_THREAD_VARIABLES
 
 def settings(port_variable: str, default_port: int, proc_name: str) -> dict[str, Any]:
     """gunicorn settings: bind 0.0.0.0:$<port_variable>, $WEB_CONCURRENCY workers (2),
-    $GUNICORN_THREADS > 1 picks the gthread worker (else sync), $LOG_LEVEL, $ACCESS_LOG ("-",
-    a file, or "off"). Also sets one BLAS thread per worker unless the environment says
-    otherwise (before any worker imports NumPy)."""
+    $GUNICORN_THREADS > 1 picks the gthread worker (else sync), $LOG_LEVEL, $ACCESS_LOG ("off",
+    the default, "-" for stdout, or a file). Also sets one BLAS thread per worker unless the
+    environment says otherwise (before any worker imports NumPy).
+
+    The access log is off by default: gunicorn formats and writes a line per request in the
+    worker that answers it, which measured as the largest single cost of a single-image predict
+    after HTTP itself (BENCHMARKS.md §3); /metrics counts every request by route and status
+    either way."""
     for var in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(var, "1")
     threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-    access = os.environ.get("ACCESS_LOG", "-").strip()
+    access = os.environ.get("ACCESS_LOG", "off").strip()
     return {
         "bind": f"0.0.0.0:{int(os.environ.get(port_variable, default_port))}",
         "workers": int(os.environ.get("WEB_CONCURRENCY", "2")),

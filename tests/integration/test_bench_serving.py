@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from benchmarks import serving
+from benchmarks.common import REPO_ROOT
 from shared.config import TrainConfig
 from shared.modelfile import save_model
 
@@ -73,7 +75,9 @@ def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
             "--batches", "4",
             "--cold-repeats", "1", "--versions", "3",
             "--quiet-wait", "0",
-            "--variant", "quiet:ACCESS_LOG=off",
+            "--variant", "logged:ACCESS_LOG=-",
+            "--baseline", "HEAD",
+            "--sections", "latency,routes,profile,batch,cold",
             "--out", str(out),
         ]
     )  # fmt: skip
@@ -86,9 +90,22 @@ def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
             assert point[label]["requests"] > 0 and point[label]["errors"] == 0, point
             assert 0 < point[label]["p50_us"] <= point[label]["p99_us"]
         assert point["throughput_ratio"] > 0
-        quiet = point["variants"]["ours[quiet]"]  # the same service without its access log
-        assert quiet["requests"] > 0 and quiet["errors"] == 0 and quiet["throughput_ratio"] > 0
-    assert results["latency"]["variants"] == {"quiet": {"ACCESS_LOG": "off"}}
+        for label in ("ours[logged]", "baseline[HEAD]"):  # with its access log; as committed
+            other = point["variants"][label]
+            assert other["requests"] > 0 and other["errors"] == 0 and other["throughput_ratio"] > 0
+    assert results["latency"]["variants"] == {"logged": {"ACCESS_LOG": "-"}}
+    assert results["latency"]["baseline"] == "HEAD"
+
+    routes = results["routes"]["points"]
+    assert set(routes) == {"1", "2"}
+    for point in routes.values():
+        assert point["json"]["requests"] > 0 and point["json"]["errors"] == 0
+        for kind in serving.ROUTE_KINDS[1:]:
+            assert point[kind]["errors"] == 0 and point[kind]["throughput_ratio"] > 0
+
+    profile = results["profile"]
+    assert sum(profile["samples"].values()) > 0 and profile["rps"] > 0
+    assert profile["samples"]["forward"] > 0  # the model ran in the sampled worker
 
     batch = results["batch"]["points"]
     assert set(batch) == {"4"}
@@ -110,3 +127,6 @@ def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
     # Nothing left behind: the temp folder is gone, no server answers any more.
     after = set(Path(tempfile.gettempdir()).glob("digitflow-bench-serving-*"))
     assert after <= before
+    worktrees = subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "list"],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "baseline-src" not in worktrees, worktrees

@@ -19,7 +19,14 @@ import requests
 from shared.modelfile import load_model
 from shared.registry import Registry
 from tests import REPO_ROOT
-from tests.service_support import BATCH, Service, inference_service, publish, publish_broken
+from tests.service_support import (
+    BATCH,
+    Service,
+    expected_proba,
+    inference_service,
+    publish,
+    publish_broken,
+)
 from tests.trainer_support import wait_for
 
 pytestmark = [pytest.mark.slow]
@@ -212,3 +219,130 @@ def test_every_documented_metric_is_in_metrics_from_the_start(tmp_path: Path) ->
     assert len(pairs) == 100 and all('shadow="3"' in labels for labels in pairs), pairs
     assert samples["digitflow_shadow_dropped_total"] == [('model="digits"}', 0.0)]
     assert live == {"versions": {}, "shadows": {}, "shadow_dropped": 0}
+
+
+def _series(text: str) -> dict[tuple[str, frozenset], float]:
+    """/metrics text → {(name, labels): value} (the pid label of live gauges kept)."""
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith("digitflow_"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        pairs = frozenset(re.findall(r'(\w+)="([^"]*)"', labels))
+        out[(name, pairs)] = float(value)
+    return out
+
+
+def test_a_known_request_mix_adds_up_in_metrics_and_live_figures_over_three_workers(
+    tmp_path: Path,
+) -> None:
+    """Three workers count their requests in memory and flush on an interval: once flushed,
+    /metrics and the live figures hold exactly the known mix — request counts by route and
+    status, latency counts, per-version images, predicted classes and confidence, and the
+    shadow's comparisons — as if every request had been written as it came."""
+    registry = Registry(tmp_path / "models")
+    for seed in (1, 2, 3):
+        publish(registry, tmp_path, seed=seed)
+    registry.pin("digits", 1, actor="test")
+    registry.set_shadow("digits", 3)
+    x = BATCH / 255.0
+    want = {v: expected_proba(registry, "digits", v, x) for v in (1, 2, 3)}
+    env = {"WEB_CONCURRENCY": "3", "LIVE_FIGURES_FLUSH_SECONDS": "0.3"}
+    with inference_service(registry.root, tmp_path, **env) as svc:
+        wait_for(
+            lambda: (
+                len(views := svc.worker_views()) == 3
+                and all(
+                    (v["models"].get("digits", {}).get("shadow") or {}).get("serving") == 3
+                    for v in views.values()
+                )
+            ),  # fmt: skip
+            timeout=30,
+            what="three workers serving the shadow",
+        )
+        default_route, by_number = (
+            "/v1/models/digits/predict",
+            "/v1/models/digits/versions/2/predict",
+        )
+        for n in (1, 2, 3, 4) * 6:  # 24 default-route requests, 60 images
+            r = requests.post(
+                svc.base + default_route, json={"instances": BATCH[:n].tolist()}, timeout=10
+            )
+            assert r.status_code == 200 and r.headers["X-Model-Version"] == "1"
+        for _ in range(10):  # 10 requests by number, 40 images
+            assert svc.predict(by_number).status_code == 200
+        for _ in range(5):  # bad bodies: counted by status, no prediction
+            r = requests.post(svc.base + default_route, json={"instances": []}, timeout=10)
+            assert r.status_code == 422
+
+        route_default = "/v1/models/<name>/predict"
+        route_number = "/v1/models/<name>/versions/<ref>/predict"
+
+        def settled() -> dict | None:
+            series = _series(svc.get("/metrics").text)
+            got = series.get(("digitflow_inference_version_requests_total",
+                              frozenset({("model", "digits"), ("version", "2")})))  # fmt: skip
+            shadow = series.get(("digitflow_shadow_requests_total",
+                                 frozenset({("model", "digits"), ("shadow", "3")})), 0)  # fmt: skip
+            dropped = series.get(("digitflow_shadow_dropped_total",
+                                  frozenset({("model", "digits")})), 0)  # fmt: skip
+            served = series.get(("digitflow_inference_version_requests_total",
+                                 frozenset({("model", "digits"), ("version", "1")})))  # fmt: skip
+            ok = (
+                got == 10
+                and served == 24
+                and series.get(
+                    (
+                        "digitflow_inference_requests_total",
+                        frozenset(
+                            {("route", route_default), ("method", "POST"), ("status", "422")}
+                        ),
+                    )
+                )
+                == 5  # fmt: skip
+                and shadow + dropped == 24
+            )
+            return series if ok else None
+
+        series = wait_for(settled, timeout=15, interval=0.1, what="the mix flushed by every worker")
+        live = svc.get("/v1/models/digits").json()["live"]
+
+    def value(name: str, **labels: str) -> float:
+        return series.get((name, frozenset(labels.items())), 0.0)
+
+    assert value("digitflow_inference_requests_total", route=route_default, method="POST",
+                 status="200") == 24  # fmt: skip
+    assert value("digitflow_inference_requests_total", route=route_number, method="POST",
+                 status="200") == 10  # fmt: skip
+    assert value("digitflow_inference_request_duration_seconds_count", route=route_default) == 29
+    assert value("digitflow_inference_request_duration_seconds_count", route=route_number) == 10
+    images = {1: 60, 2: 40}
+    classes = {
+        1: sum(np.bincount(want[1][:n].argmax(axis=1), minlength=10) for n in (1, 2, 3, 4)) * 6,
+        2: np.bincount(want[2].argmax(axis=1), minlength=10) * 10,
+    }
+    confidence = {
+        1: sum(float(want[1][:n].max(axis=1).sum()) for n in (1, 2, 3, 4)) * 6,
+        2: float(want[2].max(axis=1).sum()) * 10,
+    }
+    for v in (1, 2):
+        assert (
+            value("digitflow_inference_images_total", model="digits", version=str(v)) == images[v]
+        )
+        got = [value("digitflow_inference_version_predictions_total", model="digits",
+                     version=str(v), predicted=str(c)) for c in range(10)]  # fmt: skip
+        assert got == classes[v].tolist(), (v, got)
+        row = live["versions"][str(v)]
+        assert row["requests"] == (24 if v == 1 else 10) and row["images"] == images[v]
+        assert row["predicted_classes"] == classes[v].tolist()
+        assert abs(row["mean_confidence"] - confidence[v] / images[v]) < 1e-4
+    # The shadow compared what it was not too busy for: every comparison it made is exact.
+    compared = live["shadows"].get("3") or {"requests": 0, "images": 0}
+    assert compared["requests"] + live["shadow_dropped"] == 24
+    if live["shadow_dropped"] == 0:
+        pairs = np.zeros((10, 10), dtype=int)
+        for n in (1, 2, 3, 4):
+            for a, b in zip(want[1][:n].argmax(axis=1), want[3][:n].argmax(axis=1), strict=True):
+                pairs[a, b] += 6
+        assert compared["confusion"] == pairs.tolist()

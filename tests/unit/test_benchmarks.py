@@ -115,3 +115,32 @@ def test_sweeps_benchmark_grid_and_gains() -> None:
     text = report({"runs": runs})
     assert "from parallel trials: 1.60x; from pruning: 2.50x; together 4.00x" in text
     assert "(wall time 0.25x of sequential)" in text
+
+
+def test_profile_stacks_go_to_their_innermost_part() -> None:
+    """py-spy's raw lines (outermost frame first, then a count): the innermost frame that names
+    a part wins, so time in prometheus_client under telemetry is "figures", and a decoder's
+    NumPy call is "decode"; the rest of a request is "HTTP"."""
+    from benchmarks.serving import classify_stacks
+
+    raw = "\n".join(
+        [
+            "run (gunicorn/workers/sync.py:1);handle (gunicorn/workers/sync.py:2) 50",
+            "handle (sync.py:2);__call__ (inference_service/front.py:3);observe_request "
+            "(inference_service/telemetry.py:4);inc (prometheus_client/values.py:5) 7",
+            "handle (sync.py:2);predict (inference_service/predict.py:6);decode_instances "
+            "(inference_service/decoders/instances.py:7);asarray (numpy/core.py:8) 11",
+            "handle (sync.py:2);predict (inference_service/predict.py:6);logits "
+            "(shared/nn/inference.py:9) 13",
+            "handle (sync.py:2);access (gunicorn/glogging.py:10);info (logging/__init__.py:11) 3",
+            "garbage without a count",
+        ]
+    )
+    assert classify_stacks(raw) == {
+        "logging": 3,
+        "figures": 7,
+        "decode": 11,
+        "forward": 13,
+        "answer": 0,
+        "HTTP": 50,
+    }

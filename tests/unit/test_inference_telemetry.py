@@ -1,0 +1,100 @@
+"""The hot path's figures (inference_service.telemetry.Pending): counted in the worker's memory,
+added to the Prometheus values by `Telemetry.flush`, so a request writes no shared memory. The
+flushed values must be exactly what one write per observation would have given."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram
+
+from inference_service.telemetry import LATENCY_BUCKETS, Pending, Telemetry, _add_observations
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for metric in registry.collect()
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_adding_observations_in_bulk_equals_observing_each():
+    """What `Pending` counts and `_add_observations` writes (prometheus_client's private
+    histogram values) equals one `observe` per value, bucket edges included (a value on a
+    bound belongs to that bound's bucket)."""
+    values = [0.0001, 0.00025, 0.0003, 0.0005, 0.002, 0.7, 3.0, 12.0, 0.00025, 99.0]
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    h_one = Histogram("lat", "x", ["route"], buckets=LATENCY_BUCKETS, registry=one)
+    h_bulk = Histogram("lat", "x", ["route"], buckets=LATENCY_BUCKETS, registry=bulk)
+    for v in values:
+        h_one.labels("r").observe(v)
+    pending = Pending(LATENCY_BUCKETS)
+    for v in values:
+        pending.request("r", "GET", 200, v)
+    counts, total = pending.take()[1]["r"]
+    _add_observations(h_bulk.labels("r"), counts, total[0])
+    assert _samples(one) == _samples(bulk)
+
+
+def test_figures_reach_the_metrics_only_when_flushed_and_then_exactly():
+    t = Telemetry(None, flush_seconds=3600)
+    proba = np.zeros((5, 10), dtype=np.float32)
+    proba[np.arange(5), [3, 3, 7, 1, 3]] = [0.9, 0.8, 0.6, 0.5, 0.7]
+    for _ in range(4):
+        t.observe_request("/v1/models/<name>/predict", "POST", 200, 0.0004)
+        t.observe_predictions("digits", 2, proba)
+    t.observe_request("/v1/models/<name>/predict", "POST", 400, 0.003)
+    t.observe_shadow("digits", 3, np.array([3, 1]), np.array([3, 7]), 1.5, 1.25)
+
+    def value(name: str, **labels: str) -> float | None:
+        return t.registry.get_sample_value(name, labels)
+
+    assert value("digitflow_inference_version_requests_total", model="digits", version="2") is None
+    t.flush()
+    route = {"route": "/v1/models/<name>/predict"}
+    assert value("digitflow_inference_requests_total", method="POST", status="200", **route) == 4
+    assert value("digitflow_inference_requests_total", method="POST", status="400", **route) == 1
+    assert value("digitflow_inference_request_duration_seconds_count", **route) == 5
+    assert value("digitflow_inference_request_duration_seconds_bucket", le="0.0005", **route) == 4
+    assert value("digitflow_inference_version_requests_total", model="digits", version="2") == 4
+    assert value("digitflow_inference_images_total", model="digits", version="2") == 20
+    per_class = {
+        c: value(
+            "digitflow_inference_version_predictions_total",
+            model="digits",
+            version="2",
+            predicted=str(c),
+        )  # fmt: skip
+        for c in range(10)
+    }
+    assert per_class == {c: {3: 12.0, 7: 4.0, 1: 4.0}.get(c, 0.0) for c in range(10)}
+    confidence = value("digitflow_inference_version_confidence_sum_total", model="digits",
+                       version="2")  # fmt: skip
+    assert abs(confidence - 4 * 3.5) < 1e-5
+    assert value("digitflow_shadow_requests_total", model="digits", shadow="3") == 1
+    assert value("digitflow_shadow_predictions_total", model="digits", shadow="3", served="1",
+                 predicted="7") == 1  # fmt: skip
+
+    # A second flush adds only what came since; the live figures read after flushing.
+    t.observe_predictions("digits", 2, proba[:1])
+    live = t.live("digits")["versions"]["2"]
+    assert live["requests"] == 5 and live["images"] == 21
+    assert live["predicted_classes"][3] == 13
+    t.flush()
+    assert value("digitflow_inference_version_requests_total", model="digits", version="2") == 5
+
+
+def test_a_started_flusher_moves_the_figures_on_its_own():
+    t = Telemetry(None, flush_seconds=0.05)
+    t.start_flushing()
+    t.start_flushing()  # once per process
+    t.observe_request("/healthz", "GET", 200, 0.0001)
+    labels = {"route": "/healthz", "method": "GET", "status": "200"}
+    for _ in range(200):
+        if t.registry.get_sample_value("digitflow_inference_requests_total", labels) == 1:
+            break
+        time.sleep(0.01)
+    assert t.registry.get_sample_value("digitflow_inference_requests_total", labels) == 1
