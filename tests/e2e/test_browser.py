@@ -793,10 +793,23 @@ def test_sweeps_view_follows_a_sweep_sorts_its_trials_and_plots_them(page, site)
     page.click("#tab-models")
     page.select_option("#models-model", "swept")
     winner = page.locator(f"#versions-table tr[data-version='{best['model_version']}']")
+    # A trial is staged (never latest nor the default until promoted): the row says so.
+    assert winner.locator(".badge.staged").inner_text() == "staged (sweep trial)"
     link = winner.locator("a.sweep-link")
     assert link.get_attribute("href") == f"#sweeps/{sweep_id}"
     assert link.inner_text() == f"sweep {sweep_id[:8]} #{best['number']}"
     link.click()
+    _wait_panel_status(page, site, sweep_id, "finished", 15_000)
+    # The Train view's recent jobs: a pruned trial says so and names its sweep and trial.
+    page.click("#tab-train")
+    last = trials[-1]  # the last trial run, among the ten most recent jobs
+    assert last["status"] == "pruned", trials
+    row = page.locator(f"#jobs-list li:has(code:text-is('{last['job_id'][:8]}'))")
+    row.wait_for()
+    assert row.locator("strong.job-status").inner_text() == (
+        f"pruned (sweep {sweep_id[:8]} #{last['number']})"
+    )
+    page.goto(f"{site['url']}/#sweeps/{sweep_id}")
     _wait_panel_status(page, site, sweep_id, "finished", 15_000)
     # On a phone the view fits the width (the tables scroll inside their own box).
     page.set_viewport_size({"width": 375, "height": 740})
