@@ -154,7 +154,7 @@ def stack_env(tmp_path: Path, mnist_dir: Path, queue_name: str) -> dict[str, str
         RQ_QUEUE=queue_name,
         WEB_CONCURRENCY="1",
     )
-    for var in ("TRAINER_PORT", "INFERENCE_PORT"):
+    for var in ("TRAINER_PORT", "INFERENCE_PORT", "API_TOKEN"):
         env.pop(var, None)
     return env
 
@@ -184,8 +184,11 @@ def test_make_up_with_redis_url_runs_the_procfile(
     trainer_port, inference_port = free_port(), free_port()
     env = stack_env(tmp_path, mnist_dir, unique_name)
     env["REDIS_URL"] = redis_url
+    env.pop("FASHION_MNIST_DATA_DIR", None)  # so it comes from DATA_DIR
     env_file = tmp_path / "env"  # the shell wins over the file; what only the file sets is used
-    env_file.write_text(f"RQ_QUEUE=not-{unique_name}\nDIGITFLOW_PROBE=from-file\n")
+    env_file.write_text(
+        f"RQ_QUEUE=not-{unique_name}\nDIGITFLOW_PROBE=from-file\nAPI_TOKEN=tok-{unique_name}\n"
+    )
     run = RunLocal(
         ["--env-file", str(env_file), "--trainer-port", str(trainer_port),
          "--inference-port", str(inference_port)],
@@ -204,8 +207,17 @@ def test_make_up_with_redis_url_runs_the_procfile(
         assert (
             api["MODEL_REGISTRY_DIR"] == inference["MODEL_REGISTRY_DIR"] == str(tmp_path / "models")
         )
+        # The banner names the folder each dataset is read from, as the workers find it.
+        run.wait_for(rf"data +mnist +{re.escape(str(mnist_dir))}$")
+        fashion = re.escape(str(tmp_path / "data" / "fashion-mnist"))
+        run.wait_for(rf"^\S+ make up +\| +fashion-mnist +{fashion} +\(downloaded here if missing\)")
+        # The token (from the env file) is needed by the example POST: named, never shown.
+        curl = run.wait_for(r"curl -s -X POST .*").group(0)
+        assert 'Authorization: Bearer $API_TOKEN"' in curl, curl
+        run.wait_for(r"API_TOKEN is set in the env file: export it")
         run_until_sigint(run, trainer_port, inference_port)
         assert "embedded" not in run.output()
+        assert f"tok-{unique_name}" not in run.output()
         assert (tmp_path / "models").is_dir() and (tmp_path / "data").is_dir()
     finally:
         run.kill()
@@ -225,6 +237,8 @@ def test_make_up_without_redis_url_embeds_redis_and_honours_port_env(
         pids = started_pids(run)
         assert {"trainer-worker.1", "trainer-worker.2"} <= set(pids), run.output()
         run.wait_for(r"2 trainer worker\(s\) registered")
+        curl = run.wait_for(r"curl -s -X POST .*").group(0)
+        assert "Authorization" not in curl, "no token, no header"
         run_until_sigint(run, trainer_port, inference_port)
         assert "embedded Redis stopped" in run.output()
         assert not survivors({redis_pid}, set()), "the embedded Redis is stopped last"
