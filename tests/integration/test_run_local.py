@@ -9,13 +9,9 @@ fail loudly (exit 1, everything stopped) when a service dies under it.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -23,74 +19,9 @@ from pathlib import Path
 import pytest
 
 from shared.redis_embedded import free_port
-from tests import REPO_ROOT
+from tests.run_local_support import RunLocal, stack_env
 
 pytestmark = [pytest.mark.slow]
-
-SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
-
-
-class RunLocal:
-    """scripts/run_local.py as a child, its output collected line by line."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self.process = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--env-file", "", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # like a terminal session of its own
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def output(self) -> str:
-        return "\n".join(self.lines[-80:])
-
-    def wait_for(self, pattern: str, timeout: float = 120.0) -> re.Match[str]:
-        """The first output line (from now on, or already seen) matching pattern."""
-        regex = re.compile(pattern)
-        for line in self.lines:
-            if match := regex.search(line):
-                return match
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if line is None:
-                pytest.fail(
-                    f"run_local exited ({self.process.wait()}) before {pattern!r}:\n{self.output()}"
-                )
-            self.lines.append(line)
-            if match := regex.search(line):
-                return match
-        pytest.fail(f"no line matching {pattern!r} after {timeout}s:\n{self.output()}")
-
-    def finish(self, timeout: float = 60.0) -> int:
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"run_local did not exit within {timeout}s:\n{self.output()}")
-        while (line := self._queue.get(timeout=5)) is not None:
-            self.lines.append(line)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
 
 
 def started_pids(run: RunLocal) -> dict[str, int]:
@@ -143,20 +74,6 @@ def environment(pid: int) -> dict[str, str]:
 def get(url: str) -> int:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status
-
-
-def stack_env(tmp_path: Path, mnist_dir: Path, queue_name: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        MODEL_REGISTRY_DIR=str(tmp_path / "models"),
-        DATA_DIR=str(tmp_path / "data"),
-        MNIST_DATA_DIR=str(mnist_dir),
-        RQ_QUEUE=queue_name,
-        WEB_CONCURRENCY="1",
-    )
-    for var in ("TRAINER_PORT", "INFERENCE_PORT", "API_TOKEN"):
-        env.pop(var, None)
-    return env
 
 
 def run_until_sigint(run: RunLocal, trainer_port: int, inference_port: int) -> dict[str, int]:
