@@ -46,8 +46,9 @@ pytestmark = [pytest.mark.slow]
 README = REPO_ROOT / "README.md"
 
 _MARKED_BLOCK = re.compile(
-    r"<!--\s*readme-test:(?P<marker>.*?)-->\n```bash\n(?P<script>.*?)\n```", re.DOTALL
+    r"^<!--\s*readme-test:(?P<marker>.*?)-->\n```bash\n(?P<script>.*?)\n```", re.DOTALL | re.M
 )
+_MARKER = re.compile(r"^<!--\s*readme-test:", re.MULTILINE)
 _README_ADDRESS = re.compile(r"\b(?:localhost|127\.0\.0\.1):(8001|8000)\b")
 _ERROR_ANSWER = re.compile(r'"error":\s*\{')
 BLOCK_TIMEOUT = 120.0
@@ -83,7 +84,7 @@ def marked_blocks(text: str) -> list[Block]:
             else:
                 raise AssertionError(f"README line {where}: unknown marker key {key!r}")
         blocks.append(block)
-    markers = len(re.findall(r"<!--\s*readme-test:", text))
+    markers = len(_MARKER.findall(text))
     assert markers == len(blocks), "a readme-test marker is not right before a ```bash block"
     return blocks
 
