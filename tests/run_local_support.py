@@ -49,6 +49,19 @@ class RunLocal:
     def output(self) -> str:
         return "\n".join(self.lines[-80:])
 
+    def latest_output(self) -> str:
+        """The last lines printed so far, read without waiting (for a failure's message)."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._queue.put(None)  # the end stays visible to wait_for and finish
+                break
+            self.lines.append(line)
+        return self.output()
+
     def wait_for(self, pattern: str, timeout: float = 120.0) -> re.Match[str]:
         """The first output line (from now on, or already seen) matching pattern."""
         regex = re.compile(pattern)

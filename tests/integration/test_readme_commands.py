@@ -122,7 +122,7 @@ def test_the_readme_commands_work_as_written(
     redis_url: str, queue: str, mnist_dir: Path, tmp_path: Path
 ) -> None:
     blocks = marked_blocks(README.read_text(encoding="utf-8"))
-    assert len(blocks) >= 4, "the quick start, CLI, HTTP API and client blocks are marked"
+    assert len(blocks) >= 7, "quick start, CLI, HTTP API, inference x2, rollout, client"
 
     venv = Path(sys.prefix)
     assert (venv / "bin" / "activate").is_file(), f"the tests must run in a venv, not {venv}"
@@ -169,7 +169,10 @@ def test_the_readme_commands_work_as_written(
             except subprocess.TimeoutExpired as exc:
                 pytest.fail(f"README line {block.line}: over {BLOCK_TIMEOUT}s:\n{exc.output}")
             output = done.stdout
-            context = f"README line {block.line}:\n{script}\n--- output ---\n{output}"
+            context = (
+                f"README line {block.line}:\n{script}\n--- output ---\n{output}\n"
+                f"--- make up ---\n{run.latest_output()}"
+            )
             assert done.returncode == 0, context
             assert not _ERROR_ANSWER.search(output), context
             for pattern in block.expect:
