@@ -5,6 +5,7 @@ Used by tests/integration/test_run_local.py and the README test."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -20,6 +21,7 @@ import pytest
 from tests import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
+_STARTED = re.compile(r"\| (\S+) started \(pid=(\d+)\)")  # honcho's line for each process
 
 
 class RunLocal:
@@ -92,10 +94,21 @@ class RunLocal:
             self.lines.append(line)
         return code
 
+    def started(self) -> dict[str, int]:
+        """name -> pid of each process honcho started so far (each leads a process group)."""
+        self.latest_output()
+        return {m[1]: int(m[2]) for line in self.lines if (m := _STARTED.search(line))}
+
     def kill(self) -> None:
+        """SIGKILL run_local and every process group honcho started: those are groups of their
+        own, so after a failed test killing run_local's alone would leave the stack running."""
+        leaders = set(self.started().values())
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        for leader in leaders:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(leader, signal.SIGKILL)
 
 
 def stack_env(tmp_path: Path, mnist_dir: Path, queue_name: str) -> dict[str, str]:

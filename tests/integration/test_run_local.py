@@ -27,8 +27,7 @@ pytestmark = [pytest.mark.slow]
 def started_pids(run: RunLocal) -> dict[str, int]:
     """Once the stack is up: name -> pid of each process honcho started (a group leader)."""
     run.wait_for(r"digitflow is up")
-    pattern = re.compile(r"\| (\S+) started \(pid=(\d+)\)")
-    return {m.group(1): int(m.group(2)) for line in run.lines if (m := pattern.search(line))}
+    return run.started()
 
 
 def processes() -> dict[int, tuple[int, str]]:
