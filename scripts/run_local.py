@@ -250,8 +250,26 @@ class Stack:
             time.sleep(0.25)
         self.banner(redis_url)
 
+    def data_lines(self) -> list[str]:
+        """Where the workers find each dataset: the trainer's own rule (a dataset's variable,
+        e.g. MNIST_DATA_DIR, else DATA_DIR/<name>), so the banner names the folder jobs read."""
+        from shared.datasets import DATASET_NAMES
+        from trainer_service.settings import TrainerSettings
+
+        locations = TrainerSettings.load(self.env).data_locations()
+        lines = []
+        for name in DATASET_NAMES:
+            folder = (REPO_ROOT / locations.folder(name)).resolve()  # the processes' cwd
+            where = "" if name in locations.folders else "   (downloaded here if missing)"
+            lines.append(f"{name:<14}{folder}{where}")
+        return lines
+
     def banner(self, redis_url: str) -> None:
         trainer, inference = self.trainer_url, self.inference_url
+        # With a token the example must send it; the banner names the variable, never the value.
+        token_set = bool(self.env.get("API_TOKEN", "").strip())
+        auth = ' -H "Authorization: Bearer $API_TOKEN"' if token_set else ""
+        data = self.data_lines()
         lines = [
             "digitflow is up",
             f"  web page      {inference}/   (draw a digit, models and reports, training)",
@@ -260,12 +278,15 @@ class Stack:
             f"  workers       {self.args.workers} on queue '{self.queue}'",
             f"  redis         {redacted(redis_url)}",
             f"  models        {self.env['MODEL_REGISTRY_DIR']}",
-            f"  data          {self.env['DATA_DIR']}",
+            f"  data          {data[0]}",
+            *(f"                {line}" for line in data[1:]),
             "try:",
-            f"  curl -s -X POST {trainer}/v1/jobs -H 'Content-Type: application/json' "
+            f"  curl -s -X POST {trainer}/v1/jobs -H 'Content-Type: application/json'{auth} "
             """-d '{"dataset": "mnist", "preset": "seed-deep", "epochs": 2}'""",
             f"  curl -s {inference}/v1/models",
         ]
+        if token_set and not os.environ.get("API_TOKEN", "").strip():
+            lines.append("  (API_TOKEN is set in the env file: export it in your shell first)")
         if (self.trainer_port, self.inference_port) != (8001, 8000):
             lines.append(f"  export TRAINER_URL={trainer} INFERENCE_URL={inference}  # digitflow")
         lines.append("Press Ctrl-C to stop everything.")

@@ -135,7 +135,11 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
             kwargs["metavar"] = field.upper()
         config_group.add_argument(*flags, **kwargs)
     p.add_argument(
-        "--out", type=Path, default=None, help="model file to write (default ./model.npz)"
+        "--out",
+        type=Path,
+        default=None,
+        help="model file to write (default ./model.npz, replaced if it exists; the last line "
+        "names the file)",
     )
     p.add_argument(
         "--report",
@@ -295,6 +299,7 @@ def train_command(args: argparse.Namespace) -> int:
         _say(format_epoch(rec), bar=bar)
 
     outcome = run_training(config, dataset=ds, on_epoch=on_epoch, progress=bar)
+    replaced = out.exists()
     sha256 = save_model(out, outcome.model, metadata=outcome.metadata())
     summary = {**outcome.summary(), "model": str(out), "model_sha256": sha256}
     if args.report is not None:
@@ -308,13 +313,19 @@ def train_command(args: argparse.Namespace) -> int:
         f"{outcome.n_test} {outcome.dataset} test images; {outcome.epochs_run} epochs in "
         f"{outcome.train_seconds:.1f}s (best epoch {outcome.best_epoch}"
         + (", stopped early" if outcome.stopped_early else "")
-        + f"); model saved to {out}"
+        + ")"
+    )
+    # The last line names the file, in full: without --out every run writes ./model.npz, so a
+    # reader must see which file now holds this model and that an earlier one is gone.
+    saved = f"model saved to {out.resolve()}" + (
+        " (replaced the file that was there)" if replaced else ""
     )
     if args.json:
         _say(headline)
+        _say(saved)
         _print_json(summary)
     else:
-        print(headline, flush=True)
+        print(headline, saved, sep="\n", flush=True)
     return 0
 
 

@@ -172,6 +172,26 @@ def test_explicit_options_override_the_preset(tmp_path, mnist_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
 
 
+def test_train_names_the_file_it_wrote_last_and_says_when_it_replaced_one(
+    tmp_path, mnist_dir, capsys, monkeypatch
+):
+    """Without --out every run writes ./model.npz: the last line says so, in full, and says
+    when an earlier model was replaced (README: evaluate must score the model the reader means)."""
+    monkeypatch.chdir(tmp_path)
+    args = ("train", "--data-dir", mnist_dir, "--hidden", "16", "--epochs", "1")
+    first = run_in_process(capsys, *args, "--train-limit", "500")
+    assert first.returncode == 0, first.stderr
+    model = tmp_path / "model.npz"
+    assert first.stdout.splitlines()[-1] == f"model saved to {model}"
+    assert model.is_file()
+
+    again = run_in_process(capsys, *args, "--train-limit", "600", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout.splitlines()[-1])["model"] == "model.npz"
+    last_said = again.stderr.strip().splitlines()[-1]
+    assert last_said == f"model saved to {model} (replaced the file that was there)"
+
+
 def test_bad_option_values_exit_2_naming_the_option(tmp_path, mnist_dir, capsys):
     proc = run_cli("train", "--data-dir", mnist_dir, "--epochs", "0", "--optimizer", "adagrad")
     assert_usage_error(proc, "--epochs", "greater than or equal to 1", "--optimizer", "adagrad")

@@ -9,13 +9,9 @@ fail loudly (exit 1, everything stopped) when a service dies under it.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -23,81 +19,15 @@ from pathlib import Path
 import pytest
 
 from shared.redis_embedded import free_port
-from tests import REPO_ROOT
+from tests.run_local_support import RunLocal, stack_env
 
 pytestmark = [pytest.mark.slow]
-
-SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
-
-
-class RunLocal:
-    """scripts/run_local.py as a child, its output collected line by line."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self.process = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--env-file", "", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # like a terminal session of its own
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def output(self) -> str:
-        return "\n".join(self.lines[-80:])
-
-    def wait_for(self, pattern: str, timeout: float = 120.0) -> re.Match[str]:
-        """The first output line (from now on, or already seen) matching pattern."""
-        regex = re.compile(pattern)
-        for line in self.lines:
-            if match := regex.search(line):
-                return match
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if line is None:
-                pytest.fail(
-                    f"run_local exited ({self.process.wait()}) before {pattern!r}:\n{self.output()}"
-                )
-            self.lines.append(line)
-            if match := regex.search(line):
-                return match
-        pytest.fail(f"no line matching {pattern!r} after {timeout}s:\n{self.output()}")
-
-    def finish(self, timeout: float = 60.0) -> int:
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"run_local did not exit within {timeout}s:\n{self.output()}")
-        while (line := self._queue.get(timeout=5)) is not None:
-            self.lines.append(line)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
 
 
 def started_pids(run: RunLocal) -> dict[str, int]:
     """Once the stack is up: name -> pid of each process honcho started (a group leader)."""
     run.wait_for(r"digitflow is up")
-    pattern = re.compile(r"\| (\S+) started \(pid=(\d+)\)")
-    return {m.group(1): int(m.group(2)) for line in run.lines if (m := pattern.search(line))}
+    return run.started()
 
 
 def processes() -> dict[int, tuple[int, str]]:
@@ -145,20 +75,6 @@ def get(url: str) -> int:
         return response.status
 
 
-def stack_env(tmp_path: Path, mnist_dir: Path, queue_name: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        MODEL_REGISTRY_DIR=str(tmp_path / "models"),
-        DATA_DIR=str(tmp_path / "data"),
-        MNIST_DATA_DIR=str(mnist_dir),
-        RQ_QUEUE=queue_name,
-        WEB_CONCURRENCY="1",
-    )
-    for var in ("TRAINER_PORT", "INFERENCE_PORT"):
-        env.pop(var, None)
-    return env
-
-
 def run_until_sigint(run: RunLocal, trainer_port: int, inference_port: int) -> dict[str, int]:
     """Wait for the banner, hit both services, SIGINT; returns the pids honcho started."""
     pids = started_pids(run)
@@ -184,8 +100,11 @@ def test_make_up_with_redis_url_runs_the_procfile(
     trainer_port, inference_port = free_port(), free_port()
     env = stack_env(tmp_path, mnist_dir, unique_name)
     env["REDIS_URL"] = redis_url
+    env.pop("FASHION_MNIST_DATA_DIR", None)  # so it comes from DATA_DIR
     env_file = tmp_path / "env"  # the shell wins over the file; what only the file sets is used
-    env_file.write_text(f"RQ_QUEUE=not-{unique_name}\nDIGITFLOW_PROBE=from-file\n")
+    env_file.write_text(
+        f"RQ_QUEUE=not-{unique_name}\nDIGITFLOW_PROBE=from-file\nAPI_TOKEN=tok-{unique_name}\n"
+    )
     run = RunLocal(
         ["--env-file", str(env_file), "--trainer-port", str(trainer_port),
          "--inference-port", str(inference_port)],
@@ -204,8 +123,17 @@ def test_make_up_with_redis_url_runs_the_procfile(
         assert (
             api["MODEL_REGISTRY_DIR"] == inference["MODEL_REGISTRY_DIR"] == str(tmp_path / "models")
         )
+        # The banner names the folder each dataset is read from, as the workers find it.
+        run.wait_for(rf"data +mnist +{re.escape(str(mnist_dir))}$")
+        fashion = re.escape(str(tmp_path / "data" / "fashion-mnist"))
+        run.wait_for(rf"^\S+ make up +\| +fashion-mnist +{fashion} +\(downloaded here if missing\)")
+        # The token (from the env file) is needed by the example POST: named, never shown.
+        curl = run.wait_for(r"curl -s -X POST .*").group(0)
+        assert 'Authorization: Bearer $API_TOKEN"' in curl, curl
+        run.wait_for(r"API_TOKEN is set in the env file: export it")
         run_until_sigint(run, trainer_port, inference_port)
         assert "embedded" not in run.output()
+        assert f"tok-{unique_name}" not in run.output()
         assert (tmp_path / "models").is_dir() and (tmp_path / "data").is_dir()
     finally:
         run.kill()
@@ -225,6 +153,8 @@ def test_make_up_without_redis_url_embeds_redis_and_honours_port_env(
         pids = started_pids(run)
         assert {"trainer-worker.1", "trainer-worker.2"} <= set(pids), run.output()
         run.wait_for(r"2 trainer worker\(s\) registered")
+        curl = run.wait_for(r"curl -s -X POST .*").group(0)
+        assert "Authorization" not in curl, "no token, no header"
         run_until_sigint(run, trainer_port, inference_port)
         assert "embedded Redis stopped" in run.output()
         assert not survivors({redis_pid}, set()), "the embedded Redis is stopped last"
