@@ -25,7 +25,8 @@ One run measures, side by side (ratios matter: absolute figures drift on a share
    the shadow compared or dropped.
 
 The model is trained once per run (default architecture, one epoch, the real CLI) and published
-into a temporary registry; every process and temporary folder is cleaned up at the end.
+into a temporary registry twice, with a 90/10 traffic split over the two versions (as a rollout
+runs it; ``--no-split``: one version); every process and temporary folder is cleaned up at the end.
 ``--env KEY=VALUE`` starts both servers with extra settings (e.g. ``GUNICORN_THREADS=4``), which
 is how the levers were compared.
 """
@@ -976,6 +977,14 @@ def publish_model(registry: Path, model_path: Path) -> int:
     )
 
 
+def set_split(registry: Path) -> None:
+    from shared.registry import Registry
+
+    Registry(registry).set_traffic(
+        MODEL_NAME, [{"version": 1, "weight": 90}, {"version": 2, "weight": 10}], actor="benchmark"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # report
 
@@ -1203,6 +1212,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. quiet:ACCESS_LOG=off)",
     )
     p.add_argument(
+        "--split",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="latency, routes, profile and batch with a 90/10 traffic split set, as a rollout "
+        "runs (--no-split: one version)",
+    )
+    p.add_argument(
         "--baseline",
         default=None,
         metavar="GIT_REF",
@@ -1265,6 +1281,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["model"] = train_model(model_path, args.data_dir or default_data_dir(), log)
         registry = work / "registry"
         publish_model(registry, model_path)
+        if args.split:
+            # As a user runs a rollout: two versions (the same weights, so the same forward pass)
+            # and a 90/10 split of the default route, which every request then goes through.
+            publish_model(registry, model_path)
+            set_split(registry)
+            results["settings"]["traffic_split"] = "90/10 over versions 1 and 2"
         if "latency" in sections:
             log("single-image predict, bare Flask vs the inference service (interleaved):")
             with baseline_checkout(args.baseline, work) as baseline:
