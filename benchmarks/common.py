@@ -14,6 +14,7 @@ import platform
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,15 @@ def cpu_busy_ticks() -> tuple[int, int]:
     return (total - idle, total)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, its threads included (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Interference:
     """Share of the machine's CPU used by OTHER processes while a block runs.
 
@@ -203,15 +213,17 @@ class Interference:
     multi-threaded BLAS degrades badly as soon as anything else wants a core.
     """
 
-    def __init__(self, *, children: bool = False) -> None:
+    def __init__(self, *, children: bool = False, pids: Sequence[int] = ()) -> None:
         #: count finished child processes (a subprocess run) as "ours" instead of this process
         self.children = children
+        #: live processes whose CPU time is "ours" too (a helper process that does the work)
+        self.pids = tuple(pids)
 
     def _own_cpu(self) -> float:
         if self.children:
             t = os.times()
             return t.children_user + t.children_system
-        return time.process_time()
+        return time.process_time() + sum(process_cpu_seconds(pid) for pid in self.pids)
 
     def __enter__(self) -> Interference:
         self.ticks = cpu_busy_ticks()

@@ -27,8 +27,12 @@ on stdout and benchmarks/results/engine-<date>.json.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
+    REPO_ROOT,
     Interference,
     default_data_dir,
     machine_info,
@@ -100,6 +105,55 @@ def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int) -> float:
     )
     result = train_model(config, x, y)
     return float(result.history[0].seconds)
+
+
+#: What the baseline's helper process runs, in the baseline's own checkout: load the data once,
+#: then one epoch of `ours_epoch` (that checkout's) per seed read from stdin, its seconds printed.
+_BASELINE_CHILD = """
+import sys
+from benchmarks.engine import load_mnist, ours_epoch, set_threads
+from pathlib import Path
+threads, data_dir, quick = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
+set_threads(threads)
+x, y = load_mnist(data_dir)
+if quick:
+    x, y = x[:12000], y[:12000]
+print("ready", flush=True)
+for line in sys.stdin:
+    print(ours_epoch(x, y, seed=int(line)), flush=True)
+"""
+
+
+class BaselineEpochs:
+    """`ours_epoch` of another commit (`--baseline REF`), in a helper process that runs that
+    commit's checkout, so the two engines are timed side by side in one run: the checkout and the
+    process are made once, each epoch is one request to it."""
+
+    def __init__(self, ref: str, data_dir: Path, threads: int, quick: bool) -> None:
+        self.ref = ref
+        self.root = Path(tempfile.mkdtemp(prefix="digitflow-bench-engine-")) / "baseline"
+        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "-q",
+                        str(self.root), ref], check=True)  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(self.root)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _BASELINE_CHILD, str(threads), str(data_dir), "1" if quick else "0"],
+            cwd=self.root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def epoch(self, seed: int) -> float:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{seed}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force",
+                        str(self.root)], check=False)  # fmt: skip
+        shutil.rmtree(self.root.parent, ignore_errors=True)
 
 
 def torch_epoch(xt: Any, yt: Any, seed: int, fused: bool = False) -> float:
@@ -211,6 +265,7 @@ def run(
     max_share: float = 0.1,
     max_wait: float = 0.0,
     retries: int = 0,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     limiter = set_threads(threads)
     x, y = load_mnist(data_dir)
@@ -235,6 +290,11 @@ def run(
         "gemm": lambda r: gemm.run(),
     }
     names = ["ours", "torch", "torch_fused", "gemm"] if with_torch else ["ours", "gemm"]
+    helper = None
+    if baseline is not None:
+        helper = BaselineEpochs(baseline, data_dir, threads, quick)
+        measure["baseline"] = helper.epoch
+        names.insert(1, "baseline")
     times: dict[str, list[float]] = {name: [] for name in names}
     shares: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
@@ -247,7 +307,8 @@ def run(
             for _ in range(1 + retries):
                 if max_wait > 0:
                     wait_until_quiet(max_share, max_wait)
-                with Interference() as probe:
+                own = [helper.proc.pid] if helper is not None and name == "baseline" else []
+                with Interference(pids=own) as probe:
                     seconds = measure[name](r)
                 attempts.append((probe.share, seconds, probe.cpu))
                 if probe.share <= max_share:
@@ -291,6 +352,12 @@ def run(
         "process_cpu_seconds": cpu,
         "machine": machine_info(),
     }
+    if helper is not None:
+        helper.close()
+        base = summarise(times["baseline"])
+        result["baseline"] = baseline
+        result["epoch_seconds"]["baseline"] = base
+        result["ratio_ours_over_baseline"] = ours["median"] / base["median"]
     if with_torch:
         torch_s = summarise(times["torch"])
         result["epoch_seconds"]["torch"] = torch_s
@@ -316,6 +383,16 @@ def report(result: dict[str, Any]) -> str:
             f"{result['ours_fraction_of_ceiling']:.0%}",
         ]
     ]
+    if "baseline" in es:
+        base = es["baseline"]["median"]
+        rows.append(
+            [
+                f"ours at {result['baseline']} (baseline)",
+                f"{base:.3f}",
+                f"{result['epoch_gflop'] / base:.1f}",
+                f"{result['epoch_gflop'] / base / ceiling:.0%}",
+            ]
+        )
     if "torch" in es:
         rows.append(
             [
@@ -356,6 +433,10 @@ def report(result: dict[str, Any]) -> str:
             f"- ours / PyTorch = {ratio:.2f} (target <= {TARGET_RATIO}): "
             + ("MET" if ratio <= TARGET_RATIO else "NOT MET")
             + f"; vs Adam(fused=True): {result['ratio_ours_over_torch_fused']:.2f}"
+        )
+    if "ratio_ours_over_baseline" in result:
+        checks.append(
+            f"- ours / ours at {result['baseline']} = {result['ratio_ours_over_baseline']:.3f}"
         )
     frac = result["ours_fraction_of_ceiling"]
     checks.append(
@@ -408,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-torch", action="store_true", help="skip PyTorch (when it is not installed)"
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="GIT_REF",
+        help="also time the engine as it was at this commit (its own checkout, in a helper "
+        "process), interleaved with ours",
+    )
     args = parser.parse_args(argv)
     data_dir = args.data_dir or default_data_dir()
     repeats = 2 if args.quick else max(3, args.repeats)
@@ -420,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         max_share=args.max_share,
         max_wait=0.0 if args.quick else args.wait_quiet,
         retries=0 if args.quick else args.retries,
+        baseline=args.baseline,
     )
     print(report(result))
     if not args.quick:

@@ -63,6 +63,7 @@ from benchmarks.common import (
     machine_info,
     markdown_table,
     now_iso,
+    process_cpu_seconds,
     save_result,
     stop_process_group,
     wait_until_quiet,
@@ -236,15 +237,6 @@ def running(server: Server, ready_path: str = "/readyz") -> Iterator[Server]:
         yield server
     finally:
         server.stop()
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class OthersProbe:
