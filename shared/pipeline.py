@@ -11,7 +11,6 @@ report exactly the same numbers.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ class TrainingOutcome:
     n_test: int = 0
     #: The test split and the model's float32 [N, 10] probabilities on it, exactly the ones
     #: `metrics` was computed from: reports (shared.reports) draw the worst mistakes from them.
-    #: In memory only: never part of summary() / metadata().
+    #: In memory only: never part of the manifest (shared.manifest).
     x_test: np.ndarray | None = field(default=None, repr=False)
     y_test: np.ndarray | None = field(default=None, repr=False)
     test_proba: np.ndarray | None = field(default=None, repr=False)
@@ -61,32 +60,6 @@ class TrainingOutcome:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready summary (CLI --json, job result): the headline numbers and the config."""
-        return {
-            "dataset": self.dataset,
-            "dataset_fingerprint": self.fingerprint,
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "test_accuracy": self.test_accuracy,
-            "test_loss": float(self.metrics["loss"]),
-            "train_seconds": float(self.train_seconds),
-            "epochs": self.epochs_run,
-            "best_epoch": int(self.best_epoch),
-            "stopped_early": bool(self.stopped_early),
-            "config": self.config.public_dict(),
-        }
-
-    def metadata(self) -> dict[str, Any]:
-        """What goes into the model file (and the registry manifest) next to the weights."""
-        return {
-            **self.summary(),
-            "class_names": list(self.class_names),
-            "metrics": self.metrics,
-            "history": [rec.to_dict() for rec in self.history],
-            "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
 
 
 def training_slice(ds: Dataset, limit: int | None) -> tuple[np.ndarray, np.ndarray]:

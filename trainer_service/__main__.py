@@ -236,19 +236,9 @@ def _check_report_dir(report: Path) -> None:
 
 
 def _print_json(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, separators=(",", ":"), default=_json_default), flush=True)
+    from shared.manifest import json_default
 
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    print(json.dumps(obj, separators=(",", ":"), default=json_default), flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +267,7 @@ def train_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--data-dir {args.data_dir}: no such file or folder")
     _setup_logging()
 
+    from shared.manifest import Manifest
     from shared.modelfile import save_model
     from shared.pipeline import run_training
 
@@ -295,12 +286,13 @@ def train_command(args: argparse.Namespace) -> int:
         _say(format_epoch(rec), bar=bar)
 
     outcome = run_training(config, dataset=ds, on_epoch=on_epoch, progress=bar)
-    sha256 = save_model(out, outcome.model, metadata=outcome.metadata())
-    summary = {**outcome.summary(), "model": str(out), "model_sha256": sha256}
+    manifest = Manifest.from_outcome(outcome)
+    sha256 = save_model(out, outcome.model, metadata=manifest.model_file_metadata())
+    summary = {**manifest.summary(), "model": str(out), "model_sha256": sha256}
     if args.report is not None:
         from shared.reports import write_outcome_report
 
-        written = write_outcome_report(args.report, outcome)
+        written = write_outcome_report(args.report, outcome, manifest)
         summary["report"] = {name: str(path) for name, path in written.items()}
         _say(f"report written to {args.report}: {', '.join(written)}", bar=bar)
     headline = (

@@ -35,6 +35,7 @@ from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
 from shared.config import TrainConfig
+from shared.manifest import Manifest, SweepTrial, json_value
 from trainer_service import queueing
 from trainer_service.preload import preloaded_dataset
 from trainer_service.settings import TrainerSettings
@@ -141,7 +142,7 @@ class _Progress:
         """
         if self.job is None:
             return
-        self.job.meta.update(queueing.json_safe(fields))
+        self.job.meta.update(json_value(fields, nan_as_none=True))
         deadline = time.monotonic() + (self.redis_wait_seconds if required else 0.0)
         delay = 0.2
         while True:
@@ -191,7 +192,9 @@ class _Progress:
 
     def on_epoch(self, record: Any) -> None:
         self.check_worker_alive()
-        rec = queueing.json_safe(record.to_dict() if hasattr(record, "to_dict") else dict(record))
+        rec = json_value(
+            record.to_dict() if hasattr(record, "to_dict") else dict(record), nan_as_none=True
+        )
         self.history.append(rec)
         progress = {
             "epoch": rec.get("epoch"),
@@ -212,36 +215,6 @@ class _Progress:
             progress["train_loss"] or float("nan"),
             progress["val_accuracy"],
         )
-
-
-def build_manifest(
-    config: TrainConfig, outcome: Any, job_id: str | None, history: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Everything needed to reproduce and judge this version (the registry adds sha256, size,
-    created_at and package_version)."""
-    metrics = queueing.json_safe(dict(outcome.metrics))
-    return {
-        "model": config.model_name,
-        "dataset": config.dataset,
-        "config": config.public_dict(),
-        "metrics": {
-            "test_accuracy": metrics.get("accuracy"),
-            "test_loss": metrics.get("loss"),
-            "n_test": metrics.get("n", getattr(outcome, "n_test", None)),
-            "per_class": metrics.get("per_class"),
-            "confusion_matrix": metrics.get("confusion_matrix"),
-        },
-        "class_names": list(getattr(outcome, "class_names", []) or []),
-        "history": history,
-        "best_epoch": int(outcome.best_epoch),
-        "epochs_run": len(history),
-        "stopped_early": bool(outcome.stopped_early),
-        "train_seconds": float(outcome.train_seconds),
-        "n_train": int(getattr(outcome, "n_train", 0) or 0),
-        "dataset_fingerprint": outcome.fingerprint,
-        "job_id": job_id,
-        "trained_on": socket.gethostname(),
-    }
 
 
 def train_job(
@@ -379,41 +352,37 @@ def _train(
     # "publishing" to refuse a stop from now on).
     progress.update(phase="publishing", required=True)
     progress.check_still_started()
-    history = progress.history or [
-        queueing.json_safe(r.to_dict() if hasattr(r, "to_dict") else r) for r in outcome.history
-    ]
     job_id = job.id if job is not None else None
-    manifest = build_manifest(cfg, outcome, job_id, history)
+    # The history as the job reported it, so the manifest's equals the job's.
+    manifest = Manifest.from_outcome(outcome, job_id=job_id, history=progress.history or None)
     if trial is not None:
         from trainer_service.sweeps import objective_value
 
-        trial.value = objective_value(history, trial.objective, manifest["best_epoch"])
+        trial.value = objective_value(manifest.history, trial.objective, manifest.best_epoch)
         # Staged: a trial never becomes "latest" (what an unpinned model serves); only the
         # sweep's promotion, at its end, can make one live.
-        manifest["staged"] = True
-        manifest["sweep"] = {
-            "sweep_id": trial.sweep["sweep_id"],
-            "trial": trial.sweep["trial"],
-            "params": trial.sweep["params"],
-            "objective": trial.objective,
-            "value": trial.value,
-        }
+        manifest.staged = True
+        manifest.sweep = SweepTrial(
+            sweep_id=trial.sweep["sweep_id"],
+            trial=trial.sweep["trial"],
+            params=trial.sweep["params"],
+            objective=trial.objective,
+            value=trial.value,
+        )
 
     from shared.modelfile import save_model
 
     registry = settings.open_registry()
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         weights = Path(tmp) / "weights.npz"
-        metadata = {k: v for k, v in manifest.items() if k not in ("history", "metrics")}
-        metadata["test_accuracy"] = manifest["metrics"]["test_accuracy"]
-        save_model(weights, outcome.model, metadata=metadata)
+        save_model(weights, outcome.model, metadata=manifest.model_file_metadata())
         report = write_report_files(Path(tmp) / "report", outcome, manifest)
         progress.check_worker_alive()
-        version = registry.publish(cfg.model_name, weights, manifest, extra_files=report)
+        version = registry.publish(cfg.model_name, weights, manifest.to_json(), extra_files=report)
 
     if trial is not None:
         trial.version = version
-    test_accuracy = manifest["metrics"]["test_accuracy"]
+    test_accuracy = manifest.metrics.test_accuracy
     try:
         progress.update(phase="published", model_version=version, required=True)
     except RedisUnavailable as exc:  # published already: say so in the worker log at least
@@ -425,18 +394,10 @@ def _train(
         version,
         test_accuracy,
     )
-    return {
-        "model": cfg.model_name,
-        "model_version": version,
-        "test_accuracy": test_accuracy,
-        "best_epoch": manifest["best_epoch"],
-        "epochs_run": len(history),
-        "train_seconds": manifest["train_seconds"],
-        "dataset_fingerprint": manifest["dataset_fingerprint"],
-    }
+    return manifest.job_result(version)
 
 
-def write_report_files(out_dir: Path, outcome: Any, manifest: dict[str, Any]) -> dict[str, Path]:
+def write_report_files(out_dir: Path, outcome: Any, manifest: Manifest) -> dict[str, Path]:
     """The version's report (shared.reports: PNG figures + report.json), published with it.
 
     report.json gets the manifest's own metrics and history, so its numbers equal the manifest's.
@@ -446,9 +407,7 @@ def write_report_files(out_dir: Path, outcome: Any, manifest: dict[str, Any]) ->
     try:
         from shared.reports import write_outcome_report
 
-        return write_outcome_report(
-            out_dir, outcome, metrics=manifest["metrics"], history=manifest["history"]
-        )
+        return write_outcome_report(out_dir, outcome, manifest)
     except Exception:
         log.exception("could not write the training report; publishing without it")
         return {}
