@@ -11,7 +11,6 @@ report exactly the same numbers.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.config import TrainConfig
-from shared.datasets import Dataset, load_dataset, stratified_split
+from shared.datasets import Dataset, stratified_split
 from shared.metrics import evaluate
 
 if TYPE_CHECKING:  # the engine is only needed once a run actually starts
@@ -130,21 +129,15 @@ def train_model(
 def run_training(
     config: TrainConfig,
     *,
-    data_dir: str | os.PathLike[str] | None = None,
+    dataset: Dataset,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = False,
-    dataset: Dataset | None = None,
 ) -> TrainingOutcome:
-    """Train `config` and evaluate on the test split; the one code path for CLI and RQ job.
-
-    Pass the loaded `dataset`, or a `data_dir` that already holds the data (callers resolve
-    folders and downloads themselves, see `shared.datasets.locations`). `on_epoch` exceptions
-    stop training and propagate (that is how the job reacts to cancellation).
+    """Train `config` on the loaded `dataset` and evaluate on its test split; the one code path
+    for CLI and RQ job (each finds and loads its data itself: `shared.datasets.locations`).
+    `on_epoch` exceptions stop training and propagate (that is how the job reacts to
+    cancellation).
     """
-    if dataset is None:
-        if data_dir is None:
-            raise TypeError("run_training needs a dataset or a data_dir")
-        dataset = load_dataset(config.dataset, data_dir)
     ds = dataset
     x, y = training_slice(ds, config.train_limit)
     result = train_model(config, x, y, on_epoch=on_epoch, progress=progress)

@@ -1,4 +1,4 @@
-"""`python -m trainer_service`: train, evaluate and download (plus `worker` and `api`).
+"""`python -m trainer_service`: train, evaluate and download (plus `worker`).
 
     python -m trainer_service train [--data-dir DIR] [--dataset mnist|fashion-mnist]
         [--preset NAME] [--hidden 256 128] [--activation relu] [--epochs N] [--batch-size B]
@@ -15,7 +15,7 @@ way as through the API (`shared.web.validation`): per field, here under the opti
 Bad input (invalid options, missing or broken data, broken model files) ends with one line on
 stderr and exit code 2, never a traceback.
 
-The `worker` and `api` subcommands live in `trainer_service.cli_service`, which registers them
+The `worker` subcommand lives in `trainer_service.cli_service`, which registers it
 through its `register_service_commands(subparsers)` hook when present.
 """
 
@@ -416,7 +416,7 @@ def download_command(args: argparse.Namespace) -> int:
 
 
 def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Let `trainer_service.cli_service` add `worker` and `api`.
+    """Let `trainer_service.cli_service` add `worker`.
 
     Contract for that module: `register_service_commands(subparsers)` adds subparsers whose
     `func` default takes the parsed args and returns an exit code. It is imported on every

@@ -123,7 +123,7 @@ def _load_dataset(cfg: TrainConfig, settings: TrainerSettings) -> Any:
 class _Progress:
     """Writes per-epoch progress and history into the RQ job's meta, where the API reads them."""
 
-    def __init__(self, job: Job | None, config: TrainConfig, redis_wait_seconds: float) -> None:
+    def __init__(self, job: Job, config: TrainConfig, redis_wait_seconds: float) -> None:
         self.job = job
         self.config = config
         #: How long a required write waits for Redis: past the heartbeat grace the job counts
@@ -140,8 +140,6 @@ class _Progress:
         memory and go out with the next successful write) and training carries on. A `required`
         write retries for up to JOB_HEARTBEAT_GRACE seconds, then raises RedisUnavailable.
         """
-        if self.job is None:
-            return
         self.job.meta.update(json_value(fields, nan_as_none=True))
         deadline = time.monotonic() + (self.redis_wait_seconds if required else 0.0)
         delay = 0.2
@@ -174,8 +172,6 @@ class _Progress:
     def check_still_started(self) -> None:
         """A job already reported failed must not publish: after a Redis outage longer than the
         heartbeat grace the API marks it abandoned, even though this horse kept training."""
-        if self.job is None:
-            return
         status = self.job.get_status(refresh=True)
         if status != JobStatus.STARTED:
             raise WorkerGone(
@@ -185,7 +181,7 @@ class _Progress:
 
     def check_worker_alive(self) -> None:
         """A work horse whose worker died must not publish: nobody would record the outcome."""
-        if self.job is not None and os.getppid() != self.parent_pid:
+        if os.getppid() != self.parent_pid:
             raise WorkerGone(
                 "the RQ worker that started this job died; aborting without publishing"
             )
@@ -209,7 +205,7 @@ class _Progress:
         self.update(phase="training", progress=progress, history=self.history)
         log.info(
             "job %s: epoch %s/%s train_loss=%.4f val_accuracy=%s",
-            self.job.id if self.job else "-",
+            self.job.id,
             progress["epoch"],
             progress["epochs"],
             progress["train_loss"] or float("nan"),
@@ -232,8 +228,10 @@ def train_job(
     """
     settings = TrainerSettings.load()
     job = get_current_job()
+    if job is None:  # its progress, cancel and outcome live in its RQ job
+        raise RuntimeError("train_job runs as an RQ job (python -m trainer_service worker)")
     cfg = TrainConfig.model_validate(config)
-    if sweep is None or job is None:
+    if sweep is None:
         return _train(settings, job, cfg, None)
     settings = TrainerSettings.load({"RQ_QUEUE": job.origin})
     trial = _SweepTrial(settings, job, sweep)
@@ -309,12 +307,12 @@ class _SweepTrial:
 
 
 def _train(
-    settings: TrainerSettings, job: Job | None, cfg: TrainConfig, trial: _SweepTrial | None
+    settings: TrainerSettings, job: Job, cfg: TrainConfig, trial: _SweepTrial | None
 ) -> dict[str, Any] | Retry:
     import optuna
 
     progress = _Progress(job, cfg, redis_wait_seconds=float(settings.job_heartbeat_grace))
-    if job is not None and job.get_meta(refresh=True).get("cancel_requested"):
+    if job.get_meta(refresh=True).get("cancel_requested"):
         # The cancel came as this worker took the job: RQ will call it failed, the phase says
         # it was canceled (queueing.public_status).
         progress.update(phase="canceled", required=True)
@@ -339,7 +337,7 @@ def _train(
     except optuna.TrialPruned as exc:
         # Required: RQ calls this job finished; only the phase says it was pruned.
         progress.update(phase="pruned", error=str(exc), required=True)
-        log.info("job %s: %s; nothing published", job.id if job else "-", exc)
+        log.info("job %s: %s; nothing published", job.id, exc)
         return {"model": cfg.model_name, "model_version": None, "pruned": True}
     except Exception as exc:
         retry = _maybe_retry(job, exc, progress, settings.retry_delays())
@@ -352,7 +350,7 @@ def _train(
     # "publishing" to refuse a stop from now on).
     progress.update(phase="publishing", required=True)
     progress.check_still_started()
-    job_id = job.id if job is not None else None
+    job_id = job.id
     # The history as the job reported it, so the manifest's equals the job's.
     manifest = Manifest.from_outcome(outcome, job_id=job_id, history=progress.history or None)
     if trial is not None:
@@ -413,11 +411,9 @@ def write_report_files(out_dir: Path, outcome: Any, manifest: Manifest) -> dict[
         return {}
 
 
-def _maybe_retry(
-    job: Job | None, exc: Exception, progress: _Progress, delays: list[int]
-) -> Retry | None:
+def _maybe_retry(job: Job, exc: Exception, progress: _Progress, delays: list[int]) -> Retry | None:
     """A Retry for a transient error while `delays` has attempts left; None: let it fail now."""
-    if job is None or not is_transient(exc):
+    if not is_transient(exc):
         return None
     done = job.number_of_retries or 0
     if done >= len(delays):
