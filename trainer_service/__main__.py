@@ -296,7 +296,7 @@ def train_command(args: argparse.Namespace) -> int:
         summary["report"] = {name: str(path) for name, path in written.items()}
         _say(f"report written to {args.report}: {', '.join(written)}", bar=bar)
     headline = (
-        f"test accuracy {outcome.test_accuracy:.4f} (loss {summary['test_loss']:.4f}) on "
+        f"test accuracy {outcome.test_accuracy:.4f} (loss {float(outcome.metrics['loss']):.4f}) on "
         f"{outcome.n_test} {outcome.dataset} test images; {outcome.epochs_run} epochs in "
         f"{outcome.train_seconds:.1f}s (best epoch {outcome.best_epoch}"
         + (", stopped early" if outcome.stopped_early else "")
