@@ -196,18 +196,6 @@ class ModelCache:
                     )
                     self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the poller thread (tests, shutdown)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        self._thread = None
-
-    @property
-    def polling(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def _run(self) -> None:
         logger.info(
             "registry poller started in pid %d (every %.3gs, %s)",

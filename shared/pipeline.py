@@ -11,8 +11,6 @@ report exactly the same numbers.
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.config import TrainConfig
-from shared.datasets import Dataset, load_dataset, stratified_split
+from shared.datasets import Dataset, stratified_split
 from shared.metrics import evaluate
 
 if TYPE_CHECKING:  # the engine is only needed once a run actually starts
@@ -49,7 +47,7 @@ class TrainingOutcome:
     n_test: int = 0
     #: The test split and the model's float32 [N, 10] probabilities on it, exactly the ones
     #: `metrics` was computed from: reports (shared.reports) draw the worst mistakes from them.
-    #: In memory only: never part of summary() / metadata().
+    #: In memory only: never part of the manifest (shared.manifest).
     x_test: np.ndarray | None = field(default=None, repr=False)
     y_test: np.ndarray | None = field(default=None, repr=False)
     test_proba: np.ndarray | None = field(default=None, repr=False)
@@ -61,32 +59,6 @@ class TrainingOutcome:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready summary (CLI --json, job result): the headline numbers and the config."""
-        return {
-            "dataset": self.dataset,
-            "dataset_fingerprint": self.fingerprint,
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "test_accuracy": self.test_accuracy,
-            "test_loss": float(self.metrics["loss"]),
-            "train_seconds": float(self.train_seconds),
-            "epochs": self.epochs_run,
-            "best_epoch": int(self.best_epoch),
-            "stopped_early": bool(self.stopped_early),
-            "config": self.config.public_dict(),
-        }
-
-    def metadata(self) -> dict[str, Any]:
-        """What goes into the model file (and the registry manifest) next to the weights."""
-        return {
-            **self.summary(),
-            "class_names": list(self.class_names),
-            "metrics": self.metrics,
-            "history": [rec.to_dict() for rec in self.history],
-            "trained_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
 
 
 def training_slice(ds: Dataset, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -157,21 +129,15 @@ def train_model(
 def run_training(
     config: TrainConfig,
     *,
-    data_dir: str | os.PathLike[str] | None = None,
+    dataset: Dataset,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = False,
-    dataset: Dataset | None = None,
 ) -> TrainingOutcome:
-    """Train `config` and evaluate on the test split; the one code path for CLI and RQ job.
-
-    Pass the loaded `dataset`, or a `data_dir` that already holds the data (callers resolve
-    folders and downloads themselves, see `shared.datasets.locations`). `on_epoch` exceptions
-    stop training and propagate (that is how the job reacts to cancellation).
+    """Train `config` on the loaded `dataset` and evaluate on its test split; the one code path
+    for CLI and RQ job (each finds and loads its data itself: `shared.datasets.locations`).
+    `on_epoch` exceptions stop training and propagate (that is how the job reacts to
+    cancellation).
     """
-    if dataset is None:
-        if data_dir is None:
-            raise TypeError("run_training needs a dataset or a data_dir")
-        dataset = load_dataset(config.dataset, data_dir)
     ds = dataset
     x, y = training_slice(ds, config.train_limit)
     result = train_model(config, x, y, on_epoch=on_epoch, progress=progress)

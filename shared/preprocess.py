@@ -228,15 +228,3 @@ def picture_to_mnist(image_bytes: bytes) -> np.ndarray:
     img = _open(image_bytes)
     field = _fit_and_centre(_ink(_grayscale(img)))
     return field.reshape(N_PIXELS)
-
-
-def array_to_mnist(pixels: np.ndarray) -> np.ndarray:
-    """Same recipe for an in-memory grayscale array (H x W, 0-255 or 0-1, any polarity)."""
-    arr = np.asarray(pixels, dtype=np.float32)
-    if arr.ndim != 2 or arr.size == 0:
-        raise PreprocessError(f"expected a 2-D grayscale array, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise PreprocessError("array contains NaN or infinite values")
-    if arr.max() <= 1.0:
-        arr = arr * 255.0
-    return _fit_and_centre(_ink(arr)).reshape(N_PIXELS)

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from shared.manifest import Manifest, ManifestMetrics, json_value
+
 #: Dots per inch of every figure.
 DPI = 100
 #: Figure sizes in inches; with DPI these give the exact pixel sizes below.
@@ -66,26 +68,6 @@ _VAL_COLOR = "#ff7f0e"
 # ---- numbers ------------------------------------------------------------------------------------
 
 
-def manifest_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The registry manifest's ``metrics`` object from `shared.metrics.evaluate`'s result.
-
-    Accepts either shape (evaluate's ``accuracy``/``loss``/``n`` or the manifest's
-    ``test_accuracy``/``test_loss``/``n_test``) so the CLI's report and the job's report hold the
-    same keys; values are passed through untouched, so they stay equal to the manifest's.
-    """
-    if "test_accuracy" in metrics:
-        return _plain(dict(metrics))
-    return _plain(
-        {
-            "test_accuracy": metrics.get("accuracy"),
-            "test_loss": metrics.get("loss"),
-            "n_test": metrics.get("n"),
-            "per_class": metrics.get("per_class"),
-            "confusion_matrix": metrics.get("confusion_matrix"),
-        }
-    )
-
-
 def worst_misclassified(
     y_true: np.ndarray, proba: np.ndarray, limit: int = GRID_ROWS * GRID_COLS
 ) -> list[dict[str, Any]]:
@@ -111,19 +93,8 @@ def worst_misclassified(
     ]
 
 
-def _plain(value: Any) -> Any:
-    """NumPy scalars/arrays → plain JSON values (everything else untouched)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray | np.generic):
-        return _plain(value.tolist())
-    return value
-
-
 def _records(history: Sequence[Any]) -> list[dict[str, Any]]:
-    return [_plain(r.to_dict() if hasattr(r, "to_dict") else dict(r)) for r in history]
+    return [json_value(r.to_dict() if hasattr(r, "to_dict") else dict(r)) for r in history]
 
 
 # ---- figures ------------------------------------------------------------------------------------
@@ -310,13 +281,13 @@ def write_report(
     """Write the four PNGs and report.json into `out_dir` (created if missing).
 
     `metrics` is `shared.metrics.evaluate`'s result or the manifest's ``metrics`` (stored in
-    report.json in the manifest's shape, values untouched). The misclassified grid needs
+    report.json in the manifest's shape, `ManifestMetrics.of`). The misclassified grid needs
     `y_test` and `test_proba` (and `x_test` for the pictures); without them it says so.
     Returns {file name: path} for every file written, ready for ``Registry.publish(extra_files=)``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    numbers = manifest_metrics(metrics)
+    numbers = ManifestMetrics.of(metrics).to_json()
     records = _records(history)
     cm = np.asarray(numbers.get("confusion_matrix") or np.zeros((10, 10)), dtype=np.int64)
     n_classes = cm.shape[0]
@@ -344,7 +315,7 @@ def write_report(
         "best_epoch": best_epoch,
         "misclassified": {"count": n_wrong, "worst": worst},
         "figures": {name: {"width": w, "height": h} for name, (w, h) in FIGURE_PIXELS.items()},
-        **_plain(dict(extra or {})),
+        **json_value(dict(extra or {})),
     }
     tmp = paths[REPORT_JSON].with_name(f".{REPORT_JSON}.tmp")
     tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -355,33 +326,31 @@ def write_report(
 def write_outcome_report(
     out_dir: str | os.PathLike[str],
     outcome: Any,
+    manifest: Manifest | None = None,
     *,
-    metrics: Mapping[str, Any] | None = None,
-    history: Sequence[Any] | None = None,
     title: str | None = None,
 ) -> dict[str, Path]:
     """`write_report` for a `shared.pipeline.TrainingOutcome` (the CLI and the RQ job).
 
-    The job passes the manifest's own `metrics` and `history`, so report.json holds exactly the
-    manifest's values.
+    report.json takes its metrics and history from `manifest` (the outcome's own
+    `Manifest.from_outcome` if None), so its numbers equal the manifest's and the model file's.
     """
-    config = getattr(outcome, "config", None)
+    if manifest is None:
+        manifest = Manifest.from_outcome(outcome)
     if title is None:
-        name = getattr(config, "model_name", None) or getattr(outcome, "dataset", "model")
-        title = f"{name} ({getattr(outcome, 'dataset', '')}): test accuracy " + (
-            f"{float(outcome.metrics['accuracy']):.2%}"
-        )
+        accuracy = manifest.metrics.test_accuracy or 0.0
+        title = f"{manifest.model} ({manifest.dataset}): test accuracy {accuracy:.2%}"
     return write_report(
         out_dir,
-        history=outcome.history if history is None else history,
-        metrics=outcome.metrics if metrics is None else metrics,
-        class_names=getattr(outcome, "class_names", None) or None,
+        history=manifest.history,
+        metrics=manifest.metrics.to_json(),
+        class_names=manifest.class_names or None,
         x_test=getattr(outcome, "x_test", None),
         y_test=getattr(outcome, "y_test", None),
         test_proba=getattr(outcome, "test_proba", None),
-        best_epoch=getattr(outcome, "best_epoch", None),
+        best_epoch=manifest.best_epoch,
         title=title,
-        extra={"dataset": getattr(outcome, "dataset", None)},
+        extra={"dataset": manifest.dataset},
     )
 
 

@@ -1,4 +1,4 @@
-"""`python -m trainer_service`: train, evaluate and download (plus `worker` and `api`).
+"""`python -m trainer_service`: train, evaluate and download (plus `worker`).
 
     python -m trainer_service train [--data-dir DIR] [--dataset mnist|fashion-mnist]
         [--preset NAME] [--hidden 256 128] [--activation relu] [--epochs N] [--batch-size B]
@@ -15,7 +15,7 @@ way as through the API (`shared.web.validation`): per field, here under the opti
 Bad input (invalid options, missing or broken data, broken model files) ends with one line on
 stderr and exit code 2, never a traceback.
 
-The `worker` and `api` subcommands live in `trainer_service.cli_service`, which registers them
+The `worker` subcommand lives in `trainer_service.cli_service`, which registers it
 through its `register_service_commands(subparsers)` hook when present.
 """
 
@@ -240,19 +240,9 @@ def _check_report_dir(report: Path) -> None:
 
 
 def _print_json(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, separators=(",", ":"), default=_json_default), flush=True)
+    from shared.manifest import json_default
 
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    print(json.dumps(obj, separators=(",", ":"), default=json_default), flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,6 +271,7 @@ def train_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--data-dir {args.data_dir}: no such file or folder")
     _setup_logging()
 
+    from shared.manifest import Manifest
     from shared.modelfile import save_model
     from shared.pipeline import run_training
 
@@ -300,16 +291,17 @@ def train_command(args: argparse.Namespace) -> int:
 
     outcome = run_training(config, dataset=ds, on_epoch=on_epoch, progress=bar)
     replaced = out.exists()
-    sha256 = save_model(out, outcome.model, metadata=outcome.metadata())
-    summary = {**outcome.summary(), "model": str(out), "model_sha256": sha256}
+    manifest = Manifest.from_outcome(outcome)
+    sha256 = save_model(out, outcome.model, metadata=manifest.model_file_metadata())
+    summary = {**manifest.summary(), "model": str(out), "model_sha256": sha256}
     if args.report is not None:
         from shared.reports import write_outcome_report
 
-        written = write_outcome_report(args.report, outcome)
+        written = write_outcome_report(args.report, outcome, manifest)
         summary["report"] = {name: str(path) for name, path in written.items()}
         _say(f"report written to {args.report}: {', '.join(written)}", bar=bar)
     headline = (
-        f"test accuracy {outcome.test_accuracy:.4f} (loss {summary['test_loss']:.4f}) on "
+        f"test accuracy {outcome.test_accuracy:.4f} (loss {float(outcome.metrics['loss']):.4f}) on "
         f"{outcome.n_test} {outcome.dataset} test images; {outcome.epochs_run} epochs in "
         f"{outcome.train_seconds:.1f}s (best epoch {outcome.best_epoch}"
         + (", stopped early" if outcome.stopped_early else "")
@@ -435,7 +427,7 @@ def download_command(args: argparse.Namespace) -> int:
 
 
 def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Let `trainer_service.cli_service` add `worker` and `api`.
+    """Let `trainer_service.cli_service` add `worker`.
 
     Contract for that module: `register_service_commands(subparsers)` adds subparsers whose
     `func` default takes the parsed args and returns an exit code. It is imported on every

@@ -1,7 +1,7 @@
 """The trainer HTTP API: a Flask app that queues training jobs on RQ and manages registry pins.
 
-Run it as `gunicorn -c trainer_service/gunicorn.conf.py "trainer_service.api:create_app()"` (or
-`python -m trainer_service api`). Built on the shared web kit (`shared.web`): every answer, errors
+Run it as `gunicorn -c trainer_service/gunicorn.conf.py "trainer_service.api:create_app()"` (as
+the Procfile does). Built on the shared web kit (`shared.web`): every answer, errors
 included, is JSON from the kit's one error table, and ``GET /openapi.json`` is generated from the
 routes' own declarations. When Redis is down the job routes answer 503 with Retry-After and
 recover on their own once it is back; health and model routes do not need Redis.

@@ -4,16 +4,12 @@
 
 Binds 0.0.0.0:$TRAINER_PORT (8001); the rest is shared.web.gunicorn_common. The API only queues
 jobs and edits small registry files, so each worker gets one BLAS thread; training happens in
-the RQ workers. `python -m trainer_service api --host H` binds H instead (GUNICORN_BIND).
+the RQ workers.
 """
-
-import os
 
 from shared.web.gunicorn_common import settings
 
 globals().update(settings("TRAINER_PORT", 8001, "digitflow-trainer-api"))
-if os.environ.get("GUNICORN_BIND"):
-    bind = os.environ["GUNICORN_BIND"]
 graceful_timeout = 10
 # Never log the Authorization header: the default access log format does not include it.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

@@ -35,6 +35,7 @@ from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
 from shared.config import TrainConfig
+from shared.manifest import Manifest, SweepTrial, json_value
 from trainer_service import queueing
 from trainer_service.preload import preloaded_dataset
 from trainer_service.settings import TrainerSettings
@@ -122,7 +123,7 @@ def _load_dataset(cfg: TrainConfig, settings: TrainerSettings) -> Any:
 class _Progress:
     """Writes per-epoch progress and history into the RQ job's meta, where the API reads them."""
 
-    def __init__(self, job: Job | None, config: TrainConfig, redis_wait_seconds: float) -> None:
+    def __init__(self, job: Job, config: TrainConfig, redis_wait_seconds: float) -> None:
         self.job = job
         self.config = config
         #: How long a required write waits for Redis: past the heartbeat grace the job counts
@@ -139,9 +140,7 @@ class _Progress:
         memory and go out with the next successful write) and training carries on. A `required`
         write retries for up to JOB_HEARTBEAT_GRACE seconds, then raises RedisUnavailable.
         """
-        if self.job is None:
-            return
-        self.job.meta.update(queueing.json_safe(fields))
+        self.job.meta.update(json_value(fields, nan_as_none=True))
         deadline = time.monotonic() + (self.redis_wait_seconds if required else 0.0)
         delay = 0.2
         while True:
@@ -173,8 +172,6 @@ class _Progress:
     def check_still_started(self) -> None:
         """A job already reported failed must not publish: after a Redis outage longer than the
         heartbeat grace the API marks it abandoned, even though this horse kept training."""
-        if self.job is None:
-            return
         status = self.job.get_status(refresh=True)
         if status != JobStatus.STARTED:
             raise WorkerGone(
@@ -184,14 +181,16 @@ class _Progress:
 
     def check_worker_alive(self) -> None:
         """A work horse whose worker died must not publish: nobody would record the outcome."""
-        if self.job is not None and os.getppid() != self.parent_pid:
+        if os.getppid() != self.parent_pid:
             raise WorkerGone(
                 "the RQ worker that started this job died; aborting without publishing"
             )
 
     def on_epoch(self, record: Any) -> None:
         self.check_worker_alive()
-        rec = queueing.json_safe(record.to_dict() if hasattr(record, "to_dict") else dict(record))
+        rec = json_value(
+            record.to_dict() if hasattr(record, "to_dict") else dict(record), nan_as_none=True
+        )
         self.history.append(rec)
         progress = {
             "epoch": rec.get("epoch"),
@@ -206,42 +205,12 @@ class _Progress:
         self.update(phase="training", progress=progress, history=self.history)
         log.info(
             "job %s: epoch %s/%s train_loss=%.4f val_accuracy=%s",
-            self.job.id if self.job else "-",
+            self.job.id,
             progress["epoch"],
             progress["epochs"],
             progress["train_loss"] or float("nan"),
             progress["val_accuracy"],
         )
-
-
-def build_manifest(
-    config: TrainConfig, outcome: Any, job_id: str | None, history: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Everything needed to reproduce and judge this version (the registry adds sha256, size,
-    created_at and package_version)."""
-    metrics = queueing.json_safe(dict(outcome.metrics))
-    return {
-        "model": config.model_name,
-        "dataset": config.dataset,
-        "config": config.public_dict(),
-        "metrics": {
-            "test_accuracy": metrics.get("accuracy"),
-            "test_loss": metrics.get("loss"),
-            "n_test": metrics.get("n", getattr(outcome, "n_test", None)),
-            "per_class": metrics.get("per_class"),
-            "confusion_matrix": metrics.get("confusion_matrix"),
-        },
-        "class_names": list(getattr(outcome, "class_names", []) or []),
-        "history": history,
-        "best_epoch": int(outcome.best_epoch),
-        "epochs_run": len(history),
-        "stopped_early": bool(outcome.stopped_early),
-        "train_seconds": float(outcome.train_seconds),
-        "n_train": int(getattr(outcome, "n_train", 0) or 0),
-        "dataset_fingerprint": outcome.fingerprint,
-        "job_id": job_id,
-        "trained_on": socket.gethostname(),
-    }
 
 
 def train_job(
@@ -259,8 +228,10 @@ def train_job(
     """
     settings = TrainerSettings.load()
     job = get_current_job()
+    if job is None:  # its progress, cancel and outcome live in its RQ job
+        raise RuntimeError("train_job runs as an RQ job (python -m trainer_service worker)")
     cfg = TrainConfig.model_validate(config)
-    if sweep is None or job is None:
+    if sweep is None:
         return _train(settings, job, cfg, None)
     settings = TrainerSettings.load({"RQ_QUEUE": job.origin})
     trial = _SweepTrial(settings, job, sweep)
@@ -336,12 +307,12 @@ class _SweepTrial:
 
 
 def _train(
-    settings: TrainerSettings, job: Job | None, cfg: TrainConfig, trial: _SweepTrial | None
+    settings: TrainerSettings, job: Job, cfg: TrainConfig, trial: _SweepTrial | None
 ) -> dict[str, Any] | Retry:
     import optuna
 
     progress = _Progress(job, cfg, redis_wait_seconds=float(settings.job_heartbeat_grace))
-    if job is not None and job.get_meta(refresh=True).get("cancel_requested"):
+    if job.get_meta(refresh=True).get("cancel_requested"):
         # The cancel came as this worker took the job: RQ will call it failed, the phase says
         # it was canceled (queueing.public_status).
         progress.update(phase="canceled", required=True)
@@ -366,7 +337,7 @@ def _train(
     except optuna.TrialPruned as exc:
         # Required: RQ calls this job finished; only the phase says it was pruned.
         progress.update(phase="pruned", error=str(exc), required=True)
-        log.info("job %s: %s; nothing published", job.id if job else "-", exc)
+        log.info("job %s: %s; nothing published", job.id, exc)
         return {"model": cfg.model_name, "model_version": None, "pruned": True}
     except Exception as exc:
         retry = _maybe_retry(job, exc, progress, settings.retry_delays())
@@ -379,41 +350,37 @@ def _train(
     # "publishing" to refuse a stop from now on).
     progress.update(phase="publishing", required=True)
     progress.check_still_started()
-    history = progress.history or [
-        queueing.json_safe(r.to_dict() if hasattr(r, "to_dict") else r) for r in outcome.history
-    ]
-    job_id = job.id if job is not None else None
-    manifest = build_manifest(cfg, outcome, job_id, history)
+    job_id = job.id
+    # The history as the job reported it, so the manifest's equals the job's.
+    manifest = Manifest.from_outcome(outcome, job_id=job_id, history=progress.history or None)
     if trial is not None:
         from trainer_service.sweeps import objective_value
 
-        trial.value = objective_value(history, trial.objective, manifest["best_epoch"])
+        trial.value = objective_value(manifest.history, trial.objective, manifest.best_epoch)
         # Staged: a trial never becomes "latest" (what an unpinned model serves); only the
         # sweep's promotion, at its end, can make one live.
-        manifest["staged"] = True
-        manifest["sweep"] = {
-            "sweep_id": trial.sweep["sweep_id"],
-            "trial": trial.sweep["trial"],
-            "params": trial.sweep["params"],
-            "objective": trial.objective,
-            "value": trial.value,
-        }
+        manifest.staged = True
+        manifest.sweep = SweepTrial(
+            sweep_id=trial.sweep["sweep_id"],
+            trial=trial.sweep["trial"],
+            params=trial.sweep["params"],
+            objective=trial.objective,
+            value=trial.value,
+        )
 
     from shared.modelfile import save_model
 
     registry = settings.open_registry()
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         weights = Path(tmp) / "weights.npz"
-        metadata = {k: v for k, v in manifest.items() if k not in ("history", "metrics")}
-        metadata["test_accuracy"] = manifest["metrics"]["test_accuracy"]
-        save_model(weights, outcome.model, metadata=metadata)
+        save_model(weights, outcome.model, metadata=manifest.model_file_metadata())
         report = write_report_files(Path(tmp) / "report", outcome, manifest)
         progress.check_worker_alive()
-        version = registry.publish(cfg.model_name, weights, manifest, extra_files=report)
+        version = registry.publish(cfg.model_name, weights, manifest.to_json(), extra_files=report)
 
     if trial is not None:
         trial.version = version
-    test_accuracy = manifest["metrics"]["test_accuracy"]
+    test_accuracy = manifest.metrics.test_accuracy
     try:
         progress.update(phase="published", model_version=version, required=True)
     except RedisUnavailable as exc:  # published already: say so in the worker log at least
@@ -425,18 +392,10 @@ def _train(
         version,
         test_accuracy,
     )
-    return {
-        "model": cfg.model_name,
-        "model_version": version,
-        "test_accuracy": test_accuracy,
-        "best_epoch": manifest["best_epoch"],
-        "epochs_run": len(history),
-        "train_seconds": manifest["train_seconds"],
-        "dataset_fingerprint": manifest["dataset_fingerprint"],
-    }
+    return manifest.job_result(version)
 
 
-def write_report_files(out_dir: Path, outcome: Any, manifest: dict[str, Any]) -> dict[str, Path]:
+def write_report_files(out_dir: Path, outcome: Any, manifest: Manifest) -> dict[str, Path]:
     """The version's report (shared.reports: PNG figures + report.json), published with it.
 
     report.json gets the manifest's own metrics and history, so its numbers equal the manifest's.
@@ -446,19 +405,15 @@ def write_report_files(out_dir: Path, outcome: Any, manifest: dict[str, Any]) ->
     try:
         from shared.reports import write_outcome_report
 
-        return write_outcome_report(
-            out_dir, outcome, metrics=manifest["metrics"], history=manifest["history"]
-        )
+        return write_outcome_report(out_dir, outcome, manifest)
     except Exception:
         log.exception("could not write the training report; publishing without it")
         return {}
 
 
-def _maybe_retry(
-    job: Job | None, exc: Exception, progress: _Progress, delays: list[int]
-) -> Retry | None:
+def _maybe_retry(job: Job, exc: Exception, progress: _Progress, delays: list[int]) -> Retry | None:
     """A Retry for a transient error while `delays` has attempts left; None: let it fail now."""
-    if job is None or not is_transient(exc):
+    if not is_transient(exc):
         return None
     done = job.number_of_retries or 0
     if done >= len(delays):

@@ -165,16 +165,3 @@ def exception_line(traceback_text: str, limit: int = 500) -> str:
             body[0] = _QUALIFIED.sub(r"\1", body[0])
     folded = " ".join(line.strip() for line in body if line.strip())
     return folded if len(folded) <= limit else folded[: limit - 1] + "…"
-
-
-def json_safe(value: Any) -> Any:
-    """Turn NumPy scalars/arrays (and tuples) into plain JSON values for job meta and results."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy arrays and numpy scalars
-        return json_safe(value.tolist())
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        return None
-    return value

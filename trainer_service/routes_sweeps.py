@@ -29,7 +29,7 @@ from shared.web.openapi import Answer, ErrorBody
 from shared.web.validation import json_object, validation_error
 from trainer_service import idempotency, queueing, sweeps, web
 from trainer_service.routes_jobs import IDEMPOTENCY_CONFLICT
-from trainer_service.sweep_models import README_EXAMPLE, SweepRequest
+from trainer_service.sweep_models import README_EXAMPLE, SweepPlan, SweepRequest
 from trainer_service.web import api, state
 
 log = logging.getLogger(__name__)
@@ -233,22 +233,18 @@ def list_sweeps():
     st = state()
     index = sweeps.sweeps_index_key(st.settings.rq_queue)
     ids = [i.decode() for i in st.redis.zrevrange(index, 0, query.limit - 1)]
-    found = []
-    for sweep_id in ids:
-        record = sweeps.load_record(st.redis, st.settings.rq_queue, sweep_id)
-        if record is None:
-            continue
-        found.append(
-            {
-                "sweep_id": sweep_id,
-                "status": record["status"],
-                "model": record["model"],
-                "created_at": record["created_at"],
-                "ended_at": record["ended_at"],
-                "n_trials": SweepRequest.model_validate(record["request"]).n_trials,
-                "trials_started": sweeps.started_trials(record),
-            }
-        )
+    found = [
+        {
+            "sweep_id": record["sweep_id"],
+            "status": record["status"],
+            "model": record["model"],
+            "created_at": record["created_at"],
+            "ended_at": record["ended_at"],
+            "n_trials": SweepPlan.of_record(record).n_trials,
+            "trials_started": sweeps.started_trials(record),
+        }
+        for record in sweeps.load_records(st.redis, st.settings.rq_queue, ids)
+    ]
     return jsonify({"sweeps": found, "count": len(found)})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -138,6 +139,56 @@ class SweepRequest(BaseModel):
     @property
     def sampler_name(self) -> str:
         return "grid" if self.is_grid else (self.sampler or "tpe")
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a validated `SweepRequest` decided, stored in the sweep's record and read back as is.
+
+    Why: validating a request checks every combination of its space (43 ms for a 1,000-point
+    grid); the coordinator step, the sweep's view and the listing read a sweep many times, so
+    they read this plan (plain JSON values) instead of validating the stored request again.
+    """
+
+    #: The base config as submitted (`exclude_unset`): each trial's config is base + params.
+    base: dict[str, Any]
+    #: The space as JSON: a list of values, or {"uniform"|"log_uniform"|"int"|"choice": ...}.
+    space: dict[str, Any]
+    n_trials: int
+    parallelism: int
+    objective: str
+    pruner: str
+    sampler: str
+    seed: int | None
+    promote_to: str | None
+    keep: int
+
+    @classmethod
+    def of(cls, request: SweepRequest) -> SweepPlan:
+        return cls(
+            base=request.base.model_dump(mode="json", exclude_unset=True),
+            space=request.model_dump(mode="json", include={"space"})["space"],
+            n_trials=request.n_trials,
+            parallelism=request.parallelism,
+            objective=request.objective,
+            pruner=request.pruner,
+            sampler=request.sampler_name,
+            seed=request.seed,
+            promote_to=request.promote_to,
+            keep=request.keep,
+        )
+
+    @classmethod
+    def of_record(cls, record: dict[str, Any]) -> SweepPlan:
+        """The plan a sweep's record stores; a record written before plans were stored has
+        only its request, validated this once."""
+        plan = record.get("plan")
+        if plan is None:
+            return cls.of(SweepRequest.model_validate(record["request"]))
+        return cls(**plan)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _error(loc: tuple[Any, ...], value: Any, message: str) -> None:

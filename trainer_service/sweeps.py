@@ -27,7 +27,8 @@ study) or was stopped is never retried: it would fail the same way.
 
 The study (trials, their per-epoch reports, the sampler's history) lives in Optuna's journal
 storage on the same Redis, under a key prefix of the queue's; the sweep's own record (request,
-trial ↔ job ids, outcome) is one JSON value next to it, and the ids of the running sweeps are a
+its validated `SweepPlan`, trial ↔ job ids, outcome) is one JSON value next to it, read back
+without validating the request again, and the ids of the running sweeps are a
 set the reconcile loop reads.
 """
 
@@ -50,7 +51,7 @@ from rq.registry import StartedJobRegistry
 
 from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
-from trainer_service.sweep_models import SweepRequest
+from trainer_service.sweep_models import SweepPlan, SweepRequest
 
 if TYPE_CHECKING:
     import optuna
@@ -114,6 +115,13 @@ def load_record(conn: redis.Redis, queue: str, sweep_id: str) -> dict[str, Any] 
     return None if raw is None else json.loads(raw)
 
 
+def load_records(conn: redis.Redis, queue: str, sweep_ids: list[str]) -> list[dict[str, Any]]:
+    """The records of `sweep_ids` that still exist, in that order, in one round trip (a listing
+    of 500 sweeps would otherwise wait for 500)."""
+    raws = conn.mget([sweep_key(queue, i) for i in sweep_ids]) if sweep_ids else []
+    return [json.loads(raw) for raw in raws if raw is not None]
+
+
 def _save(conn: redis.Redis, queue: str, record: dict[str, Any]) -> None:
     conn.set(sweep_key(queue, record["sweep_id"]), json.dumps(record))
 
@@ -150,17 +158,17 @@ class _LogOnly:
         self._backend.append_logs(logs)
 
 
-def distributions(request: SweepRequest) -> dict[str, Any]:
+def distributions(plan: SweepPlan) -> dict[str, Any]:
     """Optuna distributions of the space. Choices are JSON strings (Optuna's categorical values
     are scalars; a choice may be a list such as hidden_layers)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     out: dict[str, Any] = {}
-    for key, dim in request.space.items():
+    for key, dim in plan.space.items():
         if isinstance(dim, list):
             out[key] = CategoricalDistribution(_encoded(dim))
             continue
-        kind, value = next(iter(dim.model_dump().items()))
+        kind, value = next(iter(dim.items()))
         if kind == "choice":
             out[key] = CategoricalDistribution(_encoded(value))
         elif kind == "int":
@@ -174,17 +182,17 @@ def _encoded(values: list[Any]) -> list[str]:
     return list(dict.fromkeys(json.dumps(v, sort_keys=True) for v in values))
 
 
-def decode_params(request: SweepRequest, params: dict[str, Any]) -> dict[str, Any]:
+def decode_params(plan: SweepPlan, params: dict[str, Any]) -> dict[str, Any]:
     """Optuna's params → TrainConfig values."""
     out = {}
     for key, value in params.items():
-        dim = request.space[key]
-        categorical = isinstance(dim, list) or hasattr(dim, "choice")
+        dim = plan.space[key]
+        categorical = isinstance(dim, list) or "choice" in dim
         out[key] = json.loads(value) if categorical else value
     return out
 
 
-def sampler(request: SweepRequest, asked: int = 0) -> optuna.samplers.BaseSampler:
+def sampler(plan: SweepPlan, asked: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler, rebuilt for each ask (the study's history is in the storage).
 
     The grid sampler shuffles the grid with its seed and gives trial n the n-th point, so every
@@ -192,13 +200,13 @@ def sampler(request: SweepRequest, asked: int = 0) -> optuna.samplers.BaseSample
     with a seed uses seed + asked: one fixed seed would repeat the same draw."""
     import optuna
 
-    if request.sampler_name == "grid":
-        space = {k: _encoded(v) for k, v in request.space.items()}  # type: ignore[arg-type]
-        return optuna.samplers.GridSampler(space, seed=request.seed or 0)
-    seed = None if request.seed is None else request.seed + asked
-    if request.sampler_name == "random":
+    if plan.sampler == "grid":
+        space = {k: _encoded(v) for k, v in plan.space.items()}
+        return optuna.samplers.GridSampler(space, seed=plan.seed or 0)
+    seed = None if plan.seed is None else plan.seed + asked
+    if plan.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    startup = min(10, max(2, request.n_trials // 3))
+    startup = min(10, max(2, plan.n_trials // 3))
     return optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed)
 
 
@@ -219,12 +227,11 @@ def load_study(settings: TrainerSettings, record: dict[str, Any]) -> optuna.Stud
     which Optuna allows only inside its own optimize loop)."""
     import optuna
 
-    request = SweepRequest.model_validate(record["request"])
     return optuna.load_study(
         study_name=record["sweep_id"],
         storage=storage(settings),
         sampler=optuna.samplers.RandomSampler(),
-        pruner=pruner(request.pruner),
+        pruner=pruner(SweepPlan.of_record(record).pruner),
     )
 
 
@@ -245,6 +252,23 @@ def objective_value(history: list[dict[str, Any]], objective: str, best_epoch: i
 # --------------------------------------------------------------------------- lifecycle
 
 
+def new_record(request: SweepRequest, sweep_id: str) -> dict[str, Any]:
+    """A new sweep's record: the request as submitted (for readers) and its `SweepPlan`, which
+    is what everything after this reads (the request is not validated again)."""
+    return {
+        "sweep_id": sweep_id,
+        "status": "running",
+        "model": request.base.model_name,
+        "request": request.model_dump(mode="json", exclude_none=True),
+        "plan": SweepPlan.of(request).to_json(),
+        "trials": [],
+        "created_at": now_iso(),
+        "ended_at": None,
+        "promotion": None,
+        "removed_versions": [],
+    }
+
+
 def create(
     conn: redis.Redis,
     queue: Queue,
@@ -261,17 +285,7 @@ def create(
         storage=storage(settings),
         direction=direction(request.objective),
     )
-    record = {
-        "sweep_id": sweep_id,
-        "status": "running",
-        "model": request.base.model_name,
-        "request": request.model_dump(mode="json", exclude_none=True),
-        "trials": [],
-        "created_at": now_iso(),
-        "ended_at": None,
-        "promotion": None,
-        "removed_versions": [],
-    }
+    record = new_record(request, sweep_id)
     _save(conn, settings.rq_queue, record)
     index = sweeps_index_key(settings.rq_queue)
     with conn.pipeline() as pipe:
@@ -301,19 +315,19 @@ def advance(
         if record is None or record["status"] != "running":
             conn.srem(running_key(settings.rq_queue), sweep_id)
             return
-        request = SweepRequest.model_validate(record["request"])
+        plan = SweepPlan.of_record(record)
         study = load_study(settings, record)
         active = _settle(conn, study, record, finishing)
         waiting = len(study.get_trials(deepcopy=False, states=(_state("WAITING"),)))
         fresh = started_trials(record)
-        while active < request.parallelism and (waiting or fresh < request.n_trials):
-            if _enqueue_trial(queue, settings, study, request, record):
+        while active < plan.parallelism and (waiting or fresh < plan.n_trials):
+            if _enqueue_trial(queue, settings, study, plan, record):
                 waiting -= 1
             else:
                 fresh += 1
             active += 1
-        if active == 0 and waiting <= 0 and fresh >= request.n_trials:
-            _finish(settings, study, request, record)
+        if active == 0 and waiting <= 0 and fresh >= plan.n_trials:
+            _finish(settings, study, plan, record)
         _save(conn, settings.rq_queue, record)
         if record["status"] != "running":
             conn.srem(running_key(settings.rq_queue), sweep_id)
@@ -385,7 +399,7 @@ def _enqueue_trial(
     queue: Queue,
     settings: TrainerSettings,
     study: optuna.Study,
-    request: SweepRequest,
+    plan: SweepPlan,
     record: dict[str, Any],
 ) -> bool:
     """Ask the study for a trial (a waiting retry first) and enqueue its job. Returns whether
@@ -395,24 +409,23 @@ def _enqueue_trial(
     asking = optuna.load_study(
         study_name=study.study_name,
         storage=study._storage,
-        sampler=sampler(request, len(record["trials"])),
+        sampler=sampler(plan, len(record["trials"])),
     )
-    trial = asking.ask(distributions(request))
+    trial = asking.ask(distributions(plan))
     history = study._storage.get_trial(trial._trial_id).system_attrs.get("retry_history") or []
     retry_of = history[-1] if history else None
-    params = decode_params(request, trial.params)
-    base = request.base.model_dump(mode="json", exclude_unset=True)
+    params = decode_params(plan, trial.params)
     from shared.config import TrainConfig
 
-    config = TrainConfig.model_validate({**base, **params})
+    config = TrainConfig.model_validate({**plan.base, **params})
     job_id = uuid.uuid4().hex
     sweep = {
         "sweep_id": record["sweep_id"],
         "trial": trial.number,
         "trial_id": trial._trial_id,
         "params": params,
-        "objective": request.objective,
-        "pruner": request.pruner,
+        "objective": plan.objective,
+        "pruner": plan.pruner,
     }
     queue.enqueue(
         queueing.JOB_FUNC,
@@ -443,7 +456,7 @@ def _enqueue_trial(
 
 
 def _finish(
-    settings: TrainerSettings, study: optuna.Study, request: SweepRequest, record: dict[str, Any]
+    settings: TrainerSettings, study: optuna.Study, plan: SweepPlan, record: dict[str, Any]
 ) -> None:
     """Every trial is done: promote the best version (only on improvement), keep the best `keep`."""
     from optuna.trial import TrialState
@@ -457,34 +470,34 @@ def _finish(
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.user_attrs.get("model_version") is not None
     ]
-    maximize = request.objective == "val_accuracy"
+    maximize = plan.objective == "val_accuracy"
     done.sort(key=lambda t: t.value if maximize else -t.value, reverse=True)  # type: ignore[operator]
     registry = settings.open_registry()
     model = record["model"]
     sweep_id = record["sweep_id"]
     actor = f"sweep {sweep_id}"
-    if done and request.promote_to:
+    if done and plan.promote_to:
         best = done[0]
         version = int(best.user_attrs["model_version"])
-        target = request.promote_to
+        target = plan.promote_to
         if target == "default":
             current, what = registry.default_version(model), "the model had no default version"
         else:
             current, what = registry.state(model)["aliases"].get(target), "the alias was not set"
         kept = "default kept" if target == "default" else "alias kept"
-        theirs = _version_objective(registry, model, current, request.objective)
+        theirs = _version_objective(registry, model, current, plan.objective)
         if current is None:
             verdict, reason = version, what
         elif theirs is None:
             verdict = None
-            reason = f"version {current} has no {request.objective} to compare with; {kept}"
+            reason = f"version {current} has no {plan.objective} to compare with; {kept}"
         elif (best.value > theirs) if maximize else (best.value < theirs):  # type: ignore[operator]
             verdict = version
-            reason = f"{request.objective} {best.value:.6g} beats version {current}'s {theirs:.6g}"
+            reason = f"{plan.objective} {best.value:.6g} beats version {current}'s {theirs:.6g}"
         else:
             verdict = None
             reason = (
-                f"{request.objective} {best.value:.6g} does not beat version {current}'s "
+                f"{plan.objective} {best.value:.6g} does not beat version {current}'s "
                 f"{theirs:.6g}; {kept}"
             )
         registry.record_promotion(model, target, verdict, reason, sweep_id, actor)
@@ -494,7 +507,7 @@ def _finish(
             "version": verdict if verdict is not None else current,
             "reason": reason,
         }
-    for trial in done[request.keep :]:
+    for trial in done[plan.keep :]:
         version = int(trial.user_attrs["model_version"])
         try:
             registry.delete_version(model, version, actor=actor)
@@ -571,7 +584,7 @@ def canceled_with_sweep(conn: redis.Redis, queue: str, job: Job) -> bool:
 
 def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -> dict[str, Any]:
     """The public JSON of a sweep: every trial with its curve, and the best so far."""
-    request = SweepRequest.model_validate(record["request"])
+    plan = SweepPlan.of_record(record)
     study_trials = {t.number: t for t in load_study(settings, record).get_trials(deepcopy=False)}
     jobs = Job.fetch_many(
         [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
@@ -582,7 +595,7 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
         st = study_trials.get(entry["number"])
         meta = (job.meta or {}) if job is not None else {}
         curve = [
-            {"epoch": int(step), request.objective: value}
+            {"epoch": int(step), plan.objective: value}
             for step, value in sorted((st.intermediate_values if st else {}).items())
         ]
         canceled = bool(entry.get("canceled"))
@@ -615,17 +628,17 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
             }
         )
     scored = [t for t in trials if t["status"] == "finished" and t["value"] is not None]
-    maximize = request.objective == "val_accuracy"
+    maximize = plan.objective == "val_accuracy"
     best = max(scored, key=lambda t: t["value"] if maximize else -t["value"], default=None)
     return {
         "sweep_id": record["sweep_id"],
         "status": record["status"],
         "model": record["model"],
-        "objective": request.objective,
-        "n_trials": request.n_trials,
-        "parallelism": request.parallelism,
-        "sampler": request.sampler_name,
-        "pruner": request.pruner,
+        "objective": plan.objective,
+        "n_trials": plan.n_trials,
+        "parallelism": plan.parallelism,
+        "sampler": plan.sampler,
+        "pruner": plan.pruner,
         "created_at": record["created_at"],
         "ended_at": record["ended_at"],
         "trials": trials,

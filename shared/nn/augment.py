@@ -75,14 +75,6 @@ def random_affine(
     return t.astype(np.float32)
 
 
-def identity_affine(n: int, size: int = 28) -> np.ndarray:
-    """[n, 2, 3] maps that leave images unchanged."""
-    t = np.zeros((n, 2, 3), np.float32)
-    t[:, 0, 0] = t[:, 1, 1] = 1.0
-    t[:, :, 2] = (size - 1) / 2.0
-    return t
-
-
 #: Images per warp chunk: keeps intermediates cache-sized and float32 flat indices exact.
 CHUNK = 1024
 

@@ -19,13 +19,6 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, numerically stable (the max is subtracted before exponentiating)."""
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
-    return e
-
-
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     """Mean cross-entropy of integer labels under softmax(logits) (no smoothing)."""
     logp = log_softmax(logits)

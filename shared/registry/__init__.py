@@ -28,7 +28,7 @@ Why it is built this way:
   read-only. Verification (manifest + sha256 of every file) is cached by file identity
   (inode, size, mtime_ns, ctime_ns) so the 0.5 s poll in every gunicorn worker costs a few stats.
 * A broken version (bad manifest, missing or tampered files) is skipped by ``latest_version`` /
-  ``default_version``, reported by ``describe_versions`` / ``version_status`` and logged once.
+  ``default_version``, reported by ``describe_versions`` and logged once.
 * ``state.json`` is replaced atomically under an exclusive ``flock`` so concurrent pin, alias,
   traffic split and shadow changes never lose updates; a corrupt file is logged and the last good
   state is served until the next write repairs it.

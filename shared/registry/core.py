@@ -138,14 +138,6 @@ class Registry:
         """verify() without the defensive copy (internal callers never mutate the result)."""
         return self.storage.manifest(validate_model_name(name), v)
 
-    def version_status(self, name: str, version: int | str) -> str:
-        """ "ok" or "broken: <reason>". Raises VersionNotFoundError if there is no such version."""
-        try:
-            self._verified(name, validate_version(version))
-        except BrokenVersionError as exc:
-            return f"broken: {exc.reason}"
-        return "ok"
-
     def describe_versions(self, name: str) -> list[dict[str, Any]]:
         """Every version, ascending: {"version", "status": "ok"|"broken", "error", "manifest"}.
 
@@ -281,16 +273,6 @@ class Registry:
         version = self.storage.publish(name, weights_src, extras, body)
         logger.info("registry: published model %r version %d", name, version)
         return version
-
-    def cleanup_temp(
-        self, max_age_seconds: float = DEFAULT_STALE_TEMP_SECONDS, *, name: str | None = None
-    ) -> int:
-        """Delete what crashed publishes and state writes left (never visible) older than
-        max_age, and, whatever their age, what a publisher on this host that has died left.
-        Returns how many were removed."""
-        self._writable()
-        model = validate_model_name(name) if name is not None else None
-        return self.storage.cleanup(max_age_seconds, model)
 
     # ---- state (pin, aliases, traffic, shadow, history) -------------------------------------
 

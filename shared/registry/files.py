@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.manifest import json_default
+
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -101,21 +103,9 @@ def newest_mtime(path: Path) -> float:
     return newest
 
 
-def _json_default(obj: Any) -> Any:
-    """Let callers put NumPy scalars/arrays and Paths in a manifest without converting first."""
-    item = getattr(obj, "item", None)
-    tolist = getattr(obj, "tolist", None)
-    if tolist is not None and getattr(obj, "ndim", 0):
-        return tolist()
-    if item is not None:
-        return item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 def json_bytes(obj: Any) -> bytes:
-    """Strict JSON (no NaN/Infinity) so every HTTP client can parse what we serve."""
+    """Strict JSON (no NaN/Infinity) so every HTTP client can parse what we serve. NumPy values
+    and Paths are converted (`shared.manifest.json_default`), so callers need not first."""
     return (
-        json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n"
+        json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=json_default) + "\n"
     ).encode("utf-8")

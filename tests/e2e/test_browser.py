@@ -35,6 +35,7 @@ import requests
 
 from shared.config import TrainConfig
 from shared.datasets import load_dataset
+from shared.manifest import Manifest
 from shared.modelfile import save_model
 from shared.pipeline import run_training
 from shared.registry import Registry
@@ -51,7 +52,7 @@ from tests.trainer_support import (
     wait_http_ok,
     wait_worker_registered,
 )
-from trainer_service.jobs import build_manifest, write_report_files
+from trainer_service.jobs import write_report_files
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -117,14 +118,13 @@ def _publish(registry: Registry, dataset, overrides: dict) -> int:
     """Train and publish exactly as the RQ job does (manifest and report included)."""
     config = TrainConfig(**overrides)
     outcome = run_training(config, dataset=dataset)
-    history = [record.to_dict() for record in outcome.history]
-    manifest = build_manifest(config, outcome, None, history)
+    manifest = Manifest.from_outcome(outcome)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "weights.npz"
         save_model(weights, outcome.model)
         report = write_report_files(Path(tmp) / "report", outcome, manifest)
         assert report, "the report was not written"
-        return registry.publish(config.model_name, weights, manifest, extra_files=report)
+        return registry.publish(config.model_name, weights, manifest.to_json(), extra_files=report)
 
 
 def _start_trainer(port: int, env: dict[str, str], log: Path):

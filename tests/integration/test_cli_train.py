@@ -120,7 +120,8 @@ def test_saved_metadata(trained):
     meta = loaded.metadata
     assert meta["dataset"] == "mnist" and meta["class_names"] == [str(i) for i in range(10)]
     assert meta["config"]["hidden_layers"] == [64]
-    assert meta["metrics"]["accuracy"] == meta["test_accuracy"]
+    assert meta["metrics"]["test_accuracy"] == meta["test_accuracy"]
+    assert meta["metrics"]["n_test"] == 10000 and meta["model"] == "mnist"
     assert len(meta["history"]) == 5
 
 

@@ -25,6 +25,7 @@ import pytest
 
 from shared.registry import Registry
 from tests import REPO_ROOT
+from tests.registry_support import cleanup_temp
 
 pytestmark = [pytest.mark.slow]
 
@@ -225,7 +226,7 @@ def test_publisher_killed_mid_publish_leaves_no_version(phase: str, tmp_path: Pa
     assert reg.publish("m", small, {"job_id": "ok-2"}) == 2
     assert reg.change_token("m") != token
     assert sorted(os.listdir(root / "m")) == ["1", "2"]
-    assert reg.cleanup_temp(0) == 0
+    assert cleanup_temp(reg, 0) == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,6 +239,7 @@ _READ_ONLY_READER = textwrap.dedent(
 
     # Import first: the interpreter's stdlib may live where "nobody" cannot read (/root/.pyenv).
     from shared.registry import Registry, ReadOnlyRegistryError
+    from tests.registry_support import version_status
 
     root = sys.argv[1]
     if os.geteuid() == 0:  # root ignores permissions: become nobody so the tree is read-only
@@ -292,7 +294,7 @@ _READ_ONLY_READER = textwrap.dedent(
                 "default": reg.default_version(name),
                 "state": reg.state(name),
                 "describe": [(d["version"], d["status"]) for d in reg.describe_versions(name)],
-                "status": {v: reg.version_status(name, v) for v in reg.versions(name)},
+                "status": {v: version_status(reg, name, v) for v in reg.versions(name)},
                 "token_equal": reg.change_token(name) == reg.change_token(name),
             }
             if res[name]["default"] is not None:

@@ -20,6 +20,7 @@ from shared.registry import Registry, RegistryError
 from shared.registry.s3 import S3Storage
 from shared.registry.state import set_alias_change
 from tests import REPO_ROOT
+from tests.registry_support import cleanup_temp, version_status
 from tests.s3_support import BUCKET, RegistryFactory, S3Server, s3_env
 from tests.service_support import inference_service, publish
 from tests.trainer_support import SMALL, wait_for
@@ -149,7 +150,7 @@ def test_an_upload_never_committed_is_invisible_and_cleaned_up(
     assert _publish(reg, tmp_path, b"third") == 2
     left = {k.split("/")[3] for k in _keys(s3.server, f"{s3.prefix}/m/uploads/")}
     assert len(left) == 3, "versions 1 and 2, and the live publisher's upload"
-    assert reg.cleanup_temp(0) == 1
+    assert cleanup_temp(reg, 0) == 1
     assert len({k.split("/")[3] for k in _keys(s3.server, f"{s3.prefix}/m/uploads/")}) == 2
     assert reg.versions("m") == [1, 2]
 
@@ -181,7 +182,7 @@ def test_a_download_that_does_not_match_the_manifest_is_broken_and_never_handed_
     assert reader.verify("m", 2)["sha256"] == "0" * 64  # the commit is consistent
     with pytest.raises(RegistryError, match="sha256 mismatch"):
         reader.weights_path("m", 2)
-    assert reader.version_status("m", 2).startswith("broken: weights.npz sha256 mismatch")
+    assert version_status(reader, "m", 2).startswith("broken: weights.npz sha256 mismatch")
     assert reader.latest_version("m") == 1
     assert list((tmp_path / "s3-cache").rglob("weights.npz")) == []  # nothing kept
 
@@ -241,7 +242,7 @@ def test_readers_only_ever_read_the_bucket(s3: RegistryFactory, tmp_path: Path) 
     for _ in range(2):
         reader.change_token(), reader.change_token("m"), reader.model_names()
         reader.describe_versions("m"), reader.latest_version("m"), reader.default_version("m")
-        reader.resolve("m", "prod"), reader.state("m"), reader.version_status("m", 3)
+        reader.resolve("m", "prod"), reader.state("m"), version_status(reader, "m", 3)
         reader.weights_path("m", 2), reader.read_file("m", 1, "notes.txt")
         s3.write_state("m", b"{corrupt")
     assert reader.default_version("m") == 2

@@ -32,6 +32,7 @@ from shared.registry import (
     VersionInUseError,
     VersionNotFoundError,
 )
+from tests.registry_support import version_status
 from tests.s3_support import RegistryFactory
 
 pytestmark = [pytest.mark.slow]
@@ -165,7 +166,7 @@ def test_broken_versions_are_skipped_and_reported(
     assert len(logs) == 1, "a broken version is logged once, not on every poll"
     assert words in logs[0].getMessage()
     assert reg.versions("m") == [1, 2]
-    assert reg.version_status("m", 2).startswith("broken: ")
+    assert version_status(reg, "m", 2).startswith("broken: ")
     rows = reg.describe_versions("m")
     assert [(r["version"], r["status"]) for r in rows] == [(1, "ok"), (2, "broken")]
     assert rows[1]["manifest"] is None and words in rows[1]["error"]
@@ -306,7 +307,6 @@ def test_missing_version(reg: Registry, tmp_path: Path) -> None:
     for call in (
         lambda: reg.verify("m", 2),
         lambda: reg.weights_path("m", 2),
-        lambda: reg.version_status("m", 2),
         lambda: reg.pin("m", 2),
         lambda: reg.set_alias("m", "prod", 2),
         lambda: reg.delete_version("m", 2),
@@ -449,7 +449,6 @@ def test_read_only_registry_refuses_writes(
         lambda: ro.pin("m", 1),
         lambda: ro.set_alias("m", "x", 1),
         lambda: ro.delete_version("m", 1),
-        lambda: ro.cleanup_temp(0),
     ):
         with pytest.raises(ReadOnlyRegistryError):
             call()

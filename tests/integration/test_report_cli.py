@@ -11,9 +11,11 @@ import pytest
 from PIL import Image
 
 from shared.config import TrainConfig
+from shared.datasets import load_dataset
+from shared.manifest import Manifest
 from shared.modelfile import load_model
 from shared.pipeline import run_training
-from shared.reports import FIGURE_PIXELS, REPORT_FILES, manifest_metrics
+from shared.reports import FIGURE_PIXELS, REPORT_FILES
 from trainer_service.__main__ import main
 
 pytestmark = pytest.mark.slow
@@ -38,8 +40,8 @@ def test_train_writes_the_report_next_to_the_model(tmp_path: Path, mnist_dir, ca
             assert picture.format == "PNG" and picture.size == size, name
     report = json.loads((report_dir / "report.json").read_text())
     metadata = load_model(out).metadata
-    # The same numbers as the model file (in the registry manifest's shape).
-    assert report["metrics"] == manifest_metrics(metadata["metrics"])
+    # The same numbers as the model file (its metadata is the manifest).
+    assert report["metrics"] == metadata["metrics"]
     assert report["metrics"]["test_accuracy"] == summary["test_accuracy"]
     assert report["history"] == metadata["history"]
     assert report["best_epoch"] == summary["best_epoch"]
@@ -59,10 +61,11 @@ def test_report_dir_problems_fail_before_training(tmp_path: Path, mnist_dir, cap
 
 def test_outcome_carries_the_test_probabilities_behind_its_metrics(mnist_dir) -> None:
     config = TrainConfig(hidden_layers=[16], epochs=1, train_limit=1000)
-    outcome = run_training(config, data_dir=mnist_dir)
+    outcome = run_training(config, dataset=load_dataset("mnist", mnist_dir))
     assert outcome.test_proba.shape == (10000, 10) and outcome.test_proba.dtype == np.float32
     assert outcome.x_test.shape == (10000, 784) and outcome.y_test.shape == (10000,)
     pred = outcome.test_proba.argmax(axis=1)
     assert float((pred == outcome.y_test).mean()) == outcome.metrics["accuracy"]
-    assert "test_proba" not in outcome.summary() and "test_proba" not in outcome.metadata()
+    manifest = Manifest.from_outcome(outcome)
+    assert "test_proba" not in manifest.to_json() and "test_proba" not in manifest.summary()
     assert "test_proba" not in repr(outcome)

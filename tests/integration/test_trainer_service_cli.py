@@ -1,8 +1,8 @@
-"""`python -m trainer_service api` and `worker` as real processes, and several workers on one queue."""
+"""The trainer API under gunicorn as the Procfile starts it, `python -m trainer_service worker`
+as a real process, and several workers on one queue."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import uuid
@@ -11,12 +11,10 @@ import pytest
 import requests
 
 from tests import REPO_ROOT
+from tests.service_support import trainer_api
 from tests.trainer_support import (
     LONG,
     SMALL,
-    free_port,
-    service_env,
-    stop_process,
     tail,
     wait_for,
     wait_http_ok,
@@ -25,43 +23,34 @@ from tests.trainer_support import (
 pytestmark = [pytest.mark.slow]
 
 
-def test_api_subcommand_serves_under_gunicorn(trainer_stack, tmp_path):
-    port = free_port()
-    log = tmp_path / "api.log"
-    env = service_env(
-        REDIS_URL=trainer_stack.redis_url,
-        RQ_QUEUE=trainer_stack.queue,
-        MODEL_REGISTRY_DIR=str(trainer_stack.registry_dir),
-        API_TOKEN="t0k3n-" + uuid.uuid4().hex,
+def test_the_api_serves_under_gunicorn_as_the_procfile_starts_it(trainer_stack, tmp_path):
+    token = "t0k3n-" + uuid.uuid4().hex
+    with trainer_api(
+        trainer_stack.registry_dir,
+        tmp_path,
+        trainer_stack.redis_url,
+        trainer_stack.queue,
+        API_TOKEN=token,
         WEB_CONCURRENCY="1",
-    )
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "trainer_service", "api", "--port", str(port), "--host", "127.0.0.1"],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_http_ok(base + "/readyz", proc, log)
-            assert (
-                requests.get(base + "/openapi.json", timeout=5).json()["openapi"].startswith("3.")
-            )
-            r = requests.post(base + "/v1/jobs", json=SMALL, timeout=5)
-            assert r.status_code == 401
-            r = requests.post(
-                base + "/v1/jobs",
-                json=SMALL,
-                headers={"Authorization": f"Bearer {env['API_TOKEN']}"},
-                timeout=5,
-            )
-            assert r.status_code == 202, r.text
-            job = requests.get(base + r.headers["Location"], timeout=5).json()
-            assert job["status"] == "queued"
-        finally:
-            stop_process(proc, signal.SIGTERM)
-    text = log.read_text()
+    ) as api:
+        wait_http_ok(api.base + "/readyz", api.proc, api.log_path)
+        assert (
+            requests.get(api.base + "/openapi.json", timeout=5).json()["openapi"].startswith("3.")
+        )
+        r = requests.post(api.base + "/v1/jobs", json=SMALL, timeout=5)
+        assert r.status_code == 401
+        r = requests.post(
+            api.base + "/v1/jobs",
+            json=SMALL,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+        assert r.status_code == 202, r.text
+        job = requests.get(api.base + r.headers["Location"], timeout=5).json()
+        assert job["status"] == "queued"
+    text = api.log_path.read_text()
     assert "gunicorn" in text.lower(), text
-    assert env["API_TOKEN"] not in text  # the token is never logged
+    assert token not in text  # the token is never logged
 
 
 def test_worker_burst_mode_drains_the_queue_and_exits(trainer_stack, tmp_path):

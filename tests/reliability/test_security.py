@@ -34,7 +34,7 @@ from shared.modelfile import ModelFileError, load_model
 from shared.registry import Registry
 from tests import REPO_ROOT
 from tests.service_support import publish, trainer_api
-from tests.trainer_support import SMALL, service_env
+from tests.trainer_support import SMALL, delete_queue_keys, service_env
 from trainer_service import queueing
 from trainer_service.api import create_app as create_trainer
 
@@ -323,9 +323,13 @@ _AUDITED_RUN = textwrap.dedent(
     """
     import json, os, sys
 
+    import redis
+    from rq import SimpleWorker
+    from rq.job import Job
+
     from inference_service.app import create_app as inference_app
+    from trainer_service import queueing
     from trainer_service.api import create_app as trainer_app
-    from trainer_service.jobs import train_job
 
     WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     DIR_FD = {"os.remove": [1], "os.rmdir": [1], "os.mkdir": [2], "os.rename": [2, 3],
@@ -359,7 +363,15 @@ _AUDITED_RUN = textwrap.dedent(
             events.append(["write", resolve(args[0])])
 
     sys.addaudithook(hook)
-    result = train_job({"hidden_layers": [16], "epochs": 1, "train_limit": 500})
+    # The job as a worker runs it (in this process, so the hook sees its files too).
+    conn = redis.Redis.from_url(os.environ["REDIS_URL"])
+    queue = queueing.make_queue(os.environ["RQ_QUEUE"], conn)
+    name = os.environ["RQ_QUEUE"]  # in every key this run makes, for the test to delete them
+    config = {"hidden_layers": [16], "epochs": 1, "train_limit": 500}
+    job = queue.enqueue(queueing.JOB_FUNC, config, job_id=name + "-job")
+    worker = SimpleWorker([queue], connection=conn, serializer=queueing.SERIALIZER, name=name)
+    worker.work(burst=True)
+    result = Job.fetch(job.id, connection=conn, serializer=queueing.SERIALIZER).return_value()
     inference = inference_app({"REGISTRY_POLL_SECONDS": 0}).test_client()
     x = {"instances": [[0] * 784]}
     statuses = [
@@ -381,7 +393,7 @@ _AUDITED_RUN = textwrap.dedent(
 )
 
 
-def test_only_the_registry_is_read_and_written(tmp_path, mnist_dir):
+def test_only_the_registry_is_read_and_written(tmp_path, mnist_dir, redis_url):
     """A real training job (incl. publish), the inference routes and a pin, under an audit hook:
     model data is read and written only in the registry. The job also reads its dataset and
     uses a scratch folder in the temp dir; matplotlib keeps its font cache in MPLCONFIGDIR."""
@@ -392,15 +404,20 @@ def test_only_the_registry_is_read_and_written(tmp_path, mnist_dir):
         MNIST_DATA_DIR=str(mnist_dir),
         MPLCONFIGDIR=str(mpl),
         PYTHONDONTWRITEBYTECODE="1",
+        REDIS_URL=redis_url,
+        RQ_QUEUE=f"audited-{uuid.uuid4().hex[:8]}",
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", _AUDITED_RUN],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _AUDITED_RUN],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        delete_queue_keys(redis_url, env["RQ_QUEUE"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["version"] == 1 and out["statuses"] == [200, 200, 200, 200, 200, 200, 404, 200, 404]

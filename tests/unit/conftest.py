@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 
 from inference_service.app import create_app as create_inference_app
 from shared.registry import Registry
+from tests.cache_support import stop_polling
 from tests.trainer_support import DEAD_REDIS
 from trainer_service.api import create_app as create_trainer_app
 
@@ -40,7 +41,7 @@ def make_inference_app(registry: Registry) -> Iterator[Callable[..., Flask]]:
 
     yield make
     for app in apps:
-        app.extensions["digitflow"].cache.stop()
+        stop_polling(app.extensions["digitflow"].cache)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from inference_service.app import create_app
 from inference_service.serving import ModelCache
 from shared.config import TrainConfig
 from shared.modelfile import save_model
+from tests.cache_support import is_polling, stop_polling
 from tests.service_support import (
     digit_picture,
     error_of,
@@ -514,7 +515,7 @@ def test_background_poller_swaps_default_without_requests(registry, tmp_path) ->
     client = app.test_client()
     try:
         assert client.get("/readyz").status_code == 503  # starts the poller
-        assert cache.polling
+        assert is_polling(cache)
         publish(registry, tmp_path, seed=1)
         deadline = time.monotonic() + 2
         while cache.served_default("digits") != 1 and time.monotonic() < deadline:
@@ -533,8 +534,8 @@ def test_background_poller_swaps_default_without_requests(registry, tmp_path) ->
         )
         assert client.get("/readyz").status_code == 200
     finally:
-        cache.stop()
-    assert not cache.polling
+        stop_polling(cache)
+    assert not is_polling(cache)
 
 
 def test_lru_never_evicts_defaults(registry, tmp_path) -> None:

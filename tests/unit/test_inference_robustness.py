@@ -17,6 +17,7 @@ import pytest
 
 from inference_service.app import create_app
 from shared.registry import Registry
+from tests.cache_support import stop_polling
 from tests.service_support import publish
 
 ALLOWED = {200, 400, 404, 405, 409, 413, 415, 422}
@@ -51,7 +52,7 @@ def served_client(tmp_path_factory: pytest.TempPathFactory):
         {"MODEL_REGISTRY_DIR": str(registry.root), "REGISTRY_POLL_SECONDS": 0, "LOG_LEVEL": "ERROR"}
     )
     yield app.test_client()
-    app.extensions["digitflow"].cache.stop()
+    stop_polling(app.extensions["digitflow"].cache)
 
 
 def random_json(rng: random.Random, depth: int = 0):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.nn.augment import Augmenter, identity_affine, random_affine
+from shared.nn.augment import Augmenter, random_affine
+from tests.nn_support import identity_affine
 
 
 @pytest.fixture

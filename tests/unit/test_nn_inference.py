@@ -10,9 +10,8 @@ from shared.config import TrainConfig
 from shared.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from shared.nn.inference import InferencePlan
 from shared.nn.layers import BatchNorm1d, Dense, Dropout, Standardize
-from shared.nn.losses import softmax
 from shared.nn.model import Sequential
-from tests.nn_support import randomise_trained_state
+from tests.nn_support import randomise_trained_state, softmax
 
 
 def _check(model: Sequential, n: int = 64, seed: int = 0) -> InferencePlan:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from shared.datasets import load_idx
-from shared.preprocess import MAX_INPUT_PIXELS, PreprocessError, array_to_mnist, picture_to_mnist
+from shared.preprocess import MAX_INPUT_PIXELS, PreprocessError, picture_to_mnist
 from tests.service_support import png_header_only
 
 N_DIGITS = 24
@@ -117,11 +117,11 @@ def test_thin_pen_strokes_on_a_big_photo_are_thickened():
     assert (out.sum(axis=1) > 0.5).sum() >= 18  # spans the 20 px box vertically
 
 
-def test_array_input_and_polarity():
-    arr = np.zeros((50, 30), dtype=np.float32)
-    arr[10:40, 12:18] = 1.0
-    a = array_to_mnist(arr)
-    b = array_to_mnist(255 - arr * 255)  # same digit, dark on light, 0-255
+def test_polarity_does_not_matter():
+    arr = np.zeros((50, 30), dtype=np.uint8)
+    arr[10:40, 12:18] = 255
+    a = picture_to_mnist(encode(Image.fromarray(arr), "PNG"))
+    b = picture_to_mnist(encode(Image.fromarray(255 - arr), "PNG"))  # dark on light
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 

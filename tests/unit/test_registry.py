@@ -37,6 +37,7 @@ from shared.registry import (
     validate_model_name,
     validate_version,
 )
+from tests.registry_support import cleanup_temp, version_status
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -254,8 +255,8 @@ def test_temp_folders_are_never_listed_and_stale_ones_are_cleaned(
     assert publish_bytes(reg, tmp_path, b"b") == 2
     assert not stale.exists() and not stale_state.exists()
     assert fresh.exists()
-    assert reg.cleanup_temp(3600) == 0
-    assert reg.cleanup_temp(0) == 2  # fresh one in "m" and the ghost's
+    assert cleanup_temp(reg, 3600) == 0
+    assert cleanup_temp(reg, 0) == 2  # fresh one in "m" and the ghost's
     assert sorted(os.listdir(root / "m")) == ["1", "2"]
 
 
@@ -267,7 +268,7 @@ def test_cleanup_keeps_a_temp_folder_whose_files_are_still_being_written(
     (d / "weights.npz").write_bytes(b"x")
     old = time.time() - 7200
     os.utime(d, (old, old))  # folder old, but a file inside was written just now
-    assert reg.cleanup_temp(3600) == 0
+    assert cleanup_temp(reg, 3600) == 0
     assert d.exists()
 
 
@@ -349,9 +350,9 @@ def test_broken_versions_are_skipped_and_reported(
     assert BREAKAGES[how] in broken_logs[0].getMessage()
 
     assert reg.versions("m") == [1, 2]
-    status = reg.version_status("m", 2)
+    status = version_status(reg, "m", 2)
     assert status.startswith("broken: ") and BREAKAGES[how] in status
-    assert reg.version_status("m", 1) == "ok"
+    assert version_status(reg, "m", 1) == "ok"
     rows = reg.describe_versions("m")
     assert [(r["version"], r["status"]) for r in rows] == [(1, "ok"), (2, "broken")]
     assert rows[1]["manifest"] is None and BREAKAGES[how] in rows[1]["error"]
@@ -604,7 +605,6 @@ def test_bad_model_names_never_reach_the_filesystem(
         lambda: reg.manifest(bad, 1),
         lambda: reg.weights_path(bad, 1),
         lambda: reg.describe_versions(bad),
-        lambda: reg.version_status(bad, 1),
         lambda: reg.resolve(bad, "latest"),
         lambda: reg.pin(bad, 1),
         lambda: reg.unpin(bad),
@@ -612,7 +612,7 @@ def test_bad_model_names_never_reach_the_filesystem(
         lambda: reg.delete_alias(bad, "prod"),
     ]
     if bad is not None:  # None means "every model" for these two
-        calls += [lambda: reg.change_token(bad), lambda: reg.cleanup_temp(0, name=bad)]
+        calls += [lambda: reg.change_token(bad)]
     for call in calls:
         with pytest.raises(InvalidNameError):
             call()
@@ -797,14 +797,13 @@ def test_read_only_registry_never_writes(root: Path, tmp_path: Path) -> None:
     }
     assert ro.default_version("fresh") == 1
     assert [r["status"] for r in ro.describe_versions("m")] == ["ok", "broken"]
-    ro.change_token(), ro.change_token("m"), ro.weights_path("m", 1), ro.version_status("m", 2)
+    ro.change_token(), ro.change_token("m"), ro.weights_path("m", 1), version_status(ro, "m", 2)
     for call in (
         lambda: ro.publish("m", root / "m" / "1" / "weights.npz", {}),
         lambda: ro.pin("m", 1),
         lambda: ro.unpin("m"),
         lambda: ro.set_alias("m", "x", 1),
         lambda: ro.delete_alias("m", "prod"),
-        lambda: ro.cleanup_temp(0),
     ):
         with pytest.raises(ReadOnlyRegistryError):
             call()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.manifest import ManifestMetrics
 from shared.metrics import evaluate
 from shared.reports import (
     FIGURE_PIXELS,
@@ -18,7 +19,6 @@ from shared.reports import (
     REPORT_FILES,
     SWEEP_REPORT_PIXELS,
     draw_sweep_report,
-    manifest_metrics,
     worst_misclassified,
     write_report,
 )
@@ -79,7 +79,7 @@ def test_writes_every_file_with_fixed_sizes_and_the_metrics_untouched(tmp_path: 
 
     report = json.loads(paths["report.json"].read_text())
     assert report["format"] == "digitflow-report" and report["format_version"] == 1
-    assert report["metrics"] == manifest_metrics(metrics)
+    assert report["metrics"] == ManifestMetrics.of(metrics).to_json()
     assert report["metrics"]["test_accuracy"] == metrics["accuracy"]
     assert report["metrics"]["confusion_matrix"] == metrics["confusion_matrix"]
     assert report["history"] == _history()
@@ -93,7 +93,7 @@ def test_writes_every_file_with_fixed_sizes_and_the_metrics_untouched(tmp_path: 
 def test_manifest_shaped_metrics_are_stored_as_given(tmp_path: Path) -> None:
     """The RQ job passes the manifest's own metrics: report.json must equal them exactly."""
     x, y, proba = _data()
-    manifest = manifest_metrics(evaluate(proba, y))
+    manifest = ManifestMetrics.of(evaluate(proba, y)).to_json()
     assert set(manifest) == {
         "test_accuracy",
         "test_loss",

@@ -3,8 +3,10 @@ JSON-safe meta, the CLI's --field=value parsing and its error handling."""
 
 from __future__ import annotations
 
+import json
 import traceback
 import urllib.error
+from pathlib import PurePosixPath
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import requests
 
 from shared.client import DigitflowError, _error_message, main, parse_fields
 from shared.datasets import DatasetError
+from shared.manifest import json_default, json_value
 from shared.redis_embedded import free_port
 from shared.web.settings import SettingsError
 from trainer_service import jobs, queueing
@@ -104,9 +107,27 @@ def test_retry_schedule_from_env(monkeypatch):
         TrainerSettings.load()
 
 
-def test_json_safe_converts_numpy_and_nan():
+def test_json_value_converts_numpy_and_nan():
     value = {"a": np.float32(0.5), "b": np.arange(3), "c": (1, np.int64(2)), "d": float("nan")}
-    assert queueing.json_safe(value) == {"a": 0.5, "b": [0, 1, 2], "c": [1, 2], "d": None}
+    assert json_value(value, nan_as_none=True) == {
+        "a": 0.5, "b": [0, 1, 2], "c": [1, 2], "d": None
+    }  # fmt: skip
+    kept = json_value({"d": np.float64("nan"), 3: np.bool_(True), "p": PurePosixPath("/m")})
+    assert kept["d"] != kept["d"] and kept["3"] is True and kept["p"] == "/m"
+
+
+def test_one_conversion_behind_every_json_writer():
+    """The registry's files, the CLI's --json line and the job meta use the same conversion."""
+    from shared.registry.files import json_bytes
+
+    assert json.loads(json_bytes({"a": np.arange(2), "b": np.float32(0.25)})) == {
+        "a": [0, 1], "b": 0.25
+    }  # fmt: skip
+    assert json.dumps(np.int64(3), default=json_default) == "3"
+    with pytest.raises(TypeError, match="object is not JSON serialisable"):
+        json.dumps(object(), default=json_default)
+    with pytest.raises(ValueError):  # strict: NaN is refused, never written
+        json_bytes({"loss": np.float64("nan")})
 
 
 def test_settings_are_strict_and_name_the_variable(monkeypatch):

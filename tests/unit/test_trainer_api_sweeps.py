@@ -4,8 +4,11 @@ promotion verdict."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from shared.config import TrainConfig
 from shared.modelfile import save_model
 from shared.registry import VersionInUseError
 from trainer_service.sweep_models import README_EXAMPLE, SweepRequest
@@ -122,3 +125,58 @@ def test_the_readme_shows_the_documented_example_body():
     section = readme[readme.index("#### Sweeps") :]
     block = re.search(r"```json\n(.*?)```", section, re.S).group(1)
     assert json.loads(block) == README_EXAMPLE
+
+
+def test_a_sweep_record_stores_its_plan_and_is_read_without_validating(monkeypatch):
+    """The record keeps what validation decided; reading it back validates nothing (the listing
+    of 500 sweeps of 1,000-point grids took ~20 s when every read validated)."""
+    from trainer_service import sweeps
+    from trainer_service.sweep_models import SweepPlan
+
+    body = {
+        "base": BASE,
+        "space": {
+            "learning_rate": {"log_uniform": [0.001, 0.1]},
+            "hidden_layers": {"choice": [[16], [32, 16]]},
+            "batch_size": [32, 64],
+            "epochs": {"int": [1, 3]},
+        },
+        "trials": 4,
+        "seed": 3,
+        "promote_to": "candidate",
+        "keep": 2,
+    }
+    record = sweeps.new_record(SweepRequest.model_validate(body), "a" * 32)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a stored sweep was validated again")
+
+    monkeypatch.setattr(SweepRequest, "model_validate", refuse)
+    plan = SweepPlan.of_record(record)
+    assert (plan.n_trials, plan.parallelism, plan.sampler, plan.seed) == (4, 1, "tpe", 3)
+    assert (plan.promote_to, plan.keep, plan.objective, plan.pruner) == (
+        "candidate", 2, "val_accuracy", "none"
+    )  # fmt: skip
+    assert plan.base == BASE
+    dists = sweeps.distributions(plan)
+    assert dists["learning_rate"].log and dists["epochs"].high == 3
+    assert sweeps.decode_params(
+        plan, {"hidden_layers": "[32, 16]", "batch_size": "64", "learning_rate": 0.01}
+    ) == {"hidden_layers": [32, 16], "batch_size": 64, "learning_rate": 0.01}
+
+
+def test_a_record_stored_before_plans_is_validated_once_for_its_plan():
+    from trainer_service import sweeps
+    from trainer_service.sweep_models import SweepPlan
+
+    request = SweepRequest.model_validate(
+        {"base": BASE, "space": {"batch_size": [64, 128], "dropout": [0.0, 0.1, 0.2]}}
+    )
+    record = sweeps.new_record(request, "b" * 32)
+    old = {k: v for k, v in record.items() if k != "plan"}
+    plan, old_plan = SweepPlan.of_record(record), SweepPlan.of_record(old)
+    assert plan == SweepPlan.of(request)
+    # The stored request lists every base field (it was dumped whole): the same config.
+    assert TrainConfig.model_validate(old_plan.base) == TrainConfig.model_validate(plan.base)
+    assert replace(old_plan, base=plan.base) == plan
+    assert old_plan.n_trials == 6
