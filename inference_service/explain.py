@@ -17,64 +17,29 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, request
+from flask import Response, request
 from pydantic import ValidationError
 
 from inference_service import decoders
-from inference_service.openapi import REGISTRY_ERRORS, api
 from inference_service.predict import (
     MODEL_VERSION,
     MULTIPART,
-    PREDICT_CONTENT,
     ROUTING_KEY,
     is_json,
     read_body,
     read_images,
 )
 from inference_service.responses import json_response
-from inference_service.schemas import (
-    EXPLAIN_JSON_DOC,
-    PATH_PARAMS,
-    ExplainOptions,
-    ExplainQuery,
-    ExplainRequest,
-    ExplainResponse,
-)
+from inference_service.schemas import ExplainOptions, ExplainQuery, ExplainRequest
 from inference_service.serving import Served
 from inference_service.settings import Settings
 from inference_service.state import service
 from shared.nn.explain import integrated_gradients
 from shared.web.errors import ApiError
-from shared.web.openapi import Answer
 from shared.web.validation import validation_error
-
-bp = Blueprint("explain", __name__)
 
 BASELINE = "black image (every pixel 0)"
 
-_DESCRIPTION = (
-    "Integrated gradients (trapezoid rule, `steps` intervals) of the target class's logit from "
-    "a black image to each image: `attributions` [N, input size] add up to `logit_difference` "
-    "up to `completeness_gap`. Bodies as for predict; a JSON body may add `target` and `steps`, "
-    "other media types take them as query parameters. At most MAX_EXPLAIN_IMAGES images."
-)
-_CONTENT = {**PREDICT_CONTENT, "application/json": EXPLAIN_JSON_DOC}
-_EXAMPLES = {
-    "application/json": {
-        "the predicted class of a blank image": {"instances": [[0] * 784]},
-        "why class 1, 64 steps, pixels 0-1": {
-            "instances": [[[0.0] * 28] * 14 + [[0.0] * 13 + [1.0] + [0.0] * 14] * 14],
-            "scale": "unit",
-            "target": 1,
-            "steps": 64,
-        },
-    }
-}
-_EXPLAINED = Answer(
-    "Predictions and attributions",
-    content={"application/json": ExplainResponse},
-    headers={MODEL_VERSION: "The model version that answered."},
-)
 #: Where a batch's size is counted, per media type (the field a 413 names).
 _BATCH_FIELD = {MULTIPART: "image", decoders.NPY_MEDIA_TYPE: "body"}
 
@@ -138,15 +103,3 @@ def explain(name: str, ref: str | None = None) -> Response:
         "completeness_gap": found.completeness_gap,
     }
     return json_response(payload, headers={MODEL_VERSION: str(served.version)})
-
-
-for _path, _which in (
-    ("/v1/models/{name}/explain", "the default version"),
-    ("/v1/models/{name}/versions/{ref}/explain", "a version number, latest, default or an alias"),
-):
-    api.route(
-        bp, "POST", _path, summary=f"Explain predictions: attributions per pixel ({_which})",
-        description=_DESCRIPTION, content=_CONTENT, query=ExplainQuery,
-        responses={200: _EXPLAINED}, errors=(400, *REGISTRY_ERRORS, 405, 413, 415, 422),
-        path_params=PATH_PARAMS, examples=_EXAMPLES,
-    )(explain)  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any
 from flask import Flask, request
 
 from inference_service import predict
+from inference_service.predict import Router
 from inference_service.state import ServiceState
 
 #: The environ key under which a Flask route leaves its rule for the metrics.
@@ -32,18 +33,19 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Front:
-    """``app.wsgi_app = Front(app, state)``."""
+    """``app.wsgi_app = Front(app, state, Router(routes.PLAIN))``."""
 
-    def __init__(self, app: Flask, state: ServiceState) -> None:
+    def __init__(self, app: Flask, state: ServiceState, router: Router) -> None:
         self.flask_wsgi: WsgiApp = app.wsgi_app
         self.state = state
+        self.match = router.match
         app.before_request(_record_rule)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
         st = self.state
         st.cache.ensure_started()
-        route = predict.match(environ.get("PATH_INFO", ""))
+        route = self.match(environ.get("PATH_INFO", ""))
         if route is not None:
             reply = predict.answer(st, route, environ)
             status, body = predict.respond(reply, environ, start_response)
