@@ -2,7 +2,7 @@
 
 The prediction plus integrated-gradients attributions (`shared.nn.explain`) of one class per
 image: the predicted one, or the class the request names ("why not 1"). The bodies are the predict
-route's, read by the same decoders (`inference_service.predict.read_images`; a JSON body through
+route's, read by the same decoders (`decoders.decode_request`; a JSON body through
 `decoders.read_instances` with `ExplainRequest`, which adds ``target`` and ``steps``). Bodies that
 are not JSON carry ``target`` and ``steps`` as query parameters; a JSON body carries them itself
 (a query parameter beside it is a 422: one place per request for each).
@@ -21,17 +21,9 @@ from flask import Response, request
 from pydantic import ValidationError
 
 from inference_service import decoders
-from inference_service.predict import (
-    MODEL_VERSION,
-    MULTIPART,
-    ROUTING_KEY,
-    is_json,
-    read_body,
-    read_images,
-)
-from inference_service.responses import json_response
+from inference_service.responses import MODEL_VERSION, json_response
 from inference_service.schemas import ExplainOptions, ExplainQuery, ExplainRequest
-from inference_service.serving import Served
+from inference_service.serving import ROUTING_KEY, Served
 from inference_service.settings import Settings
 from inference_service.state import service
 from shared.nn.explain import integrated_gradients
@@ -41,13 +33,13 @@ from shared.web.validation import validation_error
 BASELINE = "black image (every pixel 0)"
 
 #: Where a batch's size is counted, per media type (the field a 413 names).
-_BATCH_FIELD = {MULTIPART: "image", decoders.NPY_MEDIA_TYPE: "body"}
+_BATCH_FIELD = {decoders.MULTIPART: "image", decoders.NPY_MEDIA_TYPE: "body"}
 
 
 def _read(served: Served, settings: Settings) -> tuple[np.ndarray, ExplainOptions]:
     """The images and the explain options of the current request."""
     mimetype = request.mimetype
-    if is_json(mimetype):
+    if decoders.is_json(mimetype):
         for name in ExplainQuery.model_fields:
             if name in request.args:
                 raise ApiError(
@@ -55,7 +47,7 @@ def _read(served: Served, settings: Settings) -> tuple[np.ndarray, ExplainOption
                     f"with a JSON body, send {name!r} in the body, not as a query parameter",
                     field=name,
                 )
-        raw = read_body(request.environ, settings.max_content_length)
+        raw = decoders.read_body(request.environ, settings.max_content_length)
         size, limit = served.input_size, settings.max_batch_images
         body, x = decoders.read_instances(raw, size, limit, ExplainRequest)
         return x, body
@@ -63,7 +55,14 @@ def _read(served: Served, settings: Settings) -> tuple[np.ndarray, ExplainOption
         query = ExplainQuery.model_validate(request.args.to_dict())
     except ValidationError as exc:
         raise validation_error(exc, "query") from None
-    return read_images(request.environ, mimetype, served, settings), query
+    images = decoders.decode_request(
+        request.environ,
+        mimetype,
+        served.input_size,
+        settings.max_batch_images,
+        settings.max_content_length,
+    )
+    return images, query
 
 
 def explain(name: str, ref: str | None = None) -> Response:

@@ -26,18 +26,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.wrappers import Request
-from werkzeug.wsgi import get_input_stream
 
 from inference_service import decoders
-from inference_service.responses import dumps
-from inference_service.serving import Served
+from inference_service.responses import MODEL_VERSION, dumps
+from inference_service.serving import ROUTING_KEY, Served
 from inference_service.shadow import Pending
 from inference_service.state import ServiceState
 from shared.web.errors import ApiError, to_api_error
 from shared.web.openapi import Operation
-from shared.web.validation import is_json_media_type
 
 StartResponse = Callable[..., Any]
 
@@ -51,53 +47,19 @@ class Reply(NamedTuple):
     after: Callable[[], None] | None = None
 
 
-PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg"})
-MULTIPART = "multipart/form-data"
-MODEL_VERSION = "X-Model-Version"
-#: The request header that pins a caller to one side of a traffic split (WSGI environ key).
-ROUTING_KEY = "HTTP_X_ROUTING_KEY"
-
-
-def is_json(mimetype: str) -> bool:
-    """Whether a body is read as JSON: a JSON media type, or none at all (curl -d without -H)."""
-    return mimetype == "" or is_json_media_type(mimetype)
-
-
 # ---- /v1 predict --------------------------------------------------------------------------------
-
-
-def read_images(
-    environ: dict[str, Any], mimetype: str, served: Served, settings: Any
-) -> np.ndarray:
-    """The request's images for `served`, whatever the accepted media type."""
-    size, limit = served.input_size, settings.max_batch_images
-    if mimetype == MULTIPART:
-        form = Request(environ)
-        form.max_content_length = form.max_form_memory_size = settings.max_content_length
-        uploads = form.files.getlist("image")
-        if not uploads:
-            raise ApiError(400, "multipart body needs a file field named 'image'", field="image")
-        pictures = [(f"image[{i}]", f.read()) for i, f in enumerate(uploads)]
-        return decoders.decode_pictures(pictures, size, limit)
-    body = read_body(environ, settings.max_content_length)
-    if is_json(mimetype):
-        return decoders.decode_instances(body, size, limit)
-    if mimetype == decoders.NPY_MEDIA_TYPE:
-        return decoders.decode_npy(body, size, limit)
-    if mimetype in PICTURE_TYPES:
-        return decoders.decode_pictures([("body", body)], size, limit)
-    raise ApiError(
-        415,
-        f"Content-Type {mimetype!r} is not accepted: send application/json, "
-        f"{decoders.NPY_MEDIA_TYPE}, image/png, image/jpeg or multipart/form-data with an "
-        "'image' field",
-        field="Content-Type",
-    )
 
 
 def predict(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any]) -> Reply:
     served = st.cache.get(name, ref, environ.get(ROUTING_KEY))
-    x = read_images(environ, _mimetype(environ), served, st.settings)
+    settings = st.settings
+    x = decoders.decode_request(
+        environ,
+        _mimetype(environ),
+        served.input_size,
+        settings.max_batch_images,
+        settings.max_content_length,
+    )
     proba = served.predict_proba(x)
     body = dumps(
         {
@@ -132,14 +94,14 @@ def infer(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any])
     served = st.cache.get(name, ref, environ.get(ROUTING_KEY))
     header = environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     mimetype = _mimetype(environ)
-    if header is None and not is_json(mimetype):
+    if header is None and not decoders.is_json(mimetype):
         raise ApiError(
             415,
             f"Content-Type {mimetype!r} is not accepted: send application/json, or the binary "
             f"tensor extension with an {decoders.V2_HEADER_LENGTH} header",
             field="Content-Type",
         )
-    body = read_body(environ, st.settings.max_content_length)
+    body = decoders.read_body(environ, st.settings.max_content_length)
     req = decoders.decode_v2(body, header, served.input_size, st.settings.max_batch_images)
     proba = served.predict_proba(req.x)
     tensors = {
@@ -231,23 +193,6 @@ def _text(segment: str) -> str:
 
 def _mimetype(environ: dict[str, Any]) -> str:
     return environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-
-
-def read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """The request body, at most `limit` bytes (413 beyond), chunked bodies included."""
-    length = environ.get("CONTENT_LENGTH", "")
-    if length.isdigit():  # the common case: read exactly that much
-        n = int(length)
-        if n > limit:
-            raise to_api_error(RequestEntityTooLarge(), max_content_length=limit)
-        body = environ["wsgi.input"].read(n)
-        if len(body) != n:
-            raise ApiError(400, f"the body ended after {len(body)} of {n} bytes")
-        return body
-    try:
-        return get_input_stream(environ, max_content_length=limit).read()
-    except HTTPException as exc:
-        raise to_api_error(exc, max_content_length=limit) from None
 
 
 def answer(st: ServiceState, route: Route, environ: dict[str, Any]) -> Reply | ApiError:

@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 
 import shared
 from inference_service import explain, files, health, pages, predict, v1, v2
-from inference_service.decoders import NPY_MEDIA_TYPE
-from inference_service.predict import MODEL_VERSION, MULTIPART
+from inference_service.decoders import MULTIPART, NPY_MEDIA_TYPE
+from inference_service.responses import MODEL_VERSION
 from inference_service.schemas import (
     EXPLAIN_JSON_DOC,
     PATH_PARAMS,

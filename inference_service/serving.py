@@ -60,6 +60,10 @@ from shared.registry import (
 
 logger = logging.getLogger(__name__)
 
+#: The request header that pins a caller to one side of a traffic split (WSGI environ key): the
+#: `routing_key` of `ModelCache.get`.
+ROUTING_KEY = "HTTP_X_ROUTING_KEY"
+
 
 @dataclass(frozen=True)
 class Served:
