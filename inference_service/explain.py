@@ -21,9 +21,10 @@ from flask import Response, request
 from pydantic import ValidationError
 
 from inference_service import decoders
+from inference_service.loading import Served
 from inference_service.responses import MODEL_VERSION, json_response
+from inference_service.rollout import ROUTING_KEY
 from inference_service.schemas import ExplainOptions, ExplainQuery, ExplainRequest
-from inference_service.serving import ROUTING_KEY, Served
 from inference_service.settings import Settings
 from inference_service.state import service
 from shared.nn.explain import integrated_gradients

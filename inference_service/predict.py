@@ -28,8 +28,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from inference_service import decoders
+from inference_service.loading import Served
 from inference_service.responses import MODEL_VERSION, dumps
-from inference_service.serving import ROUTING_KEY, Served
+from inference_service.rollout import ROUTING_KEY
 from inference_service.shadow import Pending
 from inference_service.state import ServiceState
 from shared.web.errors import ApiError, to_api_error
