@@ -17,6 +17,7 @@ APP_SPEC = "trainer_service.api:create_app()"
 
 def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add `worker` and `api` to the `python -m trainer_service` command line."""
+    # RQ and Redis: only for the worker command; --help stays light
     from trainer_service.worker import add_worker_arguments
 
     worker = subparsers.add_parser(
@@ -42,6 +43,7 @@ def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def worker_command(args: argparse.Namespace) -> int:
+    # RQ and Redis: only for the worker command; --help stays light
     from trainer_service.worker import worker_command as run
 
     return run(args)
