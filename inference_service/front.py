@@ -3,7 +3,7 @@
 ``create_app`` installs it as ``app.wsgi_app`` (Flask's documented place for WSGI middleware), so
 gunicorn, the test client and the benchmarks all go through it. It:
 
-* starts the registry poller lazily in the serving process (with REGISTRY_POLL_SECONDS=0, this
+* starts the registry poller lazily in the serving process (`ModelCache.ensure_started`) (with REGISTRY_POLL_SECONDS=0, this
   is the synchronous registry check);
 * answers the four predict and infer paths with `inference_service.predict` (the plain WSGI
   routes) and hands every other path to the Flask app;
@@ -39,12 +39,13 @@ class Front:
         self.flask_wsgi: WsgiApp = app.wsgi_app
         self.state = state
         self.match = router.match
+        self.ensure_started = state.cache.poller.ensure_started
         app.before_request(_record_rule)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
         st = self.state
-        st.cache.ensure_started()
+        self.ensure_started()
         route = self.match(environ.get("PATH_INFO", ""))
         if route is not None:
             reply = predict.answer(st, route, environ)

@@ -91,7 +91,8 @@ class ModelCache:
         )
         self._rollout = Rollout(on_shadow=on_shadow)
         self._splits = self._rollout.splits  # the same dict: the default route reads it
-        self._poller = Poller(
+        #: Runs `refresh` (the front binds its ``ensure_started`` once: no extra call per request).
+        self.poller = Poller(
             self.refresh,
             poll_seconds,
             registry.location,
@@ -105,7 +106,7 @@ class ModelCache:
 
     @property
     def poll_seconds(self) -> float:
-        return self._poller.poll_seconds
+        return self.poller.poll_seconds
 
     def _protected(self) -> set[Key]:
         """The versions served without being named: the defaults, the splits' and shadows'."""
@@ -116,15 +117,15 @@ class ModelCache:
 
     def ensure_started(self) -> None:
         """Called on every request (cheap) and from gunicorn's post_worker_init hook."""
-        self._poller.ensure_started()
+        self.poller.ensure_started()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the poller thread (tests, shutdown)."""
-        self._poller.stop(timeout)
+        self.poller.stop(timeout)
 
     @property
     def polling(self) -> bool:
-        return self._poller.polling
+        return self.poller.polling
 
     # ---- registry scan --------------------------------------------------------------------------
 
@@ -343,7 +344,7 @@ class ModelCache:
     def store_status(self) -> dict[str, Any]:
         """{"location", "reachable" (None before the first poll), "error"?, "unreachable_since"?,
         "serving"?} as of this worker's last poll."""
-        return self._poller.status()
+        return self.poller.status()
 
     def readiness(self) -> dict[str, Any]:
         """Ready when every model of the last registry scan with a usable version has its
@@ -391,8 +392,8 @@ class ModelCache:
         scanned = self._last_refresh is not None
         ready = scanned and bool(defaults) and not missing
         out: dict[str, Any] = {"ready": ready, "models": models, "registry": self.store_status()}
-        if not scanned and self._poller.reachable is False:
-            out["reason"] = f"registry unreachable: {self._poller.error}"
+        if not scanned and self.poller.reachable is False:
+            out["reason"] = f"registry unreachable: {self.poller.error}"
         elif not scanned:
             out["reason"] = "registry not scanned yet"
         elif not views:
