@@ -116,7 +116,8 @@ class ModelCache:
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def ensure_started(self) -> None:
-        """Called on every request (cheap) and from gunicorn's post_worker_init hook."""
+        """Start polling in this process (gunicorn's post_worker_init hook; the front calls
+        the poller's own ``ensure_started`` on every request, bound once)."""
         self.poller.ensure_started()
 
     def stop(self, timeout: float = 5.0) -> None:
