@@ -539,7 +539,7 @@ def poll_cost(tmp: Path, versions: int = 10) -> dict[str, Any]:
         cache.refresh()
     per_poll = (time.process_time() - t) / n
     t = time.perf_counter()
-    cache._load(MODEL, 1)
+    cache.versions.load(MODEL, 1)
     load = time.perf_counter() - t
     shutil.rmtree(registry.root, ignore_errors=True)
     return {

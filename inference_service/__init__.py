@@ -19,8 +19,9 @@ Routes (all described in ``GET /openapi.json``):
   tensors; FP32 pixels 0-1 or UINT8 0-255; shape [N, input size] or [N, side, side] — [N,784] or
   [N,28,28] for an MNIST model; the model metadata says which).
 
-The predict and infer routes are plain WSGI (``predict.py``), dispatched by path in front of the
-Flask app (``front.py``), which serves everything else; both answer errors from the web kit's one
+Every route is listed once, with its documentation, in ``routes.py`` (the table ``create_app``
+builds the app from). The predict and infer routes are plain WSGI (``predict.py``), dispatched by
+path in front of the Flask app (``front.py``), which serves everything else; both answer errors from the web kit's one
 table (``shared.web.errors``).
 
 Configuration (environment, or the same keys in ``create_app(config)``; read in ``settings.py``

@@ -3,8 +3,9 @@
 Run it as ``gunicorn -c inference_service/gunicorn.conf.py "inference_service.app:create_app()"``.
 Everything an app needs (settings, registry, model cache, metrics) hangs off the app (the web
 kit's ``app_state()``) — no module globals — so tests can build as many independent apps as they
-like. The predict and infer routes are plain WSGI (`inference_service.predict`), dispatched by
-`inference_service.front` in front of the Flask blueprints that serve everything else.
+like. Every route comes from the one table of `inference_service.routes`: the Flask views are
+added to the app, and the predict and infer routes are plain WSGI (`inference_service.predict`),
+dispatched by `inference_service.front` in front of Flask.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from typing import Any
 
 from flask import Flask
 
-from inference_service import explain, files, health, pages, v1, v2
+from inference_service import routes
 from inference_service.front import Front
-from inference_service.openapi import api
+from inference_service.predict import Router
 from inference_service.serving import ModelCache
 from inference_service.settings import Settings
 from inference_service.shadow import ShadowRunner
 from inference_service.state import ServiceState
 from inference_service.telemetry import Telemetry
-from shared.web.app import create_flask_app, serve_openapi
+from shared.web.app import add_views, create_flask_app, serve_openapi
 
 logger = logging.getLogger("inference_service")
 
@@ -50,10 +51,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = create_flask_app(
         __name__, settings, state, config, max_content_length=settings.max_content_length
     )
-    for blueprint in (health.bp, v1.bp, explain.bp, files.bp, v2.bp, pages.bp):
-        app.register_blueprint(blueprint)
-    serve_openapi(app, api)
-    app.wsgi_app = Front(app, state)  # type: ignore[method-assign]
+    add_views(app, routes.VIEWS)
+    serve_openapi(app, routes.build_api())
+    app.wsgi_app = Front(app, state, Router(routes.PLAIN))  # type: ignore[method-assign]
     logger.info(
         "inference app created: registry %s, poll %.3gs, cache %d versions",
         settings.registry_location,

@@ -2,7 +2,7 @@
 
 The prediction plus integrated-gradients attributions (`shared.nn.explain`) of one class per
 image: the predicted one, or the class the request names ("why not 1"). The bodies are the predict
-route's, read by the same decoders (`inference_service.predict.read_images`; a JSON body through
+route's, read by the same decoders (`decoders.decode_request`; a JSON body through
 `decoders.read_instances` with `ExplainRequest`, which adds ``target`` and ``steps``). Bodies that
 are not JSON carry ``target`` and ``steps`` as query parameters; a JSON body carries them itself
 (a query parameter beside it is a 422: one place per request for each).
@@ -17,72 +17,30 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, request
+from flask import Response, request
 from pydantic import ValidationError
 
 from inference_service import decoders
-from inference_service.openapi import REGISTRY_ERRORS, api
-from inference_service.predict import (
-    MODEL_VERSION,
-    MULTIPART,
-    PREDICT_CONTENT,
-    ROUTING_KEY,
-    is_json,
-    read_body,
-    read_images,
-)
-from inference_service.responses import json_response
-from inference_service.schemas import (
-    EXPLAIN_JSON_DOC,
-    PATH_PARAMS,
-    ExplainOptions,
-    ExplainQuery,
-    ExplainRequest,
-    ExplainResponse,
-)
-from inference_service.serving import Served
+from inference_service.loading import Served
+from inference_service.responses import MODEL_VERSION, json_response
+from inference_service.rollout import ROUTING_KEY
+from inference_service.schemas import ExplainOptions, ExplainQuery, ExplainRequest
 from inference_service.settings import Settings
 from inference_service.state import service
 from shared.nn.explain import integrated_gradients
 from shared.web.errors import ApiError
-from shared.web.openapi import Answer
 from shared.web.validation import validation_error
-
-bp = Blueprint("explain", __name__)
 
 BASELINE = "black image (every pixel 0)"
 
-_DESCRIPTION = (
-    "Integrated gradients (trapezoid rule, `steps` intervals) of the target class's logit from "
-    "a black image to each image: `attributions` [N, input size] add up to `logit_difference` "
-    "up to `completeness_gap`. Bodies as for predict; a JSON body may add `target` and `steps`, "
-    "other media types take them as query parameters. At most MAX_EXPLAIN_IMAGES images."
-)
-_CONTENT = {**PREDICT_CONTENT, "application/json": EXPLAIN_JSON_DOC}
-_EXAMPLES = {
-    "application/json": {
-        "the predicted class of a blank image": {"instances": [[0] * 784]},
-        "why class 1, 64 steps, pixels 0-1": {
-            "instances": [[[0.0] * 28] * 14 + [[0.0] * 13 + [1.0] + [0.0] * 14] * 14],
-            "scale": "unit",
-            "target": 1,
-            "steps": 64,
-        },
-    }
-}
-_EXPLAINED = Answer(
-    "Predictions and attributions",
-    content={"application/json": ExplainResponse},
-    headers={MODEL_VERSION: "The model version that answered."},
-)
 #: Where a batch's size is counted, per media type (the field a 413 names).
-_BATCH_FIELD = {MULTIPART: "image", decoders.NPY_MEDIA_TYPE: "body"}
+_BATCH_FIELD = {decoders.MULTIPART: "image", decoders.NPY_MEDIA_TYPE: "body"}
 
 
 def _read(served: Served, settings: Settings) -> tuple[np.ndarray, ExplainOptions]:
     """The images and the explain options of the current request."""
     mimetype = request.mimetype
-    if is_json(mimetype):
+    if decoders.is_json(mimetype):
         for name in ExplainQuery.model_fields:
             if name in request.args:
                 raise ApiError(
@@ -90,7 +48,7 @@ def _read(served: Served, settings: Settings) -> tuple[np.ndarray, ExplainOption
                     f"with a JSON body, send {name!r} in the body, not as a query parameter",
                     field=name,
                 )
-        raw = read_body(request.environ, settings.max_content_length)
+        raw = decoders.read_body(request.environ, settings.max_content_length)
         size, limit = served.input_size, settings.max_batch_images
         body, x = decoders.read_instances(raw, size, limit, ExplainRequest)
         return x, body
@@ -98,7 +56,14 @@ def _read(served: Served, settings: Settings) -> tuple[np.ndarray, ExplainOption
         query = ExplainQuery.model_validate(request.args.to_dict())
     except ValidationError as exc:
         raise validation_error(exc, "query") from None
-    return read_images(request.environ, mimetype, served, settings), query
+    images = decoders.decode_request(
+        request.environ,
+        mimetype,
+        served.input_size,
+        settings.max_batch_images,
+        settings.max_content_length,
+    )
+    return images, query
 
 
 def explain(name: str, ref: str | None = None) -> Response:
@@ -138,15 +103,3 @@ def explain(name: str, ref: str | None = None) -> Response:
         "completeness_gap": found.completeness_gap,
     }
     return json_response(payload, headers={MODEL_VERSION: str(served.version)})
-
-
-for _path, _which in (
-    ("/v1/models/{name}/explain", "the default version"),
-    ("/v1/models/{name}/versions/{ref}/explain", "a version number, latest, default or an alias"),
-):
-    api.route(
-        bp, "POST", _path, summary=f"Explain predictions: attributions per pixel ({_which})",
-        description=_DESCRIPTION, content=_CONTENT, query=ExplainQuery,
-        responses={200: _EXPLAINED}, errors=(400, *REGISTRY_ERRORS, 405, 413, 415, 422),
-        path_params=PATH_PARAMS, examples=_EXAMPLES,
-    )(explain)  # fmt: skip

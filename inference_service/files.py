@@ -20,15 +20,10 @@ from __future__ import annotations
 import os
 import re
 
-from flask import Blueprint, Response, request
+from flask import Response, request
 
-from inference_service.openapi import REGISTRY_ERRORS, api
-from inference_service.schemas import PATH_PARAMS
 from inference_service.state import service
 from shared.web.errors import ApiError
-from shared.web.openapi import Answer
-
-bp = Blueprint("files", __name__)
 
 #: Same pattern as the registry's extra files (shared.registry._EXTRA_FILE_RE).
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -55,27 +50,6 @@ def _not_found(name: str, version: int, file_name: str) -> ApiError:
     )
 
 
-@api.route(
-    bp,
-    "GET",
-    "/v1/models/{name}/versions/{ref}/report/{file_name}",
-    summary="A file of the version's training report",
-    description="learning_curves.png, confusion_matrix.png, per_class.png, misclassified.png, "
-    "report.json: only files listed in the manifest's files, verified by sha256. Numbered "
-    "versions are served as immutable (ETag = sha256).",
-    responses={
-        200: Answer(
-            "The file (image/png, application/json, ...)",
-            content={
-                "image/png": {"type": "string", "format": "binary"},
-                "application/json": {"type": "object"},
-            },
-        ),
-        304: "Not modified (If-None-Match matched the ETag)",
-    },
-    errors=REGISTRY_ERRORS,
-    path_params=PATH_PARAMS,
-)
 def report_file(name: str, ref: str, file_name: str) -> Response:
     reg = service().registry
     version = reg.resolve(name, ref)  # 404 unknown, 409 broken

@@ -3,7 +3,7 @@
 ``create_app`` installs it as ``app.wsgi_app`` (Flask's documented place for WSGI middleware), so
 gunicorn, the test client and the benchmarks all go through it. It:
 
-* starts the registry poller lazily in the serving process (with REGISTRY_POLL_SECONDS=0, this
+* starts the registry poller lazily in the serving process (`ModelCache.ensure_started`) (with REGISTRY_POLL_SECONDS=0, this
   is the synchronous registry check);
 * answers the four predict and infer paths with `inference_service.predict` (the plain WSGI
   routes) and hands every other path to the Flask app;
@@ -22,6 +22,7 @@ from typing import Any
 from flask import Flask, request
 
 from inference_service import predict
+from inference_service.predict import Router
 from inference_service.state import ServiceState
 
 #: The environ key under which a Flask route leaves its rule for the metrics.
@@ -32,18 +33,20 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class Front:
-    """``app.wsgi_app = Front(app, state)``."""
+    """``app.wsgi_app = Front(app, state, Router(routes.PLAIN))``."""
 
-    def __init__(self, app: Flask, state: ServiceState) -> None:
+    def __init__(self, app: Flask, state: ServiceState, router: Router) -> None:
         self.flask_wsgi: WsgiApp = app.wsgi_app
         self.state = state
+        self.match = router.match
+        self.ensure_started = state.cache.poller.ensure_started
         app.before_request(_record_rule)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
         st = self.state
-        st.cache.ensure_started()
-        route = predict.match(environ.get("PATH_INFO", ""))
+        self.ensure_started()
+        route = self.match(environ.get("PATH_INFO", ""))
         if route is not None:
             reply = predict.answer(st, route, environ)
             status, body = predict.respond(reply, environ, start_response)

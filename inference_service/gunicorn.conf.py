@@ -47,6 +47,7 @@ def on_starting(server):
 def post_worker_init(worker):
     """In the worker, after the app is loaded: pin BLAS to 1 thread, start the registry poller."""
     try:
+        # threadpoolctl: best effort, only in the process that computes
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
@@ -71,6 +72,7 @@ def _state(worker):
 
 def child_exit(server, worker):
     """Drop a dead worker's live gauges from the aggregated /metrics."""
+    # prometheus_client reads PROMETHEUS_MULTIPROC_DIR when imported: not at config load
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)

@@ -16,25 +16,10 @@ import typing
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, render_template, request
+from flask import Response, render_template, request
 
-from inference_service.openapi import api
 from inference_service.state import service
 from shared.config import PRESETS, TrainConfig
-from shared.web.openapi import Answer, Operation
-
-bp = Blueprint("pages", __name__)
-
-# Flask's own static route serves static/ (the page's script, style sheet and icon).
-api.add(
-    Operation(
-        method="GET",
-        path="/static/{filename}",
-        summary="The web page's static files (script, style sheet, icon)",
-        responses={200: "The file"},
-        errors=(404,),
-    )
-)
 
 
 def _trainer_url() -> str:
@@ -68,13 +53,6 @@ def page_config() -> dict[str, Any]:
     }
 
 
-@api.route(
-    bp,
-    "GET",
-    "/",
-    summary="The web page: draw a digit, browse versions and reports, train",
-    responses={200: Answer("The HTML page", content={"text/html": {"type": "string"}})},
-)
 def index() -> Response:
     config = page_config()
     html = render_template("index.html", config=config)

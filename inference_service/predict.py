@@ -9,8 +9,8 @@ default model (BENCHMARKS.md §3), and these routes are the service's hot path. 
 `inference_service.front` dispatches their paths here, in front of the Flask app that serves
 everything else. Every request to these paths — each media type, each method, each error — is
 answered here: success with a plain WSGI answer, failure with the web kit's
-``ApiError.response()`` (the same error table as the Flask routes). The routes are documented
-with ``api.add``, like the Flask ones with ``api.route``.
+``ApiError.response()`` (the same error table as the Flask routes). The routes are listed and
+documented in `inference_service.routes`, with the Flask ones; `Router` matches their paths.
 
 A request: the model is looked up first (an unknown model is a 404 whatever the body; a request
 that names no version gets one of the traffic split's, by its ``X-Routing-Key`` header if any),
@@ -26,26 +26,15 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.wrappers import Request
-from werkzeug.wsgi import get_input_stream
 
 from inference_service import decoders
-from inference_service.openapi import REGISTRY_ERRORS, api
-from inference_service.responses import dumps
-from inference_service.schemas import (
-    PATH_PARAMS,
-    PREDICT_JSON_DOC,
-    PredictResponse,
-    V2InferRequest,
-    V2InferResponse,
-)
-from inference_service.serving import Served
+from inference_service.loading import Served
+from inference_service.responses import MODEL_VERSION, dumps
+from inference_service.rollout import ROUTING_KEY
 from inference_service.shadow import Pending
 from inference_service.state import ServiceState
 from shared.web.errors import ApiError, to_api_error
-from shared.web.openapi import Answer, Operation
-from shared.web.validation import is_json_media_type
+from shared.web.openapi import Operation
 
 StartResponse = Callable[..., Any]
 
@@ -59,55 +48,19 @@ class Reply(NamedTuple):
     after: Callable[[], None] | None = None
 
 
-PICTURE_TYPES = frozenset({"image/png", "image/jpeg", "image/jpg"})
-MULTIPART = "multipart/form-data"
-MODEL_VERSION = "X-Model-Version"
-#: The request header that pins a caller to one side of a traffic split (WSGI environ key).
-ROUTING_KEY = "HTTP_X_ROUTING_KEY"
-_BINARY = {"type": "string", "format": "binary"}
-_PICTURE = {**_BINARY, "description": "A picture of a digit (MNIST-style preprocessing)."}
-
-
-def is_json(mimetype: str) -> bool:
-    """Whether a body is read as JSON: a JSON media type, or none at all (curl -d without -H)."""
-    return mimetype == "" or is_json_media_type(mimetype)
-
-
 # ---- /v1 predict --------------------------------------------------------------------------------
-
-
-def read_images(
-    environ: dict[str, Any], mimetype: str, served: Served, settings: Any
-) -> np.ndarray:
-    """The request's images for `served`, whatever the accepted media type."""
-    size, limit = served.input_size, settings.max_batch_images
-    if mimetype == MULTIPART:
-        form = Request(environ)
-        form.max_content_length = form.max_form_memory_size = settings.max_content_length
-        uploads = form.files.getlist("image")
-        if not uploads:
-            raise ApiError(400, "multipart body needs a file field named 'image'", field="image")
-        pictures = [(f"image[{i}]", f.read()) for i, f in enumerate(uploads)]
-        return decoders.decode_pictures(pictures, size, limit)
-    body = read_body(environ, settings.max_content_length)
-    if is_json(mimetype):
-        return decoders.decode_instances(body, size, limit)
-    if mimetype == decoders.NPY_MEDIA_TYPE:
-        return decoders.decode_npy(body, size, limit)
-    if mimetype in PICTURE_TYPES:
-        return decoders.decode_pictures([("body", body)], size, limit)
-    raise ApiError(
-        415,
-        f"Content-Type {mimetype!r} is not accepted: send application/json, "
-        f"{decoders.NPY_MEDIA_TYPE}, image/png, image/jpeg or multipart/form-data with an "
-        "'image' field",
-        field="Content-Type",
-    )
 
 
 def predict(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any]) -> Reply:
     served = st.cache.get(name, ref, environ.get(ROUTING_KEY))
-    x = read_images(environ, _mimetype(environ), served, st.settings)
+    settings = st.settings
+    x = decoders.decode_request(
+        environ,
+        _mimetype(environ),
+        served.input_size,
+        settings.max_batch_images,
+        settings.max_content_length,
+    )
     proba = served.predict_proba(x)
     body = dumps(
         {
@@ -142,14 +95,14 @@ def infer(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any])
     served = st.cache.get(name, ref, environ.get(ROUTING_KEY))
     header = environ.get("HTTP_INFERENCE_HEADER_CONTENT_LENGTH")
     mimetype = _mimetype(environ)
-    if header is None and not is_json(mimetype):
+    if header is None and not decoders.is_json(mimetype):
         raise ApiError(
             415,
             f"Content-Type {mimetype!r} is not accepted: send application/json, or the binary "
             f"tensor extension with an {decoders.V2_HEADER_LENGTH} header",
             field="Content-Type",
         )
-    body = read_body(environ, st.settings.max_content_length)
+    body = decoders.read_body(environ, st.settings.max_content_length)
     req = decoders.decode_v2(body, header, served.input_size, st.settings.max_batch_images)
     proba = served.predict_proba(req.x)
     tensors = {
@@ -201,134 +154,34 @@ class Route(NamedTuple):
     ref: str | None
 
 
-_PREDICT_SUMMARY = "Predict with the default version (pinned, else latest)"
-_PREDICT_DESCRIPTION = (
-    "Body: JSON instances (pixels 0-255, or 0-1 with scale unit), a .npy array, a PNG/JPEG "
-    "picture, or multipart image fields (one per picture). At most MAX_BATCH_IMAGES images."
-)
-PREDICT_CONTENT = {
-    "application/json": PREDICT_JSON_DOC,
-    decoders.NPY_MEDIA_TYPE: {
-        **_BINARY,
-        "description": "A .npy file (numpy.save) of shape [N, input size] or [N, side, side]: "
-        "uint8 pixels 0-255 or float pixels 0-1.",
-    },
-    "image/png": _PICTURE,
-    "image/jpeg": _PICTURE,
-    MULTIPART: {
-        "type": "object",
-        "required": ["image"],
-        "properties": {
-            "image": {**_BINARY, "description": "One picture (repeat the field for a batch)."}
-        },
-    },
-}
-_INFER_DESCRIPTION = (
-    "JSON (V2InferRequest). The binary tensor extension is supported too: send the JSON header "
-    "(inputs with parameters.binary_data_size), its byte length in the "
-    "Inference-Header-Content-Length header, and the raw little-endian tensor bytes right after "
-    "it. Ask for binary outputs with parameters.binary_data_output or "
-    "outputs[].parameters.binary_data; the answer is then application/octet-stream with "
-    "Inference-Header-Content-Length."
-)
-_INFER_CONTENT = {
-    "application/octet-stream": {
-        **_BINARY,
-        "description": "Binary tensor extension: the JSON header (V2InferRequest with "
-        "binary_data_size) then the raw tensor bytes.",
-    }
-}
-_ERRORS = (400, *REGISTRY_ERRORS, 405, 413, 415, 422)
-_VERSION_HEADER = {MODEL_VERSION: "The model version that answered."}
-_PREDICTED = Answer(
-    "Predictions", content={"application/json": PredictResponse}, headers=_VERSION_HEADER
-)
-_INFERRED = Answer(
-    "Inference result (binary outputs: application/octet-stream after the JSON header, whose "
-    "length is in Inference-Header-Content-Length)",
-    content={"application/json": V2InferResponse, "application/octet-stream": _BINARY},
-    headers=_VERSION_HEADER,
-)
+class Router:
+    """Matches a WSGI path to one of the plain-WSGI routes of `inference_service.routes`
+    (built once by `create_app`: a prefix and suffix test per API version, no regex)."""
 
-#: Bodies that work as written (a blank image: every pixel 0), for readers and for schemathesis's
-#: examples phase.
-_PREDICT_EXAMPLES = {
-    "application/json": {
-        "one image, 784 values": {"instances": [[0] * 784]},
-        "one image, 28 rows of 28, pixels 0-1": {"instances": [[[0.0] * 28] * 28], "scale": "unit"},
-    }
-}
-_INFER_EXAMPLES = {
-    "application/json": {
-        "one image, UINT8": {
-            "inputs": [{"name": "input", "datatype": "UINT8", "shape": [1, 784], "data": [0] * 784}]
-        },
-        "two images, FP32 28x28": {
-            "inputs": [
-                {"name": "input", "datatype": "FP32", "shape": [2, 28, 28], "data": [0.0] * 1568}
-            ],
-            "outputs": [{"name": "predictions"}],
-        },
-    }
-}
+    def __init__(self, routes: Iterable[tuple[Operation, Handler]]) -> None:
+        by_path = {op.path: (op.flask_rule, handler) for op, handler in routes}
+        paths = []
+        for api_prefix, verb in (("/v1", "predict"), ("/v2", "infer")):
+            prefix, suffix = f"{api_prefix}/models/", f"/{verb}"
+            default = by_path.pop(f"{prefix}{{name}}{suffix}")
+            versioned = by_path.pop(f"{prefix}{{name}}/versions/{{ref}}{suffix}")
+            paths.append((prefix, suffix, default, versioned))
+        if by_path:
+            raise ValueError(f"plain-WSGI routes this router cannot match: {sorted(by_path)}")
+        self._paths = tuple(paths)
 
-#: (operation, handler): the four routes, each documented as it is served.
-ROUTES: tuple[tuple[Operation, Handler], ...] = tuple(
-    (
-        api.add(Operation(method="POST", path=path, summary=summary, path_params=PATH_PARAMS,
-                          errors=_ERRORS, **spec)),
-        handler,
-    )
-    for path, summary, handler, spec in (
-        ("/v1/models/{name}/predict", _PREDICT_SUMMARY, predict,
-         {"content": PREDICT_CONTENT, "responses": {200: _PREDICTED},
-          "description": _PREDICT_DESCRIPTION, "examples": _PREDICT_EXAMPLES}),
-        ("/v1/models/{name}/versions/{ref}/predict",
-         "Predict with a version number, latest, default or an alias", predict,
-         {"content": PREDICT_CONTENT, "responses": {200: _PREDICTED},
-          "description": _PREDICT_DESCRIPTION, "examples": _PREDICT_EXAMPLES}),
-        ("/v2/models/{name}/infer", "Open Inference Protocol infer (default version)", infer,
-         {"body": V2InferRequest, "content": _INFER_CONTENT, "responses": {200: _INFERRED},
-          "description": _INFER_DESCRIPTION, "examples": _INFER_EXAMPLES}),
-        ("/v2/models/{name}/versions/{ref}/infer",
-         "Open Inference Protocol infer (a version number, latest, default or an alias)", infer,
-         {"body": V2InferRequest, "content": _INFER_CONTENT, "responses": {200: _INFERRED},
-          "description": _INFER_DESCRIPTION, "examples": _INFER_EXAMPLES}),
-    )
-)  # fmt: skip
-
-
-def match(path: str) -> Route | None:
-    """The route of a WSGI PATH_INFO when it is one of the four, else None (Flask's)."""
-    for prefix, suffix, default, versioned in _PATHS:
-        if not (path.startswith(prefix) and path.endswith(suffix)):
-            continue
-        parts = path[len(prefix) : len(path) - len(suffix)].split("/")
-        if len(parts) == 1 and parts[0]:
-            return Route(default[0], default[1], _text(parts[0]), None)
-        if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
-            return Route(versioned[0], versioned[1], _text(parts[0]), _text(parts[2]))
+    def match(self, path: str) -> Route | None:
+        """The route of a WSGI PATH_INFO when it is one of the four, else None (Flask's)."""
+        for prefix, suffix, default, versioned in self._paths:
+            if not (path.startswith(prefix) and path.endswith(suffix)):
+                continue
+            parts = path[len(prefix) : len(path) - len(suffix)].split("/")
+            if len(parts) == 1 and parts[0]:
+                return Route(default[0], default[1], _text(parts[0]), None)
+            if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+                return Route(versioned[0], versioned[1], _text(parts[0]), _text(parts[2]))
+            return None
         return None
-    return None
-
-
-def _paths() -> tuple[tuple[str, str, tuple[str, Handler], tuple[str, Handler]], ...]:
-    by_path = {op.path: (op.flask_rule, handler) for op, handler in ROUTES}
-    out = []
-    for api_prefix, verb in (("/v1", "predict"), ("/v2", "infer")):
-        prefix, suffix = f"{api_prefix}/models/", f"/{verb}"
-        out.append(
-            (
-                prefix,
-                suffix,
-                by_path[f"{prefix}{{name}}{suffix}"],
-                by_path[f"{prefix}{{name}}/versions/{{ref}}{suffix}"],
-            )
-        )
-    return tuple(out)
-
-
-_PATHS = _paths()
 
 
 def _text(segment: str) -> str:
@@ -341,23 +194,6 @@ def _text(segment: str) -> str:
 
 def _mimetype(environ: dict[str, Any]) -> str:
     return environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-
-
-def read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """The request body, at most `limit` bytes (413 beyond), chunked bodies included."""
-    length = environ.get("CONTENT_LENGTH", "")
-    if length.isdigit():  # the common case: read exactly that much
-        n = int(length)
-        if n > limit:
-            raise to_api_error(RequestEntityTooLarge(), max_content_length=limit)
-        body = environ["wsgi.input"].read(n)
-        if len(body) != n:
-            raise ApiError(400, f"the body ended after {len(body)} of {n} bytes")
-        return body
-    try:
-        return get_input_stream(environ, max_content_length=limit).read()
-    except HTTPException as exc:
-        raise to_api_error(exc, max_content_length=limit) from None
 
 
 def answer(st: ServiceState, route: Route, environ: dict[str, Any]) -> Reply | ApiError:

@@ -9,6 +9,8 @@ import orjson
 from flask import Response
 
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+#: The response header naming the model version that answered.
+MODEL_VERSION = "X-Model-Version"
 
 
 def dumps(payload: Any) -> bytes:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from inference_service.serving import Served
+from inference_service.loading import Served
 from inference_service.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from shared.images import N_CLASSES
 
 if TYPE_CHECKING:
-    from inference_service.serving import Served
+    from inference_service.loading import Served
 
 logger = logging.getLogger("inference_service.telemetry")
 

@@ -1,29 +1,17 @@
-"""``/v1``: model listing (the predict routes are plain WSGI: `inference_service.predict`)."""
+"""``/v1``: model listing (the predict routes are plain WSGI: `inference_service.predict`;
+all are listed in `inference_service.routes`)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Response
 
-from inference_service.openapi import REGISTRY_ERRORS, api
 from inference_service.responses import json_response
-from inference_service.schemas import PATH_PARAMS, Manifest, ModelDetail, ModelList
 from inference_service.state import service
 from shared.registry import BrokenVersionError
-
-bp = Blueprint("v1", __name__)
-
 
 # ---- listing --------------------------------------------------------------------------------
 
 
-@api.route(
-    bp,
-    "GET",
-    "/v1/models",
-    summary="Models with their latest, default and pinned version",
-    responses={200: ModelList},
-    errors=(503,),
-)
 def list_models() -> Response:
     st = service()
     reg = st.registry
@@ -55,15 +43,6 @@ def _aliases_by_version(aliases: dict[str, int]) -> dict[int, list[str]]:
     return out
 
 
-@api.route(
-    bp,
-    "GET",
-    "/v1/models/{name}",
-    summary="Every version with metrics, config, aliases, status and whether it is loaded",
-    responses={200: ModelDetail},
-    errors=REGISTRY_ERRORS,
-    path_params=PATH_PARAMS,
-)
 def get_model(name: str) -> Response:
     st = service()
     reg = st.registry
@@ -112,15 +91,6 @@ def get_model(name: str) -> Response:
     )
 
 
-@api.route(
-    bp,
-    "GET",
-    "/v1/models/{name}/versions/{ref}",
-    summary="One version's manifest (a number, latest, default or an alias)",
-    responses={200: Manifest},
-    errors=REGISTRY_ERRORS,
-    path_params=PATH_PARAMS,
-)
 def get_version(name: str, ref: str) -> Response:
     st = service()
     reg = st.registry

@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 import requests
 
+from shared.fsutil import write_atomic
+
 DEFAULT_TRAINER_URL = "http://127.0.0.1:8001"
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8000"
 #: A job's statuses (GET /v1/jobs/<id>), and those it never leaves.
@@ -365,6 +367,7 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 def _follow(client: DigitflowClient, job_id: str, out) -> dict:
     """Live per-epoch progress with a tqdm bar; returns the final job."""
+    # tqdm: only when a progress bar is shown
     from tqdm import tqdm
 
     bar = None
@@ -419,8 +422,6 @@ def _follow_sweep(client: DigitflowClient, sweep_id: str, out) -> dict:
 
 def _save_report(path: Path, png: bytes) -> None:
     """Whole or not at all: a temp file beside `path`, then one rename."""
-    from shared.fsutil import write_atomic
-
     try:
         write_atomic(path, png, tmp_prefix=f".{path.name}.tmp-")
     except OSError as exc:

@@ -269,6 +269,7 @@ class TrainConfig(BaseModel):
     def training_spec(self) -> TrainingSpec:
         """The engine's hyperparameters for this run: every `TrainingSpec` field is a field of
         this config under the same name, so the spec is generated, never copied by hand."""
+        # the engine (NumPy): validating a config (CLI, API) does not need it
         from shared.nn.training import TrainingSpec
 
         names = [f.name for f in dataclasses.fields(TrainingSpec)]
@@ -282,8 +283,10 @@ class TrainConfig(BaseModel):
         With `standardize`, the first layer subtracts `mean` (the training split's per-pixel mean;
         None: zeros, i.e. the identity until a mean is known).
         """
+        # the engine (NumPy): validating a config (CLI, API) does not need it
         import numpy as np
 
+        # the engine (NumPy): validating a config (CLI, API) does not need it
         from shared.nn.model import build_mlp
 
         if self.standardize and mean is None:

@@ -20,6 +20,9 @@ import numpy as np
 from shared.config import TrainConfig
 from shared.datasets import Dataset, stratified_split
 from shared.metrics import evaluate
+from shared.nn.layers import Standardize
+from shared.nn.model import Sequential
+from shared.nn.training import fit
 
 if TYPE_CHECKING:  # the engine is only needed once a run actually starts
     from shared.nn.callbacks import EpochRecord
@@ -105,10 +108,6 @@ def train_model(
 
     x: float32 [N, features] in [0, 1]; y: int64 labels in 0..9 (the datasets' contract).
     """
-    from shared.nn.layers import Standardize
-    from shared.nn.model import Sequential
-    from shared.nn.training import fit
-
     (x_train, y_train), validation = validation_split(x, y, config)
     spec = config.training_spec()
     kw = {"validation": validation, "on_epoch": on_epoch, "progress": progress}

@@ -106,6 +106,7 @@ def _figure(name: str, **margins: float):
     Margins are fixed (`subplots_adjust`) rather than computed by a layout engine: the layout
     engine measures every text twice and was most of the drawing time.
     """
+    # matplotlib: heavy, only when a figure is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -373,6 +374,7 @@ _OBJECTIVE_LABELS = {"val_accuracy": "validation accuracy", "val_loss": "validat
 def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
     """The sweep report of `sweep` (the JSON of GET /v1/sweeps/<id>) as a PNG into `out` (a
     path or a binary file object), always ``SWEEP_REPORT_PIXELS`` in size."""
+    # matplotlib: heavy, only when a figure is drawn
     from matplotlib.lines import Line2D
 
     objective = str(sweep["objective"])
@@ -488,6 +490,7 @@ def _param_effect(ax, name: str, dim: Any, trials, objective: str, best) -> None
 
         low, high = (float(v) for v in dim[kind])  # the searched range, padded by 5 %
         if kind == "log_uniform":
+            # matplotlib: heavy, only when a figure is drawn
             from matplotlib.ticker import NullFormatter
 
             ax.set_xscale("log")

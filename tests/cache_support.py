@@ -9,12 +9,14 @@ from inference_service.serving import ModelCache
 
 def stop_polling(cache: ModelCache, timeout: float = 5.0) -> None:
     """Stop the cache's poller thread and wait for it (a stopped cache may be started again)."""
-    cache._stop.set()
-    thread = cache._thread
+    poller = cache.poller
+    poller._stop.set()
+    thread = poller._thread
     if thread is not None:
         thread.join(timeout)
-    cache._thread = None
+    poller._thread = None
 
 
 def is_polling(cache: ModelCache) -> bool:
-    return cache._thread is not None and cache._thread.is_alive()
+    thread = cache.poller._thread
+    return thread is not None and thread.is_alive()

@@ -31,6 +31,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from shared.web.logging import configure_logging
+from trainer_service import cli_service
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -90,6 +93,7 @@ FIELD_TO_OPTION = {field: flags[0] for flags, field, _ in TRAIN_OPTIONS}
 
 def _field_help(field: str) -> str:
     """Help text from the schema itself: description, allowed values and default."""
+    # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.config import TrainConfig
 
     info = TrainConfig.model_fields[field]
@@ -160,8 +164,10 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """A validated TrainConfig from the options the user actually gave (UsageError otherwise)."""
+    # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from pydantic import ValidationError
 
+    # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.config import TrainConfig
     from shared.web.validation import describe
 
@@ -183,7 +189,7 @@ def config_from_args(args: argparse.Namespace):
 
 def _setup_logging() -> None:
     """Warnings and errors only, unless LOG_LEVEL asks for more: the CLI prints its own lines."""
-    from shared.web.logging import configure_logging
+    # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from trainer_service.settings import TrainerSettings
 
     settings = TrainerSettings.load()
@@ -194,6 +200,7 @@ def _setup_logging() -> None:
 def _say(line: str, *, bar: bool = False) -> None:
     """A progress line on stderr; through tqdm when a bar is on screen so it is not garbled."""
     if bar:
+        # tqdm: only when a progress bar is shown
         from tqdm import tqdm
 
         tqdm.write(line, file=sys.stderr)
@@ -240,6 +247,7 @@ def _check_report_dir(report: Path) -> None:
 
 
 def _print_json(obj: dict[str, Any]) -> None:
+    # pydantic and NumPy (shared.manifest): only for --json; --help stays light
     from shared.manifest import json_default
 
     print(json.dumps(obj, separators=(",", ":"), default=json_default), flush=True)
@@ -252,6 +260,7 @@ def _print_json(obj: dict[str, Any]) -> None:
 def _load_dataset(name: str, data_dir: Path | None) -> Any:
     """`--data-dir` as given (it must hold the data), else the folder the settings name
     (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
+    # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.datasets import load_dataset
     from trainer_service.settings import TrainerSettings
 
@@ -271,6 +280,7 @@ def train_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--data-dir {args.data_dir}: no such file or folder")
     _setup_logging()
 
+    # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.manifest import Manifest
     from shared.modelfile import save_model
     from shared.pipeline import run_training
@@ -295,6 +305,7 @@ def train_command(args: argparse.Namespace) -> int:
     sha256 = save_model(out, outcome.model, metadata=manifest.model_file_metadata())
     summary = {**manifest.summary(), "model": str(out), "model_sha256": sha256}
     if args.report is not None:
+        # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
         from shared.reports import write_outcome_report
 
         written = write_outcome_report(args.report, outcome, manifest)
@@ -343,6 +354,7 @@ def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.datasets import DATASET_NAMES
     from shared.metrics import evaluate
     from shared.modelfile import load_model
@@ -411,6 +423,7 @@ def _add_download_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def download_command(args: argparse.Namespace) -> int:
+    # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.datasets import download_dataset
     from trainer_service.settings import TrainerSettings
 
@@ -433,8 +446,6 @@ def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
     `func` default takes the parsed args and returns an exit code. It is imported on every
     invocation (so `--help` lists its commands): keep its top-level imports light.
     """
-    from trainer_service import cli_service
-
     cli_service.register_service_commands(subparsers)
 
 
@@ -454,11 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug: reported in one line, exit 2."""
+    # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.datasets import DatasetError
     from shared.web.settings import SettingsError
 
     errors: list[type[BaseException]] = [UsageError, DatasetError, SettingsError]
     try:
+        # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
         from shared.modelfile import ModelFileError
     except ImportError:  # pragma: no cover - engine not installed
         pass

@@ -36,7 +36,8 @@ from rq.job import Job, JobStatus
 
 from shared.config import TrainConfig
 from shared.manifest import Manifest, SweepTrial, json_value
-from trainer_service import queueing
+from shared.registry import process_running
+from trainer_service import queueing, sweeps
 from trainer_service.preload import preloaded_dataset
 from trainer_service.settings import TrainerSettings
 
@@ -62,8 +63,6 @@ class RedisUnavailable(RuntimeError):
 def remove_orphan_scratch() -> int:
     """Delete scratch folders of work horses on this machine that no longer run (SIGKILLed by a
     stop, a timeout or a dying worker mid-save). Returns how many were removed."""
-    from shared.registry import process_running
-
     removed = 0
     for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         pid = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
@@ -83,6 +82,7 @@ def is_transient(exc: BaseException) -> bool:
     `transient` attribute (shared.datasets.DatasetError sets it when every mirror failed for a
     network reason; a 404 or a checksum mismatch is not transient).
     """
+    # requests: only on this network path
     import requests
 
     network_types = (
@@ -110,6 +110,7 @@ def is_transient(exc: BaseException) -> bool:
 def _load_dataset(cfg: TrainConfig, settings: TrainerSettings) -> Any:
     """The worker's preloaded copy when its files are unchanged, else loaded from the folder the
     settings name (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
+    # heavy (NumPy, the engine, matplotlib): only in the work horse, not the API
     from shared.datasets import load_dataset
 
     locations = settings.data_locations()
@@ -249,9 +250,8 @@ class _SweepTrial:
     """The Optuna trial a sweep's job runs (see trainer_service.sweeps)."""
 
     def __init__(self, settings: TrainerSettings, job: Job, sweep: dict[str, Any]) -> None:
+        # Optuna: heavy, only for sweeps
         import optuna
-
-        from trainer_service import sweeps
 
         self.settings = settings
         self.job = job
@@ -271,6 +271,7 @@ class _SweepTrial:
 
     def on_epoch(self, record: Any) -> None:
         """Report the epoch's validation objective; raise optuna.TrialPruned to stop here."""
+        # Optuna: heavy, only for sweeps
         import optuna
 
         rec = record.to_dict() if hasattr(record, "to_dict") else dict(record)
@@ -285,9 +286,8 @@ class _SweepTrial:
     def end(self, state: str) -> None:
         """Tell the study (a trial already told, e.g. by a cancel, is left as it is), then run
         the sweep's coordinator step."""
+        # Optuna: heavy, only for sweeps
         from optuna.trial import TrialState
-
-        from trainer_service import sweeps
 
         try:
             if state == "complete" and self.value is not None:
@@ -309,6 +309,7 @@ class _SweepTrial:
 def _train(
     settings: TrainerSettings, job: Job, cfg: TrainConfig, trial: _SweepTrial | None
 ) -> dict[str, Any] | Retry:
+    # Optuna: heavy, only for sweeps
     import optuna
 
     progress = _Progress(job, cfg, redis_wait_seconds=float(settings.job_heartbeat_grace))
@@ -354,9 +355,7 @@ def _train(
     # The history as the job reported it, so the manifest's equals the job's.
     manifest = Manifest.from_outcome(outcome, job_id=job_id, history=progress.history or None)
     if trial is not None:
-        from trainer_service.sweeps import objective_value
-
-        trial.value = objective_value(manifest.history, trial.objective, manifest.best_epoch)
+        trial.value = sweeps.objective_value(manifest.history, trial.objective, manifest.best_epoch)
         # Staged: a trial never becomes "latest" (what an unpinned model serves); only the
         # sweep's promotion, at its end, can make one live.
         manifest.staged = True
@@ -368,6 +367,7 @@ def _train(
             value=trial.value,
         )
 
+    # heavy (NumPy, the engine, matplotlib): only in the work horse, not the API
     from shared.modelfile import save_model
 
     registry = settings.open_registry()
@@ -403,6 +403,7 @@ def write_report_files(out_dir: Path, outcome: Any, manifest: Manifest) -> dict[
     would be the worse outcome.
     """
     try:
+        # heavy (NumPy, the engine, matplotlib): only in the work horse, not the API
         from shared.reports import write_outcome_report
 
         return write_outcome_report(out_dir, outcome, manifest)

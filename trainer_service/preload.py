@@ -59,6 +59,7 @@ def import_job_modules() -> None:
 def source_signature(folder: Path) -> tuple | None:
     """Identity of the IDX files in `folder` (what `load_dataset` would read now); None if it is
     not a complete IDX folder."""
+    # the datasets (NumPy): only where a dataset is loaded
     from shared.datasets import find_idx_files
 
     try:
@@ -81,6 +82,7 @@ def source_signature(folder: Path) -> tuple | None:
 
 def preload_datasets(names: Iterable[str], locations: DataLocations) -> list[str]:
     """Load each named dataset present locally (never downloads); returns those loaded."""
+    # the datasets (NumPy): only where a dataset is loaded
     from shared.datasets import DatasetError, load_dataset
 
     loaded = []

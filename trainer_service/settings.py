@@ -114,6 +114,7 @@ class TrainerSettings(ServiceSettings):
 
     def data_locations(self) -> DataLocations:
         """Where each named dataset lives and where it is downloaded from."""
+        # the datasets (NumPy): settings are read by light processes too
         from shared.datasets import DataLocations
 
         folders = {"mnist": self.mnist_data_dir, "fashion-mnist": self.fashion_mnist_data_dir}

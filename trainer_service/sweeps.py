@@ -46,9 +46,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import redis
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
+from shared.config import TrainConfig
+from shared.registry import RegistryError
 from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
 from trainer_service.sweep_models import SweepPlan, SweepRequest
@@ -132,6 +136,7 @@ def _save(conn: redis.Redis, queue: str, record: dict[str, Any]) -> None:
 def storage(settings: TrainerSettings) -> optuna.storages.BaseStorage:
     """The study's journal on the queue's Redis (Optuna's own Redis backend; Optuna flags it
     experimental, a warning per process we silence), without snapshots (`_LogOnly`)."""
+    # Optuna: heavy, only for sweeps
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalRedisBackend
@@ -161,6 +166,7 @@ class _LogOnly:
 def distributions(plan: SweepPlan) -> dict[str, Any]:
     """Optuna distributions of the space. Choices are JSON strings (Optuna's categorical values
     are scalars; a choice may be a list such as hidden_layers)."""
+    # Optuna: heavy, only for sweeps
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     out: dict[str, Any] = {}
@@ -198,6 +204,7 @@ def sampler(plan: SweepPlan, asked: int = 0) -> optuna.samplers.BaseSampler:
     The grid sampler shuffles the grid with its seed and gives trial n the n-th point, so every
     ask must use the same seed (else points repeat): the request's, or 0. A random or TPE draw
     with a seed uses seed + asked: one fixed seed would repeat the same draw."""
+    # Optuna: heavy, only for sweeps
     import optuna
 
     if plan.sampler == "grid":
@@ -212,6 +219,7 @@ def sampler(plan: SweepPlan, asked: int = 0) -> optuna.samplers.BaseSampler:
 
 def pruner(name: str) -> optuna.pruners.BasePruner:
     """Epochs are the budget: a trial reports its objective after every epoch."""
+    # Optuna: heavy, only for sweeps
     import optuna
 
     if name == "median":
@@ -225,6 +233,7 @@ def load_study(settings: TrainerSettings, record: dict[str, Any]) -> optuna.Stud
     """The sweep's study, for reading and telling. Its sampler is a plain one: the search's
     sampler is set only to ask (the grid sampler's after-tell hook stops an exhausted study,
     which Optuna allows only inside its own optimize loop)."""
+    # Optuna: heavy, only for sweeps
     import optuna
 
     return optuna.load_study(
@@ -278,6 +287,7 @@ def create(
 ) -> dict[str, Any]:
     """Create the study and the record of `sweep_id`, enqueue the first trials; return the
     record."""
+    # Optuna: heavy, only for sweeps
     import optuna
 
     optuna.create_study(
@@ -353,6 +363,7 @@ def reconcile(conn: redis.Redis, queue: Queue, settings: TrainerSettings) -> int
 
 
 def _state(name: str) -> Any:
+    # Optuna: heavy, only for sweeps
     from optuna.trial import TrialState
 
     return TrialState[name]
@@ -363,6 +374,7 @@ def _settle(
 ) -> int:
     """Fail in the study the trials whose job ended without telling it, retrying once those whose
     job died (see the module docstring); count the active ones."""
+    # Optuna: heavy, only for sweeps
     from optuna.trial import TrialState
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -387,6 +399,7 @@ def _settle(
 
 def _retry_once(study: optuna.Study, dead: optuna.trial.FrozenTrial) -> None:
     """Queue a WAITING copy of `dead` (same params and grid point) unless it is a retry itself."""
+    # Optuna: heavy, only for sweeps
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
@@ -404,6 +417,7 @@ def _enqueue_trial(
 ) -> bool:
     """Ask the study for a trial (a waiting retry first) and enqueue its job. Returns whether
     it was a retry."""
+    # Optuna: heavy, only for sweeps
     import optuna
 
     asking = optuna.load_study(
@@ -415,8 +429,6 @@ def _enqueue_trial(
     history = study._storage.get_trial(trial._trial_id).system_attrs.get("retry_history") or []
     retry_of = history[-1] if history else None
     params = decode_params(plan, trial.params)
-    from shared.config import TrainConfig
-
     config = TrainConfig.model_validate({**plan.base, **params})
     job_id = uuid.uuid4().hex
     sweep = {
@@ -459,9 +471,8 @@ def _finish(
     settings: TrainerSettings, study: optuna.Study, plan: SweepPlan, record: dict[str, Any]
 ) -> None:
     """Every trial is done: promote the best version (only on improvement), keep the best `keep`."""
+    # Optuna: heavy, only for sweeps
     from optuna.trial import TrialState
-
-    from shared.registry import RegistryError
 
     record["status"] = "finished"
     record["ended_at"] = now_iso()
@@ -529,9 +540,6 @@ def _version_objective(
 def cancel(conn: redis.Redis, queue: Queue, settings: TrainerSettings, sweep_id: str) -> None:
     """Mark the sweep canceled (no trial is enqueued after this), cancel its queued trials and
     stop its running ones. Versions already published stay; nothing is promoted."""
-    from rq.command import send_stop_job_command
-    from rq.exceptions import InvalidJobOperation
-
     with _lock(conn, settings.rq_queue, sweep_id):
         record = load_record(conn, settings.rq_queue, sweep_id)
         if record is None or record["status"] != "running":
@@ -561,6 +569,7 @@ def cancel(conn: redis.Redis, queue: Queue, settings: TrainerSettings, sweep_id:
                 except Exception:  # the worker is gone: its heartbeat expiry fails the trial
                     log.info("sweep %s: could not stop trial job %s", sweep_id, job.id)
         study = load_study(settings, record)
+        # Optuna: heavy, only for sweeps
         from optuna.trial import TrialState
 
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

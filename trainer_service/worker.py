@@ -44,7 +44,7 @@ from rq.job import Job
 
 from shared.blas import BLAS_THREAD_VARIABLES
 from shared.web.logging import configure_logging
-from trainer_service import queueing
+from trainer_service import preload, queueing, sweeps
 from trainer_service.settings import TrainerSettings
 
 log = logging.getLogger("trainer_service.worker")
@@ -73,6 +73,7 @@ def configure_blas_threads() -> int:
         os.environ.setdefault(var, str(threads))
     if "numpy" in sys.modules:
         try:
+            # threadpoolctl: best effort, only in the process that computes
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(threads)
@@ -173,8 +174,6 @@ class SweepReconciler:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        from trainer_service import sweeps
-
         conn = queueing.connect(self.settings.redis_url)
         queue = queueing.make_queue(self.settings.rq_queue, conn)
         failing = False
@@ -194,8 +193,6 @@ class SweepReconciler:
 def warm_up(settings: TrainerSettings) -> None:
     """Imports and datasets every work horse inherits through fork (see trainer_service.preload).
     A failure here is logged, never fatal: jobs then load what they need themselves."""
-    from trainer_service import preload
-
     started = time.perf_counter()
     try:
         preload.import_job_modules()

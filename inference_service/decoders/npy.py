@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from inference_service.decoders.pixels import (
     RAW_MAX,
@@ -30,8 +31,6 @@ def _npy_error(message: str) -> ApiError:
 def _npy_header(raw: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     """(shape, fortran_order, dtype, data offset) of a .npy file, read without touching the
     data: np.load would allocate the header's shape before reading a byte of it."""
-    from numpy.lib import format as npy_format
-
     if not raw:
         raise _npy_error("request body is empty; expected a .npy file")
     if not raw.startswith(_NPY_MAGIC):

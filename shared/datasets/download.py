@@ -73,6 +73,7 @@ def _remove_bad_copies(dest_dir: Path, base: str, expected: str, keep: Path) -> 
 
 def _fetch_one(session, url: str, tmp: Path, show_progress: bool) -> None:
     """Stream `url` into `tmp`; raise DatasetError on any HTTP or size problem."""
+    # requests: only on this network path
     import requests
 
     try:
@@ -86,6 +87,7 @@ def _fetch_one(session, url: str, tmp: Path, show_progress: bool) -> None:
                 raise DatasetError(f"refusing {total} bytes (limit {MAX_DOWNLOAD_BYTES})")
             bar = None
             if show_progress:
+                # tqdm: only when a progress bar is shown
                 from tqdm import tqdm
 
                 bar = tqdm(
@@ -129,6 +131,7 @@ def download_dataset(
     `os.replace`d into place — so a failing or corrupt mirror never leaves a bad file behind.
     Raises DatasetError listing every mirror's failure when no mirror delivers a good copy.
     """
+    # requests: only on this network path
     import requests
 
     info = dataset_info(name)

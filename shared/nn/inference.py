@@ -29,15 +29,22 @@ calls, so one plan may serve several threads at once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from shared.nn.activations import LeakyReLU, ReLU
 from shared.nn.layers import BatchNorm1d, Dense, Dropout, Layer, Standardize
 
-if TYPE_CHECKING:
-    from shared.nn.model import Sequential
+
+class Network(Protocol):
+    """What a plan reads of a model: `shared.nn.model.Sequential` (which builds plans, so this
+    module names the shape it needs rather than importing the class back)."""
+
+    input_size: int
+    dtype: np.dtype
+    layers: list[Layer]
+
 
 #: Rows per chunk: bounds memory for big inputs, keeps BLAS efficient.
 PREDICT_CHUNK = 4096
@@ -94,7 +101,7 @@ class InferencePlan:
     copied), so build a new plan after the weights change.
     """
 
-    def __init__(self, model: Sequential) -> None:
+    def __init__(self, model: Network) -> None:
         self.input_size = model.input_size
         self.dtype = model.dtype
         self.steps: list[Step] = []

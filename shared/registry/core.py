@@ -392,6 +392,7 @@ def open_storage(
         return location
     text = os.fspath(location)
     if text.startswith("s3://"):
+        # the S3 storage only for an s3:// location (boto3 comes with it)
         from shared.registry.s3 import S3Storage
 
         return S3Storage(text, cache_dir=cache_dir)

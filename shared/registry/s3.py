@@ -205,6 +205,7 @@ class S3Storage(Storage):
 
     def _s3(self) -> Any:
         if self._client is None or self._client_pid != os.getpid():
+            # boto3: an optional dependency, only for an S3 registry
             import boto3
             from botocore.config import Config
 
@@ -220,6 +221,7 @@ class S3Storage(Storage):
         return self._client
 
     def _call(self, op: str, **kwargs: Any) -> Any:
+        # boto3: an optional dependency, only for an S3 registry
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:

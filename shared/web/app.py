@@ -3,7 +3,7 @@ setup, the OpenAPI document, and the service state under one extension key."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -11,7 +11,7 @@ from flask import Flask, Response, current_app
 
 from shared.web.errors import ApiError, to_api_error
 from shared.web.logging import configure_logging
-from shared.web.openapi import Api
+from shared.web.openapi import Api, Operation
 from shared.web.settings import ServiceSettings
 
 #: Where an app keeps its per-app service objects (`app.extensions[STATE_KEY]`).
@@ -53,6 +53,15 @@ def install_error_handlers(app: Flask, translate: Mapping[type[BaseException], T
                 return to_error(exc).response()
         limit = app.config.get("MAX_CONTENT_LENGTH")
         return to_api_error(exc, max_content_length=limit).response()
+
+
+def add_views(app: Flask, views: Iterable[tuple[Operation, Callable[..., Any]]]) -> None:
+    """Serve each view at its operation's path and method: a service's table of routes, read by
+    its factory (the view's endpoint is ``<its module>.<its name>``, e.g. ``v1.get_model``; a
+    view may serve several operations)."""
+    for op, view in views:
+        endpoint = f"{view.__module__.rpartition('.')[2]}.{view.__name__}"
+        app.add_url_rule(op.flask_rule, endpoint, view, methods=[op.method])
 
 
 def serve_openapi(app: Flask, api: Api) -> None:

@@ -9,6 +9,8 @@
 `Api.document()` builds the OpenAPI 3.1 document from the recorded operations, with the schemas
 of the very pydantic models that validate the requests (``model_json_schema``). A route served
 outside Flask (a plain WSGI callable) is recorded with `Api.add` so it is documented the same way.
+A service may instead list its routes in one table of (`Operation`, view) rows: `Api.add` each
+operation, and `shared.web.app.add_views` adds the views to the app (the inference service).
 """
 
 from __future__ import annotations

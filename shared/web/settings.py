@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from shared.registry import Registry
+from shared.registry import Registry
 
 #: Where models live when MODEL_REGISTRY_DIR is not set (``make up``, the CLI, the tests).
 DEFAULT_REGISTRY_DIR = Path("./var/models")
@@ -77,8 +76,6 @@ class ServiceSettings(BaseSettings):
 
     def open_registry(self, *, read_only: bool = False) -> Registry:
         """The one way a service opens its registry (inference: `read_only=True`)."""
-        from shared.registry import Registry
-
         return Registry(
             self.registry_location, read_only=read_only, cache_dir=self.registry_cache_dir
         )

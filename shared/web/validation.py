@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+import orjson
 from pydantic import ValidationError
 
 from shared.web.errors import ApiError
@@ -88,8 +89,6 @@ def is_json_media_type(mimetype: str | None) -> bool:
 def json_object(body: bytes, mimetype: str | None) -> dict[str, Any]:
     """A request body that must be one JSON object: 415 not JSON, 400 malformed, 422 not an
     object. The route then validates the object with its pydantic model."""
-    import orjson
-
     if not is_json_media_type(mimetype):
         raise ApiError(
             415,

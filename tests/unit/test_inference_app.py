@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from werkzeug.exceptions import NotFound
 
-from inference_service import predict
+from inference_service import predict, routes
 from inference_service.app import create_app
 from inference_service.serving import ModelCache
 from shared.config import TrainConfig
@@ -613,13 +613,14 @@ def test_openapi_documents_every_route_and_routes_every_documented_one(
     for rule in inference_app.url_map.iter_rules():
         path = re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", rule.rule)
         routed |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
-    plain = {(op.path, op.method) for op, _ in predict.ROUTES}
+    plain = {(op.path, op.method) for op, _ in routes.PLAIN}
     assert len(plain) == 4 and not plain & routed
     assert documented == routed | plain
     adapter = inference_app.url_map.bind("localhost")
-    for op, handler in predict.ROUTES:
+    router = predict.Router(routes.PLAIN)
+    for op, handler in routes.PLAIN:
         concrete = op.path.replace("{name}", "digits").replace("{ref}", "latest")
-        route = predict.match(concrete)
+        route = router.match(concrete)
         assert route is not None and route.handler is handler and route.template == op.flask_rule
         with pytest.raises(NotFound):  # one implementation: Flask has no rule for the path
             adapter.match(concrete, op.method)

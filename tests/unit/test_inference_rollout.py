@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from inference_service.serving import Split
+from inference_service.rollout import Split
 from tests.service_support import flip_weights_byte, publish
 
 BODY = {"instances": np.random.default_rng(3).integers(0, 256, size=(2, 784)).tolist()}
