@@ -54,6 +54,7 @@ from shared.registry import (
     RegistryError,
     RegistryUnavailableError,
     VersionNotFoundError,
+    resolve_ref,
     validate_model_name,
     validate_version,
 )
@@ -129,6 +130,10 @@ class ModelView:
     traffic: list[dict[str, Any]] | None = None
     #: {"version" (as set), "serving", "problem"?}; None when the model has no shadow.
     shadow: dict[str, Any] | None = None
+
+    def usable(self, ref: str) -> int | None:
+        """What "latest" / "default" named at this scan (for `resolve_ref`)."""
+        return self.latest if ref == "latest" else self.default
 
 
 class ModelCache:
@@ -368,11 +373,7 @@ class ModelCache:
     @staticmethod
     def _ref_version(name: str, view: ModelView, ref: int | str) -> int:
         """A route's or the shadow's version number, its alias followed as of this scan."""
-        if isinstance(ref, int):
-            return ref
-        if ref not in view.aliases:
-            raise VersionNotFoundError(f"model {name!r} has no alias {ref!r}")
-        return view.aliases[ref]
+        return resolve_ref(name, ref, view.aliases, view.usable)
 
     def _load_current(self, name: str, version: int) -> Served:
         """`_load`, after dropping a cached copy whose files were damaged since it was loaded."""
@@ -571,10 +572,10 @@ class ModelCache:
         (a model or alias created since), which also validates the strings."""
         view = self._views.get(name)
         if view is not None:
-            if ref == "latest" and view.latest is not None:
-                return view.latest
-            if ref in view.aliases:
-                return view.aliases[ref]
+            try:
+                return resolve_ref(name, ref, view.aliases, view.usable)
+            except LookupError:
+                pass  # an alias set, or a first good version published, since the last scan
         validate_model_name(name)
         return self.registry.resolve(name, ref)
 

@@ -23,6 +23,7 @@ from inference_service.app import create_app
 from inference_service.serving import ModelCache
 from shared.config import TrainConfig
 from shared.modelfile import save_model
+from shared.registry import ModelDetail
 from tests.service_support import (
     digit_picture,
     error_of,
@@ -175,9 +176,12 @@ def test_listing_and_manifest(inference_client, registry, tmp_path) -> None:
             "versions": [1, 2],
             "staged_versions": [],
             "aliases": {"champion": 1},
+            "traffic": None,
+            "shadow": None,
         }
     ]
     detail = inference_client.get("/v1/models/digits").get_json()
+    ModelDetail.model_validate(detail)  # the registry's shape (trainer's too), plus the extension
     assert detail["default_version"] == 1 and detail["latest_version"] == 2
     v1, v2 = detail["versions"]
     assert v1["version"] == 1 and v1["default"] and v1["pinned"] and v1["loaded"]
