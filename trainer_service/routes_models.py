@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from shared import registry as reg
 from shared.config import MODEL_NAME_PATTERN
 from shared.web.validation import json_object, validation_error
+from trainer_service import web
 from trainer_service.web import api, state
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def _body(model: type[BaseModel]) -> Any:
 
 def _summary(name: str) -> Response:
     """The answer of every write: the model as the listing shows it now."""
-    return jsonify(reg.model_summary(state().registry, name).model_dump(mode="json"))
+    return web.answer(reg.model_summary(state().registry, name))
 
 
 @api.route(
@@ -68,8 +69,7 @@ def _summary(name: str) -> Response:
     summary="Every model: versions, default, pin, aliases", tags=("models",),
 )  # fmt: skip
 def list_models():
-    listing = reg.ModelList(models=reg.model_summaries(state().registry))
-    return jsonify(listing.model_dump(mode="json"))
+    return web.answer(reg.ModelList(models=reg.model_summaries(state().registry)))
 
 
 @api.route(
@@ -77,7 +77,7 @@ def list_models():
     path_params={"name": NAME}, summary="One model, with its pin/alias history", tags=("models",),
 )  # fmt: skip
 def get_model(name: str):
-    return jsonify(reg.model_detail(state().registry, name).model_dump(mode="json"))
+    return web.answer(reg.model_detail(state().registry, name))
 
 
 @api.route(
