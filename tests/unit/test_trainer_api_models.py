@@ -30,6 +30,7 @@ def test_list_and_show_models(trainer_client):
     ]  # fmt: skip
     one = trainer_client.get("/v1/models/mnist").json
     ModelDetail.model_validate(one)
+    assert set(one) == set(ModelDetail.model_fields)  # inference's detail adds its serving fields
     assert one["latest_version"] == 3 and one["history"] == []
     assert [v["version"] for v in one["versions"]] == [1, 2, 3]
     assert one["versions"][2]["default"] and one["versions"][0]["status"] == "ok"
