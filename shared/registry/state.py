@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from shared.config import MODEL_NAME_PATTERN
+from shared.fieldpath import field_path
 from shared.fsutil import write_atomic
 from shared.registry.errors import (
     AliasNotFoundError,
@@ -134,9 +135,7 @@ def validate_routes(routes: Any) -> list[dict[str, Any]]:
         return TrafficSplit.model_validate({"routes": routes}).as_state()
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(
-            "."
-        )
+        field = field_path(first["loc"])
         raise InvalidNameError(f"traffic: {field}: {first['msg']}", field=field) from None
 
 

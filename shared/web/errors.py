@@ -16,6 +16,7 @@ import orjson
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from shared.fieldpath import top_field
 from shared.registry import (
     BrokenVersionError,
     InvalidNameError,
@@ -92,7 +93,7 @@ def _registry_answer(exc: RegistryError) -> ApiError | None:
     """A registry error's answer, naming the input it concerns (`RegistryError.field`): the
     registry checks versions, aliases and splits once, and both services answer from here."""
     field = exc.field
-    named = {"field": field, "invalid_fields": [field.split(".")[0].split("[")[0]]} if field else {}
+    named = {"field": field, "invalid_fields": [top_field(field)]} if field else {}
     if isinstance(exc, InvalidNameError):
         # A malformed input the client wrote is 422; a path name that could never exist (bad
         # pattern, "..", "0") is an unknown resource, 404.
