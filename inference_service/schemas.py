@@ -17,8 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from shared.config import MODEL_NAME_PATTERN
 from shared.nn.explain import DEFAULT_STEPS
-from shared.registry.state import TrafficRoute
-from shared.registry.views import ModelDetail, ModelSummary, ShadowRef, VersionSummary
+from shared.registry import ModelDetail, ModelSummary, ShadowRef, TrafficRoute, VersionSummary
 
 #: What the document shows for pixel arrays (the decoders read the served model's input size).
 DOC_SIDE = 28

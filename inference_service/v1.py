@@ -16,7 +16,12 @@ from inference_service.schemas import (
     ServedVersion,
 )
 from inference_service.state import service
-from shared.registry import BrokenVersionError, model_detail, model_summaries
+from shared.registry import (
+    BrokenVersionError,
+    aliases_by_version,
+    model_detail,
+    model_summaries,
+)
 
 #: History entries a model's detail shows (the newest): what the page lists.
 HISTORY_SHOWN = 50
@@ -42,13 +47,6 @@ def list_models() -> Response:
         for m in model_summaries(st.registry)
     ]
     return json_response(ServedModelList(models=models).model_dump(mode="json"))
-
-
-def _aliases_by_version(aliases: dict[str, int]) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = {}
-    for alias, version in sorted(aliases.items()):
-        out.setdefault(version, []).append(alias)
-    return out
 
 
 @api.route(
@@ -98,7 +96,7 @@ def get_version(name: str, ref: str) -> Response:
         raise BrokenVersionError(reason)
     manifest = reg.manifest(name, version)
     manifest.update(
-        aliases=_aliases_by_version(reg.state(name)["aliases"]).get(version, []),
+        aliases=aliases_by_version(reg.state(name)["aliases"]).get(version, []),
         default=version == reg.default_version(name),
         status="ok",
         loaded=st.cache.is_loaded(name, version),

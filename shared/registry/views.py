@@ -133,15 +133,21 @@ def model_summaries(registry: Registry) -> list[ModelSummary]:
     return out
 
 
+def aliases_by_version(aliases: dict[str, int]) -> dict[int, list[str]]:
+    """version → its aliases, sorted: what a version's row (or manifest) lists."""
+    out: dict[int, list[str]] = {}
+    for alias, version in sorted(aliases.items()):
+        out.setdefault(version, []).append(alias)
+    return out
+
+
 def model_detail(registry: Registry, name: str, *, history: int | None = None) -> ModelDetail:
     """Model `name` with every version, broken ones shown with their reason, and its history
     (the newest `history` entries; all when None)."""
     rows = registry.describe_versions(name)  # validates the name; ModelNotFoundError
     state = registry.state(name)
     fields = _state_fields(registry, name, state)
-    by_version: dict[int, list[str]] = {}
-    for alias, version in sorted(state["aliases"].items()):
-        by_version.setdefault(version, []).append(alias)
+    by_version = aliases_by_version(state["aliases"])
     versions = []
     for row in rows:
         v = row["version"]
