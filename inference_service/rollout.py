@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference_service.loading import Key, Served
-from shared.registry import BrokenVersionError, VersionNotFoundError
+from shared.registry import BrokenVersionError, VersionNotFoundError, resolve_ref
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +58,9 @@ class Split:
 
 
 def ref_version(name: str, aliases: dict[str, int], ref: int | str) -> int:
-    """A route's or the shadow's version number, its alias followed as of this scan."""
-    if isinstance(ref, int):
-        return ref
-    if ref not in aliases:
-        raise VersionNotFoundError(f"model {name!r} has no alias {ref!r}")
-    return aliases[ref]
+    """A route's or the shadow's version number, its alias followed as of this scan (the
+    registry's one `resolve_ref`; a route or shadow never names "latest" or "default")."""
+    return resolve_ref(name, ref, aliases, lambda _: None)
 
 
 class Rollout:

@@ -30,10 +30,10 @@ from inference_service.schemas import (
     ExplainResponse,
     Health,
     Manifest,
-    ModelDetail,
-    ModelList,
     PredictResponse,
     Readiness,
+    ServedModelDetail,
+    ServedModelList,
     V2InferRequest,
     V2InferResponse,
     V2Live,
@@ -283,12 +283,12 @@ ROUTES: tuple[Route, ...] = (
     ),
     _get(
         "/v1/models", v1.list_models, "Models with their latest, default and pinned version",
-        responses={200: ModelList}, errors=(503,),
+        responses={200: ServedModelList}, errors=(503,),
     ),
     _get(
         "/v1/models/{name}", v1.get_model,
         "Every version with metrics, config, aliases, status and whether it is loaded",
-        responses={200: ModelDetail}, errors=REGISTRY_ERRORS, path_params=PATH_PARAMS,
+        responses={200: ServedModelDetail}, errors=REGISTRY_ERRORS, path_params=PATH_PARAMS,
     ),
     _get(
         "/v1/models/{name}/versions/{ref}", v1.get_version,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from shared.config import MODEL_NAME_PATTERN
 from shared.nn.explain import DEFAULT_STEPS
+from shared.registry import ModelDetail, ModelSummary, ShadowRef, TrafficRoute, VersionSummary
 
 #: What the document shows for pixel arrays (the decoders read the served model's input size).
 DOC_SIDE = 28
@@ -368,85 +369,75 @@ class Readiness(BaseModel):
     loaded: list[str] | None = None
 
 
-class ModelSummary(BaseModel):
-    name: str
-    latest_version: int | None
-    default_version: int | None
-    pinned_version: int | None = None
-    serving_version: int | None = Field(
-        None, description="Version this worker serves by default right now."
-    )
-    versions: list[int] = []
-    staged_versions: list[int] = Field(
-        [],
-        description='Versions published staged (sweep trials): never "latest" nor an unpinned '
-        "default until a promotion, a pin or a traffic route names them.",
-    )
-    aliases: dict[str, int] = {}
+# The registry's model view (`shared.registry.views`), plus what this worker serves: the one
+# extension inference adds to the shape both services answer.
 
 
-class ModelList(BaseModel):
-    """Models with their latest, default and pinned version."""
+class ServedRoute(TrafficRoute):
+    """A traffic route as set, and what this worker serves for it."""
 
-    models: list[ModelSummary]
-
-
-class VersionSummary(BaseModel):
-    version: int
-    status: Literal["ok", "broken"]
-    error: str | None = None
-    created_at: str | None = None
-    sha256: str | None = None
-    metrics: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
-    files: list[str] = Field(
-        [], description="Files published with the version (its training report)."
-    )
-    sweep: dict[str, Any] | None = Field(
+    serving: int | None = Field(
         None,
-        description="The sweep trial that trained it: sweep_id, trial, params, objective, value "
-        "(the sweep's report: GET /v1/sweeps/<sweep_id>/report.png on the trainer).",
+        description="The version number this route serves (null: it gets no traffic, or this "
+        "worker has not scanned the split yet).",
     )
-    staged: bool = Field(
-        False,
-        description='Published staged (a sweep trial): never "latest" nor an unpinned default; '
-        "served only when named (number, alias, pin, traffic route or shadow).",
+    problem: str | None = Field(None, description="Why it gets no traffic.")
+
+
+class ServedShadow(ShadowRef):
+    """The shadow as set, and what this worker runs for it."""
+
+    serving: int | None = Field(
+        None, description="The version number this worker runs as shadow (null: none yet)."
     )
-    aliases: list[str] = []
-    default: bool
-    pinned: bool = False
+    problem: str | None = Field(None, description="Why it is not shadowing.")
+
+
+class ServedModelSummary(ModelSummary):
+    """The registry's summary of a model, plus the version this worker serves by default."""
+
+    serving_version: int | None = Field(
+        description="Version this worker serves by default right now."
+    )
+
+
+class ServedModelList(BaseModel):
+    """Every model, as the registry lists it, plus what this worker serves."""
+
+    models: list[ServedModelSummary]
+
+
+class ServedVersion(VersionSummary):
+    """A version as the registry lists it (``broken`` also when this worker could not load it),
+    plus whether this worker has it loaded."""
+
     loaded: bool = Field(description="Loaded in this worker.")
 
 
-class ModelDetail(BaseModel):
-    """Every version with metrics, config, aliases, status and whether it is loaded."""
+class ServedModelDetail(ModelDetail):
+    """The registry's detail of a model (history: the newest 50 changes), plus how this worker
+    serves it: the default it serves, each traffic route's and the shadow's version or why
+    none, the live figures and which versions are loaded."""
 
-    name: str
-    latest_version: int | None = None
-    default_version: int | None = None
-    pinned_version: int | None = None
-    serving_version: int | None = None
-    aliases: dict[str, int] = {}
-    traffic: list[dict[str, Any]] | None = Field(
-        None,
-        description="The default route's traffic split as this worker serves it: each route's "
-        "version and weight as set, the version number it serves ('serving', null when it gets "
-        "no traffic) and why not ('problem'). Null when the model has no split.",
+    serving_version: int | None = Field(
+        description="Version this worker serves by default right now."
     )
-    shadow: dict[str, Any] | None = Field(
-        None,
+    traffic: list[ServedRoute] | None = Field(
+        description="The default route's traffic split as set and as this worker serves it: "
+        "each route's version and weight as set, the version number it serves ('serving', null "
+        "when it gets no traffic) and why not ('problem'). Null when the model has no split."
+    )
+    shadow: ServedShadow | None = Field(
         description="The shadow version as set, the number this worker runs ('serving') or why "
-        "not ('problem'). Null when the model has no shadow.",
+        "not ('problem'). Null when the model has no shadow."
     )
     live: dict[str, Any] = Field(
-        {},
         description="Live figures summed over every worker: 'versions' (per version: requests, "
         "images, predicted_classes, mean_confidence), 'shadows' (per shadow version compared: "
         "requests, images, agreement, confusion [served class][shadow class], mean_confidence "
         "of each side, top_disagreement) and 'shadow_dropped'.",
     )
-    versions: list[VersionSummary]
-    history: list[dict[str, Any]] = []
+    versions: list[ServedVersion]
 
 
 class ReportFileEntry(BaseModel):

@@ -39,6 +39,7 @@ from shared.registry import (
     Registry,
     RegistryUnavailableError,
     VersionNotFoundError,
+    resolve_ref,
     validate_model_name,
     validate_version,
 )
@@ -63,6 +64,10 @@ class ModelView:
     traffic: list[dict[str, Any]] | None = None
     #: {"version" (as set), "serving", "problem"?}; None when the model has no shadow.
     shadow: dict[str, Any] | None = None
+
+    def usable(self, ref: str) -> int | None:
+        """What "latest" / "default" named at this scan (for `resolve_ref`)."""
+        return self.latest if ref == "latest" else self.default
 
 
 class ModelCache:
@@ -295,10 +300,10 @@ class ModelCache:
         (a model or alias created since), which also validates the strings."""
         view = self._views.get(name)
         if view is not None:
-            if ref == "latest" and view.latest is not None:
-                return view.latest
-            if ref in view.aliases:
-                return view.aliases[ref]
+            try:
+                return resolve_ref(name, ref, view.aliases, view.usable)
+            except LookupError:
+                pass  # an alias set, or a first good version published, since the last scan
         validate_model_name(name)
         return self.registry.resolve(name, ref)
 

@@ -4,91 +4,57 @@ all are listed in `inference_service.routes`)."""
 from __future__ import annotations
 
 from flask import Response
+from pydantic import ValidationError
 
 from inference_service.responses import json_response
+from inference_service.schemas import (
+    Manifest,
+    ServedModelDetail,
+    ServedModelList,
+    ServedModelSummary,
+    ServedVersion,
+)
 from inference_service.state import service
-from shared.registry import BrokenVersionError
+from shared.registry import (
+    BrokenVersionError,
+    aliases_by_version,
+    model_detail,
+    model_summaries,
+)
+
+#: History entries a model's detail shows (the newest): what the page lists.
+HISTORY_SHOWN = 50
 
 # ---- listing --------------------------------------------------------------------------------
 
 
 def list_models() -> Response:
     st = service()
-    reg = st.registry
-    models = []
-    for name in reg.model_names():
-        try:
-            state = reg.state(name)
-            models.append(
-                {
-                    "name": name,
-                    "latest_version": reg.latest_version(name),
-                    "default_version": reg.default_version(name),
-                    "pinned_version": state["pinned"],
-                    "serving_version": st.cache.served_default(name),
-                    "versions": reg.versions(name),
-                    "staged_versions": reg.staged_versions(name),
-                    "aliases": state["aliases"],
-                }
-            )
-        except LookupError:
-            continue  # removed while listing
-    return json_response({"models": models})
-
-
-def _aliases_by_version(aliases: dict[str, int]) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = {}
-    for alias, version in sorted(aliases.items()):
-        out.setdefault(version, []).append(alias)
-    return out
+    models = [
+        ServedModelSummary(**m.model_dump(), serving_version=st.cache.served_default(m.name))
+        for m in model_summaries(st.registry)
+    ]
+    return json_response(ServedModelList(models=models).model_dump(mode="json"))
 
 
 def get_model(name: str) -> Response:
     st = service()
-    reg = st.registry
-    versions = reg.describe_versions(name)  # validates the name; ModelNotFoundError → 404
-    state = reg.state(name)
-    default = reg.default_version(name)
-    by_version = _aliases_by_version(state["aliases"])
-    rows = []
-    for entry in versions:
-        v = entry["version"]
-        manifest = entry["manifest"] or {}
-        status, error = entry["status"], entry["error"]
-        if status == "ok" and (reason := st.cache.broken_reason(name, v)) is not None:
-            status, error = "broken", reason  # verifies, but this worker could not load it
-        rows.append(
-            {
-                "version": v,
-                "status": status,
-                "error": error,
-                "created_at": manifest.get("created_at"),
-                "sha256": manifest.get("sha256"),
-                "metrics": manifest.get("metrics"),
-                "config": manifest.get("config"),
-                "files": sorted(manifest.get("files") or {}),
-                "sweep": manifest.get("sweep"),
-                "staged": bool(manifest.get("staged")),
-                "aliases": by_version.get(v, []),
-                "default": v == default,
-                "pinned": v == state["pinned"],
-                "loaded": st.cache.is_loaded(name, v),
-            }
-        )
-    return json_response(
-        {
-            "name": name,
-            "latest_version": reg.latest_version(name),
-            "default_version": default,
-            "pinned_version": state["pinned"],
-            "serving_version": st.cache.served_default(name),
-            "aliases": state["aliases"],
-            **st.cache.rollout(name),
-            "live": st.telemetry.live(name),
-            "versions": rows,
-            "history": state["history"][-50:],
-        }
+    detail = model_detail(st.registry, name, history=HISTORY_SHOWN)  # ModelNotFoundError → 404
+    versions = []
+    for row in detail.versions:
+        fields = row.model_dump()
+        if row.status == "ok" and (reason := st.cache.broken_reason(name, row.version)):
+            fields.update(status="broken", error=reason)  # verifies, but this worker cannot load it
+        versions.append(ServedVersion(**fields, loaded=st.cache.is_loaded(name, row.version)))
+    # The split and shadow as this worker serves them, once its scan has seen them.
+    rollout = {key: v for key, v in st.cache.rollout(name).items() if v is not None}
+    served = ServedModelDetail(
+        **{**detail.model_dump(exclude={"versions"}), **rollout},
+        serving_version=st.cache.served_default(name),
+        live=st.telemetry.live(name),
+        versions=versions,
     )
+    return json_response(served.model_dump(mode="json"))
 
 
 def get_version(name: str, ref: str) -> Response:
@@ -99,9 +65,13 @@ def get_version(name: str, ref: str) -> Response:
     if reason is not None:
         raise BrokenVersionError(reason)
     manifest = reg.manifest(name, version)
-    state = reg.state(name)
-    manifest["aliases"] = _aliases_by_version(state["aliases"]).get(version, [])
-    manifest["default"] = version == reg.default_version(name)
-    manifest["status"] = "ok"
-    manifest["loaded"] = st.cache.is_loaded(name, version)
-    return json_response(manifest)
+    manifest.update(
+        aliases=aliases_by_version(reg.state(name)["aliases"]).get(version, []),
+        default=version == reg.default_version(name),
+        status="ok",
+        loaded=st.cache.is_loaded(name, version),
+    )
+    try:
+        return json_response(Manifest.model_validate(manifest).model_dump(mode="json"))
+    except ValidationError:  # a manifest published by hand, not by a trainer: shown as it is
+        return json_response(manifest)

@@ -222,21 +222,13 @@ class DigitflowClient:
 
     # ---- models ------------------------------------------------------------------------------
 
-    def models(self, prefer: Literal["inference", "trainer"] = "inference") -> list[dict]:
-        """Every model with its latest, default and pinned version and aliases, from the service
-        `prefer` names ("inference": as inference serves them, with `serving_version`;
-        "trainer": the registry's state, with the traffic split and shadow too); when that one
-        cannot be reached, from the other."""
-        first, other = self._inference, self._trainer
-        if prefer == "trainer":
-            first, other = other, first
-        try:
-            body = first("GET", "/v1/models")
-        except DigitflowError as exc:
-            if exc.status is not None:
-                raise
-            body = other("GET", "/v1/models")
-        return body.get("models", body) if isinstance(body, dict) else body
+    def models(self, service: Literal["inference", "trainer"] = "inference") -> list[dict]:
+        """Every model with its versions, latest, default and pinned version, aliases, traffic
+        split and shadow (`shared.registry.ModelSummary`: one shape on both services), from the
+        service named; inference adds the version each model is served by now
+        (`serving_version`)."""
+        ask = self._trainer if service == "trainer" else self._inference
+        return ask("GET", "/v1/models")["models"]
 
     def model(self, name: str) -> dict:
         return self._inference("GET", f"/v1/models/{name}")
@@ -496,7 +488,7 @@ def _model_line(m: dict) -> str:
     if m.get("traffic"):
         parts.append("traffic " + " ".join(f"{r['version']}={r['weight']}" for r in m["traffic"]))
     if m.get("shadow") is not None:
-        parts.append(f"shadow {m['shadow']}")
+        parts.append(f"shadow {m['shadow']['version']}")
     return f"{m.get('name')}: " + ", ".join(parts)
 
 
@@ -661,8 +653,8 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
             )
         return 0
     if args.command == "models":
-        for m in client.models(prefer="trainer"):
-            print(_model_line(m) if isinstance(m, dict) else m, file=out)
+        for m in client.models("trainer"):
+            print(_model_line(m), file=out)
         return 0
     if args.command == "pin":
         state = client.pin(args.name, args.version)

@@ -14,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, Response, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import LockError
 from rq.command import PUBSUB_CHANNEL_TEMPLATE
@@ -219,9 +219,11 @@ def fetch_job(job_id: str) -> Job:
     return job
 
 
-def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
-    """The public JSON of a job (what `GET /v1/jobs/<id>` returns). A sweep's trial names its
-    sweep and trial number, and reads `canceled` once its sweep's cancel ended it."""
+def job_view(job: Job, *, detail: bool = True) -> JobSummary:
+    """A job as the API shows it (`JobView` with `detail`, else the listing's `JobSummary`). A
+    sweep's trial names its sweep and trial number, and reads `canceled` once its sweep's cancel
+    ended it. Answer it with `web.answer` (fields that do not apply, like `position` of a job that
+    is not queued, are left out)."""
     st = state()
     settings = st.settings
     meta = job.meta or {}
@@ -231,66 +233,69 @@ def job_view(job: Job, *, detail: bool = True) -> dict[str, Any]:
     if sweep and ended in ("stopped", "failed", "canceled"):
         canceled = sweeps.canceled_with_sweep(st.redis, settings.rq_queue, job)
         status = queueing.public_status(job, canceled_with_sweep=canceled)
-    view: dict[str, Any] = {
-        "job_id": job.id,
-        "status": status,
-        "sweep_id": sweep.get("sweep_id"),
-        "trial": sweep.get("trial"),
-        "model": meta.get("model"),
-        "model_version": meta.get("model_version"),
-        "phase": meta.get("phase") if status == "started" else None,
-        "progress": meta.get("progress"),
-        "error": None,
-        "enqueued_at": iso(job.enqueued_at),
-        "started_at": iso(job.started_at),
-        "ended_at": iso(job.ended_at),
-        "worker": job.worker_name or None,
-        "retries": job.number_of_retries or 0,
-    }
+    model = meta.get("model")
+    model_version = meta.get("model_version")
+    error = None
+    ended_at = iso(job.ended_at)
+    extra: dict[str, Any] = {}
     if status == "queued":
-        view["position"] = job.get_position()
+        extra["position"] = job.get_position()
     if ended in ("failed", "stopped"):
         result = job.latest_result()
         if ended == "stopped":
-            view["error"] = "stopped on request; nothing was published"
+            error = "stopped on request; nothing was published"
         else:
             exc_string = result.exc_string if result is not None else None
-            view["error"] = meta.get("error") or queueing.describe_failure(
-                exc_string, timeout=job.timeout
-            )
-        if view["ended_at"] is None and result is not None:
-            view["ended_at"] = iso(result.created_at)
+            error = meta.get("error") or queueing.describe_failure(exc_string, timeout=job.timeout)
+        if ended_at is None and result is not None:
+            ended_at = iso(result.created_at)
     if status == "canceled":
-        view["error"] = (
+        error = (
             f"canceled with its sweep {sweep['sweep_id']}; nothing was published"
             if sweep
             else "canceled before it started; nothing was published"
         )
     elif status == "pruned":
-        view["error"] = (
+        error = (
             f"trial {sweep.get('trial')} of sweep {sweep.get('sweep_id')} "
             f"{meta.get('error') or 'pruned'}; nothing was published"
         )
-    if ended in ("failed", "stopped") and not view["model_version"]:
+    if ended in ("failed", "stopped") and not model_version:
         published = None
         if meta.get("phase") in ("publishing", "published"):
-            published = published_by(job.id, view["model"])
+            published = published_by(job.id, model)
         if published is not None:  # it died between its publish and recording it
-            view["model_version"] = published
-            view["error"] = (
+            model_version = published
+            error = (
                 f"the job published version {published} but its outcome could not be "
-                f"recorded ({view['error']})"
+                f"recorded ({error})"
             )
     if status == "finished":
         result = job.return_value()
         if isinstance(result, dict):
-            view["model_version"] = result.get("model_version", view["model_version"])
-            view["test_accuracy"] = result.get("test_accuracy")
+            model_version = result.get("model_version", model_version)
+            extra["test_accuracy"] = result.get("test_accuracy")
     if detail:
-        view["history"] = meta.get("history", [])
-        view["config"] = job.args[0] if job.args else None
-        view["timeout"] = job.timeout or settings.job_timeout
-    return view
+        extra["history"] = meta.get("history", [])
+        extra["config"] = job.args[0] if job.args else None
+        extra["timeout"] = job.timeout or settings.job_timeout
+    return (JobView if detail else JobSummary)(
+        job_id=job.id,
+        status=status,
+        sweep_id=sweep.get("sweep_id"),
+        trial=sweep.get("trial"),
+        model=model,
+        model_version=model_version,
+        phase=meta.get("phase") if status == "started" else None,
+        progress=meta.get("progress"),
+        error=error,
+        enqueued_at=iso(job.enqueued_at),
+        started_at=iso(job.started_at),
+        ended_at=ended_at,
+        worker=job.worker_name or None,
+        retries=job.number_of_retries or 0,
+        **extra,
+    )
 
 
 def published_by(job_id: str, model: str | None) -> int | None:
@@ -317,9 +322,10 @@ def count_queued(model: str) -> int:
     return sum(1 for job in jobs if job is not None and (job.meta or {}).get("model") == model)
 
 
-def accepted(job_id: str, status: str, model: str, *, replayed: bool = False):
-    body = {"job_id": job_id, "status": status, "model": model}
-    return web.accepted(url_for("jobs.get_job", job_id=job_id), body, replayed=replayed)
+def accepted(job_id: str, status: str, model: str, *, replayed: bool = False) -> Response:
+    location = url_for("jobs.get_job", job_id=job_id)
+    body = JobAccepted(job_id=job_id, status=status, model=model, location=location)
+    return web.accepted(location, body.model_dump(mode="json"), replayed=replayed)
 
 
 # --------------------------------------------------------------------------- routes
@@ -431,7 +437,7 @@ def enqueue(config: TrainConfig, job_id: str, model: str) -> Job:
 def get_job(job_id: str):
     check_job_id(job_id)
     cleanup_abandoned()
-    return jsonify(job_view(fetch_job(job_id)))
+    return web.answer(job_view(fetch_job(job_id)))
 
 
 @api.route(
@@ -448,7 +454,7 @@ def list_jobs():
     cleanup_abandoned()
     st = state()
     index = queueing.jobs_index_key(st.settings.rq_queue)
-    found: list[dict[str, Any]] = []
+    found: list[JobSummary] = []
     start, page = 0, 100
     while len(found) < limit and start < JOBS_INDEX_MAX:
         ids = [i.decode() for i in st.redis.zrevrange(index, start, start + page - 1)]
@@ -464,14 +470,14 @@ def list_jobs():
             if job is None:
                 continue
             view = job_view(job, detail=False)
-            if wanted and view["status"] not in wanted:
+            if wanted and view.status not in wanted:
                 continue
-            if model and view["model"] != model:
+            if model and view.model != model:
                 continue
             found.append(view)
             if len(found) >= limit:
                 break
-    return jsonify({"jobs": found, "count": len(found)})
+    return web.answer(JobList(jobs=found, count=len(found)))
 
 
 @api.route(
@@ -507,7 +513,7 @@ def delete_job(job_id: str):
             job.cancel()
         job.get_status(refresh=True)
         log.info("job %s canceled", job.id)
-        return jsonify(job_view(job))
+        return web.answer(job_view(job))
     if status == "started":
         if (job.meta or {}).get("phase") in ("publishing", "published"):
             # Stopping now could leave a published version behind a "stopped" job.
@@ -529,10 +535,9 @@ def delete_job(job_id: str):
             )
         log.info("stop requested for job %s on worker %s", job.id, worker)
         view = job_view(job)
-        view["status"] = "stopping"
-        response = jsonify(view)
-        response.status_code = 202
+        stopping = JobStopping(**{**view.model_dump(exclude_unset=True), "status": "stopping"})
+        response = web.answer(stopping, 202)
         response.headers["Location"] = url_for("jobs.get_job", job_id=job.id)
         return response
-    ended = job_view(job, detail=False)["status"]  # a canceled sweep's stopped trial: canceled
+    ended = job_view(job, detail=False).status  # a canceled sweep's stopped trial: canceled
     raise ApiError(409, f"job {job.id} is already {ended}; nothing to cancel", job_id=job.id)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from flask import Response, jsonify
+from pydantic import BaseModel
 from rq import Queue
 
 from shared.web.app import app_state
@@ -61,6 +62,14 @@ class TrainerState:
 def state() -> TrainerState:
     """The state of the app handling the current request."""
     return app_state()
+
+
+def answer(view: BaseModel, status: int = 200) -> Response:
+    """A documented answer (its response model) as JSON: every field set, and those a route
+    left unset because they do not apply (a job's `position` once it is not queued) left out."""
+    response = jsonify(view.model_dump(mode="json", exclude_unset=True))
+    response.status_code = status
+    return response
 
 
 def accepted(location: str, body: dict[str, Any], *, replayed: bool = False) -> Response:

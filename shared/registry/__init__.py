@@ -39,7 +39,8 @@ Modules, by concern: ``core`` (the `Registry` class callers use), ``storage`` (t
 `RegistryUnavailableError`), ``local`` and ``s3`` (the two storages), ``publishing`` (temp folders,
 the version-allocating rename, cleanup of crashed publishes), ``verification`` (manifest + sha256,
 the stat-keyed cache), ``state`` (state.json: pin, aliases, traffic split, shadow, history, its
-lock), ``paths`` (names to
+lock; the split's rules, `TrafficSplit`; how a version reference resolves, `resolve_ref`),
+``views`` (what listings answer about a model and its versions, on both services), ``paths`` (names to
 checked paths under the root), ``names`` (the on-disk names and name validation), ``files``
 (filesystem helpers), ``errors``. Each imports only the others' public names. Import from the
 package.
@@ -67,13 +68,39 @@ from shared.registry.names import (
     validate_version,
 )
 from shared.registry.publishing import process_running
-from shared.registry.state import MAX_ROUTES, validate_ref
+from shared.registry.state import (
+    MAX_ROUTES,
+    TrafficRoute,
+    TrafficSplit,
+    VersionRef,
+    resolve_ref,
+    validate_ref,
+)
 from shared.registry.storage import RegistryUnavailableError, Storage
+from shared.registry.views import (
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+    ShadowRef,
+    VersionSummary,
+    aliases_by_version,
+    model_detail,
+    model_summaries,
+    model_summary,
+)
 
 __all__ = [
     "MANIFEST_FILE",
     "MAX_ROUTES",
     "MAX_VERSION",
+    "ModelDetail",
+    "ModelList",
+    "ModelSummary",
+    "ShadowRef",
+    "TrafficRoute",
+    "TrafficSplit",
+    "VersionRef",
+    "VersionSummary",
     "REQUIRED_MANIFEST_KEYS",
     "STATE_FILE",
     "WEIGHTS_FILE",
@@ -88,7 +115,12 @@ __all__ = [
     "RegistryUnavailableError",
     "Storage",
     "VersionNotFoundError",
+    "aliases_by_version",
+    "model_detail",
+    "model_summaries",
+    "model_summary",
     "process_running",
+    "resolve_ref",
     "validate_alias",
     "validate_model_name",
     "validate_ref",

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from shared.registry.errors import (
-    AliasNotFoundError,
     BrokenVersionError,
     ReadOnlyRegistryError,
     RegistryError,
     VersionNotFoundError,
+    concerning,
 )
 from shared.registry.files import json_bytes
 from shared.registry.local import LocalStorage
 from shared.registry.names import (
-    RESERVED_REFS,
     validate_alias,
     validate_extra_file_name,
     validate_model_name,
@@ -35,6 +34,7 @@ from shared.registry.state import (
     delete_alias_change,
     field_change,
     promotion_change,
+    resolve_ref,
     set_alias_change,
     validate_ref,
     validate_routes,
@@ -219,21 +219,15 @@ class Registry:
         or BrokenVersionError.
         """
         self.storage.require_model(validate_model_name(name))
-        if isinstance(ref, str) and ref in RESERVED_REFS:
-            v = self.latest_version(name) if ref == "latest" else self.default_version(name)
-            if v is None:
-                raise VersionNotFoundError(f"model {name!r} has no usable version")
-            return v
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
-            v = validate_version(ref)
-        else:
-            alias = validate_alias(ref)
-            aliases = self._state_view(name)["aliases"]
-            if alias not in aliases:
-                raise AliasNotFoundError(f"model {name!r} has no alias {alias!r}")
-            v = aliases[alias]
+        v = resolve_ref(name, ref, self._state_view(name)["aliases"], self._usable(name))
         self._verified(name, v)
         return v
+
+    def _usable(self, name: str) -> Any:
+        """What "latest" and "default" name now, asked only when a reference is one of them."""
+        return lambda ref: (
+            self.latest_version(name) if ref == "latest" else self.default_version(name)
+        )
 
     # ---- publish -----------------------------------------------------------------------------
 
@@ -299,9 +293,10 @@ class Registry:
 
     def pin(self, name: str, version: int | str, actor: str | None = None) -> dict[str, Any]:
         """Make `version` the default. Raises VersionNotFoundError / BrokenVersionError."""
-        return self._change_state(
-            name, field_change("pinned", self._require_good(name, version), "pin", actor)
-        )
+        self.storage.require_model(validate_model_name(name))
+        with concerning("version"):
+            v = self._require_good(name, version)
+        return self._change_state(name, field_change("pinned", v, "pin", actor))
 
     def unpin(self, name: str, actor: str | None = None) -> dict[str, Any]:
         """Clear the pin: the default follows the latest good version again."""
@@ -311,13 +306,19 @@ class Registry:
         self, name: str, alias: str, version: int | str, actor: str | None = None
     ) -> dict[str, Any]:
         """Point `alias` at `version` (creating or moving it)."""
-        alias = validate_alias(alias)
-        v = self._require_good(name, version)
+        self.storage.require_model(validate_model_name(name))
+        with concerning("alias"):
+            alias = validate_alias(alias)
+        with concerning("version"):
+            v = self._require_good(name, version)
         return self._change_state(name, set_alias_change(alias, v, actor))
 
     def delete_alias(self, name: str, alias: str, actor: str | None = None) -> dict[str, Any]:
         """Remove `alias`. Raises AliasNotFoundError (a VersionNotFoundError) if it is not set."""
-        return self._change_state(name, delete_alias_change(name, validate_alias(alias), actor))
+        self.storage.require_model(validate_model_name(name))
+        with concerning("alias"):
+            alias = validate_alias(alias)
+            return self._change_state(name, delete_alias_change(name, alias, actor))
 
     def record_promotion(
         self,
@@ -354,9 +355,11 @@ class Registry:
         weights summing to 100. Every version must verify and every alias be set *now*
         (VersionNotFoundError / AliasNotFoundError / BrokenVersionError); later, a route whose
         version breaks just gets no traffic (inference decides, per worker)."""
+        self.storage.require_model(validate_model_name(name))
         clean = validate_routes(routes)
-        for route in clean:
-            self.resolve(name, route["version"])
+        for i, route in enumerate(clean):
+            with concerning(f"routes[{i}].version"):
+                self.resolve(name, route["version"])
         return self._change_state(name, field_change("traffic", clean, "traffic_set", actor))
 
     def clear_traffic(self, name: str, actor: str | None = None) -> dict[str, Any]:
@@ -365,8 +368,10 @@ class Registry:
 
     def set_shadow(self, name: str, ref: int | str, actor: str | None = None) -> dict[str, Any]:
         """Name the shadow version (a number or an alias, which must resolve now)."""
-        clean = validate_ref(ref)
-        self.resolve(name, clean)
+        self.storage.require_model(validate_model_name(name))
+        with concerning("version"):
+            clean = validate_ref(ref)
+            self.resolve(name, clean)
         return self._change_state(name, field_change("shadow", clean, "shadow_set", actor))
 
     def clear_shadow(self, name: str, actor: str | None = None) -> dict[str, Any]:

@@ -3,9 +3,22 @@ missing model is a LookupError, a bad name a ValueError) so callers can catch ei
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class RegistryError(Exception):
-    """Base class of every error the registry raises on purpose."""
+    """Base class of every error the registry raises on purpose.
+
+    `field` names the caller's input the error concerns (``version``, ``alias``,
+    ``routes[1].version``), set by the registry method that took it, so the one error table
+    (`shared.web.errors`) answers naming it without a route re-checking what the registry checks.
+    None when the error concerns the resource a path names (the model, a version looked up).
+    """
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
 
 
 class InvalidNameError(RegistryError, ValueError):
@@ -39,3 +52,15 @@ class VersionInUseError(RegistryError):
 
 class ReadOnlyRegistryError(RegistryError, PermissionError):
     """A write was attempted through a Registry opened with read_only=True."""
+
+
+@contextlib.contextmanager
+def concerning(field: str) -> Iterator[None]:
+    """Registry errors raised inside name `field` as the input they concern (unless an inner
+    block named a more precise one)."""
+    try:
+        yield
+    except RegistryError as exc:
+        if exc.field is None:
+            exc.field = field
+        raise

@@ -17,15 +17,35 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+
+from shared.config import MODEL_NAME_PATTERN
+from shared.fieldpath import field_path
 from shared.fsutil import write_atomic
-from shared.registry.errors import AliasNotFoundError, InvalidNameError, VersionInUseError
+from shared.registry.errors import (
+    AliasNotFoundError,
+    InvalidNameError,
+    VersionInUseError,
+    VersionNotFoundError,
+)
 from shared.registry.files import file_stamp, json_bytes, now_iso, read_nofollow
 from shared.registry.names import (
     LOCK_FILE,
+    MAX_VERSION,
+    RESERVED_REFS,
     STATE_FILE,
     STATE_TMP_PREFIX,
     validate_alias,
@@ -59,26 +79,85 @@ def validate_ref(ref: Any) -> int | str:
     return validate_version(ref)
 
 
+#: A version a traffic route or the shadow names: a number, or an alias (followed as it moves),
+#: checked by `validate_ref` so an error names the field itself.
+VersionRef = Annotated[
+    int | str,
+    BeforeValidator(validate_ref),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+                {"type": "string", "pattern": MODEL_NAME_PATTERN},
+            ],
+            "examples": [1, "champion"],
+        }
+    ),
+]
+
+
+class TrafficRoute(BaseModel):
+    """One side of a split: a version (number or alias) and its share of the default route."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: VersionRef
+    weight: StrictInt = Field(ge=0, le=100, description="Percent of the default route's requests.")
+
+
+class TrafficSplit(BaseModel):
+    """The split of the default predict routes: weights sum to 100, each version named once.
+    The one statement of these rules: the trainer's ``PUT /v1/models/<name>/traffic`` body, and
+    what `validate_routes` checks in `Registry.set_traffic` and in every state.json read."""
+
+    model_config = ConfigDict(extra="forbid")
+    routes: list[TrafficRoute] = Field(min_length=1, max_length=MAX_ROUTES)
+
+    @field_validator("routes")
+    @classmethod
+    def _a_split(cls, routes: list[TrafficRoute]) -> list[TrafficRoute]:
+        total = sum(r.weight for r in routes)
+        if total != 100:
+            raise ValueError(f"weights must sum to 100, not {total}")
+        refs = [r.version for r in routes]
+        if len(set(refs)) != len(refs):
+            raise ValueError("each version may be named once")
+        return routes
+
+    def as_state(self) -> list[dict[str, Any]]:
+        """The routes as state.json keeps them."""
+        return [r.model_dump() for r in self.routes]
+
+
 def validate_routes(routes: Any) -> list[dict[str, Any]]:
-    """A traffic split: 1.. routes ``{"version": ref, "weight": 0-100}``, weights summing to 100,
-    no version named twice. Raises InvalidNameError (a ValueError) naming the first problem; the
-    trainer API validates the same rules with pydantic first, so a client sees a 422 per field."""
-    if not isinstance(routes, list) or not routes or len(routes) > MAX_ROUTES:
-        raise InvalidNameError(f"traffic must be a list of 1..{MAX_ROUTES} routes")
-    clean = []
-    for route in routes:
-        if not isinstance(route, dict) or set(route) != {"version", "weight"}:
-            raise InvalidNameError("a traffic route is {'version': ..., 'weight': 0-100}")
-        weight = route["weight"]
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
-            raise InvalidNameError(f"traffic weight {weight!r} is not an integer 0..100")
-        clean.append({"version": validate_ref(route["version"]), "weight": weight})
-    if sum(r["weight"] for r in clean) != 100:
-        raise InvalidNameError("traffic weights must sum to 100")
-    refs = [r["version"] for r in clean]
-    if len(set(refs)) != len(refs):
-        raise InvalidNameError("traffic names a version twice")
-    return clean
+    """A traffic split by `TrafficSplit`'s rules, as state.json keeps it. Raises InvalidNameError
+    (a ValueError) naming the field of the first problem (``routes[0].weight``)."""
+    try:
+        return TrafficSplit.model_validate({"routes": routes}).as_state()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = field_path(first["loc"])
+        raise InvalidNameError(f"traffic: {field}: {first['msg']}", field=field) from None
+
+
+def resolve_ref(
+    name: str, ref: int | str, aliases: Mapping[str, int], usable: Callable[[str], int | None]
+) -> int:
+    """The version number `ref` names in a snapshot of model `name`: an int / digit string, an
+    alias of `aliases`, or "latest" / "default" (whatever `usable` says they are now). The one
+    statement of how a reference resolves: `Registry.resolve` applies it to the store (and then
+    verifies the version), inference's model cache to its last scan. Raises InvalidNameError
+    for a malformed ref, VersionNotFoundError (AliasNotFoundError for an alias not set)."""
+    if isinstance(ref, str) and ref in RESERVED_REFS:
+        v = usable(ref)
+        if v is None:
+            raise VersionNotFoundError(f"model {name!r} has no usable version")
+        return v
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+        return validate_version(ref)
+    alias = validate_alias(ref)
+    if alias not in aliases:
+        raise AliasNotFoundError(f"model {name!r} has no alias {alias!r}")
+    return aliases[alias]
 
 
 def parse_state(data: bytes) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import orjson
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from shared.fieldpath import top_field
 from shared.registry import (
     BrokenVersionError,
     InvalidNameError,
@@ -88,6 +89,26 @@ class ApiError(Exception):
         )
 
 
+def _registry_answer(exc: RegistryError) -> ApiError | None:
+    """A registry error's answer, naming the input it concerns (`RegistryError.field`): the
+    registry checks versions, aliases and splits once, and both services answer from here."""
+    field = exc.field
+    named = {"field": field, "invalid_fields": [top_field(field)]} if field else {}
+    if isinstance(exc, InvalidNameError):
+        # A malformed input the client wrote is 422; a path name that could never exist (bad
+        # pattern, "..", "0") is an unknown resource, 404.
+        return ApiError(422, str(exc), **named) if field else ApiError(404, str(exc))
+    if isinstance(exc, ModelNotFoundError):
+        return ApiError(404, str(exc), code="model_not_found", **named)
+    if isinstance(exc, VersionNotFoundError):
+        return ApiError(404, str(exc), code="version_not_found", **named)
+    if isinstance(exc, BrokenVersionError):
+        return ApiError(409, f"{exc}; it is never served", code="version_broken", **named)
+    if isinstance(exc, VersionInUseError):
+        return ApiError(409, str(exc), code="version_in_use", **named)
+    return None
+
+
 def to_api_error(exc: BaseException, *, max_content_length: int | None = None) -> ApiError:
     """The one table from an exception to its answer (unknown exceptions are 500 and logged)."""
     if isinstance(exc, ApiError):
@@ -99,17 +120,10 @@ def to_api_error(exc: BaseException, *, max_content_length: int | None = None) -
         if status == 413 and max_content_length is not None:
             message = f"request body larger than MAX_CONTENT_LENGTH ({max_content_length} bytes)"
         return ApiError(status, message, headers=headers)
-    # A name that could never exist (bad pattern, "..", "0") is an unknown resource to a client.
-    if isinstance(exc, InvalidNameError):
-        return ApiError(404, str(exc))
-    if isinstance(exc, ModelNotFoundError):
-        return ApiError(404, str(exc), code="model_not_found")
-    if isinstance(exc, VersionNotFoundError):
-        return ApiError(404, str(exc), code="version_not_found")
-    if isinstance(exc, BrokenVersionError):
-        return ApiError(409, f"{exc}; it is never served", code="version_broken")
-    if isinstance(exc, VersionInUseError):
-        return ApiError(409, str(exc), code="version_in_use")
+    if isinstance(exc, RegistryError):
+        known = _registry_answer(exc)
+        if known is not None:
+            return known
     if isinstance(exc, RegistryError | OSError):
         # The registry volume is unreadable or unwritable (unmounted, permissions, full): an
         # outage on our side, not the client's mistake.

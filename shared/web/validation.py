@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 import orjson
 from pydantic import ValidationError
 
+from shared.fieldpath import field_path, top_field
 from shared.web.errors import ApiError
 
 
@@ -22,13 +23,7 @@ class FieldError(TypedDict):
 
 def _location(loc: tuple[Any, ...]) -> str:
     """pydantic's location as a path: ``hidden_layers[1]``, ``inputs[0].datatype``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(body)"
+    return field_path(loc) or "(body)"
 
 
 def field_errors(exc: ValidationError, *, show_input: bool = False) -> list[FieldError]:
@@ -55,7 +50,7 @@ def validation_error(
 ) -> ApiError:
     """An answer naming every bad field: `field` is the first, `fields` all of them."""
     fields = field_errors(exc)
-    names = sorted({f["field"].split(".")[0].split("[")[0] for f in fields})
+    names = sorted({top_field(f["field"]) for f in fields})
     first = fields[0] if fields else {"field": None, "message": "invalid"}
     return ApiError(
         status,

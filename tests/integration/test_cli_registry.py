@@ -122,12 +122,12 @@ def test_cli_bad_arguments_exit_2_with_a_usage_message(api, capsys, argv, messag
     ("argv", "status", "message"),
     [
         (["traffic", "digits", "1=90", "2=20"], 422, "weights must sum to 100, not 110"),
-        (["traffic", "digits", "1=50", "nosuch=50"], 422, "routes[1].version"),
-        (["shadow", "digits", "9"], 422, "version"),
-        (["alias", "digits", "champion", "9"], 422, "model digits has no version 9"),
+        (["traffic", "digits", "1=50", "nosuch=50"], 404, "(field routes[1].version)"),
+        (["shadow", "digits", "9"], 404, "model 'digits' has no version 9"),
+        (["alias", "digits", "champion", "9"], 404, "model 'digits' has no version 9"),
         (["alias", "digits", "Bad!", "1"], 422, "invalid alias"),
-        (["unalias", "digits", "nosuch"], 404, "model digits has no alias nosuch"),
-        (["shadow", "nosuch", "1"], 404, "no such model: nosuch"),
+        (["unalias", "digits", "nosuch"], 404, "model 'digits' has no alias 'nosuch'"),
+        (["shadow", "nosuch", "1"], 404, "model 'nosuch' not found in the registry"),
         (["cancel-sweep", "0" * 32], 404, "no such sweep"),
     ],
 )

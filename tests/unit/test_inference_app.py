@@ -23,6 +23,7 @@ from inference_service.app import create_app
 from inference_service.serving import ModelCache
 from shared.config import TrainConfig
 from shared.modelfile import save_model
+from shared.registry import ModelDetail, VersionSummary
 from tests.cache_support import is_polling, stop_polling
 from tests.service_support import (
     digit_picture,
@@ -176,9 +177,14 @@ def test_listing_and_manifest(inference_client, registry, tmp_path) -> None:
             "versions": [1, 2],
             "staged_versions": [],
             "aliases": {"champion": 1},
+            "traffic": None,
+            "shadow": None,
         }
     ]
     detail = inference_client.get("/v1/models/digits").get_json()
+    ModelDetail.model_validate(detail)  # the registry's shape (the trainer's too)...
+    assert set(detail) == set(ModelDetail.model_fields) | {"serving_version", "live"}  # ...plus
+    assert set(detail["versions"][0]) == set(VersionSummary.model_fields) | {"loaded"}
     assert detail["default_version"] == 1 and detail["latest_version"] == 2
     v1, v2 = detail["versions"]
     assert v1["version"] == 1 and v1["default"] and v1["pinned"] and v1["loaded"]

@@ -115,7 +115,7 @@ def test_shadow_runs_after_the_answer_and_is_counted(two_versions, inference_cli
     metrics = inference_client.get("/metrics").get_data(as_text=True)
     assert 'digitflow_shadow_requests_total{model="digits",shadow="2"} 6.0' in metrics
     detail = inference_client.get("/v1/models/digits").json
-    assert detail["shadow"] == {"version": 2, "serving": 2}
+    assert detail["shadow"] == {"version": 2, "serving": 2, "problem": None}
 
 
 def test_a_new_shadow_has_its_series_at_zero_and_no_figures(two_versions, inference_client) -> None:
@@ -125,7 +125,7 @@ def test_a_new_shadow_has_its_series_at_zero_and_no_figures(two_versions, infere
     registry.pin("digits", 1)
     registry.set_shadow("digits", 2)
     detail = inference_client.get("/v1/models/digits").json
-    assert detail["shadow"] == {"version": 2, "serving": 2}
+    assert detail["shadow"] == {"version": 2, "serving": 2, "problem": None}
     assert detail["live"] == {"versions": {}, "shadows": {}, "shadow_dropped": 0}
     metrics = inference_client.get("/metrics").get_data(as_text=True)
     for series in (

@@ -33,6 +33,7 @@ from shared.registry import (
     Registry,
     RegistryError,
     VersionNotFoundError,
+    resolve_ref,
     validate_alias,
     validate_model_name,
     validate_version,
@@ -445,29 +446,67 @@ def test_reads_on_an_empty_registry_create_nothing(reg: Registry, root: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("routes", "error"),
+    ("routes", "error", "field"),
     [
-        ([], InvalidNameError),
-        ([{"version": 1, "weight": 90}], InvalidNameError),  # sums to 90
-        ([{"version": 1, "weight": 50}, {"version": "1", "weight": 50}], InvalidNameError),
-        ([{"version": 1, "weight": 101}, {"version": 2, "weight": -1}], InvalidNameError),
-        ([{"version": 1, "weight": True}], InvalidNameError),
-        ([{"version": "latest", "weight": 100}], InvalidNameError),
-        ([{"version": 1, "weight": 100, "extra": 1}], InvalidNameError),
-        ([{"version": 3, "weight": 100}], VersionNotFoundError),
-        ([{"version": "nope", "weight": 100}], AliasNotFoundError),
+        ([], InvalidNameError, "routes"),
+        ([{"version": 1, "weight": 90}], InvalidNameError, "routes"),  # sums to 90
+        ([{"version": 1, "weight": 50}, {"version": "1", "weight": 50}], InvalidNameError, "routes"),
+        ([{"version": 1, "weight": 100}, {"version": 2, "weight": -1}], InvalidNameError,
+         "routes[1].weight"),
+        ([{"version": 1, "weight": True}], InvalidNameError, "routes[0].weight"),
+        ([{"version": "latest", "weight": 100}], InvalidNameError, "routes[0].version"),
+        ([{"version": 1, "weight": 100, "extra": 1}], InvalidNameError, "routes[0].extra"),
+        ([{"version": 3, "weight": 100}], VersionNotFoundError, "routes[0].version"),
+        ([{"version": 1, "weight": 0}, {"version": "nope", "weight": 100}], AliasNotFoundError,
+         "routes[1].version"),
     ],
-)
-def test_bad_traffic_is_refused_and_changes_nothing(
-    reg: Registry, tmp_path: Path, routes: list, error: type
+)  # fmt: skip
+def test_bad_traffic_is_refused_naming_the_field_and_changes_nothing(
+    reg: Registry, tmp_path: Path, routes: list, error: type, field: str
 ) -> None:
     publish_bytes(reg, tmp_path, b"a")
     publish_bytes(reg, tmp_path, b"b")
-    with pytest.raises(error):
+    with pytest.raises(error) as caught:
         reg.set_traffic("m", routes)
-    with pytest.raises(AliasNotFoundError):
+    assert caught.value.field == field
+    with pytest.raises(AliasNotFoundError) as caught:
         reg.set_shadow("m", "nope")
+    assert caught.value.field == "version"
     assert reg.state("m")["traffic"] is None and reg.state("m")["shadow"] is None
+
+
+def test_write_errors_name_the_input_and_path_lookups_do_not(reg: Registry, tmp_path) -> None:
+    """What a caller passed is named (`field`), so the error table can say which input; the model
+    a path names is not (its 404 is about the resource)."""
+    publish_bytes(reg, tmp_path, b"a")
+    for call, field in (
+        (lambda: reg.pin("m", 9), "version"),
+        (lambda: reg.set_alias("m", "Bad!", 1), "alias"),
+        (lambda: reg.set_alias("m", "prod", 9), "version"),
+        (lambda: reg.delete_alias("m", "prod"), "alias"),
+        (lambda: reg.pin("ghost", 1), None),
+        (lambda: reg.resolve("m", 9), None),
+    ):
+        with pytest.raises(RegistryError) as caught:
+            call()
+        assert caught.value.field == field, call
+
+
+def test_references_resolve_by_one_rule_on_any_snapshot() -> None:
+    """`resolve_ref` is what `Registry.resolve` applies to the store and inference's cache to its
+    last scan: numbers, aliases, latest/default, the same errors."""
+    usable = {"latest": 3, "default": 2}.get
+    assert resolve_ref("m", 5, {}, usable) == 5 and resolve_ref("m", "5", {}, usable) == 5
+    assert resolve_ref("m", "prod", {"prod": 1}, usable) == 1
+    assert resolve_ref("m", "latest", {}, usable) == 3
+    assert resolve_ref("m", "default", {}, usable) == 2
+    with pytest.raises(AliasNotFoundError):
+        resolve_ref("m", "prod", {}, usable)
+    with pytest.raises(VersionNotFoundError):
+        resolve_ref("m", "latest", {}, lambda ref: None)
+    for bad in ("0", "Bad!", "01", 0):
+        with pytest.raises(InvalidNameError):
+            resolve_ref("m", bad, {}, usable)
 
 
 def test_state_changes_return_the_new_state(reg: Registry, tmp_path: Path) -> None:

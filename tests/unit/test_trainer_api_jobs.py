@@ -124,7 +124,9 @@ def _readme_table(section: str, header: str) -> list[list[str]]:
     return rows
 
 
-def test_the_readme_lists_every_status_and_answer_of_the_job_and_sweep_routes(trainer_client):
+def test_the_readme_lists_every_status_and_answer_of_the_job_sweep_and_model_routes(
+    trainer_client,
+):
     """The README's trainer tables and the OpenAPI document (which the fuzz test holds the
     service to) name the same statuses and, route by route, the same answers."""
     from tests import REPO_ROOT
@@ -148,13 +150,13 @@ def test_the_readme_lists_every_status_and_answer_of_the_job_and_sweep_routes(tr
     for route, cell in _readme_table(section, "| route | answers |"):
         for one in route.split(", "):
             method, path = one.strip("`").split(" ")
-            answers[(method.lower(), re.sub(r"<id>", "{}", path))] = sorted(
+            answers[(method.lower(), re.sub(r"<[a-z_]+>", "{}", path))] = sorted(
                 re.findall(r"(?:^|· )(\d{3})\b", cell)
             )
     documented = {
         (method, re.sub(r"{[a-z_]+}", "{}", path)): sorted(op["responses"])
         for path, ops in doc["paths"].items()
         for method, op in ops.items()
-        if set(op.get("tags", ())) & {"jobs", "sweeps"}
+        if set(op.get("tags", ())) & {"jobs", "sweeps", "models"}
     }
     assert answers == documented

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared.config import TrainConfig
-from trainer_service.routes_models import ModelDetail, ModelList, ModelSummary
+from shared.registry import ModelDetail, ModelList, ModelSummary
 from trainer_service.sweep_models import README_EXAMPLE
 
 
@@ -30,8 +30,12 @@ def test_list_and_show_models(trainer_client):
     ]  # fmt: skip
     one = trainer_client.get("/v1/models/mnist").json
     ModelDetail.model_validate(one)
+    assert set(one) == set(ModelDetail.model_fields)  # inference's detail adds its serving fields
     assert one["latest_version"] == 3 and one["history"] == []
-    assert trainer_client.get("/v1/models/nope").status_code == 404
+    assert [v["version"] for v in one["versions"]] == [1, 2, 3]
+    assert one["versions"][2]["default"] and one["versions"][0]["status"] == "ok"
+    r = trainer_client.get("/v1/models/nope")
+    assert r.status_code == 404 and r.json["error"]["code"] == "model_not_found"
     assert trainer_client.get("/v1/models/..").status_code == 404
 
 
@@ -62,8 +66,9 @@ def test_pin_rejects_bad_bodies(trainer_client, body):
 
 
 def test_pin_rejects_missing_broken_and_unknown(trainer_client, registry):
+    # A missing version is the registry's answer, the same as inference gives (404).
     r = trainer_client.put("/v1/models/mnist/pin", json={"version": 9})
-    assert r.status_code == 422 and r.json["error"]["versions"] == [1, 2, 3]
+    assert r.status_code == 404 and r.json["error"]["code"] == "version_not_found"
     assert r.json["error"]["field"] == "version"
     (registry.root / "mnist" / "2" / "weights.npz").write_bytes(b"tampered")
     # A broken version: the registry's answer, the same as inference gives (409).
@@ -71,7 +76,8 @@ def test_pin_rejects_missing_broken_and_unknown(trainer_client, registry):
         r = trainer_client.put(path, json={"version": 2})
         assert r.status_code == 409 and r.json["error"]["code"] == "version_broken", r.json
     assert registry.default_version("mnist") == 3 and registry.resolve("mnist", "latest") == 3
-    assert trainer_client.put("/v1/models/ghost/pin", json={"version": 1}).status_code == 404
+    r = trainer_client.put("/v1/models/ghost/pin", json={"version": 1})
+    assert r.status_code == 404 and r.json["error"]["code"] == "model_not_found"
     assert trainer_client.put("/v1/models/BAD NAME/pin", json={"version": 1}).status_code == 404
     assert trainer_client.delete("/v1/models/ghost/pin").status_code == 404
     r = trainer_client.put("/v1/models/mnist/pin", data="2", content_type="text/plain")
@@ -86,11 +92,10 @@ def test_aliases(trainer_client, registry):
     assert r.json["aliases"] == {"champion": 3}
     r = trainer_client.delete("/v1/models/mnist/aliases/champion")
     assert r.status_code == 200 and r.json["aliases"] == {}
-    assert trainer_client.delete("/v1/models/mnist/aliases/champion").status_code == 404
-    assert (
-        trainer_client.put("/v1/models/mnist/aliases/champion", json={"version": 7}).status_code
-        == 422
-    )
+    r = trainer_client.delete("/v1/models/mnist/aliases/champion")
+    assert r.status_code == 404 and r.json["error"]["field"] == "alias"
+    r = trainer_client.put("/v1/models/mnist/aliases/champion", json={"version": 7})
+    assert r.status_code == 404 and r.json["error"]["field"] == "version"
 
 
 @pytest.mark.parametrize("alias", ["123", "latest", "default", "Bad", "-x"])
@@ -132,9 +137,9 @@ def test_traffic_split_and_shadow_with_history(trainer_client, registry):
     ModelSummary.model_validate(r.json)
     assert r.json["traffic"] == split and registry.state("mnist")["traffic"] == split
     r = trainer_client.put("/v1/models/mnist/shadow", json={"version": "champion"})
-    assert r.status_code == 200 and r.json["shadow"] == "champion"
+    assert r.status_code == 200 and r.json["shadow"] == {"version": "champion"}
     one = trainer_client.get("/v1/models/mnist").json
-    assert one["traffic"] == split and one["shadow"] == "champion"
+    assert one["traffic"] == split and one["shadow"] == {"version": "champion"}
     assert trainer_client.delete("/v1/models/mnist/traffic").json["traffic"] is None
     assert trainer_client.delete("/v1/models/mnist/shadow").json["shadow"] is None
     history = trainer_client.get("/v1/models/mnist").json["history"]
@@ -158,8 +163,6 @@ def test_traffic_split_and_shadow_with_history(trainer_client, registry):
         ([{"version": 0, "weight": 100}], "routes[0].version"),
         ([{"version": 1, "weight": True}], "routes[0].weight"),
         ([{"version": 1}], "routes[0].weight"),
-        ([{"version": 1, "weight": 60}, {"version": 9, "weight": 40}], "routes[1].version"),
-        ([{"version": 1, "weight": 60}, {"version": "nope", "weight": 40}], "routes[1].version"),
         ([{"version": "latest", "weight": 100}], "routes[0].version"),
     ],
 )
@@ -170,11 +173,29 @@ def test_bad_splits_are_422_naming_the_field(trainer_client, registry, routes, f
     assert registry.state("mnist")["traffic"] is None
 
 
+@pytest.mark.parametrize(
+    ("routes", "field"),
+    [
+        ([{"version": 1, "weight": 60}, {"version": 9, "weight": 40}], "routes[1].version"),
+        ([{"version": 1, "weight": 60}, {"version": "nope", "weight": 40}], "routes[1].version"),
+    ],
+)
+def test_splits_naming_missing_versions_are_404_naming_the_field(
+    trainer_client, registry, routes, field
+):
+    """The registry resolves each route (the route does not pre-check): a version or alias that
+    does not exist is its 404, the same status and code as inference gives for it."""
+    r = trainer_client.put("/v1/models/mnist/traffic", json={"routes": routes})
+    assert r.status_code == 404 and r.json["error"]["code"] == "version_not_found", r.json
+    assert r.json["error"]["field"] == field
+    assert registry.state("mnist")["traffic"] is None
+
+
 def test_bad_shadows_and_broken_versions(trainer_client, registry):
-    for body, field in (({"version": 9}, "version"), ({"version": "nope"}, "version"),
-                        ({"version": -1}, "version"), ({}, "version")):  # fmt: skip
+    for body, status in (({"version": 9}, 404), ({"version": "nope"}, 404),
+                         ({"version": -1}, 422), ({}, 422)):  # fmt: skip
         r = trainer_client.put("/v1/models/mnist/shadow", json=body)
-        assert r.status_code == 422 and r.json["error"]["field"] == field, r.json
+        assert r.status_code == status and r.json["error"]["field"] == "version", r.json
     (registry.root / "mnist" / "2" / "weights.npz").write_bytes(b"tampered")
     r = trainer_client.put("/v1/models/mnist/shadow", json={"version": 2})
     assert r.status_code == 409

@@ -9,11 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from shared.registry import (
+    AliasNotFoundError,
     BrokenVersionError,
     InvalidNameError,
     ModelNotFoundError,
     RegistryError,
     RegistryUnavailableError,
+    VersionInUseError,
     VersionNotFoundError,
 )
 from shared.web.app import create_flask_app, serve_openapi
@@ -41,6 +43,26 @@ def test_one_table_maps_each_exception(exc, status, code) -> None:
     assert (err.status, err.code) == (status, code)
     body = orjson.loads(err.response().get_data())
     assert body["error"]["code"] == code and body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (InvalidNameError("bad alias", field="alias"), 422, "unprocessable"),
+        (InvalidNameError("w", field="routes[0].weight"), 422, "unprocessable"),
+        (VersionNotFoundError("no v9", field="version"), 404, "version_not_found"),
+        (AliasNotFoundError("no champion", field="routes[1].version"), 404, "version_not_found"),
+        (BrokenVersionError("v2 broken", field="version"), 409, "version_broken"),
+        (VersionInUseError("pinned", field="version"), 409, "version_in_use"),
+    ],
+)
+def test_registry_errors_name_the_field_they_concern(exc, status, code) -> None:
+    """The registry says which input an error concerns; the table answers naming it (a malformed
+    input is 422 then, where a path name that could never exist is 404)."""
+    body = to_api_error(exc).body()["error"]
+    assert (to_api_error(exc).status, body["code"]) == (status, code)
+    assert body["field"] == exc.field
+    assert body["invalid_fields"] == [exc.field.split(".")[0].split("[")[0]]
 
 
 def test_method_not_allowed_keeps_the_allow_header() -> None:
