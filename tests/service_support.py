@@ -119,11 +119,13 @@ def publish_damaged(
 
 
 def flip_weights_byte(folder: Path) -> None:
-    """Same size, one byte different: only the sha256 can tell."""
-    weights = folder / "weights.npz"
-    data = bytearray(weights.read_bytes())
-    data[-20] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    """Same size, one byte different: only the sha256 can tell. The byte is overwritten in place
+    (no truncate-and-rewrite), so a reader polling meanwhile never sees a shorter file."""
+    with open(folder / "weights.npz", "r+b") as fh:
+        fh.seek(-20, os.SEEK_END)
+        byte = fh.read(1)[0]
+        fh.seek(-20, os.SEEK_END)
+        fh.write(bytes([byte ^ 0xFF]))
 
 
 def publish_broken(registry: Registry, tmp_path: Path, seed: int, name: str = "digits") -> int:
