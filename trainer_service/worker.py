@@ -63,6 +63,16 @@ _FORK_GUARD = threading.Lock()
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class StartupStopped(BaseException):
+    """SIGTERM/SIGINT while the worker starts (see `_stop_while_starting`). A BaseException, as
+    KeyboardInterrupt is: the signal lands anywhere, in library code too, and an `except
+    Exception` there (optional imports often have one) must not swallow it."""
+
+
+#: Set with the raise: `TrainingWorker.bootstrap` still stops if StartupStopped was swallowed.
+_STARTUP_STOP = threading.Event()
+
+
 def configure_blas_threads() -> int:
     """Use every core we may run on for BLAS, unless OMP_NUM_THREADS is set. Returns the count.
 
@@ -114,6 +124,8 @@ class TrainingWorker(Worker):
         registration and the pubsub thread behind. `_install_signal_handlers` acts on it."""
         for signum in _STOP_SIGNALS:
             signal.signal(signum, self._record_stop_request)
+        if _STARTUP_STOP.is_set():  # StartupStopped was swallowed (a bare `except:`, a __del__)
+            self._shutdown_requested_date = now()
         super().bootstrap(*args, **kwargs)
 
     def _record_stop_request(self, signum: int, frame) -> None:
@@ -260,8 +272,6 @@ def warm_up(settings: TrainerSettings) -> None:
         loaded = preload.preload_datasets(
             settings.worker_preload_datasets, settings.data_locations()
         )
-    except StopRequested:  # a stop signal (see run_worker), not a failure
-        raise
     except Exception:
         log.exception("warm-up failed; jobs will import and load what they need themselves")
         return
@@ -318,7 +328,7 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
         )
         reconciler.start()
         return _work(worker, settings, burst=burst, level=level)
-    except StopRequested:
+    except (StartupStopped, StopRequested):
         log.info("stop requested; exiting")
         return False
     finally:
@@ -328,12 +338,13 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
 def _stop_while_starting(signum: int, frame) -> None:
     """SIGTERM/SIGINT before RQ's work loop takes over (imports, dataset preload, connecting).
     Python's defaults would kill the process outright (SIGTERM) or raise KeyboardInterrupt; this
-    unwinds the start-up with StopRequested instead, which run_worker turns into a clean return
+    unwinds the start-up with StartupStopped instead, which run_worker turns into a clean return
     (exit 0). Nothing is registered in Redis yet: `TrainingWorker.bootstrap` replaces this
     handler before it registers. A second signal meanwhile gets the default action (cold stop)."""
     for each in _STOP_SIGNALS:
         signal.signal(each, signal.SIG_DFL)
-    raise StopRequested()  # logged by run_worker: the signal may land mid-way through a log line
+    _STARTUP_STOP.set()
+    raise StartupStopped()  # logged by run_worker: the signal may land mid-way through a log line
 
 
 def _work(worker: TrainingWorker, settings: TrainerSettings, *, burst: bool, level: str) -> bool:
