@@ -7,7 +7,7 @@
   after the app loads: a BLAS pool per worker the size of the machine costs far more than it
   gains for batch-1 work;
 * the registry poller (hot reload) starts in ``post_worker_init`` — in each worker after the app
-  is loaded, never in the master;
+  is loaded, never in the master; what is loaded by then is frozen first (shared.heap);
 * Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is created (or emptied) before workers
   start so /metrics aggregates every worker; dead workers are marked in ``child_exit``;
 * the access log line ends with the request time in microseconds; ACCESS_LOG=off drops it.
@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 
+from shared.heap import freeze_loaded_heap
 from shared.web.gunicorn_common import settings
 
 globals().update(settings("INFERENCE_PORT", 8000, "digitflow-inference"))
@@ -44,13 +45,16 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """In the worker, after the app is loaded: pin BLAS to 1 thread, start the registry poller."""
+    """In the worker, after the app is loaded: pin BLAS to 1 thread, freeze the loaded heap
+    (shared.heap), start the registry poller."""
     try:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
     except Exception as exc:  # pragma: no cover - best effort
         worker.log.warning("threadpoolctl failed: %s", exc)
+    # The app is loaded; models are not frozen with it (the poller loads and drops them).
+    freeze_loaded_heap()
     state = getattr(worker.wsgi, "extensions", {}).get("digitflow")
     if state is not None:
         state.cache.ensure_started()

@@ -9,6 +9,7 @@ the RQ workers. `python -m trainer_service api --host H` binds H instead (GUNICO
 
 import os
 
+from shared.heap import freeze_loaded_heap
 from shared.web.gunicorn_common import settings
 
 globals().update(settings("TRAINER_PORT", 8001, "digitflow-trainer-api"))
@@ -17,3 +18,8 @@ if os.environ.get("GUNICORN_BIND"):
 graceful_timeout = 10
 # Never log the Authorization header: the default access log format does not include it.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def post_worker_init(worker):
+    """In each worker once the app is loaded (see shared.heap)."""
+    freeze_loaded_heap()
