@@ -7,8 +7,9 @@
   after the app loads: a BLAS pool per worker the size of the machine costs far more than it
   gains for batch-1 work;
 * the registry poller (hot reload) and the live figures' flush thread start in
-  ``post_worker_init`` — in each worker after the app is loaded, never in the master; a worker's
-  last figures are flushed in ``worker_exit``;
+  ``post_worker_init`` — in each worker after the app is loaded, never in the master; what is
+  loaded by then is frozen first (shared.heap); a worker's last figures are flushed in
+  ``worker_exit``;
 * Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is created (or emptied) before workers
   start so /metrics aggregates every worker; dead workers are marked in ``child_exit``;
 * the access log line ends with the request time in microseconds; ACCESS_LOG=off drops it.
@@ -23,6 +24,7 @@ import os
 import shutil
 import tempfile
 
+from shared.heap import freeze_loaded_heap
 from shared.web.gunicorn_common import settings
 
 globals().update(settings("INFERENCE_PORT", 8000, "digitflow-inference"))
@@ -45,7 +47,8 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """In the worker, after the app is loaded: pin BLAS to 1 thread, start the registry poller."""
+    """In the worker, after the app is loaded: pin BLAS to 1 thread, freeze the loaded heap
+    (shared.heap), start the registry poller."""
     try:
         # threadpoolctl: best effort, only in the process that computes
         from threadpoolctl import threadpool_limits
@@ -53,6 +56,8 @@ def post_worker_init(worker):
         threadpool_limits(1)
     except Exception as exc:  # pragma: no cover - best effort
         worker.log.warning("threadpoolctl failed: %s", exc)
+    # The app is loaded; models are not frozen with it (the poller loads and drops them).
+    freeze_loaded_heap()
     state = _state(worker)
     if state is not None:
         state.cache.ensure_started()

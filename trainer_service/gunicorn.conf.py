@@ -7,9 +7,15 @@ jobs and edits small registry files, so each worker gets one BLAS thread; traini
 the RQ workers.
 """
 
+from shared.heap import freeze_loaded_heap
 from shared.web.gunicorn_common import settings
 
 globals().update(settings("TRAINER_PORT", 8001, "digitflow-trainer-api"))
 graceful_timeout = 10
 # Never log the Authorization header: the default access log format does not include it.
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+def post_worker_init(worker):
+    """In each worker once the app is loaded (see shared.heap)."""
+    freeze_loaded_heap()

@@ -20,6 +20,10 @@ What it adds to a plain `rq worker`, and why:
   (RQ's worker would quit and take the job down with it), and if RQ's work loop does end because
   Redis went away, the worker waits for Redis, re-registers and listens again. A job survives an
   outage shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned.
+* SIGTERM/SIGINT stop it promptly and cleanly (exit 0) at any moment of its start-up or idle
+  time (`_stop_while_starting`, `TrainingWorker.bootstrap`, `TrainingWorker.unsubscribe`): RQ
+  alone leaves the process to Python's default action until its handlers are in (a registration
+  left behind if that was mid-bootstrap), and had a teardown race that kept it up a minute.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ import redis
 from rq import Worker
 from rq.exceptions import StopRequested
 from rq.job import Job
+from rq.utils import now
 
 from shared.blas import BLAS_THREAD_VARIABLES
+from shared.heap import freeze_loaded_heap
 from shared.web.logging import configure_logging
 from trainer_service import preload, queueing, sweeps
 from trainer_service.settings import TrainerSettings
@@ -54,6 +60,17 @@ _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError
 #: Held by the reconcile thread for each step and by the worker while it forks a work horse:
 #: a fork from a multi-threaded process copies every lock as it is at that instant.
 _FORK_GUARD = threading.Lock()
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StartupStopped(BaseException):
+    """SIGTERM/SIGINT while the worker starts (see `_stop_while_starting`). A BaseException, as
+    KeyboardInterrupt is: the signal lands anywhere, in library code too, and an `except
+    Exception` there (optional imports often have one) must not swallow it."""
+
+
+#: Set with the raise: `TrainingWorker.bootstrap` still stops if StartupStopped was swallowed.
+_STARTUP_STOP = threading.Event()
 
 
 def configure_blas_threads() -> int:
@@ -100,6 +117,56 @@ class TrainingWorker(Worker):
     #: How long after its last heartbeat a job's execution counts as abandoned.
     heartbeat_grace: int = 25
     _redis_lost_at: float | None = None
+
+    def bootstrap(self, *args, **kwargs) -> None:
+        """RQ's bootstrap (register the worker, subscribe to its command channel), during which a
+        stop signal is only recorded: RQ installs its own handlers after bootstrap and outside the
+        `try` whose `finally` tears the worker down, so a handler that raised here would leave the
+        registration and the pubsub thread behind. `_install_signal_handlers` acts on it."""
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, self._record_stop_request)
+        if _STARTUP_STOP.is_set():  # StartupStopped was swallowed (a bare `except:`, a __del__)
+            self._shutdown_requested_date = now()
+        super().bootstrap(*args, **kwargs)
+
+    def _record_stop_request(self, signum: int, frame) -> None:
+        # No logging in here: the signal may land while the main thread writes a log line.
+        self._shutdown_requested_date = now()
+
+    def _install_signal_handlers(self) -> None:
+        """RQ's handlers, unless a stop was recorded during bootstrap: then RQ's second-signal
+        handler (cold stop) and the work loop ends at its first check, before it listens, as
+        RQ's own first-signal handler would have had it. (Not RQ's `request_stop` first: it would
+        raise here, outside the loop's teardown.)"""
+        if self._shutdown_requested_date is None:
+            super()._install_signal_handlers()
+        if self._shutdown_requested_date is not None:  # also: recorded while RQ's went in
+            for signum in _STOP_SIGNALS:
+                signal.signal(signum, self.request_force_stop)
+            self._stop_requested = True
+            self.handle_warm_shutdown_request()
+
+    def unsubscribe(self) -> None:
+        """RQ's unsubscribe with the pubsub thread told to stop *before* UNSUBSCRIBE is sent.
+
+        RQ sends UNSUBSCRIBE first and stops the thread after. If the thread reads the reply in
+        between (likely on a busy machine), it is still told to run, finds nothing subscribed and
+        waits up to its `sleep_time` (60 s) for a subscription, while redis-py's `stop()` waits
+        for it: the worker stayed up a minute after SIGTERM. Flagged first, the thread's read is
+        woken by the reply and its loop ends there."""
+        thread = self.pubsub_thread
+        if not thread:
+            return
+        self.log.info(
+            "Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name
+        )
+        thread.stop(timeout=0)  # the flag only: the thread may be blocked reading until the reply
+        try:
+            if thread.is_alive():  # else it just ended on its own, closing the subscription
+                self.pubsub.unsubscribe()
+        finally:
+            thread.join(timeout=1)  # bounded: with Redis unreachable no reply may ever come
+            self.pubsub.close()
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         """RQ adds a fixed 60 s to every heartbeat TTL; we add `heartbeat_grace` instead."""
@@ -170,8 +237,10 @@ class SweepReconciler:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Also safe if `start` never ran or was interrupted (a stop signal during start-up)."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         conn = queueing.connect(self.settings.redis_url)
@@ -228,26 +297,46 @@ def build_worker(settings: TrainerSettings, *, name: str | None = None) -> Train
 
 
 def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | None = None) -> bool:
-    """Start working; returns when stopped (SIGINT/SIGTERM: warm shutdown) or, in burst mode,
-    when the queue is empty. Returns whether any job was processed."""
-    threads = configure_blas_threads()
-    level = settings.log_level
-    configure_logging(level)
-    warm_up(settings)
-    worker = build_worker(settings, name=name)
-    log.info(
-        "training worker %s on queue %s (BLAS threads %d, heartbeat %ds + %ds grace)",
-        worker.name,
-        worker.queues[0].name,
-        threads,
-        worker.job_monitoring_interval,
-        worker.heartbeat_grace,
-    )
-    reconciler = SweepReconciler(settings).start()
+    """Start working; returns when stopped (SIGINT/SIGTERM: warm shutdown, at any moment, start-up
+    included) or, in burst mode, when the queue is empty. Returns whether any job was processed."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _stop_while_starting)
+    reconciler = SweepReconciler(settings)
     try:
+        threads = configure_blas_threads()
+        level = settings.log_level
+        configure_logging(level)
+        log.info("training worker starting (pid %d); SIGTERM/SIGINT stop it", os.getpid())
+        warm_up(settings)
+        freeze_loaded_heap()  # before forking work horses; also a quick exit on SIGTERM
+        worker = build_worker(settings, name=name)
+        log.info(
+            "training worker %s on queue %s (BLAS threads %d, heartbeat %ds + %ds grace)",
+            worker.name,
+            worker.queues[0].name,
+            threads,
+            worker.job_monitoring_interval,
+            worker.heartbeat_grace,
+        )
+        reconciler.start()
         return _work(worker, settings, burst=burst, level=level)
+    except (StartupStopped, StopRequested):
+        log.info("stop requested; exiting")
+        return False
     finally:
         reconciler.stop()
+
+
+def _stop_while_starting(signum: int, frame) -> None:
+    """SIGTERM/SIGINT before RQ's work loop takes over (imports, dataset preload, connecting).
+    Python's defaults would kill the process outright (SIGTERM) or raise KeyboardInterrupt; this
+    unwinds the start-up with StartupStopped instead, which run_worker turns into a clean return
+    (exit 0). Nothing is registered in Redis yet: `TrainingWorker.bootstrap` replaces this
+    handler before it registers. A second signal meanwhile gets the default action (cold stop)."""
+    for each in _STOP_SIGNALS:
+        signal.signal(each, signal.SIG_DFL)
+    _STARTUP_STOP.set()
+    raise StartupStopped()  # logged by run_worker: the signal may land mid-way through a log line
 
 
 def _work(worker: TrainingWorker, settings: TrainerSettings, *, burst: bool, level: str) -> bool:
