@@ -107,8 +107,8 @@ def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int) -> float:
     return float(result.history[0].seconds)
 
 
-#: What the baseline's helper process runs, in the baseline's own checkout: load the data once,
-#: then one epoch of `ours_epoch` (that checkout's) per seed read from stdin, its seconds printed.
+#: What an epoch helper process runs, in its checkout: load the data once, then one epoch of
+#: that checkout's `ours_epoch` per seed read from stdin, its seconds printed.
 _BASELINE_CHILD = """
 import sys
 from benchmarks.engine import load_mnist, ours_epoch, set_threads
@@ -124,20 +124,17 @@ for line in sys.stdin:
 """
 
 
-class BaselineEpochs:
-    """`ours_epoch` of another commit (`--baseline REF`), in a helper process that runs that
-    commit's checkout, so the two engines are timed side by side in one run: the checkout and the
-    process are made once, each epoch is one request to it."""
+class EpochProcess:
+    """`ours_epoch` of the checkout at `root`, in a helper process of its own that loads the
+    data once; each epoch is one request to it. With `--baseline`, both engines are timed this
+    way, side by side under the same conditions."""
 
-    def __init__(self, ref: str, data_dir: Path, threads: int, quick: bool) -> None:
-        self.ref = ref
-        self.root = Path(tempfile.mkdtemp(prefix="digitflow-bench-engine-")) / "baseline"
-        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "-q",
-                        str(self.root), ref], check=True)  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(self.root)}
+    def __init__(self, root: Path, data_dir: Path, threads: int, quick: bool) -> None:
+        self.root = root
+        env = {**os.environ, "PYTHONPATH": str(root)}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _BASELINE_CHILD, str(threads), str(data_dir), "1" if quick else "0"],
-            cwd=self.root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
 
@@ -151,6 +148,21 @@ class BaselineEpochs:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.wait(timeout=60)
+
+
+class BaselineEpochs(EpochProcess):
+    """`EpochProcess` of another commit (`--baseline REF`), in a checkout made for it and
+    removed by `close`."""
+
+    def __init__(self, ref: str, data_dir: Path, threads: int, quick: bool) -> None:
+        self.ref = ref
+        root = Path(tempfile.mkdtemp(prefix="digitflow-bench-engine-")) / "baseline"
+        subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "-q",
+                        str(root), ref], check=True)  # fmt: skip
+        super().__init__(root, data_dir, threads, quick)
+
+    def close(self) -> None:
+        super().close()
         subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force",
                         str(self.root)], check=False)  # fmt: skip
         shutil.rmtree(self.root.parent, ignore_errors=True)
@@ -290,10 +302,11 @@ def run(
         "gemm": lambda r: gemm.run(),
     }
     names = ["ours", "torch", "torch_fused", "gemm"] if with_torch else ["ours", "gemm"]
-    helper = None
-    if baseline is not None:
-        helper = BaselineEpochs(baseline, data_dir, threads, quick)
-        measure["baseline"] = helper.epoch
+    helpers: dict[str, EpochProcess] = {}
+    if baseline is not None:  # both engines in helper processes: the same conditions
+        helpers["ours"] = EpochProcess(REPO_ROOT, data_dir, threads, quick)
+        helpers["baseline"] = BaselineEpochs(baseline, data_dir, threads, quick)
+        measure.update({name: helper.epoch for name, helper in helpers.items()})
         names.insert(1, "baseline")
     times: dict[str, list[float]] = {name: [] for name in names}
     shares: dict[str, list[float]] = {name: [] for name in names}
@@ -307,7 +320,7 @@ def run(
             for _ in range(1 + retries):
                 if max_wait > 0:
                     wait_until_quiet(max_share, max_wait)
-                own = [helper.proc.pid] if helper is not None and name == "baseline" else []
+                own = [helpers[name].proc.pid] if name in helpers else []
                 with Interference(pids=own) as probe:
                     seconds = measure[name](r)
                 attempts.append((probe.share, seconds, probe.cpu))
@@ -352,8 +365,10 @@ def run(
         "process_cpu_seconds": cpu,
         "machine": machine_info(),
     }
-    if helper is not None:
+    for helper in helpers.values():
         helper.close()
+    if baseline is not None:
+        result["engines_in_helper_processes"] = True
         base = summarise(times["baseline"])
         result["baseline"] = baseline
         result["epoch_seconds"]["baseline"] = base
@@ -493,8 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         default=None,
         metavar="GIT_REF",
-        help="also time the engine as it was at this commit (its own checkout, in a helper "
-        "process), interleaved with ours",
+        help="also time the engine as it was at this commit (its own checkout), interleaved "
+        "with ours; both then run in helper processes of their own",
     )
     args = parser.parse_args(argv)
     data_dir = args.data_dir or default_data_dir()
