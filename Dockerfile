@@ -64,7 +64,7 @@ RUN groupadd --system --gid 10001 app \
 COPY --from=build /opt/venv /opt/venv
 
 # The source tree stays in the working directory as well: the gunicorn config files are given by
-# path (`-c trainer_service/gunicorn.conf.py`). It is owned by root, so the app cannot modify it.
+# path (`-c trainer_service/api/gunicorn.conf.py`). It is owned by root, so the app cannot modify it.
 WORKDIR /app
 COPY shared/ shared/
 COPY trainer_service/ trainer_service/

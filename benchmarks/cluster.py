@@ -541,7 +541,7 @@ class Cluster:
         )
         argv = [
             sys.executable, "-m", "gunicorn",
-            "-c", "trainer_service/gunicorn.conf.py", "trainer_service.api:create_app()",
+            "-c", "trainer_service/api/gunicorn.conf.py", "trainer_service.api.app:create_app()",
         ]  # fmt: skip
         proc = host.start("trainer-api", argv, env)
         self.wait_http(proc, self.api_url + "/healthz")

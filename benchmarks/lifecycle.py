@@ -70,8 +70,8 @@ from shared.redis_embedded import free_port
 PYTHON = sys.executable
 INFERENCE_APP = "inference_service.app:create_app()"
 INFERENCE_CONF = "inference_service/gunicorn.conf.py"
-TRAINER_APP = "trainer_service.api:create_app()"
-TRAINER_CONF = "trainer_service/gunicorn.conf.py"
+TRAINER_APP = "trainer_service.api.app:create_app()"
+TRAINER_CONF = "trainer_service/api/gunicorn.conf.py"
 MODEL = "digits"
 #: Settings whose defaults are measured: removed from the services' environment.
 DEFAULTED = (

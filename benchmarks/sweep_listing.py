@@ -5,10 +5,10 @@
 Why: a sweep's record used to be read back by validating its request again (`SweepRequest`
 checks every combination of the space: tens of milliseconds for a 1,000-point grid), once per
 sweep in the listing, so a listing of 500 took seconds. Records now store the `SweepPlan` the
-request was validated into, read back as plain values (trainer_service.sweep_models).
+request was validated into, read back as plain values (trainer_service.sweeps.models).
 
 The grid is `side`³ points (learning rate x batch size x dropout). `sweeps` records are stored
-the way `trainer_service.sweeps.create` stores them (`new_record`; no study, no jobs: the
+the way `trainer_service.sweeps.coordinator.create` stores them (`new_record`; no study, no jobs: the
 listing reads only the records), under a queue name of this run's own, in Redis from $REDIS_URL
 (else db 13 of a local Redis, else an embedded one). Then, in one run:
 
@@ -53,9 +53,9 @@ def run(n_sweeps: int, side: int, repeat: int) -> dict[str, Any]:
     """Store `n_sweeps` sweeps, measure before and after, delete every key this run wrote."""
     import redis
 
-    from trainer_service import sweeps
-    from trainer_service.api import create_app
-    from trainer_service.sweep_models import SweepRequest
+    from trainer_service.api.app import create_app
+    from trainer_service.sweeps import coordinator as sweeps
+    from trainer_service.sweeps.models import SweepRequest
 
     url, embedded = redis_url()
     queue = f"bench-sweep-listing-{uuid.uuid4().hex[:8]}"

@@ -119,7 +119,7 @@ class Manifest(BaseModel):
     job_id: str | None = None
     trained_on: str
     trained_at: str
-    #: A sweep trial's version: never "latest" nor an unpinned default (trainer_service.sweeps).
+    #: A sweep trial's version: never "latest" nor an unpinned default (trainer_service.sweeps.coordinator).
     staged: bool | None = None
     sweep: SweepTrial | None = None
 

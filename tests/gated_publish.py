@@ -41,7 +41,7 @@ def gated(real: Callable[[Path, Path], int], gate: Path) -> Callable[[Path, Path
 def main(argv: list[str]) -> int:
     gate, *cli_args = argv
     registry_local.allocate_version = gated(registry_local.allocate_version, Path(gate))
-    from trainer_service.__main__ import main as trainer_main
+    from trainer_service.cli.commands import main as trainer_main
 
     return trainer_main(cli_args)
 

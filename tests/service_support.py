@@ -41,8 +41,8 @@ BATCH = RNG.integers(0, 256, size=(4, 784))
 
 INFERENCE_APP = "inference_service.app:create_app()"
 INFERENCE_CONF = "inference_service/gunicorn.conf.py"
-TRAINER_APP = "trainer_service.api:create_app()"
-TRAINER_CONF = "trainer_service/gunicorn.conf.py"
+TRAINER_APP = "trainer_service.api.app:create_app()"
+TRAINER_CONF = "trainer_service/api/gunicorn.conf.py"
 
 
 def publish(registry: Registry, tmp_path: Path, seed: int = 0, name: str = "digits") -> int:

@@ -23,7 +23,7 @@ from benchmarks.common import stop_process_group
 from shared.redis_embedded import free_port
 from shared.registry import Registry
 from tests import REPO_ROOT
-from trainer_service.api import create_app
+from trainer_service.api.app import create_app
 
 PYTHON = sys.executable
 

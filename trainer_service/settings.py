@@ -18,7 +18,7 @@ from pydantic_settings import NoDecode
 
 from shared.config import DatasetName
 from shared.web.settings import DEFAULT_DATA_DIR, ServiceSettings
-from trainer_service.cors import parse_origins
+from trainer_service.api.cors import parse_origins
 
 if TYPE_CHECKING:
     from shared.datasets import DataLocations
@@ -43,7 +43,7 @@ class TrainerSettings(ServiceSettings):
     cors_origins: Annotated[frozenset[str], NoDecode] = frozenset()
     job_heartbeat_seconds: int = Field(default=5, ge=1)
     job_heartbeat_grace: int = Field(default=25, ge=1)
-    #: How often each worker moves the running sweeps on (trainer_service.sweeps.reconcile).
+    #: How often each worker moves the running sweeps on (trainer_service.sweeps.coordinator.reconcile).
     sweep_reconcile_seconds: float = Field(default=5.0, gt=0, le=3600)
     #: Seconds before each retry of a job that hit a transient error (comma separated).
     job_retry_delays: Annotated[tuple[int, ...], NoDecode] = (5, 30, 120)

@@ -52,7 +52,7 @@ from tests.trainer_support import (
     wait_http_ok,
     wait_worker_registered,
 )
-from trainer_service.jobs import write_report_files
+from trainer_service.worker.jobs import write_report_files
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -129,7 +129,11 @@ def _publish(registry: Registry, dataset, overrides: dict) -> int:
 
 def _start_trainer(port: int, env: dict[str, str], log: Path):
     return start_gunicorn(
-        "trainer_service.api:create_app()", "trainer_service/gunicorn.conf.py", port, env, log
+        "trainer_service.api.app:create_app()",
+        "trainer_service/api/gunicorn.conf.py",
+        port,
+        env,
+        log,
     )
 
 

@@ -70,8 +70,8 @@ def full_stack(redis_url, tmp_path_factory, mnist_dir):
     try:
         procs.append(
             start_gunicorn(
-                "trainer_service.api:create_app()",
-                "trainer_service/gunicorn.conf.py",
+                "trainer_service.api.app:create_app()",
+                "trainer_service/api/gunicorn.conf.py",
                 trainer_port,
                 env,
                 logs["trainer"],

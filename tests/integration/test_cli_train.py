@@ -43,7 +43,7 @@ def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 180):
 
 def run_in_process(capsys, *args: str | Path) -> subprocess.CompletedProcess:
     """`main()` in this process (saves interpreter start-up); same contract as run_cli."""
-    from trainer_service.__main__ import main
+    from trainer_service.cli.commands import main
 
     capsys.readouterr()
     try:
@@ -268,7 +268,7 @@ def test_download_command(tmp_path, mnist_dir, capsys):
 
 
 def test_every_config_field_has_an_option():
-    from trainer_service.__main__ import TRAIN_OPTIONS
+    from trainer_service.cli.commands import TRAIN_OPTIONS
 
     fields = [field for _, field, _ in TRAIN_OPTIONS]
     assert sorted(fields) == sorted(TrainConfig.model_fields)

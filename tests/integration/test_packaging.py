@@ -161,9 +161,9 @@ def test_compose_has_the_promised_services_and_volumes(config: dict) -> None:
     assert services["trainer-api"]["command"][:3] == [
         "gunicorn",
         "-c",
-        "trainer_service/gunicorn.conf.py",
+        "trainer_service/api/gunicorn.conf.py",
     ]
-    assert services["trainer-api"]["command"][-1] == "trainer_service.api:create_app()"
+    assert services["trainer-api"]["command"][-1] == "trainer_service.api.app:create_app()"
     assert services["trainer-worker"]["command"] == ["python", "-m", "trainer_service", "worker"]
     assert services["inference"]["command"][-1] == "inference_service.app:create_app()"
 
@@ -447,7 +447,10 @@ def test_dockerignore_sends_the_build_inputs_and_nothing_else() -> None:
     assert tracked, "no package files tracked?"
     assert set(tracked) <= context, set(tracked) - context
     assert {"pyproject.toml", "README.md"} <= context, "setuptools needs both (readme=README.md)"
-    for gunicorn_conf in ("trainer_service/gunicorn.conf.py", "inference_service/gunicorn.conf.py"):
+    for gunicorn_conf in (
+        "trainer_service/api/gunicorn.conf.py",
+        "inference_service/gunicorn.conf.py",
+    ):
         assert gunicorn_conf in context, f"the compose command needs {gunicorn_conf}"
     leaked = {
         f

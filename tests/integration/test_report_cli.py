@@ -16,7 +16,7 @@ from shared.manifest import Manifest
 from shared.modelfile import load_model
 from shared.pipeline import run_training
 from shared.reports import FIGURE_PIXELS, REPORT_FILES
-from trainer_service.__main__ import main
+from trainer_service.cli.commands import main
 
 pytestmark = pytest.mark.slow
 

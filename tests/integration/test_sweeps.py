@@ -28,7 +28,7 @@ from shared.client import run
 from shared.reports import SWEEP_REPORT_PIXELS
 from tests.service_support import inference_service
 from tests.trainer_support import horse_pids, wait_for
-from trainer_service.routes_jobs import JobView
+from trainer_service.api.routes_jobs import JobView
 
 BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 1000, "augment": False}
 TIMEOUT = 120

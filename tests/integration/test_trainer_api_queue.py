@@ -15,8 +15,8 @@ from rq.job import Job
 from shared.redis_embedded import EmbeddedRedis, free_port
 from tests.trainer_support import SMALL, delete_queue_keys
 from trainer_service import queueing
-from trainer_service.api import create_app
-from trainer_service.routes_jobs import JobAccepted, JobList, JobView
+from trainer_service.api.app import create_app
+from trainer_service.api.routes_jobs import JobAccepted, JobList, JobView
 
 
 def make_app(redis_url: str, queue: str, tmp_path, **extra):
@@ -70,7 +70,7 @@ def test_submit_queues_a_json_job_and_get_shows_it(trainer_client, redis_conn, q
 
     # What a worker will see: JSON args (no pickle), our job function, our TTLs.
     rq_job = Job.fetch(job_id, connection=redis_conn, serializer=queueing.SERIALIZER)
-    assert rq_job.func_name == "trainer_service.jobs.train_job"
+    assert rq_job.func_name == "trainer_service.worker.jobs.train_job"
     assert rq_job.args[0]["train_limit"] == 2000
     assert rq_job.origin == queue
     assert rq_job.result_ttl == 7 * 86400 and rq_job.failure_ttl == 30 * 86400

@@ -27,7 +27,7 @@ from tests.trainer_support import (
     wait_for,
 )
 from trainer_service import queueing
-from trainer_service.routes_jobs import JobStopping
+from trainer_service.api.routes_jobs import JobStopping
 
 pytestmark = [pytest.mark.slow]
 

@@ -18,7 +18,7 @@ from inference_service.app import create_app as create_inference
 from shared.registry import Registry
 from tests.service_support import BATCH, png_header_only, publish
 from tests.trainer_support import SMALL
-from trainer_service.api import create_app as create_trainer
+from trainer_service.api.app import create_app as create_trainer
 
 
 def _error(resp, status: int) -> dict:

@@ -23,7 +23,7 @@ from shared.registry import Registry
 from shared.registry.publishing import publisher_is_dead, temp_name
 from tests.service_support import flip_weights_byte, inference_service, publish, publish_damaged
 from tests.trainer_support import SMALL, horse_pids, pid_alive, wait_for
-from trainer_service.jobs import SCRATCH_PREFIX
+from trainer_service.worker.jobs import SCRATCH_PREFIX
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -36,7 +36,7 @@ from tests import REPO_ROOT
 from tests.service_support import publish, trainer_api
 from tests.trainer_support import SMALL, delete_queue_keys, service_env
 from trainer_service import queueing
-from trainer_service.api import create_app as create_trainer
+from trainer_service.api.app import create_app as create_trainer
 
 pytestmark = [pytest.mark.integration]
 
@@ -126,7 +126,7 @@ def test_mutations_without_the_right_token_change_nothing(redis_url, queue, redi
 
 def test_token_comparison_is_constant_time(redis_url, queue, tmp_path, monkeypatch):
     """Every check goes through hmac.compare_digest, and no code compares a token with ==."""
-    import trainer_service.auth as auth
+    import trainer_service.api.auth as auth
 
     calls = []
     real = hmac.compare_digest
@@ -254,7 +254,7 @@ def test_product_code_never_unpickles(redis_url):
 
     assert queueing.SERIALIZER is JSONSerializer
     from trainer_service.settings import TrainerSettings
-    from trainer_service.worker import build_worker
+    from trainer_service.worker.process import build_worker
 
     settings = TrainerSettings.load({"REDIS_URL": redis_url, "RQ_QUEUE": "x"})
     assert build_worker(settings).serializer is JSONSerializer
@@ -262,11 +262,11 @@ def test_product_code_never_unpickles(redis_url):
 
 def test_sweep_studies_keep_no_pickled_snapshot_in_redis(redis_url, redis_conn, queue):
     """Optuna's Redis journal pickles a snapshot every 100 trials and unpickles it whenever a
-    storage is built; the product's journal keeps the JSON log only (trainer_service.sweeps)."""
+    storage is built; the product's journal keeps the JSON log only (trainer_service.sweeps.coordinator)."""
     import optuna
 
-    from trainer_service import sweeps
     from trainer_service.settings import TrainerSettings
+    from trainer_service.sweeps import coordinator as sweeps
 
     settings = TrainerSettings.load({"REDIS_URL": redis_url, "RQ_QUEUE": queue})
     study = optuna.create_study(storage=sweeps.storage(settings), study_name="s")
@@ -329,7 +329,7 @@ _AUDITED_RUN = textwrap.dedent(
 
     from inference_service.app import create_app as inference_app
     from trainer_service import queueing
-    from trainer_service.api import create_app as trainer_app
+    from trainer_service.api.app import create_app as trainer_app
 
     WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     DIR_FD = {"os.remove": [1], "os.rmdir": [1], "os.mkdir": [2], "os.rename": [2, 3],

@@ -16,7 +16,7 @@ from inference_service.app import create_app as create_inference_app
 from shared.registry import Registry
 from tests.cache_support import stop_polling
 from tests.trainer_support import DEAD_REDIS
-from trainer_service.api import create_app as create_trainer_app
+from trainer_service.api.app import create_app as create_trainer_app
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ from shared.datasets import DatasetError
 from shared.manifest import json_default, json_value
 from shared.redis_embedded import free_port
 from shared.web.settings import SettingsError
-from trainer_service import jobs, queueing
+from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
+from trainer_service.worker import jobs
 
 
 def formatted(exc: BaseException) -> str:

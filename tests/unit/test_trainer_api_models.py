@@ -7,7 +7,7 @@ import pytest
 
 from shared.config import TrainConfig
 from shared.registry import ModelDetail, ModelList, ModelSummary
-from trainer_service.sweep_models import README_EXAMPLE
+from trainer_service.sweeps.models import README_EXAMPLE
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import pytest
 from shared.config import TrainConfig
 from shared.modelfile import save_model
 from shared.registry import VersionInUseError
-from trainer_service.sweep_models import README_EXAMPLE, SweepRequest
+from trainer_service.sweeps.models import README_EXAMPLE, SweepRequest
 
 BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 500}
 
@@ -130,8 +130,8 @@ def test_the_readme_shows_the_documented_example_body():
 def test_a_sweep_record_stores_its_plan_and_is_read_without_validating(monkeypatch):
     """The record keeps what validation decided; reading it back validates nothing (the listing
     of 500 sweeps of 1,000-point grids took ~20 s when every read validated)."""
-    from trainer_service import sweeps
-    from trainer_service.sweep_models import SweepPlan
+    from trainer_service.sweeps import coordinator as sweeps
+    from trainer_service.sweeps.models import SweepPlan
 
     body = {
         "base": BASE,
@@ -166,8 +166,8 @@ def test_a_sweep_record_stores_its_plan_and_is_read_without_validating(monkeypat
 
 
 def test_a_record_stored_before_plans_is_validated_once_for_its_plan():
-    from trainer_service import sweeps
-    from trainer_service.sweep_models import SweepPlan
+    from trainer_service.sweeps import coordinator as sweeps
+    from trainer_service.sweeps.models import SweepPlan
 
     request = SweepRequest.model_validate(
         {"base": BASE, "space": {"batch_size": [64, 128], "dropout": [0.0, 0.1, 0.2]}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer_service.cors import CorsSettingsError, parse_origins
+from trainer_service.api.cors import CorsSettingsError, parse_origins
 
 PAGE = "http://127.0.0.1:8000"
 

@@ -1,4 +1,4 @@
-"""The worker's warm-up (trainer_service.preload): a preloaded dataset is used only while its
+"""The worker's warm-up (trainer_service.worker.preload): a preloaded dataset is used only while its
 files are exactly the ones read, and WORKER_PRELOAD_DATASETS is parsed strictly."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from shared.datasets import DataLocations, load_dataset
 from shared.web.settings import SettingsError
-from trainer_service import jobs, preload
 from trainer_service.settings import TrainerSettings
+from trainer_service.worker import jobs, preload
 
 
 @pytest.fixture(autouse=True)

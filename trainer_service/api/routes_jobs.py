@@ -27,8 +27,10 @@ from shared.registry import RegistryError
 from shared.web.errors import ApiError
 from shared.web.openapi import Answer, ErrorBody
 from shared.web.validation import json_object, validation_error
-from trainer_service import idempotency, queueing, sweeps, web
-from trainer_service.web import api, state
+from trainer_service import queueing
+from trainer_service.api import idempotency, web
+from trainer_service.api.web import api, state
+from trainer_service.sweeps import coordinator as sweeps
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The trainer HTTP API: a Flask app that queues training jobs on RQ and manages registry pins.
 
-Run it as `gunicorn -c trainer_service/gunicorn.conf.py "trainer_service.api:create_app()"` (as
+Run it as `gunicorn -c trainer_service/api/gunicorn.conf.py "trainer_service.api.app:create_app()"` (as
 the Procfile does). Built on the shared web kit (`shared.web`): every answer, errors
 included, is JSON from the kit's one error table, and ``GET /openapi.json`` is generated from the
 routes' own declarations. When Redis is down the job routes answer 503 with Retry-After and
@@ -18,16 +18,16 @@ from flask import Flask
 
 from shared.web.app import create_flask_app, serve_openapi
 from shared.web.errors import ApiError
-from trainer_service.auth import install_auth
-from trainer_service.cors import install_cors
-from trainer_service.routes_health import bp as health_bp
-from trainer_service.routes_jobs import bp as jobs_bp
-from trainer_service.routes_models import bp as models_bp
-from trainer_service.routes_sweeps import bp as sweeps_bp
+from trainer_service.api.auth import install_auth
+from trainer_service.api.cors import install_cors
+from trainer_service.api.routes_health import bp as health_bp
+from trainer_service.api.routes_jobs import bp as jobs_bp
+from trainer_service.api.routes_models import bp as models_bp
+from trainer_service.api.routes_sweeps import bp as sweeps_bp
+from trainer_service.api.web import TrainerState, api
 from trainer_service.settings import TrainerSettings
-from trainer_service.web import TrainerState, api
 
-log = logging.getLogger("trainer_service.api")
+log = logging.getLogger("trainer_service.api.app")
 
 MAX_BODY_BYTES = 1024 * 1024  # a training config is a few hundred bytes
 #: Seconds a client is asked to wait before retrying while Redis is unreachable.

@@ -55,7 +55,7 @@ from shared.config import TrainConfig
 from shared.registry import RegistryError
 from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
-from trainer_service.sweep_models import SweepPlan, SweepRequest
+from trainer_service.sweeps.models import SweepPlan, SweepRequest
 
 if TYPE_CHECKING:
     import optuna

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from shared import registry as reg
 from shared.config import MODEL_NAME_PATTERN
 from shared.web.validation import json_object, validation_error
-from trainer_service import web
-from trainer_service.web import api, state
+from trainer_service.api import web
+from trainer_service.api.web import api, state
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,10 @@ from rq.job import Job, JobStatus
 from shared.config import TrainConfig
 from shared.manifest import Manifest, SweepTrial, json_value
 from shared.registry import process_running
-from trainer_service import queueing, sweeps
-from trainer_service.preload import preloaded_dataset
+from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
+from trainer_service.sweeps import coordinator as sweeps
+from trainer_service.worker.preload import preloaded_dataset
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def train_job(
     `Retry` (after a short backoff) for transient errors while retries remain; RQ then
     re-enqueues the same job. Raises for everything else.
 
-    `sweep` (set by trainer_service.sweeps for a trial) makes the job report its validation
+    `sweep` (set by trainer_service.sweeps.coordinator for a trial) makes the job report its validation
     objective to the trial after every epoch, stop without publishing when the pruner says so,
     tell the study its outcome and run the sweep's coordinator step at its very end.
     """
@@ -247,7 +248,7 @@ def train_job(
 
 
 class _SweepTrial:
-    """The Optuna trial a sweep's job runs (see trainer_service.sweeps)."""
+    """The Optuna trial a sweep's job runs (see trainer_service.sweeps.coordinator)."""
 
     def __init__(self, settings: TrainerSettings, job: Job, sweep: dict[str, Any]) -> None:
         # Optuna: heavy, only for sweeps
@@ -322,7 +323,7 @@ def _train(
     remove_orphan_scratch()
 
     # Heavy imports (NumPy, the engine): already done by the worker before it forked this work
-    # horse (trainer_service.preload), so these are dictionary lookups there.
+    # horse (trainer_service.worker.preload), so these are dictionary lookups there.
     from shared.pipeline import run_training
 
     try:

@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 from pydantic import BaseModel, Field
 from rq import Worker
 
-from trainer_service.web import api, state
+from trainer_service.api.web import api, state
 
 bp = Blueprint("health", __name__)
 

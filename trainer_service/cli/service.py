@@ -13,7 +13,7 @@ import argparse
 def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add `worker` to the `python -m trainer_service` command line."""
     # RQ and Redis: only for the worker command; --help stays light
-    from trainer_service.worker import add_worker_arguments
+    from trainer_service.worker.process import add_worker_arguments
 
     worker = subparsers.add_parser(
         "worker",
@@ -27,6 +27,6 @@ def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def worker_command(args: argparse.Namespace) -> int:
     # RQ and Redis: only for the worker command; --help stays light
-    from trainer_service.worker import worker_command as run
+    from trainer_service.worker.process import worker_command as run
 
     return run(args)

@@ -39,7 +39,7 @@ _datasets: dict[str, tuple[Any, Any]] = {}  # name -> (source signature, Dataset
 
 def import_job_modules() -> None:
     """Import what a job needs besides its own module (the worker imports that one, so this
-    module never imports `trainer_service.jobs`, which imports it). Call after the BLAS thread
+    module never imports `trainer_service.worker.jobs`, which imports it). Call after the BLAS thread
     settings are in the environment."""
     import shared.datasets  # noqa: F401
     import shared.modelfile  # noqa: F401
@@ -47,7 +47,7 @@ def import_job_modules() -> None:
     import shared.pipeline  # noqa: F401
     import shared.registry  # noqa: F401
     import shared.reports  # noqa: F401
-    import trainer_service.sweeps  # noqa: F401  (sweep trials: Optuna)
+    import trainer_service.sweeps.coordinator  # noqa: F401  (sweep trials: Optuna)
 
     try:  # what shared.reports draws with (imported lazily there)
         import matplotlib.backends.backend_agg  # noqa: F401

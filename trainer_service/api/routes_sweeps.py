@@ -1,6 +1,6 @@
-"""`/v1/sweeps`: start, inspect, list and cancel hyperparameter sweeps (trainer_service.sweeps).
+"""`/v1/sweeps`: start, inspect, list and cancel hyperparameter sweeps (trainer_service.sweeps.coordinator).
 
-Reads are pure: a GET never moves a sweep on (the workers do, see trainer_service.sweeps).
+Reads are pure: a GET never moves a sweep on (the workers do, see trainer_service.sweeps.coordinator).
 
 The sweep report (`GET /v1/sweeps/<id>/report.png`, shared.reports.draw_sweep_report) is drawn
 on request from the same data as `GET /v1/sweeps/<id>`, and is not stored in the registry: a
@@ -27,10 +27,12 @@ from redis.exceptions import LockError
 from shared.web.errors import ApiError
 from shared.web.openapi import Answer, ErrorBody
 from shared.web.validation import json_object, validation_error
-from trainer_service import idempotency, queueing, sweeps, web
-from trainer_service.routes_jobs import IDEMPOTENCY_CONFLICT
-from trainer_service.sweep_models import README_EXAMPLE, SweepPlan, SweepRequest
-from trainer_service.web import api, state
+from trainer_service import queueing
+from trainer_service.api import idempotency, web
+from trainer_service.api.routes_jobs import IDEMPOTENCY_CONFLICT
+from trainer_service.api.web import api, state
+from trainer_service.sweeps import coordinator as sweeps
+from trainer_service.sweeps.models import README_EXAMPLE, SweepPlan, SweepRequest
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +190,7 @@ def _replay(sweep_id: str):
     tags=("sweeps",),
 )  # fmt: skip
 def get_sweep(sweep_id: str):
-    """A pure read: the workers move sweeps on (trainer_service.sweeps)."""
+    """A pure read: the workers move sweeps on (trainer_service.sweeps.coordinator)."""
     st = state()
     return jsonify(sweeps.view(st.redis, st.settings, _record(sweep_id)))
 

@@ -1,6 +1,6 @@
 """gunicorn settings for the trainer API.
 
-    gunicorn -c trainer_service/gunicorn.conf.py "trainer_service.api:create_app()"
+    gunicorn -c trainer_service/api/gunicorn.conf.py "trainer_service.api.app:create_app()"
 
 Binds 0.0.0.0:$TRAINER_PORT (8001); the rest is shared.web.gunicorn_common. The API only queues
 jobs and edits small registry files, so each worker gets one BLAS thread; training happens in

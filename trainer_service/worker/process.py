@@ -10,11 +10,11 @@ What it adds to a plain `rq worker`, and why:
   orphaned horse can never finish training and publish a version nobody is tracking;
 * BLAS threads = the machine's cores for training, unless OMP_NUM_THREADS says otherwise;
 * a sweep reconcile thread (`SweepReconciler`): every SWEEP_RECONCILE_SECONDS it moves the
-  running sweeps on (trainer_service.sweeps.reconcile), so a sweep whose trial's worker died goes
+  running sweeps on (trainer_service.sweeps.coordinator.reconcile), so a sweep whose trial's worker died goes
   on with any surviving worker, busy or idle. It never runs while the worker forks a work horse
   (one lock around both), so the horse never inherits a lock the thread held mid-step;
 * before listening it imports what jobs need and loads the local datasets once
-  (trainer_service.preload), so each forked work horse starts training at once instead of
+  (trainer_service.worker.preload), so each forked work horse starts training at once instead of
   paying ~2 s of imports and data decoding per job;
 * Redis outages do not kill it: a failed heartbeat while a job runs is logged and the job goes on
   (RQ's worker would quit and take the job down with it), and if RQ's work loop does end because
@@ -50,10 +50,12 @@ from rq.utils import now
 from shared.blas import BLAS_THREAD_VARIABLES
 from shared.heap import freeze_loaded_heap
 from shared.web.logging import configure_logging
-from trainer_service import preload, queueing, sweeps
+from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
+from trainer_service.sweeps import coordinator as sweeps
+from trainer_service.worker import preload
 
-log = logging.getLogger("trainer_service.worker")
+log = logging.getLogger("trainer_service.worker.process")
 
 _PR_SET_PDEATHSIG = 1
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
@@ -260,7 +262,7 @@ class SweepReconciler:
 
 
 def warm_up(settings: TrainerSettings) -> None:
-    """Imports and datasets every work horse inherits through fork (see trainer_service.preload).
+    """Imports and datasets every work horse inherits through fork (see trainer_service.worker.preload).
     A failure here is logged, never fatal: jobs then load what they need themselves."""
     started = time.perf_counter()
     try:
