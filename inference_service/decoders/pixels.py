@@ -122,6 +122,22 @@ def has_bool(values: Any) -> bool:
     return isinstance(values, bool)
 
 
+def uint8_bytes(values: Any, depth: int = 0) -> bytes | None:
+    """The integers 0-255 of a list, flat or nested up to 3 levels, as bytes in row-major order,
+    at C speed: ``bytes(list)`` raises for anything but such integers (a float, a string, null,
+    256, -1), and then this is None and the caller's checked path names the bad value. JSON
+    booleans would pass as 0/1: call it only for a body without ``true``/``false``."""
+    if type(values) is not list or depth > 2:
+        return None
+    try:
+        if values and type(values[0]) is list:
+            parts = [uint8_bytes(v, depth + 1) for v in values]
+            return None if None in parts else b"".join(parts)  # type: ignore[arg-type]
+        return bytes(values)
+    except (TypeError, ValueError):
+        return None
+
+
 def index_path(path: str, n: int, k: int, side: int | None) -> str:
     if side:
         return f"{path}[{n}][{k // side}][{k % side}]"

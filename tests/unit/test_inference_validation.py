@@ -250,6 +250,12 @@ def test_v2_binary_size_mismatches() -> None:
         (v2_json([0] * 783 + [2], [1, 784]), 400, "inputs[0].data[783] (flat index)"),
         (v2_json([0] * 783 + ["a"], [1, 784]), 400, "inputs[0].data[783]"),
         (v2_json([0] * 783 + [True], [1, 784]), 400, "inputs[0].data[783]"),
+        (v2_json([0] * 783 + [True], [1, 784], "UINT8"), 400, "inputs[0].data[783]"),
+        (
+            v2_json([[0] * 28] * 27 + [[0] * 27 + [256]], [1, 28, 28], "UINT8"),
+            400,
+            "inputs[0].data[783] (flat index)",
+        ),  # fmt: skip
         (v2_json([0] * 783 + [0.5], [1, 784], "UINT8"), 400, "inputs[0].data"),
         (v2_json("abc", [1, 784]), 400, "inputs[0].data"),
         (
@@ -327,3 +333,20 @@ def test_v2_integral_floats_count_as_integers() -> None:
     assert parse_v2_infer(body, header, 10).x.shape == (1, 784)
     assert v2_error(v2_json([0] * 784, [1.5, 784])).field == "inputs[0].shape[0]"
     assert v2_error(v2_json([0] * 784, [True, 784])).field == "inputs[0].shape[0]"
+
+
+def test_v2_uint8_json_flat_nested_and_raw_scale_decode_alike() -> None:
+    """UINT8 JSON data take the bytes() path (as /v1 does): flat, rows of 28, or one row per
+    image, the same pixels in [0, 1] as the general path gives for the same values as floats."""
+    pixels = np.random.default_rng(3).integers(0, 256, (2, 784))
+    want = (pixels / 255.0).astype(np.float32)
+    shapes = {
+        "flat": (pixels.ravel().tolist(), [2, 784]),
+        "rows": (pixels.tolist(), [2, 784]),
+        "28x28": (pixels.reshape(2, 28, 28).tolist(), [2, 28, 28]),
+    }
+    for label, (data, shape) in shapes.items():
+        got = parse_v2_infer(v2_json(data, shape, "UINT8"), None, 10).x
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=label)
+    as_floats = v2_json([float(v) for v in pixels.ravel()], [2, 784], "UINT8")
+    np.testing.assert_allclose(parse_v2_infer(as_floats, None, 10).x, want, rtol=1e-6)
