@@ -96,7 +96,7 @@
       else tab.removeAttribute("aria-current");
     }
     document.title = `digitflow · ${name}`;
-    if (onEnter[name]) onEnter[name](detail);
+    return onEnter[name] ? onEnter[name](detail) : undefined;
   }
 
   // ============================================================== models (shared state)
@@ -1822,7 +1822,7 @@
   resetResult();
   (async () => {
     await loadModels();
-    route();
+    await route(); // "ready" once the first view is filled in (the draw view's version list)
     document.body.dataset.ready = "true";
   })();
   // New versions appear without a reload.

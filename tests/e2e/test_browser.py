@@ -598,24 +598,43 @@ def test_models_view_shows_the_rollout_line(page, site) -> None:
     registry.set_alias("mnist", "champion", 2)
     registry.set_shadow("mnist", 1)
     try:
-        time.sleep(1.0)  # two polls: every worker has the shadow loaded
+        _wait_every_worker_shadows(site, "mnist", 1)
         x = load_dataset("mnist", site["env"]["MNIST_DATA_DIR"]).x_test[:30]
         for image in x:
             body = {"instances": [image.tolist()], "scale": "unit"}
             r = requests.post(f"{site['url']}/v1/models/mnist/predict", json=body, timeout=10)
             assert r.status_code == 200 and r.headers["X-Model-Version"] == "2"
+        # Each worker adds its live figures to the shared ones every LIVE_FIGURES_FLUSH_SECONDS:
+        # wait until both workers' 30 comparisons (or drops) are in, then look.
+        deadline = time.monotonic() + 15
+        while True:
+            live = requests.get(f"{site['url']}/v1/models/mnist", timeout=10).json()["live"]
+            compared = (live["shadows"].get("1") or {}).get("requests", 0)
+            if compared + live["shadow_dropped"] == 30 and compared:
+                break
+            assert time.monotonic() < deadline, live
+            time.sleep(0.1)
         _open(page, site, "models")
         rollout = page.locator("#models-rollout")
-        page.wait_for_function(
-            "() => /agrees with champion on [0-9.]+ % of [0-9,]+ live requests/"
-            ".test(document.querySelector('#models-rollout').textContent)"
-        )
+        _refresh_until(page, f"#models-rollout:has-text('of {compared} live requests')")
         text = rollout.inner_text()
         assert re.search(r"v1 agrees with champion on [0-9.]+ % of [0-9,]+ live requests", text)
         assert "Live: " in text and "v2 " in text, text
     finally:
         registry.clear_shadow("mnist")
         registry.delete_alias("mnist", "champion")
+
+
+def _wait_every_worker_shadows(site, model: str, version: int, timeout_s: float = 15.0) -> None:
+    """Until both gunicorn workers (told apart by the pid in /readyz) run `version` as the
+    model's shadow."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[int, bool] = {}
+    while len(seen) < 2 or not all(seen.values()):
+        assert time.monotonic() < deadline, f"shadow v{version} not loaded by every worker: {seen}"
+        body = requests.get(f"{site['url']}/readyz", timeout=10).json()
+        shadow = (body["models"].get(model) or {}).get("shadow") or {}
+        seen[body["pid"]] = shadow.get("serving") == version
 
 
 def _refresh_until(page, selector: str, timeout_s: float = 15.0) -> None:

@@ -301,10 +301,11 @@ def build_worker(settings: TrainerSettings, *, name: str | None = None) -> Train
 def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | None = None) -> bool:
     """Start working; returns when stopped (SIGINT/SIGTERM: warm shutdown, at any moment, start-up
     included) or, in burst mode, when the queue is empty. Returns whether any job was processed."""
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, _stop_while_starting)
-    reconciler = SweepReconciler(settings)
-    try:
+    reconciler: SweepReconciler | None = None
+    try:  # from the first statement: a stop signal may land anywhere in here
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, _stop_while_starting)
+        reconciler = SweepReconciler(settings)
         threads = configure_blas_threads()
         level = settings.log_level
         configure_logging(level)
@@ -326,7 +327,8 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
         log.info("stop requested; exiting")
         return False
     finally:
-        reconciler.stop()
+        if reconciler is not None:
+            reconciler.stop()
 
 
 def _stop_while_starting(signum: int, frame) -> None:
