@@ -653,16 +653,24 @@ def classify_stacks(raw: str) -> dict[str, int]:
 
 
 def bench_profile(
-    work: Path, registry: Path, *, seconds: int, extra_env: dict[str, str], log: Any
+    work: Path,
+    registry: Path,
+    *,
+    seconds: int,
+    extra_env: dict[str, str],
+    log: Any,
+    root: Path = REPO_ROOT,
 ) -> dict[str, Any]:
     """Where one worker's time goes under single-image load at c=8: py-spy samples the worker
-    (idle waits excluded) while wrk drives the service; each sample is given to a part."""
+    (idle waits excluded) while wrk drives the service; each sample is given to a part. `root`:
+    the source tree served (the baseline's checkout for the "before" breakdown)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         raise SystemExit("the profile section needs py-spy: pip install 'py-spy>=0.4,<1'")
     req = make_request("json", sample_images(1), work)
-    out = work / "profile.txt"
-    with running(Server(OURS_APP, registry, work / "profile.log", extra_env)) as server:
+    out = work / f"profile-{root.name}.txt"
+    server = Server(OURS_APP, registry, work / f"profile-{root.name}.log", extra_env, root=root)
+    with running(server):
         check_request(server.port, req, 1)
         run_wrk(server.port, req.path, req.body_file, connections=8, seconds=1)  # warm-up
         quiet(log)
@@ -1096,12 +1104,14 @@ def report(results: dict[str, Any]) -> str:
                              f"{o['throughput_ratio']:.2f}", f"{o['p50_ratio']:.2f}"])  # fmt: skip
         parts.append(markdown_table(["concurrency", "route", "req/s", "p50 ms",
                                      "req/s vs /v1", "p50 vs /v1"], rows))  # fmt: skip
-    prof = results.get("profile")
-    if prof:
+    for key, label in (("profile", "this checkout"), ("profile_baseline", "the baseline")):
+        prof = results.get(key)
+        if not prof:
+            continue
         rows = [[part, f"{prof['shares'][part]:.0%}", prof["per_request_us"][part]]
                 for part in prof["samples"] if prof["shares"][part] is not None]  # fmt: skip
         parts.append(
-            f"one worker at c=8 ({prof['rps']:.0f} req/s over both workers, py-spy):\n\n"
+            f"{label}, one worker at c=8 ({prof['rps']:.0f} req/s over both workers, py-spy):\n\n"
             + markdown_table(["part", "share of the worker's busy time", "µs per request"], rows)
         )
     batch = results.get("batch")
@@ -1297,6 +1307,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log("where a worker's time goes at c=8 (py-spy):")
             results["profile"] = bench_profile(work, registry, seconds=max(seconds, 5),
                                                extra_env=extra_env, log=log)  # fmt: skip
+            if args.baseline is not None:
+                log(f"the same at {args.baseline}:")
+                with baseline_checkout(args.baseline, work) as (_, root):
+                    results["profile_baseline"] = bench_profile(
+                        work, registry, seconds=max(seconds, 5), extra_env=extra_env, log=log,
+                        root=root)  # fmt: skip
         if "batch" in sections:
             log("batch predict over one connection vs in-process predict_proba:")
             results["batch"] = bench_batch(work, registry, model_path, batches=tuple(args.batches),
