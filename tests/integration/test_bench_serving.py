@@ -106,8 +106,9 @@ def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
     profile = results["profile"]
     assert sum(profile["samples"].values()) > 0 and profile["rps"] > 0
     assert profile["samples"]["forward"] > 0  # the model ran in the sampled worker
-    before = results["profile_baseline"]  # the same breakdown for the --baseline checkout
-    assert sum(before["samples"].values()) > 0 and before["samples"]["forward"] > 0
+    baseline_profile = results["profile_baseline"]  # the same breakdown, the --baseline checkout
+    assert sum(baseline_profile["samples"].values()) > 0
+    assert baseline_profile["samples"]["forward"] > 0
 
     batch = results["batch"]["points"]
     assert set(batch) == {"4"}
