@@ -279,7 +279,7 @@ class Telemetry:
             hist = self._latency_children.get(route)
             if hist is None:
                 hist = self._latency_children[route] = self.latency.labels(route)
-            _add_observations(hist, counts, total[0])
+            _add_observations(hist, counts, total)
         for (name, version), (n_requests, n_images, confidence, classes) in versions.items():
             children = self._image_children.get((name, version))
             if children is None:
@@ -288,13 +288,8 @@ class Telemetry:
             images.inc(n_images)
             requests_child.inc(n_requests)
             confidence_child.inc(confidence)
-            for cls in np.flatnonzero(classes).tolist():
-                child = self._class_children.get((name, version, cls))
-                if child is None:
-                    child = self._class_children[(name, version, cls)] = (
-                        self.version_classes.labels(name, str(version), str(cls))
-                    )
-                child.inc(int(classes[cls]))
+            for cls in np.flatnonzero(classes).tolist():  # every class's child: _version_series
+                self._class_children[(name, version, cls)].inc(int(classes[cls]))
         for (name, shadow), (n_requests, served_sum, shadow_sum, pairs) in shadows.items():
             labels = (name, str(shadow))
             children = self._shadow_children.get(labels)
@@ -496,8 +491,8 @@ class Pending:
 
     def _reset(self) -> None:
         self._requests: dict[tuple[str, str, str], int] = {}
-        #: route → (per-bucket counts, the last one +Inf; the sum of the observations)
-        self._latency: dict[str, tuple[list[int], list[float]]] = {}
+        #: route → [per-bucket counts (the last one +Inf), the sum of the observations]
+        self._latency: dict[str, list[Any]] = {}
         #: (model, version) → [requests, images, confidence sum, per-class counts]
         self._versions: dict[tuple[str, int], list[Any]] = {}
         #: (model, shadow) → [requests, served confidence sum, shadow's, {(served, shadow): n}]
@@ -511,10 +506,10 @@ class Pending:
                 return
             entry = self._latency.get(route)
             if entry is None:
-                entry = self._latency[route] = ([0] * (len(self.buckets) + 1), [0.0])
+                entry = self._latency[route] = [[0] * (len(self.buckets) + 1), 0.0]
             # Prometheus buckets are "less than or equal": the first bound >= seconds.
             entry[0][bisect.bisect_left(self.buckets, seconds)] += 1
-            entry[1][0] += seconds
+            entry[1] += seconds
 
     def predictions(self, name: str, version: int, proba: np.ndarray) -> None:
         confidence = float(proba.max(axis=1).sum())

@@ -35,7 +35,7 @@ def test_adding_observations_in_bulk_equals_observing_each():
     for v in values:
         pending.request("r", "GET", 200, v)
     counts, total = pending.take()[1]["r"]
-    _add_observations(h_bulk.labels("r"), counts, total[0])
+    _add_observations(h_bulk.labels("r"), counts, total)
     assert _samples(one) == _samples(bulk)
 
 
