@@ -19,6 +19,7 @@ from inference_service.decoders.pixels import (
     side_of,
     to_unit,
     too_many_images,
+    uint8_bytes,
     validate,
 )
 from inference_service.schemas import PredictRequest
@@ -56,27 +57,23 @@ def _instance_array(item: Any, path: str, size: int, side: int | None) -> tuple[
 def _uint8_pixels(instances: list, size: int, side: int | None) -> np.ndarray | None:
     """Images of integers 0-255 (flat, or rows) as uint8 [N, size], else None.
 
-    ``bytes(list)`` converts at C speed and raises for anything but integers in 0-255 (a float, a
-    string, null, a nested list, 256, -1), so the values need no further range check; None sends
-    the request down the general path, which names the first bad value. JSON booleans would pass
-    as 0/1: the caller only comes here when the body holds no ``true``/``false``.
+    Each image must be `size` numbers or `side` rows of `side`; its values go through
+    `uint8_bytes` (C speed, refuses anything but integers 0-255), so they need no further range
+    check; None sends the request down the general path, which names the first bad value. The
+    caller only comes here when the body holds no ``true``/``false``.
     """
     chunks = []
-    try:
-        for item in instances:
-            if type(item) is not list:
-                return None
-            if len(item) == size:
-                chunks.append(bytes(item))
-            elif side and len(item) == side:
-                for row in item:
-                    if type(row) is not list or len(row) != side:
-                        return None
-                chunks.append(b"".join(map(bytes, item)))
-            else:
-                return None
-    except (TypeError, ValueError):
-        return None
+    for item in instances:
+        if type(item) is not list:
+            return None
+        rows = side and len(item) == side and all(type(r) is list for r in item)
+        flat = len(item) == size and not (item and type(item[0]) is list)
+        if not (flat or (rows and all(len(r) == side for r in item))):
+            return None
+        chunk = uint8_bytes(item)
+        if chunk is None or len(chunk) != size:
+            return None
+        chunks.append(chunk)
     return np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(chunks), size)
 
 

@@ -350,3 +350,12 @@ def test_v2_uint8_json_flat_nested_and_raw_scale_decode_alike() -> None:
         np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=label)
     as_floats = v2_json([float(v) for v in pixels.ravel()], [2, 784], "UINT8")
     np.testing.assert_allclose(parse_v2_infer(as_floats, None, 10).x, want, rtol=1e-6)
+
+
+def test_an_image_of_784_one_element_lists_is_not_read_as_pixels() -> None:
+    """784 values each wrapped in a list is neither a flat image nor rows: a 400 naming the
+    first value, never pixels."""
+    body = orjson.dumps({"instances": [[[5]] * 784]})
+    with pytest.raises(ApiError) as info:
+        decode_instances(body, 784, 10)
+    assert info.value.status == 400 and info.value.field == "instances[0][0]"
