@@ -109,7 +109,7 @@ def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int) -> float:
 
 #: What an epoch helper process runs, in its checkout: load the data once, then one epoch of
 #: that checkout's `ours_epoch` per seed read from stdin, its seconds printed.
-_BASELINE_CHILD = """
+_EPOCH_CHILD = """
 import sys
 from benchmarks.engine import load_mnist, ours_epoch, set_threads
 from pathlib import Path
@@ -133,7 +133,7 @@ class EpochProcess:
         self.root = root
         env = {**os.environ, "PYTHONPATH": str(root)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _BASELINE_CHILD, str(threads), str(data_dir), "1" if quick else "0"],
+            [sys.executable, "-c", _EPOCH_CHILD, str(threads), str(data_dir), "1" if quick else "0"],
             cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
