@@ -259,7 +259,9 @@ class Stack:
         locations = TrainerSettings.load(self.env).data_locations()
         lines = []
         for name in DATASET_NAMES:
-            folder = (REPO_ROOT / locations.folder(name)).resolve()  # the processes' cwd
+            # Relative to the processes' cwd, made absolute as written: a folder reached through a
+            # symlink is shown as the user named it (resolve() would print the link's target).
+            folder = os.path.normpath(REPO_ROOT / locations.folder(name))
             where = "" if name in locations.folders else "   (downloaded here if missing)"
             lines.append(f"{name:<14}{folder}{where}")
         return lines
