@@ -1,25 +1,14 @@
-"""Training reports (four PNG figures and one JSON file describing a trained model), and the
-one-figure report of a hyperparameter sweep.
+"""Training reports (four PNG figures and report.json describing a trained model), and the
+one-figure report of a hyperparameter sweep (`draw_sweep_report`, from GET /v1/sweeps/<id>).
 
-Written by the RQ job into each published registry version (so the web page can show them next
-to the model they describe) and by `python -m trainer_service train --report DIR`:
+Written by the RQ job into each published registry version (the web page shows them next to the
+model) and by `python -m trainer_service train --report DIR`. report.json holds the same
+``metrics`` object as the registry manifest (equal value for value), the history, and the
+misclassified examples shown in the grid.
 
-* ``learning_curves.png`` — loss and accuracy per epoch, training vs validation;
-* ``confusion_matrix.png`` — test-set counts (rows = true class, columns = predicted);
-* ``per_class.png`` — test-set precision and recall per class;
-* ``misclassified.png`` — the test digits the model got wrong most confidently;
-* ``report.json`` — the numbers: the same ``metrics`` object the registry manifest holds (equal
-  value for value), the history, and the misclassified examples shown in the grid.
-
-The sweep report (`draw_sweep_report`, ``sweep_report.png``) is drawn from the public JSON of a
-sweep (GET /v1/sweeps/<id>): the validation curves of every trial (pruned ones dashed and marked
-where they stopped, the best one highlighted), the objective per trial, one scatter per
-parameter against the objective, and the best trial's parameters.
-
-Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no display, no global
-backend state — safe in a worker, a thread or a test). Every figure has a fixed size in inches and
-a fixed DPI and is saved without ``bbox_inches="tight"``, so each PNG always has the pixel size
-listed in ``FIGURE_PIXELS``. Drawing all four takes about a second.
+Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend
+state: safe in a worker, a thread or a test), at a fixed size and DPI and saved without
+``bbox_inches="tight"``, so each PNG always has the pixel size in ``FIGURE_PIXELS``.
 """
 
 from __future__ import annotations
@@ -93,10 +82,6 @@ def worst_misclassified(
     ]
 
 
-def _records(history: Sequence[Any]) -> list[dict[str, Any]]:
-    return [json_value(r.to_dict() if hasattr(r, "to_dict") else dict(r)) for r in history]
-
-
 # ---- figures ------------------------------------------------------------------------------------
 
 
@@ -136,16 +121,14 @@ def draw_learning_curves(
     fig = _figure("learning_curves.png", left=0.07, right=0.98, bottom=0.13, top=0.83, wspace=0.22)
     axes = fig.subplots(1, 2)
     many = len(history) > 40
-    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
-        for prefix, color, name in (("train", _TRAIN_COLOR, "train"), ("val", _VAL_COLOR, "val")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, color in (("train", _TRAIN_COLOR), ("val", _VAL_COLOR)):
             xs, ys = _series(history, f"{prefix}_{metric}")
             if xs:
-                ax.plot(xs, ys, color=color, marker=None if many else "o", ms=4, label=name)
+                ax.plot(xs, ys, color=color, marker=None if many else "o", ms=4, label=prefix)
         if best_epoch:
             ax.axvline(best_epoch, color="#888888", ls="--", lw=1, label=f"best ({best_epoch})")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(label)
+        ax.set(xlabel="epoch", ylabel=metric, title=metric)
         ax.grid(True, alpha=0.3)
         if history:
             ax.set_xlim(0.5, max(h["epoch"] for h in history) + 0.5)
@@ -178,11 +161,8 @@ def draw_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path
                     color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
     ax.set_xticks(range(n), [str(i) for i in range(n)])
     ax.set_yticks(range(n), _tick_labels(class_names, n))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    total = int(cm.sum())
-    correct = int(np.trace(cm))
-    ax.set_title(f"confusion matrix: {correct}/{total} correct")
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(f"confusion matrix: {int(np.trace(cm))}/{int(cm.sum())} correct")
     _save(fig, path)
 
 
@@ -193,8 +173,7 @@ def draw_per_class(per_class: Sequence[Mapping[str, Any]], path: Path) -> None:
     classes = [int(r["class"]) for r in per_class]
     precision = np.array([float(r["precision"]) for r in per_class])
     recall = np.array([float(r["recall"]) for r in per_class])
-    x = np.arange(len(classes))
-    width = 0.38
+    x, width = np.arange(len(classes)), 0.38
     ax.bar(x - width / 2, precision, width, label="precision", color=_TRAIN_COLOR)
     ax.bar(x + width / 2, recall, width, label="recall", color=_VAL_COLOR)
     low = float(min(precision.min(initial=1.0), recall.min(initial=1.0)))
@@ -232,9 +211,6 @@ def draw_misclassified(
         top, left = row * cell_h + label_h, col * cell_w + (cell_w - side) // 2
         digit = np.asarray(x_test[item["index"]], dtype=np.float32).reshape(side, side)
         mosaic[top : top + side, left : left + side] = digit
-    ax.imshow(mosaic, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
-    for k, item in enumerate(shown):
-        row, col = divmod(k, GRID_COLS)
         ax.text(
             col * cell_w + cell_w / 2,
             row * cell_h + label_h - 2,
@@ -244,6 +220,7 @@ def draw_misclassified(
             fontsize=9,
             color="#b00020",
         )
+    ax.imshow(mosaic, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
     if not short:  # class names do not fit above a 28-pixel picture: a key at the bottom
         key = "   ".join(f"{i} {name}" for i, name in enumerate(class_names))
         fig.text(0.5, 0.012, key, ha="center", va="bottom", fontsize=7.5, color="#444444")
@@ -256,11 +233,8 @@ def draw_misclassified(
 
 def _tick_labels(names: Sequence[str], n: int) -> list[str]:
     """Digits as they are; other class names as "index name" (shortened)."""
-    labels = []
-    for i in range(n):
-        name = str(names[i]) if i < len(names) else str(i)
-        labels.append(name if name == str(i) else f"{i} {name[:11]}")
-    return labels
+    shown = [str(names[i]) if i < len(names) else str(i) for i in range(n)]
+    return [name if name == str(i) else f"{i} {name[:11]}" for i, name in enumerate(shown)]
 
 
 # ---- the report -------------------------------------------------------------------------------
@@ -269,7 +243,7 @@ def _tick_labels(names: Sequence[str], n: int) -> list[str]:
 def write_report(
     out_dir: str | os.PathLike[str],
     *,
-    history: Sequence[Any],
+    history: Sequence[Mapping[str, Any]],
     metrics: Mapping[str, Any],
     class_names: Sequence[str] | None = None,
     x_test: np.ndarray | None = None,
@@ -289,7 +263,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     numbers = ManifestMetrics.of(metrics).to_json()
-    records = _records(history)
+    records = json_value([dict(r) for r in history])
     cm = np.asarray(numbers.get("confusion_matrix") or np.zeros((10, 10)), dtype=np.int64)
     n_classes = cm.shape[0]
     names = [str(c) for c in (class_names or range(n_classes))]
@@ -325,22 +299,11 @@ def write_report(
 
 
 def write_outcome_report(
-    out_dir: str | os.PathLike[str],
-    outcome: Any,
-    manifest: Manifest | None = None,
-    *,
-    title: str | None = None,
+    out_dir: str | os.PathLike[str], outcome: Any, manifest: Manifest
 ) -> dict[str, Path]:
-    """`write_report` for a `shared.pipeline.TrainingOutcome` (the CLI and the RQ job).
-
-    report.json takes its metrics and history from `manifest` (the outcome's own
-    `Manifest.from_outcome` if None), so its numbers equal the manifest's and the model file's.
-    """
-    if manifest is None:
-        manifest = Manifest.from_outcome(outcome)
-    if title is None:
-        accuracy = manifest.metrics.test_accuracy or 0.0
-        title = f"{manifest.model} ({manifest.dataset}): test accuracy {accuracy:.2%}"
+    """`write_report` for a `shared.pipeline.TrainingOutcome` (the CLI and the RQ job), with the
+    metrics and history of its `manifest`, so report.json's numbers equal the manifest's."""
+    accuracy = manifest.metrics.test_accuracy or 0.0
     return write_report(
         out_dir,
         history=manifest.history,
@@ -350,7 +313,7 @@ def write_outcome_report(
         y_test=getattr(outcome, "y_test", None),
         test_proba=getattr(outcome, "test_proba", None),
         best_epoch=manifest.best_epoch,
-        title=title,
+        title=f"{manifest.model} ({manifest.dataset}): test accuracy {accuracy:.2%}",
         extra={"dataset": manifest.dataset},
     )
 
@@ -410,8 +373,7 @@ def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
                     marker="o" if len(xs) == 1 else None, ms=4)  # fmt: skip
         if t["pruned"]:
             curves.plot(xs[-1], ys[-1], marker="x", color=color, ms=8, mew=2)
-    curves.set_xlabel("epoch")
-    curves.set_ylabel(label)
+    curves.set(xlabel="epoch", ylabel=label)
     curves.set_title(f"{label} per epoch, every trial", loc="left", fontsize=11)
     curves.grid(True, alpha=0.3)
     curves.xaxis.get_major_locator().set_params(integer=True)
