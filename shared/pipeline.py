@@ -3,31 +3,25 @@
 The engine (shared.nn) trains a network on the arrays it is given; everything about data lives
 here: which training images (train_limit), the stratified validation split, the pixel mean the
 Standardize layer subtracts (computed on the training part only), and the test-set metrics.
-
-Both `python -m trainer_service train` and the RQ job call `run_training`, so a model trained
-from the command line and one trained through the API are produced by exactly the same steps and
-report exactly the same numbers.
+Both `python -m trainer_service train` and the RQ job call `run_training`: the same steps, the
+same numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from shared.config import TrainConfig
 from shared.datasets import Dataset, stratified_split
 from shared.metrics import evaluate
+from shared.nn.callbacks import EpochRecord
 from shared.nn.layers import Standardize
 from shared.nn.model import Sequential
-from shared.nn.training import fit
-
-if TYPE_CHECKING:  # the engine is only needed once a run actually starts
-    from shared.nn.callbacks import EpochRecord
-    from shared.nn.model import Sequential
-    from shared.nn.training import TrainResult
+from shared.nn.training import TrainResult, fit
 
 
 @dataclass
@@ -62,17 +56,6 @@ class TrainingOutcome:
     @property
     def epochs_run(self) -> int:
         return len(self.history)
-
-
-def training_slice(ds: Dataset, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The training images a run uses: the first `limit` (TrainConfig.train_limit) or all.
-
-    First-N (not a random sample) so a limited run is reproducible and easy to reason about;
-    MNIST's and Fashion-MNIST's training sets are shuffled, so the first N are close to balanced.
-    """
-    if limit is None or limit >= len(ds.y_train):
-        return ds.x_train, ds.y_train
-    return ds.x_train[:limit], ds.y_train[:limit]
 
 
 def validation_split(
@@ -137,8 +120,10 @@ def run_training(
     `on_epoch` exceptions stop training and propagate (that is how the job reacts to
     cancellation).
     """
-    ds = dataset
-    x, y = training_slice(ds, config.train_limit)
+    ds, limit = dataset, config.train_limit
+    # The first `train_limit` images (not a random sample): a limited run is reproducible, and
+    # MNIST's and Fashion-MNIST's training sets are shuffled, so the first N are close to balanced.
+    x, y = ds.x_train[:limit], ds.y_train[:limit]
     result = train_model(config, x, y, on_epoch=on_epoch, progress=progress)
     # One forward pass over the test set serves both the metrics and the report.
     test_proba = result.model.predict_proba(ds.x_test)
