@@ -153,10 +153,6 @@ def _models(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], str]
     return list(seen)
 
 
-def _schema(model: type[BaseModel], mode: str, refs: Mapping[Any, Any]) -> dict[str, Any]:
-    return dict(refs[(model, mode)])
-
-
 def _operation(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op)}
     if op.description:
@@ -183,35 +179,24 @@ def _operation(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
         out["parameters"] = params
     content: dict[str, Any] = {}
     if op.body is not None:
-        content["application/json"] = {"schema": _schema(op.body, "validation", refs)}
+        content["application/json"] = {"schema": dict(refs[(op.body, "validation")])}
     for media, schema in op.content.items():
         content[media] = {"schema": dict(schema)}
     for media, named in op.examples.items():
         content[media]["examples"] = {name: {"value": value} for name, value in named.items()}
     if content:
         out["requestBody"] = {"required": True, "content": content}
-    responses: dict[str, Any] = {}
+    answers: dict[int, Answer] = {}
     for status, schema in op.responses.items():
         if isinstance(schema, str):
-            responses[str(status)] = {"description": schema}
-            continue
-        if isinstance(schema, Answer):
-            responses[str(status)] = _answer(schema, refs)
-            continue
-        body = _schema(schema, "serialization", refs) if isinstance(schema, type) else dict(schema)
-        responses[str(status)] = {
-            "description": (schema.__doc__ or "OK").strip().splitlines()[0]
-            if isinstance(schema, type)
-            else "OK",
-            "content": {"application/json": {"schema": body}},
-        }
-    error_schema = {"application/json": {"schema": _schema(ErrorBody, "serialization", refs)}}
-    for status in op.errors:
-        responses[str(status)] = {
-            "description": ERROR_DESCRIPTIONS.get(status, "Error"),
-            "content": error_schema,
-        }
-    out["responses"] = responses
+            schema = Answer(schema)
+        elif not isinstance(schema, Answer):  # one JSON body, described by its model's docstring
+            doc = schema.__doc__ if isinstance(schema, type) else None
+            schema = Answer((doc or "OK").strip().splitlines()[0], {"application/json": schema})
+        answers[status] = schema
+    error = {"application/json": ErrorBody}
+    answers |= {s: Answer(ERROR_DESCRIPTIONS.get(s, "Error"), error) for s in op.errors}
+    out["responses"] = {str(status): _answer(answer, refs) for status, answer in answers.items()}
     return out
 
 
@@ -224,12 +209,8 @@ def _answer(answer: Answer, refs: Mapping[Any, Any]) -> dict[str, Any]:
         }
     if answer.content:
         out["content"] = {
-            media: {
-                "schema": _schema(schema, "serialization", refs)
-                if isinstance(schema, type)
-                else dict(schema)
-            }
-            for media, schema in answer.content.items()
+            media: {"schema": dict(refs[(s, "serialization")] if isinstance(s, type) else s)}
+            for media, s in answer.content.items()
         }
     return out
 
