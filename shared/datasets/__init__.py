@@ -11,11 +11,11 @@ the package; its modules are one per concern (a format, the named datasets, the 
 from shared.datasets.dataset import Dataset, DatasetError
 from shared.datasets.download import download_dataset, mirror_urls
 from shared.datasets.fingerprint import combine_fingerprint, content_sha256
-from shared.datasets.idx import SPLIT_FILES, find_idx_files, idx_candidates, load_idx
+from shared.datasets.idx import find_idx_files, idx_candidates, load_idx
 from shared.datasets.kaggle_csv import load_kaggle_csv
 from shared.datasets.load import load_dataset
 from shared.datasets.locations import DataLocations
-from shared.datasets.named import DATASET_NAMES, DATASETS, class_names
+from shared.datasets.named import DATASET_NAMES, DATASETS, SPLIT_FILES, class_names
 from shared.datasets.npz import load_npz
 from shared.datasets.split import stratified_split
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from shared.datasets.dataset import N_CLASSES, Dataset, DatasetError, to_model_input
 from shared.datasets.fingerprint import GZIP_MAGIC, MAX_DECOMPRESSED_BYTES, combine_fingerprint
-from shared.datasets.named import DATASETS, class_names
+from shared.datasets.named import DATASETS, SPLIT_FILES, class_names
 from shared.images import IMAGE_SIDE
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,6 @@ log = logging.getLogger(__name__)
 #: IDX magic numbers: two zero bytes, data type 0x08 (unsigned byte), number of dimensions.
 IDX_MAGIC_IMAGES = 0x00000803
 IDX_MAGIC_LABELS = 0x00000801
-
-#: The four files of an IDX dataset, in fingerprint order.
-SPLIT_FILES: dict[str, str] = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
 
 
 def _read_maybe_gzip(path: Path) -> bytes:

@@ -65,13 +65,11 @@ def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
     if columns != expected:
         missing = [c for c in expected if c not in set(columns)]
         extra = [c for c in columns if c not in set(expected)]
-        detail = []
-        if missing:
-            detail.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        if extra:
-            detail.append(f"unexpected {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
-        if not detail:
-            detail.append("columns out of order")
+        detail = [
+            f"{what} {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+            for what, names in (("missing", missing), ("unexpected", extra))
+            if names
+        ] or ["columns out of order"]
         raise DatasetError(
             f"{path}: wrong columns ({'; '.join(detail)}); expected "
             f"'label,pixel0..pixel783' or 'pixel0..pixel783'"
