@@ -4,15 +4,8 @@ Models are trained on MNIST, whose images were made in a specific way: light ink
 background, the digit scaled (keeping its aspect ratio, with anti-aliasing) to fit a 20x20 box,
 then pasted into a 28x28 field so that its centre of mass sits at the centre. A photo or a canvas
 drawing only classifies well after the same treatment, so `picture_to_mnist` reproduces it:
-
-1. decode with Pillow (any size/mode; EXIF orientation applied; first frame of animations),
-   refusing non-images and decompression bombs;
-2. flatten transparency and convert to grayscale;
-3. detect the polarity from the border (dark ink on light paper is inverted) and subtract the
-   background level;
-4. crop to the ink's bounding box, thicken very thin strokes (a pen line on a big photo would
-   otherwise vanish when shrunk), resize to fit 20x20 keeping the aspect ratio (Lanczos);
-5. paste into 28x28 so the centre of mass lands on pixel (14, 14), as in MNIST itself.
+decode (`_open`), grayscale (`_grayscale`), ink on a zero background whatever the polarity
+(`_ink`), then crop, thicken thin strokes, fit and centre (`_fit_and_centre`).
 """
 
 from __future__ import annotations
