@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.fsutil import write_atomic
 from shared.manifest import Manifest, ManifestMetrics, json_value
 
 #: Dots per inch of every figure.
@@ -265,9 +266,7 @@ def write_report(
     numbers = ManifestMetrics.of(metrics).to_json()
     records = json_value([dict(r) for r in history])
     cm = np.asarray(numbers.get("confusion_matrix") or np.zeros((10, 10)), dtype=np.int64)
-    n_classes = cm.shape[0]
-    names = [str(c) for c in (class_names or range(n_classes))]
-    per_class = numbers.get("per_class") or []
+    names = [str(c) for c in (class_names or range(cm.shape[0]))]
     worst: list[dict[str, Any]] = []
     n_wrong = None
     if y_test is not None and test_proba is not None:
@@ -277,7 +276,7 @@ def write_report(
     paths = {name: out / name for name in REPORT_FILES}
     draw_learning_curves(records, paths["learning_curves.png"], best_epoch, title)
     draw_confusion_matrix(cm, names, paths["confusion_matrix.png"])
-    draw_per_class(per_class, paths["per_class.png"])
+    draw_per_class(numbers.get("per_class") or [], paths["per_class.png"])
     draw_misclassified(x_test, worst, names, paths["misclassified.png"])
 
     document = {
@@ -292,9 +291,8 @@ def write_report(
         "figures": {name: {"width": w, "height": h} for name, (w, h) in FIGURE_PIXELS.items()},
         **json_value(dict(extra or {})),
     }
-    tmp = paths[REPORT_JSON].with_name(f".{REPORT_JSON}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, paths[REPORT_JSON])
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    write_atomic(paths[REPORT_JSON], text.encode(), tmp_prefix=f".{REPORT_JSON}.tmp-")
     return paths
 
 
