@@ -1,8 +1,5 @@
-"""Classification metrics, vectorised (no per-sample Python loops).
-
-The CLI, the RQ job and the registry manifest all report the output of `evaluate`, so a model's
-numbers mean the same thing wherever they are shown. Everything returned is plain Python
-(float/int/list) so it can go straight into JSON.
+"""Classification metrics, vectorised. The CLI, the RQ job and the registry manifest all report
+`evaluate`'s output (plain Python, ready for JSON), so a model's numbers mean the same everywhere.
 """
 
 from __future__ import annotations

@@ -6,11 +6,9 @@
                errors=(400, 413, 415, 422, 429, 503), summary="Queue a training job")
     def submit_job(): ...
 
-`Api.document()` builds the OpenAPI 3.1 document from the recorded operations, with the schemas
-of the very pydantic models that validate the requests (``model_json_schema``). A route served
-outside Flask (a plain WSGI callable) is recorded with `Api.add` so it is documented the same way.
-A service may instead list its routes in one table of (`Operation`, view) rows: `Api.add` each
-operation, and `shared.web.app.add_views` adds the views to the app (the inference service).
+`Api.document()` builds the OpenAPI 3.1 document with the schemas of the very pydantic models
+that validate the requests. `Api.add` records an operation without a Flask view: a plain WSGI
+route, or a table of (`Operation`, view) rows served by `shared.web.app.add_views` (inference).
 """
 
 from __future__ import annotations
