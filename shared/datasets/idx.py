@@ -100,26 +100,6 @@ def load_idx(path: str | os.PathLike[str], expect_ndim: int | None = None) -> np
     return _parse_idx(_read_maybe_gzip(path), path, expect_ndim)
 
 
-def _check_images(images: np.ndarray, path: Path) -> None:
-    if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise DatasetError(
-            f"{path}: wrong image dimensions {images.shape[1]}x{images.shape[2]} "
-            f"(expected {IMAGE_SIDE}x{IMAGE_SIDE})"
-        )
-    if images.shape[0] == 0:
-        raise DatasetError(f"{path}: contains no images")
-
-
-def _check_labels(labels: np.ndarray, path: Path, n_images: int, images_path: Path) -> None:
-    if labels.shape[0] != n_images:
-        raise DatasetError(
-            f"{path}: image/label count mismatch: {labels.shape[0]} labels but "
-            f"{n_images} images in {images_path.name}"
-        )
-    if labels.size and int(labels.max()) >= N_CLASSES:
-        raise DatasetError(f"{path}: label {int(labels.max())} outside 0-{N_CLASSES - 1}")
-
-
 def idx_candidates(folder: Path, base: str) -> list[Path]:
     """Accepted spellings of one IDX file: .gz, raw, and the common `train-images.idx3-ubyte`."""
     dotted = base.replace("-idx", ".idx")
@@ -157,12 +137,23 @@ def load_idx_dataset(folder: Path, name: str = "mnist") -> Dataset:
         arrays[key] = _parse_idx(data, path, 3 if key.endswith("images") else 1)
         hashes[key] = hashlib.sha256(data).hexdigest()
     for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         img_path, lbl_path = files[f"{split}_images"], files[f"{split}_labels"]
         assert img_path is not None and lbl_path is not None
-        _check_images(arrays[f"{split}_images"], img_path)
-        _check_labels(
-            arrays[f"{split}_labels"], lbl_path, arrays[f"{split}_images"].shape[0], img_path
-        )
+        if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+            raise DatasetError(
+                f"{img_path}: wrong image dimensions {images.shape[1]}x{images.shape[2]} "
+                f"(expected {IMAGE_SIDE}x{IMAGE_SIDE})"
+            )
+        if images.shape[0] == 0:
+            raise DatasetError(f"{img_path}: contains no images")
+        if labels.shape[0] != images.shape[0]:
+            raise DatasetError(
+                f"{lbl_path}: image/label count mismatch: {labels.shape[0]} labels but "
+                f"{images.shape[0]} images in {img_path.name}"
+            )
+        if labels.size and int(labels.max()) >= N_CLASSES:
+            raise DatasetError(f"{lbl_path}: label {int(labels.max())} outside 0-{N_CLASSES - 1}")
     info = DATASETS.get(name)
     if info is not None:
         for key, digest in hashes.items():
