@@ -110,9 +110,10 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
 
 
-def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of the records that have a `key` value (history or a trial's curve)."""
     points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
-    return [p[0] for p in points], [float(p[1]) for p in points]
+    return [int(p[0]) for p in points], [float(p[1]) for p in points]
 
 
 def draw_learning_curves(
@@ -360,8 +361,7 @@ def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
     # Validation curves: every trial, pruned ones dashed with an x where they stopped.
     ordered = sorted(trials, key=lambda t: t["number"] == best.get("number"))  # best on top
     for t in ordered:
-        xs = [int(c["epoch"]) for c in t["curve"] if c.get(objective) is not None]
-        ys = [float(c[objective]) for c in t["curve"] if c.get(objective) is not None]
+        xs, ys = _series(t["curve"], objective)
         if not xs:
             continue
         is_best = t["number"] == best.get("number")
@@ -387,9 +387,8 @@ def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
     # The objective per trial, and the best so far.
     per_trial.set_title(f"{label} per trial", loc="left", fontsize=11)
     _objective_points(per_trial, trials, objective, best, lambda t: t["number"])
-    scored = [(t["number"], t["value"]) for t in trials if t["value"] is not None]
+    scored = sorted((t["number"], t["value"]) for t in trials if t["value"] is not None)
     if scored:
-        scored.sort()
         pick = max if objective != "val_loss" else min
         running = [pick(v for _, v in scored[: i + 1]) for i in range(len(scored))]
         per_trial.step([n for n, _ in scored], running, where="post", color="#444444", lw=1,
@@ -404,8 +403,7 @@ def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
     names = list(space)[:_SWEEP_MAX_PARAMS]
     for ax, name in zip(cells, names, strict=False):
         _param_effect(ax, name, space[name], trials, objective, best)
-    summary = cells[len(names)]
-    _sweep_summary(summary, sweep, best, objective, hidden=list(space)[_SWEEP_MAX_PARAMS:])
+    _sweep_summary(cells[len(names)], sweep, best, objective, list(space)[_SWEEP_MAX_PARAMS:])
     for ax in cells[len(names) + 1 :]:
         ax.set_axis_off()
     _save(fig, out)
@@ -470,9 +468,7 @@ def _param_effect(ax, name: str, dim: Any, trials, objective: str, best) -> None
 
 
 def _short(value: Any) -> str:
-    if isinstance(value, list):
-        return "-".join(str(v) for v in value) or "[]"
-    return str(value)
+    return ("-".join(str(v) for v in value) or "[]") if isinstance(value, list) else str(value)
 
 
 def _sweep_summary(ax, sweep, best, objective: str, hidden: list[str]) -> None:
@@ -489,8 +485,7 @@ def _sweep_summary(ax, sweep, best, objective: str, hidden: list[str]) -> None:
     ]
     rows += [[k, _short(v) if not isinstance(v, float) else f"{v:.4g}"]
              for k, v in best["params"].items()]  # fmt: skip
-    promotion = sweep.get("promotion")
-    if promotion:
+    if promotion := sweep.get("promotion"):
         verdict = "promoted" if promotion["promoted"] else "kept"
         rows.append([promotion["alias"], f"{verdict} (v{promotion['version']})"])
     if hidden:
