@@ -79,17 +79,12 @@ def train_model(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = False,
 ) -> TrainResult:
-    """Split off the validation rows, build the network and train it with the engine
-    (`shared.nn.training.fit`). The model starts with a Standardize layer holding the training
-    rows' pixel mean (when config.standardize), so it takes raw pixels/255 wherever it is used.
-
-    Standardisation is data preprocessing: without augmentation the rows never change, so they
-    are standardised once here and the layers behind Standardize are trained on them (one pass
-    over the data instead of one per batch per epoch, ~5 % of an epoch); the Standardize layer
-    is put in front afterwards. Augmentation distorts raw pixels, so augmented runs train the
-    whole model, Standardize included, on raw batches. Either way the engine runs its one loop.
-
-    x: float32 [N, features] in [0, 1]; y: int64 labels in 0..9 (the datasets' contract).
+    """Split off the validation rows, build the network and train it with the engine (`fit`) on
+    x: float32 [N, features] in [0, 1] and y: int64 labels (the datasets' contract). With
+    config.standardize the model starts with a Standardize layer holding the training rows' pixel
+    mean, so it takes raw pixels/255 wherever it is used. Without augmentation the rows never
+    change, so they are standardised once here and the layers behind Standardize are trained on
+    them (~5 % of an epoch saved); augmented runs train the whole model on raw batches.
     """
     (x_train, y_train), validation = validation_split(x, y, config)
     spec = config.training_spec()

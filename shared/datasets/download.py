@@ -35,13 +35,8 @@ def mirror_urls(name: str, mirrors: Sequence[str] | None = None) -> list[str]:
     DATASET_MIRRORS setting) can serve both datasets (their file names are identical). Each URL
     ends with "/" so a file name can be appended.
     """
-    if not mirrors:
-        mirrors = list(dataset_info(name).mirrors)
-    out = []
-    for m in mirrors:
-        url = m.replace("{name}", name)
-        out.append(url if url.endswith("/") else url + "/")
-    return out
+    urls = [m.replace("{name}", name) for m in (mirrors or dataset_info(name).mirrors)]
+    return [url if url.endswith("/") else url + "/" for url in urls]
 
 
 def _verifies(path: Path, expected: str) -> bool:

@@ -29,6 +29,4 @@ def stratified_split(y: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray,
         idx = np.flatnonzero(y == cls)
         test_parts.append(rng.choice(idx, size=int(k), replace=False))
     test_idx = np.sort(np.concatenate(test_parts))
-    mask = np.ones(n, dtype=bool)
-    mask[test_idx] = False
-    return np.flatnonzero(mask), test_idx
+    return np.setdiff1d(np.arange(n), test_idx, assume_unique=True), test_idx
