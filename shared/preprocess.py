@@ -71,22 +71,17 @@ def _open(image_bytes: bytes) -> Image.Image:
         raise PreprocessError(f"unreadable image: {exc}") from None
 
     # Normalise the many Pillow modes to L, RGB or RGBA before resampling.
-    if img.mode in ("P", "PA"):
-        has_alpha = img.mode == "PA" or "transparency" in img.info
-        img = img.convert("RGBA" if has_alpha else "RGB")
-    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        img = img.convert("RGB")
-    elif img.mode == "LA":
-        img = img.convert("RGBA")
-    elif img.mode.startswith(("I", "F")):
+    if img.mode.startswith(("I", "F")):
         # 16/32-bit and float pictures: Pillow's convert("L") clips at 255, so rescale instead.
         arr = np.asarray(img, dtype=np.float32)
         top = float(arr.max()) if arr.size else 0.0
         if top > 255.0:
             arr = arr * np.float32(255.0 / (65535.0 if top <= 65535.0 else top))
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    elif img.mode not in ("L", "RGB", "RGBA"):
-        img = img.convert("L")  # 1-bit and anything exotic
+    elif img.mode not in ("L", "RGB", "RGBA"):  # 1-bit and anything exotic become L
+        alpha = img.mode in ("PA", "LA") or (img.mode == "P" and "transparency" in img.info)
+        colour = img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV")
+        img = img.convert("RGBA" if alpha else "RGB" if colour else "L")
     if max(img.size) > WORK_SIZE:
         scale = WORK_SIZE / max(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
