@@ -221,8 +221,7 @@ class Stack:
         workers_ready = False
         while pending or not workers_ready:
             if time.monotonic() > deadline:
-                waiting = [*pending] + ([] if workers_ready else ["trainer workers"])
-                late = ", ".join(waiting)
+                late = ", ".join([*pending] + ([] if workers_ready else ["trainer workers"]))
                 self.say(f"error: not healthy after {self.args.startup_timeout:g}s: {late}")
                 self.failed.set()
                 os.kill(os.getpid(), signal.SIGTERM)  # honcho's own way to stop everything

@@ -234,12 +234,10 @@ class TrainConfig(BaseModel):
 
         A preset that is not one of PRESETS' names (any JSON type) is left for the field's own
         validation to reject."""
-        if isinstance(data, dict):
-            preset = data.get("preset")
-            if isinstance(preset, str) and preset in PRESETS:
-                merged = dict(PRESETS[preset])
-                merged.update({k: v for k, v in data.items() if v is not None or k == "preset"})
-                return merged
+        preset = data.get("preset") if isinstance(data, dict) else None
+        if isinstance(preset, str) and preset in PRESETS:
+            given = {k: v for k, v in data.items() if v is not None or k == "preset"}
+            return {**PRESETS[preset], **given}
         return data
 
     @model_validator(mode="after")

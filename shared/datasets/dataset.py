@@ -47,7 +47,6 @@ class Dataset:
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
     """uint8 images [N, 28, 28] or [N, 784] → float32 [N, 784] in [0, 1] (the model contract)."""
-    flat = images.reshape(images.shape[0], -1)
-    out = flat.astype(np.float32)
-    out /= np.float32(255.0)
+    out = images.reshape(images.shape[0], -1).astype(np.float32)
+    out /= np.float32(255.0)  # in place: one float array, not two
     return out

@@ -120,10 +120,8 @@ def to_api_error(exc: BaseException, *, max_content_length: int | None = None) -
         if status == 413 and max_content_length is not None:
             message = f"request body larger than MAX_CONTENT_LENGTH ({max_content_length} bytes)"
         return ApiError(status, message, headers=headers)
-    if isinstance(exc, RegistryError):
-        known = _registry_answer(exc)
-        if known is not None:
-            return known
+    if isinstance(exc, RegistryError) and (known := _registry_answer(exc)) is not None:
+        return known
     if isinstance(exc, RegistryError | OSError):
         # The registry volume is unreadable or unwritable (unmounted, permissions, full): an
         # outage on our side, not the client's mistake.
