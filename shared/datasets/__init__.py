@@ -1,11 +1,9 @@
 """The training data: IDX (MNIST, Fashion-MNIST), Kaggle CSV and .npz, loaded, verified and
 downloaded.
 
-Every loader validates what it reads and raises `DatasetError` naming the file and the problem,
-and converts once to the model input contract: float32 [N, 784] in [0, 1] (raw 0-255 divided by
-255) with int64 labels. Nothing here reads the environment: callers pass the folder and the
-mirrors (`DataLocations`), which the trainer's settings build from the environment. Import from
-the package; its modules are one per concern (a format, the named datasets, the download...).
+Every loader validates what it reads, raises `DatasetError` naming the file and the problem, and
+converts once to the model input contract: float32 [N, 784] in [0, 1] with int64 labels. Nothing
+here reads the environment: callers pass the folder and the mirrors (`DataLocations`).
 """
 
 from shared.datasets.dataset import Dataset, DatasetError

@@ -1,10 +1,8 @@
-"""Settings read from the environment in one place per service (pydantic-settings).
-
-Each service declares one `ServiceSettings` subclass; its field names are the environment
-variables' names in lower case (``MAX_BATCH_IMAGES`` → ``max_batch_images``). `load` gives
-`create_app(config)` overrides precedence over the environment, so ``create_app({"MAX_BATCH_IMAGES":
-8})`` in a test means exactly what ``MAX_BATCH_IMAGES=8`` means in production. A value that
-cannot be used stops the service at start with a message naming the variable.
+"""Settings read from the environment in one place per service (pydantic-settings): one
+`ServiceSettings` subclass each, its fields the variables' names in lower case. `load` gives
+`create_app(config)` overrides precedence, so ``create_app({"MAX_BATCH_IMAGES": 8})`` in a test
+means what ``MAX_BATCH_IMAGES=8`` means in production. A value that cannot be used stops the
+service at start with a message naming the variable.
 """
 
 from __future__ import annotations
