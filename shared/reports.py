@@ -155,12 +155,9 @@ def draw_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, cax=fig.add_axes((0.86, 0.1, 0.025, 0.83)), label="share of the true class")
     fontsize = 8 if cm.max() >= 1000 else 9
-    for i in range(n):
-        for j in range(n):
-            if cm[i, j] == 0 and i != j:
-                continue
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
-                    color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
+    for i, j in zip(*np.nonzero((cm != 0) | np.eye(n, dtype=bool)), strict=True):  # no zeros
+        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
+                color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
     ax.set_xticks(range(n), [str(i) for i in range(n)])
     ax.set_yticks(range(n), _tick_labels(class_names, n))
     ax.set(xlabel="predicted", ylabel="true")
@@ -172,17 +169,16 @@ def draw_per_class(per_class: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Precision and recall per class as paired bars (the y axis zooms in on the range used)."""
     fig = _figure("per_class.png", left=0.08, right=0.98, bottom=0.15, top=0.9)
     ax = fig.subplots()
-    classes = [int(r["class"]) for r in per_class]
     precision = np.array([float(r["precision"]) for r in per_class])
     recall = np.array([float(r["recall"]) for r in per_class])
-    x, width = np.arange(len(classes)), 0.38
+    x, width = np.arange(len(per_class)), 0.38
     ax.bar(x - width / 2, precision, width, label="precision", color=_TRAIN_COLOR)
     ax.bar(x + width / 2, recall, width, label="recall", color=_VAL_COLOR)
     low = float(min(precision.min(initial=1.0), recall.min(initial=1.0)))
     bottom = max(0.0, math.floor((low - 0.02) * 20) / 20)  # a multiple of 0.05 below the lowest
     ax.set_ylim(bottom, 1.0)
     names = [str(r.get("name", r["class"])) for r in per_class]
-    ax.set_xticks(x, [label.replace(" ", "\n", 1) for label in _tick_labels(names, len(classes))])
+    ax.set_xticks(x, [label.replace(" ", "\n", 1) for label in _tick_labels(names, len(x))])
     ax.set_ylabel("score")
     ax.set_title("per-class precision and recall on the test set", loc="left")
     ax.grid(True, axis="y", alpha=0.3)
@@ -213,14 +209,9 @@ def draw_misclassified(
         top, left = row * cell_h + label_h, col * cell_w + (cell_w - side) // 2
         digit = np.asarray(x_test[item["index"]], dtype=np.float32).reshape(side, side)
         mosaic[top : top + side, left : left + side] = digit
+        label = f"{item['true']}→{item['predicted']} ({item['confidence']:.0%})"
         ax.text(
-            col * cell_w + cell_w / 2,
-            row * cell_h + label_h - 2,
-            f"{item['true']}→{item['predicted']} ({item['confidence']:.0%})",
-            ha="center",
-            va="bottom",
-            fontsize=9,
-            color="#b00020",
+            left + side / 2, top - 2, label, ha="center", va="bottom", fontsize=9, color="#b00020"
         )
     ax.imshow(mosaic, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
     if not short:  # class names do not fit above a 28-pixel picture: a key at the bottom
