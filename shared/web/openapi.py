@@ -121,11 +121,8 @@ class Api:
         return register
 
     def document(self) -> dict[str, Any]:
-        models = _models(self.operations)
-        refs, defs = models_json_schema(
-            [(m, mode) for m, mode in models], ref_template="#/components/schemas/{model}"
-        )
-        schemas = dict(defs.get("$defs", {}))
+        template = "#/components/schemas/{model}"
+        refs, defs = models_json_schema(_models(self.operations), ref_template=template)
         paths: dict[str, dict[str, Any]] = {}
         for op in self.operations:
             paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
@@ -133,7 +130,7 @@ class Api:
             "openapi": "3.1.0",
             "info": {"title": self.title, "version": self.version, "description": self.description},
             "paths": paths,
-            "components": {"schemas": schemas},
+            "components": {"schemas": dict(defs.get("$defs", {}))},
         }
 
 

@@ -56,14 +56,12 @@ class ServiceSettings(BaseSettings):
     @field_validator("model_registry_url")
     @classmethod
     def _registry_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
+        value = (value or "").strip()
+        if not value:
             return None
-        value = value.strip()
-        if value.startswith("s3://"):
-            bucket = value[len("s3://") :].split("/", 1)[0]
-            if not bucket:
-                raise ValueError(f"{value!r} names no bucket: use s3://bucket/prefix")
-        elif not value.startswith("file:///"):
+        if value.startswith("s3://") and not value.removeprefix("s3://").split("/", 1)[0]:
+            raise ValueError(f"{value!r} names no bucket: use s3://bucket/prefix")
+        if not value.startswith(("s3://", "file:///")):
             raise ValueError(f"{value!r} must be s3://bucket/prefix or file:///absolute/path")
         return value
 

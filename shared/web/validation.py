@@ -46,14 +46,10 @@ def validation_error(
     fields = field_errors(exc)
     names = sorted({top_field(f["field"]) for f in fields})
     first = fields[0] if fields else {"field": None, "message": "invalid"}
+    more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
+    message = f"invalid {what}: {first['field']}: {first['message']}{more}"
     return ApiError(
-        status,
-        f"invalid {what}: {first['field']}: {first['message']}"
-        + (f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""),
-        code=code,
-        field=first["field"],
-        fields=fields,
-        invalid_fields=names,
+        status, message, code=code, field=first["field"], fields=fields, invalid_fields=names
     )
 
 
