@@ -78,16 +78,13 @@ def load_model(path: str | os.PathLike[str], expected_sha256: str | None = None)
             path, f"sha256 mismatch: expected {expected_sha256}, file has {digest}"
         )
     header, arrays = _read_npz(path, data)
-    fmt = header.get("format")
-    if fmt != FORMAT:
+    if (fmt := header.get("format")) != FORMAT:
         raise ModelFileError(path, f"header 'format' is {fmt!r}, expected {FORMAT!r}")
-    version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if (version := header.get("format_version")) != FORMAT_VERSION:
         raise ModelFileError(
             path, f"unsupported format_version {version!r} (this code reads {FORMAT_VERSION})"
         )
-    missing = [k for k in ("spec", "metadata") if k not in header]
-    if missing:
+    if missing := [k for k in ("spec", "metadata") if k not in header]:
         raise ModelFileError(path, f"header is missing {missing}")
     metadata = header["metadata"]
     if not isinstance(metadata, dict):

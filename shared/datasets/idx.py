@@ -126,8 +126,7 @@ def load_idx_dataset(folder: Path, name: str = "mnist") -> Dataset:
     refused: a re-labelled or subsampled copy is a legitimate dataset with its own fingerprint.
     """
     files = find_idx_files(folder)
-    missing = missing_idx_files(files)
-    if missing:
+    if missing := missing_idx_files(files):
         raise DatasetError(f"{folder}: missing {', '.join(missing)}")
     arrays: dict[str, np.ndarray] = {}
     hashes: dict[str, str] = {}
@@ -154,8 +153,7 @@ def load_idx_dataset(folder: Path, name: str = "mnist") -> Dataset:
             )
         if labels.size and int(labels.max()) >= N_CLASSES:
             raise DatasetError(f"{lbl_path}: label {int(labels.max())} outside 0-{N_CLASSES - 1}")
-    info = DATASETS.get(name)
-    if info is not None:
+    if (info := DATASETS.get(name)) is not None:
         for key, digest in hashes.items():
             if info.sha256[SPLIT_FILES[key]] != digest:
                 log.warning(

@@ -57,8 +57,7 @@ def load_npz(
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in _NPZ_KEYS if k not in npz.files]
-            if missing:
+            if missing := [k for k in _NPZ_KEYS if k not in npz.files]:
                 raise DatasetError(
                     f"{path}: missing arrays {', '.join(missing)} (has {', '.join(npz.files)})"
                 )
