@@ -61,10 +61,8 @@ _VAL_COLOR = "#ff7f0e"
 def worst_misclassified(
     y_true: np.ndarray, proba: np.ndarray, limit: int = GRID_ROWS * GRID_COLS
 ) -> list[dict[str, Any]]:
-    """The `limit` wrong predictions with the highest confidence, most confident first.
-
-    Ties are broken by test-set index, so the choice is deterministic.
-    """
+    """The `limit` wrong predictions with the highest confidence, most confident first (ties
+    broken by test-set index, so the choice is deterministic)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     proba = np.asarray(proba)
     pred = proba.argmax(axis=1)
@@ -87,11 +85,9 @@ def worst_misclassified(
 
 
 def _figure(name: str, **margins: float):
-    """A new Figure of the fixed size for `name`, attached to an Agg canvas (no pyplot).
-
-    Margins are fixed (`subplots_adjust`) rather than computed by a layout engine: the layout
-    engine measures every text twice and was most of the drawing time.
-    """
+    """A new Figure of the fixed size for `name`, attached to an Agg canvas (no pyplot). Margins
+    are fixed (`subplots_adjust`): a layout engine measures every text twice and was most of the
+    drawing time."""
     # matplotlib: heavy, only when a figure is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -192,11 +188,8 @@ def draw_misclassified(
     class_names: Sequence[str],
     path: Path,
 ) -> None:
-    """A grid of the most confidently wrong test digits: "true → predicted (confidence)".
-
-    The digits are tiled into one mosaic image drawn by a single imshow (one Axes with 24
-    small images would take several times longer to lay out and render).
-    """
+    """A grid of the most confidently wrong test digits: "true → predicted (confidence)", tiled
+    into one mosaic drawn by a single imshow (24 small Axes take several times longer)."""
     fig = _figure("misclassified.png")
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.91))
     ax.set_axis_off()
@@ -246,13 +239,10 @@ def write_report(
     title: str = "",
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write the four PNGs and report.json into `out_dir` (created if missing).
-
-    `metrics` is `shared.metrics.evaluate`'s result or the manifest's ``metrics`` (stored in
-    report.json in the manifest's shape, `ManifestMetrics.of`). The misclassified grid needs
-    `y_test` and `test_proba` (and `x_test` for the pictures); without them it says so.
-    Returns {file name: path} for every file written, ready for ``Registry.publish(extra_files=)``.
-    """
+    """Write the four PNGs and report.json into `out_dir` (created if missing); return {file
+    name: path}, ready for ``Registry.publish(extra_files=)``. `metrics` is `evaluate`'s result or
+    the manifest's ``metrics`` (stored in the manifest's shape). The misclassified grid needs
+    `y_test` and `test_proba` (and `x_test` for the pictures); without them it says so."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     numbers = ManifestMetrics.of(metrics).to_json()
