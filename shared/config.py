@@ -230,10 +230,8 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        """Fill in the preset's values underneath whatever the caller set explicitly.
-
-        A preset that is not one of PRESETS' names (any JSON type) is left for the field's own
-        validation to reject."""
+        """Fill in the preset's values underneath whatever the caller set explicitly. A preset
+        that is not one of PRESETS' names (any JSON type) is left for the field to reject."""
         preset = data.get("preset") if isinstance(data, dict) else None
         if isinstance(preset, str) and preset in PRESETS:
             given = {k: v for k, v in data.items() if v is not None or k == "preset"}

@@ -14,11 +14,9 @@ from pathlib import Path
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
-    """Make a folder's entries (a rename, a new file) durable.
-
-    Best effort where the platform or filesystem cannot fsync a folder (EINVAL/ENOTSUP/EBADF):
-    the data itself was already fsynced; only the rename's durability is then up to the OS.
-    """
+    """Make a folder's entries (a rename, a new file) durable. Best effort where the platform or
+    filesystem cannot fsync a folder (EINVAL/ENOTSUP/EBADF): the data itself was already fsynced;
+    only the rename's durability is then up to the OS."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -28,11 +28,8 @@ def digit_class_names() -> list[str]:
 
 @dataclass
 class Dataset:
-    """A dataset in model-input form: float32 [N, 784] in [0, 1], int64 labels.
-
-    `fingerprint` identifies the exact data (see `shared.datasets.fingerprint`), so a model's
-    manifest can say what it was trained on.
-    """
+    """A dataset in model-input form: float32 [N, 784] in [0, 1], int64 labels. `fingerprint`
+    identifies the exact data, so a model's manifest can say what it was trained on."""
 
     name: str
     x_train: np.ndarray

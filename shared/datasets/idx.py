@@ -92,10 +92,8 @@ def _parse_idx(data: bytes, path: Path | str, expect_ndim: int | None = None) ->
 
 
 def load_idx(path: str | os.PathLike[str], expect_ndim: int | None = None) -> np.ndarray:
-    """Read one IDX file (.gz or raw) into a uint8 array of the shape its header declares.
-
-    `expect_ndim` 3 (images) or 1 (labels) turns a swapped file into a clear error.
-    """
+    """Read one IDX file (.gz or raw) into a uint8 array of the shape its header declares;
+    `expect_ndim` 3 (images) or 1 (labels) turns a swapped file into a clear error."""
     path = Path(path)
     return _parse_idx(_read_maybe_gzip(path), path, expect_ndim)
 

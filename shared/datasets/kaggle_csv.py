@@ -43,10 +43,8 @@ def _integer_column_values(values: np.ndarray, column: str, path: Path) -> np.nd
 
 
 def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a Kaggle digit-recognizer CSV: `label,pixel0..pixel783` or unlabelled `pixel0..783`.
-
-    Returns (x uint8 [N, 784], y int64 [N] or None for the unlabelled test.csv).
-    """
+    """Read a Kaggle digit-recognizer CSV, `label,pixel0..pixel783` or unlabelled `pixel0..783`,
+    as (x uint8 [N, 784], y int64 [N] or None for the unlabelled test.csv)."""
     import pandas as pd  # pandas is heavy; only CSV users pay for the import
 
     path = Path(path)
