@@ -55,9 +55,6 @@ _TRAIN_COLOR = "#1f77b4"
 _VAL_COLOR = "#ff7f0e"
 
 
-# ---- numbers ------------------------------------------------------------------------------------
-
-
 def worst_misclassified(
     y_true: np.ndarray, proba: np.ndarray, limit: int = GRID_ROWS * GRID_COLS
 ) -> list[dict[str, Any]]:
@@ -79,9 +76,6 @@ def worst_misclassified(
         }
         for i in order
     ]
-
-
-# ---- figures ------------------------------------------------------------------------------------
 
 
 def _figure(name: str, **margins: float):
@@ -223,9 +217,6 @@ def _tick_labels(names: Sequence[str], n: int) -> list[str]:
     return [name if name == str(i) else f"{i} {name[:11]}" for i, name in enumerate(shown)]
 
 
-# ---- the report -------------------------------------------------------------------------------
-
-
 def write_report(
     out_dir: str | os.PathLike[str],
     *,
@@ -297,8 +288,6 @@ def write_outcome_report(
         extra={"dataset": manifest.dataset},
     )
 
-
-# ---- the sweep report ---------------------------------------------------------------------------
 
 #: Trial status → (colour, line style) in the sweep report; the best trial is drawn over them.
 _TRIAL_STYLE = {
