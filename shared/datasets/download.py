@@ -29,12 +29,9 @@ _CHUNK = 1 << 20
 
 
 def mirror_urls(name: str, mirrors: Sequence[str] | None = None) -> list[str]:
-    """Mirror base URLs for `name`: the given list, else the dataset's built-in mirrors.
-
-    A `{name}` placeholder in a URL is replaced by the dataset name, so one list (e.g. the
-    DATASET_MIRRORS setting) can serve both datasets (their file names are identical). Each URL
-    ends with "/" so a file name can be appended.
-    """
+    """Mirror base URLs for `name`, each ending with "/": the given list, else the dataset's
+    built-in mirrors. A `{name}` placeholder is replaced by the dataset name, so one list (the
+    DATASET_MIRRORS setting) serves both datasets (their file names are identical)."""
     urls = [m.replace("{name}", name) for m in (mirrors or dataset_info(name).mirrors)]
     return [url if url.endswith("/") else url + "/" for url in urls]
 
