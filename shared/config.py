@@ -269,11 +269,9 @@ class TrainConfig(BaseModel):
     def build_model(
         self, input_size: int = N_PIXELS, n_classes: int = N_CLASSES, mean: np.ndarray | None = None
     ) -> Sequential:
-        """The untrained network: `shared.nn.model.build_mlp` with this config's architecture.
-
-        With `standardize`, the first layer subtracts `mean` (the training split's per-pixel mean;
-        None: zeros, i.e. the identity until a mean is known).
-        """
+        """The untrained network: `shared.nn.model.build_mlp` with this config's architecture. With
+        `standardize`, the first layer subtracts `mean` (the training split's per-pixel mean; None:
+        zeros, i.e. the identity until a mean is known)."""
         import numpy as np  # the engine (NumPy): validating a config (CLI, API) does not need it
 
         from shared.nn.model import build_mlp  # the engine, as above

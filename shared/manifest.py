@@ -25,11 +25,9 @@ __all__ = ["Manifest", "ManifestMetrics", "SweepTrial", "json_default", "json_va
 def json_value(value: Any, *, nan_as_none: bool = False) -> Any:
     """`value` with NumPy scalars and arrays made plain JSON values (recursively through dicts,
     lists and tuples; dict keys made strings), Paths made strings; anything else untouched.
-
     Duck-typed (``tolist``/``item``), so the registry can use it without importing NumPy.
-    `nan_as_none`: NaN becomes None (RQ job meta and results: a diverged epoch's loss must not
-    make the job's JSON unreadable); otherwise a NaN stays, for strict writers to refuse.
-    """
+    `nan_as_none`: NaN becomes None (RQ job meta and results: a diverged epoch's loss must not make
+    the job's JSON unreadable); otherwise a NaN stays, for strict writers to refuse."""
     if isinstance(value, dict):
         return {str(k): json_value(v, nan_as_none=nan_as_none) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -91,12 +91,10 @@ def _open(image_bytes: bytes) -> Image.Image:
 
 def _grayscale(img: Image.Image) -> np.ndarray:
     """float32 [H, W] luminance 0-255 with any transparency flattened onto a sensible background.
-
-    Transparent pictures come in two kinds: strokes on a transparent canvas (the opaque pixels are
-    a minority: they ARE the ink, so flatten onto the opposite shade), and an opaque sheet with
+    Transparent pictures come in two kinds: strokes on a transparent canvas (the opaque pixels are a
+    minority: they ARE the ink, so flatten onto the opposite shade), and an opaque sheet with
     transparent margins (the opaque pixels are the majority: flatten onto the sheet's own shade so
-    the margins disappear into it).
-    """
+    the margins disappear into it)."""
     if img.mode == "RGBA":
         alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
         lum = np.asarray(img.convert("RGB").convert("L"), dtype=np.float32)

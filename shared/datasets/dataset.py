@@ -11,10 +11,8 @@ from shared.images import N_CLASSES
 
 class DatasetError(ValueError):
     """A dataset file is missing, malformed or failed verification; the message names the file.
-
     `transient` is True only when the failure was the network's (a refused connection, a timeout,
-    HTTP 5xx/429 from every mirror): retrying later may succeed. The RQ job retries on that alone.
-    """
+    HTTP 5xx/429 from every mirror): retrying later may succeed; the RQ job retries on that alone."""
 
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)

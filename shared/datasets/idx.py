@@ -118,11 +118,9 @@ def missing_idx_files(found: dict[str, Path | None]) -> list[str]:
 
 
 def load_idx_dataset(folder: Path, name: str = "mnist") -> Dataset:
-    """Load the four IDX files of `folder` into a `Dataset`, validating each against the others.
-
-    A file whose content differs from the canonical release of the named dataset is logged, not
-    refused: a re-labelled or subsampled copy is a legitimate dataset with its own fingerprint.
-    """
+    """Load the four IDX files of `folder` into a `Dataset`, validating each against the others. A
+    file whose content differs from the canonical release of the named dataset is logged, not
+    refused: a re-labelled or subsampled copy is a legitimate dataset with its own fingerprint."""
     files = find_idx_files(folder)
     if missing := missing_idx_files(files):
         raise DatasetError(f"{folder}: missing {', '.join(missing)}")

@@ -103,13 +103,11 @@ def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
 
 
 def load_kaggle_dataset(path: Path, name: str = "mnist") -> Dataset:
-    """A `Dataset` from a Kaggle `train.csv` (or a folder holding one).
-
-    Kaggle's digit-recognizer ships no labelled test set (its test.csv is unlabelled), so the test
-    split here is a stratified, fixed-seed hold-out of `CSV_TEST_SIZE` (10,000) rows of train.csv
-    — at most a sixth of the rows for small files. Test accuracy on such a dataset is therefore
-    NOT comparable to the official MNIST 10k test set.
-    """
+    """A `Dataset` from a Kaggle `train.csv` (or a folder holding one). Kaggle's digit-recognizer
+    ships no labelled test set (its test.csv is unlabelled), so the test split here is a stratified,
+    fixed-seed hold-out of `CSV_TEST_SIZE` (10,000) rows of train.csv — at most a sixth of the rows
+    for small files. Test accuracy on such a dataset is therefore NOT comparable to the official
+    MNIST 10k test set."""
     csv_path = path / "train.csv" if path.is_dir() else path
     x, y = load_kaggle_csv(csv_path)
     if y is None:

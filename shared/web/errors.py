@@ -47,12 +47,10 @@ ERROR_CODES: dict[int, str] = {
 
 
 class ApiError(Exception):
-    """An answer other than success: raise it from a route (or build it from an exception).
-
-    `field` names the offending input (``instances[3][17]``, ``body.epochs``); `fields` lists every
-    bad field when there are several (validation errors); `details` are extra JSON members of the
-    error object; `headers` go on the response (``Retry-After``, ``Allow``, ``WWW-Authenticate``).
-    """
+    """An answer other than success: raise it from a route (or build it from an exception). `field`
+    names the offending input (``instances[3][17]``, ``body.epochs``); `fields` lists every bad
+    field when there are several (validation errors); `details` are extra JSON members of the error
+    object; `headers` go on the response (``Retry-After``, ``Allow``, ``WWW-Authenticate``)."""
 
     def __init__(
         self,
