@@ -154,22 +154,16 @@ def _operation(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
         out["description"] = op.description
     if op.tags:
         out["tags"] = list(op.tags)
+    string = {"type": "string"}  # a path parameter's schema unless the operation names one
     params: list[dict[str, Any]] = [
-        {
-            "name": name,
-            "in": "path",
-            "required": True,
-            "schema": dict(op.path_params.get(name, {"type": "string"})),
-        }
-        for name in _PARAM.findall(op.path)
+        {"name": n, "in": "path", "required": True, "schema": dict(op.path_params.get(n, string))}
+        for n in _PARAM.findall(op.path)
     ]
     if op.query is not None:
         schema = op.query.model_json_schema()
         required = set(schema.get("required", ()))
-        for name, prop in schema.get("properties", {}).items():
-            params.append(
-                {"name": name, "in": "query", "required": name in required, "schema": prop}
-            )
+        for n, prop in schema.get("properties", {}).items():
+            params.append({"name": n, "in": "query", "required": n in required, "schema": prop})
     if params:
         out["parameters"] = params
     content: dict[str, Any] = {}
