@@ -118,12 +118,8 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         [gray[:b].ravel(), gray[-b:].ravel(), gray[:, :b].ravel(), gray[:, -b:].ravel()]
     )
     bg = float(np.median(border))
-    if bg > 160:
-        dark_ink = True
-    elif bg < 96:
-        dark_ink = False
-    else:
-        # Mid-grey paper: the ink is whichever extreme lies further from the background.
+    dark_ink = bg > 160
+    if 96 <= bg <= 160:  # mid-grey paper: the ink is whichever extreme lies further from it
         lo, hi = np.percentile(gray, [0.5, 99.5])
         dark_ink = (bg - lo) > (hi - bg)
     ink = (bg - gray) if dark_ink else (gray - bg)
@@ -187,9 +183,7 @@ def _fit_and_centre(ink: np.ndarray) -> np.ndarray:
     scale = BOX / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     patch_img = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32))
-    patch = np.asarray(
-        patch_img.resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.float32
-    ).copy()
+    patch = np.array(patch_img.resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.float32)
     np.clip(patch, 0.0, 1.0, out=patch)
     peak = float(patch.max())
     if peak <= 0.0:
