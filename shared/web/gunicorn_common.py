@@ -14,12 +14,10 @@ def settings(port_variable: str, default_port: int, proc_name: str) -> dict[str,
     $GUNICORN_THREADS > 1 picks the gthread worker (else sync), $LOG_LEVEL, $ACCESS_LOG ("off",
     the default, "-" for stdout, or a file). Also sets one BLAS thread per worker unless the
     environment says otherwise (before any worker imports NumPy): two workers on two cores must
-    not each start a BLAS pool the size of the machine.
-
-    The access log is off by default: gunicorn formats and writes a line per request in the
-    worker that answers it, which measured as the largest single cost of a single-image predict
-    after HTTP itself (BENCHMARKS.md §3); /metrics counts every request by route and status
-    either way."""
+    not each start a BLAS pool the size of the machine. The access log is off by default: gunicorn
+    formats and writes a line per request in the worker that answers it, which measured as the
+    largest single cost of a single-image predict after HTTP itself (BENCHMARKS.md §3); /metrics
+    counts every request by route and status either way."""
     for var in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(var, "1")
     threads = int(os.environ.get("GUNICORN_THREADS", "1"))
