@@ -112,9 +112,7 @@ def run_training(
 ) -> TrainingOutcome:
     """Train `config` on the loaded `dataset` and evaluate on its test split; the one code path
     for CLI and RQ job (each finds and loads its data itself: `shared.datasets.locations`).
-    `on_epoch` exceptions stop training and propagate (that is how the job reacts to
-    cancellation).
-    """
+    `on_epoch` exceptions stop training and propagate (how the job reacts to cancellation)."""
     ds, limit = dataset, config.train_limit
     # The first `train_limit` images (not a random sample): a limited run is reproducible, and
     # MNIST's and Fashion-MNIST's training sets are shuffled, so the first N are close to balanced.
@@ -122,13 +120,12 @@ def run_training(
     result = train_model(config, x, y, on_epoch=on_epoch, progress=progress)
     # One forward pass over the test set serves both the metrics and the report.
     test_proba = result.model.predict_proba(ds.x_test)
-    test_metrics = evaluate(test_proba, ds.y_test, class_names=ds.class_names)
     return TrainingOutcome(
         model=result.model,
         history=list(result.history),
         best_epoch=int(result.best_epoch),
         train_seconds=float(result.train_seconds),
-        metrics=test_metrics,
+        metrics=evaluate(test_proba, ds.y_test, class_names=ds.class_names),
         fingerprint=ds.fingerprint,
         stopped_early=bool(result.stopped_early),
         config=config,
