@@ -7,13 +7,14 @@ import os
 
 from flask import Response
 
-from inference_service.responses import json_response
+from inference_service.responses import answer
+from inference_service.schemas import Health, Readiness
 from inference_service.state import service
 
 
 def healthz() -> Response:
     """Alive: the process answers. Never depends on the registry or models."""
-    return json_response({"status": "ok", "pid": os.getpid()})
+    return answer(Health(status="ok", pid=os.getpid()))
 
 
 def readyz() -> Response:
@@ -25,9 +26,9 @@ def readyz() -> Response:
     """
     cache = service().cache
     info = cache.readiness()
-    info["pid"] = os.getpid()
-    info["loaded"] = [f"{name}:{version}" for name, version in cache.loaded_versions()]
-    return json_response(info, status=200 if info["ready"] else 503)
+    loaded = [f"{name}:{version}" for name, version in cache.loaded_versions()]
+    info = Readiness(**info, pid=os.getpid(), loaded=loaded)
+    return answer(info, 200 if info.ready else 503, exclude_unset=True)
 
 
 def metrics() -> Response:
