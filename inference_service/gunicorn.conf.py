@@ -60,7 +60,7 @@ def post_worker_init(worker):
     freeze_loaded_heap()
     state = _state(worker)
     if state is not None:
-        state.cache.ensure_started()
+        state.cache.poller.ensure_started()
         state.telemetry.start_flushing()
 
 

@@ -105,25 +105,10 @@ class ModelCache:
             on_fork=self.versions.reset_locks,
         )
 
-    @property
-    def capacity(self) -> int:
-        return self.versions.capacity
-
-    @property
-    def poll_seconds(self) -> float:
-        return self.poller.poll_seconds
-
     def _protected(self) -> set[Key]:
         """The versions served without being named: the defaults, the splits' and shadows'."""
         served = {(s.name, s.version) for s in list(self._defaults.values())}
         return served | self._rollout.versions()
-
-    # ---- lifecycle ----------------------------------------------------------------------------
-
-    def ensure_started(self) -> None:
-        """Start polling in this process (gunicorn's post_worker_init hook; the front calls
-        the poller's own ``ensure_started`` on every request, bound once)."""
-        self.poller.ensure_started()
 
     # ---- registry scan --------------------------------------------------------------------------
 
@@ -221,13 +206,6 @@ class ModelCache:
                 current.version,
             )
 
-    def _still_verifies(self, served: Served) -> bool:
-        try:
-            self.registry.verify(served.name, served.version)  # cached by file identity
-        except (BrokenVersionError, VersionNotFoundError):
-            return False
-        return True
-
     def _set_default(self, name: str, served: Served, previous: Served | None) -> None:
         self._defaults[name] = served  # one atomic pointer swap; readers never lock
         if previous is None:
@@ -313,12 +291,7 @@ class ModelCache:
         return self.versions.is_loaded(name, version)
 
     def broken_reason(self, name: str, version: int) -> str | None:
-        """Why this worker refused to load `version` (files unchanged since), else None.
-
-        Catches what registry verification cannot: a file whose sha256 matches its manifest but
-        which does not load (truncated or foreign content published with a matching hash), so
-        listings never call a version "ok" that is never served.
-        """
+        """`VersionCache.broken_reason`: why this worker refused to load `version`, else None."""
         return self.versions.broken_reason(name, version)
 
     def shadow(self, name: str) -> Served | None:
@@ -338,11 +311,6 @@ class ModelCache:
 
     def loaded_versions(self) -> list[tuple[str, int]]:
         return self.versions.loaded_versions()
-
-    def store_status(self) -> dict[str, Any]:
-        """{"location", "reachable" (None before the first poll), "error"?, "unreachable_since"?,
-        "serving"?} as of this worker's last poll."""
-        return self.poller.status()
 
     def readiness(self) -> dict[str, Any]:
         """Ready when every model of the last registry scan with a usable version has its
@@ -389,7 +357,7 @@ class ModelCache:
                     )
         scanned = self._last_refresh is not None
         ready = scanned and bool(defaults) and not missing
-        out: dict[str, Any] = {"ready": ready, "models": models, "registry": self.store_status()}
+        out: dict[str, Any] = {"ready": ready, "models": models, "registry": self.poller.status()}
         if not scanned and self.poller.reachable is False:
             out["reason"] = f"registry unreachable: {self.poller.error}"
         elif not scanned:
