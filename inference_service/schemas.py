@@ -165,13 +165,9 @@ EXPLAIN_JSON_DOC = {
 }
 
 
-class ExplainResponse(BaseModel):
+class ExplainResponse(PredictResponse):
     """Predictions plus integrated-gradients attributions of the target class, per image."""
 
-    model: str
-    model_version: int
-    predictions: list[int]
-    probabilities: list[list[float]]
     target: list[int] = Field(description="The class explained, per image.")
     steps: int
     baseline: str = Field(description="What the attributions are relative to.")

@@ -25,34 +25,22 @@ name the first offending value, so bad requests get a precise message without sl
 from __future__ import annotations
 
 from inference_service.decoders.instances import decode_instances, read_instances
-from inference_service.decoders.media import (
-    MULTIPART,
-    PICTURE_TYPES,
-    decode_request,
-    is_json,
-    read_body,
-)
+from inference_service.decoders.media import MULTIPART, decode_request, is_json, read_body
 from inference_service.decoders.npy import NPY_MEDIA_TYPE, decode_npy
-from inference_service.decoders.pictures import decode_pictures
-from inference_service.decoders.pixels import shapes_text, side_of, to_unit
-from inference_service.decoders.v2 import V2_DATATYPES, V2_HEADER_LENGTH, V2Input, decode_v2
+from inference_service.decoders.pixels import side_of
+from inference_service.decoders.v2 import V2_DATATYPES, V2_HEADER_LENGTH, decode_v2
 
 __all__ = [
     "MULTIPART",
-    "PICTURE_TYPES",
     "NPY_MEDIA_TYPE",
     "V2_DATATYPES",
     "V2_HEADER_LENGTH",
-    "V2Input",
     "decode_instances",
     "decode_npy",
-    "decode_pictures",
     "decode_request",
     "decode_v2",
     "is_json",
     "read_body",
     "read_instances",
-    "shapes_text",
     "side_of",
-    "to_unit",
 ]
