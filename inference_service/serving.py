@@ -1,17 +1,10 @@
 """The per-worker model cache: what makes hot reload work.
 
-Each gunicorn worker owns one ModelCache (created by create_app, never a module global). It is
-made of three parts, a module each, and keeps, per model, a *served default*: the (version,
-loaded model) pair the default predict route uses.
-
-* `inference_service.loading` loads a version on first use, verified against the registry's
-  sha256, and keeps at most ``capacity`` versions in an LRU, never evicting what this cache
-  protects: a model's current default, its split's versions with traffic or its shadow (so those
-  alone can exceed ``capacity``: the README's MODEL_CACHE_SIZE says so);
-* `inference_service.poller` runs `ModelCache.refresh` every ``poll_seconds`` on a daemon thread
-  of the serving process (fork-aware; ``poll_seconds == 0``: synchronously on every request);
-* `inference_service.rollout` holds each model's traffic split (versions loaded before the split
-  is swapped in; `Split.pick` per request) and shadow version.
+Each gunicorn worker owns one ModelCache (created by create_app, never a module global), made of
+three parts: `inference_service.loading` (verified loads, the LRU), `inference_service.poller`
+(runs `ModelCache.refresh` every ``poll_seconds``) and `inference_service.rollout` (each model's
+traffic split and shadow). Per model it keeps a *served default*: the (version, loaded model)
+pair the default predict route uses.
 
 A refresh reads ``Registry.change_token()``; when the token moves it resolves each model's default
 (pinned else latest good), **loads the new version first and only then swaps the pointer**.
@@ -55,7 +48,6 @@ class ModelView:
 
     latest: int | None = None
     default: int | None = None
-    pinned: int | None = None
     aliases: dict[str, int] = field(default_factory=dict)
     #: Staged versions (sweep trials): never "latest" nor an unpinned default.
     staged: list[int] = field(default_factory=list)
@@ -114,10 +106,8 @@ class ModelCache:
 
     def refresh(self, force: bool = False) -> bool:
         """Re-read the registry if its change token moved; returns True if a scan happened.
-
         The token also covers the files of every served default (a few stat calls), so a
-        version damaged in place, which moves no folder, is noticed and dropped too.
-        """
+        version damaged in place, which moves no folder, is noticed and dropped too."""
         token = (self.registry.change_token(), self._defaults_signature())
         if not force and token == self._token:
             return False
@@ -160,7 +150,6 @@ class ModelCache:
         view = ModelView(
             latest=self.registry.latest_version(name),
             default=self.registry.default_version(name),
-            pinned=state["pinned"],
             aliases=dict(state["aliases"]),
             staged=self.registry.staged_versions(name),
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -209,18 +210,6 @@ class Telemetry:
         for cls in range(n_classes):
             self.version_classes.labels(*labels, str(cls))
 
-    def _shadow_series(self, name: str, shadow: int, n_classes: int) -> None:
-        """Make (at 0) one shadow version's figures: requests, errors, both confidences and
-        the n_classes × n_classes confusion."""
-        labels = (name, str(shadow))
-        self.shadow_requests.labels(*labels)
-        self.shadow_errors.labels(*labels)
-        for side in ("served", "shadow"):
-            self.shadow_confidence.labels(*labels, side)
-        for a in range(n_classes):
-            for b in range(n_classes):
-                self.shadow_confusion.labels(*labels, str(a), str(b))
-
     def shadow_dropped(self, name: str) -> None:
         self.shadow_drops.labels(name).inc()
 
@@ -332,8 +321,15 @@ class Telemetry:
         self._version_series(served.name, served.version, served.n_classes)
 
     def on_shadow(self, shadow: Served) -> None:
-        """A version became the model's shadow: its comparison series exist (at 0)."""
-        self._shadow_series(shadow.name, shadow.version, shadow.n_classes)
+        """A version became the model's shadow: its comparison series exist (at 0): requests,
+        errors, both confidences and the n_classes × n_classes confusion."""
+        labels = (shadow.name, str(shadow.version))
+        for metric in (self.shadow_requests, self.shadow_errors):
+            metric.labels(*labels)
+        for side in ("served", "shadow"):
+            self.shadow_confidence.labels(*labels, side)
+        for a, b in itertools.product(range(shadow.n_classes), repeat=2):
+            self.shadow_confusion.labels(*labels, str(a), str(b))
         self.shadow_drops.labels(shadow.name)
 
     def on_poll(self, ok: bool, reachable: bool) -> None:
