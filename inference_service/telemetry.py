@@ -105,44 +105,35 @@ class Telemetry:
         )
         self.latency = Histogram(
             "digitflow_inference_request_duration_seconds",
-            "Request handling time inside the worker, by route template.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+            "Request handling time inside the worker, by route template.", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.images = counter(
             "digitflow_inference_images", "Images predicted, by model and version.", _VERSION
         )
         self.default_version = Gauge(
             "digitflow_inference_default_version",
-            "Model version each worker serves by default (one series per worker pid).",
-            ["model"],
-            registry=r,
-            multiprocess_mode="liveall",
-        )
+            "Model version each worker serves by default (one series per worker pid).", ["model"],
+            registry=r, multiprocess_mode="liveall",
+        )  # fmt: skip
         self.model_loads = counter(
-            "digitflow_inference_model_loads",
-            "Model versions loaded into a worker's cache.",
+            "digitflow_inference_model_loads", "Model versions loaded into a worker's cache.",
             ["model"],
-        )
+        )  # fmt: skip
         self.model_load_seconds = Histogram(
-            "digitflow_inference_model_load_seconds",
-            "Time to verify and load a model version.",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-            registry=r,
-        )
+            "digitflow_inference_model_load_seconds", "Time to verify and load a model version.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=r,
+        )  # fmt: skip
         self.broken_versions = counter(
             "digitflow_inference_broken_version_events",
-            "Times a broken model version was refused (bad hash, truncated, unloadable).",
-            _VERSION,
-        )
+            "Times a broken model version was refused (bad hash, truncated, unloadable).", _VERSION,
+        )  # fmt: skip
         self.registry_reachable = Gauge(
             "digitflow_registry_reachable",
             "1 when the last registry poll reached the store, 0 when it could not (the lowest "
             "over the live workers).",
-            registry=r,
-            multiprocess_mode="livemin",
-        )
+            registry=r, multiprocess_mode="livemin",
+        )  # fmt: skip
         self.registry_poll_errors = counter(
             "digitflow_registry_poll_errors",
             "Registry polls that failed (kind: unreachable = the store did not answer; scan = "
@@ -152,14 +143,12 @@ class Telemetry:
         # Per-version live figures: a split's sides compared as they serve.
         self.version_requests = counter(
             "digitflow_inference_version_requests",
-            "Predict/infer requests answered, by model and version.",
-            _VERSION,
-        )
+            "Predict/infer requests answered, by model and version.", _VERSION,
+        )  # fmt: skip
         self.version_classes = counter(
             "digitflow_inference_version_predictions",
-            "Images predicted, by model, version and predicted class.",
-            [*_VERSION, "predicted"],
-        )
+            "Images predicted, by model, version and predicted class.", [*_VERSION, "predicted"],
+        )  # fmt: skip
         self.version_confidence = counter(
             "digitflow_inference_version_confidence_sum",
             "Sum of the predicted class's probability, by model and version (divide by the "
@@ -169,9 +158,8 @@ class Telemetry:
         # Shadow comparisons: the default route's answer against the shadow version's.
         self.shadow_requests = counter(
             "digitflow_shadow_requests",
-            "Requests of the default route also run on the shadow version.",
-            _SHADOW,
-        )
+            "Requests of the default route also run on the shadow version.", _SHADOW,
+        )  # fmt: skip
         self.shadow_confusion = counter(
             "digitflow_shadow_predictions",
             "Images compared, by the class the served answer predicted and the shadow's.",
@@ -185,14 +173,12 @@ class Telemetry:
         )
         self.shadow_drops = counter(
             "digitflow_shadow_dropped",
-            "Shadow runs dropped because the worker's shadow queue was full.",
-            ["model"],
-        )
+            "Shadow runs dropped because the worker's shadow queue was full.", ["model"],
+        )  # fmt: skip
         self.shadow_errors = counter(
             "digitflow_shadow_errors",
-            "Shadow runs that raised (the answers were never affected).",
-            _SHADOW,
-        )
+            "Shadow runs that raised (the answers were never affected).", _SHADOW,
+        )  # fmt: skip
         # Every documented series exists from the moment it can be known, at 0: a rate or an
         # alert over a counter that is absent until its first increment sees nothing, not 0.
         # Unlabelled metrics exist from here on; the poll errors' kinds are known now; the
@@ -209,12 +195,6 @@ class Telemetry:
             metric.labels(*labels)
         for cls in range(n_classes):
             self.version_classes.labels(*labels, str(cls))
-
-    def shadow_dropped(self, name: str) -> None:
-        self.shadow_drops.labels(name).inc()
-
-    def shadow_error(self, name: str, shadow: int) -> None:
-        self.shadow_errors.labels(name, str(shadow)).inc()
 
     def flush(self) -> None:
         """Move this process's pending figures into the Prometheus values: one write per
