@@ -40,6 +40,12 @@ def side_of(input_size: int) -> int | None:
     return side if side * side == input_size and side > 1 else None
 
 
+def is_batch_shape(shape: list[int] | tuple[int, ...], input_size: int) -> bool:
+    """Whether `shape` is [N, input size] or, for a square input, [N, side, side]."""
+    side = side_of(input_size)
+    return list(shape[1:]) in ([input_size], [side, side])
+
+
 def shapes_text(input_size: int) -> str:
     side = side_of(input_size)
     return f"[N, {input_size}]" + (f" or [N, {side}, {side}]" if side else "")
