@@ -15,12 +15,7 @@ from inference_service.schemas import (
     ServedVersion,
 )
 from inference_service.state import service
-from shared.registry import (
-    BrokenVersionError,
-    aliases_by_version,
-    model_detail,
-    model_summaries,
-)
+from shared.registry import BrokenVersionError, aliases_by_version, model_detail, model_summaries
 
 #: History entries a model's detail shows (the newest): what the page lists.
 HISTORY_SHOWN = 50

@@ -121,16 +121,10 @@ def _instances_batch(
             _instance_array(item, f"{path}[{n}]", size, side) for n, item in enumerate(instances)
         ]
         arr = np.stack([r[0] for r in rows])
-        layouts = [r[1] for r in rows]
-
-        def locate(n: int, k: int) -> str:
-            return index_path(path, n, k, side if layouts[n] else None)
+        layouts = [r[1] for r in rows]  # each image's: rows of `side`, or flat
     else:
-
-        def locate(n: int, k: int) -> str:
-            return index_path(path, n, k, side if nested else None)
-
-    check_range(arr, high, locate)
+        layouts = [nested] * len(instances)
+    check_range(arr, high, lambda n, k: index_path(path, n, k, side if layouts[n] else None))
     return arr
 
 
