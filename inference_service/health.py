@@ -18,12 +18,8 @@ def healthz() -> Response:
 
 
 def readyz() -> Response:
-    """200 once the default version of every model in the registry is loaded in this worker.
-
-    503 with ``{"ready": false, "reason", "missing"?, "models"}`` otherwise — including an empty
-    registry ("no models in the registry"): a worker that can serve no prediction should not get
-    traffic yet.
-    """
+    """200 once every model's default version is loaded in this worker, else 503 with the
+    reason (an empty registry too: see `ModelCache.readiness`)."""
     cache = service().cache
     info = cache.readiness()
     loaded = [f"{name}:{version}" for name, version in cache.loaded_versions()]

@@ -310,9 +310,7 @@ PLAIN: tuple[tuple[Operation, predict.Handler], ...] = tuple(
 )
 #: The Flask views: (operation, view), for the web kit's `add_views`.
 VIEWS: tuple[tuple[Operation, Callable[..., Any]], ...] = tuple(
-    (route.operation, route.serve)
-    for route in ROUTES
-    if not route.plain and route.serve is not None
+    (route.operation, route.serve) for route in ROUTES if not route.plain and route.serve
 )
 
 
