@@ -6,15 +6,22 @@ readable by a worker and vice versa. Kept free of NumPy so the API process stays
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
+import time
 from enum import StrEnum
 from typing import Any
 
 import redis
 from rq import Queue
+from rq.command import PUBSUB_CHANNEL_TEMPLATE
+from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+
+from trainer_service.settings import TrainerSettings
 
 #: JSON, not pickle: the API never unpickles anything it reads from Redis, and the job arguments
 #: (a TrainConfig dict) and results are plain JSON anyway. Workers must use the same serializer,
@@ -47,17 +54,10 @@ class PublicStatus(StrEnum):
 #: Public statuses, in the order a job moves through them.
 PUBLIC_STATUSES = tuple(status.value for status in PublicStatus)
 
-_STATUS_MAP = {
-    JobStatus.QUEUED: "queued",
-    JobStatus.DEFERRED: "queued",
-    JobStatus.SCHEDULED: "queued",
-    JobStatus.CREATED: "queued",
-    JobStatus.STARTED: "started",
-    JobStatus.FINISHED: "finished",
-    JobStatus.FAILED: "failed",
-    JobStatus.CANCELED: "canceled",
-    JobStatus.STOPPED: "stopped",
-}
+#: RQ's statuses of a job that has not started yet; the others keep their names.
+_WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED)
+#: The jobs index keeps the newest this many (the listing pages through them).
+JOBS_INDEX_MAX = 10_000
 
 
 def connect(url: str, *, socket_timeout: float | None = 5.0) -> redis.Redis:
@@ -91,6 +91,57 @@ def submit_lock_key(queue: str, model: str) -> str:
     return f"digitflow:{queue}:submit-lock:{model}"
 
 
+def enqueue(
+    queue: Queue,
+    settings: TrainerSettings,
+    config: dict[str, Any],
+    model: str,
+    job_id: str,
+    description: str,
+    sweep: dict[str, Any] | None = None,
+) -> Job:
+    """Queue a training job (a sweep's trial with `sweep`) and add it to the jobs index."""
+    meta = {"model": model, "phase": "queued", "progress": None, "history": []}
+    args = [config]
+    if sweep is not None:
+        args.append(sweep)
+        meta["sweep_id"] = sweep["sweep_id"]
+    job = queue.enqueue(
+        JOB_FUNC,
+        *args,
+        job_id=job_id,
+        job_timeout=settings.job_timeout,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.failure_ttl,
+        description=description,
+        meta=meta,
+    )
+    index = jobs_index_key(settings.rq_queue)
+    with queue.connection.pipeline() as pipe:
+        pipe.zadd(index, {job.id: time.time()})
+        pipe.zremrangebyrank(index, 0, -(JOBS_INDEX_MAX + 1))
+        pipe.execute()
+    return job
+
+
+def cancel_queued(job: Job) -> None:
+    """Cancel a queued job. Flagged first: if a worker dequeues it in the same instant, the job
+    sees the flag and quits."""
+    job.meta["cancel_requested"] = True
+    job.save_meta()
+    with contextlib.suppress(InvalidJobOperation):  # a concurrent cancel got there first
+        job.cancel()
+
+
+def send_stop(conn: redis.Redis, job: Job) -> int:
+    """Ask the worker running `job` to kill its work horse: rq.command.send_stop_job_command,
+    but keeping PUBLISH's receiver count (0: no worker heard it)."""
+    if not job.worker_name:
+        return 0
+    payload = json.dumps({"command": "stop-job", "job_id": job.id})
+    return int(conn.publish(PUBSUB_CHANNEL_TEMPLATE % job.worker_name, payload))
+
+
 def public_status(job: Job, *, canceled_with_sweep: bool = False) -> str:
     """RQ's status folded into the statuses the API documents (`PublicStatus`).
 
@@ -101,7 +152,7 @@ def public_status(job: Job, *, canceled_with_sweep: bool = False) -> str:
     (`trainer_service.sweeps.coordinator.canceled_with_sweep`), which this module cannot read.
     """
     status = job.get_status(refresh=False)
-    public = _STATUS_MAP.get(status, str(status.value if hasattr(status, "value") else status))
+    public = "queued" if status in _WAITING else str(getattr(status, "value", status))
     phase = (job.meta or {}).get("phase")
     if public == "finished" and phase == "pruned":
         return "pruned"

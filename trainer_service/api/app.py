@@ -1,10 +1,10 @@
 """The trainer HTTP API: a Flask app that queues training jobs on RQ and manages registry pins.
 
-Run it as `gunicorn -c trainer_service/api/gunicorn.conf.py "trainer_service.api.app:create_app()"` (as
-the Procfile does). Built on the shared web kit (`shared.web`): every answer, errors
-included, is JSON from the kit's one error table, and ``GET /openapi.json`` is generated from the
-routes' own declarations. When Redis is down the job routes answer 503 with Retry-After and
-recover on their own once it is back; health and model routes do not need Redis.
+Run by gunicorn (`trainer_service/api/gunicorn.conf.py`, the Procfile). Built on the shared web
+kit (`shared.web`): every answer, errors included, is JSON from the kit's one error table, and
+``GET /openapi.json`` is generated from the routes' own declarations. When Redis is down the job
+routes answer 503 with Retry-After and recover once it is back; health and model routes do not
+need Redis.
 """
 
 from __future__ import annotations

@@ -6,10 +6,7 @@ worker's job function trusts what it is given.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -17,8 +14,7 @@ from typing import Any, Literal
 from flask import Blueprint, Response, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import LockError
-from rq.command import PUBSUB_CHANNEL_TEMPLATE
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
@@ -37,9 +33,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)
 
 MAX_LIST_LIMIT = 500
-JOBS_INDEX_MAX = 10_000
 _STATUS_LIST = "|".join(queueing.PUBLIC_STATUSES)
-JOB_ID = {"type": "string", "pattern": queueing.JOB_ID_RE.pattern}
 
 
 # --------------------------------------------------------------------------- answers
@@ -201,16 +195,11 @@ def cleanup_abandoned() -> None:
     StartedJobRegistry(queue=state().queue).cleanup()
 
 
-def check_job_id(job_id: str) -> str:
-    """404 for a malformed id before Redis is touched (and never echo arbitrary text back)."""
-    if not queueing.JOB_ID_RE.match(job_id):
-        raise ApiError(404, "no such job: job ids are 32 lowercase hex characters")
-    return job_id
-
-
 def fetch_job(job_id: str) -> Job:
-    """Our job by id, or 404 (malformed id, unknown id, another queue's job, not a training job)."""
-    check_job_id(job_id)
+    """Our job by id, after `cleanup_abandoned`, or 404 (malformed id, unknown id, another
+    queue's job, not a training job)."""
+    web.check_id(job_id, "job")
+    cleanup_abandoned()
     st = state()
     try:
         job = Job.fetch(job_id, connection=st.redis, serializer=queueing.SERIALIZER)
@@ -227,14 +216,13 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
     ended it. Answer it with `web.answer` (fields that do not apply, like `position` of a job that
     is not queued, are left out)."""
     st = state()
-    settings = st.settings
     meta = job.meta or {}
     sweep = queueing.sweep_of(job) or {}
     ended = queueing.public_status(job)  # what RQ saw; `status` below is what it means
     status = ended
-    if sweep and ended in ("stopped", "failed", "canceled"):
-        canceled = sweeps.canceled_with_sweep(st.redis, settings.rq_queue, job)
-        status = queueing.public_status(job, canceled_with_sweep=canceled)
+    canceled = sweep and ended in ("stopped", "failed")
+    if canceled and sweeps.canceled_with_sweep(st.redis, st.settings.rq_queue, job):
+        status = "canceled"
     model = meta.get("model")
     model_version = meta.get("model_version")
     error = None
@@ -280,7 +268,7 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
     if detail:
         extra["history"] = meta.get("history", [])
         extra["config"] = job.args[0] if job.args else None
-        extra["timeout"] = job.timeout or settings.job_timeout
+        extra["timeout"] = job.timeout or st.settings.job_timeout
     return (JobView if detail else JobSummary)(
         job_id=job.id,
         status=status,
@@ -317,17 +305,16 @@ def published_by(job_id: str, model: str | None) -> int | None:
 def count_queued(model: str) -> int:
     """Jobs still waiting in the queue that will publish under `model`."""
     st = state()
-    ids = st.queue.get_job_ids()
-    if not ids:
-        return 0
-    jobs = Job.fetch_many(ids, connection=st.redis, serializer=queueing.SERIALIZER)
+    jobs = Job.fetch_many(
+        st.queue.get_job_ids(), connection=st.redis, serializer=queueing.SERIALIZER
+    )
     return sum(1 for job in jobs if job is not None and (job.meta or {}).get("model") == model)
 
 
 def accepted(job_id: str, status: str, model: str, *, replayed: bool = False) -> Response:
     location = url_for("jobs.get_job", job_id=job_id)
     body = JobAccepted(job_id=job_id, status=status, model=model, location=location)
-    return web.accepted(location, body.model_dump(mode="json"), replayed=replayed)
+    return web.accepted(body, location, replayed=replayed)
 
 
 # --------------------------------------------------------------------------- routes
@@ -357,52 +344,31 @@ IDEMPOTENCY_CONFLICT = Answer(
 def submit_job():
     payload = json_object(request.get_data(), request.mimetype)
     config = training_config(payload)
-    st = state()
-    settings = st.settings
-    model = config.model_name
     job_id = uuid.uuid4().hex
-
-    idem_key = request.headers.get("Idempotency-Key")
-    if idem_key is not None:
-        earlier = idempotency.claim(st.redis, settings, "", idem_key, payload, job_id)
-        if earlier is not None:
-            return replay(earlier)
-    try:
-        job = enqueue(config, job_id, model)
-    except BaseException:
-        if idem_key is not None:
-            idempotency.release(st.redis, settings, "", idem_key, job_id)
-        raise
-    log.info("job %s queued for model %s", job.id, model)
-    return accepted(job.id, "queued", model)
+    return idempotency.once("job", payload, job_id, lambda: enqueue(config, job_id), replay)
 
 
-def replay(job_id: str):
+def replay(job_id: str) -> Response | None:
     """A retried POST (same key, same body): the job created the first time."""
-    st = state()
     try:
-        job = Job.fetch(job_id, connection=st.redis, serializer=queueing.SERIALIZER)
+        job = Job.fetch(job_id, connection=state().redis, serializer=queueing.SERIALIZER)
     except NoSuchJobError:
-        raise ApiError(
-            409,
-            "the request with this Idempotency-Key is still being processed, "
-            "or its job has expired; retry shortly or use a new key",
-        ) from None
+        return None
     return accepted(
         job.id, queueing.public_status(job), (job.meta or {}).get("model", ""), replayed=True
     )
 
 
-def enqueue(config: TrainConfig, job_id: str, model: str) -> Job:
+def enqueue(config: TrainConfig, job_id: str) -> Response:
     """Enqueue under a per-model lock so the queued-jobs limit holds under concurrent POSTs."""
     st = state()
-    settings = st.settings
+    model = config.model_name
+    limit = st.settings.max_queued_jobs_per_model
     lock = st.redis.lock(
-        queueing.submit_lock_key(settings.rq_queue, model), timeout=10, blocking_timeout=5
+        queueing.submit_lock_key(st.settings.rq_queue, model), timeout=10, blocking_timeout=5
     )
     try:
         with lock:
-            limit = settings.max_queued_jobs_per_model
             if limit > 0 and count_queued(model) >= limit:
                 raise ApiError(
                     429,
@@ -411,34 +377,21 @@ def enqueue(config: TrainConfig, job_id: str, model: str) -> Job:
                     model=model,
                     limit=limit,
                 )
-            job = st.queue.enqueue(
-                queueing.JOB_FUNC,
-                config.public_dict(),
-                job_id=job_id,
-                job_timeout=settings.job_timeout,
-                result_ttl=settings.result_ttl,
-                failure_ttl=settings.failure_ttl,
-                description=f"train {model}",
-                meta={"model": model, "phase": "queued", "progress": None, "history": []},
+            queueing.enqueue(
+                st.queue, st.settings, config.public_dict(), model, job_id, f"train {model}"
             )
-            index = queueing.jobs_index_key(settings.rq_queue)
-            with st.redis.pipeline() as pipe:
-                pipe.zadd(index, {job.id: time.time()})
-                pipe.zremrangebyrank(index, 0, -(JOBS_INDEX_MAX + 1))
-                pipe.execute()
-            return job
     except LockError:
         raise ApiError(503, "could not take the submission lock; retry shortly") from None
+    log.info("job %s queued for model %s", job_id, model)
+    return accepted(job_id, "queued", model)
 
 
 @api.route(
     bp, "GET", "/v1/jobs/{job_id}", responses={200: JobView}, errors=(404, 503),
-    path_params={"job_id": JOB_ID}, summary="A job: status, progress, history, outcome",
+    path_params={"job_id": web.ID}, summary="A job: status, progress, history, outcome",
     tags=("jobs",),
 )  # fmt: skip
 def get_job(job_id: str):
-    check_job_id(job_id)
-    cleanup_abandoned()
     return web.answer(job_view(fetch_job(job_id)))
 
 
@@ -458,7 +411,7 @@ def list_jobs():
     index = queueing.jobs_index_key(st.settings.rq_queue)
     found: list[JobSummary] = []
     start, page = 0, 100
-    while len(found) < limit and start < JOBS_INDEX_MAX:
+    while len(found) < limit and start < queueing.JOBS_INDEX_MAX:
         ids = [i.decode() for i in st.redis.zrevrange(index, start, start + page - 1)]
         if not ids:
             break
@@ -497,22 +450,15 @@ def list_jobs():
                     content={"application/json": ErrorBody}),
     },
     errors=(401, 404, 503),
-    path_params={"job_id": JOB_ID}, summary="Cancel a queued job (200) or stop a running one (202)",
+    path_params={"job_id": web.ID}, summary="Cancel a queued job (200) or stop a running one (202)",
     tags=("jobs",),
 )  # fmt: skip
 def delete_job(job_id: str):
     """Cancel a queued job, or stop a running one (its work horse is killed; nothing is published)."""
-    check_job_id(job_id)
-    cleanup_abandoned()
     job = fetch_job(job_id)
-    st = state()
     status = queueing.public_status(job)
     if status == "queued":
-        # Flag first: if a worker dequeues it in the same instant, the job sees the flag and quits.
-        job.meta["cancel_requested"] = True
-        job.save_meta()
-        with contextlib.suppress(InvalidJobOperation):  # a concurrent DELETE got there first
-            job.cancel()
+        queueing.cancel_queued(job)
         job.get_status(refresh=True)
         log.info("job %s canceled", job.id)
         return web.answer(job_view(job))
@@ -522,20 +468,14 @@ def delete_job(job_id: str):
             raise ApiError(
                 409, "too late to stop: the job is publishing its model version", job_id=job.id
             )
-        worker = job.worker_name
-        receivers = 0
-        if worker:
-            # rq.command.send_stop_job_command, but we keep PUBLISH's receiver count.
-            payload = json.dumps({"command": "stop-job", "job_id": job.id})
-            receivers = st.redis.publish(PUBSUB_CHANNEL_TEMPLATE % worker, payload)
-        if not receivers:
+        if not queueing.send_stop(state().redis, job):
             raise ApiError(
                 409,
                 "the worker running this job is not reachable; if it died, the job is marked "
                 "failed as soon as its heartbeat expires",
                 job_id=job.id,
             )
-        log.info("stop requested for job %s on worker %s", job.id, worker)
+        log.info("stop requested for job %s on worker %s", job.id, job.worker_name)
         view = job_view(job)
         stopping = JobStopping(**{**view.model_dump(exclude_unset=True), "status": "stopping"})
         response = web.answer(stopping, 202)

@@ -7,7 +7,7 @@ OpenAPI operation together; ``GET /openapi.json`` serves ``api.document()``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from flask import Response, jsonify
@@ -15,12 +15,16 @@ from pydantic import BaseModel
 from rq import Queue
 
 from shared.web.app import app_state
+from shared.web.errors import ApiError
 from shared.web.openapi import Api
 from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
 
 if TYPE_CHECKING:
     from shared.registry import Registry
+
+#: The path parameter of a job or sweep id (the API makes them: uuid4 hex).
+ID = {"type": "string", "pattern": queueing.JOB_ID_RE.pattern}
 
 api = Api(
     "digitflow trainer API",
@@ -72,12 +76,18 @@ def answer(view: BaseModel, status: int = 200) -> Response:
     return response
 
 
-def accepted(location: str, body: dict[str, Any], *, replayed: bool = False) -> Response:
+def accepted(view: BaseModel, location: str, *, replayed: bool = False) -> Response:
     """202 with `Location` (and `Idempotent-Replayed: true` for a replayed POST): what a queued
-    job or a started sweep answers, the body naming it with its `location`."""
-    response = jsonify({**body, "location": location})
-    response.status_code = 202
+    job or a started sweep answers, `view` naming it with its `location`."""
+    response = answer(view, 202)
     response.headers["Location"] = location
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def check_id(value: str, what: str) -> str:
+    """404 for a malformed job or sweep id before Redis is touched (never echoing it back)."""
+    if not queueing.JOB_ID_RE.match(value):
+        raise ApiError(404, f"no such {what}: {what} ids are 32 lowercase hex characters")
+    return value

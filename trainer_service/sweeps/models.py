@@ -1,8 +1,8 @@
-"""The body of `POST /v1/sweeps`: a base TrainConfig, a search space and how to search it.
-
-Validated once, here: every key of the space is a TrainConfig field, every value (or range end)
-makes a valid TrainConfig together with the base, and every combination keeps a validation split
-(the objective is measured on it, never on the test set). Errors name `space.<field>`.
+"""A sweep's request and its view. The body of `POST /v1/sweeps` (`SweepRequest`): a base
+TrainConfig, a search space and how to search it, validated once, here: every key of the space
+is a TrainConfig field, every value (or range end) makes a valid TrainConfig together with the
+base, and every combination keeps a validation split (the objective is measured on it, never on
+the test set). Errors name `space.<field>`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.config import MODEL_NAME_PATTERN, TrainConfig
+from trainer_service import queueing
 
 #: Fields a sweep may not vary: every trial publishes under the base's model name.
 FIXED_FIELDS = ("model", "preset")
@@ -261,3 +263,72 @@ def _first(exc: Exception) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()))
         return f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg"))
     return str(exc)
+
+
+# --------------------------------------------------------------------------- the view
+
+
+class SweepStatus(StrEnum):
+    """A sweep is running until every trial is done (finished: the verdict is in `promotion`)
+    or it is canceled (DELETE: queued trials canceled, running ones stopped, nothing promoted)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELED = "canceled"
+
+
+class TrialStatus(StrEnum):
+    """A trial: queued (its job waits for a worker), running, finished (its version published,
+    `value` its objective), pruned (stopped after an epoch by the pruner; nothing published),
+    failed (its job failed or died; a dead one is retried once, see `retried_by`), canceled
+    (queued or running when its sweep was canceled)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    PRUNED = "pruned"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class SweepTrial(BaseModel):
+    """One trial: an ordinary training job (`job_id`) with sampled `params`."""
+
+    number: int
+    job_id: str
+    params: dict[str, Any]
+    status: TrialStatus
+    job_status: queueing.PublicStatus | Literal["expired"] = Field(
+        description="its job's status (GET /v1/jobs/<job_id>); expired: the job's record is gone "
+        "(RESULT_TTL, FAILURE_TTL)"
+    )
+    pruned: bool
+    value: float | None = Field(description="the objective of the published weights")
+    curve: list[dict[str, Any]] = Field(description="the objective after every epoch")
+    model_version: int | None
+    retry_of: int | None = Field(
+        description="the trial this one retries: its job died (worker or work horse killed)"
+    )
+    retried_by: int | None = Field(description="the trial that retries this one")
+    started_at: str | None
+    ended_at: str | None
+
+
+class SweepView(BaseModel):
+    """A sweep: status, every trial, the best so far, the promotion verdict."""
+
+    sweep_id: str
+    status: SweepStatus
+    model: str
+    objective: str
+    n_trials: int
+    parallelism: int
+    sampler: str
+    pruner: str
+    created_at: str
+    ended_at: str | None
+    trials: list[SweepTrial]
+    best: SweepTrial | None
+    promotion: dict[str, Any] | None
+    removed_versions: list[int]
+    request: dict[str, Any]

@@ -1,17 +1,14 @@
 """The RQ job: train one model from a TrainConfig dict and publish it as a new registry version.
 
-`train_job` is a plain importable function with JSON arguments, so any RQ worker whose environment
-has the registry's settings (MODEL_REGISTRY_DIR or MODEL_REGISTRY_URL) and the data directories
-can run it. It trains through
-`shared.pipeline.run_training`, the same code path as the `train` CLI, so a queued job and a CLI
-run with the same config give the same model. The config was validated by the API when the job
-was submitted (`routes_jobs`); the job only reads it back into a TrainConfig.
+`train_job` is a plain importable function with JSON arguments (validated by the API when the job
+was submitted), so any RQ worker whose environment has the registry's settings and the data
+directories can run it. It trains through `shared.pipeline.run_training`, as the `train` CLI does,
+so both give the same model for the same config.
 
 Failure modes and what they leave behind:
 * transient error (dataset download hit a network problem) → RQ retries it a few times;
 * stopped by the API (work horse SIGKILLed), timed out, or the worker died → nothing published:
-  the registry's publish is one atomic step at the very end (a rename, or a conditional write of
-  the model's state object on S3), after everything else succeeded;
+  the registry's publish is one atomic step at the very end, after everything else succeeded;
   the scratch folder of a killed work horse is removed by the next job on that machine;
 * Redis unreachable mid-training → progress is not recorded meanwhile, training goes on; before
   publishing, the job waits (up to JOB_HEARTBEAT_GRACE seconds) until Redis answers, and fails
@@ -83,14 +80,12 @@ def is_transient(exc: BaseException) -> bool:
     `transient` attribute (shared.datasets.DatasetError sets it when every mirror failed for a
     network reason; a 404 or a checksum mismatch is not transient).
     """
-    # requests: only on this network path
-    import requests
+    import requests  # only on this network path
 
     network_types = (
         urllib.error.URLError,
         ConnectionError,
-        TimeoutError,
-        socket.timeout,
+        TimeoutError,  # socket.timeout too
         socket.gaierror,
         requests.ConnectionError,
         requests.Timeout,
@@ -111,8 +106,7 @@ def is_transient(exc: BaseException) -> bool:
 def _load_dataset(cfg: TrainConfig, settings: TrainerSettings) -> Any:
     """The worker's preloaded copy when its files are unchanged, else loaded from the folder the
     settings name (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
-    # heavy (NumPy, the engine, matplotlib): only in the work horse, not the API
-    from shared.datasets import load_dataset
+    from shared.datasets import load_dataset  # heavy (NumPy): only in the work horse
 
     locations = settings.data_locations()
     folder = locations.folder(cfg.dataset)
@@ -125,9 +119,8 @@ def _load_dataset(cfg: TrainConfig, settings: TrainerSettings) -> Any:
 class _Progress:
     """Writes per-epoch progress and history into the RQ job's meta, where the API reads them."""
 
-    def __init__(self, job: Job, config: TrainConfig, redis_wait_seconds: float) -> None:
+    def __init__(self, job: Job, redis_wait_seconds: float) -> None:
         self.job = job
-        self.config = config
         #: How long a required write waits for Redis: past the heartbeat grace the job counts
         #: as abandoned anyway, so waiting longer could not save it.
         self.redis_wait_seconds = redis_wait_seconds
@@ -188,22 +181,10 @@ class _Progress:
                 "the RQ worker that started this job died; aborting without publishing"
             )
 
-    def on_epoch(self, record: Any) -> None:
+    def on_epoch(self, record: dict[str, Any]) -> None:
         self.check_worker_alive()
-        rec = json_value(
-            record.to_dict() if hasattr(record, "to_dict") else dict(record), nan_as_none=True
-        )
-        self.history.append(rec)
-        progress = {
-            "epoch": rec.get("epoch"),
-            "epochs": rec.get("epochs", self.config.epochs),
-            "train_loss": rec.get("train_loss"),
-            "train_accuracy": rec.get("train_accuracy"),
-            "val_loss": rec.get("val_loss"),
-            "val_accuracy": rec.get("val_accuracy"),
-            "learning_rate": rec.get("learning_rate"),
-            "seconds": rec.get("seconds"),
-        }
+        progress = json_value(record, nan_as_none=True)
+        self.history.append(progress)
         self.update(phase="training", progress=progress, history=self.history)
         log.info(
             "job %s: epoch %s/%s train_loss=%.4f val_accuracy=%s",
@@ -218,15 +199,12 @@ class _Progress:
 def train_job(
     config: dict[str, Any], sweep: dict[str, Any] | None = None
 ) -> dict[str, Any] | Retry:
-    """Train from a TrainConfig dict, publish the model, return a JSON summary.
+    """Train from a TrainConfig dict (`TrainConfig.public_dict()`), publish the model, return a
+    JSON summary; an RQ `Retry` (after a short backoff) for transient errors while retries remain.
 
-    `config` is what the API validated and enqueued (`TrainConfig.public_dict()`). Returns an RQ
-    `Retry` (after a short backoff) for transient errors while retries remain; RQ then
-    re-enqueues the same job. Raises for everything else.
-
-    `sweep` (set by trainer_service.sweeps.coordinator for a trial) makes the job report its validation
-    objective to the trial after every epoch, stop without publishing when the pruner says so,
-    tell the study its outcome and run the sweep's coordinator step at its very end.
+    `sweep` (a trial's, see trainer_service.sweeps.coordinator) makes the job report its
+    validation objective to the trial after every epoch, stop without publishing when the pruner
+    says so, tell the study its outcome and run the sweep's coordinator step at its very end.
     """
     settings = TrainerSettings.load()
     job = get_current_job()
@@ -251,35 +229,27 @@ class _SweepTrial:
     """The Optuna trial a sweep's job runs (see trainer_service.sweeps.coordinator)."""
 
     def __init__(self, settings: TrainerSettings, job: Job, sweep: dict[str, Any]) -> None:
-        # Optuna: heavy, only for sweeps
-        import optuna
+        import optuna  # heavy: only for sweeps
 
         self.settings = settings
         self.job = job
         self.sweep = sweep
         self.objective = sweep["objective"]
-        self.study = optuna.load_study(
-            study_name=sweep["sweep_id"],
-            storage=sweeps.storage(settings),
-            sampler=optuna.samplers.RandomSampler(),  # never asks; see sweeps.load_study
-            pruner=sweeps.pruner(sweep["pruner"]),
-        )
+        self.study = sweeps.load_study(settings, sweep["sweep_id"], sweep["pruner"])
         self.trial = optuna.trial.Trial(self.study, sweep["trial_id"])
         self.value: float | None = None
         self.version: int | None = None
         job.meta["trial_started_at"] = sweeps.now_iso()
         job.save_meta()
 
-    def on_epoch(self, record: Any) -> None:
+    def on_epoch(self, record: dict[str, Any]) -> None:
         """Report the epoch's validation objective; raise optuna.TrialPruned to stop here."""
-        # Optuna: heavy, only for sweeps
-        import optuna
+        import optuna  # heavy: only for sweeps
 
-        rec = record.to_dict() if hasattr(record, "to_dict") else dict(record)
-        value = rec.get(self.objective)
+        value = record.get(self.objective)
         if value is None:
             return
-        step = int(rec["epoch"])
+        step = int(record["epoch"])
         self.trial.report(float(value), step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {step}: {self.objective} {value:.4g}")
@@ -287,16 +257,15 @@ class _SweepTrial:
     def end(self, state: str) -> None:
         """Tell the study (a trial already told, e.g. by a cancel, is left as it is), then run
         the sweep's coordinator step."""
-        # Optuna: heavy, only for sweeps
-        from optuna.trial import TrialState
+        import optuna  # heavy: only for sweeps
 
         try:
             if state == "complete" and self.value is not None:
                 self.trial.set_user_attr("model_version", self.version)
                 self.study.tell(self.sweep["trial"], self.value)
             else:
-                told = TrialState.PRUNED if state == "pruned" else TrialState.FAIL
-                self.study.tell(self.sweep["trial"], state=told)
+                told = "PRUNED" if state == "pruned" else "FAIL"
+                self.study.tell(self.sweep["trial"], state=optuna.trial.TrialState[told])
         except (ValueError, RuntimeError) as exc:
             log.info("trial %s of sweep %s: %s", self.sweep["trial"], self.sweep["sweep_id"], exc)
         self.job.meta["trial_ended_at"] = sweeps.now_iso()
@@ -310,10 +279,9 @@ class _SweepTrial:
 def _train(
     settings: TrainerSettings, job: Job, cfg: TrainConfig, trial: _SweepTrial | None
 ) -> dict[str, Any] | Retry:
-    # Optuna: heavy, only for sweeps
-    import optuna
+    import optuna  # heavy: only for sweeps (preloaded by the worker, see below)
 
-    progress = _Progress(job, cfg, redis_wait_seconds=float(settings.job_heartbeat_grace))
+    progress = _Progress(job, redis_wait_seconds=float(settings.job_heartbeat_grace))
     if job.get_meta(refresh=True).get("cancel_requested"):
         # The cancel came as this worker took the job: RQ will call it failed, the phase says
         # it was canceled (queueing.public_status).
@@ -331,9 +299,9 @@ def _train(
         progress.update(phase="training")
 
         def on_epoch(record: Any) -> None:
-            progress.on_epoch(record)
+            progress.on_epoch(record.to_dict())
             if trial is not None:
-                trial.on_epoch(record)
+                trial.on_epoch(record.to_dict())
 
         outcome = run_training(cfg, dataset=dataset, on_epoch=on_epoch)
     except optuna.TrialPruned as exc:
@@ -381,18 +349,13 @@ def _train(
 
     if trial is not None:
         trial.version = version
-    test_accuracy = manifest.metrics.test_accuracy
     try:
         progress.update(phase="published", model_version=version, required=True)
     except RedisUnavailable as exc:  # published already: say so in the worker log at least
         log.error("job %s: published version %d but could not record it: %s", job_id, version, exc)
-    log.info(
-        "job %s: published %s version %d (test accuracy %s)",
-        job_id,
-        cfg.model_name,
-        version,
-        test_accuracy,
-    )
+    accuracy = manifest.metrics.test_accuracy
+    log.info("job %s: published %s version %d (test accuracy %s)", job_id, cfg.model_name, version,
+             accuracy)  # fmt: skip
     return manifest.job_result(version)
 
 

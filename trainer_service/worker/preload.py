@@ -1,23 +1,16 @@
 """What a training worker loads once, before it forks work horses.
 
-RQ runs every job in a fresh work horse forked from the worker. Whatever the worker process has
-already imported or loaded, each horse inherits for free (copy-on-write pages); whatever it has
-not, each horse pays for again. Measured on 2 cores (benchmarks/lifecycle.py), per job:
+RQ runs every job in a fresh work horse forked from the worker: what the worker has imported or
+loaded, each horse inherits for free (copy-on-write); what it has not, each horse pays for again.
+Measured on 2 cores (benchmarks/lifecycle.py), per job: ~1.5 s of imports (NumPy, the engine,
+the pipeline, the registry, matplotlib) and ~0.4-0.5 s to decompress, hash and convert MNIST.
 
-* imports: NumPy, the engine, the pipeline, the registry and matplotlib (the training report)
-  cost ~1.5 s in a fresh horse;
-* the dataset: decompressing, hashing (the fingerprint) and converting MNIST's IDX files costs
-  ~0.4-0.5 s.
-
-So the worker, before it starts listening, imports those modules and loads the datasets that
-are present locally (WORKER_PRELOAD_DATASETS, `TrainerSettings.worker_preload_datasets`). A horse uses a preloaded dataset only if its
-source files are still exactly the ones read (same path, inode, size, mtime and ctime of each
-of the four IDX files); anything else (files replaced, downloaded since, a folder that is not
-IDX) is loaded by the job as before. Each horse gets its own copy-on-write view, so a job can
-never change what the next job sees.
-
-Memory: a preloaded dataset stays resident in the idle worker (MNIST: ~220 MB as float32). The
-horse shares those pages instead of loading its own copy, so the peak during a job is unchanged.
+So the worker imports those modules and loads the datasets present locally
+(WORKER_PRELOAD_DATASETS) before it listens. A horse uses a preloaded dataset only if its source
+files are still exactly the ones read (same path, inode, size, mtime and ctime of each IDX file);
+otherwise the job loads it as before. Each horse gets its own copy-on-write view, so a job can
+never change what the next job sees. Memory: a preloaded dataset stays resident in the idle
+worker (MNIST: ~220 MB as float32); the horse shares those pages, so a job's peak is unchanged.
 """
 
 from __future__ import annotations

@@ -4,18 +4,15 @@ What it adds to a plain `rq worker`, and why:
 * the JSON serializer the API uses (see trainer_service.queueing);
 * short execution heartbeats, so a worker killed with SIGKILL (OOM killer, `docker kill`, a lost
   machine) has its job moved to `failed` within about JOB_HEARTBEAT_SECONDS + JOB_HEARTBEAT_GRACE
-  seconds (the API runs RQ's StartedJobRegistry cleanup on every read) instead of RQ's default
-  of 90+ seconds, and never sits in `started` forever;
+  seconds (the API runs RQ's StartedJobRegistry cleanup on every read), not RQ's 90+ seconds;
 * the work horse asks the kernel to SIGKILL it when the worker dies (PR_SET_PDEATHSIG), so an
   orphaned horse can never finish training and publish a version nobody is tracking;
 * BLAS threads = the machine's cores for training, unless OMP_NUM_THREADS says otherwise;
-* a sweep reconcile thread (`SweepReconciler`): every SWEEP_RECONCILE_SECONDS it moves the
-  running sweeps on (trainer_service.sweeps.coordinator.reconcile), so a sweep whose trial's worker died goes
-  on with any surviving worker, busy or idle. It never runs while the worker forks a work horse
-  (one lock around both), so the horse never inherits a lock the thread held mid-step;
+* a sweep reconcile thread (`SweepReconciler`) that moves the running sweeps on, so a sweep whose
+  trial's worker died goes on with any surviving worker. It never runs while the worker forks a
+  work horse (one lock around both), so the horse never inherits a lock the thread held;
 * before listening it imports what jobs need and loads the local datasets once
-  (trainer_service.worker.preload), so each forked work horse starts training at once instead of
-  paying ~2 s of imports and data decoding per job;
+  (trainer_service.worker.preload), saving each forked work horse ~2 s;
 * Redis outages do not kill it: a failed heartbeat while a job runs is logged and the job goes on
   (RQ's worker would quit and take the job down with it), and if RQ's work loop does end because
   Redis went away, the worker waits for Redis, re-registers and listens again. A job survives an
@@ -92,8 +89,7 @@ def configure_blas_threads() -> int:
         os.environ.setdefault(var, str(threads))
     if "numpy" in sys.modules:
         try:
-            # threadpoolctl: best effort, only in the process that computes
-            from threadpoolctl import threadpool_limits
+            from threadpoolctl import threadpool_limits  # best effort, only where it computes
 
             threadpool_limits(threads)
         except Exception:  # pragma: no cover - best effort only
@@ -262,8 +258,8 @@ class SweepReconciler:
 
 
 def warm_up(settings: TrainerSettings) -> None:
-    """Imports and datasets every work horse inherits through fork (see trainer_service.worker.preload).
-    A failure here is logged, never fatal: jobs then load what they need themselves."""
+    """Imports and datasets every work horse inherits through fork (worker.preload). A failure
+    here is logged, never fatal: jobs then load what they need themselves."""
     started = time.perf_counter()
     try:
         preload.import_job_modules()
@@ -307,8 +303,7 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
             signal.signal(signum, _stop_while_starting)
         reconciler = SweepReconciler(settings)
         threads = configure_blas_threads()
-        level = settings.log_level
-        configure_logging(level)
+        configure_logging(settings.log_level)
         log.info("training worker starting (pid %d); SIGTERM/SIGINT stop it", os.getpid())
         warm_up(settings)
         freeze_loaded_heap()  # before forking work horses; also a quick exit on SIGTERM
@@ -322,7 +317,7 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
             worker.heartbeat_grace,
         )
         reconciler.start()
-        return _work(worker, settings, burst=burst, level=level)
+        return _work(worker, settings, burst=burst)
     except (StartupStopped, StopRequested):
         log.info("stop requested; exiting")
         return False
@@ -343,14 +338,14 @@ def _stop_while_starting(signum: int, frame) -> None:
     raise StartupStopped()  # logged by run_worker: the signal may land mid-way through a log line
 
 
-def _work(worker: TrainingWorker, settings: TrainerSettings, *, burst: bool, level: str) -> bool:
+def _work(worker: TrainingWorker, settings: TrainerSettings, *, burst: bool) -> bool:
     """RQ's work loop, reconnecting after Redis outages (see run_worker)."""
     worked = False
     quick_restarts = 0
     while True:
         started = time.monotonic()
         try:
-            worked = worker.work(burst=burst, logging_level=level) or worked
+            worked = worker.work(burst=burst, logging_level=settings.log_level) or worked
             problem = "its work loop ended"
         except _REDIS_ERRORS as exc:  # raised by RQ's teardown when Redis is gone
             problem = f"Redis is unreachable ({exc})"
