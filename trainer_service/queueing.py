@@ -24,9 +24,8 @@ from rq.serializers import JSONSerializer
 from trainer_service.settings import TrainerSettings
 
 #: JSON, not pickle: the API never unpickles anything it reads from Redis, and the job arguments
-#: (a TrainConfig dict) and results are plain JSON anyway. Workers must use the same serializer,
-#: which `python -m trainer_service worker` does (with RQ's own CLI pass
-#: `--serializer rq.serializers.JSONSerializer`).
+#: and results are plain JSON anyway. Workers must use the same serializer (`python -m
+#: trainer_service worker` does; RQ's own CLI needs `--serializer rq.serializers.JSONSerializer`).
 SERIALIZER = JSONSerializer
 
 #: The job function, by dotted path, so the API never imports NumPy or the training code.
@@ -63,10 +62,7 @@ JOBS_INDEX_MAX = 10_000
 def connect(url: str, *, socket_timeout: float | None = 5.0) -> redis.Redis:
     """A Redis client that fails fast when Redis is down and reconnects by itself afterwards."""
     return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=2.0,
-        socket_timeout=socket_timeout,
-        health_check_interval=15,
+        url, socket_connect_timeout=2.0, socket_timeout=socket_timeout, health_check_interval=15
     )
 
 
@@ -143,14 +139,11 @@ def send_stop(conn: redis.Redis, job: Job) -> int:
 
 
 def public_status(job: Job, *, canceled_with_sweep: bool = False) -> str:
-    """RQ's status folded into the statuses the API documents (`PublicStatus`).
-
-    RQ calls a pruned trial finished (its job returned normally), and a job whose cancel came
-    as a worker took it failed (it raised): the job's `phase` says which. A trial its sweep's
-    cancel stopped, canceled, or caught as it started (RQ: stopped, canceled, failed) is
-    `canceled` like the sweep: the caller knows that from the sweep's record
-    (`trainer_service.sweeps.coordinator.canceled_with_sweep`), which this module cannot read.
-    """
+    """RQ's status folded into the statuses the API documents (`PublicStatus`). RQ calls a
+    pruned trial finished (its job returned normally), and a job whose cancel came as a worker
+    took it failed (it raised): the job's `phase` says which. A trial its sweep's cancel ended
+    (RQ: stopped, canceled, failed) is `canceled` like the sweep: the caller knows that from the
+    sweep's record (`sweeps.coordinator.canceled_with_sweep`), which this module cannot read."""
     status = job.get_status(refresh=False)
     public = "queued" if status in _WAITING else str(getattr(status, "value", status))
     phase = (job.meta or {}).get("phase")
@@ -164,19 +157,16 @@ def public_status(job: Job, *, canceled_with_sweep: bool = False) -> str:
 
 
 def sweep_of(job: Job) -> dict[str, Any] | None:
-    """The sweep a trial job runs for (the `sweep` argument trainer_service.sweeps.coordinator enqueues it
-    with: `sweep_id`, `trial`, ...), None for a plain job."""
+    """The sweep a trial job runs for (its `sweep` argument: `sweep_id`, `trial`, ...), None for
+    a plain job."""
     args = job.args or ()
     return args[1] if len(args) > 1 and isinstance(args[1], dict) else None
 
 
 def describe_failure(exc_string: str | None, *, timeout: int | None = None) -> str:
-    """One readable sentence for a failed job, from RQ's stored exception text.
-
-    RQ records three kinds of failure we recognise specially: the job exceeded its timeout, the work
-    horse was killed (OOM killer, SIGKILL), and the whole worker vanished (its heartbeat expired and
-    the StartedJobRegistry cleanup moved the job to failed with an AbandonedJobError).
-    """
+    """One readable sentence for a failed job, from RQ's stored exception text: a time-out, a
+    killed work horse (OOM killer, SIGKILL) and a vanished worker (its heartbeat expired, RQ's
+    cleanup failed the job with an AbandonedJobError) are recognised as such."""
     text = (exc_string or "").strip()
     if not text:
         return "the job failed without an error message"

@@ -33,9 +33,7 @@ def once(
     replay: Callable[[str], Response | None],
 ) -> Response:
     """`create()` the job or sweep (`what`) `new_id` names, unless the request's Idempotency-Key
-    was used before: then `replay(earlier id)` answers with what the first request created
-    (None: it is not there, still being made or expired: 409). 422 when the key was used with
-    another body, 409 when its record expired in between."""
+    was used before: then `replay(earlier id)` (None: not there yet, or expired: 409)."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return create()

@@ -41,9 +41,8 @@ def healthz():
     bp, "GET", "/readyz", responses={200: Ready}, errors=(503,), summary="Ready", tags=("health",)
 )
 def readyz():
-    """Ready: Redis answers a PING (503 otherwise), how many workers listen on the queue, and
-    whether writes need the bearer token — so a client (the web page) can ask for the token
-    before its first write instead of learning it from a 401."""
+    """Says whether writes need the token, so the web page can ask for it before its first
+    write instead of learning it from a 401."""
     st = state()
     st.redis.ping()
     workers = Worker.count(connection=st.redis, queue=st.queue)

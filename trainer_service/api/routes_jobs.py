@@ -123,9 +123,7 @@ class ListJobsQuery(BaseModel):
     def _known_statuses(cls, value: Any) -> Any:
         """The readable message for an unknown status (the pattern says the same for the schema)."""
         if isinstance(value, str):
-            unknown = sorted(
-                {s.strip() for s in value.split(",") if s.strip()} - set(queueing.PUBLIC_STATUSES)
-            )
+            unknown = sorted(_split(value) - set(queueing.PUBLIC_STATUSES))
             if unknown:
                 raise ValueError(
                     f"unknown status {', '.join(unknown)}; "
@@ -134,19 +132,20 @@ class ListJobsQuery(BaseModel):
         return value
 
     def statuses(self) -> set[str]:
-        return {s.strip() for s in (self.status or "").split(",") if s.strip()}
+        return _split(self.status or "")
+
+
+def _split(statuses: str) -> set[str]:
+    return {s.strip() for s in statuses.split(",") if s.strip()}
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def training_config(payload: dict[str, Any]) -> TrainConfig:
-    """The body as a TrainConfig, or 422 naming every bad field (the kit's one formatter).
-
-    A validator that raises a TypeError instead of reporting (a bug in TrainConfig: e.g. a list
-    where a name was expected, used as a dict key) is logged as the bug it is, and the client
-    still gets a 422 naming the fields whose values trigger it, never a 500.
-    """
+    """The body as a TrainConfig, or 422 naming every bad field. A validator that raises a
+    TypeError instead of reporting (a bug in TrainConfig: e.g. a list used as a dict key) is
+    logged as the bug it is, and the client still gets a 422 naming the fields, never a 500."""
     try:
         return TrainConfig.model_validate(payload)
     except ValidationError as exc:
@@ -400,10 +399,7 @@ def get_job(job_id: str):
     summary="Recent jobs, newest first", tags=("jobs",),
 )  # fmt: skip
 def list_jobs():
-    try:
-        query = ListJobsQuery.model_validate(request.args.to_dict())
-    except ValidationError as exc:
-        raise validation_error(exc, "query") from None
+    query = web.validated(ListJobsQuery, request.args.to_dict(), "query")
     wanted, model, limit = query.statuses(), query.model, query.limit
 
     cleanup_abandoned()

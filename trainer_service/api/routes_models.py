@@ -11,11 +11,11 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from shared import registry as reg
 from shared.config import MODEL_NAME_PATTERN
-from shared.web.validation import json_object, validation_error
+from shared.web.validation import json_object
 from trainer_service.api import web
 from trainer_service.api.web import api, state
 
@@ -47,12 +47,8 @@ def _actor() -> str:
     return f"trainer-api ({request.remote_addr or 'unknown'})"
 
 
-def _body(model: type[BaseModel]) -> Any:
-    payload = json_object(request.get_data(), request.mimetype)
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise validation_error(exc, "body") from None
+def _body(model: type[web.M]) -> web.M:
+    return web.validated(model, json_object(request.get_data(), request.mimetype), "body")
 
 
 def _write(method: str, path: str, summary: str, **spec: Any) -> Any:

@@ -18,12 +18,12 @@ import logging
 import uuid
 
 from flask import Blueprint, Response, request, url_for
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import LockError
 
 from shared.web.errors import ApiError
 from shared.web.openapi import Answer, ErrorBody
-from shared.web.validation import json_object, validation_error
+from shared.web.validation import json_object
 from trainer_service.api import idempotency, web
 from trainer_service.api.routes_jobs import IDEMPOTENCY_CONFLICT
 from trainer_service.api.web import api, state
@@ -105,10 +105,7 @@ def _accepted(record: dict, *, replayed: bool = False) -> Response:
 )  # fmt: skip
 def submit_sweep():
     payload = json_object(request.get_data(), request.mimetype)
-    try:
-        body = SweepRequest.model_validate(payload)
-    except ValidationError as exc:
-        raise validation_error(exc, "sweep", code="invalid_sweep") from None
+    body = web.validated(SweepRequest, payload, "sweep", code="invalid_sweep")
     st = state()
     sweep_id = uuid.uuid4().hex
 
@@ -169,10 +166,7 @@ def sweep_report(sweep_id: str):
     errors=(422, 503), summary="Recent sweeps, newest first", tags=("sweeps",),
 )  # fmt: skip
 def list_sweeps():
-    try:
-        query = ListSweepsQuery.model_validate(request.args.to_dict())
-    except ValidationError as exc:
-        raise validation_error(exc, "query") from None
+    query = web.validated(ListSweepsQuery, request.args.to_dict(), "query")
     st = state()
     index = sweeps.sweeps_index_key(st.settings.rq_queue)
     ids = [i.decode() for i in st.redis.zrevrange(index, 0, query.limit - 1)]

@@ -1,27 +1,27 @@
-"""What the trainer API's blueprints share: the route table and the per-app state.
-
-Kept apart from `api.py` (the app factory) so the route modules can import it without a circular
-import. Routes are declared with ``api.route(bp, ...)``, which registers the Flask rule and its
-OpenAPI operation together; ``GET /openapi.json`` serves ``api.document()``.
-"""
+"""What the trainer API's blueprints share: the route table (``api.route(bp, ...)`` registers
+a Flask rule and its OpenAPI operation together), the per-app state and the answers. Apart from
+`app` (the factory) so the route modules can import it without a circular import."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from flask import Response, jsonify
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rq import Queue
 
 from shared.web.app import app_state
 from shared.web.errors import ApiError
 from shared.web.openapi import Api
+from shared.web.validation import validation_error
 from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
 
 if TYPE_CHECKING:
     from shared.registry import Registry
+
+M = TypeVar("M", bound=BaseModel)
 
 #: The path parameter of a job or sweep id (the API makes them: uuid4 hex).
 ID = {"type": "string", "pattern": queueing.JOB_ID_RE.pattern}
@@ -84,6 +84,14 @@ def accepted(view: BaseModel, location: str, *, replayed: bool = False) -> Respo
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def validated(model: type[M], data: Any, what: str, **error: Any) -> M:
+    """`data` as `model`, or 422 naming every bad field (`what`: "body", "query"...)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, what, **error) from None
 
 
 def check_id(value: str, what: str) -> str:

@@ -29,12 +29,14 @@ is one JSON value next to it, and the ids of the running sweeps a set `reconcile
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import time
 import uuid
 import warnings
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -231,7 +233,7 @@ def new_record(request: SweepRequest, sweep_id: str) -> dict[str, Any]:
         "status": "running",
         "model": request.base.model_name,
         "request": request.model_dump(mode="json", exclude_none=True),
-        "plan": SweepPlan.of(request).to_json(),
+        "plan": asdict(SweepPlan.of(request)),
         "trials": [],
         "created_at": now_iso(),
         "ended_at": None,
@@ -305,18 +307,13 @@ def started_trials(record: dict[str, Any]) -> int:
     return sum(1 for t in record["trials"] if "retry_of" not in t)
 
 
-def reconcile(conn: redis.Redis, queue: Queue, settings: TrainerSettings) -> int:
+def reconcile(conn: redis.Redis, queue: Queue, settings: TrainerSettings) -> None:
     """One `advance` of every running sweep whose lock is free (a busy lock means another
-    process is moving that sweep on right now). Returns how many sweeps were advanced."""
-    moved = 0
+    process is moving that sweep on right now)."""
     for raw in conn.smembers(running_key(settings.rq_queue)):
         sweep_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-        try:
+        with contextlib.suppress(redis.exceptions.LockError):
             advance(conn, queue, settings, sweep_id, wait=0.0)
-        except redis.exceptions.LockError:
-            continue
-        moved += 1
-    return moved
 
 
 def _settle(

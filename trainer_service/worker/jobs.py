@@ -58,28 +58,21 @@ class RedisUnavailable(RuntimeError):
     """Redis stayed unreachable when the job had to record a step (before publishing)."""
 
 
-def remove_orphan_scratch() -> int:
+def remove_orphan_scratch() -> None:
     """Delete scratch folders of work horses on this machine that no longer run (SIGKILLed by a
-    stop, a timeout or a dying worker mid-save). Returns how many were removed."""
-    removed = 0
+    stop, a timeout or a dying worker mid-save)."""
     for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         pid = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or process_running(int(pid)):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed += 1
-        log.info("removed the scratch folder %s of a work horse that died", path)
-    return removed
+        if pid.isdigit() and int(pid) != os.getpid() and not process_running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed the scratch folder %s of a work horse that died", path)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Network trouble (the dataset download), nothing else: only that is worth a retry.
-
-    A bad config, a corrupt dataset file or a bug fails the same way every time: retrying it would
-    only burn worker time. Recognised: network exception types anywhere in the chain, an explicit
-    `transient` attribute (shared.datasets.DatasetError sets it when every mirror failed for a
-    network reason; a 404 or a checksum mismatch is not transient).
-    """
+    """Network trouble (the dataset download), nothing else: a bad config, a corrupt file or a
+    bug fails the same way every time. Recognised: network exception types anywhere in the chain,
+    an explicit `transient` attribute (shared.datasets.DatasetError sets it when every mirror
+    failed for a network reason; a 404 or a checksum mismatch is not transient)."""
     import requests  # only on this network path
 
     network_types = (
@@ -129,12 +122,9 @@ class _Progress:
         self.redis_down = False
 
     def update(self, *, required: bool = False, **fields: Any) -> None:
-        """Merge `fields` into the job's meta and save it.
-
-        Progress is best effort: while Redis is unreachable the write is skipped (the fields stay in
-        memory and go out with the next successful write) and training carries on. A `required`
-        write retries for up to JOB_HEARTBEAT_GRACE seconds, then raises RedisUnavailable.
-        """
+        """Merge `fields` into the job's meta and save it: best effort (while Redis is down the
+        fields wait for the next successful write and training carries on), except a `required`
+        write, which retries for up to JOB_HEARTBEAT_GRACE seconds, then raises RedisUnavailable."""
         self.job.meta.update(json_value(fields, nan_as_none=True))
         deadline = time.monotonic() + (self.redis_wait_seconds if required else 0.0)
         delay = 0.2
@@ -360,15 +350,11 @@ def _train(
 
 
 def write_report_files(out_dir: Path, outcome: Any, manifest: Manifest) -> dict[str, Path]:
-    """The version's report (shared.reports: PNG figures + report.json), published with it.
-
-    report.json gets the manifest's own metrics and history, so its numbers equal the manifest's.
-    A report that cannot be drawn is logged and left out: losing a trained model over a plot
-    would be the worse outcome.
-    """
+    """The version's report (shared.reports: PNG figures, and report.json with the manifest's
+    own metrics and history), published with it. A report that cannot be drawn is logged and left
+    out: losing a trained model over a plot would be the worse outcome."""
     try:
-        # heavy (NumPy, the engine, matplotlib): only in the work horse, not the API
-        from shared.reports import write_outcome_report
+        from shared.reports import write_outcome_report  # heavy (matplotlib): only in the horse
 
         return write_outcome_report(out_dir, outcome, manifest)
     except Exception:

@@ -31,9 +31,11 @@ _datasets: dict[str, tuple[Any, Any]] = {}  # name -> (source signature, Dataset
 
 
 def import_job_modules() -> None:
-    """Import what a job needs besides its own module (the worker imports that one, so this
-    module never imports `trainer_service.worker.jobs`, which imports it). Call after the BLAS thread
-    settings are in the environment."""
+    """Import what a job needs besides its own module (the worker imports that one: it imports
+    this module). Call after the BLAS thread settings are in the environment."""
+    import matplotlib.backends.backend_agg  # noqa: F401  (shared.reports imports it lazily)
+    import matplotlib.figure  # noqa: F401
+
     import shared.datasets  # noqa: F401
     import shared.modelfile  # noqa: F401
     import shared.nn.training  # noqa: F401
@@ -41,12 +43,6 @@ def import_job_modules() -> None:
     import shared.registry  # noqa: F401
     import shared.reports  # noqa: F401
     import trainer_service.sweeps.coordinator  # noqa: F401  (sweep trials: Optuna)
-
-    try:  # what shared.reports draws with (imported lazily there)
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
-    except ImportError:  # pragma: no cover - reports are optional
-        pass
 
 
 def source_signature(folder: Path) -> tuple | None:

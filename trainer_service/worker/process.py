@@ -1,22 +1,21 @@
 """The training worker: a thin wrapper over RQ's forking Worker.
 
 What it adds to a plain `rq worker`, and why:
-* the JSON serializer the API uses (see trainer_service.queueing);
-* short execution heartbeats, so a worker killed with SIGKILL (OOM killer, `docker kill`, a lost
-  machine) has its job moved to `failed` within about JOB_HEARTBEAT_SECONDS + JOB_HEARTBEAT_GRACE
-  seconds (the API runs RQ's StartedJobRegistry cleanup on every read), not RQ's 90+ seconds;
+* the JSON serializer the API uses (trainer_service.queueing);
+* short execution heartbeats: a SIGKILLed worker (OOM killer, `docker kill`, a lost machine) has
+  its job `failed` within about JOB_HEARTBEAT_SECONDS + JOB_HEARTBEAT_GRACE seconds (the API
+  runs RQ's StartedJobRegistry cleanup on every read), not RQ's 90+ seconds;
 * the work horse asks the kernel to SIGKILL it when the worker dies (PR_SET_PDEATHSIG), so an
-  orphaned horse can never finish training and publish a version nobody is tracking;
+  orphaned horse can never publish a version nobody is tracking;
 * BLAS threads = the machine's cores for training, unless OMP_NUM_THREADS says otherwise;
-* a sweep reconcile thread (`SweepReconciler`) that moves the running sweeps on, so a sweep whose
-  trial's worker died goes on with any surviving worker. It never runs while the worker forks a
-  work horse (one lock around both), so the horse never inherits a lock the thread held;
-* before listening it imports what jobs need and loads the local datasets once
-  (trainer_service.worker.preload), saving each forked work horse ~2 s;
+* a sweep reconcile thread (`_reconcile_sweeps`), so a sweep whose trial's worker died goes on
+  with any surviving worker; it never runs while the worker forks a work horse (one lock around
+  both), so the horse never inherits a lock the thread held;
+* it imports what jobs need and loads the local datasets before listening (worker.preload);
 * Redis outages do not kill it: a failed heartbeat while a job runs is logged and the job goes on
-  (RQ's worker would quit and take the job down with it), and if RQ's work loop does end because
-  Redis went away, the worker waits for Redis, re-registers and listens again. A job survives an
-  outage shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned.
+  (RQ's worker would quit and take the job down with it), and when RQ's work loop ends because
+  Redis went away, it waits for Redis, re-registers and listens again. A job survives an outage
+  shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned;
 * SIGTERM/SIGINT stop it promptly and cleanly (exit 0) at any moment of its start-up or idle
   time (`_stop_while_starting`, `TrainingWorker.bootstrap`, `TrainingWorker.unsubscribe`): RQ
   alone leaves the process to Python's default action until its handlers are in (a registration
@@ -219,42 +218,25 @@ class TrainingWorker(Worker):
             self._redis_lost_at = None
 
 
-class SweepReconciler:
-    """A daemon thread that runs `sweeps.reconcile` every `settings.sweep_reconcile_seconds`
-    (±20 %, so the workers of one queue do not all knock at once) on a Redis connection of its
-    own. Errors are logged and the loop goes on: Redis outages included."""
-
-    def __init__(self, settings: TrainerSettings) -> None:
-        self.settings = settings
-        self.every = float(settings.sweep_reconcile_seconds)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sweep-reconcile", daemon=True)
-
-    def start(self) -> SweepReconciler:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Also safe if `start` never ran or was interrupted (a stop signal during start-up)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        conn = queueing.connect(self.settings.redis_url)
-        queue = queueing.make_queue(self.settings.rq_queue, conn)
-        failing = False
-        while not self._stop.wait(self.every * random.uniform(0.8, 1.2)):
-            try:
-                with _FORK_GUARD:
-                    sweeps.reconcile(conn, queue, self.settings)
-                failing = False
-            except _REDIS_ERRORS as exc:
-                if not failing:
-                    log.warning("sweep reconcile: Redis unreachable (%s); trying again", exc)
-                failing = True
-            except Exception:
-                log.exception("sweep reconcile failed; trying again in %.0f s", self.every)
+def _reconcile_sweeps(settings: TrainerSettings, stop: threading.Event) -> None:
+    """The sweep reconcile thread: `sweeps.reconcile` every SWEEP_RECONCILE_SECONDS (±20 %, so
+    the workers of one queue do not all knock at once) on a Redis connection of its own, until
+    `stop` is set. Errors are logged and the loop goes on: Redis outages included."""
+    conn = queueing.connect(settings.redis_url)
+    queue = queueing.make_queue(settings.rq_queue, conn)
+    every = float(settings.sweep_reconcile_seconds)
+    failing = False
+    while not stop.wait(every * random.uniform(0.8, 1.2)):
+        try:
+            with _FORK_GUARD:
+                sweeps.reconcile(conn, queue, settings)
+            failing = False
+        except _REDIS_ERRORS as exc:
+            if not failing:
+                log.warning("sweep reconcile: Redis unreachable (%s); trying again", exc)
+            failing = True
+        except Exception:
+            log.exception("sweep reconcile failed; trying again in %.0f s", every)
 
 
 def warm_up(settings: TrainerSettings) -> None:
@@ -297,11 +279,15 @@ def build_worker(settings: TrainerSettings, *, name: str | None = None) -> Train
 def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | None = None) -> bool:
     """Start working; returns when stopped (SIGINT/SIGTERM: warm shutdown, at any moment, start-up
     included) or, in burst mode, when the queue is empty. Returns whether any job was processed."""
-    reconciler: SweepReconciler | None = None
+    stop_reconciling = threading.Event()
+    reconciler: threading.Thread | None = None
     try:  # from the first statement: a stop signal may land anywhere in here
         for signum in _STOP_SIGNALS:
             signal.signal(signum, _stop_while_starting)
-        reconciler = SweepReconciler(settings)
+        reconciler = threading.Thread(
+            target=_reconcile_sweeps, args=(settings, stop_reconciling), name="sweep-reconcile",
+            daemon=True,
+        )  # fmt: skip
         threads = configure_blas_threads()
         configure_logging(settings.log_level)
         log.info("training worker starting (pid %d); SIGTERM/SIGINT stop it", os.getpid())
@@ -322,8 +308,9 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
         log.info("stop requested; exiting")
         return False
     finally:
-        if reconciler is not None:
-            reconciler.stop()
+        stop_reconciling.set()
+        if reconciler is not None and reconciler.is_alive():
+            reconciler.join(5.0)
 
 
 def _stop_while_starting(signum: int, frame) -> None:
