@@ -55,8 +55,10 @@ PUBLIC_STATUSES = tuple(status.value for status in PublicStatus)
 
 #: RQ's statuses of a job that has not started yet; the others keep their names.
 _WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED)
-#: The jobs index keeps the newest this many (the listing pages through them).
-JOBS_INDEX_MAX = 10_000
+#: The jobs and sweeps indexes keep the newest this many (the listings page through them).
+INDEX_MAX = 10_000
+#: What a Redis outage raises (a Redis *answer* that is an error is a bug, not an outage).
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def connect(url: str, *, socket_timeout: float | None = 5.0) -> redis.Redis:
@@ -112,12 +114,16 @@ def enqueue(
         description=description,
         meta=meta,
     )
-    index = jobs_index_key(settings.rq_queue)
     with queue.connection.pipeline() as pipe:
-        pipe.zadd(index, {job.id: time.time()})
-        pipe.zremrangebyrank(index, 0, -(JOBS_INDEX_MAX + 1))
+        add_to_index(pipe, jobs_index_key(settings.rq_queue), job.id)
         pipe.execute()
     return job
+
+
+def add_to_index(pipe: redis.client.Pipeline, key: str, member: str) -> None:
+    """List `member` first in the index `key` (a sorted set by time), which keeps INDEX_MAX."""
+    pipe.zadd(key, {member: time.time()})
+    pipe.zremrangebyrank(key, 0, -(INDEX_MAX + 1))
 
 
 def cancel_queued(job: Job) -> None:

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import redis
 from flask import Flask
 
 from shared.web.app import create_flask_app, serve_openapi
 from shared.web.errors import ApiError
+from trainer_service import queueing
 from trainer_service.api.auth import install_auth
 from trainer_service.api.cors import install_cors
 from trainer_service.api.routes_health import bp as health_bp
@@ -43,10 +43,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         settings,
         TrainerState(settings),
         config,
-        translate={
-            redis.exceptions.ConnectionError: redis_unavailable,
-            redis.exceptions.TimeoutError: redis_unavailable,
-        },
+        translate=dict.fromkeys(queueing.REDIS_ERRORS, redis_unavailable),
         max_content_length=MAX_BODY_BYTES,
     )
     install_auth(app, settings)

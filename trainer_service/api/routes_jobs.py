@@ -6,6 +6,7 @@ worker's job function trusts what it is given.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -169,11 +170,10 @@ def training_config(payload: dict[str, Any]) -> TrainConfig:
 
 def _raises_type_error(partial: dict[str, Any]) -> bool:
     try:
-        TrainConfig.model_validate(partial)
+        with contextlib.suppress(ValidationError):
+            TrainConfig.model_validate(partial)
     except TypeError:
         return True
-    except ValidationError:
-        return False
     return False
 
 
@@ -186,11 +186,9 @@ def iso(dt: datetime | None) -> str | None:
 
 
 def cleanup_abandoned() -> None:
-    """Move jobs whose worker died (heartbeat expired) from started to failed, right now.
-
-    RQ's workers only do this in their periodic maintenance (every 10 minutes); doing it on every
-    read makes a SIGKILLed worker's job show `failed` within seconds of its heartbeat expiring.
-    """
+    """Move jobs whose worker died (heartbeat expired) from started to failed, right now: RQ's
+    workers only do it every 10 minutes; on every read a SIGKILLed worker's job shows `failed`
+    within seconds of its heartbeat expiring."""
     StartedJobRegistry(queue=state().queue).cleanup()
 
 
@@ -407,7 +405,7 @@ def list_jobs():
     index = queueing.jobs_index_key(st.settings.rq_queue)
     found: list[JobSummary] = []
     start, page = 0, 100
-    while len(found) < limit and start < queueing.JOBS_INDEX_MAX:
+    while len(found) < limit and start < queueing.INDEX_MAX:
         ids = [i.decode() for i in st.redis.zrevrange(index, start, start + page - 1)]
         if not ids:
             break

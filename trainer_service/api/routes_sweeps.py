@@ -131,7 +131,6 @@ def submit_sweep():
     tags=("sweeps",),
 )  # fmt: skip
 def get_sweep(sweep_id: str):
-    """A pure read: the workers move sweeps on (trainer_service.sweeps.coordinator)."""
     return web.answer(_view(sweep_id))
 
 

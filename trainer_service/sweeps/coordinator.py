@@ -33,7 +33,6 @@ import contextlib
 import copy
 import json
 import logging
-import time
 import uuid
 import warnings
 from dataclasses import asdict
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-SWEEPS_INDEX_MAX = 10_000
 _ACTIVE = ("queued", "started")
 
 
@@ -85,8 +83,7 @@ def now_iso() -> str:
 
 
 def load_record(conn: redis.Redis, queue: str, sweep_id: str) -> dict[str, Any] | None:
-    raw = conn.get(sweep_key(queue, sweep_id))
-    return None if raw is None else json.loads(raw)
+    return next(iter(load_records(conn, queue, [sweep_id])), None)
 
 
 def load_records(conn: redis.Redis, queue: str, sweep_ids: list[str]) -> list[dict[str, Any]]:
@@ -245,18 +242,15 @@ def new_record(request: SweepRequest, sweep_id: str) -> dict[str, Any]:
 def create(
     conn: redis.Redis, queue: Queue, settings: TrainerSettings, request: SweepRequest, sweep_id: str
 ) -> dict[str, Any]:
-    """Create the study and the record of `sweep_id`, enqueue the first trials; return the
-    record."""
+    """Create the study and the record of `sweep_id`, enqueue the first trials; the record."""
     import optuna  # heavy: only for sweeps
 
     direction = "maximize" if request.objective == "val_accuracy" else "minimize"
     optuna.create_study(study_name=sweep_id, storage=storage(settings), direction=direction)
     record = new_record(request, sweep_id)
     _save(conn, settings.rq_queue, record)
-    index = sweeps_index_key(settings.rq_queue)
     with conn.pipeline() as pipe:
-        pipe.zadd(index, {sweep_id: time.time()})
-        pipe.zremrangebyrank(index, 0, -(SWEEPS_INDEX_MAX + 1))
+        queueing.add_to_index(pipe, sweeps_index_key(settings.rq_queue), sweep_id)
         pipe.sadd(running_key(settings.rq_queue), sweep_id)
         pipe.execute()
     advance(conn, queue, settings, sweep_id)
@@ -319,10 +313,8 @@ def reconcile(conn: redis.Redis, queue: Queue, settings: TrainerSettings) -> Non
 def _settle(
     conn: redis.Redis, study: optuna.Study, record: dict[str, Any], finishing: str | None
 ) -> int:
-    """Fail in the study the trials whose job ended without telling it, retrying once (Optuna's
-    `RetryHeartbeatStaleTrialCallback`: a WAITING copy of the trial, same params and grid point,
-    unless it is a retry itself) those whose job died (see the module docstring); count the
-    active ones."""
+    """Fail in the study the trials whose job ended without telling it, retrying once those whose
+    job died (see the module docstring); count the active ones."""
     import optuna  # heavy: only for sweeps
 
     running = optuna.trial.TrialState.RUNNING

@@ -27,7 +27,6 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-import redis
 from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Per-job scratch folders in the system temp dir are named `<prefix><pid>-<random>`.
 SCRATCH_PREFIX = "digitflow-job-"
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class JobCanceled(RuntimeError):
@@ -131,7 +129,7 @@ class _Progress:
         while True:
             try:
                 self.job.save_meta()
-            except _REDIS_ERRORS as exc:
+            except queueing.REDIS_ERRORS as exc:
                 if not self.redis_down:
                     log.warning(
                         "job %s: Redis unreachable (%s); progress is not recorded meanwhile",
@@ -315,9 +313,7 @@ def _train(
     manifest = Manifest.from_outcome(outcome, job_id=job_id, history=progress.history or None)
     if trial is not None:
         trial.value = sweeps.objective_value(manifest.history, trial.objective, manifest.best_epoch)
-        # Staged: a trial never becomes "latest" (what an unpinned model serves); only the
-        # sweep's promotion, at its end, can make one live.
-        manifest.staged = True
+        manifest.staged = True  # served only once promoted (see sweeps.coordinator)
         manifest.sweep = SweepTrial(
             sweep_id=trial.sweep["sweep_id"],
             trial=trial.sweep["trial"],

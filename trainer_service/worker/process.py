@@ -1,21 +1,16 @@
-"""The training worker: a thin wrapper over RQ's forking Worker.
-
-What it adds to a plain `rq worker`, and why:
-* the JSON serializer the API uses (trainer_service.queueing);
-* short execution heartbeats: a SIGKILLed worker (OOM killer, `docker kill`, a lost machine) has
-  its job `failed` within about JOB_HEARTBEAT_SECONDS + JOB_HEARTBEAT_GRACE seconds (the API
-  runs RQ's StartedJobRegistry cleanup on every read), not RQ's 90+ seconds;
-* the work horse asks the kernel to SIGKILL it when the worker dies (PR_SET_PDEATHSIG), so an
-  orphaned horse can never publish a version nobody is tracking;
-* BLAS threads = the machine's cores for training, unless OMP_NUM_THREADS says otherwise;
-* a sweep reconcile thread (`_reconcile_sweeps`), so a sweep whose trial's worker died goes on
-  with any surviving worker; it never runs while the worker forks a work horse (one lock around
-  both), so the horse never inherits a lock the thread held;
-* it imports what jobs need and loads the local datasets before listening (worker.preload);
-* Redis outages do not kill it: a failed heartbeat while a job runs is logged and the job goes on
-  (RQ's worker would quit and take the job down with it), and when RQ's work loop ends because
-  Redis went away, it waits for Redis, re-registers and listens again. A job survives an outage
-  shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned;
+"""The training worker: RQ's forking Worker (`TrainingWorker`) plus what a plain `rq worker`
+lacks, and why:
+* the API's JSON serializer (trainer_service.queueing);
+* short heartbeats (`get_heartbeat_ttl`): a SIGKILLed worker (OOM killer, `docker kill`, a lost
+  machine) has its job `failed` within about JOB_HEARTBEAT_SECONDS + JOB_HEARTBEAT_GRACE seconds
+  (the API runs RQ's abandoned-job cleanup on every read), not RQ's 90+ seconds;
+* work horses die with their worker (`_die_with_parent`): no orphan can publish a version
+  nobody is tracking;
+* BLAS threads = the cores (`configure_blas_threads`); what jobs import and the local datasets
+  loaded before it listens (`warm_up`, worker.preload);
+* a sweep reconcile thread (`_reconcile_sweeps`), so a sweep whose trial's worker died goes on;
+* Redis outages do not kill it (`_while_redis_may_be_down`, `_work`, `_reconnect`): a job
+  survives an outage shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned;
 * SIGTERM/SIGINT stop it promptly and cleanly (exit 0) at any moment of its start-up or idle
   time (`_stop_while_starting`, `TrainingWorker.bootstrap`, `TrainingWorker.unsubscribe`): RQ
   alone leaves the process to Python's default action until its handlers are in (a registration
@@ -37,7 +32,6 @@ import threading
 import time
 import uuid
 
-import redis
 from rq import Worker
 from rq.exceptions import StopRequested
 from rq.job import Job
@@ -54,9 +48,8 @@ from trainer_service.worker import preload
 log = logging.getLogger("trainer_service.worker.process")
 
 _PR_SET_PDEATHSIG = 1
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-#: Held by the reconcile thread for each step and by the worker while it forks a work horse:
-#: a fork from a multi-threaded process copies every lock as it is at that instant.
+#: Held by the reconcile thread for each step and by the worker while it forks a work horse: a
+#: fork copies every lock as it is at that instant, so the horse never inherits one held.
 _FORK_GUARD = threading.Lock()
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -174,7 +167,7 @@ class TrainingWorker(Worker):
         return interval + self.heartbeat_grace
 
     def fork_work_horse(self, job: Job, queue) -> None:
-        with _FORK_GUARD:  # not in the middle of a reconcile step (see the module docstring)
+        with _FORK_GUARD:  # not in the middle of a reconcile step
             super().fork_work_horse(job, queue)
 
     def main_work_horse(self, job: Job, queue) -> None:
@@ -198,7 +191,7 @@ class TrainingWorker(Worker):
     def _while_redis_may_be_down(self, call) -> None:
         try:
             call()
-        except _REDIS_ERRORS as exc:
+        except queueing.REDIS_ERRORS as exc:
             if self._redis_lost_at is None:
                 self._redis_lost_at = time.monotonic()
                 log.warning(
@@ -231,7 +224,7 @@ def _reconcile_sweeps(settings: TrainerSettings, stop: threading.Event) -> None:
             with _FORK_GUARD:
                 sweeps.reconcile(conn, queue, settings)
             failing = False
-        except _REDIS_ERRORS as exc:
+        except queueing.REDIS_ERRORS as exc:
             if not failing:
                 log.warning("sweep reconcile: Redis unreachable (%s); trying again", exc)
             failing = True
@@ -334,7 +327,7 @@ def _work(worker: TrainingWorker, settings: TrainerSettings, *, burst: bool) -> 
         try:
             worked = worker.work(burst=burst, logging_level=settings.log_level) or worked
             problem = "its work loop ended"
-        except _REDIS_ERRORS as exc:  # raised by RQ's teardown when Redis is gone
+        except queueing.REDIS_ERRORS as exc:  # raised by RQ's teardown when Redis is gone
             problem = f"Redis is unreachable ({exc})"
         if burst or _stop_asked(worker):
             return worked
@@ -373,11 +366,11 @@ def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker
         try:
             probe.ping()
             break
-        except _REDIS_ERRORS:
+        except queueing.REDIS_ERRORS:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
     probe.close()
-    with contextlib.suppress(*_REDIS_ERRORS):
+    with contextlib.suppress(*queueing.REDIS_ERRORS):
         old.register_death()
     worker = build_worker(settings, name=old.name)
     log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
