@@ -100,8 +100,7 @@ class TrainerSettings(ServiceSettings):
         """The wait before each retry; as many entries as retries (JOB_RETRIES caps or pads)."""
         delays = list(self.job_retry_delays)
         retries = len(delays) if self.job_retries is None else self.job_retries
-        while len(delays) < retries:
-            delays.append(delays[-1] if delays else 0)
+        delays += [delays[-1] if delays else 0] * (retries - len(delays))
         return delays[:retries]
 
     def data_locations(self) -> DataLocations:

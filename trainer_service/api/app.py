@@ -49,10 +49,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     install_auth(app, settings)
     install_cors(app, settings.cors_origins)  # the web page's origin(s), nothing else
 
-    app.register_blueprint(health_bp)
-    app.register_blueprint(jobs_bp)
-    app.register_blueprint(models_bp)
-    app.register_blueprint(sweeps_bp)
+    for blueprint in (health_bp, jobs_bp, models_bp, sweeps_bp):
+        app.register_blueprint(blueprint)
     serve_openapi(app, api)
 
     log.info(

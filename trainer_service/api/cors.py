@@ -31,16 +31,15 @@ def parse_origins(raw: str) -> frozenset[str]:
         origin = item.strip().rstrip("/")
         if not origin:
             continue
-        if origin == "*":
-            origins.add("*")
-            continue
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-            raise CorsSettingsError(
-                f"CORS_ORIGINS entry {item.strip()!r} is not an origin such as "
-                "http://localhost:8000 (scheme, host and optional port; no path)"
-            )
-        origins.add(f"{parts.scheme}://{parts.netloc.lower()}")
+        if origin != "*":
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise CorsSettingsError(
+                    f"CORS_ORIGINS entry {item.strip()!r} is not an origin such as "
+                    "http://localhost:8000 (scheme, host and optional port; no path)"
+                )
+            origin = f"{parts.scheme}://{parts.netloc.lower()}"
+        origins.add(origin)
     return frozenset(origins)
 
 

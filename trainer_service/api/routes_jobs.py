@@ -37,9 +37,6 @@ MAX_LIST_LIMIT = 500
 _STATUS_LIST = "|".join(queueing.PUBLIC_STATUSES)
 
 
-# --------------------------------------------------------------------------- answers
-
-
 class JobAccepted(BaseModel):
     """The job is queued (or, for a replayed Idempotency-Key, the job created the first time)."""
 
@@ -138,9 +135,6 @@ class ListJobsQuery(BaseModel):
 
 def _split(statuses: str) -> set[str]:
     return {s.strip() for s in statuses.split(",") if s.strip()}
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def training_config(payload: dict[str, Any]) -> TrainConfig:
@@ -247,10 +241,9 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
             f"trial {sweep.get('trial')} of sweep {sweep.get('sweep_id')} "
             f"{meta.get('error') or 'pruned'}; nothing was published"
         )
-    if ended in ("failed", "stopped") and not model_version:
-        published = None
-        if meta.get("phase") in ("publishing", "published"):
-            published = published_by(job.id, model)
+    publishing = meta.get("phase") in ("publishing", "published")
+    if ended in ("failed", "stopped") and not model_version and publishing:
+        published = published_by(job.id, model)
         if published is not None:  # it died between its publish and recording it
             model_version = published
             error = (
@@ -312,9 +305,6 @@ def accepted(job_id: str, status: str, model: str, *, replayed: bool = False) ->
     location = url_for("jobs.get_job", job_id=job_id)
     body = JobAccepted(job_id=job_id, status=status, model=model, location=location)
     return web.accepted(body, location, replayed=replayed)
-
-
-# --------------------------------------------------------------------------- routes
 
 
 #: The conflict of a retried POST whose first request is still being processed (or expired).

@@ -25,7 +25,7 @@ from shared.web.errors import ApiError
 from shared.web.openapi import Answer, ErrorBody
 from shared.web.validation import json_object
 from trainer_service.api import idempotency, web
-from trainer_service.api.routes_jobs import IDEMPOTENCY_CONFLICT
+from trainer_service.api.routes_jobs import IDEMPOTENCY_CONFLICT, MAX_LIST_LIMIT
 from trainer_service.api.web import api, state
 from trainer_service.sweeps import coordinator as sweeps
 from trainer_service.sweeps.models import (
@@ -39,8 +39,6 @@ from trainer_service.sweeps.models import (
 log = logging.getLogger(__name__)
 
 bp = Blueprint("sweeps", __name__)
-
-MAX_LIST_LIMIT = 500
 
 
 class SweepAccepted(BaseModel):

@@ -4,6 +4,7 @@ a Flask rule and its OpenAPI operation together), the per-app state and the answ
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
@@ -53,14 +54,11 @@ class TrainerState:
         self.queue: Queue = queueing.make_queue(
             settings.rq_queue, self.redis, default_timeout=settings.job_timeout
         )
-        self._registry: Registry | None = None
 
-    @property
+    @functools.cached_property
     def registry(self) -> Registry:
-        """The model registry (imported lazily: the API must start even before it is needed)."""
-        if self._registry is None:
-            self._registry = self.settings.open_registry()
-        return self._registry
+        """The model registry (opened lazily: the API must start even before it is needed)."""
+        return self.settings.open_registry()
 
 
 def state() -> TrainerState:

@@ -37,6 +37,7 @@ import uuid
 import warnings
 from dataclasses import asdict
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -103,35 +104,21 @@ def _trial_jobs(conn: redis.Redis, record: dict[str, Any]) -> list[Job | None]:
     return Job.fetch_many(ids, connection=conn, serializer=queueing.SERIALIZER)
 
 
-# --------------------------------------------------------------------------- Optuna
-
-
 def storage(settings: TrainerSettings) -> optuna.storages.BaseStorage:
     """The study's journal on the queue's Redis (Optuna's own Redis backend; Optuna flags it
-    experimental, a warning per process we silence), without snapshots (`_LogOnly`)."""
+    experimental, a warning per process we silence), its log and nothing else. The backend also
+    keeps snapshots, which `JournalStorage` writes with pickle (every 100 trials) and unpickles
+    whenever it is built; the product never unpickles what it reads (README, Guarantees), so the
+    storage gets only the backend's log methods (not being a `BaseJournalSnapshot` is the point)
+    and the study is always replayed from its JSON log lines."""
     import optuna  # heavy: only for sweeps
 
     prefix = f"digitflow:{settings.rq_queue}:optuna:"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         backend = optuna.storages.journal.JournalRedisBackend(settings.redis_url, prefix=prefix)
-        return optuna.storages.JournalStorage(_LogOnly(backend))
-
-
-class _LogOnly:
-    """A journal backend's log and nothing else. Optuna's Redis backend also keeps snapshots,
-    which `JournalStorage` writes with pickle (every 100 trials) and unpickles whenever it is
-    built; the product never unpickles what it reads (README, Guarantees), so the study is
-    always replayed from its JSON log lines. Not being a `BaseJournalSnapshot` is the point."""
-
-    def __init__(self, backend: Any) -> None:
-        self._backend = backend
-
-    def read_logs(self, log_number_from: int) -> Any:
-        return self._backend.read_logs(log_number_from)
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self._backend.append_logs(logs)
+        log_only = SimpleNamespace(read_logs=backend.read_logs, append_logs=backend.append_logs)
+        return optuna.storages.JournalStorage(log_only)  # type: ignore[arg-type]
 
 
 def distributions(plan: SweepPlan) -> dict[str, Any]:
@@ -217,9 +204,6 @@ def objective_value(history: list[dict[str, Any]], objective: str, best_epoch: i
             value = record.get(objective)
             return None if value is None else float(value)
     return None
-
-
-# --------------------------------------------------------------------------- lifecycle
 
 
 def new_record(request: SweepRequest, sweep_id: str) -> dict[str, Any]:
@@ -475,8 +459,6 @@ def cancel(conn: redis.Redis, settings: TrainerSettings, sweep_id: str) -> None:
         for trial in study.get_trials(deepcopy=False, states=running):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
-
-# --------------------------------------------------------------------------- the view
 
 #: A trial's Optuna state → its status in the sweep view (RUNNING: running, or queued).
 _TRIAL_STATUS = {"complete": "finished", "fail": "failed", "waiting": "queued", "pruned": "pruned"}

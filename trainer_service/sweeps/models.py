@@ -106,14 +106,9 @@ class SweepRequest(BaseModel):
             )
         for key, dim in self.space.items():
             _check_dimension(key, dim, base)
-        if self.promote_to is not None and (
-            self.promote_to.isdigit() or self.promote_to == "latest"
-        ):
-            _error(
-                ("promote_to",),
-                self.promote_to,
-                'an alias (not all digits, not "latest") or "default"',
-            )
+        target = self.promote_to or ""
+        if target.isdigit() or target == "latest":
+            _error(("promote_to",), target, 'an alias (not all digits, not "latest") or "default"')
         if self.is_grid and self.grid_size > MAX_TRIALS:
             _error(("space",), None, f"the grid has more than {MAX_TRIALS} combinations")
         _check_combinations(self.space, base)
@@ -251,9 +246,6 @@ def _first(exc: Exception) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()))
         return f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg"))
     return str(exc)
-
-
-# --------------------------------------------------------------------------- the view
 
 
 class SweepStatus(StrEnum):

@@ -101,10 +101,10 @@ def _load_dataset(cfg: TrainConfig, settings: TrainerSettings) -> Any:
 
     locations = settings.data_locations()
     folder = locations.folder(cfg.dataset)
-    ds = preloaded_dataset(cfg.dataset, folder)
-    if ds is not None:
-        return ds
-    return load_dataset(cfg.dataset, folder, download=True, mirrors=locations.mirrors)
+    preloaded = preloaded_dataset(cfg.dataset, folder)
+    if preloaded is None:
+        return load_dataset(cfg.dataset, folder, download=True, mirrors=locations.mirrors)
+    return preloaded
 
 
 class _Progress:
@@ -189,11 +189,9 @@ def train_job(
 ) -> dict[str, Any] | Retry:
     """Train from a TrainConfig dict (`TrainConfig.public_dict()`), publish the model, return a
     JSON summary; an RQ `Retry` (after a short backoff) for transient errors while retries remain.
-
-    `sweep` (a trial's, see trainer_service.sweeps.coordinator) makes the job report its
-    validation objective to the trial after every epoch, stop without publishing when the pruner
-    says so, tell the study its outcome and run the sweep's coordinator step at its very end.
-    """
+    `sweep` (a trial's, see sweeps.coordinator) makes the job report its validation objective to
+    the trial after every epoch, stop without publishing when the pruner says so, tell the study
+    its outcome and run the sweep's coordinator step at its very end."""
     settings = TrainerSettings.load()
     job = get_current_job()
     if job is None:  # its progress, cancel and outcome live in its RQ job

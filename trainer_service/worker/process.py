@@ -65,10 +65,8 @@ _STARTUP_STOP = threading.Event()
 
 
 def configure_blas_threads() -> int:
-    """Use every core we may run on for BLAS, unless OMP_NUM_THREADS is set. Returns the count.
-
-    Must run before NumPy is imported (the env vars), with threadpoolctl as a fallback if it was.
-    """
+    """Use every core we may run on for BLAS, unless OMP_NUM_THREADS is set; the count. Must run
+    before NumPy is imported (the env vars), with threadpoolctl as a fallback if it was."""
     configured = os.environ.get("OMP_NUM_THREADS", "").strip()
     if configured.isdigit() and int(configured) > 0:
         threads = int(configured)
