@@ -3,8 +3,7 @@
 The route picks the id of what it is about to create, then claims the key: one SET NX records
 that id and a digest of the body, so of two concurrent requests with one key exactly one creates.
 A later request with the key gets the earlier id back (same body) or a 422 (another body). When
-creating fails, the key is forgotten — only if it still names this request's id — so a retry can
-try again. Jobs and sweeps share this; a scope per kind keeps their keys apart.
+creating fails, the key is forgotten (only if it still names this request's id) for a retry.
 """
 
 from __future__ import annotations

@@ -283,12 +283,10 @@ def published_by(job_id: str, model: str | None) -> int | None:
     publishing and then lost its worker or Redis before it could record the outcome."""
     if not model:
         return None
-    try:
+    with contextlib.suppress(RegistryError, OSError):
         for entry in reversed(state().registry.describe_versions(model)):
             if (entry["manifest"] or {}).get("job_id") == job_id:
                 return entry["version"]
-    except (RegistryError, OSError):
-        return None
     return None
 
 

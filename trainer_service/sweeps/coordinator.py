@@ -22,9 +22,8 @@ The retry does not count against `trials`; its result counts like any trial's. A
 too stays failed. A trial that failed by itself (an exception, a time-out) or was stopped is
 never retried: it would fail the same way.
 
-The study lives in Optuna's journal storage on the same Redis, under a key prefix of the
-queue's; the sweep's own record (request, its validated `SweepPlan`, trial ↔ job ids, outcome)
-is one JSON value next to it, and the ids of the running sweeps a set `reconcile` reads.
+The study lives in Optuna's journal storage on the same Redis (see `storage`); the sweep's own
+record (request, `SweepPlan`, trial ↔ job ids, outcome) is one JSON value next to it.
 """
 
 from __future__ import annotations
@@ -352,16 +351,15 @@ def _enqueue_trial(
         "objective": plan.objective,
         "pruner": plan.pruner,
     }
+    entry = {"number": trial.number, "job_id": job_id, "params": params}
     description = f"sweep {sweep_id} trial {trial.number}"
     if retry_of is not None:
+        entry["retry_of"] = retry_of
         description += f" (retry of trial {retry_of})"
+        log.info("sweep %s: trial %d retries trial %d", sweep_id, trial.number, retry_of)
     queueing.enqueue(
         queue, settings, config.public_dict(), config.model_name, job_id, description, sweep
     )
-    entry = {"number": trial.number, "job_id": job_id, "params": params}
-    if retry_of is not None:
-        entry["retry_of"] = retry_of
-        log.info("sweep %s: trial %d retries trial %d", sweep_id, trial.number, retry_of)
     record["trials"].append(entry)
     return retry_of is not None
 
@@ -444,12 +442,10 @@ def cancel(conn: redis.Redis, settings: TrainerSettings, sweep_id: str) -> None:
                 entry["canceled"] = True
         _save(conn, settings.rq_queue, record)
         conn.srem(running_key(settings.rq_queue), sweep_id)
-        for job, status in zip(jobs, statuses, strict=True):
-            if job is None:
-                continue
+        for job, status in zip(jobs, statuses, strict=True):  # status None: no job
             if status == "queued":
                 queueing.cancel_queued(job)
-            elif status == "started" and job.worker_name:
+            elif status == "started":
                 try:
                     queueing.send_stop(conn, job)
                 except redis.exceptions.RedisError:  # its heartbeat expiry fails the trial
@@ -519,20 +515,14 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
     scored = [t for t in trials if t.status == "finished" and t.value is not None]
     sign = 1 if plan.objective == "val_accuracy" else -1
     best = max(scored, key=lambda t: sign * t.value, default=None)  # type: ignore[operator]
+    as_stored = "sweep_id status model created_at ended_at promotion removed_versions request"
     return SweepView(
-        sweep_id=record["sweep_id"],
-        status=record["status"],
-        model=record["model"],
+        **{key: record[key] for key in as_stored.split()},
         objective=plan.objective,
         n_trials=plan.n_trials,
         parallelism=plan.parallelism,
         sampler=plan.sampler,
         pruner=plan.pruner,
-        created_at=record["created_at"],
-        ended_at=record["ended_at"],
         trials=trials,
         best=best,
-        promotion=record["promotion"],
-        removed_versions=record["removed_versions"],
-        request=record["request"],
     )

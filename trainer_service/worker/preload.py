@@ -48,8 +48,7 @@ def import_job_modules() -> None:
 def source_signature(folder: Path) -> tuple | None:
     """Identity of the IDX files in `folder` (what `load_dataset` would read now); None if it is
     not a complete IDX folder."""
-    # the datasets (NumPy): only where a dataset is loaded
-    from shared.datasets import find_idx_files
+    from shared.datasets import find_idx_files  # the datasets (NumPy): where one is loaded
 
     try:
         if not folder.is_dir():
@@ -57,22 +56,18 @@ def source_signature(folder: Path) -> tuple | None:
         files = find_idx_files(folder)
         if any(path is None for path in files.values()):
             return None
-        stamps = []
-        for key in sorted(files):
-            path = files[key]
-            st = os.stat(path)
-            stamps.append(
-                (key, str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            )
+        stats = {key: os.stat(path) for key, path in sorted(files.items())}
     except OSError:
         return None
-    return (str(folder), tuple(stamps))
+    return str(folder), tuple(
+        (key, str(files[key]), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        for key, st in stats.items()
+    )
 
 
 def preload_datasets(names: Iterable[str], locations: DataLocations) -> list[str]:
     """Load each named dataset present locally (never downloads); returns those loaded."""
-    # the datasets (NumPy): only where a dataset is loaded
-    from shared.datasets import DatasetError, load_dataset
+    from shared.datasets import DatasetError, load_dataset  # NumPy: where a dataset is loaded
 
     loaded = []
     for name in names:
