@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -160,6 +161,13 @@ def public_status(job: Job, *, canceled_with_sweep: bool = False) -> str:
     if canceled_with_sweep and public in ("stopped", "failed", "canceled"):
         return "canceled"
     return public
+
+
+def iso(dt: datetime | None) -> str | None:
+    """UTC, ISO 8601 with a Z (RQ's own datetimes are naive UTC)."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=dt.tzinfo or UTC).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def sweep_of(job: Job) -> dict[str, Any] | None:

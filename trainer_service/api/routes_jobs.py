@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from flask import Blueprint, Response, request, url_for
@@ -171,14 +170,6 @@ def _raises_type_error(partial: dict[str, Any]) -> bool:
     return False
 
 
-def iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def cleanup_abandoned() -> None:
     """Move jobs whose worker died (heartbeat expired) from started to failed, right now: RQ's
     workers only do it every 10 minutes; on every read a SIGKILLed worker's job shows `failed`
@@ -217,7 +208,7 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
     model = meta.get("model")
     model_version = meta.get("model_version")
     error = None
-    ended_at = iso(job.ended_at)
+    ended_at = queueing.iso(job.ended_at)
     extra: dict[str, Any] = {}
     if status == "queued":
         extra["position"] = job.get_position()
@@ -229,7 +220,7 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
             exc_string = result.exc_string if result is not None else None
             error = meta.get("error") or queueing.describe_failure(exc_string, timeout=job.timeout)
         if ended_at is None and result is not None:
-            ended_at = iso(result.created_at)
+            ended_at = queueing.iso(result.created_at)
     if status == "canceled":
         error = (
             f"canceled with its sweep {sweep['sweep_id']}; nothing was published"
@@ -269,8 +260,8 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
         phase=meta.get("phase") if status == "started" else None,
         progress=meta.get("progress"),
         error=error,
-        enqueued_at=iso(job.enqueued_at),
-        started_at=iso(job.started_at),
+        enqueued_at=queueing.iso(job.enqueued_at),
+        started_at=queueing.iso(job.started_at),
         ended_at=ended_at,
         worker=job.worker_name or None,
         retries=job.number_of_retries or 0,

@@ -79,7 +79,7 @@ def _lock(conn: redis.Redis, queue: str, sweep_id: str, wait: float = 30.0):
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return str(queueing.iso(datetime.now(UTC)))
 
 
 def load_record(conn: redis.Redis, queue: str, sweep_id: str) -> dict[str, Any] | None:
@@ -198,11 +198,8 @@ def load_study(settings: TrainerSettings, sweep_id: str, pruner_name: str) -> op
 def objective_value(history: list[dict[str, Any]], objective: str, best_epoch: int) -> float | None:
     """The objective of the published weights: the validation metric of `best_epoch` (the
     weights the pipeline keeps), from validation only."""
-    for record in history:
-        if record.get("epoch") == best_epoch:
-            value = record.get(objective)
-            return None if value is None else float(value)
-    return None
+    value = next((r.get(objective) for r in history if r.get("epoch") == best_epoch), None)
+    return None if value is None else float(value)
 
 
 def new_record(request: SweepRequest, sweep_id: str) -> dict[str, Any]:

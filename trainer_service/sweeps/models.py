@@ -183,11 +183,9 @@ def _error(loc: tuple[Any, ...], value: Any, message: str) -> None:
     )
 
 
-def _trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
-    config = TrainConfig.model_validate({**base, **params})
-    if config.val_fraction == 0:
+def _check_trial(base: dict[str, Any], params: dict[str, Any]) -> None:
+    if TrainConfig.model_validate({**base, **params}).val_fraction == 0:
         raise ValueError("a sweep needs a validation split: val_fraction > 0")
-    return config
 
 
 def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
@@ -210,7 +208,7 @@ def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
             _error(loc, None, "log_uniform: the low end must be above 0")
     for value in _corners(dim):
         try:
-            _trial_config(base, {key: value})
+            _check_trial(base, {key: value})
         except (ValidationError, ValueError, TypeError) as exc:
             _error(loc, None, f"value {json.dumps(value)[:80]} is not valid: {_first(exc)}")
 
@@ -225,7 +223,7 @@ def _check_combinations(space: dict[str, Any], base: dict[str, Any]) -> None:
         if n >= MAX_VALIDATED_COMBINATIONS:
             return
         try:
-            _trial_config(base, dict(zip(keys, combo, strict=True)))
+            _check_trial(base, dict(zip(keys, combo, strict=True)))
         except (ValidationError, ValueError, TypeError) as exc:
             _error(("space",), None, f"combination {dict(zip(keys, combo, strict=True))} is not "
                    f"valid: {_first(exc)}")  # fmt: skip
