@@ -427,7 +427,7 @@ def list_jobs():
     tags=("jobs",),
 )  # fmt: skip
 def delete_job(job_id: str):
-    """Cancel a queued job, or stop a running one (its work horse is killed; nothing is published)."""
+    """Cancel a queued job, or stop a running one (its work horse is killed; nothing published)."""
     job = fetch_job(job_id)
     status = queueing.public_status(job)
     if status == "queued":

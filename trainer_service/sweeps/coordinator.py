@@ -374,8 +374,8 @@ def _finish(
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if t.user_attrs.get("model_version") is not None
     ]
-    maximize = plan.objective == "val_accuracy"
-    done.sort(key=lambda t: t.value if maximize else -t.value, reverse=True)  # type: ignore[operator]
+    sign = 1 if plan.objective == "val_accuracy" else -1  # accuracy up, loss down
+    done.sort(key=lambda t: sign * t.value, reverse=True)  # type: ignore[operator]
     registry = settings.open_registry()
     model = record["model"]
     sweep_id = record["sweep_id"]
@@ -398,7 +398,7 @@ def _finish(
             verdict, reason = version, what
         elif theirs is None:
             reason = f"version {current} has no {objective} to compare with; {kept}"
-        elif (best > theirs) if maximize else (best < theirs):  # type: ignore[operator]
+        elif sign * best > sign * theirs:  # type: ignore[operator]
             verdict = version
             reason = f"{objective} {best:.6g} beats version {current}'s {theirs:.6g}"
         else:
