@@ -6,24 +6,31 @@ and deletes only the keys it created: never FLUSHDB.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import redis
 import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from jsonschema import Draft202012Validator
+from werkzeug.exceptions import HTTPException
 
 from benchmarks.common import stop_process_group
 from shared.redis_embedded import free_port
 from shared.registry import Registry
 from tests import REPO_ROOT
 from trainer_service.api.app import create_app
+from trainer_service.api.web import api
 
 PYTHON = sys.executable
 
@@ -173,6 +180,70 @@ DEAD_REDIS = "redis://127.0.0.1:9/0"
 LONG = {"hidden_layers": [256, 256], "epochs": 1000, "train_limit": 3000, "val_fraction": 0.1}
 
 
+def trainer_app(config: Mapping[str, Any]) -> Flask:
+    """The trainer app, its test clients `DocumentedClient`s."""
+    app = create_app(config)
+    app.test_client_class = DocumentedClient
+    return app
+
+
+class DocumentedClient(FlaskClient):
+    """A test client that holds every JSON answer to the OpenAPI document: the body must be what
+    the schema documented for its route and status describes, with no property the response
+    model does not name. So every test that calls a route also checks that its handler answers
+    from its documented model."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().open(*args, **kwargs)
+        request = response.request
+        check_documented(self.application, request.method, request.path, response)
+        return response
+
+
+def check_documented(app: Flask, method: str, path: str, response: Any) -> None:
+    """AssertionError if `response` has a JSON body its route's documented schema rejects."""
+    try:
+        rule, _ = app.url_map.bind("localhost").match(path, method=method, return_rule=True)
+    except HTTPException:  # not a route (404, 405): no operation to hold the answer to
+        return
+    template = re.sub(r"<(?:[^:>]*:)?([^>]+)>", r"{\1}", rule.rule)
+    operation = _document()["paths"].get(template, {}).get(method.lower(), {})
+    answer = operation.get("responses", {}).get(str(response.status_code), {})
+    schema = answer.get("content", {}).get("application/json", {}).get("schema")
+    if schema is None or not response.is_json:
+        return
+    validator = Draft202012Validator({**_strict(schema), "components": _strict_components()})
+    errors = sorted(
+        f"{'/'.join(map(str, error.absolute_path)) or '(body)'}: {error.message}"
+        for error in validator.iter_errors(response.get_json())
+    )
+    assert not errors, f"{method} {path} {response.status_code}: undocumented body: {errors}"
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    return api.document()
+
+
+@functools.cache
+def _strict_components() -> dict[str, Any]:
+    return _strict(_document()["components"])
+
+
+def _strict(schema: Any) -> Any:
+    """`schema` with `additionalProperties: false` on every object schema that lists its
+    properties and says nothing about others: a property the model does not name is an error
+    (a model that allows extras, like the error body's detail, says so and keeps them)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _strict(value) for key, value in schema.items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        out["additionalProperties"] = False
+    return out
+
+
 class Stack:
     """API (in-process Flask client) + worker subprocesses for one test's queue and registry."""
 
@@ -196,7 +267,7 @@ class Stack:
         self.client = self.api()
 
     def api(self, **config):
-        app = create_app(
+        app = trainer_app(
             {
                 "REDIS_URL": self.redis_url,
                 "RQ_QUEUE": self.queue,

@@ -6,20 +6,27 @@ readable by a worker and vice versa. Kept free of NumPy so the API process stays
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
+import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import redis
 from rq import Queue
+from rq.command import PUBSUB_CHANNEL_TEMPLATE
+from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from trainer_service.settings import TrainerSettings
+
 #: JSON, not pickle: the API never unpickles anything it reads from Redis, and the job arguments
-#: (a TrainConfig dict) and results are plain JSON anyway. Workers must use the same serializer,
-#: which `python -m trainer_service worker` does (with RQ's own CLI pass
-#: `--serializer rq.serializers.JSONSerializer`).
+#: and results are plain JSON anyway. Workers must use the same serializer (`python -m
+#: trainer_service worker` does; RQ's own CLI needs `--serializer rq.serializers.JSONSerializer`).
 SERIALIZER = JSONSerializer
 
 #: The job function, by dotted path, so the API never imports NumPy or the training code.
@@ -47,26 +54,18 @@ class PublicStatus(StrEnum):
 #: Public statuses, in the order a job moves through them.
 PUBLIC_STATUSES = tuple(status.value for status in PublicStatus)
 
-_STATUS_MAP = {
-    JobStatus.QUEUED: "queued",
-    JobStatus.DEFERRED: "queued",
-    JobStatus.SCHEDULED: "queued",
-    JobStatus.CREATED: "queued",
-    JobStatus.STARTED: "started",
-    JobStatus.FINISHED: "finished",
-    JobStatus.FAILED: "failed",
-    JobStatus.CANCELED: "canceled",
-    JobStatus.STOPPED: "stopped",
-}
+#: RQ's statuses of a job that has not started yet; the others keep their names.
+_WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED)
+#: The jobs and sweeps indexes keep the newest this many (the listings page through them).
+INDEX_MAX = 10_000
+#: What a Redis outage raises (a Redis *answer* that is an error is a bug, not an outage).
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def connect(url: str, *, socket_timeout: float | None = 5.0) -> redis.Redis:
     """A Redis client that fails fast when Redis is down and reconnects by itself afterwards."""
     return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=2.0,
-        socket_timeout=socket_timeout,
-        health_check_interval=15,
+        url, socket_connect_timeout=2.0, socket_timeout=socket_timeout, health_check_interval=15
     )
 
 
@@ -91,17 +90,69 @@ def submit_lock_key(queue: str, model: str) -> str:
     return f"digitflow:{queue}:submit-lock:{model}"
 
 
-def public_status(job: Job, *, canceled_with_sweep: bool = False) -> str:
-    """RQ's status folded into the statuses the API documents (`PublicStatus`).
+def enqueue(
+    queue: Queue,
+    settings: TrainerSettings,
+    config: dict[str, Any],
+    model: str,
+    job_id: str,
+    description: str,
+    sweep: dict[str, Any] | None = None,
+) -> Job:
+    """Queue a training job (a sweep's trial with `sweep`) and add it to the jobs index."""
+    meta = {"model": model, "phase": "queued", "progress": None, "history": []}
+    args = [config]
+    if sweep is not None:
+        args.append(sweep)
+        meta["sweep_id"] = sweep["sweep_id"]
+    job = queue.enqueue(
+        JOB_FUNC,
+        *args,
+        job_id=job_id,
+        job_timeout=settings.job_timeout,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.failure_ttl,
+        description=description,
+        meta=meta,
+    )
+    with queue.connection.pipeline() as pipe:
+        add_to_index(pipe, jobs_index_key(settings.rq_queue), job.id)
+        pipe.execute()
+    return job
 
-    RQ calls a pruned trial finished (its job returned normally), and a job whose cancel came
-    as a worker took it failed (it raised): the job's `phase` says which. A trial its sweep's
-    cancel stopped, canceled, or caught as it started (RQ: stopped, canceled, failed) is
-    `canceled` like the sweep: the caller knows that from the sweep's record
-    (`trainer_service.sweeps.coordinator.canceled_with_sweep`), which this module cannot read.
-    """
+
+def add_to_index(pipe: redis.client.Pipeline, key: str, member: str) -> None:
+    """List `member` first in the index `key` (a sorted set by time), which keeps INDEX_MAX."""
+    pipe.zadd(key, {member: time.time()})
+    pipe.zremrangebyrank(key, 0, -(INDEX_MAX + 1))
+
+
+def cancel_queued(job: Job) -> None:
+    """Cancel a queued job. Flagged first: if a worker dequeues it in the same instant, the job
+    sees the flag and quits."""
+    job.meta["cancel_requested"] = True
+    job.save_meta()
+    with contextlib.suppress(InvalidJobOperation):  # a concurrent cancel got there first
+        job.cancel()
+
+
+def send_stop(conn: redis.Redis, job: Job) -> int:
+    """Ask the worker running `job` to kill its work horse: rq.command.send_stop_job_command,
+    but keeping PUBLISH's receiver count (0: no worker heard it)."""
+    if not job.worker_name:
+        return 0
+    payload = json.dumps({"command": "stop-job", "job_id": job.id})
+    return int(conn.publish(PUBSUB_CHANNEL_TEMPLATE % job.worker_name, payload))
+
+
+def public_status(job: Job, *, canceled_with_sweep: bool = False) -> str:
+    """RQ's status folded into the statuses the API documents (`PublicStatus`). RQ calls a
+    pruned trial finished (its job returned normally), and a job whose cancel came as a worker
+    took it failed (it raised): the job's `phase` says which. A trial its sweep's cancel ended
+    (RQ: stopped, canceled, failed) is `canceled` like the sweep: the caller knows that from the
+    sweep's record (`sweeps.coordinator.canceled_with_sweep`), which this module cannot read."""
     status = job.get_status(refresh=False)
-    public = _STATUS_MAP.get(status, str(status.value if hasattr(status, "value") else status))
+    public = "queued" if status in _WAITING else str(getattr(status, "value", status))
     phase = (job.meta or {}).get("phase")
     if public == "finished" and phase == "pruned":
         return "pruned"
@@ -112,20 +163,24 @@ def public_status(job: Job, *, canceled_with_sweep: bool = False) -> str:
     return public
 
 
+def iso(dt: datetime | None) -> str | None:
+    """UTC, ISO 8601 with a Z (RQ's own datetimes are naive UTC)."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=dt.tzinfo or UTC).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def sweep_of(job: Job) -> dict[str, Any] | None:
-    """The sweep a trial job runs for (the `sweep` argument trainer_service.sweeps.coordinator enqueues it
-    with: `sweep_id`, `trial`, ...), None for a plain job."""
+    """The sweep a trial job runs for (its `sweep` argument: `sweep_id`, `trial`, ...), None for
+    a plain job."""
     args = job.args or ()
     return args[1] if len(args) > 1 and isinstance(args[1], dict) else None
 
 
 def describe_failure(exc_string: str | None, *, timeout: int | None = None) -> str:
-    """One readable sentence for a failed job, from RQ's stored exception text.
-
-    RQ records three kinds of failure we recognise specially: the job exceeded its timeout, the work
-    horse was killed (OOM killer, SIGKILL), and the whole worker vanished (its heartbeat expired and
-    the StartedJobRegistry cleanup moved the job to failed with an AbandonedJobError).
-    """
+    """One readable sentence for a failed job, from RQ's stored exception text: a time-out, a
+    killed work horse (OOM killer, SIGKILL) and a vanished worker (its heartbeat expired, RQ's
+    cleanup failed the job with an AbandonedJobError) are recognised as such."""
     text = (exc_string or "").strip()
     if not text:
         return "the job failed without an error message"

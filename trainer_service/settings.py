@@ -2,10 +2,9 @@
 
 One `TrainerSettings` per process (``TrainerSettings.load(overrides)``); nothing else in
 `trainer_service` reads ``os.environ``, except what must happen before any import (the BLAS
-thread variables in `worker.configure_blas_threads` and gunicorn.conf.py, which belongs to
-gunicorn). Field names are the
-variables' names in lower case; a value that cannot be used stops the process at start with a
-message naming the variable (`shared.web.settings.SettingsError`).
+thread variables in `worker.configure_blas_threads`, and gunicorn.conf.py, which is gunicorn's).
+Field names are the variables' names in lower case; a value that cannot be used stops the
+process at start with a message naming the variable (`shared.web.settings.SettingsError`).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from shared.config import DatasetName
@@ -43,7 +42,7 @@ class TrainerSettings(ServiceSettings):
     cors_origins: Annotated[frozenset[str], NoDecode] = frozenset()
     job_heartbeat_seconds: int = Field(default=5, ge=1)
     job_heartbeat_grace: int = Field(default=25, ge=1)
-    #: How often each worker moves the running sweeps on (trainer_service.sweeps.coordinator.reconcile).
+    #: How often each worker moves the running sweeps on (sweeps.coordinator.reconcile).
     sweep_reconcile_seconds: float = Field(default=5.0, gt=0, le=3600)
     #: Seconds before each retry of a job that hit a transient error (comma separated).
     job_retry_delays: Annotated[tuple[int, ...], NoDecode] = (5, 30, 120)
@@ -68,20 +67,13 @@ class TrainerSettings(ServiceSettings):
     def _origins(cls, value: Any) -> frozenset[str]:
         return value if isinstance(value, frozenset) else parse_origins(str(value or ""))
 
-    @field_validator("job_retry_delays", mode="before")
+    @field_validator("job_retry_delays", "dataset_mirrors", mode="before")
     @classmethod
-    def _delays(cls, value: Any) -> Any:
+    def _comma_separated(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
             value = [item.strip() for item in value.split(",") if item.strip()]
-        if any(int(d) < 0 for d in value):
+        if info.field_name == "job_retry_delays" and any(int(d) < 0 for d in value):
             raise ValueError("delays must be >= 0 seconds")
-        return value
-
-    @field_validator("dataset_mirrors", mode="before")
-    @classmethod
-    def _mirrors(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(m.strip() for m in value.split(",") if m.strip())
         return value
 
     @field_validator("worker_preload_datasets", mode="before")
@@ -108,8 +100,7 @@ class TrainerSettings(ServiceSettings):
         """The wait before each retry; as many entries as retries (JOB_RETRIES caps or pads)."""
         delays = list(self.job_retry_delays)
         retries = len(delays) if self.job_retries is None else self.job_retries
-        while len(delays) < retries:
-            delays.append(delays[-1] if delays else 0)
+        delays += [delays[-1] if delays else 0] * (retries - len(delays))
         return delays[:retries]
 
     def data_locations(self) -> DataLocations:

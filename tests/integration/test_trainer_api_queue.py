@@ -13,9 +13,8 @@ import pytest
 from rq.job import Job
 
 from shared.redis_embedded import EmbeddedRedis, free_port
-from tests.trainer_support import SMALL, delete_queue_keys
+from tests.trainer_support import SMALL, delete_queue_keys, trainer_app
 from trainer_service import queueing
-from trainer_service.api.app import create_app
 from trainer_service.api.routes_jobs import JobAccepted, JobList, JobView
 
 
@@ -28,7 +27,7 @@ def make_app(redis_url: str, queue: str, tmp_path, **extra):
         "MAX_QUEUED_JOBS_PER_MODEL": 3,
         **extra,
     }
-    app = create_app(config)
+    app = trainer_app(config)
     app.testing = True
     return app
 

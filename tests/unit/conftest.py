@@ -15,8 +15,7 @@ from flask.testing import FlaskClient
 from inference_service.app import create_app as create_inference_app
 from shared.registry import Registry
 from tests.cache_support import stop_polling
-from tests.trainer_support import DEAD_REDIS
-from trainer_service.api.app import create_app as create_trainer_app
+from tests.trainer_support import DEAD_REDIS, trainer_app
 
 
 @pytest.fixture
@@ -57,10 +56,11 @@ def inference_client(inference_app: Flask) -> FlaskClient:
 @pytest.fixture
 def make_trainer_client(registry: Registry) -> Callable[..., FlaskClient]:
     """Build trainer API test clients on `registry`, with no token and a dead Redis unless the
-    keywords say otherwise."""
+    keywords say otherwise; every JSON answer is held to the OpenAPI document
+    (tests.trainer_support.DocumentedClient)."""
 
     def make(**config) -> FlaskClient:
-        app = create_trainer_app(
+        app = trainer_app(
             {
                 "REDIS_URL": DEAD_REDIS,
                 "MODEL_REGISTRY_DIR": str(registry.root),

@@ -1,10 +1,10 @@
 """The trainer HTTP API: a Flask app that queues training jobs on RQ and manages registry pins.
 
-Run it as `gunicorn -c trainer_service/api/gunicorn.conf.py "trainer_service.api.app:create_app()"` (as
-the Procfile does). Built on the shared web kit (`shared.web`): every answer, errors
-included, is JSON from the kit's one error table, and ``GET /openapi.json`` is generated from the
-routes' own declarations. When Redis is down the job routes answer 503 with Retry-After and
-recover on their own once it is back; health and model routes do not need Redis.
+Run by gunicorn (`trainer_service/api/gunicorn.conf.py`, the Procfile). Built on the shared web
+kit (`shared.web`): every answer, errors included, is JSON from the kit's one error table, and
+``GET /openapi.json`` is generated from the routes' own declarations. When Redis is down the job
+routes answer 503 with Retry-After and recover once it is back; health and model routes do not
+need Redis.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import redis
 from flask import Flask
 
 from shared.web.app import create_flask_app, serve_openapi
 from shared.web.errors import ApiError
+from trainer_service import queueing
 from trainer_service.api.auth import install_auth
 from trainer_service.api.cors import install_cors
 from trainer_service.api.routes_health import bp as health_bp
@@ -43,19 +43,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         settings,
         TrainerState(settings),
         config,
-        translate={
-            redis.exceptions.ConnectionError: redis_unavailable,
-            redis.exceptions.TimeoutError: redis_unavailable,
-        },
+        translate=dict.fromkeys(queueing.REDIS_ERRORS, redis_unavailable),
         max_content_length=MAX_BODY_BYTES,
     )
     install_auth(app, settings)
     install_cors(app, settings.cors_origins)  # the web page's origin(s), nothing else
 
-    app.register_blueprint(health_bp)
-    app.register_blueprint(jobs_bp)
-    app.register_blueprint(models_bp)
-    app.register_blueprint(sweeps_bp)
+    for blueprint in (health_bp, jobs_bp, models_bp, sweeps_bp):
+        app.register_blueprint(blueprint)
     serve_openapi(app, api)
 
     log.info(

@@ -1,14 +1,11 @@
 """Cross-origin access to the trainer API for the web page, only from configured origins.
 
-The inference service's web page (``/`` on :8000) starts and watches training jobs by calling
-this API (on :8001) from the browser, which is a cross-origin request. CORS_ORIGINS lists the
-origins allowed to do that (comma-separated, e.g. ``http://localhost:8000,https://digits.example``;
-``*`` allows any origin — only sensible without API_TOKEN on a private network). Unset or empty:
-no CORS headers at all, so browsers keep other sites' pages out (the API itself is unchanged for
-curl, the client and other servers, which CORS does not concern).
-
-A small after_request hook rather than flask-cors: the policy is a few lines, and every answer
-(errors and 401s included) must carry the headers or the page could not read the error message.
+The inference service's web page (:8000) calls this API (:8001) from the browser: a cross-origin
+request. CORS_ORIGINS lists the origins allowed to (comma-separated; ``*`` allows any, only
+sensible without API_TOKEN on a private network). Unset or empty: no CORS headers at all, so
+browsers keep other sites' pages out (curl, the client and servers are not concerned).
+An after_request hook rather than flask-cors: the policy is a few lines, and every answer (errors
+and 401s included) must carry the headers or the page could not read the error message.
 """
 
 from __future__ import annotations
@@ -34,16 +31,15 @@ def parse_origins(raw: str) -> frozenset[str]:
         origin = item.strip().rstrip("/")
         if not origin:
             continue
-        if origin == "*":
-            origins.add("*")
-            continue
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-            raise CorsSettingsError(
-                f"CORS_ORIGINS entry {item.strip()!r} is not an origin such as "
-                "http://localhost:8000 (scheme, host and optional port; no path)"
-            )
-        origins.add(f"{parts.scheme}://{parts.netloc.lower()}")
+        if origin != "*":
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise CorsSettingsError(
+                    f"CORS_ORIGINS entry {item.strip()!r} is not an origin such as "
+                    "http://localhost:8000 (scheme, host and optional port; no path)"
+                )
+            origin = f"{parts.scheme}://{parts.netloc.lower()}"
+        origins.add(origin)
     return frozenset(origins)
 
 

@@ -1,11 +1,7 @@
-"""gunicorn settings for the trainer API.
-
-    gunicorn -c trainer_service/api/gunicorn.conf.py "trainer_service.api.app:create_app()"
-
-Binds 0.0.0.0:$TRAINER_PORT (8001); the rest is shared.web.gunicorn_common. The API only queues
-jobs and edits small registry files, so each worker gets one BLAS thread; training happens in
-the RQ workers.
-"""
+"""gunicorn settings for the trainer API (`gunicorn -c trainer_service/api/gunicorn.conf.py
+"trainer_service.api.app:create_app()"`): 0.0.0.0:$TRAINER_PORT (8001), the rest is
+shared.web.gunicorn_common (one BLAS thread per worker: the API only queues jobs and edits small
+registry files; training happens in the RQ workers)."""
 
 from shared.heap import freeze_loaded_heap
 from shared.web.gunicorn_common import settings

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Blueprint, jsonify
+from flask import Blueprint
 from pydantic import BaseModel, Field
 from rq import Worker
 
-from trainer_service.api.web import api, state
+from trainer_service.api.web import answer, api, state
 
 bp = Blueprint("health", __name__)
 
@@ -34,18 +34,17 @@ class Ready(BaseModel):
 @api.route(bp, "GET", "/healthz", responses={200: Alive}, summary="Alive", tags=("health",))
 def healthz():
     """Alive: the process answers. Says nothing about Redis (see /readyz)."""
-    return jsonify({"status": "ok"})
+    return answer(Alive(status="ok"))
 
 
 @api.route(
     bp, "GET", "/readyz", responses={200: Ready}, errors=(503,), summary="Ready", tags=("health",)
 )
 def readyz():
-    """Ready: Redis answers a PING (503 otherwise), how many workers listen on the queue, and
-    whether writes need the bearer token — so a client (the web page) can ask for the token
-    before its first write instead of learning it from a 401."""
+    """Says whether writes need the token, so the web page can ask for it before its first
+    write instead of learning it from a 401."""
     st = state()
     st.redis.ping()
     workers = Worker.count(connection=st.redis, queue=st.queue)
     auth = "bearer" if st.settings.token() is not None else "none"
-    return jsonify({"status": "ready", "queue": st.queue.name, "workers": workers, "auth": auth})
+    return answer(Ready(status="ready", queue=st.queue.name, workers=workers, auth=auth))

@@ -7,18 +7,14 @@ worker's job function trusts what it is given.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from flask import Blueprint, Response, request, url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import LockError
-from rq.command import PUBSUB_CHANNEL_TEMPLATE
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
@@ -37,12 +33,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("jobs", __name__)
 
 MAX_LIST_LIMIT = 500
-JOBS_INDEX_MAX = 10_000
 _STATUS_LIST = "|".join(queueing.PUBLIC_STATUSES)
-JOB_ID = {"type": "string", "pattern": queueing.JOB_ID_RE.pattern}
-
-
-# --------------------------------------------------------------------------- answers
 
 
 class JobAccepted(BaseModel):
@@ -129,9 +120,7 @@ class ListJobsQuery(BaseModel):
     def _known_statuses(cls, value: Any) -> Any:
         """The readable message for an unknown status (the pattern says the same for the schema)."""
         if isinstance(value, str):
-            unknown = sorted(
-                {s.strip() for s in value.split(",") if s.strip()} - set(queueing.PUBLIC_STATUSES)
-            )
+            unknown = sorted(_split(value) - set(queueing.PUBLIC_STATUSES))
             if unknown:
                 raise ValueError(
                     f"unknown status {', '.join(unknown)}; "
@@ -140,19 +129,17 @@ class ListJobsQuery(BaseModel):
         return value
 
     def statuses(self) -> set[str]:
-        return {s.strip() for s in (self.status or "").split(",") if s.strip()}
+        return _split(self.status or "")
 
 
-# --------------------------------------------------------------------------- helpers
+def _split(statuses: str) -> set[str]:
+    return {s.strip() for s in statuses.split(",") if s.strip()}
 
 
 def training_config(payload: dict[str, Any]) -> TrainConfig:
-    """The body as a TrainConfig, or 422 naming every bad field (the kit's one formatter).
-
-    A validator that raises a TypeError instead of reporting (a bug in TrainConfig: e.g. a list
-    where a name was expected, used as a dict key) is logged as the bug it is, and the client
-    still gets a 422 naming the fields whose values trigger it, never a 500.
-    """
+    """The body as a TrainConfig, or 422 naming every bad field. A validator that raises a
+    TypeError instead of reporting (a bug in TrainConfig: e.g. a list used as a dict key) is
+    logged as the bug it is, and the client still gets a 422 naming the fields, never a 500."""
     try:
         return TrainConfig.model_validate(payload)
     except ValidationError as exc:
@@ -176,41 +163,25 @@ def training_config(payload: dict[str, Any]) -> TrainConfig:
 
 def _raises_type_error(partial: dict[str, Any]) -> bool:
     try:
-        TrainConfig.model_validate(partial)
+        with contextlib.suppress(ValidationError):
+            TrainConfig.model_validate(partial)
     except TypeError:
         return True
-    except ValidationError:
-        return False
     return False
 
 
-def iso(dt: datetime | None) -> str | None:
-    if dt is None:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def cleanup_abandoned() -> None:
-    """Move jobs whose worker died (heartbeat expired) from started to failed, right now.
-
-    RQ's workers only do this in their periodic maintenance (every 10 minutes); doing it on every
-    read makes a SIGKILLed worker's job show `failed` within seconds of its heartbeat expiring.
-    """
+    """Move jobs whose worker died (heartbeat expired) from started to failed, right now: RQ's
+    workers only do it every 10 minutes; on every read a SIGKILLed worker's job shows `failed`
+    within seconds of its heartbeat expiring."""
     StartedJobRegistry(queue=state().queue).cleanup()
 
 
-def check_job_id(job_id: str) -> str:
-    """404 for a malformed id before Redis is touched (and never echo arbitrary text back)."""
-    if not queueing.JOB_ID_RE.match(job_id):
-        raise ApiError(404, "no such job: job ids are 32 lowercase hex characters")
-    return job_id
-
-
 def fetch_job(job_id: str) -> Job:
-    """Our job by id, or 404 (malformed id, unknown id, another queue's job, not a training job)."""
-    check_job_id(job_id)
+    """Our job by id, after `cleanup_abandoned`, or 404 (malformed id, unknown id, another
+    queue's job, not a training job)."""
+    web.check_id(job_id, "job")
+    cleanup_abandoned()
     st = state()
     try:
         job = Job.fetch(job_id, connection=st.redis, serializer=queueing.SERIALIZER)
@@ -227,18 +198,17 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
     ended it. Answer it with `web.answer` (fields that do not apply, like `position` of a job that
     is not queued, are left out)."""
     st = state()
-    settings = st.settings
     meta = job.meta or {}
     sweep = queueing.sweep_of(job) or {}
     ended = queueing.public_status(job)  # what RQ saw; `status` below is what it means
     status = ended
-    if sweep and ended in ("stopped", "failed", "canceled"):
-        canceled = sweeps.canceled_with_sweep(st.redis, settings.rq_queue, job)
-        status = queueing.public_status(job, canceled_with_sweep=canceled)
+    canceled = sweep and ended in ("stopped", "failed")
+    if canceled and sweeps.canceled_with_sweep(st.redis, st.settings.rq_queue, job):
+        status = "canceled"
     model = meta.get("model")
     model_version = meta.get("model_version")
     error = None
-    ended_at = iso(job.ended_at)
+    ended_at = queueing.iso(job.ended_at)
     extra: dict[str, Any] = {}
     if status == "queued":
         extra["position"] = job.get_position()
@@ -250,7 +220,7 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
             exc_string = result.exc_string if result is not None else None
             error = meta.get("error") or queueing.describe_failure(exc_string, timeout=job.timeout)
         if ended_at is None and result is not None:
-            ended_at = iso(result.created_at)
+            ended_at = queueing.iso(result.created_at)
     if status == "canceled":
         error = (
             f"canceled with its sweep {sweep['sweep_id']}; nothing was published"
@@ -262,10 +232,9 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
             f"trial {sweep.get('trial')} of sweep {sweep.get('sweep_id')} "
             f"{meta.get('error') or 'pruned'}; nothing was published"
         )
-    if ended in ("failed", "stopped") and not model_version:
-        published = None
-        if meta.get("phase") in ("publishing", "published"):
-            published = published_by(job.id, model)
+    publishing = meta.get("phase") in ("publishing", "published")
+    if ended in ("failed", "stopped") and not model_version and publishing:
+        published = published_by(job.id, model)
         if published is not None:  # it died between its publish and recording it
             model_version = published
             error = (
@@ -280,7 +249,7 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
     if detail:
         extra["history"] = meta.get("history", [])
         extra["config"] = job.args[0] if job.args else None
-        extra["timeout"] = job.timeout or settings.job_timeout
+        extra["timeout"] = job.timeout or st.settings.job_timeout
     return (JobView if detail else JobSummary)(
         job_id=job.id,
         status=status,
@@ -291,8 +260,8 @@ def job_view(job: Job, *, detail: bool = True) -> JobSummary:
         phase=meta.get("phase") if status == "started" else None,
         progress=meta.get("progress"),
         error=error,
-        enqueued_at=iso(job.enqueued_at),
-        started_at=iso(job.started_at),
+        enqueued_at=queueing.iso(job.enqueued_at),
+        started_at=queueing.iso(job.started_at),
         ended_at=ended_at,
         worker=job.worker_name or None,
         retries=job.number_of_retries or 0,
@@ -305,32 +274,26 @@ def published_by(job_id: str, model: str | None) -> int | None:
     publishing and then lost its worker or Redis before it could record the outcome."""
     if not model:
         return None
-    try:
+    with contextlib.suppress(RegistryError, OSError):
         for entry in reversed(state().registry.describe_versions(model)):
             if (entry["manifest"] or {}).get("job_id") == job_id:
                 return entry["version"]
-    except (RegistryError, OSError):
-        return None
     return None
 
 
 def count_queued(model: str) -> int:
     """Jobs still waiting in the queue that will publish under `model`."""
     st = state()
-    ids = st.queue.get_job_ids()
-    if not ids:
-        return 0
-    jobs = Job.fetch_many(ids, connection=st.redis, serializer=queueing.SERIALIZER)
+    jobs = Job.fetch_many(
+        st.queue.get_job_ids(), connection=st.redis, serializer=queueing.SERIALIZER
+    )
     return sum(1 for job in jobs if job is not None and (job.meta or {}).get("model") == model)
 
 
 def accepted(job_id: str, status: str, model: str, *, replayed: bool = False) -> Response:
     location = url_for("jobs.get_job", job_id=job_id)
     body = JobAccepted(job_id=job_id, status=status, model=model, location=location)
-    return web.accepted(location, body.model_dump(mode="json"), replayed=replayed)
-
-
-# --------------------------------------------------------------------------- routes
+    return web.accepted(body, location, replayed=replayed)
 
 
 #: The conflict of a retried POST whose first request is still being processed (or expired).
@@ -357,52 +320,31 @@ IDEMPOTENCY_CONFLICT = Answer(
 def submit_job():
     payload = json_object(request.get_data(), request.mimetype)
     config = training_config(payload)
-    st = state()
-    settings = st.settings
-    model = config.model_name
     job_id = uuid.uuid4().hex
-
-    idem_key = request.headers.get("Idempotency-Key")
-    if idem_key is not None:
-        earlier = idempotency.claim(st.redis, settings, "", idem_key, payload, job_id)
-        if earlier is not None:
-            return replay(earlier)
-    try:
-        job = enqueue(config, job_id, model)
-    except BaseException:
-        if idem_key is not None:
-            idempotency.release(st.redis, settings, "", idem_key, job_id)
-        raise
-    log.info("job %s queued for model %s", job.id, model)
-    return accepted(job.id, "queued", model)
+    return idempotency.once("job", payload, job_id, lambda: enqueue(config, job_id), replay)
 
 
-def replay(job_id: str):
+def replay(job_id: str) -> Response | None:
     """A retried POST (same key, same body): the job created the first time."""
-    st = state()
     try:
-        job = Job.fetch(job_id, connection=st.redis, serializer=queueing.SERIALIZER)
+        job = Job.fetch(job_id, connection=state().redis, serializer=queueing.SERIALIZER)
     except NoSuchJobError:
-        raise ApiError(
-            409,
-            "the request with this Idempotency-Key is still being processed, "
-            "or its job has expired; retry shortly or use a new key",
-        ) from None
+        return None
     return accepted(
         job.id, queueing.public_status(job), (job.meta or {}).get("model", ""), replayed=True
     )
 
 
-def enqueue(config: TrainConfig, job_id: str, model: str) -> Job:
+def enqueue(config: TrainConfig, job_id: str) -> Response:
     """Enqueue under a per-model lock so the queued-jobs limit holds under concurrent POSTs."""
     st = state()
-    settings = st.settings
+    model = config.model_name
+    limit = st.settings.max_queued_jobs_per_model
     lock = st.redis.lock(
-        queueing.submit_lock_key(settings.rq_queue, model), timeout=10, blocking_timeout=5
+        queueing.submit_lock_key(st.settings.rq_queue, model), timeout=10, blocking_timeout=5
     )
     try:
         with lock:
-            limit = settings.max_queued_jobs_per_model
             if limit > 0 and count_queued(model) >= limit:
                 raise ApiError(
                     429,
@@ -411,34 +353,21 @@ def enqueue(config: TrainConfig, job_id: str, model: str) -> Job:
                     model=model,
                     limit=limit,
                 )
-            job = st.queue.enqueue(
-                queueing.JOB_FUNC,
-                config.public_dict(),
-                job_id=job_id,
-                job_timeout=settings.job_timeout,
-                result_ttl=settings.result_ttl,
-                failure_ttl=settings.failure_ttl,
-                description=f"train {model}",
-                meta={"model": model, "phase": "queued", "progress": None, "history": []},
+            queueing.enqueue(
+                st.queue, st.settings, config.public_dict(), model, job_id, f"train {model}"
             )
-            index = queueing.jobs_index_key(settings.rq_queue)
-            with st.redis.pipeline() as pipe:
-                pipe.zadd(index, {job.id: time.time()})
-                pipe.zremrangebyrank(index, 0, -(JOBS_INDEX_MAX + 1))
-                pipe.execute()
-            return job
     except LockError:
         raise ApiError(503, "could not take the submission lock; retry shortly") from None
+    log.info("job %s queued for model %s", job_id, model)
+    return accepted(job_id, "queued", model)
 
 
 @api.route(
     bp, "GET", "/v1/jobs/{job_id}", responses={200: JobView}, errors=(404, 503),
-    path_params={"job_id": JOB_ID}, summary="A job: status, progress, history, outcome",
+    path_params={"job_id": web.ID}, summary="A job: status, progress, history, outcome",
     tags=("jobs",),
 )  # fmt: skip
 def get_job(job_id: str):
-    check_job_id(job_id)
-    cleanup_abandoned()
     return web.answer(job_view(fetch_job(job_id)))
 
 
@@ -447,10 +376,7 @@ def get_job(job_id: str):
     summary="Recent jobs, newest first", tags=("jobs",),
 )  # fmt: skip
 def list_jobs():
-    try:
-        query = ListJobsQuery.model_validate(request.args.to_dict())
-    except ValidationError as exc:
-        raise validation_error(exc, "query") from None
+    query = web.validated(ListJobsQuery, request.args.to_dict(), "query")
     wanted, model, limit = query.statuses(), query.model, query.limit
 
     cleanup_abandoned()
@@ -458,7 +384,7 @@ def list_jobs():
     index = queueing.jobs_index_key(st.settings.rq_queue)
     found: list[JobSummary] = []
     start, page = 0, 100
-    while len(found) < limit and start < JOBS_INDEX_MAX:
+    while len(found) < limit and start < queueing.INDEX_MAX:
         ids = [i.decode() for i in st.redis.zrevrange(index, start, start + page - 1)]
         if not ids:
             break
@@ -497,22 +423,15 @@ def list_jobs():
                     content={"application/json": ErrorBody}),
     },
     errors=(401, 404, 503),
-    path_params={"job_id": JOB_ID}, summary="Cancel a queued job (200) or stop a running one (202)",
+    path_params={"job_id": web.ID}, summary="Cancel a queued job (200) or stop a running one (202)",
     tags=("jobs",),
 )  # fmt: skip
 def delete_job(job_id: str):
-    """Cancel a queued job, or stop a running one (its work horse is killed; nothing is published)."""
-    check_job_id(job_id)
-    cleanup_abandoned()
+    """Cancel a queued job, or stop a running one (its work horse is killed; nothing published)."""
     job = fetch_job(job_id)
-    st = state()
     status = queueing.public_status(job)
     if status == "queued":
-        # Flag first: if a worker dequeues it in the same instant, the job sees the flag and quits.
-        job.meta["cancel_requested"] = True
-        job.save_meta()
-        with contextlib.suppress(InvalidJobOperation):  # a concurrent DELETE got there first
-            job.cancel()
+        queueing.cancel_queued(job)
         job.get_status(refresh=True)
         log.info("job %s canceled", job.id)
         return web.answer(job_view(job))
@@ -522,20 +441,14 @@ def delete_job(job_id: str):
             raise ApiError(
                 409, "too late to stop: the job is publishing its model version", job_id=job.id
             )
-        worker = job.worker_name
-        receivers = 0
-        if worker:
-            # rq.command.send_stop_job_command, but we keep PUBLISH's receiver count.
-            payload = json.dumps({"command": "stop-job", "job_id": job.id})
-            receivers = st.redis.publish(PUBSUB_CHANNEL_TEMPLATE % worker, payload)
-        if not receivers:
+        if not queueing.send_stop(state().redis, job):
             raise ApiError(
                 409,
                 "the worker running this job is not reachable; if it died, the job is marked "
                 "failed as soon as its heartbeat expires",
                 job_id=job.id,
             )
-        log.info("stop requested for job %s on worker %s", job.id, worker)
+        log.info("stop requested for job %s on worker %s", job.id, job.worker_name)
         view = job_view(job)
         stopping = JobStopping(**{**view.model_dump(exclude_unset=True), "status": "stopping"})
         response = web.answer(stopping, 202)

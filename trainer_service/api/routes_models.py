@@ -11,11 +11,11 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from shared import registry as reg
 from shared.config import MODEL_NAME_PATTERN
-from shared.web.validation import json_object, validation_error
+from shared.web.validation import json_object
 from trainer_service.api import web
 from trainer_service.api.web import api, state
 
@@ -47,20 +47,22 @@ def _actor() -> str:
     return f"trainer-api ({request.remote_addr or 'unknown'})"
 
 
-def _version_from_body() -> int:
-    return _body(VersionBody).version
+def _body(model: type[web.M]) -> web.M:
+    return web.validated(model, json_object(request.get_data(), request.mimetype), "body")
 
 
-def _body(model: type[BaseModel]) -> Any:
-    payload = json_object(request.get_data(), request.mimetype)
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise validation_error(exc, "body") from None
+def _write(method: str, path: str, summary: str, **spec: Any) -> Any:
+    """A write route: a PUT with a `body`, or a DELETE; it answers the model as listed now."""
+    errors = WRITE_ERRORS if "body" in spec else (401, 404, 503)
+    spec = {"errors": errors, "path_params": {"name": NAME}, **spec}
+    return api.route(
+        bp, method, path, responses={200: reg.ModelSummary}, summary=summary, tags=("models",),
+        **spec,
+    )  # fmt: skip
 
 
-def _summary(name: str) -> Response:
-    """The answer of every write: the model as the listing shows it now."""
+def _changed(name: str, change: str, *args: Any) -> Response:
+    log.info("model %s " + change, name, *args)
     return web.answer(reg.model_summary(state().registry, name))
 
 
@@ -80,58 +82,39 @@ def get_model(name: str):
     return web.answer(reg.model_detail(state().registry, name))
 
 
-@api.route(
-    bp, "PUT", "/v1/models/{name}/pin", body=VersionBody, responses={200: reg.ModelSummary},
-    errors=WRITE_ERRORS, path_params={"name": NAME},
-    summary="Pin the version served by default", tags=("models",),
-    examples={"application/json": {"version 1": {"version": 1}}},
-)  # fmt: skip
+@_write("PUT", "/v1/models/{name}/pin", "Pin the version served by default", body=VersionBody,
+        examples={"application/json": {"version 1": {"version": 1}}})  # fmt: skip
 def pin(name: str):
-    version = _version_from_body()
+    version = _body(VersionBody).version
     state().registry.pin(name, version, actor=_actor())
-    log.info("model %s pinned to version %d", name, version)
-    return _summary(name)
+    return _changed(name, "pinned to version %d", version)
 
 
-@api.route(
-    bp, "DELETE", "/v1/models/{name}/pin", responses={200: reg.ModelSummary},
-    errors=(401, 404, 503), path_params={"name": NAME},
-    summary="Unpin: serve the latest version again", tags=("models",),
-)  # fmt: skip
+@_write("DELETE", "/v1/models/{name}/pin", "Unpin: serve the latest version again")
 def unpin(name: str):
     state().registry.unpin(name, actor=_actor())
-    log.info("model %s unpinned", name)
-    return _summary(name)
+    return _changed(name, "unpinned")
 
 
-@api.route(
-    bp, "PUT", "/v1/models/{name}/aliases/{alias}", body=VersionBody,
-    responses={200: reg.ModelSummary}, errors=WRITE_ERRORS, path_params={"name": NAME},
-    summary="Point an alias at a version", tags=("models",),
-    examples={"application/json": {"version 2": {"version": 2}}},
-)  # fmt: skip
+@_write("PUT", "/v1/models/{name}/aliases/{alias}", "Point an alias at a version", body=VersionBody,
+        examples={"application/json": {"version 2": {"version": 2}}})  # fmt: skip
 def set_alias(name: str, alias: str):
-    version = _version_from_body()
+    version = _body(VersionBody).version
     state().registry.set_alias(name, alias, version, actor=_actor())
-    log.info("model %s alias %s -> version %d", name, alias, version)
-    return _summary(name)
+    return _changed(name, "alias %s -> version %d", alias, version)
 
 
-@api.route(
-    bp, "DELETE", "/v1/models/{name}/aliases/{alias}", responses={200: reg.ModelSummary},
-    errors=(401, 404, 422, 503), path_params={"name": NAME},
-    summary="Delete an alias", tags=("models",),
-)  # fmt: skip
+@_write(
+    "DELETE", "/v1/models/{name}/aliases/{alias}", "Delete an alias", errors=(401, 404, 422, 503)
+)
 def delete_alias(name: str, alias: str):
     state().registry.delete_alias(name, alias, actor=_actor())
-    log.info("model %s alias %s deleted", name, alias)
-    return _summary(name)
+    return _changed(name, "alias %s deleted", alias)
 
 
-@api.route(
-    bp, "PUT", "/v1/models/{name}/traffic", body=reg.TrafficSplit, responses={200: reg.ModelSummary},
-    errors=WRITE_ERRORS, path_params={"name": NAME},
-    summary="Split the default route's traffic over versions", tags=("models",),
+@_write(
+    "PUT", "/v1/models/{name}/traffic", "Split the default route's traffic over versions",
+    body=reg.TrafficSplit,
     description="Requests that name no version are shared by weight (percent); a request with "
     "an X-Routing-Key header always lands on the same version while the split is unchanged. "
     "Aliases are followed as they move; a version that cannot be served gets no traffic.",
@@ -142,42 +125,28 @@ def delete_alias(name: str, alias: str):
 def set_traffic(name: str):
     routes = _body(reg.TrafficSplit).as_state()
     state().registry.set_traffic(name, routes, actor=_actor())
-    log.info("model %s traffic split %s", name, routes)
-    return _summary(name)
+    return _changed(name, "traffic split %s", routes)
 
 
-@api.route(
-    bp, "DELETE", "/v1/models/{name}/traffic", responses={200: reg.ModelSummary},
-    errors=(401, 404, 503), path_params={"name": NAME},
-    summary="Drop the split: serve the default version again", tags=("models",),
-)  # fmt: skip
+@_write("DELETE", "/v1/models/{name}/traffic", "Drop the split: serve the default version again")
 def clear_traffic(name: str):
     state().registry.clear_traffic(name, actor=_actor())
-    log.info("model %s traffic split removed", name)
-    return _summary(name)
+    return _changed(name, "traffic split removed")
 
 
-@api.route(
-    bp, "PUT", "/v1/models/{name}/shadow", body=ShadowBody, responses={200: reg.ModelSummary},
-    errors=WRITE_ERRORS, path_params={"name": NAME},
-    summary="Name the shadow version", tags=("models",),
+@_write(
+    "PUT", "/v1/models/{name}/shadow", "Name the shadow version", body=ShadowBody,
     description="Every request served by the default route also runs on the shadow version "
     "after its answer is sent; inference keeps the agreement figures.",
     examples={"application/json": {"version 1": {"version": 1}}},
 )  # fmt: skip
 def set_shadow(name: str):
-    body: ShadowBody = _body(ShadowBody)
-    state().registry.set_shadow(name, body.version, actor=_actor())
-    log.info("model %s shadow version %s", name, body.version)
-    return _summary(name)
+    version = _body(ShadowBody).version
+    state().registry.set_shadow(name, version, actor=_actor())
+    return _changed(name, "shadow version %s", version)
 
 
-@api.route(
-    bp, "DELETE", "/v1/models/{name}/shadow", responses={200: reg.ModelSummary},
-    errors=(401, 404, 503), path_params={"name": NAME},
-    summary="Stop shadowing", tags=("models",),
-)  # fmt: skip
+@_write("DELETE", "/v1/models/{name}/shadow", "Stop shadowing")
 def clear_shadow(name: str):
     state().registry.clear_shadow(name, actor=_actor())
-    log.info("model %s shadow removed", name)
-    return _summary(name)
+    return _changed(name, "shadow removed")

@@ -1,26 +1,31 @@
-"""What the trainer API's blueprints share: the route table and the per-app state.
-
-Kept apart from `api.py` (the app factory) so the route modules can import it without a circular
-import. Routes are declared with ``api.route(bp, ...)``, which registers the Flask rule and its
-OpenAPI operation together; ``GET /openapi.json`` serves ``api.document()``.
-"""
+"""What the trainer API's blueprints share: the route table (``api.route(bp, ...)`` registers
+a Flask rule and its OpenAPI operation together), the per-app state and the answers. Apart from
+`app` (the factory) so the route modules can import it without a circular import."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from flask import Response, jsonify
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rq import Queue
 
 from shared.web.app import app_state
+from shared.web.errors import ApiError
 from shared.web.openapi import Api
+from shared.web.validation import validation_error
 from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
 
 if TYPE_CHECKING:
     from shared.registry import Registry
+
+M = TypeVar("M", bound=BaseModel)
+
+#: The path parameter of a job or sweep id (the API makes them: uuid4 hex).
+ID = {"type": "string", "pattern": queueing.JOB_ID_RE.pattern}
 
 api = Api(
     "digitflow trainer API",
@@ -49,14 +54,11 @@ class TrainerState:
         self.queue: Queue = queueing.make_queue(
             settings.rq_queue, self.redis, default_timeout=settings.job_timeout
         )
-        self._registry: Registry | None = None
 
-    @property
+    @functools.cached_property
     def registry(self) -> Registry:
-        """The model registry (imported lazily: the API must start even before it is needed)."""
-        if self._registry is None:
-            self._registry = self.settings.open_registry()
-        return self._registry
+        """The model registry (opened lazily: the API must start even before it is needed)."""
+        return self.settings.open_registry()
 
 
 def state() -> TrainerState:
@@ -72,12 +74,26 @@ def answer(view: BaseModel, status: int = 200) -> Response:
     return response
 
 
-def accepted(location: str, body: dict[str, Any], *, replayed: bool = False) -> Response:
+def accepted(view: BaseModel, location: str, *, replayed: bool = False) -> Response:
     """202 with `Location` (and `Idempotent-Replayed: true` for a replayed POST): what a queued
-    job or a started sweep answers, the body naming it with its `location`."""
-    response = jsonify({**body, "location": location})
-    response.status_code = 202
+    job or a started sweep answers, `view` naming it with its `location`."""
+    response = answer(view, 202)
     response.headers["Location"] = location
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def validated(model: type[M], data: Any, what: str, **error: Any) -> M:
+    """`data` as `model`, or 422 naming every bad field (`what`: "body", "query"...)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, what, **error) from None
+
+
+def check_id(value: str, what: str) -> str:
+    """404 for a malformed job or sweep id before Redis is touched (never echoing it back)."""
+    if not queueing.JOB_ID_RE.match(value):
+        raise ApiError(404, f"no such {what}: {what} ids are 32 lowercase hex characters")
+    return value

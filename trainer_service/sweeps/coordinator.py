@@ -1,35 +1,29 @@
 """Sweeps: an Optuna study on the queue's Redis, its trials ordinary training jobs.
 
-Why it is built this way: there is no coordinator process. `advance` is one short step, run
-under a per-sweep Redis lock, that (1) marks trials whose job ended without telling the study as
-failed in it, and gives a trial whose job *died* (its worker or work horse was killed: RQ marks
-the job failed, the heartbeat having expired) one retry, (2) asks the study for new trials and
-enqueues them as ordinary training jobs until `parallelism` are queued or running, and (3) when
-every trial is done, promotes the best trial's version and removes the versions beyond `keep`.
+There is no coordinator process. `advance` is one short step, run under a per-sweep Redis lock,
+that (1) fails in the study the trials whose job ended without telling it, retrying once a trial
+whose job *died* (worker or work horse killed: RQ marks it failed once its heartbeat expired),
+(2) asks the study for trials and enqueues them until `parallelism` are queued or running, and
+(3) when every trial is done, promotes the best trial's version and removes those beyond `keep`.
 Trial versions are published *staged* (`"staged": true` in the manifest): never "latest" nor an
 unpinned default, so nothing a route serves changes until that promotion (an alias, or the pin).
 
-`advance` runs where the work is, in the RQ workers: at the very end of every trial job (on the
-worker that ran it, so the next trial starts at once), and every SWEEP_RECONCILE_SECONDS in a
-small thread of every worker process (`reconcile`, over the sweeps still running), which is what
-moves a sweep on when the worker running its trial died: the trial's end never comes, but any
-surviving worker notices the dead job once its heartbeat has expired. Reads of a sweep through
-the API are pure reads: they never enqueue, tell or promote anything (a GET that moved work
-would make the outcome depend on who looks, and would need the API to hold Optuna's sampler
-state). With no worker alive nothing moves, but then no trial could run either.
+`advance` runs in the RQ workers: at the very end of every trial job (so the next trial starts at
+once), and every SWEEP_RECONCILE_SECONDS in a thread of every worker (`reconcile`), which moves
+a sweep on when the worker running its trial died. API reads of a sweep never enqueue, tell or
+promote anything (a GET that moved work would make the outcome depend on who looks, and would
+need the API to hold Optuna's sampler state). With no worker alive nothing moves, but then no
+trial could run either.
 
 Retry once: a dead trial is told FAIL and re-created as a WAITING trial with the same params
 (Optuna's own `RetryHeartbeatStaleTrialCallback(max_retry=1)`: it records `failed_trial` and
 `retry_history`, and keeps the grid point), which the next ask pops and enqueues as a new job.
 The retry does not count against `trials`; its result counts like any trial's. A retry that dies
-too stays failed. A trial that failed by itself (an exception, a time-out: the job told the
-study) or was stopped is never retried: it would fail the same way.
+too stays failed. A trial that failed by itself (an exception, a time-out) or was stopped is
+never retried: it would fail the same way.
 
-The study (trials, their per-epoch reports, the sampler's history) lives in Optuna's journal
-storage on the same Redis, under a key prefix of the queue's; the sweep's own record (request,
-its validated `SweepPlan`, trial ↔ job ids, outcome) is one JSON value next to it, read back
-without validating the request again, and the ids of the running sweeps are a
-set the reconcile loop reads.
+The study lives in Optuna's journal storage on the same Redis (see `storage`); the sweep's own
+record (request, `SweepPlan`, trial ↔ job ids, outcome) is one JSON value next to it.
 """
 
 from __future__ import annotations
@@ -38,16 +32,14 @@ import contextlib
 import copy
 import json
 import logging
-import time
 import uuid
 import warnings
+from dataclasses import asdict
 from datetime import UTC, datetime
-from enum import StrEnum
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import redis
-from rq.command import send_stop_job_command
-from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
@@ -55,7 +47,7 @@ from shared.config import TrainConfig
 from shared.registry import RegistryError
 from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
-from trainer_service.sweeps.models import SweepPlan, SweepRequest
+from trainer_service.sweeps.models import SweepPlan, SweepRequest, SweepTrial, SweepView
 
 if TYPE_CHECKING:
     import optuna
@@ -64,30 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class SweepStatus(StrEnum):
-    """A sweep is running until every trial is done (finished: the verdict is in `promotion`)
-    or it is canceled (DELETE: queued trials canceled, running ones stopped, nothing promoted)."""
-
-    RUNNING = "running"
-    FINISHED = "finished"
-    CANCELED = "canceled"
-
-
-class TrialStatus(StrEnum):
-    """A trial: queued (its job waits for a worker), running, finished (its version published,
-    `value` its objective), pruned (stopped after an epoch by the pruner; nothing published),
-    failed (its job failed or died; a dead one is retried once, see `retried_by`), canceled
-    (queued or running when its sweep was canceled)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    FINISHED = "finished"
-    PRUNED = "pruned"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-
-SWEEPS_INDEX_MAX = 10_000
 _ACTIVE = ("queued", "started")
 
 
@@ -111,12 +79,11 @@ def _lock(conn: redis.Redis, queue: str, sweep_id: str, wait: float = 30.0):
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return str(queueing.iso(datetime.now(UTC)))
 
 
 def load_record(conn: redis.Redis, queue: str, sweep_id: str) -> dict[str, Any] | None:
-    raw = conn.get(sweep_key(queue, sweep_id))
-    return None if raw is None else json.loads(raw)
+    return next(iter(load_records(conn, queue, [sweep_id])), None)
 
 
 def load_records(conn: redis.Redis, queue: str, sweep_ids: list[str]) -> list[dict[str, Any]]:
@@ -130,57 +97,44 @@ def _save(conn: redis.Redis, queue: str, record: dict[str, Any]) -> None:
     conn.set(sweep_key(queue, record["sweep_id"]), json.dumps(record))
 
 
-# --------------------------------------------------------------------------- Optuna
+def _trial_jobs(conn: redis.Redis, record: dict[str, Any]) -> list[Job | None]:
+    """The job of each of the record's trials, in order (None: its record expired)."""
+    ids = [t["job_id"] for t in record["trials"]]
+    return Job.fetch_many(ids, connection=conn, serializer=queueing.SERIALIZER)
 
 
 def storage(settings: TrainerSettings) -> optuna.storages.BaseStorage:
     """The study's journal on the queue's Redis (Optuna's own Redis backend; Optuna flags it
-    experimental, a warning per process we silence), without snapshots (`_LogOnly`)."""
-    # Optuna: heavy, only for sweeps
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalRedisBackend
+    experimental, a warning per process we silence), its log and nothing else. The backend also
+    keeps snapshots, which `JournalStorage` writes with pickle (every 100 trials) and unpickles
+    whenever it is built; the product never unpickles what it reads (README, Guarantees), so the
+    storage gets only the backend's log methods (not being a `BaseJournalSnapshot` is the point)
+    and the study is always replayed from its JSON log lines."""
+    import optuna  # heavy: only for sweeps
 
     prefix = f"digitflow:{settings.rq_queue}:optuna:"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return JournalStorage(_LogOnly(JournalRedisBackend(settings.redis_url, prefix=prefix)))
-
-
-class _LogOnly:
-    """A journal backend's log and nothing else. Optuna's Redis backend also keeps snapshots,
-    which `JournalStorage` writes with pickle (every 100 trials) and unpickles whenever it is
-    built; the product never unpickles what it reads (README, Guarantees), so the study is
-    always replayed from its JSON log lines. Not being a `BaseJournalSnapshot` is the point."""
-
-    def __init__(self, backend: Any) -> None:
-        self._backend = backend
-
-    def read_logs(self, log_number_from: int) -> Any:
-        return self._backend.read_logs(log_number_from)
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self._backend.append_logs(logs)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        backend = optuna.storages.journal.JournalRedisBackend(settings.redis_url, prefix=prefix)
+        log_only = SimpleNamespace(read_logs=backend.read_logs, append_logs=backend.append_logs)
+        return optuna.storages.JournalStorage(log_only)  # type: ignore[arg-type]
 
 
 def distributions(plan: SweepPlan) -> dict[str, Any]:
     """Optuna distributions of the space. Choices are JSON strings (Optuna's categorical values
     are scalars; a choice may be a list such as hidden_layers)."""
-    # Optuna: heavy, only for sweeps
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    import optuna  # heavy: only for sweeps
 
     out: dict[str, Any] = {}
     for key, dim in plan.space.items():
-        if isinstance(dim, list):
-            out[key] = CategoricalDistribution(_encoded(dim))
-            continue
-        kind, value = next(iter(dim.items()))
+        kind, value = ("choice", dim) if isinstance(dim, list) else next(iter(dim.items()))
         if kind == "choice":
-            out[key] = CategoricalDistribution(_encoded(value))
+            out[key] = optuna.distributions.CategoricalDistribution(_encoded(value))
         elif kind == "int":
-            out[key] = IntDistribution(value[0], value[1])
+            out[key] = optuna.distributions.IntDistribution(value[0], value[1])
         else:
-            out[key] = FloatDistribution(value[0], value[1], log=kind == "log_uniform")
+            log_scale = kind == "log_uniform"
+            out[key] = optuna.distributions.FloatDistribution(value[0], value[1], log=log_scale)
     return out
 
 
@@ -204,8 +158,7 @@ def sampler(plan: SweepPlan, asked: int = 0) -> optuna.samplers.BaseSampler:
     The grid sampler shuffles the grid with its seed and gives trial n the n-th point, so every
     ask must use the same seed (else points repeat): the request's, or 0. A random or TPE draw
     with a seed uses seed + asked: one fixed seed would repeat the same draw."""
-    # Optuna: heavy, only for sweeps
-    import optuna
+    import optuna  # heavy: only for sweeps
 
     if plan.sampler == "grid":
         space = {k: _encoded(v) for k, v in plan.space.items()}
@@ -219,8 +172,7 @@ def sampler(plan: SweepPlan, asked: int = 0) -> optuna.samplers.BaseSampler:
 
 def pruner(name: str) -> optuna.pruners.BasePruner:
     """Epochs are the budget: a trial reports its objective after every epoch."""
-    # Optuna: heavy, only for sweeps
-    import optuna
+    import optuna  # heavy: only for sweeps
 
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
@@ -229,36 +181,25 @@ def pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def load_study(settings: TrainerSettings, record: dict[str, Any]) -> optuna.Study:
+def load_study(settings: TrainerSettings, sweep_id: str, pruner_name: str) -> optuna.Study:
     """The sweep's study, for reading and telling. Its sampler is a plain one: the search's
     sampler is set only to ask (the grid sampler's after-tell hook stops an exhausted study,
     which Optuna allows only inside its own optimize loop)."""
-    # Optuna: heavy, only for sweeps
-    import optuna
+    import optuna  # heavy: only for sweeps
 
     return optuna.load_study(
-        study_name=record["sweep_id"],
+        study_name=sweep_id,
         storage=storage(settings),
         sampler=optuna.samplers.RandomSampler(),
-        pruner=pruner(SweepPlan.of_record(record).pruner),
+        pruner=pruner(pruner_name),
     )
-
-
-def direction(objective: str) -> str:
-    return "maximize" if objective == "val_accuracy" else "minimize"
 
 
 def objective_value(history: list[dict[str, Any]], objective: str, best_epoch: int) -> float | None:
     """The objective of the published weights: the validation metric of `best_epoch` (the
     weights the pipeline keeps), from validation only."""
-    for record in history:
-        if record.get("epoch") == best_epoch:
-            value = record.get(objective)
-            return None if value is None else float(value)
-    return None
-
-
-# --------------------------------------------------------------------------- lifecycle
+    value = next((r.get(objective) for r in history if r.get("epoch") == best_epoch), None)
+    return None if value is None else float(value)
 
 
 def new_record(request: SweepRequest, sweep_id: str) -> dict[str, Any]:
@@ -269,7 +210,7 @@ def new_record(request: SweepRequest, sweep_id: str) -> dict[str, Any]:
         "status": "running",
         "model": request.base.model_name,
         "request": request.model_dump(mode="json", exclude_none=True),
-        "plan": SweepPlan.of(request).to_json(),
+        "plan": asdict(SweepPlan.of(request)),
         "trials": [],
         "created_at": now_iso(),
         "ended_at": None,
@@ -279,28 +220,17 @@ def new_record(request: SweepRequest, sweep_id: str) -> dict[str, Any]:
 
 
 def create(
-    conn: redis.Redis,
-    queue: Queue,
-    settings: TrainerSettings,
-    request: SweepRequest,
-    sweep_id: str,
+    conn: redis.Redis, queue: Queue, settings: TrainerSettings, request: SweepRequest, sweep_id: str
 ) -> dict[str, Any]:
-    """Create the study and the record of `sweep_id`, enqueue the first trials; return the
-    record."""
-    # Optuna: heavy, only for sweeps
-    import optuna
+    """Create the study and the record of `sweep_id`, enqueue the first trials; the record."""
+    import optuna  # heavy: only for sweeps
 
-    optuna.create_study(
-        study_name=sweep_id,
-        storage=storage(settings),
-        direction=direction(request.objective),
-    )
+    direction = "maximize" if request.objective == "val_accuracy" else "minimize"
+    optuna.create_study(study_name=sweep_id, storage=storage(settings), direction=direction)
     record = new_record(request, sweep_id)
     _save(conn, settings.rq_queue, record)
-    index = sweeps_index_key(settings.rq_queue)
     with conn.pipeline() as pipe:
-        pipe.zadd(index, {sweep_id: time.time()})
-        pipe.zremrangebyrank(index, 0, -(SWEEPS_INDEX_MAX + 1))
+        queueing.add_to_index(pipe, sweeps_index_key(settings.rq_queue), sweep_id)
         pipe.sadd(running_key(settings.rq_queue), sweep_id)
         pipe.execute()
     advance(conn, queue, settings, sweep_id)
@@ -319,6 +249,8 @@ def advance(
     """One coordinator step (see the module docstring). `finishing`: the job id of the trial
     calling this at its very end (still `started` in RQ, but done). Raises redis LockError if
     another step holds the lock for longer than `wait` seconds."""
+    import optuna  # heavy: only for sweeps
+
     StartedJobRegistry(queue=queue).cleanup()  # a dead worker's trial shows failed now
     with _lock(conn, settings.rq_queue, sweep_id, wait):
         record = load_record(conn, settings.rq_queue, sweep_id)
@@ -326,9 +258,10 @@ def advance(
             conn.srem(running_key(settings.rq_queue), sweep_id)
             return
         plan = SweepPlan.of_record(record)
-        study = load_study(settings, record)
+        study = load_study(settings, sweep_id, plan.pruner)
         active = _settle(conn, study, record, finishing)
-        waiting = len(study.get_trials(deepcopy=False, states=(_state("WAITING"),)))
+        waiting_state = (optuna.trial.TrialState.WAITING,)
+        waiting = len(study.get_trials(deepcopy=False, states=waiting_state))
         fresh = started_trials(record)
         while active < plan.parallelism and (waiting or fresh < plan.n_trials):
             if _enqueue_trial(queue, settings, study, plan, record):
@@ -348,25 +281,13 @@ def started_trials(record: dict[str, Any]) -> int:
     return sum(1 for t in record["trials"] if "retry_of" not in t)
 
 
-def reconcile(conn: redis.Redis, queue: Queue, settings: TrainerSettings) -> int:
+def reconcile(conn: redis.Redis, queue: Queue, settings: TrainerSettings) -> None:
     """One `advance` of every running sweep whose lock is free (a busy lock means another
-    process is moving that sweep on right now). Returns how many sweeps were advanced."""
-    moved = 0
+    process is moving that sweep on right now)."""
     for raw in conn.smembers(running_key(settings.rq_queue)):
         sweep_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-        try:
+        with contextlib.suppress(redis.exceptions.LockError):
             advance(conn, queue, settings, sweep_id, wait=0.0)
-        except redis.exceptions.LockError:
-            continue
-        moved += 1
-    return moved
-
-
-def _state(name: str) -> Any:
-    # Optuna: heavy, only for sweeps
-    from optuna.trial import TrialState
-
-    return TrialState[name]
 
 
 def _settle(
@@ -374,38 +295,26 @@ def _settle(
 ) -> int:
     """Fail in the study the trials whose job ended without telling it, retrying once those whose
     job died (see the module docstring); count the active ones."""
-    # Optuna: heavy, only for sweeps
-    from optuna.trial import TrialState
+    import optuna  # heavy: only for sweeps
 
+    running = optuna.trial.TrialState.RUNNING
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    jobs = Job.fetch_many(
-        [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
-    )
     active = 0
-    for entry, job in zip(record["trials"], jobs, strict=True):
+    for entry, job in zip(record["trials"], _trial_jobs(conn, record), strict=True):
         status = "failed" if job is None else queueing.public_status(job)
         if status in _ACTIVE:
             active += entry["job_id"] != finishing
             continue
         trial = trials.get(entry["number"])
-        if trial is None or trial.state != TrialState.RUNNING:
+        if trial is None or trial.state != running:
             continue
         dead = copy.deepcopy(trial)  # the callback below must not edit Optuna's cached copy
-        study.tell(entry["number"], state=TrialState.FAIL)
+        study.tell(entry["number"], state=optuna.trial.TrialState.FAIL)
         if status == "failed":  # killed: a stopped or canceled trial was meant to end
-            _retry_once(study, dead)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)(study, dead)
     return active
-
-
-def _retry_once(study: optuna.Study, dead: optuna.trial.FrozenTrial) -> None:
-    """Queue a WAITING copy of `dead` (same params and grid point) unless it is a retry itself."""
-    # Optuna: heavy, only for sweeps
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, dead)
 
 
 def _enqueue_trial(
@@ -417,8 +326,7 @@ def _enqueue_trial(
 ) -> bool:
     """Ask the study for a trial (a waiting retry first) and enqueue its job. Returns whether
     it was a retry."""
-    # Optuna: heavy, only for sweeps
-    import optuna
+    import optuna  # heavy: only for sweeps
 
     asking = optuna.load_study(
         study_name=study.study_name,
@@ -431,38 +339,24 @@ def _enqueue_trial(
     params = decode_params(plan, trial.params)
     config = TrainConfig.model_validate({**plan.base, **params})
     job_id = uuid.uuid4().hex
+    sweep_id = record["sweep_id"]
     sweep = {
-        "sweep_id": record["sweep_id"],
+        "sweep_id": sweep_id,
         "trial": trial.number,
         "trial_id": trial._trial_id,
         "params": params,
         "objective": plan.objective,
         "pruner": plan.pruner,
     }
-    queue.enqueue(
-        queueing.JOB_FUNC,
-        config.public_dict(),
-        sweep,
-        job_id=job_id,
-        job_timeout=settings.job_timeout,
-        result_ttl=settings.result_ttl,
-        failure_ttl=settings.failure_ttl,
-        description=f"sweep {record['sweep_id']} trial {trial.number}"
-        + ("" if retry_of is None else f" (retry of trial {retry_of})"),
-        meta={
-            "model": config.model_name,
-            "phase": "queued",
-            "progress": None,
-            "history": [],
-            "sweep_id": record["sweep_id"],
-        },
-    )
-    conn = queue.connection
-    conn.zadd(queueing.jobs_index_key(settings.rq_queue), {job_id: time.time()})
     entry = {"number": trial.number, "job_id": job_id, "params": params}
+    description = f"sweep {sweep_id} trial {trial.number}"
     if retry_of is not None:
         entry["retry_of"] = retry_of
-        log.info("sweep %s: trial %d retries trial %d", record["sweep_id"], trial.number, retry_of)
+        description += f" (retry of trial {retry_of})"
+        log.info("sweep %s: trial %d retries trial %d", sweep_id, trial.number, retry_of)
+    queueing.enqueue(
+        queue, settings, config.public_dict(), config.model_name, job_id, description, sweep
+    )
     record["trials"].append(entry)
     return retry_of is not None
 
@@ -471,45 +365,45 @@ def _finish(
     settings: TrainerSettings, study: optuna.Study, plan: SweepPlan, record: dict[str, Any]
 ) -> None:
     """Every trial is done: promote the best version (only on improvement), keep the best `keep`."""
-    # Optuna: heavy, only for sweeps
-    from optuna.trial import TrialState
+    import optuna  # heavy: only for sweeps
 
     record["status"] = "finished"
     record["ended_at"] = now_iso()
     done = [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if t.user_attrs.get("model_version") is not None
     ]
-    maximize = plan.objective == "val_accuracy"
-    done.sort(key=lambda t: t.value if maximize else -t.value, reverse=True)  # type: ignore[operator]
+    sign = 1 if plan.objective == "val_accuracy" else -1  # accuracy up, loss down
+    done.sort(key=lambda t: sign * t.value, reverse=True)  # type: ignore[operator]
     registry = settings.open_registry()
     model = record["model"]
     sweep_id = record["sweep_id"]
     actor = f"sweep {sweep_id}"
     if done and plan.promote_to:
-        best = done[0]
-        version = int(best.user_attrs["model_version"])
-        target = plan.promote_to
+        best, objective, target = done[0].value, plan.objective, plan.promote_to
+        version = int(done[0].user_attrs["model_version"])
         if target == "default":
             current, what = registry.default_version(model), "the model had no default version"
         else:
             current, what = registry.state(model)["aliases"].get(target), "the alias was not set"
         kept = "default kept" if target == "default" else "alias kept"
-        theirs = _version_objective(registry, model, current, plan.objective)
+        theirs = None
+        if current is not None:  # the validation objective its manifest records
+            manifest = registry.manifest(model, current)
+            history = manifest.get("history") or []
+            theirs = objective_value(history, objective, manifest.get("best_epoch", 0))
+        verdict = None
         if current is None:
             verdict, reason = version, what
         elif theirs is None:
-            verdict = None
-            reason = f"version {current} has no {plan.objective} to compare with; {kept}"
-        elif (best.value > theirs) if maximize else (best.value < theirs):  # type: ignore[operator]
+            reason = f"version {current} has no {objective} to compare with; {kept}"
+        elif sign * best > sign * theirs:  # type: ignore[operator]
             verdict = version
-            reason = f"{plan.objective} {best.value:.6g} beats version {current}'s {theirs:.6g}"
+            reason = f"{objective} {best:.6g} beats version {current}'s {theirs:.6g}"
         else:
-            verdict = None
             reason = (
-                f"{plan.objective} {best.value:.6g} does not beat version {current}'s "
-                f"{theirs:.6g}; {kept}"
+                f"{objective} {best:.6g} does not beat version {current}'s {theirs:.6g}; {kept}"
             )
         registry.record_promotion(model, target, verdict, reason, sweep_id, actor)
         record["promotion"] = {
@@ -527,26 +421,16 @@ def _finish(
             log.info("sweep %s: version %d stays: %s", sweep_id, version, exc)
 
 
-def _version_objective(
-    registry: Any, model: str, version: int | None, objective: str
-) -> float | None:
-    """The validation objective a version's manifest records (None: unknown)."""
-    if version is None:
-        return None
-    manifest = registry.manifest(model, version)
-    return objective_value(manifest.get("history") or [], objective, manifest.get("best_epoch", 0))
-
-
-def cancel(conn: redis.Redis, queue: Queue, settings: TrainerSettings, sweep_id: str) -> None:
+def cancel(conn: redis.Redis, settings: TrainerSettings, sweep_id: str) -> None:
     """Mark the sweep canceled (no trial is enqueued after this), cancel its queued trials and
     stop its running ones. Versions already published stay; nothing is promoted."""
+    import optuna  # heavy: only for sweeps
+
     with _lock(conn, settings.rq_queue, sweep_id):
         record = load_record(conn, settings.rq_queue, sweep_id)
         if record is None or record["status"] != "running":
             return
-        jobs = Job.fetch_many(
-            [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
-        )
+        jobs = _trial_jobs(conn, record)
         statuses = [None if job is None else queueing.public_status(job) for job in jobs]
         record["status"] = "canceled"
         record["ended_at"] = now_iso()
@@ -555,28 +439,19 @@ def cancel(conn: redis.Redis, queue: Queue, settings: TrainerSettings, sweep_id:
                 entry["canceled"] = True
         _save(conn, settings.rq_queue, record)
         conn.srem(running_key(settings.rq_queue), sweep_id)
-        for job, status in zip(jobs, statuses, strict=True):
-            if job is None:
-                continue
+        for job, status in zip(jobs, statuses, strict=True):  # status None: no job
             if status == "queued":
-                job.meta["cancel_requested"] = True
-                job.save_meta()
-                with contextlib.suppress(InvalidJobOperation):
-                    job.cancel()
-            elif status == "started" and job.worker_name:
+                queueing.cancel_queued(job)
+            elif status == "started":
                 try:
-                    send_stop_job_command(conn, job.id)
-                except Exception:  # the worker is gone: its heartbeat expiry fails the trial
+                    queueing.send_stop(conn, job)
+                except redis.exceptions.RedisError:  # its heartbeat expiry fails the trial
                     log.info("sweep %s: could not stop trial job %s", sweep_id, job.id)
-        study = load_study(settings, record)
-        # Optuna: heavy, only for sweeps
-        from optuna.trial import TrialState
+        study = load_study(settings, sweep_id, SweepPlan.of_record(record).pruner)
+        running = (optuna.trial.TrialState.RUNNING,)
+        for trial in study.get_trials(deepcopy=False, states=running):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study.tell(trial.number, state=TrialState.FAIL)
-
-
-# --------------------------------------------------------------------------- the view
 
 #: A trial's Optuna state → its status in the sweep view (RUNNING: running, or queued).
 _TRIAL_STATUS = {"complete": "finished", "fail": "failed", "waiting": "queued", "pruned": "pruned"}
@@ -591,16 +466,14 @@ def canceled_with_sweep(conn: redis.Redis, queue: str, job: Job) -> bool:
     return any(t["job_id"] == job.id and t.get("canceled") for t in record["trials"])
 
 
-def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -> dict[str, Any]:
-    """The public JSON of a sweep: every trial with its curve, and the best so far."""
+def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -> SweepView:
+    """A sweep as the API shows it: every trial with its curve, and the best so far."""
     plan = SweepPlan.of_record(record)
-    study_trials = {t.number: t for t in load_study(settings, record).get_trials(deepcopy=False)}
-    jobs = Job.fetch_many(
-        [t["job_id"] for t in record["trials"]], connection=conn, serializer=queueing.SERIALIZER
-    )
+    study = load_study(settings, record["sweep_id"], plan.pruner)
+    study_trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     retried_by = {t["retry_of"]: t["number"] for t in record["trials"] if "retry_of" in t}
     trials = []
-    for entry, job in zip(record["trials"], jobs, strict=True):
+    for entry, job in zip(record["trials"], _trial_jobs(conn, record), strict=True):
         st = study_trials.get(entry["number"])
         meta = (job.meta or {}) if job is not None else {}
         curve = [
@@ -618,41 +491,35 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
         if canceled and status not in ("finished", "pruned"):  # it ended with the sweep
             status = "canceled"
         trials.append(
-            {
-                "number": entry["number"],
-                "job_id": entry["job_id"],
-                "params": entry["params"],
-                "status": status,
-                "job_status": job_status,
-                "pruned": state == "pruned",
+            SweepTrial(
+                number=entry["number"],
+                job_id=entry["job_id"],
+                params=entry["params"],
+                status=status,
+                job_status=job_status,
+                pruned=state == "pruned",
                 # Optuna gives a pruned trial its last report as value; ours is the published
                 # weights' objective, so only a finished trial has one.
-                "value": st.value if state == "complete" else None,
-                "curve": curve,
-                "model_version": (st.user_attrs.get("model_version") if st else None),
-                "retry_of": entry.get("retry_of"),
-                "retried_by": retried_by.get(entry["number"]),
-                "started_at": meta.get("trial_started_at"),
-                "ended_at": meta.get("trial_ended_at"),
-            }
+                value=st.value if state == "complete" else None,
+                curve=curve,
+                model_version=st.user_attrs.get("model_version") if st else None,
+                retry_of=entry.get("retry_of"),
+                retried_by=retried_by.get(entry["number"]),
+                started_at=meta.get("trial_started_at"),
+                ended_at=meta.get("trial_ended_at"),
+            )
         )
-    scored = [t for t in trials if t["status"] == "finished" and t["value"] is not None]
-    maximize = plan.objective == "val_accuracy"
-    best = max(scored, key=lambda t: t["value"] if maximize else -t["value"], default=None)
-    return {
-        "sweep_id": record["sweep_id"],
-        "status": record["status"],
-        "model": record["model"],
-        "objective": plan.objective,
-        "n_trials": plan.n_trials,
-        "parallelism": plan.parallelism,
-        "sampler": plan.sampler,
-        "pruner": plan.pruner,
-        "created_at": record["created_at"],
-        "ended_at": record["ended_at"],
-        "trials": trials,
-        "best": best,
-        "promotion": record["promotion"],
-        "removed_versions": record["removed_versions"],
-        "request": record["request"],
-    }
+    scored = [t for t in trials if t.status == "finished" and t.value is not None]
+    sign = 1 if plan.objective == "val_accuracy" else -1
+    best = max(scored, key=lambda t: sign * t.value, default=None)  # type: ignore[operator]
+    as_stored = "sweep_id status model created_at ended_at promotion removed_versions request"
+    return SweepView(
+        **{key: record[key] for key in as_stored.split()},
+        objective=plan.objective,
+        n_trials=plan.n_trials,
+        parallelism=plan.parallelism,
+        sampler=plan.sampler,
+        pruner=plan.pruner,
+        trials=trials,
+        best=best,
+    )

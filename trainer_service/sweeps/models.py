@@ -1,21 +1,24 @@
-"""The body of `POST /v1/sweeps`: a base TrainConfig, a search space and how to search it.
-
-Validated once, here: every key of the space is a TrainConfig field, every value (or range end)
-makes a valid TrainConfig together with the base, and every combination keeps a validation split
-(the objective is measured on it, never on the test set). Errors name `space.<field>`.
+"""A sweep's request and its view. The body of `POST /v1/sweeps` (`SweepRequest`): a base
+TrainConfig, a search space and how to search it, validated once, here: every key of the space
+is a TrainConfig field, every value (or range end) makes a valid TrainConfig together with the
+base, and every combination keeps a validation split (the objective is measured on it, never on
+the test set). Errors name `space.<field>`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.config import MODEL_NAME_PATTERN, TrainConfig
+from trainer_service import queueing
 
 #: Fields a sweep may not vary: every trial publishes under the base's model name.
 FIXED_FIELDS = ("model", "preset")
@@ -103,14 +106,9 @@ class SweepRequest(BaseModel):
             )
         for key, dim in self.space.items():
             _check_dimension(key, dim, base)
-        if self.promote_to is not None and (
-            self.promote_to.isdigit() or self.promote_to == "latest"
-        ):
-            _error(
-                ("promote_to",),
-                self.promote_to,
-                'an alias (not all digits, not "latest") or "default"',
-            )
+        target = self.promote_to or ""
+        if target.isdigit() or target == "latest":
+            _error(("promote_to",), target, 'an alias (not all digits, not "latest") or "default"')
         if self.is_grid and self.grid_size > MAX_TRIALS:
             _error(("space",), None, f"the grid has more than {MAX_TRIALS} combinations")
         _check_combinations(self.space, base)
@@ -127,10 +125,8 @@ class SweepRequest(BaseModel):
 
     @property
     def grid_size(self) -> int:
-        size = 1
-        for dim in self.space.values():
-            size *= len({json.dumps(v, sort_keys=True) for v in dim})  # type: ignore[arg-type]
-        return size
+        distinct = ({json.dumps(v, sort_keys=True) for v in dim} for dim in self.space.values())
+        return math.prod(len(values) for values in distinct)  # type: ignore[misc]
 
     @property
     def n_trials(self) -> int:
@@ -143,12 +139,9 @@ class SweepRequest(BaseModel):
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """What a validated `SweepRequest` decided, stored in the sweep's record and read back as is.
-
-    Why: validating a request checks every combination of its space (43 ms for a 1,000-point
-    grid); the coordinator step, the sweep's view and the listing read a sweep many times, so
-    they read this plan (plain JSON values) instead of validating the stored request again.
-    """
+    """What a validated `SweepRequest` decided, stored in the sweep's record and read back as is:
+    validating a request checks every combination of its space (43 ms for a 1,000-point grid),
+    and the coordinator step, the view and the listing read a sweep many times."""
 
     #: The base config as submitted (`exclude_unset`): each trial's config is base + params.
     base: dict[str, Any]
@@ -165,17 +158,12 @@ class SweepPlan:
 
     @classmethod
     def of(cls, request: SweepRequest) -> SweepPlan:
+        as_is = {"space", "parallelism", "objective", "pruner", "seed", "promote_to", "keep"}
         return cls(
             base=request.base.model_dump(mode="json", exclude_unset=True),
-            space=request.model_dump(mode="json", include={"space"})["space"],
             n_trials=request.n_trials,
-            parallelism=request.parallelism,
-            objective=request.objective,
-            pruner=request.pruner,
             sampler=request.sampler_name,
-            seed=request.seed,
-            promote_to=request.promote_to,
-            keep=request.keep,
+            **request.model_dump(mode="json", include=as_is),
         )
 
     @classmethod
@@ -187,9 +175,6 @@ class SweepPlan:
             return cls.of(SweepRequest.model_validate(record["request"]))
         return cls(**plan)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _error(loc: tuple[Any, ...], value: Any, message: str) -> None:
     raise ValidationError.from_exception_data(
@@ -198,11 +183,9 @@ def _error(loc: tuple[Any, ...], value: Any, message: str) -> None:
     )
 
 
-def _trial_config(base: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
-    config = TrainConfig.model_validate({**base, **params})
-    if config.val_fraction == 0:
+def _check_trial(base: dict[str, Any], params: dict[str, Any]) -> None:
+    if TrainConfig.model_validate({**base, **params}).val_fraction == 0:
         raise ValueError("a sweep needs a validation split: val_fraction > 0")
-    return config
 
 
 def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
@@ -225,7 +208,7 @@ def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
             _error(loc, None, "log_uniform: the low end must be above 0")
     for value in _corners(dim):
         try:
-            _trial_config(base, {key: value})
+            _check_trial(base, {key: value})
         except (ValidationError, ValueError, TypeError) as exc:
             _error(loc, None, f"value {json.dumps(value)[:80]} is not valid: {_first(exc)}")
 
@@ -240,7 +223,7 @@ def _check_combinations(space: dict[str, Any], base: dict[str, Any]) -> None:
         if n >= MAX_VALIDATED_COMBINATIONS:
             return
         try:
-            _trial_config(base, dict(zip(keys, combo, strict=True)))
+            _check_trial(base, dict(zip(keys, combo, strict=True)))
         except (ValidationError, ValueError, TypeError) as exc:
             _error(("space",), None, f"combination {dict(zip(keys, combo, strict=True))} is not "
                    f"valid: {_first(exc)}")  # fmt: skip
@@ -261,3 +244,69 @@ def _first(exc: Exception) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()))
         return f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg"))
     return str(exc)
+
+
+class SweepStatus(StrEnum):
+    """A sweep is running until every trial is done (finished: the verdict is in `promotion`)
+    or it is canceled (DELETE: queued trials canceled, running ones stopped, nothing promoted)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELED = "canceled"
+
+
+class TrialStatus(StrEnum):
+    """A trial: queued (its job waits for a worker), running, finished (its version published,
+    `value` its objective), pruned (stopped after an epoch by the pruner; nothing published),
+    failed (its job failed or died; a dead one is retried once, see `retried_by`), canceled
+    (queued or running when its sweep was canceled)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    PRUNED = "pruned"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class SweepTrial(BaseModel):
+    """One trial: an ordinary training job (`job_id`) with sampled `params`."""
+
+    number: int
+    job_id: str
+    params: dict[str, Any]
+    status: TrialStatus
+    job_status: queueing.PublicStatus | Literal["expired"] = Field(
+        description="its job's status (GET /v1/jobs/<job_id>); expired: the job's record is gone "
+        "(RESULT_TTL, FAILURE_TTL)"
+    )
+    pruned: bool
+    value: float | None = Field(description="the objective of the published weights")
+    curve: list[dict[str, Any]] = Field(description="the objective after every epoch")
+    model_version: int | None
+    retry_of: int | None = Field(
+        description="the trial this one retries: its job died (worker or work horse killed)"
+    )
+    retried_by: int | None = Field(description="the trial that retries this one")
+    started_at: str | None
+    ended_at: str | None
+
+
+class SweepView(BaseModel):
+    """A sweep: status, every trial, the best so far, the promotion verdict."""
+
+    sweep_id: str
+    status: SweepStatus
+    model: str
+    objective: str
+    n_trials: int
+    parallelism: int
+    sampler: str
+    pruner: str
+    created_at: str
+    ended_at: str | None
+    trials: list[SweepTrial]
+    best: SweepTrial | None
+    promotion: dict[str, Any] | None
+    removed_versions: list[int]
+    request: dict[str, Any]

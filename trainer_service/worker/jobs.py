@@ -1,17 +1,14 @@
 """The RQ job: train one model from a TrainConfig dict and publish it as a new registry version.
 
-`train_job` is a plain importable function with JSON arguments, so any RQ worker whose environment
-has the registry's settings (MODEL_REGISTRY_DIR or MODEL_REGISTRY_URL) and the data directories
-can run it. It trains through
-`shared.pipeline.run_training`, the same code path as the `train` CLI, so a queued job and a CLI
-run with the same config give the same model. The config was validated by the API when the job
-was submitted (`routes_jobs`); the job only reads it back into a TrainConfig.
+`train_job` is a plain importable function with JSON arguments (validated by the API when the job
+was submitted), so any RQ worker whose environment has the registry's settings and the data
+directories can run it. It trains through `shared.pipeline.run_training`, as the `train` CLI does,
+so both give the same model for the same config.
 
 Failure modes and what they leave behind:
 * transient error (dataset download hit a network problem) → RQ retries it a few times;
 * stopped by the API (work horse SIGKILLed), timed out, or the worker died → nothing published:
-  the registry's publish is one atomic step at the very end (a rename, or a conditional write of
-  the model's state object on S3), after everything else succeeded;
+  the registry's publish is one atomic step at the very end, after everything else succeeded;
   the scratch folder of a killed work horse is removed by the next job on that machine;
 * Redis unreachable mid-training → progress is not recorded meanwhile, training goes on; before
   publishing, the job waits (up to JOB_HEARTBEAT_GRACE seconds) until Redis answers, and fails
@@ -30,7 +27,6 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-import redis
 from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
@@ -46,7 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Per-job scratch folders in the system temp dir are named `<prefix><pid>-<random>`.
 SCRATCH_PREFIX = "digitflow-job-"
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class JobCanceled(RuntimeError):
@@ -61,36 +56,27 @@ class RedisUnavailable(RuntimeError):
     """Redis stayed unreachable when the job had to record a step (before publishing)."""
 
 
-def remove_orphan_scratch() -> int:
+def remove_orphan_scratch() -> None:
     """Delete scratch folders of work horses on this machine that no longer run (SIGKILLed by a
-    stop, a timeout or a dying worker mid-save). Returns how many were removed."""
-    removed = 0
+    stop, a timeout or a dying worker mid-save)."""
     for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         pid = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or process_running(int(pid)):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed += 1
-        log.info("removed the scratch folder %s of a work horse that died", path)
-    return removed
+        if pid.isdigit() and int(pid) != os.getpid() and not process_running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed the scratch folder %s of a work horse that died", path)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Network trouble (the dataset download), nothing else: only that is worth a retry.
-
-    A bad config, a corrupt dataset file or a bug fails the same way every time: retrying it would
-    only burn worker time. Recognised: network exception types anywhere in the chain, an explicit
-    `transient` attribute (shared.datasets.DatasetError sets it when every mirror failed for a
-    network reason; a 404 or a checksum mismatch is not transient).
-    """
-    # requests: only on this network path
-    import requests
+    """Network trouble (the dataset download), nothing else: a bad config, a corrupt file or a
+    bug fails the same way every time. Recognised: network exception types anywhere in the chain,
+    an explicit `transient` attribute (shared.datasets.DatasetError sets it when every mirror
+    failed for a network reason; a 404 or a checksum mismatch is not transient)."""
+    import requests  # only on this network path
 
     network_types = (
         urllib.error.URLError,
         ConnectionError,
-        TimeoutError,
-        socket.timeout,
+        TimeoutError,  # socket.timeout too
         socket.gaierror,
         requests.ConnectionError,
         requests.Timeout,
@@ -111,23 +97,21 @@ def is_transient(exc: BaseException) -> bool:
 def _load_dataset(cfg: TrainConfig, settings: TrainerSettings) -> Any:
     """The worker's preloaded copy when its files are unchanged, else loaded from the folder the
     settings name (MNIST_DATA_DIR, ..., else DATA_DIR/<name>), downloaded there if missing."""
-    # heavy (NumPy, the engine, matplotlib): only in the work horse, not the API
-    from shared.datasets import load_dataset
+    from shared.datasets import load_dataset  # heavy (NumPy): only in the work horse
 
     locations = settings.data_locations()
     folder = locations.folder(cfg.dataset)
-    ds = preloaded_dataset(cfg.dataset, folder)
-    if ds is not None:
-        return ds
-    return load_dataset(cfg.dataset, folder, download=True, mirrors=locations.mirrors)
+    preloaded = preloaded_dataset(cfg.dataset, folder)
+    if preloaded is None:
+        return load_dataset(cfg.dataset, folder, download=True, mirrors=locations.mirrors)
+    return preloaded
 
 
 class _Progress:
     """Writes per-epoch progress and history into the RQ job's meta, where the API reads them."""
 
-    def __init__(self, job: Job, config: TrainConfig, redis_wait_seconds: float) -> None:
+    def __init__(self, job: Job, redis_wait_seconds: float) -> None:
         self.job = job
-        self.config = config
         #: How long a required write waits for Redis: past the heartbeat grace the job counts
         #: as abandoned anyway, so waiting longer could not save it.
         self.redis_wait_seconds = redis_wait_seconds
@@ -136,19 +120,16 @@ class _Progress:
         self.redis_down = False
 
     def update(self, *, required: bool = False, **fields: Any) -> None:
-        """Merge `fields` into the job's meta and save it.
-
-        Progress is best effort: while Redis is unreachable the write is skipped (the fields stay in
-        memory and go out with the next successful write) and training carries on. A `required`
-        write retries for up to JOB_HEARTBEAT_GRACE seconds, then raises RedisUnavailable.
-        """
+        """Merge `fields` into the job's meta and save it: best effort (while Redis is down the
+        fields wait for the next successful write and training carries on), except a `required`
+        write, which retries for up to JOB_HEARTBEAT_GRACE seconds, then raises RedisUnavailable."""
         self.job.meta.update(json_value(fields, nan_as_none=True))
         deadline = time.monotonic() + (self.redis_wait_seconds if required else 0.0)
         delay = 0.2
         while True:
             try:
                 self.job.save_meta()
-            except _REDIS_ERRORS as exc:
+            except queueing.REDIS_ERRORS as exc:
                 if not self.redis_down:
                     log.warning(
                         "job %s: Redis unreachable (%s); progress is not recorded meanwhile",
@@ -188,22 +169,10 @@ class _Progress:
                 "the RQ worker that started this job died; aborting without publishing"
             )
 
-    def on_epoch(self, record: Any) -> None:
+    def on_epoch(self, record: dict[str, Any]) -> None:
         self.check_worker_alive()
-        rec = json_value(
-            record.to_dict() if hasattr(record, "to_dict") else dict(record), nan_as_none=True
-        )
-        self.history.append(rec)
-        progress = {
-            "epoch": rec.get("epoch"),
-            "epochs": rec.get("epochs", self.config.epochs),
-            "train_loss": rec.get("train_loss"),
-            "train_accuracy": rec.get("train_accuracy"),
-            "val_loss": rec.get("val_loss"),
-            "val_accuracy": rec.get("val_accuracy"),
-            "learning_rate": rec.get("learning_rate"),
-            "seconds": rec.get("seconds"),
-        }
+        progress = json_value(record, nan_as_none=True)
+        self.history.append(progress)
         self.update(phase="training", progress=progress, history=self.history)
         log.info(
             "job %s: epoch %s/%s train_loss=%.4f val_accuracy=%s",
@@ -218,16 +187,11 @@ class _Progress:
 def train_job(
     config: dict[str, Any], sweep: dict[str, Any] | None = None
 ) -> dict[str, Any] | Retry:
-    """Train from a TrainConfig dict, publish the model, return a JSON summary.
-
-    `config` is what the API validated and enqueued (`TrainConfig.public_dict()`). Returns an RQ
-    `Retry` (after a short backoff) for transient errors while retries remain; RQ then
-    re-enqueues the same job. Raises for everything else.
-
-    `sweep` (set by trainer_service.sweeps.coordinator for a trial) makes the job report its validation
-    objective to the trial after every epoch, stop without publishing when the pruner says so,
-    tell the study its outcome and run the sweep's coordinator step at its very end.
-    """
+    """Train from a TrainConfig dict (`TrainConfig.public_dict()`), publish the model, return a
+    JSON summary; an RQ `Retry` (after a short backoff) for transient errors while retries remain.
+    `sweep` (a trial's, see sweeps.coordinator) makes the job report its validation objective to
+    the trial after every epoch, stop without publishing when the pruner says so, tell the study
+    its outcome and run the sweep's coordinator step at its very end."""
     settings = TrainerSettings.load()
     job = get_current_job()
     if job is None:  # its progress, cancel and outcome live in its RQ job
@@ -251,35 +215,27 @@ class _SweepTrial:
     """The Optuna trial a sweep's job runs (see trainer_service.sweeps.coordinator)."""
 
     def __init__(self, settings: TrainerSettings, job: Job, sweep: dict[str, Any]) -> None:
-        # Optuna: heavy, only for sweeps
-        import optuna
+        import optuna  # heavy: only for sweeps
 
         self.settings = settings
         self.job = job
         self.sweep = sweep
         self.objective = sweep["objective"]
-        self.study = optuna.load_study(
-            study_name=sweep["sweep_id"],
-            storage=sweeps.storage(settings),
-            sampler=optuna.samplers.RandomSampler(),  # never asks; see sweeps.load_study
-            pruner=sweeps.pruner(sweep["pruner"]),
-        )
+        self.study = sweeps.load_study(settings, sweep["sweep_id"], sweep["pruner"])
         self.trial = optuna.trial.Trial(self.study, sweep["trial_id"])
         self.value: float | None = None
         self.version: int | None = None
         job.meta["trial_started_at"] = sweeps.now_iso()
         job.save_meta()
 
-    def on_epoch(self, record: Any) -> None:
+    def on_epoch(self, record: dict[str, Any]) -> None:
         """Report the epoch's validation objective; raise optuna.TrialPruned to stop here."""
-        # Optuna: heavy, only for sweeps
-        import optuna
+        import optuna  # heavy: only for sweeps
 
-        rec = record.to_dict() if hasattr(record, "to_dict") else dict(record)
-        value = rec.get(self.objective)
+        value = record.get(self.objective)
         if value is None:
             return
-        step = int(rec["epoch"])
+        step = int(record["epoch"])
         self.trial.report(float(value), step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {step}: {self.objective} {value:.4g}")
@@ -287,16 +243,15 @@ class _SweepTrial:
     def end(self, state: str) -> None:
         """Tell the study (a trial already told, e.g. by a cancel, is left as it is), then run
         the sweep's coordinator step."""
-        # Optuna: heavy, only for sweeps
-        from optuna.trial import TrialState
+        import optuna  # heavy: only for sweeps
 
         try:
             if state == "complete" and self.value is not None:
                 self.trial.set_user_attr("model_version", self.version)
                 self.study.tell(self.sweep["trial"], self.value)
             else:
-                told = TrialState.PRUNED if state == "pruned" else TrialState.FAIL
-                self.study.tell(self.sweep["trial"], state=told)
+                told = "PRUNED" if state == "pruned" else "FAIL"
+                self.study.tell(self.sweep["trial"], state=optuna.trial.TrialState[told])
         except (ValueError, RuntimeError) as exc:
             log.info("trial %s of sweep %s: %s", self.sweep["trial"], self.sweep["sweep_id"], exc)
         self.job.meta["trial_ended_at"] = sweeps.now_iso()
@@ -310,10 +265,9 @@ class _SweepTrial:
 def _train(
     settings: TrainerSettings, job: Job, cfg: TrainConfig, trial: _SweepTrial | None
 ) -> dict[str, Any] | Retry:
-    # Optuna: heavy, only for sweeps
-    import optuna
+    import optuna  # heavy: only for sweeps (preloaded by the worker, see below)
 
-    progress = _Progress(job, cfg, redis_wait_seconds=float(settings.job_heartbeat_grace))
+    progress = _Progress(job, redis_wait_seconds=float(settings.job_heartbeat_grace))
     if job.get_meta(refresh=True).get("cancel_requested"):
         # The cancel came as this worker took the job: RQ will call it failed, the phase says
         # it was canceled (queueing.public_status).
@@ -331,9 +285,9 @@ def _train(
         progress.update(phase="training")
 
         def on_epoch(record: Any) -> None:
-            progress.on_epoch(record)
+            progress.on_epoch(record.to_dict())
             if trial is not None:
-                trial.on_epoch(record)
+                trial.on_epoch(record.to_dict())
 
         outcome = run_training(cfg, dataset=dataset, on_epoch=on_epoch)
     except optuna.TrialPruned as exc:
@@ -357,9 +311,7 @@ def _train(
     manifest = Manifest.from_outcome(outcome, job_id=job_id, history=progress.history or None)
     if trial is not None:
         trial.value = sweeps.objective_value(manifest.history, trial.objective, manifest.best_epoch)
-        # Staged: a trial never becomes "latest" (what an unpinned model serves); only the
-        # sweep's promotion, at its end, can make one live.
-        manifest.staged = True
+        manifest.staged = True  # served only once promoted (see sweeps.coordinator)
         manifest.sweep = SweepTrial(
             sweep_id=trial.sweep["sweep_id"],
             trial=trial.sweep["trial"],
@@ -381,31 +333,22 @@ def _train(
 
     if trial is not None:
         trial.version = version
-    test_accuracy = manifest.metrics.test_accuracy
     try:
         progress.update(phase="published", model_version=version, required=True)
     except RedisUnavailable as exc:  # published already: say so in the worker log at least
         log.error("job %s: published version %d but could not record it: %s", job_id, version, exc)
-    log.info(
-        "job %s: published %s version %d (test accuracy %s)",
-        job_id,
-        cfg.model_name,
-        version,
-        test_accuracy,
-    )
+    accuracy = manifest.metrics.test_accuracy
+    log.info("job %s: published %s version %d (test accuracy %s)", job_id, cfg.model_name, version,
+             accuracy)  # fmt: skip
     return manifest.job_result(version)
 
 
 def write_report_files(out_dir: Path, outcome: Any, manifest: Manifest) -> dict[str, Path]:
-    """The version's report (shared.reports: PNG figures + report.json), published with it.
-
-    report.json gets the manifest's own metrics and history, so its numbers equal the manifest's.
-    A report that cannot be drawn is logged and left out: losing a trained model over a plot
-    would be the worse outcome.
-    """
+    """The version's report (shared.reports: PNG figures, and report.json with the manifest's
+    own metrics and history), published with it. A report that cannot be drawn is logged and left
+    out: losing a trained model over a plot would be the worse outcome."""
     try:
-        # heavy (NumPy, the engine, matplotlib): only in the work horse, not the API
-        from shared.reports import write_outcome_report
+        from shared.reports import write_outcome_report  # heavy (matplotlib): only in the horse
 
         return write_outcome_report(out_dir, outcome, manifest)
     except Exception:

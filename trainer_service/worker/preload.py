@@ -1,23 +1,16 @@
 """What a training worker loads once, before it forks work horses.
 
-RQ runs every job in a fresh work horse forked from the worker. Whatever the worker process has
-already imported or loaded, each horse inherits for free (copy-on-write pages); whatever it has
-not, each horse pays for again. Measured on 2 cores (benchmarks/lifecycle.py), per job:
+RQ runs every job in a fresh work horse forked from the worker: what the worker has imported or
+loaded, each horse inherits for free (copy-on-write); what it has not, each horse pays for again.
+Measured on 2 cores (benchmarks/lifecycle.py), per job: ~1.5 s of imports (NumPy, the engine,
+the pipeline, the registry, matplotlib) and ~0.4-0.5 s to decompress, hash and convert MNIST.
 
-* imports: NumPy, the engine, the pipeline, the registry and matplotlib (the training report)
-  cost ~1.5 s in a fresh horse;
-* the dataset: decompressing, hashing (the fingerprint) and converting MNIST's IDX files costs
-  ~0.4-0.5 s.
-
-So the worker, before it starts listening, imports those modules and loads the datasets that
-are present locally (WORKER_PRELOAD_DATASETS, `TrainerSettings.worker_preload_datasets`). A horse uses a preloaded dataset only if its
-source files are still exactly the ones read (same path, inode, size, mtime and ctime of each
-of the four IDX files); anything else (files replaced, downloaded since, a folder that is not
-IDX) is loaded by the job as before. Each horse gets its own copy-on-write view, so a job can
-never change what the next job sees.
-
-Memory: a preloaded dataset stays resident in the idle worker (MNIST: ~220 MB as float32). The
-horse shares those pages instead of loading its own copy, so the peak during a job is unchanged.
+So the worker imports those modules and loads the datasets present locally
+(WORKER_PRELOAD_DATASETS) before it listens. A horse uses a preloaded dataset only if its source
+files are still exactly the ones read (same path, inode, size, mtime and ctime of each IDX file);
+otherwise the job loads it as before. Each horse gets its own copy-on-write view, so a job can
+never change what the next job sees. Memory: a preloaded dataset stays resident in the idle
+worker (MNIST: ~220 MB as float32); the horse shares those pages, so a job's peak is unchanged.
 """
 
 from __future__ import annotations
@@ -38,9 +31,11 @@ _datasets: dict[str, tuple[Any, Any]] = {}  # name -> (source signature, Dataset
 
 
 def import_job_modules() -> None:
-    """Import what a job needs besides its own module (the worker imports that one, so this
-    module never imports `trainer_service.worker.jobs`, which imports it). Call after the BLAS thread
-    settings are in the environment."""
+    """Import what a job needs besides its own module (the worker imports that one: it imports
+    this module). Call after the BLAS thread settings are in the environment."""
+    import matplotlib.backends.backend_agg  # noqa: F401  (shared.reports imports it lazily)
+    import matplotlib.figure  # noqa: F401
+
     import shared.datasets  # noqa: F401
     import shared.modelfile  # noqa: F401
     import shared.nn.training  # noqa: F401
@@ -49,18 +44,11 @@ def import_job_modules() -> None:
     import shared.reports  # noqa: F401
     import trainer_service.sweeps.coordinator  # noqa: F401  (sweep trials: Optuna)
 
-    try:  # what shared.reports draws with (imported lazily there)
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
-    except ImportError:  # pragma: no cover - reports are optional
-        pass
-
 
 def source_signature(folder: Path) -> tuple | None:
     """Identity of the IDX files in `folder` (what `load_dataset` would read now); None if it is
     not a complete IDX folder."""
-    # the datasets (NumPy): only where a dataset is loaded
-    from shared.datasets import find_idx_files
+    from shared.datasets import find_idx_files  # the datasets (NumPy): where one is loaded
 
     try:
         if not folder.is_dir():
@@ -68,22 +56,18 @@ def source_signature(folder: Path) -> tuple | None:
         files = find_idx_files(folder)
         if any(path is None for path in files.values()):
             return None
-        stamps = []
-        for key in sorted(files):
-            path = files[key]
-            st = os.stat(path)
-            stamps.append(
-                (key, str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            )
+        stats = {key: os.stat(path) for key, path in sorted(files.items())}
     except OSError:
         return None
-    return (str(folder), tuple(stamps))
+    return str(folder), tuple(
+        (key, str(files[key]), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        for key, st in stats.items()
+    )
 
 
 def preload_datasets(names: Iterable[str], locations: DataLocations) -> list[str]:
     """Load each named dataset present locally (never downloads); returns those loaded."""
-    # the datasets (NumPy): only where a dataset is loaded
-    from shared.datasets import DatasetError, load_dataset
+    from shared.datasets import DatasetError, load_dataset  # NumPy: where a dataset is loaded
 
     loaded = []
     for name in names:

@@ -1,25 +1,16 @@
-"""The training worker: a thin wrapper over RQ's forking Worker.
-
-What it adds to a plain `rq worker`, and why:
-* the JSON serializer the API uses (see trainer_service.queueing);
-* short execution heartbeats, so a worker killed with SIGKILL (OOM killer, `docker kill`, a lost
-  machine) has its job moved to `failed` within about JOB_HEARTBEAT_SECONDS + JOB_HEARTBEAT_GRACE
-  seconds (the API runs RQ's StartedJobRegistry cleanup on every read) instead of RQ's default
-  of 90+ seconds, and never sits in `started` forever;
-* the work horse asks the kernel to SIGKILL it when the worker dies (PR_SET_PDEATHSIG), so an
-  orphaned horse can never finish training and publish a version nobody is tracking;
-* BLAS threads = the machine's cores for training, unless OMP_NUM_THREADS says otherwise;
-* a sweep reconcile thread (`SweepReconciler`): every SWEEP_RECONCILE_SECONDS it moves the
-  running sweeps on (trainer_service.sweeps.coordinator.reconcile), so a sweep whose trial's worker died goes
-  on with any surviving worker, busy or idle. It never runs while the worker forks a work horse
-  (one lock around both), so the horse never inherits a lock the thread held mid-step;
-* before listening it imports what jobs need and loads the local datasets once
-  (trainer_service.worker.preload), so each forked work horse starts training at once instead of
-  paying ~2 s of imports and data decoding per job;
-* Redis outages do not kill it: a failed heartbeat while a job runs is logged and the job goes on
-  (RQ's worker would quit and take the job down with it), and if RQ's work loop does end because
-  Redis went away, the worker waits for Redis, re-registers and listens again. A job survives an
-  outage shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned.
+"""The training worker: RQ's forking Worker (`TrainingWorker`) plus what a plain `rq worker`
+lacks, and why:
+* the API's JSON serializer (trainer_service.queueing);
+* short heartbeats (`get_heartbeat_ttl`): a SIGKILLed worker (OOM killer, `docker kill`, a lost
+  machine) has its job `failed` within about JOB_HEARTBEAT_SECONDS + JOB_HEARTBEAT_GRACE seconds
+  (the API runs RQ's abandoned-job cleanup on every read), not RQ's 90+ seconds;
+* work horses die with their worker (`_die_with_parent`): no orphan can publish a version
+  nobody is tracking;
+* BLAS threads = the cores (`configure_blas_threads`); what jobs import and the local datasets
+  loaded before it listens (`warm_up`, worker.preload);
+* a sweep reconcile thread (`_reconcile_sweeps`), so a sweep whose trial's worker died goes on;
+* Redis outages do not kill it (`_while_redis_may_be_down`, `_work`, `_reconnect`): a job
+  survives an outage shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned;
 * SIGTERM/SIGINT stop it promptly and cleanly (exit 0) at any moment of its start-up or idle
   time (`_stop_while_starting`, `TrainingWorker.bootstrap`, `TrainingWorker.unsubscribe`): RQ
   alone leaves the process to Python's default action until its handlers are in (a registration
@@ -41,7 +32,6 @@ import threading
 import time
 import uuid
 
-import redis
 from rq import Worker
 from rq.exceptions import StopRequested
 from rq.job import Job
@@ -58,9 +48,8 @@ from trainer_service.worker import preload
 log = logging.getLogger("trainer_service.worker.process")
 
 _PR_SET_PDEATHSIG = 1
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-#: Held by the reconcile thread for each step and by the worker while it forks a work horse:
-#: a fork from a multi-threaded process copies every lock as it is at that instant.
+#: Held by the reconcile thread for each step and by the worker while it forks a work horse: a
+#: fork copies every lock as it is at that instant, so the horse never inherits one held.
 _FORK_GUARD = threading.Lock()
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -76,10 +65,8 @@ _STARTUP_STOP = threading.Event()
 
 
 def configure_blas_threads() -> int:
-    """Use every core we may run on for BLAS, unless OMP_NUM_THREADS is set. Returns the count.
-
-    Must run before NumPy is imported (the env vars), with threadpoolctl as a fallback if it was.
-    """
+    """Use every core we may run on for BLAS, unless OMP_NUM_THREADS is set; the count. Must run
+    before NumPy is imported (the env vars), with threadpoolctl as a fallback if it was."""
     configured = os.environ.get("OMP_NUM_THREADS", "").strip()
     if configured.isdigit() and int(configured) > 0:
         threads = int(configured)
@@ -92,8 +79,7 @@ def configure_blas_threads() -> int:
         os.environ.setdefault(var, str(threads))
     if "numpy" in sys.modules:
         try:
-            # threadpoolctl: best effort, only in the process that computes
-            from threadpoolctl import threadpool_limits
+            from threadpoolctl import threadpool_limits  # best effort, only where it computes
 
             threadpool_limits(threads)
         except Exception:  # pragma: no cover - best effort only
@@ -179,7 +165,7 @@ class TrainingWorker(Worker):
         return interval + self.heartbeat_grace
 
     def fork_work_horse(self, job: Job, queue) -> None:
-        with _FORK_GUARD:  # not in the middle of a reconcile step (see the module docstring)
+        with _FORK_GUARD:  # not in the middle of a reconcile step
             super().fork_work_horse(job, queue)
 
     def main_work_horse(self, job: Job, queue) -> None:
@@ -203,7 +189,7 @@ class TrainingWorker(Worker):
     def _while_redis_may_be_down(self, call) -> None:
         try:
             call()
-        except _REDIS_ERRORS as exc:
+        except queueing.REDIS_ERRORS as exc:
             if self._redis_lost_at is None:
                 self._redis_lost_at = time.monotonic()
                 log.warning(
@@ -223,47 +209,30 @@ class TrainingWorker(Worker):
             self._redis_lost_at = None
 
 
-class SweepReconciler:
-    """A daemon thread that runs `sweeps.reconcile` every `settings.sweep_reconcile_seconds`
-    (±20 %, so the workers of one queue do not all knock at once) on a Redis connection of its
-    own. Errors are logged and the loop goes on: Redis outages included."""
-
-    def __init__(self, settings: TrainerSettings) -> None:
-        self.settings = settings
-        self.every = float(settings.sweep_reconcile_seconds)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sweep-reconcile", daemon=True)
-
-    def start(self) -> SweepReconciler:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Also safe if `start` never ran or was interrupted (a stop signal during start-up)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        conn = queueing.connect(self.settings.redis_url)
-        queue = queueing.make_queue(self.settings.rq_queue, conn)
-        failing = False
-        while not self._stop.wait(self.every * random.uniform(0.8, 1.2)):
-            try:
-                with _FORK_GUARD:
-                    sweeps.reconcile(conn, queue, self.settings)
-                failing = False
-            except _REDIS_ERRORS as exc:
-                if not failing:
-                    log.warning("sweep reconcile: Redis unreachable (%s); trying again", exc)
-                failing = True
-            except Exception:
-                log.exception("sweep reconcile failed; trying again in %.0f s", self.every)
+def _reconcile_sweeps(settings: TrainerSettings, stop: threading.Event) -> None:
+    """The sweep reconcile thread: `sweeps.reconcile` every SWEEP_RECONCILE_SECONDS (±20 %, so
+    the workers of one queue do not all knock at once) on a Redis connection of its own, until
+    `stop` is set. Errors are logged and the loop goes on: Redis outages included."""
+    conn = queueing.connect(settings.redis_url)
+    queue = queueing.make_queue(settings.rq_queue, conn)
+    every = float(settings.sweep_reconcile_seconds)
+    failing = False
+    while not stop.wait(every * random.uniform(0.8, 1.2)):
+        try:
+            with _FORK_GUARD:
+                sweeps.reconcile(conn, queue, settings)
+            failing = False
+        except queueing.REDIS_ERRORS as exc:
+            if not failing:
+                log.warning("sweep reconcile: Redis unreachable (%s); trying again", exc)
+            failing = True
+        except Exception:
+            log.exception("sweep reconcile failed; trying again in %.0f s", every)
 
 
 def warm_up(settings: TrainerSettings) -> None:
-    """Imports and datasets every work horse inherits through fork (see trainer_service.worker.preload).
-    A failure here is logged, never fatal: jobs then load what they need themselves."""
+    """Imports and datasets every work horse inherits through fork (worker.preload). A failure
+    here is logged, never fatal: jobs then load what they need themselves."""
     started = time.perf_counter()
     try:
         preload.import_job_modules()
@@ -301,14 +270,17 @@ def build_worker(settings: TrainerSettings, *, name: str | None = None) -> Train
 def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | None = None) -> bool:
     """Start working; returns when stopped (SIGINT/SIGTERM: warm shutdown, at any moment, start-up
     included) or, in burst mode, when the queue is empty. Returns whether any job was processed."""
-    reconciler: SweepReconciler | None = None
+    stop_reconciling = threading.Event()
+    reconciler: threading.Thread | None = None
     try:  # from the first statement: a stop signal may land anywhere in here
         for signum in _STOP_SIGNALS:
             signal.signal(signum, _stop_while_starting)
-        reconciler = SweepReconciler(settings)
+        reconciler = threading.Thread(
+            target=_reconcile_sweeps, args=(settings, stop_reconciling), name="sweep-reconcile",
+            daemon=True,
+        )  # fmt: skip
         threads = configure_blas_threads()
-        level = settings.log_level
-        configure_logging(level)
+        configure_logging(settings.log_level)
         log.info("training worker starting (pid %d); SIGTERM/SIGINT stop it", os.getpid())
         warm_up(settings)
         freeze_loaded_heap()  # before forking work horses; also a quick exit on SIGTERM
@@ -322,13 +294,14 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
             worker.heartbeat_grace,
         )
         reconciler.start()
-        return _work(worker, settings, burst=burst, level=level)
+        return _work(worker, settings, burst=burst)
     except (StartupStopped, StopRequested):
         log.info("stop requested; exiting")
         return False
     finally:
-        if reconciler is not None:
-            reconciler.stop()
+        stop_reconciling.set()
+        if reconciler is not None and reconciler.is_alive():
+            reconciler.join(5.0)
 
 
 def _stop_while_starting(signum: int, frame) -> None:
@@ -343,16 +316,16 @@ def _stop_while_starting(signum: int, frame) -> None:
     raise StartupStopped()  # logged by run_worker: the signal may land mid-way through a log line
 
 
-def _work(worker: TrainingWorker, settings: TrainerSettings, *, burst: bool, level: str) -> bool:
+def _work(worker: TrainingWorker, settings: TrainerSettings, *, burst: bool) -> bool:
     """RQ's work loop, reconnecting after Redis outages (see run_worker)."""
     worked = False
     quick_restarts = 0
     while True:
         started = time.monotonic()
         try:
-            worked = worker.work(burst=burst, logging_level=level) or worked
+            worked = worker.work(burst=burst, logging_level=settings.log_level) or worked
             problem = "its work loop ended"
-        except _REDIS_ERRORS as exc:  # raised by RQ's teardown when Redis is gone
+        except queueing.REDIS_ERRORS as exc:  # raised by RQ's teardown when Redis is gone
             problem = f"Redis is unreachable ({exc})"
         if burst or _stop_asked(worker):
             return worked
@@ -391,11 +364,11 @@ def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker
         try:
             probe.ping()
             break
-        except _REDIS_ERRORS:
+        except queueing.REDIS_ERRORS:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
     probe.close()
-    with contextlib.suppress(*_REDIS_ERRORS):
+    with contextlib.suppress(*queueing.REDIS_ERRORS):
         old.register_death()
     worker = build_worker(settings, name=old.name)
     log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
