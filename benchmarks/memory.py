@@ -207,6 +207,32 @@ def predict_batches(port: int, body: bytes, count: int, version: int) -> None:
         list(pool.map(one, range(count)))
 
 
+def rss_by_mapping(pid: int) -> dict[str, int]:
+    """RSS of one process per mapping name (a file's path, [heap], [stack], [anon]) in KiB."""
+    out: dict[str, int] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if not parts[0].endswith(":"):  # a mapping's header: address perms offset dev inode [path]
+            name = parts[5] if len(parts) > 5 else "[anon]"
+        elif parts[0] == "Rss:":
+            out[name] = out.get(name, 0) + int(parts[1])
+    return out
+
+
+def growth_by_mapping(before: dict[str, int], after: dict[str, int], top: int = 6) -> dict:
+    """The mappings whose RSS changed most between two `rss_by_mapping` snapshots, in MiB."""
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    biggest = sorted(diff.items(), key=lambda kv: -abs(kv[1]))[:top]
+    return {k: round(v / 1024, 2) for k, v in biggest if v}
+
+
+def metrics_series(port: int) -> int:
+    """Sample lines in /metrics (every worker's series, aggregated)."""
+    _, _, data = request("GET", port, "/metrics")
+    return sum(1 for line in data.decode().splitlines() if line and not line.startswith("#"))
+
+
 def bench_inference(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from shared.registry import Registry
 
@@ -242,6 +268,9 @@ def bench_inference(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
         predict_batches(port, body, 2 * len(pids), version)  # every worker has predicted once
         sample(0, 0.0)
+        warm = warmup_steps(args.reloads + 1)
+        mappings: dict[str, dict[str, dict[str, int]]] = {}
+        series: dict[str, int] = {}
         with Interference(pids=[proc.popen.pid, *pids]) as busy:
             for step in range(1, args.reloads + 1):
                 t0 = time.perf_counter()
@@ -253,6 +282,10 @@ def bench_inference(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 predict_batches(port, body, count, version)
                 images += count * batch
                 sample(step, time.perf_counter() - t0)
+                for label, at in (("warm", warm), ("end", args.reloads)):
+                    if step == at:
+                        mappings[label] = {str(p): rss_by_mapping(p) for p in sorted(pids)}
+                        series[label] = metrics_series(port)
                 if step % max(1, args.reloads // 10) == 0:
                     rss = ", ".join(f"{w['rss_mib']:.1f}" for w in samples[-1]["workers"].values())
                     print(f"  reload {step}/{args.reloads}: {images:,} images, worker RSS {rss} MiB",
@@ -281,6 +314,12 @@ def bench_inference(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "other_processes_cpu_share": round(busy.share, 3),
         "workers": workers,
         "master": series_summary(samples, "master", per),
+        "metrics_series": series,
+        "growth_by_mapping_mib": {
+            pid: growth_by_mapping(mappings["warm"][pid], mappings["end"][pid])
+            for pid in mappings.get("end", {})
+            if pid in mappings.get("warm", {})
+        },
         "samples": samples,
     }
 
