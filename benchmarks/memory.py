@@ -407,7 +407,7 @@ def bench_trainer(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, An
         deleted = delete_queue_keys(url, v.queue, [j["job_id"] for j in v.jobs], [name])
     peaks = [s["horse_peak_rss_mib"] for s in samples if s["horse_peak_rss_mib"] is not None]
     return {
-        "settings": {"jobs": args.jobs, "job": TINY_JOB, "submitted": "POST /v1/jobs (trainer API)",
+        "settings": {"jobs": args.jobs, "job": TINY_JOB, "queue": v.queue, "submitted": "POST /v1/jobs (trainer API)",
                      "worker": "python -m trainer_service worker (RQ forks a work horse per job)"},
         "worker": series_summary(samples, "worker", {"100_jobs": ("step", 100.0)}),
         "horse_peak_rss_mib": {"min": min(peaks, default=None), "max": max(peaks, default=None),

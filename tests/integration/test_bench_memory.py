@@ -9,6 +9,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+import redis
 
 from tests import REPO_ROOT
 
@@ -18,6 +22,7 @@ def test_memory_benchmark_smoke(tmp_path, redis_url, mnist_dir):
     env = {**os.environ, "REDIS_URL": redis_url, "MNIST_DATA_DIR": str(mnist_dir)}
     args = [sys.executable, "-m", "benchmarks.memory", "--reloads", "3", "--images", "3000"]
     args += ["--batch", "500", "--jobs", "2", "--json-out", str(out)]
+    before = set(Path(tempfile.gettempdir()).glob("digitflow-bench-memory-*"))
     done = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -52,5 +57,11 @@ def test_memory_benchmark_smoke(tmp_path, redis_url, mnist_dir):
     assert all(s["horse_peak_rss_mib"] > 0 for s in jobs[1:])
     assert trainer["worker"]["samples_in_fit"] == 2
     assert trainer["redis_keys_deleted"] > 0
+    conn = redis.Redis.from_url(redis_url)
+    try:  # every key of the run's own queue, its jobs and its worker is gone
+        assert not list(conn.scan_iter(match=f"*{trainer['settings']['queue']}*"))
+    finally:
+        conn.close()
+    assert set(Path(tempfile.gettempdir()).glob("digitflow-bench-memory-*")) <= before
     assert "### Inference" in results["report_markdown"]
     assert "### Trainer" in results["report_markdown"]
