@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint format up bench bench-serving bench-scaling bench-sweeps clean
+.PHONY: install test test-fast lint format up bench bench-serving bench-scaling bench-sweeps bench-memory clean
 
 $(STAMP): pyproject.toml scripts/ensure-system-tools.sh
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench-sweeps: install  ## a 16-trial sweep: sequential vs parallel trials vs par
 
 bench-scaling: install  ## root: a host per service (network namespaces): publish-to-served, balancer, worker hosts (~10 min)
 	$(BIN)/python -m benchmarks.scaling
+
+bench-memory: install  ## worker RSS over 200 hot reloads + 1M predictions, trainer worker RSS over 100 jobs (~10 min)
+	$(BIN)/python -m benchmarks.memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
