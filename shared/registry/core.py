@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import threading
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 from shared.registry.errors import (
     BrokenVersionError,
+    FirstTime,
     ReadOnlyRegistryError,
     RegistryError,
     VersionNotFoundError,
@@ -68,8 +68,7 @@ class Registry:
         self.location = self.storage.location
         self.read_only = read_only
         self.stale_temp_seconds = float(stale_temp_seconds)
-        self._lock = threading.Lock()
-        self._logged_bad_pin: set[tuple[str, int, str]] = set()
+        self._first_bad_pin = FirstTime()
 
     def __repr__(self) -> str:
         return f"Registry({self.location!r}, read_only={self.read_only})"
@@ -197,11 +196,7 @@ class Registry:
                 self._verified(name, pinned)
                 return pinned
             except (BrokenVersionError, VersionNotFoundError) as exc:
-                key = (name, pinned, type(exc).__name__)
-                with self._lock:
-                    first = key not in self._logged_bad_pin
-                    self._logged_bad_pin.add(key)
-                if first:
+                if self._first_bad_pin((name, pinned, type(exc).__name__)):
                     logger.warning(
                         "registry: model %r is pinned to version %d which is unusable (%s); "
                         "serving the latest good version instead",

@@ -18,7 +18,7 @@ from typing import Any
 
 from shared.fsutil import fsync_dir
 from shared.registry.errors import ModelNotFoundError, RegistryError
-from shared.registry.files import dir_stamp, file_stamp, lstat_or_none
+from shared.registry.files import dir_stamp, file_stamp, lstat_or_none, read_nofollow
 from shared.registry.names import MANIFEST_FILE, STATE_FILE, WEIGHTS_FILE, is_model_name
 from shared.registry.paths import RegistryPaths, version_entries
 from shared.registry.publishing import (
@@ -27,11 +27,14 @@ from shared.registry.publishing import (
     temp_name,
     write_version_folder,
 )
-from shared.registry.state import StateFiles, delete_version_change
-from shared.registry.storage import Change, Storage
+from shared.registry.state import Change, StateFiles, delete_version_change
+from shared.registry.storage import Storage
 from shared.registry.verification import VerifiedVersions, broken
 
 logger = logging.getLogger(__name__)
+
+#: Refuse to read an extra file this large into memory (reports are tens of kilobytes).
+MAX_EXTRA_FILE_BYTES = 32 * 1024 * 1024
 
 
 class LocalStorage(Storage):
@@ -85,7 +88,10 @@ class LocalStorage(Storage):
 
     def read_file(self, name: str, version: int, file_name: str, entry: dict[str, Any]) -> bytes:
         path = os.path.join(self._paths.version(name, version), file_name)
-        data = _read_regular(path, int(entry["size_bytes"]))
+        size = int(entry["size_bytes"])
+        data = read_nofollow(path, min(size, MAX_EXTRA_FILE_BYTES))
+        if len(data) != size:
+            raise OSError(errno.EIO, f"{path}: not the file the manifest describes")
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise broken(name, version, f"{file_name} sha256 mismatch")
         return data
@@ -194,24 +200,3 @@ class LocalStorage(Storage):
         except (FileNotFoundError, NotADirectoryError):
             pass
         return (dir_stamp(self._paths.root), tuple(sorted(items)))
-
-
-#: Refuse to read an extra file this large into memory (reports are tens of kilobytes).
-MAX_EXTRA_FILE_BYTES = 32 * 1024 * 1024
-
-
-def _read_regular(path: str, size: int) -> bytes:
-    """A regular file's bytes, without following a symlink; exactly `size` bytes, else
-    BrokenVersionError-worthy OSError (FileNotFoundError when it is gone)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size or size > MAX_EXTRA_FILE_BYTES:
-            raise OSError(errno.EINVAL, f"{path}: not the file the manifest describes")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(size + 1)
-    finally:
-        os.close(fd)
-    if len(data) != size:
-        raise OSError(errno.EIO, f"{path}: changed while being read")
-    return data

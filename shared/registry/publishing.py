@@ -66,20 +66,14 @@ def process_running(pid: int) -> bool:
         return True
 
 
-def publisher_is_dead(entry_name: str) -> bool:
-    """True only if the temp folder was made by a process on this host that no longer runs.
+def publisher_is_dead(name: str) -> bool:
+    """True only if a temp folder (``.tmp-<tag>``) or an S3 upload (a bare `publisher_tag`) was
+    made by a process on this host that no longer runs.
 
-    Other hosts' folders, old-style names and live (or unknowable) publishers are False: those
-    wait for the age rule. A reused pid only delays the cleanup, it never deletes live work.
+    Other hosts', unnamed and live (or unknowable) publishers are False: those wait for the age
+    rule. A reused pid only delays the cleanup, it never deletes live work.
     """
-    if not entry_name.startswith(TMP_PREFIX):
-        return False
-    return tag_publisher_is_dead(entry_name[len(TMP_PREFIX) :])
-
-
-def tag_publisher_is_dead(tag: str) -> bool:
-    """`publisher_is_dead` for a bare `publisher_tag()`."""
-    parts = tag.split(".", 2)
+    parts = name.removeprefix(TMP_PREFIX).split(".", 2)
     if len(parts) != 3 or not parts[1].isdigit() or parts[2] != _host():
         return False
     pid = int(parts[1])

@@ -68,11 +68,12 @@ from typing import Any
 
 from shared.registry.errors import (
     BrokenVersionError,
+    FirstTime,
     ModelNotFoundError,
     RegistryError,
     VersionNotFoundError,
 )
-from shared.registry.files import json_bytes, now_iso
+from shared.registry.files import hash_file, json_bytes, now_iso
 from shared.registry.names import (
     MANIFEST_FILE,
     STATE_FILE,
@@ -80,7 +81,7 @@ from shared.registry.names import (
     is_model_name,
     is_version_name,
 )
-from shared.registry.publishing import final_manifest, publisher_tag, tag_publisher_is_dead
+from shared.registry.publishing import final_manifest, publisher_is_dead, publisher_tag
 from shared.registry.state import (
     MAX_STATE_BYTES,
     Change,
@@ -95,7 +96,6 @@ from shared.registry.verification import (
     ManifestProblem,
     broken,
     check_manifest,
-    log_broken,
 )
 
 logger = logging.getLogger("shared.registry")
@@ -193,7 +193,7 @@ class S3Storage(Storage):
         self._docs: dict[str, tuple[str, dict[str, Any]]] = {}
         self._last_good: dict[str, dict[str, Any]] = {}
         self._corrupt: dict[str, str] = {}  # name → etag of a corrupt body seen
-        self._logged: set[tuple[str, ...]] = set()
+        self._first = FirstTime()
         self._index: tuple[str, list[str]] | None = None
         #: (name, version, upload) → (checked at, manifest | None, reason | None)
         self._verified: dict[tuple[str, int, str], tuple[float, dict | None, str | None]] = {}
@@ -300,13 +300,6 @@ class S3Storage(Storage):
     def _upload_prefix(self, name: str, upload: str) -> str:
         return self._key(name, UPLOADS, upload) + "/"
 
-    def _log_once(self, key: tuple[str, ...], level: int, msg: str, *args: Any) -> None:
-        with self._lock:
-            if key in self._logged:
-                return
-            self._logged.add(key)
-        logger.log(level, msg, *args)
-
     # ---- the index of model names ------------------------------------------------------------
 
     def _index_names(self) -> list[str]:
@@ -330,10 +323,11 @@ class S3Storage(Storage):
             ):
                 raise ValueError("'models' is not a list of model names")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            self._log_once(
-                ("index", etag), logging.ERROR, "registry: %s/%s is corrupt (%s); using a "
-                "listing of the prefix until a publish rewrites it", self.location, INDEX_FILE, exc
-            )  # fmt: skip
+            if self._first(("index", etag)):
+                logger.error(
+                    "registry: %s/%s is corrupt (%s); using a listing of the prefix until a "
+                    "publish rewrites it", self.location, INDEX_FILE, exc
+                )  # fmt: skip
             names = self._listed_names()
         names = sorted(set(names))
         self._index = (etag, names)
@@ -392,12 +386,13 @@ class S3Storage(Storage):
             doc = parse_doc(raw)
         except ValueError as exc:
             fallback = self._fallback(name)
-            self._log_once(
-                ("corrupt", name, etag), logging.ERROR, "registry: %s is corrupt (%s); using "
-                "the last good state seen (pinned=%s, %d aliases, %d versions) until the next "
-                "state change rewrites it", f"{self.location}/{name}/{STATE_FILE}", exc,
-                fallback["pinned"], len(fallback["aliases"]), len(fallback["versions"]),
-            )  # fmt: skip
+            if self._first(("corrupt", name, etag)):
+                logger.error(
+                    "registry: %s is corrupt (%s); using the last good state seen (pinned=%s, "
+                    "%d aliases, %d versions) until the next state change rewrites it",
+                    f"{self.location}/{name}/{STATE_FILE}", exc, fallback["pinned"],
+                    len(fallback["aliases"]), len(fallback["versions"]),
+                )  # fmt: skip
             with self._lock:
                 self._docs.pop(name, None)
                 self._corrupt[name] = etag
@@ -515,13 +510,7 @@ class S3Storage(Storage):
         return manifest
 
     def _broken(self, name: str, version: int, reason: str) -> BrokenVersionError:
-        key = ("broken-logged", name, str(version), reason)
-        with self._lock:
-            first = key not in self._logged
-            self._logged.add(key)
-        if first:
-            log_broken(name, version, reason)
-        return broken(name, version, reason)
+        return broken(name, version, reason, log=self._first(("broken", name, version, reason)))
 
     def _verify(self, name: str, rec: dict[str, Any]) -> tuple[dict | None, str | None]:
         """Check a committed version against its commit: (manifest, None) or (None, reason)."""
@@ -575,7 +564,7 @@ class S3Storage(Storage):
         object itself does not match the manifest."""
         rec = self._record(name, version)
         dest = self.cache_dir / self.bucket / self.prefix / name / rec["upload"] / fname
-        if dest.is_file() and _file_sha(dest) == (sha, size):
+        if dest.is_file() and hash_file(dest) == (sha, size):
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = dest.with_name(f".part-{uuid.uuid4().hex}")
@@ -585,8 +574,7 @@ class S3Storage(Storage):
                     "get_object", Key=self._upload_prefix(name, rec["upload"]) + fname
                 )
             except _Missing:
-                self._mark_broken(name, version, rec, f"{fname} is missing")
-                raise self._broken(name, version, f"{fname} is missing") from None
+                raise self._mark_broken(name, version, rec, f"{fname} is missing") from None
             digest, got = hashlib.sha256(), 0
             with contextlib.closing(resp["Body"]) as body, open(tmp, "xb") as out:
                 try:
@@ -600,17 +588,19 @@ class S3Storage(Storage):
                     ) from None
             if (digest.hexdigest(), got) != (sha, size):
                 reason = f"{fname} sha256 mismatch (expected {sha[:12]}…, got {digest.hexdigest()[:12]}…)"
-                self._mark_broken(name, version, rec, reason)
-                raise self._broken(name, version, reason)
+                raise self._mark_broken(name, version, rec, reason)
             os.replace(tmp, dest)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         return dest
 
-    def _mark_broken(self, name: str, version: int, rec: dict[str, Any], reason: str) -> None:
+    def _mark_broken(
+        self, name: str, version: int, rec: dict[str, Any], reason: str
+    ) -> BrokenVersionError:
         with self._lock:
             self._verified[(name, version, rec["upload"])] = (time.monotonic(), None, reason)
+        return self._broken(name, version, reason)
 
     def version_identity(self, name: str, version: int) -> Hashable:
         """The committed upload and ETags (from the cached state object: no request)."""
@@ -705,7 +695,7 @@ class S3Storage(Storage):
                 if upload in referenced:
                     continue
                 newest = max(o["LastModified"].timestamp() for o in objs)
-                if newest > cutoff and not tag_publisher_is_dead(upload):
+                if newest > cutoff and not publisher_is_dead(upload):
                     continue
                 self._delete([o["Key"] for o in objs])
                 removed += 1
@@ -732,12 +722,3 @@ class S3Storage(Storage):
 def _backoff(attempt: int) -> None:
     """Jittered exponential backoff for a lost compare-and-swap (≤ 1 s)."""
     time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** min(attempt, 7))))
-
-
-def _file_sha(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size

@@ -20,14 +20,12 @@ Every method takes names and versions already validated by the `Registry`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 from shared.registry.errors import RegistryError
-
-#: Edits a state in place; returns the history entry to append, or None when nothing changed.
-Change = Callable[[dict[str, Any]], dict[str, Any] | None]
+from shared.registry.state import Change
 
 
 class RegistryUnavailableError(RegistryError):

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from shared.registry.errors import BrokenVersionError, InvalidNameError
+from shared.registry.errors import BrokenVersionError, FirstTime, InvalidNameError
 from shared.registry.files import file_stamp, hash_file, lstat_or_none, read_nofollow
 from shared.registry.names import (
     MANIFEST_FILE,
@@ -129,7 +129,7 @@ class VerifiedVersions:
         self._lock = threading.Lock()
         # version dir -> (stamps, manifest | None, error | None)
         self._cache: dict[str, tuple[tuple, dict | None, str | None]] = {}
-        self._logged: set[tuple[str, str]] = set()
+        self._first = FirstTime()
 
     def manifest(self, name: str, v: int, vdir: str) -> dict[str, Any]:
         """The verified manifest of version folder `vdir` (shared: callers must not mutate it).
@@ -151,26 +151,16 @@ class VerifiedVersions:
                     self._cache.pop(vdir, None)
         _, manifest, error = cached
         if error is not None:
-            self._log_broken(name, v, vdir, error)
-            raise broken(name, v, error)
+            raise broken(name, v, error, log=self._first((vdir, error)))
         assert manifest is not None
         return manifest
 
-    def _log_broken(self, name: str, v: int, vdir: str, error: str) -> None:
-        with self._lock:
-            if (vdir, error) in self._logged:
-                return
-            self._logged.add((vdir, error))
-        log_broken(name, v, error)
 
-
-def log_broken(name: str, v: int, error: str) -> None:
-    """The one warning a broken version gets (callers make sure it is once per reason)."""
-    logger.warning("registry: model %r version %d is broken, skipping it: %s", name, v, error)
-
-
-def broken(name: str, v: int, reason: str) -> BrokenVersionError:
-    """The BrokenVersionError of version `v`, with `reason` for listings."""
+def broken(name: str, v: int, reason: str, *, log: bool = False) -> BrokenVersionError:
+    """The BrokenVersionError of version `v`, with `reason` for listings; `log`: the one warning
+    a broken version gets (callers make sure it is once per reason)."""
+    if log:
+        logger.warning("registry: model %r version %d is broken, skipping it: %s", name, v, reason)
     exc = BrokenVersionError(f"model {name!r} version {v} is broken: {reason}")
     exc.reason = reason
     return exc
