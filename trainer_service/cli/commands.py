@@ -14,10 +14,7 @@ defaults are None). Values are handed to pydantic as typed, so a bad value is re
 way as through the API (`shared.web.validation`): per field, here under the option's name.
 
 Bad input (invalid options, missing or broken data, broken model files) ends with one line on
-stderr and exit code 2, never a traceback.
-
-The `worker` subcommand lives in `trainer_service.cli.service`, which registers it
-through its `register_service_commands(subparsers)` hook when present.
+stderr and exit code 2, never a traceback. The `worker` command is `trainer_service.cli.service`.
 """
 
 from __future__ import annotations
@@ -440,16 +437,6 @@ def download_command(args: argparse.Namespace) -> int:
 # dispatcher
 
 
-def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Let `trainer_service.cli.service` add `worker`.
-
-    Contract for that module: `register_service_commands(subparsers)` adds subparsers whose
-    `func` default takes the parsed args and returns an exit code. It is imported on every
-    invocation (so `--help` lists its commands): keep its top-level imports light.
-    """
-    cli_service.register_service_commands(subparsers)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m trainer_service",
@@ -460,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_download_parser(subparsers)
-    register_service_commands(subparsers)
+    cli_service.register_service_commands(subparsers)
     return parser
 
 
@@ -468,17 +455,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug: reported in one line, exit 2."""
     # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.datasets import DatasetError
+    from shared.modelfile import ModelFileError
     from shared.web.settings import SettingsError
 
-    errors: list[type[BaseException]] = [UsageError, DatasetError, SettingsError]
-    try:
-        # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
-        from shared.modelfile import ModelFileError
-    except ImportError:  # pragma: no cover - engine not installed
-        pass
-    else:
-        errors.append(ModelFileError)
-    return tuple(errors)
+    return (UsageError, DatasetError, SettingsError, ModelFileError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

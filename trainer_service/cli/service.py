@@ -1,9 +1,6 @@
 """The `worker` subcommand of `python -m trainer_service` (the trainer API runs under gunicorn
-directly, as the Procfile starts it).
-
-`trainer_service/__main__.py` (train/evaluate/download) calls `register_service_commands` with
-its argparse subparsers; each command stores its handler as `func` (args -> exit code).
-"""
+directly, as the Procfile starts it). Imported on every invocation (so `--help` lists it): its
+top-level imports stay light."""
 
 from __future__ import annotations
 
