@@ -159,19 +159,19 @@ class Registry:
     def staged_versions(self, name: str) -> list[int]:
         """Good versions published *staged* (sweep trials), ascending: reachable by number,
         alias, pin, traffic route or shadow, never as "latest" or an unpinned default."""
-        out = []
-        for v in self.versions(name):
-            try:
-                if self.is_staged(name, v):
-                    out.append(v)
-            except (BrokenVersionError, VersionNotFoundError):
-                continue
-        return out
+        return [v for v in self.versions(name) if self._staged(name, v)]
 
     def is_staged(self, name: str, version: int) -> bool:
         """Whether the version's manifest says ``"staged": true``: a sweep publishes every trial
         that way so that no trial goes live before the sweep's promotion names one."""
         return bool(self._verified(name, validate_version(version)).get("staged"))
+
+    def _staged(self, name: str, version: int) -> bool | None:
+        """is_staged(), or None for a version that is broken or gone."""
+        try:
+            return self.is_staged(name, version)
+        except (BrokenVersionError, VersionNotFoundError):
+            return None
 
     # ---- resolution --------------------------------------------------------------------------
 
@@ -179,14 +179,9 @@ class Registry:
         """Highest version that verifies and is not staged, or None. Broken versions are
         skipped (logged once); staged ones (sweep trials, see is_staged) are never "latest", so
         publishing one changes nothing an unpinned model serves."""
-        for v in reversed(self.versions(name)):
-            try:
-                if self.is_staged(name, v):
-                    continue
-            except (BrokenVersionError, VersionNotFoundError):
-                continue
-            return v
-        return None
+        return next(
+            (v for v in reversed(self.versions(name)) if self._staged(name, v) is False), None
+        )
 
     def default_version(self, name: str) -> int | None:
         """The pinned version if set and it verifies, else latest_version() (None if none)."""

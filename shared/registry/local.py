@@ -19,7 +19,7 @@ from typing import Any
 from shared.fsutil import fsync_dir
 from shared.registry.errors import ModelNotFoundError, RegistryError
 from shared.registry.files import dir_stamp, file_stamp, lstat_or_none, read_nofollow
-from shared.registry.names import MANIFEST_FILE, STATE_FILE, WEIGHTS_FILE, is_model_name
+from shared.registry.names import STATE_FILE, WEIGHTS_FILE, is_model_name
 from shared.registry.paths import RegistryPaths, version_entries
 from shared.registry.publishing import (
     allocate_version,
@@ -29,7 +29,7 @@ from shared.registry.publishing import (
 )
 from shared.registry.state import Change, StateFiles, delete_version_change
 from shared.registry.storage import Storage
-from shared.registry.verification import VerifiedVersions, broken
+from shared.registry.verification import VerifiedVersions, broken, version_stamps
 
 logger = logging.getLogger(__name__)
 
@@ -97,20 +97,12 @@ class LocalStorage(Storage):
         return data
 
     def version_identity(self, name: str, version: int) -> Hashable:
-        """(inode, size, mtime) of the manifest and the weights: moves when either is replaced
-        or rewritten."""
+        """The stamps of the manifest and the weights: they move when either is replaced or
+        rewritten."""
         try:
-            vdir = self._paths.version(name, version)
+            return version_stamps(self._paths.version(name, version), None)
         except RegistryError:
             return None
-        sig = []
-        for fname in (MANIFEST_FILE, WEIGHTS_FILE):
-            try:
-                st = os.stat(os.path.join(vdir, fname))
-                sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                sig.append(None)
-        return tuple(sig)
 
     # ---- state -----------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ from shared.registry.errors import (
     RegistryError,
     VersionNotFoundError,
 )
-from shared.registry.files import hash_file, json_bytes, now_iso
+from shared.registry.files import hash_file, hash_stream, json_bytes, now_iso
 from shared.registry.names import (
     MANIFEST_FILE,
     STATE_FILE,
@@ -110,7 +110,6 @@ MAX_CAS_ATTEMPTS = 200
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 15.0
 _UPLOAD_RE = re.compile(r"[0-9a-f]{32}\.[0-9]{1,10}\.[A-Za-z0-9_-]{1,64}")
-_CHUNK = 1024 * 1024
 _STATE_FIELDS = ("pinned", "aliases", "traffic", "shadow", "history")
 
 
@@ -204,21 +203,20 @@ class S3Storage(Storage):
     # ---- S3 calls: every failure to reach the store becomes RegistryUnavailableError ---------
 
     def _s3(self) -> Any:
-        if self._client is None or self._client_pid != os.getpid():
-            # boto3: an optional dependency, only for an S3 registry
-            import boto3
-            from botocore.config import Config
+        # boto3: an optional dependency, only for an S3 registry
+        import boto3
+        from botocore.config import Config
 
-            with self._lock:
-                if self._client is None or self._client_pid != os.getpid():
-                    config = Config(
-                        connect_timeout=CONNECT_TIMEOUT,
-                        read_timeout=READ_TIMEOUT,
-                        retries={"mode": "standard", "max_attempts": 3},
-                    )
-                    self._client = boto3.session.Session().client("s3", config=config)
-                    self._client_pid = os.getpid()
-        return self._client
+        with self._lock:
+            if self._client is None or self._client_pid != os.getpid():
+                config = Config(
+                    connect_timeout=CONNECT_TIMEOUT,
+                    read_timeout=READ_TIMEOUT,
+                    retries={"mode": "standard", "max_attempts": 3},
+                )
+                self._client = boto3.session.Session().client("s3", config=config)
+                self._client_pid = os.getpid()
+            return self._client
 
     def _call(self, op: str, **kwargs: Any) -> Any:
         # boto3: an optional dependency, only for an S3 registry
@@ -350,10 +348,9 @@ class S3Storage(Storage):
             cached = self._index
             body = json_bytes({"models": sorted({*names, name})})
             try:
-                if cached is None:
-                    etag = self._put(self._key(INDEX_FILE), body, create=True)
-                else:
-                    etag = self._put(self._key(INDEX_FILE), body, if_match=cached[0])
+                etag = self._put(
+                    self._key(INDEX_FILE), body, if_match=cached and cached[0], create=not cached
+                )
             except _Conflict:
                 _backoff(attempt)
                 continue
@@ -443,10 +440,9 @@ class S3Storage(Storage):
             if corrupt:
                 self._keep_corrupt_copy(name, key)
             try:
-                if exists:
-                    new_etag = self._put(key, json_bytes(new), if_match=etag)
-                else:
-                    new_etag = self._put(key, json_bytes(new), create=True)
+                new_etag = self._put(
+                    key, json_bytes(new), if_match=etag if exists else None, create=not exists
+                )
             except _Conflict:
                 _backoff(attempt)
                 continue
@@ -575,19 +571,15 @@ class S3Storage(Storage):
                 )
             except _Missing:
                 raise self._mark_broken(name, version, rec, f"{fname} is missing") from None
-            digest, got = hashlib.sha256(), 0
             with contextlib.closing(resp["Body"]) as body, open(tmp, "xb") as out:
                 try:
-                    for chunk in iter(lambda: body.read(_CHUNK), b""):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        got += len(chunk)
+                    got_sha, got = hash_stream(body, out)
                 except Exception as exc:  # the connection broke mid-download
                     raise RegistryUnavailableError(
                         f"object store {self.location}: download of {fname} failed: {exc}"
                     ) from None
-            if (digest.hexdigest(), got) != (sha, size):
-                reason = f"{fname} sha256 mismatch (expected {sha[:12]}…, got {digest.hexdigest()[:12]}…)"
+            if (got_sha, got) != (sha, size):
+                reason = f"{fname} sha256 mismatch (expected {sha[:12]}…, got {got_sha[:12]}…)"
                 raise self._mark_broken(name, version, rec, reason)
             os.replace(tmp, dest)
         finally:
