@@ -57,14 +57,15 @@ import json
 import logging
 import os
 import random
-import re
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
 from shared.registry.errors import (
     BrokenVersionError,
@@ -77,17 +78,17 @@ from shared.registry.files import hash_file, hash_stream, json_bytes, now_iso
 from shared.registry.names import (
     MANIFEST_FILE,
     STATE_FILE,
+    VERSION_PATTERN,
     WEIGHTS_FILE,
     is_model_name,
-    is_version_name,
 )
 from shared.registry.publishing import final_manifest, publisher_is_dead, publisher_tag
 from shared.registry.state import (
     MAX_STATE_BYTES,
     Change,
+    StateFile,
     apply_change,
     delete_version_change,
-    empty_state,
     parse_state,
 )
 from shared.registry.storage import RegistryUnavailableError, Storage
@@ -109,7 +110,7 @@ MAX_CAS_ATTEMPTS = 200
 #: Seconds to connect / to wait for an answer; 3 attempts (botocore "standard" retries).
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 15.0
-_UPLOAD_RE = re.compile(r"[0-9a-f]{32}\.[0-9]{1,10}\.[A-Za-z0-9_-]{1,64}")
+_UPLOAD_PATTERN = r"^[0-9a-f]{32}\.[0-9]{1,10}\.[A-Za-z0-9_-]{1,64}$"
 _STATE_FIELDS = ("pinned", "aliases", "traffic", "shadow", "history")
 
 
@@ -136,36 +137,31 @@ def parse_url(url: str) -> tuple[str, str]:
     return bucket, (prefix + "/" if prefix else "")
 
 
+class _Commit(BaseModel):
+    """A committed version in the state object: its upload and the ETag of every object."""
+
+    upload: Annotated[str, StringConstraints(pattern=_UPLOAD_PATTERN)]
+    objects: dict[str, str]
+    at: Any = None
+
+
+class _Doc(StateFile):
+    """A model's state object: the shared state fields plus the version index."""
+
+    versions: dict[Annotated[str, StringConstraints(pattern=f"^{VERSION_PATTERN}$")], _Commit] = {}
+    last_version: Annotated[StrictInt, Field(ge=0)] = 0
+    revision: Annotated[StrictInt, Field(ge=0)] = 0
+
+
 def parse_doc(raw: bytes) -> dict[str, Any]:
     """Parse and validate a model's state object; ValueError naming the first problem."""
-    state = parse_state(raw)  # the shared fields, validated as on every storage
-    obj = json.loads(raw.decode("utf-8"))
-    versions = obj.get("versions", {})
-    if not isinstance(versions, dict):
-        raise ValueError("'versions' is not an object")
-    clean: dict[str, dict[str, Any]] = {}
-    for key, rec in versions.items():
-        if not is_version_name(key) or not isinstance(rec, dict):
-            raise ValueError(f"bad version entry {key!r}")
-        upload, objects = rec.get("upload"), rec.get("objects")
-        if not isinstance(upload, str) or _UPLOAD_RE.fullmatch(upload) is None:
-            raise ValueError(f"version {key}: bad upload name")
-        if not isinstance(objects, dict) or not all(
-            isinstance(k, str) and isinstance(e, str) for k, e in objects.items()
-        ):
-            raise ValueError(f"version {key}: bad objects")
-        clean[key] = {"upload": upload, "objects": dict(objects), "at": rec.get("at")}
-    last = obj.get("last_version", 0)
-    revision = obj.get("revision", 0)
-    for field, value in (("last_version", last), ("revision", revision)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"bad {field!r}")
-    last = max([last, *(int(k) for k in clean)])
-    return {**state, "versions": clean, "last_version": last, "revision": revision}
+    doc = parse_state(raw, _Doc)
+    doc["last_version"] = max([doc["last_version"], *(int(k) for k in doc["versions"])])
+    return doc
 
 
 def _new_doc() -> dict[str, Any]:
-    return {**empty_state(), "versions": {}, "last_version": 0, "revision": 0}
+    return _Doc().model_dump()
 
 
 def _state_of(doc: dict[str, Any]) -> dict[str, Any]:
