@@ -1,8 +1,6 @@
-"""The `Registry` class: the one object callers use. Everything that must mean the same on every
-storage lives here, written once: name validation, latest / default / alias resolution, the
-listings, publish's input checks and the pin / alias / traffic / shadow / delete changes. Where
-the versions and the state are kept is a `Storage` (storage.py): a folder (`local`, the
-default) or an S3 bucket (`s3`). See the package docstring for the layouts and why."""
+"""The `Registry` class: the one object callers use, holding once everything that must mean the
+same on every `Storage` (storage.py) it keeps its versions and state in. See the package
+docstring for the layouts and why."""
 
 from __future__ import annotations
 
@@ -84,12 +82,8 @@ class Registry:
         return self.storage.model_names()
 
     def versions(self, name: str) -> list[int]:
-        """Every published version of `name`, ascending, including broken ones.
-
-        A version only appears complete (an atomic rename, or an atomic commit on S3), so it is
-        complete unless it was damaged later; use describe_versions() / verify() to tell good
-        from broken. Raises ModelNotFoundError if the model does not exist.
-        """
+        """Every published version of `name`, ascending, including broken ones (damaged after
+        publishing: describe_versions() / verify() tell). ModelNotFoundError if there is none."""
         return self.storage.versions(validate_model_name(name))
 
     # ---- verification ------------------------------------------------------------------------
@@ -121,13 +115,8 @@ class Registry:
 
     def verify(self, name: str, version: int | str) -> dict[str, Any]:
         """Check the manifest and the files it lists; return the manifest (a copy, plus
-        "version").
-
-        The result (good or broken) is cached by the storage (file identity locally, the
-        committed objects on S3), so a second call costs a few lstat() calls or nothing. Raises
-        VersionNotFoundError if there is no such version and BrokenVersionError (logged once per
-        version and reason) if anything is wrong.
-        """
+        "version"). Cached by the storage: a second call costs a few lstat() calls or nothing.
+        VersionNotFoundError, or BrokenVersionError (logged once per version and reason)."""
         v = validate_version(version)
         out = copy.deepcopy(self._verified(name, v))
         out["version"] = v
@@ -138,10 +127,8 @@ class Registry:
         return self.storage.manifest(validate_model_name(name), v)
 
     def describe_versions(self, name: str) -> list[dict[str, Any]]:
-        """Every version, ascending: {"version", "status": "ok"|"broken", "error", "manifest"}.
-
-        For listings: broken versions are shown (manifest None, error = reason), not hidden.
-        """
+        """Every version, ascending: {"version", "status": "ok"|"broken", "error", "manifest"}:
+        broken versions are shown (manifest None, error = reason), not hidden."""
         out = []
         for v in self.versions(name):
             try:

@@ -1,7 +1,5 @@
 """The registry on a plain folder (the default storage): the layout and guarantees of the package
-docstring. Versions are folders made visible by one atomic rename (`publishing`), verified with
-a stat-keyed cache (`verification`), the state is a flock'd state.json (`state`), and change
-detection is a few ``lstat`` calls."""
+docstring, built from `publishing`, `verification` and `state`."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""Making a version visible in one step: the files go into a temp folder, then one
-`os.rename(tmp, <model>/<v>)` publishes them.
-
-The rename fails if `<v>` already holds a version, so the number is allocated by the filesystem
-itself: publishers in different processes or machines sharing the volume cannot collide, and a
-publisher killed at any point leaves at most an invisible temp folder. A temp folder's name
-carries its publisher (`.tmp-<uuid>.<pid>.<host>`), so the next publish removes the folder of a
-dead publisher on this host at once, and anything else once it is old.
-"""
+"""Making a version visible in one step on a folder: the files go into a temp folder, then one
+`os.rename(tmp, <model>/<v>)` publishes them (why: the package docstring); and the cleanup of
+what crashed publishes leave."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""A model's state.json: the pin, the aliases, the traffic split, the shadow and their history.
-
-Reads never write and never raise on a corrupt file: it is logged once and the last good state
-seen is served until the next change rewrites it (keeping the bad bytes beside it). Changes are a
-read-modify-write under an exclusive `flock` on `.state.lock`, and the file is replaced
-atomically, so concurrent pin/alias changes from several processes never lose an update.
-"""
+"""A model's state: the pin, the aliases, the traffic split, the shadow and their history; the
+changes every storage applies, and state.json on a folder (read-modify-write under an exclusive
+`flock` on `.state.lock`; why: the package docstring)."""
 
 from __future__ import annotations
 
