@@ -58,6 +58,7 @@ from shared.registry.errors import (
     VersionNotFoundError,
 )
 from shared.registry.names import validate_alias, validate_model_name, validate_version
+from shared.registry.publishing import process_running
 from shared.registry.state import TrafficRoute, TrafficSplit, VersionRef, resolve_ref
 from shared.registry.storage import RegistryUnavailableError
 from shared.registry.views import (
@@ -95,6 +96,7 @@ __all__ = [
     "model_detail",
     "model_summaries",
     "model_summary",
+    "process_running",
     "resolve_ref",
     "validate_alias",
     "validate_model_name",

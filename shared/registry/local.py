@@ -17,7 +17,7 @@ from typing import Any
 from shared.fsutil import fsync_dir
 from shared.registry.errors import ModelNotFoundError, RegistryError
 from shared.registry.files import dir_stamp, file_stamp, lstat_or_none, read_nofollow
-from shared.registry.names import STATE_FILE, WEIGHTS_FILE, is_model_name
+from shared.registry.names import STATE_FILE, WEIGHTS_FILE
 from shared.registry.paths import RegistryPaths, version_entries
 from shared.registry.publishing import (
     allocate_version,
@@ -181,12 +181,12 @@ class LocalStorage(Storage):
         if name is not None:
             model_dir = self._paths.prefix + name
             return (name, dir_stamp(model_dir), file_stamp(model_dir + state_suffix))
-        items = []
-        try:
-            with os.scandir(self._paths.root) as it:
-                for e in it:
-                    if is_model_name(e.name) and e.is_dir(follow_symlinks=False):
-                        items.append((e.name, dir_stamp(e.path), file_stamp(e.path + state_suffix)))
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        return (dir_stamp(self._paths.root), tuple(sorted(items)))
+        items = [
+            (
+                n,
+                dir_stamp(self._paths.prefix + n),
+                file_stamp(self._paths.prefix + n + state_suffix),
+            )
+            for n in self._paths.model_names_on_disk()
+        ]
+        return (dir_stamp(self._paths.root), tuple(items))

@@ -82,18 +82,22 @@ def version_numbers(model_dir: Path) -> list[int]:
         return []
 
 
-def final_manifest(
-    manifest: dict[str, Any], sha: str, size: int, files: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
+def final_manifest(manifest: dict[str, Any], hashes: dict[str, tuple[str, int]]) -> dict[str, Any]:
     """The manifest a version is published with, on every storage: the caller's keys, then the
-    computed ones (sha256, size_bytes, created_at, package_version, files) over them."""
+    computed ones over them (sha256, size_bytes, created_at, package_version, files), from the
+    (sha256, size) of every file."""
+    sha, size = hashes[WEIGHTS_FILE]
     return {
         **manifest,
         "sha256": sha,
         "size_bytes": size,
         "created_at": now_iso(),
         "package_version": PACKAGE_VERSION,
-        "files": files,
+        "files": {
+            f: {"sha256": f_sha, "size_bytes": f_size}
+            for f, (f_sha, f_size) in hashes.items()
+            if f != WEIGHTS_FILE
+        },
     }
 
 
@@ -104,23 +108,15 @@ def publisher_tag() -> str:
 
 def write_version_folder(
     tmp: Path, weights: Path, extras: dict[str, Path], manifest: dict[str, Any]
-) -> str:
-    """Fill the new folder `tmp`: copies of the files and the manifest, all fsynced.
-
-    The manifest gets the computed keys (sha256, size_bytes, created_at, package_version, files)
-    over the caller's. Returns the weights' sha256.
-    """
-    sha, size = copy_and_hash(weights, tmp / WEIGHTS_FILE)
-    files = {}
-    for fname, src in sorted(extras.items()):
-        f_sha, f_size = copy_and_hash(src, tmp / fname)
-        files[fname] = {"sha256": f_sha, "size_bytes": f_size}
+) -> None:
+    """Fill the new folder `tmp`: copies of the files and the final manifest, all fsynced."""
+    sources = [(WEIGHTS_FILE, weights), *sorted(extras.items())]
+    hashes = {f: copy_and_hash(src, tmp / f) for f, src in sources}
     with open(tmp / MANIFEST_FILE, "xb") as fh:
-        fh.write(json_bytes(final_manifest(manifest, sha, size, files)))
+        fh.write(json_bytes(final_manifest(manifest, hashes)))
         fh.flush()
         os.fsync(fh.fileno())
     fsync_dir(tmp)
-    return sha
 
 
 def allocate_version(model_dir: Path, tmp: Path) -> int:

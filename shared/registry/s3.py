@@ -111,7 +111,6 @@ MAX_CAS_ATTEMPTS = 200
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 15.0
 _UPLOAD_PATTERN = r"^[0-9a-f]{32}\.[0-9]{1,10}\.[A-Za-z0-9_-]{1,64}$"
-_STATE_FIELDS = ("pinned", "aliases", "traffic", "shadow", "history")
 
 
 class _Missing(Exception):
@@ -165,7 +164,7 @@ def _new_doc() -> dict[str, Any]:
 
 
 def _state_of(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: doc[k] for k in _STATE_FIELDS}
+    return {k: doc[k] for k in StateFile.model_fields}
 
 
 def _etag(value: str) -> str:
@@ -622,15 +621,12 @@ class S3Storage(Storage):
         upload = publisher_tag()
         base = self._upload_prefix(name, upload)
         objects: dict[str, str] = {}
-        data = weights.read_bytes()  # what is hashed is exactly what is uploaded
-        sha, size = hashlib.sha256(data).hexdigest(), len(data)
-        objects[WEIGHTS_FILE] = self._put(base + WEIGHTS_FILE, data)
-        files = {}
-        for fname, src in sorted(extras.items()):
-            data = src.read_bytes()
-            files[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)}
+        hashes: dict[str, tuple[str, int]] = {}
+        for fname, src in [(WEIGHTS_FILE, weights), *sorted(extras.items())]:
+            data = src.read_bytes()  # what is hashed is exactly what is uploaded
+            hashes[fname] = (hashlib.sha256(data).hexdigest(), len(data))
             objects[fname] = self._put(base + fname, data)
-        body = json_bytes(final_manifest(manifest, sha, size, files))
+        body = json_bytes(final_manifest(manifest, hashes))
         objects[MANIFEST_FILE] = self._put(base + MANIFEST_FILE, body)
 
         def edit(doc: dict[str, Any]) -> tuple[bool, int]:
