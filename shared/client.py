@@ -1,4 +1,5 @@
-"""A small client for the digitflow services: a Python class and the `digitflow` command.
+"""A small client for the digitflow services: a Python class and the `digitflow` command (its
+commands: the README's "Client" section and `digitflow --help`).
 
     from shared.client import DigitflowClient
     client = DigitflowClient()                      # TRAINER_URL / INFERENCE_URL / API_TOKEN
@@ -6,15 +7,6 @@
     final = client.wait(job["job_id"], on_progress=print)
     client.predict_file("digit.png")                # default version
     client.predict_file("digit.png", version=1)     # a pinned one
-
-    digitflow submit --preset seed-deep --epochs=3 --hidden-layers=128,64 --wait
-    digitflow status JOB_ID | wait JOB_ID | cancel JOB_ID | jobs
-    digitflow sweep sweep.json --wait | cancel-sweep SWEEP_ID
-    digitflow models | pin mnist 3 | unpin mnist
-    digitflow alias mnist champion 3 | unalias mnist champion
-    digitflow traffic mnist champion=90 candidate=10 | traffic mnist --clear
-    digitflow shadow mnist candidate | shadow mnist --clear
-    digitflow predict digit.png [--model mnist] [--version 2]
 
 Every HTTP error becomes a `DigitflowError` carrying the server's JSON message; the CLI prints it
 and exits with status 2, as it does for arguments it cannot use. Every request has a timeout.

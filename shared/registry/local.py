@@ -65,8 +65,6 @@ class LocalStorage(Storage):
         self._paths.existing_model(name)
 
     def versions(self, name: str) -> list[int]:
-        """Every version folder; a folder only appears through publish's atomic rename, so it
-        is complete unless it was damaged later."""
         model_dir = self._paths.existing_model(name)
         try:
             entries = version_entries(model_dir)
@@ -115,8 +113,7 @@ class LocalStorage(Storage):
     def publish(
         self, name: str, weights: Path, extras: dict[str, Path], manifest: dict[str, Any]
     ) -> int:
-        """Fill a temp folder, then rename it to the next free number (the filesystem refuses a
-        rename onto an existing version, so concurrent publishers never collide)."""
+        """Fill a temp folder, then rename it to the next free number (`allocate_version`)."""
         model_dir = self._ensure_model_dir(name)
         tmp = model_dir / temp_name()
         os.mkdir(tmp)

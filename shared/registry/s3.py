@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import os
 import random
@@ -67,6 +66,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
+from shared.config import MODEL_NAME_PATTERN
 from shared.registry.errors import (
     BrokenVersionError,
     FirstTime,
@@ -134,6 +134,12 @@ def parse_url(url: str) -> tuple[str, str]:
         raise ValueError(f"{url!r} names no bucket")
     prefix = prefix.strip("/")
     return bucket, (prefix + "/" if prefix else "")
+
+
+class _Index(BaseModel):
+    """models.json: the names of the models ever published."""
+
+    models: list[Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]]
 
 
 class _Commit(BaseModel):
@@ -271,16 +277,13 @@ class S3Storage(Storage):
 
     def _list(self, prefix: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        token: str | None = None
+        kwargs: dict[str, Any] = {"Prefix": prefix}
         while True:
-            kwargs: dict[str, Any] = {"Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
             resp = self._call("list_objects_v2", **kwargs)
             out.extend(resp.get("Contents", []))
             if not resp.get("IsTruncated"):
                 return out
-            token = resp["NextContinuationToken"]
+            kwargs["ContinuationToken"] = resp["NextContinuationToken"]
 
     def _delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
@@ -309,13 +312,8 @@ class S3Storage(Storage):
             return cached[1]
         etag, raw = got
         try:
-            obj = json.loads(raw.decode("utf-8"))
-            names = obj["models"]
-            if not isinstance(names, list) or not all(
-                isinstance(n, str) and is_model_name(n) for n in names
-            ):
-                raise ValueError("'models' is not a list of model names")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            names = _Index.model_validate_json(raw).models
+        except ValueError as exc:
             if self._first(("index", etag)):
                 logger.error(
                     "registry: %s/%s is corrupt (%s); using a listing of the prefix until a "

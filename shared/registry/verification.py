@@ -58,20 +58,12 @@ def check_manifest(raw: bytes) -> tuple[dict[str, Any], list[tuple[str, Any, Any
             raise ManifestProblem(f"{MANIFEST_FILE} 'files' entry {fname!r} is not an object")
         checks.append((fname, entry.get("sha256"), entry.get("size_bytes")))
     for fname, want_sha, want_size in checks:
-        problem = entry_problem(fname, want_sha, want_size)
-        if problem is not None:
-            raise ManifestProblem(problem)
+        if not is_sha256(want_sha):
+            raise ManifestProblem(f"{MANIFEST_FILE} has an invalid sha256 for {fname}")
+        if isinstance(want_size, bool) or not isinstance(want_size, int) or want_size < 0:
+            raise ManifestProblem(f"{MANIFEST_FILE} has an invalid size_bytes for {fname}")
     manifest.pop("version", None)
     return manifest, checks
-
-
-def entry_problem(fname: str, want_sha: Any, want_size: Any) -> str | None:
-    """Why a manifest's entry for a file is unusable (not a sha256, not a size), or None."""
-    if not is_sha256(want_sha):
-        return f"{MANIFEST_FILE} has an invalid sha256 for {fname}"
-    if isinstance(want_size, bool) or not isinstance(want_size, int) or want_size < 0:
-        return f"{MANIFEST_FILE} has an invalid size_bytes for {fname}"
-    return None
 
 
 def verify_version_dir(vdir: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -1,12 +1,5 @@
 """`python -m trainer_service` (its `__main__` calls `main` here): train, evaluate and download
-(plus `worker`).
-
-    python -m trainer_service train [--data-dir DIR] [--dataset mnist|fashion-mnist]
-        [--preset NAME] [--hidden 256 128] [--activation relu] [--epochs N] [--batch-size B]
-        [--optimizer adam] [--lr X] [--dropout P] [--l2 L] [--augment] [--elastic] [--seed S]
-        [--train-limit N] [--val-fraction F] [--patience N] [--out FILE.npz] [--json] ...
-    python -m trainer_service evaluate --model FILE.npz [--data-dir DIR] [--json]
-    python -m trainer_service download [--dataset mnist] [--data-dir DIR] [--mirror URL ...]
+(plus `worker`); their options: `--help`.
 
 Every `train` option maps 1:1 onto a `TrainConfig` field, and only options given explicitly are
 passed on, so a preset's values are overridden exactly where the user asked (all argparse
