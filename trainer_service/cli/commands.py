@@ -7,7 +7,7 @@ defaults are None). Values are handed to pydantic as typed, so a bad value is re
 way as through the API (`shared.web.validation`): per field, here under the option's name.
 
 Bad input (invalid options, missing or broken data, broken model files) ends with one line on
-stderr and exit code 2, never a traceback. The `worker` command is `trainer_service.cli.service`.
+stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from shared.web.logging import configure_logging
-from trainer_service.cli import service as cli_service
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -426,6 +425,21 @@ def download_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_worker_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`worker`: the queued service's training worker (the trainer API runs under gunicorn)."""
+    # RQ and Redis: only for the worker command; --help stays light
+    from trainer_service.worker.process import add_worker_arguments, worker_command
+
+    p = subparsers.add_parser(
+        "worker",
+        help="run an RQ training worker on $RQ_QUEUE",
+        description="Run a training worker (RQ) on the queue $RQ_QUEUE at $REDIS_URL. "
+        "Several workers may share one queue.",
+    )
+    add_worker_arguments(p)
+    p.set_defaults(func=worker_command)
+
+
 # --------------------------------------------------------------------------------------------
 # dispatcher
 
@@ -440,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_download_parser(subparsers)
-    cli_service.register_service_commands(subparsers)
+    _add_worker_parser(subparsers)
     return parser
 
 
