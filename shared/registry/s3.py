@@ -509,10 +509,6 @@ class S3Storage(Storage):
             for obj in self._list(upload_prefix)
         }
         committed = rec["objects"]
-        if MANIFEST_FILE not in listed:
-            return None, f"{MANIFEST_FILE} is missing"
-        if listed[MANIFEST_FILE][1] != committed.get(MANIFEST_FILE):
-            return None, f"{MANIFEST_FILE} was replaced after the version was published"
         try:
             got = self._get(upload_prefix + MANIFEST_FILE, MAX_MANIFEST_BYTES)
         except _Missing:
