@@ -42,21 +42,20 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------
 # train options ↔ TrainConfig fields
 
-_BOOL = "bool"
-
-#: (option flags, TrainConfig field, kind). Every TrainConfig field has exactly one entry.
+#: (option flags, TrainConfig field, kind: "bool", "list" or None). Every TrainConfig field has
+#: exactly one entry.
 TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("--model",), "model", None),
     (("--dataset",), "dataset", None),
     (("--preset",), "preset", None),
     (("--hidden",), "hidden_layers", "list"),
     (("--activation",), "activation", None),
-    (("--batch-norm",), "batch_norm", _BOOL),
+    (("--batch-norm",), "batch_norm", "bool"),
     (("--dropout",), "dropout", None),
     (("--input-dropout",), "input_dropout", None),
     (("--l2",), "l2", None),
     (("--label-smoothing",), "label_smoothing", None),
-    (("--standardize",), "standardize", _BOOL),
+    (("--standardize",), "standardize", "bool"),
     (("--epochs",), "epochs", None),
     (("--batch-size",), "batch_size", None),
     (("--optimizer",), "optimizer", None),
@@ -66,12 +65,12 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("--lr-schedule", "--schedule"), "lr_schedule", None),
     (("--warmup-epochs",), "warmup_epochs", None),
     (("--grad-clip",), "grad_clip", None),
-    (("--augment",), "augment", _BOOL),
-    (("--elastic",), "elastic", _BOOL),
+    (("--augment",), "augment", "bool"),
+    (("--elastic",), "elastic", "bool"),
     (("--max-rotation",), "max_rotation", None),
     (("--max-shift",), "max_shift", None),
     (("--max-scale",), "max_scale", None),
-    (("--flip",), "flip", _BOOL),
+    (("--flip",), "flip", "bool"),
     (("--val-fraction",), "val_fraction", None),
     (("--patience",), "early_stopping_patience", None),
     (("--train-limit",), "train_limit", None),
@@ -121,7 +120,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     config_group = p.add_argument_group("training configuration (TrainConfig)")
     for flags, field, kind in TRAIN_OPTIONS:
         kwargs: dict[str, Any] = {"dest": field, "default": None, "help": _field_help(field)}
-        if kind == _BOOL:
+        if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif kind == "list":
             kwargs.update(nargs="+", metavar="WIDTH")
