@@ -126,8 +126,7 @@ class LocalStorage(Storage):
 
     def _ensure_model_dir(self, name: str) -> Path:
         model_dir = Path(self._paths.model(name))
-        if not self.root.is_dir():
-            self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         try:
             os.mkdir(model_dir)
         except FileExistsError:

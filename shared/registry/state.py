@@ -328,15 +328,11 @@ class StateFiles:
         return state
 
     def _read(self, name: str, path: str | os.PathLike[str], stamp: tuple | None) -> dict[str, Any]:
-        if stamp is None:
-            state = empty_state()
-            with self._lock:
-                self._last_good[name] = state
-            return state
         try:
-            state = parse_state(read_nofollow(path, MAX_STATE_BYTES))
-        except FileNotFoundError:
-            return self._read(name, path, None)
+            raw = None if stamp is None else read_nofollow(path, MAX_STATE_BYTES)
+            state = empty_state() if raw is None else parse_state(raw)
+        except FileNotFoundError:  # removed since the stamp was taken
+            state = empty_state()
         except (OSError, ValueError) as exc:
             with self._lock:
                 fallback = copy.deepcopy(self._last_good.get(name) or empty_state())
