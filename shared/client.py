@@ -1,4 +1,5 @@
-"""A small client for the digitflow services: a Python class and the `digitflow` command.
+"""A small client for the digitflow services: a Python class and the `digitflow` command (its
+commands: the README's "Client" section and `digitflow --help`).
 
     from shared.client import DigitflowClient
     client = DigitflowClient()                      # TRAINER_URL / INFERENCE_URL / API_TOKEN
@@ -6,15 +7,6 @@
     final = client.wait(job["job_id"], on_progress=print)
     client.predict_file("digit.png")                # default version
     client.predict_file("digit.png", version=1)     # a pinned one
-
-    digitflow submit --preset seed-deep --epochs=3 --hidden-layers=128,64 --wait
-    digitflow status JOB_ID | wait JOB_ID | cancel JOB_ID | jobs
-    digitflow sweep sweep.json --wait | cancel-sweep SWEEP_ID
-    digitflow models | pin mnist 3 | unpin mnist
-    digitflow alias mnist champion 3 | unalias mnist champion
-    digitflow traffic mnist champion=90 candidate=10 | traffic mnist --clear
-    digitflow shadow mnist candidate | shadow mnist --clear
-    digitflow predict digit.png [--model mnist] [--version 2]
 
 Every HTTP error becomes a `DigitflowError` carrying the server's JSON message; the CLI prints it
 and exits with status 2, as it does for arguments it cannot use. Every request has a timeout.
@@ -503,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", help="API token for mutating calls (default $API_TOKEN)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def command(name: str, help: str, *positionals: str, **kwargs: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, **kwargs)
+        for positional in positionals:
+            p.add_argument(positional)
+        return p
+
     p = sub.add_parser(
         "submit",
         help="queue a training job",
@@ -516,45 +514,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idempotency-key", help="makes a retried submit return the same job")
     p.add_argument("--wait", action="store_true", help="follow the job until it ends")
 
-    p = sub.add_parser("status", help="show a job as JSON")
-    p.add_argument("job_id")
-    p = sub.add_parser("wait", help="follow a job's per-epoch progress until it ends")
-    p.add_argument("job_id")
-    p = sub.add_parser("cancel", help="cancel a queued job or stop a running one")
-    p.add_argument("job_id")
+    command("status", "show a job as JSON", "job_id")
+    command("wait", "follow a job's per-epoch progress until it ends", "job_id")
+    command("cancel", "cancel a queued job or stop a running one", "job_id")
     p = sub.add_parser("jobs", help="list recent jobs")
     p.add_argument("--status", help=f"filter: {','.join(JOB_STATUSES)}")
     p.add_argument("--limit", type=int, default=20)
 
-    p = sub.add_parser(
-        "sweep",
-        help="start a hyperparameter sweep from a JSON file (the POST /v1/sweeps body)",
+    p = command(
+        "sweep", "start a hyperparameter sweep from a JSON file (the POST /v1/sweeps body)", "file"
     )
-    p.add_argument("file")
     p.add_argument("--idempotency-key", help="makes a retried sweep return the same sweep")
     p.add_argument("--wait", action="store_true", help="follow the trials until the sweep ends")
     p.add_argument("--report", metavar="FILE.png", help="then save the sweep report PNG there")
-    p = sub.add_parser(
-        "cancel-sweep", help="cancel a sweep: queued trials canceled, running ones stopped"
+    command(
+        "cancel-sweep", "cancel a sweep: queued trials canceled, running ones stopped", "sweep_id"
     )
-    p.add_argument("sweep_id")
 
     sub.add_parser(
         "models",
         help="list models: latest, default and pinned version, aliases, traffic split, shadow",
     )
-    p = sub.add_parser("pin", help="pin a model's default version")
-    p.add_argument("name")
+    p = command("pin", "pin a model's default version", "name")
     p.add_argument("version", type=int)
-    p = sub.add_parser("unpin", help="let the default follow the latest version again")
-    p.add_argument("name")
-    p = sub.add_parser("alias", help="point an alias (champion, candidate, ...) at a version")
-    p.add_argument("name")
-    p.add_argument("alias")
+    command("unpin", "let the default follow the latest version again", "name")
+    p = command("alias", "point an alias (champion, candidate, ...) at a version", "name", "alias")
     p.add_argument("version", type=int)
-    p = sub.add_parser("unalias", help="delete an alias")
-    p.add_argument("name")
-    p.add_argument("alias")
+    command("unalias", "delete an alias", "name", "alias")
     p = sub.add_parser(
         "traffic",
         help="split the default predict route over versions, or --clear the split",
@@ -576,8 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?", help="a version number or an alias")
     p.add_argument("--clear", action="store_true", help="stop shadowing")
 
-    p = sub.add_parser("predict", help="predict the digit in a picture")
-    p.add_argument("file")
+    p = command("predict", "predict the digit in a picture", "file")
     p.add_argument("--model", default="mnist")
     p.add_argument("--version", help="a version number, 'latest' or an alias (default: default)")
     return parser
@@ -591,8 +576,8 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     client = DigitflowClient(args.trainer_url, args.inference_url, args.token)
 
-    def dump(obj: Any) -> None:
-        print(json.dumps(obj, indent=2), file=out)
+    def say(line: str) -> None:
+        print(line, file=out)
 
     if args.command == "submit":
         config: dict[str, Any] = {}
@@ -607,38 +592,34 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
             config["preset"] = args.preset
         config.update(parse_fields(extra))
         job = client.submit(config, idempotency_key=args.idempotency_key)
-        print(f"job {job['job_id']} {job['status']} (model {job.get('model')})", file=out)
+        say(f"job {job['job_id']} {job['status']} (model {job.get('model')})")
         if args.wait:
             return _report_final(_follow(client, job["job_id"], out), out)
-        return 0
-    if args.command == "sweep":
+    elif args.command == "sweep":
         try:
             body = json.loads(Path(args.file).read_text())
         except (OSError, ValueError) as exc:
             raise DigitflowError(f"cannot read sweep {args.file}: {exc}") from exc
         sweep = client.sweep(body, idempotency_key=args.idempotency_key)
-        print(f"sweep {sweep['sweep_id']} {sweep['status']} (model {sweep['model']})", file=out)
+        say(f"sweep {sweep['sweep_id']} {sweep['status']} (model {sweep['model']})")
         code = 0
         if args.wait:
             code = _report_sweep(_follow_sweep(client, sweep["sweep_id"], out), out)
         if args.report:
             _save_report(Path(args.report), client.sweep_report(sweep["sweep_id"]))
-            print(f"report: {args.report}", file=out)
+            say(f"report: {args.report}")
         return code
-    if args.command == "cancel-sweep":
+    elif args.command == "cancel-sweep":
         sweep = client.cancel_sweep(args.sweep_id)
-        print(f"sweep {sweep['sweep_id']}: {sweep['status']}", file=out)
-        return 0
-    if args.command == "status":
-        dump(client.status(args.job_id))
-        return 0
-    if args.command == "wait":
+        say(f"sweep {sweep['sweep_id']}: {sweep['status']}")
+    elif args.command == "status":
+        say(json.dumps(client.status(args.job_id), indent=2))
+    elif args.command == "wait":
         return _report_final(_follow(client, args.job_id, out), out)
-    if args.command == "cancel":
+    elif args.command == "cancel":
         job = client.cancel(args.job_id)
-        print(f"job {job['job_id']}: {job['status']}", file=out)
-        return 0
-    if args.command == "jobs":
+        say(f"job {job['job_id']}: {job['status']}")
+    elif args.command == "jobs":
         for job in client.jobs(args.status, args.limit):
             progress = job.get("progress") or {}
             epoch = f"{progress.get('epoch')}/{progress.get('epochs')}" if progress else "-"
@@ -646,67 +627,49 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
             trial = (
                 f"  sweep {job['sweep_id']} trial {job.get('trial')}" if job.get("sweep_id") else ""
             )
-            print(
+            say(
                 f"{job['job_id']}  {job['status']:<9} {job.get('model') or '-':<16} "
-                f"epoch {epoch:<7} version {version if version is not None else '-'}{trial}",
-                file=out,
+                f"epoch {epoch:<7} version {version if version is not None else '-'}{trial}"
             )
-        return 0
-    if args.command == "models":
+    elif args.command == "models":
         for m in client.models("trainer"):
-            print(_model_line(m), file=out)
-        return 0
-    if args.command == "pin":
+            say(_model_line(m))
+    elif args.command == "pin":
         state = client.pin(args.name, args.version)
-        print(f"{args.name}: default version is now {state.get('default_version')}", file=out)
-        return 0
-    if args.command == "unpin":
+        say(f"{args.name}: default version is now {state.get('default_version')}")
+    elif args.command == "unpin":
         state = client.unpin(args.name)
-        print(f"{args.name}: unpinned, default version {state.get('default_version')}", file=out)
-        return 0
-    if args.command == "alias":
-        print(_model_line(client.set_alias(args.name, args.alias, args.version)), file=out)
-        return 0
-    if args.command == "unalias":
-        print(_model_line(client.delete_alias(args.name, args.alias)), file=out)
-        return 0
-    if args.command == "traffic":
+        say(f"{args.name}: unpinned, default version {state.get('default_version')}")
+    elif args.command == "alias":
+        say(_model_line(client.set_alias(args.name, args.alias, args.version)))
+    elif args.command == "unalias":
+        say(_model_line(client.delete_alias(args.name, args.alias)))
+    elif args.command == "traffic":
         if args.clear == bool(args.routes):
             parser.error("traffic: give VERSION=WEIGHT routes or --clear (one of the two)")
-        state = (
-            client.clear_traffic(args.name)
-            if args.clear
-            else (client.set_traffic(args.name, args.routes))
-        )
-        print(_model_line(state), file=out)
-        return 0
-    if args.command == "shadow":
+        if args.clear:
+            say(_model_line(client.clear_traffic(args.name)))
+        else:
+            say(_model_line(client.set_traffic(args.name, args.routes)))
+    elif args.command == "shadow":
         if args.clear == (args.version is not None):
             parser.error("shadow: give a VERSION or --clear (one of the two)")
-        state = (
-            client.clear_shadow(args.name)
-            if args.clear
-            else (client.set_shadow(args.name, _version_ref(args.version)))
-        )
-        print(_model_line(state), file=out)
-        return 0
-    if args.command == "predict":
-        version: int | str | None = args.version
-        if isinstance(version, str) and version.isdigit():
-            version = int(version)
+        if args.clear:
+            say(_model_line(client.clear_shadow(args.name)))
+        else:
+            say(_model_line(client.set_shadow(args.name, _version_ref(args.version))))
+    elif args.command == "predict":
+        version = None if args.version is None else _version_ref(args.version)
         result = client.predict_file(args.file, model=args.model, version=version)
         predictions = result.get("predictions") or []
         probs = result.get("probabilities") or []
         confidence = max(probs[0]) if probs and probs[0] else None
-        print(
+        say(
             f"{args.file}: {predictions[0] if predictions else '?'}"
             + (f" (p={confidence:.3f})" if confidence is not None else "")
-            + f"  [{result.get('model')} v{result.get('model_version')}]",
-            file=out,
+            + f"  [{result.get('model')} v{result.get('model_version')}]"
         )
-        return 0
-    parser.error(f"unknown command {args.command}")  # pragma: no cover
-    return 2
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

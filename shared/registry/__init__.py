@@ -57,26 +57,10 @@ from shared.registry.errors import (
     VersionInUseError,
     VersionNotFoundError,
 )
-from shared.registry.names import (
-    MANIFEST_FILE,
-    MAX_VERSION,
-    REQUIRED_MANIFEST_KEYS,
-    STATE_FILE,
-    WEIGHTS_FILE,
-    validate_alias,
-    validate_model_name,
-    validate_version,
-)
+from shared.registry.names import validate_alias, validate_model_name, validate_version
 from shared.registry.publishing import process_running
-from shared.registry.state import (
-    MAX_ROUTES,
-    TrafficRoute,
-    TrafficSplit,
-    VersionRef,
-    resolve_ref,
-    validate_ref,
-)
-from shared.registry.storage import RegistryUnavailableError, Storage
+from shared.registry.state import TrafficRoute, TrafficSplit, VersionRef, resolve_ref
+from shared.registry.storage import RegistryUnavailableError
 from shared.registry.views import (
     ModelDetail,
     ModelList,
@@ -90,9 +74,6 @@ from shared.registry.views import (
 )
 
 __all__ = [
-    "MANIFEST_FILE",
-    "MAX_ROUTES",
-    "MAX_VERSION",
     "ModelDetail",
     "ModelList",
     "ModelSummary",
@@ -101,9 +82,6 @@ __all__ = [
     "TrafficSplit",
     "VersionRef",
     "VersionSummary",
-    "REQUIRED_MANIFEST_KEYS",
-    "STATE_FILE",
-    "WEIGHTS_FILE",
     "AliasNotFoundError",
     "BrokenVersionError",
     "InvalidNameError",
@@ -113,7 +91,6 @@ __all__ = [
     "VersionInUseError",
     "RegistryError",
     "RegistryUnavailableError",
-    "Storage",
     "VersionNotFoundError",
     "aliases_by_version",
     "model_detail",
@@ -123,6 +100,5 @@ __all__ = [
     "resolve_ref",
     "validate_alias",
     "validate_model_name",
-    "validate_ref",
     "validate_version",
 ]

@@ -1,21 +1,19 @@
-"""The `Registry` class: the one object callers use. Everything that must mean the same on every
-storage lives here, written once: name validation, latest / default / alias resolution, the
-listings, publish's input checks and the pin / alias / traffic / shadow / delete changes. Where
-the versions and the state are kept is a `Storage` (storage.py): a folder (`local`, the
-default) or an S3 bucket (`s3`). See the package docstring for the layouts and why."""
+"""The `Registry` class: the one object callers use, holding once everything that must mean the
+same on every `Storage` (storage.py) it keeps its versions and state in. See the package
+docstring for the layouts and why."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import os
-import threading
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 from shared.registry.errors import (
     BrokenVersionError,
+    FirstTime,
     ReadOnlyRegistryError,
     RegistryError,
     VersionNotFoundError,
@@ -68,8 +66,7 @@ class Registry:
         self.location = self.storage.location
         self.read_only = read_only
         self.stale_temp_seconds = float(stale_temp_seconds)
-        self._lock = threading.Lock()
-        self._logged_bad_pin: set[tuple[str, int, str]] = set()
+        self._first_bad_pin = FirstTime()
 
     def __repr__(self) -> str:
         return f"Registry({self.location!r}, read_only={self.read_only})"
@@ -85,12 +82,8 @@ class Registry:
         return self.storage.model_names()
 
     def versions(self, name: str) -> list[int]:
-        """Every published version of `name`, ascending, including broken ones.
-
-        A version only appears complete (an atomic rename, or an atomic commit on S3), so it is
-        complete unless it was damaged later; use describe_versions() / verify() to tell good
-        from broken. Raises ModelNotFoundError if the model does not exist.
-        """
+        """Every published version of `name`, ascending, including broken ones (damaged after
+        publishing: describe_versions() / verify() tell). ModelNotFoundError if there is none."""
         return self.storage.versions(validate_model_name(name))
 
     # ---- verification ------------------------------------------------------------------------
@@ -122,13 +115,8 @@ class Registry:
 
     def verify(self, name: str, version: int | str) -> dict[str, Any]:
         """Check the manifest and the files it lists; return the manifest (a copy, plus
-        "version").
-
-        The result (good or broken) is cached by the storage (file identity locally, the
-        committed objects on S3), so a second call costs a few lstat() calls or nothing. Raises
-        VersionNotFoundError if there is no such version and BrokenVersionError (logged once per
-        version and reason) if anything is wrong.
-        """
+        "version"). Cached by the storage: a second call costs a few lstat() calls or nothing.
+        VersionNotFoundError, or BrokenVersionError (logged once per version and reason)."""
         v = validate_version(version)
         out = copy.deepcopy(self._verified(name, v))
         out["version"] = v
@@ -139,10 +127,8 @@ class Registry:
         return self.storage.manifest(validate_model_name(name), v)
 
     def describe_versions(self, name: str) -> list[dict[str, Any]]:
-        """Every version, ascending: {"version", "status": "ok"|"broken", "error", "manifest"}.
-
-        For listings: broken versions are shown (manifest None, error = reason), not hidden.
-        """
+        """Every version, ascending: {"version", "status": "ok"|"broken", "error", "manifest"}:
+        broken versions are shown (manifest None, error = reason), not hidden."""
         out = []
         for v in self.versions(name):
             try:
@@ -160,19 +146,19 @@ class Registry:
     def staged_versions(self, name: str) -> list[int]:
         """Good versions published *staged* (sweep trials), ascending: reachable by number,
         alias, pin, traffic route or shadow, never as "latest" or an unpinned default."""
-        out = []
-        for v in self.versions(name):
-            try:
-                if self.is_staged(name, v):
-                    out.append(v)
-            except (BrokenVersionError, VersionNotFoundError):
-                continue
-        return out
+        return [v for v in self.versions(name) if self._staged(name, v)]
 
     def is_staged(self, name: str, version: int) -> bool:
         """Whether the version's manifest says ``"staged": true``: a sweep publishes every trial
         that way so that no trial goes live before the sweep's promotion names one."""
         return bool(self._verified(name, validate_version(version)).get("staged"))
+
+    def _staged(self, name: str, version: int) -> bool | None:
+        """is_staged(), or None for a version that is broken or gone."""
+        try:
+            return self.is_staged(name, version)
+        except (BrokenVersionError, VersionNotFoundError):
+            return None
 
     # ---- resolution --------------------------------------------------------------------------
 
@@ -180,14 +166,9 @@ class Registry:
         """Highest version that verifies and is not staged, or None. Broken versions are
         skipped (logged once); staged ones (sweep trials, see is_staged) are never "latest", so
         publishing one changes nothing an unpinned model serves."""
-        for v in reversed(self.versions(name)):
-            try:
-                if self.is_staged(name, v):
-                    continue
-            except (BrokenVersionError, VersionNotFoundError):
-                continue
-            return v
-        return None
+        return next(
+            (v for v in reversed(self.versions(name)) if self._staged(name, v) is False), None
+        )
 
     def default_version(self, name: str) -> int | None:
         """The pinned version if set and it verifies, else latest_version() (None if none)."""
@@ -197,11 +178,7 @@ class Registry:
                 self._verified(name, pinned)
                 return pinned
             except (BrokenVersionError, VersionNotFoundError) as exc:
-                key = (name, pinned, type(exc).__name__)
-                with self._lock:
-                    first = key not in self._logged_bad_pin
-                    self._logged_bad_pin.add(key)
-                if first:
+                if self._first_bad_pin((name, pinned, type(exc).__name__)):
                     logger.warning(
                         "registry: model %r is pinned to version %d which is unusable (%s); "
                         "serving the latest good version instead",

@@ -4,7 +4,8 @@ missing model is a LookupError, a bad name a ValueError) so callers can catch ei
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Hashable, Iterator
 
 
 class RegistryError(Exception):
@@ -64,3 +65,18 @@ def concerning(field: str) -> Iterator[None]:
         if exc.field is None:
             exc.field = field
         raise
+
+
+class FirstTime:
+    """Thread-safe memory of keys seen: calling it is True only the first time for a key, so a
+    problem seen on every poll is logged once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: set[Hashable] = set()
+
+    def __call__(self, key: Hashable) -> bool:
+        with self._lock:
+            first = key not in self._seen
+            self._seen.add(key)
+        return first

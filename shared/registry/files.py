@@ -11,7 +11,7 @@ import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from shared.manifest import json_default
 
@@ -47,18 +47,24 @@ def dir_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_nlink)
 
 
+def hash_stream(fin: BinaryIO, fout: BinaryIO | None = None) -> tuple[str, int]:
+    """(sha256 hex, size) of everything read from `fin`, copied to `fout` too when given."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := fin.read(_COPY_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        if fout is not None:
+            fout.write(chunk)
+    return digest.hexdigest(), size
+
+
 def copy_and_hash(src: Path, dst: Path) -> tuple[str, int]:
     """Copy src to a new file dst (fsynced); return (sha256 hex, size) of the bytes written."""
-    digest = hashlib.sha256()
-    size = 0
     with open(src, "rb") as fin, open(dst, "xb") as fout:
-        while chunk := fin.read(_COPY_CHUNK):
-            digest.update(chunk)
-            fout.write(chunk)
-            size += len(chunk)
+        result = hash_stream(fin, fout)
         fout.flush()
         os.fsync(fout.fileno())
-    return digest.hexdigest(), size
+    return result
 
 
 def read_nofollow(path: str | os.PathLike[str], limit: int) -> bytes:
@@ -81,14 +87,8 @@ def read_nofollow(path: str | os.PathLike[str], limit: int) -> bytes:
 
 def hash_file(path: Path) -> tuple[str, int]:
     """(sha256 hex, size) of a file, read without following a symlink."""
-    digest = hashlib.sha256()
-    size = 0
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        while chunk := fh.read(_COPY_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
+        return hash_stream(fh)
 
 
 def newest_mtime(path: Path) -> float:

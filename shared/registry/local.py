@@ -1,7 +1,5 @@
 """The registry on a plain folder (the default storage): the layout and guarantees of the package
-docstring. Versions are folders made visible by one atomic rename (`publishing`), verified with
-a stat-keyed cache (`verification`), the state is a flock'd state.json (`state`), and change
-detection is a few ``lstat`` calls."""
+docstring, built from `publishing`, `verification` and `state`."""
 
 from __future__ import annotations
 
@@ -18,8 +16,8 @@ from typing import Any
 
 from shared.fsutil import fsync_dir
 from shared.registry.errors import ModelNotFoundError, RegistryError
-from shared.registry.files import dir_stamp, file_stamp, lstat_or_none
-from shared.registry.names import MANIFEST_FILE, STATE_FILE, WEIGHTS_FILE, is_model_name
+from shared.registry.files import dir_stamp, file_stamp, lstat_or_none, read_nofollow
+from shared.registry.names import STATE_FILE, WEIGHTS_FILE
 from shared.registry.paths import RegistryPaths, version_entries
 from shared.registry.publishing import (
     allocate_version,
@@ -27,11 +25,14 @@ from shared.registry.publishing import (
     temp_name,
     write_version_folder,
 )
-from shared.registry.state import StateFiles, delete_version_change
-from shared.registry.storage import Change, Storage
-from shared.registry.verification import VerifiedVersions, broken
+from shared.registry.state import Change, StateFiles, delete_version_change
+from shared.registry.storage import Storage
+from shared.registry.verification import VerifiedVersions, broken, version_stamps
 
 logger = logging.getLogger(__name__)
+
+#: Refuse to read an extra file this large into memory (reports are tens of kilobytes).
+MAX_EXTRA_FILE_BYTES = 32 * 1024 * 1024
 
 
 class LocalStorage(Storage):
@@ -64,8 +65,6 @@ class LocalStorage(Storage):
         self._paths.existing_model(name)
 
     def versions(self, name: str) -> list[int]:
-        """Every version folder; a folder only appears through publish's atomic rename, so it
-        is complete unless it was damaged later."""
         model_dir = self._paths.existing_model(name)
         try:
             entries = version_entries(model_dir)
@@ -85,26 +84,21 @@ class LocalStorage(Storage):
 
     def read_file(self, name: str, version: int, file_name: str, entry: dict[str, Any]) -> bytes:
         path = os.path.join(self._paths.version(name, version), file_name)
-        data = _read_regular(path, int(entry["size_bytes"]))
+        size = int(entry["size_bytes"])
+        data = read_nofollow(path, min(size, MAX_EXTRA_FILE_BYTES))
+        if len(data) != size:
+            raise OSError(errno.EIO, f"{path}: not the file the manifest describes")
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise broken(name, version, f"{file_name} sha256 mismatch")
         return data
 
     def version_identity(self, name: str, version: int) -> Hashable:
-        """(inode, size, mtime) of the manifest and the weights: moves when either is replaced
-        or rewritten."""
+        """The stamps of the manifest and the weights: they move when either is replaced or
+        rewritten."""
         try:
-            vdir = self._paths.version(name, version)
+            return version_stamps(self._paths.version(name, version), None)
         except RegistryError:
             return None
-        sig = []
-        for fname in (MANIFEST_FILE, WEIGHTS_FILE):
-            try:
-                st = os.stat(os.path.join(vdir, fname))
-                sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                sig.append(None)
-        return tuple(sig)
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -119,8 +113,7 @@ class LocalStorage(Storage):
     def publish(
         self, name: str, weights: Path, extras: dict[str, Path], manifest: dict[str, Any]
     ) -> int:
-        """Fill a temp folder, then rename it to the next free number (the filesystem refuses a
-        rename onto an existing version, so concurrent publishers never collide)."""
+        """Fill a temp folder, then rename it to the next free number (`allocate_version`)."""
         model_dir = self._ensure_model_dir(name)
         tmp = model_dir / temp_name()
         os.mkdir(tmp)
@@ -133,8 +126,7 @@ class LocalStorage(Storage):
 
     def _ensure_model_dir(self, name: str) -> Path:
         model_dir = Path(self._paths.model(name))
-        if not self.root.is_dir():
-            self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         try:
             os.mkdir(model_dir)
         except FileExistsError:
@@ -185,33 +177,12 @@ class LocalStorage(Storage):
         if name is not None:
             model_dir = self._paths.prefix + name
             return (name, dir_stamp(model_dir), file_stamp(model_dir + state_suffix))
-        items = []
-        try:
-            with os.scandir(self._paths.root) as it:
-                for e in it:
-                    if is_model_name(e.name) and e.is_dir(follow_symlinks=False):
-                        items.append((e.name, dir_stamp(e.path), file_stamp(e.path + state_suffix)))
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        return (dir_stamp(self._paths.root), tuple(sorted(items)))
-
-
-#: Refuse to read an extra file this large into memory (reports are tens of kilobytes).
-MAX_EXTRA_FILE_BYTES = 32 * 1024 * 1024
-
-
-def _read_regular(path: str, size: int) -> bytes:
-    """A regular file's bytes, without following a symlink; exactly `size` bytes, else
-    BrokenVersionError-worthy OSError (FileNotFoundError when it is gone)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size or size > MAX_EXTRA_FILE_BYTES:
-            raise OSError(errno.EINVAL, f"{path}: not the file the manifest describes")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(size + 1)
-    finally:
-        os.close(fd)
-    if len(data) != size:
-        raise OSError(errno.EIO, f"{path}: changed while being read")
-    return data
+        items = [
+            (
+                n,
+                dir_stamp(self._paths.prefix + n),
+                file_stamp(self._paths.prefix + n + state_suffix),
+            )
+            for n in self._paths.model_names_on_disk()
+        ]
+        return (dir_stamp(self._paths.root), tuple(items))

@@ -18,7 +18,8 @@ STATE_TMP_PREFIX = ".state.json.tmp-"
 
 #: Versions are positive integers without leading zeros, at most 9 digits.
 MAX_VERSION = 999_999_999
-_VERSION_RE = re.compile(r"[1-9][0-9]{0,8}")
+VERSION_PATTERN = r"[1-9][0-9]{0,8}"
+_VERSION_RE = re.compile(VERSION_PATTERN)
 _NAME_RE = re.compile(MODEL_NAME_PATTERN)
 #: Extra files live next to weights.npz: plain file names only.
 _EXTRA_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -1,12 +1,6 @@
-"""Making a version visible in one step: the files go into a temp folder, then one
-`os.rename(tmp, <model>/<v>)` publishes them.
-
-The rename fails if `<v>` already holds a version, so the number is allocated by the filesystem
-itself: publishers in different processes or machines sharing the volume cannot collide, and a
-publisher killed at any point leaves at most an invisible temp folder. A temp folder's name
-carries its publisher (`.tmp-<uuid>.<pid>.<host>`), so the next publish removes the folder of a
-dead publisher on this host at once, and anything else once it is old.
-"""
+"""Making a version visible in one step on a folder: the files go into a temp folder, then one
+`os.rename(tmp, <model>/<v>)` publishes them (why: the package docstring); and the cleanup of
+what crashed publishes leave."""
 
 from __future__ import annotations
 
@@ -66,20 +60,14 @@ def process_running(pid: int) -> bool:
         return True
 
 
-def publisher_is_dead(entry_name: str) -> bool:
-    """True only if the temp folder was made by a process on this host that no longer runs.
+def publisher_is_dead(name: str) -> bool:
+    """True only if a temp folder (``.tmp-<tag>``) or an S3 upload (a bare `publisher_tag`) was
+    made by a process on this host that no longer runs.
 
-    Other hosts' folders, old-style names and live (or unknowable) publishers are False: those
-    wait for the age rule. A reused pid only delays the cleanup, it never deletes live work.
+    Other hosts', unnamed and live (or unknowable) publishers are False: those wait for the age
+    rule. A reused pid only delays the cleanup, it never deletes live work.
     """
-    if not entry_name.startswith(TMP_PREFIX):
-        return False
-    return tag_publisher_is_dead(entry_name[len(TMP_PREFIX) :])
-
-
-def tag_publisher_is_dead(tag: str) -> bool:
-    """`publisher_is_dead` for a bare `publisher_tag()`."""
-    parts = tag.split(".", 2)
+    parts = name.removeprefix(TMP_PREFIX).split(".", 2)
     if len(parts) != 3 or not parts[1].isdigit() or parts[2] != _host():
         return False
     pid = int(parts[1])
@@ -94,18 +82,22 @@ def version_numbers(model_dir: Path) -> list[int]:
         return []
 
 
-def final_manifest(
-    manifest: dict[str, Any], sha: str, size: int, files: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
+def final_manifest(manifest: dict[str, Any], hashes: dict[str, tuple[str, int]]) -> dict[str, Any]:
     """The manifest a version is published with, on every storage: the caller's keys, then the
-    computed ones (sha256, size_bytes, created_at, package_version, files) over them."""
+    computed ones over them (sha256, size_bytes, created_at, package_version, files), from the
+    (sha256, size) of every file."""
+    sha, size = hashes[WEIGHTS_FILE]
     return {
         **manifest,
         "sha256": sha,
         "size_bytes": size,
         "created_at": now_iso(),
         "package_version": PACKAGE_VERSION,
-        "files": files,
+        "files": {
+            f: {"sha256": f_sha, "size_bytes": f_size}
+            for f, (f_sha, f_size) in hashes.items()
+            if f != WEIGHTS_FILE
+        },
     }
 
 
@@ -116,23 +108,15 @@ def publisher_tag() -> str:
 
 def write_version_folder(
     tmp: Path, weights: Path, extras: dict[str, Path], manifest: dict[str, Any]
-) -> str:
-    """Fill the new folder `tmp`: copies of the files and the manifest, all fsynced.
-
-    The manifest gets the computed keys (sha256, size_bytes, created_at, package_version, files)
-    over the caller's. Returns the weights' sha256.
-    """
-    sha, size = copy_and_hash(weights, tmp / WEIGHTS_FILE)
-    files = {}
-    for fname, src in sorted(extras.items()):
-        f_sha, f_size = copy_and_hash(src, tmp / fname)
-        files[fname] = {"sha256": f_sha, "size_bytes": f_size}
+) -> None:
+    """Fill the new folder `tmp`: copies of the files and the final manifest, all fsynced."""
+    sources = [(WEIGHTS_FILE, weights), *sorted(extras.items())]
+    hashes = {f: copy_and_hash(src, tmp / f) for f, src in sources}
     with open(tmp / MANIFEST_FILE, "xb") as fh:
-        fh.write(json_bytes(final_manifest(manifest, sha, size, files)))
+        fh.write(json_bytes(final_manifest(manifest, hashes)))
         fh.flush()
         os.fsync(fh.fileno())
     fsync_dir(tmp)
-    return sha
 
 
 def allocate_version(model_dir: Path, tmp: Path) -> int:

@@ -53,40 +53,42 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import os
 import random
-import re
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, Field, StrictInt, StringConstraints
+
+from shared.config import MODEL_NAME_PATTERN
 from shared.registry.errors import (
     BrokenVersionError,
+    FirstTime,
     ModelNotFoundError,
     RegistryError,
     VersionNotFoundError,
 )
-from shared.registry.files import json_bytes, now_iso
+from shared.registry.files import hash_file, hash_stream, json_bytes, now_iso
 from shared.registry.names import (
     MANIFEST_FILE,
     STATE_FILE,
+    VERSION_PATTERN,
     WEIGHTS_FILE,
     is_model_name,
-    is_version_name,
 )
-from shared.registry.publishing import final_manifest, publisher_tag, tag_publisher_is_dead
+from shared.registry.publishing import final_manifest, publisher_is_dead, publisher_tag
 from shared.registry.state import (
     MAX_STATE_BYTES,
     Change,
+    StateFile,
     apply_change,
     delete_version_change,
-    empty_state,
     parse_state,
 )
 from shared.registry.storage import RegistryUnavailableError, Storage
@@ -95,7 +97,6 @@ from shared.registry.verification import (
     ManifestProblem,
     broken,
     check_manifest,
-    log_broken,
 )
 
 logger = logging.getLogger("shared.registry")
@@ -109,9 +110,7 @@ MAX_CAS_ATTEMPTS = 200
 #: Seconds to connect / to wait for an answer; 3 attempts (botocore "standard" retries).
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 15.0
-_UPLOAD_RE = re.compile(r"[0-9a-f]{32}\.[0-9]{1,10}\.[A-Za-z0-9_-]{1,64}")
-_CHUNK = 1024 * 1024
-_STATE_FIELDS = ("pinned", "aliases", "traffic", "shadow", "history")
+_UPLOAD_PATTERN = r"^[0-9a-f]{32}\.[0-9]{1,10}\.[A-Za-z0-9_-]{1,64}$"
 
 
 class _Missing(Exception):
@@ -137,40 +136,41 @@ def parse_url(url: str) -> tuple[str, str]:
     return bucket, (prefix + "/" if prefix else "")
 
 
+class _Index(BaseModel):
+    """models.json: the names of the models ever published."""
+
+    models: list[Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]]
+
+
+class _Commit(BaseModel):
+    """A committed version in the state object: its upload and the ETag of every object."""
+
+    upload: Annotated[str, StringConstraints(pattern=_UPLOAD_PATTERN)]
+    objects: dict[str, str]
+    at: Any = None
+
+
+class _Doc(StateFile):
+    """A model's state object: the shared state fields plus the version index."""
+
+    versions: dict[Annotated[str, StringConstraints(pattern=f"^{VERSION_PATTERN}$")], _Commit] = {}
+    last_version: Annotated[StrictInt, Field(ge=0)] = 0
+    revision: Annotated[StrictInt, Field(ge=0)] = 0
+
+
 def parse_doc(raw: bytes) -> dict[str, Any]:
     """Parse and validate a model's state object; ValueError naming the first problem."""
-    state = parse_state(raw)  # the shared fields, validated as on every storage
-    obj = json.loads(raw.decode("utf-8"))
-    versions = obj.get("versions", {})
-    if not isinstance(versions, dict):
-        raise ValueError("'versions' is not an object")
-    clean: dict[str, dict[str, Any]] = {}
-    for key, rec in versions.items():
-        if not is_version_name(key) or not isinstance(rec, dict):
-            raise ValueError(f"bad version entry {key!r}")
-        upload, objects = rec.get("upload"), rec.get("objects")
-        if not isinstance(upload, str) or _UPLOAD_RE.fullmatch(upload) is None:
-            raise ValueError(f"version {key}: bad upload name")
-        if not isinstance(objects, dict) or not all(
-            isinstance(k, str) and isinstance(e, str) for k, e in objects.items()
-        ):
-            raise ValueError(f"version {key}: bad objects")
-        clean[key] = {"upload": upload, "objects": dict(objects), "at": rec.get("at")}
-    last = obj.get("last_version", 0)
-    revision = obj.get("revision", 0)
-    for field, value in (("last_version", last), ("revision", revision)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"bad {field!r}")
-    last = max([last, *(int(k) for k in clean)])
-    return {**state, "versions": clean, "last_version": last, "revision": revision}
+    doc = parse_state(raw, _Doc)
+    doc["last_version"] = max([doc["last_version"], *(int(k) for k in doc["versions"])])
+    return doc
 
 
 def _new_doc() -> dict[str, Any]:
-    return {**empty_state(), "versions": {}, "last_version": 0, "revision": 0}
+    return _Doc().model_dump()
 
 
 def _state_of(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: doc[k] for k in _STATE_FIELDS}
+    return {k: doc[k] for k in StateFile.model_fields}
 
 
 def _etag(value: str) -> str:
@@ -193,7 +193,7 @@ class S3Storage(Storage):
         self._docs: dict[str, tuple[str, dict[str, Any]]] = {}
         self._last_good: dict[str, dict[str, Any]] = {}
         self._corrupt: dict[str, str] = {}  # name → etag of a corrupt body seen
-        self._logged: set[tuple[str, ...]] = set()
+        self._first = FirstTime()
         self._index: tuple[str, list[str]] | None = None
         #: (name, version, upload) → (checked at, manifest | None, reason | None)
         self._verified: dict[tuple[str, int, str], tuple[float, dict | None, str | None]] = {}
@@ -204,21 +204,20 @@ class S3Storage(Storage):
     # ---- S3 calls: every failure to reach the store becomes RegistryUnavailableError ---------
 
     def _s3(self) -> Any:
-        if self._client is None or self._client_pid != os.getpid():
-            # boto3: an optional dependency, only for an S3 registry
-            import boto3
-            from botocore.config import Config
+        # boto3: an optional dependency, only for an S3 registry
+        import boto3
+        from botocore.config import Config
 
-            with self._lock:
-                if self._client is None or self._client_pid != os.getpid():
-                    config = Config(
-                        connect_timeout=CONNECT_TIMEOUT,
-                        read_timeout=READ_TIMEOUT,
-                        retries={"mode": "standard", "max_attempts": 3},
-                    )
-                    self._client = boto3.session.Session().client("s3", config=config)
-                    self._client_pid = os.getpid()
-        return self._client
+        with self._lock:
+            if self._client is None or self._client_pid != os.getpid():
+                config = Config(
+                    connect_timeout=CONNECT_TIMEOUT,
+                    read_timeout=READ_TIMEOUT,
+                    retries={"mode": "standard", "max_attempts": 3},
+                )
+                self._client = boto3.session.Session().client("s3", config=config)
+                self._client_pid = os.getpid()
+            return self._client
 
     def _call(self, op: str, **kwargs: Any) -> Any:
         # boto3: an optional dependency, only for an S3 registry
@@ -278,16 +277,13 @@ class S3Storage(Storage):
 
     def _list(self, prefix: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        token: str | None = None
+        kwargs: dict[str, Any] = {"Prefix": prefix}
         while True:
-            kwargs: dict[str, Any] = {"Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
             resp = self._call("list_objects_v2", **kwargs)
             out.extend(resp.get("Contents", []))
             if not resp.get("IsTruncated"):
                 return out
-            token = resp["NextContinuationToken"]
+            kwargs["ContinuationToken"] = resp["NextContinuationToken"]
 
     def _delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
@@ -299,13 +295,6 @@ class S3Storage(Storage):
 
     def _upload_prefix(self, name: str, upload: str) -> str:
         return self._key(name, UPLOADS, upload) + "/"
-
-    def _log_once(self, key: tuple[str, ...], level: int, msg: str, *args: Any) -> None:
-        with self._lock:
-            if key in self._logged:
-                return
-            self._logged.add(key)
-        logger.log(level, msg, *args)
 
     # ---- the index of model names ------------------------------------------------------------
 
@@ -323,17 +312,13 @@ class S3Storage(Storage):
             return cached[1]
         etag, raw = got
         try:
-            obj = json.loads(raw.decode("utf-8"))
-            names = obj["models"]
-            if not isinstance(names, list) or not all(
-                isinstance(n, str) and is_model_name(n) for n in names
-            ):
-                raise ValueError("'models' is not a list of model names")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            self._log_once(
-                ("index", etag), logging.ERROR, "registry: %s/%s is corrupt (%s); using a "
-                "listing of the prefix until a publish rewrites it", self.location, INDEX_FILE, exc
-            )  # fmt: skip
+            names = _Index.model_validate_json(raw).models
+        except ValueError as exc:
+            if self._first(("index", etag)):
+                logger.error(
+                    "registry: %s/%s is corrupt (%s); using a listing of the prefix until a "
+                    "publish rewrites it", self.location, INDEX_FILE, exc
+                )  # fmt: skip
             names = self._listed_names()
         names = sorted(set(names))
         self._index = (etag, names)
@@ -356,10 +341,9 @@ class S3Storage(Storage):
             cached = self._index
             body = json_bytes({"models": sorted({*names, name})})
             try:
-                if cached is None:
-                    etag = self._put(self._key(INDEX_FILE), body, create=True)
-                else:
-                    etag = self._put(self._key(INDEX_FILE), body, if_match=cached[0])
+                etag = self._put(
+                    self._key(INDEX_FILE), body, if_match=cached and cached[0], create=not cached
+                )
             except _Conflict:
                 _backoff(attempt)
                 continue
@@ -392,12 +376,13 @@ class S3Storage(Storage):
             doc = parse_doc(raw)
         except ValueError as exc:
             fallback = self._fallback(name)
-            self._log_once(
-                ("corrupt", name, etag), logging.ERROR, "registry: %s is corrupt (%s); using "
-                "the last good state seen (pinned=%s, %d aliases, %d versions) until the next "
-                "state change rewrites it", f"{self.location}/{name}/{STATE_FILE}", exc,
-                fallback["pinned"], len(fallback["aliases"]), len(fallback["versions"]),
-            )  # fmt: skip
+            if self._first(("corrupt", name, etag)):
+                logger.error(
+                    "registry: %s is corrupt (%s); using the last good state seen (pinned=%s, "
+                    "%d aliases, %d versions) until the next state change rewrites it",
+                    f"{self.location}/{name}/{STATE_FILE}", exc, fallback["pinned"],
+                    len(fallback["aliases"]), len(fallback["versions"]),
+                )  # fmt: skip
             with self._lock:
                 self._docs.pop(name, None)
                 self._corrupt[name] = etag
@@ -448,10 +433,9 @@ class S3Storage(Storage):
             if corrupt:
                 self._keep_corrupt_copy(name, key)
             try:
-                if exists:
-                    new_etag = self._put(key, json_bytes(new), if_match=etag)
-                else:
-                    new_etag = self._put(key, json_bytes(new), create=True)
+                new_etag = self._put(
+                    key, json_bytes(new), if_match=etag if exists else None, create=not exists
+                )
             except _Conflict:
                 _backoff(attempt)
                 continue
@@ -515,13 +499,7 @@ class S3Storage(Storage):
         return manifest
 
     def _broken(self, name: str, version: int, reason: str) -> BrokenVersionError:
-        key = ("broken-logged", name, str(version), reason)
-        with self._lock:
-            first = key not in self._logged
-            self._logged.add(key)
-        if first:
-            log_broken(name, version, reason)
-        return broken(name, version, reason)
+        return broken(name, version, reason, log=self._first(("broken", name, version, reason)))
 
     def _verify(self, name: str, rec: dict[str, Any]) -> tuple[dict | None, str | None]:
         """Check a committed version against its commit: (manifest, None) or (None, reason)."""
@@ -531,10 +509,6 @@ class S3Storage(Storage):
             for obj in self._list(upload_prefix)
         }
         committed = rec["objects"]
-        if MANIFEST_FILE not in listed:
-            return None, f"{MANIFEST_FILE} is missing"
-        if listed[MANIFEST_FILE][1] != committed.get(MANIFEST_FILE):
-            return None, f"{MANIFEST_FILE} was replaced after the version was published"
         try:
             got = self._get(upload_prefix + MANIFEST_FILE, MAX_MANIFEST_BYTES)
         except _Missing:
@@ -575,7 +549,7 @@ class S3Storage(Storage):
         object itself does not match the manifest."""
         rec = self._record(name, version)
         dest = self.cache_dir / self.bucket / self.prefix / name / rec["upload"] / fname
-        if dest.is_file() and _file_sha(dest) == (sha, size):
+        if dest.is_file() and hash_file(dest) == (sha, size):
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = dest.with_name(f".part-{uuid.uuid4().hex}")
@@ -585,32 +559,29 @@ class S3Storage(Storage):
                     "get_object", Key=self._upload_prefix(name, rec["upload"]) + fname
                 )
             except _Missing:
-                self._mark_broken(name, version, rec, f"{fname} is missing")
-                raise self._broken(name, version, f"{fname} is missing") from None
-            digest, got = hashlib.sha256(), 0
+                raise self._mark_broken(name, version, rec, f"{fname} is missing") from None
             with contextlib.closing(resp["Body"]) as body, open(tmp, "xb") as out:
                 try:
-                    for chunk in iter(lambda: body.read(_CHUNK), b""):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        got += len(chunk)
+                    got_sha, got = hash_stream(body, out)
                 except Exception as exc:  # the connection broke mid-download
                     raise RegistryUnavailableError(
                         f"object store {self.location}: download of {fname} failed: {exc}"
                     ) from None
-            if (digest.hexdigest(), got) != (sha, size):
-                reason = f"{fname} sha256 mismatch (expected {sha[:12]}…, got {digest.hexdigest()[:12]}…)"
-                self._mark_broken(name, version, rec, reason)
-                raise self._broken(name, version, reason)
+            if (got_sha, got) != (sha, size):
+                reason = f"{fname} sha256 mismatch (expected {sha[:12]}…, got {got_sha[:12]}…)"
+                raise self._mark_broken(name, version, rec, reason)
             os.replace(tmp, dest)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         return dest
 
-    def _mark_broken(self, name: str, version: int, rec: dict[str, Any], reason: str) -> None:
+    def _mark_broken(
+        self, name: str, version: int, rec: dict[str, Any], reason: str
+    ) -> BrokenVersionError:
         with self._lock:
             self._verified[(name, version, rec["upload"])] = (time.monotonic(), None, reason)
+        return self._broken(name, version, reason)
 
     def version_identity(self, name: str, version: int) -> Hashable:
         """The committed upload and ETags (from the cached state object: no request)."""
@@ -644,15 +615,12 @@ class S3Storage(Storage):
         upload = publisher_tag()
         base = self._upload_prefix(name, upload)
         objects: dict[str, str] = {}
-        data = weights.read_bytes()  # what is hashed is exactly what is uploaded
-        sha, size = hashlib.sha256(data).hexdigest(), len(data)
-        objects[WEIGHTS_FILE] = self._put(base + WEIGHTS_FILE, data)
-        files = {}
-        for fname, src in sorted(extras.items()):
-            data = src.read_bytes()
-            files[fname] = {"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)}
+        hashes: dict[str, tuple[str, int]] = {}
+        for fname, src in [(WEIGHTS_FILE, weights), *sorted(extras.items())]:
+            data = src.read_bytes()  # what is hashed is exactly what is uploaded
+            hashes[fname] = (hashlib.sha256(data).hexdigest(), len(data))
             objects[fname] = self._put(base + fname, data)
-        body = json_bytes(final_manifest(manifest, sha, size, files))
+        body = json_bytes(final_manifest(manifest, hashes))
         objects[MANIFEST_FILE] = self._put(base + MANIFEST_FILE, body)
 
         def edit(doc: dict[str, Any]) -> tuple[bool, int]:
@@ -705,7 +673,7 @@ class S3Storage(Storage):
                 if upload in referenced:
                     continue
                 newest = max(o["LastModified"].timestamp() for o in objs)
-                if newest > cutoff and not tag_publisher_is_dead(upload):
+                if newest > cutoff and not publisher_is_dead(upload):
                     continue
                 self._delete([o["Key"] for o in objs])
                 removed += 1
@@ -732,12 +700,3 @@ class S3Storage(Storage):
 def _backoff(attempt: int) -> None:
     """Jittered exponential backoff for a lost compare-and-swap (≤ 1 s)."""
     time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** min(attempt, 7))))
-
-
-def _file_sha(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size

@@ -1,17 +1,12 @@
-"""A model's state.json: the pin, the aliases, the traffic split, the shadow and their history.
-
-Reads never write and never raise on a corrupt file: it is logged once and the last good state
-seen is served until the next change rewrites it (keeping the bad bytes beside it). Changes are a
-read-modify-write under an exclusive `flock` on `.state.lock`, and the file is replaced
-atomically, so concurrent pin/alias changes from several processes never lose an update.
-"""
+"""A model's state: the pin, the aliases, the traffic split, the shadow and their history; the
+changes every storage applies, and state.json on a folder (read-modify-write under an exclusive
+`flock` on `.state.lock`; why: the package docstring)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -63,11 +58,6 @@ MAX_ROUTES = 10
 
 #: Edits a state in place; returns the history entry to append, or None when nothing changed.
 Change = Callable[[dict[str, Any]], dict[str, Any] | None]
-
-
-def empty_state() -> dict[str, Any]:
-    """The state of a model nobody pinned, aliased, split or shadowed yet."""
-    return {"pinned": None, "aliases": {}, "traffic": None, "shadow": None, "history": []}
 
 
 def validate_ref(ref: Any) -> int | str:
@@ -160,46 +150,33 @@ def resolve_ref(
     return aliases[alias]
 
 
-def parse_state(data: bytes) -> dict[str, Any]:
-    """Parse and validate state.json; raise ValueError describing the first problem."""
+class StateFile(BaseModel):
+    """state.json as read: a malformed field raises (a ValueError); any other key (the S3 state
+    object's version index) is left to a subclass."""
+
+    pinned: Annotated[int, BeforeValidator(validate_version)] | None = None
+    aliases: dict[
+        Annotated[str, BeforeValidator(validate_alias)],
+        Annotated[int, BeforeValidator(validate_version)],
+    ] = {}
+    traffic: Annotated[list[dict[str, Any]], BeforeValidator(validate_routes)] | None = None
+    shadow: VersionRef | None = None
+    history: list[dict[str, Any]] = []
+
+
+def empty_state() -> dict[str, Any]:
+    """The state of a model nobody pinned, aliased, split or shadowed yet."""
+    return StateFile().model_dump()
+
+
+def parse_state(data: bytes, model: type[StateFile] = StateFile) -> dict[str, Any]:
+    """Parse and validate state.json (or a `model` extending it); raise ValueError describing
+    the first problem."""
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not valid JSON ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ValueError("not a JSON object")
-    pinned = raw.get("pinned")
-    if pinned is not None:
-        try:
-            pinned = validate_version(pinned)
-        except InvalidNameError as exc:
-            raise ValueError(f"bad 'pinned': {exc}") from exc
-    aliases = raw.get("aliases", {})
-    if not isinstance(aliases, dict):
-        raise ValueError("'aliases' is not an object")
-    clean_aliases: dict[str, int] = {}
-    for alias, target in aliases.items():
-        try:
-            clean_aliases[validate_alias(alias)] = validate_version(target)
-        except InvalidNameError as exc:
-            raise ValueError(f"bad alias entry {alias!r}: {exc}") from exc
-    traffic = raw.get("traffic")
-    shadow = raw.get("shadow")
-    try:
-        traffic = None if traffic is None else validate_routes(traffic)
-        shadow = None if shadow is None else validate_ref(shadow)
-    except InvalidNameError as exc:
-        raise ValueError(f"bad traffic or shadow: {exc}") from exc
-    history = raw.get("history", [])
-    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise ValueError("'history' is not a list of objects")
-    return {
-        "pinned": pinned,
-        "aliases": clean_aliases,
-        "traffic": traffic,
-        "shadow": shadow,
-        "history": history,
-    }
+        return model.model_validate_json(data).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"{field_path(first['loc']) or 'state'}: {first['msg']}") from None
 
 
 # ---- the changes ---------------------------------------------------------------------------
@@ -351,15 +328,11 @@ class StateFiles:
         return state
 
     def _read(self, name: str, path: str | os.PathLike[str], stamp: tuple | None) -> dict[str, Any]:
-        if stamp is None:
-            state = empty_state()
-            with self._lock:
-                self._last_good[name] = state
-            return state
         try:
-            state = parse_state(read_nofollow(path, MAX_STATE_BYTES))
-        except FileNotFoundError:
-            return self._read(name, path, None)
+            raw = None if stamp is None else read_nofollow(path, MAX_STATE_BYTES)
+            state = empty_state() if raw is None else parse_state(raw)
+        except FileNotFoundError:  # removed since the stamp was taken
+            state = empty_state()
         except (OSError, ValueError) as exc:
             with self._lock:
                 fallback = copy.deepcopy(self._last_good.get(name) or empty_state())

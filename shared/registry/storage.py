@@ -1,33 +1,22 @@
 """What the `Registry` needs from where the models live: the storage interface.
 
-`Registry` (core.py) holds everything that must mean the same on every storage, written once:
-name validation, "latest" / "default" / alias resolution, describe, the pin / alias / traffic /
-shadow changes (the pure functions of `state`), publish's input checks. A `Storage` holds only
-what differs between a folder and an object store:
-
-* where versions are listed from and how a new number is allocated atomically (a folder rename
-  locally, a compare-and-swap write of the model's state object on S3);
-* how a version is verified and cached (file identity locally, the committed object ETags on S3);
-* how the state (pin, aliases, traffic, shadow, history) is changed without losing updates
-  (flock locally, conditional writes on S3);
-* how a reader notices a change cheaply (a few ``lstat`` locally, conditional GETs on S3).
-
-Two implementations: `shared.registry.local.LocalStorage` (the default, a plain folder) and
-`shared.registry.s3.S3Storage` (``s3://bucket/prefix``). Both pass the same registry test suite.
-Every method takes names and versions already validated by the `Registry`.
+`Registry` (core.py) holds everything that must mean the same on every storage; a `Storage`
+holds only what differs between a folder (`local.LocalStorage`) and an object store
+(`s3.S3Storage`): how versions are listed and a new number allocated atomically, how a version is
+verified and cached, how the state changes without losing updates, and how a reader notices a
+change cheaply. Every method takes names and versions already validated by the `Registry`, whose
+methods of the same names document what they answer.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 from shared.registry.errors import RegistryError
-
-#: Edits a state in place; returns the history entry to append, or None when nothing changed.
-Change = Callable[[dict[str, Any]], dict[str, Any] | None]
+from shared.registry.state import Change
 
 
 class RegistryUnavailableError(RegistryError):
@@ -55,33 +44,25 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def manifest(self, name: str, version: int) -> dict[str, Any]:
-        """The verified manifest (shared: callers must not mutate it), without "version".
-
-        VersionNotFoundError if there is no such version, BrokenVersionError (with `reason`,
-        logged once per version and reason) if it fails verification. Cached: the warm poll
-        path costs no file or object reads.
-        """
+        """The verified manifest without "version" (shared: callers must not mutate it).
+        Cached: the warm poll path costs no file or object reads."""
 
     @abc.abstractmethod
     def weights_path(self, name: str, version: int) -> Path:
-        """A local path of the version's weights.npz: the file itself, or a sha256-verified
-        download of it (VersionNotFoundError / BrokenVersionError)."""
+        """A local path of the version's weights.npz (the file, or a verified download)."""
 
     @abc.abstractmethod
     def read_file(self, name: str, version: int, file_name: str, entry: dict[str, Any]) -> bytes:
-        """The bytes of an extra file the verified manifest lists as `entry` (sha256,
-        size_bytes), checked against both; BrokenVersionError if they do not match,
-        FileNotFoundError if it is gone."""
+        """An extra file's bytes, checked against its manifest `entry` (sha256, size_bytes)."""
 
     @abc.abstractmethod
     def version_identity(self, name: str, version: int) -> Hashable:
-        """A cheap identity of the version's files (no object-store request): it changes when
-        they are replaced, so a version refused as broken is retried only then."""
+        """Moves when the version's files are replaced (no object-store request)."""
 
     @abc.abstractmethod
     def state(self, name: str) -> dict[str, Any]:
-        """The model's state (shared: callers must not mutate it). Never raises on a corrupt
-        state: it is logged once and the last good state seen is returned."""
+        """The model's state (shared: callers must not mutate it); never raises on a corrupt
+        one."""
 
     @abc.abstractmethod
     def change_state(self, name: str, change: Change) -> dict[str, Any]:
@@ -105,5 +86,5 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def change_token(self, name: str | None) -> Hashable:
-        """A comparable token that moves when a version or the state of `name` (or of any
-        model, and the set of models, when None) changes. The registry poller's only call."""
+        """Moves when a version or the state of `name` (of any model and the set of models, when
+        None) changes."""

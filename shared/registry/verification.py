@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from shared.registry.errors import BrokenVersionError, InvalidNameError
+from shared.registry.errors import BrokenVersionError, FirstTime, InvalidNameError
 from shared.registry.files import file_stamp, hash_file, lstat_or_none, read_nofollow
 from shared.registry.names import (
     MANIFEST_FILE,
@@ -58,20 +58,12 @@ def check_manifest(raw: bytes) -> tuple[dict[str, Any], list[tuple[str, Any, Any
             raise ManifestProblem(f"{MANIFEST_FILE} 'files' entry {fname!r} is not an object")
         checks.append((fname, entry.get("sha256"), entry.get("size_bytes")))
     for fname, want_sha, want_size in checks:
-        problem = entry_problem(fname, want_sha, want_size)
-        if problem is not None:
-            raise ManifestProblem(problem)
+        if not is_sha256(want_sha):
+            raise ManifestProblem(f"{MANIFEST_FILE} has an invalid sha256 for {fname}")
+        if isinstance(want_size, bool) or not isinstance(want_size, int) or want_size < 0:
+            raise ManifestProblem(f"{MANIFEST_FILE} has an invalid size_bytes for {fname}")
     manifest.pop("version", None)
     return manifest, checks
-
-
-def entry_problem(fname: str, want_sha: Any, want_size: Any) -> str | None:
-    """Why a manifest's entry for a file is unusable (not a sha256, not a size), or None."""
-    if not is_sha256(want_sha):
-        return f"{MANIFEST_FILE} has an invalid sha256 for {fname}"
-    if isinstance(want_size, bool) or not isinstance(want_size, int) or want_size < 0:
-        return f"{MANIFEST_FILE} has an invalid size_bytes for {fname}"
-    return None
 
 
 def verify_version_dir(vdir: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -129,7 +121,7 @@ class VerifiedVersions:
         self._lock = threading.Lock()
         # version dir -> (stamps, manifest | None, error | None)
         self._cache: dict[str, tuple[tuple, dict | None, str | None]] = {}
-        self._logged: set[tuple[str, str]] = set()
+        self._first = FirstTime()
 
     def manifest(self, name: str, v: int, vdir: str) -> dict[str, Any]:
         """The verified manifest of version folder `vdir` (shared: callers must not mutate it).
@@ -151,26 +143,16 @@ class VerifiedVersions:
                     self._cache.pop(vdir, None)
         _, manifest, error = cached
         if error is not None:
-            self._log_broken(name, v, vdir, error)
-            raise broken(name, v, error)
+            raise broken(name, v, error, log=self._first((vdir, error)))
         assert manifest is not None
         return manifest
 
-    def _log_broken(self, name: str, v: int, vdir: str, error: str) -> None:
-        with self._lock:
-            if (vdir, error) in self._logged:
-                return
-            self._logged.add((vdir, error))
-        log_broken(name, v, error)
 
-
-def log_broken(name: str, v: int, error: str) -> None:
-    """The one warning a broken version gets (callers make sure it is once per reason)."""
-    logger.warning("registry: model %r version %d is broken, skipping it: %s", name, v, error)
-
-
-def broken(name: str, v: int, reason: str) -> BrokenVersionError:
-    """The BrokenVersionError of version `v`, with `reason` for listings."""
+def broken(name: str, v: int, reason: str, *, log: bool = False) -> BrokenVersionError:
+    """The BrokenVersionError of version `v`, with `reason` for listings; `log`: the one warning
+    a broken version gets (callers make sure it is once per reason)."""
+    if log:
+        logger.warning("registry: model %r version %d is broken, skipping it: %s", name, v, reason)
     exc = BrokenVersionError(f"model {name!r} version {v} is broken: {reason}")
     exc.reason = reason
     return exc

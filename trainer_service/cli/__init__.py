@@ -1,2 +1,2 @@
-"""The trainer's command line: `commands` (train, evaluate, download, report; the entry point of
-`python -m trainer_service`) and `service` (the `worker` command)."""
+"""The trainer's command line: `commands` (train, evaluate, download and worker; the entry point
+of `python -m trainer_service`)."""

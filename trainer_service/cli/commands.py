@@ -1,12 +1,5 @@
 """`python -m trainer_service` (its `__main__` calls `main` here): train, evaluate and download
-(plus `worker`).
-
-    python -m trainer_service train [--data-dir DIR] [--dataset mnist|fashion-mnist]
-        [--preset NAME] [--hidden 256 128] [--activation relu] [--epochs N] [--batch-size B]
-        [--optimizer adam] [--lr X] [--dropout P] [--l2 L] [--augment] [--elastic] [--seed S]
-        [--train-limit N] [--val-fraction F] [--patience N] [--out FILE.npz] [--json] ...
-    python -m trainer_service evaluate --model FILE.npz [--data-dir DIR] [--json]
-    python -m trainer_service download [--dataset mnist] [--data-dir DIR] [--mirror URL ...]
+(plus `worker`); their options: `--help`.
 
 Every `train` option maps 1:1 onto a `TrainConfig` field, and only options given explicitly are
 passed on, so a preset's values are overridden exactly where the user asked (all argparse
@@ -15,9 +8,6 @@ way as through the API (`shared.web.validation`): per field, here under the opti
 
 Bad input (invalid options, missing or broken data, broken model files) ends with one line on
 stderr and exit code 2, never a traceback.
-
-The `worker` subcommand lives in `trainer_service.cli.service`, which registers it
-through its `register_service_commands(subparsers)` hook when present.
 """
 
 from __future__ import annotations
@@ -33,7 +23,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from shared.web.logging import configure_logging
-from trainer_service.cli import service as cli_service
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -53,21 +42,20 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------
 # train options ↔ TrainConfig fields
 
-_BOOL = "bool"
-
-#: (option flags, TrainConfig field, kind). Every TrainConfig field has exactly one entry.
+#: (option flags, TrainConfig field, kind: "bool", "list" or None). Every TrainConfig field has
+#: exactly one entry.
 TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("--model",), "model", None),
     (("--dataset",), "dataset", None),
     (("--preset",), "preset", None),
     (("--hidden",), "hidden_layers", "list"),
     (("--activation",), "activation", None),
-    (("--batch-norm",), "batch_norm", _BOOL),
+    (("--batch-norm",), "batch_norm", "bool"),
     (("--dropout",), "dropout", None),
     (("--input-dropout",), "input_dropout", None),
     (("--l2",), "l2", None),
     (("--label-smoothing",), "label_smoothing", None),
-    (("--standardize",), "standardize", _BOOL),
+    (("--standardize",), "standardize", "bool"),
     (("--epochs",), "epochs", None),
     (("--batch-size",), "batch_size", None),
     (("--optimizer",), "optimizer", None),
@@ -77,12 +65,12 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("--lr-schedule", "--schedule"), "lr_schedule", None),
     (("--warmup-epochs",), "warmup_epochs", None),
     (("--grad-clip",), "grad_clip", None),
-    (("--augment",), "augment", _BOOL),
-    (("--elastic",), "elastic", _BOOL),
+    (("--augment",), "augment", "bool"),
+    (("--elastic",), "elastic", "bool"),
     (("--max-rotation",), "max_rotation", None),
     (("--max-shift",), "max_shift", None),
     (("--max-scale",), "max_scale", None),
-    (("--flip",), "flip", _BOOL),
+    (("--flip",), "flip", "bool"),
     (("--val-fraction",), "val_fraction", None),
     (("--patience",), "early_stopping_patience", None),
     (("--train-limit",), "train_limit", None),
@@ -132,7 +120,7 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     config_group = p.add_argument_group("training configuration (TrainConfig)")
     for flags, field, kind in TRAIN_OPTIONS:
         kwargs: dict[str, Any] = {"dest": field, "default": None, "help": _field_help(field)}
-        if kind == _BOOL:
+        if kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif kind == "list":
             kwargs.update(nargs="+", metavar="WIDTH")
@@ -436,18 +424,23 @@ def download_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_worker_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`worker`: the queued service's training worker (the trainer API runs under gunicorn)."""
+    # RQ and Redis: only for the worker command; --help stays light
+    from trainer_service.worker.process import add_worker_arguments, worker_command
+
+    p = subparsers.add_parser(
+        "worker",
+        help="run an RQ training worker on $RQ_QUEUE",
+        description="Run a training worker (RQ) on the queue $RQ_QUEUE at $REDIS_URL. "
+        "Several workers may share one queue.",
+    )
+    add_worker_arguments(p)
+    p.set_defaults(func=worker_command)
+
+
 # --------------------------------------------------------------------------------------------
 # dispatcher
-
-
-def register_service_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Let `trainer_service.cli.service` add `worker`.
-
-    Contract for that module: `register_service_commands(subparsers)` adds subparsers whose
-    `func` default takes the parsed args and returns an exit code. It is imported on every
-    invocation (so `--help` lists its commands): keep its top-level imports light.
-    """
-    cli_service.register_service_commands(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -460,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_download_parser(subparsers)
-    register_service_commands(subparsers)
+    _add_worker_parser(subparsers)
     return parser
 
 
@@ -468,17 +461,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug: reported in one line, exit 2."""
     # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.datasets import DatasetError
+    from shared.modelfile import ModelFileError
     from shared.web.settings import SettingsError
 
-    errors: list[type[BaseException]] = [UsageError, DatasetError, SettingsError]
-    try:
-        # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
-        from shared.modelfile import ModelFileError
-    except ImportError:  # pragma: no cover - engine not installed
-        pass
-    else:
-        errors.append(ModelFileError)
-    return tuple(errors)
+    return (UsageError, DatasetError, SettingsError, ModelFileError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
