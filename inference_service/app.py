@@ -43,6 +43,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         on_broken=telemetry.on_broken,
         on_poll=telemetry.on_poll,
         on_shadow=telemetry.on_shadow,
+        on_versions=telemetry.on_versions,
     )
     state = ServiceState(settings, registry, cache, telemetry, ShadowRunner(telemetry))
     app = create_flask_app(

@@ -76,9 +76,11 @@ class ModelCache:
         on_broken: Callable[[str, int], None] | None = None,
         on_poll: Callable[[bool, bool], None] | None = None,
         on_shadow: Callable[[Served], None] | None = None,
+        on_versions: Callable[[str, set[int]], None] | None = None,
     ) -> None:
         self.registry = registry
         self._on_default_change = on_default_change
+        self._on_versions = on_versions
         self._defaults: dict[str, Served] = {}
         self._views: dict[str, ModelView] = {}
         self._token: Any = None
@@ -145,7 +147,10 @@ class ModelCache:
     def _scan_model(self, name: str) -> ModelView:
         """Read one model's state; make sure its default, split and shadow are loaded (load,
         then swap). Versions deleted since they were loaded leave the cache."""
-        self.versions.drop_unpublished(name, set(self.registry.versions(name)))
+        published = set(self.registry.versions(name))
+        self.versions.drop_unpublished(name, published)
+        if self._on_versions is not None:
+            self._on_versions(name, published)
         state = self.registry.state(name)
         view = ModelView(
             latest=self.registry.latest_version(name),

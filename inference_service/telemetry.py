@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
     from inference_service.loading import Served
 
 logger = logging.getLogger("inference_service.telemetry")
+# Forgetting a deleted version's series (`Telemetry.on_versions`) frees this process's objects;
+# in multiprocess mode its values also stay in the worker's file, which is what we want (counts
+# are never lost), so prometheus_client's warning that remove() leaves them there is noise.
+warnings.filterwarnings("ignore", "Removal of labels", UserWarning, "prometheus_client.metrics")
 
 #: Request latency buckets (seconds): the JSON predict path should sit in the first ones.
 LATENCY_BUCKETS = (
@@ -94,6 +99,10 @@ class Telemetry:
         #: One request compared with the shadow version (the shadow thread): the served and the
         #: shadow's predicted classes, each side's confidence sum.
         self.observe_shadow = self._pending.shadow
+        #: model → {version: its number of classes}: the versions that have series here.
+        self._series: dict[str, dict[int, int]] = defaultdict(dict)
+        self._deleted: set[tuple[str, int, int]] = set()  # series to drop at the next flush
+        self._series_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._flusher_lock = threading.Lock()
         self.registry = r = CollectorRegistry(auto_describe=True)
@@ -191,10 +200,31 @@ class Telemetry:
     def _version_series(self, name: str, version: int, n_classes: int) -> None:
         """Make (at 0) one version's figures: images, requests, confidence and one per class."""
         labels = (name, str(version))
+        with self._series_lock:
+            self._series[name][version] = n_classes
         for metric in (self.images, self.version_requests, self.version_confidence):
             metric.labels(*labels)
         for cls in range(n_classes):
             self.version_classes.labels(*labels, str(cls))
+
+    def _drop_series(self, name: str, version: int, n_classes: int) -> None:
+        """Forget every series of a deleted version (version and shadow figures, broken count)."""
+        labels = (name, str(version))
+        for metric in (
+            self.images,
+            self.version_requests,
+            self.version_confidence,
+            self.shadow_requests,
+            self.shadow_errors,
+            self.broken_versions,
+        ):
+            metric.remove(*labels)  # fmt: skip
+        for cls in range(n_classes):
+            self.version_classes.remove(*labels, str(cls))
+        for side in ("served", "shadow"):
+            self.shadow_confidence.remove(*labels, side)
+        for a, b in itertools.product(range(n_classes), repeat=2):
+            self.shadow_confusion.remove(*labels, str(a), str(b))
 
     def flush(self) -> None:
         """Move this process's pending figures into the Prometheus values: one write per
@@ -220,6 +250,10 @@ class Telemetry:
             self.shadow_confidence.labels(*labels, "shadow").inc(shadow_sum)
             for (a, b), n in pairs.items():
                 self.shadow_confusion.labels(*labels, str(a), str(b)).inc(n)
+        with self._series_lock:
+            deleted, self._deleted = self._deleted, set()
+        for name, version, n_classes in deleted:
+            self._drop_series(name, version, n_classes)
 
     def start_flushing(self) -> None:
         """Flush every `flush_seconds` from a thread of this process (a gunicorn worker starts
@@ -312,12 +346,23 @@ class Telemetry:
             self.shadow_confusion.labels(*labels, str(a), str(b))
         self.shadow_drops.labels(shadow.name)
 
+    def on_versions(self, name: str, published: set[int]) -> None:
+        """The model's versions in the registry: the series of deleted ones go at the next flush
+        (numbers are never reused, so nothing will count into them again); without this a
+        worker would keep objects for every version it ever served."""
+        with self._series_lock:
+            versions = self._series[name]
+            for version in [v for v in versions if v not in published]:
+                self._deleted.add((name, version, versions.pop(version)))
+
     def on_poll(self, ok: bool, reachable: bool) -> None:
         self.registry_reachable.set(1 if reachable else 0)
         if not ok:
             self.registry_poll_errors.labels("scan" if reachable else "unreachable").inc()
 
     def on_broken(self, name: str, version: int) -> None:
+        with self._series_lock:
+            self._series[name].setdefault(version, 0)
         self.broken_versions.labels(name, str(version)).inc()
 
     def render(self) -> tuple[bytes, str]:

@@ -70,7 +70,9 @@ class LocalStorage(Storage):
             entries = version_entries(model_dir)
         except FileNotFoundError as exc:
             raise ModelNotFoundError(f"model {name!r} not found in the registry") from exc
-        return sorted(int(e.name) for e in entries if e.is_dir(follow_symlinks=False))
+        folders = [e for e in entries if e.is_dir(follow_symlinks=False)]
+        self._verified_versions.retain(model_dir, {e.path for e in folders})
+        return sorted(int(e.name) for e in folders)
 
     # ---- versions --------------------------------------------------------------------------
 

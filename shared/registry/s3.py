@@ -470,7 +470,11 @@ class S3Storage(Storage):
         self._doc(name)
 
     def versions(self, name: str) -> list[int]:
-        return sorted(int(v) for v in self._doc(name)[1]["versions"])
+        records = self._doc(name)[1]["versions"]
+        with self._lock:  # forget deleted versions: a long-running reader must not keep them all
+            for key in [k for k in self._verified if k[0] == name and str(k[1]) not in records]:
+                del self._verified[key]
+        return sorted(int(v) for v in records)
 
     def _record(self, name: str, version: int) -> dict[str, Any]:
         rec = self._cached_doc(name)["versions"].get(str(version))

@@ -147,6 +147,14 @@ class VerifiedVersions:
         assert manifest is not None
         return manifest
 
+    def retain(self, model_dir: str, listed: set[str]) -> None:
+        """Forget `model_dir`'s version folders that are no longer `listed` (deleted): a
+        long-running reader must not keep every version it ever verified."""
+        prefix = model_dir + os.sep
+        with self._lock:
+            for vdir in [d for d in self._cache if d.startswith(prefix) and d not in listed]:
+                del self._cache[vdir]
+
 
 def broken(name: str, v: int, reason: str, *, log: bool = False) -> BrokenVersionError:
     """The BrokenVersionError of version `v`, with `reason` for listings; `log`: the one warning

@@ -98,3 +98,39 @@ def test_a_started_flusher_moves_the_figures_on_its_own():
             break
         time.sleep(0.01)
     assert t.registry.get_sample_value("digitflow_inference_requests_total", labels) == 1
+
+
+def test_a_deleted_versions_series_are_forgotten_and_the_others_kept():
+    """A long-running worker must not keep objects for every version it ever served: once the
+    registry no longer lists a version (numbers are never reused), the next flush drops all its
+    series — version figures, shadow comparison, broken count — and nothing else."""
+    t = Telemetry(None, flush_seconds=3600)
+    proba = np.full((2, 10), 0.1, dtype=np.float32)
+    for version in (1, 2, 3):
+        t.observe_predictions("digits", version, proba)
+    t.observe_predictions("other", 1, proba)
+    t.observe_shadow("digits", 1, np.array([3]), np.array([4]), 0.5, 0.5)
+    t.on_broken("digits", 1)
+    t.flush()
+
+    def versions_in_metrics() -> set[tuple[str, str]]:
+        return {
+            (dict(labels)["model"], dict(labels).get("version") or dict(labels).get("shadow"))
+            for (_, labels) in _samples(t.registry)
+            if "model" in dict(labels) and ("version" in dict(labels) or "shadow" in dict(labels))
+        }
+
+    assert versions_in_metrics() == {("digits", "1"), ("digits", "2"), ("digits", "3"),
+                                     ("other", "1")}  # fmt: skip
+    before = _samples(t.registry)
+    t.on_versions("digits", {2, 3})
+    assert _samples(t.registry) == before  # dropped at the next flush, not by the poller
+    t.flush()
+    assert versions_in_metrics() == {("digits", "2"), ("digits", "3"), ("other", "1")}
+    kept = {k: v for k, v in before.items() if ("version", "1") not in k[1] or
+            ("model", "other") in k[1]}  # fmt: skip
+    kept = {k: v for k, v in kept.items() if ("shadow", "1") not in k[1]}
+    assert _samples(t.registry) == kept
+    t.on_versions("digits", {2, 3})  # nothing more to forget
+    t.flush()
+    assert _samples(t.registry) == kept

@@ -860,3 +860,18 @@ def test_history_is_capped_keeping_the_newest(
     for k in range(5):
         reg.pin("m", 1 + k % 2, actor=f"a{k}")
     assert [h["actor"] for h in reg.state("m")["history"]] == ["a2", "a3", "a4"]
+
+
+def test_a_reader_forgets_the_verification_of_deleted_versions(reg: Registry, tmp_path: Path):
+    """A long-running reader (an inference worker) verifies each version once and keeps the
+    result; a deleted version's result goes at the next listing, so what it keeps is bounded by
+    what the registry holds, not by every version it ever saw."""
+    cache = reg.storage._verified_versions._cache  # the reader's verification results
+    for i in range(3):
+        publish_bytes(reg, tmp_path, f"weights {i}".encode())
+    for v in reg.versions("m"):
+        reg.verify("m", v)
+    assert len(cache) == 3
+    reg.delete_version("m", 1, actor="test")
+    assert reg.versions("m") == [2, 3]
+    assert sorted(Path(d).name for d in cache) == ["2", "3"]
