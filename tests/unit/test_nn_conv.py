@@ -121,22 +121,23 @@ def reference_pool(x, size, stride):
     return y
 
 
-POOL_CASES = [(2, 2, 6), (2, 2, 7), (3, 2, 7), (3, 2, 8), (2, 1, 5), (3, 3, 7)]
+# (size, stride, height, width): tiled exactly, odd sides, overlapping windows, stride < size
+POOL_CASES = [(2, 2, 6, 8), (2, 2, 7, 6), (3, 2, 7, 7), (3, 2, 8, 9), (2, 1, 5, 6), (3, 3, 9, 6)]
 
 
-@pytest.mark.parametrize(("size", "stride", "side"), POOL_CASES)
-def test_maxpool_forward_matches_the_formula(size, stride, side):
+@pytest.mark.parametrize(("size", "stride", "h", "w"), POOL_CASES)
+def test_maxpool_forward_matches_the_formula(size, stride, h, w):
     layer = MaxPool2D(size, stride, dtype=F64)
-    x = images((2, 3, side, side + 1))
+    x = images((2, 3, h, w))
     expected = reference_pool(x, size, stride)
     assert layer.output_shape(x.shape[1:]) == expected.shape[1:]
     np.testing.assert_array_equal(layer.forward(x, True), expected)
     np.testing.assert_array_equal(layer.forward(channel_last(x), False), expected)
 
 
-@pytest.mark.parametrize(("size", "stride", "side"), POOL_CASES)
-def test_maxpool_gradients(size, stride, side):
-    check_layer(MaxPool2D(size, stride, dtype=F64), images((2, 3, side, side + 1)))
+@pytest.mark.parametrize(("size", "stride", "h", "w"), POOL_CASES)
+def test_maxpool_gradients(size, stride, h, w):
+    check_layer(MaxPool2D(size, stride, dtype=F64), images((2, 3, h, w)))
 
 
 def test_maxpool_default_stride_ties_and_uncovered_pixels():
@@ -149,6 +150,9 @@ def test_maxpool_default_stride_ties_and_uncovered_pixels():
     expected = np.zeros((3, 3))
     expected[1, 0] = 5.0  # the first maximum in row-major order; row/column 2 lie in no window
     np.testing.assert_array_equal(dx[0, 0], expected)
+    tiled = np.zeros((1, 1, 2, 2))  # the window covers the image exactly: the same rule
+    layer.forward(tiled, True)
+    np.testing.assert_array_equal(layer.backward(np.full((1, 1, 1, 1), 5.0)), [[[[5, 0], [0, 0]]]])
 
 
 def test_flatten_is_channel_row_column_order_whatever_the_layout():
