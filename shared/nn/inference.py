@@ -115,7 +115,7 @@ class InferencePlan:
     def __init__(self, model: Network) -> None:
         self.input_size = model.input_size
         self.dtype = model.dtype
-        self.chunk = _chunk_rows(model)
+        self.chunk = chunk_rows(model)
         self.steps: list[Step] = []
         layers = [layer for layer in model.layers if not isinstance(layer, Dropout)]
         pending_mean: np.ndarray | None = None  # a Standardize waiting for the next Dense
@@ -205,8 +205,9 @@ class InferencePlan:
         return z
 
 
-def _chunk_rows(model: Network) -> int:
-    """PREDICT_CHUNK, or fewer rows if one row's largest array exceeds CHUNK_FLOATS / that."""
+def chunk_rows(model: Network) -> int:
+    """Rows per forward pass: PREDICT_CHUNK, or fewer if one row's largest array (activation or
+    im2col matrix) exceeds CHUNK_FLOATS / PREDICT_CHUNK floats."""
     shape: tuple[int, ...] = (model.input_size,)
     largest = model.input_size
     for layer in model.layers:

@@ -246,3 +246,21 @@ def test_an_mlp_file_saved_before_convolutions_loads_and_predicts_the_same():
     np.testing.assert_allclose(
         model.forward(expected["x"], training=False), expected["logits"], rtol=1e-5, atol=1e-6
     )
+
+
+def test_input_gradient_of_a_cnn_is_the_served_functions_derivative():
+    """What explanations use: the frozen copy's backward through reshape, folded conv + batch
+    norm, pooling and flatten, against differences of the inference plan's logits."""
+    model = small_cnn(dtype=F64)
+    rng = np.random.default_rng(8)
+    randomise_trained_state(model, rng)
+    x = rng.random((2, 100))
+    target = np.array([0, 2])
+    logits, dx = model.input_gradient(x, np.eye(3)[target])
+    plan = InferencePlan(model)
+    np.testing.assert_allclose(logits, plan.logits(x), rtol=1e-12, atol=1e-12)
+
+    def picked() -> float:
+        return float(plan.logits(x)[np.arange(2), target].sum())
+
+    np.testing.assert_allclose(dx, numeric_grad(picked, x), rtol=1e-5, atol=1e-7)
