@@ -221,8 +221,8 @@ class Dropout(Layer):
     so the expected output equals the input and inference is a plain identity (no rescaling).
 
     Works on any shape (one independent mask entry per element). The mask comes from raw 16-bit
-    random integers (much cheaper than float uniforms): a unit is
-    kept when its integer is >= round(p * 65536). q is therefore quantised to 1/65536 and the
+    random integers (much cheaper than float uniforms): a unit is kept when its integer is
+    >= round(p * 65536). q is therefore quantised to 1/65536 and the
     scale uses that exact q, keeping E[output] == input exactly.
     """
 
@@ -365,7 +365,8 @@ class BatchNorm2d(BatchNorm1d):
     A channel is one feature seen at N*H*W places, so this is BatchNorm1d's maths applied to the
     (N*H*W, C) matrix of the channel-last data: a view, no copy, for the outputs of the conv
     layers, which are stored channel-last. `dim` is the number of channels; the running variance
-    is the unbiased estimate over N*H*W values, as in PyTorch's BatchNorm2d.
+    is the unbiased estimate over N*H*W values, as in PyTorch's BatchNorm2d. Being a subclass,
+    it is also a BatchNorm1d to isinstance: code that treats the two apart tests this one first.
     """
 
     kind = "batchnorm2d"

@@ -1,11 +1,12 @@
 """Sequential model: a list of layers, one flat parameter vector, a JSON spec; and `build_mlp`.
 
 Input contract: float32 [N, input_size] with pixels in [0, 1]; any normalisation is a layer inside
-the model (Standardize), so the model file is self-contained. Inside, a sample is a vector
-(features,) or an image (channels, height, width): a convolutional model starts with a Reshape
-and has a Flatten before its Dense layers. The model checks that every layer accepts the shape
-the one before produces. Predictions go through the one
+the model (Standardize), so the model file is self-contained. Predictions go through the one
 inference-mode forward pass, `shared.nn.inference.InferencePlan` (`predict_proba` builds one).
+
+Inside, a sample is a vector (features,) or an image (channels, height, width): a convolutional
+model starts with a Reshape and has a Flatten before its Dense layers. The model checks that every
+layer accepts the shape the one before produces (`Layer.output_shape`).
 """
 
 from __future__ import annotations
