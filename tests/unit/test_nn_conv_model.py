@@ -190,9 +190,9 @@ def test_plan_chunks_conv_models_by_memory_and_never_writes_the_callers_array():
         [Reshape((1, 28, 28)), Conv2D(1, 32, 5), ReLU(), MaxPool2D(2), Flatten(), Dense(4608, 10)],
         input_size=784,
     )
-    # conv: 24*24 output pixels x 5*5 window per row = 14400 floats of im2col matrix per row.
-    assert InferencePlan(cnn).chunk == (1 << 24) // (32 * 24 * 24)
-    mlp = Sequential([Dense(784, 512), ReLU(), Dense(512, 10)], input_size=784)
+    # conv: 24*24 output pixels x a 5*5 window = 14400 floats of im2col matrix per row.
+    assert InferencePlan(cnn).chunk == (1 << 22) // (24 * 24 * 5 * 5)
+    mlp = Sequential([Dense(784, 8192), ReLU(), Dense(8192, 10)], input_size=784)
     assert InferencePlan(mlp).chunk == PREDICT_CHUNK
     relu_first = Sequential([Reshape((1, 2, 2)), ReLU(), Flatten(), Dense(4, 2)], input_size=4)
     x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
