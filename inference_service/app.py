@@ -1,11 +1,8 @@
-"""Application factory of the inference service.
+"""Application factory of the inference service (run under gunicorn: see ``__init__``).
 
-Run it as ``gunicorn -c inference_service/gunicorn.conf.py "inference_service.app:create_app()"``.
 Everything an app needs (settings, registry, model cache, metrics) hangs off the app (the web
 kit's ``app_state()``) — no module globals — so tests can build as many independent apps as they
-like. Every route comes from the one table of `inference_service.routes`: the Flask views are
-added to the app, and the predict and infer routes are plain WSGI (`inference_service.predict`),
-dispatched by `inference_service.front` in front of Flask.
+like. Every route comes from the one table of `inference_service.routes`.
 """
 
 from __future__ import annotations

@@ -22,11 +22,13 @@ import re
 
 from flask import Response, request
 
+from inference_service.responses import MODEL_VERSION
 from inference_service.state import service
 from shared.web.errors import ApiError
 
 #: Same pattern as the registry's extra files (shared.registry._EXTRA_FILE_RE).
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: The Content-Type a report file is served with, by extension (unknown kinds: opaque bytes).
 _CONTENT_TYPES = {
     ".png": "image/png",
     ".json": "application/json",
@@ -34,11 +36,6 @@ _CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".csv": "text/csv; charset=utf-8",
 }
-
-
-def content_type(file_name: str) -> str:
-    """The Content-Type a report file is served with (unknown kinds as opaque bytes)."""
-    return _CONTENT_TYPES.get(os.path.splitext(file_name)[1].lower(), "application/octet-stream")
 
 
 def _not_found(name: str, version: int, file_name: str) -> ApiError:
@@ -57,14 +54,12 @@ def report_file(name: str, ref: str, file_name: str) -> Response:
     files = manifest.get("files") or {}
     if _FILE_NAME.fullmatch(file_name) is None or file_name not in files:
         raise _not_found(name, version, file_name)
-    entry = files[file_name]
-    etag = str(entry["sha256"])
-    immutable = ref.isdigit()
+    etag = str(files[file_name]["sha256"])
     headers = {
         "ETag": f'"{etag}"',
-        "X-Model-Version": str(version),
+        MODEL_VERSION: str(version),
         "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "public, max-age=31536000, immutable" if immutable else "no-cache",
+        "Cache-Control": "public, max-age=31536000, immutable" if ref.isdigit() else "no-cache",
     }
     if etag in {tag.strip('" ') for tag in request.headers.get("If-None-Match", "").split(",")}:
         return Response(status=304, headers=headers)
@@ -72,4 +67,5 @@ def report_file(name: str, ref: str, file_name: str) -> Response:
         data = reg.read_file(name, version, file_name)
     except FileNotFoundError:
         raise _not_found(name, version, file_name) from None
-    return Response(data, content_type=content_type(file_name), headers=headers)
+    kind = _CONTENT_TYPES.get(os.path.splitext(file_name)[1].lower(), "application/octet-stream")
+    return Response(data, content_type=kind, headers=headers)

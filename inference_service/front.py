@@ -3,8 +3,8 @@
 ``create_app`` installs it as ``app.wsgi_app`` (Flask's documented place for WSGI middleware), so
 gunicorn, the test client and the benchmarks all go through it. It:
 
-* starts the registry poller lazily in the serving process (`ModelCache.ensure_started`) (with REGISTRY_POLL_SECONDS=0, this
-  is the synchronous registry check);
+* starts the registry poller lazily in the serving process (`Poller.ensure_started`; with
+  REGISTRY_POLL_SECONDS=0, this is the synchronous registry check);
 * answers the four predict and infer paths with `inference_service.predict` (the plain WSGI
   routes) and hands every other path to the Flask app;
 * counts every request in the metrics, with its route template, method, status and time.

@@ -2,19 +2,12 @@
 
     gunicorn -c inference_service/gunicorn.conf.py "inference_service.app:create_app()"
 
-* binds 0.0.0.0:$INFERENCE_PORT (8000); workers, threads, logs and one BLAS thread per worker as
-  shared.web.gunicorn_common says (gthread workers share one model cache), plus threadpoolctl
-  after the app loads: a BLAS pool per worker the size of the machine costs far more than it
-  gains for batch-1 work;
-* the registry poller (hot reload) and the live figures' flush thread start in
-  ``post_worker_init`` — in each worker after the app is loaded, never in the master; what is
-  loaded by then is frozen first (shared.heap); a worker's last figures are flushed in
-  ``worker_exit``;
-* Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is created (or emptied) before workers
-  start so /metrics aggregates every worker; dead workers are marked in ``child_exit``;
-* the access log line ends with the request time in microseconds; ACCESS_LOG=off drops it.
-
-Any setting can still be overridden on the command line or with GUNICORN_CMD_ARGS.
+Binds 0.0.0.0:$INFERENCE_PORT (8000); workers, threads, logs and one BLAS thread per worker as
+shared.web.gunicorn_common says (gthread workers share one model cache). The hooks below do the
+rest, each in the process it concerns: never the registry poller or a flush thread in the
+master; Prometheus multiprocess mode so /metrics aggregates every worker. The access log line
+ends with the request time in microseconds; ACCESS_LOG=off drops it. Any setting can still be
+overridden on the command line or with GUNICORN_CMD_ARGS.
 """
 
 from __future__ import annotations
@@ -47,8 +40,9 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """In the worker, after the app is loaded: pin BLAS to 1 thread, freeze the loaded heap
-    (shared.heap), start the registry poller."""
+    """In the worker, after the app is loaded: pin BLAS to 1 thread (a pool the size of the
+    machine in every worker costs far more than it gains for batch-1 work), freeze the loaded
+    heap (shared.heap), start the registry poller and the live figures' flush thread."""
     try:
         # threadpoolctl: best effort, only in the process that computes
         from threadpoolctl import threadpool_limits
@@ -60,7 +54,7 @@ def post_worker_init(worker):
     freeze_loaded_heap()
     state = _state(worker)
     if state is not None:
-        state.cache.ensure_started()
+        state.cache.poller.ensure_started()
         state.telemetry.start_flushing()
 
 

@@ -7,27 +7,24 @@ import os
 
 from flask import Response
 
-from inference_service.responses import json_response
+from inference_service.responses import answer
+from inference_service.schemas import Health, Readiness
 from inference_service.state import service
 
 
 def healthz() -> Response:
     """Alive: the process answers. Never depends on the registry or models."""
-    return json_response({"status": "ok", "pid": os.getpid()})
+    return answer(Health(status="ok", pid=os.getpid()))
 
 
 def readyz() -> Response:
-    """200 once the default version of every model in the registry is loaded in this worker.
-
-    503 with ``{"ready": false, "reason", "missing"?, "models"}`` otherwise — including an empty
-    registry ("no models in the registry"): a worker that can serve no prediction should not get
-    traffic yet.
-    """
+    """200 once every model's default version is loaded in this worker, else 503 with the
+    reason (an empty registry too: see `ModelCache.readiness`)."""
     cache = service().cache
     info = cache.readiness()
-    info["pid"] = os.getpid()
-    info["loaded"] = [f"{name}:{version}" for name, version in cache.loaded_versions()]
-    return json_response(info, status=200 if info["ready"] else 503)
+    loaded = [f"{name}:{version}" for name, version in cache.loaded_versions()]
+    info = Readiness(**info, pid=os.getpid(), loaded=loaded)
+    return answer(info, 200 if info.ready else 503, exclude_unset=True)
 
 
 def metrics() -> Response:

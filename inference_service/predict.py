@@ -6,18 +6,17 @@
 Why not Flask views: over HTTP on the 2-core box, Flask's per-request machinery (contexts,
 routing, the response object, teardown) costs ~110 µs, as much as the forward pass of the
 default model (BENCHMARKS.md §3), and these routes are the service's hot path. So
-`inference_service.front` dispatches their paths here, in front of the Flask app that serves
-everything else. Every request to these paths — each media type, each method, each error — is
-answered here: success with a plain WSGI answer, failure with the web kit's
-``ApiError.response()`` (the same error table as the Flask routes). The routes are listed and
-documented in `inference_service.routes`, with the Flask ones; `Router` matches their paths.
+`inference_service.front` dispatches their paths (`Router`) here, in front of the Flask app. Every
+request to them, errors included, is answered here: failures with the web kit's
+``ApiError.response()``, the Flask routes' error table. They are documented in
+`inference_service.routes`.
 
-A request: the model is looked up first (an unknown model is a 404 whatever the body; a request
-that names no version gets one of the traffic split's, by its ``X-Routing-Key`` header if any),
-the body is decoded by the decoder of its media type (`inference_service.decoders`) for the
-model's input size, then the folded forward pass runs and the answer is built. When the model has
-a shadow version, a default-route answer carries an `after` step: the WSGI body's ``close()``
-hands the comparison to `inference_service.shadow` once the answer is sent.
+A request: the model is looked up first (an unknown model is a 404 whatever the body; no version
+named: one of the traffic split's, by its ``X-Routing-Key`` header if any), the body is decoded
+for the model's input size by its media type's decoder (`inference_service.decoders`), the folded
+forward pass runs. A default-route answer of a model with a shadow version carries an `after`
+step: the WSGI body's ``close()`` hands the comparison to `inference_service.shadow` once the
+answer is sent.
 """
 
 from __future__ import annotations

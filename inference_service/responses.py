@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from flask import Response
+from pydantic import BaseModel
 
 _JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 #: The response header naming the model version that answered.
@@ -29,3 +30,11 @@ def json_response(
     if headers:
         resp.headers.update(headers)
     return resp
+
+
+def answer(view: BaseModel, status: int = 200, *, exclude_unset: bool = False) -> Response:
+    """A documented answer (its response model, the one the route table declares) as JSON.
+    `exclude_unset`: the optional fields the handler left unset, because they do not apply (a
+    ready worker's ``reason``), are left out rather than sent as null. The predict and explain
+    answers skip this (and pydantic): their arrays go straight from NumPy to orjson."""
+    return json_response(view.model_dump(mode="json", exclude_unset=exclude_unset), status)

@@ -1,15 +1,11 @@
 """The default route's traffic split and shadow version, as one worker serves them.
 
-* The *traffic split* (``state.json``'s ``traffic``): each route's version (aliases followed as
-  they move) is loaded before the split is swapped in; a route whose version is broken or will not
-  load gets no traffic (its weight is shared by the others) and says why. `Split.pick` chooses a
-  version per request: by the sha256 of its routing key (the ``X-Routing-Key`` header, sticky
-  while the split is unchanged), else at random.
-* The *shadow version* is kept loaded, for `inference_service.shadow` to run after the answer is
-  sent.
-
-`ModelCache` runs `Rollout.update_split` and `Rollout.update_shadow` on each registry scan of a
-model, with its own loader, and answers the default route from ``Rollout.splits``.
+A split's versions (aliases followed as they move) are loaded before it is swapped in; a route
+whose version is broken or will not load gets no traffic (its weight is shared by the others) and
+says why. The shadow version is kept loaded, for `inference_service.shadow` to run after the
+answer is sent. `ModelCache` runs `Rollout.update_split` and `Rollout.update_shadow` on each
+registry scan of a model, with its own loader, and answers the default route from
+``Rollout.splits`` (`Split.pick`).
 """
 
 from __future__ import annotations

@@ -147,22 +147,25 @@ _INFER_EXAMPLES = {
 }
 
 
-def _predict(path: str, summary: str) -> Route:
+def _post(serve: Callable[..., Any], path: str, summary: str, plain: bool, **spec: Any) -> Route:
+    """A POST to a model: predict and infer (plain WSGI) or explain (a Flask view)."""
     operation = Operation(
         method="POST", path=path, summary=summary, path_params=PATH_PARAMS, errors=_MODEL_ERRORS,
-        content=PREDICT_CONTENT, responses={200: _PREDICTED}, description=_PREDICT_DESCRIPTION,
-        examples=_PREDICT_EXAMPLES,
+        **spec,
     )  # fmt: skip
-    return Route(operation, predict.predict, plain=True)
+    return Route(operation, serve, plain)
+
+
+def _predict(path: str, summary: str) -> Route:
+    return _post(predict.predict, path, summary, True, content=PREDICT_CONTENT,
+                 responses={200: _PREDICTED}, description=_PREDICT_DESCRIPTION,
+                 examples=_PREDICT_EXAMPLES)  # fmt: skip
 
 
 def _infer(path: str, summary: str) -> Route:
-    operation = Operation(
-        method="POST", path=path, summary=summary, path_params=PATH_PARAMS, errors=_MODEL_ERRORS,
-        body=V2InferRequest, content=_INFER_CONTENT, responses={200: _INFERRED},
-        description=_INFER_DESCRIPTION, examples=_INFER_EXAMPLES,
-    )  # fmt: skip
-    return Route(operation, predict.infer, plain=True)
+    return _post(predict.infer, path, summary, True, body=V2InferRequest, content=_INFER_CONTENT,
+                 responses={200: _INFERRED}, description=_INFER_DESCRIPTION,
+                 examples=_INFER_EXAMPLES)  # fmt: skip
 
 
 # ---- explain ------------------------------------------------------------------------------------
@@ -192,14 +195,12 @@ _EXPLAINED = Answer(
 
 
 def _explain(path: str, which: str) -> Route:
-    operation = Operation(
-        method="POST", path=path, summary=f"Explain predictions: attributions per pixel ({which})",
-        description=_EXPLAIN_DESCRIPTION,
-        content={**PREDICT_CONTENT, "application/json": EXPLAIN_JSON_DOC}, query=ExplainQuery,
-        responses={200: _EXPLAINED}, errors=_MODEL_ERRORS, path_params=PATH_PARAMS,
-        examples=_EXPLAIN_EXAMPLES,
+    return _post(
+        explain.explain, path, f"Explain predictions: attributions per pixel ({which})", False,
+        description=_EXPLAIN_DESCRIPTION, query=ExplainQuery, examples=_EXPLAIN_EXAMPLES,
+        content={**PREDICT_CONTENT, "application/json": EXPLAIN_JSON_DOC},
+        responses={200: _EXPLAINED},
     )  # fmt: skip
-    return Route(operation, explain.explain)
 
 
 # ---- the Flask views ------------------------------------------------------------------------------
@@ -230,10 +231,7 @@ def _v2_model(suffix: str, view: Callable[..., Any], summary: str, answer: type)
 
 _REPORT_FILE = Answer(
     "The file (image/png, application/json, ...)",
-    content={
-        "image/png": {"type": "string", "format": "binary"},
-        "application/json": {"type": "object"},
-    },
+    content={"image/png": _BINARY, "application/json": {"type": "object"}},
 )
 
 ROUTES: tuple[Route, ...] = (
@@ -312,9 +310,7 @@ PLAIN: tuple[tuple[Operation, predict.Handler], ...] = tuple(
 )
 #: The Flask views: (operation, view), for the web kit's `add_views`.
 VIEWS: tuple[tuple[Operation, Callable[..., Any]], ...] = tuple(
-    (route.operation, route.serve)
-    for route in ROUTES
-    if not route.plain and route.serve is not None
+    (route.operation, route.serve) for route in ROUTES if not route.plain and route.serve
 )
 
 

@@ -125,6 +125,8 @@ _STEPS_DOC = {
     "default": DEFAULT_STEPS,
     "description": "Trapezoid-rule intervals of the path integral (steps + 1 gradient passes).",
 }
+_TARGET = WithJsonSchema(_TARGET_DOC)
+_STEPS = (Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS), WithJsonSchema(_STEPS_DOC))
 
 
 class ExplainOptions(BaseModel):
@@ -133,19 +135,15 @@ class ExplainOptions(BaseModel):
 
     model_config = _CLOSED
     # The range is checked against the served model's classes (422), negatives included.
-    target: Annotated[JsonInt | None, WithJsonSchema(_TARGET_DOC)] = None
-    steps: Annotated[
-        JsonInt, Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS), WithJsonSchema(_STEPS_DOC)
-    ] = DEFAULT_STEPS
+    target: Annotated[JsonInt | None, _TARGET] = None
+    steps: Annotated[JsonInt, *_STEPS] = DEFAULT_STEPS
 
 
 class ExplainQuery(BaseModel):
     """``?target=1&steps=64`` for bodies that are not JSON (a .npy file, pictures)."""
 
-    target: Annotated[int | None, WithJsonSchema(_TARGET_DOC)] = None
-    steps: Annotated[
-        int, Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS), WithJsonSchema(_STEPS_DOC)
-    ] = DEFAULT_STEPS
+    target: Annotated[int | None, _TARGET] = None
+    steps: Annotated[int, *_STEPS] = DEFAULT_STEPS
 
 
 class RawExplainRequest(RawPredictRequest, ExplainOptions):
@@ -165,13 +163,9 @@ EXPLAIN_JSON_DOC = {
 }
 
 
-class ExplainResponse(BaseModel):
+class ExplainResponse(PredictResponse):
     """Predictions plus integrated-gradients attributions of the target class, per image."""
 
-    model: str
-    model_version: int
-    predictions: list[int]
-    probabilities: list[list[float]]
     target: list[int] = Field(description="The class explained, per image.")
     steps: int
     baseline: str = Field(description="What the attributions are relative to.")

@@ -1,17 +1,10 @@
 """The per-worker model cache: what makes hot reload work.
 
-Each gunicorn worker owns one ModelCache (created by create_app, never a module global). It is
-made of three parts, a module each, and keeps, per model, a *served default*: the (version,
-loaded model) pair the default predict route uses.
-
-* `inference_service.loading` loads a version on first use, verified against the registry's
-  sha256, and keeps at most ``capacity`` versions in an LRU, never evicting what this cache
-  protects: a model's current default, its split's versions with traffic or its shadow (so those
-  alone can exceed ``capacity``: the README's MODEL_CACHE_SIZE says so);
-* `inference_service.poller` runs `ModelCache.refresh` every ``poll_seconds`` on a daemon thread
-  of the serving process (fork-aware; ``poll_seconds == 0``: synchronously on every request);
-* `inference_service.rollout` holds each model's traffic split (versions loaded before the split
-  is swapped in; `Split.pick` per request) and shadow version.
+Each gunicorn worker owns one ModelCache (created by create_app, never a module global), made of
+three parts: `inference_service.loading` (verified loads, the LRU), `inference_service.poller`
+(runs `ModelCache.refresh` every ``poll_seconds``) and `inference_service.rollout` (each model's
+traffic split and shadow). Per model it keeps a *served default*: the (version, loaded model)
+pair the default predict route uses.
 
 A refresh reads ``Registry.change_token()``; when the token moves it resolves each model's default
 (pinned else latest good), **loads the new version first and only then swaps the pointer**.
@@ -55,7 +48,6 @@ class ModelView:
 
     latest: int | None = None
     default: int | None = None
-    pinned: int | None = None
     aliases: dict[str, int] = field(default_factory=dict)
     #: Staged versions (sweep trials): never "latest" nor an unpinned default.
     staged: list[int] = field(default_factory=list)
@@ -105,34 +97,17 @@ class ModelCache:
             on_fork=self.versions.reset_locks,
         )
 
-    @property
-    def capacity(self) -> int:
-        return self.versions.capacity
-
-    @property
-    def poll_seconds(self) -> float:
-        return self.poller.poll_seconds
-
     def _protected(self) -> set[Key]:
         """The versions served without being named: the defaults, the splits' and shadows'."""
         served = {(s.name, s.version) for s in list(self._defaults.values())}
         return served | self._rollout.versions()
 
-    # ---- lifecycle ----------------------------------------------------------------------------
-
-    def ensure_started(self) -> None:
-        """Start polling in this process (gunicorn's post_worker_init hook; the front calls
-        the poller's own ``ensure_started`` on every request, bound once)."""
-        self.poller.ensure_started()
-
     # ---- registry scan --------------------------------------------------------------------------
 
     def refresh(self, force: bool = False) -> bool:
         """Re-read the registry if its change token moved; returns True if a scan happened.
-
         The token also covers the files of every served default (a few stat calls), so a
-        version damaged in place, which moves no folder, is noticed and dropped too.
-        """
+        version damaged in place, which moves no folder, is noticed and dropped too."""
         token = (self.registry.change_token(), self._defaults_signature())
         if not force and token == self._token:
             return False
@@ -175,7 +150,6 @@ class ModelCache:
         view = ModelView(
             latest=self.registry.latest_version(name),
             default=self.registry.default_version(name),
-            pinned=state["pinned"],
             aliases=dict(state["aliases"]),
             staged=self.registry.staged_versions(name),
         )
@@ -220,13 +194,6 @@ class ModelCache:
                 target,
                 current.version,
             )
-
-    def _still_verifies(self, served: Served) -> bool:
-        try:
-            self.registry.verify(served.name, served.version)  # cached by file identity
-        except (BrokenVersionError, VersionNotFoundError):
-            return False
-        return True
 
     def _set_default(self, name: str, served: Served, previous: Served | None) -> None:
         self._defaults[name] = served  # one atomic pointer swap; readers never lock
@@ -313,12 +280,7 @@ class ModelCache:
         return self.versions.is_loaded(name, version)
 
     def broken_reason(self, name: str, version: int) -> str | None:
-        """Why this worker refused to load `version` (files unchanged since), else None.
-
-        Catches what registry verification cannot: a file whose sha256 matches its manifest but
-        which does not load (truncated or foreign content published with a matching hash), so
-        listings never call a version "ok" that is never served.
-        """
+        """`VersionCache.broken_reason`: why this worker refused to load `version`, else None."""
         return self.versions.broken_reason(name, version)
 
     def shadow(self, name: str) -> Served | None:
@@ -338,11 +300,6 @@ class ModelCache:
 
     def loaded_versions(self) -> list[tuple[str, int]]:
         return self.versions.loaded_versions()
-
-    def store_status(self) -> dict[str, Any]:
-        """{"location", "reachable" (None before the first poll), "error"?, "unreachable_since"?,
-        "serving"?} as of this worker's last poll."""
-        return self.poller.status()
 
     def readiness(self) -> dict[str, Any]:
         """Ready when every model of the last registry scan with a usable version has its
@@ -389,7 +346,7 @@ class ModelCache:
                     )
         scanned = self._last_refresh is not None
         ready = scanned and bool(defaults) and not missing
-        out: dict[str, Any] = {"ready": ready, "models": models, "registry": self.store_status()}
+        out: dict[str, Any] = {"ready": ready, "models": models, "registry": self.poller.status()}
         if not scanned and self.poller.reachable is False:
             out["reason"] = f"registry unreachable: {self.poller.error}"
         elif not scanned:

@@ -59,7 +59,7 @@ class ShadowRunner:
         try:
             self._queue.put_nowait((served, shadow, x, proba))
         except queue.Full:
-            self.telemetry.shadow_dropped(served.name)
+            self.telemetry.shadow_drops.labels(served.name).inc()
 
     def _run(self) -> None:
         # The lowest CPU priority for this thread alone (Linux: a thread id is a process id for
@@ -69,9 +69,17 @@ class ShadowRunner:
         while True:
             served, shadow, x, proba = self._queue.get()
             try:
-                self._compare(served, shadow, x, proba)
+                other = shadow.predict_proba(x)
+                self.telemetry.observe_shadow(
+                    served.name,
+                    shadow.version,
+                    proba.argmax(axis=1),
+                    other.argmax(axis=1),
+                    float(proba.max(axis=1).sum()),
+                    float(other.max(axis=1).sum()),
+                )
             except Exception as exc:  # noqa: BLE001 - a failing shadow must never stop the thread
-                self.telemetry.shadow_error(shadow.name, shadow.version)
+                self.telemetry.shadow_errors.labels(shadow.name, str(shadow.version)).inc()
                 key = (shadow.name, shadow.version, type(exc).__name__)
                 if key not in self._logged:
                     self._logged.add(key)
@@ -80,17 +88,6 @@ class ShadowRunner:
                     )
             finally:
                 self._queue.task_done()
-
-    def _compare(self, served: Served, shadow: Served, x: np.ndarray, proba: np.ndarray) -> None:
-        other = shadow.predict_proba(x)
-        self.telemetry.observe_shadow(
-            served.name,
-            shadow.version,
-            proba.argmax(axis=1),
-            other.argmax(axis=1),
-            float(proba.max(axis=1).sum()),
-            float(other.max(axis=1).sum()),
-        )
 
 
 class Pending:

@@ -11,10 +11,13 @@ process) the app uses its own CollectorRegistry, so several apps in one process 
 from __future__ import annotations
 
 import bisect
+import functools
+import itertools
 import logging
 import os
 import threading
 import time
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +43,21 @@ logger = logging.getLogger("inference_service.telemetry")
 LATENCY_BUCKETS = (
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+_VERSION, _SHADOW = ("model", "version"), ("model", "shadow")
+#: The counters a version's live figures sum (family → its field; the per-class one by class).
+_VERSION_FIGURES = {
+    "digitflow_inference_images": "images",
+    "digitflow_inference_version_requests": "requests",
+    "digitflow_inference_version_confidence_sum": "confidence_sum",
+    "digitflow_inference_version_predictions": "classes",
+}
+#: The same for a shadow version's (the confidence sums by side, the confusion by class pair).
+_SHADOW_FIGURES = {
+    "digitflow_shadow_requests": "requests",
+    "digitflow_shadow_errors": "errors",
+    "digitflow_shadow_confidence_sum": "side",
+    "digitflow_shadow_predictions": "pairs",
+}
 
 
 def multiprocess_dir(path: str | None) -> str | None:
@@ -65,132 +83,102 @@ class Telemetry:
         #: How old a worker's figures may be in /metrics and in another worker's live figures
         #: (LIVE_FIGURES_FLUSH_SECONDS).
         self.flush_seconds = float(flush_seconds)
+        # The hot path counts into this process's pending figures (plain Python, one lock; see
+        # `Pending`); `flush` moves them into the Prometheus values.
         self._pending = Pending(LATENCY_BUCKETS)
+        #: Count one request (route template, method, status) and its latency in seconds.
+        self.observe_request = self._pending.request
+        #: Count one answered request of a version: its images, their predicted classes and
+        #: their confidence, from its probabilities [N, classes].
+        self.observe_predictions = self._pending.predictions
+        #: One request compared with the shadow version (the shadow thread): the served and the
+        #: shadow's predicted classes, each side's confidence sum.
+        self.observe_shadow = self._pending.shadow
         self._flusher: threading.Thread | None = None
         self._flusher_lock = threading.Lock()
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        counter = functools.partial(Counter, registry=r)
+        self.requests = counter(
             "digitflow_inference_requests",
             "HTTP requests by route template, method and status code.",
             ["route", "method", "status"],
-            registry=r,
         )
         self.latency = Histogram(
             "digitflow_inference_request_duration_seconds",
-            "Request handling time inside the worker, by route template.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.images = Counter(
-            "digitflow_inference_images",
-            "Images predicted, by model and version.",
-            ["model", "version"],
-            registry=r,
+            "Request handling time inside the worker, by route template.", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.images = counter(
+            "digitflow_inference_images", "Images predicted, by model and version.", _VERSION
         )
         self.default_version = Gauge(
             "digitflow_inference_default_version",
-            "Model version each worker serves by default (one series per worker pid).",
+            "Model version each worker serves by default (one series per worker pid).", ["model"],
+            registry=r, multiprocess_mode="liveall",
+        )  # fmt: skip
+        self.model_loads = counter(
+            "digitflow_inference_model_loads", "Model versions loaded into a worker's cache.",
             ["model"],
-            registry=r,
-            multiprocess_mode="liveall",
-        )
-        self.model_loads = Counter(
-            "digitflow_inference_model_loads",
-            "Model versions loaded into a worker's cache.",
-            ["model"],
-            registry=r,
-        )
+        )  # fmt: skip
         self.model_load_seconds = Histogram(
-            "digitflow_inference_model_load_seconds",
-            "Time to verify and load a model version.",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-            registry=r,
-        )
-        self.broken_versions = Counter(
+            "digitflow_inference_model_load_seconds", "Time to verify and load a model version.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=r,
+        )  # fmt: skip
+        self.broken_versions = counter(
             "digitflow_inference_broken_version_events",
-            "Times a broken model version was refused (bad hash, truncated, unloadable).",
-            ["model", "version"],
-            registry=r,
-        )
-
+            "Times a broken model version was refused (bad hash, truncated, unloadable).", _VERSION,
+        )  # fmt: skip
         self.registry_reachable = Gauge(
             "digitflow_registry_reachable",
             "1 when the last registry poll reached the store, 0 when it could not (the lowest "
             "over the live workers).",
-            registry=r,
-            multiprocess_mode="livemin",
-        )
-        self.registry_poll_errors = Counter(
+            registry=r, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.registry_poll_errors = counter(
             "digitflow_registry_poll_errors",
             "Registry polls that failed (kind: unreachable = the store did not answer; scan = "
             "anything else).",
             ["kind"],
-            registry=r,
         )
-
         # Per-version live figures: a split's sides compared as they serve.
-        self.version_requests = Counter(
+        self.version_requests = counter(
             "digitflow_inference_version_requests",
-            "Predict/infer requests answered, by model and version.",
-            ["model", "version"],
-            registry=r,
-        )
-        self.version_classes = Counter(
+            "Predict/infer requests answered, by model and version.", _VERSION,
+        )  # fmt: skip
+        self.version_classes = counter(
             "digitflow_inference_version_predictions",
-            "Images predicted, by model, version and predicted class.",
-            ["model", "version", "predicted"],
-            registry=r,
-        )
-        self.version_confidence = Counter(
+            "Images predicted, by model, version and predicted class.", [*_VERSION, "predicted"],
+        )  # fmt: skip
+        self.version_confidence = counter(
             "digitflow_inference_version_confidence_sum",
             "Sum of the predicted class's probability, by model and version (divide by the "
             "images for the mean confidence).",
-            ["model", "version"],
-            registry=r,
+            _VERSION,
         )
         # Shadow comparisons: the default route's answer against the shadow version's.
-        self.shadow_requests = Counter(
+        self.shadow_requests = counter(
             "digitflow_shadow_requests",
-            "Requests of the default route also run on the shadow version.",
-            ["model", "shadow"],
-            registry=r,
-        )
-        self.shadow_confusion = Counter(
+            "Requests of the default route also run on the shadow version.", _SHADOW,
+        )  # fmt: skip
+        self.shadow_confusion = counter(
             "digitflow_shadow_predictions",
             "Images compared, by the class the served answer predicted and the shadow's.",
-            ["model", "shadow", "served", "predicted"],
-            registry=r,
+            [*_SHADOW, "served", "predicted"],
         )
-        self.shadow_confidence = Counter(
+        self.shadow_confidence = counter(
             "digitflow_shadow_confidence_sum",
             "Sum of the predicted class's probability over the compared images, by side "
             "(served: the answer the client got; shadow: the shadow version's).",
-            ["model", "shadow", "side"],
-            registry=r,
+            [*_SHADOW, "side"],
         )
-        self.shadow_drops = Counter(
+        self.shadow_drops = counter(
             "digitflow_shadow_dropped",
-            "Shadow runs dropped because the worker's shadow queue was full.",
-            ["model"],
-            registry=r,
-        )
-        self.shadow_errors = Counter(
+            "Shadow runs dropped because the worker's shadow queue was full.", ["model"],
+        )  # fmt: skip
+        self.shadow_errors = counter(
             "digitflow_shadow_errors",
-            "Shadow runs that raised (the answers were never affected).",
-            ["model", "shadow"],
-            registry=r,
-        )
-
-        # labels() validates and locks on every call; the label sets are few, so keep children.
-        self._request_children: dict[tuple[str, str, str], Any] = {}
-        self._latency_children: dict[str, Any] = {}
-        self._image_children: dict[tuple[str, int], tuple[Any, ...]] = {}
-        self._class_children: dict[tuple[str, int, int], Any] = {}
-        self._shadow_children: dict[tuple[str, str], tuple[Any, ...]] = {}
-        self._pair_children: dict[tuple[str, int, int, int], Any] = {}
-
+            "Shadow runs that raised (the answers were never affected).", _SHADOW,
+        )  # fmt: skip
         # Every documented series exists from the moment it can be known, at 0: a rate or an
         # alert over a counter that is absent until its first increment sees nothing, not 0.
         # Unlabelled metrics exist from here on; the poll errors' kinds are known now; the
@@ -200,112 +188,38 @@ class Telemetry:
         for kind in ("unreachable", "scan"):
             self.registry_poll_errors.labels(kind)
 
-    # Hot path: count into this process's pending figures (plain Python, one lock); `flush`
-    # moves them into the Prometheus values. See `Pending`.
-
-    def observe_request(self, route: str, method: str, status: int, seconds: float | None) -> None:
-        """Count one request and its latency."""
-        self._pending.request(route, method, status, seconds)
-
-    def observe_predictions(self, name: str, version: int, proba: np.ndarray) -> None:
-        """Count one answered request of `version`: its images, their predicted classes and
-        their confidence."""
-        self._pending.predictions(name, version, proba)
-
-    def _version_series(self, name: str, version: int, n_classes: int) -> tuple[Any, ...]:
-        """Make (at 0) and keep the children of one version's figures: images, requests,
-        confidence and one per class. Returns the first three."""
+    def _version_series(self, name: str, version: int, n_classes: int) -> None:
+        """Make (at 0) one version's figures: images, requests, confidence and one per class."""
         labels = (name, str(version))
-        children = self._image_children[(name, version)] = (
-            self.images.labels(*labels),
-            self.version_requests.labels(*labels),
-            self.version_confidence.labels(*labels),
-        )
+        for metric in (self.images, self.version_requests, self.version_confidence):
+            metric.labels(*labels)
         for cls in range(n_classes):
-            if (name, version, cls) not in self._class_children:
-                self._class_children[(name, version, cls)] = self.version_classes.labels(
-                    *labels, str(cls)
-                )
-        return children
-
-    def observe_shadow(
-        self,
-        name: str,
-        shadow: int,
-        served_classes: np.ndarray,
-        shadow_classes: np.ndarray,
-        served_confidence: float,
-        shadow_confidence: float,
-    ) -> None:
-        """One request compared with the shadow version (the shadow thread)."""
-        self._pending.shadow(
-            name, shadow, served_classes, shadow_classes, served_confidence, shadow_confidence
-        )
-
-    def _shadow_series(self, name: str, shadow: int, n_classes: int) -> tuple[Any, ...]:
-        """Make (at 0) and keep the children of one shadow version's figures: requests, both
-        confidences, errors and the n_classes × n_classes confusion. Returns the first three."""
-        labels = (name, str(shadow))
-        children = self._shadow_children[labels] = (
-            self.shadow_requests.labels(*labels),
-            self.shadow_confidence.labels(*labels, "served"),
-            self.shadow_confidence.labels(*labels, "shadow"),
-        )
-        self.shadow_errors.labels(*labels)
-        for a in range(n_classes):
-            for b in range(n_classes):
-                if (name, shadow, a, b) not in self._pair_children:
-                    self._pair_children[(name, shadow, a, b)] = self.shadow_confusion.labels(
-                        *labels, str(a), str(b)
-                    )
-        return children
-
-    def shadow_dropped(self, name: str) -> None:
-        self.shadow_drops.labels(name).inc()
-
-    def shadow_error(self, name: str, shadow: int) -> None:
-        self.shadow_errors.labels(name, str(shadow)).inc()
+            self.version_classes.labels(*labels, str(cls))
 
     def flush(self) -> None:
         """Move this process's pending figures into the Prometheus values: one write per
         figure that changed since the last flush, whatever the number of requests."""
         requests, latency, versions, shadows = self._pending.take()
         for key, n in requests.items():
-            counter = self._request_children.get(key)
-            if counter is None:
-                counter = self._request_children[key] = self.requests.labels(*key)
-            counter.inc(n)
+            self.requests.labels(*key).inc(n)
         for route, (counts, total) in latency.items():
-            hist = self._latency_children.get(route)
-            if hist is None:
-                hist = self._latency_children[route] = self.latency.labels(route)
-            _add_observations(hist, counts, total)
+            _add_observations(self.latency.labels(route), counts, total)
         for (name, version), (n_requests, n_images, confidence, classes) in versions.items():
-            children = self._image_children.get((name, version))
-            if children is None:
-                children = self._version_series(name, version, len(classes))
-            images, requests_child, confidence_child = children
-            images.inc(n_images)
-            requests_child.inc(n_requests)
-            confidence_child.inc(confidence)
-            for cls in np.flatnonzero(classes).tolist():  # every class's child: _version_series
-                self._class_children[(name, version, cls)].inc(int(classes[cls]))
+            self._version_series(name, version, len(classes))  # every class exists, at 0
+            labels = (name, str(version))
+            self.images.labels(*labels).inc(n_images)
+            self.version_requests.labels(*labels).inc(n_requests)
+            self.version_confidence.labels(*labels).inc(confidence)
+            for cls in np.flatnonzero(classes).tolist():
+                self.version_classes.labels(*labels, str(cls)).inc(int(classes[cls]))
         for (name, shadow), (n_requests, served_sum, shadow_sum, pairs) in shadows.items():
             labels = (name, str(shadow))
-            children = self._shadow_children.get(labels)
-            if children is None:
-                children = self._shadow_series(name, shadow, 0)
-            requests_child, served, other = children
-            requests_child.inc(n_requests)
-            served.inc(served_sum)
-            other.inc(shadow_sum)
+            self.shadow_errors.labels(*labels)  # exists, at 0
+            self.shadow_requests.labels(*labels).inc(n_requests)
+            self.shadow_confidence.labels(*labels, "served").inc(served_sum)
+            self.shadow_confidence.labels(*labels, "shadow").inc(shadow_sum)
             for (a, b), n in pairs.items():
-                child = self._pair_children.get((name, shadow, a, b))
-                if child is None:
-                    child = self._pair_children[(name, shadow, a, b)] = (
-                        self.shadow_confusion.labels(*labels, str(a), str(b))
-                    )
-                child.inc(n)
+                self.shadow_confusion.labels(*labels, str(a), str(b)).inc(n)
 
     def start_flushing(self) -> None:
         """Flush every `flush_seconds` from a thread of this process (a gunicorn worker starts
@@ -334,7 +248,7 @@ class Telemetry:
         versions: dict[str, dict[str, Any]] = {}
         shadows: dict[str, dict[str, Any]] = {}
         dropped = 0.0
-        for metric in self._collect():
+        for metric in self._source().collect():
             for sample in metric.samples:
                 labels, value = sample.labels, sample.value
                 # Series made at 0 before anything happened (see __init__) add nothing here: a
@@ -344,48 +258,34 @@ class Telemetry:
                 family = sample.name[: -len("_total")]
                 if family == "digitflow_shadow_dropped":
                     dropped += value
-                elif family.startswith("digitflow_inference_version_") or (
-                    family == "digitflow_inference_images"
-                ):
-                    row = versions.setdefault(
-                        labels["version"],
-                        {"requests": 0, "images": 0, "classes": {}, "confidence_sum": 0.0},
-                    )
-                    if family == "digitflow_inference_images":
-                        row["images"] += int(value)
-                    elif family == "digitflow_inference_version_requests":
-                        row["requests"] += int(value)
-                    elif family == "digitflow_inference_version_predictions":
-                        cls = int(labels["predicted"])
-                        row["classes"][cls] = row["classes"].get(cls, 0) + int(value)
+                elif family in _VERSION_FIGURES:
+                    row = versions.setdefault(labels["version"], _row("classes"))
+                    if family == "digitflow_inference_version_predictions":
+                        row["classes"][int(labels["predicted"])] += int(value)
                     else:
-                        row["confidence_sum"] += value
-                elif family.startswith("digitflow_shadow_"):
-                    row = shadows.setdefault(
-                        labels["shadow"],
-                        {"requests": 0, "pairs": {}, "served": 0.0, "shadow": 0.0, "errors": 0},
-                    )
-                    if family == "digitflow_shadow_requests":
-                        row["requests"] += int(value)
-                    elif family == "digitflow_shadow_predictions":
-                        pair = (int(labels["served"]), int(labels["predicted"]))
-                        row["pairs"][pair] = row["pairs"].get(pair, 0) + int(value)
+                        row[_VERSION_FIGURES[family]] += value
+                elif family in _SHADOW_FIGURES:
+                    row = shadows.setdefault(labels["shadow"], _row("pairs"))
+                    if family == "digitflow_shadow_predictions":
+                        row["pairs"][int(labels["served"]), int(labels["predicted"])] += int(value)
                     elif family == "digitflow_shadow_confidence_sum":
                         row[labels["side"]] += value
-                    elif family == "digitflow_shadow_errors":
-                        row["errors"] += int(value)
+                    else:
+                        row[_SHADOW_FIGURES[family]] += value
         return {
             "versions": {v: _version_figures(row) for v, row in sorted(versions.items())},
             "shadows": {v: _shadow_figures(row) for v, row in sorted(shadows.items())},
             "shadow_dropped": int(dropped),
         }
 
-    def _collect(self) -> Any:
-        if self.multiprocess_dir:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiprocess_dir)
-            return registry.collect()
-        return self.registry.collect()
+    def _source(self) -> CollectorRegistry:
+        """What /metrics and the live figures read: every worker's files in multiprocess mode,
+        else this app's registry."""
+        if not self.multiprocess_dir:
+            return self.registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return registry
 
     # Callbacks for the ModelCache ---------------------------------------------------------------
 
@@ -398,13 +298,18 @@ class Telemetry:
         """A version is loaded, so it can answer: its per-version series exist (at 0)."""
         self.model_loads.labels(served.name).inc()
         self.model_load_seconds.observe(seconds)
-        if (served.name, served.version) not in self._image_children:
-            self._version_series(served.name, served.version, served.n_classes)
+        self._version_series(served.name, served.version, served.n_classes)
 
     def on_shadow(self, shadow: Served) -> None:
-        """A version became the model's shadow: its comparison series exist (at 0)."""
-        if (shadow.name, str(shadow.version)) not in self._shadow_children:
-            self._shadow_series(shadow.name, shadow.version, shadow.n_classes)
+        """A version became the model's shadow: its comparison series exist (at 0): requests,
+        errors, both confidences and the n_classes × n_classes confusion."""
+        labels = (shadow.name, str(shadow.version))
+        for metric in (self.shadow_requests, self.shadow_errors):
+            metric.labels(*labels)
+        for side in ("served", "shadow"):
+            self.shadow_confidence.labels(*labels, side)
+        for a, b in itertools.product(range(shadow.n_classes), repeat=2):
+            self.shadow_confusion.labels(*labels, str(a), str(b))
         self.shadow_drops.labels(shadow.name)
 
     def on_poll(self, ok: bool, reachable: bool) -> None:
@@ -415,16 +320,15 @@ class Telemetry:
     def on_broken(self, name: str, version: int) -> None:
         self.broken_versions.labels(name, str(version)).inc()
 
-    # Exposition ---------------------------------------------------------------------------------
-
     def render(self) -> tuple[bytes, str]:
         """(body, content type) of a scrape: all workers in multiprocess mode, else this one."""
         self.flush()
-        if self.multiprocess_dir:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiprocess_dir)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self._source()), CONTENT_TYPE_LATEST
+
+
+def _row(counts: str) -> dict[str, Any]:
+    """Live figures before their first sample: every sum 0, `counts` (by class or pair) empty."""
+    return defaultdict(float, {counts: defaultdict(int)})
 
 
 def _mean(total: float, n: int) -> float | None:
@@ -435,8 +339,8 @@ def _version_figures(row: dict[str, Any]) -> dict[str, Any]:
     n_classes = max(N_CLASSES, max(row["classes"], default=0) + 1)
     classes = [row["classes"].get(c, 0) for c in range(n_classes)]
     return {
-        "requests": row["requests"],
-        "images": row["images"],
+        "requests": int(row["requests"]),
+        "images": int(row["images"]),
         "predicted_classes": classes,
         "mean_confidence": _mean(row["confidence_sum"], sum(classes)),
     }
@@ -449,14 +353,13 @@ def _shadow_figures(row: dict[str, Any]) -> dict[str, Any]:
     images = sum(pairs.values())
     agree = sum(confusion[c][c] for c in range(n_classes))
     # The most frequent disagreement, both directions together ("4↔9").
-    swaps = {}
+    swaps: dict[tuple[int, int], int] = defaultdict(int)
     for (a, b), n in pairs.items():
         if a != b:
-            key = (min(a, b), max(a, b))
-            swaps[key] = swaps.get(key, 0) + n
+            swaps[min(a, b), max(a, b)] += n
     top = max(swaps.items(), key=lambda kv: kv[1], default=None)
     return {
-        "requests": row["requests"],
+        "requests": int(row["requests"]),
         "images": images,
         "agreement": _mean(agree, images),
         "confusion": confusion,
@@ -465,7 +368,7 @@ def _shadow_figures(row: dict[str, Any]) -> dict[str, Any]:
             "shadow": _mean(row["shadow"], images),
         },
         "top_disagreement": None if top is None else {"classes": list(top[0]), "images": top[1]},
-        "errors": row["errors"],
+        "errors": int(row["errors"]),
     }
 
 

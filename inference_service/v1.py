@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Response
 from pydantic import ValidationError
 
-from inference_service.responses import json_response
+from inference_service.responses import answer, json_response
 from inference_service.schemas import (
     Manifest,
     ServedModelDetail,
@@ -15,12 +15,7 @@ from inference_service.schemas import (
     ServedVersion,
 )
 from inference_service.state import service
-from shared.registry import (
-    BrokenVersionError,
-    aliases_by_version,
-    model_detail,
-    model_summaries,
-)
+from shared.registry import BrokenVersionError, aliases_by_version, model_detail, model_summaries
 
 #: History entries a model's detail shows (the newest): what the page lists.
 HISTORY_SHOWN = 50
@@ -34,7 +29,7 @@ def list_models() -> Response:
         ServedModelSummary(**m.model_dump(), serving_version=st.cache.served_default(m.name))
         for m in model_summaries(st.registry)
     ]
-    return json_response(ServedModelList(models=models).model_dump(mode="json"))
+    return answer(ServedModelList(models=models))
 
 
 def get_model(name: str) -> Response:
@@ -54,7 +49,7 @@ def get_model(name: str) -> Response:
         live=st.telemetry.live(name),
         versions=versions,
     )
-    return json_response(served.model_dump(mode="json"))
+    return answer(served)
 
 
 def get_version(name: str, ref: str) -> Response:
@@ -72,6 +67,6 @@ def get_version(name: str, ref: str) -> Response:
         loaded=st.cache.is_loaded(name, version),
     )
     try:
-        return json_response(Manifest.model_validate(manifest).model_dump(mode="json"))
+        return answer(Manifest.model_validate(manifest))
     except ValidationError:  # a manifest published by hand, not by a trainer: shown as it is
         return json_response(manifest)

@@ -14,26 +14,32 @@ from flask import Response
 
 import shared
 from inference_service.decoders import V2_DATATYPES, side_of
-from inference_service.responses import json_response
+from inference_service.responses import answer
+from inference_service.schemas import (
+    V2Live,
+    V2ModelMetadata,
+    V2ModelReady,
+    V2Ready,
+    V2ServerMetadata,
+    V2TensorMetadata,
+)
 from inference_service.state import service
-
-PLATFORM = "digitflow_numpy_mlp"
-INPUT_NAME = "input"
 
 
 def server_metadata() -> Response:
-    return json_response(
-        {"name": "digitflow", "version": shared.__version__, "extensions": ["binary_tensor_data"]}
+    extensions = ["binary_tensor_data"]
+    return answer(
+        V2ServerMetadata(name="digitflow", version=shared.__version__, extensions=extensions)
     )
 
 
 def live() -> Response:
-    return json_response({"live": True})
+    return answer(V2Live(live=True))
 
 
 def ready() -> Response:
-    info = service().cache.readiness()
-    return json_response({"ready": info["ready"]}, status=200 if info["ready"] else 503)
+    ready = service().cache.readiness()["ready"]
+    return answer(V2Ready(ready=ready), 200 if ready else 503)
 
 
 def metadata(name: str, ref: str | None = None) -> Response:
@@ -42,32 +48,26 @@ def metadata(name: str, ref: str | None = None) -> Response:
     good = [str(d["version"]) for d in st.registry.describe_versions(name) if d["status"] == "ok"]
     size = served.input_size
     side = side_of(size)
-    shapes = [[-1, size]] + ([[-1, side, side]] if side else [])
-    return json_response(
-        {
-            "name": name,
-            "versions": good,
-            "platform": PLATFORM,
-            "inputs": [
-                {
-                    "name": INPUT_NAME,
-                    "datatype": "FP32",
-                    "shape": [-1, size],
-                    "parameters": {
-                        "accepted_datatypes": list(V2_DATATYPES),
-                        "accepted_shapes": shapes,
-                        "pixel_range": {k: [0, int(high)] for k, (_, high) in V2_DATATYPES.items()},
-                    },
-                }
-            ],
-            "outputs": [
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, served.n_classes]},
-                {"name": "predictions", "datatype": "INT64", "shape": [-1]},
-            ],
-        }
+    parameters = {
+        "accepted_datatypes": list(V2_DATATYPES),
+        "accepted_shapes": [[-1, size]] + ([[-1, side, side]] if side else []),
+        "pixel_range": {k: [0, int(high)] for k, (_, high) in V2_DATATYPES.items()},
+    }
+    view = V2ModelMetadata(
+        name=name,
+        versions=good,
+        platform="digitflow_numpy_mlp",
+        inputs=[
+            V2TensorMetadata(name="input", datatype="FP32", shape=[-1, size], parameters=parameters)
+        ],
+        outputs=[
+            V2TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, served.n_classes]),
+            V2TensorMetadata(name="predictions", datatype="INT64", shape=[-1]),
+        ],
     )
+    return answer(view, exclude_unset=True)  # an output tensor has no parameters
 
 
 def model_ready(name: str, ref: str | None = None) -> Response:
     served = service().cache.get(name, ref)  # loads on demand; 404 / 409 otherwise
-    return json_response({"name": name, "version": str(served.version), "ready": True})
+    return answer(V2ModelReady(name=name, version=str(served.version), ready=True))

@@ -1,23 +1,16 @@
 #!/usr/bin/env python3
 """Run the whole digitflow stack on this machine, without Docker (this is what `make up` runs).
 
-The processes are the `Procfile`'s, which are docker-compose.yml's service commands word for word
-(tests/integration/test_packaging.py keeps the two in parity), run by honcho's process manager:
-it prefixes each line of output with the process's name, stops every process (SIGTERM to its
-process group, SIGKILL 5 s later) on Ctrl-C or SIGTERM, and stops the rest when one exits.
-
-What is written here is only what this project needs around that:
-
-- Redis: the one at REDIS_URL when it answers, else an embedded real redis-server
-  (shared.redis_embedded, persisted with AOF in ./var/redis so queued jobs survive a restart);
-- the environment compose gives each container, with local paths and ports: ./var/models,
-  ./var/data, 127.0.0.1 (`--host`), the web page's origin in CORS_ORIGINS, no REDIS_URL for
-  inference, the cores shared out between several workers;
-- waiting until both services answer /healthz and every worker registered, then the URLs.
+The processes are the `Procfile`'s (docker-compose.yml's service commands word for word), run by
+honcho, which prefixes each output line with the process's name, stops every process on Ctrl-C or
+SIGTERM (SIGKILL 5 s later), and stops the rest when one exits. Around that, this script starts an
+embedded redis-server when REDIS_URL does not answer (persisted in ./var/redis so queued jobs
+survive a restart), gives each process the environment compose gives its container (with local
+paths, 127.0.0.1, the web page's origin in CORS_ORIGINS, no REDIS_URL for inference, the cores
+shared out between workers), and waits until every service and worker is up before the URLs.
 
 Exit status: 0 when stopped by Ctrl-C, SIGTERM or SIGHUP; 1 when a process stopped on its own or
-the stack did not become healthy in time (after stopping everything else), so a broken stack never
-looks healthy.
+the stack did not become healthy in time (after stopping everything else).
 """
 
 from __future__ import annotations
@@ -31,7 +24,6 @@ import socket
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -121,7 +113,7 @@ def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
+    except (OSError, ValueError):  # URLError is an OSError
         return False
 
 
@@ -229,8 +221,7 @@ class Stack:
         workers_ready = False
         while pending or not workers_ready:
             if time.monotonic() > deadline:
-                waiting = [*pending] + ([] if workers_ready else ["trainer workers"])
-                late = ", ".join(waiting)
+                late = ", ".join([*pending] + ([] if workers_ready else ["trainer workers"]))
                 self.say(f"error: not healthy after {self.args.startup_timeout:g}s: {late}")
                 self.failed.set()
                 os.kill(os.getpid(), signal.SIGTERM)  # honcho's own way to stop everything

@@ -1,13 +1,9 @@
-"""TrainConfig: the one schema for a training run.
+"""TrainConfig: the one schema for a training run, spoken by the CLI (`python -m trainer_service
+train`), the trainer API (`POST /v1/jobs`), the RQ job and the registry manifest alike.
 
-The CLI (`python -m trainer_service train`), the trainer API (`POST /v1/jobs`), the RQ job and the
-registry manifest all speak this model, so an option means the same thing everywhere.
-
-A preset fills in defaults; any field the caller sets explicitly wins over the preset.
-
-Every rule a run depends on is checked here, cross-field ones included, so a config that
-validates trains: the engine (shared.nn) and the pipeline check nothing again. The engine takes
-its own hyperparameters, `training_spec()`, and the network `build_model()` describes.
+A preset fills in defaults; any field the caller sets explicitly wins over the preset. Every rule
+a run depends on is checked here, cross-field ones included, so a config that validates trains:
+the engine (shared.nn) and the pipeline check nothing again.
 """
 
 from __future__ import annotations
@@ -227,24 +223,19 @@ class TrainConfig(BaseModel):
     @field_validator("hidden_layers")
     @classmethod
     def _widths_positive(cls, widths: list[int]) -> list[int]:
-        for w in widths:
-            if not 1 <= w <= 8192:
-                raise ValueError("every hidden layer width must be between 1 and 8192")
+        if not all(1 <= w <= 8192 for w in widths):
+            raise ValueError("every hidden layer width must be between 1 and 8192")
         return widths
 
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        """Fill in the preset's values underneath whatever the caller set explicitly.
-
-        A preset that is not one of PRESETS' names (any JSON type) is left for the field's own
-        validation to reject."""
-        if isinstance(data, dict):
-            preset = data.get("preset")
-            if isinstance(preset, str) and preset in PRESETS:
-                merged = dict(PRESETS[preset])
-                merged.update({k: v for k, v in data.items() if v is not None or k == "preset"})
-                return merged
+        """Fill in the preset's values underneath whatever the caller set explicitly. A preset
+        that is not one of PRESETS' names (any JSON type) is left for the field to reject."""
+        preset = data.get("preset") if isinstance(data, dict) else None
+        if isinstance(preset, str) and preset in PRESETS:
+            given = {k: v for k, v in data.items() if v is not None or k == "preset"}
+            return {**PRESETS[preset], **given}
         return data
 
     @model_validator(mode="after")
@@ -278,16 +269,12 @@ class TrainConfig(BaseModel):
     def build_model(
         self, input_size: int = N_PIXELS, n_classes: int = N_CLASSES, mean: np.ndarray | None = None
     ) -> Sequential:
-        """The untrained network: `shared.nn.model.build_mlp` with this config's architecture.
+        """The untrained network: `shared.nn.model.build_mlp` with this config's architecture. With
+        `standardize`, the first layer subtracts `mean` (the training split's per-pixel mean; None:
+        zeros, i.e. the identity until a mean is known)."""
+        import numpy as np  # the engine (NumPy): validating a config (CLI, API) does not need it
 
-        With `standardize`, the first layer subtracts `mean` (the training split's per-pixel mean;
-        None: zeros, i.e. the identity until a mean is known).
-        """
-        # the engine (NumPy): validating a config (CLI, API) does not need it
-        import numpy as np
-
-        # the engine (NumPy): validating a config (CLI, API) does not need it
-        from shared.nn.model import build_mlp
+        from shared.nn.model import build_mlp  # the engine, as above
 
         if self.standardize and mean is None:
             mean = np.zeros(input_size, np.float32)
@@ -316,11 +303,6 @@ class TrainConfig(BaseModel):
 def _field_error(field: str, value: Any, message: str) -> None:
     """Raise a ValidationError located at `field` (a plain ValueError in a model validator would
     carry no location, and every error this schema raises names its field)."""
-    raise ValidationError.from_exception_data(
-        "TrainConfig",
-        [
-            InitErrorDetails(
-                type=PydanticCustomError("cross_field", message), loc=(field,), input=value
-            )
-        ],
-    )
+    error = PydanticCustomError("cross_field", message)
+    details = InitErrorDetails(type=error, loc=(field,), input=value)
+    raise ValidationError.from_exception_data("TrainConfig", [details])

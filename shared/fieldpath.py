@@ -1,8 +1,5 @@
-"""How an input's field is named everywhere: pydantic's error location as a path.
-
-Kept apart (it needs nothing) so that the registry, which names the field of its own errors, and
-the web kit, which names every bad field of a request, write it the same way.
-"""
+"""How an input's field is named everywhere: pydantic's error location as a path. Kept apart (it
+needs nothing) so the registry's errors and the web kit's answers write it the same way."""
 
 from __future__ import annotations
 

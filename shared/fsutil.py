@@ -14,11 +14,9 @@ from pathlib import Path
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
-    """Make a folder's entries (a rename, a new file) durable.
-
-    Best effort where the platform or filesystem cannot fsync a folder (EINVAL/ENOTSUP/EBADF):
-    the data itself was already fsynced; only the rename's durability is then up to the OS.
-    """
+    """Make a folder's entries (a rename, a new file) durable. Best effort where the platform or
+    filesystem cannot fsync a folder (EINVAL/ENOTSUP/EBADF): the data itself was already fsynced;
+    only the rename's durability is then up to the OS."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -30,13 +28,11 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, *, tmp_prefix: str) -> None:
-    """Write `data` to `path` through a fsynced temp file beside it and one `os.replace`.
-
-    The temp file is named `<tmp_prefix><random hex>` in the same folder (a rename never crosses
-    filesystems), so the owner of that folder can recognise and clean up the leftovers of a
-    writer that was killed; it is removed here on any error. It is created like any new file
-    (mode 0o666 less the umask), so readers running as another user can read the result.
-    """
+    """Write `data` to `path` through a fsynced temp file beside it and one `os.replace`. The temp
+    file is named `<tmp_prefix><random hex>` in the same folder (a rename never crosses
+    filesystems), so the owner of that folder can recognise and clean up the leftovers of a writer
+    that was killed; it is removed here on any error. It is created like any new file (mode 0o666
+    less the umask), so readers running as another user can read the result."""
     path = Path(path)
     tmp = path.parent / f"{tmp_prefix}{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)

@@ -1,10 +1,6 @@
-"""The shape of one image, as every dataset here stores it and every served model expects it,
-and the number of classes (ten digits, or ten kinds of clothing).
-
-MNIST and Fashion-MNIST images are 28x28 grey levels; a model sees one image as a flat row of
-28 * 28 = 784 values. Defined once so loaders, the picture preprocessor and the inference
-decoders cannot disagree.
-"""
+"""The shape of one image (28x28 grey levels; a model sees a flat row of 784 values) and the
+number of classes, defined once so loaders, the picture preprocessor and the inference decoders
+cannot disagree."""
 
 from __future__ import annotations
 

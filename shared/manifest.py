@@ -1,15 +1,11 @@
 """The manifest: what a trained model is, built once from a run's outcome, and the one NumPy →
 JSON conversion.
 
-Why one model: the registry's ``manifest.json``, the model file's metadata, report.json's
-numbers, the RQ job's result and the command line's ``--json`` line all describe the same run.
-Built from one `Manifest`, they cannot disagree (the metrics block is derived once, in
-`ManifestMetrics.of`), and each of them is a view of it.
-
-Readers must not require keys: versions published before a key existed have manifests (and
-model files) without it, and anything may be published with a manifest of its own (the
-benchmarks publish ``{"metrics": {}}``). So this module builds; readers keep reading plain
-dicts with ``.get``.
+The registry's ``manifest.json``, the model file's metadata, report.json's numbers, the RQ job's
+result and the command line's ``--json`` line are all views of one `Manifest`, so they cannot
+disagree. Readers must not require keys: older versions lack newer keys, and anything may be
+published with a manifest of its own (the benchmarks publish ``{"metrics": {}}``). So this module
+builds; readers keep reading plain dicts with ``.get``.
 """
 
 from __future__ import annotations
@@ -29,24 +25,18 @@ __all__ = ["Manifest", "ManifestMetrics", "SweepTrial", "json_default", "json_va
 def json_value(value: Any, *, nan_as_none: bool = False) -> Any:
     """`value` with NumPy scalars and arrays made plain JSON values (recursively through dicts,
     lists and tuples; dict keys made strings), Paths made strings; anything else untouched.
-
     Duck-typed (``tolist``/``item``), so the registry can use it without importing NumPy.
-    `nan_as_none`: NaN becomes None (RQ job meta and results: a diverged epoch's loss must not
-    make the job's JSON unreadable); otherwise a NaN stays, for strict writers to refuse.
-    """
+    `nan_as_none`: NaN becomes None (RQ job meta and results: a diverged epoch's loss must not make
+    the job's JSON unreadable); otherwise a NaN stays, for strict writers to refuse."""
     if isinstance(value, dict):
         return {str(k): json_value(v, nan_as_none=nan_as_none) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_value(v, nan_as_none=nan_as_none) for v in value]
     if isinstance(value, float):
         return None if nan_as_none and math.isnan(value) else value
-    if isinstance(value, str | int | bool) or value is None:
-        return value
     if hasattr(value, "dtype") and hasattr(value, "tolist"):  # NumPy arrays and scalars
         return json_value(value.tolist(), nan_as_none=nan_as_none)
-    if isinstance(value, PurePath):
-        return str(value)
-    return value
+    return str(value) if isinstance(value, PurePath) else value
 
 
 def json_default(obj: Any) -> Any:

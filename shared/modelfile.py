@@ -45,20 +45,6 @@ class LoadedModel:
     sha256: str = ""
 
 
-def _serialise(model: Sequential, metadata: dict[str, Any] | None) -> bytes:
-    header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "spec": model.spec(),
-        "metadata": metadata or {},
-    }
-    text = json.dumps(header, sort_keys=True, allow_nan=False)
-    arrays = {key: value.astype(np.float32) for key, value in model.state().items()}
-    buf = io.BytesIO()
-    np.savez(buf, **{HEADER_KEY: np.array(text)}, **arrays)
-    return buf.getvalue()
-
-
 def save_model(
     path: str | os.PathLike[str], model: Sequential, metadata: dict[str, Any] | None = None
 ) -> str:
@@ -66,10 +52,15 @@ def save_model(
     path = Path(path)
     if metadata is not None and not isinstance(metadata, dict):
         raise ModelFileError(path, "metadata must be a dict")
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": metadata or {}}
+    buf = io.BytesIO()
     try:
-        data = _serialise(model, metadata)
+        text = json.dumps({**header, "spec": model.spec()}, sort_keys=True, allow_nan=False)
+        arrays = {key: value.astype(np.float32) for key, value in model.state().items()}
+        np.savez(buf, **{HEADER_KEY: np.array(text)}, **arrays)
     except (TypeError, ValueError) as exc:
         raise ModelFileError(path, f"metadata is not JSON-serialisable: {exc}") from exc
+    data = buf.getvalue()
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, data, tmp_prefix=f".{path.name}.tmp-")
     return hashlib.sha256(data).hexdigest()
@@ -87,16 +78,13 @@ def load_model(path: str | os.PathLike[str], expected_sha256: str | None = None)
             path, f"sha256 mismatch: expected {expected_sha256}, file has {digest}"
         )
     header, arrays = _read_npz(path, data)
-    fmt = header.get("format")
-    if fmt != FORMAT:
+    if (fmt := header.get("format")) != FORMAT:
         raise ModelFileError(path, f"header 'format' is {fmt!r}, expected {FORMAT!r}")
-    version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if (version := header.get("format_version")) != FORMAT_VERSION:
         raise ModelFileError(
             path, f"unsupported format_version {version!r} (this code reads {FORMAT_VERSION})"
         )
-    missing = [k for k in ("spec", "metadata") if k not in header]
-    if missing:
+    if missing := [k for k in ("spec", "metadata") if k not in header]:
         raise ModelFileError(path, f"header is missing {missing}")
     metadata = header["metadata"]
     if not isinstance(metadata, dict):

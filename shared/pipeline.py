@@ -3,31 +3,25 @@
 The engine (shared.nn) trains a network on the arrays it is given; everything about data lives
 here: which training images (train_limit), the stratified validation split, the pixel mean the
 Standardize layer subtracts (computed on the training part only), and the test-set metrics.
-
-Both `python -m trainer_service train` and the RQ job call `run_training`, so a model trained
-from the command line and one trained through the API are produced by exactly the same steps and
-report exactly the same numbers.
+Both `python -m trainer_service train` and the RQ job call `run_training`: the same steps, the
+same numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from shared.config import TrainConfig
 from shared.datasets import Dataset, stratified_split
 from shared.metrics import evaluate
+from shared.nn.callbacks import EpochRecord
 from shared.nn.layers import Standardize
 from shared.nn.model import Sequential
-from shared.nn.training import fit
-
-if TYPE_CHECKING:  # the engine is only needed once a run actually starts
-    from shared.nn.callbacks import EpochRecord
-    from shared.nn.model import Sequential
-    from shared.nn.training import TrainResult
+from shared.nn.training import TrainResult, fit
 
 
 @dataclass
@@ -64,17 +58,6 @@ class TrainingOutcome:
         return len(self.history)
 
 
-def training_slice(ds: Dataset, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The training images a run uses: the first `limit` (TrainConfig.train_limit) or all.
-
-    First-N (not a random sample) so a limited run is reproducible and easy to reason about;
-    MNIST's and Fashion-MNIST's training sets are shuffled, so the first N are close to balanced.
-    """
-    if limit is None or limit >= len(ds.y_train):
-        return ds.x_train, ds.y_train
-    return ds.x_train[:limit], ds.y_train[:limit]
-
-
 def validation_split(
     x: np.ndarray, y: np.ndarray, config: TrainConfig
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
@@ -96,17 +79,12 @@ def train_model(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = False,
 ) -> TrainResult:
-    """Split off the validation rows, build the network and train it with the engine
-    (`shared.nn.training.fit`). The model starts with a Standardize layer holding the training
-    rows' pixel mean (when config.standardize), so it takes raw pixels/255 wherever it is used.
-
-    Standardisation is data preprocessing: without augmentation the rows never change, so they
-    are standardised once here and the layers behind Standardize are trained on them (one pass
-    over the data instead of one per batch per epoch, ~5 % of an epoch); the Standardize layer
-    is put in front afterwards. Augmentation distorts raw pixels, so augmented runs train the
-    whole model, Standardize included, on raw batches. Either way the engine runs its one loop.
-
-    x: float32 [N, features] in [0, 1]; y: int64 labels in 0..9 (the datasets' contract).
+    """Split off the validation rows, build the network and train it with the engine (`fit`) on
+    x: float32 [N, features] in [0, 1] and y: int64 labels (the datasets' contract). With
+    config.standardize the model starts with a Standardize layer holding the training rows' pixel
+    mean, so it takes raw pixels/255 wherever it is used. Without augmentation the rows never
+    change, so they are standardised once here and the layers behind Standardize are trained on
+    them (~5 % of an epoch saved); augmented runs train the whole model on raw batches.
     """
     (x_train, y_train), validation = validation_split(x, y, config)
     spec = config.training_spec()
@@ -134,21 +112,20 @@ def run_training(
 ) -> TrainingOutcome:
     """Train `config` on the loaded `dataset` and evaluate on its test split; the one code path
     for CLI and RQ job (each finds and loads its data itself: `shared.datasets.locations`).
-    `on_epoch` exceptions stop training and propagate (that is how the job reacts to
-    cancellation).
-    """
-    ds = dataset
-    x, y = training_slice(ds, config.train_limit)
+    `on_epoch` exceptions stop training and propagate (how the job reacts to cancellation)."""
+    ds, limit = dataset, config.train_limit
+    # The first `train_limit` images (not a random sample): a limited run is reproducible, and
+    # MNIST's and Fashion-MNIST's training sets are shuffled, so the first N are close to balanced.
+    x, y = ds.x_train[:limit], ds.y_train[:limit]
     result = train_model(config, x, y, on_epoch=on_epoch, progress=progress)
     # One forward pass over the test set serves both the metrics and the report.
     test_proba = result.model.predict_proba(ds.x_test)
-    test_metrics = evaluate(test_proba, ds.y_test, class_names=ds.class_names)
     return TrainingOutcome(
         model=result.model,
         history=list(result.history),
         best_epoch=int(result.best_epoch),
         train_seconds=float(result.train_seconds),
-        metrics=test_metrics,
+        metrics=evaluate(test_proba, ds.y_test, class_names=ds.class_names),
         fingerprint=ds.fingerprint,
         stopped_early=bool(result.stopped_early),
         config=config,

@@ -4,15 +4,8 @@ Models are trained on MNIST, whose images were made in a specific way: light ink
 background, the digit scaled (keeping its aspect ratio, with anti-aliasing) to fit a 20x20 box,
 then pasted into a 28x28 field so that its centre of mass sits at the centre. A photo or a canvas
 drawing only classifies well after the same treatment, so `picture_to_mnist` reproduces it:
-
-1. decode with Pillow (any size/mode; EXIF orientation applied; first frame of animations),
-   refusing non-images and decompression bombs;
-2. flatten transparency and convert to grayscale;
-3. detect the polarity from the border (dark ink on light paper is inverted) and subtract the
-   background level;
-4. crop to the ink's bounding box, thicken very thin strokes (a pen line on a big photo would
-   otherwise vanish when shrunk), resize to fit 20x20 keeping the aspect ratio (Lanczos);
-5. paste into 28x28 so the centre of mass lands on pixel (14, 14), as in MNIST itself.
+decode (`_open`), grayscale (`_grayscale`), ink on a zero background whatever the polarity
+(`_ink`), then crop, thicken thin strokes, fit and centre (`_fit_and_centre`).
 """
 
 from __future__ import annotations
@@ -78,22 +71,17 @@ def _open(image_bytes: bytes) -> Image.Image:
         raise PreprocessError(f"unreadable image: {exc}") from None
 
     # Normalise the many Pillow modes to L, RGB or RGBA before resampling.
-    if img.mode in ("P", "PA"):
-        has_alpha = img.mode == "PA" or "transparency" in img.info
-        img = img.convert("RGBA" if has_alpha else "RGB")
-    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        img = img.convert("RGB")
-    elif img.mode == "LA":
-        img = img.convert("RGBA")
-    elif img.mode.startswith(("I", "F")):
+    if img.mode.startswith(("I", "F")):
         # 16/32-bit and float pictures: Pillow's convert("L") clips at 255, so rescale instead.
         arr = np.asarray(img, dtype=np.float32)
         top = float(arr.max()) if arr.size else 0.0
         if top > 255.0:
             arr = arr * np.float32(255.0 / (65535.0 if top <= 65535.0 else top))
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    elif img.mode not in ("L", "RGB", "RGBA"):
-        img = img.convert("L")  # 1-bit and anything exotic
+    elif img.mode not in ("L", "RGB", "RGBA"):  # 1-bit and anything exotic become L
+        alpha = img.mode in ("PA", "LA") or (img.mode == "P" and "transparency" in img.info)
+        colour = img.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV")
+        img = img.convert("RGBA" if alpha else "RGB" if colour else "L")
     if max(img.size) > WORK_SIZE:
         scale = WORK_SIZE / max(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
@@ -103,12 +91,10 @@ def _open(image_bytes: bytes) -> Image.Image:
 
 def _grayscale(img: Image.Image) -> np.ndarray:
     """float32 [H, W] luminance 0-255 with any transparency flattened onto a sensible background.
-
-    Transparent pictures come in two kinds: strokes on a transparent canvas (the opaque pixels are
-    a minority: they ARE the ink, so flatten onto the opposite shade), and an opaque sheet with
+    Transparent pictures come in two kinds: strokes on a transparent canvas (the opaque pixels are a
+    minority: they ARE the ink, so flatten onto the opposite shade), and an opaque sheet with
     transparent margins (the opaque pixels are the majority: flatten onto the sheet's own shade so
-    the margins disappear into it).
-    """
+    the margins disappear into it)."""
     if img.mode == "RGBA":
         alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
         lum = np.asarray(img.convert("RGB").convert("L"), dtype=np.float32)
@@ -132,12 +118,8 @@ def _ink(gray: np.ndarray) -> np.ndarray:
         [gray[:b].ravel(), gray[-b:].ravel(), gray[:, :b].ravel(), gray[:, -b:].ravel()]
     )
     bg = float(np.median(border))
-    if bg > 160:
-        dark_ink = True
-    elif bg < 96:
-        dark_ink = False
-    else:
-        # Mid-grey paper: the ink is whichever extreme lies further from the background.
+    dark_ink = bg > 160
+    if 96 <= bg <= 160:  # mid-grey paper: the ink is whichever extreme lies further from it
         lo, hi = np.percentile(gray, [0.5, 99.5])
         dark_ink = (bg - lo) > (hi - bg)
     ink = (bg - gray) if dark_ink else (gray - bg)
@@ -201,9 +183,7 @@ def _fit_and_centre(ink: np.ndarray) -> np.ndarray:
     scale = BOX / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     patch_img = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32))
-    patch = np.asarray(
-        patch_img.resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.float32
-    ).copy()
+    patch = np.array(patch_img.resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.float32)
     np.clip(patch, 0.0, 1.0, out=patch)
     peak = float(patch.max())
     if peak <= 0.0:
@@ -221,10 +201,8 @@ def _fit_and_centre(ink: np.ndarray) -> np.ndarray:
 
 
 def picture_to_mnist(image_bytes: bytes) -> np.ndarray:
-    """Encoded picture (PNG, JPEG, GIF, BMP, WebP, ...) → float32 [784] in [0, 1], MNIST-style.
-
-    Raises PreprocessError for non-images, decompression bombs and blank pictures ("no ink").
-    """
+    """Encoded picture (PNG, JPEG, GIF, BMP, WebP, ...) → float32 [784] in [0, 1], MNIST-style;
+    PreprocessError for non-images, decompression bombs and blank pictures ("no ink")."""
     img = _open(image_bytes)
     field = _fit_and_centre(_ink(_grayscale(img)))
     return field.reshape(N_PIXELS)

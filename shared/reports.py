@@ -1,25 +1,14 @@
-"""Training reports (four PNG figures and one JSON file describing a trained model), and the
-one-figure report of a hyperparameter sweep.
+"""Training reports (four PNG figures and report.json describing a trained model), and the
+one-figure report of a hyperparameter sweep (`draw_sweep_report`, from GET /v1/sweeps/<id>).
 
-Written by the RQ job into each published registry version (so the web page can show them next
-to the model they describe) and by `python -m trainer_service train --report DIR`:
+Written by the RQ job into each published registry version (the web page shows them next to the
+model) and by `python -m trainer_service train --report DIR`. report.json holds the same
+``metrics`` object as the registry manifest (equal value for value), the history, and the
+misclassified examples shown in the grid.
 
-* ``learning_curves.png`` — loss and accuracy per epoch, training vs validation;
-* ``confusion_matrix.png`` — test-set counts (rows = true class, columns = predicted);
-* ``per_class.png`` — test-set precision and recall per class;
-* ``misclassified.png`` — the test digits the model got wrong most confidently;
-* ``report.json`` — the numbers: the same ``metrics`` object the registry manifest holds (equal
-  value for value), the history, and the misclassified examples shown in the grid.
-
-The sweep report (`draw_sweep_report`, ``sweep_report.png``) is drawn from the public JSON of a
-sweep (GET /v1/sweeps/<id>): the validation curves of every trial (pruned ones dashed and marked
-where they stopped, the best one highlighted), the objective per trial, one scatter per
-parameter against the objective, and the best trial's parameters.
-
-Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no display, no global
-backend state — safe in a worker, a thread or a test). Every figure has a fixed size in inches and
-a fixed DPI and is saved without ``bbox_inches="tight"``, so each PNG always has the pixel size
-listed in ``FIGURE_PIXELS``. Drawing all four takes about a second.
+Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend
+state: safe in a worker, a thread or a test), at a fixed size and DPI and saved without
+``bbox_inches="tight"``, so each PNG always has the pixel size in ``FIGURE_PIXELS``.
 """
 
 from __future__ import annotations
@@ -33,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.fsutil import write_atomic
 from shared.manifest import Manifest, ManifestMetrics, json_value
 
 #: Dots per inch of every figure.
@@ -65,16 +55,11 @@ _TRAIN_COLOR = "#1f77b4"
 _VAL_COLOR = "#ff7f0e"
 
 
-# ---- numbers ------------------------------------------------------------------------------------
-
-
 def worst_misclassified(
     y_true: np.ndarray, proba: np.ndarray, limit: int = GRID_ROWS * GRID_COLS
 ) -> list[dict[str, Any]]:
-    """The `limit` wrong predictions with the highest confidence, most confident first.
-
-    Ties are broken by test-set index, so the choice is deterministic.
-    """
+    """The `limit` wrong predictions with the highest confidence, most confident first (ties
+    broken by test-set index, so the choice is deterministic)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     proba = np.asarray(proba)
     pred = proba.argmax(axis=1)
@@ -93,19 +78,10 @@ def worst_misclassified(
     ]
 
 
-def _records(history: Sequence[Any]) -> list[dict[str, Any]]:
-    return [json_value(r.to_dict() if hasattr(r, "to_dict") else dict(r)) for r in history]
-
-
-# ---- figures ------------------------------------------------------------------------------------
-
-
 def _figure(name: str, **margins: float):
-    """A new Figure of the fixed size for `name`, attached to an Agg canvas (no pyplot).
-
-    Margins are fixed (`subplots_adjust`) rather than computed by a layout engine: the layout
-    engine measures every text twice and was most of the drawing time.
-    """
+    """A new Figure of the fixed size for `name`, attached to an Agg canvas (no pyplot). Margins
+    are fixed (`subplots_adjust`): a layout engine measures every text twice and was most of the
+    drawing time."""
     # matplotlib: heavy, only when a figure is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -124,9 +100,10 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
 
 
-def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of the records that have a `key` value (history or a trial's curve)."""
     points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
-    return [p[0] for p in points], [float(p[1]) for p in points]
+    return [int(p[0]) for p in points], [float(p[1]) for p in points]
 
 
 def draw_learning_curves(
@@ -136,16 +113,14 @@ def draw_learning_curves(
     fig = _figure("learning_curves.png", left=0.07, right=0.98, bottom=0.13, top=0.83, wspace=0.22)
     axes = fig.subplots(1, 2)
     many = len(history) > 40
-    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
-        for prefix, color, name in (("train", _TRAIN_COLOR, "train"), ("val", _VAL_COLOR, "val")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, color in (("train", _TRAIN_COLOR), ("val", _VAL_COLOR)):
             xs, ys = _series(history, f"{prefix}_{metric}")
             if xs:
-                ax.plot(xs, ys, color=color, marker=None if many else "o", ms=4, label=name)
+                ax.plot(xs, ys, color=color, marker=None if many else "o", ms=4, label=prefix)
         if best_epoch:
             ax.axvline(best_epoch, color="#888888", ls="--", lw=1, label=f"best ({best_epoch})")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(label)
+        ax.set(xlabel="epoch", ylabel=metric, title=metric)
         ax.grid(True, alpha=0.3)
         if history:
             ax.set_xlim(0.5, max(h["epoch"] for h in history) + 0.5)
@@ -170,19 +145,13 @@ def draw_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, cax=fig.add_axes((0.86, 0.1, 0.025, 0.83)), label="share of the true class")
     fontsize = 8 if cm.max() >= 1000 else 9
-    for i in range(n):
-        for j in range(n):
-            if cm[i, j] == 0 and i != j:
-                continue
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
-                    color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
+    for i, j in zip(*np.nonzero((cm != 0) | np.eye(n, dtype=bool)), strict=True):  # no zeros
+        ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
+                color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
     ax.set_xticks(range(n), [str(i) for i in range(n)])
     ax.set_yticks(range(n), _tick_labels(class_names, n))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    total = int(cm.sum())
-    correct = int(np.trace(cm))
-    ax.set_title(f"confusion matrix: {correct}/{total} correct")
+    ax.set(xlabel="predicted", ylabel="true")
+    ax.set_title(f"confusion matrix: {int(np.trace(cm))}/{int(cm.sum())} correct")
     _save(fig, path)
 
 
@@ -190,18 +159,16 @@ def draw_per_class(per_class: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Precision and recall per class as paired bars (the y axis zooms in on the range used)."""
     fig = _figure("per_class.png", left=0.08, right=0.98, bottom=0.15, top=0.9)
     ax = fig.subplots()
-    classes = [int(r["class"]) for r in per_class]
     precision = np.array([float(r["precision"]) for r in per_class])
     recall = np.array([float(r["recall"]) for r in per_class])
-    x = np.arange(len(classes))
-    width = 0.38
+    x, width = np.arange(len(per_class)), 0.38
     ax.bar(x - width / 2, precision, width, label="precision", color=_TRAIN_COLOR)
     ax.bar(x + width / 2, recall, width, label="recall", color=_VAL_COLOR)
     low = float(min(precision.min(initial=1.0), recall.min(initial=1.0)))
     bottom = max(0.0, math.floor((low - 0.02) * 20) / 20)  # a multiple of 0.05 below the lowest
     ax.set_ylim(bottom, 1.0)
     names = [str(r.get("name", r["class"])) for r in per_class]
-    ax.set_xticks(x, [label.replace(" ", "\n", 1) for label in _tick_labels(names, len(classes))])
+    ax.set_xticks(x, [label.replace(" ", "\n", 1) for label in _tick_labels(names, len(x))])
     ax.set_ylabel("score")
     ax.set_title("per-class precision and recall on the test set", loc="left")
     ax.grid(True, axis="y", alpha=0.3)
@@ -215,11 +182,8 @@ def draw_misclassified(
     class_names: Sequence[str],
     path: Path,
 ) -> None:
-    """A grid of the most confidently wrong test digits: "true → predicted (confidence)".
-
-    The digits are tiled into one mosaic image drawn by a single imshow (one Axes with 24
-    small images would take several times longer to lay out and render).
-    """
+    """A grid of the most confidently wrong test digits: "true → predicted (confidence)", tiled
+    into one mosaic drawn by a single imshow (24 small Axes take several times longer)."""
     fig = _figure("misclassified.png")
     ax = fig.add_axes((0.01, 0.01, 0.98, 0.91))
     ax.set_axis_off()
@@ -232,18 +196,11 @@ def draw_misclassified(
         top, left = row * cell_h + label_h, col * cell_w + (cell_w - side) // 2
         digit = np.asarray(x_test[item["index"]], dtype=np.float32).reshape(side, side)
         mosaic[top : top + side, left : left + side] = digit
-    ax.imshow(mosaic, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
-    for k, item in enumerate(shown):
-        row, col = divmod(k, GRID_COLS)
+        label = f"{item['true']}→{item['predicted']} ({item['confidence']:.0%})"
         ax.text(
-            col * cell_w + cell_w / 2,
-            row * cell_h + label_h - 2,
-            f"{item['true']}→{item['predicted']} ({item['confidence']:.0%})",
-            ha="center",
-            va="bottom",
-            fontsize=9,
-            color="#b00020",
+            left + side / 2, top - 2, label, ha="center", va="bottom", fontsize=9, color="#b00020"
         )
+    ax.imshow(mosaic, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
     if not short:  # class names do not fit above a 28-pixel picture: a key at the bottom
         key = "   ".join(f"{i} {name}" for i, name in enumerate(class_names))
         fig.text(0.5, 0.012, key, ha="center", va="bottom", fontsize=7.5, color="#444444")
@@ -256,20 +213,14 @@ def draw_misclassified(
 
 def _tick_labels(names: Sequence[str], n: int) -> list[str]:
     """Digits as they are; other class names as "index name" (shortened)."""
-    labels = []
-    for i in range(n):
-        name = str(names[i]) if i < len(names) else str(i)
-        labels.append(name if name == str(i) else f"{i} {name[:11]}")
-    return labels
-
-
-# ---- the report -------------------------------------------------------------------------------
+    shown = [str(names[i]) if i < len(names) else str(i) for i in range(n)]
+    return [name if name == str(i) else f"{i} {name[:11]}" for i, name in enumerate(shown)]
 
 
 def write_report(
     out_dir: str | os.PathLike[str],
     *,
-    history: Sequence[Any],
+    history: Sequence[Mapping[str, Any]],
     metrics: Mapping[str, Any],
     class_names: Sequence[str] | None = None,
     x_test: np.ndarray | None = None,
@@ -279,21 +230,16 @@ def write_report(
     title: str = "",
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write the four PNGs and report.json into `out_dir` (created if missing).
-
-    `metrics` is `shared.metrics.evaluate`'s result or the manifest's ``metrics`` (stored in
-    report.json in the manifest's shape, `ManifestMetrics.of`). The misclassified grid needs
-    `y_test` and `test_proba` (and `x_test` for the pictures); without them it says so.
-    Returns {file name: path} for every file written, ready for ``Registry.publish(extra_files=)``.
-    """
+    """Write the four PNGs and report.json into `out_dir` (created if missing); return {file
+    name: path}, ready for ``Registry.publish(extra_files=)``. `metrics` is `evaluate`'s result or
+    the manifest's ``metrics`` (stored in the manifest's shape). The misclassified grid needs
+    `y_test` and `test_proba` (and `x_test` for the pictures); without them it says so."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     numbers = ManifestMetrics.of(metrics).to_json()
-    records = _records(history)
+    records = json_value([dict(r) for r in history])
     cm = np.asarray(numbers.get("confusion_matrix") or np.zeros((10, 10)), dtype=np.int64)
-    n_classes = cm.shape[0]
-    names = [str(c) for c in (class_names or range(n_classes))]
-    per_class = numbers.get("per_class") or []
+    names = [str(c) for c in (class_names or range(cm.shape[0]))]
     worst: list[dict[str, Any]] = []
     n_wrong = None
     if y_test is not None and test_proba is not None:
@@ -303,7 +249,7 @@ def write_report(
     paths = {name: out / name for name in REPORT_FILES}
     draw_learning_curves(records, paths["learning_curves.png"], best_epoch, title)
     draw_confusion_matrix(cm, names, paths["confusion_matrix.png"])
-    draw_per_class(per_class, paths["per_class.png"])
+    draw_per_class(numbers.get("per_class") or [], paths["per_class.png"])
     draw_misclassified(x_test, worst, names, paths["misclassified.png"])
 
     document = {
@@ -318,29 +264,17 @@ def write_report(
         "figures": {name: {"width": w, "height": h} for name, (w, h) in FIGURE_PIXELS.items()},
         **json_value(dict(extra or {})),
     }
-    tmp = paths[REPORT_JSON].with_name(f".{REPORT_JSON}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, paths[REPORT_JSON])
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    write_atomic(paths[REPORT_JSON], text.encode(), tmp_prefix=f".{REPORT_JSON}.tmp-")
     return paths
 
 
 def write_outcome_report(
-    out_dir: str | os.PathLike[str],
-    outcome: Any,
-    manifest: Manifest | None = None,
-    *,
-    title: str | None = None,
+    out_dir: str | os.PathLike[str], outcome: Any, manifest: Manifest
 ) -> dict[str, Path]:
-    """`write_report` for a `shared.pipeline.TrainingOutcome` (the CLI and the RQ job).
-
-    report.json takes its metrics and history from `manifest` (the outcome's own
-    `Manifest.from_outcome` if None), so its numbers equal the manifest's and the model file's.
-    """
-    if manifest is None:
-        manifest = Manifest.from_outcome(outcome)
-    if title is None:
-        accuracy = manifest.metrics.test_accuracy or 0.0
-        title = f"{manifest.model} ({manifest.dataset}): test accuracy {accuracy:.2%}"
+    """`write_report` for a `shared.pipeline.TrainingOutcome` (the CLI and the RQ job), with the
+    metrics and history of its `manifest`, so report.json's numbers equal the manifest's."""
+    accuracy = manifest.metrics.test_accuracy or 0.0
     return write_report(
         out_dir,
         history=manifest.history,
@@ -350,12 +284,10 @@ def write_outcome_report(
         y_test=getattr(outcome, "y_test", None),
         test_proba=getattr(outcome, "test_proba", None),
         best_epoch=manifest.best_epoch,
-        title=title,
+        title=f"{manifest.model} ({manifest.dataset}): test accuracy {accuracy:.2%}",
         extra={"dataset": manifest.dataset},
     )
 
-
-# ---- the sweep report ---------------------------------------------------------------------------
 
 #: Trial status → (colour, line style) in the sweep report; the best trial is drawn over them.
 _TRIAL_STYLE = {
@@ -399,8 +331,7 @@ def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
     # Validation curves: every trial, pruned ones dashed with an x where they stopped.
     ordered = sorted(trials, key=lambda t: t["number"] == best.get("number"))  # best on top
     for t in ordered:
-        xs = [int(c["epoch"]) for c in t["curve"] if c.get(objective) is not None]
-        ys = [float(c[objective]) for c in t["curve"] if c.get(objective) is not None]
+        xs, ys = _series(t["curve"], objective)
         if not xs:
             continue
         is_best = t["number"] == best.get("number")
@@ -410,8 +341,7 @@ def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
                     marker="o" if len(xs) == 1 else None, ms=4)  # fmt: skip
         if t["pruned"]:
             curves.plot(xs[-1], ys[-1], marker="x", color=color, ms=8, mew=2)
-    curves.set_xlabel("epoch")
-    curves.set_ylabel(label)
+    curves.set(xlabel="epoch", ylabel=label)
     curves.set_title(f"{label} per epoch, every trial", loc="left", fontsize=11)
     curves.grid(True, alpha=0.3)
     curves.xaxis.get_major_locator().set_params(integer=True)
@@ -427,9 +357,8 @@ def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
     # The objective per trial, and the best so far.
     per_trial.set_title(f"{label} per trial", loc="left", fontsize=11)
     _objective_points(per_trial, trials, objective, best, lambda t: t["number"])
-    scored = [(t["number"], t["value"]) for t in trials if t["value"] is not None]
+    scored = sorted((t["number"], t["value"]) for t in trials if t["value"] is not None)
     if scored:
-        scored.sort()
         pick = max if objective != "val_loss" else min
         running = [pick(v for _, v in scored[: i + 1]) for i in range(len(scored))]
         per_trial.step([n for n, _ in scored], running, where="post", color="#444444", lw=1,
@@ -444,8 +373,7 @@ def draw_sweep_report(sweep: Mapping[str, Any], out: Any) -> None:
     names = list(space)[:_SWEEP_MAX_PARAMS]
     for ax, name in zip(cells, names, strict=False):
         _param_effect(ax, name, space[name], trials, objective, best)
-    summary = cells[len(names)]
-    _sweep_summary(summary, sweep, best, objective, hidden=list(space)[_SWEEP_MAX_PARAMS:])
+    _sweep_summary(cells[len(names)], sweep, best, objective, list(space)[_SWEEP_MAX_PARAMS:])
     for ax in cells[len(names) + 1 :]:
         ax.set_axis_off()
     _save(fig, out)
@@ -510,9 +438,7 @@ def _param_effect(ax, name: str, dim: Any, trials, objective: str, best) -> None
 
 
 def _short(value: Any) -> str:
-    if isinstance(value, list):
-        return "-".join(str(v) for v in value) or "[]"
-    return str(value)
+    return ("-".join(str(v) for v in value) or "[]") if isinstance(value, list) else str(value)
 
 
 def _sweep_summary(ax, sweep, best, objective: str, hidden: list[str]) -> None:
@@ -529,8 +455,7 @@ def _sweep_summary(ax, sweep, best, objective: str, hidden: list[str]) -> None:
     ]
     rows += [[k, _short(v) if not isinstance(v, float) else f"{v:.4g}"]
              for k, v in best["params"].items()]  # fmt: skip
-    promotion = sweep.get("promotion")
-    if promotion:
+    if promotion := sweep.get("promotion"):
         verdict = "promoted" if promotion["promoted"] else "kept"
         rows.append([promotion["alias"], f"{verdict} (v{promotion['version']})"])
     if hidden:

@@ -1,14 +1,8 @@
 """One decoder per wire format, a module each: request bytes → float32 [N, input size] pixels
-in [0, 1].
-
-* `decode_instances` (``instances.py``) — V1 JSON ``{"instances": [...], "scale": ...}``
-  (`read_instances`: the same for a route whose body extends it, e.g. explain's ``target``);
-* `decode_npy` (``npy.py``) — a ``.npy`` file (``application/x-npy``);
-* `decode_v2` (``v2.py``) — an Open Inference Protocol infer request, JSON or binary tensors;
-* `decode_pictures` (``pictures.py``) — PNG/JPEG pictures (a body, or multipart ``image``);
-* `decode_request` (``media.py``) — a WSGI request's body by its media type, read with
-  `read_body` (MAX_CONTENT_LENGTH) and handed to the decoder above that reads it;
-* ``pixels.py`` — what they share: the range check, the one 0-255 → [0, 1] scaling, shapes.
+in [0, 1]. V1 JSON (``instances.py``), ``.npy`` (``npy.py``), V2 infer requests, JSON or binary
+(``v2.py``), PNG/JPEG pictures (``pictures.py``); ``media.py`` reads a WSGI request's body and
+picks the decoder by media type; ``pixels.py`` holds what they share (the range check, the one
+0-255 → [0, 1] scaling, the accepted shapes).
 
 Each takes the served model's input size and MAX_BATCH_IMAGES and either returns the batch or
 raises an `ApiError` naming the field (``instances[3][17]``, ``inputs[0].datatype``,
@@ -25,34 +19,22 @@ name the first offending value, so bad requests get a precise message without sl
 from __future__ import annotations
 
 from inference_service.decoders.instances import decode_instances, read_instances
-from inference_service.decoders.media import (
-    MULTIPART,
-    PICTURE_TYPES,
-    decode_request,
-    is_json,
-    read_body,
-)
+from inference_service.decoders.media import MULTIPART, decode_request, is_json, read_body
 from inference_service.decoders.npy import NPY_MEDIA_TYPE, decode_npy
-from inference_service.decoders.pictures import decode_pictures
-from inference_service.decoders.pixels import shapes_text, side_of, to_unit
-from inference_service.decoders.v2 import V2_DATATYPES, V2_HEADER_LENGTH, V2Input, decode_v2
+from inference_service.decoders.pixels import side_of
+from inference_service.decoders.v2 import V2_DATATYPES, V2_HEADER_LENGTH, decode_v2
 
 __all__ = [
     "MULTIPART",
-    "PICTURE_TYPES",
     "NPY_MEDIA_TYPE",
     "V2_DATATYPES",
     "V2_HEADER_LENGTH",
-    "V2Input",
     "decode_instances",
     "decode_npy",
-    "decode_pictures",
     "decode_request",
     "decode_v2",
     "is_json",
     "read_body",
     "read_instances",
-    "shapes_text",
     "side_of",
-    "to_unit",
 ]

@@ -14,6 +14,7 @@ from inference_service.decoders.pixels import (
     empty_batch,
     has_bool,
     index_path,
+    is_batch_shape,
     is_number,
     load_json,
     side_of,
@@ -104,17 +105,14 @@ def _instances_batch(
         arr = np.asarray(instances)
     except (ValueError, TypeError, OverflowError):
         arr = None  # ragged or not numeric: fall through to the precise walk
-    nested = False
-    if arr is not None and arr.dtype.kind in "iuf":
-        if arr.ndim == 2 and arr.shape[1] == size:
-            pass
-        elif side and arr.ndim == 3 and arr.shape[1:] == (side, side):
-            arr = arr.reshape(len(instances), size)
-            nested = True
-        else:
-            arr = None
-        if arr is not None and maybe_bool and has_bool(instances):
-            arr = None
+    nested = arr is not None and arr.ndim == 3
+    if (
+        arr is not None
+        and arr.dtype.kind in "iuf"
+        and is_batch_shape(arr.shape, size)
+        and not (maybe_bool and has_bool(instances))
+    ):
+        arr = arr.reshape(len(instances), size)
     else:
         arr = None
 
@@ -123,16 +121,10 @@ def _instances_batch(
             _instance_array(item, f"{path}[{n}]", size, side) for n, item in enumerate(instances)
         ]
         arr = np.stack([r[0] for r in rows])
-        layouts = [r[1] for r in rows]
-
-        def locate(n: int, k: int) -> str:
-            return index_path(path, n, k, side if layouts[n] else None)
+        layouts = [r[1] for r in rows]  # each image's: rows of `side`, or flat
     else:
-
-        def locate(n: int, k: int) -> str:
-            return index_path(path, n, k, side if nested else None)
-
-    check_range(arr, high, locate)
+        layouts = [nested] * len(instances)
+    check_range(arr, high, lambda n, k: index_path(path, n, k, side if layouts[n] else None))
     return arr
 
 

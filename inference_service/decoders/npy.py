@@ -13,6 +13,7 @@ from inference_service.decoders.pixels import (
     check_range,
     empty_batch,
     index_path,
+    is_batch_shape,
     shapes_text,
     side_of,
     to_unit,
@@ -67,11 +68,7 @@ def decode_npy(raw: bytes, input_size: int, max_images: int) -> np.ndarray:
             code="unsupported_dtype",
             field="body.dtype",
         )
-    side = side_of(input_size)
-    if not (
-        (len(shape) == 2 and shape[1] == input_size)
-        or (side and len(shape) == 3 and shape[1:] == (side, side))
-    ):
+    if not is_batch_shape(shape, input_size):
         raise ApiError(
             400,
             f"body.shape must be {shapes_text(input_size)}, got {list(shape)}",
@@ -92,7 +89,7 @@ def decode_npy(raw: bytes, input_size: int, max_images: int) -> np.ndarray:
     arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
     arr = arr.reshape(shape, order="F" if fortran else "C").reshape(n, input_size)
     high = UNIT_MAX if dtype.kind == "f" else RAW_MAX
-    nested = side if len(shape) == 3 else None
+    nested = side_of(input_size) if len(shape) == 3 else None
     try:
         check_range(arr, high, lambda i, k: index_path("body", i, k, nested))
     except ApiError as exc:

@@ -40,6 +40,12 @@ def side_of(input_size: int) -> int | None:
     return side if side * side == input_size and side > 1 else None
 
 
+def is_batch_shape(shape: list[int] | tuple[int, ...], input_size: int) -> bool:
+    """Whether `shape` is [N, input size] or, for a square input, [N, side, side]."""
+    side = side_of(input_size)
+    return list(shape[1:]) in ([input_size], [side, side])
+
+
 def shapes_text(input_size: int) -> str:
     side = side_of(input_size)
     return f"[N, {input_size}]" + (f" or [N, {side}, {side}]" if side else "")
@@ -95,18 +101,14 @@ def validate(model: type[M], payload: Any, what: str) -> M:
         raise validation_error(exc, what, status=400) from None
 
 
+#: What an error message calls a parsed JSON value that is not what it should be.
+_JSON_KINDS = {type(None): "null", bool: "a boolean", str: "a string", dict: "an object"}
+
+
 def describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "an object"
     if isinstance(value, list):
         return f"a list of {len(value)}"
-    return type(value).__name__
+    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def is_number(value: Any) -> bool:

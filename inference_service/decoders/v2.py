@@ -13,10 +13,10 @@ from inference_service.decoders.pixels import (
     check_range,
     describe,
     has_bool,
+    is_batch_shape,
     is_number,
     load_json,
     shapes_text,
-    side_of,
     to_unit,
     too_many_images,
     uint8_bytes,
@@ -63,14 +63,7 @@ def _v2_split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 def _v2_shape(shape: list[int], input_size: int, where: str) -> int:
     """N of a tensor shape [N, input_size] or [N, side, side]."""
-    side = side_of(input_size)
-    if (
-        not (
-            (len(shape) == 2 and shape[1] == input_size)
-            or (side and len(shape) == 3 and shape[1] == side and shape[2] == side)
-        )
-        or shape[0] < 1
-    ):
+    if not is_batch_shape(shape, input_size) or shape[0] < 1:
         raise ApiError(
             400,
             f"{where} must be {shapes_text(input_size)} with N >= 1, got {shape!r}",

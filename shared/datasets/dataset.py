@@ -11,10 +11,8 @@ from shared.images import N_CLASSES
 
 class DatasetError(ValueError):
     """A dataset file is missing, malformed or failed verification; the message names the file.
-
     `transient` is True only when the failure was the network's (a refused connection, a timeout,
-    HTTP 5xx/429 from every mirror): retrying later may succeed. The RQ job retries on that alone.
-    """
+    HTTP 5xx/429 from every mirror): retrying later may succeed; the RQ job retries on that alone."""
 
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
@@ -28,11 +26,8 @@ def digit_class_names() -> list[str]:
 
 @dataclass
 class Dataset:
-    """A dataset in model-input form: float32 [N, 784] in [0, 1], int64 labels.
-
-    `fingerprint` identifies the exact data (see `shared.datasets.fingerprint`), so a model's
-    manifest can say what it was trained on.
-    """
+    """A dataset in model-input form: float32 [N, 784] in [0, 1], int64 labels. `fingerprint`
+    identifies the exact data, so a model's manifest can say what it was trained on."""
 
     name: str
     x_train: np.ndarray
@@ -47,7 +42,6 @@ class Dataset:
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
     """uint8 images [N, 28, 28] or [N, 784] → float32 [N, 784] in [0, 1] (the model contract)."""
-    flat = images.reshape(images.shape[0], -1)
-    out = flat.astype(np.float32)
-    out /= np.float32(255.0)
+    out = images.reshape(images.shape[0], -1).astype(np.float32)
+    out /= np.float32(255.0)  # in place: one float array, not two
     return out

@@ -29,52 +29,26 @@ _CHUNK = 1 << 20
 
 
 def mirror_urls(name: str, mirrors: Sequence[str] | None = None) -> list[str]:
-    """Mirror base URLs for `name`: the given list, else the dataset's built-in mirrors.
-
-    A `{name}` placeholder in a URL is replaced by the dataset name, so one list (e.g. the
-    DATASET_MIRRORS setting) can serve both datasets (their file names are identical). Each URL
-    ends with "/" so a file name can be appended.
-    """
-    if not mirrors:
-        mirrors = list(dataset_info(name).mirrors)
-    out = []
-    for m in mirrors:
-        url = m.replace("{name}", name)
-        out.append(url if url.endswith("/") else url + "/")
-    return out
+    """Mirror base URLs for `name`, each ending with "/": the given list, else the dataset's
+    built-in mirrors. A `{name}` placeholder is replaced by the dataset name, so one list (the
+    DATASET_MIRRORS setting) serves both datasets (their file names are identical)."""
+    urls = [m.replace("{name}", name) for m in (mirrors or dataset_info(name).mirrors)]
+    return [url if url.endswith("/") else url + "/" for url in urls]
 
 
-def _existing_ok(dest_dir: Path, base: str, expected: str) -> Path | None:
-    """An already-present copy of `base` whose decompressed content verifies, if any."""
-    for candidate in idx_candidates(dest_dir, base):
-        if candidate.is_file():
-            try:
-                digest, _ = content_sha256(candidate)
-            except (DatasetError, OSError):
-                continue
-            if digest == expected:
-                return candidate
-    return None
-
-
-def _remove_bad_copies(dest_dir: Path, base: str, expected: str, keep: Path) -> None:
-    """Delete other spellings of `base` that fail verification, so loaders never pick them."""
-    for candidate in idx_candidates(dest_dir, base):
-        if candidate == keep or not candidate.is_file():
-            continue
-        try:
-            digest, _ = content_sha256(candidate)
-        except (DatasetError, OSError):
-            digest = ""
-        if digest != expected:
-            with contextlib.suppress(OSError):
-                candidate.unlink()
+def _verifies(path: Path, expected: str) -> bool:
+    """Whether `path` is a file whose decompressed content has the sha256 `expected`."""
+    try:
+        return path.is_file() and content_sha256(path)[0] == expected
+    except (DatasetError, OSError):
+        return False
 
 
 def _fetch_one(session, url: str, tmp: Path, show_progress: bool) -> None:
     """Stream `url` into `tmp`; raise DatasetError on any HTTP or size problem."""
-    # requests: only on this network path
+    # requests, tqdm: only on this network path (a disabled bar prints nothing)
     import requests
+    from tqdm import tqdm
 
     try:
         with session.get(url, stream=True, timeout=(10, 60)) as resp:
@@ -85,33 +59,18 @@ def _fetch_one(session, url: str, tmp: Path, show_progress: bool) -> None:
             total = int(length) if length and length.isdigit() else None
             if total is not None and total > MAX_DOWNLOAD_BYTES:
                 raise DatasetError(f"refusing {total} bytes (limit {MAX_DOWNLOAD_BYTES})")
-            bar = None
-            if show_progress:
-                # tqdm: only when a progress bar is shown
-                from tqdm import tqdm
-
-                bar = tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    desc=url.rsplit("/", 1)[-1],
-                    leave=False,
-                )
-            written = 0
-            try:
-                with open(tmp, "wb") as out:
-                    for chunk in resp.iter_content(_CHUNK):
-                        written += len(chunk)
-                        if written > MAX_DOWNLOAD_BYTES:
-                            raise DatasetError(f"more than {MAX_DOWNLOAD_BYTES} bytes")
-                        out.write(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                    out.flush()
-                    os.fsync(out.fileno())
-            finally:
-                if bar is not None:
-                    bar.close()
+            name, written = url.rsplit("/", 1)[-1], 0
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False,
+                       disable=not show_progress)  # fmt: skip
+            with bar, open(tmp, "wb") as out:
+                for chunk in resp.iter_content(_CHUNK):
+                    written += len(chunk)
+                    if written > MAX_DOWNLOAD_BYTES:
+                        raise DatasetError(f"more than {MAX_DOWNLOAD_BYTES} bytes")
+                    out.write(chunk)
+                    bar.update(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
     except requests.RequestException as exc:
         raise DatasetError(f"{type(exc).__name__}: {exc}", transient=True) from None
 
@@ -123,14 +82,9 @@ def download_dataset(
     *,
     progress: bool | None = None,
 ) -> Path:
-    """Fetch the four IDX files of `name` into `dest_dir`, verified and atomically; return dest_dir.
-
-    Files already present whose decompressed content verifies are kept. Each missing file is tried
-    on every mirror in turn (see `mirror_urls`); a download is streamed into a temp file in
-    `dest_dir`, its DECOMPRESSED sha256 checked against the embedded constant, and only then
-    `os.replace`d into place — so a failing or corrupt mirror never leaves a bad file behind.
-    Raises DatasetError listing every mirror's failure when no mirror delivers a good copy.
-    """
+    """Fetch the four IDX files of `name` into `dest_dir` (see the module's docstring), each
+    from the mirrors in turn (`mirror_urls`); return dest_dir. Raises DatasetError listing every
+    mirror's failure when no mirror delivers a good copy."""
     # requests: only on this network path
     import requests
 
@@ -144,7 +98,7 @@ def download_dataset(
     show_progress = sys.stderr.isatty() if progress is None else progress
     with requests.Session() as session:
         for base, expected in info.sha256.items():
-            if _existing_ok(dest, base, expected) is not None:
+            if any(_verifies(path, expected) for path in idx_candidates(dest, base)):
                 continue
             failures: list[str] = []
             all_transient = True
@@ -162,7 +116,10 @@ def download_dataset(
                     final = dest / (base + ".gz" if is_gzip else base)
                     os.replace(tmp, final)
                     log.info("downloaded %s from %s", final, url)
-                    _remove_bad_copies(dest, base, expected, keep=final)
+                    for other in idx_candidates(dest, base):  # never picked by a loader again
+                        if other != final and other.is_file() and not _verifies(other, expected):
+                            with contextlib.suppress(OSError):
+                                other.unlink()
                     break
                 except (DatasetError, OSError) as exc:
                     failures.append(f"{url}: {exc}")

@@ -31,10 +31,8 @@ def combine_fingerprint(kind: str, parts: Iterable[str]) -> str:
 
 
 def content_sha256(path: Path) -> tuple[str, bool]:
-    """(sha256 of the decompressed content, whether the file is gzip), streaming.
-
-    Gzip is detected by its magic bytes, not by the file name.
-    """
+    """(sha256 of the decompressed content, whether the file is gzip), streaming; gzip is
+    detected by its magic bytes, not by the file name."""
     h = hashlib.sha256()
     total = 0
     with open(path, "rb") as fh:

@@ -18,7 +18,7 @@ import numpy as np
 
 from shared.datasets.dataset import N_CLASSES, Dataset, DatasetError, to_model_input
 from shared.datasets.fingerprint import GZIP_MAGIC, MAX_DECOMPRESSED_BYTES, combine_fingerprint
-from shared.datasets.named import DATASETS, class_names
+from shared.datasets.named import DATASETS, SPLIT_FILES, class_names
 from shared.images import IMAGE_SIDE
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,6 @@ log = logging.getLogger(__name__)
 #: IDX magic numbers: two zero bytes, data type 0x08 (unsigned byte), number of dimensions.
 IDX_MAGIC_IMAGES = 0x00000803
 IDX_MAGIC_LABELS = 0x00000801
-
-#: The four files of an IDX dataset, in fingerprint order.
-SPLIT_FILES: dict[str, str] = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
 
 
 def _read_maybe_gzip(path: Path) -> bytes:
@@ -100,32 +92,10 @@ def _parse_idx(data: bytes, path: Path | str, expect_ndim: int | None = None) ->
 
 
 def load_idx(path: str | os.PathLike[str], expect_ndim: int | None = None) -> np.ndarray:
-    """Read one IDX file (.gz or raw) into a uint8 array of the shape its header declares.
-
-    `expect_ndim` 3 (images) or 1 (labels) turns a swapped file into a clear error.
-    """
+    """Read one IDX file (.gz or raw) into a uint8 array of the shape its header declares;
+    `expect_ndim` 3 (images) or 1 (labels) turns a swapped file into a clear error."""
     path = Path(path)
     return _parse_idx(_read_maybe_gzip(path), path, expect_ndim)
-
-
-def _check_images(images: np.ndarray, path: Path) -> None:
-    if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise DatasetError(
-            f"{path}: wrong image dimensions {images.shape[1]}x{images.shape[2]} "
-            f"(expected {IMAGE_SIDE}x{IMAGE_SIDE})"
-        )
-    if images.shape[0] == 0:
-        raise DatasetError(f"{path}: contains no images")
-
-
-def _check_labels(labels: np.ndarray, path: Path, n_images: int, images_path: Path) -> None:
-    if labels.shape[0] != n_images:
-        raise DatasetError(
-            f"{path}: image/label count mismatch: {labels.shape[0]} labels but "
-            f"{n_images} images in {images_path.name}"
-        )
-    if labels.size and int(labels.max()) >= N_CLASSES:
-        raise DatasetError(f"{path}: label {int(labels.max())} outside 0-{N_CLASSES - 1}")
 
 
 def idx_candidates(folder: Path, base: str) -> list[Path]:
@@ -148,14 +118,11 @@ def missing_idx_files(found: dict[str, Path | None]) -> list[str]:
 
 
 def load_idx_dataset(folder: Path, name: str = "mnist") -> Dataset:
-    """Load the four IDX files of `folder` into a `Dataset`, validating each against the others.
-
-    A file whose content differs from the canonical release of the named dataset is logged, not
-    refused: a re-labelled or subsampled copy is a legitimate dataset with its own fingerprint.
-    """
+    """Load the four IDX files of `folder` into a `Dataset`, validating each against the others. A
+    file whose content differs from the canonical release of the named dataset is logged, not
+    refused: a re-labelled or subsampled copy is a legitimate dataset with its own fingerprint."""
     files = find_idx_files(folder)
-    missing = missing_idx_files(files)
-    if missing:
+    if missing := missing_idx_files(files):
         raise DatasetError(f"{folder}: missing {', '.join(missing)}")
     arrays: dict[str, np.ndarray] = {}
     hashes: dict[str, str] = {}
@@ -165,14 +132,24 @@ def load_idx_dataset(folder: Path, name: str = "mnist") -> Dataset:
         arrays[key] = _parse_idx(data, path, 3 if key.endswith("images") else 1)
         hashes[key] = hashlib.sha256(data).hexdigest()
     for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         img_path, lbl_path = files[f"{split}_images"], files[f"{split}_labels"]
         assert img_path is not None and lbl_path is not None
-        _check_images(arrays[f"{split}_images"], img_path)
-        _check_labels(
-            arrays[f"{split}_labels"], lbl_path, arrays[f"{split}_images"].shape[0], img_path
-        )
-    info = DATASETS.get(name)
-    if info is not None:
+        if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+            raise DatasetError(
+                f"{img_path}: wrong image dimensions {images.shape[1]}x{images.shape[2]} "
+                f"(expected {IMAGE_SIDE}x{IMAGE_SIDE})"
+            )
+        if images.shape[0] == 0:
+            raise DatasetError(f"{img_path}: contains no images")
+        if labels.shape[0] != images.shape[0]:
+            raise DatasetError(
+                f"{lbl_path}: image/label count mismatch: {labels.shape[0]} labels but "
+                f"{images.shape[0]} images in {img_path.name}"
+            )
+        if labels.size and int(labels.max()) >= N_CLASSES:
+            raise DatasetError(f"{lbl_path}: label {int(labels.max())} outside 0-{N_CLASSES - 1}")
+    if (info := DATASETS.get(name)) is not None:
         for key, digest in hashes.items():
             if info.sha256[SPLIT_FILES[key]] != digest:
                 log.warning(

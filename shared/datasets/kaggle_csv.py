@@ -43,10 +43,8 @@ def _integer_column_values(values: np.ndarray, column: str, path: Path) -> np.nd
 
 
 def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a Kaggle digit-recognizer CSV: `label,pixel0..pixel783` or unlabelled `pixel0..783`.
-
-    Returns (x uint8 [N, 784], y int64 [N] or None for the unlabelled test.csv).
-    """
+    """Read a Kaggle digit-recognizer CSV, `label,pixel0..pixel783` or unlabelled `pixel0..783`,
+    as (x uint8 [N, 784], y int64 [N] or None for the unlabelled test.csv)."""
     import pandas as pd  # pandas is heavy; only CSV users pay for the import
 
     path = Path(path)
@@ -65,13 +63,11 @@ def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
     if columns != expected:
         missing = [c for c in expected if c not in set(columns)]
         extra = [c for c in columns if c not in set(expected)]
-        detail = []
-        if missing:
-            detail.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        if extra:
-            detail.append(f"unexpected {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
-        if not detail:
-            detail.append("columns out of order")
+        detail = [
+            f"{what} {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+            for what, names in (("missing", missing), ("unexpected", extra))
+            if names
+        ] or ["columns out of order"]
         raise DatasetError(
             f"{path}: wrong columns ({'; '.join(detail)}); expected "
             f"'label,pixel0..pixel783' or 'pixel0..pixel783'"
@@ -107,13 +103,11 @@ def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
 
 
 def load_kaggle_dataset(path: Path, name: str = "mnist") -> Dataset:
-    """A `Dataset` from a Kaggle `train.csv` (or a folder holding one).
-
-    Kaggle's digit-recognizer ships no labelled test set (its test.csv is unlabelled), so the test
-    split here is a stratified, fixed-seed hold-out of `CSV_TEST_SIZE` (10,000) rows of train.csv
-    — at most a sixth of the rows for small files. Test accuracy on such a dataset is therefore
-    NOT comparable to the official MNIST 10k test set.
-    """
+    """A `Dataset` from a Kaggle `train.csv` (or a folder holding one). Kaggle's digit-recognizer
+    ships no labelled test set (its test.csv is unlabelled), so the test split here is a stratified,
+    fixed-seed hold-out of `CSV_TEST_SIZE` (10,000) rows of train.csv — at most a sixth of the rows
+    for small files. Test accuracy on such a dataset is therefore NOT comparable to the official
+    MNIST 10k test set."""
     csv_path = path / "train.csv" if path.is_dir() else path
     x, y = load_kaggle_csv(csv_path)
     if y is None:

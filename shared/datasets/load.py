@@ -25,13 +25,11 @@ def load_dataset(
     download: bool = False,
     mirrors: Sequence[str] | None = None,
 ) -> Dataset:
-    """Load named dataset `name` from `data_dir` in model-input form.
-
-    `data_dir` may be a folder holding the four IDX files (.gz or raw), a folder holding a Kaggle
-    `train.csv` (test = stratified 10k hold-out, see `load_kaggle_dataset`), a `.csv` file or an
-    `.npz` file. With `download=True`, missing IDX files are fetched into that folder first from
-    `mirrors` (None: the built-in ones; verified, atomic), and damaged ones are replaced.
-    """
+    """Load named dataset `name` from `data_dir` in model-input form: a folder holding the four
+    IDX files (.gz or raw) or a Kaggle `train.csv` (test = stratified 10k hold-out, see
+    `load_kaggle_dataset`), a `.csv` or an `.npz` file. With `download=True`, missing IDX files are
+    fetched into that folder first from `mirrors` (None: the built-in ones; verified, atomic), and
+    damaged ones are replaced."""
     info = dataset_info(name)
     path = Path(data_dir)
     if path.is_file():

@@ -1,9 +1,5 @@
-"""Where the named datasets live on this machine, and where to download them from.
-
-The library functions take these as arguments (`load_dataset(name, folder, mirrors=...)`); the
-trainer's settings (`trainer_service.settings.TrainerSettings.data_locations`) build them from
-the environment variables documented in README.md.
-"""
+"""Where the named datasets live on this machine, and where to download them from: passed to
+`load_dataset`, built from the environment by `TrainerSettings.data_locations`."""
 
 from __future__ import annotations
 
@@ -16,7 +12,7 @@ from shared.datasets.named import dataset_info
 
 @dataclass(frozen=True)
 class DataLocations:
-    """Dataset folders and download mirrors ."""
+    """Dataset folders and download mirrors."""
 
     #: Parent of the per-dataset folders `<data_dir>/<name>` (downloaded into when missing).
     data_dir: Path

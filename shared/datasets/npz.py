@@ -50,15 +50,12 @@ def _npz_labels(arr: np.ndarray, key: str, path: Path, n: int) -> np.ndarray:
 def load_npz(
     path: str | os.PathLike[str],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Read an .npz with x_train/y_train/x_test/y_test (e.g. Keras' mnist.npz).
-
-    Returns (x_train uint8 [N, 784], y_train int64, x_test uint8 [M, 784], y_test int64).
-    """
+    """Read an .npz with x_train/y_train/x_test/y_test (e.g. Keras' mnist.npz) as (x_train uint8
+    [N, 784], y_train int64, x_test uint8 [M, 784], y_test int64)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in _NPZ_KEYS if k not in npz.files]
-            if missing:
+            if missing := [k for k in _NPZ_KEYS if k not in npz.files]:
                 raise DatasetError(
                     f"{path}: missing arrays {', '.join(missing)} (has {', '.join(npz.files)})"
                 )

@@ -7,12 +7,9 @@ import numpy as np
 
 
 def stratified_split(y: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test) with `n_test` test rows drawn per class in proportion to its size.
-
-    Class c of n_c rows gets floor(n_test * n_c / n) test rows; the rows still missing go to the
-    classes with the largest fractional parts, so the sizes add up exactly. Deterministic for a
-    given seed; both index arrays are sorted so the original order survives.
-    """
+    """Indices (train, test), both sorted so the original order survives, with `n_test` test rows
+    drawn per class in proportion to its size, deterministic for a given seed: class c of n_c rows
+    gets floor(n_test * n_c / n), the rows still missing go to the largest fractional parts."""
     rng = np.random.default_rng(seed)
     n = len(y)
     if not 0 < n_test < n:
@@ -29,6 +26,4 @@ def stratified_split(y: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray,
         idx = np.flatnonzero(y == cls)
         test_parts.append(rng.choice(idx, size=int(k), replace=False))
     test_idx = np.sort(np.concatenate(test_parts))
-    mask = np.ones(n, dtype=bool)
-    mask[test_idx] = False
-    return np.flatnonzero(mask), test_idx
+    return np.setdiff1d(np.arange(n), test_idx, assume_unique=True), test_idx

@@ -1,6 +1,3 @@
 """The web kit both services are built on: one error type and error table, one way to turn a
-pydantic error into an answer, one logging setup, one settings base, one OpenAPI builder.
-
-Nothing here knows a route of either service; each service declares its own routes with
-`shared.web.openapi.Api` and its own settings as a `shared.web.settings.ServiceSettings`.
-"""
+pydantic error into an answer, one logging setup, one settings base, one OpenAPI builder. Nothing
+here knows a route of either service."""

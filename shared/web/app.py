@@ -39,20 +39,17 @@ def create_flask_app(
         app.config["MAX_CONTENT_LENGTH"] = max_content_length
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[STATE_KEY] = state
-    install_error_handlers(app, translate or {})
-    return app
-
-
-def install_error_handlers(app: Flask, translate: Mapping[type[BaseException], Translate]) -> None:
-    """Every exception a view raises, werkzeug's HTTP errors included, answered from the table."""
 
     @app.errorhandler(Exception)
     def _answer(exc: Exception) -> Response:
-        for kind, to_error in translate.items():
+        """Every exception a view raises, werkzeug's HTTP errors included, from the table."""
+        for kind, to_error in (translate or {}).items():
             if isinstance(exc, kind):
                 return to_error(exc).response()
         limit = app.config.get("MAX_CONTENT_LENGTH")
         return to_api_error(exc, max_content_length=limit).response()
+
+    return app
 
 
 def add_views(app: Flask, views: Iterable[tuple[Operation, Callable[..., Any]]]) -> None:

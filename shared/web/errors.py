@@ -47,12 +47,10 @@ ERROR_CODES: dict[int, str] = {
 
 
 class ApiError(Exception):
-    """An answer other than success: raise it from a route (or build it from an exception).
-
-    `field` names the offending input (``instances[3][17]``, ``body.epochs``); `fields` lists every
-    bad field when there are several (validation errors); `details` are extra JSON members of the
-    error object; `headers` go on the response (``Retry-After``, ``Allow``, ``WWW-Authenticate``).
-    """
+    """An answer other than success: raise it from a route (or build it from an exception). `field`
+    names the offending input (``instances[3][17]``, ``body.epochs``); `fields` lists every bad
+    field when there are several (validation errors); `details` are extra JSON members of the error
+    object; `headers` go on the response (``Retry-After``, ``Allow``, ``WWW-Authenticate``)."""
 
     def __init__(
         self,
@@ -120,10 +118,8 @@ def to_api_error(exc: BaseException, *, max_content_length: int | None = None) -
         if status == 413 and max_content_length is not None:
             message = f"request body larger than MAX_CONTENT_LENGTH ({max_content_length} bytes)"
         return ApiError(status, message, headers=headers)
-    if isinstance(exc, RegistryError):
-        known = _registry_answer(exc)
-        if known is not None:
-            return known
+    if isinstance(exc, RegistryError) and (known := _registry_answer(exc)) is not None:
+        return known
     if isinstance(exc, RegistryError | OSError):
         # The registry volume is unreadable or unwritable (unmounted, permissions, full): an
         # outage on our side, not the client's mistake.

@@ -1,9 +1,5 @@
-"""What both services' gunicorn config files share, read from the environment once, here.
-
-Each `<service>/gunicorn.conf.py` calls `settings(...)` and puts the result in its globals, then
-adds what is its own (hooks, log format, graceful timeout). Web workers get one BLAS thread
-each: two workers on two cores must not each start a BLAS pool the size of the machine.
-"""
+"""What both services' gunicorn config files share: each `<service>/gunicorn.conf.py` puts
+`settings(...)` in its globals, then adds its own hooks, log format and graceful timeout."""
 
 from __future__ import annotations
 
@@ -17,12 +13,11 @@ def settings(port_variable: str, default_port: int, proc_name: str) -> dict[str,
     """gunicorn settings: bind 0.0.0.0:$<port_variable>, $WEB_CONCURRENCY workers (2),
     $GUNICORN_THREADS > 1 picks the gthread worker (else sync), $LOG_LEVEL, $ACCESS_LOG ("off",
     the default, "-" for stdout, or a file). Also sets one BLAS thread per worker unless the
-    environment says otherwise (before any worker imports NumPy).
-
-    The access log is off by default: gunicorn formats and writes a line per request in the
-    worker that answers it, which measured as the largest single cost of a single-image predict
-    after HTTP itself (BENCHMARKS.md §3); /metrics counts every request by route and status
-    either way."""
+    environment says otherwise (before any worker imports NumPy): two workers on two cores must
+    not each start a BLAS pool the size of the machine. The access log is off by default: gunicorn
+    formats and writes a line per request in the worker that answers it, which measured as the
+    largest single cost of a single-image predict after HTTP itself (BENCHMARKS.md §3); /metrics
+    counts every request by route and status either way."""
     for var in BLAS_THREAD_VARIABLES:
         os.environ.setdefault(var, "1")
     threads = int(os.environ.get("GUNICORN_THREADS", "1"))

@@ -15,8 +15,4 @@ def configure_logging(level: str | int = "INFO", fmt: str = FORMAT) -> None:
     master configures only its own loggers, so our lines would otherwise vanish)."""
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(level)
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(fmt))
-        root.addHandler(handler)
+    logging.basicConfig(format=fmt)  # a no-op when the root logger has a handler already

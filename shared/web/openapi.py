@@ -6,11 +6,9 @@
                errors=(400, 413, 415, 422, 429, 503), summary="Queue a training job")
     def submit_job(): ...
 
-`Api.document()` builds the OpenAPI 3.1 document from the recorded operations, with the schemas
-of the very pydantic models that validate the requests (``model_json_schema``). A route served
-outside Flask (a plain WSGI callable) is recorded with `Api.add` so it is documented the same way.
-A service may instead list its routes in one table of (`Operation`, view) rows: `Api.add` each
-operation, and `shared.web.app.add_views` adds the views to the app (the inference service).
+`Api.document()` builds the OpenAPI 3.1 document with the schemas of the very pydantic models
+that validate the requests. `Api.add` records an operation without a Flask view: a plain WSGI
+route, or a table of (`Operation`, view) rows served by `shared.web.app.add_views` (inference).
 """
 
 from __future__ import annotations
@@ -123,11 +121,8 @@ class Api:
         return register
 
     def document(self) -> dict[str, Any]:
-        models = _models(self.operations)
-        refs, defs = models_json_schema(
-            [(m, mode) for m, mode in models], ref_template="#/components/schemas/{model}"
-        )
-        schemas = dict(defs.get("$defs", {}))
+        template = "#/components/schemas/{model}"
+        refs, defs = models_json_schema(_models(self.operations), ref_template=template)
         paths: dict[str, dict[str, Any]] = {}
         for op in self.operations:
             paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
@@ -135,7 +130,7 @@ class Api:
             "openapi": "3.1.0",
             "info": {"title": self.title, "version": self.version, "description": self.description},
             "paths": paths,
-            "components": {"schemas": schemas},
+            "components": {"schemas": dict(defs.get("$defs", {}))},
         }
 
 
@@ -153,65 +148,44 @@ def _models(operations: Iterable[Operation]) -> list[tuple[type[BaseModel], str]
     return list(seen)
 
 
-def _schema(model: type[BaseModel], mode: str, refs: Mapping[Any, Any]) -> dict[str, Any]:
-    return dict(refs[(model, mode)])
-
-
 def _operation(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary, "operationId": _operation_id(op)}
     if op.description:
         out["description"] = op.description
     if op.tags:
         out["tags"] = list(op.tags)
+    string = {"type": "string"}  # a path parameter's schema unless the operation names one
     params: list[dict[str, Any]] = [
-        {
-            "name": name,
-            "in": "path",
-            "required": True,
-            "schema": dict(op.path_params.get(name, {"type": "string"})),
-        }
-        for name in _PARAM.findall(op.path)
+        {"name": n, "in": "path", "required": True, "schema": dict(op.path_params.get(n, string))}
+        for n in _PARAM.findall(op.path)
     ]
     if op.query is not None:
         schema = op.query.model_json_schema()
         required = set(schema.get("required", ()))
-        for name, prop in schema.get("properties", {}).items():
-            params.append(
-                {"name": name, "in": "query", "required": name in required, "schema": prop}
-            )
+        for n, prop in schema.get("properties", {}).items():
+            params.append({"name": n, "in": "query", "required": n in required, "schema": prop})
     if params:
         out["parameters"] = params
     content: dict[str, Any] = {}
     if op.body is not None:
-        content["application/json"] = {"schema": _schema(op.body, "validation", refs)}
+        content["application/json"] = {"schema": dict(refs[(op.body, "validation")])}
     for media, schema in op.content.items():
         content[media] = {"schema": dict(schema)}
     for media, named in op.examples.items():
         content[media]["examples"] = {name: {"value": value} for name, value in named.items()}
     if content:
         out["requestBody"] = {"required": True, "content": content}
-    responses: dict[str, Any] = {}
+    answers: dict[int, Answer] = {}
     for status, schema in op.responses.items():
         if isinstance(schema, str):
-            responses[str(status)] = {"description": schema}
-            continue
-        if isinstance(schema, Answer):
-            responses[str(status)] = _answer(schema, refs)
-            continue
-        body = _schema(schema, "serialization", refs) if isinstance(schema, type) else dict(schema)
-        responses[str(status)] = {
-            "description": (schema.__doc__ or "OK").strip().splitlines()[0]
-            if isinstance(schema, type)
-            else "OK",
-            "content": {"application/json": {"schema": body}},
-        }
-    error_schema = {"application/json": {"schema": _schema(ErrorBody, "serialization", refs)}}
-    for status in op.errors:
-        responses[str(status)] = {
-            "description": ERROR_DESCRIPTIONS.get(status, "Error"),
-            "content": error_schema,
-        }
-    out["responses"] = responses
+            schema = Answer(schema)
+        elif not isinstance(schema, Answer):  # one JSON body, described by its model's docstring
+            doc = schema.__doc__ if isinstance(schema, type) else None
+            schema = Answer((doc or "OK").strip().splitlines()[0], {"application/json": schema})
+        answers[status] = schema
+    error = {"application/json": ErrorBody}
+    answers |= {s: Answer(ERROR_DESCRIPTIONS.get(s, "Error"), error) for s in op.errors}
+    out["responses"] = {str(status): _answer(answer, refs) for status, answer in answers.items()}
     return out
 
 
@@ -224,12 +198,8 @@ def _answer(answer: Answer, refs: Mapping[Any, Any]) -> dict[str, Any]:
         }
     if answer.content:
         out["content"] = {
-            media: {
-                "schema": _schema(schema, "serialization", refs)
-                if isinstance(schema, type)
-                else dict(schema)
-            }
-            for media, schema in answer.content.items()
+            media: {"schema": dict(refs[(s, "serialization")] if isinstance(s, type) else s)}
+            for media, s in answer.content.items()
         }
     return out
 

@@ -1,10 +1,8 @@
-"""Settings read from the environment in one place per service (pydantic-settings).
-
-Each service declares one `ServiceSettings` subclass; its field names are the environment
-variables' names in lower case (``MAX_BATCH_IMAGES`` → ``max_batch_images``). `load` gives
-`create_app(config)` overrides precedence over the environment, so ``create_app({"MAX_BATCH_IMAGES":
-8})`` in a test means exactly what ``MAX_BATCH_IMAGES=8`` means in production. A value that
-cannot be used stops the service at start with a message naming the variable.
+"""Settings read from the environment in one place per service (pydantic-settings): one
+`ServiceSettings` subclass each, its fields the variables' names in lower case. `load` gives
+`create_app(config)` overrides precedence, so ``create_app({"MAX_BATCH_IMAGES": 8})`` in a test
+means what ``MAX_BATCH_IMAGES=8`` means in production. A value that cannot be used stops the
+service at start with a message naming the variable.
 """
 
 from __future__ import annotations
@@ -58,14 +56,12 @@ class ServiceSettings(BaseSettings):
     @field_validator("model_registry_url")
     @classmethod
     def _registry_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
+        value = (value or "").strip()
+        if not value:
             return None
-        value = value.strip()
-        if value.startswith("s3://"):
-            bucket = value[len("s3://") :].split("/", 1)[0]
-            if not bucket:
-                raise ValueError(f"{value!r} names no bucket: use s3://bucket/prefix")
-        elif not value.startswith("file:///"):
+        if value.startswith("s3://") and not value.removeprefix("s3://").split("/", 1)[0]:
+            raise ValueError(f"{value!r} names no bucket: use s3://bucket/prefix")
+        if not value.startswith(("s3://", "file:///")):
             raise ValueError(f"{value!r} must be s3://bucket/prefix or file:///absolute/path")
         return value
 

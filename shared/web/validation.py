@@ -21,11 +21,6 @@ class FieldError(TypedDict):
     type: str
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    """pydantic's location as a path: ``hidden_layers[1]``, ``inputs[0].datatype``."""
-    return field_path(loc) or "(body)"
-
-
 def field_errors(exc: ValidationError, *, show_input: bool = False) -> list[FieldError]:
     """Every bad field of `exc`, with a readable message ("unknown field" for extra ones).
     `show_input` adds the offending scalar value (``(got 'x')``): for a terminal, where the
@@ -39,9 +34,8 @@ def field_errors(exc: ValidationError, *, show_input: bool = False) -> list[Fiel
             value = err["input"]
             if not isinstance(value, dict | list | tuple):
                 message += f" (got {value!r})"
-        out.append(
-            {"field": _location(err.get("loc", ())), "message": message, "type": err["type"]}
-        )
+        field = field_path(err.get("loc", ())) or "(body)"
+        out.append({"field": field, "message": message, "type": err["type"]})
     return out
 
 
@@ -52,14 +46,10 @@ def validation_error(
     fields = field_errors(exc)
     names = sorted({top_field(f["field"]) for f in fields})
     first = fields[0] if fields else {"field": None, "message": "invalid"}
+    more = f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""
+    message = f"invalid {what}: {first['field']}: {first['message']}{more}"
     return ApiError(
-        status,
-        f"invalid {what}: {first['field']}: {first['message']}"
-        + (f" (and {len(fields) - 1} more)" if len(fields) > 1 else ""),
-        code=code,
-        field=first["field"],
-        fields=fields,
-        invalid_fields=names,
+        status, message, code=code, field=first["field"], fields=fields, invalid_fields=names
     )
 
 

@@ -7,12 +7,15 @@ and a broken version within 2 seconds, without a restart, and /metrics aggregate
 
 from __future__ import annotations
 
+import io
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import requests
 
@@ -32,6 +35,13 @@ from tests.trainer_support import wait_for
 pytestmark = [pytest.mark.slow]
 
 RELOAD_SECONDS = 2.0
+NPY = "application/x-npy"
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
 
 
 @pytest.fixture
@@ -346,3 +356,55 @@ def test_a_known_request_mix_adds_up_in_metrics_and_live_figures_over_three_work
             for a, b in zip(want[1][:n].argmax(axis=1), want[3][:n].argmax(axis=1), strict=True):
                 pairs[a, b] += 6
         assert compared["confusion"] == pairs.tolist()
+
+
+def _responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """Read `count` HTTP/1.1 responses (status, body) from a socket, in order."""
+    data, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(out)} responses: {data[:200]!r}"
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(data) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed inside a body"
+            data += chunk
+        out.append((status, data[:length]))
+        data = data[length:]
+    return out
+
+
+def test_large_bodies_keep_alive_and_pipelined_requests_answer_in_order(tmp_path: Path) -> None:
+    """Large bodies are received straight from gunicorn's socket (decoders.media): on one
+    keep-alive connection (gthread workers; sync ones close after each answer) a 1,024-image .npy
+    batch, then requests pipelined behind a 300-image batch in one send, each answered in order
+    with the right predictions."""
+    registry = Registry(tmp_path / "models")
+    publish(registry, tmp_path, seed=1)
+    rng = np.random.default_rng(5)
+    big, mid = rng.random((1024, 784), dtype=np.float32), rng.random((300, 784), dtype=np.float32)
+    want = {n: expected_proba(registry, "digits", 1, x).argmax(1).tolist() for n, x in
+            ((1024, big), (300, mid), (len(BATCH), BATCH / 255.0))}  # fmt: skip
+
+    def request(body: bytes, ctype: str) -> bytes:
+        head = (f"POST /v1/models/digits/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")  # fmt: skip
+        return head.encode() + body
+
+    with (
+        inference_service(registry.root, tmp_path, GUNICORN_THREADS="2") as svc,
+        socket.create_connection(svc.base.removeprefix("http://").split(":"), timeout=10) as sock,
+    ):
+        sock.sendall(request(npy_bytes(big), NPY))
+        ((status, body),) = _responses(sock, 1)
+        assert status == 200 and orjson.loads(body)["predictions"] == want[1024]
+        small = orjson.dumps({"instances": BATCH.tolist()})
+        sock.sendall(request(npy_bytes(mid), NPY) + request(small, "application/json") * 2)
+        answers = _responses(sock, 3)
+    assert [status for status, _ in answers] == [200, 200, 200]
+    got = [orjson.loads(body)["predictions"] for _, body in answers]
+    assert got == [want[300], want[len(BATCH)], want[len(BATCH)]]
