@@ -404,3 +404,71 @@ def build_mlp(
         width = hidden
     layers.append(Dense(width, n_classes, init="xavier", rng=init_rng))
     return Sequential(layers, input_size=input_size)
+
+
+def build_network(
+    *,
+    input_shape: tuple[int, int, int],
+    network: Sequence[dict[str, Any]],
+    n_classes: int,
+    activation: str = "relu",
+    batch_norm: bool = False,
+    input_dropout: float = 0.0,
+    mean: np.ndarray | None = None,
+    seed: int = 0,
+) -> Sequential:
+    """A network of `network` entries (`shared.config.NetworkLayer`, settings filled in), one key
+    naming each: {"conv": out channels, "kernel", "stride", "padding"}, {"pool": size,
+    "stride"}, {"dense": units}, {"dropout": p}:
+
+        [Standardize(mean)] -> [Dropout(input_dropout)] -> [Reshape(input_shape)] -> the entries,
+        each conv and dense followed by [batch norm] -> activation -> [Flatten] -> Dense(n_classes)
+
+    Rows become images (Reshape) when a conv or pool is among the entries; a Flatten goes before
+    the first dense layer (or the output). Initialisation as `build_mlp`'s: He for a ReLU-family
+    activation (every Conv2D: He), a layer followed by batch norm has no bias, independent random
+    streams from `seed` for the weights and each dropout layer.
+    """
+    root = np.random.SeedSequence([seed, _MODEL_STREAM_TAG])
+    init_seed, *dropout_seeds, input_seed = root.spawn(2 + len(network))
+    init_rng = np.random.default_rng(init_seed)
+    act = ACTIVATIONS[activation]
+    init = "he" if activation in ("relu", "leaky_relu") else "xavier"
+    input_size = int(np.prod(input_shape))
+    layers: list[Layer] = []
+    shape: tuple[int, ...] = (input_size,)
+
+    def add(layer: Layer) -> None:
+        nonlocal shape
+        layers.append(layer)
+        shape = layer.output_shape(shape)
+
+    if mean is not None:
+        add(Standardize(mean))
+    if input_dropout > 0:
+        add(_dropout(input_dropout, input_seed))
+    if any("conv" in entry or "pool" in entry for entry in network):
+        add(Reshape(input_shape))
+    for entry, dropout_seed in zip(network, dropout_seeds, strict=True):
+        if "dropout" in entry:
+            add(_dropout(entry["dropout"], dropout_seed))
+        elif "pool" in entry:
+            add(MaxPool2D(entry["pool"], entry["stride"]))
+        elif "conv" in entry:
+            conv = Conv2D(shape[0], entry["conv"], entry["kernel"], stride=entry["stride"],
+                          padding=entry["padding"], bias=not batch_norm, rng=init_rng)  # fmt: skip
+            add(conv)
+            if batch_norm:
+                add(BatchNorm2d(entry["conv"]))
+            add(act())
+        else:
+            if len(shape) > 1:
+                add(Flatten())
+            add(Dense(shape[0], entry["dense"], bias=not batch_norm, init=init, rng=init_rng))
+            if batch_norm:
+                add(BatchNorm1d(entry["dense"]))
+            add(act())
+    if len(shape) > 1:
+        add(Flatten())
+    add(Dense(shape[0], n_classes, init="xavier", rng=init_rng))
+    return Sequential(layers, input_size=input_size)

@@ -2,8 +2,9 @@
 (plus `worker`).
 
     python -m trainer_service train [--data-dir DIR] [--dataset mnist|fashion-mnist]
-        [--preset NAME] [--hidden 256 128] [--activation relu] [--epochs N] [--batch-size B]
-        [--optimizer adam] [--lr X] [--dropout P] [--l2 L] [--augment] [--elastic] [--seed S]
+        [--preset NAME] [--hidden 256 128 | --network JSON] [--activation relu] [--epochs N]
+        [--batch-size B] [--optimizer adam] [--lr X] [--dropout P] [--l2 L] [--augment]
+        [--elastic] [--seed S]
         [--train-limit N] [--val-fraction F] [--patience N] [--out FILE.npz] [--json] ...
     python -m trainer_service evaluate --model FILE.npz [--data-dir DIR] [--json]
     python -m trainer_service download [--dataset mnist] [--data-dir DIR] [--mirror URL ...]
@@ -61,6 +62,7 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("--dataset",), "dataset", None),
     (("--preset",), "preset", None),
     (("--hidden",), "hidden_layers", "list"),
+    (("--network",), "network", "json"),
     (("--activation",), "activation", None),
     (("--batch-norm",), "batch_norm", _BOOL),
     (("--dropout",), "dropout", None),
@@ -115,6 +117,11 @@ def _literal_choices(annotation: Any) -> list[str]:
     return []
 
 
+def JSON(text: str) -> Any:
+    """`--network`'s type; argparse names it in its error: "invalid JSON value: '...'"."""
+    return json.loads(text)
+
+
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
@@ -136,6 +143,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif kind == "list":
             kwargs.update(nargs="+", metavar="WIDTH")
+        elif kind == "json":
+            kwargs.update(type=JSON, metavar="JSON")
         else:
             kwargs["metavar"] = field.upper()
         config_group.add_argument(*flags, **kwargs)
@@ -289,7 +298,11 @@ def train_command(args: argparse.Namespace) -> int:
     # Load first, so a data problem is the only line on stderr (no half-started run).
     ds = _load_dataset(config.dataset, args.data_dir)
     bar = sys.stderr.isatty()
-    hidden = "-".join(str(w) for w in config.hidden_layers)
+    hidden = (
+        "-".join(map(str, config.hidden_layers))
+        if config.hidden_layers
+        else json.dumps(config.public_dict()["network"])
+    )
     _say(
         f"training {config.dataset} ({ds.source}): {hidden} {config.activation}, "
         f"{config.optimizer} lr {config.learning_rate:g}, {config.epochs} epochs, "
