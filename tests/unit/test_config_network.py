@@ -12,6 +12,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -22,6 +25,7 @@ from shared.nn.model import build_network
 from shared.nn.pooling import MaxPool2D
 from shared.nn.reshape import Flatten, Reshape
 from shared.web.validation import field_errors
+from tests import REPO_ROOT
 from trainer_service.sweeps.models import SweepRequest
 
 ISSUE_BODY = {
@@ -87,6 +91,13 @@ def test_the_issue_body_validates_and_builds_the_network_it_describes():
     assert model.layers[-4].in_features == 32 * 4 * 4 and model.output_size == 10
     x = np.random.default_rng(0).random((3, 784), dtype=np.float32)
     assert model.predict_proba(x).shape == (3, 10)
+
+
+def test_the_readme_shows_the_body():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert ISSUE_BODY in [
+        json.loads(block) for block in re.findall(r"```json\n(.*?)```", readme, re.S)
+    ]
 
 
 def test_batch_norm_activation_and_input_dropout_apply_as_for_a_perceptron():
