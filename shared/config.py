@@ -246,9 +246,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-#: The kinds of layer a `network` entry can be: its one key among these names it.
-LAYER_KINDS = ("conv", "pool", "dense", "dropout")
-#: The settings each kind takes.
+#: The kinds of layer a `network` entry can be (its one key among these names it) and the
+#: settings each takes.
 _LAYER_SETTINGS = {
     "conv": ("kernel", "stride", "padding"),
     "pool": ("stride",),
@@ -281,9 +280,9 @@ class NetworkLayer(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> NetworkLayer:
-        kinds = [kind for kind in LAYER_KINDS if getattr(self, kind) is not None]
+        kinds = [kind for kind in _LAYER_SETTINGS if getattr(self, kind) is not None]
         if len(kinds) != 1:
-            raise ValueError(f"give exactly one of {', '.join(LAYER_KINDS)}")
+            raise ValueError(f"give exactly one of {', '.join(_LAYER_SETTINGS)}")
         wrong = [
             name
             for name in ("kernel", "stride", "padding")
@@ -426,7 +425,7 @@ class TrainConfig(BaseModel):
             _field_error(
                 field,
                 getattr(self, field),
-                "give the layers as hidden_layers (a perceptron) or as a network, not both",
+                "give the layers as hidden_layers (a perceptron) or as a network: one of the two",
             )
         if self.network is not None:
             _check_network(self.network)

@@ -455,8 +455,9 @@ def build_network(
         elif "pool" in entry:
             add(MaxPool2D(entry["pool"], entry["stride"]))
         elif "conv" in entry:
-            conv = Conv2D(shape[0], entry["conv"], entry["kernel"], stride=entry["stride"],
-                          padding=entry["padding"], bias=not batch_norm, rng=init_rng)  # fmt: skip
+            size, stride, padding = entry["kernel"], entry["stride"], entry["padding"]
+            conv = Conv2D(shape[0], entry["conv"], size, stride=stride, padding=padding,
+                          bias=not batch_norm, rng=init_rng)  # fmt: skip
             add(conv)
             if batch_norm:
                 add(BatchNorm2d(entry["conv"]))

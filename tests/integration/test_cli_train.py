@@ -214,7 +214,7 @@ def test_a_network_is_given_as_json_and_checked_before_training(tmp_path, mnist_
     proc = run_in_process(capsys, "train", "--network", '[{"dense": 8}', "--epochs", "1")
     assert_usage_error(proc, "argument --network: invalid JSON value")
     proc = run_in_process(capsys, "train", "--network", '[{"dense": 8}]', "--hidden", "8")
-    assert_usage_error(proc, "--network", "not both")
+    assert_usage_error(proc, "--network", "one of the two")
     assert not (tmp_path / "m.npz").exists()
 
     out = tmp_path / "cnn.npz"

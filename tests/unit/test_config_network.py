@@ -214,9 +214,9 @@ def test_a_sweep_searches_a_choice_of_networks():
         ({"base": {}, "space": {"network": {"choice": [NETWORKS[0], TOO_DEEP]}}, "trials": 2},
          "space.network", "network[4].kernel: a 5x5 window"),
         ({"base": {"hidden_layers": [8]}, "space": {"network": [NETWORKS[1]]}},
-         "space.network", "not both"),
+         "space.network", "one of the two"),
         ({"base": {}, "space": {"network": [NETWORKS[1]], "hidden_layers": [[8]]}},
-         "space", "not both"),
+         "space", "one of the two"),
     ],
 )  # fmt: skip
 def test_post_sweeps_answers_422_for_a_bad_network(trainer_client, body, field, fragment):

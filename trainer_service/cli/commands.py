@@ -126,8 +126,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model locally and save it to an .npz file",
-        description="Train an MLP on MNIST or Fashion-MNIST and save it (see shared/config.py "
-        "for every option's meaning; options given explicitly override the --preset).",
+        description="Train a network (a perceptron, or convolutional: --network) on MNIST or "
+        "Fashion-MNIST and save it (see shared/config.py for every option's meaning; options "
+        "given explicitly override the --preset).",
     )
     p.add_argument(
         "--data-dir",
