@@ -20,6 +20,7 @@ from typing import Any
 
 from shared.modelfile import ModelFileError, load_model
 from shared.nn.inference import InferencePlan
+from shared.nn.reshape import Reshape
 from shared.registry import BrokenVersionError, Registry, RegistryError, VersionNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,13 @@ class Served:
     def input_size(self) -> int:
         """Values per image the model takes (784 for MNIST): what the decoders check."""
         return int(self.loaded.model.input_size)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one image as the model's layers see it: (1, 28, 28) for a convolutional
+        model (its Reshape), (784,) for a perceptron."""
+        reshape = (layer for layer in self.loaded.model.layers if isinstance(layer, Reshape))
+        return next((layer.shape for layer in reshape), (self.input_size,))
 
     @property
     def n_classes(self) -> int:

@@ -203,13 +203,17 @@ _BATCH = {
     "description": "N, the number of images",
 }
 _SHAPE_DOC = {
-    "description": f"[N, input size] or [N, side, side]: [N, {DOC_PIXELS}] or [N, {DOC_SIDE}, "
-    f"{DOC_SIDE}] for an MNIST model (the model metadata gives its shapes).",
+    "description": f"[N, input size], [N, side, side] or [N, 1, side, side]: [N, {DOC_PIXELS}], "
+    f"[N, {DOC_SIDE}, {DOC_SIDE}] or [N, 1, {DOC_SIDE}, {DOC_SIDE}] for an MNIST model (the "
+    "model metadata gives its shapes).",
     "anyOf": [
         {"type": "array", "prefixItems": [_BATCH, {"const": DOC_PIXELS}], "items": False,
          "minItems": 2},
         {"type": "array", "prefixItems": [_BATCH, {"const": DOC_SIDE}, {"const": DOC_SIDE}],
          "items": False, "minItems": 3},
+        {"type": "array",
+         "prefixItems": [_BATCH, {"const": 1}, {"const": DOC_SIDE}, {"const": DOC_SIDE}],
+         "items": False, "minItems": 4},
     ],
 }  # fmt: skip
 _PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
@@ -218,7 +222,8 @@ _DATA_DOC = {
     "type": "array",
     "minItems": 1,
     "items": {"anyOf": [_PIXEL, {"type": "array", "items": {"anyOf": [
-        _PIXEL, {"type": "array", "items": _PIXEL}]}}]},
+        _PIXEL, {"type": "array", "items": {"anyOf": [
+            _PIXEL, {"type": "array", "items": _PIXEL}]}}]}}]},
 }  # fmt: skip
 
 

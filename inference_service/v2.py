@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Response
 
 import shared
-from inference_service.decoders import V2_DATATYPES, side_of
+from inference_service.decoders import V2_DATATYPES, image_shapes
 from inference_service.responses import answer
 from inference_service.schemas import (
     V2Live,
@@ -46,19 +46,20 @@ def metadata(name: str, ref: str | None = None) -> Response:
     st = service()
     served = st.cache.get(name, ref)  # 404 unknown, 409 broken; the input size is the model's
     good = [str(d["version"]) for d in st.registry.describe_versions(name) if d["status"] == "ok"]
-    size = served.input_size
-    side = side_of(size)
     parameters = {
         "accepted_datatypes": list(V2_DATATYPES),
-        "accepted_shapes": [[-1, size]] + ([[-1, side, side]] if side else []),
+        "accepted_shapes": [[-1, *shape] for shape in image_shapes(served.input_size)],
         "pixel_range": {k: [0, int(high)] for k, (_, high) in V2_DATATYPES.items()},
     }
+    # The input's shape is the one the model's layers take: [-1, 1, 28, 28] for a convolutional
+    # network, [-1, 784] for a perceptron (every accepted shape is served either way).
+    shape = [-1, *served.input_shape]
     view = V2ModelMetadata(
         name=name,
         versions=good,
-        platform="digitflow_numpy_mlp",
+        platform="digitflow_numpy_" + ("cnn" if len(shape) > 2 else "mlp"),
         inputs=[
-            V2TensorMetadata(name="input", datatype="FP32", shape=[-1, size], parameters=parameters)
+            V2TensorMetadata(name="input", datatype="FP32", shape=shape, parameters=parameters)
         ],
         outputs=[
             V2TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, served.n_classes]),

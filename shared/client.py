@@ -508,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. --epochs=3 --hidden-layers=128,64 --model=mnist).",
     )
     p.add_argument(
-        "--preset", help="default | seed-basic | seed-deep | best | fashion | fashion-best"
+        "--preset",
+        help="default | seed-basic | seed-deep | best | fashion | fashion-best | cnn | cnn-best | "
+        "fashion-cnn",
     )
     p.add_argument("--config", help="JSON file with a TrainConfig (fields given here override)")
     p.add_argument("--idempotency-key", help="makes a retried submit return the same job")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-from shared.nn.layers import BatchNorm1d, Dense
+from shared.nn.conv import Conv2D
+from shared.nn.layers import BatchNorm1d, Dense, Layer
 from shared.nn.model import Sequential
 
 
@@ -17,8 +20,8 @@ def randomise_trained_state(model: Sequential, rng: np.random.Generator) -> None
             layer.beta[...] = rng.normal(0, 0.5, layer.dim)
             layer.running_mean[...] = rng.normal(0, 1.0, layer.dim)
             layer.running_var[...] = rng.uniform(0.2, 3.0, layer.dim)
-        if isinstance(layer, Dense) and layer.use_bias:
-            layer.b[...] = rng.normal(0, 0.1, layer.out_features)
+        if isinstance(layer, Dense | Conv2D) and layer.use_bias:
+            layer.b[...] = rng.normal(0, 0.1, layer.b.shape)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -35,3 +38,37 @@ def identity_affine(n: int, size: int = 28) -> np.ndarray:
     t[:, 0, 0] = t[:, 1, 1] = 1.0
     t[:, :, 2] = (size - 1) / 2.0
     return t
+
+
+def numeric_grad(f: Callable[[], float], arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() w.r.t. every entry of arr (perturbed in place)."""
+    grad = np.zeros_like(arr)
+    for i in np.ndindex(arr.shape):  # indexes arr itself, whatever its memory layout
+        old = arr[i]
+        arr[i] = old + eps
+        up = f()
+        arr[i] = old - eps
+        down = f()
+        arr[i] = old
+        grad[i] = (up - down) / (2 * eps)
+    return grad
+
+
+def check_layer(layer: Layer, x: np.ndarray, before_forward: Callable[[], None] = lambda: None):
+    """L = sum(forward(x) * R): compare backward(R) with finite differences for x and params."""
+    rng = np.random.default_rng(1)
+    before_forward()
+    r = rng.standard_normal(layer.forward(x, True).shape)
+
+    def loss() -> float:
+        before_forward()
+        return float(np.sum(layer.forward(x, True) * r))
+
+    loss()
+    dx = layer.backward(r.copy()).copy()
+    analytic = {name: getattr(layer, "d" + name).copy() for name in layer.trainable}
+    np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-7)
+    for name, grad in analytic.items():
+        np.testing.assert_allclose(
+            grad, numeric_grad(loss, getattr(layer, name)), rtol=1e-5, atol=1e-7, err_msg=name
+        )

@@ -45,11 +45,25 @@ TRAINER_APP = "trainer_service.api.app:create_app()"
 TRAINER_CONF = "trainer_service/api/gunicorn.conf.py"
 
 
-def publish(registry: Registry, tmp_path: Path, seed: int = 0, name: str = "digits") -> int:
-    """Publish an untrained 784-16-10 model (milliseconds to build and load) as the next version.
-    The seed makes each version's predictions differ, and its recorded test accuracy
-    (0.1 + seed / 100: a number a test can look for, not a measurement)."""
-    config = TrainConfig(model=name, hidden_layers=[16], dropout=0.0, seed=seed)
+#: A tiny convolutional network for `publish(..., network=TINY_CNN)`: 28x28 -> 24x24x4 ->
+#: 12x12x4 -> 5x5x8 -> 16 -> 10, ~2,000 weights.
+TINY_CNN = [{"conv": 4, "kernel": 5}, {"pool": 2}, {"conv": 8, "kernel": 3, "stride": 2},
+            {"dense": 16}]  # fmt: skip
+
+
+def publish(
+    registry: Registry,
+    tmp_path: Path,
+    seed: int = 0,
+    name: str = "digits",
+    network: list[dict] | None = None,
+) -> int:
+    """Publish an untrained 784-16-10 model, or the convolutional `network` (e.g. TINY_CNN),
+    (milliseconds to build and load) as the next version. The seed makes each version's
+    predictions differ, and its recorded test accuracy (0.1 + seed / 100: a number a test can
+    look for, not a measurement)."""
+    layers = {"hidden_layers": [16]} if network is None else {"network": network}
+    config = TrainConfig(model=name, dropout=0.0, seed=seed, **layers)
     model = config.build_model(mean=np.full(784, 0.05 * seed, dtype=np.float32))
     path = tmp_path / f"w-{uuid.uuid4().hex}.npz"
     save_model(path, model)

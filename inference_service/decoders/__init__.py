@@ -21,7 +21,7 @@ from __future__ import annotations
 from inference_service.decoders.instances import decode_instances, read_instances
 from inference_service.decoders.media import MULTIPART, decode_request, is_json, read_body
 from inference_service.decoders.npy import NPY_MEDIA_TYPE, decode_npy
-from inference_service.decoders.pixels import side_of
+from inference_service.decoders.pixels import image_shapes
 from inference_service.decoders.v2 import V2_DATATYPES, V2_HEADER_LENGTH, decode_v2
 
 __all__ = [
@@ -33,8 +33,8 @@ __all__ = [
     "decode_npy",
     "decode_request",
     "decode_v2",
+    "image_shapes",
     "is_json",
     "read_body",
     "read_instances",
-    "side_of",
 ]

@@ -109,6 +109,7 @@ def _instances_batch(
     if (
         arr is not None
         and arr.dtype.kind in "iuf"
+        and arr.ndim <= 3  # an instance is `size` values or `side` rows: no channel axis
         and is_batch_shape(arr.shape, size)
         and not (maybe_bool and has_bool(instances))
     ):
@@ -124,7 +125,8 @@ def _instances_batch(
         layouts = [r[1] for r in rows]  # each image's: rows of `side`, or flat
     else:
         layouts = [nested] * len(instances)
-    check_range(arr, high, lambda n, k: index_path(path, n, k, side if layouts[n] else None))
+    shapes = [(side, side) if nested else (size,) for nested in layouts]
+    check_range(arr, high, lambda n, k: index_path(path, n, k, shapes[n]))
     return arr
 
 

@@ -15,7 +15,6 @@ from inference_service.decoders.pixels import (
     index_path,
     is_batch_shape,
     shapes_text,
-    side_of,
     to_unit,
     too_many_images,
 )
@@ -89,9 +88,8 @@ def decode_npy(raw: bytes, input_size: int, max_images: int) -> np.ndarray:
     arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
     arr = arr.reshape(shape, order="F" if fortran else "C").reshape(n, input_size)
     high = UNIT_MAX if dtype.kind == "f" else RAW_MAX
-    nested = side_of(input_size) if len(shape) == 3 else None
     try:
-        check_range(arr, high, lambda i, k: index_path("body", i, k, nested))
+        check_range(arr, high, lambda i, k: index_path("body", i, k, shape[1:]))
     except ApiError as exc:
         if dtype.kind == "f":
             exc.message += " (float arrays are pixels 0-1; send uint8 for 0-255)"

@@ -40,15 +40,22 @@ def side_of(input_size: int) -> int | None:
     return side if side * side == input_size and side > 1 else None
 
 
-def is_batch_shape(shape: list[int] | tuple[int, ...], input_size: int) -> bool:
-    """Whether `shape` is [N, input size] or, for a square input, [N, side, side]."""
+def image_shapes(input_size: int) -> list[list[int]]:
+    """The shapes one image may have in a batch tensor: [input size] and, for a square input,
+    [side, side] and [1, side, side] (one channel, as convolutional networks see images)."""
     side = side_of(input_size)
-    return list(shape[1:]) in ([input_size], [side, side])
+    return [[input_size]] + ([[side, side], [1, side, side]] if side else [])
+
+
+def is_batch_shape(shape: list[int] | tuple[int, ...], input_size: int) -> bool:
+    """Whether `shape` is N images of one of `image_shapes`."""
+    return list(shape[1:]) in image_shapes(input_size)
 
 
 def shapes_text(input_size: int) -> str:
-    side = side_of(input_size)
-    return f"[N, {input_size}]" + (f" or [N, {side}, {side}]" if side else "")
+    """`[N, 784], [N, 28, 28] or [N, 1, 28, 28]`."""
+    *most, last = (f"[N, {', '.join(map(str, shape))}]" for shape in image_shapes(input_size))
+    return f"{', '.join(most)} or {last}" if most else last
 
 
 def too_many_images(count: int, limit: int, where: str) -> ApiError:
@@ -125,11 +132,11 @@ def has_bool(values: Any) -> bool:
 
 
 def uint8_bytes(values: Any, depth: int = 0) -> bytes | None:
-    """The integers 0-255 of a list, flat or nested up to 3 levels, as bytes in row-major order,
+    """The integers 0-255 of a list, flat or nested up to 4 levels, as bytes in row-major order,
     at C speed: ``bytes(list)`` raises for anything but such integers (a float, a string, null,
     256, -1), and then this is None and the caller's checked path names the bad value. JSON
     booleans would pass as 0/1: call it only for a body without ``true``/``false``."""
-    if type(values) is not list or depth > 2:
+    if type(values) is not list or depth > 3:
         return None
     try:
         if values and type(values[0]) is list:
@@ -140,7 +147,6 @@ def uint8_bytes(values: Any, depth: int = 0) -> bytes | None:
         return None
 
 
-def index_path(path: str, n: int, k: int, side: int | None) -> str:
-    if side:
-        return f"{path}[{n}][{k // side}][{k % side}]"
-    return f"{path}[{n}][{k}]"
+def index_path(path: str, n: int, k: int, shape: tuple[int, ...]) -> str:
+    """Where value k of image n is, in an image of `shape` as sent: ``body[3][0][5][17]``."""
+    return f"{path}[{n}]" + "".join(f"[{i}]" for i in np.unravel_index(k, shape))

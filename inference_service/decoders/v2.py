@@ -62,7 +62,7 @@ def _v2_split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def _v2_shape(shape: list[int], input_size: int, where: str) -> int:
-    """N of a tensor shape [N, input_size] or [N, side, side]."""
+    """N of a tensor shape: N images of one of `image_shapes`."""
     if not is_batch_shape(shape, input_size) or shape[0] < 1:
         raise ApiError(
             400,
@@ -75,13 +75,13 @@ def _v2_shape(shape: list[int], input_size: int, where: str) -> int:
 def _flatten_checked(data: Any, where: str, depth: int = 0) -> list:
     """Flatten nested lists of numbers, naming the first non-number (slow path only).
 
-    Depth is capped (a tensor here has at most 3 dimensions), so hostile nesting cannot hit
+    Depth is capped (a tensor here has at most 4 dimensions), so hostile nesting cannot hit
     Python's recursion limit.
     """
     if not isinstance(data, list):
         raise ApiError(400, f"{where} must be a list of numbers, got {describe(data)}", field=where)
-    if depth >= 3:
-        raise ApiError(400, f"{where} is nested too deeply for a 3-dimensional tensor", field=where)
+    if depth >= 4:
+        raise ApiError(400, f"{where} is nested too deeply for a 4-dimensional tensor", field=where)
     out: list = []
     for j, v in enumerate(data):
         if isinstance(v, list):

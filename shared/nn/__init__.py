@@ -1,12 +1,16 @@
 """digitflow's NumPy neural-network engine: small explicit modules, float32 throughout.
 
-- layers.py       Dense, Dropout (inverted; p = drop probability), BatchNorm1d, Standardize
+- layers.py       Dense, Dropout (inverted; p = drop probability), BatchNorm1d, BatchNorm2d
+                  (per channel of images), Standardize
+- conv.py         Conv2D: im2col + one matrix product; images (N, C, H, W) stored channel-last
+- pooling.py      MaxPool2D
+- reshape.py      Reshape (rows -> images), Flatten (images -> rows)
 - activations.py  ReLU, LeakyReLU, Sigmoid, Tanh
 - losses.py       softmax + cross-entropy, fused and stable, optional label smoothing
 - optimizers.py   SGD, Momentum, Nesterov, RMSprop, Adam, AdamW over one flat parameter vector
 - schedules.py    constant, step, cosine, linear warm-up: lr(epoch, step)
 - data.py         BatchIterator: shuffled mini-batches into reused buffers
-- model.py        Sequential (spec()/state()/from_spec()), build_mlp(...)
+- model.py        Sequential (spec()/state()/from_spec(), per-sample shape checks), build_mlp
 - inference.py    InferencePlan: THE inference-mode forward pass (folded), used by every prediction
 - training.py     TrainingSpec; train(model, x, y, epochs, batches, loss, optimizer, schedule,
                   augment, callbacks): the step loop; fit(model, x, y, spec) builds those

@@ -1,4 +1,8 @@
-"""Element-wise activations. Each keeps what its derivative needs and nothing more."""
+"""Element-wise activations, any shape. Each keeps what its derivative needs and nothing more.
+
+Buffers follow the input's memory layout (`Layer._out_like`): channel-last image batches from
+the conv layers stay channel-last, so every ufunc here runs in memory order.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,9 @@ def _mask_of_positive(layer: Layer, x: np.ndarray) -> np.ndarray:
     Multiplying by a float mask is cheaper in NumPy than np.maximum (NaN handling) or
     where/copyto with a boolean mask, and the same mask then serves the backward pass.
     """
-    positive = layer._out("positive", x.shape, True, dtype=np.bool_)
+    positive = layer._out_like("positive", x, True, dtype=np.bool_)
     np.greater(x, 0, out=positive)
-    mask = layer._out("mask", x.shape, True)
+    mask = layer._out_like("mask", x, True)
     np.copyto(mask, positive, casting="unsafe")
     return mask
 
@@ -36,10 +40,10 @@ class ReLU(Layer):
         if not training:
             return np.maximum(x, self.dtype.type(0))
         self._mask = _mask_of_positive(self, x)
-        return np.multiply(x, self._mask, out=self._out("y", x.shape, True))
+        return np.multiply(x, self._mask, out=self._out_like("y", x, True))
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        return np.multiply(grad, self._mask, out=self._out("dx", grad.shape, True))
+        return np.multiply(grad, self._mask, out=self._out_like("dx", grad, True))
 
 
 class LeakyReLU(Layer):
@@ -70,10 +74,10 @@ class LeakyReLU(Layer):
         slope *= 1.0 - self.alpha
         slope += self.alpha
         self._slope = slope
-        return np.multiply(x, slope, out=self._out("y", x.shape, True))
+        return np.multiply(x, slope, out=self._out_like("y", x, True))
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        return np.multiply(grad, self._slope, out=self._out("dx", grad.shape, True))
+        return np.multiply(grad, self._slope, out=self._out_like("dx", grad, True))
 
 
 class Sigmoid(Layer):
@@ -91,7 +95,7 @@ class Sigmoid(Layer):
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = self._as_input(x)
-        out = self._out("y", x.shape, training)
+        out = self._out_like("y", x, training)
         np.multiply(x, 0.5, out=out)
         np.tanh(out, out=out)
         out *= 0.5
@@ -102,7 +106,7 @@ class Sigmoid(Layer):
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         y = self._y
-        dx = self._out("dx", grad.shape, True)
+        dx = self._out_like("dx", grad, True)
         np.subtract(1.0, y, out=dx)
         dx *= y
         dx *= grad
@@ -120,7 +124,7 @@ class Tanh(Layer):
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = self._as_input(x)
-        out = self._out("y", x.shape, training)
+        out = self._out_like("y", x, training)
         np.tanh(x, out=out)
         if training:
             self._y = out
@@ -128,7 +132,7 @@ class Tanh(Layer):
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         y = self._y
-        dx = self._out("dx", grad.shape, True)
+        dx = self._out_like("dx", grad, True)
         np.multiply(y, y, out=dx)
         np.subtract(1.0, dx, out=dx)
         dx *= grad

@@ -29,12 +29,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shared.nn.inference import chunk_rows
+
 if TYPE_CHECKING:
     from shared.nn.model import Sequential
 
 #: Trapezoid intervals when the caller names none.
 DEFAULT_STEPS = 32
-#: Path points (rows) per forward/backward pass: ~20 MB of float32 activations for 784-512-256-10.
+#: Path points (rows) per forward/backward pass: ~20 MB of float32 activations for 784-512-256-10;
+#: fewer for a convolutional model, whose rows are bigger (`shared.nn.inference.chunk_rows`).
 CHUNK_ROWS = 1024
 
 
@@ -94,7 +97,7 @@ def integrated_gradients(
     targets = np.broadcast_to(np.asarray(target, dtype=np.int64), (n,)).copy()
     alphas, weights = trapezoid_weights(steps)
     points_per_image = steps + 1
-    per_chunk = max(1, CHUNK_ROWS // points_per_image)
+    per_chunk = max(1, min(CHUNK_ROWS, chunk_rows(model)) // points_per_image)
 
     attributions = np.empty((n, size), dtype=np.float64)
     logit = np.empty(n, dtype=np.float64)

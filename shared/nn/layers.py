@@ -1,4 +1,5 @@
-"""Layers: Dense, Dropout, BatchNorm1d, Standardize (and the Layer base the activations share).
+"""Layers: Dense, Dropout, BatchNorm1d, BatchNorm2d, Standardize (and the Layer base every other
+layer shares).
 
 Every layer is a small object with `forward(x, training)` and `backward(grad)`; the maths is
 written out in each method so you can check it against a textbook.
@@ -8,6 +9,10 @@ Speed conventions (why the code looks the way it does):
 - In training mode a layer writes into *reused buffers* it owns (no allocation per batch); the
   returned array stays valid until that layer's next forward/backward call. `Sequential` consumes
   it immediately. In inference mode layers allocate fresh arrays, so prediction is thread-safe.
+- Image batches are (N, C, H, W) arrays. The convolution and pooling layers store theirs
+  channel-last in memory (N, H, W, C) — a transposed view — because that makes im2col one matrix
+  product; element-wise layers allocate their outputs with the layout of their input
+  (`_out_like`), so no layer pays for a transposing copy. Layout never changes a result.
 - Parameters (`trainable`) and their gradients (`d<name>`) may be re-bound by `Sequential` to
   views into one flat buffer, so an optimizer updates every parameter with a handful of ufuncs.
 """
@@ -50,8 +55,10 @@ class Layer:
         """JSON-able constructor arguments (the layer's part of the model spec)."""
         return {}
 
-    def output_dim(self, input_dim: int) -> int:
-        return input_dim
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample shape of the output for a per-sample input `shape` ((features,) or
+        (channels, height, width)); raises ValueError saying what the layer expects instead."""
+        return shape
 
     # -- helpers ---------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -69,16 +76,24 @@ class Layer:
         self._buffers.clear()
 
     def _out(
-        self, key: str, shape: tuple[int, ...], training: bool, dtype: Any = None
+        self,
+        key: str,
+        shape: tuple[int, ...],
+        training: bool,
+        dtype: Any = None,
+        *,
+        zeros: bool = False,
     ) -> np.ndarray:
         """An output array: a reused buffer in training mode, a fresh one otherwise.
 
         Buffers only grow, and a view of the first rows is returned, so the smaller last batch of
-        an epoch does not trigger a reallocation.
+        an epoch does not trigger a reallocation. `zeros` zero-fills a *new* array only: for a
+        caller that writes the same entries every time and relies on the others staying 0.
         """
         dtype = self.dtype if dtype is None else dtype
+        alloc = np.zeros if zeros else np.empty
         if not training:
-            return np.empty(shape, dtype)
+            return alloc(shape, dtype)
         buf = self._buffers.get(key)
         if (
             buf is None
@@ -86,9 +101,17 @@ class Layer:
             or buf.shape[1:] != shape[1:]
             or buf.dtype != dtype
         ):
-            buf = np.empty(shape, dtype)
+            buf = alloc(shape, dtype)
             self._buffers[key] = buf
         return buf[: shape[0]]
+
+    def _out_like(self, key: str, x: np.ndarray, training: bool, dtype: Any = None) -> np.ndarray:
+        """`_out` shaped like x and laid out like it: channel-last when x (N, C, H, W) is stored
+        channel-last, so element-wise ufuncs over x and this array run in memory order."""
+        if x.ndim == 4 and x.strides[1] < x.strides[3]:
+            n, c, h, w = x.shape
+            return self._out(key, (n, h, w, c), training, dtype).transpose(0, 3, 1, 2)
+        return self._out(key, x.shape, training, dtype)
 
     def _as_input(self, x: np.ndarray) -> np.ndarray:
         return x if x.dtype == self.dtype else x.astype(self.dtype)
@@ -155,8 +178,9 @@ class Dense(Layer):
             "init": self.init,
         }
 
-    def output_dim(self, input_dim: int) -> int:
-        return self.out_features
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        _expect_vector(shape, self.in_features)
+        return (self.out_features,)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = self._as_input(x)
@@ -196,8 +220,9 @@ class Dropout(Layer):
     In training each unit is kept with probability q = 1 - p and the kept ones are scaled by 1/q,
     so the expected output equals the input and inference is a plain identity (no rescaling).
 
-    The mask comes from raw 16-bit random integers (much cheaper than float uniforms): a unit is
-    kept when its integer is >= round(p * 65536). q is therefore quantised to 1/65536 and the
+    Works on any shape (one independent mask entry per element). The mask comes from raw 16-bit
+    random integers (much cheaper than float uniforms): a unit is kept when its integer is
+    >= round(p * 65536). q is therefore quantised to 1/65536 and the
     scale uses that exact q, keeping E[output] == input exactly.
     """
 
@@ -223,23 +248,22 @@ class Dropout(Layer):
         if not training or self.threshold == 0:
             self._mask = None
             return x
-        n, d = x.shape
-        size = n * d
+        size = x.size
         raw = self.rng.bit_generator.random_raw((size + 3) // 4)  # 4 x 16 bits per draw
-        bits = raw.view(np.uint16)[:size].reshape(n, d)
-        keep = self._out("keep", (n, d), True, dtype=np.bool_)
+        bits = raw.view(np.uint16)[:size].reshape(x.shape)
+        keep = self._out_like("keep", x, True, dtype=np.bool_)
         np.greater_equal(bits, np.uint16(self.threshold), out=keep)
         # mask = keep / q: kept units carry the 1/q scale, so backward is one multiplication.
-        mask = self._out("mask", (n, d), True)
+        mask = self._out_like("mask", x, True)
         np.copyto(mask, keep, casting="unsafe")
         mask *= self.dtype.type(1.0 / self.keep)
         self._mask = mask
-        return np.multiply(x, mask, out=self._out("y", (n, d), True))
+        return np.multiply(x, mask, out=self._out_like("y", x, True))
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._mask is None:
             return grad
-        return np.multiply(grad, self._mask, out=self._out("dx", grad.shape, True))
+        return np.multiply(grad, self._mask, out=self._out_like("dx", grad, True))
 
 
 class BatchNorm1d(Layer):
@@ -271,6 +295,10 @@ class BatchNorm1d(Layer):
     def config(self) -> dict[str, Any]:
         return {"dim": self.dim, "momentum": self.momentum, "eps": self.eps}
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        _expect_vector(shape, self.dim)
+        return shape
+
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = self._as_input(x)
         n = x.shape[0]
@@ -282,7 +310,7 @@ class BatchNorm1d(Layer):
             out += shift
             return out
         if n < 2:
-            raise ValueError("BatchNorm1d needs at least 2 samples per training batch")
+            raise ValueError(f"{type(self).__name__} needs at least 2 values per training batch")
         mean = x.mean(axis=0)
         xhat = self._out("xhat", x.shape, True)
         np.subtract(x, mean, out=xhat)
@@ -313,7 +341,9 @@ class BatchNorm1d(Layer):
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         xhat, inv_std = self._xhat, self._inv_std
         if xhat is None or inv_std is None:
-            raise RuntimeError("BatchNorm1d.backward called before forward(training=True)")
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called before forward(training=True)"
+            )
         n = grad.shape[0]
         np.sum(grad, axis=0, out=self.dbeta)
         np.einsum("ij,ij->j", grad, xhat, out=self.dgamma)
@@ -327,6 +357,51 @@ class BatchNorm1d(Layer):
         np.subtract(grad, dx, out=dx)
         dx *= self.gamma * inv_std
         return dx
+
+
+class BatchNorm2d(BatchNorm1d):
+    """Batch normalisation of (N, C, H, W) images per channel: statistics over N, H and W.
+
+    A channel is one feature seen at N*H*W places, so this is BatchNorm1d's maths applied to the
+    (N*H*W, C) matrix of the channel-last data: a view, no copy, for the outputs of the conv
+    layers, which are stored channel-last. `dim` is the number of channels; the running variance
+    is the unbiased estimate over N*H*W values, as in PyTorch's BatchNorm2d. Being a subclass,
+    it is also a BatchNorm1d to isinstance: code that treats the two apart tests this one first.
+    """
+
+    kind = "batchnorm2d"
+
+    def __init__(
+        self, channels: int, *, momentum: float = 0.1, eps: float = 1e-5, dtype: Any = np.float32
+    ) -> None:
+        super().__init__(channels, momentum=momentum, eps=eps, dtype=dtype)
+
+    def config(self) -> dict[str, Any]:
+        return {"channels": self.dim, "momentum": self.momentum, "eps": self.eps}
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 3 or shape[0] != self.dim:
+            raise ValueError(
+                f"expects images of {self.dim} channels (C, H, W) but receives shape {shape}"
+            )
+        return shape
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        n, c, h, w = x.shape
+        rows = super().forward(_channel_rows(x), training)
+        return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        dx = super().backward(_channel_rows(grad), need_input_grad)
+        if dx is None:
+            return None
+        n, c, h, w = grad.shape
+        return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
+def _channel_rows(x: np.ndarray) -> np.ndarray:
+    """The (N*H*W, C) matrix of (N, C, H, W) x, channel-last: a view when x is stored so."""
+    return x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
 class Standardize(Layer):
@@ -352,6 +427,10 @@ class Standardize(Layer):
     def config(self) -> dict[str, Any]:
         return {"dim": self.dim}
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        _expect_vector(shape, self.dim)
+        return shape
+
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = self._as_input(x)
         out = self._out("y", x.shape, training)
@@ -359,3 +438,12 @@ class Standardize(Layer):
 
     def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         return grad if need_input_grad else None
+
+
+def _expect_vector(shape: tuple[int, ...], width: int) -> None:
+    """What the layers over feature vectors (Dense, BatchNorm1d, Standardize) check."""
+    if shape == (width,):
+        return
+    if len(shape) == 1:
+        raise ValueError(f"expects {width} inputs but receives {shape[0]}")
+    raise ValueError(f"expects {width} inputs but receives shape {shape}: add a Flatten before it")

@@ -3,6 +3,10 @@
 Input contract: float32 [N, input_size] with pixels in [0, 1]; any normalisation is a layer inside
 the model (Standardize), so the model file is self-contained. Predictions go through the one
 inference-mode forward pass, `shared.nn.inference.InferencePlan` (`predict_proba` builds one).
+
+Inside, a sample is a vector (features,) or an image (channels, height, width): a convolutional
+model starts with a Reshape and has a Flatten before its Dense layers. The model checks that every
+layer accepts the shape the one before produces (`Layer.output_shape`).
 """
 
 from __future__ import annotations
@@ -14,14 +18,22 @@ from typing import Any
 import numpy as np
 
 from shared.nn.activations import ACTIVATIONS
+from shared.nn.conv import Conv2D
 from shared.nn.inference import InferencePlan
-from shared.nn.layers import BatchNorm1d, Dense, Dropout, Layer, Standardize
+from shared.nn.layers import BatchNorm1d, BatchNorm2d, Dense, Dropout, Layer, Standardize
+from shared.nn.pooling import MaxPool2D
+from shared.nn.reshape import Flatten, Reshape
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     "standardize": Standardize,
     "dense": Dense,
     "dropout": Dropout,
     "batchnorm1d": BatchNorm1d,
+    "reshape": Reshape,
+    "conv2d": Conv2D,
+    "maxpool2d": MaxPool2D,
+    "batchnorm2d": BatchNorm2d,
+    "flatten": Flatten,
     **{cls.kind: cls for cls in ACTIVATIONS.values()},
 }
 
@@ -43,16 +55,13 @@ class Sequential:
         #: Features per input row (784 for 28x28 images): what callers must feed.
         self.input_size = int(input_size)
         self.dtype = np.dtype(dtype)
-        width = self.input_size
+        shape: tuple[int, ...] = (self.input_size,)
         for i, layer in enumerate(self.layers):
-            expected = _input_width(layer)
-            if expected is not None and expected != width:
-                raise ValueError(
-                    f"layer {i} ({layer.kind}) expects {expected} inputs but receives {width}"
-                )
-            width = layer.output_dim(width)
+            shape = _output_shape(i, layer, shape)
+        if len(shape) != 1:
+            raise ValueError(f"the last layer must output a vector of logits, not shape {shape}")
         #: Logits per row (the number of classes).
-        self.output_size = width
+        self.output_size = shape[0]
         for layer in self.layers:
             if layer.dtype != self.dtype:
                 layer.astype(self.dtype)
@@ -123,8 +132,9 @@ class Sequential:
 
         Dropout (the identity at inference) is left out; each BatchNorm1d becomes its running-
         statistics affine map x * scale + shift, folded into the Dense before it (the algebra of
-        `InferencePlan`) or, with no Dense before it, a Dense of diagonal weights. What remains
-        (Standardize, Dense, activations) computes the same thing in both modes, so
+        `InferencePlan`) or, with no Dense before it, a Dense of diagonal weights; a BatchNorm2d
+        likewise into the Conv2D before it or a 1x1 Conv2D. What remains (Standardize, Dense,
+        Conv2D, pooling, reshapes, activations) computes the same thing in both modes, so
         ``frozen().forward(x, True)`` equals the served logits and its `backward` differentiates
         them. A copy with its own parameters, gradients and buffers: nothing done to it reaches
         this model (its gradients, optimizer state, dropout streams, running statistics), and
@@ -133,6 +143,9 @@ class Sequential:
         layers: list[Layer] = []
         for layer in self.layers:
             if isinstance(layer, Dropout):
+                continue
+            if isinstance(layer, BatchNorm2d):
+                layers.append(_conv_with_affine(layers, layer, self.dtype))
                 continue
             if isinstance(layer, BatchNorm1d):
                 scale, shift = layer.inference_affine()
@@ -232,11 +245,11 @@ class Sequential:
         if not isinstance(layer_specs, list) or not layer_specs:
             raise ValueError("model spec 'layers' must be a non-empty list")
         layers: list[Layer] = []
-        width = input_dim
+        shape: tuple[int, ...] = (input_dim,)
         for i, entry in enumerate(layer_specs):
-            layer = _layer_from_spec(i, entry, width)
+            layer = _layer_from_spec(i, entry, shape)
             layers.append(layer)
-            width = layer.output_dim(width)
+            shape = _output_shape(i, layer, shape)
         model = cls(layers, input_size=input_dim)
         if "output_dim" in spec and spec["output_dim"] != model.output_size:
             raise ValueError(
@@ -251,12 +264,28 @@ class Sequential:
         return f"Sequential([{inner}], params={self.n_params})"
 
 
-def _input_width(layer: Layer) -> int | None:
-    if isinstance(layer, Dense):
-        return layer.in_features
-    if isinstance(layer, BatchNorm1d | Standardize):
-        return layer.dim
-    return None
+def _output_shape(i: int, layer: Layer, shape: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        return layer.output_shape(shape)
+    except ValueError as exc:
+        raise ValueError(f"layer {i} ({layer.kind}) {exc}") from None
+
+
+def _conv_with_affine(layers: list[Layer], norm: BatchNorm2d, dtype: Any) -> Conv2D:
+    """`frozen()`'s BatchNorm2d: its running-statistics map x * scale + shift per channel, folded
+    into the Conv2D just before it (popped from `layers`) or else a 1x1 Conv2D."""
+    scale, shift = norm.inference_affine()
+    conv = layers.pop() if layers and isinstance(layers[-1], Conv2D) else None
+    if conv is None:
+        conv = Conv2D(norm.dim, norm.dim, 1, dtype=dtype)
+        conv.W = np.diag(scale).reshape(1, 1, norm.dim, norm.dim)
+        conv.b = shift
+    else:
+        bias = conv.b.astype(np.float64) if conv.use_bias else 0.0
+        conv.W = conv.W.astype(np.float64) * scale  # scales each output channel (last axis)
+        conv.b = bias * scale + shift
+    conv.use_bias, conv.trainable = True, ("W", "b")
+    return conv
 
 
 #: Exact fields (and JSON types) each layer kind has in a spec; anything else is rejected.
@@ -265,6 +294,18 @@ _SPEC_FIELDS: dict[str, dict[str, type]] = {
     "dense": {"in_features": int, "out_features": int, "bias": bool, "init": str},
     "dropout": {"p": float},
     "batchnorm1d": {"dim": int, "momentum": float, "eps": float},
+    "reshape": {"shape": list},
+    "conv2d": {
+        "in_channels": int,
+        "out_channels": int,
+        "kernel_size": int,
+        "stride": int,
+        "padding": str,
+        "bias": bool,
+    },
+    "maxpool2d": {"size": int, "stride": int},
+    "batchnorm2d": {"channels": int, "momentum": float, "eps": float},
+    "flatten": {},
     "relu": {},
     "leaky_relu": {"alpha": float},
     "sigmoid": {},
@@ -280,7 +321,7 @@ def _json_type_ok(value: Any, expected: type) -> bool:
     return isinstance(value, expected)
 
 
-def _layer_from_spec(i: int, entry: Any, width: int) -> Layer:
+def _layer_from_spec(i: int, entry: Any, shape: tuple[int, ...]) -> Layer:
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
         raise ValueError(f"layer {i} must be an object with a string 'type'")
     kind = entry["type"]
@@ -296,8 +337,10 @@ def _layer_from_spec(i: int, entry: Any, width: int) -> Layer:
         if not _json_type_ok(args[key], expected):
             raise ValueError(f"layer {i} ({kind}) field {key!r} must be {expected.__name__}")
     dim_key = {"dense": "in_features", "batchnorm1d": "dim", "standardize": "dim"}.get(kind)
-    if dim_key is not None and args[dim_key] != width:
-        raise ValueError(f"layer {i} ({kind}) declares {dim_key}={args[dim_key]}, expected {width}")
+    if dim_key is not None and len(shape) == 1 and args[dim_key] != shape[0]:
+        raise ValueError(
+            f"layer {i} ({kind}) declares {dim_key}={args[dim_key]}, expected {shape[0]}"
+        )
     try:
         if kind == "standardize":
             return Standardize(args["dim"])
@@ -360,4 +403,73 @@ def build_mlp(
             layers.append(_dropout(dropout, dropout_seeds[i]))
         width = hidden
     layers.append(Dense(width, n_classes, init="xavier", rng=init_rng))
+    return Sequential(layers, input_size=input_size)
+
+
+def build_network(
+    *,
+    input_shape: tuple[int, int, int],
+    network: Sequence[dict[str, Any]],
+    n_classes: int,
+    activation: str = "relu",
+    batch_norm: bool = False,
+    input_dropout: float = 0.0,
+    mean: np.ndarray | None = None,
+    seed: int = 0,
+) -> Sequential:
+    """A network of `network` entries (`shared.config.NetworkLayer`, settings filled in), one key
+    naming each: {"conv": out channels, "kernel", "stride", "padding"}, {"pool": size,
+    "stride"}, {"dense": units}, {"dropout": p}:
+
+        [Standardize(mean)] -> [Dropout(input_dropout)] -> [Reshape(input_shape)] -> the entries,
+        each conv and dense followed by [batch norm] -> activation -> [Flatten] -> Dense(n_classes)
+
+    Rows become images (Reshape) when a conv or pool is among the entries; a Flatten goes before
+    the first dense layer (or the output). Initialisation as `build_mlp`'s: He for a ReLU-family
+    activation (every Conv2D: He), a layer followed by batch norm has no bias, independent random
+    streams from `seed` for the weights and each dropout layer.
+    """
+    root = np.random.SeedSequence([seed, _MODEL_STREAM_TAG])
+    init_seed, *dropout_seeds, input_seed = root.spawn(2 + len(network))
+    init_rng = np.random.default_rng(init_seed)
+    act = ACTIVATIONS[activation]
+    init = "he" if activation in ("relu", "leaky_relu") else "xavier"
+    input_size = int(np.prod(input_shape))
+    layers: list[Layer] = []
+    shape: tuple[int, ...] = (input_size,)
+
+    def add(layer: Layer) -> None:
+        nonlocal shape
+        layers.append(layer)
+        shape = layer.output_shape(shape)
+
+    if mean is not None:
+        add(Standardize(mean))
+    if input_dropout > 0:
+        add(_dropout(input_dropout, input_seed))
+    if any("conv" in entry or "pool" in entry for entry in network):
+        add(Reshape(input_shape))
+    for entry, dropout_seed in zip(network, dropout_seeds, strict=True):
+        if "dropout" in entry:
+            add(_dropout(entry["dropout"], dropout_seed))
+        elif "pool" in entry:
+            add(MaxPool2D(entry["pool"], entry["stride"]))
+        elif "conv" in entry:
+            size, stride, padding = entry["kernel"], entry["stride"], entry["padding"]
+            conv = Conv2D(shape[0], entry["conv"], size, stride=stride, padding=padding,
+                          bias=not batch_norm, rng=init_rng)  # fmt: skip
+            add(conv)
+            if batch_norm:
+                add(BatchNorm2d(entry["conv"]))
+            add(act())
+        else:
+            if len(shape) > 1:
+                add(Flatten())
+            add(Dense(shape[0], entry["dense"], bias=not batch_norm, init=init, rng=init_rng))
+            if batch_norm:
+                add(BatchNorm1d(entry["dense"]))
+            add(act())
+    if len(shape) > 1:
+        add(Flatten())
+    add(Dense(shape[0], n_classes, init="xavier", rng=init_rng))
     return Sequential(layers, input_size=input_size)

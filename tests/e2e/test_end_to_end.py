@@ -24,8 +24,10 @@ from PIL import Image
 from shared.client import DigitflowClient, DigitflowError
 from shared.client import main as cli_main
 from shared.datasets import load_dataset
+from shared.modelfile import load_model
 from shared.registry import Registry
 from tests import REPO_ROOT
+from tests.service_support import v2_binary
 from tests.trainer_support import (
     delete_queue_keys,
     free_port,
@@ -306,3 +308,72 @@ def test_cli_drives_the_same_stack(full_stack, capsys, monkeypatch, tmp_path, mn
     assert proc.returncode == 0, proc.stderr
     mine = [line for line in proc.stdout.splitlines() if f" {model} " in line]
     assert len(mine) == 2 and all(" finished " in line for line in mine), proc.stdout
+
+
+#: A tiny convolutional network, trained through the whole stack in a second or two.
+CNN = {
+    "model": "digits-cnn",
+    "epochs": 1,
+    "train_limit": 1000,
+    "batch_size": 32,
+    "network": [{"conv": 8, "kernel": 5}, {"pool": 2}, {"conv": 8, "kernel": 3}, {"pool": 2},
+                {"dense": 32}],
+}  # fmt: skip
+
+
+def test_a_small_cnn_is_trained_published_and_served_on_every_route(full_stack, mnist_dir):
+    """API → worker → registry → inference: a convolutional job, refused at the door when a
+    layer does not fit, then its version served through every route and explained."""
+    client: DigitflowClient = full_stack["client"]
+    bad = {**CNN, "network": [*CNN["network"][:4], {"conv": 4, "kernel": 7}]}  # on 5x5
+    with pytest.raises(DigitflowError) as err:
+        client.submit(bad)
+    assert err.value.status == 422 and "network[4].kernel" in str(err.value)
+    assert "digits-cnn" not in full_stack["registry"].model_names()
+
+    job = _train(full_stack, CNN)
+    assert job["model"] == "digits-cnn" and job["model_version"] == 1
+    manifest = full_stack["registry"].manifest("digits-cnn", 1)
+    assert manifest["config"]["network"][1] == {"pool": 2, "stride": 2}
+    assert manifest["config"]["hidden_layers"] is None
+    wait_for(
+        lambda: _default_version(full_stack, "digits-cnn") == 1, RELOAD_SECONDS, what="the CNN"
+    )
+
+    test = load_dataset("mnist", mnist_dir)
+    images = (test.x_test[:40] * 255).round().astype(np.uint8)
+    model = load_model(full_stack["registry"].weights_path("digits-cnn", 1)).model
+    want = model.predict_proba(images.astype(np.float32) / 255)
+    assert np.mean(want.argmax(axis=1) == test.y_test[:40]) > 0.3  # it learned something
+    base = full_stack["inference_url"]
+    url, infer = f"{base}/v1/models/digits-cnn/predict", f"{base}/v2/models/digits-cnn/infer"
+    answers = [
+        requests.post(url, json={"instances": images.tolist()}, timeout=10),
+        requests.post(url, json={"instances": images.reshape(-1, 28, 28).tolist()}, timeout=10),
+    ]
+    for shape in ([40, 784], [40, 28, 28], [40, 1, 28, 28]):
+        buf = io.BytesIO()
+        np.save(buf, images.reshape(shape))
+        headers = {"Content-Type": "application/x-npy"}
+        answers.append(requests.post(url, data=buf.getvalue(), headers=headers, timeout=10))
+        tensor = {"name": "input", "shape": shape, "datatype": "UINT8"}
+        v2 = {"inputs": [{**tensor, "data": images.reshape(shape).tolist()}]}
+        answers.append(requests.post(infer, json=v2, timeout=10))
+        body, length = v2_binary(images.astype(np.float32) / 255, shape)
+        headers = {"Inference-Header-Content-Length": length}
+        answers.append(requests.post(infer, data=body, headers=headers, timeout=10))
+    for resp in answers:
+        assert resp.status_code == 200, resp.text[:300]
+        got = resp.json().get("probabilities") or resp.json()["outputs"][0]["data"]
+        np.testing.assert_allclose(np.reshape(got, (40, 10)), want, rtol=1e-4, atol=1e-6)
+    picture = _png(test.x_test[0])
+    resp = requests.post(url, data=picture, headers={"Content-Type": "image/png"}, timeout=10)
+    assert resp.status_code == 200 and resp.json()["model_version"] == 1
+
+    meta = requests.get(f"{base}/v2/models/digits-cnn", timeout=5).json()
+    assert meta["inputs"][0]["shape"] == [-1, 1, 28, 28]
+    assert [-1, 1, 28, 28] in meta["inputs"][0]["parameters"]["accepted_shapes"]
+    explain = {"instances": images[:3].tolist(), "steps": 64}
+    found = requests.post(f"{base}/v1/models/digits-cnn/explain", json=explain, timeout=30).json()
+    gap, diff = np.array(found["completeness_gap"]), np.array(found["logit_difference"])
+    assert (np.abs(gap) / (np.abs(diff) + 1)).max() <= 1e-2

@@ -203,6 +203,30 @@ def test_bad_option_values_exit_2_naming_the_option(tmp_path, mnist_dir, capsys)
     assert_usage_error(proc, "unrecognized arguments: --no-such-option")
 
 
+def test_a_network_is_given_as_json_and_checked_before_training(tmp_path, mnist_dir, capsys):
+    deep = '[{"conv": 4, "kernel": 5}, {"pool": 2}, {"conv": 4, "kernel": 5}, {"pool": 2}, '
+    too_deep = deep + '{"conv": 4, "kernel": 5}]'
+    proc = run_in_process(capsys, "train", "--data-dir", mnist_dir, "--network", too_deep,
+                          "--out", tmp_path / "m.npz")  # fmt: skip
+    assert_usage_error(proc, "--network[4].kernel", "5x5 window is larger than its 4x4 input")
+    proc = run_in_process(capsys, "train", "--network", '[{"pool": 2, "kernel": 2}]')
+    assert_usage_error(proc, "--network[0]", "kernel is not a setting of a pool layer")
+    proc = run_in_process(capsys, "train", "--network", '[{"dense": 8}', "--epochs", "1")
+    assert_usage_error(proc, "argument --network: invalid JSON value")
+    proc = run_in_process(capsys, "train", "--network", '[{"dense": 8}]', "--hidden", "8")
+    assert_usage_error(proc, "--network", "one of the two")
+    assert not (tmp_path / "m.npz").exists()
+
+    out = tmp_path / "cnn.npz"
+    proc = run_cli("train", "--data-dir", mnist_dir, "--network", deep + '{"dense": 16}]',
+                   "--train-limit", "500", "--epochs", "1", "--out", out, "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["config"]["network"][0] == {"conv": 4, "kernel": 5, "stride": 1,
+                                               "padding": "valid"}  # fmt: skip
+    assert run_cli("evaluate", "--model", out, "--data-dir", mnist_dir).returncode == 0
+
+
 def test_missing_and_broken_inputs_exit_2(tmp_path, mnist_dir, trained, capsys):
     assert_usage_error(
         run_in_process(capsys, "train", "--data-dir", tmp_path / "nowhere"),

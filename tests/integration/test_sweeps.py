@@ -25,6 +25,7 @@ from rq import Queue
 from werkzeug.serving import make_server
 
 from shared.client import run
+from shared.config import TrainConfig
 from shared.reports import SWEEP_REPORT_PIXELS
 from tests.service_support import inference_service
 from tests.trainer_support import horse_pids, wait_for
@@ -153,6 +154,30 @@ def test_grid_sweep_parallelism_promotion_and_keep(trainer_stack):
     assert state["aliases"]["candidate"] == best["model_version"]
     kept_entry = next(h for h in reversed(state["history"]) if h.get("sweep") == worse)
     assert kept_entry["action"] == "alias_kept" and "does not beat" in kept_entry["reason"]
+
+
+def test_a_sweep_searches_convolutional_networks_on_two_workers(trainer_stack):
+    stack = trainer_stack
+    stack.start_worker()
+    stack.start_worker()
+    networks = [
+        [{"conv": 4, "kernel": 5}, {"pool": 2}, {"dense": 16}],
+        [{"conv": 6, "kernel": 3, "padding": "same"}, {"pool": 4}, {"dense": 16}],
+    ]
+    base = {key: value for key, value in BASE.items() if key != "hidden_layers"}
+    body = {"base": {**base, "model": "cnn-swept"}, "space": {"network": networks},
+            "parallelism": 2}  # fmt: skip
+    view = wait_done(stack, start(stack, body))
+    assert view["status"] == "finished", view
+    trials = view["trials"]
+    assert all(t["status"] == "finished" for t in trials), trials
+    assert sorted(map(json.dumps, (t["params"]["network"] for t in trials))) == sorted(
+        map(json.dumps, networks)
+    )
+    for trial in trials:
+        config = stack.registry.manifest("cnn-swept", trial["model_version"])["config"]
+        given = TrainConfig(network=trial["params"]["network"]).public_dict()["network"]
+        assert config["network"] == given and config["hidden_layers"] is None
 
 
 def test_median_pruning_stops_weak_trials_after_the_first_epoch(trainer_stack):

@@ -180,9 +180,9 @@ def test_wrong_dtype_and_non_finite(saved):
 
 def test_invalid_spec(saved):
     arrays, header = _arrays_and_header(saved)
-    header["spec"]["layers"][1]["type"] = "conv2d"
+    header["spec"]["layers"][1]["type"] = "lstm"
     _write(saved, arrays, header)
-    with pytest.raises(ModelFileError, match="unknown type 'conv2d'"):
+    with pytest.raises(ModelFileError, match="unknown type 'lstm'"):
         load_model(saved)
 
 

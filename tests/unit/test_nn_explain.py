@@ -17,6 +17,7 @@ import copy
 import numpy as np
 import pytest
 
+from shared.config import TrainConfig
 from shared.nn import explain
 from shared.nn.explain import integrated_gradients, trapezoid_weights
 from shared.nn.inference import InferencePlan
@@ -125,11 +126,21 @@ def test_a_linear_model_is_explained_exactly():
     np.testing.assert_allclose(out.completeness_gap, 0, atol=1e-12)
 
 
+#: A tiny convolutional network: the same check runs through its convolutions, batch norm
+#: (folded into them) and max pools.
+TINY_CNN = [{"conv": 4, "kernel": 5}, {"pool": 2}, {"conv": 6, "kernel": 3, "stride": 2},
+            {"pool": 2, "stride": 1}, {"dense": 16}]  # fmt: skip
+
+
+@pytest.mark.parametrize("network", [None, TINY_CNN], ids=["mlp", "cnn"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_completeness_of_a_relu_network_within_the_stated_tolerance(dtype):
+def test_completeness_of_a_relu_network_within_the_stated_tolerance(dtype, network):
     rng = np.random.default_rng(7)
     mean = rng.uniform(0, 0.3, 784).astype(np.float32)
-    model = build_mlp(input_size=784, hidden_layers=[64, 32], n_classes=10, mean=mean, seed=7)
+    if network is None:
+        model = build_mlp(input_size=784, hidden_layers=[64, 32], n_classes=10, mean=mean, seed=7)
+    else:
+        model = TrainConfig(network=network, batch_norm=True, seed=7).build_model(mean=mean)
     randomise_trained_state(model, rng)
     model.astype(dtype)
     x = rng.random((12, 784)).astype(np.float32)

@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
 from shared.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
-from shared.nn.layers import BatchNorm1d, Dense, Dropout, Layer, Standardize
+from shared.nn.layers import BatchNorm1d, Dense, Dropout, Standardize
 from shared.nn.losses import SoftmaxCrossEntropy
 from shared.nn.model import Sequential
+from tests.nn_support import check_layer, numeric_grad
 
 F64 = np.float64
-
-
-def numeric_grad(f: Callable[[], float], arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of the scalar f() w.r.t. every entry of arr (perturbed in place)."""
-    grad = np.zeros_like(arr)
-    flat, gflat = arr.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return grad
-
-
-def check_layer(layer: Layer, x: np.ndarray, before_forward: Callable[[], None] = lambda: None):
-    """L = sum(forward(x) * R): compare backward(R) with finite differences for x and params."""
-    rng = np.random.default_rng(1)
-    before_forward()
-    r = rng.standard_normal(layer.forward(x, True).shape)
-
-    def loss() -> float:
-        before_forward()
-        return float(np.sum(layer.forward(x, True) * r))
-
-    loss()
-    dx = layer.backward(r.copy()).copy()
-    analytic = {name: getattr(layer, "d" + name).copy() for name in layer.trainable}
-    np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-7)
-    for name, grad in analytic.items():
-        np.testing.assert_allclose(
-            grad, numeric_grad(loss, getattr(layer, name)), rtol=1e-5, atol=1e-7, err_msg=name
-        )
 
 
 @pytest.fixture

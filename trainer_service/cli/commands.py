@@ -49,6 +49,7 @@ TRAIN_OPTIONS: list[tuple[tuple[str, ...], str, str | None]] = [
     (("--dataset",), "dataset", None),
     (("--preset",), "preset", None),
     (("--hidden",), "hidden_layers", "list"),
+    (("--network",), "network", "json"),
     (("--activation",), "activation", None),
     (("--batch-norm",), "batch_norm", "bool"),
     (("--dropout",), "dropout", None),
@@ -103,12 +104,18 @@ def _literal_choices(annotation: Any) -> list[str]:
     return []
 
 
+def JSON(text: str) -> Any:
+    """`--network`'s type; argparse names it in its error: "invalid JSON value: '...'"."""
+    return json.loads(text)
+
+
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model locally and save it to an .npz file",
-        description="Train an MLP on MNIST or Fashion-MNIST and save it (see shared/config.py "
-        "for every option's meaning; options given explicitly override the --preset).",
+        description="Train a network (a perceptron, or convolutional: --network) on MNIST or "
+        "Fashion-MNIST and save it (see shared/config.py for every option's meaning; options "
+        "given explicitly override the --preset).",
     )
     p.add_argument(
         "--data-dir",
@@ -124,6 +131,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif kind == "list":
             kwargs.update(nargs="+", metavar="WIDTH")
+        elif kind == "json":
+            kwargs.update(type=JSON, metavar="JSON")
         else:
             kwargs["metavar"] = field.upper()
         config_group.add_argument(*flags, **kwargs)
@@ -277,7 +286,11 @@ def train_command(args: argparse.Namespace) -> int:
     # Load first, so a data problem is the only line on stderr (no half-started run).
     ds = _load_dataset(config.dataset, args.data_dir)
     bar = sys.stderr.isatty()
-    hidden = "-".join(str(w) for w in config.hidden_layers)
+    hidden = (
+        "-".join(map(str, config.hidden_layers))
+        if config.hidden_layers
+        else json.dumps(config.public_dict()["network"])
+    )
     _say(
         f"training {config.dataset} ({ds.source}): {hidden} {config.activation}, "
         f"{config.optimizer} lr {config.learning_rate:g}, {config.epochs} epochs, "

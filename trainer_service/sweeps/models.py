@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.config import MODEL_NAME_PATTERN, TrainConfig
+from shared.fieldpath import field_path
 from trainer_service import queueing
 
 #: Fields a sweep may not vary: every trial publishes under the base's model name.
@@ -241,7 +242,7 @@ def _corners(dim: Any) -> list[Any]:
 def _first(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         err = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
+        where = field_path(err.get("loc", ()))
         return f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg"))
     return str(exc)
 

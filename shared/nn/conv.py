@@ -1,0 +1,184 @@
+"""Conv2D: a 2-D convolution (cross-correlation, as in every deep-learning library) as one matrix
+product per batch, by im2col.
+
+For input x (N, C, H, W), kernel size k, stride s and output (N, O, Ho, Wo):
+
+    y[n, o, p, q] = b[o] + sum_{i, j, c} x_pad[n, c, s*p + i, s*q + j] * W[i, j, c, o]
+
+im2col copies every k x k x C input window into one row of a matrix X_col (N*Ho*Wo, k*k*C);
+then y = X_col @ W_col + b with W_col = W reshaped to (k*k*C, O): all the arithmetic in one BLAS
+call. Backward is two more products and the reverse of the copy:
+
+    dW_col = X_col^T @ dY                     (k*k*C, O)
+    dX_col = dY @ W_col^T                     (N*Ho*Wo, k*k*C)
+    dx_pad[n, c, s*p + i, s*q + j] += dX_col[n, p, q, i, j, c]   (col2im: k*k strided adds)
+
+Layout (why the arrays look the way they do): the work is done channel-last. Rows of X_col
+ordered (n, p, q) make the product's output (N, Ho, Wo, O) channel-last without a copy, and
+columns ordered (i, j, c) make W stored as (k, k, C, O) reshape to W_col for free. The layer
+returns that output as a (N, O, Ho, Wo) *view*, so shapes are (channels, height, width) per
+sample everywhere while the next layers read memory in order. dX_col is computed offset-major,
+(k, k, N*Ho*Wo, C), so each of col2im's k*k adds reads one contiguous block (strided 32-float runs
+cost ~3x more), and it reuses X_col's memory, which backward has finished with by then.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from shared.nn.layers import Layer
+
+PADDINGS = ("valid", "same")
+
+
+class Conv2D(Layer):
+    """k x k convolution of C input channels into O output channels, stride s.
+
+    padding "valid": no padding, Ho = (H - k) // s + 1. "same": Ho = ceil(H / s), zero rows and
+    columns split as evenly as possible with the extra one at the bottom/right (TensorFlow's
+    rule), so stride 1 keeps the image size. He initialisation (std = sqrt(2 / (k*k*C))): the
+    convolution is a Dense layer over each window, and ReLU networks need that scale.
+    """
+
+    trainable = ("W", "b")
+    decayed = ("W",)
+    kind = "conv2d"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        padding: str = "valid",
+        bias: bool = True,
+        rng: np.random.Generator | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__(dtype)
+        if min(in_channels, out_channels, kernel_size, stride) < 1:
+            raise ValueError("Conv2D needs positive channels, kernel_size and stride")
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding {padding!r}; expected 'valid' or 'same'")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), padding
+        self.use_bias = bool(bias)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        k = self.kernel_size
+        std = np.float32(np.sqrt(2.0 / (k * k * self.in_channels)))
+        w = rng.standard_normal((k, k, self.in_channels, self.out_channels), dtype=np.float32)
+        self.W = (w * std).astype(self.dtype)
+        self.dW = np.zeros_like(self.W)
+        if self.use_bias:
+            self.b = np.zeros(self.out_channels, self.dtype)
+            self.db = np.zeros_like(self.b)
+        else:
+            self.trainable = ("W",)  # before batch norm, whose beta does the bias's job
+        self._cols: np.ndarray | None = None
+        self._input_hw = (0, 0)
+        self._ones = np.ones(0, self.dtype)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "bias": self.use_bias,
+        }
+
+    # -- geometry ---------------------------------------------------------------------------------
+    def _side(self, size: int) -> tuple[int, int, int]:
+        """(output size, zeros before, zeros after) along one spatial axis of `size` pixels."""
+        k, s = self.kernel_size, self.stride
+        if self.padding == "valid":
+            return (size - k) // s + 1, 0, 0
+        out = -(-size // s)
+        total = max((out - 1) * s + k - size, 0)
+        return out, total // 2, total - total // 2
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) != 3 or shape[0] != self.in_channels:
+            raise ValueError(
+                f"expects images of {self.in_channels} channels (C, H, W) but receives shape "
+                f"{shape}"
+            )
+        if self.padding == "valid" and min(shape[1:]) < self.kernel_size:
+            raise ValueError(
+                f"image {shape[1]}x{shape[2]} is smaller than its {self.kernel_size}x"
+                f"{self.kernel_size} kernel"
+            )
+        return (self.out_channels, self._side(shape[1])[0], self._side(shape[2])[0])
+
+    # -- computation ------------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        x = self._as_input(x)
+        n, c, h, w = x.shape
+        k, s = self.kernel_size, self.stride
+        ho, top, bottom = self._side(h)
+        wo, left, right = self._side(w)
+        # Channel-last, zero-padded copy of x (the border is zeroed once: only the inside is
+        # ever written).
+        xp = self._out("xp", (n, h + top + bottom, w + left + right, c), training, zeros=True)
+        xp[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)
+        # im2col: windows[n, p, q, c, i, j] = xp[n, p*s + i, q*s + j, c] is a view; one copy
+        # puts it in (n, p, q, i, j, c) order.
+        windows = sliding_window_view(xp, (k, k), axis=(1, 2))
+        windows = windows[:, : (ho - 1) * s + 1 : s, : (wo - 1) * s + 1 : s]
+        cols = self._out("cols", (n, ho, wo, k, k, c), training)
+        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
+        cols = cols.reshape(n * ho * wo, k * k * c)
+        out = self._out("y", (n * ho * wo, self.out_channels), training)
+        np.matmul(cols, self.W.reshape(k * k * c, self.out_channels), out=out)
+        if self.use_bias:
+            out += self.b
+        if training:
+            self._cols, self._input_hw = cols, (h, w)
+        return out.reshape(n, ho, wo, self.out_channels).transpose(0, 3, 1, 2)
+
+    def backward(self, grad: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        cols = self._cols
+        if cols is None:
+            raise RuntimeError("Conv2D.backward called before forward(training=True)")
+        n, o, ho, wo = grad.shape
+        k, s, c = self.kernel_size, self.stride, self.in_channels
+        rows = n * ho * wo
+        g = grad.transpose(0, 2, 3, 1)  # (N, Ho, Wo, O): contiguous when grad is channel-last
+        if not g.flags.c_contiguous:
+            g_copy = self._out("g", g.shape, True)
+            np.copyto(g_copy, g)
+            g = g_copy
+        g = g.reshape(rows, o)
+        np.matmul(cols.T, g, out=self.dW.reshape(k * k * c, o))
+        if self.use_bias:
+            # Sum over every output pixel, as a matrix-vector product (faster than np.sum).
+            if self._ones.shape[0] < rows or self._ones.dtype != self.dtype:
+                self._ones = np.ones(rows, self.dtype)
+            np.matmul(self._ones[:rows], g, out=self.db)
+        if not need_input_grad:
+            return None
+        # dX_col offset-major: dcols[i, j] = dY @ W[i, j]^T (rows, C), one stacked product, into
+        # the memory of X_col (same size, no longer needed).
+        self._cols = None
+        dcols = cols.reshape(k * k, rows, c)
+        np.matmul(g, self.W.reshape(k * k, c, o).transpose(0, 2, 1), out=dcols)
+        dcols = dcols.reshape(k, k, n, ho, wo, c)
+        # col2im: each kernel offset (i, j) adds its block onto the input pixels it read.
+        h, w = self._input_hw
+        _, top, bottom = self._side(h)
+        _, left, right = self._side(w)
+        dxp = self._out("dxp", (n, h + top + bottom, w + left + right, c), True)
+        dxp.fill(0)
+        for i in range(k):
+            for j in range(k):
+                dxp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :] += dcols[i, j]
+        return dxp[:, top : top + h, left : left + w, :].transpose(0, 3, 1, 2)
+
+    def astype(self, dtype: Any) -> None:
+        super().astype(dtype)
+        self._ones = np.ones(0, self.dtype)
