@@ -40,12 +40,13 @@ Modules, by concern: ``core`` (the `Registry` class callers use), ``storage`` (t
 the version-allocating rename, cleanup of crashed publishes), ``verification`` (manifest + sha256,
 the stat-keyed cache), ``state`` (state.json: pin, aliases, traffic split, shadow, history, its
 lock; the split's rules, `TrafficSplit`; how a version reference resolves, `resolve_ref`),
-``views`` (what listings answer about a model and its versions, on both services), ``paths`` (names to
+``cache`` (an object store's download cache, pruned to a size), ``views`` (what listings answer about a model and its versions, on both services), ``paths`` (names to
 checked paths under the root), ``names`` (the on-disk names and name validation), ``files``
 (filesystem helpers), ``errors``. Each imports only the others' public names. Import from the
 package.
 """
 
+from shared.registry.cache import DEFAULT_CACHE_MAX_MB
 from shared.registry.core import Registry
 from shared.registry.errors import (
     AliasNotFoundError,
@@ -74,6 +75,7 @@ from shared.registry.views import (
 )
 
 __all__ = [
+    "DEFAULT_CACHE_MAX_MB",
     "ModelDetail",
     "ModelList",
     "ModelSummary",

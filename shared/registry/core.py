@@ -11,6 +11,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
+from shared.registry.cache import DEFAULT_CACHE_MAX_MB
 from shared.registry.errors import (
     BrokenVersionError,
     FirstTime,
@@ -47,7 +48,7 @@ class Registry:
 
     `location` is a folder (a path, or a ``file://`` URL) or ``s3://bucket/prefix`` (endpoint and
     credentials from the standard AWS variables; `cache_dir` is where verified downloads are
-    kept), or a ready `Storage`. Thread-safe; safe across processes and machines. Read methods
+    kept, pruned to `cache_max_mb` MiB), or a ready `Storage`. Thread-safe; safe across processes and machines. Read methods
     never write to the store. `read_only=True` additionally makes every write method raise
     ReadOnlyRegistryError, which is what inference should use.
     """
@@ -59,8 +60,9 @@ class Registry:
         read_only: bool = False,
         stale_temp_seconds: float = DEFAULT_STALE_TEMP_SECONDS,
         cache_dir: str | os.PathLike[str] | None = None,
+        cache_max_mb: int = DEFAULT_CACHE_MAX_MB,
     ) -> None:
-        self.storage = open_storage(location, cache_dir=cache_dir)
+        self.storage = open_storage(location, cache_dir=cache_dir, cache_max_mb=cache_max_mb)
         #: The registry folder for a local registry (None on an object store).
         self.root: Path | None = getattr(self.storage, "root", None)
         self.location = self.storage.location
@@ -92,6 +94,11 @@ class Registry:
         """A local path of the version's weights.npz. Locally the file itself (call verify()
         for the sha256); on S3 a download verified against the manifest's sha256."""
         return self.storage.weights_path(validate_model_name(name), validate_version(version))
+
+    def release(self, name: str, version: int) -> None:
+        """This process no longer needs the file `weights_path` handed out: on S3 its download
+        may be pruned from now on (it never is while held); a no-op on a folder."""
+        self.storage.release(name, version)
 
     def read_file(self, name: str, version: int | str, file_name: str) -> bytes:
         """The bytes of an extra file of a verified version (a report PNG...), checked against
@@ -366,7 +373,10 @@ class Registry:
 
 
 def open_storage(
-    location: str | os.PathLike[str] | Storage, *, cache_dir: str | os.PathLike[str] | None = None
+    location: str | os.PathLike[str] | Storage,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_max_mb: int = DEFAULT_CACHE_MAX_MB,
 ) -> Storage:
     """The storage a registry location names: ``s3://bucket/prefix`` → S3 (imported only then,
     so a local registry never needs boto3), ``file:///path`` or a plain path → a folder."""
@@ -377,7 +387,7 @@ def open_storage(
         # the S3 storage only for an s3:// location (boto3 comes with it)
         from shared.registry.s3 import S3Storage
 
-        return S3Storage(text, cache_dir=cache_dir)
+        return S3Storage(text, cache_dir=cache_dir, cache_max_mb=cache_max_mb)
     if text.startswith("file://"):
         text = text[len("file://") :]
     return LocalStorage(text)
