@@ -9,7 +9,8 @@ Layout under ``<prefix>/``::
     <name>/state.json                        the model's state object, the single source of truth:
                                              {"versions": {"<v>": {"upload", "objects"}},
                                               "last_version", "revision",
-                                              "pinned", "aliases", "traffic", "shadow", "history"}
+                                              "pinned", "aliases", "traffic", "shadow", "keep_last",
+                                              "history"}
     <name>/uploads/<upload>/weights.npz      a version's objects, under the unique name of the
     <name>/uploads/<upload>/<extra files>    publish that wrote them (`publisher_tag`:
     <name>/uploads/<upload>/manifest.json    <uuid>.<pid>.<host>); never written again
