@@ -14,8 +14,10 @@ processes and dies with them: `flock` locks on the version folders themselves.
   starts again, so no one ever takes a half-deleted folder for a version.
 * **Least recently used first.** Handing a file out touches its folder; the pruner (one at a time
   per cache: an exclusive lock on ``.prune.lock``) removes the unheld folders touched longest ago
-  until the total size is within the limit. It runs after every download and when a process
-  releases its last hold on a folder. With a limit of 0 only held folders stay.
+  until the total size is within the limit. It runs after every download, and when a process
+  releases its last hold on a folder while its last prune could not get within the limit (held
+  folders alone exceeded it): a read of a cached file does not walk the cache. With a limit of 0
+  only held folders stay.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class DownloadCache:
         self._lock = threading.Lock()
         #: key → [folder, fd holding the shared lock, number of holds]
         self._held: dict[Hashable, list] = {}
+        #: Whether the last prune left the cache over its limit (what is held exceeded it).
+        self._over = False
 
     def hold(self, key: Hashable, folder: Path) -> None:
         """Hold `folder` (made when missing) under `key` until as many `release(key)`."""
@@ -78,7 +82,8 @@ class DownloadCache:
                 return
             del self._held[key]
             os.close(held[1])
-        self.prune()
+        if self._over:
+            self.prune()
 
     def prune(self) -> None:
         """Remove the unheld folders used longest ago until the cache is within its limit.
@@ -100,6 +105,7 @@ class DownloadCache:
                     if _remove(folder):
                         total -= size
                         logger.info("registry: pruned %s from the download cache", folder)
+                self._over = total > self.max_bytes
         except OSError as exc:
             logger.warning("registry: could not prune the download cache %s: %s", self.root, exc)
 
