@@ -5,7 +5,8 @@ then ``load_model(expected_sha256=...)``), and kept in an LRU of at most ``capac
 What the caller protects (`ModelCache`: each model's served default, its split's versions with
 traffic, its shadow) is never evicted, so those alone can exceed ``capacity`` (the README's
 MODEL_CACHE_SIZE says so). A version that fails to load (bad hash, truncated, unloadable file) is
-remembered as broken with its reason, and retried only once its files change.
+remembered as broken with its reason, and retried only once its files change. A loaded version
+keeps its registry download held (never pruned) until it leaves the LRU (`Registry.release`).
 """
 
 from __future__ import annotations
@@ -116,8 +117,12 @@ class VersionCache:
             started = time.perf_counter()
             try:
                 manifest = self.registry.verify(name, version)
-                path = self.registry.weights_path(name, version)
-                loaded = load_model(path, expected_sha256=manifest["sha256"])
+                path = self.registry.weights_path(name, version)  # held while loaded
+                try:
+                    loaded = load_model(path, expected_sha256=manifest["sha256"])
+                except BaseException:
+                    self.registry.release(name, version)
+                    raise
             except (BrokenVersionError, ModelFileError, OSError) as exc:
                 message = str(exc)
                 if not isinstance(exc, BrokenVersionError):
@@ -133,7 +138,8 @@ class VersionCache:
             with self.lock:
                 self._broken.pop(key, None)
                 self._loaded[key] = served
-                self._evict(keep=key)
+                evicted = self._evict(keep=key)
+            self._release(evicted)
             logger.info("model %r version %d loaded in %.3fs", name, version, seconds)
             if self._on_load is not None:
                 self._on_load(served, seconds)
@@ -164,31 +170,43 @@ class VersionCache:
 
     def drop(self, name: str, version: int) -> None:
         with self.lock:
-            self._loaded.pop((name, version), None)
+            dropped = [(name, version)] if self._loaded.pop((name, version), None) else []
+        self._release(dropped)
 
     def drop_unpublished(self, name: str, published: set[int]) -> None:
         """Forget the model's versions deleted from the registry since they were loaded: a worker
         must not keep answering by number for a version every other worker calls not found."""
         with self.lock:
-            for key in [k for k in self._loaded if k[0] == name and k[1] not in published]:
+            gone = [k for k in self._loaded if k[0] == name and k[1] not in published]
+            for key in gone:
                 del self._loaded[key]
+        self._release(gone)
 
-    def _evict(self, keep: Key) -> None:
+    def _release(self, keys: list[Key]) -> None:
+        """Let the registry prune the downloads of versions no longer loaded (outside `lock`:
+        pruning touches the disk)."""
+        for key in keys:
+            self.registry.release(*key)
+
+    def _evict(self, keep: Key) -> list[Key]:
         """Drop least recently used versions beyond capacity; the protected ones are never
         evicted (they are served without being named), nor `keep`, the version just loaded: it
         may be about to become one of them (a new model's default, a new shadow), and evicting
         it would leave it served but uncounted. Requests still holding an evicted Served keep
-        using it until they finish. Called with `lock` held."""
+        using it until they finish. Called with `lock` held; returns the evicted keys."""
         protected = {keep, *self._protected()}
         excess = len(self._loaded) - self.capacity
+        evicted: list[Key] = []
         for key in list(self._loaded):
             if excess <= 0:
                 break
             if key in protected:
                 continue
             del self._loaded[key]
+            evicted.append(key)
             excess -= 1
             logger.info("model %r version %d evicted from the cache", *key)
+        return evicted
 
     def is_loaded(self, name: str, version: int) -> bool:
         return (name, version) in self._loaded

@@ -255,6 +255,15 @@ class DigitflowClient:
     def clear_shadow(self, name: str) -> dict:
         return self._trainer("DELETE", f"/v1/models/{name}/shadow")
 
+    def set_retention(self, name: str, keep_last: int) -> dict:
+        """Keep the newest `keep_last` versions: older ones are deleted after each publish,
+        never one in use."""
+        body = {"keep_last": int(keep_last)}
+        return self._trainer("PUT", f"/v1/models/{name}/retention", json=body)
+
+    def clear_retention(self, name: str) -> dict:
+        return self._trainer("DELETE", f"/v1/models/{name}/retention")
+
     # ---- predictions (inference) -------------------------------------------------------------
 
     @staticmethod
@@ -481,6 +490,8 @@ def _model_line(m: dict) -> str:
         parts.append("traffic " + " ".join(f"{r['version']}={r['weight']}" for r in m["traffic"]))
     if m.get("shadow") is not None:
         parts.append(f"shadow {m['shadow']['version']}")
+    if m.get("keep_last") is not None:
+        parts.append(f"keep last {m['keep_last']}")
     return f"{m.get('name')}: " + ", ".join(parts)
 
 
@@ -535,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "models",
-        help="list models: latest, default and pinned version, aliases, traffic split, shadow",
+        help="list models: latest, default and pinned version, aliases, traffic split, shadow, "
+        "retention",
     )
     p = command("pin", "pin a model's default version", "name")
     p.add_argument("version", type=int)
@@ -563,6 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("version", nargs="?", help="a version number or an alias")
     p.add_argument("--clear", action="store_true", help="stop shadowing")
+    p = sub.add_parser(
+        "retention",
+        help="keep only a model's newest N versions, or --clear the rule",
+        description="After each publish, versions older than the newest N are deleted, except "
+        "those a pin, alias, traffic route or shadow names and those of a running job or sweep.",
+    )
+    p.add_argument("name")
+    p.add_argument("keep_last", nargs="?", type=int, metavar="N")
+    p.add_argument("--clear", action="store_true", help="keep every version again")
 
     p = command("predict", "predict the digit in a picture", "file")
     p.add_argument("--model", default="mnist")
@@ -660,6 +681,13 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
             say(_model_line(client.clear_shadow(args.name)))
         else:
             say(_model_line(client.set_shadow(args.name, _version_ref(args.version))))
+    elif args.command == "retention":
+        if args.clear == (args.keep_last is not None):
+            parser.error("retention: give N or --clear (one of the two)")
+        if args.clear:
+            say(_model_line(client.clear_retention(args.name)))
+        else:
+            say(_model_line(client.set_retention(args.name, args.keep_last)))
     elif args.command == "predict":
         version = None if args.version is None else _version_ref(args.version)
         result = client.predict_file(args.file, model=args.model, version=version)

@@ -9,7 +9,8 @@ The folder's layout::
     <root>/<name>/<version>/weights.npz       the model file, copied verbatim
     <root>/<name>/<version>/manifest.json     sha256, size, created_at, package_version, caller's data
     <root>/<name>/<version>/<extra files>     optional, hashed into manifest["files"]
-    <root>/<name>/state.json                  {"pinned", "aliases", "traffic", "shadow", "history"}
+    <root>/<name>/state.json                  {"pinned", "aliases", "traffic", "shadow",
+                                               "keep_last", "history"}
     <root>/<name>/<version>                   an empty FILE: a deleted version (its number is never reused)
     <root>/<name>/.state.lock                 flock target for state changes (writers only)
     <root>/<name>/.tmp-<uuid>/                a publish in progress (or a crashed one); never listed
@@ -38,14 +39,16 @@ Why it is built this way:
 Modules, by concern: ``core`` (the `Registry` class callers use), ``storage`` (the interface and
 `RegistryUnavailableError`), ``local`` and ``s3`` (the two storages), ``publishing`` (temp folders,
 the version-allocating rename, cleanup of crashed publishes), ``verification`` (manifest + sha256,
-the stat-keyed cache), ``state`` (state.json: pin, aliases, traffic split, shadow, history, its
-lock; the split's rules, `TrafficSplit`; how a version reference resolves, `resolve_ref`),
-``views`` (what listings answer about a model and its versions, on both services), ``paths`` (names to
-checked paths under the root), ``names`` (the on-disk names and name validation), ``files``
+the stat-keyed cache), ``state`` (state.json: pin, aliases, traffic split, shadow, retention
+rule, history, its lock; the split's rules, `TrafficSplit`; how a version reference resolves,
+`resolve_ref`), ``cache`` (an object store's download cache, pruned to a size), ``views`` (what
+listings answer about a model and its versions, on both services), ``paths`` (names to checked
+paths under the root), ``names`` (the on-disk names and name validation), ``files``
 (filesystem helpers), ``errors``. Each imports only the others' public names. Import from the
 package.
 """
 
+from shared.registry.cache import DEFAULT_CACHE_MAX_MB
 from shared.registry.core import Registry
 from shared.registry.errors import (
     AliasNotFoundError,
@@ -59,7 +62,7 @@ from shared.registry.errors import (
 )
 from shared.registry.names import validate_alias, validate_model_name, validate_version
 from shared.registry.publishing import process_running
-from shared.registry.state import TrafficRoute, TrafficSplit, VersionRef, resolve_ref
+from shared.registry.state import KeepLast, TrafficRoute, TrafficSplit, VersionRef, resolve_ref
 from shared.registry.storage import RegistryUnavailableError
 from shared.registry.views import (
     ModelDetail,
@@ -74,6 +77,8 @@ from shared.registry.views import (
 )
 
 __all__ = [
+    "DEFAULT_CACHE_MAX_MB",
+    "KeepLast",
     "ModelDetail",
     "ModelList",
     "ModelSummary",

@@ -7,21 +7,27 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
+from shared.registry.cache import DEFAULT_CACHE_MAX_MB
 from shared.registry.errors import (
     BrokenVersionError,
     FirstTime,
+    InvalidNameError,
     ReadOnlyRegistryError,
     RegistryError,
+    VersionInUseError,
     VersionNotFoundError,
     concerning,
 )
 from shared.registry.files import json_bytes
 from shared.registry.local import LocalStorage
 from shared.registry.names import (
+    MAX_VERSION,
     validate_alias,
     validate_extra_file_name,
     validate_model_name,
@@ -29,6 +35,7 @@ from shared.registry.names import (
 )
 from shared.registry.publishing import DEFAULT_STALE_TEMP_SECONDS
 from shared.registry.state import (
+    KeepLast,
     delete_alias_change,
     field_change,
     promotion_change,
@@ -47,9 +54,10 @@ class Registry:
 
     `location` is a folder (a path, or a ``file://`` URL) or ``s3://bucket/prefix`` (endpoint and
     credentials from the standard AWS variables; `cache_dir` is where verified downloads are
-    kept), or a ready `Storage`. Thread-safe; safe across processes and machines. Read methods
-    never write to the store. `read_only=True` additionally makes every write method raise
-    ReadOnlyRegistryError, which is what inference should use.
+    kept, pruned to `cache_max_mb` MiB), or a ready `Storage`. Thread-safe; safe across
+    processes and machines. Read methods never write to the store. `read_only=True`
+    additionally makes every write method raise ReadOnlyRegistryError, which is what inference
+    should use.
     """
 
     def __init__(
@@ -59,8 +67,9 @@ class Registry:
         read_only: bool = False,
         stale_temp_seconds: float = DEFAULT_STALE_TEMP_SECONDS,
         cache_dir: str | os.PathLike[str] | None = None,
+        cache_max_mb: int = DEFAULT_CACHE_MAX_MB,
     ) -> None:
-        self.storage = open_storage(location, cache_dir=cache_dir)
+        self.storage = open_storage(location, cache_dir=cache_dir, cache_max_mb=cache_max_mb)
         #: The registry folder for a local registry (None on an object store).
         self.root: Path | None = getattr(self.storage, "root", None)
         self.location = self.storage.location
@@ -92,6 +101,11 @@ class Registry:
         """A local path of the version's weights.npz. Locally the file itself (call verify()
         for the sha256); on S3 a download verified against the manifest's sha256."""
         return self.storage.weights_path(validate_model_name(name), validate_version(version))
+
+    def release(self, name: str, version: int) -> None:
+        """This process no longer needs the file `weights_path` handed out: on S3 its download
+        may be pruned from now on (it never is while held); a no-op on a folder."""
+        self.storage.release(name, version)
 
     def read_file(self, name: str, version: int | str, file_name: str) -> bytes:
         """The bytes of an extra file of a verified version (a report PNG...), checked against
@@ -249,7 +263,7 @@ class Registry:
 
     def state(self, name: str) -> dict[str, Any]:
         """{"pinned": int|None, "aliases": {alias: v}, "traffic": [{"version", "weight"}]|None,
-        "shadow": int|alias|None, "history": [...]} (a copy).
+        "shadow": int|alias|None, "keep_last": int|None, "history": [...]} (a copy).
 
         Never writes and never raises on a corrupt state: it is logged once and the last good
         state this object saw (or the empty state) is returned. Cached by the storage.
@@ -325,6 +339,43 @@ class Registry:
         self.storage.delete_version(name, v, actor)
         logger.info("registry: removed model %r version %d", name, v)
 
+    def set_retention(
+        self, name: str, keep_last: int | None, actor: str | None = None
+    ) -> dict[str, Any]:
+        """Keep the last `keep_last` versions of the model (None: every version, the default):
+        `apply_retention`, which the publisher runs after each publish, deletes older ones."""
+        self.storage.require_model(validate_model_name(name))
+        try:
+            rule = None if keep_last is None else TypeAdapter(KeepLast).validate_python(keep_last)
+        except ValidationError:
+            raise InvalidNameError(
+                f"keep_last must be a whole number from 1 to {MAX_VERSION}", field="keep_last"
+            ) from None
+        action = "retention_clear" if rule is None else "retention_set"
+        return self._change_state(name, field_change("keep_last", rule, action, actor))
+
+    def apply_retention(
+        self, name: str, in_use: Callable[[int], bool], actor: str | None = None
+    ) -> list[int]:
+        """Delete the versions older than the model's newest `keep_last` (nothing when it has
+        no retention rule), oldest first, and return them: never one the state refers to (pin,
+        alias, traffic route, shadow: `delete_version` refuses those atomically), nor one for
+        which `in_use` says the caller still needs it (a job or sweep in flight). Numbers are
+        never reused."""
+        keep_last = self._state_view(name)["keep_last"]
+        if keep_last is None:
+            return []
+        deleted = []
+        for v in self.versions(name)[:-keep_last]:
+            if in_use(v):
+                continue
+            try:
+                self.delete_version(name, v, actor)
+            except (VersionInUseError, VersionNotFoundError):
+                continue  # named by the state, or deleted by someone else, meanwhile
+            deleted.append(v)
+        return deleted
+
     def set_traffic(
         self, name: str, routes: list[dict[str, Any]], actor: str | None = None
     ) -> dict[str, Any]:
@@ -366,7 +417,10 @@ class Registry:
 
 
 def open_storage(
-    location: str | os.PathLike[str] | Storage, *, cache_dir: str | os.PathLike[str] | None = None
+    location: str | os.PathLike[str] | Storage,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_max_mb: int = DEFAULT_CACHE_MAX_MB,
 ) -> Storage:
     """The storage a registry location names: ``s3://bucket/prefix`` → S3 (imported only then,
     so a local registry never needs boto3), ``file:///path`` or a plain path → a folder."""
@@ -377,7 +431,7 @@ def open_storage(
         # the S3 storage only for an s3:// location (boto3 comes with it)
         from shared.registry.s3 import S3Storage
 
-        return S3Storage(text, cache_dir=cache_dir)
+        return S3Storage(text, cache_dir=cache_dir, cache_max_mb=cache_max_mb)
     if text.startswith("file://"):
         text = text[len("file://") :]
     return LocalStorage(text)

@@ -84,6 +84,9 @@ class LocalStorage(Storage):
         self.manifest(name, version)
         return Path(self._paths.version(name, version)) / WEIGHTS_FILE
 
+    def release(self, name: str, version: int) -> None:
+        """Nothing to do: `weights_path` handed out the registry's own file."""
+
     def read_file(self, name: str, version: int, file_name: str, entry: dict[str, Any]) -> bytes:
         path = os.path.join(self._paths.version(name, version), file_name)
         size = int(entry["size_bytes"])

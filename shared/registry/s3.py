@@ -9,7 +9,8 @@ Layout under ``<prefix>/``::
     <name>/state.json                        the model's state object, the single source of truth:
                                              {"versions": {"<v>": {"upload", "objects"}},
                                               "last_version", "revision",
-                                              "pinned", "aliases", "traffic", "shadow", "history"}
+                                              "pinned", "aliases", "traffic", "shadow", "keep_last",
+                                              "history"}
     <name>/uploads/<upload>/weights.npz      a version's objects, under the unique name of the
     <name>/uploads/<upload>/<extra files>    publish that wrote them (`publisher_tag`:
     <name>/uploads/<upload>/manifest.json    <uuid>.<pid>.<host>); never written again
@@ -35,7 +36,8 @@ Why it is built this way (S3 has no rename and no lock):
   replaced later is caught) and the manifest (parsed like the folder registry's). The result is
   cached for `VERIFY_TTL_SECONDS`. Every byte used is sha256-checked on download: weights and
   report files are fetched into a local cache folder (``REGISTRY_CACHE_DIR``) and only returned
-  when their sha256 matches the manifest; a mismatch makes the version broken.
+  when their sha256 matches the manifest; a mismatch makes the version broken. The folder is
+  pruned to ``REGISTRY_CACHE_MAX_MB``, never a version a process holds (`shared.registry.cache`).
 * **Cheap change detection.** ``change_token`` reads the index and each model's state object
   with ``If-None-Match: <etag>``: an idle poll is one 304 per object, no listing. The index is
   written (compare-and-swap) only when a model gets its first publish.
@@ -67,6 +69,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
 from shared.config import MODEL_NAME_PATTERN
+from shared.registry.cache import DEFAULT_CACHE_MAX_MB, DownloadCache
 from shared.registry.errors import (
     BrokenVersionError,
     FirstTime,
@@ -181,11 +184,18 @@ class S3Storage(Storage):
     """A registry in an S3 bucket (see the module docstring). Thread-safe; its boto3 client is
     made per process (a client must not cross a fork)."""
 
-    def __init__(self, url: str, *, cache_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_max_mb: int = DEFAULT_CACHE_MAX_MB,
+    ) -> None:
         self.bucket, self.prefix = parse_url(url)
         self.location = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         default_cache = Path(tempfile.gettempdir()) / f"digitflow-registry-cache-{os.getuid()}"
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache
+        cache_root = Path(cache_dir) if cache_dir is not None else default_cache
+        self.cache = DownloadCache(cache_root / self.bucket / self.prefix, cache_max_mb << 20)
         self._lock = threading.Lock()
         self._client: Any = None
         self._client_pid = -1
@@ -540,22 +550,42 @@ class S3Storage(Storage):
         return manifest, None
 
     def weights_path(self, name: str, version: int) -> Path:
+        """A verified download, held until `release`."""
         manifest = self.manifest(name, version)
         return self._fetch(name, version, WEIGHTS_FILE, manifest["sha256"], manifest["size_bytes"])
 
     def read_file(self, name: str, version: int, file_name: str, entry: dict[str, Any]) -> bytes:
         path = self._fetch(name, version, file_name, entry["sha256"], entry["size_bytes"])
-        return path.read_bytes()
+        try:
+            return path.read_bytes()
+        finally:
+            self.release(name, version)
+
+    def release(self, name: str, version: int) -> None:
+        self.cache.release((name, version))
 
     def _fetch(self, name: str, version: int, fname: str, sha: str, size: int) -> Path:
         """A local copy of one object of a version, sha256-checked every time it is handed out
-        (a cached copy that no longer matches is fetched again); BrokenVersionError when the
-        object itself does not match the manifest."""
+        (a cached copy that no longer matches is fetched again), its folder held (once more)
+        and marked used; BrokenVersionError when the object itself does not match the
+        manifest."""
+        folder = self.cache.root / name / self._record(name, version)["upload"]
+        self.cache.hold((name, version), folder)
+        try:
+            dest = folder / fname
+            if not (dest.is_file() and hash_file(dest) == (sha, size)):
+                self._download(name, version, dest, sha, size)
+                self.cache.prune()
+            now = time.time_ns()  # not the kernel's coarse clock: two uses in a row are ordered
+            os.utime(folder, ns=(now, now))
+        except BaseException:
+            self.release(name, version)
+            raise
+        return dest
+
+    def _download(self, name: str, version: int, dest: Path, sha: str, size: int) -> None:
         rec = self._record(name, version)
-        dest = self.cache_dir / self.bucket / self.prefix / name / rec["upload"] / fname
-        if dest.is_file() and hash_file(dest) == (sha, size):
-            return dest
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fname = dest.name
         tmp = dest.with_name(f".part-{uuid.uuid4().hex}")
         try:
             try:
@@ -578,7 +608,6 @@ class S3Storage(Storage):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        return dest
 
     def _mark_broken(
         self, name: str, version: int, rec: dict[str, Any], reason: str

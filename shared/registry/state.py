@@ -1,6 +1,6 @@
-"""A model's state: the pin, the aliases, the traffic split, the shadow and their history; the
-changes every storage applies, and state.json on a folder (read-modify-write under an exclusive
-`flock` on `.state.lock`; why: the package docstring)."""
+"""A model's state: the pin, the aliases, the traffic split, the shadow, the retention rule and
+their history; the changes every storage applies, and state.json on a folder (read-modify-write
+under an exclusive `flock` on `.state.lock`; why: the package docstring)."""
 
 from __future__ import annotations
 
@@ -150,6 +150,10 @@ def resolve_ref(
     return aliases[alias]
 
 
+#: The retention rule, "keep the last N versions" (`Registry.set_retention`): at least one.
+KeepLast = Annotated[StrictInt, Field(ge=1, le=MAX_VERSION)]
+
+
 class StateFile(BaseModel):
     """state.json as read: a malformed field raises (a ValueError); any other key (the S3 state
     object's version index) is left to a subclass."""
@@ -161,6 +165,7 @@ class StateFile(BaseModel):
     ] = {}
     traffic: Annotated[list[dict[str, Any]], BeforeValidator(validate_routes)] | None = None
     shadow: VersionRef | None = None
+    keep_last: KeepLast | None = None
     history: list[dict[str, Any]] = []
 
 

@@ -52,6 +52,11 @@ class Storage(abc.ABC):
         """A local path of the version's weights.npz (the file, or a verified download)."""
 
     @abc.abstractmethod
+    def release(self, name: str, version: int) -> None:
+        """This process no longer needs the copy `weights_path` handed out (a download may now
+        be pruned)."""
+
+    @abc.abstractmethod
     def read_file(self, name: str, version: int, file_name: str, entry: dict[str, Any]) -> bytes:
         """An extra file's bytes, checked against its manifest `entry` (sha256, size_bytes)."""
 

@@ -23,7 +23,8 @@ class ShadowRef(BaseModel):
 
 
 class _ModelState(BaseModel):
-    """What summary and detail share: the default and how it is chosen, aliases, split, shadow."""
+    """What summary and detail share: the default and how it is chosen, aliases, split, shadow,
+    retention."""
 
     name: str
     latest_version: int | None = Field(
@@ -39,6 +40,11 @@ class _ModelState(BaseModel):
         "number or an alias) and weight (percent)."
     )
     shadow: ShadowRef | None = Field(description="The shadow version (null: none).")
+    keep_last: int | None = Field(
+        description="The retention rule (null: every version is kept): after each publish, "
+        "versions older than the newest keep_last are deleted, except those a pin, alias, "
+        "traffic route or shadow names and those of a running job or sweep."
+    )
 
 
 class ModelSummary(_ModelState):
@@ -84,11 +90,12 @@ class VersionSummary(BaseModel):
 
 class ModelDetail(_ModelState):
     """A model with every version (status, metrics, config, aliases) and the history of its pin,
-    alias, traffic and shadow changes."""
+    alias, traffic, shadow and retention changes."""
 
     versions: list[VersionSummary]
     history: list[dict[str, Any]] = Field(
-        description="Pin, alias, traffic and shadow changes, oldest first."
+        description="Pin, alias, traffic, shadow and retention changes (and the versions "
+        "deleted), oldest first."
     )
 
 
@@ -109,6 +116,7 @@ def _state_fields(registry: Registry, name: str, state: dict[str, Any]) -> dict[
         "aliases": state["aliases"],
         "traffic": state["traffic"],
         "shadow": None if shadow is None else {"version": shadow},
+        "keep_last": state["keep_last"],
     }
 
 

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.registry import Registry
+from shared.registry import DEFAULT_CACHE_MAX_MB, Registry
 
 #: Where models live when MODEL_REGISTRY_DIR is not set (``make up``, the CLI, the tests).
 DEFAULT_REGISTRY_DIR = Path("./var/models")
@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
     #: Where an object-store registry keeps its verified downloads (weights, report files);
     #: unset: a folder of this user's under the temp dir. Unused by a folder registry.
     registry_cache_dir: Path | None = None
+    #: MiB of downloads kept there; the least recently used beyond it are removed, never one a
+    #: process holds (loaded, being read or downloaded); 0 keeps only those.
+    registry_cache_max_mb: int = Field(DEFAULT_CACHE_MAX_MB, ge=0, le=2**30)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -73,7 +76,10 @@ class ServiceSettings(BaseSettings):
     def open_registry(self, *, read_only: bool = False) -> Registry:
         """The one way a service opens its registry (inference: `read_only=True`)."""
         return Registry(
-            self.registry_location, read_only=read_only, cache_dir=self.registry_cache_dir
+            self.registry_location,
+            read_only=read_only,
+            cache_dir=self.registry_cache_dir,
+            cache_max_mb=self.registry_cache_max_mb,
         )
 
     @classmethod

@@ -1,5 +1,5 @@
-"""The `digitflow` commands that change what the registry serves (alias, unalias, traffic, shadow,
-pin), `digitflow models` and `digitflow cancel-sweep`, against the real trainer API under gunicorn
+"""The `digitflow` commands that change what the registry serves or keeps (alias, unalias, traffic,
+shadow, pin, retention), `digitflow models` and `digitflow cancel-sweep`, against the real trainer API under gunicorn
 with API_TOKEN set (the client sends it) and the real Redis: each command's line, the registry
 state it leaves, and the way it fails (bad arguments → usage message and exit 2; the API's
 refusal → its message and exit 2)."""
@@ -93,9 +93,23 @@ def test_cli_sets_and_clears_aliases_traffic_and_shadow(api, capsys) -> None:
     assert (state["traffic"], state["shadow"], state["aliases"]) == (None, None, {"champion": 1})
 
 
+def test_cli_sets_and_clears_the_retention_rule(api, capsys) -> None:
+    svc, registry = api
+    code, out, _ = cli(svc, capsys, "retention", "digits", "3")
+    assert (code, out) == (0, "digits: latest 2, default 2, pinned -, aliases -, keep last 3\n")
+    assert registry.state("digits")["keep_last"] == 3
+    assert cli(svc, capsys, "models")[1].rstrip().endswith("keep last 3")
+    code, out, _ = cli(svc, capsys, "retention", "digits", "--clear")
+    assert (code, out) == (0, "digits: latest 2, default 2, pinned -, aliases -\n")
+    assert registry.state("digits")["keep_last"] is None
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["retention", "digits"], "N or --clear"),
+        (["retention", "digits", "2", "--clear"], "N or --clear"),
+        (["retention", "digits", "two"], "invalid int value"),
         (["traffic", "digits", "champion=ninety"], "is not VERSION=WEIGHT"),
         (["traffic", "digits", "champion"], "is not VERSION=WEIGHT"),
         (["traffic", "digits", "=100"], "is not VERSION=WEIGHT"),
@@ -129,6 +143,8 @@ def test_cli_bad_arguments_exit_2_with_a_usage_message(api, capsys, argv, messag
         (["unalias", "digits", "nosuch"], 404, "model 'digits' has no alias 'nosuch'"),
         (["shadow", "nosuch", "1"], 404, "model 'nosuch' not found in the registry"),
         (["cancel-sweep", "0" * 32], 404, "no such sweep"),
+        (["retention", "digits", "0"], 422, "keep_last"),
+        (["retention", "nosuch", "2"], 404, "model 'nosuch' not found in the registry"),
     ],
 )
 def test_cli_api_refusals_print_the_api_message_and_exit_2(

@@ -372,6 +372,7 @@ def test_readers_work_on_a_read_only_tree(tmp_path: Path) -> None:
                 "aliases": {},
                 "traffic": None,
                 "shadow": None,
+                "keep_last": None,
                 "history": [],
             }
             assert res["broken-state"]["state"]["pinned"] is None

@@ -6,6 +6,7 @@ a process of its own (tests/s3_server.py), reached over HTTP; no mock of boto3.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from inference_service.serving import ModelCache
 from shared.registry import Registry, RegistryError
 from shared.registry.s3 import S3Storage
 from shared.registry.state import set_alias_change
@@ -366,3 +368,139 @@ def test_a_worker_publishes_to_s3_end_to_end(s3: RegistryFactory, trainer_stack)
     assert "learning_curves.png" in manifest["files"]
     assert reg.read_file("mnist", 1, "learning_curves.png")[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (trainer_stack.registry_dir / "mnist").exists(), "nothing went to the folder"
+
+
+# --------------------------------------------------------------------------------------------
+# the download cache (REGISTRY_CACHE_DIR) within REGISTRY_CACHE_MAX_MB
+
+_MB = 1 << 20
+
+
+def _cached(reg: Registry, name: str = "m") -> set[int]:
+    """The versions whose folder is in `reg`'s download cache."""
+    doc = reg.storage._doc(name)[1]["versions"]
+    return {
+        int(v) for v, rec in doc.items() if (reg.storage.cache.root / name / rec["upload"]).is_dir()
+    }
+
+
+def _cache_bytes(reg: Registry) -> int:
+    return sum(p.stat().st_size for p in reg.storage.cache.root.rglob("*") if p.is_file())
+
+
+def test_the_download_cache_is_pruned_least_recently_used_first_never_a_held_version(
+    s3: RegistryFactory, tmp_path: Path
+) -> None:
+    """Versions of 0.3 MiB under a 1 MiB limit: three fit. A held version (as inference holds the
+    ones it has loaded) stays whatever its age, in this object or another one (each holds its
+    own lock, as another process does); the others go least recently used first."""
+    writer = s3.make()
+    blobs = {v: os.urandom(300_000) for v in range(1, 7)}
+    for v, data in blobs.items():
+        assert _publish(writer, tmp_path, data) == v
+    reader, other = s3.make(cache_max_mb=1), s3.make(cache_max_mb=1)
+
+    def use(v: int) -> None:
+        assert reader.weights_path("m", v).read_bytes() == blobs[v]
+        reader.release("m", v)
+        assert _cache_bytes(reader) <= _MB
+
+    reader.weights_path("m", 1)  # held: served
+    for v in range(2, 7):
+        use(v)
+    assert _cached(reader) == {1, 5, 6}
+    use(5)  # now 6 is the least recently used
+    use(2)
+    assert _cached(reader) == {1, 5, 2}
+    other.weights_path("m", 5)  # held by someone else
+    reader.release("m", 1)  # 1 may go now: it is the least recently used
+    use(3)
+    assert _cached(reader) == {5, 2, 3}
+    use(4), use(6)
+    assert _cached(reader) == {5, 4, 6}, "5 is held elsewhere: 2 and 3 went instead"
+    other.release("m", 5)
+    use(1)
+    assert _cached(reader) == {4, 6, 1}
+
+
+def test_a_limit_of_zero_keeps_only_what_is_held(s3: RegistryFactory, tmp_path: Path) -> None:
+    writer = s3.make()
+    for v in (1, 2):
+        _publish(writer, tmp_path, f"version {v}".encode())
+    reader = s3.make(cache_max_mb=0)
+    reader.weights_path("m", 1)
+    assert reader.weights_path("m", 2).read_bytes() == b"version 2"
+    assert _cached(reader) == {1, 2}
+    reader.release("m", 2)
+    assert _cached(reader) == {1}
+    reader.release("m", 1)
+    assert _cached(reader) == set() and _cache_bytes(reader) == 0
+
+
+_CHURN = textwrap.dedent(
+    """
+    import hashlib, json, random, sys
+    from shared.registry import Registry
+    url, cache, expected, seconds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
+    import time
+    reg, rng, n, deadline = Registry(url, cache_dir=cache, cache_max_mb=1), random.Random(), 0, time.time() + seconds
+    while time.time() < deadline:
+        v = rng.choice(sorted(expected))
+        data = reg.weights_path("m", int(v)).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == expected[v], f"version {v}: other bytes"
+        reg.release("m", int(v))
+        n += 1
+    print(n)
+    """
+)
+
+
+def test_processes_sharing_the_cache_never_see_a_half_pruned_version(
+    s3: RegistryFactory, tmp_path: Path
+) -> None:
+    """Three processes fetch, read and release random versions through one cache folder whose
+    limit holds three of six: each prunes after its downloads and releases while the others
+    download into it and read from it. Every read must be the version's bytes."""
+    writer = s3.make()
+    expected = {}
+    for v in range(1, 7):
+        data = os.urandom(300_000)
+        _publish(writer, tmp_path, data)
+        expected[str(v)] = hashlib.sha256(data).hexdigest()
+    cache = tmp_path / "shared-cache"
+    env = {**os.environ, **s3_env(s3.server.endpoint), "PYTHONPATH": str(REPO_ROOT)}
+    args = [sys.executable, "-c", _CHURN, s3.url, str(cache), json.dumps(expected), "6"]
+    procs = [
+        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert int(out) > 20, "each process went round many times"
+    reader = s3.make(cache_dir=cache, cache_max_mb=1)
+    reader.storage.cache.prune()  # the last to let go may not have been over the limit itself
+    assert _cache_bytes(reader) <= _MB
+    assert not [p for p in reader.storage.cache.root.rglob(".trash-*")]
+
+
+def test_inference_keeps_the_downloads_of_what_it_serves_and_lets_the_rest_go(
+    s3: RegistryFactory, tmp_path: Path
+) -> None:
+    """A limit of 0: the cache holds exactly the versions a worker has loaded (its default
+    first); one it evicts from its LRU leaves the disk too."""
+    writer = s3.make()
+    for seed in (1, 2, 3):
+        publish(writer, tmp_path, seed=seed)
+    reader = s3.make(read_only=True, cache_max_mb=0)
+    cache = ModelCache(reader, capacity=1, poll_seconds=0)
+    cache.refresh()
+    assert cache.served_default("digits") == 3 and _cached(reader, "digits") == {3}
+    writer.pin("digits", 1)
+    cache.refresh()
+    assert cache.served_default("digits") == 1
+    assert _cached(reader, "digits") == {1, 3}, "3 stays loaded until the next load evicts it"
+    cache.get("digits", "2")
+    assert _cached(reader, "digits") == {1, 2}
+    cache.get("digits", "3")  # 2 leaves the LRU (1 is the default: never evicted)
+    assert _cached(reader, "digits") == {1, 3}

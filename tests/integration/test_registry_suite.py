@@ -327,6 +327,7 @@ def test_history_records_every_change(reg: Registry, tmp_path: Path) -> None:
         "aliases": {},
         "traffic": None,
         "shadow": None,
+        "keep_last": None,
         "history": [],
     }
     reg.pin("m", 1, actor="alice")
@@ -435,6 +436,45 @@ def test_delete_version_refuses_versions_in_use(reg: Registry, tmp_path: Path) -
     with pytest.raises(VersionNotFoundError):
         reg.verify("m", 4)
     assert reg.latest_version("m") == 5
+
+
+def test_retention_keeps_the_newest_versions_and_every_version_in_use(
+    reg: Registry, tmp_path: Path
+) -> None:
+    for v in range(1, 10):
+        publish_bytes(reg, tmp_path, str(v).encode())
+    assert reg.apply_retention("m", lambda v: False) == [], "no rule: every version is kept"
+    reg.pin("m", 1)
+    reg.set_alias("m", "prod", 2)
+    reg.set_traffic("m", [{"version": 3, "weight": 90}, {"version": "prod", "weight": 10}])
+    reg.set_shadow("m", 4)
+    state = reg.set_retention("m", 2, actor="ops")
+    assert state["keep_last"] == 2 and state["history"][-1]["action"] == "retention_set"
+    asked: list[int] = []
+
+    def in_use(v: int) -> bool:  # the caller's own knowledge: a job or sweep in flight
+        asked.append(v)
+        return v == 6
+
+    assert reg.apply_retention("m", in_use, actor="job-1") == [5, 7]
+    assert reg.versions("m") == [1, 2, 3, 4, 6, 8, 9]
+    assert not {8, 9} & set(asked), "the newest two are not candidates"
+    assert reg.state("m")["history"][-1]["actor"] == "job-1"
+    assert publish_bytes(reg, tmp_path, b"10") == 10, "a deleted number is never reused"
+    assert reg.apply_retention("m", lambda v: False) == [6, 8]
+    assert reg.versions("m") == [1, 2, 3, 4, 9, 10]
+    with pytest.raises(VersionInUseError):  # deleting by hand is unchanged
+        reg.delete_version("m", 1)
+    reg.delete_version("m", 9)
+    for bad in (0, -1, True, "2", 2.0):
+        with pytest.raises(InvalidNameError) as err:
+            reg.set_retention("m", bad)
+        assert err.value.field == "keep_last"
+    assert reg.set_retention("m", None)["keep_last"] is None
+    assert reg.state("m")["history"][-1]["action"] == "retention_clear"
+    publish_bytes(reg, tmp_path, b"11")
+    assert reg.apply_retention("m", lambda v: False) == []
+    assert reg.versions("m") == [1, 2, 3, 4, 10, 11]
 
 
 def test_read_only_registry_refuses_writes(

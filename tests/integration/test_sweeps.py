@@ -479,3 +479,33 @@ def test_a_sweep_changes_nothing_served_until_it_promotes_its_winner_to_default(
     )
     assert f"beats version {v1}'s" in promotion["reason"], promotion
     assert stack.registry.latest_version("served") == v1
+
+
+def test_a_retention_rule_never_deletes_a_running_sweeps_trials(trainer_stack):
+    """keep_last 1: each trial's publish deletes the model's older plain version, never a trial
+    of the sweep still running (its promotion names the best one); once the sweep has ended, the
+    next publish keeps the promoted version (aliased) and the newest one only."""
+    stack = trainer_stack
+    stack.start_worker()
+    stack.start_worker()
+    plain = stack.submit({**BASE, "model": "kept"})
+    assert stack.wait_status(plain, ("finished", "failed"))["status"] == "finished"
+    stack.registry.set_retention("kept", 1)
+    body = {
+        "base": {**BASE, "model": "kept"},
+        "space": {"seed": [1, 2, 3]},
+        "parallelism": 2,
+        "objective": "val_accuracy",
+        "promote_to": "candidate",
+        "keep": 3,
+    }
+    view = wait_done(stack, start(stack, body))
+    assert view["status"] == "finished" and view["promotion"]["promoted"], view
+    trials = {t["model_version"] for t in view["trials"]}
+    assert all(t["status"] == "finished" for t in view["trials"]) and len(trials) == 3
+    assert stack.registry.versions("kept") == sorted(trials), "the plain version 1 went"
+    last = stack.submit({**BASE, "model": "kept"})
+    job = stack.wait_status(last, ("finished", "failed"))
+    assert job["status"] == "finished", stack.logs()
+    best = view["promotion"]["version"]
+    assert stack.registry.versions("kept") == sorted({best, job["model_version"]})

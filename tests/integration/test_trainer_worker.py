@@ -15,9 +15,11 @@ import pytest
 import redis
 from PIL import Image
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 
 from shared.datasets import load_dataset
 from shared.modelfile import load_model
+from shared.registry import Registry
 from shared.reports import FIGURE_PIXELS, REPORT_FILES
 from tests.trainer_support import (
     LONG,
@@ -28,6 +30,8 @@ from tests.trainer_support import (
 )
 from trainer_service import queueing
 from trainer_service.api.routes_jobs import JobStopping
+from trainer_service.sweeps import coordinator as sweeps
+from trainer_service.worker.retention import apply_retention
 
 pytestmark = [pytest.mark.slow]
 
@@ -233,3 +237,51 @@ def _dead_port() -> int:
     from shared.redis_embedded import free_port
 
     return free_port()
+
+
+# ---- retention ----------------------------------------------------------------------------------
+
+
+def test_a_publish_applies_the_models_retention_rule(trainer_stack, mnist_dir):
+    trainer_stack.start_worker()
+    first = trainer_stack.submit(SMALL)
+    assert trainer_stack.wait_status(first, ("finished", "failed"))["status"] == "finished"
+    trainer_stack.registry.set_retention("mnist", 1)
+    second = trainer_stack.submit(SMALL)
+    job = trainer_stack.wait_status(second, ("finished", "failed"))
+    assert job["status"] == "finished" and job["model_version"] == 2, trainer_stack.logs()
+    assert trainer_stack.registry.versions("mnist") == [2]
+    last = trainer_stack.registry.state("mnist")["history"][-1]
+    assert (last["action"], last["from"]) == ("version_delete", 1)
+    assert last["actor"] == f"retention (job {second})"
+
+
+def test_retention_keeps_the_versions_of_running_jobs_and_sweeps(redis_conn, queue, tmp_path):
+    """What only Redis knows: a job still running (in RQ's started registry) and a sweep still
+    running (in the running-sweeps set) keep their versions; the publishing job keeps its own
+    even when it is not the newest."""
+    registry = Registry(tmp_path / "models")
+    weights = tmp_path / "w.npz"
+    manifests = [
+        {"job_id": "done"},
+        {"job_id": "running"},
+        {"job_id": "t1", "staged": True, "sweep": {"sweep_id": "sweep-running"}},
+        {"job_id": "t2", "staged": True, "sweep": {"sweep_id": "sweep-finished"}},
+        {"job_id": "also-done"},
+        {"job_id": "me"},
+        {"job_id": "other"},
+    ]
+    for i, manifest in enumerate(manifests):
+        weights.write_bytes(b"weights %d" % i)
+        registry.publish("m", weights, manifest)
+    registry.set_retention("m", 1)
+    started = StartedJobRegistry(queue, connection=redis_conn)
+    redis_conn.zadd(started.key, {"running:execution": time.time() + 600})
+    redis_conn.sadd(sweeps.running_key(queue), "sweep-running")
+    assert apply_retention(registry, redis_conn, queue, "m", "me") == [1, 4, 5]
+    assert registry.versions("m") == [2, 3, 6, 7]
+    assert apply_retention(registry, redis_conn, queue, "m", "other") == [6]
+    redis_conn.zrem(started.key, "running:execution")
+    redis_conn.srem(sweeps.running_key(queue), "sweep-running")
+    assert apply_retention(registry, redis_conn, queue, "m", "other") == [2, 3]
+    assert registry.versions("m") == [7]

@@ -179,6 +179,7 @@ def test_listing_and_manifest(inference_client, registry, tmp_path) -> None:
             "aliases": {"champion": 1},
             "traffic": None,
             "shadow": None,
+            "keep_last": None,
         }
     ]
     detail = inference_client.get("/v1/models/digits").get_json()

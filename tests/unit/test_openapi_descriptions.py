@@ -18,6 +18,7 @@ TRAINER_GROUPS = {
     "aliases": "aliases",
     "traffic": "split the default route's traffic",
     "shadow": "shadow version",
+    "retention": "retention rule",
     "healthz": "health",
     "readyz": "readiness",
 }

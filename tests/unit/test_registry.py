@@ -561,6 +561,7 @@ def test_corrupt_state_keeps_last_good_and_next_write_repairs(
         "aliases": {},
         "traffic": None,
         "shadow": None,
+        "keep_last": None,
         "history": [],
     }
     assert fresh.default_version("m") == 2
@@ -586,6 +587,7 @@ def test_noop_change_on_corrupt_state_still_repairs(root: Path, tmp_path: Path) 
         "aliases": {},
         "traffic": None,
         "shadow": None,
+        "keep_last": None,
         "history": [],
     }
 
@@ -832,6 +834,7 @@ def test_read_only_registry_never_writes(root: Path, tmp_path: Path) -> None:
         "aliases": {},
         "traffic": None,
         "shadow": None,
+        "keep_last": None,
         "history": [],
     }
     assert ro.default_version("fresh") == 1

@@ -1,5 +1,5 @@
 """Trainer API registry routes (no Redis needed): pin/unpin, aliases, traffic split, shadow,
-listing, and their 404/409/422 answers; plus the OpenAPI document generated from the same route declarations."""
+retention, listing, and their 404/409/422 answers; plus the OpenAPI document generated from the same route declarations."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_list_and_show_models(trainer_client):
     models = listing["models"]
     assert models == [
         {"name": "mnist", "versions": [1, 2, 3], "staged_versions": [], "latest_version": 3, "default_version": 3,
-         "pinned_version": None, "aliases": {}, "traffic": None, "shadow": None}
+         "pinned_version": None, "aliases": {}, "traffic": None, "shadow": None, "keep_last": None}
     ]  # fmt: skip
     one = trainer_client.get("/v1/models/mnist").json
     ModelDetail.model_validate(one)
@@ -126,7 +126,7 @@ def test_openapi_document_and_url_map_agree(trainer_client):
             served.add((method.lower(), path))
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops}
     assert served == documented
-    assert len(served) == 21  # jobs 4, sweeps 5, models 10, health 2
+    assert len(served) == 23  # jobs 4, sweeps 5, models 12, health 2
     sweep_post = doc["paths"]["/v1/sweeps"]["post"]["requestBody"]["content"]["application/json"]
     assert sweep_post["examples"]["readme"]["value"] == README_EXAMPLE
 
@@ -208,3 +208,31 @@ def test_bad_shadows_and_broken_versions(trainer_client, registry):
     assert trainer_client.put("/v1/models/ghost/shadow", json={"version": 1}).status_code == 404
     state = registry.state("mnist")
     assert state["shadow"] is None and state["traffic"] is None
+
+
+def test_retention_is_set_shown_and_cleared(trainer_client, registry):
+    r = trainer_client.put("/v1/models/mnist/retention", json={"keep_last": 2})
+    assert r.status_code == 200 and r.json["keep_last"] == 2, r.json
+    ModelSummary.model_validate(r.json)
+    assert registry.state("mnist")["keep_last"] == 2
+    assert registry.versions("mnist") == [1, 2, 3], "applied after the next publish, not now"
+    one = trainer_client.get("/v1/models/mnist").json
+    assert one["keep_last"] == 2 and one["history"][-1]["action"] == "retention_set"
+    assert trainer_client.get("/v1/models").json["models"][0]["keep_last"] == 2
+    r = trainer_client.delete("/v1/models/mnist/retention")
+    assert r.status_code == 200 and r.json["keep_last"] is None
+    assert registry.state("mnist")["history"][-1]["action"] == "retention_clear"
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"keep_last": 0}, {"keep_last": -1}, {"keep_last": "2"}, {"keep_last": True},
+             {"keep_last": 1.5}, {"keep_last": None}, {"keep_last": 2, "extra": 1}]
+)  # fmt: skip
+def test_retention_rejects_bad_bodies(trainer_client, registry, body):
+    r = trainer_client.put("/v1/models/mnist/retention", json=body)
+    assert r.status_code == 422, r.json
+    if "extra" not in body:
+        assert r.json["error"]["invalid_fields"] == ["keep_last"]
+    assert registry.state("mnist")["keep_last"] is None
+    r = trainer_client.put("/v1/models/ghost/retention", json={"keep_last": 2})
+    assert r.status_code == 404 and r.json["error"]["code"] == "model_not_found"

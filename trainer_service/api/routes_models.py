@@ -1,5 +1,5 @@
-"""`/v1/models`: pin a default version, manage aliases, split the default route's traffic and name
-a shadow version in the registry (plus a read-only listing).
+"""`/v1/models`: pin a default version, manage aliases, split the default route's traffic, name
+a shadow version and set a retention rule in the registry (plus a read-only listing).
 
 The trainer owns the registry's write side; inference only reads it and picks changes up by
 polling, so a pin made here is served by every inference worker within seconds.
@@ -40,6 +40,13 @@ class ShadowBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     version: reg.VersionRef
+
+
+class RetentionBody(BaseModel):
+    """How many of the newest versions to keep."""
+
+    model_config = ConfigDict(extra="forbid")
+    keep_last: reg.KeepLast
 
 
 def _actor() -> str:
@@ -150,3 +157,23 @@ def set_shadow(name: str):
 def clear_shadow(name: str):
     state().registry.clear_shadow(name, actor=_actor())
     return _changed(name, "shadow removed")
+
+
+@_write(
+    "PUT", "/v1/models/{name}/retention", "Keep only the newest versions", body=RetentionBody,
+    errors=(400, 401, 404, 413, 415, 422, 503),
+    description="After each publish, the trainer worker deletes the versions older than the "
+    "newest keep_last, except those a pin, alias, traffic route or shadow names and those of a "
+    "job or sweep still running. Deleted numbers are never reused.",
+    examples={"application/json": {"the last 10": {"keep_last": 10}}},
+)  # fmt: skip
+def set_retention(name: str):
+    keep_last = _body(RetentionBody).keep_last
+    state().registry.set_retention(name, keep_last, actor=_actor())
+    return _changed(name, "retention: keep the last %d versions", keep_last)
+
+
+@_write("DELETE", "/v1/models/{name}/retention", "Keep every version again (the default)")
+def clear_retention(name: str):
+    state().registry.set_retention(name, None, actor=_actor())
+    return _changed(name, "retention removed")

@@ -36,8 +36,8 @@ api = Api(
     "whose trials are training jobs, with a report PNG per sweep; cancel one. **Registry "
     "state**, what the inference service serves (picked up within a poll, no restart): list "
     "models and their versions, pin the default version, name versions with aliases, split the "
-    "default route's traffic over versions, name a shadow version; every change is kept in the "
-    "model's history. **Health** and readiness (Redis answers) probes. When API_TOKEN is set, "
+    "default route's traffic over versions, name a shadow version, set a retention rule (keep "
+    "the last N versions); every change is kept in the model's history. **Health** and readiness (Redis answers) probes. When API_TOKEN is set, "
     "every POST, PUT and DELETE needs `Authorization: Bearer <token>`. Answers are JSON, errors "
     "included, except the sweep report PNG.",
 )

@@ -37,6 +37,7 @@ from trainer_service import queueing
 from trainer_service.settings import TrainerSettings
 from trainer_service.sweeps import coordinator as sweeps
 from trainer_service.worker.preload import preloaded_dataset
+from trainer_service.worker.retention import apply_retention
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +341,7 @@ def _train(
     accuracy = manifest.metrics.test_accuracy
     log.info("job %s: published %s version %d (test accuracy %s)", job_id, cfg.model_name, version,
              accuracy)  # fmt: skip
+    apply_retention(registry, job.connection, settings.rq_queue, cfg.model_name, job_id)
     return manifest.job_result(version)
 
 
