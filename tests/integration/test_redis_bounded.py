@@ -106,3 +106,25 @@ def test_every_key_of_jobs_and_sweeps_expires(trainer_stack, redis_url):
 def worker_keys(conn: redis.Redis, queue: str) -> list[str]:
     """The live worker's own key (it expires unless the worker's heartbeat renews it)."""
     return [m.decode() for m in conn.smembers(f"rq:workers:{queue}")]
+
+
+def test_a_line_written_to_an_ended_sweeps_journal_expires_with_it(redis_url, redis_conn, queue):
+    """A stopped trial may report once more after its sweep ended and its journal was given its
+    expiry: that line expires with the journal, and the line counter before any line."""
+    import optuna
+
+    from trainer_service.settings import TrainerSettings
+    from trainer_service.sweeps import coordinator as sweeps
+
+    settings = TrainerSettings.load({"REDIS_URL": redis_url, "RQ_QUEUE": queue})
+    study = optuna.create_study(storage=sweeps.storage(settings, "s"), study_name="s")
+    trial = study.ask()
+    prefix = sweeps.journal_prefix(queue, "s")
+    sweeps.expire_journal(redis_conn, prefix, 100)
+    before = set(redis_conn.scan_iter(match=f"{prefix}:*"))
+    trial.report(0.5, 1)
+    keys = set(redis_conn.scan_iter(match=f"{prefix}:*"))
+    assert len(keys) == len(before) + 1, (before, keys)
+    ttls = {k.decode(): redis_conn.ttl(k) for k in keys}
+    assert all(0 < ttl <= 105 for ttl in ttls.values()), ttls
+    assert ttls[f"{prefix}:log_number"] == min(ttls.values()), ttls
