@@ -125,10 +125,12 @@ def journal_prefix(queue: str, sweep_id: str) -> str:
 
 def expire_journal(conn: redis.Redis, prefix: str, ttl: int) -> None:
     """Expire a journal: its line counter in `ttl` seconds, every line 5 s later (a reader that
-    got the counter finds every line it counts)."""
+    got the counter finds every line it counts). The counter first: a line appended (counter
+    and line at once) before the counter is read here is expired here, one appended after
+    sees the counter expiring and expires itself (`storage`)."""
+    conn.expire(f"{prefix}:log_number", ttl)
     last = int(conn.get(f"{prefix}:log_number") or -1)
     with conn.pipeline(transaction=False) as pipe:
-        pipe.expire(f"{prefix}:log_number", ttl)
         for number in range(last + 1):
             pipe.expire(f"{prefix}:log:{number}", ttl + 5)
         pipe.execute()
