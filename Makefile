@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint format up bench bench-serving bench-scaling bench-sweeps bench-memory clean
+.PHONY: install test test-fast lint format up bench bench-serving bench-scaling bench-sweeps bench-memory bench-soak clean
 
 $(STAMP): pyproject.toml scripts/ensure-system-tools.sh
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-serving: install  ## HTTP serving vs a bare endpoint and SERVING_BASELINE,
 
 bench-sweeps: install  ## a 16-trial sweep: sequential vs parallel trials vs parallel + pruning (~5 min)
 	$(BIN)/python -m benchmarks.sweeps
+
+bench-soak: install  ## 300 jobs and 30 sweeps with TTLs of seconds: Redis memory and keys back to baseline (~10 min)
+	$(BIN)/python -m benchmarks.soak
 
 bench-scaling: install  ## root: a host per service (network namespaces): publish-to-served, balancer, worker hosts (~10 min)
 	$(BIN)/python -m benchmarks.scaling

@@ -148,11 +148,20 @@ def wait_until(
         time.sleep(interval)
 
 
-def request(method: str, port: int, path: str, body: bytes | None = None, timeout: float = 10.0):
+def request(
+    method: str,
+    port: int,
+    path: str,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+    headers: dict[str, str] | None = None,
+):
     """One request on a fresh connection: (status, headers dict, body bytes)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = dict(headers or {})
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()

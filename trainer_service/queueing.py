@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -127,13 +128,33 @@ def add_to_index(pipe: redis.client.Pipeline, key: str, member: str) -> None:
     pipe.zremrangebyrank(key, 0, -(INDEX_MAX + 1))
 
 
-def cancel_queued(job: Job) -> None:
-    """Cancel a queued job. Flagged first: if a worker dequeues it in the same instant, the job
-    sees the flag and quits."""
+def prune_index(
+    conn: redis.Redis, key: str, record_key: Callable[[str], str], settings: TrainerSettings
+) -> None:
+    """Drop from the sorted set `key` (an index, or an RQ registry) the members whose record
+    (`record_key(member)`) has expired. Only members scored (added) more than RESULT_TTL or
+    FAILURE_TTL ago are looked at: no record expires sooner after it was added."""
+    before = time.time() - min(settings.result_ttl, settings.failure_ttl)
+    members = [m.decode() for m in conn.zrangebyscore(key, "-inf", before)]
+    if not members:
+        return
+    with conn.pipeline(transaction=False) as pipe:
+        for member in members:
+            pipe.exists(record_key(member))
+        gone = [m for m, alive in zip(members, pipe.execute(), strict=True) if not alive]
+    if gone:
+        conn.zrem(key, *gone)
+
+
+def cancel_queued(job: Job, ttl: int) -> None:
+    """Cancel a queued job; its record expires `ttl` seconds later (RQ would keep a canceled
+    job forever). Flagged first: if a worker dequeues it in the same instant, the job sees the
+    flag and quits."""
     job.meta["cancel_requested"] = True
     job.save_meta()
     with contextlib.suppress(InvalidJobOperation):  # a concurrent cancel got there first
         job.cancel()
+        job.cleanup(ttl=ttl)
 
 
 def send_stop(conn: redis.Redis, job: Job) -> int:

@@ -33,8 +33,9 @@ class TrainerSettings(ServiceSettings):
     #: A Redis call that hangs longer than this fails (503) instead of holding a web worker.
     redis_socket_timeout: float = 5.0
     job_timeout: int = 7200
-    result_ttl: int = 7 * SECONDS_PER_DAY
-    failure_ttl: int = 30 * SECONDS_PER_DAY
+    #: Seconds a finished job or sweep is kept; FAILURE_TTL: a failed, stopped or canceled one.
+    result_ttl: int = Field(default=7 * SECONDS_PER_DAY, gt=0)
+    failure_ttl: int = Field(default=30 * SECONDS_PER_DAY, gt=0)
     #: More queued jobs than this for one model → 429 (0: no limit).
     max_queued_jobs_per_model: int = 10
     idempotency_ttl: int = SECONDS_PER_DAY

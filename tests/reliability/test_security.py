@@ -269,12 +269,12 @@ def test_sweep_studies_keep_no_pickled_snapshot_in_redis(redis_url, redis_conn, 
     from trainer_service.sweeps import coordinator as sweeps
 
     settings = TrainerSettings.load({"REDIS_URL": redis_url, "RQ_QUEUE": queue})
-    study = optuna.create_study(storage=sweeps.storage(settings), study_name="s")
+    study = optuna.create_study(storage=sweeps.storage(settings, "s"), study_name="s")
     for i in range(101):  # past Optuna's snapshot interval (trial ids 0 and 100)
         study.tell(study.ask(), float(i))
     assert list(redis_conn.scan_iter(match=f"*{queue}*")), "the journal is not where we look"
     assert not list(redis_conn.scan_iter(match=f"*{queue}*snapshot*"))
-    again = optuna.load_study(storage=sweeps.storage(settings), study_name="s")
+    again = optuna.load_study(storage=sweeps.storage(settings, "s"), study_name="s")
     assert len(again.trials) == 101 and again.best_value == 0.0
 
 

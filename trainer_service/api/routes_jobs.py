@@ -431,7 +431,7 @@ def delete_job(job_id: str):
     job = fetch_job(job_id)
     status = queueing.public_status(job)
     if status == "queued":
-        queueing.cancel_queued(job)
+        queueing.cancel_queued(job, state().settings.failure_ttl)
         job.get_status(refresh=True)
         log.info("job %s canceled", job.id)
         return web.answer(job_view(job))

@@ -23,7 +23,9 @@ too stays failed. A trial that failed by itself (an exception, a time-out) or wa
 never retried: it would fail the same way.
 
 The study lives in Optuna's journal storage on the same Redis (see `storage`); the sweep's own
-record (request, `SweepPlan`, trial ↔ job ids, outcome) is one JSON value next to it.
+record (request, `SweepPlan`, trial ↔ job ids, outcome) is one JSON value next to it. A running
+sweep never expires; an ended one is kept as long as its jobs (`lifetime`), its journal 10 s
+longer (`JOURNAL_GRACE`), and `reconcile` drops expired sweeps and jobs from their indexes.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from rq.job import Job
-from rq.registry import StartedJobRegistry
+from rq.registry import CanceledJobRegistry, StartedJobRegistry
 
 from shared.config import TrainConfig
 from shared.registry import RegistryError
@@ -57,6 +59,9 @@ log = logging.getLogger(__name__)
 
 
 _ACTIVE = ("queued", "started")
+#: Seconds an ended sweep's journal outlives its record: a reader that found the record finds the
+#: whole journal (Optuna's journal reader waits forever for a line that is missing).
+JOURNAL_GRACE = 10
 
 
 def sweep_key(queue: str, sweep_id: str) -> str:
@@ -93,8 +98,42 @@ def load_records(conn: redis.Redis, queue: str, sweep_ids: list[str]) -> list[di
     return [json.loads(raw) for raw in raws if raw is not None]
 
 
-def _save(conn: redis.Redis, queue: str, record: dict[str, Any]) -> None:
-    conn.set(sweep_key(queue, record["sweep_id"]), json.dumps(record))
+def lifetime(settings: TrainerSettings, record: dict[str, Any]) -> int | None:
+    """Seconds an ended sweep is kept, as its jobs are: RESULT_TTL finished, FAILURE_TTL
+    canceled; None (for ever) while it runs."""
+    if record["status"] == "running":
+        return None
+    return settings.result_ttl if record["status"] == "finished" else settings.failure_ttl
+
+
+def _save(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -> None:
+    key = sweep_key(settings.rq_queue, record["sweep_id"])
+    conn.set(key, json.dumps(record), ex=lifetime(settings, record))
+
+
+def _ended(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -> None:
+    """An ended sweep leaves the running set; its journal expires after its record."""
+    conn.srem(running_key(settings.rq_queue), record["sweep_id"])
+    ttl = (lifetime(settings, record) or 0) + JOURNAL_GRACE
+    expire_journal(conn, journal_prefix(settings.rq_queue, record["sweep_id"]), ttl)
+
+
+def journal_prefix(queue: str, sweep_id: str) -> str:
+    """Where a sweep's study keeps its journal: a line counter and one key per line."""
+    return f"digitflow:{queue}:optuna:{sweep_id}"
+
+
+def expire_journal(conn: redis.Redis, prefix: str, ttl: int) -> None:
+    """Expire a journal: its line counter in `ttl` seconds, every line 5 s later (a reader that
+    got the counter finds every line it counts). The counter first: a line appended (counter
+    and line at once) before the counter is read here is expired here, one appended after
+    sees the counter expiring and expires itself (`storage`)."""
+    conn.expire(f"{prefix}:log_number", ttl)
+    last = int(conn.get(f"{prefix}:log_number") or -1)
+    with conn.pipeline(transaction=False) as pipe:
+        for number in range(last + 1):
+            pipe.expire(f"{prefix}:log:{number}", ttl + 5)
+        pipe.execute()
 
 
 def _trial_jobs(conn: redis.Redis, record: dict[str, Any]) -> list[Job | None]:
@@ -103,20 +142,29 @@ def _trial_jobs(conn: redis.Redis, record: dict[str, Any]) -> list[Job | None]:
     return Job.fetch_many(ids, connection=conn, serializer=queueing.SERIALIZER)
 
 
-def storage(settings: TrainerSettings) -> optuna.storages.BaseStorage:
-    """The study's journal on the queue's Redis (Optuna's own Redis backend; Optuna flags it
+def storage(settings: TrainerSettings, sweep_id: str) -> optuna.storages.BaseStorage:
+    """The sweep's journal on the queue's Redis (Optuna's own Redis backend; Optuna flags it
     experimental, a warning per process we silence), its log and nothing else. The backend also
     keeps snapshots, which `JournalStorage` writes with pickle (every 100 trials) and unpickles
     whenever it is built; the product never unpickles what it reads (README, Guarantees), so the
     storage gets only the backend's log methods (not being a `BaseJournalSnapshot` is the point)
-    and the study is always replayed from its JSON log lines."""
+    and the study is always replayed from its JSON log lines. One journal per sweep, so that it
+    expires with the sweep (`_ended`); a line appended after that (a stopped trial's last
+    report) expires with the rest."""
     import optuna  # heavy: only for sweeps
 
-    prefix = f"digitflow:{settings.rq_queue}:optuna:"
+    prefix = journal_prefix(settings.rq_queue, sweep_id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         backend = optuna.storages.journal.JournalRedisBackend(settings.redis_url, prefix=prefix)
-        log_only = SimpleNamespace(read_logs=backend.read_logs, append_logs=backend.append_logs)
+
+        def append_logs(logs: list[dict[str, Any]]) -> None:
+            backend.append_logs(logs)
+            ttl = backend._redis.ttl(f"{prefix}:log_number")  # Optuna's client for its journal
+            if ttl > 0:  # the sweep has ended (`_ended`)
+                expire_journal(backend._redis, prefix, ttl)
+
+        log_only = SimpleNamespace(read_logs=backend.read_logs, append_logs=append_logs)
         return optuna.storages.JournalStorage(log_only)  # type: ignore[arg-type]
 
 
@@ -189,7 +237,7 @@ def load_study(settings: TrainerSettings, sweep_id: str, pruner_name: str) -> op
 
     return optuna.load_study(
         study_name=sweep_id,
-        storage=storage(settings),
+        storage=storage(settings, sweep_id),
         sampler=optuna.samplers.RandomSampler(),
         pruner=pruner(pruner_name),
     )
@@ -226,9 +274,11 @@ def create(
     import optuna  # heavy: only for sweeps
 
     direction = "maximize" if request.objective == "val_accuracy" else "minimize"
-    optuna.create_study(study_name=sweep_id, storage=storage(settings), direction=direction)
+    optuna.create_study(
+        study_name=sweep_id, storage=storage(settings, sweep_id), direction=direction
+    )
     record = new_record(request, sweep_id)
-    _save(conn, settings.rq_queue, record)
+    _save(conn, settings, record)
     with conn.pipeline() as pipe:
         queueing.add_to_index(pipe, sweeps_index_key(settings.rq_queue), sweep_id)
         pipe.sadd(running_key(settings.rq_queue), sweep_id)
@@ -271,9 +321,9 @@ def advance(
             active += 1
         if active == 0 and waiting <= 0 and fresh >= plan.n_trials:
             _finish(settings, study, plan, record)
-        _save(conn, settings.rq_queue, record)
+        _save(conn, settings, record)
         if record["status"] != "running":
-            conn.srem(running_key(settings.rq_queue), sweep_id)
+            _ended(conn, settings, record)
 
 
 def started_trials(record: dict[str, Any]) -> int:
@@ -283,11 +333,21 @@ def started_trials(record: dict[str, Any]) -> int:
 
 def reconcile(conn: redis.Redis, queue: Queue, settings: TrainerSettings) -> None:
     """One `advance` of every running sweep whose lock is free (a busy lock means another
-    process is moving that sweep on right now)."""
+    process is moving that sweep on right now); then expired jobs and sweeps leave the indexes
+    (and RQ's canceled registry, which RQ never cleans), so that those stay bounded without
+    a read having to write."""
     for raw in conn.smembers(running_key(settings.rq_queue)):
         sweep_id = raw.decode() if isinstance(raw, bytes) else str(raw)
         with contextlib.suppress(redis.exceptions.LockError):
             advance(conn, queue, settings, sweep_id, wait=0.0)
+    name = settings.rq_queue
+    indexes = {
+        queueing.jobs_index_key(name): Job.key_for,
+        CanceledJobRegistry(name, connection=conn).key: Job.key_for,
+        sweeps_index_key(name): lambda sweep_id: sweep_key(name, sweep_id),
+    }
+    for key, record_key in indexes.items():
+        queueing.prune_index(conn, key, record_key, settings)
 
 
 def _settle(
@@ -437,11 +497,11 @@ def cancel(conn: redis.Redis, settings: TrainerSettings, sweep_id: str) -> None:
         for entry, status in zip(record["trials"], statuses, strict=True):
             if status in _ACTIVE:  # what the cancel ends: its job reads canceled, not stopped
                 entry["canceled"] = True
-        _save(conn, settings.rq_queue, record)
-        conn.srem(running_key(settings.rq_queue), sweep_id)
+        _save(conn, settings, record)
+        _ended(conn, settings, record)
         for job, status in zip(jobs, statuses, strict=True):  # status None: no job
             if status == "queued":
-                queueing.cancel_queued(job)
+                queueing.cancel_queued(job, settings.failure_ttl)
             elif status == "started":
                 try:
                     queueing.send_stop(conn, job)
