@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from typing import Any
 
 from shared.blas import BLAS_THREAD_VARIABLES
@@ -54,12 +53,13 @@ def stop_at_once_until_loaded(server: Any, worker: Any) -> None:
     its master, which waits for it, past the 2 s a stop may take. Until here the forked worker
     runs the master's handler, which only queues a signal in the worker's copy of the master's
     queue, where nobody reads it: that copy is searched too (it also holds a stop the master
-    had queued before it forked)."""
+    had queued before it forked). Such a worker has nothing to finish or flush: `os._exit`, which
+    neither an `except` in the code being imported nor a slow interpreter teardown can hold up."""
 
     def handle_exit(signum: int, frame: object) -> None:
         worker.alive = False  # gunicorn's own handler: the request loop ends at its next turn
-        if getattr(worker, "wsgi", None) is None:  # the app is not loaded: nothing to finish
-            sys.exit(0)
+        if getattr(worker, "wsgi", None) is None:  # the app is not loaded yet
+            os._exit(0)
 
     worker.handle_exit = handle_exit  # what gunicorn installs for SIGTERM in init_signals
     signal.signal(signal.SIGTERM, handle_exit)
@@ -67,4 +67,4 @@ def stop_at_once_until_loaded(server: Any, worker: Any) -> None:
     while not server.SIG_QUEUE.empty():
         queued.append(server.SIG_QUEUE.get_nowait())
     if {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT} & set(queued):
-        sys.exit(0)
+        os._exit(0)
