@@ -28,8 +28,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from honcho import manager as honcho
 from honcho.environ import expand_processes, parse, parse_procfile
-from honcho.manager import Manager
 from honcho.printer import Message, Printer
 from redis import Redis, RedisError
 from rq import Queue, Worker
@@ -124,6 +124,36 @@ def worker_names(redis_url: str, queue_name: str) -> set[str]:
         return {w.name for w in Worker.all(connection=connection, queue=queue)}
 
 
+class Manager(honcho.Manager):
+    """honcho's Manager, stoppable at any moment of its start-up.
+
+    honcho stops the processes by the pids their helper processes report as they start: a stop
+    signal before every pid had arrived raised KeyError out of its handler, which left the
+    started processes running and this script stuck. Here such a stop waits for the last pid
+    (honcho's loop asks `_all_started` at every turn, at least every 0.1 s). The same holds for
+    a stop recorded before the loop began (`request_stop`)."""
+
+    stop_pending = False
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        """The stop signals' handler until honcho's loop installs its own."""
+        self.returncode = honcho.SIGNALS[signum]["rc"]
+        self.stop_pending = True
+
+    def terminate(self) -> None:
+        if super()._all_started():
+            super().terminate()
+        else:
+            self.stop_pending = True
+
+    def _all_started(self) -> bool:
+        started = super()._all_started()
+        if started and self.stop_pending:
+            self.stop_pending = False
+            super().terminate()
+        return started
+
+
 class Stack:
     """The settings of one `make up`, and what it prints around honcho's output."""
 
@@ -149,14 +179,13 @@ class Stack:
         else:
             self.printer.write(message)
 
-    def run(self) -> int | None:
-        """honcho's loop: until Ctrl-C, SIGTERM or a process exits; its return code."""
+    def run(self) -> None:
+        """honcho's loop: until Ctrl-C, SIGTERM or a process exits (see Manager.returncode)."""
         self.running = True
         try:
             self.manager.loop()
         finally:
             self.running = False
-        return self.manager.returncode
 
     def check_ports(self) -> str | None:
         if self.trainer_port == self.inference_port:
@@ -294,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in parse(Path(args.env_file).read_text(encoding="utf-8")).items():
             env.setdefault(key, value)  # the shell wins over .env, as with docker compose
     stack = Stack(args, env)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stack.manager.request_stop)
+    # A closed terminal (SIGHUP) stops everything too, as Ctrl-C and SIGTERM do.
+    signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     if problem := stack.check_ports():
         stack.say(f"error: {problem}")
         return 1
@@ -329,13 +362,13 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(
             target=stack.wait_until_ready, args=(redis_url, known), daemon=True
         ).start()
-        # A closed terminal (SIGHUP) stops everything too, as Ctrl-C and SIGTERM do in honcho.
-        signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
-        returncode = stack.run()
+        if not stack.manager.stop_pending:  # else stopped before anything ran but Redis
+            stack.run()
     finally:
         if embedded is not None:
             embedded.stop()
             stack.say("embedded Redis stopped")
+    returncode = stack.manager.returncode
     if stack.failed.is_set() or returncode not in STOPPED_BY_SIGNAL:
         stack.say(f"error: everything was stopped after a failure (return code {returncode})")
         return 1

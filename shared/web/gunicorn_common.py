@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 from shared.blas import BLAS_THREAD_VARIABLES
@@ -40,4 +41,30 @@ def settings(port_variable: str, default_port: int, proc_name: str) -> dict[str,
         "loglevel": os.environ.get("LOG_LEVEL", "info").lower(),
         "errorlog": "-",
         "accesslog": None if access.lower() in ("", "off", "none", "0", "false") else access,
+        "post_fork": stop_at_once_until_loaded,
     }
+
+
+def stop_at_once_until_loaded(server: Any, worker: Any) -> None:
+    """gunicorn's `post_fork` hook: a worker told to stop before it has loaded the app exits.
+
+    gunicorn's worker only flags itself on SIGTERM and acts on the flag in its request loop, so
+    a worker still importing the app (1-3 s on a busy machine) finished the import first and kept
+    its master, which waits for it, past the 2 s a stop may take. Until here the forked worker
+    runs the master's handler, which only queues a signal in the worker's copy of the master's
+    queue, where nobody reads it: that copy is searched too (it also holds a stop the master
+    had queued before it forked). Such a worker has nothing to finish or flush: `os._exit`, which
+    neither an `except` in the code being imported nor a slow interpreter teardown can hold up."""
+
+    def handle_exit(signum: int, frame: object) -> None:
+        worker.alive = False  # gunicorn's own handler: the request loop ends at its next turn
+        if getattr(worker, "wsgi", None) is None:  # the app is not loaded yet
+            os._exit(0)
+
+    worker.handle_exit = handle_exit  # what gunicorn installs for SIGTERM in init_signals
+    signal.signal(signal.SIGTERM, handle_exit)
+    queued = []
+    while not server.SIG_QUEUE.empty():
+        queued.append(server.SIG_QUEUE.get_nowait())
+    if {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT} & set(queued):
+        os._exit(0)

@@ -182,6 +182,50 @@ def test_worker_killed_mid_job_fails_the_job_and_leaves_no_version(trainer_stack
     assert "1" in names and "2" in names
 
 
+def test_sigterm_mid_job_lets_the_job_finish_and_publish_then_the_worker_exits(trainer_stack):
+    """`docker compose stop` (SIGTERM to the worker) within its grace period: RQ's warm shutdown
+    takes no new job but finishes the running one, publish included."""
+    worker = trainer_stack.start_worker()
+    job_id = trainer_stack.submit({**LONG, "epochs": 30})  # ~3 s of training left
+    trainer_stack.wait_epoch(job_id, 1)
+    worker.send_signal(signal.SIGTERM)
+    queued = trainer_stack.submit(SMALL)  # a stopping worker takes no new job
+    job = trainer_stack.wait_status(job_id, ("finished", "failed"))
+    assert job["status"] == "finished" and job["model_version"] == 1, job
+    assert worker.wait(timeout=30) == 0, trainer_stack.logs()
+    assert trainer_stack.job(queued)["status"] == "queued"
+    assert trainer_stack.client.get("/readyz").json["workers"] == 0  # deregistered
+    assert trainer_stack.versions() == [1]
+
+
+@pytest.mark.parametrize("then", ["SIGKILL after the grace period", "a second SIGTERM"])
+def test_a_worker_stopped_mid_job_past_its_grace_fails_the_job_and_publishes_nothing(
+    trainer_stack, then
+):
+    """compose's stop: SIGTERM, then SIGKILL once `stop_grace_period` is over (the work horse,
+    in a process group of its own, dies with its worker); or a second SIGTERM, RQ's cold
+    shutdown, which kills the work horse at once."""
+    worker = trainer_stack.start_worker()
+    job_id = trainer_stack.submit(LONG)
+    epoch = trainer_stack.wait_epoch(job_id, 1)["progress"]["epoch"]
+    worker.send_signal(signal.SIGTERM)
+    # The job goes on within the grace period (here 1.5 s; RQ ignores a repeat within 1 s).
+    time.sleep(1.5)
+    assert trainer_stack.wait_epoch(job_id, epoch + 1)["status"] == "started"
+    horses = horse_pids(worker.pid)
+    assert horses, "the worker should still run its work horse"
+    if then == "a second SIGTERM":
+        worker.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    wait_for(lambda: not any(pid_alive(p) for p in horses), 10, what="the work horse to die")
+    job = trainer_stack.wait_status(job_id, ("failed",), timeout=30)
+    assert "nothing was published" in job["error"], job
+    assert job["model_version"] is None
+    assert trainer_stack.versions() == []
+
+
 def test_job_timeout_fails_with_a_clear_error(trainer_stack):
     trainer_stack.start_worker()
     client = trainer_stack.api(JOB_TIMEOUT=3)

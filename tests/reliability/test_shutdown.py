@@ -1,23 +1,31 @@
-"""SIGTERM at any moment of a process's start-up or idle time: it exits within 2 s, cleanly.
+"""A stop signal at any moment of a process's start-up or idle time: it exits within 2 s, cleanly.
 
 `docker compose stop`, a rolling restart or `make up`'s Ctrl+C can come at any instant, often
-while a process is still starting. Each try starts the real process (the Procfile's command),
-signals it at a random instant, and checks that it is gone within 2 s with exit code 0 (leaving
-no registration behind), while a CPU-bound process keeps the machine busy: a loaded machine is
-where the races show (RQ's teardown race kept 3 in 20 workers up a full minute).
+while a process is still starting. Each try starts the real process (the Procfile's command, or
+`make up`'s runner), signals it at a random instant between its spawn and a second after it is
+ready, and checks that it is gone in time with exit code 0, leaving no process (found by an
+environment variable every process of the try inherits) and no registration behind, while a
+CPU-bound process keeps the machine busy: a loaded machine is where the races show (RQ's teardown
+race kept 3 in 20 workers up a full minute).
 
 A signal that lands before the process has installed its handler (the interpreter starting, the
-command line's imports) gets Python's default action, death by SIGTERM; that is accepted only
-before the process says its handler is in (the worker's first log line, gunicorn's "Listening
-at"), i.e. before there is anything to clean up.
+command line's imports) gets Python's default action, death by the signal (for SIGINT during the
+interpreter's own start-up: exit 1, "Fatal Python error"); that is accepted only before the
+process says its handler is in (its first output line; gunicorn's "Listening at"), i.e. before
+there is anything to clean up.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import os
 import random
 import signal
+import statistics
 import subprocess
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +34,8 @@ import pytest
 import redis
 import requests
 
+from tests import REPO_ROOT
+from tests.run_local_support import SCRIPT, stack_env
 from tests.service_support import INFERENCE_APP, INFERENCE_CONF, TRAINER_APP, TRAINER_CONF
 from tests.trainer_support import (
     PYTHON,
@@ -41,7 +51,8 @@ from tests.trainer_support import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.exclusive]
 
 EXIT_WITHIN = 2.0  # seconds from the signal to the process being gone
-MAX_DELAY = 1.5  # seconds after the reference instant (spawn, or ready)
+IDLE = 1.0  # seconds after the process is ready that the random instants reach into
+TRY_MARK = "DIGITFLOW_SHUTDOWN_TRY"  # in the environment of every process a try starts
 
 
 @pytest.fixture
@@ -61,49 +72,95 @@ def busy_machine() -> Iterator[None]:
         burner.wait()
 
 
+def marked_processes(mark: str) -> set[int]:
+    """Live processes (zombies aside) whose environment carries TRY_MARK=mark."""
+    found = set()
+    needle = f"{TRY_MARK}={mark}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            stat = (entry / "stat").read_text()
+            if stat[stat.rindex(")") + 2] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def embedded_redis_running(redis_dir: Path) -> set[int]:
+    """Live processes working in `redis_dir` (an embedded redis-server chdirs to its --dir)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "cwd").readlink() == redis_dir:
+                found.add(int(entry.name))
+    return found
+
+
 def signal_at_random_instants(
     what: str,
     tries: int,
-    references: tuple[str, ...],
-    start: Callable[[Path], subprocess.Popen],
-    ready: Callable[[], bool],
+    start: Callable[[Path, dict[str, str]], subprocess.Popen],
+    ready: Callable[[Path], bool],
     handler_in: Callable[[str], bool],
     ready_mark: str,
     left_behind: Callable[[], str | None],
     tmp_path: Path,
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM,),
+    exit_within: float = EXIT_WITHIN,
 ) -> None:
-    """`tries` times: start a process, SIGTERM it 0-1.5 s after the try's reference instant
-    ("spawn" or "ready", taking turns from `references`), check it is gone within EXIT_WITHIN
-    with exit code 0 (or killed by the signal while `handler_in(log)` was still false), no
-    traceback, nothing `left_behind()`. Prints the outcomes per phase (from the log)."""
+    """`tries` times: start a process (`start(log_path, extra_env)`), send it a signal (taking
+    turns from `signals`; SIGINT goes to its process group, as Ctrl-C does) at a random instant,
+    check it is gone within `exit_within` with exit code 0 (or killed by the signal while
+    `handler_in(log)` was still false), no traceback, no process of the try alive, nothing
+    `left_behind()`. The first try waits until `ready(log_path)` (timing the start-up) and signals
+    0-IDLE s later; the others draw the instant from spawn to start-up + IDLE, denser early (the
+    square of a uniform draw): a process goes through its phases fastest at its start, and a try
+    costs its instant. Prints the outcomes per phase (from the log) and the exit times."""
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     outcomes: Counter[str] = Counter()
+    exit_times: list[float] = []
     failures: list[str] = []
     started = time.monotonic()
+    start_up = None
     for i in range(tries):
+        sig = signals[i % len(signals)]
         log_path = tmp_path / f"{what}{i}.log"
-        reference = references[i % len(references)]
-        proc = start(log_path)
+        mark = uuid.uuid4().hex
+        proc = start(log_path, {TRY_MARK: mark})
+        spawned = time.monotonic()
         try:
-            if reference == "ready":
-                deadline = time.monotonic() + 60
-                while not ready():
+            if start_up is None:
+                deadline = spawned + 90
+                while not ready(log_path):
                     assert proc.poll() is None, f"{what} exited early:\n{tail(log_path)}"
                     assert time.monotonic() < deadline, f"{what} never ready:\n{tail(log_path)}"
-                    time.sleep(0.01)
-            delay = rng.uniform(0, MAX_DELAY)
-            time.sleep(delay)
+                    time.sleep(0.02)
+                start_up = time.monotonic() - spawned
+                instant = start_up + rng.uniform(0, IDLE)
+            else:
+                instant = (start_up + IDLE) * rng.random() ** 2
+            time.sleep(max(0.0, spawned + instant - time.monotonic()))
             log_before = log_path.read_text(errors="replace")
-            proc.send_signal(signal.SIGTERM)
+            if sig == signal.SIGINT:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
             signalled = time.monotonic()
+            at = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]  # to read the log by
             try:
-                code = proc.wait(timeout=EXIT_WITHIN)
+                code = proc.wait(timeout=exit_within)
             except subprocess.TimeoutExpired:
                 code = None
             took = time.monotonic() - signalled
+            alive = marked_processes(mark) if code is not None else set()
         finally:
             stop_process(proc, timeout=5)
+            for pid in marked_processes(mark):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         log = log_path.read_text(errors="replace")
         if not handler_in(log_before):
             phase = "before its handler"
@@ -114,29 +171,41 @@ def signal_at_random_instants(
         problems = []
         if code is None:
             outcome = "hung"
-            problems.append(f"still running {EXIT_WITHIN} s after SIGTERM")
+            problems.append(f"still running {exit_within} s after {sig.name}")
         elif code == 0:
             outcome = "exit 0"
-        elif code == -signal.SIGTERM and phase == "before its handler":
+            exit_times.append(took)
+        elif phase == "before its handler" and (
+            code == -sig or (code == 1 and "Fatal Python error" in log)  # SIGINT in site.py
+        ):
             outcome = "default action"
         else:
             outcome = f"exit {code}"
             problems.append(f"exit code {code} after {took:.2f} s")
-        if code is not None and "Traceback" in log:
+        if code is not None and phase != "before its handler" and "Traceback" in log:
             problems.append("a traceback in its log")
+        if alive:
+            problems.append(f"processes left running: {sorted(alive)}")
         leftover = left_behind()
         if leftover:
             problems.append(leftover)
         if problems:
             failures.append(
-                f"try {i} ({reference} + {delay:.2f} s, {phase}): "
+                f"try {i} ({sig.name} {instant:.2f} s after spawn, at {at}, {phase}): "
                 + "; ".join(problems)
-                + f"\n{tail(log_path, 15)}"
+                + f"\n{tail(log_path, 25)}"
             )
         outcomes[f"{phase}: {outcome}"] += 1
+    times = (
+        f"exit 0 within max {max(exit_times):.2f} s, median {statistics.median(exit_times):.2f} s"
+        if exit_times
+        else "no exit 0"
+    )
     print(
-        f"\n{what}: {tries} SIGTERMs (seed {seed}, {time.monotonic() - started:.0f} s): "
+        f"\n{what}: {tries} signals (seed {seed}, start-up {start_up:.1f} s, "
+        f"{time.monotonic() - started:.0f} s): "
         + ", ".join(f"{k} x{n}" for k, n in sorted(outcomes.items()))
+        + f"; {times}"
     )
     assert not failures, "\n\n".join(failures)
 
@@ -162,9 +231,8 @@ def test_worker_stops_within_2_s_at_any_moment_of_start_up_and_idle_time(
         signal_at_random_instants(
             "worker",
             30,
-            ("spawn", "ready"),
-            start=lambda log_path: start_worker(env, log_path),
-            ready=lambda: bool(conn.scard(workers_key)),
+            start=lambda log_path, mark: start_worker({**env, **mark}, log_path),
+            ready=lambda log_path: bool(conn.scard(workers_key)),
             handler_in=lambda log: bool(log.strip()),
             ready_mark="Listening on",
             left_behind=left_behind,
@@ -184,18 +252,14 @@ def _healthy(url: str) -> bool:
 
 #: The line each gunicorn worker logs once its app is loaded.
 APP_READY = {"trainer-api": "trainer API ready", "inference": "inference app created"}
-GUNICORN_TRIES = 15  # per service: each start-up costs ~2 s here, the whole file stays ~2 min
 
 
 @pytest.mark.parametrize("service", ["trainer-api", "inference"])
-def test_gunicorn_services_stop_within_2_s_when_idle(
+def test_gunicorn_services_stop_within_2_s_at_any_moment_of_start_up_and_idle_time(
     service: str, redis_url: str, unique_name: str, tmp_path: Path, busy_machine: None
 ) -> None:
     """The Procfile's gunicorn commands (2 sync workers), SIGTERM on the master as compose sends
-    it, 0-1.5 s after both workers have loaded the app and /healthz answers.
-
-    Not covered: a signal while a gunicorn worker still imports the app (gunicorn lets the import
-    finish, ~1-2.5 s on this busy machine, before the worker exits)."""
+    it: while the master starts, while its workers import the app, idle."""
     registry = tmp_path / "models"
     registry.mkdir()
     port = free_port()
@@ -215,24 +279,77 @@ def test_gunicorn_services_stop_within_2_s_when_idle(
             XDG_RUNTIME_DIR=str(runtime),
         )
     env.update(WEB_CONCURRENCY="2", GUNICORN_THREADS="1", LOG_LEVEL="INFO", API_TOKEN="")
-    logs: list[Path] = []
 
-    def start(log_path: Path) -> subprocess.Popen:
-        logs.append(log_path)
-        return start_gunicorn(app, conf, port, env, log_path)
-
-    def ready() -> bool:
-        loaded = logs[-1].read_text(errors="replace").count(APP_READY[service])
+    def ready(log_path: Path) -> bool:
+        loaded = log_path.read_text(errors="replace").count(APP_READY[service])
         return loaded == 2 and _healthy(f"http://127.0.0.1:{port}/healthz")
 
     signal_at_random_instants(
         service,
-        GUNICORN_TRIES,
-        ("ready",),
-        start=start,
+        30,
+        start=lambda log_path, mark: start_gunicorn(app, conf, port, {**env, **mark}, log_path),
         ready=ready,
         handler_in=lambda log: "Listening at" in log,
         ready_mark=APP_READY[service],
         left_behind=lambda: None,
         tmp_path=tmp_path,
     )
+
+
+def test_make_up_stops_everything_at_any_moment_of_start_up_and_idle_time(
+    redis_url: str, mnist_dir: Path, unique_name: str, tmp_path: Path, busy_machine: None
+) -> None:
+    """`make up`'s runner (scripts/run_local.py), SIGTERM and Ctrl-C (SIGINT to its process
+    group) taking turns, on REDIS_URL and with an embedded Redis taking turns: it exits 0 once
+    every process it started has stopped (2 s each, in parallel) and the embedded Redis with them,
+    leaving no process behind and no worker registered."""
+    conn = redis.Redis.from_url(redis_url)
+    workers_key = f"rq:workers:{unique_name}"
+    env = stack_env(tmp_path, mnist_dir, unique_name)
+    env.update(PYTHONUNBUFFERED="1", WORKER_PRELOAD_DATASETS="none", NO_COLOR="1")
+    redis_dirs: list[Path] = []
+
+    def start(log_path: Path, mark: dict[str, str]) -> subprocess.Popen:
+        args = [PYTHON, str(SCRIPT), "--env-file", ""]
+        args += ["--trainer-port", str(free_port()), "--inference-port", str(free_port())]
+        own = {**env, **mark, "REDIS_URL": redis_url}
+        redis_dirs.append(tmp_path / f"redis{len(redis_dirs)}")
+        if len(redis_dirs) // 2 % 2:  # an embedded Redis every other pair of tries
+            del own["REDIS_URL"]
+            args += ["--redis-dir", str(redis_dirs[-1])]
+        log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by stop_process
+        proc = subprocess.Popen(
+            args, cwd=REPO_ROOT, env=own, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        proc._digitflow_log = log  # type: ignore[attr-defined]
+        return proc
+
+    def left_behind() -> str | None:
+        problems = []
+        if conn.scard(workers_key):
+            conn.delete(workers_key)
+            problems.append(f"a worker left its registration in {workers_key}")
+        # redis-server rewrites its environment (its process title), so it is found by its
+        # working directory, the try's --redis-dir.
+        for pid in embedded_redis_running(redis_dirs[-1]):
+            os.kill(pid, signal.SIGKILL)
+            problems.append(f"the embedded Redis (pid {pid}) left running")
+        return "; ".join(problems) or None
+
+    try:
+        signal_at_random_instants(
+            "make-up",
+            30,
+            start=start,
+            ready=lambda log_path: "Press Ctrl-C" in log_path.read_text(errors="replace"),
+            handler_in=lambda log: bool(log.strip()),
+            ready_mark="digitflow is up",
+            left_behind=left_behind,
+            tmp_path=tmp_path,
+            signals=(signal.SIGTERM, signal.SIGINT),
+            exit_within=2 * EXIT_WITHIN,
+        )
+    finally:
+        conn.close()
+        delete_queue_keys(redis_url, unique_name)
