@@ -281,13 +281,6 @@ class ModelCache:
 
     # ---- introspection ----------------------------------------------------------------------------
 
-    def is_loaded(self, name: str, version: int) -> bool:
-        return self.versions.is_loaded(name, version)
-
-    def broken_reason(self, name: str, version: int) -> str | None:
-        """`VersionCache.broken_reason`: why this worker refused to load `version`, else None."""
-        return self.versions.broken_reason(name, version)
-
     def shadow(self, name: str) -> Served | None:
         """The model's shadow version when it has one this worker can run."""
         return self._rollout.shadow(name)
@@ -302,9 +295,6 @@ class ModelCache:
     def served_default(self, name: str) -> int | None:
         served = self._defaults.get(name)
         return None if served is None else served.version
-
-    def loaded_versions(self) -> list[tuple[str, int]]:
-        return self.versions.loaded_versions()
 
     def readiness(self) -> dict[str, Any]:
         """Ready when every model of the last registry scan with a usable version has its
@@ -343,7 +333,7 @@ class ModelCache:
                 else:
                     missing.append(f"{name}:{view.default}")
             elif view.default is not None and view.default != served.version:
-                reason = self.broken_reason(name, view.default)
+                reason = self.versions.broken_reason(name, view.default)
                 if reason is not None:  # still ready: the last good version keeps serving
                     entry["problem"] = (
                         f"default version {view.default} cannot be served ({reason}); "

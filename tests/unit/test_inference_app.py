@@ -553,9 +553,9 @@ def test_lru_never_evicts_defaults(registry, tmp_path) -> None:
     assert cache.served_default("digits") == 2
     for v in (1, 3, 4, 1):
         assert cache.get("digits", v).version == v
-    assert cache.is_loaded("digits", 2)  # the default survives every eviction
-    assert len(cache.loaded_versions()) == 2
-    assert set(cache.loaded_versions()) == {("digits", 2), ("digits", 1)}
+    assert cache.versions.is_loaded("digits", 2)  # the default survives every eviction
+    assert len(cache.versions.loaded_versions()) == 2
+    assert set(cache.versions.loaded_versions()) == {("digits", 2), ("digits", 1)}
 
 
 def test_defaults_split_versions_and_shadows_are_kept_beyond_the_cache_size(
@@ -575,11 +575,11 @@ def test_defaults_split_versions_and_shadows_are_kept_beyond_the_cache_size(
     cache = ModelCache(registry, capacity=4, poll_seconds=0)
     cache.refresh()
     kept = {("digits", 1), ("digits", 2), ("digits", 3), ("digits", 4), ("other", 1)}
-    assert set(cache.loaded_versions()) == kept
+    assert set(cache.versions.loaded_versions()) == kept
     assert cache.get("digits", 5).version == 5
-    assert set(cache.loaded_versions()) == kept | {("digits", 5)}
+    assert set(cache.versions.loaded_versions()) == kept | {("digits", 5)}
     assert cache.get("digits", 6).version == 6
-    assert set(cache.loaded_versions()) == kept | {("digits", 6)}
+    assert set(cache.versions.loaded_versions()) == kept | {("digits", 6)}
 
 
 # ---- metrics & OpenAPI ------------------------------------------------------------------------------
