@@ -51,15 +51,9 @@ class ModelView:
     aliases: dict[str, int] = field(default_factory=dict)
     #: Staged versions (sweep trials): never "latest" nor an unpinned default.
     staged: list[int] = field(default_factory=list)
-    #: One entry per route of the split: {"version" (as set), "weight", "serving" (the number,
-    #: None when it gets no traffic), "problem"?}; None when the model has no split.
+    #: What `Rollout.update_split` and `Rollout.update_shadow` returned at this scan.
     traffic: list[dict[str, Any]] | None = None
-    #: {"version" (as set), "serving", "problem"?}; None when the model has no shadow.
     shadow: dict[str, Any] | None = None
-
-    def usable(self, ref: str) -> int | None:
-        """What "latest" / "default" named at this scan (for `resolve_ref`)."""
-        return self.latest if ref == "latest" else self.default
 
 
 class ModelCache:
@@ -273,7 +267,9 @@ class ModelCache:
         view = self._views.get(name)
         if view is not None:
             try:
-                return resolve_ref(name, ref, view.aliases, view.usable)
+                # What "latest" / "default" name at this scan (not read for an alias).
+                usable = view.latest if ref == "latest" else view.default
+                return resolve_ref(name, ref, view.aliases, lambda _: usable)
             except LookupError:
                 pass  # an alias set, or a first good version published, since the last scan
         validate_model_name(name)
@@ -282,11 +278,9 @@ class ModelCache:
     # ---- introspection ----------------------------------------------------------------------------
 
     def shadow(self, name: str) -> Served | None:
-        """The model's shadow version when it has one this worker can run."""
         return self._rollout.shadow(name)
 
     def rollout(self, name: str) -> dict[str, Any]:
-        """How this worker serves the model's split and shadow (see `ModelView`)."""
         view = self._views.get(name)
         if view is None:
             return {"traffic": None, "shadow": None}
