@@ -36,14 +36,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     cache = ModelCache(
         registry,
+        telemetry=telemetry,
         capacity=settings.model_cache_size,
         poll_seconds=settings.registry_poll_seconds,
-        on_default_change=telemetry.on_default_change,
-        on_load=telemetry.on_load,
-        on_broken=telemetry.on_broken,
-        on_poll=telemetry.on_poll,
-        on_shadow=telemetry.on_shadow,
-        on_versions=telemetry.on_versions,
     )
     state = ServiceState(settings, registry, cache, telemetry, ShadowRunner(telemetry))
     app = create_flask_app(

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from inference_service.loading import Key, Served, VersionCache
 from inference_service.poller import Poller
 from inference_service.rollout import Rollout
+from inference_service.telemetry import Telemetry
 from shared.registry import (
     BrokenVersionError,
     ModelNotFoundError,
@@ -63,33 +63,31 @@ class ModelCache:
         self,
         registry: Registry,
         *,
+        telemetry: Telemetry,
         capacity: int = 4,
         poll_seconds: float = 0.5,
-        on_default_change: Callable[[str, int], None] | None = None,
-        on_load: Callable[[Served, float], None] | None = None,
-        on_broken: Callable[[str, int], None] | None = None,
-        on_poll: Callable[[bool, bool], None] | None = None,
-        on_shadow: Callable[[Served], None] | None = None,
-        on_versions: Callable[[str, set[int]], None] | None = None,
     ) -> None:
         self.registry = registry
-        self._on_default_change = on_default_change
-        self._on_versions = on_versions
+        self._telemetry = telemetry  # told of every load, default, shadow, poll and scan
         self._defaults: dict[str, Served] = {}
         self._views: dict[str, ModelView] = {}
         self._token: Any = None
         self._last_refresh: float | None = None
         self.versions = VersionCache(
-            registry, capacity, protected=self._protected, on_load=on_load, on_broken=on_broken
+            registry,
+            capacity,
+            protected=self._protected,
+            on_load=telemetry.on_load,
+            on_broken=telemetry.on_broken,
         )
-        self._rollout = Rollout(on_shadow=on_shadow)
+        self._rollout = Rollout(on_shadow=telemetry.on_shadow)
         self._splits = self._rollout.splits  # the same dict: the default route reads it
         #: Runs `refresh` (the front binds its ``ensure_started`` once: no extra call per request).
         self.poller = Poller(
             self.refresh,
             poll_seconds,
             registry.location,
-            on_poll=on_poll,
+            on_poll=telemetry.on_poll,
             on_fork=self.versions.reset_locks,
         )
 
@@ -143,8 +141,7 @@ class ModelCache:
         then swap). Versions deleted since they were loaded leave the cache."""
         published = set(self.registry.versions(name))
         self.versions.drop_unpublished(name, published)
-        if self._on_versions is not None:
-            self._on_versions(name, published)
+        self._telemetry.on_versions(name, published)
         state = self.registry.state(name)
         view = ModelView(
             latest=self.registry.latest_version(name),
@@ -202,8 +199,7 @@ class ModelCache:
             logger.info(
                 "model %r: default version %d -> %d", name, previous.version, served.version
             )
-        if self._on_default_change is not None:
-            self._on_default_change(name, served.version)
+        self._telemetry.on_default_change(name, served.version)
 
     def _defaults_signature(self) -> tuple:
         """The files of every version served by default, in a split or as a shadow."""
