@@ -49,8 +49,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.wsgi_app = Front(app, state, Router(routes.PLAIN))  # type: ignore[method-assign]
     logger.info(
         "inference app created: registry %s, poll %.3gs, cache %d versions",
-        settings.registry_location,
-        settings.registry_poll_seconds,
-        settings.model_cache_size,
-    )
+        settings.registry_location, settings.registry_poll_seconds, settings.model_cache_size,
+    )  # fmt: skip
     return app

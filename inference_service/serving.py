@@ -186,10 +186,8 @@ class ModelCache:
         if current is not None:
             logger.error(
                 "model %r: default version %d cannot be loaded; still serving version %d",
-                name,
-                target,
-                current.version,
-            )
+                name, target, current.version,
+            )  # fmt: skip
 
     def _set_default(self, name: str, served: Served, previous: Served | None) -> None:
         self._defaults[name] = served  # one atomic pointer swap; readers never lock
