@@ -188,9 +188,7 @@ _EXPLAIN_EXAMPLES = {
     }
 }
 _EXPLAINED = Answer(
-    "Predictions and attributions",
-    content={"application/json": ExplainResponse},
-    headers=_VERSION_HEADER,
+    "Predictions and attributions", {"application/json": ExplainResponse}, _VERSION_HEADER
 )
 
 

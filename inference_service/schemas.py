@@ -113,20 +113,16 @@ class PredictResponse(BaseModel):
 #: Trapezoid steps an explain request may ask for: fewer is too coarse to trust (the completeness
 #: gap grows), more costs seconds for a batch.
 MIN_EXPLAIN_STEPS, MAX_EXPLAIN_STEPS = 8, 256
-_TARGET_DOC = {
+_TARGET = WithJsonSchema({
     "description": 'The class to explain ("why not 1"); default: each image\'s predicted class. '
     "At most the model's number of classes minus one (422 beyond).",
     "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
-}
-_STEPS_DOC = {
-    "type": "integer",
-    "minimum": MIN_EXPLAIN_STEPS,
-    "maximum": MAX_EXPLAIN_STEPS,
+})  # fmt: skip
+_STEPS = (Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS), WithJsonSchema({
+    "type": "integer", "minimum": MIN_EXPLAIN_STEPS, "maximum": MAX_EXPLAIN_STEPS,
     "default": DEFAULT_STEPS,
     "description": "Trapezoid-rule intervals of the path integral (steps + 1 gradient passes).",
-}
-_TARGET = WithJsonSchema(_TARGET_DOC)
-_STEPS = (Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS), WithJsonSchema(_STEPS_DOC))
+}))  # fmt: skip
 
 
 class ExplainOptions(BaseModel):
