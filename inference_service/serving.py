@@ -181,23 +181,18 @@ class ModelCache:
                 served = self.versions.load(name, version)
             except (BrokenVersionError, VersionNotFoundError):
                 continue  # logged by _load / skipped
-            self._set_default(name, served, previous=current)
+            self._defaults[name] = served  # one atomic pointer swap; readers never lock
+            if current is None:
+                logger.info("model %r: serving version %d by default", name, version)
+            else:
+                logger.info("model %r: default version %d -> %d", name, current.version, version)
+            self._telemetry.on_default_change(name, version)
             return
         if current is not None:
             logger.error(
                 "model %r: default version %d cannot be loaded; still serving version %d",
                 name, target, current.version,
             )  # fmt: skip
-
-    def _set_default(self, name: str, served: Served, previous: Served | None) -> None:
-        self._defaults[name] = served  # one atomic pointer swap; readers never lock
-        if previous is None:
-            logger.info("model %r: serving version %d by default", name, served.version)
-        else:
-            logger.info(
-                "model %r: default version %d -> %d", name, previous.version, served.version
-            )
-        self._telemetry.on_default_change(name, served.version)
 
     def _defaults_signature(self) -> tuple:
         """The files of every version served by default, in a split or as a shadow."""

@@ -118,26 +118,16 @@ _SHADOW_FIGURES = {
 }
 
 
-def multiprocess_dir(path: str | None) -> str | None:
-    """`path` (PROMETHEUS_MULTIPROC_DIR) if prometheus_client really runs in multiprocess mode.
-
-    The mode is fixed when prometheus_client is first imported, so both the variable and the
-    value class must agree; otherwise we fall back to the per-process registry.
-    """
-    if not path or not os.path.isdir(path):
-        return None
-    if getattr(_prom_values.ValueClass, "__name__", "") != "MmapedValue":
-        return None
-    return path
-
-
 class Telemetry:
     """The service's metrics and how to render them."""
 
     def __init__(
         self, prometheus_multiproc_dir: str | None = None, flush_seconds: float = 1.0
     ) -> None:
-        self.multiprocess_dir = multiprocess_dir(prometheus_multiproc_dir)
+        # PROMETHEUS_MULTIPROC_DIR, if prometheus_client really runs in multiprocess mode: the
+        # mode is fixed when it is first imported, so the variable and the value class must agree.
+        path, mmap = prometheus_multiproc_dir, _prom_values.ValueClass.__name__ == "MmapedValue"
+        self.multiprocess_dir = path if path and os.path.isdir(path) and mmap else None
         #: How old a worker's figures may be in /metrics and in another worker's live figures
         #: (LIVE_FIGURES_FLUSH_SECONDS).
         self.flush_seconds = float(flush_seconds)
