@@ -42,12 +42,8 @@ def _image(maximum: float) -> dict[str, Any]:
 
 
 def _images(maximum: float) -> dict[str, Any]:
-    return {
-        "type": "array",
-        "minItems": 1,
-        "description": "Images (at most MAX_BATCH_IMAGES).",
-        "items": _image(maximum),
-    }
+    return {"type": "array", "minItems": 1, "description": "Images (at most MAX_BATCH_IMAGES).",
+            "items": _image(maximum)}  # fmt: skip
 
 
 def _json_number(value: Any) -> Any:
@@ -192,12 +188,8 @@ class TensorParameters(BaseModel):
     )
 
 
-_BATCH = {
-    "type": "integer",
-    "minimum": 1,
-    "maximum": 2**31 - 1,
-    "description": "N, the number of images",
-}
+_BATCH = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1,
+          "description": "N, the number of images"}  # fmt: skip
 _SHAPE_DOC = {
     "description": f"[N, input size] or [N, side, side]: [N, {DOC_PIXELS}] or [N, {DOC_SIDE}, "
     f"{DOC_SIDE}] for an MNIST model (the model metadata gives its shapes).",
@@ -225,17 +217,13 @@ class InputTensor(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         # JSON `data`, or the binary extension's byte count: one of the two must be there.
-        json_schema_extra={
-            "anyOf": [
-                {"required": ["data"]},
-                {"required": ["parameters"],
-                 "properties": {"parameters": {
-                     "type": "object",
-                     "required": ["binary_data_size"],
-                     "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-                 }}},
-            ]
-        },
+        json_schema_extra={"anyOf": [
+            {"required": ["data"]},
+            {"required": ["parameters"], "properties": {"parameters": {
+                "type": "object", "required": ["binary_data_size"],
+                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+            }}},
+        ]},
     )  # fmt: skip
     name: Literal["input"]
     shape: Annotated[list[JsonInt], WithJsonSchema(_SHAPE_DOC)]
@@ -458,16 +446,10 @@ class Manifest(BaseModel):
 # ---- path parameters ----------------------------------------------------------------------------
 
 PATH_PARAMS: dict[str, dict[str, Any]] = {
-    "name": {
-        "type": "string",
-        "pattern": MODEL_NAME_PATTERN.replace("\\Z", ""),
-        "examples": ["digits"],
-    },
-    "ref": {
-        "type": "string",
-        "pattern": "^([1-9][0-9]{0,8}|[a-z0-9][a-z0-9_-]{0,63})$",
-        "examples": ["1", "latest", "champion"],
-    },
+    "name": {"type": "string", "pattern": MODEL_NAME_PATTERN.replace("\\Z", ""),
+             "examples": ["digits"]},
+    "ref": {"type": "string", "pattern": "^([1-9][0-9]{0,8}|[a-z0-9][a-z0-9_-]{0,63})$",
+            "examples": ["1", "latest", "champion"]},
     "file_name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
     "filename": {"type": "string"},
-}
+}  # fmt: skip
