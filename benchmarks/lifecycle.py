@@ -534,13 +534,14 @@ def poll_cost(tmp: Path, versions: int = 10) -> dict[str, Any]:
     """In-process: CPU of one registry poll that finds no change, and of loading one version,
     for one model with `versions` versions (what a faster REGISTRY_POLL_SECONDS costs)."""
     from inference_service.serving import ModelCache
+    from inference_service.telemetry import Telemetry
     from shared.registry import Registry
 
     registry = Registry(tmp / "poll-cost")
     registry.root.mkdir(parents=True)
     for seed in range(versions):
         publish_version(registry, tmp, seed, [512, 256])
-    cache = ModelCache(registry, poll_seconds=0)
+    cache = ModelCache(registry, telemetry=Telemetry(), poll_seconds=0)
     cache.refresh()
     n = 2000
     t = time.process_time()

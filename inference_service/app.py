@@ -36,14 +36,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     cache = ModelCache(
         registry,
+        telemetry=telemetry,
         capacity=settings.model_cache_size,
         poll_seconds=settings.registry_poll_seconds,
-        on_default_change=telemetry.on_default_change,
-        on_load=telemetry.on_load,
-        on_broken=telemetry.on_broken,
-        on_poll=telemetry.on_poll,
-        on_shadow=telemetry.on_shadow,
-        on_versions=telemetry.on_versions,
     )
     state = ServiceState(settings, registry, cache, telemetry, ShadowRunner(telemetry))
     app = create_flask_app(
@@ -54,8 +49,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.wsgi_app = Front(app, state, Router(routes.PLAIN))  # type: ignore[method-assign]
     logger.info(
         "inference app created: registry %s, poll %.3gs, cache %d versions",
-        settings.registry_location,
-        settings.registry_poll_seconds,
-        settings.model_cache_size,
-    )
+        settings.registry_location, settings.registry_poll_seconds, settings.model_cache_size,
+    )  # fmt: skip
     return app

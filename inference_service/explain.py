@@ -44,10 +44,9 @@ def _read(served: Served, settings: Settings) -> tuple[np.ndarray, ExplainOption
         for name in ExplainQuery.model_fields:
             if name in request.args:
                 raise ApiError(
-                    422,
-                    f"with a JSON body, send {name!r} in the body, not as a query parameter",
+                    422, f"with a JSON body, send {name!r} in the body, not as a query parameter",
                     field=name,
-                )
+                )  # fmt: skip
         raw = decoders.read_body(request.environ, settings.max_content_length)
         size, limit = served.input_size, settings.max_batch_images
         body, x = decoders.read_instances(raw, size, limit, ExplainRequest)
@@ -57,12 +56,9 @@ def _read(served: Served, settings: Settings) -> tuple[np.ndarray, ExplainOption
     except ValidationError as exc:
         raise validation_error(exc, "query") from None
     images = decoders.decode_request(
-        request.environ,
-        mimetype,
-        served.input_size,
-        settings.max_batch_images,
+        request.environ, mimetype, served.input_size, settings.max_batch_images,
         settings.max_content_length,
-    )
+    )  # fmt: skip
     return images, query
 
 
@@ -75,17 +71,14 @@ def explain(name: str, ref: str | None = None) -> Response:
     limit = st.settings.max_explain_images
     if len(x) > limit:
         raise ApiError(
-            413,
-            f"{len(x)} images in one explain request; MAX_EXPLAIN_IMAGES is {limit}",
-            code="too_many_images",
-            field=_BATCH_FIELD.get(request.mimetype, "instances"),
-        )
+            413, f"{len(x)} images in one explain request; MAX_EXPLAIN_IMAGES is {limit}",
+            code="too_many_images", field=_BATCH_FIELD.get(request.mimetype, "instances"),
+        )  # fmt: skip
     if options.target is not None and not 0 <= options.target < served.n_classes:
         raise ApiError(
-            422,
-            f"target {options.target} is not a class of this model: 0 to {served.n_classes - 1}",
+            422, f"target {options.target} is not a class of this model: 0 to {served.n_classes - 1}",
             field="target",
-        )
+        )  # fmt: skip
     proba = served.predict_proba(x)
     predictions = proba.argmax(axis=1)
     target = predictions if options.target is None else options.target

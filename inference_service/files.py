@@ -40,11 +40,9 @@ _CONTENT_TYPES = {
 
 def _not_found(name: str, version: int, file_name: str) -> ApiError:
     return ApiError(
-        404,
-        f"model {name!r} version {version} has no file {file_name!r}",
-        code="file_not_found",
-        field="file",
-    )
+        404, f"model {name!r} version {version} has no file {file_name!r}",
+        code="file_not_found", field="file",
+    )  # fmt: skip
 
 
 def report_file(name: str, ref: str, file_name: str) -> Response:

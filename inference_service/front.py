@@ -1,16 +1,10 @@
 """The service's WSGI entry: every request counted, each path sent to its one implementation.
 
 ``create_app`` installs it as ``app.wsgi_app`` (Flask's documented place for WSGI middleware), so
-gunicorn, the test client and the benchmarks all go through it. It:
-
-* starts the registry poller lazily in the serving process (`Poller.ensure_started`; with
-  REGISTRY_POLL_SECONDS=0, this is the synchronous registry check);
-* answers the four predict and infer paths with `inference_service.predict` (the plain WSGI
-  routes) and hands every other path to the Flask app;
-* counts every request in the metrics, with its route template, method, status and time.
-
-Flask routes report their rule through `ROUTE_KEY`, set by a ``before_request`` hook (they are
-not the hot path); a request that matches no rule is counted as ``<unmatched>``.
+gunicorn, the test client and the benchmarks all go through it. It starts the registry poller
+lazily in the serving process (with REGISTRY_POLL_SECONDS=0: the synchronous registry check).
+Flask routes report their rule for the metrics through `ROUTE_KEY`, set by a ``before_request``
+hook (they are not the hot path).
 """
 
 from __future__ import annotations

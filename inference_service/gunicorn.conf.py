@@ -22,10 +22,9 @@ from shared.web.gunicorn_common import settings
 
 globals().update(settings("INFERENCE_PORT", 8000, "digitflow-inference"))
 
-_created_prom_dir = False
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+_created_prom_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _created_prom_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="digitflow-inference-prom-")
-    _created_prom_dir = True
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 graceful_timeout = 20

@@ -22,7 +22,7 @@ def readyz() -> Response:
     reason (an empty registry too: see `ModelCache.readiness`)."""
     cache = service().cache
     info = cache.readiness()
-    loaded = [f"{name}:{version}" for name, version in cache.loaded_versions()]
+    loaded = [f"{name}:{version}" for name, version in cache.versions.loaded_versions()]
     info = Readiness(**info, pid=os.getpid(), loaded=loaded)
     return answer(info, 200 if info.ready else 503, exclude_unset=True)
 

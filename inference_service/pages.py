@@ -5,9 +5,6 @@ fetched from a CDN. The page talks to this service's own ``/v1`` API for predict
 model listing, and, for the training view only, to the trainer service at TRAINER_PUBLIC_URL
 (cross-origin: the trainer must list this page's origin in its CORS_ORIGINS). When the trainer
 is down the page says so and everything else keeps working: inference never depends on it.
-
-TRAINER_PUBLIC_URL is the trainer's address *as the browser sees it*; unset, the page assumes
-the trainer on the same host as the page, port TRAINER_PORT (8001).
 """
 
 from __future__ import annotations

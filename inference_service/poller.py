@@ -79,10 +79,8 @@ class Poller:
     def _run(self) -> None:
         logger.info(
             "registry poller started in pid %d (every %.3gs, %s)",
-            os.getpid(),
-            self.poll_seconds,
-            self.location,
-        )
+            os.getpid(), self.poll_seconds, self.location,
+        )  # fmt: skip
         # Fixed rate, not fixed delay: a change is seen at most one poll interval after it
         # happened (plus the load of the new version), however long the scans take.
         next_at = time.monotonic()

@@ -188,9 +188,7 @@ _EXPLAIN_EXAMPLES = {
     }
 }
 _EXPLAINED = Answer(
-    "Predictions and attributions",
-    content={"application/json": ExplainResponse},
-    headers=_VERSION_HEADER,
+    "Predictions and attributions", {"application/json": ExplainResponse}, _VERSION_HEADER
 )
 
 
@@ -229,11 +227,6 @@ def _v2_model(suffix: str, view: Callable[..., Any], summary: str, answer: type)
     ]
 
 
-_REPORT_FILE = Answer(
-    "The file (image/png, application/json, ...)",
-    content={"image/png": _BINARY, "application/json": {"type": "object"}},
-)
-
 ROUTES: tuple[Route, ...] = (
     _get(
         "/openapi.json", None, "This document",  # the web kit's serve_openapi
@@ -257,7 +250,11 @@ ROUTES: tuple[Route, ...] = (
         description="learning_curves.png, confusion_matrix.png, per_class.png, "
         "misclassified.png, report.json: only files listed in the manifest's files, verified by "
         "sha256. Numbered versions are served as immutable (ETag = sha256).",
-        responses={200: _REPORT_FILE, 304: "Not modified (If-None-Match matched the ETag)"},
+        responses={
+            200: Answer("The file (image/png, application/json, ...)",
+                        {"image/png": _BINARY, "application/json": {"type": "object"}}),
+            304: "Not modified (If-None-Match matched the ETag)",
+        },
         errors=REGISTRY_ERRORS, path_params=PATH_PARAMS,
     ),
     _get("/healthz", health.healthz, "Liveness: the worker answers", responses={200: Health}),

@@ -42,12 +42,8 @@ def _image(maximum: float) -> dict[str, Any]:
 
 
 def _images(maximum: float) -> dict[str, Any]:
-    return {
-        "type": "array",
-        "minItems": 1,
-        "description": "Images (at most MAX_BATCH_IMAGES).",
-        "items": _image(maximum),
-    }
+    return {"type": "array", "minItems": 1, "description": "Images (at most MAX_BATCH_IMAGES).",
+            "items": _image(maximum)}  # fmt: skip
 
 
 def _json_number(value: Any) -> Any:
@@ -113,20 +109,16 @@ class PredictResponse(BaseModel):
 #: Trapezoid steps an explain request may ask for: fewer is too coarse to trust (the completeness
 #: gap grows), more costs seconds for a batch.
 MIN_EXPLAIN_STEPS, MAX_EXPLAIN_STEPS = 8, 256
-_TARGET_DOC = {
+_TARGET = WithJsonSchema({
     "description": 'The class to explain ("why not 1"); default: each image\'s predicted class. '
     "At most the model's number of classes minus one (422 beyond).",
     "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
-}
-_STEPS_DOC = {
-    "type": "integer",
-    "minimum": MIN_EXPLAIN_STEPS,
-    "maximum": MAX_EXPLAIN_STEPS,
+})  # fmt: skip
+_STEPS = (Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS), WithJsonSchema({
+    "type": "integer", "minimum": MIN_EXPLAIN_STEPS, "maximum": MAX_EXPLAIN_STEPS,
     "default": DEFAULT_STEPS,
     "description": "Trapezoid-rule intervals of the path integral (steps + 1 gradient passes).",
-}
-_TARGET = WithJsonSchema(_TARGET_DOC)
-_STEPS = (Field(ge=MIN_EXPLAIN_STEPS, le=MAX_EXPLAIN_STEPS), WithJsonSchema(_STEPS_DOC))
+}))  # fmt: skip
 
 
 class ExplainOptions(BaseModel):
@@ -196,12 +188,8 @@ class TensorParameters(BaseModel):
     )
 
 
-_BATCH = {
-    "type": "integer",
-    "minimum": 1,
-    "maximum": 2**31 - 1,
-    "description": "N, the number of images",
-}
+_BATCH = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1,
+          "description": "N, the number of images"}  # fmt: skip
 _SHAPE_DOC = {
     "description": f"[N, input size], [N, side, side] or [N, 1, side, side]: [N, {DOC_PIXELS}], "
     f"[N, {DOC_SIDE}, {DOC_SIDE}] or [N, 1, {DOC_SIDE}, {DOC_SIDE}] for an MNIST model (the "
@@ -234,17 +222,13 @@ class InputTensor(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         # JSON `data`, or the binary extension's byte count: one of the two must be there.
-        json_schema_extra={
-            "anyOf": [
-                {"required": ["data"]},
-                {"required": ["parameters"],
-                 "properties": {"parameters": {
-                     "type": "object",
-                     "required": ["binary_data_size"],
-                     "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-                 }}},
-            ]
-        },
+        json_schema_extra={"anyOf": [
+            {"required": ["data"]},
+            {"required": ["parameters"], "properties": {"parameters": {
+                "type": "object", "required": ["binary_data_size"],
+                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+            }}},
+        ]},
     )  # fmt: skip
     name: Literal["input"]
     shape: Annotated[list[JsonInt], WithJsonSchema(_SHAPE_DOC)]
@@ -467,16 +451,10 @@ class Manifest(BaseModel):
 # ---- path parameters ----------------------------------------------------------------------------
 
 PATH_PARAMS: dict[str, dict[str, Any]] = {
-    "name": {
-        "type": "string",
-        "pattern": MODEL_NAME_PATTERN.replace("\\Z", ""),
-        "examples": ["digits"],
-    },
-    "ref": {
-        "type": "string",
-        "pattern": "^([1-9][0-9]{0,8}|[a-z0-9][a-z0-9_-]{0,63})$",
-        "examples": ["1", "latest", "champion"],
-    },
+    "name": {"type": "string", "pattern": MODEL_NAME_PATTERN.replace("\\Z", ""),
+             "examples": ["digits"]},
+    "ref": {"type": "string", "pattern": "^([1-9][0-9]{0,8}|[a-z0-9][a-z0-9_-]{0,63})$",
+            "examples": ["1", "latest", "champion"]},
     "file_name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
     "filename": {"type": "string"},
-}
+}  # fmt: skip

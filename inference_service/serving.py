@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from inference_service.loading import Key, Served, VersionCache
 from inference_service.poller import Poller
 from inference_service.rollout import Rollout
+from inference_service.telemetry import Telemetry
 from shared.registry import (
     BrokenVersionError,
     ModelNotFoundError,
@@ -51,15 +51,9 @@ class ModelView:
     aliases: dict[str, int] = field(default_factory=dict)
     #: Staged versions (sweep trials): never "latest" nor an unpinned default.
     staged: list[int] = field(default_factory=list)
-    #: One entry per route of the split: {"version" (as set), "weight", "serving" (the number,
-    #: None when it gets no traffic), "problem"?}; None when the model has no split.
+    #: What `Rollout.update_split` and `Rollout.update_shadow` returned at this scan.
     traffic: list[dict[str, Any]] | None = None
-    #: {"version" (as set), "serving", "problem"?}; None when the model has no shadow.
     shadow: dict[str, Any] | None = None
-
-    def usable(self, ref: str) -> int | None:
-        """What "latest" / "default" named at this scan (for `resolve_ref`)."""
-        return self.latest if ref == "latest" else self.default
 
 
 class ModelCache:
@@ -69,33 +63,31 @@ class ModelCache:
         self,
         registry: Registry,
         *,
+        telemetry: Telemetry,
         capacity: int = 4,
         poll_seconds: float = 0.5,
-        on_default_change: Callable[[str, int], None] | None = None,
-        on_load: Callable[[Served, float], None] | None = None,
-        on_broken: Callable[[str, int], None] | None = None,
-        on_poll: Callable[[bool, bool], None] | None = None,
-        on_shadow: Callable[[Served], None] | None = None,
-        on_versions: Callable[[str, set[int]], None] | None = None,
     ) -> None:
         self.registry = registry
-        self._on_default_change = on_default_change
-        self._on_versions = on_versions
+        self._telemetry = telemetry  # told of every load, default, shadow, poll and scan
         self._defaults: dict[str, Served] = {}
         self._views: dict[str, ModelView] = {}
         self._token: Any = None
         self._last_refresh: float | None = None
         self.versions = VersionCache(
-            registry, capacity, protected=self._protected, on_load=on_load, on_broken=on_broken
+            registry,
+            capacity,
+            protected=self._protected,
+            on_load=telemetry.on_load,
+            on_broken=telemetry.on_broken,
         )
-        self._rollout = Rollout(on_shadow=on_shadow)
+        self._rollout = Rollout(on_shadow=telemetry.on_shadow)
         self._splits = self._rollout.splits  # the same dict: the default route reads it
         #: Runs `refresh` (the front binds its ``ensure_started`` once: no extra call per request).
         self.poller = Poller(
             self.refresh,
             poll_seconds,
             registry.location,
-            on_poll=on_poll,
+            on_poll=telemetry.on_poll,
             on_fork=self.versions.reset_locks,
         )
 
@@ -149,8 +141,7 @@ class ModelCache:
         then swap). Versions deleted since they were loaded leave the cache."""
         published = set(self.registry.versions(name))
         self.versions.drop_unpublished(name, published)
-        if self._on_versions is not None:
-            self._on_versions(name, published)
+        self._telemetry.on_versions(name, published)
         state = self.registry.state(name)
         view = ModelView(
             latest=self.registry.latest_version(name),
@@ -190,26 +181,18 @@ class ModelCache:
                 served = self.versions.load(name, version)
             except (BrokenVersionError, VersionNotFoundError):
                 continue  # logged by _load / skipped
-            self._set_default(name, served, previous=current)
+            self._defaults[name] = served  # one atomic pointer swap; readers never lock
+            if current is None:
+                logger.info("model %r: serving version %d by default", name, version)
+            else:
+                logger.info("model %r: default version %d -> %d", name, current.version, version)
+            self._telemetry.on_default_change(name, version)
             return
         if current is not None:
             logger.error(
                 "model %r: default version %d cannot be loaded; still serving version %d",
-                name,
-                target,
-                current.version,
-            )
-
-    def _set_default(self, name: str, served: Served, previous: Served | None) -> None:
-        self._defaults[name] = served  # one atomic pointer swap; readers never lock
-        if previous is None:
-            logger.info("model %r: serving version %d by default", name, served.version)
-        else:
-            logger.info(
-                "model %r: default version %d -> %d", name, previous.version, served.version
-            )
-        if self._on_default_change is not None:
-            self._on_default_change(name, served.version)
+                name, target, current.version,
+            )  # fmt: skip
 
     def _defaults_signature(self) -> tuple:
         """The files of every version served by default, in a split or as a shadow."""
@@ -273,7 +256,9 @@ class ModelCache:
         view = self._views.get(name)
         if view is not None:
             try:
-                return resolve_ref(name, ref, view.aliases, view.usable)
+                # What "latest" / "default" name at this scan (not read for an alias).
+                usable = view.latest if ref == "latest" else view.default
+                return resolve_ref(name, ref, view.aliases, lambda _: usable)
             except LookupError:
                 pass  # an alias set, or a first good version published, since the last scan
         validate_model_name(name)
@@ -281,19 +266,10 @@ class ModelCache:
 
     # ---- introspection ----------------------------------------------------------------------------
 
-    def is_loaded(self, name: str, version: int) -> bool:
-        return self.versions.is_loaded(name, version)
-
-    def broken_reason(self, name: str, version: int) -> str | None:
-        """`VersionCache.broken_reason`: why this worker refused to load `version`, else None."""
-        return self.versions.broken_reason(name, version)
-
     def shadow(self, name: str) -> Served | None:
-        """The model's shadow version when it has one this worker can run."""
         return self._rollout.shadow(name)
 
     def rollout(self, name: str) -> dict[str, Any]:
-        """How this worker serves the model's split and shadow (see `ModelView`)."""
         view = self._views.get(name)
         if view is None:
             return {"traffic": None, "shadow": None}
@@ -302,9 +278,6 @@ class ModelCache:
     def served_default(self, name: str) -> int | None:
         served = self._defaults.get(name)
         return None if served is None else served.version
-
-    def loaded_versions(self) -> list[tuple[str, int]]:
-        return self.versions.loaded_versions()
 
     def readiness(self) -> dict[str, Any]:
         """Ready when every model of the last registry scan with a usable version has its
@@ -343,7 +316,7 @@ class ModelCache:
                 else:
                     missing.append(f"{name}:{view.default}")
             elif view.default is not None and view.default != served.version:
-                reason = self.broken_reason(name, view.default)
+                reason = self.versions.broken_reason(name, view.default)
                 if reason is not None:  # still ready: the last good version keeps serving
                     entry["problem"] = (
                         f"default version {view.default} cannot be served ({reason}); "

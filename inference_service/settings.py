@@ -1,10 +1,5 @@
-"""Configuration of the inference service: the only place it reads the environment.
-
-Every knob has one name, the environment variable's, so ``create_app({"MAX_BATCH_IMAGES": 8})`` in
-a test means exactly what ``MAX_BATCH_IMAGES=8`` means in production (`ServiceSettings.load`).
-Values are checked once at start: a typo stops the service with a message naming the variable
-instead of surfacing as a 500 on the first request.
-"""
+"""Configuration of the inference service: the only place it reads the environment (how, and
+why values are checked once at start: `shared.web.settings`)."""
 
 from __future__ import annotations
 

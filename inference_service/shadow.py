@@ -71,13 +71,9 @@ class ShadowRunner:
             try:
                 other = shadow.predict_proba(x)
                 self.telemetry.observe_shadow(
-                    served.name,
-                    shadow.version,
-                    proba.argmax(axis=1),
-                    other.argmax(axis=1),
-                    float(proba.max(axis=1).sum()),
-                    float(other.max(axis=1).sum()),
-                )
+                    served.name, shadow.version, proba.argmax(axis=1), other.argmax(axis=1),
+                    float(proba.max(axis=1).sum()), float(other.max(axis=1).sum()),
+                )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - a failing shadow must never stop the thread
                 self.telemetry.shadow_errors.labels(shadow.name, str(shadow.version)).inc()
                 key = (shadow.name, shadow.version, type(exc).__name__)

@@ -11,7 +11,6 @@ process) the app uses its own CollectorRegistry, so several apps in one process 
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 import logging
 import os
@@ -49,6 +48,60 @@ LATENCY_BUCKETS = (
     0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 _VERSION, _SHADOW = ("model", "version"), ("model", "shadow")
+#: attribute → (kind, name, help, labels, options) of every metric, in /metrics order.
+_METRICS: dict[str, tuple[type, str, str, tuple[str, ...], dict[str, Any]]] = {
+    "requests": (Counter, "digitflow_inference_requests",
+                 "HTTP requests by route template, method and status code.",
+                 ("route", "method", "status"), {}),
+    "latency": (Histogram, "digitflow_inference_request_duration_seconds",
+                "Request handling time inside the worker, by route template.", ("route",),
+                {"buckets": LATENCY_BUCKETS}),
+    "images": (Counter, "digitflow_inference_images", "Images predicted, by model and version.",
+               _VERSION, {}),
+    "default_version": (Gauge, "digitflow_inference_default_version",
+                        "Model version each worker serves by default (one series per worker "
+                        "pid).", ("model",), {"multiprocess_mode": "liveall"}),
+    "model_loads": (Counter, "digitflow_inference_model_loads",
+                    "Model versions loaded into a worker's cache.", ("model",), {}),
+    "model_load_seconds": (Histogram, "digitflow_inference_model_load_seconds",
+                           "Time to verify and load a model version.", (),
+                           {"buckets": (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)}),
+    "broken_versions": (Counter, "digitflow_inference_broken_version_events",
+                        "Times a broken model version was refused (bad hash, truncated, "
+                        "unloadable).", _VERSION, {}),
+    "registry_reachable": (Gauge, "digitflow_registry_reachable",
+                           "1 when the last registry poll reached the store, 0 when it could not "
+                           "(the lowest over the live workers).", (),
+                           {"multiprocess_mode": "livemin"}),
+    "registry_poll_errors": (Counter, "digitflow_registry_poll_errors",
+                             "Registry polls that failed (kind: unreachable = the store did not "
+                             "answer; scan = anything else).", ("kind",), {}),
+    # Per-version live figures: a split's sides compared as they serve.
+    "version_requests": (Counter, "digitflow_inference_version_requests",
+                         "Predict/infer requests answered, by model and version.", _VERSION, {}),
+    "version_classes": (Counter, "digitflow_inference_version_predictions",
+                        "Images predicted, by model, version and predicted class.",
+                        (*_VERSION, "predicted"), {}),
+    "version_confidence": (Counter, "digitflow_inference_version_confidence_sum",
+                           "Sum of the predicted class's probability, by model and version "
+                           "(divide by the images for the mean confidence).", _VERSION, {}),
+    # Shadow comparisons: the default route's answer against the shadow version's.
+    "shadow_requests": (Counter, "digitflow_shadow_requests",
+                        "Requests of the default route also run on the shadow version.",
+                        _SHADOW, {}),
+    "shadow_confusion": (Counter, "digitflow_shadow_predictions",
+                         "Images compared, by the class the served answer predicted and the "
+                         "shadow's.", (*_SHADOW, "served", "predicted"), {}),
+    "shadow_confidence": (Counter, "digitflow_shadow_confidence_sum",
+                          "Sum of the predicted class's probability over the compared images, by "
+                          "side (served: the answer the client got; shadow: the shadow "
+                          "version's).", (*_SHADOW, "side"), {}),
+    "shadow_drops": (Counter, "digitflow_shadow_dropped",
+                     "Shadow runs dropped because the worker's shadow queue was full.",
+                     ("model",), {}),
+    "shadow_errors": (Counter, "digitflow_shadow_errors",
+                      "Shadow runs that raised (the answers were never affected).", _SHADOW, {}),
+}  # fmt: skip
 #: The counters a version's live figures sum (family → its field; the per-class one by class).
 _VERSION_FIGURES = {
     "digitflow_inference_images": "images",
@@ -65,26 +118,16 @@ _SHADOW_FIGURES = {
 }
 
 
-def multiprocess_dir(path: str | None) -> str | None:
-    """`path` (PROMETHEUS_MULTIPROC_DIR) if prometheus_client really runs in multiprocess mode.
-
-    The mode is fixed when prometheus_client is first imported, so both the variable and the
-    value class must agree; otherwise we fall back to the per-process registry.
-    """
-    if not path or not os.path.isdir(path):
-        return None
-    if getattr(_prom_values.ValueClass, "__name__", "") != "MmapedValue":
-        return None
-    return path
-
-
 class Telemetry:
     """The service's metrics and how to render them."""
 
     def __init__(
         self, prometheus_multiproc_dir: str | None = None, flush_seconds: float = 1.0
     ) -> None:
-        self.multiprocess_dir = multiprocess_dir(prometheus_multiproc_dir)
+        # PROMETHEUS_MULTIPROC_DIR, if prometheus_client really runs in multiprocess mode: the
+        # mode is fixed when it is first imported, so the variable and the value class must agree.
+        path, mmap = prometheus_multiproc_dir, _prom_values.ValueClass.__name__ == "MmapedValue"
+        self.multiprocess_dir = path if path and os.path.isdir(path) and mmap else None
         #: How old a worker's figures may be in /metrics and in another worker's live figures
         #: (LIVE_FIGURES_FLUSH_SECONDS).
         self.flush_seconds = float(flush_seconds)
@@ -106,88 +149,8 @@ class Telemetry:
         self._flusher: threading.Thread | None = None
         self._flusher_lock = threading.Lock()
         self.registry = r = CollectorRegistry(auto_describe=True)
-        counter = functools.partial(Counter, registry=r)
-        self.requests = counter(
-            "digitflow_inference_requests",
-            "HTTP requests by route template, method and status code.",
-            ["route", "method", "status"],
-        )
-        self.latency = Histogram(
-            "digitflow_inference_request_duration_seconds",
-            "Request handling time inside the worker, by route template.", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.images = counter(
-            "digitflow_inference_images", "Images predicted, by model and version.", _VERSION
-        )
-        self.default_version = Gauge(
-            "digitflow_inference_default_version",
-            "Model version each worker serves by default (one series per worker pid).", ["model"],
-            registry=r, multiprocess_mode="liveall",
-        )  # fmt: skip
-        self.model_loads = counter(
-            "digitflow_inference_model_loads", "Model versions loaded into a worker's cache.",
-            ["model"],
-        )  # fmt: skip
-        self.model_load_seconds = Histogram(
-            "digitflow_inference_model_load_seconds", "Time to verify and load a model version.",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=r,
-        )  # fmt: skip
-        self.broken_versions = counter(
-            "digitflow_inference_broken_version_events",
-            "Times a broken model version was refused (bad hash, truncated, unloadable).", _VERSION,
-        )  # fmt: skip
-        self.registry_reachable = Gauge(
-            "digitflow_registry_reachable",
-            "1 when the last registry poll reached the store, 0 when it could not (the lowest "
-            "over the live workers).",
-            registry=r, multiprocess_mode="livemin",
-        )  # fmt: skip
-        self.registry_poll_errors = counter(
-            "digitflow_registry_poll_errors",
-            "Registry polls that failed (kind: unreachable = the store did not answer; scan = "
-            "anything else).",
-            ["kind"],
-        )
-        # Per-version live figures: a split's sides compared as they serve.
-        self.version_requests = counter(
-            "digitflow_inference_version_requests",
-            "Predict/infer requests answered, by model and version.", _VERSION,
-        )  # fmt: skip
-        self.version_classes = counter(
-            "digitflow_inference_version_predictions",
-            "Images predicted, by model, version and predicted class.", [*_VERSION, "predicted"],
-        )  # fmt: skip
-        self.version_confidence = counter(
-            "digitflow_inference_version_confidence_sum",
-            "Sum of the predicted class's probability, by model and version (divide by the "
-            "images for the mean confidence).",
-            _VERSION,
-        )
-        # Shadow comparisons: the default route's answer against the shadow version's.
-        self.shadow_requests = counter(
-            "digitflow_shadow_requests",
-            "Requests of the default route also run on the shadow version.", _SHADOW,
-        )  # fmt: skip
-        self.shadow_confusion = counter(
-            "digitflow_shadow_predictions",
-            "Images compared, by the class the served answer predicted and the shadow's.",
-            [*_SHADOW, "served", "predicted"],
-        )
-        self.shadow_confidence = counter(
-            "digitflow_shadow_confidence_sum",
-            "Sum of the predicted class's probability over the compared images, by side "
-            "(served: the answer the client got; shadow: the shadow version's).",
-            [*_SHADOW, "side"],
-        )
-        self.shadow_drops = counter(
-            "digitflow_shadow_dropped",
-            "Shadow runs dropped because the worker's shadow queue was full.", ["model"],
-        )  # fmt: skip
-        self.shadow_errors = counter(
-            "digitflow_shadow_errors",
-            "Shadow runs that raised (the answers were never affected).", _SHADOW,
-        )  # fmt: skip
+        for attr, (kind, name, doc, labels, options) in _METRICS.items():
+            setattr(self, attr, kind(name, doc, labels, registry=r, **options))
         # Every documented series exists from the moment it can be known, at 0: a rate or an
         # alert over a counter that is absent until its first increment sees nothing, not 0.
         # Unlabelled metrics exist from here on; the poll errors' kinds are known now; the
@@ -197,34 +160,24 @@ class Telemetry:
         for kind in ("unreachable", "scan"):
             self.registry_poll_errors.labels(kind)
 
-    def _version_series(self, name: str, version: int, n_classes: int) -> None:
-        """Make (at 0) one version's figures: images, requests, confidence and one per class."""
+    def _series_of(self, name: str, version: int, n_classes: int) -> tuple[list, list]:
+        """(metric, labels) of every series of one version: its own figures (images, requests,
+        confidence, one per class) and those of its shadow comparison (requests, errors, both
+        confidences, the n_classes × n_classes confusion)."""
         labels = (name, str(version))
+        own = [(m, labels) for m in (self.images, self.version_requests, self.version_confidence)]
+        own += [(self.version_classes, (*labels, str(c))) for c in range(n_classes)]
+        shadow = [(m, labels) for m in (self.shadow_requests, self.shadow_errors)]
+        shadow += [(self.shadow_confidence, (*labels, side)) for side in ("served", "shadow")]
+        pairs = itertools.product(range(n_classes), repeat=2)
+        shadow += [(self.shadow_confusion, (*labels, str(a), str(b))) for a, b in pairs]
+        return own, shadow
+
+    def _version_series(self, name: str, version: int, n_classes: int) -> None:
         with self._series_lock:
             self._series[name][version] = n_classes
-        for metric in (self.images, self.version_requests, self.version_confidence):
+        for metric, labels in self._series_of(name, version, n_classes)[0]:
             metric.labels(*labels)
-        for cls in range(n_classes):
-            self.version_classes.labels(*labels, str(cls))
-
-    def _drop_series(self, name: str, version: int, n_classes: int) -> None:
-        """Forget every series of a deleted version (version and shadow figures, broken count)."""
-        labels = (name, str(version))
-        for metric in (
-            self.images,
-            self.version_requests,
-            self.version_confidence,
-            self.shadow_requests,
-            self.shadow_errors,
-            self.broken_versions,
-        ):
-            metric.remove(*labels)  # fmt: skip
-        for cls in range(n_classes):
-            self.version_classes.remove(*labels, str(cls))
-        for side in ("served", "shadow"):
-            self.shadow_confidence.remove(*labels, side)
-        for a, b in itertools.product(range(n_classes), repeat=2):
-            self.shadow_confusion.remove(*labels, str(a), str(b))
 
     def flush(self) -> None:
         """Move this process's pending figures into the Prometheus values: one write per
@@ -252,8 +205,10 @@ class Telemetry:
                 self.shadow_confusion.labels(*labels, str(a), str(b)).inc(n)
         with self._series_lock:
             deleted, self._deleted = self._deleted, set()
-        for name, version, n_classes in deleted:
-            self._drop_series(name, version, n_classes)
+        for name, version, n_classes in deleted:  # with its broken count
+            own, shadow = self._series_of(name, version, n_classes)
+            for metric, labels in [*own, *shadow, (self.broken_versions, own[0][1])]:
+                metric.remove(*labels)
 
     def start_flushing(self) -> None:
         """Flush every `flush_seconds` from a thread of this process (a gunicorn worker starts
@@ -335,15 +290,9 @@ class Telemetry:
         self._version_series(served.name, served.version, served.n_classes)
 
     def on_shadow(self, shadow: Served) -> None:
-        """A version became the model's shadow: its comparison series exist (at 0): requests,
-        errors, both confidences and the n_classes × n_classes confusion."""
-        labels = (shadow.name, str(shadow.version))
-        for metric in (self.shadow_requests, self.shadow_errors):
+        """A version became the model's shadow: its comparison series exist (at 0)."""
+        for metric, labels in self._series_of(shadow.name, shadow.version, shadow.n_classes)[1]:
             metric.labels(*labels)
-        for side in ("served", "shadow"):
-            self.shadow_confidence.labels(*labels, side)
-        for a, b in itertools.product(range(shadow.n_classes), repeat=2):
-            self.shadow_confusion.labels(*labels, str(a), str(b))
         self.shadow_drops.labels(shadow.name)
 
     def on_versions(self, name: str, published: set[int]) -> None:

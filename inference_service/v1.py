@@ -35,12 +35,12 @@ def list_models() -> Response:
 def get_model(name: str) -> Response:
     st = service()
     detail = model_detail(st.registry, name, history=HISTORY_SHOWN)  # ModelNotFoundError → 404
-    versions = []
+    versions, loaded = [], st.cache.versions
     for row in detail.versions:
         fields = row.model_dump()
-        if row.status == "ok" and (reason := st.cache.broken_reason(name, row.version)):
+        if row.status == "ok" and (reason := loaded.broken_reason(name, row.version)):
             fields.update(status="broken", error=reason)  # verifies, but this worker cannot load it
-        versions.append(ServedVersion(**fields, loaded=st.cache.is_loaded(name, row.version)))
+        versions.append(ServedVersion(**fields, loaded=loaded.is_loaded(name, row.version)))
     # The split and shadow as this worker serves them, once its scan has seen them.
     rollout = {key: v for key, v in st.cache.rollout(name).items() if v is not None}
     served = ServedModelDetail(
@@ -56,7 +56,7 @@ def get_version(name: str, ref: str) -> Response:
     st = service()
     reg = st.registry
     version = reg.resolve(name, ref)  # 404 / 409 (broken) via the error handlers
-    reason = st.cache.broken_reason(name, version)
+    reason = st.cache.versions.broken_reason(name, version)
     if reason is not None:
         raise BrokenVersionError(reason)
     manifest = reg.manifest(name, version)
@@ -64,7 +64,7 @@ def get_version(name: str, ref: str) -> Response:
         aliases=aliases_by_version(reg.state(name)["aliases"]).get(version, []),
         default=version == reg.default_version(name),
         status="ok",
-        loaded=st.cache.is_loaded(name, version),
+        loaded=st.cache.versions.is_loaded(name, version),
     )
     try:
         return answer(Manifest.model_validate(manifest))

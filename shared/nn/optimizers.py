@@ -61,11 +61,6 @@ class Optimizer:
         self.t = 0  # number of steps taken
         self._tmp = np.empty_like(params)
 
-    def state_arrays(self) -> list[np.ndarray]:
-        """Per-parameter state vectors (same length as params): each subclass's own attributes
-        (`v`, `s`, `m`), listed for inspection."""
-        return []
-
     def step(self, lr: float) -> None:
         """Apply one update with learning rate `lr` (from the schedule)."""
         self.t += 1
@@ -106,9 +101,6 @@ class Momentum(Optimizer):
         self.momentum = float(momentum)
         self.v = np.zeros_like(params)
 
-    def state_arrays(self):
-        return [self.v]
-
     def _update(self, p, g, tmp, lr):
         v = self.v
         v *= self.momentum
@@ -141,9 +133,6 @@ class RMSprop(Optimizer):
         super().__init__(params, grads, **kw)
         self.rho, self.eps = float(rho), float(eps)
         self.s = np.zeros_like(params)
-
-    def state_arrays(self):
-        return [self.s]
 
     def _update(self, p, g, tmp, lr):
         s = self.s
@@ -191,9 +180,6 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         self.m = np.zeros_like(params)
         self.v = np.zeros_like(params)
-
-    def state_arrays(self):
-        return [self.m, self.v]
 
     def _update(self, p, g, tmp, lr):
         m, v = self.m, self.v

@@ -80,10 +80,7 @@ class ApiError(Exception):
     def response(self) -> Response:
         """The answer as a WSGI response (Flask handlers and plain WSGI routes alike)."""
         return Response(
-            orjson.dumps(self.body()),
-            status=self.status,
-            headers=self.headers,
-            mimetype="application/json",
+            orjson.dumps(self.body()), self.status, self.headers, mimetype="application/json"
         )
 
 

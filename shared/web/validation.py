@@ -76,10 +76,9 @@ def json_object(body: bytes, mimetype: str | None) -> dict[str, Any]:
     object. The route then validates the object with its pydantic model."""
     if not is_json_media_type(mimetype):
         raise ApiError(
-            415,
-            "request body must be JSON: send 'Content-Type: application/json'",
+            415, "request body must be JSON: send 'Content-Type: application/json'",
             content_type=mimetype or None,
-        )
+        )  # fmt: skip
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -21,6 +21,7 @@ from werkzeug.exceptions import NotFound
 from inference_service import predict, routes
 from inference_service.app import create_app
 from inference_service.serving import ModelCache
+from inference_service.telemetry import Telemetry
 from shared.config import TrainConfig
 from shared.modelfile import save_model
 from shared.registry import ModelDetail, VersionSummary
@@ -549,14 +550,14 @@ def test_lru_never_evicts_defaults(registry, tmp_path) -> None:
     for seed in range(1, 5):
         publish(registry, tmp_path, seed=seed)
     registry.pin("digits", 2)
-    cache = ModelCache(registry, capacity=2, poll_seconds=0)
+    cache = ModelCache(registry, telemetry=Telemetry(), capacity=2, poll_seconds=0)
     cache.refresh()
     assert cache.served_default("digits") == 2
     for v in (1, 3, 4, 1):
         assert cache.get("digits", v).version == v
-    assert cache.is_loaded("digits", 2)  # the default survives every eviction
-    assert len(cache.loaded_versions()) == 2
-    assert set(cache.loaded_versions()) == {("digits", 2), ("digits", 1)}
+    assert cache.versions.is_loaded("digits", 2)  # the default survives every eviction
+    assert len(cache.versions.loaded_versions()) == 2
+    assert set(cache.versions.loaded_versions()) == {("digits", 2), ("digits", 1)}
 
 
 def test_defaults_split_versions_and_shadows_are_kept_beyond_the_cache_size(
@@ -573,14 +574,14 @@ def test_defaults_split_versions_and_shadows_are_kept_beyond_the_cache_size(
     split = [{"version": 2, "weight": 50}, {"version": 3, "weight": 50}]
     registry.set_traffic("digits", [*split, {"version": 5, "weight": 0}])
     registry.set_shadow("digits", 4)
-    cache = ModelCache(registry, capacity=4, poll_seconds=0)
+    cache = ModelCache(registry, telemetry=Telemetry(), capacity=4, poll_seconds=0)
     cache.refresh()
     kept = {("digits", 1), ("digits", 2), ("digits", 3), ("digits", 4), ("other", 1)}
-    assert set(cache.loaded_versions()) == kept
+    assert set(cache.versions.loaded_versions()) == kept
     assert cache.get("digits", 5).version == 5
-    assert set(cache.loaded_versions()) == kept | {("digits", 5)}
+    assert set(cache.versions.loaded_versions()) == kept | {("digits", 5)}
     assert cache.get("digits", 6).version == 6
-    assert set(cache.loaded_versions()) == kept | {("digits", 6)}
+    assert set(cache.versions.loaded_versions()) == kept | {("digits", 6)}
 
 
 # ---- metrics & OpenAPI ------------------------------------------------------------------------------
