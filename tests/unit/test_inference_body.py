@@ -20,10 +20,11 @@ NEXT = b"POST /next HTTP/1.1\r\n\r\n"
 
 
 class Peer:
-    """The client's end: sends `data` from a thread; `close` waits for it, then closes."""
+    """The client's end: sends `data` from a thread; `close` waits for it, then closes both
+    ends."""
 
-    def __init__(self, sock: socket.socket, data: bytes) -> None:
-        self.sock = sock
+    def __init__(self, ours: socket.socket, sock: socket.socket, data: bytes) -> None:
+        self.ours, self.sock = ours, sock
         self.sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
         self.sender.start()
 
@@ -33,6 +34,7 @@ class Peer:
     def close(self) -> None:
         self.sender.join(timeout=10)
         self.sock.close()
+        self.ours.close()
 
 
 def gunicorn_body(sent: bytes, length: int, buffered: int) -> tuple[Body, Peer]:
@@ -41,7 +43,7 @@ def gunicorn_body(sent: bytes, length: int, buffered: int) -> tuple[Body, Peer]:
     ours, peer = socket.socketpair()
     unreader = SocketUnreader(ours)
     unreader.unread(sent[:buffered])
-    return Body(LengthReader(unreader, length)), Peer(peer, sent[buffered:])
+    return Body(LengthReader(unreader, length)), Peer(ours, peer, sent[buffered:])
 
 
 @pytest.mark.parametrize("buffered", [0, 100, len(BODY), len(BODY) + len(NEXT)])
