@@ -19,14 +19,31 @@ BODY = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit: many recv() calls
 NEXT = b"POST /next HTTP/1.1\r\n\r\n"
 
 
-def gunicorn_body(sent: bytes, length: int, buffered: int) -> tuple[Body, socket.socket]:
+class Peer:
+    """The client's end: sends `data` from a thread; `close` waits for it, then closes both
+    ends."""
+
+    def __init__(self, ours: socket.socket, sock: socket.socket, data: bytes) -> None:
+        self.ours, self.sock = ours, sock
+        self.sender = threading.Thread(target=sock.sendall, args=(data,), daemon=True)
+        self.sender.start()
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sender.join(timeout=10)
+        self.sock.close()
+        self.ours.close()
+
+
+def gunicorn_body(sent: bytes, length: int, buffered: int) -> tuple[Body, Peer]:
     """gunicorn's body reader for a `length`-byte body of which the worker already holds
     `buffered` bytes (read with the headers), the rest of `sent` still in the socket."""
     ours, peer = socket.socketpair()
     unreader = SocketUnreader(ours)
     unreader.unread(sent[:buffered])
-    threading.Thread(target=peer.sendall, args=(sent[buffered:],), daemon=True).start()
-    return Body(LengthReader(unreader, length)), peer
+    return Body(LengthReader(unreader, length)), Peer(ours, peer, sent[buffered:])
 
 
 @pytest.mark.parametrize("buffered", [0, 100, len(BODY), len(BODY) + len(NEXT)])
