@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from inference_service.serving import ModelCache
+from inference_service.telemetry import Telemetry
 from shared.registry import Registry, RegistryError
 from shared.registry.s3 import S3Storage
 from shared.registry.state import set_alias_change
@@ -493,7 +494,7 @@ def test_inference_keeps_the_downloads_of_what_it_serves_and_lets_the_rest_go(
     for seed in (1, 2, 3):
         publish(writer, tmp_path, seed=seed)
     reader = s3.make(read_only=True, cache_max_mb=0)
-    cache = ModelCache(reader, capacity=1, poll_seconds=0)
+    cache = ModelCache(reader, telemetry=Telemetry(), capacity=1, poll_seconds=0)
     cache.refresh()
     assert cache.served_default("digits") == 3 and _cached(reader, "digits") == {3}
     writer.pin("digits", 1)
