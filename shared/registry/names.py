@@ -104,7 +104,6 @@ def validate_extra_file_name(fname: Any) -> str:
         not isinstance(fname, str)
         or _EXTRA_FILE_RE.fullmatch(fname) is None
         or fname in _RESERVED_FILES
-        or fname.startswith(".")
     ):
         raise InvalidNameError(
             f"invalid extra file name {_short(fname)}: plain ASCII file name, "
