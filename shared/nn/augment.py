@@ -213,10 +213,7 @@ class Augmenter:
         idx = self._buf("idx", (n, hw), dtype=np.intp)
         np.copyto(idx, idx32)
 
-        v00 = self._buf("v00", (n, hw))
-        v01 = self._buf("v01", (n, hw))
-        v10 = self._buf("v10", (n, hw))
-        v11 = self._buf("v11", (n, hw))
+        v00, v01, v10, v11 = (self._buf(key, (n, hw)) for key in ("v00", "v01", "v10", "v11"))
         np.take(flat, idx, out=v00, mode="clip")
         np.take(flat[1:], idx, out=v01, mode="clip")
         np.take(flat[ps:], idx, out=v10, mode="clip")
