@@ -109,8 +109,7 @@ class Augmenter:
     def _buf(self, key: str, shape: tuple[int, ...], dtype=np.float32, zero=False) -> np.ndarray:
         buf = self._bufs.get(key)
         if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:]:
-            buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
-            self._bufs[key] = buf
+            buf = self._bufs[key] = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
         return buf[: shape[0]]
 
     def elastic_field(self, rng: np.random.Generator, n: int) -> np.ndarray:
