@@ -52,7 +52,6 @@ def page_config() -> dict[str, Any]:
 
 def index() -> Response:
     config = page_config()
-    html = render_template("index.html", config=config)
     trainer = urlsplit(config["trainer_url"])
     csp = "; ".join(
         [
@@ -68,7 +67,7 @@ def index() -> Response:
         ]
     )
     return Response(
-        html,
+        render_template("index.html", config=config),
         mimetype="text/html",
         headers={
             "Content-Security-Policy": csp,

@@ -127,10 +127,9 @@ def infer(st: ServiceState, name: str, ref: str | None, environ: dict[str, Any])
     st.telemetry.observe_predictions(served.name, served.version, proba)
     version = (MODEL_VERSION, str(served.version))
     after = _shadow_step(st, served, ref, req.x, proba)
-    if not chunks:
-        headers = [("Content-Type", "application/json"), version]
-        return Reply("200 OK", headers, dumps(payload), after)
     head = dumps(payload)
+    if not chunks:
+        return Reply("200 OK", [("Content-Type", "application/json"), version], head, after)
     headers = [
         ("Content-Type", "application/octet-stream"),
         (decoders.V2_HEADER_LENGTH, str(len(head))),
@@ -186,9 +185,7 @@ class Router:
 def _text(segment: str) -> str:
     """A path segment as text: WSGI gives the URL's bytes as latin-1 (werkzeug decodes them as
     UTF-8 for Flask routes; so do we)."""
-    if segment.isascii():
-        return segment
-    return segment.encode("latin-1").decode("utf-8", "replace")
+    return segment if segment.isascii() else segment.encode("latin-1").decode("utf-8", "replace")
 
 
 def _mimetype(environ: dict[str, Any]) -> str:
@@ -219,6 +216,5 @@ def respond(
         return response.status_code, response(environ, start_response)
     reply.headers.append(("Content-Length", str(len(reply.body))))
     start_response(reply.status, reply.headers)
-    if reply.after is None:
-        return int(reply.status[:3]), [reply.body]
-    return int(reply.status[:3]), Pending([reply.body], reply.after)
+    body = [reply.body] if reply.after is None else Pending([reply.body], reply.after)
+    return int(reply.status[:3]), body

@@ -212,19 +212,13 @@ def _v2_model(suffix: str, view: Callable[..., Any], summary: str, answer: type)
     """``/v2/models/{name}<suffix>`` (the default version: the view gets ``ref=None``) and
     ``/v2/models/{name}/versions/{ref}<suffix>``."""
     return [
-        _get(
-            path,
-            view,
-            f"{summary} ({which})",
-            responses={200: answer},
-            errors=REGISTRY_ERRORS,
-            path_params=PATH_PARAMS,
-        )  # fmt: skip
+        _get(path, view, f"{summary} ({which})", responses={200: answer},
+             errors=REGISTRY_ERRORS, path_params=PATH_PARAMS)
         for path, which in (
             (f"/v2/models/{{name}}{suffix}", _DEFAULT),
             (f"/v2/models/{{name}}/versions/{{ref}}{suffix}", "a version number, latest or alias"),
         )
-    ]
+    ]  # fmt: skip
 
 
 ROUTES: tuple[Route, ...] = (

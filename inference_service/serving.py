@@ -212,19 +212,13 @@ class ModelCache:
         "latest": the newest good version; anything else: an alias. Raises the registry's
         InvalidNameError / ModelNotFoundError / VersionNotFoundError / BrokenVersionError.
         """
-        if ref is None:
-            split = self._splits.get(name)
-            if split is not None:
-                return split.pick(routing_key)
+        if ref is None and (split := self._splits.get(name)) is not None:
+            return split.pick(routing_key)
         if ref is None or ref == "default":
-            served = self._defaults.get(name)
-            if served is not None:
-                return served
-            return self._default_slow(name)
+            return self._defaults.get(name) or self._default_slow(name)  # a Served is truthy
         if isinstance(ref, int) or ref.isdigit():
             version = validate_version(ref)
-            served = self.versions.cached(name, version)
-            if served is not None:
+            if (served := self.versions.cached(name, version)) is not None:
                 return served
             validate_model_name(name)
             return self.versions.load(name, version)
@@ -234,14 +228,12 @@ class ModelCache:
         """First request for a model the last scan did not know (or could not load)."""
         validate_model_name(name)
         with self.versions.load_lock:
-            served = self._defaults.get(name)
-            if served is not None:
+            if (served := self._defaults.get(name)) is not None:
                 return served
             view = self._scan_model(name)  # ModelNotFoundError → 404
             with self.versions.lock:
                 self._views[name] = view
-            served = self._defaults.get(name)
-            if served is not None:
+            if (served := self._defaults.get(name)) is not None:
                 return served
         versions = self.registry.versions(name)
         if versions:
@@ -296,11 +288,10 @@ class ModelCache:
         missing: list[str] = []
         for name, view in sorted(views.items()):
             served = defaults.get(name)
-            entry = {
+            models[name] = entry = {
                 "registry_default": view.default,
                 "serving": None if served is None else served.version,
             }
-            models[name] = entry
             if view.traffic is not None:
                 entry["traffic"] = view.traffic  # each route: what it serves, or why nothing
             if view.shadow is not None:

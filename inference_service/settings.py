@@ -40,12 +40,7 @@ class Settings(ServiceSettings):
         value = value.strip()
         if not value:
             return ""
-        parts = urlsplit(value)
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.netloc
-            or parts.query
-            or parts.fragment
-        ):
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.netloc or url.query or url.fragment:
             raise ValueError(f"{value!r} must be an http(s) URL such as https://trainer.example")
         return value.rstrip("/")

@@ -25,6 +25,7 @@ import numpy as np
 
 from inference_service.loading import Served
 from inference_service.telemetry import Telemetry
+from shared.registry.errors import FirstTime
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class ShadowRunner:
         self._pid: int | None = None
         self._queue: queue.Queue[tuple[Served, Served, np.ndarray, np.ndarray]]
         self._thread: threading.Thread | None = None
-        self._logged: set[tuple[str, int, str]] = set()
+        self._first_failure = FirstTime()  # each version's failure logged once per error type
 
     def _started(self) -> None:
         """Queue and thread belong to a process: (re)create them lazily, after a fork too."""
@@ -76,9 +77,7 @@ class ShadowRunner:
                 )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - a failing shadow must never stop the thread
                 self.telemetry.shadow_errors.labels(shadow.name, str(shadow.version)).inc()
-                key = (shadow.name, shadow.version, type(exc).__name__)
-                if key not in self._logged:
-                    self._logged.add(key)
+                if self._first_failure((shadow.name, shadow.version, type(exc).__name__)):
                     logger.exception(
                         "shadow version %d of model %r failed", shadow.version, shadow.name
                     )

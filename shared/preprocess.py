@@ -203,6 +203,4 @@ def _fit_and_centre(ink: np.ndarray) -> np.ndarray:
 def picture_to_mnist(image_bytes: bytes) -> np.ndarray:
     """Encoded picture (PNG, JPEG, GIF, BMP, WebP, ...) → float32 [784] in [0, 1], MNIST-style;
     PreprocessError for non-images, decompression bombs and blank pictures ("no ink")."""
-    img = _open(image_bytes)
-    field = _fit_and_centre(_ink(_grayscale(img)))
-    return field.reshape(N_PIXELS)
+    return _fit_and_centre(_ink(_grayscale(_open(image_bytes)))).reshape(N_PIXELS)

@@ -47,9 +47,7 @@ def _npz_labels(arr: np.ndarray, key: str, path: Path, n: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def load_npz(
-    path: str | os.PathLike[str],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read an .npz with x_train/y_train/x_test/y_test (e.g. Keras' mnist.npz) as (x_train uint8
     [N, 784], y_train int64, x_test uint8 [M, 784], y_test int64)."""
     path = Path(path)

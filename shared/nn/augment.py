@@ -109,8 +109,7 @@ class Augmenter:
     def _buf(self, key: str, shape: tuple[int, ...], dtype=np.float32, zero=False) -> np.ndarray:
         buf = self._bufs.get(key)
         if buf is None or buf.shape[0] < shape[0] or buf.shape[1:] != shape[1:]:
-            buf = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
-            self._bufs[key] = buf
+            buf = self._bufs[key] = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
         return buf[: shape[0]]
 
     def elastic_field(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -213,10 +212,7 @@ class Augmenter:
         idx = self._buf("idx", (n, hw), dtype=np.intp)
         np.copyto(idx, idx32)
 
-        v00 = self._buf("v00", (n, hw))
-        v01 = self._buf("v01", (n, hw))
-        v10 = self._buf("v10", (n, hw))
-        v11 = self._buf("v11", (n, hw))
+        v00, v01, v10, v11 = (self._buf(key, (n, hw)) for key in ("v00", "v01", "v10", "v11"))
         np.take(flat, idx, out=v00, mode="clip")
         np.take(flat[1:], idx, out=v01, mode="clip")
         np.take(flat[ps:], idx, out=v10, mode="clip")

@@ -167,14 +167,7 @@ class Adam(Optimizer):
     """
 
     def __init__(
-        self,
-        params,
-        grads,
-        *,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        **kw,
+        self, params, grads, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, **kw
     ) -> None:
         super().__init__(params, grads, **kw)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
@@ -238,12 +231,7 @@ def make_optimizer(
 ) -> Optimizer:
     """Build an optimizer by its name in `OPTIMIZERS`. `momentum` only matters for
     momentum/nesterov."""
-    kw: dict = {
-        "l2": l2,
-        "weight_decay": weight_decay,
-        "grad_clip": grad_clip,
-        "decay_size": decay_size,
-    }
+    kw = dict(l2=l2, weight_decay=weight_decay, grad_clip=grad_clip, decay_size=decay_size)
     if name in ("momentum", "nesterov"):
         kw["momentum"] = momentum
     return OPTIMIZERS[name](params, grads, **kw)

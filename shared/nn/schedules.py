@@ -29,10 +29,8 @@ class Constant(Schedule):
 
 
 class StepDecay(Schedule):
-    """lr = base_lr * gamma^k, k = number of milestones passed (default: at 50% and 75% of epochs).
-
-    Changes happen at epoch boundaries, as in the classic step schedule.
-    """
+    """lr = base_lr * gamma^k, k = number of milestones passed (default: at 50% and 75% of epochs),
+    changed at epoch boundaries as in the classic step schedule."""
 
     def __init__(
         self,
@@ -53,10 +51,8 @@ class StepDecay(Schedule):
 
 
 class Cosine(Schedule):
-    """lr = min_lr + (base_lr - min_lr) * (1 + cos(pi * progress)) / 2, updated every step.
-
-    Starts at base_lr and reaches min_lr (default 0) just after the last step.
-    """
+    """lr = min_lr + (base_lr - min_lr) * (1 + cos(pi * progress)) / 2, updated every step: it
+    starts at base_lr and reaches min_lr (default 0) just after the last step."""
 
     def __init__(
         self, base_lr: float, *, epochs: int, steps_per_epoch: int, min_lr: float = 0.0
@@ -98,10 +94,8 @@ SCHEDULES: dict[str, type[Schedule]] = {"constant": Constant, "step": StepDecay,
 def make_schedule(
     name: str, base_lr: float, *, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0
 ) -> Schedule:
-    """The schedule named in the config, wrapped in a linear warm-up when warmup_epochs > 0.
-
-    If warm-up would take every epoch, it is shortened so at least one epoch follows it.
-    """
+    """The schedule named in the config, wrapped in a linear warm-up when warmup_epochs > 0 (one
+    that would take every epoch is shortened so at least one epoch follows it)."""
     warmup = max(0, min(int(warmup_epochs), epochs - 1))
     inner = SCHEDULES[name](base_lr, epochs=epochs - warmup, steps_per_epoch=steps_per_epoch)
     return Warmup(inner, warmup) if warmup > 0 else inner

@@ -39,10 +39,8 @@ class AliasNotFoundError(VersionNotFoundError):
 
 
 class BrokenVersionError(RegistryError):
-    """The version folder exists but fails verification (manifest, files, sha256).
-
-    `reason` holds the short explanation (e.g. "weights.npz is missing") for listings.
-    """
+    """The version folder exists but fails verification (manifest, files, sha256); `reason` says
+    why in short (e.g. "weights.npz is missing") for listings."""
 
     reason: str = ""
 

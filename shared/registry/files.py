@@ -42,9 +42,7 @@ def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int, int, int] |
 def dir_stamp(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
     """Identity of a folder's entries: moves when an entry appears or disappears."""
     st = lstat_or_none(path)
-    if st is None:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_nlink)
+    return None if st is None else (st.st_ino, st.st_mtime_ns, st.st_nlink)
 
 
 def hash_stream(fin: BinaryIO, fout: BinaryIO | None = None) -> tuple[str, int]:
@@ -106,6 +104,5 @@ def newest_mtime(path: Path) -> float:
 def json_bytes(obj: Any) -> bytes:
     """Strict JSON (no NaN/Infinity) so every HTTP client can parse what we serve. NumPy values
     and Paths are converted (`shared.manifest.json_default`), so callers need not first."""
-    return (
-        json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=json_default) + "\n"
-    ).encode("utf-8")
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=json_default)
+    return (text + "\n").encode("utf-8")

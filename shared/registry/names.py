@@ -36,11 +36,9 @@ REQUIRED_MANIFEST_KEYS = ("sha256", "size_bytes", "created_at", "package_version
 
 
 def validate_model_name(name: Any) -> str:
-    """Return `name` if it is a safe registry name (shared.config.MODEL_NAME_PATTERN), else raise.
-
-    The pattern is ASCII-only with no dots or slashes, so a valid name can never be "..", an
-    absolute path, contain NUL or a unicode look-alike, or be longer than 64 characters.
-    """
+    """Return `name` if it is a safe registry name (shared.config.MODEL_NAME_PATTERN), else raise:
+    the pattern is ASCII-only with no dots or slashes, so a valid name can never be "..", an
+    absolute path, contain NUL or a unicode look-alike, or be longer than 64 characters."""
     if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
         raise InvalidNameError(
             f"invalid model name {_short(name)}: must match {MODEL_NAME_PATTERN} "
@@ -50,11 +48,9 @@ def validate_model_name(name: Any) -> str:
 
 
 def validate_alias(alias: Any) -> str:
-    """Return `alias` if valid: the model-name pattern, not all digits, not "latest"/"default".
-
-    Digits are reserved for versions and the two keywords for resolve(), so a reference string
-    always has exactly one meaning.
-    """
+    """Return `alias` if valid: the model-name pattern, not all digits, not "latest"/"default"
+    (digits are reserved for versions and the two keywords for resolve(), so a reference string
+    always has exactly one meaning)."""
     if not isinstance(alias, str) or _NAME_RE.fullmatch(alias) is None:
         raise InvalidNameError(f"invalid alias {_short(alias)}: must match {MODEL_NAME_PATTERN}")
     if alias.isdigit():
@@ -65,11 +61,9 @@ def validate_alias(alias: Any) -> str:
 
 
 def validate_version(version: Any) -> int:
-    """Return the version as an int if it is 1..MAX_VERSION (int or canonical digit string).
-
-    Booleans, floats, "0", negatives, leading zeros, signs, whitespace and non-ASCII digits are
-    all rejected with InvalidNameError.
-    """
+    """Return the version as an int if it is 1..MAX_VERSION (int or canonical digit string);
+    booleans, floats, "0", negatives, leading zeros, signs, whitespace and non-ASCII digits are
+    all rejected with InvalidNameError."""
     if isinstance(version, bool):
         raise InvalidNameError(f"invalid version {version!r}")
     if isinstance(version, int):
@@ -104,7 +98,6 @@ def validate_extra_file_name(fname: Any) -> str:
         not isinstance(fname, str)
         or _EXTRA_FILE_RE.fullmatch(fname) is None
         or fname in _RESERVED_FILES
-        or fname.startswith(".")
     ):
         raise InvalidNameError(
             f"invalid extra file name {_short(fname)}: plain ASCII file name, "

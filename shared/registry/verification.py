@@ -42,8 +42,7 @@ def check_manifest(raw: bytes) -> tuple[dict[str, Any], list[tuple[str, Any, Any
         raise ManifestProblem(f"{MANIFEST_FILE} is not valid JSON: {exc}") from None
     if not isinstance(manifest, dict):
         raise ManifestProblem(f"{MANIFEST_FILE} is not a JSON object")
-    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
-    if missing:
+    if missing := [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]:
         raise ManifestProblem(f"{MANIFEST_FILE} lacks required keys {missing}")
     files = manifest.get("files", {})
     if not isinstance(files, dict):
@@ -79,8 +78,7 @@ def verify_version_dir(vdir: Path) -> tuple[dict[str, Any] | None, str | None]:
     except ManifestProblem as exc:
         return None, str(exc)
     for fname, want_sha, want_size in checks:
-        problem = _check_file(vdir / fname, fname, want_sha, want_size)
-        if problem is not None:
+        if (problem := _check_file(vdir / fname, fname, want_sha, want_size)) is not None:
             return None, problem
     return manifest, None
 
@@ -124,10 +122,8 @@ class VerifiedVersions:
         self._first = FirstTime()
 
     def manifest(self, name: str, v: int, vdir: str) -> dict[str, Any]:
-        """The verified manifest of version folder `vdir` (shared: callers must not mutate it).
-
-        Raises BrokenVersionError (with `reason`) if verification fails.
-        """
+        """The verified manifest of version folder `vdir` (shared: callers must not mutate it);
+        BrokenVersionError (with `reason`) if verification fails."""
         with self._lock:
             cached = self._cache.get(vdir)
         if cached is None or cached[0] != version_stamps(vdir, cached[1]):

@@ -67,8 +67,5 @@ def redis_unavailable(exc: BaseException) -> ApiError:
     and errno, never credentials (the URL's password)."""
     reason = (str(exc).strip() or exc.__class__.__name__).splitlines()[0][:200].rstrip(".")
     log.warning("Redis unavailable: %s", reason)
-    return ApiError(
-        503,
-        f"the job queue (Redis) is unavailable: {reason}; retry shortly",
-        headers={"Retry-After": REDIS_RETRY_AFTER},
-    )
+    message = f"the job queue (Redis) is unavailable: {reason}; retry shortly"
+    return ApiError(503, message, headers={"Retry-After": REDIS_RETRY_AFTER})

@@ -33,9 +33,7 @@ def install_auth(app: Flask, settings: TrainerSettings) -> None:
             presented.strip().encode("utf-8"), expected
         ):
             return
-        message = (
-            "missing bearer token: send 'Authorization: Bearer <API_TOKEN>'"
-            if not header
-            else "invalid bearer token"
-        )
+        message = "invalid bearer token"
+        if not header:
+            message = "missing bearer token: send 'Authorization: Bearer <API_TOKEN>'"
         raise ApiError(401, message, headers={"WWW-Authenticate": 'Bearer realm="digitflow"'})

@@ -57,11 +57,10 @@ def once(
     earlier = json.loads(raw)
     if earlier.get("body") != digest:
         raise ApiError(422, "this Idempotency-Key was already used with a different request body")
-    answer = replay(earlier["id"])
-    if answer is None:
-        raise ApiError(
-            409,
-            "the request with this Idempotency-Key is still being processed, "
-            f"or its {what} has expired; retry shortly or use a new key",
-        )
-    return answer
+    if (answer := replay(earlier["id"])) is not None:
+        return answer
+    raise ApiError(
+        409,
+        "the request with this Idempotency-Key is still being processed, "
+        f"or its {what} has expired; retry shortly or use a new key",
+    )

@@ -148,14 +148,9 @@ def sweep_report(sweep_id: str):
 
     png = io.BytesIO()
     draw_sweep_report(_view(sweep_id).model_dump(mode="json"), png)
-    return Response(
-        png.getvalue(),
-        mimetype="image/png",
-        headers={
-            "Cache-Control": "no-cache",
-            "Content-Disposition": f'inline; filename="sweep-{sweep_id}.png"',
-        },
-    )
+    disposition = f'inline; filename="sweep-{sweep_id}.png"'
+    headers = {"Cache-Control": "no-cache", "Content-Disposition": disposition}
+    return Response(png.getvalue(), mimetype="image/png", headers=headers)
 
 
 @api.route(
