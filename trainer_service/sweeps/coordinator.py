@@ -38,6 +38,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from rq.job import Job
@@ -113,9 +114,14 @@ def storage(settings: TrainerSettings) -> optuna.storages.BaseStorage:
     import optuna  # heavy: only for sweeps
 
     prefix = f"digitflow:{settings.rq_queue}:optuna:"
+    # Optuna builds its client from a URL: redis-py reads the timeouts from its query.
+    parts = urlsplit(settings.redis_url)
+    timeout = settings.redis_socket_timeout
+    timeouts = [("socket_timeout", timeout), ("socket_connect_timeout", timeout)]
+    url = urlunsplit(parts._replace(query=urlencode([*parse_qsl(parts.query), *timeouts])))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        backend = optuna.storages.journal.JournalRedisBackend(settings.redis_url, prefix=prefix)
+        backend = optuna.storages.journal.JournalRedisBackend(url, prefix=prefix)
         log_only = SimpleNamespace(read_logs=backend.read_logs, append_logs=backend.append_logs)
         return optuna.storages.JournalStorage(log_only)  # type: ignore[arg-type]
 

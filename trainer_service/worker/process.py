@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from rq import Worker
 from rq.exceptions import StopRequested
@@ -105,6 +106,15 @@ class TrainingWorker(Worker):
     #: How long after its last heartbeat a job's execution counts as abandoned.
     heartbeat_grace: int = 25
     _redis_lost_at: float | None = None
+    #: Seconds an idle worker's dequeue (BLMOVE) blocks before it heartbeats and blocks again.
+    #: RQ's own block is worker_ttl - 15 = 405 s, with the connection's socket timeout raised
+    #: above it: every call of the worker could hang that long on a hung Redis. Ours times out
+    #: REDIS_SOCKET_TIMEOUT seconds after this block (`build_worker`).
+    dequeue_timeout = 5
+
+    def _set_connection(self, connection):
+        """RQ's raises the socket timeout to its block + 10 s; `build_worker` set ours."""
+        return connection
 
     def bootstrap(self, *args, **kwargs) -> None:
         """RQ's bootstrap (register the worker, subscribe to its command channel), during which a
@@ -169,7 +179,11 @@ class TrainingWorker(Worker):
             super().fork_work_horse(job, queue)
 
     def main_work_horse(self, job: Job, queue) -> None:
+        """The work horse's Redis calls (the job's and RQ's around it) may wait for a hung Redis
+        up to the heartbeat grace, as the job's required writes do (jobs.py): a timed-out write
+        of RQ's would fail a job that trained and published; past the grace it is abandoned."""
         _die_with_parent()
+        self.connection.connection_pool.connection_kwargs["socket_timeout"] = self.heartbeat_grace
         super().main_work_horse(job, queue)
 
     def maintain_heartbeats(self, job: Job) -> None:
@@ -213,7 +227,7 @@ def _reconcile_sweeps(settings: TrainerSettings, stop: threading.Event) -> None:
     """The sweep reconcile thread: `sweeps.reconcile` every SWEEP_RECONCILE_SECONDS (±20 %, so
     the workers of one queue do not all knock at once) on a Redis connection of its own, until
     `stop` is set. Errors are logged and the loop goes on: Redis outages included."""
-    conn = queueing.connect(settings.redis_url)
+    conn = queueing.connect(settings)
     queue = queueing.make_queue(settings.rq_queue, conn)
     every = float(settings.sweep_reconcile_seconds)
     failing = False
@@ -252,8 +266,7 @@ def warm_up(settings: TrainerSettings) -> None:
 
 def build_worker(settings: TrainerSettings, *, name: str | None = None) -> TrainingWorker:
     """A worker on RQ_QUEUE at REDIS_URL with the heartbeat settings of `settings`."""
-    # RQ sets its own socket timeout for the blocking dequeue (BLMOVE).
-    connection = queueing.connect(settings.redis_url, socket_timeout=None)
+    connection = queueing.connect(settings, block=TrainingWorker.dequeue_timeout)
     default_name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     worker = TrainingWorker(
         [queueing.make_queue(settings.rq_queue, connection)],
@@ -284,7 +297,7 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
         log.info("training worker starting (pid %d); SIGTERM/SIGINT stop it", os.getpid())
         warm_up(settings)
         freeze_loaded_heap()  # before forking work horses; also a quick exit on SIGTERM
-        worker = build_worker(settings, name=name)
+        worker = _connected_worker(settings, name, lambda: False)  # signals raise StartupStopped
         log.info(
             "training worker %s on queue %s (BLAS threads %d, heartbeat %ds + %ds grace)",
             worker.name,
@@ -356,23 +369,28 @@ def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker
             os.waitpid(old.horse_pid, 0)
     with contextlib.suppress(Exception):
         old.unsubscribe()
-    probe = queueing.connect(settings.redis_url)
+    # RQ's signal handlers are still the old worker's
+    worker = _connected_worker(settings, old.name, lambda: _stop_asked(old))
+    with contextlib.suppress(*queueing.REDIS_ERRORS):
+        old.register_death()
+    log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
+    return worker
+
+
+def _connected_worker(
+    settings: TrainerSettings, name: str | None, stop_asked: Callable[[], bool]
+) -> TrainingWorker:
+    """`build_worker` (which talks to Redis) once Redis answers, trying again every 0.5 s
+    backing off to 5 s while it does not; StopRequested when `stop_asked` meanwhile."""
     delay = 0.5
     while True:
-        if _stop_asked(old):  # RQ's signal handlers are still the old worker's
+        if stop_asked():
             raise StopRequested()
         try:
-            probe.ping()
-            break
+            return build_worker(settings, name=name)
         except queueing.REDIS_ERRORS:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
-    probe.close()
-    with contextlib.suppress(*queueing.REDIS_ERRORS):
-        old.register_death()
-    worker = build_worker(settings, name=old.name)
-    log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
-    return worker
 
 
 def add_worker_arguments(parser) -> None:
