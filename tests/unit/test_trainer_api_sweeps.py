@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from shared.config import RULE_HOLES, TrainConfig
 from shared.modelfile import save_model
 from shared.registry import VersionInUseError
+from trainer_service.settings import TrainerSettings
+from trainer_service.sweeps.coordinator import storage
 from trainer_service.sweeps.models import README_EXAMPLE, SweepRequest
 
 BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 500}
@@ -203,3 +205,15 @@ def test_a_record_stored_before_plans_is_validated_once_for_its_plan():
     assert TrainConfig.model_validate(old_plan.base) == TrainConfig.model_validate(plan.base)
     assert replace(old_plan, base=plan.base) == plan
     assert old_plan.n_trials == 6
+
+
+def test_optunas_redis_client_has_the_settings_timeouts(redis_url, queue):
+    """Optuna builds its own client from a URL: the timeouts go into its query."""
+    settings = TrainerSettings.load(
+        {"REDIS_URL": f"{redis_url}?health_check_interval=7", "RQ_QUEUE": queue,
+         "REDIS_SOCKET_TIMEOUT": "2.5"}
+    )  # fmt: skip
+    client = storage(settings)._backend.read_logs.__self__._redis
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (2.5, 2.5)
+    assert kwargs["health_check_interval"] == 7  # the URL's own options stay

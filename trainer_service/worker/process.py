@@ -9,8 +9,10 @@ lacks, and why:
 * BLAS threads = the cores (`configure_blas_threads`); what jobs import and the local datasets
   loaded before it listens (`warm_up`, worker.preload);
 * a sweep reconcile thread (`_reconcile_sweeps`), so a sweep whose trial's worker died goes on;
-* Redis outages do not kill it (`_while_redis_may_be_down`, `_work`, `_reconnect`): a job
-  survives an outage shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned;
+* Redis outages do not kill it, at start-up neither (`_while_redis_may_be_down`, `_work`,
+  `_connected_worker`): a job survives an outage shorter than JOB_HEARTBEAT_GRACE (its work horse
+  waits that long for a hung Redis); after that the API reports it abandoned. Every other call
+  gives up after REDIS_SOCKET_TIMEOUT (see `TrainingWorker.dequeue_timeout`);
 * SIGTERM/SIGINT stop it promptly and cleanly (exit 0) at any moment of its start-up or idle
   time (`_stop_while_starting`, `TrainingWorker.bootstrap`, `TrainingWorker.unsubscribe`): RQ
   alone leaves the process to Python's default action until its handlers are in (a registration
