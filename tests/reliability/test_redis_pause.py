@@ -19,6 +19,8 @@ import requests
 from shared.redis_embedded import EmbeddedRedis
 from tests.service_support import trainer_api
 from tests.trainer_support import Stack, wait_for
+from trainer_service import queueing
+from trainer_service.worker.process import requeue_stranded
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.exclusive]
 
@@ -108,3 +110,14 @@ def test_redis_paused_mid_sweep(tmp_path, mnist_dir):
         if server.process.poll() is None:
             os.kill(server.process.pid, signal.SIGCONT)
         server.stop()  # private: its keys go with it
+
+
+def test_a_job_stranded_by_a_lost_dequeue_goes_back_to_its_queue(redis_url, queue):
+    """What a BLMOVE that timed out client-side but ran when Redis resumed leaves behind."""
+    conn = redis.Redis.from_url(redis_url)
+    q = queueing.make_queue(queue, conn)
+    job = q.enqueue("os.getpid", job_id=f"{queue}-stranded")
+    assert conn.lmove(q.key, q.intermediate_queue_key) == job.id.encode()
+    requeue_stranded(q)
+    assert (q.job_ids, conn.llen(q.intermediate_queue_key)) == ([job.id], 0)
+    conn.close()

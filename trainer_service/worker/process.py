@@ -35,9 +35,9 @@ import time
 import uuid
 from collections.abc import Callable
 
-from rq import Worker
+from rq import Queue, Worker
 from rq.exceptions import StopRequested
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.utils import now
 
 from shared.blas import BLAS_THREAD_VARIABLES
@@ -375,8 +375,37 @@ def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker
     worker = _connected_worker(settings, old.name, lambda: _stop_asked(old))
     with contextlib.suppress(*queueing.REDIS_ERRORS):
         old.register_death()
+        requeue_stranded(worker.queues[0])
     log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
     return worker
+
+
+#: Back to the front of its queue, if still in RQ's intermediate list (one worker of several).
+_REQUEUE = (
+    "if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then "
+    "redis.call('lpush', KEYS[2], ARGV[1]) return 1 end return 0"
+)
+
+
+def requeue_stranded(queue: Queue) -> None:
+    """A dequeue (BLMOVE) that timed out on a hung Redis may still run when Redis resumes: it
+    moves a job into RQ's intermediate list for a connection gone, where nobody starts it (RQ
+    fails such a job after minutes). Every queued job found there twice a second apart, never
+    started (a live worker starts its job within milliseconds), goes back to the queue's front."""
+
+    def stranded() -> set[str]:
+        ids = queue.intermediate_queue.get_job_ids()
+        return {i for i in ids if i not in queue.started_job_registry}
+
+    suspects = stranded()
+    if suspects:
+        time.sleep(1.0)
+    for job_id in sorted(suspects & stranded()):
+        job = queue.fetch_job(job_id)
+        if job is None or job.get_status() != JobStatus.QUEUED:
+            continue  # RQ's own clean-up handles it
+        if queue.connection.eval(_REQUEUE, 2, queue.intermediate_queue_key, queue.key, job_id):
+            log.warning("job %s: dequeued for a connection lost to a hung Redis; requeued", job_id)
 
 
 def _connected_worker(
