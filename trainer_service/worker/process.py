@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.exceptions import StopRequested
 from rq.job import Job, JobStatus
@@ -373,7 +374,9 @@ def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker
         old.unsubscribe()
     # RQ's signal handlers are still the old worker's
     worker = _connected_worker(settings, old.name, lambda: _stop_asked(old))
-    with contextlib.suppress(*queueing.REDIS_ERRORS):
+    # The old connections may still get replies of calls that timed out: a protocol error.
+    old.connection.connection_pool.disconnect()
+    with contextlib.suppress(RedisError):  # best effort: the old registration expires anyway
         old.register_death()
         requeue_stranded(worker.queues[0])
     log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
@@ -419,7 +422,8 @@ def _connected_worker(
             raise StopRequested()
         try:
             return build_worker(settings, name=name)
-        except queueing.REDIS_ERRORS:
+        except queueing.REDIS_ERRORS as exc:
+            log.warning("worker %s: Redis unreachable (%s); trying again", name or "", exc)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
