@@ -38,7 +38,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: make `shared` importable
     sys.path.insert(0, str(REPO_ROOT))
 
-from shared.blas import BLAS_THREAD_VARIABLES  # noqa: E402 (after the sys.path fix)
+# E402: imported after the sys.path fix
+from shared.blas import BLAS_THREAD_VARIABLES  # noqa: E402
+from trainer_service import queueing  # noqa: E402
+from trainer_service.settings import TrainerSettings  # noqa: E402
 
 NAME = "make up"  # the prefix of this script's own lines
 STOPPED_BY_SIGNAL = (130, 143)  # honcho's return code after SIGINT / SIGTERM
@@ -86,10 +89,15 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def redis_problem(url: str) -> str | None:
+def connect(url: str, env: dict[str, str]) -> Redis:
+    """A client of `url` with the timeouts of the trainer's own clients (REDIS_SOCKET_TIMEOUT)."""
+    return queueing.connect(TrainerSettings.load({**env, "REDIS_URL": url}))
+
+
+def redis_problem(url: str, env: dict[str, str]) -> str | None:
     """None when a Redis at `url` answers PING, else the reason it does not."""
     try:
-        with Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+        with connect(url, env) as client:
             client.ping()
     except (RedisError, OSError, ValueError) as exc:
         return str(exc) or type(exc).__name__
@@ -117,9 +125,9 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def worker_names(redis_url: str, queue_name: str) -> set[str]:
+def worker_names(redis_url: str, queue_name: str, env: dict[str, str]) -> set[str]:
     """Names of the RQ workers registered on our queue."""
-    with Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5) as connection:
+    with connect(redis_url, env) as connection:
         queue = Queue(queue_name, connection=connection)
         return {w.name for w in Worker.all(connection=connection, queue=queue)}
 
@@ -261,7 +269,7 @@ class Stack:
                     del pending[name]
             if not workers_ready:
                 try:
-                    registered = worker_names(redis_url, self.queue) - known_workers
+                    registered = worker_names(redis_url, self.queue, self.env) - known_workers
                 except (RedisError, OSError):
                     registered = set()  # Redis is restarting: the deadline still holds
                 if len(registered) >= self.args.workers:
@@ -274,7 +282,6 @@ class Stack:
         """Where the workers find each dataset: the trainer's own rule (a dataset's variable,
         e.g. MNIST_DATA_DIR, else DATA_DIR/<name>), so the banner names the folder jobs read."""
         from shared.datasets import DATASET_NAMES
-        from trainer_service.settings import TrainerSettings
 
         locations = TrainerSettings.load(self.env).data_locations()
         lines = []
@@ -343,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
     embedded = None
     redis_url = env.get("REDIS_URL", "").strip()
-    problem = redis_problem(redis_url) if redis_url else "REDIS_URL is not set"
+    problem = redis_problem(redis_url, env) if redis_url else "REDIS_URL is not set"
     if problem is None:
         stack.say(f"using Redis at {redacted(redis_url)}")
     else:
@@ -358,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         stack.add_processes(redis_url)
-        known = worker_names(redis_url, stack.queue)
+        known = worker_names(redis_url, stack.queue, env)
         threading.Thread(
             target=stack.wait_until_ready, args=(redis_url, known), daemon=True
         ).start()

@@ -248,6 +248,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The values `TrainConfig._cross_field_rules` refuses inside a field's own bounds: batch_size 1
+#: (batch norm), val_fraction 0 (early stopping). A rule that refuses values past a threshold is
+#: broken at a range's end if anywhere; these are holes, which a sweep also checks inside its
+#: ranges (trainer_service.sweeps.models). A new rule that refuses isolated values lists them.
+RULE_HOLES: dict[str, tuple[float, ...]] = {"batch_size": (1,), "val_fraction": (0.0,)}
+
+
 #: The kinds of layer a `network` entry can be (its one key among these names it) and the
 #: settings each takes.
 _LAYER_SETTINGS = {

@@ -63,10 +63,16 @@ INDEX_MAX = 10_000
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
-def connect(url: str, *, socket_timeout: float | None = 5.0) -> redis.Redis:
-    """A Redis client that fails fast when Redis is down and reconnects by itself afterwards."""
+def connect(settings: TrainerSettings, *, block: float = 0.0) -> redis.Redis:
+    """A client of REDIS_URL that fails fast when Redis is down or hangs, and reconnects by itself
+    afterwards: connecting and every call time out after REDIS_SOCKET_TIMEOUT seconds, plus
+    `block`, the longest a blocking command it sends (the worker's BLMOVE) may wait for data."""
+    timeout = settings.redis_socket_timeout
     return redis.Redis.from_url(
-        url, socket_connect_timeout=2.0, socket_timeout=socket_timeout, health_check_interval=15
+        settings.redis_url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout + block,
+        health_check_interval=15,
     )
 
 

@@ -30,8 +30,10 @@ class TrainerSettings(ServiceSettings):
 
     redis_url: str = "redis://localhost:6379/0"
     rq_queue: str = "training"
-    #: A Redis call that hangs longer than this fails (503) instead of holding a web worker.
-    redis_socket_timeout: float = 5.0
+    #: Connecting to Redis, or a Redis call, that hangs longer than this fails (the API answers
+    #: 503; workers, jobs and sweep steps wait or retry): every client (queueing.connect, and
+    #: Optuna's, sweeps.coordinator.storage) uses it.
+    redis_socket_timeout: float = Field(default=5.0, gt=0)
     job_timeout: int = 7200
     #: Seconds a finished job or sweep is kept; FAILURE_TTL: a failed, stopped or canceled one.
     result_ttl: int = Field(default=7 * SECONDS_PER_DAY, gt=0)

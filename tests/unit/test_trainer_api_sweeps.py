@@ -7,10 +7,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from pydantic import ValidationError
 
-from shared.config import TrainConfig
+from shared.config import RULE_HOLES, TrainConfig
 from shared.modelfile import save_model
 from shared.registry import VersionInUseError
+from trainer_service.settings import TrainerSettings
+from trainer_service.sweeps.coordinator import storage
 from trainer_service.sweeps.models import README_EXAMPLE, SweepRequest
 
 BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 500}
@@ -40,6 +43,11 @@ BASE = {"hidden_layers": [16], "epochs": 2, "train_limit": 500}
           "trials": 4}, "space"),
         ({"space": {"val_fraction": {"uniform": [0.0, 0.2]}}, "trials": 2,
           "base": {**BASE, "early_stopping_patience": 2}}, "space"),
+        # batch_size 1 is a hole inside the range (batch norm): its ends 0 and 512 are valid
+        ({"space": {"batch_size": {"int": [0, 512]}}, "trials": 2,
+          "base": {**BASE, "batch_norm": True}}, "space.batch_size"),
+        ({"space": {"batch_norm": {"choice": [False, True]}, "batch_size": {"int": [0, 512]}},
+          "trials": 4}, "space"),
         ({"space": {"dropout": {"beta": [0, 1]}}, "trials": 2}, "space.dropout"),
         ({"space": {}}, "space"),
         ({"space": {"dropout": [0.1]}, "objective": "test_accuracy"}, "objective"),
@@ -51,6 +59,23 @@ def test_invalid_sweeps_are_422_naming_the_field(trainer_client, body, field):
     r = trainer_client.post("/v1/sweeps", json={"base": BASE, **body})
     assert r.status_code == 422, r.json
     assert r.json["error"]["field"].startswith(field), r.json
+
+
+@pytest.mark.parametrize(
+    ("key", "rule"),
+    [("batch_size", {"batch_norm": True}), ("val_fraction", {"early_stopping_patience": 2})],
+)
+def test_rule_holes_are_what_the_rules_refuse(key, rule):
+    """The sweep check trusts RULE_HOLES: each hole is refused with its rule on, valid with it off."""
+    for hole in RULE_HOLES[key]:
+        with pytest.raises(ValidationError, match=key):
+            TrainConfig.model_validate({**BASE, **rule, key: hole})
+        TrainConfig.model_validate({**BASE, key: hole})
+
+
+def test_a_range_around_no_hole_is_valid():
+    space = {"batch_size": {"int": [2, 512]}}
+    SweepRequest.model_validate({"base": {**BASE, "batch_norm": True}, "space": space, "trials": 2})
 
 
 def test_base_without_validation_split_is_422(trainer_client):
@@ -180,3 +205,15 @@ def test_a_record_stored_before_plans_is_validated_once_for_its_plan():
     assert TrainConfig.model_validate(old_plan.base) == TrainConfig.model_validate(plan.base)
     assert replace(old_plan, base=plan.base) == plan
     assert old_plan.n_trials == 6
+
+
+def test_optunas_redis_client_has_the_settings_timeouts(redis_url, queue):
+    """Optuna builds its own client from a URL: the timeouts go into its query."""
+    settings = TrainerSettings.load(
+        {"REDIS_URL": f"{redis_url}?health_check_interval=7", "RQ_QUEUE": queue,
+         "REDIS_SOCKET_TIMEOUT": "2.5"}
+    )  # fmt: skip
+    client = storage(settings)._backend.read_logs.__self__._redis
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (2.5, 2.5)
+    assert kwargs["health_check_interval"] == 7  # the URL's own options stay

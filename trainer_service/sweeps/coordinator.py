@@ -40,6 +40,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from rq.job import Job
@@ -154,9 +155,14 @@ def storage(settings: TrainerSettings, sweep_id: str) -> optuna.storages.BaseSto
     import optuna  # heavy: only for sweeps
 
     prefix = journal_prefix(settings.rq_queue, sweep_id)
+    # Optuna builds its client from a URL: redis-py reads the timeouts from its query.
+    parts = urlsplit(settings.redis_url)
+    timeout = settings.redis_socket_timeout
+    timeouts = [("socket_timeout", timeout), ("socket_connect_timeout", timeout)]
+    url = urlunsplit(parts._replace(query=urlencode([*parse_qsl(parts.query), *timeouts])))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        backend = optuna.storages.journal.JournalRedisBackend(settings.redis_url, prefix=prefix)
+        backend = optuna.storages.journal.JournalRedisBackend(url, prefix=prefix)
 
         def append_logs(logs: list[dict[str, Any]]) -> None:
             backend.append_logs(logs)

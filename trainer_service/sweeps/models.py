@@ -1,8 +1,9 @@
 """A sweep's request and its view. The body of `POST /v1/sweeps` (`SweepRequest`): a base
 TrainConfig, a search space and how to search it, validated once, here: every key of the space
-is a TrainConfig field, every value (or range end) makes a valid TrainConfig together with the
-base, and every combination keeps a validation split (the objective is measured on it, never on
-the test set). Errors name `space.<field>`.
+is a TrainConfig field, every value (or range end, or value inside a range that a cross-field
+rule refuses) makes a valid TrainConfig together with the base, and every combination keeps a
+validation split (the objective is measured on it, never on the test set). Errors name
+`space.<field>`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.config import MODEL_NAME_PATTERN, TrainConfig
+from shared.config import MODEL_NAME_PATTERN, RULE_HOLES, TrainConfig
 from shared.fieldpath import field_path
 from trainer_service import queueing
 
@@ -207,7 +208,7 @@ def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
             _error(loc, None, f"{kind}: the low end must be below the high end")
         if kind == "log_uniform" and lo <= 0:
             _error(loc, None, "log_uniform: the low end must be above 0")
-    for value in _corners(dim):
+    for value in _corners(key, dim):
         try:
             _check_trial(base, {key: value})
         except (ValidationError, ValueError, TypeError) as exc:
@@ -216,11 +217,11 @@ def _check_dimension(key: str, dim: Any, base: dict[str, Any]) -> None:
 
 def _check_combinations(space: dict[str, Any], base: dict[str, Any]) -> None:
     """Cross-field rules (batch norm needs batches of 2, ...): every combination of the values of
-    lists and choices and the ends of ranges is a valid config, up to
+    lists and choices and the ends and holes of ranges (`_corners`) is a valid config, up to
     MAX_VALIDATED_COMBINATIONS of them. For a grid that is every trial; a random or TPE sweep
     must not meet an invalid one in a worker, where it could only fail."""
     keys = list(space)
-    for n, combo in enumerate(itertools.product(*(_corners(space[k]) for k in keys))):
+    for n, combo in enumerate(itertools.product(*(_corners(k, space[k]) for k in keys))):
         if n >= MAX_VALIDATED_COMBINATIONS:
             return
         try:
@@ -230,13 +231,16 @@ def _check_combinations(space: dict[str, Any], base: dict[str, Any]) -> None:
                    f"valid: {_first(exc)}")  # fmt: skip
 
 
-def _corners(dim: Any) -> list[Any]:
-    """A dimension's values (list, choice) or the two ends of its range."""
+def _corners(key: str, dim: Any) -> list[Any]:
+    """A dimension's values (list, choice), or the ends of its range and the values inside it a
+    cross-field rule refuses (RULE_HOLES): a threshold rule is broken at an end if anywhere, a
+    hole (batch_size 1 with batch norm, in {"int": [0, 512]}) only inside."""
     if isinstance(dim, list):
         return dim
     if isinstance(dim, Choice):
         return dim.choice
-    return list(next(iter(dim.model_dump().values())))
+    lo, hi = next(iter(dim.model_dump().values()))
+    return [lo, *(v for v in RULE_HOLES.get(key, ()) if lo < v < hi), hi]
 
 
 def _first(exc: Exception) -> str:

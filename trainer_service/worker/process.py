@@ -9,8 +9,10 @@ lacks, and why:
 * BLAS threads = the cores (`configure_blas_threads`); what jobs import and the local datasets
   loaded before it listens (`warm_up`, worker.preload);
 * a sweep reconcile thread (`_reconcile_sweeps`), so a sweep whose trial's worker died goes on;
-* Redis outages do not kill it (`_while_redis_may_be_down`, `_work`, `_reconnect`): a job
-  survives an outage shorter than JOB_HEARTBEAT_GRACE; after that the API reports it abandoned;
+* Redis outages do not kill it, at start-up neither (`_while_redis_may_be_down`, `_work`,
+  `_connected_worker`): a job survives an outage shorter than JOB_HEARTBEAT_GRACE (its work horse
+  waits that long for a hung Redis); after that the API reports it abandoned. Every other call
+  gives up after REDIS_SOCKET_TIMEOUT (see `TrainingWorker.dequeue_timeout`);
 * SIGTERM/SIGINT stop it promptly and cleanly (exit 0) at any moment of its start-up or idle
   time (`_stop_while_starting`, `TrainingWorker.bootstrap`, `TrainingWorker.unsubscribe`): RQ
   alone leaves the process to Python's default action until its handlers are in (a registration
@@ -31,10 +33,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
-from rq import Worker
+from redis.exceptions import RedisError
+from rq import Queue, Worker
 from rq.exceptions import StopRequested
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.utils import now
 
 from shared.blas import BLAS_THREAD_VARIABLES
@@ -105,6 +109,15 @@ class TrainingWorker(Worker):
     #: How long after its last heartbeat a job's execution counts as abandoned.
     heartbeat_grace: int = 25
     _redis_lost_at: float | None = None
+    #: Seconds an idle worker's dequeue (BLMOVE) blocks before it heartbeats and blocks again.
+    #: RQ's own block is worker_ttl - 15 = 405 s, with the connection's socket timeout raised
+    #: above it: every call of the worker could hang that long on a hung Redis. Ours times out
+    #: REDIS_SOCKET_TIMEOUT seconds after this block (`build_worker`).
+    dequeue_timeout = 5
+
+    def _set_connection(self, connection):
+        """RQ's raises the socket timeout to its block + 10 s; `build_worker` set ours."""
+        return connection
 
     def bootstrap(self, *args, **kwargs) -> None:
         """RQ's bootstrap (register the worker, subscribe to its command channel), during which a
@@ -169,7 +182,11 @@ class TrainingWorker(Worker):
             super().fork_work_horse(job, queue)
 
     def main_work_horse(self, job: Job, queue) -> None:
+        """The work horse's Redis calls (the job's and RQ's around it) may wait for a hung Redis
+        up to the heartbeat grace, as the job's required writes do (jobs.py): a timed-out write
+        of RQ's would fail a job that trained and published; past the grace it is abandoned."""
         _die_with_parent()
+        self.connection.connection_pool.connection_kwargs["socket_timeout"] = self.heartbeat_grace
         super().main_work_horse(job, queue)
 
     def maintain_heartbeats(self, job: Job) -> None:
@@ -213,7 +230,7 @@ def _reconcile_sweeps(settings: TrainerSettings, stop: threading.Event) -> None:
     """The sweep reconcile thread: `sweeps.reconcile` every SWEEP_RECONCILE_SECONDS (±20 %, so
     the workers of one queue do not all knock at once) on a Redis connection of its own, until
     `stop` is set. Errors are logged and the loop goes on: Redis outages included."""
-    conn = queueing.connect(settings.redis_url)
+    conn = queueing.connect(settings)
     queue = queueing.make_queue(settings.rq_queue, conn)
     every = float(settings.sweep_reconcile_seconds)
     failing = False
@@ -252,8 +269,7 @@ def warm_up(settings: TrainerSettings) -> None:
 
 def build_worker(settings: TrainerSettings, *, name: str | None = None) -> TrainingWorker:
     """A worker on RQ_QUEUE at REDIS_URL with the heartbeat settings of `settings`."""
-    # RQ sets its own socket timeout for the blocking dequeue (BLMOVE).
-    connection = queueing.connect(settings.redis_url, socket_timeout=None)
+    connection = queueing.connect(settings, block=TrainingWorker.dequeue_timeout)
     default_name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     worker = TrainingWorker(
         [queueing.make_queue(settings.rq_queue, connection)],
@@ -284,7 +300,7 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
         log.info("training worker starting (pid %d); SIGTERM/SIGINT stop it", os.getpid())
         warm_up(settings)
         freeze_loaded_heap()  # before forking work horses; also a quick exit on SIGTERM
-        worker = build_worker(settings, name=name)
+        worker = _connected_worker(settings, name, lambda: False)  # signals raise StartupStopped
         log.info(
             "training worker %s on queue %s (BLAS threads %d, heartbeat %ds + %ds grace)",
             worker.name,
@@ -356,23 +372,60 @@ def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker
             os.waitpid(old.horse_pid, 0)
     with contextlib.suppress(Exception):
         old.unsubscribe()
-    probe = queueing.connect(settings.redis_url)
-    delay = 0.5
-    while True:
-        if _stop_asked(old):  # RQ's signal handlers are still the old worker's
-            raise StopRequested()
-        try:
-            probe.ping()
-            break
-        except queueing.REDIS_ERRORS:
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    probe.close()
-    with contextlib.suppress(*queueing.REDIS_ERRORS):
+    # RQ's signal handlers are still the old worker's
+    worker = _connected_worker(settings, old.name, lambda: _stop_asked(old))
+    # The old connections may still get replies of calls that timed out: a protocol error.
+    old.connection.connection_pool.disconnect()
+    with contextlib.suppress(RedisError):  # best effort: the old registration expires anyway
         old.register_death()
-    worker = build_worker(settings, name=old.name)
+        requeue_stranded(worker.queues[0])
     log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
     return worker
+
+
+#: Back to the front of its queue, if still in RQ's intermediate list (one worker of several).
+_REQUEUE = (
+    "if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then "
+    "redis.call('lpush', KEYS[2], ARGV[1]) return 1 end return 0"
+)
+
+
+def requeue_stranded(queue: Queue) -> None:
+    """A dequeue (BLMOVE) that timed out on a hung Redis may still run when Redis resumes: it
+    moves a job into RQ's intermediate list for a connection gone, where nobody starts it (RQ
+    fails such a job after minutes). Every queued job found there twice a second apart, never
+    started (a live worker starts its job within milliseconds), goes back to the queue's front."""
+
+    def stranded() -> set[str]:
+        ids = queue.intermediate_queue.get_job_ids()
+        return {i for i in ids if i not in queue.started_job_registry}
+
+    suspects = stranded()
+    if suspects:
+        time.sleep(1.0)
+    for job_id in sorted(suspects & stranded()):
+        job = queue.fetch_job(job_id)
+        if job is None or job.get_status() != JobStatus.QUEUED:
+            continue  # RQ's own clean-up handles it
+        if queue.connection.eval(_REQUEUE, 2, queue.intermediate_queue_key, queue.key, job_id):
+            log.warning("job %s: dequeued for a connection lost to a hung Redis; requeued", job_id)
+
+
+def _connected_worker(
+    settings: TrainerSettings, name: str | None, stop_asked: Callable[[], bool]
+) -> TrainingWorker:
+    """`build_worker` (which talks to Redis) once Redis answers, trying again every 0.5 s
+    backing off to 5 s while it does not; StopRequested when `stop_asked` meanwhile."""
+    delay = 0.5
+    while True:
+        if stop_asked():
+            raise StopRequested()
+        try:
+            return build_worker(settings, name=name)
+        except queueing.REDIS_ERRORS as exc:
+            log.warning("worker %s: Redis unreachable (%s); trying again", name or "", exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def add_worker_arguments(parser) -> None:
