@@ -213,7 +213,7 @@ def test_optunas_redis_client_has_the_settings_timeouts(redis_url, queue):
         {"REDIS_URL": f"{redis_url}?health_check_interval=7", "RQ_QUEUE": queue,
          "REDIS_SOCKET_TIMEOUT": "2.5"}
     )  # fmt: skip
-    client = storage(settings)._backend.read_logs.__self__._redis
+    client = storage(settings, "s1")._backend.read_logs.__self__._redis
     kwargs = client.connection_pool.connection_kwargs
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (2.5, 2.5)
     assert kwargs["health_check_interval"] == 7  # the URL's own options stay
