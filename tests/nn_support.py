@@ -8,6 +8,7 @@ import numpy as np
 
 from shared.nn.conv import Conv2D
 from shared.nn.layers import BatchNorm1d, Dense, Layer
+from shared.nn.losses import SoftmaxCrossEntropy
 from shared.nn.model import Sequential
 
 
@@ -52,6 +53,21 @@ def numeric_grad(f: Callable[[], float], arr: np.ndarray, eps: float = 1e-6) -> 
         arr[i] = old
         grad[i] = (up - down) / (2 * eps)
     return grad
+
+
+def check_network(model: Sequential, x: np.ndarray, y: np.ndarray) -> None:
+    """dL/dparams and dL/dx of a whole float64 network, loss included (label-smoothed softmax
+    cross-entropy), against central differences."""
+    loss_fn = SoftmaxCrossEntropy(label_smoothing=0.1)
+
+    def loss() -> float:
+        return loss_fn.forward(model.forward(x, training=True), y)
+
+    loss()
+    dx = model.backward(loss_fn.backward(), input_grad=True).copy()
+    analytic = model.grads.copy()
+    np.testing.assert_allclose(analytic, numeric_grad(loss, model.params), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-8)
 
 
 def check_layer(layer: Layer, x: np.ndarray, before_forward: Callable[[], None] = lambda: None):

@@ -21,7 +21,7 @@ from shared.nn.model import Sequential
 from shared.nn.pooling import MaxPool2D
 from shared.nn.reshape import Flatten, Reshape
 from shared.nn.training import TrainingSpec, fit
-from tests.nn_support import numeric_grad, randomise_trained_state
+from tests.nn_support import check_network, numeric_grad, randomise_trained_state
 
 F64 = np.float64
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -55,16 +55,7 @@ def test_small_cnn_gradient_end_to_end():
     rng = np.random.default_rng(1)
     x = rng.random((5, 100))
     y = rng.integers(0, 3, 5)
-    loss_fn = SoftmaxCrossEntropy(label_smoothing=0.1)
-
-    def loss() -> float:
-        return loss_fn.forward(model.forward(x, training=True), y)
-
-    loss()
-    dx = model.backward(loss_fn.backward(), input_grad=True).copy()
-    analytic = model.grads.copy()
-    np.testing.assert_allclose(analytic, numeric_grad(loss, model.params), rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-8)
+    check_network(model, x, y)
 
 
 def test_conv_pool_flatten_dense_gradient_without_batch_norm():
