@@ -661,6 +661,9 @@
       return;
     }
     const detail = await loadDetail(name);
+    // Another model was picked while this one loaded: the newer render owns the table (an older
+    // answer arriving last must not paint the wrong model's versions).
+    if ($("models-model").value !== name) return;
     if (!detail) {
       $("models-summary").textContent = `Could not load model ${name}.`;
       return;
