@@ -60,10 +60,16 @@ class DownloadCache:
                 held[2] += 1
                 return
             while True:  # until what is locked is what the path names (a pruner may race)
-                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
                 try:
+                    # A pruner renaming the folder away between mkdir's "exists" and its own
+                    # is-a-directory check makes mkdir raise FileExistsError: try again.
+                    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
                     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
                 except FileNotFoundError:
+                    continue
+                except FileExistsError:
+                    if folder.exists() and not folder.is_dir():
+                        raise  # a file where a version folder belongs: not a race
                     continue
                 fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a pruner removes it
                 if _same_file(folder, fd):
