@@ -190,10 +190,15 @@ def signal_at_random_instants(
         if leftover:
             problems.append(leftover)
         if problems:
+            lines = log.splitlines()
+            # A traceback is shown from its first line (the tail may not reach it), else the tail.
+            first = next((n for n, line in enumerate(lines) if "Traceback" in line), None)
+            shown = lines[max(0, first - 5) : first + 30] if first is not None else lines[-25:]
             failures.append(
                 f"try {i} ({sig.name} {instant:.2f} s after spawn, at {at}, {phase}): "
                 + "; ".join(problems)
-                + f"\n{tail(log_path, 25)}"
+                + "\n"
+                + "\n".join(shown)
             )
         outcomes[f"{phase}: {outcome}"] += 1
     times = (
