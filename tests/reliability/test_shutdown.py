@@ -9,10 +9,10 @@ CPU-bound process keeps the machine busy: a loaded machine is where the races sh
 race kept 3 in 20 workers up a full minute).
 
 A signal that lands before the process has installed its handler (the interpreter starting, the
-command line's imports) gets Python's default action, death by the signal (for SIGINT during the
-interpreter's own start-up: exit 1, "Fatal Python error"); that is accepted only before the
-process says its handler is in (its first output line; gunicorn's "Listening at"), i.e. before
-there is anything to clean up.
+command line's imports) gets Python's default action, death by the signal (for SIGINT outside
+the main module, e.g. during the interpreter's own start-up: exit 1 and "KeyboardInterrupt");
+that is accepted only before the process says its handler is in (its first output line;
+gunicorn's "Listening at"), i.e. before there is anything to clean up.
 """
 
 from __future__ import annotations
@@ -176,7 +176,10 @@ def signal_at_random_instants(
             outcome = "exit 0"
             exit_times.append(took)
         elif phase == "before its handler" and (
-            code == -sig or (code == 1 and "Fatal Python error" in log)  # SIGINT in site.py
+            # SIGINT's default is KeyboardInterrupt: exit -2 when it ends the main module, exit 1
+            # when it lands outside it (site.py's "Fatal Python error", or the interpreter's own
+            # start-up: just "KeyboardInterrupt").
+            code == -sig or (code == 1 and "KeyboardInterrupt" in log)
         ):
             outcome = "default action"
         else:
