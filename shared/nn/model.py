@@ -235,7 +235,8 @@ class Sequential:
         for layer in self.layers[:stop]:
             x = layer.forward(x, training=False)
         conv = self.layers[index]
-        filters = conv.W.transpose(3, 2, 0, 1).astype(np.float32)  # (k, k, C, O) -> (O, C, k, k)
+        # (k, k, C, O) -> (O, C, k, k); C order, as callers serialise them (orjson needs it)
+        filters = np.ascontiguousarray(conv.W.transpose(3, 2, 0, 1), dtype=np.float32)
         maps = np.ascontiguousarray(x, dtype=np.float32)
         return FirstConvolution(index, filters, maps)
 

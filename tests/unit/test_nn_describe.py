@@ -105,7 +105,7 @@ def test_first_convolution_is_what_its_activation_outputs():
     scale, shift = norm.inference_affine()
     want = np.maximum(y * scale[:, None, None] + shift[:, None, None], 0)
     assert seen.feature_maps.shape == (2, 3, 10, 10) and seen.feature_maps.dtype == np.float32
-    assert seen.feature_maps.flags.c_contiguous
+    assert seen.feature_maps.flags.c_contiguous and seen.filters.flags.c_contiguous
     np.testing.assert_allclose(seen.feature_maps, want, rtol=1e-4, atol=1e-5)
     assert (seen.feature_maps == 0).any() and (seen.feature_maps > 0).any()  # after the ReLU
 
