@@ -54,7 +54,7 @@ DESCRIPTION = (
     "integrated-gradients attributions per pixel; a convolutional version's first filters and "
     "feature maps. **V2**: the Open Inference Protocol (KServe "
     "V2) REST API, with the binary tensor extension. **Listings**: models, their versions "
-    "(status, metrics, aliases, live per-version and shadow figures), a version's manifest and "
+    "(status, metrics, network layers, aliases, live per-version and shadow figures), a version's manifest and "
     "its training report files. **Health**, readiness and Prometheus metrics; the web page and "
     "its static files; this OpenAPI document. New versions, pins, aliases, splits and shadows "
     "are picked up from the registry within a poll, no restart."
