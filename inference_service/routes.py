@@ -52,12 +52,12 @@ DESCRIPTION = (
     "shadow version compared unseen after the answer) or on a named version (a number, latest, "
     "default or an alias), from V1 JSON, .npy arrays or PNG/JPEG pictures. **Explanations**: "
     "integrated-gradients attributions per pixel; a convolutional version's first filters and "
-    "feature maps. **V2**: the Open Inference Protocol (KServe "
-    "V2) REST API, with the binary tensor extension. **Listings**: models, their versions "
-    "(status, metrics, network layers, aliases, live per-version and shadow figures), a version's manifest and "
-    "its training report files. **Health**, readiness and Prometheus metrics; the web page and "
-    "its static files; this OpenAPI document. New versions, pins, aliases, splits and shadows "
-    "are picked up from the registry within a poll, no restart."
+    "feature maps. **V2**: the Open Inference Protocol (KServe V2) REST API, with the binary "
+    "tensor extension. **Listings**: models, their versions (status, metrics, network layers, "
+    "aliases, live per-version and shadow figures), a version's manifest and its training "
+    "report files. **Health**, readiness and Prometheus metrics; the web page and its static "
+    "files; this OpenAPI document. New versions, pins, aliases, splits and shadows are picked "
+    "up from the registry within a poll, no restart."
 )
 
 
@@ -215,8 +215,10 @@ _FEATURES = _post(
     features.feature_maps, "/v1/models/{name}/versions/{ref}/feature-maps",
     f"What the first convolution sees: its filters and feature maps ({_ANY_VERSION})", False,
     description=_FEATURES_DESCRIPTION, content=PREDICT_CONTENT, examples=_PREDICT_EXAMPLES,
-    responses={200: Answer("Filters and feature maps",
-                           {"application/json": FeatureMapsResponse}, _VERSION_HEADER)},
+    responses={
+        200: Answer("Filters and feature maps", {"application/json": FeatureMapsResponse},
+                    _VERSION_HEADER),
+    },
 )  # fmt: skip
 
 # ---- the Flask views ------------------------------------------------------------------------------
@@ -295,7 +297,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     _get(
         "/v1/models/{name}", v1.get_model,
-        "Every version with metrics, config, aliases, status and whether it is loaded",
+        "Every version with metrics, config, network, aliases, status and whether it is loaded",
         responses={200: ServedModelDetail}, errors=REGISTRY_ERRORS, path_params=PATH_PARAMS,
     ),
     _get(
