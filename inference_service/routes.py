@@ -5,8 +5,8 @@ when a module is imported, and the view modules import neither this table nor th
 
 ``ROUTES`` is the document's order. A route's server is:
 
-* a Flask view (``health``, ``v1``, ``v2``, ``files``, ``explain``, ``pages``), added to the app
-  at its operation's path and method by the web kit's `add_views`;
+* a Flask view (``health``, ``v1``, ``v2``, ``files``, ``explain``, ``features``, ``pages``),
+  added to the app at its operation's path and method by the web kit's `add_views`;
 * a plain-WSGI handler (``PLAIN``: the four predict and infer routes of
   `inference_service.predict`), dispatched by path in front of Flask (`inference_service.front`)
   because they are the hot path;
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import shared
-from inference_service import explain, files, health, pages, predict, v1, v2
+from inference_service import explain, features, files, health, pages, predict, v1, v2
 from inference_service.decoders import MULTIPART, NPY_MEDIA_TYPE
 from inference_service.responses import MODEL_VERSION
 from inference_service.schemas import (
@@ -28,6 +28,7 @@ from inference_service.schemas import (
     PREDICT_JSON_DOC,
     ExplainQuery,
     ExplainResponse,
+    FeatureMapsResponse,
     Health,
     Manifest,
     PredictResponse,
@@ -50,12 +51,13 @@ DESCRIPTION = (
     "default route (the pinned or latest version, or a version of its traffic split, with a "
     "shadow version compared unseen after the answer) or on a named version (a number, latest, "
     "default or an alias), from V1 JSON, .npy arrays or PNG/JPEG pictures. **Explanations**: "
-    "integrated-gradients attributions per pixel. **V2**: the Open Inference Protocol (KServe "
-    "V2) REST API, with the binary tensor extension. **Listings**: models, their versions "
-    "(status, metrics, aliases, live per-version and shadow figures), a version's manifest and "
-    "its training report files. **Health**, readiness and Prometheus metrics; the web page and "
-    "its static files; this OpenAPI document. New versions, pins, aliases, splits and shadows "
-    "are picked up from the registry within a poll, no restart."
+    "integrated-gradients attributions per pixel; a convolutional version's first filters and "
+    "feature maps. **V2**: the Open Inference Protocol (KServe V2) REST API, with the binary "
+    "tensor extension. **Listings**: models, their versions (status, metrics, network layers, "
+    "aliases, live per-version and shadow figures), a version's manifest and its training "
+    "report files. **Health**, readiness and Prometheus metrics; the web page and its static "
+    "files; this OpenAPI document. New versions, pins, aliases, splits and shadows are picked "
+    "up from the registry within a poll, no restart."
 )
 
 
@@ -201,6 +203,24 @@ def _explain(path: str, which: str) -> Route:
     )  # fmt: skip
 
 
+# ---- feature maps -------------------------------------------------------------------------------
+
+_FEATURES_DESCRIPTION = (
+    "The first convolution's filters and, per image, its feature maps: its output once the "
+    "batch norm and activation after it are applied (what the draw page shows of a "
+    "convolutional version). Bodies as for predict, read the same way; at most "
+    "MAX_EXPLAIN_IMAGES images. 409 for a version without a convolution (a perceptron)."
+)
+_FEATURES = _post(
+    features.feature_maps, "/v1/models/{name}/versions/{ref}/feature-maps",
+    f"What the first convolution sees: its filters and feature maps ({_ANY_VERSION})", False,
+    description=_FEATURES_DESCRIPTION, content=PREDICT_CONTENT, examples=_PREDICT_EXAMPLES,
+    responses={
+        200: Answer("Filters and feature maps", {"application/json": FeatureMapsResponse},
+                    _VERSION_HEADER),
+    },
+)  # fmt: skip
+
 # ---- the Flask views ------------------------------------------------------------------------------
 
 
@@ -238,6 +258,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     _explain("/v1/models/{name}/explain", _DEFAULT),
     _explain("/v1/models/{name}/versions/{ref}/explain", _ANY_VERSION),
+    _FEATURES,
     _get(
         "/v1/models/{name}/versions/{ref}/report/{file_name}", files.report_file,
         "A file of the version's training report",
@@ -276,7 +297,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     _get(
         "/v1/models/{name}", v1.get_model,
-        "Every version with metrics, config, aliases, status and whether it is loaded",
+        "Every version with metrics, config, network, aliases, status and whether it is loaded",
         responses={200: ServedModelDetail}, errors=REGISTRY_ERRORS, path_params=PATH_PARAMS,
     ),
     _get(

@@ -174,6 +174,28 @@ class ExplainResponse(PredictResponse):
     )
 
 
+# ---- /v1 feature maps -------------------------------------------------------------------------
+
+
+class FeatureMapsResponse(BaseModel):
+    """What the first convolution sees: its filters and, per image, its feature maps."""
+
+    model: str
+    model_version: int
+    layer: int = Field(
+        description="The first conv2d's index among the version's layers (its entry in "
+        "GET /v1/models/{name} versions[].network)."
+    )
+    filters: list[list[list[list[float]]]] = Field(
+        description="[out channels, in channels, kernel, kernel]: its kernels."
+    )
+    feature_maps: list[list[list[list[float]]]] = Field(
+        description="[N, out channels, height, width]: its output for each image once the batch "
+        "norm and activation that follow it are applied, on exactly the pixels a predict "
+        "request with the same body predicts on."
+    )
+
+
 # ---- /v2 infer (Open Inference Protocol) ------------------------------------------------------
 
 
@@ -390,11 +412,30 @@ class ServedModelList(BaseModel):
     models: list[ServedModelSummary]
 
 
+class LayerView(BaseModel):
+    """One layer of a version's network, as the engine describes it (`Sequential.describe`)."""
+
+    kind: str = Field(description="conv2d, maxpool2d, dense, relu, dropout, flatten, ...")
+    output_shape: list[int] = Field(
+        description="Per image: [features], or [channels, height, width]."
+    )
+    params: int = Field(description="Trainable values.")
+    settings: dict[str, Any] = Field(
+        description="The layer's settings in the model file's spec (kernel_size, stride, "
+        "padding, out_features, p, ...)."
+    )
+
+
 class ServedVersion(VersionSummary):
     """A version as the registry lists it (``broken`` also when this worker could not load it),
-    plus whether this worker has it loaded."""
+    plus whether this worker has it loaded and its network."""
 
     loaded: bool = Field(description="Loaded in this worker.")
+    network: list[LayerView] | None = Field(
+        description="Its layers in order with their output shapes and parameter counts, as the "
+        "engine builds them from the version's training config (null: no config a trainer "
+        "wrote)."
+    )
 
 
 class ServedModelDetail(ModelDetail):

@@ -20,7 +20,8 @@ class Settings(ServiceSettings):
     model_cache_size: int = Field(4, ge=1, le=10_000)
     #: Images per request (JSON instances, V2 batch, uploaded files); more is a 413.
     max_batch_images: int = Field(1024, ge=1, le=10_000_000)
-    #: Images per explain request (each costs ~steps forward and backward passes); more is a 413.
+    #: Images per explain request (each costs ~steps forward and backward passes), and per feature
+    #: maps request (each answers channels x height x width numbers); more is a 413.
     max_explain_images: int = Field(16, ge=1, le=10_000)
     #: Request bodies larger than this are a 413.
     max_content_length: int = Field(16 * 1024 * 1024, ge=1024, le=2**40)

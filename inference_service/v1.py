@@ -3,6 +3,10 @@ all are listed in `inference_service.routes`)."""
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+import orjson
 from flask import Response
 from pydantic import ValidationError
 
@@ -15,10 +19,13 @@ from inference_service.schemas import (
     ServedVersion,
 )
 from inference_service.state import service
+from shared.config import TrainConfig
 from shared.registry import BrokenVersionError, aliases_by_version, model_detail, model_summaries
 
 #: History entries a model's detail shows (the newest): what the page lists.
 HISTORY_SHOWN = 50
+#: Networks described per worker (distinct training configs: a version's never changes).
+NETWORKS_KEPT = 256
 
 # ---- listing --------------------------------------------------------------------------------
 
@@ -40,7 +47,10 @@ def get_model(name: str) -> Response:
         fields = row.model_dump()
         if row.status == "ok" and (reason := loaded.broken_reason(name, row.version)):
             fields.update(status="broken", error=reason)  # verifies, but this worker cannot load it
-        versions.append(ServedVersion(**fields, loaded=loaded.is_loaded(name, row.version)))
+        network = None if row.config is None else _network(orjson.dumps(row.config))
+        versions.append(
+            ServedVersion(**fields, loaded=loaded.is_loaded(name, row.version), network=network)
+        )
     # The split and shadow as this worker serves them, once its scan has seen them.
     rollout = {key: v for key, v in st.cache.rollout(name).items() if v is not None}
     served = ServedModelDetail(
@@ -50,6 +60,17 @@ def get_model(name: str) -> Response:
         versions=versions,
     )
     return answer(served)
+
+
+@functools.lru_cache(maxsize=NETWORKS_KEPT)
+def _network(config_json: bytes) -> list[dict[str, Any]] | None:
+    """A version's layers (`Sequential.describe`) from its training config, the network the
+    trainer built from it; None for a config no trainer wrote. Cached by the config's JSON: the
+    build (random weights) costs milliseconds, a listing is asked for every few seconds."""
+    try:
+        return TrainConfig.model_validate_json(config_json).build_model().describe()
+    except (ValidationError, ValueError):
+        return None
 
 
 def get_version(name: str, ref: str) -> Response:

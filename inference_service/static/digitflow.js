@@ -359,6 +359,7 @@
     $("confidence").textContent = "";
     showPreview(null);
     showHeatmap(null);
+    hideConvolution();
     $("draw-error").hidden = true;
   }
 
@@ -417,6 +418,7 @@
         // Explain the very version that answered (a new default may land in between).
         const answered = String(res.body.model_version);
         explainLater({ model, version: answered, instance, predicted: res.body.predictions[0] });
+        convolutionLater({ model, version: answered, instance });
       } else {
         $("draw-error").textContent = `Prediction failed: ${errorText(res, "error")}`;
         $("draw-error").hidden = false;
@@ -494,6 +496,122 @@
     if (explainInput) explainLater(explainInput);
   });
 
+  // ---- the first convolution of a convolutional version: its filters as small pictures and
+  // their feature maps of the drawing (POST .../feature-maps: the very pixels predict got), after
+  // each prediction. Hidden for a perceptron (its listed network has no conv2d, or a 409). One
+  // request in flight; only the newest drawing's answer is painted.
+  let convInput = null; // {model, version, instance} of the newest prediction
+  let convBusy = false;
+  let convAgain = false;
+  let convPaints = 0;
+
+  /** Whether a version has a convolution, by its network in the listing (null: not listed). */
+  function hasConvolution(model, version) {
+    const detail = registry.details.get(model);
+    const row = detail && detail.versions.find((v) => String(v.version) === String(version));
+    if (!row || !row.network) return null;
+    return row.network.some((layer) => layer.kind === "conv2d");
+  }
+
+  function hideConvolution() {
+    convInput = null;
+    $("conv-panel").hidden = true;
+  }
+
+  function convolutionLater(input) {
+    if (hasConvolution(input.model, input.version) === false) {
+      hideConvolution();
+      return;
+    }
+    convInput = input;
+    if (convBusy) convAgain = true;
+    else runConvolution();
+  }
+
+  async function runConvolution() {
+    const input = convInput;
+    if (!input || !strokes.length) return;
+    convBusy = true;
+    const res = await request(
+      `/v1/models/${enc(input.model)}/versions/${enc(input.version)}/feature-maps`,
+      {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ instances: [input.instance], scale: "unit" }),
+      },
+    );
+    convBusy = false;
+    if (convAgain) {
+      convAgain = false;
+      runConvolution(); // a newer drawing is waiting: this answer is stale
+      return;
+    }
+    if (input !== convInput || !strokes.length) return;
+    if (res.ok) showConvolution(res.body);
+    else hideConvolution(); // 409: no convolution (a perceptron); otherwise nothing to show
+  }
+
+  /** `count` canvases of width x height in `box`, reused while their number and size hold. */
+  function canvases(box, count, width, height, label) {
+    const kept = [...box.querySelectorAll("canvas")];
+    if (kept.length === count && kept.every((c) => c.width === width && c.height === height)) {
+      return kept;
+    }
+    const made = Array.from({ length: count }, (_, i) =>
+      el("canvas", { width: String(width), height: String(height), "aria-label": label(i) }),
+    );
+    box.replaceChildren(...made);
+    return made;
+  }
+
+  /** Paint a height x width grid of values with colour(value) → [r, g, b]. */
+  function paintGrid(canvas, rows, colour) {
+    const ctx = canvas.getContext("2d");
+    const image = ctx.createImageData(canvas.width, canvas.height);
+    rows.forEach((row, y) =>
+      row.forEach((v, x) => image.data.set([...colour(v), 255], (y * canvas.width + x) * 4)),
+    );
+    ctx.putImageData(image, 0, 0);
+  }
+
+  function showConvolution(body) {
+    const filters = body.filters; // [out channels][in channels][k][k]
+    const maps = body.feature_maps[0]; // [out channels][height][width]
+    const k = filters[0][0].length;
+    // A filter's picture: its weights averaged over input channels (a digit has one).
+    const kernels = filters.map((f) =>
+      f[0].map((row, y) => row.map((_, x) => f.reduce((s, c) => s + c[y][x], 0) / f.length)),
+    );
+    let wPeak = 0;
+    for (const v of kernels.flat(2)) wPeak = Math.max(wPeak, Math.abs(v));
+    let mPeak = 0;
+    for (const v of maps.flat(2)) mPeak = Math.max(mPeak, Math.abs(v));
+    const filterBoxes = canvases($("conv-filters"), kernels.length, k, k, (i) => `filter ${i + 1}`);
+    kernels.forEach((kernel, i) =>
+      paintGrid(filterBoxes[i], kernel, (v) => {
+        const s = wPeak > 0 ? Math.abs(v) / wPeak : 0;
+        const fade = Math.round(255 * (1 - s));
+        return v >= 0 ? [255, fade, fade] : [fade, fade, 255];
+      }),
+    );
+    const [h, w] = [maps[0].length, maps[0][0].length];
+    const mapBoxes = canvases($("conv-maps"), maps.length, w, h, (i) => `feature map ${i + 1}`);
+    maps.forEach((map, i) =>
+      paintGrid(mapBoxes[i], map, (v) => {
+        const g = mPeak > 0 ? Math.round((255 * Math.abs(v)) / mPeak) : 0;
+        return [g, g, g];
+      }),
+    );
+    const panel = $("conv-panel");
+    $("conv-caption").textContent =
+      `${body.model} v${body.model_version}, layer ${body.layer}: ${kernels.length} filters of ` +
+      `${k}×${k}, each giving a ${h}×${w} map of where its pattern is in the 28×28 input ` +
+      "(after the layer's activation; one brightness scale for all maps).";
+    panel.dataset.version = String(body.model_version);
+    panel.dataset.paints = String(++convPaints);
+    panel.hidden = false;
+  }
+
   async function fillVersionSelect() {
     const name = $("draw-model").value;
     const select = $("draw-version");
@@ -532,10 +650,12 @@
   }
 
   $("draw-model").addEventListener("change", async () => {
+    hideConvolution();
     await fillVersionSelect();
     if (strokes.length) predictSoon(0);
   });
   $("draw-version").addEventListener("change", () => {
+    hideConvolution();
     if (strokes.length) predictSoon(0);
   });
 
@@ -545,13 +665,79 @@
 
   // ============================================================== models view
 
-  function networkText(config) {
+  /** The settings of a version's network the drawing does not show (all of it without one). */
+  function networkText(config, drawn = false) {
     if (!config) return "–";
-    const parts = [`${(config.hidden_layers || []).join("-")} ${config.activation || ""}`];
+    const layers = drawn || !config.hidden_layers ? "" : `${config.hidden_layers.join("-")} `;
+    const parts = [`${layers}${config.activation || ""}`];
     if (config.batch_norm) parts.push("batch norm");
     if (config.input_dropout) parts.push(`input dropout ${config.input_dropout}`);
     if (config.dropout) parts.push(`dropout ${config.dropout}`);
     return parts.join(", ");
+  }
+
+  /** A layer's name and settings, short: "conv 32 5×5", "pool 2", "dense 128", "dropout 0.3". */
+  function layerLabel(layer) {
+    const s = layer.settings || {};
+    switch (layer.kind) {
+      case "conv2d":
+        return `conv ${s.out_channels} ${s.kernel_size}×${s.kernel_size}` +
+          (s.stride > 1 ? ` stride ${s.stride}` : "") + (s.padding === "same" ? " same" : "");
+      case "maxpool2d":
+        return `pool ${s.size}` + (s.stride !== s.size ? ` stride ${s.stride}` : "");
+      case "dense":
+        return `dense ${s.out_features}`;
+      case "dropout":
+        return `dropout ${s.p}`;
+      case "batchnorm1d":
+      case "batchnorm2d":
+        return "batch norm";
+      case "leaky_relu":
+        return "leaky relu";
+      default:
+        return layer.kind;
+    }
+  }
+
+  /** A version's network drawn as its layers (GET /v1/models/<name> versions[].network): one
+   * block per layer, its height growing with the values it outputs per image (log scale), with
+   * its name, output shape and parameter count; then the total. */
+  function networkDrawing(row) {
+    const layers = row.network;
+    if (!layers) return networkText(row.config);
+    const total = layers.reduce((sum, layer) => sum + layer.params, 0);
+    const number = (n) => Number(n).toLocaleString("en-US");
+    const blocks = layers.map((layer) => {
+      const size = layer.output_shape.reduce((a, b) => a * b, 1);
+      const shape = layer.output_shape.join("×");
+      const block = el("span", { class: "layer-block" });
+      block.style.height = `${Math.round(6 + 5 * Math.log2(size + 1))}px`; // CSSOM: the CSP allows it
+      return el(
+        "li",
+        {
+          class: `layer kind-${layer.kind}`,
+          "data-kind": layer.kind,
+          "data-shape": shape,
+          "data-params": String(layer.params),
+          title: `${layerLabel(layer)}: output ${shape}, ${number(layer.params)} parameters`,
+        },
+        block,
+        el("span", { class: "layer-name", text: layerLabel(layer) }),
+        el("span", { class: "layer-shape", text: shape }),
+        el("span", { class: "layer-params", text: layer.params ? number(layer.params) : "" }),
+      );
+    });
+    return el(
+      "figure",
+      { class: "network" },
+      el("ol", { "aria-label": `Layers of version ${row.version}: output shape and parameters` }, blocks),
+      el(
+        "figcaption",
+        {},
+        el("span", { class: "network-total", "data-params": String(total), text: `${number(total)} parameters` }),
+        ` · ${networkText(row.config, true)}`,
+      ),
+    );
   }
 
   function trainingText(config) {
@@ -717,7 +903,7 @@
           trafficCell(row, traffic),
           el("td", { class: "num" }, pct(metrics.test_accuracy)),
           el("td", { class: "num" }, num(metrics.test_loss)),
-          el("td", {}, networkText(row.config)),
+          el("td", { class: "network-cell" }, networkDrawing(row)),
           el("td", {}, trainingText(row.config)),
           el("td", {}, el("time", { datetime: row.created_at || "" }, when(row.created_at))),
           el(

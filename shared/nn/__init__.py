@@ -10,7 +10,9 @@
 - optimizers.py   SGD, Momentum, Nesterov, RMSprop, Adam, AdamW over one flat parameter vector
 - schedules.py    constant, step, cosine, linear warm-up: lr(epoch, step)
 - data.py         BatchIterator: shuffled mini-batches into reused buffers
-- model.py        Sequential (spec()/state()/from_spec(), per-sample shape checks), build_mlp
+- model.py        Sequential (spec()/state()/from_spec(), per-sample shape checks, describe():
+                  each layer's output shape and parameters, first_convolution(): its filters
+                  and feature maps), build_mlp, build_network
 - inference.py    InferencePlan: THE inference-mode forward pass (folded), used by every prediction
 - training.py     TrainingSpec; train(model, x, y, epochs, batches, loss, optimizer, schedule,
                   augment, callbacks): the step loop; fit(model, x, y, spec) builds those

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +38,19 @@ LAYER_TYPES: dict[str, type[Layer]] = {
 }
 
 _MODEL_STREAM_TAG = 0x4D4F44454C  # "MODEL"
+_ACTIVATION_TYPES = tuple(ACTIVATIONS.values())
+
+
+class FirstConvolution(NamedTuple):
+    """What a model's first Conv2D sees (`Sequential.first_convolution`)."""
+
+    #: Its index in `Sequential.layers` (and in `describe()`).
+    layer: int
+    #: Its kernels, float32 [out channels, in channels, k, k].
+    filters: np.ndarray
+    #: Its output after the batch norm and activation that follow it, float32 [N, out channels,
+    #: height, width].
+    feature_maps: np.ndarray
 
 
 class Sequential:
@@ -188,6 +201,44 @@ class Sequential:
         that predict repeatedly with fixed weights (the inference service) keep the plan instead.
         """
         return InferencePlan(self).predict_proba(x)
+
+    # -- inspection --------------------------------------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        """Each layer in order: ``{"kind", "output_shape", "params", "settings"}`` — its spec
+        type, the per-sample shape it outputs ((features,) or (channels, height, width)), its
+        trainable values (they add up to `n_params`) and its spec settings (kernel size, units,
+        drop probability, ...). What the web page draws of a network."""
+        shape: tuple[int, ...] = (self.input_size,)
+        layers = []
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            params = sum(int(getattr(layer, name).size) for name in layer.trainable)
+            layers.append(
+                {"kind": layer.kind, "output_shape": list(shape), "params": params,
+                 "settings": layer.config()}
+            )  # fmt: skip
+        return layers
+
+    def first_convolution(self, x: np.ndarray) -> FirstConvolution | None:
+        """What the first Conv2D sees of x, float32 [N, input_size] in [0, 1]: its filters and
+        its feature maps (its output once the batch norm and activation after it are applied),
+        computed by the layers up to that activation in inference mode (dropout off, batch norm
+        on running statistics; fresh arrays, so thread-safe). None when there is no Conv2D."""
+        index = next((i for i, layer in enumerate(self.layers) if isinstance(layer, Conv2D)), None)
+        if index is None:
+            return None
+        stop = index + 1
+        while stop < len(self.layers) and isinstance(self.layers[stop], BatchNorm2d):
+            stop += 1
+        if stop < len(self.layers) and isinstance(self.layers[stop], _ACTIVATION_TYPES):
+            stop += 1
+        for layer in self.layers[:stop]:
+            x = layer.forward(x, training=False)
+        conv = self.layers[index]
+        # (k, k, C, O) -> (O, C, k, k); C order, as callers serialise them (orjson needs it)
+        filters = np.ascontiguousarray(conv.W.transpose(3, 2, 0, 1), dtype=np.float32)
+        maps = np.ascontiguousarray(x, dtype=np.float32)
+        return FirstConvolution(index, filters, maps)
 
     # -- serialisation -----------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:

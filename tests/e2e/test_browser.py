@@ -30,13 +30,14 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
 from shared.config import TrainConfig
 from shared.datasets import load_dataset
 from shared.manifest import Manifest
-from shared.modelfile import save_model
+from shared.modelfile import load_model, save_model
 from shared.pipeline import run_training
 from shared.registry import Registry
 from shared.reports import FIGURE_PIXELS
@@ -407,6 +408,125 @@ def test_models_view_lists_versions_opens_a_report_and_compares(page, site) -> N
         "() => { const imgs = [...document.querySelectorAll('#compare-body img')];"
         " return imgs.length === 4 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
     )
+
+
+#: A small convolutional network trained for the first-convolution tests (seconds).
+CNN_MODEL = "browser-cnn"
+CNN = {"model": CNN_MODEL, "network": [{"conv": 6, "kernel": 5}, {"pool": 2}, {"dense": 32}],
+       "epochs": 1, "train_limit": 3000, "augment": False, "seed": 3}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cnn(site, mnist_dir):
+    """Model browser-cnn version 1 (its own name: the other tests' models are left as they are),
+    and the layers the engine describes for it."""
+    registry = site["registry"]
+    if CNN_MODEL not in registry.model_names():
+        assert _publish(registry, load_dataset("mnist", mnist_dir), CNN) == 1
+    return load_model(registry.weights_path(CNN_MODEL, 1)).model.describe()
+
+
+def test_models_view_draws_each_versions_network(page, site, cnn) -> None:
+    """The CNN version's network drawn as its layers, each with the output shape and parameter
+    count the engine gives (and the blocks' heights growing with the values a layer outputs); a
+    perceptron's too."""
+    _open(page, site, "models")
+    page.select_option("#models-model", CNN_MODEL)
+    layers = "#versions-table tr[data-version='1'] .network li"
+    page.wait_for_selector(layers + "[data-kind='conv2d']")
+    drawn = page.eval_on_selector_all(
+        layers,
+        "items => items.map(li => [li.dataset.kind, li.dataset.shape, Number(li.dataset.params),"
+        " li.querySelector('.layer-block').getBoundingClientRect().height])",
+    )
+    want = [(e["kind"], "×".join(map(str, e["output_shape"])), e["params"]) for e in cnn]
+    assert [tuple(d[:3]) for d in drawn] == want
+    kinds = [d[0] for d in drawn]
+    conv, pool, dense = (drawn[kinds.index(k)] for k in ("conv2d", "maxpool2d", "dense"))
+    assert conv[1:3] == ["6×24×24", 5 * 5 * 6 + 6] and pool[1:3] == ["6×12×12", 0]
+    assert dense[1:3] == ["32", 6 * 12 * 12 * 32 + 32]
+    assert conv[3] > pool[3] > dense[3] > 0, "the blocks are not drawn by size"
+    row = page.locator("#versions-table tr[data-version='1']")
+    assert "conv 6 5×5" in row.inner_text() and "pool 2" in row.inner_text()
+    total = sum(e["params"] for e in cnn)
+    assert row.locator(".network-total").get_attribute("data-params") == str(total)
+    # A perceptron (mnist v2: 784-128-10) is drawn the same way.
+    page.select_option("#models-model", "mnist")
+    mlp = "#versions-table tr[data-version='2'] .network li[data-kind='dense']"
+    page.wait_for_selector(mlp)
+    dense = page.eval_on_selector_all(mlp, "items => items.map(li => li.dataset.params)")
+    assert dense == [str(784 * 128 + 128), str(128 * 10 + 10)]
+
+
+def _canvases(page, selector: str) -> list[list[int]]:
+    """Each canvas's RGBA pixels."""
+    return page.eval_on_selector_all(
+        selector,
+        "cs => cs.map(c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height)"
+        ".data))",
+    )
+
+
+def _settled(page) -> int:
+    """The first-convolution panel once its paints stop (the drawing's last answer is in)."""
+    paints, since = None, time.monotonic()
+    while time.monotonic() - since < 0.8:
+        now = page.get_attribute("#conv-panel", "data-paints")
+        if now != paints:
+            paints, since = now, time.monotonic()
+        time.sleep(0.1)
+    return int(paints)
+
+
+def test_draw_view_shows_what_the_first_convolution_sees(page, site, cnn) -> None:
+    """A CNN version: its filters and their feature maps of the drawing, painted from the very
+    numbers the service answered, and the maps change as the digit does (the filters do not);
+    hidden for a perceptron, which is never asked."""
+    answers = []
+    page.on("response", lambda r: answers.append(r) if r.url.endswith("/feature-maps") else None)
+    _open(page, site)
+    page.select_option("#draw-model", CNN_MODEL)
+    page.wait_for_selector("#draw-version option[value='1']", state="attached")
+    _draw(page, STROKES["1"])
+    page.wait_for_selector("#conv-panel:not([hidden])")
+    first = _settled(page)
+    assert page.get_attribute("#conv-panel", "data-version") == "1"
+    sizes = "cs => cs.map(c => [c.width, c.height])"
+    assert page.eval_on_selector_all("#conv-filters canvas", sizes) == [[5, 5]] * 6
+    assert page.eval_on_selector_all("#conv-maps canvas", sizes) == [[24, 24]] * 6
+    filters, maps = _canvases(page, "#conv-filters canvas"), _canvases(page, "#conv-maps canvas")
+    # The painted maps are the service's numbers: grey = |value| / the largest value.
+    body = answers[-1].json()
+    values = np.array(body["feature_maps"][0])
+    grey = np.floor(255 * np.abs(values) / np.abs(values).max() + 0.5)
+    shown = np.array(maps).reshape(6, 24, 24, 4)
+    assert np.abs(shown[..., 0] - grey).max() <= 1
+    assert (shown[..., 0] > 0).sum() > 50, "the maps are blank"
+    weights, rgba = np.array(body["filters"])[:, 0], np.array(filters).reshape(6, 5, 5, 4)
+    assert (rgba[..., 0][weights > 0] == 255).all() and (rgba[..., 2][weights < 0] == 255).all()
+    assert (rgba[..., :3] < 128).any(), "the filters are blank"  # red for +, blue for -
+
+    _draw(page, [[(0.25, 0.2), (0.5, 0.15)]])  # more ink: a flag on the 1
+    second = _settled(page)
+    assert second > first
+    more = _canvases(page, "#conv-maps canvas")
+    assert more != maps, "more ink, the same feature maps"
+    assert _canvases(page, "#conv-filters canvas") == filters  # the filters are the model's
+    page.click("#clear")
+    assert page.locator("#conv-panel").is_hidden()
+    _draw(page, STROKES["0"])
+    page.wait_for_selector("#conv-panel:not([hidden])")
+    _settled(page)
+    zero = _canvases(page, "#conv-maps canvas")
+    assert zero != maps and zero != more, "another digit, the same feature maps"
+
+    # A perceptron: the panel goes, and no feature maps are asked for.
+    asked = len(answers)
+    page.select_option("#draw-model", "mnist")
+    _wait_prediction(page, "0", "2")
+    time.sleep(0.5)
+    assert page.locator("#conv-panel").is_hidden()
+    assert len(answers) == asked
 
 
 def test_training_view_starts_a_job_watches_it_and_stops_another(page, site) -> None:

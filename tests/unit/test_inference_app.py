@@ -186,7 +186,7 @@ def test_listing_and_manifest(inference_client, registry, tmp_path) -> None:
     detail = inference_client.get("/v1/models/digits").get_json()
     ModelDetail.model_validate(detail)  # the registry's shape (the trainer's too)...
     assert set(detail) == set(ModelDetail.model_fields) | {"serving_version", "live"}  # ...plus
-    assert set(detail["versions"][0]) == set(VersionSummary.model_fields) | {"loaded"}
+    assert set(detail["versions"][0]) == set(VersionSummary.model_fields) | {"loaded", "network"}
     assert detail["default_version"] == 1 and detail["latest_version"] == 2
     v1, v2 = detail["versions"]
     assert v1["version"] == 1 and v1["default"] and v1["pinned"] and v1["loaded"]

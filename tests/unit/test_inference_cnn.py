@@ -2,7 +2,8 @@
 temporary registry): v1 `instances` (784 values or 28 rows), `.npy`, V2 JSON and binary with
 shapes [N, 784], [N, 28, 28] and [N, 1, 28, 28] (the channel axis, accepted for every 784-pixel
 model), pictures; the V2 metadata names the shape its layers take; explanations run through the
-convolutions and pass the completeness check."""
+convolutions and pass the completeness check; the feature maps route answers the first
+convolution's filters and maps (409 for a perceptron); the listing gives each version's layers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import io
 import numpy as np
 import pytest
 
+from shared.config import TrainConfig
+from shared.modelfile import load_model, save_model
 from shared.preprocess import picture_to_mnist
 from tests.service_support import (
     TINY_CNN,
@@ -116,3 +119,66 @@ def test_explanations_run_through_the_convolutions(registry, tmp_path, inference
                                  data=_npy(BATCH.astype(np.uint8).reshape(3, 1, 28, 28)),
                                  content_type="application/x-npy")  # fmt: skip
     assert resp.status_code == 200 and resp.get_json()["target"] == body["predictions"]
+
+
+FEATURES = "/v1/models/digits/versions/1/feature-maps"
+
+
+def test_feature_maps_are_what_the_first_convolution_sees(served, registry):
+    """A CNN version answers its first conv's filters and its maps of the very pixels predict
+    reads (JSON instances, a picture through the MNIST preprocessing); a perceptron a 409."""
+    client, _, kind = served
+    resp = post_json(client, FEATURES, {"instances": BATCH[:2].tolist()})
+    if kind == "mlp":
+        assert resp.status_code == 409 and error_of(resp)["code"] == "no_convolution"
+        return
+    assert resp.status_code == 200, resp.data[:300]
+    assert resp.headers["X-Model-Version"] == "1"
+    body = resp.get_json()
+    model = load_model(registry.weights_path("digits", 1)).model
+    want = model.first_convolution((BATCH[:2] / 255).astype(np.float32))
+    assert body["layer"] == want.layer == 2  # standardize, reshape, conv2d
+    assert np.array(body["filters"]).shape == (4, 1, 5, 5)
+    np.testing.assert_allclose(body["filters"], want.filters, rtol=1e-6)
+    assert np.array(body["feature_maps"]).shape == (2, 4, 24, 24)  # TINY_CNN: conv 4, kernel 5
+    np.testing.assert_allclose(body["feature_maps"], want.feature_maps, rtol=1e-5, atol=1e-6)
+    assert min(np.ravel(body["feature_maps"])) == 0.0  # after the ReLU
+    png = digit_picture("PNG")
+    resp = client.post(FEATURES, data=png, content_type="image/png")
+    assert resp.status_code == 200
+    pixels = picture_to_mnist(png)[None, :]
+    maps = model.first_convolution(pixels).feature_maps
+    np.testing.assert_allclose(resp.get_json()["feature_maps"], maps, rtol=1e-5, atol=1e-6)
+
+
+def test_feature_maps_refuse_what_predict_refuses(served, inference_app):
+    client, _, _ = served
+    limit = inference_app.extensions["digitflow"].settings.max_explain_images
+    resp = post_json(client, FEATURES, {"instances": [[0] * 784] * (limit + 1)})
+    assert resp.status_code == 413 and error_of(resp)["field"] == "instances"
+    resp = post_json(client, FEATURES, {"instances": [[0] * 783]})
+    assert resp.status_code == 400 and error_of(resp)["field"] == "instances[0]"
+    resp = post_json(
+        client, "/v1/models/digits/versions/9/feature-maps", {"instances": [[0] * 784]}
+    )
+    assert resp.status_code == 404
+
+
+def test_the_listing_draws_each_versions_network(served, registry, tmp_path):
+    """GET /v1/models/<name>: each version's layers with output shapes and parameter counts, the
+    engine's description of the network its config builds; null for a hand-published version."""
+    client, _, kind = served
+    path = tmp_path / "by-hand.npz"
+    save_model(path, TrainConfig(hidden_layers=[8]).build_model())
+    assert registry.publish("digits", path, {"metrics": {}}) == 2
+    rows = {row["version"]: row for row in client.get("/v1/models/digits").get_json()["versions"]}
+    assert rows[2]["network"] is None
+    network = rows[1]["network"]
+    model = load_model(registry.weights_path("digits", 1)).model
+    assert network == model.describe()
+    first = [(layer["kind"], layer["output_shape"], layer["params"]) for layer in network[:4]]
+    if kind == "cnn":
+        assert first[2:] == [("conv2d", [4, 24, 24], 5 * 5 * 4 + 4), ("relu", [4, 24, 24], 0)]
+    else:
+        assert first[1:3] == [("dense", [16], 784 * 16 + 16), ("relu", [16], 0)]
+    assert sum(layer["params"] for layer in network) == model.n_params

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from inference_service import routes
 from shared.web.openapi import Answer, Operation
-from tests.service_support import publish
+from tests.service_support import TINY_CNN, publish
 
 
 def test_the_cli_prints_the_served_document_without_importing_the_app(inference_client) -> None:
@@ -67,13 +67,13 @@ def test_every_json_answer_is_what_its_model_documents(make_inference_app, regis
     validated by the model and dumped again (the fields sent, no others), is the body sent. A key
     the model does not declare, a value of another type (a number where it promises a string) or
     a missing required field fails here — schemathesis's response check (tests/reliability) lets
-    undeclared keys through, as the document allows them. The predict, infer and explain routes
-    are called with the document's own examples; every (route, status) documented with a model is
+    undeclared keys through, as the document allows them. The predict, infer, explain and feature
+    maps routes are called with the document's own examples (version 1 is convolutional); every (route, status) documented with a model is
     answered at least once (503: the readiness routes on an empty registry)."""
     checked = set()
     for published in (False, True):
         if published:
-            publish(registry, tmp_path, seed=1)
+            publish(registry, tmp_path, seed=1, network=TINY_CNN)  # a version with feature maps
             publish(registry, tmp_path, seed=2)
         client = make_inference_app().test_client()
         for route in routes.ROUTES:

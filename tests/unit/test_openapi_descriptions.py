@@ -25,6 +25,7 @@ TRAINER_GROUPS = {
 INFERENCE_GROUPS = {
     "predict": "predictions",
     "explain": "explanations",
+    "feature-maps": "first filters and feature maps",
     "v2": "Open Inference Protocol (KServe V2)",
     "models": "listings: models",
     "versions": "a version's manifest",
