@@ -58,14 +58,11 @@ _FORK_GUARD = threading.Lock()
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class StartupStopped(BaseException):
-    """SIGTERM/SIGINT while the worker starts (see `_stop_while_starting`). A BaseException, as
-    KeyboardInterrupt is: the signal lands anywhere, in library code too, and an `except
-    Exception` there (optional imports often have one) must not swallow it."""
-
-
-#: Set with the raise: `TrainingWorker.bootstrap` still stops if StartupStopped was swallowed.
+#: A stop signal arrived once the start-up could no longer simply exit (see
+#: `_stop_while_starting`): `TrainingWorker.bootstrap` acts on it.
 _STARTUP_STOP = threading.Event()
+#: Set just before the reconcile thread starts: from then on a start-up stop is recorded.
+_THREADS_STARTED = threading.Event()
 
 
 def configure_blas_threads() -> int:
@@ -126,7 +123,7 @@ class TrainingWorker(Worker):
         registration and the pubsub thread behind. `_install_signal_handlers` acts on it."""
         for signum in _STOP_SIGNALS:
             signal.signal(signum, self._record_stop_request)
-        if _STARTUP_STOP.is_set():  # StartupStopped was swallowed (a bare `except:`, a __del__)
+        if _STARTUP_STOP.is_set():  # a stop signal after the reconcile thread started
             self._shutdown_requested_date = now()
         super().bootstrap(*args, **kwargs)
 
@@ -299,8 +296,8 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
         configure_logging(settings.log_level)
         log.info("training worker starting (pid %d); SIGTERM/SIGINT stop it", os.getpid())
         warm_up(settings)
-        freeze_loaded_heap()  # before forking work horses; also a quick exit on SIGTERM
-        worker = _connected_worker(settings, name, lambda: False)  # signals raise StartupStopped
+        freeze_loaded_heap()  # before forking work horses
+        worker = _connected_worker(settings, name, lambda: False)  # a signal exits here
         log.info(
             "training worker %s on queue %s (BLAS threads %d, heartbeat %ds + %ds grace)",
             worker.name,
@@ -309,9 +306,10 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
             worker.job_monitoring_interval,
             worker.heartbeat_grace,
         )
+        _THREADS_STARTED.set()
         reconciler.start()
         return _work(worker, settings, burst=burst)
-    except (StartupStopped, StopRequested):
+    except StopRequested:
         log.info("stop requested; exiting")
         return False
     finally:
@@ -322,14 +320,21 @@ def run_worker(settings: TrainerSettings, *, burst: bool = False, name: str | No
 
 def _stop_while_starting(signum: int, frame) -> None:
     """SIGTERM/SIGINT before RQ's work loop takes over (imports, dataset preload, connecting).
-    Python's defaults would kill the process outright (SIGTERM) or raise KeyboardInterrupt; this
-    unwinds the start-up with StartupStopped instead, which run_worker turns into a clean return
-    (exit 0). Nothing is registered in Redis yet: `TrainingWorker.bootstrap` replaces this
-    handler before it registers. A second signal meanwhile gets the default action (cold stop)."""
-    for each in _STOP_SIGNALS:
-        signal.signal(each, signal.SIG_DFL)
+    Python's defaults would kill the process outright (SIGTERM) or raise KeyboardInterrupt. Until
+    the reconcile thread starts, the process has nothing to finish or undo: nothing registered in
+    Redis (`TrainingWorker.bootstrap` replaces this handler before it registers), no other thread,
+    no job; so it exits at once, 0 (the `os._exit` gunicorn's workers use before their app is
+    loaded, shared.web.gunicorn_common). An exception raised from here instead proved fragile: one
+    that landed in a weakref callback of the import system was printed and dropped, and the
+    start-up went on. From the reconcile thread's start to RQ's bootstrap (a few milliseconds) the
+    stop is recorded and bootstrap acts on it."""
     _STARTUP_STOP.set()
-    raise StartupStopped()  # logged by run_worker: the signal may land mid-way through a log line
+    if not _THREADS_STARTED.is_set():
+        # os.write: a log call could deadlock on the logging lock the signal interrupted.
+        os.write(
+            2, f"training worker (pid {os.getpid()}): stop requested while starting\n".encode()
+        )
+        os._exit(0)
 
 
 def _work(worker: TrainingWorker, settings: TrainerSettings, *, burst: bool) -> bool:
