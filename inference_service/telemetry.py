@@ -450,8 +450,11 @@ def _figures_json(figures: dict[str, dict[tuple[str, ...], float]]) -> str:
 def _write_file(path: Path, text: str) -> None:
     """Replace `path` whole (a reader sees the old file or the new one, never a part)."""
     tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:  # the folder removed at shutdown: the figures stay in memory
+        logger.warning("live figures: could not write %s: %s", path, exc)
 
 
 def _row(counts: str) -> dict[str, Any]:
