@@ -1,6 +1,6 @@
 """Memory over a long run: does a worker's RSS stay flat across hot reloads, predictions and jobs?
 
-    python -m benchmarks.memory [--reloads N] [--images N] [--jobs N] [--batch N]
+    python -m benchmarks.memory [--reloads N] [--images N] [--jobs N] [--batch N] [--keep-last N]
                                 [--skip-inference] [--skip-trainer] [--no-save] [--json-out FILE]
 
 Real processes on loopback, in a temporary folder (issue 22, "runs unattended for months"):
@@ -14,7 +14,13 @@ Real processes on loopback, in a temporary folder (issue 22, "runs unattended fo
    answer must be 200 and carry X-Model-Version = the new version), then sample each worker's RSS,
    PSS and USS (/proc/PID/smaps_rollup) and the versions it holds loaded (/readyz). Only
    MODEL_CACHE_SIZE versions may stay loaded: a worker that kept the old ones would grow by a
-   model per reload, which is what this catches.
+   model per reload, which is what this catches. Every tenth of the run, /metrics is read too:
+   its series, how many model versions they name, and the bytes used in the Prometheus files.
+   `--keep-last N` runs it as a service left for months would be: the model has a retention rule
+   (what `PUT /v1/models/<name>/retention` sets) and after each publish the rule is applied the
+   way the publishing job applies it (trainer_service.worker.retention.apply_retention), so old
+   versions leave the registry and the workers must forget them; without it every version is
+   kept (the per-kept-version cost).
 2. Trainer. The trainer API and one RQ worker (`python -m trainer_service worker`, as the
    Procfile does) on a queue of this run's own; `--jobs` small jobs (784-32-10, 1 epoch,
    train_limit 1000) POSTed one after the other through the API (benchmarks.lifecycle.run_job).
@@ -39,6 +45,7 @@ import argparse
 import http.client
 import json
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -227,18 +234,40 @@ def growth_by_mapping(before: dict[str, int], after: dict[str, int], top: int = 
     return {k: round(v / 1024, 2) for k, v in biggest if v}
 
 
-def metrics_series(port: int) -> int:
-    """Sample lines in /metrics (every worker's series, aggregated)."""
+def metrics_view(port: int, prom_dir: Path) -> dict[str, int]:
+    """/metrics (every worker's series, aggregated): its sample lines, how many distinct model
+    versions they name, and the bytes used in the Prometheus multiprocess files."""
     _, _, data = request("GET", port, "/metrics")
-    return sum(1 for line in data.decode().splitlines() if line and not line.startswith("#"))
+    lines = [line for line in data.decode().splitlines() if line and not line.startswith("#")]
+    versions = {v for line in lines for v in re.findall(r'(?:version|shadow)="(\d+)"', line)}
+    used = 0
+    for path in prom_dir.glob("*.db"):  # prometheus_client's mmap files: 4 bytes of used size
+        with path.open("rb") as f:
+            used += int.from_bytes(f.read(4), "little")
+    return {"series": len(lines), "versions_named": len(versions), "db_bytes_used": used}
 
 
-def bench_inference(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def bench_inference(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
+    import redis
+
     from shared.registry import Registry
+    from trainer_service.worker.retention import apply_retention
 
     registry = Registry(tmp / "models")
     registry.root.mkdir(parents=True)
     version = publish_version(registry, tmp, 1, HIDDEN)
+    deleted: list[int] = []
+    conn = redis.Redis.from_url(url)
+    queue = f"bench-memory-{uuid.uuid4().hex[:10]}"  # only read (no job runs on it)
+    if args.keep_last is not None:  # what PUT /v1/models/<name>/retention does
+        registry.set_retention(MODEL, args.keep_last, actor="bench-memory")
+
+    def publish(seed: int) -> int:
+        new = publish_version(registry, tmp, seed, HIDDEN)
+        if args.keep_last is not None:  # what the job that published runs next
+            deleted.extend(apply_retention(registry, conn, queue, MODEL, f"bench-memory-{seed}"))
+        return new
+
     env = base_env(tmp)
     env.update(MODEL_REGISTRY_DIR=str(registry.root), PROMETHEUS_MULTIPROC_DIR=str(tmp / "prom"))
     (tmp / "prom").mkdir()
@@ -270,11 +299,11 @@ def bench_inference(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         sample(0, 0.0)
         warm = warmup_steps(args.reloads + 1)
         mappings: dict[str, dict[str, dict[str, int]]] = {}
-        series: dict[str, int] = {}
+        series: dict[str, dict[str, int]] = {"0": metrics_view(port, tmp / "prom")}
         with Interference(pids=[proc.popen.pid, *pids]) as busy:
             for step in range(1, args.reloads + 1):
                 t0 = time.perf_counter()
-                version = publish_version(registry, tmp, step + 1, HIDDEN)
+                version = publish(step + 1)
                 loaded = wait_serving(port, pids, version, proc)
                 count = round(step * requests_total / args.reloads) - round(
                     (step - 1) * requests_total / args.reloads
@@ -285,13 +314,16 @@ def bench_inference(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 for label, at in (("warm", warm), ("end", args.reloads)):
                     if step == at:
                         mappings[label] = {str(p): rss_by_mapping(p) for p in sorted(pids)}
-                        series[label] = metrics_series(port)
+                if step % max(1, args.reloads // 10) == 0 or step in (warm, args.reloads):
+                    series[str(step)] = view = metrics_view(port, tmp / "prom")
                 if step % max(1, args.reloads // 10) == 0:
                     rss = ", ".join(f"{w['rss_mib']:.1f}" for w in samples[-1]["workers"].values())
-                    print(f"  reload {step}/{args.reloads}: {images:,} images, worker RSS {rss} MiB",
-                          flush=True)  # fmt: skip
+                    print(f"  reload {step}/{args.reloads}: {images:,} images, worker RSS {rss} "
+                          f"MiB, /metrics {view['series']} series naming "
+                          f"{view['versions_named']} versions", flush=True)  # fmt: skip
     finally:
         stop(proc)
+        conn.close()
     per = {"100_reloads": ("step", 100.0), "100k_predictions": ("images", 1e5)}
     workers = {
         pid: series_summary([{**s, "w": s["workers"][pid]} for s in samples], "w", per)
@@ -308,13 +340,17 @@ def bench_inference(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "requests": requests_total,
             "model_cache_size": "default (4)",
             "registry_poll_seconds": "default (0.5)",
+            "keep_last": args.keep_last,
         },
+        "versions_published": args.reloads + 1,
+        "versions_deleted_by_retention": len(deleted),
+        "versions_in_registry_at_end": len(registry.versions(MODEL)),
         "images_predicted": images,
         "max_loaded_versions": max(max(s["loaded_versions"].values()) for s in samples),
         "other_processes_cpu_share": round(busy.share, 3),
         "workers": workers,
         "master": series_summary(samples, "master", per),
-        "metrics_series": series,
+        "metrics_by_step": series,
         "growth_by_mapping_mib": {
             pid: growth_by_mapping(mappings["warm"][pid], mappings["end"][pid])
             for pid in mappings.get("end", {})
@@ -447,8 +483,11 @@ def report(results: dict[str, Any]) -> str:
             _row(f"inference worker {pid}", s, "100_reloads") for pid, s in inf["workers"].items()
         ]
         rows.append(_row("gunicorn master", inf["master"], "100_reloads"))
+        keep = inf["settings"]["keep_last"]
+        kept = "every version kept" if keep is None else f"retention: keep the last {keep}"
         lines += [f"### Inference: {inf['settings']['reloads']} hot reloads, "
-                  f"{inf['images_predicted']:,} images predicted (MiB per 100 reloads)", ""]  # fmt: skip
+                  f"{inf['images_predicted']:,} images predicted, {kept} "
+                  f"(MiB per 100 reloads)", ""]  # fmt: skip
         lines.append(markdown_table(headers, rows))
         per_pred = ", ".join(
             f"{s['rss_mib_slope_per_100k_predictions']:+.2f}"
@@ -458,6 +497,13 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"\nworker RSS slope per 100k predictions: {per_pred or '-'} MiB; most "
                      f"versions loaded in a worker at once: {inf['max_loaded_versions']}; other "
                      f"processes' CPU share: {inf['other_processes_cpu_share']:.0%}")  # fmt: skip
+        steps = inf["metrics_by_step"]
+        first, last = steps["0"], steps[str(inf["settings"]["reloads"])]
+        lines.append(f"versions in the registry at the end: {inf['versions_in_registry_at_end']} "
+                     f"of {inf['versions_published']} published; /metrics: {first['series']} -> "
+                     f"{last['series']} series naming {first['versions_named']} -> "
+                     f"{last['versions_named']} versions, Prometheus files {first['db_bytes_used']:,}"
+                     f" -> {last['db_bytes_used']:,} bytes used")  # fmt: skip
     tr = results.get("trainer")
     if tr:
         lines += ["", f"### Trainer: {tr['settings']['jobs']} jobs (MiB per 100 jobs)", ""]
@@ -484,16 +530,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="images predicted over the reloads (default 1,000,000)")  # fmt: skip
     p.add_argument("--batch", type=int, default=1024, help="images per request (default 1024)")
     p.add_argument("--jobs", type=int, default=100, help="trainer jobs (default 100)")
-    p.add_argument("--data-dir", type=Path, default=None, help="MNIST folder")
+    p.add_argument(
+        "--keep-last",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a retention rule on the model: keep its last N versions, applied after "
+        "each publish as the publishing job does (default: every version kept)",
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help="MNIST folder")  # fmt: skip
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--skip-trainer", action="store_true")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary folder (logs)")
     p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
     p.add_argument("--json-out", type=Path, help="write the results here instead")
     args = p.parse_args(argv)
-    for name in ("reloads", "images", "batch", "jobs"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1")
+    for name in ("reloads", "images", "batch", "jobs", "keep_last"):
+        if (getattr(args, name) or 1) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     args.data_dir = args.data_dir or default_data_dir()
     return args
 
@@ -513,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.skip_inference:
             print("inference:", flush=True)
-            results["inference"] = bench_inference(args, tmp)
+            results["inference"] = bench_inference(args, tmp, url)
         if not args.skip_trainer:
             print("trainer:", flush=True)
             results["trainer"] = bench_trainer(args, tmp, url)

@@ -76,7 +76,7 @@ class ShadowRunner:
                     float(proba.max(axis=1).sum()), float(other.max(axis=1).sum()),
                 )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - a failing shadow must never stop the thread
-                self.telemetry.shadow_errors.labels(shadow.name, str(shadow.version)).inc()
+                self.telemetry.observe_shadow_error(shadow.name, shadow.version)
                 if self._first_failure((shadow.name, shadow.version, type(exc).__name__)):
                     logger.exception(
                         "shadow version %d of model %r failed", shadow.version, shadow.name

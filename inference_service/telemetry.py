@@ -6,18 +6,32 @@ fresh folder if you did not; the app gets it from its Settings), prometheus_clie
 value to memory-mapped files there and ``/metrics`` aggregates all workers with a
 MultiProcessCollector. Without it (tests, a single
 process) the app uses its own CollectorRegistry, so several apps in one process never clash.
+
+Per-version figures (images, requests, predicted classes, confidence, shadow comparisons) are not
+prometheus_client metric objects: model versions come and go (a retention rule deletes old ones),
+and in multiprocess mode prometheus_client can never forget a series — each one made keeps a value
+object for the life of the process and a key in the worker's file, so /metrics would list every
+version ever served and a worker would grow by ~10 KiB per version (BENCHMARKS.md §7). A worker
+keeps them in its own memory instead (`Telemetry._figures`), adds what `Pending` counted at each
+flush, drops a deleted version's, and in multiprocess mode writes them to its own file
+(``figures_<pid>.json`` in that folder, replaced whole, only when they changed); /metrics and the
+live figures sum every worker's files (`_FiguresCollector`), so a dead worker's counts stay in the
+sums as Prometheus counters do, and versions the registry no longer lists are left out.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import logging
 import os
 import threading
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +44,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import values as _prom_values
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.images import N_CLASSES
@@ -38,9 +53,9 @@ if TYPE_CHECKING:
     from inference_service.loading import Served
 
 logger = logging.getLogger("inference_service.telemetry")
-# Forgetting a deleted version's series (`Telemetry.on_versions`) frees this process's objects;
-# in multiprocess mode its values also stay in the worker's file, which is what we want (counts
-# are never lost), so prometheus_client's warning that remove() leaves them there is noise.
+# A deleted version's broken count (a Prometheus metric: rare events) is removed with the version;
+# in multiprocess mode its value stays in the worker's file (counts are never lost), so
+# prometheus_client's warning that remove() leaves it there is noise.
 warnings.filterwarnings("ignore", "Removal of labels", UserWarning, "prometheus_client.metrics")
 
 #: Request latency buckets (seconds): the JSON predict path should sit in the first ones.
@@ -56,8 +71,6 @@ _METRICS: dict[str, tuple[type, str, str, tuple[str, ...], dict[str, Any]]] = {
     "latency": (Histogram, "digitflow_inference_request_duration_seconds",
                 "Request handling time inside the worker, by route template.", ("route",),
                 {"buckets": LATENCY_BUCKETS}),
-    "images": (Counter, "digitflow_inference_images", "Images predicted, by model and version.",
-               _VERSION, {}),
     "default_version": (Gauge, "digitflow_inference_default_version",
                         "Model version each worker serves by default (one series per worker "
                         "pid).", ("model",), {"multiprocess_mode": "liveall"}),
@@ -76,32 +89,35 @@ _METRICS: dict[str, tuple[type, str, str, tuple[str, ...], dict[str, Any]]] = {
     "registry_poll_errors": (Counter, "digitflow_registry_poll_errors",
                              "Registry polls that failed (kind: unreachable = the store did not "
                              "answer; scan = anything else).", ("kind",), {}),
-    # Per-version live figures: a split's sides compared as they serve.
-    "version_requests": (Counter, "digitflow_inference_version_requests",
-                         "Predict/infer requests answered, by model and version.", _VERSION, {}),
-    "version_classes": (Counter, "digitflow_inference_version_predictions",
-                        "Images predicted, by model, version and predicted class.",
-                        (*_VERSION, "predicted"), {}),
-    "version_confidence": (Counter, "digitflow_inference_version_confidence_sum",
-                           "Sum of the predicted class's probability, by model and version "
-                           "(divide by the images for the mean confidence).", _VERSION, {}),
-    # Shadow comparisons: the default route's answer against the shadow version's.
-    "shadow_requests": (Counter, "digitflow_shadow_requests",
-                        "Requests of the default route also run on the shadow version.",
-                        _SHADOW, {}),
-    "shadow_confusion": (Counter, "digitflow_shadow_predictions",
-                         "Images compared, by the class the served answer predicted and the "
-                         "shadow's.", (*_SHADOW, "served", "predicted"), {}),
-    "shadow_confidence": (Counter, "digitflow_shadow_confidence_sum",
-                          "Sum of the predicted class's probability over the compared images, by "
-                          "side (served: the answer the client got; shadow: the shadow "
-                          "version's).", (*_SHADOW, "side"), {}),
     "shadow_drops": (Counter, "digitflow_shadow_dropped",
                      "Shadow runs dropped because the worker's shadow queue was full.",
                      ("model",), {}),
-    "shadow_errors": (Counter, "digitflow_shadow_errors",
-                      "Shadow runs that raised (the answers were never affected).", _SHADOW, {}),
 }  # fmt: skip
+#: The per-version figures (`_FiguresCollector`): family → (help, labels), in /metrics order.
+_FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "digitflow_inference_images": ("Images predicted, by model and version.", _VERSION),
+    # Per-version live figures: a split's sides compared as they serve.
+    "digitflow_inference_version_requests": (
+        "Predict/infer requests answered, by model and version.", _VERSION),
+    "digitflow_inference_version_predictions": (
+        "Images predicted, by model, version and predicted class.", (*_VERSION, "predicted")),
+    "digitflow_inference_version_confidence_sum": (
+        "Sum of the predicted class's probability, by model and version (divide by the images "
+        "for the mean confidence).", _VERSION),
+    # Shadow comparisons: the default route's answer against the shadow version's.
+    "digitflow_shadow_requests": (
+        "Requests of the default route also run on the shadow version.", _SHADOW),
+    "digitflow_shadow_predictions": (
+        "Images compared, by the class the served answer predicted and the shadow's.",
+        (*_SHADOW, "served", "predicted")),
+    "digitflow_shadow_confidence_sum": (
+        "Sum of the predicted class's probability over the compared images, by side (served: "
+        "the answer the client got; shadow: the shadow version's).", (*_SHADOW, "side")),
+    "digitflow_shadow_errors": (
+        "Shadow runs that raised (the answers were never affected).", _SHADOW),
+}  # fmt: skip
+#: A worker's figures file in the multiprocess folder (`figures_<pid>.json`).
+_FIGURES_FILE = "figures_{pid}.json"
 #: The counters a version's live figures sum (family → its field; the per-class one by class).
 _VERSION_FIGURES = {
     "digitflow_inference_images": "images",
@@ -142,73 +158,156 @@ class Telemetry:
         #: One request compared with the shadow version (the shadow thread): the served and the
         #: shadow's predicted classes, each side's confidence sum.
         self.observe_shadow = self._pending.shadow
-        #: model → {version: its number of classes}: the versions that have series here.
-        self._series: dict[str, dict[int, int]] = defaultdict(dict)
-        self._deleted: set[tuple[str, int, int]] = set()  # series to drop at the next flush
-        self._series_lock = threading.Lock()
+        #: One shadow run that raised (the shadow thread).
+        self.observe_shadow_error = self._pending.shadow_error
+        #: This worker's per-version figures: family → {label values: value}, from the moment
+        #: a version can answer (at 0) until it leaves the registry (see the module docstring).
+        self._figures: dict[str, dict[tuple[str, ...], float]] = {f: {} for f in _FIGURES}
+        self._figures_pid = os.getpid()
+        self._figures_changed = False  # since this worker's file was last written
+        self._broken: dict[str, set[int]] = defaultdict(set)  # versions with a broken count
+        #: model → the versions the registry listed at the last poll (what the sums keep).
+        self._published: dict[str, set[int]] = {}
+        self._deleted: set[tuple[str, int]] = set()  # versions to forget at the next flush
+        self._figures_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._flusher_lock = threading.Lock()
+        self._collector = _FiguresCollector(self)
         self.registry = r = CollectorRegistry(auto_describe=True)
         for attr, (kind, name, doc, labels, options) in _METRICS.items():
             setattr(self, attr, kind(name, doc, labels, registry=r, **options))
+        r.register(self._collector)
         # Every documented series exists from the moment it can be known, at 0: a rate or an
         # alert over a counter that is absent until its first increment sees nothing, not 0.
         # Unlabelled metrics exist from here on; the poll errors' kinds are known now; the
         # per-model, per-version and per-shadow series when the model cache learns of them
         # (`on_default_change`, `on_load`, `on_shadow`). In multiprocess mode a child made by
-        # labels() writes its 0 into this worker's file at once, so /metrics shows it.
+        # labels() writes its 0 into this worker's file at once, so /metrics shows it; a
+        # version's figures reach the other workers' /metrics at the next flush.
         for kind in ("unreachable", "scan"):
             self.registry_poll_errors.labels(kind)
 
-    def _series_of(self, name: str, version: int, n_classes: int) -> tuple[list, list]:
-        """(metric, labels) of every series of one version: its own figures (images, requests,
+    @staticmethod
+    def _series_of(name: str, version: int, n_classes: int) -> tuple[list, list]:
+        """(family, labels) of every figure of one version: its own (images, requests,
         confidence, one per class) and those of its shadow comparison (requests, errors, both
         confidences, the n_classes × n_classes confusion)."""
         labels = (name, str(version))
-        own = [(m, labels) for m in (self.images, self.version_requests, self.version_confidence)]
-        own += [(self.version_classes, (*labels, str(c))) for c in range(n_classes)]
-        shadow = [(m, labels) for m in (self.shadow_requests, self.shadow_errors)]
-        shadow += [(self.shadow_confidence, (*labels, side)) for side in ("served", "shadow")]
+        own = [(f, labels) for f in ("digitflow_inference_images",
+                                     "digitflow_inference_version_requests",
+                                     "digitflow_inference_version_confidence_sum")]  # fmt: skip
+        own += [("digitflow_inference_version_predictions", (*labels, str(c)))
+                for c in range(n_classes)]  # fmt: skip
+        shadow = [(f, labels) for f in ("digitflow_shadow_requests", "digitflow_shadow_errors")]
+        shadow += [("digitflow_shadow_confidence_sum", (*labels, side))
+                   for side in ("served", "shadow")]  # fmt: skip
         pairs = itertools.product(range(n_classes), repeat=2)
-        shadow += [(self.shadow_confusion, (*labels, str(a), str(b))) for a, b in pairs]
+        shadow += [("digitflow_shadow_predictions", (*labels, str(a), str(b))) for a, b in pairs]
         return own, shadow
 
-    def _version_series(self, name: str, version: int, n_classes: int) -> None:
-        with self._series_lock:
-            self._series[name][version] = n_classes
-        for metric, labels in self._series_of(name, version, n_classes)[0]:
-            metric.labels(*labels)
+    def _zero(self, series: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Make these figures exist (at 0) if they do not yet. Holds no lock: the caller does."""
+        self._check_fork()
+        for family, labels in series:
+            if labels not in self._figures[family]:
+                self._figures[family][labels] = 0.0
+                self._figures_changed = True
+
+    def _add(self, family: str, labels: tuple[str, ...], amount: float) -> None:
+        figures = self._figures[family]
+        figures[labels] = figures.get(labels, 0.0) + amount
+        self._figures_changed = True
+
+    def _check_fork(self) -> None:
+        """Counts made before a fork are the parent's: a forked copy starts from none."""
+        if os.getpid() != self._figures_pid:
+            self._figures_pid = os.getpid()
+            self._figures = {f: {} for f in _FIGURES}
+            self._figures_changed = True
 
     def flush(self) -> None:
-        """Move this process's pending figures into the Prometheus values: one write per
-        figure that changed since the last flush, whatever the number of requests."""
-        requests, latency, versions, shadows = self._pending.take()
-        for key, n in requests.items():
-            self.requests.labels(*key).inc(n)
-        for route, (counts, total) in latency.items():
-            _add_observations(self.latency.labels(route), counts, total)
-        for (name, version), (n_requests, n_images, confidence, classes) in versions.items():
-            self._version_series(name, version, len(classes))  # every class exists, at 0
-            labels = (name, str(version))
-            self.images.labels(*labels).inc(n_images)
-            self.version_requests.labels(*labels).inc(n_requests)
-            self.version_confidence.labels(*labels).inc(confidence)
-            for cls in np.flatnonzero(classes).tolist():
-                self.version_classes.labels(*labels, str(cls)).inc(int(classes[cls]))
-        for (name, shadow), (n_requests, served_sum, shadow_sum, pairs) in shadows.items():
-            labels = (name, str(shadow))
-            self.shadow_errors.labels(*labels)  # exists, at 0
-            self.shadow_requests.labels(*labels).inc(n_requests)
-            self.shadow_confidence.labels(*labels, "served").inc(served_sum)
-            self.shadow_confidence.labels(*labels, "shadow").inc(shadow_sum)
-            for (a, b), n in pairs.items():
-                self.shadow_confusion.labels(*labels, str(a), str(b)).inc(n)
-        with self._series_lock:
-            deleted, self._deleted = self._deleted, set()
-        for name, version, n_classes in deleted:  # with its broken count
-            own, shadow = self._series_of(name, version, n_classes)
-            for metric, labels in [*own, *shadow, (self.broken_versions, own[0][1])]:
-                metric.remove(*labels)
+        """Move this process's pending figures into the Prometheus values and the per-version
+        figures (one write per figure that changed since the last flush, whatever the number of
+        requests), forget deleted versions, and write this worker's figures file if they
+        changed (multiprocess mode)."""
+        with self._flush_lock:  # one flush at a time: the file is written in order
+            requests, latency, versions, shadows, errors = self._pending.take()
+            for key, n in requests.items():
+                self.requests.labels(*key).inc(n)
+            for route, (counts, total) in latency.items():
+                _add_observations(self.latency.labels(route), counts, total)
+            with self._figures_lock:
+                self._check_fork()
+                for (name, version), (
+                    n_requests,
+                    n_images,
+                    confidence,
+                    classes,
+                ) in versions.items():
+                    labels = (name, str(version))
+                    self._zero(self._series_of(name, version, len(classes))[0])  # every class
+                    self._add("digitflow_inference_images", labels, n_images)
+                    self._add("digitflow_inference_version_requests", labels, n_requests)
+                    self._add("digitflow_inference_version_confidence_sum", labels, confidence)
+                    for cls in np.flatnonzero(classes).tolist():
+                        self._add("digitflow_inference_version_predictions", (*labels, str(cls)),
+                                  int(classes[cls]))  # fmt: skip
+                for (name, shadow), (n_requests, served_sum, shadow_sum, pairs) in shadows.items():
+                    labels = (name, str(shadow))
+                    self._zero([("digitflow_shadow_errors", labels)])
+                    self._add("digitflow_shadow_requests", labels, n_requests)
+                    self._add("digitflow_shadow_confidence_sum", (*labels, "served"), served_sum)
+                    self._add("digitflow_shadow_confidence_sum", (*labels, "shadow"), shadow_sum)
+                    for (a, b), n in pairs.items():
+                        self._add("digitflow_shadow_predictions", (*labels, str(a), str(b)), n)
+                for (name, shadow), n in errors.items():
+                    self._add("digitflow_shadow_errors", (name, str(shadow)), n)
+                deleted, self._deleted = self._deleted, set()
+                for name, version in deleted:
+                    gone = (name, str(version))
+                    for family in self._figures.values():
+                        for labels in [k for k in family if k[:2] == gone]:
+                            del family[labels]
+                            self._figures_changed = True
+                    if version in self._broken[name]:
+                        self._broken[name].discard(version)
+                        self.broken_versions.remove(*gone)
+                changed, self._figures_changed = self._figures_changed, False
+                snapshot = _figures_json(self._figures) if changed else None
+            if snapshot is not None and self.multiprocess_dir:
+                _write_file(Path(self.multiprocess_dir, _FIGURES_FILE.format(pid=os.getpid())),
+                            snapshot)  # fmt: skip
+
+    def figures(self) -> dict[str, dict[tuple[str, ...], float]]:
+        """The per-version figures /metrics and the live figures show: this worker's, or in
+        multiprocess mode every worker's files summed; versions the registry no longer lists
+        (as this worker last saw it) left out."""
+        if not self.multiprocess_dir:
+            with self._figures_lock:
+                self._check_fork()
+                return {f: dict(values) for f, values in self._figures.items()}
+        totals: dict[str, dict[tuple[str, ...], float]] = {f: {} for f in _FIGURES}
+        with self._figures_lock:
+            published = {name: (set(v), max(v, default=0)) for name, v in self._published.items()}
+        for path in Path(self.multiprocess_dir).glob(_FIGURES_FILE.format(pid="*")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):  # a worker's folder removed under us: nothing to add
+                continue
+            for family, rows in data.items():
+                if family not in totals:
+                    continue
+                sums = totals[family]
+                for *labels, value in rows:
+                    known = published.get(labels[0])
+                    # Numbers are never reused: one at or below the newest listed and not listed
+                    # was deleted (a newer one is not known here yet, so it is kept).
+                    if known and int(labels[1]) not in known[0] and int(labels[1]) <= known[1]:
+                        continue
+                    key = tuple(labels)
+                    sums[key] = sums.get(key, 0.0) + value
+        return totals
 
     def start_flushing(self) -> None:
         """Flush every `flush_seconds` from a thread of this process (a gunicorn worker starts
@@ -274,6 +373,7 @@ class Telemetry:
             return self.registry
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiprocess_dir)
+        registry.register(self._collector)
         return registry
 
     # Callbacks for the ModelCache ---------------------------------------------------------------
@@ -287,22 +387,25 @@ class Telemetry:
         """A version is loaded, so it can answer: its per-version series exist (at 0)."""
         self.model_loads.labels(served.name).inc()
         self.model_load_seconds.observe(seconds)
-        self._version_series(served.name, served.version, served.n_classes)
+        with self._figures_lock:
+            self._zero(self._series_of(served.name, served.version, served.n_classes)[0])
 
     def on_shadow(self, shadow: Served) -> None:
         """A version became the model's shadow: its comparison series exist (at 0)."""
-        for metric, labels in self._series_of(shadow.name, shadow.version, shadow.n_classes)[1]:
-            metric.labels(*labels)
+        with self._figures_lock:
+            self._zero(self._series_of(shadow.name, shadow.version, shadow.n_classes)[1])
         self.shadow_drops.labels(shadow.name)
 
     def on_versions(self, name: str, published: set[int]) -> None:
-        """The model's versions in the registry: the series of deleted ones go at the next flush
-        (numbers are never reused, so nothing will count into them again); without this a
-        worker would keep objects for every version it ever served."""
-        with self._series_lock:
-            versions = self._series[name]
-            for version in [v for v in versions if v not in published]:
-                self._deleted.add((name, version, versions.pop(version)))
+        """The model's versions in the registry: the figures of deleted ones go at the next
+        flush (numbers are never reused, so nothing will count into them again) and leave the
+        sums at once; without this a worker would keep every version it ever served."""
+        with self._figures_lock:
+            self._published[name] = set(published)
+            held = {int(labels[1]) for family in self._figures.values() for labels in family
+                    if labels[0] == name}  # fmt: skip
+            held |= self._broken[name]
+            self._deleted.update((name, v) for v in held - set(published))
 
     def on_poll(self, ok: bool, reachable: bool) -> None:
         self.registry_reachable.set(1 if reachable else 0)
@@ -310,14 +413,48 @@ class Telemetry:
             self.registry_poll_errors.labels("scan" if reachable else "unreachable").inc()
 
     def on_broken(self, name: str, version: int) -> None:
-        with self._series_lock:
-            self._series[name].setdefault(version, 0)
+        with self._figures_lock:
+            self._broken[name].add(version)
         self.broken_versions.labels(name, str(version)).inc()
 
     def render(self) -> tuple[bytes, str]:
         """(body, content type) of a scrape: all workers in multiprocess mode, else this one."""
         self.flush()
         return generate_latest(self._source()), CONTENT_TYPE_LATEST
+
+
+class _FiguresCollector:
+    """The per-version figures as Prometheus counters (`Telemetry.figures`)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+
+    def describe(self) -> Iterator[Metric]:
+        for family, (doc, labels) in _FIGURES.items():
+            yield CounterMetricFamily(family, doc, labels=labels)
+
+    def collect(self) -> Iterator[Metric]:
+        figures = self._telemetry.figures()
+        for family, (doc, labels) in _FIGURES.items():
+            metric = CounterMetricFamily(family, doc, labels=labels)
+            for values, value in sorted(figures[family].items()):
+                metric.add_metric(values, value)
+            yield metric
+
+
+def _figures_json(figures: dict[str, dict[tuple[str, ...], float]]) -> str:
+    """A worker's figures file: family → [[*label values, value], …]."""
+    return json.dumps({f: [[*k, v] for k, v in rows.items()] for f, rows in figures.items()})
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Replace `path` whole (a reader sees the old file or the new one, never a part)."""
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:  # the folder removed at shutdown: the figures stay in memory
+        logger.warning("live figures: could not write %s: %s", path, exc)
 
 
 def _row(counts: str) -> dict[str, Any]:
@@ -394,6 +531,8 @@ class Pending:
         self._versions: dict[tuple[str, int], list[Any]] = {}
         #: (model, shadow) → [requests, served confidence sum, shadow's, {(served, shadow): n}]
         self._shadows: dict[tuple[str, int], list[Any]] = {}
+        #: (model, shadow) → shadow runs that raised
+        self._shadow_errors: dict[tuple[str, int], int] = {}
 
     def request(self, route: str, method: str, status: int, seconds: float | None) -> None:
         key = (route, method, str(status))
@@ -440,10 +579,16 @@ class Pending:
             for pair in zip(served_classes.tolist(), shadow_classes.tolist(), strict=True):
                 pairs[pair] = pairs.get(pair, 0) + 1
 
-    def take(self) -> tuple[dict, dict, dict, dict]:
-        """Everything counted so far (requests, latency, versions, shadows); starts afresh."""
+    def shadow_error(self, name: str, shadow: int) -> None:
         with self._lock:
-            out = (self._requests, self._latency, self._versions, self._shadows)
+            self._shadow_errors[(name, shadow)] = self._shadow_errors.get((name, shadow), 0) + 1
+
+    def take(self) -> tuple[dict, dict, dict, dict, dict]:
+        """Everything counted so far (requests, latency, versions, shadows, shadow errors);
+        starts afresh."""
+        with self._lock:
+            out = (self._requests, self._latency, self._versions, self._shadows,
+                   self._shadow_errors)  # fmt: skip
             self._reset()
         return out
 

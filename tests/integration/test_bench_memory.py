@@ -21,7 +21,7 @@ def test_memory_benchmark_smoke(tmp_path, redis_url, mnist_dir):
     out = tmp_path / "memory.json"
     env = {**os.environ, "REDIS_URL": redis_url, "MNIST_DATA_DIR": str(mnist_dir)}
     args = [sys.executable, "-m", "benchmarks.memory", "--reloads", "3", "--images", "3000"]
-    args += ["--batch", "500", "--jobs", "2", "--json-out", str(out)]
+    args += ["--batch", "500", "--jobs", "2", "--keep-last", "2", "--json-out", str(out)]
     before = set(Path(tempfile.gettempdir()).glob("digitflow-bench-memory-*"))
     done = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -46,7 +46,13 @@ def test_memory_benchmark_smoke(tmp_path, redis_url, mnist_dir):
         assert summary["samples_in_fit"] == 3
         assert summary["rss_mib_slope_per_100_reloads"] is not None
         assert summary["rss_mib_slope_per_100k_predictions"] is not None
-    assert set(inference["metrics_series"]) == {"warm", "end"}
+    # The retention rule (keep the last 2) was applied after each publish: 4 published, 2 left.
+    assert inference["settings"]["keep_last"] == 2
+    assert inference["versions_published"] == 4 and inference["versions_in_registry_at_end"] == 2
+    assert inference["versions_deleted_by_retention"] == 2
+    steps = inference["metrics_by_step"]
+    assert set(steps) == {"0", "1", "2", "3"}
+    assert all(v["series"] > 0 and v["versions_named"] >= 1 for v in steps.values()), steps
     assert set(inference["growth_by_mapping_mib"]) == set(samples[0]["workers"])
 
     trainer = results["trainer"]
@@ -63,5 +69,5 @@ def test_memory_benchmark_smoke(tmp_path, redis_url, mnist_dir):
     finally:
         conn.close()
     assert set(Path(tempfile.gettempdir()).glob("digitflow-bench-memory-*")) <= before
-    assert "### Inference" in results["report_markdown"]
+    assert "retention: keep the last 2" in results["report_markdown"]
     assert "### Trainer" in results["report_markdown"]

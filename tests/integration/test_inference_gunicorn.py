@@ -312,7 +312,13 @@ def test_a_known_request_mix_adds_up_in_metrics_and_live_figures_over_three_work
                 )
                 == 5  # fmt: skip
                 and shadow + dropped == 24
-            )
+                # A worker's flush and a scrape reading the workers' files one after the other can
+                # cross: wait for the latency counts too, not only for the figures above.
+                and series.get(("digitflow_inference_request_duration_seconds_count",
+                                frozenset({("route", route_default)}))) == 29
+                and series.get(("digitflow_inference_request_duration_seconds_count",
+                                frozenset({("route", route_number)}))) == 10
+            )  # fmt: skip
             return series if ok else None
 
         series = wait_for(settled, timeout=15, interval=0.1, what="the mix flushed by every worker")
@@ -408,3 +414,65 @@ def test_large_bodies_keep_alive_and_pipelined_requests_answer_in_order(tmp_path
     assert [status for status, _ in answers] == [200, 200, 200]
     got = [orjson.loads(body)["predictions"] for _, body in answers]
     assert got == [want[300], want[len(BATCH)], want[len(BATCH)]]
+
+
+def _versions_named(text: str) -> set[str]:
+    """The model versions /metrics names (a version's or a shadow's series)."""
+    return set(re.findall(r'(?:version|shadow)="(\d+)"', text))
+
+
+def test_a_deleted_version_leaves_metrics_the_live_figures_and_every_workers_file(
+    tmp_path: Path,
+) -> None:
+    """A service left running for months with a retention rule sees versions come and go: once
+    the registry no longer lists a version, /metrics (every worker's figures summed) and the live
+    figures stop listing it, and each worker drops it from its own figures file — the other
+    versions' counts untouched. (prometheus_client in multiprocess mode can never forget a
+    series: a version's figures made as its metric children stayed in /metrics and in each
+    worker's memory for good, BENCHMARKS.md §7.)"""
+    registry = Registry(tmp_path / "models")
+    for seed in (1, 2, 3):
+        publish(registry, tmp_path, seed=seed)
+    with inference_service(registry.root, tmp_path, LIVE_FIGURES_FLUSH_SECONDS="0.2") as svc:
+        wait_for(lambda: len(views := svc.worker_views()) == 2 and all(
+            v["models"].get("digits", {}).get("serving") == 3 for v in views.values()),
+            timeout=30, what="both workers serving version 3")  # fmt: skip
+        for path in ("/v1/models/digits/versions/1/predict", "/v1/models/digits/predict"):
+            for r in svc.burst(lambda path=path: svc.predict(path), 10):
+                assert r.status_code == 200
+
+        def counted() -> dict | None:
+            series = _series(svc.get("/metrics").text)
+            got = {v: series.get(("digitflow_inference_version_requests_total",
+                                  frozenset({("model", "digits"), ("version", v)})))
+                   for v in ("1", "3")}  # fmt: skip
+            return series if got == {"1": 10, "3": 10} else None
+
+        before = wait_for(counted, timeout=15, interval=0.1, what="both versions' requests")
+        assert _versions_named(svc.get("/metrics").text) == {"1", "3"}  # 2 was never loaded
+        prom = next(tmp_path.glob("prom-*"))
+        files = sorted(prom.glob("figures_*.json"))
+        assert len(files) == 2, files  # one per worker
+
+        registry.delete_version("digits", 1, actor="test")
+
+        def forgotten() -> bool:
+            in_files = [_versions_named_in_file(f) for f in files]
+            return _versions_named(svc.get("/metrics").text) == {"3"} and all(
+                "1" not in named for named in in_files
+            )
+
+        wait_for(forgotten, timeout=10, interval=0.1, what="version 1 forgotten everywhere")
+        after = _series(svc.get("/metrics").text)
+        live = svc.get("/v1/models/digits").json()["live"]
+    assert set(live["versions"]) == {"3"} and live["versions"]["3"]["requests"] == 10
+    per_version = ("digitflow_inference_images", "digitflow_inference_version_")
+    kept = {k: v for k, v in before.items() if ("version", "3") in k[1]}
+    assert kept and all(after[k] == v for k, v in kept.items()), (kept, after)
+    assert {k for k in after if k[0].startswith(per_version)} == set(kept)
+
+
+def _versions_named_in_file(path: Path) -> set[str]:
+    """The versions a worker's figures file holds (family → [[model, version, …, value]])."""
+    data = orjson.loads(path.read_bytes())
+    return {row[1] for rows in data.values() for row in rows}

@@ -4,12 +4,18 @@ flushed values must be exactly what one write per observation would have given."
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
 import time
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
 from inference_service.telemetry import LATENCY_BUCKETS, Pending, Telemetry, _add_observations
+from tests import REPO_ROOT
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
@@ -134,3 +140,60 @@ def test_a_deleted_versions_series_are_forgotten_and_the_others_kept():
     t.on_versions("digits", {2, 3})  # nothing more to forget
     t.flush()
     assert _samples(t.registry) == kept
+
+
+def test_a_shadow_error_is_counted_in_memory_and_reaches_the_metrics_at_the_flush():
+    t = Telemetry(None, flush_seconds=3600)
+    labels = {"model": "digits", "shadow": "3"}
+    t.observe_shadow_error("digits", 3)
+    t.observe_shadow_error("digits", 3)
+    assert t.registry.get_sample_value("digitflow_shadow_errors_total", labels) is None
+    t.flush()
+    assert t.registry.get_sample_value("digitflow_shadow_errors_total", labels) == 2
+
+
+_MULTIPROCESS_RUN = """
+import json, os, sys
+import numpy as np
+from inference_service.telemetry import Telemetry
+
+folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+t = Telemetry(folder, flush_seconds=3600)
+assert t.multiprocess_dir == folder, "not in multiprocess mode"
+proba = np.full((3, 10), 0.1, dtype=np.float32)
+used = {}
+for version in range(1, 61):  # a new version served each step, the last 5 kept
+    t.observe_predictions("digits", version, proba)
+    t.flush()
+    t.on_versions("digits", set(range(max(1, version - 4), version + 1)))
+    t.flush()
+    if version in (20, 60):
+        used[version] = sum(int.from_bytes(open(os.path.join(folder, f), "rb").read(4), "little")
+                            for f in os.listdir(folder) if f.endswith(".db"))
+text = t.render()[0].decode()
+path = os.path.join(folder, f"figures_{os.getpid()}.json")
+figures = json.load(open(path)) if os.path.exists(path) else None
+print(json.dumps({"used": used, "metrics": text, "figures": figures,
+                  "live": sorted(t.live("digits")["versions"])}))
+"""
+
+
+def test_a_worker_serving_version_after_version_keeps_only_the_published_ones(tmp_path):
+    """Multiprocess mode (a real process with PROMETHEUS_MULTIPROC_DIR set before
+    prometheus_client is imported, as under gunicorn), 60 versions served one after the other
+    with only the last 5 kept in the registry: /metrics, the live figures and the worker's
+    figures file name only those 5, and prometheus_client's files stop growing (a metric child
+    per version would add a key to them for good, and a value object to the worker's memory)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", _MULTIPROCESS_RUN], env=env, cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["used"]["60"] == got["used"]["20"], got["used"]
+    named = set(re.findall(r'version="(\d+)"', got["metrics"]))
+    assert named == {"56", "57", "58", "59", "60"}, named
+    assert 'digitflow_inference_images_total{model="digits",version="60"} 3.0' in got["metrics"]
+    assert got["figures"] is not None, "no figures file"
+    in_file = {row[1] for rows in got["figures"].values() for row in rows}
+    assert in_file == {"56", "57", "58", "59", "60"}
+    assert got["live"] == ["56", "57", "58", "59", "60"]
