@@ -72,6 +72,14 @@ def busy_machine() -> Iterator[None]:
         burner.wait()
 
 
+def sigint_at_default() -> None:
+    """A terminal's shell starts `make up` with SIGINT at its default action. The suite itself
+    may run with SIGINT ignored (started in the background of a script: `make test &`), and an
+    ignored signal is inherited: Python then keeps ignoring it until the runner's handler is in,
+    and a Ctrl-C that early would be lost, which no terminal user sees."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def marked_processes(mark: str) -> set[int]:
     """Live processes (zombies aside) whose environment carries TRY_MARK=mark."""
     found = set()
@@ -328,7 +336,7 @@ def test_make_up_stops_everything_at_any_moment_of_start_up_and_idle_time(
         log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by stop_process
         proc = subprocess.Popen(
             args, cwd=REPO_ROOT, env=own, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=sigint_at_default,
         )  # fmt: skip
         proc._digitflow_log = log  # type: ignore[attr-defined]
         return proc
