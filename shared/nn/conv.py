@@ -18,9 +18,11 @@ Layout (why the arrays look the way they do): the work is done channel-last. Row
 ordered (n, p, q) make the product's output (N, Ho, Wo, O) channel-last without a copy, and
 columns ordered (i, j, c) make W stored as (k, k, C, O) reshape to W_col for free. The layer
 returns that output as a (N, O, Ho, Wo) *view*, so shapes are (channels, height, width) per
-sample everywhere while the next layers read memory in order. dX_col is computed offset-major,
-(k, k, N*Ho*Wo, C), so each of col2im's k*k adds reads one contiguous block (strided 32-float runs
-cost ~3x more), and it reuses X_col's memory, which backward has finished with by then.
+sample everywhere while the next layers read memory in order. dX_col is one product per block,
+written over that block's X_col (same size, no longer needed); col2im's k*k adds read it in runs
+of C floats, which costs nothing extra while the block is in cache (an offset-major dX_col, one
+stacked product of k*k small ones, read contiguously, measured the same on one core but made k*k
+times more BLAS calls: on a busy machine every multi-threaded call is a wait for the other core).
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ from shared.nn.layers import Layer
 PADDINGS = ("valid", "same")
 
 #: The im2col matrix is built and used a block of samples at a time, each block's X_col within
-#: this many floats (1 MB), so it is still in cache when its products read it, and the layer
-#: holds one block, not the batch's (the `cnn` network's second conv, batch 128: 26 MB -> 1 MB).
+#: this many floats (2 MB), so it is still in cache when its products read it, and the layer
+#: holds one block, not the batch's (the `cnn` network's second conv, batch 128: 26 MB -> 2 MB).
 #: Backward rebuilds each block's X_col from the padded input the layer keeps (a copy from cache
 #: is cheaper than a trip to memory); a batch that fits one block keeps its X_col from forward.
-#: Measured on the `cnn` network's training step, one core, CPU time: 80-83 ms with the whole
-#: batch's X_col at once, 70-78 ms in blocks of 2^17-2^18 floats.
-IM2COL_BLOCK_FLOATS = 1 << 18
+#: Measured on the `cnn` network's training step, one core, CPU time, min / median of 8 rounds
+#: interleaved: the whole batch's X_col at once 68.5 / 70.1 ms; blocks of 2^18 floats 63.3 / 64.9,
+#: 2^19 61.5 / 66.9, 2^20 65.7 / 71.8. Not smaller: each block is 3 BLAS calls, and on a busy
+#: machine every multi-threaded call waits for the other core.
+IM2COL_BLOCK_FLOATS = 1 << 19
 
 
 class Conv2D(Layer):
@@ -189,9 +193,7 @@ class Conv2D(Layer):
             np.matmul(self._ones[:rows], g, out=self.db)
         self._xp = None
         dw = self.dW.reshape(k * k * c, o)
-        # dX_col offset-major: dcols[i, j] = dY @ W[i, j]^T (rows, C), one stacked product, into
-        # the memory of the block's X_col (same size, no longer needed).
-        w_t = self.W.reshape(k * k, c, o).transpose(0, 2, 1)
+        w_col_t = self.W.reshape(k * k * c, o).T
         h, w = self._input_hw
         if need_input_grad:
             dxp = self._out("dxp", xp.shape, True)
@@ -215,15 +217,14 @@ class Conv2D(Layer):
                 dw += dw_block
             if not need_input_grad:
                 continue
-            dcols = x_col.reshape(k * k, m * pixels, c)
-            np.matmul(g_block, w_t, out=dcols)
-            dcols = dcols.reshape(k, k, m, ho, wo, c)
+            # dX_col = dY @ W_col^T, into the memory of the block's X_col.
+            dcols = np.matmul(g_block, w_col_t, out=x_col).reshape(m, ho, wo, k, k, c)
             # col2im: each kernel offset (i, j) adds its block onto the input pixels it read.
             dx_block = dxp[start : start + m]
             for i in range(k):
                 for j in range(k):
                     dx_block[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :] += (
-                        dcols[i, j]
+                        dcols[:, :, :, i, j]
                     )
         if not need_input_grad:
             return None
