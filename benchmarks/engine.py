@@ -23,8 +23,8 @@ dropout kept), ours and PyTorch only, on the first `--cnn-samples` images (defau
          NumPy. Its GFLOP/s is the ceiling; our "effective GFLOP/s" is the same FLOP count divided
          by our epoch time.
 
-Runs are interleaved (ours, torch, gemm, cnn ours, cnn torch, ours, ...) after one untimed
-warm-up of each, so background load hits all alike; medians are reported, and each round's
+Runs are interleaved (ours, torch, gemm, cnn ours, cnn torch, then the same in reverse order,
+...) after one untimed warm-up of each, so background load hits all alike; medians are reported, and each round's
 ratios (ours over torch, ours over the baseline) as well. Results: a markdown table
 on stdout and benchmarks/results/engine-<date>.json.
 """
@@ -371,7 +371,9 @@ def run(
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats + 1):  # round 0 is the untimed warm-up
         line = []
-        for name in names:
+        # Every other round runs in reverse order, so no engine always follows the same one (on a
+        # busy 2-core machine, the block after a multi-threaded one started in a worse state).
+        for name in names if r % 2 == 0 else names[::-1]:
             # A block disturbed by other processes is measured again (up to `retries` times);
             # the least disturbed attempt is kept.
             attempts = []
