@@ -35,7 +35,7 @@ format: install
 up: install  ## the whole stack locally: the Procfile under honcho, with Redis (or an embedded one)
 	$(BIN)/python scripts/run_local.py $(ARGS)
 
-bench: install  ## engine speed vs PyTorch, then preset accuracy (~25 min, quiet machine); see BENCHMARKS.md
+bench: install  ## engine speed vs PyTorch (MLP and CNN), then preset accuracy (~35 min, quiet machine); see BENCHMARKS.md
 	$(BIN)/python -m pip install -q 'torch==2.13.0'
 	$(BIN)/python -m benchmarks.engine
 	$(BIN)/python -m benchmarks.accuracy

@@ -1,10 +1,13 @@
 """Engine speed: our training epoch vs PyTorch CPU vs the machine's float32 GEMM ceiling.
 
     python -m benchmarks.engine [--data-dir DIR] [--threads 2] [--repeats 5] [--quick]
+                                [--cnn-samples N] [--baseline GIT_REF]
 
 The work measured is one epoch of the issue's reference net on full MNIST (60k images):
 784-256-128-10, ReLU, Adam lr 1e-3, batch 128, float32, no augmentation, no dropout, no
-validation, `threads` BLAS/OpenMP threads for both engines.
+validation, `threads` BLAS/OpenMP threads for both engines. Then the same for the `cnn` preset's
+network (conv 5x5x32 -> pool 2 -> conv 5x5x64 -> pool 2 -> 256 -> dropout 0.4 -> 10; its own
+dropout kept), ours and PyTorch only, on the first `--cnn-samples` images (default all).
 
 - ours:  `shared.pipeline.train_model` (epochs=1, fresh model each run), i.e. exactly the
          engine loop `python -m trainer_service train` runs (without augmentation the pipeline
@@ -12,15 +15,17 @@ validation, `threads` BLAS/OpenMP threads for both engines.
          EpochRecord.seconds. It also tracks the training loss
          and accuracy per batch (PyTorch's loop does not).
 - torch: idiomatic and strong: nn.Sequential, CrossEntropyLoss, torch.optim.Adam (defaults),
-         batches sliced from a tensor shuffled once per epoch (no DataLoader overhead).
+         batches sliced from a tensor shuffled once per epoch (no DataLoader overhead); the
+         modules are translated from the model our engine builds (`torch_network`).
 - gemm:  exactly the matrix products one training epoch needs (per batch: X @ W for every layer,
          dW = X.T @ dY for every layer, dX = dY @ W.T for layers 2..3; same shapes, same batch
          count, the same out= buffers and transposed views the engine uses), back to back in
          NumPy. Its GFLOP/s is the ceiling; our "effective GFLOP/s" is the same FLOP count divided
          by our epoch time.
 
-Runs are interleaved (ours, torch, gemm, ours, torch, gemm, ...) after one untimed warm-up of
-each, so background load hits all three alike; medians are reported. Results: a markdown table
+Runs are interleaved (ours, torch, gemm, cnn ours, cnn torch, then the same in reverse order,
+...) after one untimed warm-up of each, so background load hits all alike; medians are reported, and each round's
+ratios (ours over torch, ours over the baseline) as well. Results: a markdown table
 on stdout and benchmarks/results/engine-<date>.json.
 """
 
@@ -55,6 +60,8 @@ BATCH = 128
 LR = 1e-3
 TARGET_RATIO = 0.6
 TARGET_CEILING_FRACTION = 0.8
+#: The CNN epoch's goal (issue 23): ours <= 2.0x PyTorch's, aiming at 1.5x.
+CNN_TARGET_RATIO, CNN_AIM_RATIO = 2.0, 1.5
 
 
 def batch_sizes(n: int, batch: int) -> list[int]:
@@ -79,15 +86,21 @@ def epoch_flops(n: int, batch: int = BATCH, layers: tuple[int, ...] = LAYERS) ->
 # the three measurements
 
 
-def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int) -> float:
-    """Seconds of one epoch of the engine's training loop on a fresh model."""
-    from shared.config import TrainConfig
-    from shared.pipeline import train_model
+def train_config(net: str, seed: int) -> Any:
+    """The TrainConfig of the timed epoch of `net` ("mlp": the reference perceptron, "cnn": the
+    `cnn` preset's network): Adam lr 1e-3 at a constant rate, batch 128, float32, no
+    augmentation, no label smoothing, no validation split, one epoch. The CNN's own dropout
+    entry stays (it is part of the network); the MLP has none."""
+    from shared.config import PRESETS, TrainConfig
 
-    config = TrainConfig(
-        hidden_layers=list(LAYERS[1:-1]),
+    layers: dict[str, Any] = (
+        {"hidden_layers": list(LAYERS[1:-1]), "dropout": 0.0}
+        if net == "mlp"
+        else {"network": PRESETS[net]["network"], "hidden_layers": None}
+    )
+    return TrainConfig(
+        **layers,
         activation="relu",
-        dropout=0.0,
         l2=0.0,
         batch_norm=False,
         label_smoothing=0.0,
@@ -103,7 +116,13 @@ def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int) -> float:
         early_stopping_patience=None,
         seed=seed,
     )
-    result = train_model(config, x, y)
+
+
+def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int, net: str = "mlp") -> float:
+    """Seconds of one epoch of the engine's training loop on a fresh model of `net`."""
+    from shared.pipeline import train_model
+
+    result = train_model(train_config(net, seed), x, y)
     return float(result.history[0].seconds)
 
 
@@ -168,8 +187,40 @@ class BaselineEpochs(EpochProcess):
         shutil.rmtree(self.root.parent, ignore_errors=True)
 
 
-def torch_epoch(xt: Any, yt: Any, seed: int, fused: bool = False) -> float:
-    """Seconds of one idiomatic PyTorch epoch on a fresh model (same net, batch, optimizer).
+def torch_network(net: str) -> Any:
+    """`net` as PyTorch modules, translated layer by layer from the model our engine builds for
+    it (`train_config(net).build_model()` without its Standardize: both engines are fed rows
+    already standardised), so the two networks are the same by construction."""
+    from torch import nn
+
+    ours = train_config(net, 0).model_copy(update={"standardize": False}).build_model()
+    modules: list[nn.Module] = []
+    for layer in ours.layers:
+        cfg = layer.config()
+        if layer.kind == "dense":
+            modules.append(nn.Linear(cfg["in_features"], cfg["out_features"]))
+        elif layer.kind == "conv2d":
+            modules.append(nn.Conv2d(cfg["in_channels"], cfg["out_channels"],
+                                     cfg["kernel_size"], stride=cfg["stride"],
+                                     padding=cfg["padding"]))  # fmt: skip
+        elif layer.kind == "maxpool2d":
+            modules.append(nn.MaxPool2d(cfg["size"], cfg["stride"]))
+        elif layer.kind == "reshape":
+            modules.append(nn.Unflatten(1, tuple(cfg["shape"])))
+        elif layer.kind == "flatten":
+            modules.append(nn.Flatten())
+        elif layer.kind == "relu":
+            modules.append(nn.ReLU())
+        elif layer.kind == "dropout":
+            modules.append(nn.Dropout(cfg["p"]))
+        else:
+            raise ValueError(f"no PyTorch counterpart for layer kind {layer.kind!r}")
+    return nn.Sequential(*modules)
+
+
+def torch_epoch(xt: Any, yt: Any, seed: int, fused: bool = False, net: str = "mlp") -> float:
+    """Seconds of one idiomatic PyTorch epoch on a fresh model of `net` (same network, batch,
+    optimizer).
 
     `fused=True` uses Adam's fused CPU kernel (not the default): reported for information, as
     the strongest PyTorch variant of the same loop.
@@ -178,13 +229,7 @@ def torch_epoch(xt: Any, yt: Any, seed: int, fused: bool = False) -> float:
     from torch import nn
 
     torch.manual_seed(seed)
-    dims = LAYERS
-    modules: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        modules.append(nn.Linear(a, b))
-        if i < len(dims) - 2:
-            modules.append(nn.ReLU())
-    model = nn.Sequential(*modules)
+    model = torch_network(net)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, **({"fused": True} if fused else {}))
     loss_fn = nn.CrossEntropyLoss()
@@ -258,6 +303,11 @@ def load_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return ds.x_train, ds.y_train
 
 
+def round_ratios(ours: list[float], other: list[float]) -> list[float]:
+    """ours / other of each round: the two ran back to back, so background load hit both."""
+    return [round(a / b, 3) for a, b in zip(ours, other, strict=True)]
+
+
 def summarise(samples: list[float]) -> dict[str, Any]:
     return {
         "median": statistics.median(samples),
@@ -278,7 +328,10 @@ def run(
     max_wait: float = 0.0,
     retries: int = 0,
     baseline: str | None = None,
+    cnn_samples: int | None = None,
 ) -> dict[str, Any]:
+    """Time every engine, interleaved. `cnn_samples`: the CNN epoch's images (the first ones;
+    None = all the MLP's, 0 = no CNN); the CNN has no GEMM ceiling and no fused-Adam variant."""
     limiter = set_threads(threads)
     x, y = load_mnist(data_dir)
     if quick:
@@ -294,14 +347,19 @@ def run(
         xt = torch.from_numpy(np.ascontiguousarray(x - mean))
         yt = torch.from_numpy(y.astype(np.int64))
     gemm = GemmEpoch(n)
+    n_cnn = n if cnn_samples is None else min(cnn_samples, n)
 
     measure = {
         "ours": lambda r: ours_epoch(x, y, seed=r),
         "torch": lambda r: torch_epoch(xt, yt, seed=r),
         "torch_fused": lambda r: torch_epoch(xt, yt, seed=r, fused=True),
         "gemm": lambda r: gemm.run(),
+        "cnn_ours": lambda r: ours_epoch(x[:n_cnn], y[:n_cnn], seed=r, net="cnn"),
+        "cnn_torch": lambda r: torch_epoch(xt[:n_cnn], yt[:n_cnn], seed=r, net="cnn"),
     }
     names = ["ours", "torch", "torch_fused", "gemm"] if with_torch else ["ours", "gemm"]
+    if n_cnn:
+        names += ["cnn_ours", "cnn_torch"] if with_torch else ["cnn_ours"]
     helpers: dict[str, EpochProcess] = {}
     if baseline is not None:  # both engines in helper processes: the same conditions
         helpers["ours"] = EpochProcess(REPO_ROOT, data_dir, threads, quick)
@@ -313,7 +371,9 @@ def run(
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats + 1):  # round 0 is the untimed warm-up
         line = []
-        for name in names:
+        # Every other round runs in reverse order, so no engine always follows the same one (on a
+        # busy 2-core machine, the block after a multi-threaded one started in a worse state).
+        for name in names if r % 2 == 0 else names[::-1]:
             # A block disturbed by other processes is measured again (up to `retries` times);
             # the least disturbed attempt is kept.
             attempts = []
@@ -373,15 +433,32 @@ def run(
         result["baseline"] = baseline
         result["epoch_seconds"]["baseline"] = base
         result["ratio_ours_over_baseline"] = ours["median"] / base["median"]
+        result["ratio_ours_over_baseline_per_round"] = round_ratios(
+            times["ours"], times["baseline"]
+        )
     if with_torch:
         torch_s = summarise(times["torch"])
         result["epoch_seconds"]["torch"] = torch_s
         result["torch_effective_gflops"] = flops / torch_s["median"] / 1e9
         result["ratio_ours_over_torch"] = ours["median"] / torch_s["median"]
+        result["ratio_ours_over_torch_per_round"] = round_ratios(times["ours"], times["torch"])
         fused_s = summarise(times["torch_fused"])
         result["epoch_seconds"]["torch_fused"] = fused_s
         result["torch_fused_effective_gflops"] = flops / fused_s["median"] / 1e9
         result["ratio_ours_over_torch_fused"] = ours["median"] / fused_s["median"]
+    if n_cnn:
+        cnn: dict[str, Any] = {
+            "network": train_config("cnn", 0).model_dump(mode="json")["network"],
+            "train_samples": n_cnn,
+            "epoch_seconds": {"ours": summarise(times["cnn_ours"])},
+        }
+        if with_torch:
+            cnn["epoch_seconds"]["torch"] = summarise(times["cnn_torch"])
+            cnn["ratio_ours_over_torch"] = (
+                cnn["epoch_seconds"]["ours"]["median"] / cnn["epoch_seconds"]["torch"]["median"]
+            )
+            cnn["ratio_per_round"] = round_ratios(times["cnn_ours"], times["cnn_torch"])
+        result["cnn"] = cnn
     limiter.restore_original_limits()
     return result
 
@@ -453,13 +530,47 @@ def report(result: dict[str, Any]) -> str:
         checks.append(
             f"- ours / ours at {result['baseline']} = {result['ratio_ours_over_baseline']:.3f}"
         )
+    if "ratio_ours_over_baseline_per_round" in result:
+        checks[-1] += f" (per round: {result['ratio_ours_over_baseline_per_round']})"
     frac = result["ours_fraction_of_ceiling"]
     checks.append(
         f"- ours = {frac:.0%} of the GEMM ceiling {ceiling:.1f} GFLOP/s "
         f"(target >= {TARGET_CEILING_FRACTION:.0%}): "
         + ("MET" if frac >= TARGET_CEILING_FRACTION else "NOT MET")
     )
-    return "\n".join(lines + [""] + checks)
+    return "\n".join(lines + [""] + checks + cnn_report(result))
+
+
+def cnn_report(result: dict[str, Any]) -> list[str]:
+    """The CNN epoch's table and check (empty when it was not timed)."""
+    cnn = result.get("cnn")
+    if cnn is None:
+        return []
+    es = cnn["epoch_seconds"]
+    rows = [["ours (shared.nn)", f"{es['ours']['median']:.2f}", f"{es['ours']['min']:.2f}"]]
+    if "torch" in es:
+        rows.append(
+            [
+                f"PyTorch {result['machine'].get('torch')} CPU",
+                f"{es['torch']['median']:.2f}",
+                f"{es['torch']['min']:.2f}",
+            ]
+        )
+    lines = [
+        "",
+        f"CNN (the `cnn` preset's network), {cnn['train_samples']} images a timed epoch:",
+        "",
+        markdown_table(["engine", "median epoch (s)", "best epoch (s)"], rows),
+    ]
+    if "ratio_ours_over_torch" in cnn:
+        ratio = cnn["ratio_ours_over_torch"]
+        lines += [
+            "",
+            f"- CNN ours / PyTorch = {ratio:.2f} (target <= {CNN_TARGET_RATIO}, aim "
+            f"{CNN_AIM_RATIO}): " + ("MET" if ratio <= CNN_TARGET_RATIO else "NOT MET")
+            + f"; per round: {cnn['ratio_per_round']}",
+        ]  # fmt: skip
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -505,6 +616,14 @@ def main(argv: list[str] | None = None) -> int:
         "--no-torch", action="store_true", help="skip PyTorch (when it is not installed)"
     )
     parser.add_argument(
+        "--cnn-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images of the timed CNN epoch (the first N; default: all of them, as the MLP; "
+        "0 = no CNN)",
+    )
+    parser.add_argument(
         "--baseline",
         default=None,
         metavar="GIT_REF",
@@ -524,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         max_wait=0.0 if args.quick else args.wait_quiet,
         retries=0 if args.quick else args.retries,
         baseline=args.baseline,
+        cnn_samples=args.cnn_samples,
     )
     print(report(result))
     if not args.quick:

@@ -144,3 +144,21 @@ def test_profile_stacks_go_to_their_innermost_part() -> None:
         "answer": 0,
         "HTTP": 50,
     }
+
+
+def test_the_engine_benchmark_times_the_cnn_presets_network() -> None:
+    """The CNN epoch is the `cnn` preset's network (dropout entry included), trained as the MLP
+    epoch is: no augmentation, batch 128, Adam at a constant rate, no validation split."""
+    from benchmarks.engine import BATCH, train_config
+    from shared.config import TrainConfig
+
+    cnn, mlp = train_config("cnn", 3), train_config("mlp", 3)
+    assert cnn.network == TrainConfig(preset="cnn").network
+    assert [layer.kind for layer in cnn.build_model().layers] == [
+        "standardize", "reshape", "conv2d", "relu", "maxpool2d", "conv2d", "relu", "maxpool2d",
+        "flatten", "dense", "relu", "dropout", "dense",
+    ]  # fmt: skip
+    for config in (cnn, mlp):
+        assert (config.batch_size, config.optimizer, config.augment) == (BATCH, "adam", False)
+        assert (config.val_fraction, config.lr_schedule, config.seed) == (0.0, "constant", 3)
+    assert mlp.hidden_layers == [256, 128] and mlp.network is None

@@ -82,6 +82,33 @@ def test_conv_gradients(h, w, k, stride, padding, pads):
     check_layer(layer, images((2, 3, h, w)))
 
 
+@pytest.mark.parametrize(("h", "w", "k", "stride", "padding", "pads"), CONV_CASES[1:7])
+def test_conv_in_im2col_blocks_of_a_few_samples(h, w, k, stride, padding, pads, monkeypatch):
+    """A batch larger than one im2col block (here blocks of 2 samples, the last one of 1):
+    the same outputs and gradients as the formula and finite differences."""
+    import shared.nn.conv
+
+    rng = np.random.default_rng(4)
+    layer = Conv2D(3, 4, k, stride=stride, padding=padding, rng=rng, dtype=F64)
+    layer.b[:] = rng.standard_normal(4)
+    _, ho, wo = layer.output_shape((3, h, w))
+    monkeypatch.setattr(shared.nn.conv, "IM2COL_BLOCK_FLOATS", 2 * ho * wo * k * k * 3)
+    assert layer._block(5, ho, wo) == 2
+    x = images((5, 3, h, w))
+    expected = reference_conv(x, layer.W, layer.b, stride, pads)
+    np.testing.assert_allclose(layer.forward(x, True), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.forward(x, False), expected, rtol=1e-12, atol=1e-12)
+    check_layer(layer, x)
+    y = layer.forward(x, True)  # the first layer of a model: no input gradient, dW the same
+    grad = images(y.shape, seed=5)
+    layer.backward(grad, need_input_grad=True)
+    dw, db = layer.dW.copy(), layer.db.copy()
+    layer.forward(x, True)
+    assert layer.backward(grad, need_input_grad=False) is None
+    np.testing.assert_allclose(layer.dW, dw, rtol=1e-12)
+    np.testing.assert_allclose(layer.db, db, rtol=1e-12)
+
+
 def test_conv_without_bias_and_skipped_input_grad():
     layer = Conv2D(2, 3, 3, padding="same", bias=False, rng=np.random.default_rng(3), dtype=F64)
     assert layer.trainable == ("W",)
