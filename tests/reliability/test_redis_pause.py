@@ -82,7 +82,19 @@ def test_redis_paused_mid_sweep(tmp_path, mnist_dir):
                 return view if view["status"] != "running" else None
 
             resumed = time.monotonic()
-            view = wait_for(ended, 180, interval=0.3, what="the sweep to end")
+            try:
+                view = wait_for(ended, 180, interval=0.3, what="the sweep to end")
+            except AssertionError:  # what the sweep, the queue and the workers were doing
+                q = queueing.make_queue(queue, conn)
+                seen = {
+                    "sweep": api.get(url).json(),
+                    "queued": q.job_ids,
+                    "intermediate": conn.lrange(q.intermediate_queue_key, 0, -1),
+                    "started": q.started_job_registry.get_job_ids(),
+                }
+                raise AssertionError(
+                    f"the sweep did not end within 180 s of Redis resuming: {seen}\n{stack.logs()}"
+                ) from None
             print(f"the sweep ended {time.monotonic() - resumed:.1f} s after Redis resumed")
             trials = view["trials"]
             assert view["status"] == "finished", (view, stack.logs())
