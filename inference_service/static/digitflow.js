@@ -417,7 +417,7 @@
         $("draw-error").hidden = true;
         // Explain the very version that answered (a new default may land in between).
         const answered = String(res.body.model_version);
-        explainLater({ model, version: answered, instance, predicted: res.body.predictions[0] });
+        explanation.later({ model, version: answered, instance, predicted: res.body.predictions[0] });
         convolutionLater({ model, version: answered, instance });
       } else {
         $("draw-error").textContent = `Prediction failed: ${errorText(res, "error")}`;
@@ -436,9 +436,41 @@
   for (let digit = 0; digit < 10; digit++) {
     $("explain-target").append(el("option", { value: String(digit), text: `class ${digit}` }));
   }
-  let explainInput = null; // {model, version, instance, predicted} of the newest prediction
-  let explainBusy = false;
-  let explainAgain = false;
+
+  /** Requests about the newest drawing, one in flight: `send(input)` asks, `show(input, res)`
+   * paints. While one is in flight only the newest input waits (older ones are skipped), and
+   * an answer is painted only if its input is still the newest and the drawing still there. */
+  function newestOnly(send, show) {
+    let input = null;
+    let busy = false;
+    let again = false;
+    async function run() {
+      const asked = input;
+      if (!asked || !strokes.length) return;
+      busy = true;
+      const res = await send(asked);
+      busy = false;
+      if (again) {
+        again = false;
+        run(); // a newer input is waiting: this answer is stale
+        return;
+      }
+      if (asked === input && strokes.length) show(asked, res);
+    }
+    return {
+      get input() {
+        return input;
+      },
+      later(next) {
+        input = next;
+        if (busy) again = true;
+        else run();
+      },
+      forget() {
+        input = null;
+      },
+    };
+  }
 
   /** Paint attributions (784 values, or null to clear) on the overlay: red pixels argue for the
    * explained class, blue ones against it, opacity by |attribution| / max |attribution|. */
@@ -458,51 +490,38 @@
     $("why").textContent = caption;
   }
 
-  function explainLater(input) {
-    explainInput = input;
-    if (explainBusy) explainAgain = true;
-    else runExplain();
-  }
-
-  async function runExplain() {
-    const input = explainInput;
-    if (!input || !strokes.length) return;
-    const chosen = $("explain-target").value;
-    const body = { instances: [input.instance], scale: "unit" };
-    if (chosen !== "") body.target = Number(chosen);
-    explainBusy = true;
-    const res = await request(
-      `/v1/models/${enc(input.model)}/versions/${enc(input.version)}/explain`,
-      { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) },
-    );
-    explainBusy = false;
-    if (explainAgain) {
-      explainAgain = false;
-      runExplain(); // a newer drawing or class is waiting: this answer is stale
-      return;
-    }
-    if (input !== explainInput || !strokes.length) return;
-    if (res.ok) {
-      const target = res.body.target[0];
-      const caption = target === input.predicted ? `Why ${target}` : `Why not ${target}`;
-      showHeatmap(res.body.attributions[0], caption);
-      $("heatmap").dataset.target = String(target);
-    } else {
-      showHeatmap(null, `Explanation failed: ${errorText(res, "error")}`);
-    }
-  }
+  // input: {model, version, instance, predicted} of the newest prediction
+  const explanation = newestOnly(
+    (input) => {
+      const chosen = $("explain-target").value;
+      const body = { instances: [input.instance], scale: "unit" };
+      if (chosen !== "") body.target = Number(chosen);
+      return request(`/v1/models/${enc(input.model)}/versions/${enc(input.version)}/explain`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    },
+    (input, res) => {
+      if (res.ok) {
+        const target = res.body.target[0];
+        const caption = target === input.predicted ? `Why ${target}` : `Why not ${target}`;
+        showHeatmap(res.body.attributions[0], caption);
+        $("heatmap").dataset.target = String(target);
+      } else {
+        showHeatmap(null, `Explanation failed: ${errorText(res, "error")}`);
+      }
+    },
+  );
 
   $("explain-target").addEventListener("change", () => {
-    if (explainInput) explainLater(explainInput);
+    if (explanation.input) explanation.later(explanation.input);
   });
 
   // ---- the first convolution of a convolutional version: its filters as small pictures and
   // their feature maps of the drawing (POST .../feature-maps: the very pixels predict got), after
   // each prediction. Hidden for a perceptron (its listed network has no conv2d, or a 409). One
   // request in flight; only the newest drawing's answer is painted.
-  let convInput = null; // {model, version, instance} of the newest prediction
-  let convBusy = false;
-  let convAgain = false;
   let convPaints = 0;
 
   /** Whether a version has a convolution, by its network in the listing (null: not listed). */
@@ -513,42 +532,28 @@
     return row.network.some((layer) => layer.kind === "conv2d");
   }
 
+  // input: {model, version, instance} of the newest prediction
+  const convolution = newestOnly(
+    (input) =>
+      request(`/v1/models/${enc(input.model)}/versions/${enc(input.version)}/feature-maps`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ instances: [input.instance], scale: "unit" }),
+      }),
+    (input, res) => {
+      if (res.ok) showConvolution(res.body);
+      else hideConvolution(); // 409: no convolution (a perceptron); otherwise nothing to show
+    },
+  );
+
   function hideConvolution() {
-    convInput = null;
+    convolution.forget();
     $("conv-panel").hidden = true;
   }
 
   function convolutionLater(input) {
-    if (hasConvolution(input.model, input.version) === false) {
-      hideConvolution();
-      return;
-    }
-    convInput = input;
-    if (convBusy) convAgain = true;
-    else runConvolution();
-  }
-
-  async function runConvolution() {
-    const input = convInput;
-    if (!input || !strokes.length) return;
-    convBusy = true;
-    const res = await request(
-      `/v1/models/${enc(input.model)}/versions/${enc(input.version)}/feature-maps`,
-      {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ instances: [input.instance], scale: "unit" }),
-      },
-    );
-    convBusy = false;
-    if (convAgain) {
-      convAgain = false;
-      runConvolution(); // a newer drawing is waiting: this answer is stale
-      return;
-    }
-    if (input !== convInput || !strokes.length) return;
-    if (res.ok) showConvolution(res.body);
-    else hideConvolution(); // 409: no convolution (a perceptron); otherwise nothing to show
+    if (hasConvolution(input.model, input.version) === false) hideConvolution();
+    else convolution.later(input);
   }
 
   /** `count` canvases of width x height in `box`, reused while their number and size hold. */
