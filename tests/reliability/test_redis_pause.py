@@ -20,7 +20,8 @@ from shared.redis_embedded import EmbeddedRedis
 from tests.service_support import trainer_api
 from tests.trainer_support import Stack, wait_for
 from trainer_service import queueing
-from trainer_service.worker.process import requeue_stranded
+from trainer_service.settings import TrainerSettings
+from trainer_service.worker.process import build_worker, requeue_stranded
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.exclusive]
 
@@ -133,4 +134,41 @@ def test_a_job_stranded_by_a_lost_dequeue_goes_back_to_its_queue(redis_url, queu
     assert conn.lmove(q.key, q.intermediate_queue_key) == job.id.encode()
     requeue_stranded(q)
     assert (q.job_ids, conn.llen(q.intermediate_queue_key)) == ([job.id], 0)
+    conn.close()
+
+
+def test_a_job_taken_as_redis_was_lost_goes_back_to_its_queue(redis_url, queue):
+    """A worker took a job (BLMOVE) and RQ's `prepare_execution` registered its execution (its
+    reply lost to a hung Redis that ran it on resuming); no work horse started it. Left alone,
+    the job looks started and RQ would fail it as abandoned, a job that never ran; the
+    reconnecting worker puts it back. A job a horse did start stays where it is."""
+    settings = TrainerSettings.load({"REDIS_URL": redis_url, "RQ_QUEUE": queue})
+    worker = build_worker(settings, name=f"{queue}-taker")
+    q = worker.queues[0]
+    conn = q.connection
+    never_started, started = (q.enqueue("os.getpid", job_id=f"{queue}-{i}") for i in (1, 2))
+    for job in (never_started, started):
+        assert conn.lmove(q.key, q.intermediate_queue_key) == job.id.encode()
+        worker.prepare_execution(job)  # the main process's step: the execution is registered
+    # The second one's work horse started it: out of the intermediate list, status started.
+    worker.prepare_job_execution(started, remove_from_intermediate_queue=True)
+    registry = q.started_job_registry
+    assert sorted(registry.get_job_ids(cleanup=False)) == sorted([never_started.id, started.id])
+    requeue_stranded(q)  # a lost dequeue only: both are in the started registry, neither moves
+    assert q.job_ids == []
+
+    taken = never_started.get_executions()[0]
+    requeue_stranded(q, taken=taken)
+    assert q.job_ids == [never_started.id]
+    assert conn.lrange(q.intermediate_queue_key, 0, -1) == []
+    assert registry.get_job_ids(cleanup=False) == [started.id]
+    assert never_started.get_executions() == [] and not conn.exists(taken.key)
+    assert never_started.get_status(refresh=True) == "queued"
+
+    requeue_stranded(q, taken=worker.execution)  # the started one's execution: it stays
+    assert (q.job_ids, registry.get_job_ids(cleanup=False)) == ([never_started.id], [started.id])
+    assert started.get_status(refresh=True) == "started"
+    for job in (never_started, started):
+        job.delete()
+    conn.delete(worker.key, registry.key)
     conn.close()

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.exceptions import StopRequested
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.utils import now
 
@@ -105,6 +106,7 @@ class TrainingWorker(Worker):
 
     #: How long after its last heartbeat a job's execution counts as abandoned.
     heartbeat_grace: int = 25
+    executing: bool = False
     _redis_lost_at: float | None = None
     #: Seconds an idle worker's dequeue (BLMOVE) blocks before it heartbeats and blocks again.
     #: RQ's own block is worker_ttl - 15 = 405 s, with the connection's socket timeout raised
@@ -173,6 +175,13 @@ class TrainingWorker(Worker):
             remaining = job.timeout - self.current_job_working_time
             return int(max(1, min(remaining, interval))) + self.heartbeat_grace
         return interval + self.heartbeat_grace
+
+    def execute_job(self, job: Job, queue) -> None:
+        """RQ's, flagged while it runs: a worker that loses Redis in here hands the job's
+        execution (`self.execution`, set first thing) to `requeue_stranded` (`_reconnect`)."""
+        self.executing = True
+        super().execute_job(job, queue)
+        self.executing = False
 
     def fork_work_horse(self, job: Job, queue) -> None:
         with _FORK_GUARD:  # not in the middle of a reconcile step
@@ -383,7 +392,8 @@ def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker
     old.connection.connection_pool.disconnect()
     with contextlib.suppress(RedisError):  # best effort: the old registration expires anyway
         old.register_death()
-        requeue_stranded(worker.queues[0])
+    with contextlib.suppress(RedisError):  # best effort: RQ's own clean-up fails them later
+        requeue_stranded(worker.queues[0], taken=old.execution if old.executing else None)
     log.info("worker %s: Redis answers again; listening on %s", worker.name, worker.queues[0].name)
     return worker
 
@@ -393,13 +403,37 @@ _REQUEUE = (
     "if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then "
     "redis.call('lpush', KEYS[2], ARGV[1]) return 1 end return 0"
 )
+#: The same, and the execution RQ registered for it goes: out of the started registry and the
+#: job's executions, its record deleted. KEYS: intermediate list, queue, started registry, job's
+#: executions, execution; ARGV: job id, execution's started-registry member, execution id.
+_PUT_BACK = (
+    "if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then "
+    "redis.call('zrem', KEYS[3], ARGV[2]) redis.call('zrem', KEYS[4], ARGV[3]) "
+    "redis.call('del', KEYS[5]) redis.call('lpush', KEYS[2], ARGV[1]) return 1 end return 0"
+)
 
 
-def requeue_stranded(queue: Queue) -> None:
-    """A dequeue (BLMOVE) that timed out on a hung Redis may still run when Redis resumes: it
-    moves a job into RQ's intermediate list for a connection gone, where nobody starts it (RQ
-    fails such a job after minutes). Every queued job found there twice a second apart, never
-    started (a live worker starts its job within milliseconds), goes back to the queue's front."""
+def requeue_stranded(queue: Queue, taken: Execution | None = None) -> None:
+    """Put back at the front of the queue the jobs that calls lost to a hung Redis left where no
+    worker will start them. A call that timed out client-side still runs when Redis resumes
+    (Redis executes what a closed connection sent before it closed), so:
+
+    * a dequeue (BLMOVE) moves a job into RQ's intermediate list for a connection gone (RQ fails
+      such a job after minutes): every queued job found there twice a second apart, never
+      started (a live worker starts its job within milliseconds), goes back;
+    * `taken`, the reconnecting worker's last execution: RQ's `prepare_execution` registers it in
+      the started registry before the work horse starts, so a worker that lost Redis right there
+      leaves a job that looks started and never ran (RQ fails it as abandoned once its heartbeat
+      lapses). If that job is still in the intermediate list, no work horse took it (a horse's
+      first write takes it out, with its status "started"): the execution goes and the job goes
+      back. A job its horse started (and the worker killed) stays: it did run, and fails."""
+    if taken is not None:
+        registry = queue.started_job_registry
+        keys = [queue.intermediate_queue_key, queue.key, registry.key,
+                ExecutionRegistry(taken.job_id, queue.connection).key, taken.key]  # fmt: skip
+        argv = [taken.job_id, taken.composite_key, taken.id]
+        if queue.connection.eval(_PUT_BACK, len(keys), *keys, *argv):
+            log.warning("job %s: taken as Redis was lost, never started; requeued", taken.job_id)
 
     def stranded() -> set[str]:
         ids = queue.intermediate_queue.get_job_ids()
