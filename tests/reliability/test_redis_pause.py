@@ -172,3 +172,27 @@ def test_a_job_taken_as_redis_was_lost_goes_back_to_its_queue(redis_url, queue):
         job.delete()
     conn.delete(worker.key, registry.key)
     conn.close()
+
+
+def test_a_reconnecting_worker_retires_its_own_earlier_registration(redis_url, queue):
+    """After an outage the worker registers again under its name (`_reconnect`); a registration
+    of this very process that still looks alive is retired, not refused (the worker once died
+    of RQ's "There exists an active worker named ... already"). Another process's is refused."""
+    settings = TrainerSettings.load({"REDIS_URL": redis_url, "RQ_QUEUE": queue})
+    name = f"{queue}-again"
+    before = build_worker(settings, name=name)
+    before.register_birth()
+    conn = before.connection
+    again = build_worker(settings, name=name)
+    again.register_birth()  # the old registration is alive: RQ alone raises ValueError here
+    assert conn.hget(again.key, "death") is None
+    assert conn.hget(again.key, "birth").decode() == again.birth_date.strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    conn.hset(again.key, "pid", str(os.getpid() + 1))  # the name taken by another process
+    other = build_worker(settings, name=name)
+    with pytest.raises(ValueError, match="active worker named"):
+        other.register_birth()
+    again.register_death()
+    conn.delete(again.key)
+    conn.close()

@@ -129,6 +129,23 @@ class TrainingWorker(Worker):
             self._shutdown_requested_date = now()
         super().bootstrap(*args, **kwargs)
 
+    def register_birth(self) -> None:
+        """RQ's, except that a live registration under this name *by this very process* is
+        retired first instead of refused as a duplicate: a worker reconnecting after an outage
+        keeps its name (`_reconnect`), and its old registration may still look alive (seen once
+        in about 60 outages: the worker then died with "There exists an active worker named
+        ... already"). Another process's registration under the name is still refused."""
+        pid, hostname, death = self.connection.hmget(self.key, ["pid", "hostname", "death"])
+        mine = (
+            pid is not None
+            and int(pid) == os.getpid()
+            and hostname == (self.hostname or "").encode()
+        )
+        if mine and death is None:
+            self.log.warning("Worker %s: retiring this process's earlier registration", self.name)
+            self.register_death()
+        super().register_birth()
+
     def _record_stop_request(self, signum: int, frame) -> None:
         # No logging in here: the signal may land while the main thread writes a log line.
         self._shutdown_requested_date = now()
