@@ -37,15 +37,17 @@ from shared.nn.layers import Layer
 PADDINGS = ("valid", "same")
 
 #: The im2col matrix is built and used a block of samples at a time, each block's X_col within
-#: this many floats (2 MB), so it is still in cache when its products read it, and the layer
-#: holds one block, not the batch's (the `cnn` network's second conv, batch 128: 26 MB -> 2 MB).
-#: Backward rebuilds each block's X_col from the padded input the layer keeps (a copy from cache
-#: is cheaper than a trip to memory); a batch that fits one block keeps its X_col from forward.
-#: Measured on the `cnn` network's training step, one core, CPU time, min / median of 8 rounds
-#: interleaved: the whole batch's X_col at once 68.5 / 70.1 ms; blocks of 2^18 floats 63.3 / 64.9,
-#: 2^19 61.5 / 66.9, 2^20 65.7 / 71.8. Not smaller: each block is 3 BLAS calls, and on a busy
-#: machine every multi-threaded call waits for the other core.
-IM2COL_BLOCK_FLOATS = 1 << 19
+#: this many floats (8 MB), so the layer holds one block, not the batch's when the batch is large,
+#: and a block is still in cache when its products read it. Backward rebuilds each block's X_col
+#: from the padded input the layer keeps (a copy from cache is cheaper than a trip to memory); a
+#: batch that fits one block keeps its X_col from forward (the `cnn` network at batch 128: the
+#: first conv's whole batch is one block, the second conv's blocks are 40 samples). Not smaller:
+#: each block is 3 BLAS calls, and with 2 BLAS threads every call is a hand-over between the
+#: cores. `python -m benchmarks.layers --threads T --block-floats
+#: 524288 1048576 2097152 4194304 16777216` (the `cnn` training step; Intel Xeon, 2 vCPUs,
+#: 2026-12-06, BENCHMARKS.md §1): at 2 threads 2^21 floats takes 0.920 of the time of 2^19 (the
+#: value before, chosen on one core), 2^22 and up the same as 2^21; at 1 thread 0.974.
+IM2COL_BLOCK_FLOATS = 1 << 21
 
 
 class Conv2D(Layer):

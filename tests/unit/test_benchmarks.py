@@ -155,10 +155,31 @@ def test_the_engine_benchmark_times_the_cnn_presets_network() -> None:
     cnn, mlp = train_config("cnn", 3), train_config("mlp", 3)
     assert cnn.network == TrainConfig(preset="cnn").network
     assert [layer.kind for layer in cnn.build_model().layers] == [
-        "standardize", "reshape", "conv2d", "relu", "maxpool2d", "conv2d", "relu", "maxpool2d",
+        "standardize", "reshape", "conv2d", "maxpool2d", "relu", "conv2d", "maxpool2d", "relu",
         "flatten", "dense", "relu", "dropout", "dense",
     ]  # fmt: skip
     for config in (cnn, mlp):
         assert (config.batch_size, config.optimizer, config.augment) == (BATCH, "adam", False)
         assert (config.val_fraction, config.lr_schedule, config.seed) == (0.0, "constant", 3)
     assert mlp.hidden_layers == [256, 128] and mlp.network is None
+
+
+def test_the_layers_benchmark_times_every_layer_for_each_block_size() -> None:
+    """`benchmarks.layers`: one entry per layer of the preset's network for each im2col block
+    size compared, the engine's own block size put back afterwards."""
+    import shared.nn.conv as conv
+    from benchmarks.layers import run
+    from shared.config import TrainConfig
+
+    engines = conv.IM2COL_BLOCK_FLOATS
+    result = run("cnn", threads=1, steps=1, rounds=1, blocks=[1 << 16, 1 << 21])
+    restored = conv.IM2COL_BLOCK_FLOATS
+    assert restored == engines
+    kinds = [layer.kind for layer in TrainConfig(preset="cnn").build_model().layers]
+    assert list(result["blocks"]) == [str(1 << 16), str(1 << 21)]
+    for entry in result["blocks"].values():
+        assert [e["kind"] for e in entry["layers"]] == kinds
+        conv_layers = [e for e in entry["layers"] if e["kind"] == "conv2d"]
+        assert all(e["forward_ms"] > 0 and e["backward_ms"] > 0 for e in conv_layers)
+        assert entry["step_ms"] >= sum(e["forward_ms"] for e in entry["layers"])
+    assert result["blocks"][str(1 << 16)]["ratio_to_first"] == 1.0

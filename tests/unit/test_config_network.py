@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 
 from shared.config import PRESETS, TrainConfig
 from shared.nn.conv import Conv2D
-from shared.nn.model import build_network
+from shared.nn.model import Sequential, build_network
 from shared.nn.pooling import MaxPool2D
 from shared.nn.reshape import Flatten, Reshape
 from shared.web.validation import field_errors
@@ -84,7 +85,7 @@ def test_the_issue_body_validates_and_builds_the_network_it_describes():
     assert TrainConfig.model_validate(config.public_dict()) == config  # a manifest round-trips
     model = config.build_model(mean=np.zeros(784, np.float32))
     assert [layer.kind for layer in model.layers] == [
-        "standardize", "reshape", "conv2d", "relu", "maxpool2d", "conv2d", "relu", "maxpool2d",
+        "standardize", "reshape", "conv2d", "maxpool2d", "relu", "conv2d", "maxpool2d", "relu",
         "flatten", "dense", "relu", "dropout", "dense",
     ]  # fmt: skip
     assert model.layers[1].shape == (1, 28, 28)
@@ -110,6 +111,41 @@ def test_batch_norm_activation_and_input_dropout_apply_as_for_a_perceptron():
     ]  # fmt: skip
     assert not layers[3].use_bias and not layers[7].use_bias  # batch norm's beta is the bias
     assert layers[7].in_features == 4 * 14 * 14 and layers[-1].use_bias
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
+def test_pooling_before_the_activation_computes_what_the_network_says(activation, batch_norm):
+    """`build_network` puts a conv's activation after the pool that follows it. The network as
+    written (activation, then pool) built from the very same layers gives the same logits and
+    the same gradient, on images with blank backgrounds (the ties every MNIST border makes)."""
+    network = [{"conv": 4, "kernel": 3}, {"pool": 2}, {"conv": 6, "kernel": 3, "padding": "same"},
+               {"pool": 2, "stride": 1}, {"dense": 8}]  # fmt: skip
+    config = TrainConfig(network=network, activation=activation, batch_norm=batch_norm, seed=2)
+    pooled_first = config.build_model()
+    kinds = [layer.kind for layer in pooled_first.layers]
+    assert kinds[3 + batch_norm : 5 + batch_norm] == ["maxpool2d", activation]
+    layers = copy.deepcopy(pooled_first.layers)
+    for i in range(len(layers) - 1):  # each (pool, activation) back to (activation, pool)
+        if isinstance(layers[i], MaxPool2D) and kinds[i + 1] == activation:
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    as_written = Sequential(layers, input_size=784)
+    assert [layer.kind for layer in as_written.layers].count("maxpool2d") == 2
+    assert [layer.kind for layer in as_written.layers] != kinds
+    np.testing.assert_array_equal(as_written.params, pooled_first.params)
+    rng = np.random.default_rng(5)
+    x = rng.random((6, 784), dtype=np.float32) * (rng.random((6, 784)) < 0.3)  # mostly blank
+    grad = rng.standard_normal((6, 10)).astype(np.float32)
+    for model in (pooled_first, as_written):
+        model.astype(np.float64)
+    logits = [
+        model.forward(x.astype(np.float64), training=True) for model in (pooled_first, as_written)
+    ]
+    np.testing.assert_allclose(logits[0], logits[1], rtol=1e-12, atol=1e-12)
+    for model in (pooled_first, as_written):
+        model.backward(grad.astype(np.float64))
+    assert np.abs(as_written.grads).max() > 0
+    np.testing.assert_allclose(pooled_first.grads, as_written.grads, rtol=1e-10, atol=1e-12)
 
 
 def test_a_network_of_dense_layers_only_needs_no_images():

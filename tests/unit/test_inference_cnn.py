@@ -178,7 +178,7 @@ def test_the_listing_draws_each_versions_network(served, registry, tmp_path):
     assert network == model.describe()
     first = [(layer["kind"], layer["output_shape"], layer["params"]) for layer in network[:4]]
     if kind == "cnn":
-        assert first[2:] == [("conv2d", [4, 24, 24], 5 * 5 * 4 + 4), ("relu", [4, 24, 24], 0)]
+        assert first[2:] == [("conv2d", [4, 24, 24], 5 * 5 * 4 + 4), ("maxpool2d", [4, 12, 12], 0)]
     else:
         assert first[1:3] == [("dense", [16], 784 * 16 + 16), ("relu", [16], 0)]
     assert sum(layer["params"] for layer in network) == model.n_params

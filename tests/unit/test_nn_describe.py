@@ -58,8 +58,8 @@ def test_describe_a_convolutional_network():
         ("standardize", [784], 0),
         ("reshape", [1, 28, 28], 0),
         ("conv2d", [4, 24, 24], 5 * 5 * 1 * 4 + 4),
-        ("relu", [4, 24, 24], 0),
         ("maxpool2d", [4, 12, 12], 0),
+        ("relu", [4, 12, 12], 0),  # after the pool (`build_network`)
         ("conv2d", [8, 12, 12], 3 * 3 * 4 * 8 + 8),
         ("relu", [8, 12, 12], 0),
         ("flatten", [8 * 12 * 12], 0),
