@@ -122,7 +122,7 @@ def report(results: list[dict[str, Any]]) -> str:
     rows = []
     for r in results:
         t = r["target"] or {}
-        goal = f">= {t['accuracy']:.1%}" if t else "-"
+        goal = f">= {t['accuracy'] * 100:g}%" if t else "-"  # 99.65 %, not a rounded 99.7 %
         if t and t.get("seconds"):
             goal += f" in < {t['seconds']:.0f} s"
         rows.append(
