@@ -183,7 +183,13 @@ class TrainingWorker(Worker):
                 self.pubsub.unsubscribe()
         finally:
             thread.join(timeout=1)  # bounded: with Redis unreachable no reply may ever come
-            self.pubsub.close()
+            # A thread still reading (from a hung Redis) keeps its subscription: it is told to
+            # stop and closes it itself when its read ends (its socket times out). Closed from
+            # here, the connection would go back to the pool while the thread still reads from
+            # it, and the pool's next user (the old worker's `register_death` in `_reconnect`)
+            # would share the socket.
+            if not thread.is_alive():
+                self.pubsub.close()
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         """RQ adds a fixed 60 s to every heartbeat TTL; we add `heartbeat_grace` instead."""
