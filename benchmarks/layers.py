@@ -30,7 +30,7 @@ WARM_UP = 5
 def step_times(model: Any, x: Any, grad: Any) -> tuple[list[float], list[float]]:
     """Seconds of each layer's forward and backward in one training step of `model`."""
     clock = time.perf_counter
-    forward, backward = [], []
+    forward = []
     h = x
     for layer in model.layers:
         started = clock()

@@ -484,9 +484,9 @@ def build_network(
     the pool: every activation here is non-decreasing, so max-pooling commutes with it, value and
     gradient (the same input wins every window; where it ties, the activation is flat and passes
     no gradient either way), and the activation then runs on a quarter of the pixels (a `cnn`
-    epoch 19.8 s instead of 21.0 s, BENCHMARKS.md §1). Initialisation as `build_mlp`'s: He for a ReLU-family
-    activation (every Conv2D: He), a layer followed by batch norm has no bias, independent random
-    streams from `seed` for the weights and each dropout layer.
+    epoch 19.8 s instead of 21.0 s, BENCHMARKS.md §1). Initialisation as `build_mlp`'s: He for a
+    ReLU-family activation (every Conv2D: He), a layer followed by batch norm has no bias,
+    independent random streams from `seed` for the weights and each dropout layer.
     """
     root = np.random.SeedSequence([seed, _MODEL_STREAM_TAG])
     init_seed, *dropout_seeds, input_seed = root.spawn(2 + len(network))

@@ -421,18 +421,15 @@ def _reconnect(old: TrainingWorker, settings: TrainerSettings) -> TrainingWorker
     return worker
 
 
-#: Back to the front of its queue, if still in RQ's intermediate list (one worker of several).
+#: A job back to the front of its queue, if still in RQ's intermediate list (one worker of
+#: several may try). KEYS: intermediate list, queue; ARGV: job id. With an execution RQ
+#: registered for it, that goes too: KEYS also started registry, job's executions, execution;
+#: ARGV also the execution's started-registry member, execution id.
 _REQUEUE = (
-    "if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then "
-    "redis.call('lpush', KEYS[2], ARGV[1]) return 1 end return 0"
-)
-#: The same, and the execution RQ registered for it goes: out of the started registry and the
-#: job's executions, its record deleted. KEYS: intermediate list, queue, started registry, job's
-#: executions, execution; ARGV: job id, execution's started-registry member, execution id.
-_PUT_BACK = (
-    "if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 1 then "
-    "redis.call('zrem', KEYS[3], ARGV[2]) redis.call('zrem', KEYS[4], ARGV[3]) "
-    "redis.call('del', KEYS[5]) redis.call('lpush', KEYS[2], ARGV[1]) return 1 end return 0"
+    "if redis.call('lrem', KEYS[1], 1, ARGV[1]) == 0 then return 0 end "
+    "if #KEYS > 2 then redis.call('zrem', KEYS[3], ARGV[2]) "
+    "redis.call('zrem', KEYS[4], ARGV[3]) redis.call('del', KEYS[5]) end "
+    "redis.call('lpush', KEYS[2], ARGV[1]) return 1"
 )
 
 
@@ -455,7 +452,7 @@ def requeue_stranded(queue: Queue, taken: Execution | None = None) -> None:
         keys = [queue.intermediate_queue_key, queue.key, registry.key,
                 ExecutionRegistry(taken.job_id, queue.connection).key, taken.key]  # fmt: skip
         argv = [taken.job_id, taken.composite_key, taken.id]
-        if queue.connection.eval(_PUT_BACK, len(keys), *keys, *argv):
+        if queue.connection.eval(_REQUEUE, len(keys), *keys, *argv):
             log.warning("job %s: taken as Redis was lost, never started; requeued", taken.job_id)
 
     def stranded() -> set[str]:
