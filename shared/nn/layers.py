@@ -319,7 +319,7 @@ class BatchNorm1d(Layer):
     # The maths, on a matrix x of `repeats` * C columns whose column j holds channel j % C: a
     # BatchNorm1d batch is (N, C) with repeats = 1; BatchNorm2d passes each image's channel-last
     # pixels as one row (repeats = H * W). Long rows keep every ufunc in its fast inner loop: on
-    # (N*H*W, C) rows of 32 channels the same passes took 2.5x as long (BENCHMARKS.md §1).
+    # (N*H*W, C) rows of 32 channels the same passes took 1.7x as long (BENCHMARKS.md §1).
     def _forward_rows(self, x: np.ndarray, repeats: int, training: bool) -> np.ndarray:
         out = self._out("y", x.shape, training)
         if not training:
