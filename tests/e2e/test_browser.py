@@ -745,16 +745,22 @@ def test_models_view_shows_the_rollout_line(page, site) -> None:
         registry.delete_alias("mnist", "champion")
 
 
-def _wait_every_worker_shadows(site, model: str, version: int, timeout_s: float = 15.0) -> None:
-    """Until both gunicorn workers (told apart by the pid in /readyz) run `version` as the
-    model's shadow."""
+def _wait_every_worker(site, model: str, check, what: str, timeout_s: float = 15.0) -> None:
+    """Until `check(the model's /readyz entry)` holds in both gunicorn workers (told apart by the
+    pid in /readyz): each worker picks registry changes up on its own poll, and the page shows
+    whichever worker answers its request, so a view can flip back until both have."""
     deadline = time.monotonic() + timeout_s
     seen: dict[int, bool] = {}
     while len(seen) < 2 or not all(seen.values()):
-        assert time.monotonic() < deadline, f"shadow v{version} not loaded by every worker: {seen}"
+        assert time.monotonic() < deadline, f"{what}: not in every worker: {seen}"
         body = requests.get(f"{site['url']}/readyz", timeout=10).json()
-        shadow = (body["models"].get(model) or {}).get("shadow") or {}
-        seen[body["pid"]] = shadow.get("serving") == version
+        seen[body["pid"]] = check(body["models"].get(model) or {})
+
+
+def _wait_every_worker_shadows(site, model: str, version: int, timeout_s: float = 15.0) -> None:
+    """Until both gunicorn workers run `version` as the model's shadow."""
+    _wait_every_worker(site, model, lambda m: (m.get("shadow") or {}).get("serving") == version,
+                       f"shadow v{version} loaded", timeout_s)  # fmt: skip
 
 
 def _refresh_until(page, selector: str, timeout_s: float = 15.0) -> None:
@@ -782,6 +788,9 @@ def test_models_view_shows_what_each_version_gets_under_a_split(page, site) -> N
     registry.pin("split", 1)
     registry.set_traffic("split", [{"version": 2, "weight": 90}, {"version": 3, "weight": 10}])
     registry.set_shadow("split", 4)
+    _wait_every_worker(site, "split", lambda m: [r.get("serving") for r in m.get("traffic") or []]
+                       == [2, 3] and (m.get("shadow") or {}).get("serving") == 4,
+                       "the split and the shadow")  # fmt: skip
     _open(page, site, "models/split")
     assert page.locator("#models-model").input_value() == "split"  # the deep link chose it
     _refresh_until(page, "#versions-table tr[data-version='4'] td.traffic:text-is('shadow')")
@@ -803,6 +812,7 @@ def test_models_view_shows_what_each_version_gets_under_a_split(page, site) -> N
     )
     # The split gone: the pinned default takes all the traffic again.
     registry.clear_traffic("split")
+    _wait_every_worker(site, "split", lambda m: "traffic" not in m, "the split cleared")
     page.click("#tab-models")
     _refresh_until(page, "#versions-table tr[data-version='1'] td.traffic[data-share='100']")
     assert cells[1].inner_text() == "all traffic"
