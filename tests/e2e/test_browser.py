@@ -718,7 +718,8 @@ def test_models_view_shows_the_rollout_line(page, site) -> None:
     registry.set_alias("mnist", "champion", 2)
     registry.set_shadow("mnist", 1)
     try:
-        _wait_every_worker_shadows(site, "mnist", 1)
+        _wait_every_worker(site, "mnist", lambda m: (m.get("shadow") or {}).get("serving") == 1,
+                           "shadow v1 loaded")  # fmt: skip
         x = load_dataset("mnist", site["env"]["MNIST_DATA_DIR"]).x_test[:30]
         for image in x:
             body = {"instances": [image.tolist()], "scale": "unit"}
@@ -755,12 +756,6 @@ def _wait_every_worker(site, model: str, check, what: str, timeout_s: float = 15
         assert time.monotonic() < deadline, f"{what}: not in every worker: {seen}"
         body = requests.get(f"{site['url']}/readyz", timeout=10).json()
         seen[body["pid"]] = check(body["models"].get(model) or {})
-
-
-def _wait_every_worker_shadows(site, model: str, version: int, timeout_s: float = 15.0) -> None:
-    """Until both gunicorn workers run `version` as the model's shadow."""
-    _wait_every_worker(site, model, lambda m: (m.get("shadow") or {}).get("serving") == version,
-                       f"shadow v{version} loaded", timeout_s)  # fmt: skip
 
 
 def _refresh_until(page, selector: str, timeout_s: float = 15.0) -> None:
