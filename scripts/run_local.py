@@ -357,7 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         from shared.redis_embedded import EmbeddedRedis
 
         data_dir = Path(args.redis_dir).expanduser().resolve()
-        embedded = EmbeddedRedis(data_dir=data_dir, persist=True).start()
+        try:
+            embedded = EmbeddedRedis(data_dir=data_dir, persist=True).start()
+        except RuntimeError:
+            # Ctrl-C signals our whole process group, and redis-server leaves it (setsid) only an
+            # instant after the fork: a Ctrl-C in that instant ends it as it asks us to stop.
+            if not stack.manager.stop_pending:
+                raise
+            stack.say("stopped while the embedded Redis was starting")
+            return 0
         redis_url = embedded.url
         stack.say(
             f"{problem}: started an embedded Redis at {redis_url} "
