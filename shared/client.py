@@ -98,11 +98,11 @@ class DigitflowClient:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             response = self.session.request(
-                method, url, headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs
+                method, url, headers=headers, timeout=self.timeout, **kwargs
             )
         except requests.RequestException as exc:
             raise DigitflowError(f"cannot reach {url}: {exc.__class__.__name__}: {exc}") from exc
-        if response.status_code not in set(expect):
+        if response.status_code not in expect:
             try:
                 body = response.json()
             except ValueError:
@@ -458,8 +458,8 @@ def _version_ref(raw: str) -> int | str:
 
 def _route(raw: str) -> tuple[int | str, int]:
     """`champion=90` or `3=10`: one side of a traffic split, VERSION=WEIGHT."""
-    ref, eq, weight = raw.rpartition("=")
-    if not eq or not ref or not weight.isdigit():
+    ref, _, weight = raw.rpartition("=")
+    if not ref or not weight.isdigit():  # no "=" leaves ref empty too
         raise argparse.ArgumentTypeError(
             f"{raw!r} is not VERSION=WEIGHT (a version number or alias, a whole percent), "
             "e.g. champion=90"
@@ -644,13 +644,12 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
         for job in client.jobs(args.status, args.limit):
             progress = job.get("progress") or {}
             epoch = f"{progress.get('epoch')}/{progress.get('epochs')}" if progress else "-"
-            version = job.get("model_version")
             trial = (
                 f"  sweep {job['sweep_id']} trial {job.get('trial')}" if job.get("sweep_id") else ""
             )
             say(
                 f"{job['job_id']}  {job['status']:<9} {job.get('model') or '-':<16} "
-                f"epoch {epoch:<7} version {version if version is not None else '-'}{trial}"
+                f"epoch {epoch:<7} version {_fmt(job.get('model_version'))}{trial}"
             )
     elif args.command == "models":
         for m in client.models("trainer"):

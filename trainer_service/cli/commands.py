@@ -359,8 +359,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--data-dir {args.data_dir}: no such file or folder")
     _setup_logging()
     loaded = load_model(args.model)
-    metadata = loaded.metadata or {}
-    name = args.dataset or metadata.get("dataset") or "mnist"
+    name = args.dataset or (loaded.metadata or {}).get("dataset") or "mnist"
     if name not in DATASET_NAMES:
         raise UsageError(f"unknown dataset {name!r} (known: {', '.join(DATASET_NAMES)})")
     ds = _load_dataset(name, args.data_dir)
