@@ -63,9 +63,7 @@ def _error_message(body: Any) -> str | None:
         elif isinstance(error.get("field"), str) and error["field"] not in str(message):
             message = f"{message} (field {error['field']})"
         return message
-    if isinstance(error, str):
-        return error
-    return None
+    return error if isinstance(error, str) else None
 
 
 class DigitflowClient:
@@ -100,11 +98,11 @@ class DigitflowClient:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
             response = self.session.request(
-                method, url, headers=headers, timeout=kwargs.pop("timeout", self.timeout), **kwargs
+                method, url, headers=headers, timeout=self.timeout, **kwargs
             )
         except requests.RequestException as exc:
             raise DigitflowError(f"cannot reach {url}: {exc.__class__.__name__}: {exc}") from exc
-        if response.status_code not in set(expect):
+        if response.status_code not in expect:
             try:
                 body = response.json()
             except ValueError:
@@ -134,9 +132,8 @@ class DigitflowClient:
         return self._trainer("GET", f"/v1/jobs/{job_id}")
 
     def jobs(self, status: str | None = None, limit: int = 20) -> list[dict]:
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = status
+        # requests leaves out a parameter whose value is None
+        params = {"limit": limit, "status": status or None}
         return self._trainer("GET", "/v1/jobs", params=params)["jobs"]
 
     def cancel(self, job_id: str) -> dict:
@@ -327,19 +324,14 @@ def parse_fields(tokens: Sequence[str]) -> dict[str, Any]:
     value is `true`. The server validates everything and names any bad field.
     """
     fields: dict[str, Any] = {}
-    i = 0
     tokens = list(tokens)
-    while i < len(tokens):
-        token = tokens[i]
+    while tokens:
+        token = tokens.pop(0)
         if not token.startswith("--") or token == "--":
             raise DigitflowError(f"unexpected argument {token!r}: use --field=value")
         name, eq, raw = token[2:].partition("=")
         if not eq:
-            if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-                raw = tokens[i + 1]
-                i += 1
-            else:
-                raw = "true"
+            raw = tokens.pop(0) if tokens and not tokens[0].startswith("--") else "true"
         key = name.replace("-", "_")
         if not key:
             raise DigitflowError(f"bad option {token!r}")
@@ -350,7 +342,6 @@ def parse_fields(tokens: Sequence[str]) -> dict[str, Any]:
         else:
             value = _parse_value(raw)
         fields[key] = value
-        i += 1
     return fields
 
 
@@ -364,26 +355,26 @@ def _follow(client: DigitflowClient, job_id: str, out) -> dict:
     from tqdm import tqdm
 
     bar = None
+
+    def show(job: dict) -> None:
+        nonlocal bar
+        progress = job.get("progress") or {}
+        epochs = progress.get("epochs") or (job.get("config") or {}).get("epochs")
+        if bar is None and job.get("status") == "started" and epochs:
+            bar = tqdm(total=epochs, unit="epoch", desc=job_id[:8], file=out, leave=True)
+        if bar is not None:
+            epoch = progress.get("epoch") or 0
+            if epoch > bar.n:
+                bar.update(epoch - bar.n)
+            bar.set_postfix(
+                loss=_fmt(progress.get("train_loss")),
+                val_acc=_fmt(progress.get("val_accuracy")),
+                refresh=True,
+            )
+        else:
+            print(f"{job_id}: {job.get('status')} {job.get('phase') or ''}".rstrip(), file=out)
+
     try:
-
-        def show(job: dict) -> None:
-            nonlocal bar
-            progress = job.get("progress") or {}
-            epochs = progress.get("epochs") or (job.get("config") or {}).get("epochs")
-            if bar is None and job.get("status") == "started" and epochs:
-                bar = tqdm(total=epochs, unit="epoch", desc=job_id[:8], file=out, leave=True)
-            if bar is not None:
-                epoch = progress.get("epoch") or 0
-                if epoch > bar.n:
-                    bar.update(epoch - bar.n)
-                bar.set_postfix(
-                    loss=_fmt(progress.get("train_loss")),
-                    val_acc=_fmt(progress.get("val_accuracy")),
-                    refresh=True,
-                )
-            else:
-                print(f"{job_id}: {job.get('status')} {job.get('phase') or ''}".rstrip(), file=out)
-
         return client.wait(job_id, on_progress=show)
     finally:
         if bar is not None:
@@ -467,8 +458,8 @@ def _version_ref(raw: str) -> int | str:
 
 def _route(raw: str) -> tuple[int | str, int]:
     """`champion=90` or `3=10`: one side of a traffic split, VERSION=WEIGHT."""
-    ref, eq, weight = raw.rpartition("=")
-    if not eq or not ref or not weight.isdigit():
+    ref, _, weight = raw.rpartition("=")
+    if not ref or not weight.isdigit():  # no "=" leaves ref empty too
         raise argparse.ArgumentTypeError(
             f"{raw!r} is not VERSION=WEIGHT (a version number or alias, a whole percent), "
             "e.g. champion=90"
@@ -555,34 +546,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("alias", "point an alias (champion, candidate, ...) at a version", "name", "alias")
     p.add_argument("version", type=int)
     command("unalias", "delete an alias", "name", "alias")
-    p = sub.add_parser(
+    # traffic, shadow and retention: a rule as `value`, or --clear (see `run`)
+    p = command(
         "traffic",
-        help="split the default predict route over versions, or --clear the split",
+        "split the default predict route over versions, or --clear the split",
+        "name",
         description="Split the default predict route: VERSION=WEIGHT per route (a version "
         "number or an alias, followed as it moves; whole percents summing to 100), e.g. "
         "`digitflow traffic digits champion=90 candidate=10`; --clear serves the default "
         "version again.",
     )
-    p.add_argument("name")
-    p.add_argument("routes", nargs="*", type=_route, metavar="VERSION=WEIGHT")
+    p.add_argument("value", nargs="*", type=_route, metavar="VERSION=WEIGHT")
     p.add_argument("--clear", action="store_true", help="drop the split")
-    p = sub.add_parser(
+    p = command(
         "shadow",
-        help="name the shadow version (a number or an alias), or --clear it",
+        "name the shadow version (a number or an alias), or --clear it",
+        "name",
         description="The shadow version also answers every default-route request, unseen, "
         "after the answer is sent; inference keeps the agreement figures.",
     )
-    p.add_argument("name")
-    p.add_argument("version", nargs="?", help="a version number or an alias")
+    p.add_argument(
+        "value",
+        nargs="?",
+        type=_version_ref,
+        metavar="version",
+        help="a version number or an alias",
+    )
     p.add_argument("--clear", action="store_true", help="stop shadowing")
-    p = sub.add_parser(
+    p = command(
         "retention",
-        help="keep only a model's newest N versions, or --clear the rule",
+        "keep only a model's newest N versions, or --clear the rule",
+        "name",
         description="After each publish, versions older than the newest N are deleted, except "
         "those a pin, alias, traffic route or shadow names and those of a running job or sweep.",
     )
-    p.add_argument("name")
-    p.add_argument("keep_last", nargs="?", type=int, metavar="N")
+    p.add_argument("value", nargs="?", type=int, metavar="N")
     p.add_argument("--clear", action="store_true", help="keep every version again")
 
     p = command("predict", "predict the digit in a picture", "file")
@@ -646,13 +644,12 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
         for job in client.jobs(args.status, args.limit):
             progress = job.get("progress") or {}
             epoch = f"{progress.get('epoch')}/{progress.get('epochs')}" if progress else "-"
-            version = job.get("model_version")
             trial = (
                 f"  sweep {job['sweep_id']} trial {job.get('trial')}" if job.get("sweep_id") else ""
             )
             say(
                 f"{job['job_id']}  {job['status']:<9} {job.get('model') or '-':<16} "
-                f"epoch {epoch:<7} version {version if version is not None else '-'}{trial}"
+                f"epoch {epoch:<7} version {_fmt(job.get('model_version'))}{trial}"
             )
     elif args.command == "models":
         for m in client.models("trainer"):
@@ -667,27 +664,15 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
         say(_model_line(client.set_alias(args.name, args.alias, args.version)))
     elif args.command == "unalias":
         say(_model_line(client.delete_alias(args.name, args.alias)))
-    elif args.command == "traffic":
-        if args.clear == bool(args.routes):
-            parser.error("traffic: give VERSION=WEIGHT routes or --clear (one of the two)")
+    elif args.command in ("traffic", "shadow", "retention"):
+        if args.clear == (args.value not in (None, [])):
+            takes = {"traffic": "VERSION=WEIGHT routes", "shadow": "a VERSION", "retention": "N"}
+            parser.error(f"{args.command}: give {takes[args.command]} or --clear (one of the two)")
+        # the client's methods are named after the commands: set_traffic, clear_traffic, ...
         if args.clear:
-            say(_model_line(client.clear_traffic(args.name)))
+            say(_model_line(getattr(client, f"clear_{args.command}")(args.name)))
         else:
-            say(_model_line(client.set_traffic(args.name, args.routes)))
-    elif args.command == "shadow":
-        if args.clear == (args.version is not None):
-            parser.error("shadow: give a VERSION or --clear (one of the two)")
-        if args.clear:
-            say(_model_line(client.clear_shadow(args.name)))
-        else:
-            say(_model_line(client.set_shadow(args.name, _version_ref(args.version))))
-    elif args.command == "retention":
-        if args.clear == (args.keep_last is not None):
-            parser.error("retention: give N or --clear (one of the two)")
-        if args.clear:
-            say(_model_line(client.clear_retention(args.name)))
-        else:
-            say(_model_line(client.set_retention(args.name, args.keep_last)))
+            say(_model_line(getattr(client, f"set_{args.command}")(args.name, args.value)))
     elif args.command == "predict":
         version = None if args.version is None else _version_ref(args.version)
         result = client.predict_file(args.file, model=args.model, version=version)

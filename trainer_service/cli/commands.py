@@ -139,14 +139,13 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        default=None,
+        default=Path("model.npz"),
         help="model file to write (default ./model.npz, replaced if it exists; the last line "
         "names the file)",
     )
     p.add_argument(
         "--report",
         type=Path,
-        default=None,
         metavar="DIR",
         help="also write the training report into DIR (created if missing): learning curves, "
         "confusion matrix, per-class precision/recall, worst mistakes (PNG) and report.json",
@@ -225,7 +224,7 @@ def _check_out_path(out: Path) -> None:
     """Fail before training, not after, when the model file could not be written."""
     if out.is_dir():
         raise UsageError(f"--out {out}: is a directory; give a file name such as model.npz")
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = out.parent  # Path(".") for a bare file name
     if not parent.is_dir():
         raise UsageError(f"--out {out}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
@@ -270,7 +269,7 @@ def _load_dataset(name: str, data_dir: Path | None) -> Any:
 
 def train_command(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    out = args.out if args.out is not None else Path("model.npz")
+    out = args.out
     _check_out_path(out)
     if args.report is not None:
         _check_report_dir(args.report)
@@ -282,6 +281,7 @@ def train_command(args: argparse.Namespace) -> int:
     from shared.manifest import Manifest
     from shared.modelfile import save_model
     from shared.pipeline import run_training
+    from shared.reports import write_outcome_report
 
     # Load first, so a data problem is the only line on stderr (no half-started run).
     ds = _load_dataset(config.dataset, args.data_dir)
@@ -298,18 +298,14 @@ def train_command(args: argparse.Namespace) -> int:
         + (f", first {config.train_limit} images" if config.train_limit else "")
     )
 
-    def on_epoch(rec: Any) -> None:
-        _say(format_epoch(rec), bar=bar)
-
-    outcome = run_training(config, dataset=ds, on_epoch=on_epoch, progress=bar)
+    outcome = run_training(
+        config, dataset=ds, on_epoch=lambda rec: _say(format_epoch(rec), bar=bar), progress=bar
+    )
     replaced = out.exists()
     manifest = Manifest.from_outcome(outcome)
     sha256 = save_model(out, outcome.model, metadata=manifest.model_file_metadata())
     summary = {**manifest.summary(), "model": str(out), "model_sha256": sha256}
     if args.report is not None:
-        # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
-        from shared.reports import write_outcome_report
-
         written = write_outcome_report(args.report, outcome, manifest)
         summary["report"] = {name: str(path) for name, path in written.items()}
         _say(f"report written to {args.report}: {', '.join(written)}", bar=bar)
@@ -347,9 +343,7 @@ def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
         help="dataset folder (default: as for `train`, downloaded if missing)",
     )
     p.add_argument(
-        "--dataset",
-        default=None,
-        help="dataset name (default: the one recorded in the model file, else mnist)",
+        "--dataset", help="dataset name (default: the one recorded in the model file, else mnist)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=evaluate_command)
@@ -365,8 +359,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--data-dir {args.data_dir}: no such file or folder")
     _setup_logging()
     loaded = load_model(args.model)
-    metadata = loaded.metadata or {}
-    name = args.dataset or metadata.get("dataset") or "mnist"
+    name = args.dataset or (loaded.metadata or {}).get("dataset") or "mnist"
     if name not in DATASET_NAMES:
         raise UsageError(f"unknown dataset {name!r} (known: {', '.join(DATASET_NAMES)})")
     ds = _load_dataset(name, args.data_dir)
@@ -470,25 +463,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean bad input, not a bug: reported in one line, exit 2."""
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     # heavy (pydantic, NumPy, the engine): only for this command; --help stays light
     from shared.datasets import DatasetError
     from shared.modelfile import ModelFileError
     from shared.web.settings import SettingsError
 
-    return (UsageError, DatasetError, SettingsError, ModelFileError)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    user_errors = _user_errors()
     try:
         return int(args.func(args) or 0)
-    except user_errors as exc:
-        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except BrokenPipeError:
         # stdout closed early (`... | head`): not an error worth a message.
         with contextlib.suppress(OSError):
@@ -497,7 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except OSError as exc:
-        # Disk full, permission denied while saving, ...: the environment, not a bug.
+    except (UsageError, DatasetError, SettingsError, ModelFileError, OSError) as exc:
+        # Bad input, or the environment (disk full, permission denied while saving, ...): not a
+        # bug, so one line and no traceback.
         print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
