@@ -161,13 +161,6 @@ class _Doc(StateFile):
     revision: Annotated[StrictInt, Field(ge=0)] = 0
 
 
-def parse_doc(raw: bytes) -> dict[str, Any]:
-    """Parse and validate a model's state object; ValueError naming the first problem."""
-    doc = parse_state(raw, _Doc)
-    doc["last_version"] = max([doc["last_version"], *(int(k) for k in doc["versions"])])
-    return doc
-
-
 def _new_doc() -> dict[str, Any]:
     return _Doc().model_dump()
 
@@ -383,7 +376,7 @@ class S3Storage(Storage):
             return bad_etag or "", self._fallback(name)
         etag, raw = got
         try:
-            doc = parse_doc(raw)
+            doc = parse_state(raw, _Doc)
         except ValueError as exc:
             fallback = self._fallback(name)
             if self._first(("corrupt", name, etag)):
@@ -397,6 +390,7 @@ class S3Storage(Storage):
                 self._docs.pop(name, None)
                 self._corrupt[name] = etag
             return etag, fallback
+        doc["last_version"] = max([doc["last_version"], *(int(k) for k in doc["versions"])])
         with self._lock:
             self._docs[name] = (etag, doc)
             self._last_good[name] = doc
@@ -631,11 +625,9 @@ class S3Storage(Storage):
         return _state_of(self._doc(name)[1])
 
     def change_state(self, name: str, change: Change) -> dict[str, Any]:
-        def edit(doc: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-            changed = apply_change(doc, change)
-            return changed, _state_of(doc)
-
-        return self._commit(name, edit, create=False)
+        return self._commit(
+            name, lambda doc: (apply_change(doc, change), _state_of(doc)), create=False
+        )
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -671,8 +663,7 @@ class S3Storage(Storage):
         removed: list[dict[str, Any]] = []
 
         def edit(doc: dict[str, Any]) -> tuple[bool, None]:
-            rec = doc["versions"].get(str(version))
-            if rec is None:
+            if str(version) not in doc["versions"]:
                 raise VersionNotFoundError(f"model {name!r} has no version {version}")
             apply_change(doc, delete_version_change(name, version, lambda: None, actor))
             removed[:] = [doc["versions"].pop(str(version))]
