@@ -234,10 +234,7 @@ class S3Storage(Storage):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise _Missing() from None
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
-                409,
-                412,
-            ):
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise _Conflict() from None
             if code == "304" or status == 304:
                 raise _NotModified() from None
