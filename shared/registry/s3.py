@@ -399,12 +399,6 @@ class S3Storage(Storage):
             good = self._last_good.get(name)
         return copy.deepcopy(good) if good is not None else _new_doc()
 
-    def _cached_doc(self, name: str) -> dict[str, Any]:
-        """The doc as last read (reading it if this process never did)."""
-        with self._lock:
-            cached = self._docs.get(name)
-        return cached[1] if cached is not None else self._doc(name)[1]
-
     def _commit(self, name: str, edit: Callable[[dict[str, Any]], Any], *, create: bool) -> Any:
         """Read-modify-write the state object by compare-and-swap until it sticks; `edit`
         changes the doc in place and returns (changed, result). `create`: the object may not
@@ -477,9 +471,15 @@ class S3Storage(Storage):
                 del self._verified[key]
         return sorted(int(v) for v in records)
 
+    def _cached_record(self, name: str, version: int) -> dict[str, Any] | None:
+        """The version's commit in the state object as last read (no request), or None."""
+        with self._lock:
+            cached = self._docs.get(name)
+        return None if cached is None else cached[1]["versions"].get(str(version))
+
     def _record(self, name: str, version: int) -> dict[str, Any]:
-        rec = self._cached_doc(name)["versions"].get(str(version))
-        if rec is None:  # published since we last looked?
+        rec = self._cached_record(name, version)
+        if rec is None:  # never read, or published since we last looked?
             rec = self._doc(name)[1]["versions"].get(str(version))
         if rec is None:
             raise VersionNotFoundError(f"model {name!r} has no version {version}")
@@ -609,9 +609,7 @@ class S3Storage(Storage):
 
     def version_identity(self, name: str, version: int) -> Hashable:
         """The committed upload and ETags (from the cached state object: no request)."""
-        with self._lock:
-            cached = self._docs.get(name)
-        rec = cached[1]["versions"].get(str(version)) if cached is not None else None
+        rec = self._cached_record(name, version)
         if rec is None:
             return None
         return (rec["upload"], tuple(sorted(rec["objects"].items())))

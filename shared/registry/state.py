@@ -253,13 +253,8 @@ def promotion_change(
 def protected_versions(state: dict[str, Any]) -> set[int]:
     """Versions the state refers to (pinned, aliased, in the traffic split, shadowed by number):
     never removed."""
-    held = set(state["aliases"].values())
-    if state["pinned"] is not None:
-        held.add(state["pinned"])
-    held.update(r["version"] for r in state["traffic"] or [] if isinstance(r["version"], int))
-    if isinstance(state["shadow"], int):
-        held.add(state["shadow"])
-    return held
+    named = [state["pinned"], state["shadow"], *(r["version"] for r in state["traffic"] or [])]
+    return set(state["aliases"].values()) | {v for v in named if isinstance(v, int)}
 
 
 def delete_version_change(
