@@ -155,15 +155,13 @@ class Registry:
         out = []
         for v in self.versions(name):
             try:
-                manifest = self.verify(name, v)
+                manifest, error = self.verify(name, v), None
             except VersionNotFoundError:
                 continue  # removed while we were listing
             except BrokenVersionError as exc:
-                out.append(
-                    {"version": v, "status": "broken", "error": exc.reason, "manifest": None}
-                )
-            else:
-                out.append({"version": v, "status": "ok", "error": None, "manifest": manifest})
+                manifest, error = None, exc.reason
+            status = "ok" if manifest is not None else "broken"
+            out.append({"version": v, "status": status, "error": error, "manifest": manifest})
         return out
 
     def staged_versions(self, name: str) -> list[int]:
