@@ -70,13 +70,17 @@ def copy_and_hash(src: Path, dst: Path) -> tuple[str, int]:
 
 def read_nofollow(path: str | os.PathLike[str], limit: int) -> bytes:
     """Read a regular file without following a symlink; refuse files larger than `limit`."""
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
-        st = os.fstat(fh.fileno())
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-        data = fh.read(limit + 1)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit} bytes")
     return data
