@@ -36,16 +36,8 @@ Why it is built this way:
 * Every client-supplied name, alias and version is validated against a strict ASCII pattern, and
   paths are resolved and checked to stay inside the root as a second line of defence.
 
-Modules, by concern: ``core`` (the `Registry` class callers use), ``storage`` (the interface and
-`RegistryUnavailableError`), ``local`` and ``s3`` (the two storages), ``publishing`` (temp folders,
-the version-allocating rename, cleanup of crashed publishes), ``verification`` (manifest + sha256,
-the stat-keyed cache), ``state`` (state.json: pin, aliases, traffic split, shadow, retention
-rule, history, its lock; the split's rules, `TrafficSplit`; how a version reference resolves,
-`resolve_ref`), ``cache`` (an object store's download cache, pruned to a size), ``views`` (what
-listings answer about a model and its versions, on both services), ``paths`` (names to checked
-paths under the root), ``names`` (the on-disk names and name validation), ``files``
-(filesystem helpers), ``errors``. Each imports only the others' public names. Import from the
-package.
+One module per concern (README.md's Architecture table lists them, each module's docstring says
+what it holds); each imports only the others' public names. Import from the package.
 """
 
 from shared.registry.cache import DEFAULT_CACHE_MAX_MB

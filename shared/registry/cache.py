@@ -29,8 +29,10 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from pathlib import Path
+
+from shared.registry.files import flocked
 
 logger = logging.getLogger("shared.registry")
 
@@ -95,7 +97,8 @@ class DownloadCache:
         """Remove the unheld folders used longest ago until the cache is within its limit.
         Housekeeping: a failure is logged, never raised."""
         try:
-            with _flocked(self.root / ".prune.lock"):
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with flocked(self.root / ".prune.lock", 0o600):
                 folders, total = [], 0
                 for model in _subdirs(self.root):
                     for folder in _subdirs(model):
@@ -161,14 +164,3 @@ def _remove(folder: Path) -> bool:
         os.close(fd)
     shutil.rmtree(trash, ignore_errors=True)
     return True
-
-
-@contextlib.contextmanager
-def _flocked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

@@ -69,7 +69,17 @@ class Registry:
         cache_dir: str | os.PathLike[str] | None = None,
         cache_max_mb: int = DEFAULT_CACHE_MAX_MB,
     ) -> None:
-        self.storage = open_storage(location, cache_dir=cache_dir, cache_max_mb=cache_max_mb)
+        if isinstance(location, Storage):
+            self.storage = location
+        elif os.fspath(location).startswith("s3://"):
+            # the S3 storage only for an s3:// location, so a local registry never needs boto3
+            from shared.registry.s3 import S3Storage
+
+            self.storage = S3Storage(
+                os.fspath(location), cache_dir=cache_dir, cache_max_mb=cache_max_mb
+            )
+        else:  # a folder: a plain path or a file:// URL
+            self.storage = LocalStorage(os.fspath(location).removeprefix("file://"))
         #: The registry folder for a local registry (None on an object store).
         self.root: Path | None = getattr(self.storage, "root", None)
         self.location = self.storage.location
@@ -123,10 +133,6 @@ class Registry:
         version refused as broken is retried only when it moves."""
         return self.storage.version_identity(validate_model_name(name), validate_version(version))
 
-    def manifest(self, name: str, version: int | str) -> dict[str, Any]:
-        """The version's manifest plus "version"; raises BrokenVersionError if it fails verify()."""
-        return self.verify(name, version)
-
     def verify(self, name: str, version: int | str) -> dict[str, Any]:
         """Check the manifest and the files it lists; return the manifest (a copy, plus
         "version"). Cached by the storage: a second call costs a few lstat() calls or nothing.
@@ -135,6 +141,9 @@ class Registry:
         out = copy.deepcopy(self._verified(name, v))
         out["version"] = v
         return out
+
+    #: The version's manifest plus "version": what verify() returns.
+    manifest = verify
 
     def _verified(self, name: str, v: int) -> dict[str, Any]:
         """verify() without the defensive copy (internal callers never mutate the result)."""
@@ -146,15 +155,13 @@ class Registry:
         out = []
         for v in self.versions(name):
             try:
-                manifest = self.verify(name, v)
+                manifest, error = self.verify(name, v), None
             except VersionNotFoundError:
                 continue  # removed while we were listing
             except BrokenVersionError as exc:
-                out.append(
-                    {"version": v, "status": "broken", "error": exc.reason, "manifest": None}
-                )
-            else:
-                out.append({"version": v, "status": "ok", "error": None, "manifest": manifest})
+                manifest, error = None, exc.reason
+            status = "ok" if manifest is not None else "broken"
+            out.append({"version": v, "status": status, "error": error, "manifest": manifest})
         return out
 
     def staged_versions(self, name: str) -> list[int]:
@@ -210,15 +217,13 @@ class Registry:
         or BrokenVersionError.
         """
         self.storage.require_model(validate_model_name(name))
-        v = resolve_ref(name, ref, self._state_view(name)["aliases"], self._usable(name))
+
+        def usable(ref: str) -> int | None:  # asked only when the reference is one of them
+            return self.latest_version(name) if ref == "latest" else self.default_version(name)
+
+        v = resolve_ref(name, ref, self._state_view(name)["aliases"], usable)
         self._verified(name, v)
         return v
-
-    def _usable(self, name: str) -> Any:
-        """What "latest" and "default" name now, asked only when a reference is one of them."""
-        return lambda ref: (
-            self.latest_version(name) if ref == "latest" else self.default_version(name)
-        )
 
     # ---- publish -----------------------------------------------------------------------------
 
@@ -414,24 +419,3 @@ class Registry:
         GET per state object (a 304 when nothing changed). RegistryUnavailableError when the
         store cannot be reached."""
         return self.storage.change_token(None if name is None else validate_model_name(name))
-
-
-def open_storage(
-    location: str | os.PathLike[str] | Storage,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache_max_mb: int = DEFAULT_CACHE_MAX_MB,
-) -> Storage:
-    """The storage a registry location names: ``s3://bucket/prefix`` → S3 (imported only then,
-    so a local registry never needs boto3), ``file:///path`` or a plain path → a folder."""
-    if isinstance(location, Storage):
-        return location
-    text = os.fspath(location)
-    if text.startswith("s3://"):
-        # the S3 storage only for an s3:// location (boto3 comes with it)
-        from shared.registry.s3 import S3Storage
-
-        return S3Storage(text, cache_dir=cache_dir, cache_max_mb=cache_max_mb)
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    return LocalStorage(text)

@@ -1,14 +1,17 @@
 """Filesystem helpers of the registry: stamps for the stat-based caches, copy-and-hash, reads
-that refuse symlinks, and the strict JSON every registry file is written in."""
+that refuse symlinks, the `flock` of writers, and the strict JSON every registry file is written
+in."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -99,6 +102,17 @@ def newest_mtime(path: Path) -> float:
                 with contextlib.suppress(FileNotFoundError):
                     newest = max(newest, e.stat(follow_symlinks=False).st_mtime)
     return newest
+
+
+@contextlib.contextmanager
+def flocked(path: str | os.PathLike[str], mode: int) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created with `mode` if missing) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def json_bytes(obj: Any) -> bytes:

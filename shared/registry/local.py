@@ -178,16 +178,11 @@ class LocalStorage(Storage):
         """With `name`: 2 lstat calls (the model folder: inode/mtime/nlink, which move when a
         version folder appears or disappears; state.json: inode/size/mtime/ctime, a new inode on
         every atomic replace). Without: the root's stamp plus that pair for every model folder."""
-        state_suffix = os.sep + STATE_FILE
+
+        def stamps(n: str) -> Hashable:
+            model_dir = self._paths.prefix + n
+            return (n, dir_stamp(model_dir), file_stamp(model_dir + os.sep + STATE_FILE))
+
         if name is not None:
-            model_dir = self._paths.prefix + name
-            return (name, dir_stamp(model_dir), file_stamp(model_dir + state_suffix))
-        items = [
-            (
-                n,
-                dir_stamp(self._paths.prefix + n),
-                file_stamp(self._paths.prefix + n + state_suffix),
-            )
-            for n in self._paths.model_names_on_disk()
-        ]
-        return (dir_stamp(self._paths.root), tuple(items))
+            return stamps(name)
+        return (dir_stamp(self._paths.root), tuple(map(stamps, self._paths.model_names_on_disk())))

@@ -161,13 +161,6 @@ class _Doc(StateFile):
     revision: Annotated[StrictInt, Field(ge=0)] = 0
 
 
-def parse_doc(raw: bytes) -> dict[str, Any]:
-    """Parse and validate a model's state object; ValueError naming the first problem."""
-    doc = parse_state(raw, _Doc)
-    doc["last_version"] = max([doc["last_version"], *(int(k) for k in doc["versions"])])
-    return doc
-
-
 def _new_doc() -> dict[str, Any]:
     return _Doc().model_dump()
 
@@ -241,10 +234,7 @@ class S3Storage(Storage):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise _Missing() from None
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
-                409,
-                412,
-            ):
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise _Conflict() from None
             if code == "304" or status == 304:
                 raise _NotModified() from None
@@ -383,7 +373,7 @@ class S3Storage(Storage):
             return bad_etag or "", self._fallback(name)
         etag, raw = got
         try:
-            doc = parse_doc(raw)
+            doc = parse_state(raw, _Doc)
         except ValueError as exc:
             fallback = self._fallback(name)
             if self._first(("corrupt", name, etag)):
@@ -397,6 +387,7 @@ class S3Storage(Storage):
                 self._docs.pop(name, None)
                 self._corrupt[name] = etag
             return etag, fallback
+        doc["last_version"] = max([doc["last_version"], *(int(k) for k in doc["versions"])])
         with self._lock:
             self._docs[name] = (etag, doc)
             self._last_good[name] = doc
@@ -407,12 +398,6 @@ class S3Storage(Storage):
         with self._lock:
             good = self._last_good.get(name)
         return copy.deepcopy(good) if good is not None else _new_doc()
-
-    def _cached_doc(self, name: str) -> dict[str, Any]:
-        """The doc as last read (reading it if this process never did)."""
-        with self._lock:
-            cached = self._docs.get(name)
-        return cached[1] if cached is not None else self._doc(name)[1]
 
     def _commit(self, name: str, edit: Callable[[dict[str, Any]], Any], *, create: bool) -> Any:
         """Read-modify-write the state object by compare-and-swap until it sticks; `edit`
@@ -486,9 +471,15 @@ class S3Storage(Storage):
                 del self._verified[key]
         return sorted(int(v) for v in records)
 
+    def _cached_record(self, name: str, version: int) -> dict[str, Any] | None:
+        """The version's commit in the state object as last read (no request), or None."""
+        with self._lock:
+            cached = self._docs.get(name)
+        return None if cached is None else cached[1]["versions"].get(str(version))
+
     def _record(self, name: str, version: int) -> dict[str, Any]:
-        rec = self._cached_doc(name)["versions"].get(str(version))
-        if rec is None:  # published since we last looked?
+        rec = self._cached_record(name, version)
+        if rec is None:  # never read, or published since we last looked?
             rec = self._doc(name)[1]["versions"].get(str(version))
         if rec is None:
             raise VersionNotFoundError(f"model {name!r} has no version {version}")
@@ -618,9 +609,7 @@ class S3Storage(Storage):
 
     def version_identity(self, name: str, version: int) -> Hashable:
         """The committed upload and ETags (from the cached state object: no request)."""
-        with self._lock:
-            cached = self._docs.get(name)
-        rec = cached[1]["versions"].get(str(version)) if cached is not None else None
+        rec = self._cached_record(name, version)
         if rec is None:
             return None
         return (rec["upload"], tuple(sorted(rec["objects"].items())))
@@ -631,11 +620,9 @@ class S3Storage(Storage):
         return _state_of(self._doc(name)[1])
 
     def change_state(self, name: str, change: Change) -> dict[str, Any]:
-        def edit(doc: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-            changed = apply_change(doc, change)
-            return changed, _state_of(doc)
-
-        return self._commit(name, edit, create=False)
+        return self._commit(
+            name, lambda doc: (apply_change(doc, change), _state_of(doc)), create=False
+        )
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -671,8 +658,7 @@ class S3Storage(Storage):
         removed: list[dict[str, Any]] = []
 
         def edit(doc: dict[str, Any]) -> tuple[bool, None]:
-            rec = doc["versions"].get(str(version))
-            if rec is None:
+            if str(version) not in doc["versions"]:
                 raise VersionNotFoundError(f"model {name!r} has no version {version}")
             apply_change(doc, delete_version_change(name, version, lambda: None, actor))
             removed[:] = [doc["versions"].pop(str(version))]

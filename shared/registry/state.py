@@ -4,15 +4,13 @@ under an exclusive `flock` on `.state.lock`; why: the package docstring)."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +34,7 @@ from shared.registry.errors import (
     VersionInUseError,
     VersionNotFoundError,
 )
-from shared.registry.files import file_stamp, json_bytes, now_iso, read_nofollow
+from shared.registry.files import file_stamp, flocked, json_bytes, now_iso, read_nofollow
 from shared.registry.names import (
     LOCK_FILE,
     MAX_VERSION,
@@ -255,13 +253,8 @@ def promotion_change(
 def protected_versions(state: dict[str, Any]) -> set[int]:
     """Versions the state refers to (pinned, aliased, in the traffic split, shadowed by number):
     never removed."""
-    held = set(state["aliases"].values())
-    if state["pinned"] is not None:
-        held.add(state["pinned"])
-    held.update(r["version"] for r in state["traffic"] or [] if isinstance(r["version"], int))
-    if isinstance(state["shadow"], int):
-        held.add(state["shadow"])
-    return held
+    named = [state["pinned"], state["shadow"], *(r["version"] for r in state["traffic"] or [])]
+    return set(state["aliases"].values()) | {v for v in named if isinstance(v, int)}
 
 
 def delete_version_change(
@@ -363,7 +356,7 @@ class StateFiles:
         A no-op change writes nothing, unless the file on disk is corrupt: then it is repaired.
         """
         path = model_dir / STATE_FILE
-        with _locked(model_dir / LOCK_FILE):
+        with flocked(model_dir / LOCK_FILE, 0o666):
             stamp = file_stamp(path)
             state = copy.deepcopy(self._read(name, path, stamp))
             corrupt = stamp is not None and (name, stamp) in self._logged_corrupt
@@ -377,16 +370,6 @@ class StateFiles:
             self._cache[name] = (new_stamp, copy.deepcopy(state))
             self._last_good[name] = copy.deepcopy(state)
         return copy.deepcopy(state)
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
 
 
 def _keep_corrupt_copy(path: Path) -> None:

@@ -5,7 +5,7 @@ holds only what differs between a folder (`local.LocalStorage`) and an object st
 (`s3.S3Storage`): how versions are listed and a new number allocated atomically, how a version is
 verified and cached, how the state changes without losing updates, and how a reader notices a
 change cheaply. Every method takes names and versions already validated by the `Registry`, whose
-methods of the same names document what they answer.
+methods of the same names document what they answer (here: only what more a storage owes).
 """
 
 from __future__ import annotations
@@ -31,16 +31,14 @@ class Storage(abc.ABC):
     location: str
 
     @abc.abstractmethod
-    def model_names(self) -> list[str]:
-        """Names (sorted) of the models that have at least one version."""
+    def model_names(self) -> list[str]: ...
 
     @abc.abstractmethod
     def require_model(self, name: str) -> None:
         """ModelNotFoundError unless model `name` exists (it may have no version yet)."""
 
     @abc.abstractmethod
-    def versions(self, name: str) -> list[int]:
-        """Every published version, ascending, broken ones included; ModelNotFoundError."""
+    def versions(self, name: str) -> list[int]: ...
 
     @abc.abstractmethod
     def manifest(self, name: str, version: int) -> dict[str, Any]:
@@ -48,13 +46,10 @@ class Storage(abc.ABC):
         Cached: the warm poll path costs no file or object reads."""
 
     @abc.abstractmethod
-    def weights_path(self, name: str, version: int) -> Path:
-        """A local path of the version's weights.npz (the file, or a verified download)."""
+    def weights_path(self, name: str, version: int) -> Path: ...
 
     @abc.abstractmethod
-    def release(self, name: str, version: int) -> None:
-        """This process no longer needs the copy `weights_path` handed out (a download may now
-        be pruned)."""
+    def release(self, name: str, version: int) -> None: ...
 
     @abc.abstractmethod
     def read_file(self, name: str, version: int, file_name: str, entry: dict[str, Any]) -> bytes:
@@ -81,15 +76,11 @@ class Storage(abc.ABC):
         number, never one another publisher got."""
 
     @abc.abstractmethod
-    def delete_version(self, name: str, version: int, actor: str | None) -> None:
-        """Remove a version unless the state refers to it (VersionInUseError), atomically with
-        respect to every state change."""
+    def delete_version(self, name: str, version: int, actor: str | None) -> None: ...
 
     @abc.abstractmethod
     def cleanup(self, max_age_seconds: float, name: str | None) -> int:
         """Remove what crashed publishes left (never visible); return how many were removed."""
 
     @abc.abstractmethod
-    def change_token(self, name: str | None) -> Hashable:
-        """Moves when a version or the state of `name` (of any model and the set of models, when
-        None) changes."""
+    def change_token(self, name: str | None) -> Hashable: ...
