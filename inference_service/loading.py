@@ -74,9 +74,9 @@ class VersionCache:
         registry: Registry,
         capacity: int,
         *,
-        protected: Callable[[], Iterable[Key]] = frozenset,
-        on_load: Callable[[Served, float], None] | None = None,
-        on_broken: Callable[[str, int], None] | None = None,
+        protected: Callable[[], Iterable[Key]],
+        on_load: Callable[[Served, float], None],
+        on_broken: Callable[[str, int], None],
     ) -> None:
         self.registry = registry
         self.capacity = int(capacity)
@@ -130,8 +130,7 @@ class VersionCache:
                 logger.error("not serving %s", message)
                 with self.lock:
                     self._broken[key] = (self.identity(name, version), message)
-                if self._on_broken is not None:
-                    self._on_broken(name, version)
+                self._on_broken(name, version)
                 raise BrokenVersionError(message) from None
             seconds = time.perf_counter() - started
             served = Served(name=name, version=version, loaded=loaded)
@@ -141,8 +140,7 @@ class VersionCache:
                 evicted = self._evict(keep=key)
             self._release(evicted)
             logger.info("model %r version %d loaded in %.3fs", name, version, seconds)
-            if self._on_load is not None:
-                self._on_load(served, seconds)
+            self._on_load(served, seconds)
             return served
 
     def load_current(self, name: str, version: int) -> Served:

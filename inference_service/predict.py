@@ -81,7 +81,7 @@ def _shadow_step(
     version that answered): the comparison to schedule once the answer is sent."""
     if ref is not None:
         return None
-    shadow = st.cache.shadow(served.name)
+    shadow = st.cache.shadows.get(served.name)
     if shadow is None or shadow.version == served.version:
         return None
     return lambda: st.shadows.submit(served, shadow, x, proba)

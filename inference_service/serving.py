@@ -81,7 +81,8 @@ class ModelCache:
             on_broken=telemetry.on_broken,
         )
         self._rollout = Rollout(on_shadow=telemetry.on_shadow)
-        self._splits = self._rollout.splits  # the same dict: the default route reads it
+        # The same dicts (never replaced): the default route reads them, one lookup each.
+        self._splits, self.shadows = self._rollout.splits, self._rollout.shadows
         #: Runs `refresh` (the front binds its ``ensure_started`` once: no extra call per request).
         self.poller = Poller(
             self.refresh,
@@ -257,9 +258,6 @@ class ModelCache:
         return self.registry.resolve(name, ref)
 
     # ---- introspection ----------------------------------------------------------------------------
-
-    def shadow(self, name: str) -> Served | None:
-        return self._rollout.shadow(name)
 
     def rollout(self, name: str) -> dict[str, Any]:
         view = self._views.get(name)
