@@ -193,16 +193,10 @@ class VersionCache:
         it would leave it served but uncounted. Requests still holding an evicted Served keep
         using it until they finish. Called with `lock` held; returns the evicted keys."""
         protected = {keep, *self._protected()}
-        excess = len(self._loaded) - self.capacity
-        evicted: list[Key] = []
-        for key in list(self._loaded):
-            if excess <= 0:
-                break
-            if key in protected:
-                continue
+        excess = max(len(self._loaded) - self.capacity, 0)
+        evicted = [key for key in self._loaded if key not in protected][:excess]
+        for key in evicted:
             del self._loaded[key]
-            evicted.append(key)
-            excess -= 1
             logger.info("model %r version %d evicted from the cache", *key)
         return evicted
 

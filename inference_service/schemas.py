@@ -217,13 +217,9 @@ _SHAPE_DOC = {
     f"[N, {DOC_SIDE}, {DOC_SIDE}] or [N, 1, {DOC_SIDE}, {DOC_SIDE}] for an MNIST model (the "
     "model metadata gives its shapes).",
     "anyOf": [
-        {"type": "array", "prefixItems": [_BATCH, {"const": DOC_PIXELS}], "items": False,
-         "minItems": 2},
-        {"type": "array", "prefixItems": [_BATCH, {"const": DOC_SIDE}, {"const": DOC_SIDE}],
-         "items": False, "minItems": 3},
-        {"type": "array",
-         "prefixItems": [_BATCH, {"const": 1}, {"const": DOC_SIDE}, {"const": DOC_SIDE}],
-         "items": False, "minItems": 4},
+        {"type": "array", "prefixItems": [_BATCH, *({"const": d} for d in image)], "items": False,
+         "minItems": 1 + len(image)}
+        for image in ([DOC_PIXELS], [DOC_SIDE, DOC_SIDE], [1, DOC_SIDE, DOC_SIDE])
     ],
 }  # fmt: skip
 _PIXEL = {"type": "number", "minimum": 0, "maximum": 255}

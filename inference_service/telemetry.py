@@ -234,12 +234,8 @@ class Telemetry:
                 _add_observations(self.latency.labels(route), counts, total)
             with self._figures_lock:
                 self._check_fork()
-                for (name, version), (
-                    n_requests,
-                    n_images,
-                    confidence,
-                    classes,
-                ) in versions.items():
+                for (name, version), row in versions.items():
+                    n_requests, n_images, confidence, classes = row
                     labels = (name, str(version))
                     self._zero(self._series_of(name, version, len(classes))[0])  # every class
                     self._add("digitflow_inference_images", labels, n_images)
