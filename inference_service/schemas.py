@@ -493,5 +493,4 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "ref": {"type": "string", "pattern": "^([1-9][0-9]{0,8}|[a-z0-9][a-z0-9_-]{0,63})$",
             "examples": ["1", "latest", "champion"]},
     "file_name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
-    "filename": {"type": "string"},
 }  # fmt: skip

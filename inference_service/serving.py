@@ -99,15 +99,15 @@ class ModelCache:
 
     # ---- registry scan --------------------------------------------------------------------------
 
-    def refresh(self, force: bool = False) -> bool:
+    def refresh(self) -> bool:
         """Re-read the registry if its change token moved; returns True if a scan happened.
         The token also covers the files of every served default (a few stat calls), so a
         version damaged in place, which moves no folder, is noticed and dropped too."""
         token = (self.registry.change_token(), self._defaults_signature())
-        if not force and token == self._token:
+        if token == self._token:
             return False
         with self.versions.load_lock:
-            if not force and token == self._token:
+            if token == self._token:
                 return False
             names = self.registry.model_names()
             views: dict[str, ModelView] = {}
