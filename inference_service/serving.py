@@ -260,10 +260,10 @@ class ModelCache:
     # ---- introspection ----------------------------------------------------------------------------
 
     def rollout(self, name: str) -> dict[str, Any]:
-        view = self._views.get(name)
-        if view is None:
-            return {"traffic": None, "shadow": None}
-        return {"traffic": view.traffic, "shadow": view.shadow}
+        """The model's traffic split and shadow as this worker serves them, once its scan has
+        seen them (none: left out)."""
+        view = self._views.get(name, ModelView())
+        return {key: v for key in ("traffic", "shadow") if (v := getattr(view, key)) is not None}
 
     def served_default(self, name: str) -> int | None:
         served = self._defaults.get(name)
