@@ -358,16 +358,6 @@ class Telemetry:
             "shadow_dropped": int(dropped),
         }
 
-    def _source(self) -> CollectorRegistry:
-        """What /metrics and the live figures read: every worker's files in multiprocess mode,
-        else this app's registry."""
-        if not self.multiprocess_dir:
-            return self.registry
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.multiprocess_dir)
-        registry.register(self._collector)
-        return registry
-
     # Callbacks for the ModelCache ---------------------------------------------------------------
 
     def on_default_change(self, name: str, version: int) -> None:
@@ -412,7 +402,12 @@ class Telemetry:
     def render(self) -> tuple[bytes, str]:
         """(body, content type) of a scrape: all workers in multiprocess mode, else this one."""
         self.flush()
-        return generate_latest(self._source()), CONTENT_TYPE_LATEST
+        registry = self.registry
+        if self.multiprocess_dir:  # every worker's files, and the figures of every worker
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)
+            registry.register(self._collector)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 class _FiguresCollector:
