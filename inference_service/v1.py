@@ -27,8 +27,6 @@ HISTORY_SHOWN = 50
 #: Networks described per worker (distinct training configs: a version's never changes).
 NETWORKS_KEPT = 256
 
-# ---- listing --------------------------------------------------------------------------------
-
 
 def list_models() -> Response:
     st = service()
