@@ -254,7 +254,6 @@ class ModelCache:
                 return resolve_ref(name, ref, view.aliases, lambda _: usable)
             except LookupError:
                 pass  # an alias set, or a first good version published, since the last scan
-        validate_model_name(name)
         return self.registry.resolve(name, ref)
 
     # ---- introspection ----------------------------------------------------------------------------
