@@ -4,8 +4,9 @@ The trainer's RQ job publishes each version's training report (``shared.reports`
 and report.json) next to its weights; the registry lists them, with their sha256 and size, under
 the manifest's ``"files"``. This route serves exactly those files and nothing else:
 
-* the file name must be a plain name (the registry's own pattern) AND be listed in the manifest,
-  so no path, no weights.npz, no manifest.json, no stray file in the folder is ever reachable;
+* the file name must be listed in the manifest, whose names the registry's verification holds
+  to plain names (its own pattern), so no path, no weights.npz, no manifest.json, no stray file
+  in the folder is ever reachable;
 * the version must verify (every listed file's sha256 is checked, cached by file identity), so
   a tampered file is a 409 like a tampered model, never served;
 * the registry is opened read-only and `Registry.read_file` returns the bytes only when they have
@@ -18,7 +19,6 @@ the manifest's ``"files"``. This route serves exactly those files and nothing el
 from __future__ import annotations
 
 import os
-import re
 
 from flask import Response, request
 
@@ -26,8 +26,6 @@ from inference_service.responses import MODEL_VERSION
 from inference_service.state import service
 from shared.web.errors import ApiError
 
-#: Same pattern as the registry's extra files (shared.registry._EXTRA_FILE_RE).
-_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: The Content-Type a report file is served with, by extension (unknown kinds: opaque bytes).
 _CONTENT_TYPES = {
     ".png": "image/png",
@@ -48,9 +46,9 @@ def _not_found(name: str, version: int, file_name: str) -> ApiError:
 def report_file(name: str, ref: str, file_name: str) -> Response:
     reg = service().registry
     version = reg.resolve(name, ref)  # 404 unknown, 409 broken
-    manifest = reg.verify(name, version)  # checks every listed file's sha256 (cached)
+    manifest = reg.verify(name, version)  # checks every listed file's name and sha256 (cached)
     files = manifest.get("files") or {}
-    if _FILE_NAME.fullmatch(file_name) is None or file_name not in files:
+    if file_name not in files:
         raise _not_found(name, version, file_name)
     etag = str(files[file_name]["sha256"])
     headers = {

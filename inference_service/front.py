@@ -42,8 +42,7 @@ class Front:
         self.ensure_started()
         route = self.match(environ.get("PATH_INFO", ""))
         if route is not None:
-            reply = predict.answer(st, route, environ)
-            status, body = predict.respond(reply, environ, start_response)
+            status, body = predict.respond(st, route, environ, start_response)
             template = route.template
         else:
             seen: list[str] = []

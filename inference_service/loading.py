@@ -74,9 +74,9 @@ class VersionCache:
         registry: Registry,
         capacity: int,
         *,
-        protected: Callable[[], Iterable[Key]] = frozenset,
-        on_load: Callable[[Served, float], None] | None = None,
-        on_broken: Callable[[str, int], None] | None = None,
+        protected: Callable[[], Iterable[Key]],
+        on_load: Callable[[Served, float], None],
+        on_broken: Callable[[str, int], None],
     ) -> None:
         self.registry = registry
         self.capacity = int(capacity)
@@ -130,8 +130,7 @@ class VersionCache:
                 logger.error("not serving %s", message)
                 with self.lock:
                     self._broken[key] = (self.identity(name, version), message)
-                if self._on_broken is not None:
-                    self._on_broken(name, version)
+                self._on_broken(name, version)
                 raise BrokenVersionError(message) from None
             seconds = time.perf_counter() - started
             served = Served(name=name, version=version, loaded=loaded)
@@ -141,8 +140,7 @@ class VersionCache:
                 evicted = self._evict(keep=key)
             self._release(evicted)
             logger.info("model %r version %d loaded in %.3fs", name, version, seconds)
-            if self._on_load is not None:
-                self._on_load(served, seconds)
+            self._on_load(served, seconds)
             return served
 
     def load_current(self, name: str, version: int) -> Served:
@@ -195,16 +193,10 @@ class VersionCache:
         it would leave it served but uncounted. Requests still holding an evicted Served keep
         using it until they finish. Called with `lock` held; returns the evicted keys."""
         protected = {keep, *self._protected()}
-        excess = len(self._loaded) - self.capacity
-        evicted: list[Key] = []
-        for key in list(self._loaded):
-            if excess <= 0:
-                break
-            if key in protected:
-                continue
+        excess = max(len(self._loaded) - self.capacity, 0)
+        evicted = [key for key in self._loaded if key not in protected][:excess]
+        for key in evicted:
             del self._loaded[key]
-            evicted.append(key)
-            excess -= 1
             logger.info("model %r version %d evicted from the cache", *key)
         return evicted
 

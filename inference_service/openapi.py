@@ -10,11 +10,6 @@ import orjson
 
 from inference_service.routes import build_api
 
-
-def main() -> None:
+if __name__ == "__main__":
     document = build_api().document()
     sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -10,7 +10,6 @@ is down the page says so and everything else keeps working: inference never depe
 from __future__ import annotations
 
 import typing
-from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Response, render_template, request
@@ -37,10 +36,11 @@ def _choices(field: str) -> list[str]:
     return []
 
 
-def page_config() -> dict[str, Any]:
-    """What the page's JavaScript needs, embedded as JSON (no inline script: CSP stays strict)."""
-    return {
-        "trainer_url": _trainer_url(),
+def index() -> Response:
+    trainer_url = _trainer_url()
+    # What the page's JavaScript needs, embedded as JSON (no inline script: CSP stays strict).
+    config = {
+        "trainer_url": trainer_url,
         "presets": PRESETS,
         "defaults": TrainConfig().public_dict(),
         "choices": {
@@ -48,11 +48,7 @@ def page_config() -> dict[str, Any]:
             for field in ("dataset", "activation", "optimizer", "lr_schedule", "preset")
         },
     }
-
-
-def index() -> Response:
-    config = page_config()
-    trainer = urlsplit(config["trainer_url"])
+    trainer = urlsplit(trainer_url)
     csp = "; ".join(
         [
             "default-src 'self'",

@@ -35,8 +35,8 @@ class Poller:
         poll_seconds: float,
         location: str,
         *,
-        on_poll: Callable[[bool, bool], None] | None = None,
-        on_fork: Callable[[], None] | None = None,
+        on_poll: Callable[[bool, bool], None],
+        on_fork: Callable[[], None],
     ) -> None:
         self.poll_seconds = float(poll_seconds)
         self.location = location
@@ -61,8 +61,7 @@ class Poller:
         """Called on every request (cheap) and from gunicorn's post_worker_init hook."""
         if self._pid != os.getpid():
             self._init_process_state()
-            if self._on_fork is not None:
-                self._on_fork()
+            self._on_fork()
         if self.poll_seconds <= 0:
             self.poll_once()
             return
@@ -101,8 +100,7 @@ class Poller:
                     self._unreachable_since = time.time()
                 self.reachable = False
                 self.error = str(exc)
-            if self._on_poll is not None:
-                self._on_poll(False, not unreachable)
+            self._on_poll(False, not unreachable)
             # The same failure (say, an unmounted volume) is logged once a minute, not per poll.
             now = time.monotonic()
             if key != self._last_error[0] or now - self._last_error[1] > 60:
@@ -116,8 +114,7 @@ class Poller:
             logger.info("registry reachable again (%s)", self.location)
         self.reachable, self.error, self._unreachable_since = True, None, None
         self._last_error = ("", 0.0)
-        if self._on_poll is not None:
-            self._on_poll(True, True)
+        self._on_poll(True, True)
 
     def status(self) -> dict[str, Any]:
         """{"location", "reachable" (None before the first poll), "error"?, "unreachable_since"?,

@@ -81,7 +81,7 @@ def _shadow_step(
     version that answered): the comparison to schedule once the answer is sent."""
     if ref is not None:
         return None
-    shadow = st.cache.shadow(served.name)
+    shadow = st.cache.shadows.get(served.name)
     if shadow is None or shadow.version == served.version:
         return None
     return lambda: st.shadows.submit(served, shadow, x, proba)
@@ -196,27 +196,22 @@ def _mimetype(environ: dict[str, Any]) -> str:
     return environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
 
 
-def answer(st: ServiceState, route: Route, environ: dict[str, Any]) -> Reply | ApiError:
-    """The route's answer, or the error to answer with (never raises)."""
+def respond(
+    st: ServiceState, route: Route, environ: dict[str, Any], start_response: StartResponse
+) -> tuple[int, Iterable[bytes]]:
+    """Answer a matched request, errors included (never raises): (status code, WSGI body)."""
     method = environ.get("REQUEST_METHOD")
-    if method != "POST":
-        if method == "OPTIONS":  # as Flask answers OPTIONS for its own rules
-            return Reply(
+    try:
+        if method == "POST":
+            reply = route.handler(st, route.name, route.ref, environ)
+        elif method == "OPTIONS":  # as Flask answers OPTIONS for its own rules
+            reply = Reply(
                 "200 OK", [("Allow", "OPTIONS, POST"), ("Content-Type", "text/plain")], b""
             )
-        return ApiError(405, "method not allowed: use POST", headers={"Allow": "OPTIONS, POST"})
-    try:
-        return route.handler(st, route.name, route.ref, environ)
+        else:
+            raise ApiError(405, "method not allowed: use POST", headers={"Allow": "OPTIONS, POST"})
     except Exception as exc:  # noqa: BLE001 - the one error table answers it (500s are logged)
-        return to_api_error(exc, max_content_length=st.settings.max_content_length)
-
-
-def respond(
-    reply: Reply | ApiError, environ: dict[str, Any], start_response: StartResponse
-) -> tuple[int, Iterable[bytes]]:
-    """Send `reply`: (status code, WSGI body)."""
-    if isinstance(reply, ApiError):
-        response = reply.response()
+        response = to_api_error(exc, max_content_length=st.settings.max_content_length).response()
         return response.status_code, response(environ, start_response)
     reply.headers.append(("Content-Length", str(len(reply.body))))
     start_response(reply.status, reply.headers)

@@ -26,10 +26,7 @@ def dumps(payload: Any) -> bytes:
 def json_response(
     payload: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    resp = Response(dumps(payload), status=status, mimetype="application/json")
-    if headers:
-        resp.headers.update(headers)
-    return resp
+    return Response(dumps(payload), status, headers, mimetype="application/json")
 
 
 def answer(view: BaseModel, status: int = 200, *, exclude_unset: bool = False) -> Response:

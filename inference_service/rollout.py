@@ -62,11 +62,12 @@ def ref_version(name: str, aliases: dict[str, int], ref: int | str) -> int:
 class Rollout:
     """Per model: the split of its default route and its shadow version in this worker."""
 
-    def __init__(self, on_shadow: Callable[[Served], None] | None = None) -> None:
-        #: Model → its split. Read without a lock on the default route (one dict lookup); the
-        #: dict itself is never replaced, so a reader may keep a reference to it.
+    def __init__(self, on_shadow: Callable[[Served], None]) -> None:
+        #: Model → its split, and model → its shadow version when it has one this worker can
+        #: run. Read without a lock on the default route (one dict lookup); the dicts themselves
+        #: are never replaced, so a reader may keep a reference to them.
         self.splits: dict[str, Split] = {}
-        self._shadows: dict[str, Served] = {}
+        self.shadows: dict[str, Served] = {}
         self._on_shadow = on_shadow
 
     def update_split(
@@ -106,29 +107,25 @@ class Rollout:
         """Load the shadow version and swap it in (or drop it). Returns {"version" (as set),
         "serving", "problem"?}; None when the model has no shadow."""
         if ref is None:
-            self._shadows.pop(name, None)
+            self.shadows.pop(name, None)
             return None
         status: dict[str, Any] = {"version": ref, "serving": None}
         try:
             served = load(name, ref_version(name, aliases, ref))
         except (BrokenVersionError, VersionNotFoundError) as exc:
             status["problem"] = f"not shadowing: {exc}"
-            self._shadows.pop(name, None)
+            self.shadows.pop(name, None)
             return status
         status["serving"] = served.version
-        previous = self._shadows.get(name)
-        self._shadows[name] = served
-        if self._on_shadow is not None and previous is not served:
+        previous = self.shadows.get(name)
+        self.shadows[name] = served
+        if previous is not served:
             self._on_shadow(served)
         return status
 
-    def shadow(self, name: str) -> Served | None:
-        """The model's shadow version when it has one this worker can run."""
-        return self._shadows.get(name)
-
     def versions(self) -> set[Key]:
         """Every version a split or a shadow serves (never evicted; their files are watched)."""
-        out = {(s.name, s.version) for s in list(self._shadows.values())}
+        out = {(s.name, s.version) for s in list(self.shadows.values())}
         for split in list(self.splits.values()):
             out.update((s.name, s.version) for s in split.served)
         return out
@@ -136,6 +133,6 @@ class Rollout:
     def keep_only(self, names: Iterable[str]) -> None:
         """Forget the models no longer in the registry."""
         kept = set(names)
-        for table in (self.splits, self._shadows):
+        for table in (self.splits, self.shadows):
             for gone in set(table) - kept:
                 del table[gone]

@@ -217,13 +217,9 @@ _SHAPE_DOC = {
     f"[N, {DOC_SIDE}, {DOC_SIDE}] or [N, 1, {DOC_SIDE}, {DOC_SIDE}] for an MNIST model (the "
     "model metadata gives its shapes).",
     "anyOf": [
-        {"type": "array", "prefixItems": [_BATCH, {"const": DOC_PIXELS}], "items": False,
-         "minItems": 2},
-        {"type": "array", "prefixItems": [_BATCH, {"const": DOC_SIDE}, {"const": DOC_SIDE}],
-         "items": False, "minItems": 3},
-        {"type": "array",
-         "prefixItems": [_BATCH, {"const": 1}, {"const": DOC_SIDE}, {"const": DOC_SIDE}],
-         "items": False, "minItems": 4},
+        {"type": "array", "prefixItems": [_BATCH, *({"const": d} for d in image)], "items": False,
+         "minItems": 1 + len(image)}
+        for image in ([DOC_PIXELS], [DOC_SIDE, DOC_SIDE], [1, DOC_SIDE, DOC_SIDE])
     ],
 }  # fmt: skip
 _PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
@@ -497,5 +493,4 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "ref": {"type": "string", "pattern": "^([1-9][0-9]{0,8}|[a-z0-9][a-z0-9_-]{0,63})$",
             "examples": ["1", "latest", "champion"]},
     "file_name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
-    "filename": {"type": "string"},
 }  # fmt: skip

@@ -81,7 +81,8 @@ class ModelCache:
             on_broken=telemetry.on_broken,
         )
         self._rollout = Rollout(on_shadow=telemetry.on_shadow)
-        self._splits = self._rollout.splits  # the same dict: the default route reads it
+        # The same dicts (never replaced): the default route reads them, one lookup each.
+        self._splits, self.shadows = self._rollout.splits, self._rollout.shadows
         #: Runs `refresh` (the front binds its ``ensure_started`` once: no extra call per request).
         self.poller = Poller(
             self.refresh,
@@ -98,15 +99,15 @@ class ModelCache:
 
     # ---- registry scan --------------------------------------------------------------------------
 
-    def refresh(self, force: bool = False) -> bool:
+    def refresh(self) -> bool:
         """Re-read the registry if its change token moved; returns True if a scan happened.
         The token also covers the files of every served default (a few stat calls), so a
         version damaged in place, which moves no folder, is noticed and dropped too."""
         token = (self.registry.change_token(), self._defaults_signature())
-        if not force and token == self._token:
+        if token == self._token:
             return False
         with self.versions.load_lock:
-            if not force and token == self._token:
+            if token == self._token:
                 return False
             names = self.registry.model_names()
             views: dict[str, ModelView] = {}
@@ -253,19 +254,15 @@ class ModelCache:
                 return resolve_ref(name, ref, view.aliases, lambda _: usable)
             except LookupError:
                 pass  # an alias set, or a first good version published, since the last scan
-        validate_model_name(name)
         return self.registry.resolve(name, ref)
 
     # ---- introspection ----------------------------------------------------------------------------
 
-    def shadow(self, name: str) -> Served | None:
-        return self._rollout.shadow(name)
-
     def rollout(self, name: str) -> dict[str, Any]:
-        view = self._views.get(name)
-        if view is None:
-            return {"traffic": None, "shadow": None}
-        return {"traffic": view.traffic, "shadow": view.shadow}
+        """The model's traffic split and shadow as this worker serves them, once its scan has
+        seen them (none: left out)."""
+        view = self._views.get(name, ModelView())
+        return {key: v for key in ("traffic", "shadow") if (v := getattr(view, key)) is not None}
 
     def served_default(self, name: str) -> int | None:
         served = self._defaults.get(name)

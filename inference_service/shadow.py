@@ -37,9 +37,8 @@ QUEUE_SIZE = 16
 class ShadowRunner:
     """The bounded queue of comparisons of one worker process and the thread that runs them."""
 
-    def __init__(self, telemetry: Telemetry, size: int = QUEUE_SIZE) -> None:
+    def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
-        self.size = size
         self._pid: int | None = None
         self._queue: queue.Queue[tuple[Served, Served, np.ndarray, np.ndarray]]
         self._thread: threading.Thread | None = None
@@ -50,7 +49,7 @@ class ShadowRunner:
         if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
             return
         self._pid = os.getpid()
-        self._queue = queue.Queue(self.size)
+        self._queue = queue.Queue(QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name="digitflow-shadow", daemon=True)
         self._thread.start()
 

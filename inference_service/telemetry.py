@@ -118,19 +118,14 @@ _FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
 }  # fmt: skip
 #: A worker's figures file in the multiprocess folder (`figures_<pid>.json`).
 _FIGURES_FILE = "figures_{pid}.json"
-#: The counters a version's live figures sum (family → its field; the per-class one by class).
-_VERSION_FIGURES = {
+#: The live-figure field each plain counter adds to (the per-class, per-pair and per-side
+#: counters are keyed by their extra labels instead).
+_LIVE_FIELDS = {
     "digitflow_inference_images": "images",
     "digitflow_inference_version_requests": "requests",
     "digitflow_inference_version_confidence_sum": "confidence_sum",
-    "digitflow_inference_version_predictions": "classes",
-}
-#: The same for a shadow version's (the confidence sums by side, the confusion by class pair).
-_SHADOW_FIGURES = {
     "digitflow_shadow_requests": "requests",
     "digitflow_shadow_errors": "errors",
-    "digitflow_shadow_confidence_sum": "side",
-    "digitflow_shadow_predictions": "pairs",
 }
 
 
@@ -239,12 +234,8 @@ class Telemetry:
                 _add_observations(self.latency.labels(route), counts, total)
             with self._figures_lock:
                 self._check_fork()
-                for (name, version), (
-                    n_requests,
-                    n_images,
-                    confidence,
-                    classes,
-                ) in versions.items():
+                for (name, version), row in versions.items():
+                    n_requests, n_images, confidence, classes = row
                     labels = (name, str(version))
                     self._zero(self._series_of(name, version, len(classes))[0])  # every class
                     self._add("digitflow_inference_images", labels, n_images)
@@ -335,46 +326,37 @@ class Telemetry:
         self.flush()  # this worker's own figures are exact; the others' at most a flush old
         versions: dict[str, dict[str, Any]] = {}
         shadows: dict[str, dict[str, Any]] = {}
-        dropped = 0.0
-        for metric in self._source().collect():
-            for sample in metric.samples:
-                labels, value = sample.labels, sample.value
+        for family, rows in self.figures().items():
+            table = shadows if family.startswith("digitflow_shadow") else versions
+            for (model, version, *more), value in rows.items():
                 # Series made at 0 before anything happened (see __init__) add nothing here: a
                 # version or shadow is listed once it has figures, as before they existed.
-                if not value or labels.get("model") != name or not sample.name.endswith("_total"):
+                if not value or model != name:
                     continue
-                family = sample.name[: -len("_total")]
-                if family == "digitflow_shadow_dropped":
-                    dropped += value
-                elif family in _VERSION_FIGURES:
-                    row = versions.setdefault(labels["version"], _row("classes"))
-                    if family == "digitflow_inference_version_predictions":
-                        row["classes"][int(labels["predicted"])] += int(value)
-                    else:
-                        row[_VERSION_FIGURES[family]] += value
-                elif family in _SHADOW_FIGURES:
-                    row = shadows.setdefault(labels["shadow"], _row("pairs"))
-                    if family == "digitflow_shadow_predictions":
-                        row["pairs"][int(labels["served"]), int(labels["predicted"])] += int(value)
-                    elif family == "digitflow_shadow_confidence_sum":
-                        row[labels["side"]] += value
-                    else:
-                        row[_SHADOW_FIGURES[family]] += value
+                row = table.setdefault(version, _row())
+                if family == "digitflow_inference_version_predictions":
+                    row["classes"][int(more[0])] += int(value)
+                elif family == "digitflow_shadow_predictions":
+                    row["pairs"][int(more[0]), int(more[1])] += int(value)
+                elif family == "digitflow_shadow_confidence_sum":
+                    row[more[0]] += value
+                else:
+                    row[_LIVE_FIELDS[family]] += value
+        # The one Prometheus metric of the live figures, summed over every worker's files.
+        drops = self.shadow_drops
+        if self.multiprocess_dir:
+            drops = MultiProcessCollector(None, path=self.multiprocess_dir)
+        dropped = sum(
+            sample.value
+            for metric in drops.collect()
+            for sample in metric.samples
+            if sample.name == "digitflow_shadow_dropped_total" and sample.labels["model"] == name
+        )
         return {
             "versions": {v: _version_figures(row) for v, row in sorted(versions.items())},
             "shadows": {v: _shadow_figures(row) for v, row in sorted(shadows.items())},
             "shadow_dropped": int(dropped),
         }
-
-    def _source(self) -> CollectorRegistry:
-        """What /metrics and the live figures read: every worker's files in multiprocess mode,
-        else this app's registry."""
-        if not self.multiprocess_dir:
-            return self.registry
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.multiprocess_dir)
-        registry.register(self._collector)
-        return registry
 
     # Callbacks for the ModelCache ---------------------------------------------------------------
 
@@ -420,7 +402,12 @@ class Telemetry:
     def render(self) -> tuple[bytes, str]:
         """(body, content type) of a scrape: all workers in multiprocess mode, else this one."""
         self.flush()
-        return generate_latest(self._source()), CONTENT_TYPE_LATEST
+        registry = self.registry
+        if self.multiprocess_dir:  # every worker's files, and the figures of every worker
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)
+            registry.register(self._collector)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 class _FiguresCollector:
@@ -457,9 +444,9 @@ def _write_file(path: Path, text: str) -> None:
         logger.warning("live figures: could not write %s: %s", path, exc)
 
 
-def _row(counts: str) -> dict[str, Any]:
-    """Live figures before their first sample: every sum 0, `counts` (by class or pair) empty."""
-    return defaultdict(float, {counts: defaultdict(int)})
+def _row() -> dict[str, Any]:
+    """Live figures before their first sample: every sum 0, the counts by class or pair empty."""
+    return defaultdict(float, classes=defaultdict(int), pairs=defaultdict(int))
 
 
 def _mean(total: float, n: int) -> float | None:

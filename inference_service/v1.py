@@ -27,8 +27,6 @@ HISTORY_SHOWN = 50
 #: Networks described per worker (distinct training configs: a version's never changes).
 NETWORKS_KEPT = 256
 
-# ---- listing --------------------------------------------------------------------------------
-
 
 def list_models() -> Response:
     st = service()
@@ -51,10 +49,8 @@ def get_model(name: str) -> Response:
         versions.append(
             ServedVersion(**fields, loaded=loaded.is_loaded(name, row.version), network=network)
         )
-    # The split and shadow as this worker serves them, once its scan has seen them.
-    rollout = {key: v for key, v in st.cache.rollout(name).items() if v is not None}
     served = ServedModelDetail(
-        **{**detail.model_dump(exclude={"versions"}), **rollout},
+        **{**detail.model_dump(exclude={"versions"}), **st.cache.rollout(name)},
         serving_version=st.cache.served_default(name),
         live=st.telemetry.live(name),
         versions=versions,

@@ -114,17 +114,13 @@ def _instances_batch(
         and not (maybe_bool and has_bool(instances))
     ):
         arr = arr.reshape(len(instances), size)
+        layouts = [nested] * len(instances)
     else:
-        arr = None
-
-    if arr is None:
         rows = [
             _instance_array(item, f"{path}[{n}]", size, side) for n, item in enumerate(instances)
         ]
         arr = np.stack([r[0] for r in rows])
         layouts = [r[1] for r in rows]  # each image's: rows of `side`, or flat
-    else:
-        layouts = [nested] * len(instances)
     shapes = [(side, side) if nested else (size,) for nested in layouts]
     check_range(arr, high, lambda n, k: index_path(path, n, k, shapes[n]))
     return arr
