@@ -292,13 +292,9 @@ class NetworkLayer(BaseModel):
         kinds = [kind for kind in _LAYER_SETTINGS if getattr(self, kind) is not None]
         if len(kinds) != 1:
             raise ValueError(f"give exactly one of {', '.join(_LAYER_SETTINGS)}")
-        wrong = [
-            name
-            for name in ("kernel", "stride", "padding")
-            if getattr(self, name) is not None and name not in _LAYER_SETTINGS[kinds[0]]
-        ]
-        if wrong:
-            raise ValueError(f"{wrong[0]} is not a setting of a {kinds[0]} layer")
+        for name in ("kernel", "stride", "padding"):
+            if getattr(self, name) is not None and name not in _LAYER_SETTINGS[kinds[0]]:
+                raise ValueError(f"{name} is not a setting of a {kinds[0]} layer")
         if self.conv is not None:  # the defaults, written out so a stored config shows them
             self.stride, self.padding = self.stride or 1, self.padding or "valid"
         if self.pool is not None:

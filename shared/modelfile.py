@@ -50,8 +50,6 @@ def save_model(
 ) -> str:
     """Write `model` (and JSON-able `metadata`) to `path` atomically; return the file's sha256."""
     path = Path(path)
-    if metadata is not None and not isinstance(metadata, dict):
-        raise ModelFileError(path, "metadata must be a dict")
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": metadata or {}}
     buf = io.BytesIO()
     try:

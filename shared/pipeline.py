@@ -113,27 +113,26 @@ def run_training(
     """Train `config` on the loaded `dataset` and evaluate on its test split; the one code path
     for CLI and RQ job (each finds and loads its data itself: `shared.datasets.locations`).
     `on_epoch` exceptions stop training and propagate (how the job reacts to cancellation)."""
-    ds, limit = dataset, config.train_limit
     # The first `train_limit` images (not a random sample): a limited run is reproducible, and
     # MNIST's and Fashion-MNIST's training sets are shuffled, so the first N are close to balanced.
-    x, y = ds.x_train[:limit], ds.y_train[:limit]
+    x, y = dataset.x_train[: config.train_limit], dataset.y_train[: config.train_limit]
     result = train_model(config, x, y, on_epoch=on_epoch, progress=progress)
     # One forward pass over the test set serves both the metrics and the report.
-    test_proba = result.model.predict_proba(ds.x_test)
+    test_proba = result.model.predict_proba(dataset.x_test)
     return TrainingOutcome(
         model=result.model,
         history=list(result.history),
         best_epoch=int(result.best_epoch),
         train_seconds=float(result.train_seconds),
-        metrics=evaluate(test_proba, ds.y_test, class_names=ds.class_names),
-        fingerprint=ds.fingerprint,
+        metrics=evaluate(test_proba, dataset.y_test, class_names=dataset.class_names),
+        fingerprint=dataset.fingerprint,
         stopped_early=bool(result.stopped_early),
         config=config,
-        dataset=ds.name,
-        class_names=list(ds.class_names),
+        dataset=dataset.name,
+        class_names=list(dataset.class_names),
         n_train=int(len(y)),
-        n_test=int(len(ds.y_test)),
-        x_test=ds.x_test,
-        y_test=ds.y_test,
+        n_test=int(len(dataset.y_test)),
+        x_test=dataset.x_test,
+        y_test=dataset.y_test,
         test_proba=test_proba,
     )

@@ -33,24 +33,21 @@ def combine_fingerprint(kind: str, parts: Iterable[str]) -> str:
 def content_sha256(path: Path) -> tuple[str, bool]:
     """(sha256 of the decompressed content, whether the file is gzip), streaming; gzip is
     detected by its magic bytes, not by the file name."""
-    h = hashlib.sha256()
-    total = 0
     with open(path, "rb") as fh:
-        is_gzip = fh.read(2) == GZIP_MAGIC
+        if fh.read(2) != GZIP_MAGIC:
+            fh.seek(0)
+            return hashlib.file_digest(fh, "sha256").hexdigest(), False
         fh.seek(0)
-        if is_gzip:
-            try:
-                with gzip.GzipFile(fileobj=fh) as gz:
-                    while chunk := gz.read(_CHUNK):
-                        total += len(chunk)
-                        if total > MAX_DECOMPRESSED_BYTES:
-                            raise DatasetError(f"{path}: decompresses to too many bytes")
-                        h.update(chunk)
-            except EOFError:
-                raise DatasetError("truncated gzip data") from None
-            except (OSError, zlib.error) as exc:
-                raise DatasetError(f"corrupt gzip data ({exc})") from None
-        else:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-    return h.hexdigest(), is_gzip
+        h, total = hashlib.sha256(), 0
+        try:
+            with gzip.GzipFile(fileobj=fh) as gz:
+                while chunk := gz.read(_CHUNK):
+                    total += len(chunk)
+                    if total > MAX_DECOMPRESSED_BYTES:
+                        raise DatasetError(f"{path}: decompresses to too many bytes")
+                    h.update(chunk)
+        except EOFError:
+            raise DatasetError("truncated gzip data") from None
+        except (OSError, zlib.error) as exc:
+            raise DatasetError(f"corrupt gzip data ({exc})") from None
+    return h.hexdigest(), True

@@ -84,14 +84,10 @@ def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
                 f"{path}: label {int(y[row])} outside 0-{N_CLASSES - 1} (data row {row + 1})"
             )
     pixels = frame[_PIXEL_COLUMNS]
-    kinds = {dt.kind for dt in pixels.dtypes}
-    if kinds <= {"i", "u"}:
-        x = pixels.to_numpy(dtype=np.int64)
-    else:
-        for col in _PIXEL_COLUMNS:
-            if pixels[col].dtype.kind not in "iu":
-                _integer_column_values(pixels[col].to_numpy(), col, path)
-        x = pixels.to_numpy(dtype=np.float64).astype(np.int64)
+    for col, dtype in pixels.dtypes.items():
+        if dtype.kind not in "iu":  # every cell a whole number, or an error naming the first
+            _integer_column_values(pixels[col].to_numpy(), col, path)
+    x = pixels.to_numpy(dtype=np.int64)
     bad = (x < 0) | (x > 255)
     if bad.any():
         row, col = (int(v) for v in np.argwhere(bad)[0])

@@ -47,11 +47,9 @@ def load_dataset(
                 if not download:
                     raise
                 # A damaged copy in a folder we may download into: fetch verified files over
-                # the bad ones (download_dataset keeps every file that verifies), then retry.
+                # the bad ones below (download_dataset keeps every file that verifies).
                 log.warning("dataset in %s is damaged; downloading verified copies", path)
-                download_dataset(info.name, path, mirrors)
-                return load_idx_dataset(path, name)
-        if not any(p is not None for p in files.values()):
+        elif not any(p is not None for p in files.values()):
             if (path / "train.csv").is_file():
                 return load_kaggle_dataset(path, name)
             npz = sorted(path.glob("*.npz"))

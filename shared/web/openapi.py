@@ -103,9 +103,8 @@ class Api:
         self.description = description
         self.operations: list[Operation] = []
 
-    def add(self, operation: Operation) -> Operation:
+    def add(self, operation: Operation) -> None:
         self.operations.append(operation)
-        return operation
 
     def route(
         self, target: Blueprint | Flask, method: str, path: str, **spec: Any

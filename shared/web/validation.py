@@ -56,12 +56,10 @@ def validation_error(
 def describe(exc: ValidationError, rename: dict[str, str] | None = None) -> str:
     """One line for a terminal: ``invalid --epochs: Input should be ...; invalid --lr: ...``.
     `rename` maps a field's first path segment to what the user typed (a CLI option)."""
-    rename = rename or {}
     parts = []
     for f in field_errors(exc, show_input=True):
-        head, sep, rest = f["field"].partition(".")
-        head, bracket, index = head.partition("[")
-        shown = rename.get(head, head) + (bracket + index if bracket else "") + (sep + rest)
+        head = top_field(f["field"])
+        shown = (rename or {}).get(head, head) + f["field"].removeprefix(head)
         parts.append(f"invalid {shown}: {f['message']}")
     return "; ".join(parts)
 
