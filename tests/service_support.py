@@ -178,6 +178,16 @@ class Service:
             out[body["pid"]] = body
         return out
 
+    def every_worker(
+        self, check: Callable[[dict], bool], model: str | None = None, workers: int = 2
+    ) -> dict[int, dict] | None:
+        """pid → /readyz body of each of the `workers` workers once `check` holds in every one of
+        them (on the body, or on `model`'s entry in it), else None. Each worker picks registry
+        changes up on its own poll, so one worker's answer says nothing of the others'."""
+        views = self.worker_views()
+        seen = [view["models"].get(model) or {} if model else view for view in views.values()]
+        return views if len(views) >= workers and all(map(check, seen)) else None
+
     def log(self, lines: int = 80) -> str:
         return tail(self.log_path, lines)
 

@@ -42,6 +42,7 @@ from shared.pipeline import run_training
 from shared.registry import Registry
 from shared.reports import FIGURE_PIXELS
 from tests import REPO_ROOT
+from tests.service_support import Service
 from tests.trainer_support import (
     delete_queue_keys,
     free_port,
@@ -50,6 +51,7 @@ from tests.trainer_support import (
     start_worker,
     stop_process,
     tail,
+    wait_for,
     wait_http_ok,
     wait_worker_registered,
 )
@@ -182,6 +184,7 @@ def site(redis_url, tmp_path_factory, mnist_dir):
         yield {
             "tmp": tmp,
             "url": inference_url,
+            "inference": Service(inference_url, procs["inference"], logs["inference"]),
             "trainer_url": trainer_url,
             "trainer_port": trainer_port,
             "env": env,
@@ -746,16 +749,10 @@ def test_models_view_shows_the_rollout_line(page, site) -> None:
         registry.delete_alias("mnist", "champion")
 
 
-def _wait_every_worker(site, model: str, check, what: str, timeout_s: float = 15.0) -> None:
-    """Until `check(the model's /readyz entry)` holds in both gunicorn workers (told apart by the
-    pid in /readyz): each worker picks registry changes up on its own poll, and the page shows
+def _wait_every_worker(site, model: str, check, what: str) -> None:
+    """Until `check(the model's /readyz entry)` holds in both gunicorn workers: the page shows
     whichever worker answers its request, so a view can flip back until both have."""
-    deadline = time.monotonic() + timeout_s
-    seen: dict[int, bool] = {}
-    while len(seen) < 2 or not all(seen.values()):
-        assert time.monotonic() < deadline, f"{what}: not in every worker: {seen}"
-        body = requests.get(f"{site['url']}/readyz", timeout=10).json()
-        seen[body["pid"]] = check(body["models"].get(model) or {})
+    wait_for(lambda: site["inference"].every_worker(check, model=model), 15, what=what)
 
 
 def _refresh_until(page, selector: str, timeout_s: float = 15.0) -> None:

@@ -64,10 +64,7 @@ def wait_until_all_workers(svc: Service, check: Callable[[Service], bool], what:
 
 def all_serve(version: int, path: str = "/v1/models/digits/predict") -> Callable[[Service], bool]:
     def check(svc: Service) -> bool:
-        views = svc.worker_views()
-        if len(views) < 2:
-            return False  # both workers must have answered and agree
-        if any(v["models"].get("digits", {}).get("serving") != version for v in views.values()):
+        if not svc.every_worker(lambda model: model.get("serving") == version, model="digits"):
             return False
         got = {r.headers.get("X-Model-Version") for r in svc.burst(lambda: svc.predict(path))}
         return got == {str(version)}
@@ -190,13 +187,12 @@ def test_every_documented_metric_is_in_metrics_from_the_start(tmp_path: Path) ->
 
     with inference_service(registry.root, tmp_path) as svc:
 
-        def started() -> bool:
-            views = svc.worker_views()
-            shadows = [(v["models"].get("digits", {}).get("shadow") or {}) for v in views.values()]
-            ready = all(v["ready"] for v in views.values())
-            return len(views) == 2 and ready and all(sh.get("serving") == 3 for sh in shadows)
+        def started(body: dict) -> bool:
+            shadow = body["models"].get("digits", {}).get("shadow") or {}
+            return body["ready"] and shadow.get("serving") == 3
 
-        wait_for(started, timeout=30, what="both workers serving the split and the shadow")
+        wait_for(lambda: svc.every_worker(started), timeout=30,
+                 what="both workers serving the split and the shadow")  # fmt: skip
         text = svc.get("/metrics").text
         live = svc.get("/v1/models/digits").json()["live"]
 
@@ -261,13 +257,11 @@ def test_a_known_request_mix_adds_up_in_metrics_and_live_figures_over_three_work
     env = {"WEB_CONCURRENCY": "3", "LIVE_FIGURES_FLUSH_SECONDS": "0.3"}
     with inference_service(registry.root, tmp_path, **env) as svc:
         wait_for(
-            lambda: (
-                len(views := svc.worker_views()) == 3
-                and all(
-                    (v["models"].get("digits", {}).get("shadow") or {}).get("serving") == 3
-                    for v in views.values()
-                )
-            ),  # fmt: skip
+            lambda: svc.every_worker(
+                lambda model: (model.get("shadow") or {}).get("serving") == 3,
+                model="digits",
+                workers=3,
+            ),
             timeout=30,
             what="three workers serving the shadow",
         )
@@ -434,9 +428,8 @@ def test_a_deleted_version_leaves_metrics_the_live_figures_and_every_workers_fil
     for seed in (1, 2, 3):
         publish(registry, tmp_path, seed=seed)
     with inference_service(registry.root, tmp_path, LIVE_FIGURES_FLUSH_SECONDS="0.2") as svc:
-        wait_for(lambda: len(views := svc.worker_views()) == 2 and all(
-            v["models"].get("digits", {}).get("serving") == 3 for v in views.values()),
-            timeout=30, what="both workers serving version 3")  # fmt: skip
+        wait_for(lambda: svc.every_worker(lambda model: model.get("serving") == 3, model="digits"),
+                 timeout=30, what="both workers serving version 3")  # fmt: skip
         for path in ("/v1/models/digits/versions/1/predict", "/v1/models/digits/predict"):
             for r in svc.burst(lambda path=path: svc.predict(path), 10):
                 assert r.status_code == 200

@@ -57,12 +57,9 @@ def wait_for(check: Callable[[], bool], what: str, svc: Service, seconds: float 
         time.sleep(0.05)
 
 
-def every_worker(svc: Service, check: Callable[[dict], bool]) -> Callable[[], bool]:
-    def ok() -> bool:
-        views = svc.worker_views()
-        return len(views) >= 2 and all(check(v["models"].get("digits", {})) for v in views.values())
-
-    return ok
+def shadowing(version: int | None) -> Callable[[dict], bool]:
+    """A model's /readyz entry shadows `version` (None: no shadow served)."""
+    return lambda model: (model.get("shadow") or {}).get("serving") == version
 
 
 def test_a_90_10_split_is_served_in_those_shares_and_keys_stick(service) -> None:
@@ -72,8 +69,11 @@ def test_a_90_10_split_is_served_in_those_shares_and_keys_stick(service) -> None
     registry.set_traffic(
         "digits", [{"version": "champion", "weight": 90}, {"version": "candidate", "weight": 10}]
     )
-    wait_for(every_worker(svc, lambda m: [r.get("serving") for r in m.get("traffic") or []]
-                          == [1, 2]), "the split", svc)  # fmt: skip
+
+    def split(model: dict) -> bool:
+        return [r.get("serving") for r in model.get("traffic") or []] == [1, 2]
+
+    wait_for(lambda: svc.every_worker(split, model="digits"), "the split", svc)
 
     got = Counter(versions_of([lambda: post(svc)] * SPLIT_REQUESTS))
     assert set(got) == {"1", "2"}
@@ -110,7 +110,7 @@ def test_a_broken_candidate_gets_no_traffic_and_readyz_explains(service) -> None
         routes = model.get("traffic") or []
         return len(routes) == 2 and routes[1]["serving"] is None
 
-    wait_for(every_worker(svc, no_traffic), "the broken route dropped", svc)
+    wait_for(lambda: svc.every_worker(no_traffic, model="digits"), "the broken route dropped", svc)
     assert set(versions_of([lambda: post(svc)] * 200)) == {"1"}
     for view in svc.worker_views().values():
         assert view["ready"] is True
@@ -122,8 +122,7 @@ def test_the_shadow_never_changes_an_answer_and_its_figures_add_up(service) -> N
     svc, registry = service
     before = [post(svc) for _ in range(10)]
     registry.set_shadow("digits", 2)
-    wait_for(every_worker(svc, lambda m: (m.get("shadow") or {}).get("serving") == 2),
-             "the shadow", svc)  # fmt: skip
+    wait_for(lambda: svc.every_worker(shadowing(2), model="digits"), "the shadow", svc)
 
     with_shadow = [post(svc) for _ in range(60)]
     assert {(r.status_code, r.headers["X-Model-Version"]) for r in with_shadow} == {(200, "1")}
@@ -148,8 +147,8 @@ def test_the_shadow_never_changes_an_answer_and_its_figures_add_up(service) -> N
     flip_weights_byte(registry.weights_path("digits", 2).parent)
     during = [post(svc) for _ in range(60)]
     assert {(r.status_code, r.content) for r in during} == {(200, before[0].content)}
-    wait_for(every_worker(svc, lambda m: (m.get("shadow") or {}).get("serving") is None),
-             "the damaged shadow dropped", svc)  # fmt: skip
+    wait_for(lambda: svc.every_worker(shadowing(None), model="digits"), "the damaged shadow dropped",
+             svc)  # fmt: skip
     shadow = svc.worker_views()
     assert all("not shadowing" in v["models"]["digits"]["shadow"]["problem"]
                for v in shadow.values())  # fmt: skip

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -311,27 +310,20 @@ def test_inference_on_s3_keeps_serving_through_an_outage_and_catches_up(
             "REGISTRY_CACHE_DIR": str(tmp_path / "inference-cache"),
         }
         with inference_service(tmp_path / "not-used", tmp_path, **env) as svc:
-
-            def both_workers(check: Callable[[dict], bool]) -> dict | None:
-                """Both workers' /readyz bodies once `check` holds for each, else None."""
-                views = svc.worker_views()
-                return views if len(views) == 2 and all(map(check, views.values())) else None
-
             # Each worker must have scanned the store itself before the outage: a worker whose
             # first scan never finished is not ready (it cannot know every model), even when a
             # request made it load the model it asked for.
-            wait_for(lambda: both_workers(lambda b: b["ready"]), 30, what="both workers ready")
+            wait_for(lambda: svc.every_worker(lambda b: b["ready"]), 30, what="both workers ready")
             assert _served(svc) == 1
             publish(writer, tmp_path, seed=2)
-            wait_for(lambda: both_workers(lambda b: b["models"].get("digits", {}).get("serving") == 2),
-                     20,
-                     what="version 2 served by both workers")  # fmt: skip
+            wait_for(lambda: svc.every_worker(lambda m: m.get("serving") == 2, model="digits"),
+                     20, what="version 2 served by both workers")  # fmt: skip
             assert all(_served(svc) == 2 for _ in range(6))
             assert not (tmp_path / "not-used").exists(), "MODEL_REGISTRY_URL wins"
 
             proxy.stop()  # the store is gone: connections refused
             publish(writer, tmp_path, seed=3)  # a new version it cannot see yet
-            views = wait_for(lambda: both_workers(lambda b: b["registry"]["reachable"] is False),
+            views = wait_for(lambda: svc.every_worker(lambda b: b["registry"]["reachable"] is False),
                              40, what="every worker to report the store down")  # fmt: skip
             for body in views.values():
                 assert body["ready"] is True, "still serving: still ready"
