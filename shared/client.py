@@ -668,11 +668,12 @@ def run(argv: Sequence[str] | None = None, out=None) -> int:
         if args.clear == (args.value not in (None, [])):
             takes = {"traffic": "VERSION=WEIGHT routes", "shadow": "a VERSION", "retention": "N"}
             parser.error(f"{args.command}: give {takes[args.command]} or --clear (one of the two)")
-        # the client's methods are named after the commands: set_traffic, clear_traffic, ...
-        if args.clear:
-            say(_model_line(getattr(client, f"clear_{args.command}")(args.name)))
-        else:
-            say(_model_line(getattr(client, f"set_{args.command}")(args.name, args.value)))
+        set_rule, clear_rule = {
+            "traffic": (client.set_traffic, client.clear_traffic),
+            "shadow": (client.set_shadow, client.clear_shadow),
+            "retention": (client.set_retention, client.clear_retention),
+        }[args.command]
+        say(_model_line(clear_rule(args.name) if args.clear else set_rule(args.name, args.value)))
     elif args.command == "predict":
         version = None if args.version is None else _version_ref(args.version)
         result = client.predict_file(args.file, model=args.model, version=version)
