@@ -146,8 +146,7 @@ def training_config(payload: dict[str, Any]) -> TrainConfig:
         raise validation_error(exc, "training config", code="invalid_config") from None
     except TypeError as exc:
         log.error("TrainConfig raised instead of reporting a validation error", exc_info=exc)
-        bad = sorted(key for key in payload if _raises_type_error({key: payload[key]}))
-        bad = bad or ["(body)"]
+        bad = sorted(k for k, v in payload.items() if _raises_type_error({k: v})) or ["(body)"]
         raise ApiError(
             422,
             f"invalid training config: {', '.join(bad)}: value of the wrong type",
@@ -394,17 +393,12 @@ def list_jobs():
         if gone:  # expired by their TTL: drop them from the index
             st.redis.zrem(index, *gone)
             start -= len(gone)
-        for job in jobs:
-            if job is None:
-                continue
+        for job in (job for job in jobs if job is not None):
             view = job_view(job, detail=False)
-            if wanted and view.status not in wanted:
-                continue
-            if model and view.model != model:
-                continue
-            found.append(view)
-            if len(found) >= limit:
-                break
+            if (not wanted or view.status in wanted) and (not model or view.model == model):
+                found.append(view)
+                if len(found) >= limit:
+                    break
     return web.answer(JobList(jobs=found, count=len(found)))
 
 
