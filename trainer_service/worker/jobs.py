@@ -343,9 +343,8 @@ def _train(
         progress.update(phase="published", model_version=version, required=True)
     except RedisUnavailable as exc:  # published already: say so in the worker log at least
         log.error("job %s: published version %d but could not record it: %s", job_id, version, exc)
-    accuracy = manifest.metrics.test_accuracy
     log.info("job %s: published %s version %d (test accuracy %s)", job_id, cfg.model_name, version,
-             accuracy)  # fmt: skip
+             manifest.metrics.test_accuracy)  # fmt: skip
     apply_retention(registry, job.connection, settings.rq_queue, cfg.model_name, job_id)
     return manifest.job_result(version)
 
