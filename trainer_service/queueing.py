@@ -76,10 +76,8 @@ def connect(settings: TrainerSettings, *, block: float = 0.0) -> redis.Redis:
     )
 
 
-def make_queue(name: str, connection: redis.Redis, *, default_timeout: int | None = None) -> Queue:
-    return Queue(
-        name, connection=connection, serializer=SERIALIZER, default_timeout=default_timeout
-    )
+def make_queue(name: str, connection: redis.Redis) -> Queue:
+    return Queue(name, connection=connection, serializer=SERIALIZER)
 
 
 def jobs_index_key(queue: str) -> str:
