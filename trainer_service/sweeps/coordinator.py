@@ -550,9 +550,7 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
             status = "canceled"
         trials.append(
             SweepTrial(
-                number=entry["number"],
-                job_id=entry["job_id"],
-                params=entry["params"],
+                **{key: entry[key] for key in ("number", "job_id", "params")},
                 status=status,
                 job_status=job_status,
                 pruned=state == "pruned",
