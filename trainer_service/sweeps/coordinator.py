@@ -313,8 +313,7 @@ def advance(
         plan = SweepPlan.of_record(record)
         study = load_study(settings, sweep_id, plan.pruner)
         active = _settle(conn, study, record, finishing)
-        waiting_state = (optuna.trial.TrialState.WAITING,)
-        waiting = len(study.get_trials(deepcopy=False, states=waiting_state))
+        waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
         fresh = started_trials(record)
         while active < plan.parallelism and (waiting or fresh < plan.n_trials):
             if _enqueue_trial(queue, settings, study, plan, record):
@@ -357,7 +356,6 @@ def _settle(
     job died (see the module docstring); count the active ones."""
     import optuna  # heavy: only for sweeps
 
-    running = optuna.trial.TrialState.RUNNING
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     active = 0
     for entry, job in zip(record["trials"], _trial_jobs(conn, record), strict=True):
@@ -366,7 +364,7 @@ def _settle(
             active += entry["job_id"] != finishing
             continue
         trial = trials.get(entry["number"])
-        if trial is None or trial.state != running:
+        if trial is None or trial.state != optuna.trial.TrialState.RUNNING:
             continue
         dead = copy.deepcopy(trial)  # the callback below must not edit Optuna's cached copy
         study.tell(entry["number"], state=optuna.trial.TrialState.FAIL)
@@ -506,8 +504,7 @@ def cancel(conn: redis.Redis, settings: TrainerSettings, sweep_id: str) -> None:
                 except redis.exceptions.RedisError:  # its heartbeat expiry fails the trial
                     log.info("sweep %s: could not stop trial job %s", sweep_id, job.id)
         study = load_study(settings, sweep_id, SweepPlan.of_record(record).pruner)
-        running = (optuna.trial.TrialState.RUNNING,)
-        for trial in study.get_trials(deepcopy=False, states=running):
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
