@@ -22,7 +22,7 @@ from shared.config import TrainConfig
 from shared.registry import RegistryError
 from shared.web.errors import ApiError
 from shared.web.openapi import Answer, ErrorBody
-from shared.web.validation import json_object, validation_error
+from shared.web.validation import json_object
 from trainer_service import queueing
 from trainer_service.api import idempotency, web
 from trainer_service.api.web import api, state
@@ -141,9 +141,7 @@ def training_config(payload: dict[str, Any]) -> TrainConfig:
     TypeError instead of reporting (a bug in TrainConfig: e.g. a list used as a dict key) is
     logged as the bug it is, and the client still gets a 422 naming the fields, never a 500."""
     try:
-        return TrainConfig.model_validate(payload)
-    except ValidationError as exc:
-        raise validation_error(exc, "training config", code="invalid_config") from None
+        return web.validated(TrainConfig, payload, "training config", code="invalid_config")
     except TypeError as exc:
         log.error("TrainConfig raised instead of reporting a validation error", exc_info=exc)
         bad = sorted(k for k, v in payload.items() if _raises_type_error({k: v})) or ["(body)"]
