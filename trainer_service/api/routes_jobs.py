@@ -337,11 +337,9 @@ def enqueue(config: TrainConfig, job_id: str) -> Response:
     st = state()
     model = config.model_name
     limit = st.settings.max_queued_jobs_per_model
-    lock = st.redis.lock(
-        queueing.submit_lock_key(st.settings.rq_queue, model), timeout=10, blocking_timeout=5
-    )
+    lock_key = queueing.submit_lock_key(st.settings.rq_queue, model)
     try:
-        with lock:
+        with st.redis.lock(lock_key, timeout=10, blocking_timeout=5):
             if limit > 0 and count_queued(model) >= limit:
                 raise ApiError(
                     429,
