@@ -131,6 +131,7 @@ class _Progress:
         while True:
             try:
                 self.job.save_meta()
+                break
             except queueing.REDIS_ERRORS as exc:
                 if not self.redis_down:
                     log.warning(
@@ -148,11 +149,9 @@ class _Progress:
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-                continue
-            if self.redis_down:
-                log.info("job %s: Redis answers again; progress recorded", self.job.id)
-                self.redis_down = False
-            return
+        if self.redis_down:
+            log.info("job %s: Redis answers again; progress recorded", self.job.id)
+            self.redis_down = False
 
     def check_still_started(self) -> None:
         """A job already reported failed must not publish: after a Redis outage longer than the
