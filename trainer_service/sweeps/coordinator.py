@@ -195,12 +195,8 @@ def _encoded(values: list[Any]) -> list[str]:
 
 def decode_params(plan: SweepPlan, params: dict[str, Any]) -> dict[str, Any]:
     """Optuna's params → TrainConfig values."""
-    out = {}
-    for key, value in params.items():
-        dim = plan.space[key]
-        categorical = isinstance(dim, list) or "choice" in dim
-        out[key] = json.loads(value) if categorical else value
-    return out
+    categorical = {k for k, dim in plan.space.items() if isinstance(dim, list) or "choice" in dim}
+    return {k: json.loads(v) if k in categorical else v for k, v in params.items()}
 
 
 def sampler(plan: SweepPlan, asked: int = 0) -> optuna.samplers.BaseSampler:
