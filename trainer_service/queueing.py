@@ -76,10 +76,8 @@ def connect(settings: TrainerSettings, *, block: float = 0.0) -> redis.Redis:
     )
 
 
-def make_queue(name: str, connection: redis.Redis, *, default_timeout: int | None = None) -> Queue:
-    return Queue(
-        name, connection=connection, serializer=SERIALIZER, default_timeout=default_timeout
-    )
+def make_queue(name: str, connection: redis.Redis) -> Queue:
+    return Queue(name, connection=connection, serializer=SERIALIZER)
 
 
 def jobs_index_key(queue: str) -> str:
@@ -105,14 +103,14 @@ def enqueue(
     job_id: str,
     description: str,
     sweep: dict[str, Any] | None = None,
-) -> Job:
+) -> None:
     """Queue a training job (a sweep's trial with `sweep`) and add it to the jobs index."""
     meta = {"model": model, "phase": "queued", "progress": None, "history": []}
     args = [config]
     if sweep is not None:
         args.append(sweep)
         meta["sweep_id"] = sweep["sweep_id"]
-    job = queue.enqueue(
+    queue.enqueue(
         JOB_FUNC,
         *args,
         job_id=job_id,
@@ -123,9 +121,8 @@ def enqueue(
         meta=meta,
     )
     with queue.connection.pipeline() as pipe:
-        add_to_index(pipe, jobs_index_key(settings.rq_queue), job.id)
+        add_to_index(pipe, jobs_index_key(settings.rq_queue), job_id)
         pipe.execute()
-    return job
 
 
 def add_to_index(pipe: redis.client.Pipeline, key: str, member: str) -> None:

@@ -22,7 +22,7 @@ from shared.config import TrainConfig
 from shared.registry import RegistryError
 from shared.web.errors import ApiError
 from shared.web.openapi import Answer, ErrorBody
-from shared.web.validation import json_object, validation_error
+from shared.web.validation import json_object
 from trainer_service import queueing
 from trainer_service.api import idempotency, web
 from trainer_service.api.web import api, state
@@ -141,13 +141,10 @@ def training_config(payload: dict[str, Any]) -> TrainConfig:
     TypeError instead of reporting (a bug in TrainConfig: e.g. a list used as a dict key) is
     logged as the bug it is, and the client still gets a 422 naming the fields, never a 500."""
     try:
-        return TrainConfig.model_validate(payload)
-    except ValidationError as exc:
-        raise validation_error(exc, "training config", code="invalid_config") from None
+        return web.validated(TrainConfig, payload, "training config", code="invalid_config")
     except TypeError as exc:
         log.error("TrainConfig raised instead of reporting a validation error", exc_info=exc)
-        bad = sorted(key for key in payload if _raises_type_error({key: payload[key]}))
-        bad = bad or ["(body)"]
+        bad = sorted(k for k, v in payload.items() if _raises_type_error({k: v})) or ["(body)"]
         raise ApiError(
             422,
             f"invalid training config: {', '.join(bad)}: value of the wrong type",
@@ -340,11 +337,9 @@ def enqueue(config: TrainConfig, job_id: str) -> Response:
     st = state()
     model = config.model_name
     limit = st.settings.max_queued_jobs_per_model
-    lock = st.redis.lock(
-        queueing.submit_lock_key(st.settings.rq_queue, model), timeout=10, blocking_timeout=5
-    )
+    lock_key = queueing.submit_lock_key(st.settings.rq_queue, model)
     try:
-        with lock:
+        with st.redis.lock(lock_key, timeout=10, blocking_timeout=5):
             if limit > 0 and count_queued(model) >= limit:
                 raise ApiError(
                     429,
@@ -394,17 +389,12 @@ def list_jobs():
         if gone:  # expired by their TTL: drop them from the index
             st.redis.zrem(index, *gone)
             start -= len(gone)
-        for job in jobs:
-            if job is None:
-                continue
+        for job in (job for job in jobs if job is not None):
             view = job_view(job, detail=False)
-            if wanted and view.status not in wanted:
-                continue
-            if model and view.model != model:
-                continue
-            found.append(view)
-            if len(found) >= limit:
-                break
+            if (not wanted or view.status in wanted) and (not model or view.model == model):
+                found.append(view)
+                if len(found) >= limit:
+                    break
     return web.answer(JobList(jobs=found, count=len(found)))
 
 

@@ -49,9 +49,7 @@ class TrainerState:
     def __init__(self, settings: TrainerSettings) -> None:
         self.settings = settings
         self.redis: redis.Redis = queueing.connect(settings)
-        self.queue: Queue = queueing.make_queue(
-            settings.rq_queue, self.redis, default_timeout=settings.job_timeout
-        )
+        self.queue: Queue = queueing.make_queue(settings.rq_queue, self.redis)
 
     @functools.cached_property
     def registry(self) -> Registry:

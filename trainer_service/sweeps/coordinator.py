@@ -108,15 +108,13 @@ def lifetime(settings: TrainerSettings, record: dict[str, Any]) -> int | None:
 
 
 def _save(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -> None:
-    key = sweep_key(settings.rq_queue, record["sweep_id"])
-    conn.set(key, json.dumps(record), ex=lifetime(settings, record))
-
-
-def _ended(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -> None:
-    """An ended sweep leaves the running set; its journal expires after its record."""
-    conn.srem(running_key(settings.rq_queue), record["sweep_id"])
-    ttl = (lifetime(settings, record) or 0) + JOURNAL_GRACE
-    expire_journal(conn, journal_prefix(settings.rq_queue, record["sweep_id"]), ttl)
+    """Write the record; an ended sweep leaves the running set, its journal expires after it."""
+    ttl = lifetime(settings, record)
+    conn.set(sweep_key(settings.rq_queue, record["sweep_id"]), json.dumps(record), ex=ttl)
+    if ttl is not None:
+        conn.srem(running_key(settings.rq_queue), record["sweep_id"])
+        prefix = journal_prefix(settings.rq_queue, record["sweep_id"])
+        expire_journal(conn, prefix, ttl + JOURNAL_GRACE)
 
 
 def journal_prefix(queue: str, sweep_id: str) -> str:
@@ -150,7 +148,7 @@ def storage(settings: TrainerSettings, sweep_id: str) -> optuna.storages.BaseSto
     whenever it is built; the product never unpickles what it reads (README, Guarantees), so the
     storage gets only the backend's log methods (not being a `BaseJournalSnapshot` is the point)
     and the study is always replayed from its JSON log lines. One journal per sweep, so that it
-    expires with the sweep (`_ended`); a line appended after that (a stopped trial's last
+    expires with the sweep (`_save`); a line appended after that (a stopped trial's last
     report) expires with the rest."""
     import optuna  # heavy: only for sweeps
 
@@ -167,7 +165,7 @@ def storage(settings: TrainerSettings, sweep_id: str) -> optuna.storages.BaseSto
         def append_logs(logs: list[dict[str, Any]]) -> None:
             backend.append_logs(logs)
             ttl = backend._redis.ttl(f"{prefix}:log_number")  # Optuna's client for its journal
-            if ttl > 0:  # the sweep has ended (`_ended`)
+            if ttl > 0:  # the sweep has ended (`_save`)
                 expire_journal(backend._redis, prefix, ttl)
 
         log_only = SimpleNamespace(read_logs=backend.read_logs, append_logs=append_logs)
@@ -185,10 +183,9 @@ def distributions(plan: SweepPlan) -> dict[str, Any]:
         if kind == "choice":
             out[key] = optuna.distributions.CategoricalDistribution(_encoded(value))
         elif kind == "int":
-            out[key] = optuna.distributions.IntDistribution(value[0], value[1])
+            out[key] = optuna.distributions.IntDistribution(*value)
         else:
-            log_scale = kind == "log_uniform"
-            out[key] = optuna.distributions.FloatDistribution(value[0], value[1], log=log_scale)
+            out[key] = optuna.distributions.FloatDistribution(*value, log=kind == "log_uniform")
     return out
 
 
@@ -198,12 +195,8 @@ def _encoded(values: list[Any]) -> list[str]:
 
 def decode_params(plan: SweepPlan, params: dict[str, Any]) -> dict[str, Any]:
     """Optuna's params → TrainConfig values."""
-    out = {}
-    for key, value in params.items():
-        dim = plan.space[key]
-        categorical = isinstance(dim, list) or "choice" in dim
-        out[key] = json.loads(value) if categorical else value
-    return out
+    categorical = {k for k, dim in plan.space.items() if isinstance(dim, list) or "choice" in dim}
+    return {k: json.loads(v) if k in categorical else v for k, v in params.items()}
 
 
 def sampler(plan: SweepPlan, asked: int = 0) -> optuna.samplers.BaseSampler:
@@ -316,8 +309,7 @@ def advance(
         plan = SweepPlan.of_record(record)
         study = load_study(settings, sweep_id, plan.pruner)
         active = _settle(conn, study, record, finishing)
-        waiting_state = (optuna.trial.TrialState.WAITING,)
-        waiting = len(study.get_trials(deepcopy=False, states=waiting_state))
+        waiting = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
         fresh = started_trials(record)
         while active < plan.parallelism and (waiting or fresh < plan.n_trials):
             if _enqueue_trial(queue, settings, study, plan, record):
@@ -328,8 +320,6 @@ def advance(
         if active == 0 and waiting <= 0 and fresh >= plan.n_trials:
             _finish(settings, study, plan, record)
         _save(conn, settings, record)
-        if record["status"] != "running":
-            _ended(conn, settings, record)
 
 
 def started_trials(record: dict[str, Any]) -> int:
@@ -342,10 +332,9 @@ def reconcile(conn: redis.Redis, queue: Queue, settings: TrainerSettings) -> Non
     process is moving that sweep on right now); then expired jobs and sweeps leave the indexes
     (and RQ's canceled registry, which RQ never cleans), so that those stay bounded without
     a read having to write."""
-    for raw in conn.smembers(running_key(settings.rq_queue)):
-        sweep_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+    for sweep_id in conn.smembers(running_key(settings.rq_queue)):
         with contextlib.suppress(redis.exceptions.LockError):
-            advance(conn, queue, settings, sweep_id, wait=0.0)
+            advance(conn, queue, settings, sweep_id.decode(), wait=0.0)
     name = settings.rq_queue
     indexes = {
         queueing.jobs_index_key(name): Job.key_for,
@@ -363,7 +352,6 @@ def _settle(
     job died (see the module docstring); count the active ones."""
     import optuna  # heavy: only for sweeps
 
-    running = optuna.trial.TrialState.RUNNING
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     active = 0
     for entry, job in zip(record["trials"], _trial_jobs(conn, record), strict=True):
@@ -372,7 +360,7 @@ def _settle(
             active += entry["job_id"] != finishing
             continue
         trial = trials.get(entry["number"])
-        if trial is None or trial.state != running:
+        if trial is None or trial.state != optuna.trial.TrialState.RUNNING:
             continue
         dead = copy.deepcopy(trial)  # the callback below must not edit Optuna's cached copy
         study.tell(entry["number"], state=optuna.trial.TrialState.FAIL)
@@ -454,23 +442,22 @@ def _finish(
         else:
             current, what = registry.state(model)["aliases"].get(target), "the alias was not set"
         kept = "default kept" if target == "default" else "alias kept"
-        theirs = None
-        if current is not None:  # the validation objective its manifest records
-            manifest = registry.manifest(model, current)
-            history = manifest.get("history") or []
-            theirs = objective_value(history, objective, manifest.get("best_epoch", 0))
         verdict = None
         if current is None:
             verdict, reason = version, what
-        elif theirs is None:
-            reason = f"version {current} has no {objective} to compare with; {kept}"
-        elif sign * best > sign * theirs:  # type: ignore[operator]
-            verdict = version
-            reason = f"{objective} {best:.6g} beats version {current}'s {theirs:.6g}"
-        else:
-            reason = (
-                f"{objective} {best:.6g} does not beat version {current}'s {theirs:.6g}; {kept}"
-            )
+        else:  # compared with the validation objective its manifest records
+            manifest = registry.manifest(model, current)
+            history = manifest.get("history") or []
+            theirs = objective_value(history, objective, manifest.get("best_epoch", 0))
+            if theirs is None:
+                reason = f"version {current} has no {objective} to compare with; {kept}"
+            elif sign * best > sign * theirs:  # type: ignore[operator]
+                verdict = version
+                reason = f"{objective} {best:.6g} beats version {current}'s {theirs:.6g}"
+            else:
+                reason = (
+                    f"{objective} {best:.6g} does not beat version {current}'s {theirs:.6g}; {kept}"
+                )
         registry.record_promotion(model, target, verdict, reason, sweep_id, actor)
         record["promotion"] = {
             "alias": target,
@@ -504,7 +491,6 @@ def cancel(conn: redis.Redis, settings: TrainerSettings, sweep_id: str) -> None:
             if status in _ACTIVE:  # what the cancel ends: its job reads canceled, not stopped
                 entry["canceled"] = True
         _save(conn, settings, record)
-        _ended(conn, settings, record)
         for job, status in zip(jobs, statuses, strict=True):  # status None: no job
             if status == "queued":
                 queueing.cancel_queued(job, settings.failure_ttl)
@@ -514,8 +500,7 @@ def cancel(conn: redis.Redis, settings: TrainerSettings, sweep_id: str) -> None:
                 except redis.exceptions.RedisError:  # its heartbeat expiry fails the trial
                     log.info("sweep %s: could not stop trial job %s", sweep_id, job.id)
         study = load_study(settings, sweep_id, SweepPlan.of_record(record).pruner)
-        running = (optuna.trial.TrialState.RUNNING,)
-        for trial in study.get_trials(deepcopy=False, states=running):
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
@@ -558,9 +543,7 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
             status = "canceled"
         trials.append(
             SweepTrial(
-                number=entry["number"],
-                job_id=entry["job_id"],
-                params=entry["params"],
+                **{key: entry[key] for key in ("number", "job_id", "params")},
                 status=status,
                 job_status=job_status,
                 pruned=state == "pruned",
@@ -578,14 +561,5 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
     scored = [t for t in trials if t.status == "finished" and t.value is not None]
     sign = 1 if plan.objective == "val_accuracy" else -1
     best = max(scored, key=lambda t: sign * t.value, default=None)  # type: ignore[operator]
-    as_stored = "sweep_id status model created_at ended_at promotion removed_versions request"
-    return SweepView(
-        **{key: record[key] for key in as_stored.split()},
-        objective=plan.objective,
-        n_trials=plan.n_trials,
-        parallelism=plan.parallelism,
-        sampler=plan.sampler,
-        pruner=plan.pruner,
-        trials=trials,
-        best=best,
-    )
+    # The record as stored, the plan's objective, n_trials, sampler...: SweepView ignores the rest.
+    return SweepView.model_validate({**record, **asdict(plan), "trials": trials, "best": best})

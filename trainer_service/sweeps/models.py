@@ -221,14 +221,13 @@ def _check_combinations(space: dict[str, Any], base: dict[str, Any]) -> None:
     MAX_VALIDATED_COMBINATIONS of them. For a grid that is every trial; a random or TPE sweep
     must not meet an invalid one in a worker, where it could only fail."""
     keys = list(space)
-    for n, combo in enumerate(itertools.product(*(_corners(k, space[k]) for k in keys))):
-        if n >= MAX_VALIDATED_COMBINATIONS:
-            return
+    combos = itertools.product(*(_corners(k, space[k]) for k in keys))
+    for combo in itertools.islice(combos, MAX_VALIDATED_COMBINATIONS):
+        params = dict(zip(keys, combo, strict=True))
         try:
-            _check_trial(base, dict(zip(keys, combo, strict=True)))
+            _check_trial(base, params)
         except (ValidationError, ValueError, TypeError) as exc:
-            _error(("space",), None, f"combination {dict(zip(keys, combo, strict=True))} is not "
-                   f"valid: {_first(exc)}")  # fmt: skip
+            _error(("space",), None, f"combination {params} is not valid: {_first(exc)}")
 
 
 def _corners(key: str, dim: Any) -> list[Any]:

@@ -131,6 +131,7 @@ class _Progress:
         while True:
             try:
                 self.job.save_meta()
+                break
             except queueing.REDIS_ERRORS as exc:
                 if not self.redis_down:
                     log.warning(
@@ -148,11 +149,9 @@ class _Progress:
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-                continue
-            if self.redis_down:
-                log.info("job %s: Redis answers again; progress recorded", self.job.id)
-                self.redis_down = False
-            return
+        if self.redis_down:
+            log.info("job %s: Redis answers again; progress recorded", self.job.id)
+            self.redis_down = False
 
     def check_still_started(self) -> None:
         """A job already reported failed must not publish: after a Redis outage longer than the
@@ -318,13 +317,8 @@ def _train(
     if trial is not None:
         trial.value = sweeps.objective_value(manifest.history, trial.objective, manifest.best_epoch)
         manifest.staged = True  # served only once promoted (see sweeps.coordinator)
-        manifest.sweep = SweepTrial(
-            sweep_id=trial.sweep["sweep_id"],
-            trial=trial.sweep["trial"],
-            params=trial.sweep["params"],
-            objective=trial.objective,
-            value=trial.value,
-        )
+        named = ("sweep_id", "trial", "params", "objective")  # by the trial's `sweep` argument
+        manifest.sweep = SweepTrial(**{k: trial.sweep[k] for k in named}, value=trial.value)
 
     # heavy (NumPy, the engine, matplotlib): only in the work horse, not the API
     from shared.modelfile import save_model
@@ -343,9 +337,8 @@ def _train(
         progress.update(phase="published", model_version=version, required=True)
     except RedisUnavailable as exc:  # published already: say so in the worker log at least
         log.error("job %s: published version %d but could not record it: %s", job_id, version, exc)
-    accuracy = manifest.metrics.test_accuracy
     log.info("job %s: published %s version %d (test accuracy %s)", job_id, cfg.model_name, version,
-             accuracy)  # fmt: skip
+             manifest.metrics.test_accuracy)  # fmt: skip
     apply_retention(registry, job.connection, settings.rq_queue, cfg.model_name, job_id)
     return manifest.job_result(version)
 

@@ -299,10 +299,9 @@ def warm_up(settings: TrainerSettings) -> None:
 def build_worker(settings: TrainerSettings, *, name: str | None = None) -> TrainingWorker:
     """A worker on RQ_QUEUE at REDIS_URL with the heartbeat settings of `settings`."""
     connection = queueing.connect(settings, block=TrainingWorker.dequeue_timeout)
-    default_name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     worker = TrainingWorker(
         [queueing.make_queue(settings.rq_queue, connection)],
-        name=name or default_name,
+        name=name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}",
         connection=connection,
         serializer=queueing.SERIALIZER,
         job_monitoring_interval=settings.job_heartbeat_seconds,

@@ -12,7 +12,6 @@ listed was published by a job or sweep already known to Redis.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import redis
 from rq.registry import StartedJobRegistry
@@ -34,7 +33,7 @@ def apply_retention(
         if not running:  # read once, after the listing
             jobs = StartedJobRegistry(queue, connection=conn).get_job_ids(cleanup=False)
             running["jobs"] = {job_id, *jobs}
-            running["sweeps"] = {_text(s) for s in conn.smembers(sweeps.running_key(queue))}
+            running["sweeps"] = {s.decode() for s in conn.smembers(sweeps.running_key(queue))}
         try:
             manifest = registry.manifest(model, version)
         except BrokenVersionError:
@@ -52,7 +51,3 @@ def apply_retention(
     if deleted:
         log.info("job %s: retention deleted model %r versions %s", job_id, model, deleted)
     return deleted
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
