@@ -111,7 +111,7 @@ def _save(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) 
     """Write the record; an ended sweep leaves the running set, its journal expires after it."""
     ttl = lifetime(settings, record)
     conn.set(sweep_key(settings.rq_queue, record["sweep_id"]), json.dumps(record), ex=ttl)
-    if ttl is not None:
+    if ttl is not None:  # ended (a running sweep's record never expires)
         conn.srem(running_key(settings.rq_queue), record["sweep_id"])
         prefix = journal_prefix(settings.rq_queue, record["sweep_id"])
         expire_journal(conn, prefix, ttl + JOURNAL_GRACE)
