@@ -85,7 +85,9 @@ def _view(sweep_id: str) -> SweepView:
 
 def _accepted(record: dict, *, replayed: bool = False) -> Response:
     location = url_for("sweeps.get_sweep", sweep_id=record["sweep_id"])
-    body = SweepAccepted.model_validate({**record, "location": location})
+    body = SweepAccepted(
+        **{k: record[k] for k in ("sweep_id", "status", "model")}, location=location
+    )
     return web.accepted(body, location, replayed=replayed)
 
 

@@ -543,7 +543,9 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
             status = "canceled"
         trials.append(
             SweepTrial(
-                **{key: entry[key] for key in ("number", "job_id", "params")},
+                number=entry["number"],
+                job_id=entry["job_id"],
+                params=entry["params"],
                 status=status,
                 job_status=job_status,
                 pruned=state == "pruned",
@@ -561,5 +563,14 @@ def view(conn: redis.Redis, settings: TrainerSettings, record: dict[str, Any]) -
     scored = [t for t in trials if t.status == "finished" and t.value is not None]
     sign = 1 if plan.objective == "val_accuracy" else -1
     best = max(scored, key=lambda t: sign * t.value, default=None)  # type: ignore[operator]
-    # The record as stored, the plan's objective, n_trials, sampler...: SweepView ignores the rest.
-    return SweepView.model_validate({**record, **asdict(plan), "trials": trials, "best": best})
+    as_stored = "sweep_id status model created_at ended_at promotion removed_versions request"
+    return SweepView(
+        **{key: record[key] for key in as_stored.split()},
+        objective=plan.objective,
+        n_trials=plan.n_trials,
+        parallelism=plan.parallelism,
+        sampler=plan.sampler,
+        pruner=plan.pruner,
+        trials=trials,
+        best=best,
+    )

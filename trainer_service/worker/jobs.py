@@ -317,8 +317,13 @@ def _train(
     if trial is not None:
         trial.value = sweeps.objective_value(manifest.history, trial.objective, manifest.best_epoch)
         manifest.staged = True  # served only once promoted (see sweeps.coordinator)
-        named = ("sweep_id", "trial", "params", "objective")  # by the trial's `sweep` argument
-        manifest.sweep = SweepTrial(**{k: trial.sweep[k] for k in named}, value=trial.value)
+        manifest.sweep = SweepTrial(
+            sweep_id=trial.sweep["sweep_id"],
+            trial=trial.sweep["trial"],
+            params=trial.sweep["params"],
+            objective=trial.objective,
+            value=trial.value,
+        )
 
     # heavy (NumPy, the engine, matplotlib): only in the work horse, not the API
     from shared.modelfile import save_model
