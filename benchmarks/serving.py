@@ -8,8 +8,9 @@ One run measures, side by side (ratios matter: absolute figures drift on a share
 1. single-image predict over HTTP at concurrency 1, 8 and 32 — p50/p95/p99 and requests/s — for
    the real service (``gunicorn -c inference_service/gunicorn.conf.py
    "inference_service.app:create_app()"``, default settings) and for benchmarks/bare_app.py under
-   the same gunicorn configuration, driven by the same wrk script, interleaved (bare, ours, bare,
-   ours ...), medians reported;
+   the same gunicorn configuration, driven by the same wrk script, interleaved (bare, ours, ours,
+   bare, ...), medians reported, each ratio the median of the reps' paired ratios
+   (`paired_ratios`);
 2. batch predict, images/s for batches of 1, 32, 256 and 1024, for a JSON body, a ``.npy`` body
    (/v1) and the V2 binary tensor extension, against the in-process forward pass of the same model
    (``predict_proba``, one BLAS thread like a worker);
@@ -475,6 +476,30 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: What a ratio of two servers compares: throughput, and latency percentiles.
+RATIO_KEYS = {"throughput_ratio": "rps", "p50_ratio": "p50_us", "p99_ratio": "p99_us"}
+
+
+def paired_ratios(runs: list[dict[str, Any]], ref_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each of `RATIO_KEYS` as the median, over reps, of the rep's ratio to the reference's run
+    in the same rep (and the per-rep ratios). Why paired: this host moves one server's
+    throughput by ±15 % between points minutes apart (BENCHMARKS.md §3, runs 9 and 10), so a
+    ratio of two medians can pair one server's fast minute with the other's slow one; the two
+    runs of a rep are back to back (`rotation_order`)."""
+    out: dict[str, Any] = {}
+    for name, key in RATIO_KEYS.items():
+        per_rep = [round(r[key] / b[key], 3) for r, b in zip(runs, ref_runs, strict=True) if b[key]]
+        out[name] = round(median(per_rep), 3) if per_rep else None
+        out[f"{name}_per_rep"] = per_rep
+    return out
+
+
+def rotation_order(labels: list[str], rep: int) -> list[str]:
+    """The servers' order in rep `rep`: as given, then reversed, by turns (A B C, C B A, ...), so
+    a drift of the host's speed during a rep does not always favour the same server."""
+    return labels if rep % 2 == 0 else labels[::-1]
+
+
 def bench_latency(
     work: Path,
     registry: Path,
@@ -521,10 +546,7 @@ def bench_latency(
             if label == "bare":
                 continue
             o = summarise(raw[label][str(c)])
-            ratios = {
-                "throughput_ratio": round(o["rps"] / b["rps"], 3) if b["rps"] else None,
-                "p99_ratio": round(o["p99_us"] / b["p99_us"], 3) if b["p99_us"] else None,
-            }
+            ratios = paired_ratios(raw[label][str(c)], raw["bare"][str(c)])
             if label == "ours":
                 point.update({"ours": o, **ratios})
             else:
@@ -557,7 +579,8 @@ def rotate(
     for c in concurrency:
         quiet(log)
         for rep in range(reps):
-            for label, server in servers.items():
+            for label in rotation_order(list(servers), rep):
+                server = servers[label]
                 with OthersProbe(*servers.values()) as probe:
                     result = run_wrk(
                         server.port, req.path, req.body_file, connections=c, seconds=seconds
@@ -600,7 +623,8 @@ def bench_routes(
         for c in concurrency:
             quiet(log)
             for rep in range(reps):
-                for kind, req in reqs.items():
+                for kind in rotation_order(list(reqs), rep):
+                    req = reqs[kind]
                     result = run_wrk(server.port, req.path, req.body_file, connections=c,
                                      seconds=seconds, content_type=req.content_type,
                                      header=req.header)  # fmt: skip
@@ -613,11 +637,7 @@ def bench_routes(
         point: dict[str, Any] = {"json": ref}
         for kind in ROUTE_KINDS[1:]:
             o = summarise(raw[kind][str(c)])
-            point[kind] = {
-                **o,
-                "throughput_ratio": round(o["rps"] / ref["rps"], 3) if ref["rps"] else None,
-                "p50_ratio": round(o["p50_us"] / ref["p50_us"], 3) if ref["p50_us"] else None,
-            }
+            point[kind] = {**o, **paired_ratios(raw[kind][str(c)], raw["json"][str(c)])}
         points[str(c)] = point
     return {"seconds_per_point": seconds, "reps": reps, "points": points, "raw": raw}
 
@@ -751,12 +771,7 @@ def bench_rollout(
         point: dict[str, Any] = {"default": base}
         for label in ROLLOUT_SETUPS[1:]:
             o = summarise(raw[label][str(c)])
-            point[label] = {
-                **o,
-                "throughput_ratio": round(o["rps"] / base["rps"], 3) if base["rps"] else None,
-                "p50_ratio": round(o["p50_us"] / base["p50_us"], 3) if base["p50_us"] else None,
-                "p99_ratio": round(o["p99_us"] / base["p99_us"], 3) if base["p99_us"] else None,
-            }
+            point[label] = {**o, **paired_ratios(raw[label][str(c)], raw["default"][str(c)])}
         points[str(c)] = point
     shadow = live.get("shadows", {}).get("2", {})
     served = sum(v["requests"] for v in live.get("versions", {}).values())

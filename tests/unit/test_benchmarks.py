@@ -146,6 +146,27 @@ def test_profile_stacks_go_to_their_innermost_part() -> None:
     }
 
 
+def test_server_ratios_pair_the_runs_of_each_rep() -> None:
+    """A host whose speed moves between reps: the ratio of two medians mixes the reps (here
+    1,010 / 2,000 = 0.51, though two reps of three are within 1 %); the paired ratio is the
+    median of each rep's own, 0.99. The order alternates so neither server always goes first."""
+    from benchmarks.serving import paired_ratios, rotation_order
+
+    def run(rps: float, p50: float) -> dict:
+        return {"rps": rps, "p50_us": p50, "p99_us": 2 * p50}
+
+    ref = [run(3000, 300), run(1000, 900), run(2000, 450)]
+    ours = [run(2970, 330), run(1010, 900), run(1000, 450)]
+    got = paired_ratios(ours, ref)
+    assert got["throughput_ratio_per_rep"] == [0.99, 1.01, 0.5]
+    assert got["throughput_ratio"] == 0.99
+    assert got["p50_ratio_per_rep"] == [1.1, 1.0, 1.0] and got["p50_ratio"] == 1.0
+    assert got["p99_ratio"] == 1.0
+    assert [rotation_order(["bare", "ours", "v"], rep) for rep in range(3)] == [
+        ["bare", "ours", "v"], ["v", "ours", "bare"], ["bare", "ours", "v"]
+    ]  # fmt: skip
+
+
 def test_the_engine_benchmark_times_the_cnn_presets_network() -> None:
     """The CNN epoch is the `cnn` preset's network (dropout entry included), trained as the MLP
     epoch is: no augmentation, batch 128, Adam at a constant rate, no validation split."""
