@@ -268,7 +268,8 @@ _LAYER_SETTINGS = {
 class NetworkLayer(BaseModel):
     """One entry of `TrainConfig.network`: exactly one of conv, pool, dense or dropout, with
     that kind's settings. Each conv and dense layer is followed by the config's `activation`
-    (after batch norm when `batch_norm` is on)."""
+    (after batch norm when `batch_norm` is on; both after the pool when one follows a conv:
+    `shared.nn.model.build_network`)."""
 
     # strict: JSON `true` is not the number 1 (as `_no_booleans_as_numbers` below)
     model_config = ConfigDict(extra="forbid", strict=True)

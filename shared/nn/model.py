@@ -227,17 +227,17 @@ class Sequential:
         index = next((i for i, layer in enumerate(self.layers) if isinstance(layer, Conv2D)), None)
         if index is None:
             return None
-        stop = index + 1
-        while stop < len(self.layers) and isinstance(self.layers[stop], BatchNorm2d):
-            stop += 1
-        for layer in self.layers[:stop]:
+        for layer in self.layers[: index + 1]:
             x = layer.forward(x, training=False)
-        # Its activation: next, or after the pool that follows (`build_network` pools first).
-        after = self.layers[stop : stop + 2]
-        if after and isinstance(after[0], MaxPool2D):
-            after = after[1:]
-        if after and isinstance(after[0], _ACTIVATION_TYPES):
-            x = after[0].forward(x, training=False)
+        # Its batch norm and activation, wherever they are among the layers up to the next
+        # other kind: before the pool (files of before 2026-12-06) or after it (`build_network`);
+        # in inference mode both are per-pixel maps, so they apply to the unpooled maps alike.
+        for layer in self.layers[index + 1 :]:
+            if isinstance(layer, MaxPool2D):
+                continue
+            if not isinstance(layer, (BatchNorm2d, *_ACTIVATION_TYPES)):
+                break
+            x = layer.forward(x, training=False)
         conv = self.layers[index]
         # (k, k, C, O) -> (O, C, k, k); C order, as callers serialise them (orjson needs it)
         filters = np.ascontiguousarray(conv.W.transpose(3, 2, 0, 1), dtype=np.float32)
@@ -480,11 +480,15 @@ def build_network(
         each conv and dense followed by [batch norm] -> activation -> [Flatten] -> Dense(n_classes)
 
     Rows become images (Reshape) when a conv or pool is among the entries; a Flatten goes before
-    the first dense layer (or the output). A conv followed by a pool gets its activation *after*
-    the pool: every activation here is non-decreasing, so max-pooling commutes with it, value and
-    gradient (the same input wins every window; where it ties, the activation is flat and passes
-    no gradient either way), and the activation then runs on a quarter of the pixels (a `cnn`
-    epoch 19.8 s instead of 21.0 s, BENCHMARKS.md §1). Initialisation as `build_mlp`'s: He for a
+    the first dense layer (or the output). A conv followed by a pool gets its batch norm and
+    activation *after* the pool, where they run on a quarter of the pixels. For the activation
+    that changes nothing: every activation here is non-decreasing, so max-pooling commutes with
+    it, value and gradient (the same input wins every window; where it ties, the activation is
+    flat and passes no gradient either way); a `cnn` epoch 19.8 s instead of 21.0 s
+    (BENCHMARKS.md §1). Batch norm after the pool is a different normalisation (its statistics are
+    the pooled values', conv -> pool -> BN -> ReLU as in many Keras MNIST nets), chosen because
+    the first BatchNorm2d on the 24 x 24 maps was a sixth of a `cnn-best` step (BENCHMARKS.md §1,
+    §2). Initialisation as `build_mlp`'s: He for a
     ReLU-family activation (every Conv2D: He), a layer followed by batch norm has no bias,
     independent random streams from `seed` for the weights and each dropout layer.
     """
@@ -508,13 +512,13 @@ def build_network(
         add(_dropout(input_dropout, input_seed))
     if any("conv" in entry or "pool" in entry for entry in network):
         add(Reshape(input_shape))
-    pending: Layer | None = None  # a conv's activation, after the pool if one comes next
+    pending: list[Layer] = []  # a conv's batch norm and activation, after the pool if one comes
     for entry, dropout_seed in zip(network, dropout_seeds, strict=True):
         if "pool" in entry:
             add(MaxPool2D(entry["pool"], entry["stride"]))
-        if pending is not None:
-            add(pending)
-            pending = None
+        for layer in pending:
+            add(layer)
+        pending = []
         if "dropout" in entry:
             add(_dropout(entry["dropout"], dropout_seed))
         elif "conv" in entry:
@@ -522,9 +526,7 @@ def build_network(
             conv = Conv2D(shape[0], entry["conv"], size, stride=stride, padding=padding,
                           bias=not batch_norm, rng=init_rng)  # fmt: skip
             add(conv)
-            if batch_norm:
-                add(BatchNorm2d(entry["conv"]))
-            pending = act()
+            pending = [BatchNorm2d(entry["conv"]), act()] if batch_norm else [act()]
         elif "dense" in entry:
             if len(shape) > 1:
                 add(Flatten())
@@ -532,8 +534,8 @@ def build_network(
             if batch_norm:
                 add(BatchNorm1d(entry["dense"]))
             add(act())
-    if pending is not None:
-        add(pending)
+    for layer in pending:
+        add(layer)
     if len(shape) > 1:
         add(Flatten())
     add(Dense(shape[0], n_classes, init="xavier", rng=init_rng))

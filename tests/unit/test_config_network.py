@@ -22,11 +22,13 @@ from pydantic import ValidationError
 
 from shared.config import PRESETS, TrainConfig
 from shared.nn.conv import Conv2D
+from shared.nn.inference import InferencePlan
 from shared.nn.model import Sequential, build_network
 from shared.nn.pooling import MaxPool2D
 from shared.nn.reshape import Flatten, Reshape
 from shared.web.validation import field_errors
 from tests import REPO_ROOT
+from tests.nn_support import check_network, randomise_trained_state
 from trainer_service.sweeps.models import SweepRequest
 
 ISSUE_BODY = {
@@ -113,18 +115,19 @@ def test_batch_norm_activation_and_input_dropout_apply_as_for_a_perceptron():
     assert layers[7].in_features == 4 * 14 * 14 and layers[-1].use_bias
 
 
-@pytest.mark.parametrize("batch_norm", [False, True])
+POOLED_NETWORK = [{"conv": 4, "kernel": 3}, {"pool": 2}, {"conv": 6, "kernel": 3, "padding": "same"},
+                  {"pool": 2, "stride": 1}, {"dense": 8}]  # fmt: skip
+
+
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])
-def test_pooling_before_the_activation_computes_what_the_network_says(activation, batch_norm):
+def test_pooling_before_the_activation_computes_what_the_network_says(activation):
     """`build_network` puts a conv's activation after the pool that follows it. The network as
     written (activation, then pool) built from the very same layers gives the same logits and
     the same gradient, on images with blank backgrounds (the ties every MNIST border makes)."""
-    network = [{"conv": 4, "kernel": 3}, {"pool": 2}, {"conv": 6, "kernel": 3, "padding": "same"},
-               {"pool": 2, "stride": 1}, {"dense": 8}]  # fmt: skip
-    config = TrainConfig(network=network, activation=activation, batch_norm=batch_norm, seed=2)
+    config = TrainConfig(network=POOLED_NETWORK, activation=activation, seed=2)
     pooled_first = config.build_model()
     kinds = [layer.kind for layer in pooled_first.layers]
-    assert kinds[3 + batch_norm : 5 + batch_norm] == ["maxpool2d", activation]
+    assert kinds[3:5] == ["maxpool2d", activation]
     layers = copy.deepcopy(pooled_first.layers)
     for i in range(len(layers) - 1):  # each (pool, activation) back to (activation, pool)
         if isinstance(layers[i], MaxPool2D) and kinds[i + 1] == activation:
@@ -146,6 +149,34 @@ def test_pooling_before_the_activation_computes_what_the_network_says(activation
         model.backward(grad.astype(np.float64))
     assert np.abs(as_written.grads).max() > 0
     np.testing.assert_allclose(pooled_first.grads, as_written.grads, rtol=1e-10, atol=1e-12)
+
+
+def test_batch_norm_after_a_pool_normalises_the_pooled_maps_and_its_gradient_checks():
+    """With `batch_norm`, a conv followed by a pool gets conv -> pool -> batch norm -> activation:
+    in training mode the batch norm's output has each channel's mean 0 and variance 1 over the
+    batch's pooled pixels; the built network's gradient (float64) agrees with finite
+    differences; and serving (the folded plan) and the frozen copy compute the layers' own
+    inference pass."""
+    config = TrainConfig(network=POOLED_NETWORK, batch_norm=True, activation="tanh", seed=3)
+    model = config.build_model()
+    assert [layer.kind for layer in model.layers] == [
+        "standardize", "reshape", "conv2d", "maxpool2d", "batchnorm2d", "tanh", "conv2d",
+        "maxpool2d", "batchnorm2d", "tanh", "flatten", "dense", "batchnorm1d", "tanh", "dense",
+    ]  # fmt: skip
+    rng = np.random.default_rng(7)
+    x = rng.random((5, 784))
+    model.astype(np.float64)
+    h = x
+    for layer in model.layers[:5]:
+        h = layer.forward(h, training=True)
+    assert h.shape == (5, 4, 13, 13)
+    np.testing.assert_allclose(h.mean(axis=(0, 2, 3)), 0, atol=1e-10)
+    np.testing.assert_allclose(h.var(axis=(0, 2, 3)), 1, rtol=1e-3)  # eps 1e-5 in the variance
+    check_network(model, x[:3], np.array([1, 4, 9]))
+    randomise_trained_state(model, rng)
+    want = model.forward(x, training=False).copy()
+    np.testing.assert_allclose(InferencePlan(model).logits(x), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.frozen().forward(x, True), want, rtol=1e-10, atol=1e-12)
 
 
 def test_a_network_of_dense_layers_only_needs_no_images():

@@ -110,6 +110,25 @@ def test_first_convolution_is_what_its_activation_outputs():
     assert (seen.feature_maps == 0).any() and (seen.feature_maps > 0).any()  # after the ReLU
 
 
+def test_first_convolution_applies_the_batch_norm_and_activation_placed_after_its_pool():
+    """`build_network` puts a pooled conv's batch norm and activation after the pool; the maps
+    shown are still the unpooled ones, with that batch norm (running statistics) and activation
+    applied to every pixel."""
+    network = [{"conv": 3, "kernel": 5}, {"pool": 2}, {"dense": 8}]
+    model = TrainConfig(network=network, batch_norm=True, activation="tanh", seed=1).build_model()
+    conv, pool, norm, act = model.layers[2:6]
+    assert [conv.kind, pool.kind, norm.kind, act.kind] == ["conv2d", "maxpool2d", "batchnorm2d",
+                                                           "tanh"]  # fmt: skip
+    randomise_trained_state(model, np.random.default_rng(2))
+    x = RNG.random((2, 784)).astype(np.float32)
+    seen = model.first_convolution(x)
+    assert seen is not None and seen.layer == 2 and seen.feature_maps.shape == (2, 3, 24, 24)
+    y = conv.forward(model.layers[1].forward(model.layers[0].forward(x, False), False), False)
+    scale, shift = norm.inference_affine()
+    want = np.tanh(y.astype(np.float64) * scale[:, None, None] + shift[:, None, None])
+    np.testing.assert_allclose(seen.feature_maps, want, rtol=1e-4, atol=1e-5)
+
+
 def test_a_perceptron_has_no_first_convolution():
     model = TrainConfig(hidden_layers=[8]).build_model()
     assert model.first_convolution(RNG.random((1, 784)).astype(np.float32)) is None
