@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 
-from shared.heap import freeze_loaded_heap
+from shared.heap import freeze_loaded_heap, reuse_freed_memory
 from shared.web.gunicorn_common import settings
 
 globals().update(settings("INFERENCE_PORT", 8000, "digitflow-inference"))
@@ -41,7 +41,8 @@ def on_starting(server):
 def post_worker_init(worker):
     """In the worker, after the app is loaded: pin BLAS to 1 thread (a pool the size of the
     machine in every worker costs far more than it gains for batch-1 work), freeze the loaded
-    heap (shared.heap), start the registry poller and the live figures' flush thread."""
+    heap and keep freed memory for the next batch (shared.heap), start the registry poller and
+    the live figures' flush thread."""
     try:
         # threadpoolctl: best effort, only in the process that computes
         from threadpoolctl import threadpool_limits
@@ -51,6 +52,7 @@ def post_worker_init(worker):
         worker.log.warning("threadpoolctl failed: %s", exc)
     # The app is loaded; models are not frozen with it (the poller loads and drops them).
     freeze_loaded_heap()
+    reuse_freed_memory()
     state = _state(worker)
     if state is not None:
         state.cache.poller.ensure_started()

@@ -119,6 +119,22 @@ def test_npy_header_shape_is_checked_before_allocation(
     assert error_of(resp)["field"] in ("body", "body.shape")
 
 
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+def test_npy_header_versions_are_read_from_the_bodys_first_bytes(version) -> None:
+    """Each format version decodes, from a bytearray (what the worker receives a body into)
+    as from bytes; a header past NumPy's own limit (10,000 bytes) is refused as malformed."""
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, IMAGES, version=version, allow_pickle=False)
+    for raw in (buf.getvalue(), bytearray(buf.getvalue())):
+        np.testing.assert_allclose(decode_npy(raw, 784, 10), IMAGES / 255, rtol=1e-6)
+    text = b"{'descr': '|u1', 'fortran_order': False, 'shape': (5, 784), }"
+    text += b" " * (20_000 - len(text)) + b"\n"
+    long_header = b"\x93NUMPY\x02\x00" + len(text).to_bytes(4, "little") + text + IMAGES.tobytes()
+    with pytest.raises(ApiError) as caught:
+        decode_npy(bytearray(long_header), 784, 10)
+    assert caught.value.status == 400 and caught.value.field == "body"
+
+
 def test_npy_batch_limit_is_413(make_inference_app, registry, tmp_path) -> None:
     publish(registry, tmp_path)
     small = make_inference_app(MAX_BATCH_IMAGES=4)
