@@ -819,28 +819,41 @@ def bench_batch(
     reps: int,
     extra_env: dict[str, str],
     log: Any,
+    baseline: tuple[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Images/s per body kind and batch size over one connection, against in-process."""
+    """Images/s per body kind and batch size over one connection, against in-process; with a
+    `baseline` (a git ref and its checkout), its `.npy` rate too, in the same rotation, and
+    ours as a paired ratio to it."""
     images = sample_images(max(batches))
-    ours = Server(OURS_APP, registry, work / "ours-batch.log", extra_env)
+    servers = {"ours": Server(OURS_APP, registry, work / "ours-batch.log", extra_env)}
+    if baseline is not None:
+        servers["baseline"] = Server(
+            OURS_APP, registry, work / "baseline-batch.log", extra_env, root=baseline[1]
+        )
     points: dict[str, dict[str, Any]] = {}
-    with running(ours):
+    with contextlib.ExitStack() as stack:
+        for server in servers.values():
+            stack.enter_context(running(server))
         for n in batches:
             x = images[:n]
             requests = {kind: make_request(kind, x, work) for kind in BODY_KINDS}
-            for req in requests.values():
-                check_request(ours.port, req, n)  # also the warm-up of this body
-            runs: dict[str, list[float]] = {kind: [] for kind in BODY_KINDS}
+            points_of = [("ours", kind) for kind in BODY_KINDS]
+            if baseline is not None:
+                points_of.append(("baseline", "npy"))
+            for label, kind in points_of:
+                check_request(servers[label].port, requests[kind], n)  # also the warm-up
+            runs: dict[tuple[str, str], list[dict[str, Any]]] = {point: [] for point in points_of}
             quiet(log)
-            probe = OthersProbe(ours).__enter__()
-            for _ in range(reps):
-                for kind, req in requests.items():
-                    r = run_wrk(ours.port, req.path, req.body_file, connections=1,
+            probe = OthersProbe(*servers.values()).__enter__()
+            for rep in range(reps):
+                for label, kind in rotation_order(points_of, rep):
+                    req = requests[kind]
+                    r = run_wrk(servers[label].port, req.path, req.body_file, connections=1,
                                 seconds=seconds, content_type=req.content_type,
                                 header=req.header)  # fmt: skip
                     if r["errors"]:
-                        raise RuntimeError(f"batch {n} {kind}: {r['errors']} errors")
-                    runs[kind].append(r["rps"] * n)
+                        raise RuntimeError(f"batch {n} {label} {kind}: {r['errors']} errors")
+                    runs[(label, kind)].append(r)
             probe.__exit__(None, None, None)
             inproc = inprocess_rate(model_path, x, max(1.0, seconds / 2))
             row: dict[str, Any] = {
@@ -848,15 +861,27 @@ def bench_batch(
                 "others_cpu_share": round(probe.share, 3),
             }
             for kind in BODY_KINDS:
-                rate = median(runs[kind])
+                rate = median([r["rps"] * n for r in runs[("ours", kind)]])
                 row[kind] = round(rate, 1)
                 row[f"{kind}_vs_inprocess"] = round(rate / inproc, 3)
+            if baseline is not None:
+                base = runs[("baseline", "npy")]
+                rate = median([r["rps"] * n for r in base])
+                paired = paired_ratios(runs[("ours", "npy")], base)
+                row["baseline"] = {
+                    "ref": baseline[0],
+                    "npy": round(rate, 1),
+                    "npy_vs_inprocess": round(rate / inproc, 3),
+                    "npy_ours_vs_baseline": paired["throughput_ratio"],
+                    "npy_ours_vs_baseline_per_rep": paired["throughput_ratio_per_rep"],
+                }
             row["body_bytes"] = {k: r.body_file.stat().st_size for k, r in requests.items()}
             points[str(n)] = row
             log(
                 f"  batch {n:<5} "
                 + "  ".join(f"{k} {row[k]:10.0f}" for k in (*BODY_KINDS, "inprocess"))
                 + " images/s"
+                + (f"  (npy at {baseline[0]}: {row['baseline']['npy']:.0f})" if baseline else "")
             )
     return {"seconds_per_point": seconds, "reps": reps, "connections": 1, "points": points}
 
@@ -1138,6 +1163,12 @@ def report(results: dict[str, Any]) -> str:
         parts.append(
             markdown_table(["batch", *(f"{k} images/s" for k in BODY_KINDS), "in-process"], rows)
         )
+        based = [(n, row["baseline"]) for n, row in batch["points"].items() if "baseline" in row]
+        if based:
+            rows = [[n, f"{b['npy']:.0f} ({b['npy_vs_inprocess']:.0%})",
+                     f"{b['npy_ours_vs_baseline']:.2f}"] for n, b in based]  # fmt: skip
+            parts.append(markdown_table(
+                ["batch", f"npy images/s at {based[0][1]['ref']}", "this tree / it"], rows))  # fmt: skip
     cold = results.get("cold_start")
     if cold:
         rows = []
@@ -1330,8 +1361,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         root=root)  # fmt: skip
         if "batch" in sections:
             log("batch predict over one connection vs in-process predict_proba:")
-            results["batch"] = bench_batch(work, registry, model_path, batches=tuple(args.batches),
-                                           seconds=seconds, reps=reps, extra_env=extra_env, log=log)  # fmt: skip
+            with baseline_checkout(args.baseline, work) as baseline:
+                results["batch"] = bench_batch(work, registry, model_path,
+                                               batches=tuple(args.batches), seconds=seconds,
+                                               reps=reps, extra_env=extra_env, log=log,
+                                               baseline=baseline)  # fmt: skip
         if "cold" in sections:
             log("cold start and memory:")
             results["cold_start"] = bench_cold_start(work, registry, model_path, repeats=cold_repeats,

@@ -117,6 +117,8 @@ def test_whole_benchmark_on_tiny_durations(tmp_path: Path) -> None:
         for kind in serving.BODY_KINDS:
             assert row[kind] > 0 and row[f"{kind}_vs_inprocess"] > 0
     assert batch["4"]["body_bytes"]["npy"] == 128 + 4 * 784 * 4  # .npy header + float32 data
+    based = batch["4"]["baseline"]  # the --baseline checkout's .npy rate, in the same rotation
+    assert based["ref"] == "HEAD" and based["npy"] > 0 and based["npy_ours_vs_baseline"] > 0
 
     cold = results["cold_start"]
     assert cold["ready_seconds_median"] > 0
