@@ -27,10 +27,11 @@ def reuse_freed_memory(mmap_below: int = 32 << 20, keep_up_to: int = 64 << 20) -
     `keep_up_to` bytes of freed heap, instead of its adaptive thresholds. Why: an inference
     worker allocates and frees the same few large blocks every batch request (the body, 3.2 MB
     for 1,024 images, and the forward pass's activations), and with the adaptive thresholds they
-    went back to the kernel after each request, so every request paid the page faults of
-    fresh memory again: a batch of 1,024 images over HTTP took 16.5 ms, 13.5 ms with fixed
-    thresholds (BENCHMARKS.md §3). The process keeps at most `keep_up_to` bytes it is not using.
-    False (and nothing changed) where the C library has no mallopt (not glibc)."""
+    went back to the kernel after each request, so every request paid the page faults of fresh
+    memory again (~1,500 a batch; tests/integration/test_inference_gunicorn.py): such batches
+    over HTTP ran at 67 % of the in-process forward pass, 82 % with fixed thresholds
+    (BENCHMARKS.md §3). The process keeps at most `keep_up_to` bytes it is not using. False (and
+    nothing changed) where the C library has no mallopt (not glibc)."""
     try:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
