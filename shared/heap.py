@@ -29,8 +29,8 @@ def reuse_freed_memory(mmap_below: int = 32 << 20, keep_up_to: int = 64 << 20) -
     for 1,024 images, and the forward pass's activations), and with the adaptive thresholds they
     went back to the kernel after each request, so every request paid the page faults of fresh
     memory again (~1,500 a batch; tests/integration/test_inference_gunicorn.py): such batches
-    over HTTP ran at 67 % of the in-process forward pass, 82 % with fixed thresholds
-    (BENCHMARKS.md §3). The process keeps at most `keep_up_to` bytes it is not using. False (and
+    over HTTP ran at 67 % of the in-process forward pass, 82 % with fixed thresholds and the
+    `.npy` header read from the body's first bytes (BENCHMARKS.md §3). The process keeps at most `keep_up_to` bytes it is not using. False (and
     nothing changed) where the C library has no mallopt (not glibc)."""
     try:
         libc = ctypes.CDLL(None)
