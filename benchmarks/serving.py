@@ -52,7 +52,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -476,6 +476,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+T = TypeVar("T")
+
 #: What a ratio of two servers compares: throughput, and latency percentiles.
 RATIO_KEYS = {"throughput_ratio": "rps", "p50_ratio": "p50_us", "p99_ratio": "p99_us"}
 
@@ -494,7 +496,7 @@ def paired_ratios(runs: list[dict[str, Any]], ref_runs: list[dict[str, Any]]) ->
     return out
 
 
-def rotation_order(labels: list[str], rep: int) -> list[str]:
+def rotation_order(labels: list[T], rep: int) -> list[T]:
     """The servers' order in rep `rep`: as given, then reversed, by turns (A B C, C B A, ...), so
     a drift of the host's speed during a rep does not always favour the same server."""
     return labels if rep % 2 == 0 else labels[::-1]
