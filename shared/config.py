@@ -213,7 +213,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The same network with batch norm and 5x the epochs: aims at >= 99.65 % in <= 20 min. Tried
     # on 2 cores (BENCHMARKS.md §2): affine + elastic augmentation, no batch norm, 30 epochs
     # 99.42 %; affine only, 40 epochs 99.53 %; affine only with batch norm, 30 epochs 99.63 %;
-    # 40 epochs 99.63-99.68 % with batch norm before the pools, 99.61-99.69 % after them (4 seeds).
+    # 40 epochs 99.63-99.68 % with batch norm before the pools, 99.61-99.69 % after them (6 seeds).
     "cnn-best": {
         **_CNN_RECIPE,
         "network": _CNN_NETWORK,
