@@ -1167,10 +1167,16 @@ def report(results: dict[str, Any]) -> str:
         )
         based = [(n, row["baseline"]) for n, row in batch["points"].items() if "baseline" in row]
         if based:
-            rows = [[n, f"{b['npy']:.0f} ({b['npy_vs_inprocess']:.0%})",
-                     f"{b['npy_ours_vs_baseline']:.2f}"] for n, b in based]  # fmt: skip
-            parts.append(markdown_table(
-                ["batch", f"npy images/s at {based[0][1]['ref']}", "this tree / it"], rows))  # fmt: skip
+            header = ["batch", f"npy images/s at {based[0][1]['ref']}", "this tree / it"]
+            rows = [
+                [
+                    n,
+                    f"{b['npy']:.0f} ({b['npy_vs_inprocess']:.0%})",
+                    f"{b['npy_ours_vs_baseline']:.2f}",
+                ]
+                for n, b in based
+            ]
+            parts.append(markdown_table(header, rows))
     cold = results.get("cold_start")
     if cold:
         rows = []

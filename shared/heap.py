@@ -30,8 +30,9 @@ def reuse_freed_memory(mmap_below: int = 32 << 20, keep_up_to: int = 64 << 20) -
     went back to the kernel after each request, so every request paid the page faults of fresh
     memory again (~1,500 a batch; tests/integration/test_inference_gunicorn.py): such batches
     over HTTP ran at 67 % of the in-process forward pass, 82 % with fixed thresholds and the
-    `.npy` header read from the body's first bytes (BENCHMARKS.md §3). The process keeps at most `keep_up_to` bytes it is not using. False (and
-    nothing changed) where the C library has no mallopt (not glibc)."""
+    `.npy` header read from the body's first bytes (BENCHMARKS.md §3). The process keeps at most
+    `keep_up_to` bytes it is not using. False (and nothing changed) where the C library has no
+    mallopt (not glibc)."""
     try:
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
