@@ -12,17 +12,18 @@ of the copy:
 
     dW_col = X_col^T @ dY                     (k*k*C, O)
     dX_col = dY @ W_col^T                     (N*Ho*Wo, k*k*C)
-    dx_pad[n, c, s*p + i, s*q + j] += dX_col[n, p, q, i, j, c]   (col2im: k*k strided adds)
+    dx_pad[n, c, s*p + i, s*q + j] += dX_col[n, p, q, i, j, c]   (col2im: strided adds)
 
 Layout (why the arrays look the way they do): the work is done channel-last. Rows of X_col
 ordered (n, p, q) make the product's output (N, Ho, Wo, O) channel-last without a copy, and
 columns ordered (i, j, c) make W stored as (k, k, C, O) reshape to W_col for free. The layer
 returns that output as a (N, O, Ho, Wo) *view*, so shapes are (channels, height, width) per
 sample everywhere while the next layers read memory in order. dX_col is one product per block,
-written over that block's X_col (same size, no longer needed); col2im's k*k adds read it in runs
-of C floats, which costs nothing extra while the block is in cache (an offset-major dX_col, one
-stacked product of k*k small ones, read contiguously, measured the same on one core but made k*k
-times more BLAS calls: on a busy machine every multi-threaded call is a wait for the other core).
+written over that block's X_col (same size, no longer needed); col2im reads it a window's kernel
+row (k*C floats) at a time (`COL2IM_ROW_CHANNELS`), which costs nothing extra while the block is
+in cache (an offset-major dX_col, one stacked product of k*k small ones, read contiguously,
+measured the same on one core but made k*k times more BLAS calls: on a busy machine every
+multi-threaded call is a wait for the other core).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from shared.nn.layers import Layer
 
@@ -48,6 +49,13 @@ PADDINGS = ("valid", "same")
 #: 2026-12-06, BENCHMARKS.md §1): at 2 threads 2^21 floats takes 0.920 of the time of 2^19 (the
 #: value before, chosen on one core), 2^22 and up the same as 2^21; at 1 thread 0.974.
 IM2COL_BLOCK_FLOATS = 1 << 21
+
+#: col2im adds each window's gradient back a kernel row at a time when the input has at least
+#: this many channels: NumPy's time in those adds goes by the length of the contiguous runs they
+#: walk, not by the number of floats, and a window's kernel row is k*C consecutive floats of the
+#: channel-last input (`Conv2D._col2im`). A grayscale input's rows would be k floats; it adds one
+#: kernel offset at a time instead, in rows of Wo pixels. BENCHMARKS.md §1, session 16.
+COL2IM_ROW_CHANNELS = 2
 
 
 class Conv2D(Layer):
@@ -180,7 +188,7 @@ class Conv2D(Layer):
         if xp is None:
             raise RuntimeError("Conv2D.backward called before forward(training=True)")
         n, o, ho, wo = grad.shape
-        k, s, c = self.kernel_size, self.stride, self.in_channels
+        k, c = self.kernel_size, self.in_channels
         rows, pixels = n * ho * wo, ho * wo
         g = grad.transpose(0, 2, 3, 1)  # (N, Ho, Wo, O): contiguous when grad is channel-last
         if not g.flags.c_contiguous:
@@ -221,18 +229,42 @@ class Conv2D(Layer):
                 continue
             # dX_col = dY @ W_col^T, into the memory of the block's X_col.
             dcols = np.matmul(g_block, w_col_t, out=x_col).reshape(m, ho, wo, k, k, c)
-            # col2im: each kernel offset (i, j) adds its block onto the input pixels it read.
-            dx_block = dxp[start : start + m]
-            for i in range(k):
-                for j in range(k):
-                    dx_block[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :] += (
-                        dcols[:, :, :, i, j]
-                    )
+            self._col2im(dcols, dxp[start : start + m])
         if not need_input_grad:
             return None
         _, top, _ = self._side(h)
         _, left, _ = self._side(w)
         return dxp[:, top : top + h, left : left + w, :].transpose(0, 3, 1, 2)
+
+    def _col2im(self, dcols: np.ndarray, dxp: np.ndarray) -> None:
+        """dxp[n, s*p + i, s*q + j, c] += dcols[n, p, q, i, j, c] for every window (p, q) and
+        kernel offset (i, j): each window's gradient added onto the input pixels it read.
+
+        Per kernel offset (i, j), the adds walk runs of C floats (k*k adds). Instead, per kernel
+        row i and a set of windows far enough apart that their columns do not overlap
+        (q = r, r + step, ...; s * step >= k), each window's k*C values dcols[n, p, q, i] go to
+        k*C consecutive floats of dxp's row s*p + i: k * step adds, each walking runs of k*C
+        floats (those of successive windows join into one when s * step = k). With a single
+        channel (`COL2IM_ROW_CHANNELS`) the per-offset adds walk rows of Wo pixels, the longer.
+        """
+        k, s = self.kernel_size, self.stride
+        m, ho, wo, _, _, c = dcols.shape
+        if c < COL2IM_ROW_CHANNELS:
+            for i in range(k):
+                for j in range(k):
+                    dxp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :] += dcols[
+                        :, :, :, i, j
+                    ]
+            return
+        step = -(-k // s)  # windows this many apart read disjoint columns
+        sn, sh, sw, sc = dxp.strides
+        for i in range(k):
+            for r in range(min(step, wo)):
+                windows = len(range(r, wo, step))
+                target = as_strided(
+                    dxp[:, i:, r * s :], (m, ho, windows, k * c), (sn, s * sh, s * step * sw, sc)
+                )
+                target += dcols[:, :, r::step, i].reshape(m, ho, windows, k * c)
 
     def astype(self, dtype: Any) -> None:
         super().astype(dtype)

@@ -58,14 +58,20 @@ CONV_CASES = [
 ]
 
 
+#: Input channels: col2im adds a kernel offset at a time for 1, a window's kernel row for 3
+#: (`shared.nn.conv.COL2IM_ROW_CHANNELS`); both must give the same gradients.
+CHANNELS = [1, 3]
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize(("h", "w", "k", "stride", "padding", "pads"), CONV_CASES)
-def test_conv_forward_matches_the_formula(h, w, k, stride, padding, pads):
+def test_conv_forward_matches_the_formula(h, w, k, stride, padding, pads, channels):
     rng = np.random.default_rng(1)
-    layer = Conv2D(3, 4, k, stride=stride, padding=padding, rng=rng, dtype=F64)
+    layer = Conv2D(channels, 4, k, stride=stride, padding=padding, rng=rng, dtype=F64)
     layer.b[:] = rng.standard_normal(4)
-    x = images((2, 3, h, w))
+    x = images((2, channels, h, w))
     expected = reference_conv(x, layer.W, layer.b, stride, pads)
-    assert layer.output_shape((3, h, w)) == expected.shape[1:]
+    assert layer.output_shape((channels, h, w)) == expected.shape[1:]
     if padding == "same":
         assert expected.shape[2:] == (-(-h // stride), -(-w // stride))
     np.testing.assert_allclose(layer.forward(x, True), expected, rtol=1e-12, atol=1e-12)
@@ -74,12 +80,13 @@ def test_conv_forward_matches_the_formula(h, w, k, stride, padding, pads):
     np.testing.assert_allclose(layer.forward(channel_last(x), True), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize(("h", "w", "k", "stride", "padding", "pads"), CONV_CASES)
-def test_conv_gradients(h, w, k, stride, padding, pads):
+def test_conv_gradients(h, w, k, stride, padding, pads, channels):
     rng = np.random.default_rng(2)
-    layer = Conv2D(3, 4, k, stride=stride, padding=padding, rng=rng, dtype=F64)
+    layer = Conv2D(channels, 4, k, stride=stride, padding=padding, rng=rng, dtype=F64)
     layer.b[:] = rng.standard_normal(4)
-    check_layer(layer, images((2, 3, h, w)))
+    check_layer(layer, images((2, channels, h, w)))
 
 
 @pytest.mark.parametrize(("h", "w", "k", "stride", "padding", "pads"), CONV_CASES[1:7])
