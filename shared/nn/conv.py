@@ -20,8 +20,8 @@ columns ordered (i, j, c) make W stored as (k, k, C, O) reshape to W_col for fre
 returns that output as a (N, O, Ho, Wo) *view*, so shapes are (channels, height, width) per
 sample everywhere while the next layers read memory in order. dX_col is one product per block,
 written over that block's X_col (same size, no longer needed); col2im reads it a window's kernel
-row (k*C floats) at a time (`COL2IM_ROW_CHANNELS`), which costs nothing extra while the block is
-in cache (an offset-major dX_col, one stacked product of k*k small ones, read contiguously,
+row (k*C floats) at a time (`Conv2D._col2im`), which costs nothing extra while the block is in
+cache (an offset-major dX_col, one stacked product of k*k small ones, read contiguously,
 measured the same on one core but made k*k times more BLAS calls: on a busy machine every
 multi-threaded call is a wait for the other core).
 """
@@ -49,13 +49,6 @@ PADDINGS = ("valid", "same")
 #: 2026-12-06, BENCHMARKS.md §1): at 2 threads 2^21 floats takes 0.920 of the time of 2^19 (the
 #: value before, chosen on one core), 2^22 and up the same as 2^21; at 1 thread 0.974.
 IM2COL_BLOCK_FLOATS = 1 << 21
-
-#: col2im adds each window's gradient back a kernel row at a time when the input has at least
-#: this many channels: NumPy's time in those adds goes by the length of the contiguous runs they
-#: walk, not by the number of floats, and a window's kernel row is k*C consecutive floats of the
-#: channel-last input (`Conv2D._col2im`). A grayscale input's rows would be k floats; it adds one
-#: kernel offset at a time instead, in rows of Wo pixels. BENCHMARKS.md §1, session 16.
-COL2IM_ROW_CHANNELS = 2
 
 
 class Conv2D(Layer):
@@ -145,17 +138,43 @@ class Conv2D(Layer):
         per_sample = ho * wo * self.kernel_size**2 * self.in_channels
         return max(1, min(n, IM2COL_BLOCK_FLOATS // per_sample))
 
-    def _im2col(self, windows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Copy the window view (m, Ho, Wo, C, k, k) into `cols` (m, Ho, Wo, k, k, C) and return
-        it as the matrix X_col (m*Ho*Wo, k*k*C)."""
-        np.copyto(cols, windows.transpose(0, 1, 2, 4, 5, 3))
-        return cols.reshape(-1, cols[0, 0, 0].size)
+    def _im2col(self, xp: np.ndarray, cols: np.ndarray, ho: int, wo: int) -> np.ndarray:
+        """Copy the windows of the channel-last padded samples xp (m, Hp, Wp, C) into the flat
+        buffer `cols` and return them as the matrix X_col (m*Ho*Wo, k*k*C), whose row (n, p, q)
+        holds x_pad[n, c, s*p + i, s*q + j] in column (i, j, c); in memory row-major, or
+        offset-major for a single channel (`_x_col`)."""
+        k, s, m = self.kernel_size, self.stride, xp.shape[0]
+        if self.in_channels == 1:
+            planes = self._x_col(cols, m, ho, wo).T.reshape(k, k, m, ho, wo)
+            for i in range(k):
+                for j in range(k):
+                    np.copyto(
+                        planes[i, j],
+                        xp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, 0],
+                    )
+        else:
+            # windows[n, p, q, c, i, j] = xp[n, p*s + i, q*s + j, c]: a view of xp.
+            windows = sliding_window_view(xp, (k, k), axis=(1, 2))
+            windows = windows[:, : (ho - 1) * s + 1 : s, : (wo - 1) * s + 1 : s]
+            rows = self._x_col(cols, m, ho, wo).reshape(m, ho, wo, k, k, self.in_channels)
+            np.copyto(rows, windows.transpose(0, 1, 2, 4, 5, 3))
+        return self._x_col(cols, m, ho, wo)
 
-    def _windows(self, xp: np.ndarray, ho: int, wo: int) -> np.ndarray:
-        """windows[n, p, q, c, i, j] = xp[n, p*s + i, q*s + j, c]: a view of channel-last xp."""
-        k, s = self.kernel_size, self.stride
-        windows = sliding_window_view(xp, (k, k), axis=(1, 2))
-        return windows[:, : (ho - 1) * s + 1 : s, : (wo - 1) * s + 1 : s]
+    def _x_col(self, cols: np.ndarray, m: int, ho: int, wo: int) -> np.ndarray:
+        """X_col of m samples as a view of the flat buffer `cols`.
+
+        Row-major (the rows (n, p, q) one after the other) when the input has channels: a
+        window's kernel row is then k*C consecutive floats in both xp and X_col. With a single
+        channel (grayscale images: the first conv) those runs would be k floats, so X_col is
+        kept offset-major instead: its transpose (k*k, m*Ho*Wo) is contiguous, each kernel
+        offset's plane a copy of strided rows of xp, and the products read it transposed (a
+        BLAS flag, no copy).
+        """
+        k, c = self.kernel_size, self.in_channels
+        rows, size = m * ho * wo, m * ho * wo * k * k * c
+        if c == 1:
+            return cols[:size].reshape(k * k, rows).T
+        return cols[:size].reshape(rows, k * k * c)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         x = self._as_input(x)
@@ -167,15 +186,14 @@ class Conv2D(Layer):
         # ever written).
         xp = self._out("xp", (n, h + top + bottom, w + left + right, c), training, zeros=True)
         xp[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)
-        windows = self._windows(xp, ho, wo)
         block = self._block(n, ho, wo)
-        cols = self._out("cols", (block, ho, wo, k, k, c), training)
+        cols = self._out("cols", (block * ho * wo * k * k * c,), training)
         out = self._out("y", (n * ho * wo, self.out_channels), training)
         w_col = self.W.reshape(k * k * c, self.out_channels)
         pixels = ho * wo
         for start in range(0, n, block):
             m = min(block, n - start)
-            x_col = self._im2col(windows[start : start + m], cols[:m])
+            x_col = self._im2col(xp[start : start + m], cols, ho, wo)
             np.matmul(x_col, w_col, out=out[start * pixels : (start + m) * pixels])
         if self.use_bias:
             out += self.b
@@ -203,20 +221,19 @@ class Conv2D(Layer):
             np.matmul(self._ones[:rows], g, out=self.db)
         self._xp = None
         dw = self.dW.reshape(k * k * c, o)
-        w_col_t = self.W.reshape(k * k * c, o).T
+        w_col = self.W.reshape(k * k * c, o)
         h, w = self._input_hw
         if need_input_grad:
             dxp = self._out("dxp", xp.shape, True)
             dxp.fill(0)
-        windows = self._windows(xp, ho, wo)
         block = self._block(n, ho, wo)
-        cols = self._out("cols", (block, ho, wo, k, k, c), True)
+        cols = self._out("cols", (block * ho * wo * k * k * c,), True)
         for start in range(0, n, block):
             m = min(block, n - start)
             x_col = (
-                cols[:m].reshape(-1, k * k * c)
+                self._x_col(cols, m, ho, wo)
                 if block == n  # X_col from forward is still there
-                else self._im2col(windows[start : start + m], cols[:m])
+                else self._im2col(xp[start : start + m], cols, ho, wo)
             )
             g_block = g[start * pixels : (start + m) * pixels]
             if start == 0:
@@ -227,35 +244,40 @@ class Conv2D(Layer):
                 dw += dw_block
             if not need_input_grad:
                 continue
-            # dX_col = dY @ W_col^T, into the memory of the block's X_col.
-            dcols = np.matmul(g_block, w_col_t, out=x_col).reshape(m, ho, wo, k, k, c)
-            self._col2im(dcols, dxp[start : start + m])
+            # dX_col = dY @ W_col^T, into the memory of the block's X_col, in its layout.
+            if c == 1:
+                np.matmul(w_col, g_block.T, out=x_col.T)
+            else:
+                np.matmul(g_block, w_col.T, out=x_col)
+            self._col2im(x_col, dxp[start : start + m], ho, wo)
         if not need_input_grad:
             return None
         _, top, _ = self._side(h)
         _, left, _ = self._side(w)
         return dxp[:, top : top + h, left : left + w, :].transpose(0, 3, 1, 2)
 
-    def _col2im(self, dcols: np.ndarray, dxp: np.ndarray) -> None:
-        """dxp[n, s*p + i, s*q + j, c] += dcols[n, p, q, i, j, c] for every window (p, q) and
-        kernel offset (i, j): each window's gradient added onto the input pixels it read.
+    def _col2im(self, dx_col: np.ndarray, dxp: np.ndarray, ho: int, wo: int) -> None:
+        """dxp[n, s*p + i, s*q + j, c] += dX_col[(n, p, q), (i, j, c)] for every window (p, q)
+        and kernel offset (i, j): each window's gradient added onto the input pixels it read.
 
-        Per kernel offset (i, j), the adds walk runs of C floats (k*k adds). Instead, per kernel
-        row i and a set of windows far enough apart that their columns do not overlap
-        (q = r, r + step, ...; s * step >= k), each window's k*C values dcols[n, p, q, i] go to
-        k*C consecutive floats of dxp's row s*p + i: k * step adds, each walking runs of k*C
-        floats (those of successive windows join into one when s * step = k). With a single
-        channel (`COL2IM_ROW_CHANNELS`) the per-offset adds walk rows of Wo pixels, the longer.
+        NumPy's time in these adds goes by the length of the runs of memory they walk, not by
+        the number of floats. Offset-major (one channel): each kernel offset's plane, read
+        contiguously, is added onto strided rows of Wo pixels. Row-major: per kernel offset the
+        runs would be C floats; instead, per kernel row i and a set of windows far enough apart
+        that their columns do not overlap (q = r, r + step, ...; s * step >= k), each window's
+        k*C values go to k*C consecutive floats of dxp's row s*p + i: k * step adds walking runs
+        of k*C floats (those of successive windows join into one when s * step = k).
         """
-        k, s = self.kernel_size, self.stride
-        m, ho, wo, _, _, c = dcols.shape
-        if c < COL2IM_ROW_CHANNELS:
+        k, s, c, m = self.kernel_size, self.stride, self.in_channels, dxp.shape[0]
+        if c == 1:
+            planes = dx_col.T.reshape(k, k, m, ho, wo)
             for i in range(k):
                 for j in range(k):
-                    dxp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :] += dcols[
-                        :, :, :, i, j
+                    dxp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, 0] += planes[
+                        i, j
                     ]
             return
+        dcols = dx_col.reshape(m, ho, wo, k, k, c)
         step = -(-k // s)  # windows this many apart read disjoint columns
         sn, sh, sw, sc = dxp.strides
         for i in range(k):

@@ -58,8 +58,8 @@ CONV_CASES = [
 ]
 
 
-#: Input channels: col2im adds a kernel offset at a time for 1, a window's kernel row for 3
-#: (`shared.nn.conv.COL2IM_ROW_CHANNELS`); both must give the same gradients.
+#: Input channels: a single channel keeps X_col offset-major, several row-major
+#: (`shared.nn.conv.Conv2D._x_col`); both must compute the same convolution and gradients.
 CHANNELS = [1, 3]
 
 
@@ -89,19 +89,22 @@ def test_conv_gradients(h, w, k, stride, padding, pads, channels):
     check_layer(layer, images((2, channels, h, w)))
 
 
+@pytest.mark.parametrize("channels", CHANNELS)
 @pytest.mark.parametrize(("h", "w", "k", "stride", "padding", "pads"), CONV_CASES[1:7])
-def test_conv_in_im2col_blocks_of_a_few_samples(h, w, k, stride, padding, pads, monkeypatch):
+def test_conv_in_im2col_blocks_of_a_few_samples(
+    h, w, k, stride, padding, pads, channels, monkeypatch
+):
     """A batch larger than one im2col block (here blocks of 2 samples, the last one of 1):
     the same outputs and gradients as the formula and finite differences."""
     import shared.nn.conv
 
     rng = np.random.default_rng(4)
-    layer = Conv2D(3, 4, k, stride=stride, padding=padding, rng=rng, dtype=F64)
+    layer = Conv2D(channels, 4, k, stride=stride, padding=padding, rng=rng, dtype=F64)
     layer.b[:] = rng.standard_normal(4)
-    _, ho, wo = layer.output_shape((3, h, w))
-    monkeypatch.setattr(shared.nn.conv, "IM2COL_BLOCK_FLOATS", 2 * ho * wo * k * k * 3)
+    _, ho, wo = layer.output_shape((channels, h, w))
+    monkeypatch.setattr(shared.nn.conv, "IM2COL_BLOCK_FLOATS", 2 * ho * wo * k * k * channels)
     assert layer._block(5, ho, wo) == 2
-    x = images((5, 3, h, w))
+    x = images((5, channels, h, w))
     expected = reference_conv(x, layer.W, layer.b, stride, pads)
     np.testing.assert_allclose(layer.forward(x, True), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(layer.forward(x, False), expected, rtol=1e-12, atol=1e-12)
