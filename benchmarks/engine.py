@@ -7,7 +7,8 @@ The work measured is one epoch of the issue's reference net on full MNIST (60k i
 784-256-128-10, ReLU, Adam lr 1e-3, batch 128, float32, no augmentation, no dropout, no
 validation, `threads` BLAS/OpenMP threads for both engines. Then the same for the `cnn` preset's
 network (conv 5x5x32 -> pool 2 -> conv 5x5x64 -> pool 2 -> 256 -> dropout 0.4 -> 10; its own
-dropout kept), ours and PyTorch only, on the first `--cnn-samples` images (default all).
+dropout kept), ours and PyTorch (and the baseline, if its checkout has convolutions), on the
+first `--cnn-samples` images (default all).
 
 - ours:  `shared.pipeline.train_model` (epochs=1, fresh model each run), i.e. exactly the
          engine loop `python -m trainer_service train` runs (without augmentation the pipeline
@@ -127,7 +128,8 @@ def ours_epoch(x: np.ndarray, y: np.ndarray, seed: int, net: str = "mlp") -> flo
 
 
 #: What an epoch helper process runs, in its checkout: load the data once, then one epoch of
-#: that checkout's `ours_epoch` per seed read from stdin, its seconds printed.
+#: that checkout's `ours_epoch` per request read from stdin ("net seed samples"; 0 samples: all),
+#: its seconds printed.
 _EPOCH_CHILD = """
 import sys
 from benchmarks.engine import load_mnist, ours_epoch, set_threads
@@ -139,7 +141,10 @@ if quick:
     x, y = x[:12000], y[:12000]
 print("ready", flush=True)
 for line in sys.stdin:
-    print(ours_epoch(x, y, seed=int(line)), flush=True)
+    net, seed, samples = line.split()
+    rows = int(samples) or len(y)
+    extra = {} if net == "mlp" else {"net": net}
+    print(ours_epoch(x[:rows], y[:rows], seed=int(seed), **extra), flush=True)
 """
 
 
@@ -157,9 +162,10 @@ class EpochProcess:
         )  # fmt: skip
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
 
-    def epoch(self, seed: int) -> float:
+    def epoch(self, seed: int, net: str = "mlp", samples: int = 0) -> float:
+        """Seconds of one epoch of `net` on the first `samples` images (0: all)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(f"{seed}\n")
+        self.proc.stdin.write(f"{net} {seed} {samples}\n")
         self.proc.stdin.flush()
         return float(self.proc.stdout.readline())
 
@@ -179,6 +185,8 @@ class BaselineEpochs(EpochProcess):
         subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", "-q",
                         str(root), ref], check=True)  # fmt: skip
         super().__init__(root, data_dir, threads, quick)
+        #: A checkout from before issue 23 has no convolutions to time.
+        self.has_cnn = (root / "shared" / "nn" / "conv.py").exists()
 
     def close(self) -> None:
         super().close()
@@ -362,10 +370,16 @@ def run(
         names += ["cnn_ours", "cnn_torch"] if with_torch else ["cnn_ours"]
     helpers: dict[str, EpochProcess] = {}
     if baseline is not None:  # both engines in helper processes: the same conditions
-        helpers["ours"] = EpochProcess(REPO_ROOT, data_dir, threads, quick)
-        helpers["baseline"] = BaselineEpochs(baseline, data_dir, threads, quick)
-        measure.update({name: helper.epoch for name, helper in helpers.items()})
+        ours_helper = EpochProcess(REPO_ROOT, data_dir, threads, quick)
+        base_helper = BaselineEpochs(baseline, data_dir, threads, quick)
+        helpers = {"ours": ours_helper, "baseline": base_helper}
+        measure["ours"], measure["baseline"] = ours_helper.epoch, base_helper.epoch
         names.insert(1, "baseline")
+        if n_cnn and base_helper.has_cnn:
+            helpers["cnn_ours"], helpers["cnn_baseline"] = ours_helper, base_helper
+            measure["cnn_ours"] = lambda r: ours_helper.epoch(r, "cnn", n_cnn)
+            measure["cnn_baseline"] = lambda r: base_helper.epoch(r, "cnn", n_cnn)
+            names.insert(names.index("cnn_ours") + 1, "cnn_baseline")
     times: dict[str, list[float]] = {name: [] for name in names}
     shares: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
@@ -425,7 +439,7 @@ def run(
         "process_cpu_seconds": cpu,
         "machine": machine_info(),
     }
-    for helper in helpers.values():
+    for helper in set(helpers.values()):
         helper.close()
     if baseline is not None:
         result["engines_in_helper_processes"] = True
@@ -458,6 +472,14 @@ def run(
                 cnn["epoch_seconds"]["ours"]["median"] / cnn["epoch_seconds"]["torch"]["median"]
             )
             cnn["ratio_per_round"] = round_ratios(times["cnn_ours"], times["cnn_torch"])
+        if "cnn_baseline" in times:
+            cnn["epoch_seconds"]["baseline"] = summarise(times["cnn_baseline"])
+            cnn["ratio_ours_over_baseline"] = (
+                cnn["epoch_seconds"]["ours"]["median"] / cnn["epoch_seconds"]["baseline"]["median"]
+            )
+            cnn["ratio_ours_over_baseline_per_round"] = round_ratios(
+                times["cnn_ours"], times["cnn_baseline"]
+            )
         result["cnn"] = cnn
     limiter.restore_original_limits()
     return result
@@ -556,6 +578,15 @@ def cnn_report(result: dict[str, Any]) -> list[str]:
                 f"{es['torch']['min']:.2f}",
             ]
         )
+    if "baseline" in es:
+        rows.insert(
+            1,
+            [
+                f"ours at {result['baseline']} (baseline)",
+                f"{es['baseline']['median']:.2f}",
+                f"{es['baseline']['min']:.2f}",
+            ],
+        )
     lines = [
         "",
         f"CNN (the `cnn` preset's network), {cnn['train_samples']} images a timed epoch:",
@@ -570,6 +601,11 @@ def cnn_report(result: dict[str, Any]) -> list[str]:
             f"{CNN_AIM_RATIO}): " + ("MET" if ratio <= CNN_TARGET_RATIO else "NOT MET")
             + f"; per round: {cnn['ratio_per_round']}",
         ]  # fmt: skip
+    if "ratio_ours_over_baseline" in cnn:
+        lines.append(
+            f"- CNN ours / ours at {result['baseline']} = {cnn['ratio_ours_over_baseline']:.3f} "
+            f"(per round: {cnn['ratio_ours_over_baseline_per_round']})"
+        )
     return lines
 
 
