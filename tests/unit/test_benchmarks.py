@@ -204,3 +204,22 @@ def test_the_layers_benchmark_times_every_layer_for_each_block_size() -> None:
         assert all(e["forward_ms"] > 0 and e["backward_ms"] > 0 for e in conv_layers)
         assert entry["step_ms"] >= sum(e["forward_ms"] for e in entry["layers"])
     assert result["blocks"][str(1 << 16)]["ratio_to_first"] == 1.0
+
+
+def test_the_layers_benchmark_compares_the_conv_of_another_commit_step_by_step() -> None:
+    """`benchmarks.layers --conv-from REF`: REF's Conv2D, loaded from git on its own, computes
+    what the tree's does and is timed beside it in whole training steps."""
+    import numpy as np
+
+    import shared.nn.conv as conv
+    from benchmarks.layers import compare_convs, conv_class_at
+
+    at_head = conv_class_at("HEAD")
+    assert at_head is not conv.Conv2D and at_head.__name__ == "Conv2D"
+    x = np.random.default_rng(0).random((3, 2, 9, 9), dtype=np.float32)
+    ours, theirs = (cls(2, 4, 3, rng=np.random.default_rng(1)) for cls in (conv.Conv2D, at_head))
+    np.testing.assert_allclose(theirs.forward(x, False), ours.forward(x, False), rtol=1e-6)
+    result = compare_convs("cnn", threads=1, steps=2, refs=["HEAD"])
+    assert list(result["versions"]) == ["HEAD", "tree"]
+    assert all(v["step_ms"] > 0 for v in result["versions"].values())
+    assert result["versions"]["HEAD"]["ratio_to_first"] == 1.0
