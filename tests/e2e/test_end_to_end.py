@@ -46,6 +46,8 @@ SMALL = {"hidden_layers": [32], "epochs": 2, "train_limit": 2000}
 LONG = {"hidden_layers": [256, 256], "epochs": 1000, "train_limit": 3000}
 #: The issue: a new version is picked up by every inference worker within 2 seconds.
 RELOAD_SECONDS = 5.0
+#: gunicorn workers of the inference service (WEB_CONCURRENCY).
+WORKERS = 2
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def full_stack(redis_url, tmp_path_factory, mnist_dir):
         MODEL_REGISTRY_DIR=str(registry_dir),
         MNIST_DATA_DIR=str(mnist_dir),
         API_TOKEN=TOKEN,
-        WEB_CONCURRENCY="2",
+        WEB_CONCURRENCY=str(WORKERS),
         REGISTRY_POLL_SECONDS="0.5",
         JOB_HEARTBEAT_SECONDS="1",
         JOB_HEARTBEAT_GRACE="3",
@@ -137,17 +139,27 @@ def _default_version(full_stack, name="mnist"):
 
 
 def _all_workers_serve(full_stack, version: int, images: np.ndarray, model: str = "mnist") -> bool:
-    """Several fresh connections in a row (spread over both gunicorn workers) get `version`."""
-    for _ in range(6):
-        r = requests.post(
-            f"{full_stack['inference_url']}/v1/models/{model}/predict",
-            json={"instances": images[:2].tolist()},
-            headers={"Connection": "close"},
-            timeout=10,
+    """Every gunicorn worker serves `version` by default. Each worker polls the registry on its
+    own, so the question is asked of each one: fresh connections to /readyz until every worker's
+    pid has answered (the kernel hands connections to the workers in no fixed order: any number
+    of them can land on the same one), plus a prediction that carries the version."""
+    serving: dict[int, object] = {}
+    for _ in range(60):
+        r = requests.get(
+            f"{full_stack['inference_url']}/readyz", headers={"Connection": "close"}, timeout=10
         )
-        if r.status_code != 200 or r.headers.get("X-Model-Version") != str(version):
-            return False
-    return True
+        body = r.json()
+        serving[body["pid"]] = body["models"].get(model, {}).get("serving")
+        if len(serving) == WORKERS:
+            break
+    if len(serving) < WORKERS or any(v != version for v in serving.values()):
+        return False
+    r = requests.post(
+        f"{full_stack['inference_url']}/v1/models/{model}/predict",
+        json={"instances": images[:2].tolist()},
+        timeout=10,
+    )
+    return r.status_code == 200 and r.headers.get("X-Model-Version") == str(version)
 
 
 def test_the_whole_scenario(full_stack, mnist_dir, tmp_path):
