@@ -27,7 +27,7 @@ from shared.datasets import load_dataset
 from shared.modelfile import load_model
 from shared.registry import Registry
 from tests import REPO_ROOT
-from tests.service_support import v2_binary
+from tests.service_support import Service, v2_binary
 from tests.trainer_support import (
     delete_queue_keys,
     free_port,
@@ -101,6 +101,7 @@ def full_stack(redis_url, tmp_path_factory, mnist_dir):
             "client": DigitflowClient(trainer_url, inference_url, TOKEN),
             "trainer_url": trainer_url,
             "inference_url": inference_url,
+            "inference": Service(inference_url, procs[1], logs["inference"]),
             "registry": Registry(registry_dir),
             "logs": logs,
         }
@@ -139,20 +140,12 @@ def _default_version(full_stack, name="mnist"):
 
 
 def _all_workers_serve(full_stack, version: int, images: np.ndarray, model: str = "mnist") -> bool:
-    """Every gunicorn worker serves `version` by default. Each worker polls the registry on its
-    own, so the question is asked of each one: fresh connections to /readyz until every worker's
-    pid has answered (the kernel hands connections to the workers in no fixed order: any number
-    of them can land on the same one), plus a prediction that carries the version."""
-    serving: dict[int, object] = {}
-    for _ in range(60):
-        r = requests.get(
-            f"{full_stack['inference_url']}/readyz", headers={"Connection": "close"}, timeout=10
-        )
-        body = r.json()
-        serving[body["pid"]] = body["models"].get(model, {}).get("serving")
-        if len(serving) == WORKERS:
-            break
-    if len(serving) < WORKERS or any(v != version for v in serving.values()):
+    """Every gunicorn worker serves `version` by default (each polls the registry on its own, so
+    each one's /readyz is asked: `Service.every_worker`), and a prediction carries it."""
+    serving = full_stack["inference"].every_worker(
+        lambda entry: entry.get("serving") == version, model=model, workers=WORKERS
+    )
+    if serving is None:
         return False
     r = requests.post(
         f"{full_stack['inference_url']}/v1/models/{model}/predict",
