@@ -126,18 +126,17 @@ def compare_convs(preset: str, threads: int, steps: int, refs: list[str]) -> dic
     set_threads(threads)
     config = TrainConfig(preset=preset)
     classes = {ref: conv_class_at(ref) for ref in refs} | {"tree": conv.Conv2D}
-    template = config.build_model()
     models = {}
     for label, cls in classes.items():
         model = config.build_model()
-        for i, layer in enumerate(template.layers):
+        for i, layer in enumerate(model.layers):
             if isinstance(layer, conv.Conv2D):
                 twin = cls(layer.in_channels, layer.out_channels, layer.kernel_size,
                            stride=layer.stride, padding=layer.padding, bias=layer.use_bias)  # fmt: skip
-                # The same weights as the model's own layer: views into its flat parameters.
-                twin.W, twin.dW = model.layers[i].W, model.layers[i].dW
+                # The same weights as the layer it replaces: views into the model's parameters.
+                twin.W, twin.dW = layer.W, layer.dW
                 if layer.use_bias:
-                    twin.b, twin.db = model.layers[i].b, model.layers[i].db
+                    twin.b, twin.db = layer.b, layer.db
                 model.layers[i] = twin
         models[label] = model
     rng = np.random.default_rng(0)

@@ -144,8 +144,9 @@ class Conv2D(Layer):
         holds x_pad[n, c, s*p + i, s*q + j] in column (i, j, c); in memory row-major, or
         offset-major for a single channel (`_x_col`)."""
         k, s, m = self.kernel_size, self.stride, xp.shape[0]
-        if self.in_channels == 1:
-            planes = self._x_col(cols, m, ho, wo).T.reshape(k, k, m, ho, wo)
+        x_col = self._x_col(cols, m, ho, wo)
+        if self._offset_major:
+            planes = x_col.T.reshape(k, k, m, ho, wo)
             for i in range(k):
                 for j in range(k):
                     np.copyto(
@@ -156,9 +157,14 @@ class Conv2D(Layer):
             # windows[n, p, q, c, i, j] = xp[n, p*s + i, q*s + j, c]: a view of xp.
             windows = sliding_window_view(xp, (k, k), axis=(1, 2))
             windows = windows[:, : (ho - 1) * s + 1 : s, : (wo - 1) * s + 1 : s]
-            rows = self._x_col(cols, m, ho, wo).reshape(m, ho, wo, k, k, self.in_channels)
+            rows = x_col.reshape(m, ho, wo, k, k, self.in_channels)
             np.copyto(rows, windows.transpose(0, 1, 2, 4, 5, 3))
-        return self._x_col(cols, m, ho, wo)
+        return x_col
+
+    @property
+    def _offset_major(self) -> bool:
+        """Whether X_col is kept offset-major (`_x_col`): for a single input channel."""
+        return self.in_channels == 1
 
     def _x_col(self, cols: np.ndarray, m: int, ho: int, wo: int) -> np.ndarray:
         """X_col of m samples as a view of the flat buffer `cols`.
@@ -172,7 +178,7 @@ class Conv2D(Layer):
         """
         k, c = self.kernel_size, self.in_channels
         rows, size = m * ho * wo, m * ho * wo * k * k * c
-        if c == 1:
+        if self._offset_major:
             return cols[:size].reshape(k * k, rows).T
         return cols[:size].reshape(rows, k * k * c)
 
@@ -245,7 +251,7 @@ class Conv2D(Layer):
             if not need_input_grad:
                 continue
             # dX_col = dY @ W_col^T, into the memory of the block's X_col, in its layout.
-            if c == 1:
+            if self._offset_major:
                 np.matmul(w_col, g_block.T, out=x_col.T)
             else:
                 np.matmul(g_block, w_col.T, out=x_col)
@@ -269,7 +275,7 @@ class Conv2D(Layer):
         of k*C floats (those of successive windows join into one when s * step = k).
         """
         k, s, c, m = self.kernel_size, self.stride, self.in_channels, dxp.shape[0]
-        if c == 1:
+        if self._offset_major:
             planes = dx_col.T.reshape(k, k, m, ho, wo)
             for i in range(k):
                 for j in range(k):
