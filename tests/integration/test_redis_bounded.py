@@ -15,7 +15,9 @@ from rq.registry import clean_registries
 from tests.integration.test_sweeps import BASE, start, sweep, wait_done
 from tests.trainer_support import wait_for
 from trainer_service import queueing
+from trainer_service.settings import TrainerSettings
 from trainer_service.sweeps.coordinator import JOURNAL_GRACE
+from trainer_service.worker.process import build_worker
 
 TTLS = {"RESULT_TTL": "4", "FAILURE_TTL": "6", "IDEMPOTENCY_TTL": "3"}
 
@@ -113,7 +115,6 @@ def test_a_line_written_to_an_ended_sweeps_journal_expires_with_it(redis_url, re
     expiry: that line expires with the journal, and the line counter before any line."""
     import optuna
 
-    from trainer_service.settings import TrainerSettings
     from trainer_service.sweeps import coordinator as sweeps
 
     settings = TrainerSettings.load({"REDIS_URL": redis_url, "RQ_QUEUE": queue})
@@ -128,3 +129,41 @@ def test_a_line_written_to_an_ended_sweeps_journal_expires_with_it(redis_url, re
     ttls = {k.decode(): redis_conn.ttl(k) for k in keys}
     assert all(0 < ttl <= 105 for ttl in ttls.values()), ttls
     assert ttls[f"{prefix}:log_number"] == min(ttls.values()), ttls
+
+
+def test_a_heartbeat_as_the_work_horse_exits_leaves_no_execution_behind(redis_url, queue):
+    """RQ's monitor loop heartbeats every job_monitoring_interval until the work horse has
+    exited; the horse deletes its execution's records before it exits. A heartbeat landing in
+    between re-created them (`rq:executions:<job>` for heartbeat TTL + 60 s), once in CI. Here
+    the horse stays up two intervals after its clean-up, so the heartbeat lands there for sure:
+    once the horse is gone, nothing of the execution is left."""
+    settings = TrainerSettings.load(
+        {"REDIS_URL": redis_url, "RQ_QUEUE": queue, "JOB_HEARTBEAT_SECONDS": "1"}
+    )
+    worker = build_worker(settings, name=f"{queue}-w")
+    rq_perform_job = worker.perform_job
+
+    def perform_then_linger(job, q):  # runs in the work horse
+        done = rq_perform_job(job, q)
+        time.sleep(2.5 * worker.job_monitoring_interval)
+        return done
+
+    worker.perform_job = perform_then_linger
+    job = worker.queues[0].enqueue("os.getpid", job_id=f"{queue}-job", result_ttl=600)
+    heartbeats = []
+    rq_maintain_heartbeats = worker.maintain_heartbeats
+
+    def counted(j):
+        heartbeats.append(time.monotonic())
+        rq_maintain_heartbeats(j)
+
+    worker.maintain_heartbeats = counted
+    conn = worker.connection
+    try:
+        worker.work(burst=True)
+        assert job.get_status(refresh=True) == "finished"
+        assert len(heartbeats) >= 2  # the monitor loop did heartbeat while the horse lingered
+        assert conn.zcard(job.execution_registry.key) == 0
+        assert list(conn.scan_iter(match=f"rq:execution:{job.id}:*")) == []
+    finally:
+        conn.close()

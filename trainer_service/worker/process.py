@@ -205,6 +205,22 @@ class TrainingWorker(Worker):
         self.executing = True
         super().execute_job(job, queue)
         self.executing = False
+        self._while_redis_may_be_down(self._drop_ended_execution)
+
+    def _drop_ended_execution(self) -> None:
+        """The horse has exited: delete its execution's records once more. The horse deletes
+        them as it finishes, but RQ 2's monitor loop may heartbeat between that and the horse's
+        exit, and the heartbeat's ZADD re-creates the job's execution registry
+        (`rq:executions:<job>`, expiring heartbeat TTL + 60 s later) and the execution's hash:
+        keys outliving their job by a minute (RQ 3 adds with XX, rq/rq#2472). Nothing
+        heartbeats this execution any more, so this removal is final."""
+        execution, self.execution = self.execution, None
+        if execution is None:  # RQ cleaned it up in this process (a failed horse)
+            return
+        with self.connection.pipeline() as pipe:
+            pipe.zrem(ExecutionRegistry(execution.job_id, self.connection).key, execution.id)
+            pipe.delete(execution.key)
+            pipe.execute()
 
     def fork_work_horse(self, job: Job, queue) -> None:
         with _FORK_GUARD:  # not in the middle of a reconcile step
