@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml scripts/ensure-system-tools.sh
 
 install: $(STAMP)  ## create .venv and install the project with its test tools
 
-# Two xdist workers: most integration tests wait on processes, so one worker leaves a core idle.
-# loadscope keeps a module's tests (and its module fixtures) on one worker; `exclusive` tests run
-# alone (tests/conftest.py).
+# Two runs. Every test not marked `exclusive` on two xdist workers (most integration tests wait
+# on processes, so one worker leaves a core idle; loadscope keeps a module's tests and its module
+# fixtures on one worker); then the `exclusive` ones (they bound wall time or build network
+# namespaces) one at a time. Mixed into one xdist run they ran alone all the same (the lock in
+# tests/conftest.py), with one worker idle while each waited for the other's test to end.
 test: install  ## the whole suite: unit, integration (real Redis, RQ, gunicorn), e2e
-	$(BIN)/python -m pytest -n 2 --dist loadscope
+	$(BIN)/python -m pytest -n 2 --dist loadscope -m "not exclusive"
+	$(BIN)/python -m pytest -m exclusive
 
 test-fast: install  ## unit tests only
 	$(BIN)/python -m pytest tests/unit

@@ -8,7 +8,8 @@ unique queue name), else an embedded real redis-server started for the session.
 
 `make test` runs the suite on two pytest-xdist workers (most integration tests wait on processes
 and leave a core idle); each worker has its own session fixtures (embedded Redis, S3 server).
-Tests marked `exclusive` run alone (`_taking_turns`).
+Tests marked `exclusive` run alone: `make test` runs them after the others, one at a time, and in
+any other xdist run `_taking_turns` holds the other worker back while one runs.
 """
 
 from __future__ import annotations

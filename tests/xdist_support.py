@@ -1,4 +1,6 @@
-"""Taking turns between the pytest-xdist workers of one run (`make test` runs two)."""
+"""Taking turns between the pytest-xdist workers of one run: an `exclusive` test runs alone in
+any xdist run (`make test` gives them a run of their own; `pytest -n 2 tests/integration` mixes
+them in)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The lock that lets `exclusive` tests run alone under `make test`'s two xdist workers.
+"""The lock that lets `exclusive` tests run alone under two xdist workers.
 
 flock locks belong to an open file description, so threads that each open the files conflict
 exactly as two worker processes do."""
