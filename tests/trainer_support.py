@@ -261,6 +261,9 @@ class Stack:
             JOB_HEARTBEAT_SECONDS="1",
             JOB_HEARTBEAT_GRACE="3",
             SWEEP_RECONCILE_SECONDS="1",
+            # The one dataset these tests' jobs use: by default a worker also decodes
+            # Fashion-MNIST as it starts (~1.3 s of CPU each time, ~60 starts a suite).
+            WORKER_PRELOAD_DATASETS="mnist",
             LOG_LEVEL="INFO",
         )
         self.workers: list = []
