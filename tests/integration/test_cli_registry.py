@@ -6,7 +6,9 @@ refusal → its message and exit 2)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,17 +18,37 @@ from shared.client import main
 from shared.redis_embedded import free_port
 from shared.registry import Registry
 from tests.service_support import Service, publish, trainer_api
+from tests.trainer_support import delete_queue_keys
 
 TOKEN = "cli-test-token"
 
 
-@pytest.fixture
-def api(tmp_path: Path, redis_url: str, queue: str) -> Iterator[tuple[Service, Registry]]:
+@contextlib.contextmanager
+def serving(tmp_path: Path, redis_url: str, queue: str) -> Iterator[tuple[Service, Registry]]:
     """Model `digits` with versions 1 and 2, and the trainer API serving its registry."""
     registry = Registry(tmp_path / "models")
     assert [publish(registry, tmp_path, seed=s) for s in (1, 2)] == [1, 2]
     with trainer_api(registry.root, tmp_path, redis_url, queue, API_TOKEN=TOKEN) as svc:
         yield svc, registry
+
+
+@pytest.fixture
+def api(tmp_path: Path, redis_url: str, queue: str) -> Iterator[tuple[Service, Registry]]:
+    """A registry and API of the test's own, for the tests that change what it serves."""
+    with serving(tmp_path, redis_url, queue) as both:
+        yield both
+
+
+@pytest.fixture(scope="module")
+def refusing_api(tmp_path_factory, redis_url: str) -> Iterator[tuple[Service, Registry]]:
+    """One registry and API for the module's refused commands (24 of them: one gunicorn start
+    each was most of this module's time). Each such test checks the state unchanged by it."""
+    queue = f"t{uuid.uuid4().hex[:10]}"
+    try:
+        with serving(tmp_path_factory.mktemp("refusals"), redis_url, queue) as both:
+            yield both
+    finally:
+        delete_queue_keys(redis_url, queue)
 
 
 def cli(svc: Service, capsys: pytest.CaptureFixture, *argv: str, token: str = TOKEN):
@@ -123,8 +145,8 @@ def test_cli_sets_and_clears_the_retention_rule(api, capsys) -> None:
         (["cancel-sweep"], "required"),
     ],
 )
-def test_cli_bad_arguments_exit_2_with_a_usage_message(api, capsys, argv, message) -> None:
-    svc, registry = api
+def test_cli_bad_arguments_exit_2_with_a_usage_message(refusing_api, capsys, argv, message) -> None:
+    svc, registry = refusing_api
     before = registry.state("digits")
     code, out, err = cli(svc, capsys, *argv)
     assert code == 2 and out == "", out
@@ -148,9 +170,9 @@ def test_cli_bad_arguments_exit_2_with_a_usage_message(api, capsys, argv, messag
     ],
 )
 def test_cli_api_refusals_print_the_api_message_and_exit_2(
-    api, capsys, argv, status, message
+    refusing_api, capsys, argv, status, message
 ) -> None:
-    svc, registry = api
+    svc, registry = refusing_api
     before = registry.state("digits")
     code, out, err = cli(svc, capsys, *argv)
     assert code == 2 and out == "", out
@@ -159,11 +181,12 @@ def test_cli_api_refusals_print_the_api_message_and_exit_2(
     assert registry.state("digits") == before
 
 
-def test_cli_without_the_token_is_refused(api, capsys) -> None:
-    svc, registry = api
+def test_cli_without_the_token_is_refused(refusing_api, capsys) -> None:
+    svc, registry = refusing_api
+    before = registry.state("digits")
     code, _, err = cli(svc, capsys, "alias", "digits", "champion", "1", token="wrong")
     assert code == 2 and "HTTP 401" in err, err
-    assert registry.state("digits")["aliases"] == {}
+    assert registry.state("digits") == before
 
 
 def test_cli_cancels_a_sweep(api, capsys, tmp_path: Path) -> None:
