@@ -6,6 +6,7 @@ but the worker's own registration and RQ's registries until RQ's maintenance cle
 
 from __future__ import annotations
 
+import signal
 import time
 
 import redis
@@ -159,11 +160,14 @@ def test_a_heartbeat_as_the_work_horse_exits_leaves_no_execution_behind(redis_ur
 
     worker.maintain_heartbeats = counted
     conn = worker.connection
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        worker.work(burst=True)
+        worker.work(burst=True)  # installs the worker's stop handlers in this process
         assert job.get_status(refresh=True) == "finished"
         assert len(heartbeats) >= 2  # the monitor loop did heartbeat while the horse lingered
         assert conn.zcard(job.execution_registry.key) == 0
         assert list(conn.scan_iter(match=f"rq:execution:{job.id}:*")) == []
     finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         conn.close()
