@@ -9,6 +9,8 @@ lacks, and why:
 * BLAS threads = the cores (`configure_blas_threads`); what jobs import and the local datasets
   loaded before it listens (`warm_up`, worker.preload);
 * a sweep reconcile thread (`_reconcile_sweeps`), so a sweep whose trial's worker died goes on;
+* an ended job leaves no execution record behind (`TrainingWorker._drop_ended_execution`: RQ 2's
+  heartbeat could re-create one as the work horse exited);
 * Redis outages do not kill it, at start-up neither (`_while_redis_may_be_down`, `_work`,
   `_connected_worker`): a job survives an outage shorter than JOB_HEARTBEAT_GRACE (its work horse
   waits that long for a hung Redis); after that the API reports it abandoned. Every other call
