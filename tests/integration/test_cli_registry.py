@@ -41,7 +41,7 @@ def api(tmp_path: Path, redis_url: str, queue: str) -> Iterator[tuple[Service, R
 
 @pytest.fixture(scope="module")
 def refusing_api(tmp_path_factory, redis_url: str) -> Iterator[tuple[Service, Registry]]:
-    """One registry and API for the module's refused commands (24 of them: one gunicorn start
+    """One registry and API for the module's refused commands (25 of them: one gunicorn start
     each was most of this module's time). Each such test checks the state unchanged by it."""
     queue = f"t{uuid.uuid4().hex[:10]}"
     try:
