@@ -445,13 +445,14 @@ _CHURN = textwrap.dedent(
     import hashlib, json, random, sys
     from shared.registry import Registry
     url, cache, expected, rounds = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
-    reg, rng = Registry(url, cache_dir=cache, cache_max_mb=1), random.Random()
+    reg, rng, seen = Registry(url, cache_dir=cache, cache_max_mb=1), random.Random(), set()
     for _ in range(rounds):
         v = rng.choice(sorted(expected))
         data = reg.weights_path("m", int(v)).read_bytes()
         assert hashlib.sha256(data).hexdigest() == expected[v], f"version {v}: other bytes"
         reg.release("m", int(v))
-    print(rounds)
+        seen.add(v)
+    print(len(seen))
     """
 )
 
@@ -479,7 +480,9 @@ def test_processes_sharing_the_cache_never_see_a_half_pruned_version(
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
-        assert int(out) == ROUNDS, out  # every round read its version's bytes
+        # More versions than the cache holds (3 of 6): it read while the cache had to prune.
+        # (30 uniform draws stay within 3 versions with odds of about 2e-8.)
+        assert int(out) > 3, out
     reader = s3.make(cache_dir=cache, cache_max_mb=1)
     reader.storage.cache.prune()  # the last to let go may not have been over the limit itself
     assert _cache_bytes(reader) <= _MB
