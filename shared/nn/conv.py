@@ -18,12 +18,11 @@ Layout (why the arrays look the way they do): the work is done channel-last. Row
 ordered (n, p, q) make the product's output (N, Ho, Wo, O) channel-last without a copy, and
 columns ordered (i, j, c) make W stored as (k, k, C, O) reshape to W_col for free. The layer
 returns that output as a (N, O, Ho, Wo) *view*, so shapes are (channels, height, width) per
-sample everywhere while the next layers read memory in order. dX_col is one product per block,
-written over that block's X_col (same size, no longer needed); col2im reads it a window's kernel
-row (k*C floats) at a time (`Conv2D._col2im`), which costs nothing extra while the block is in
-cache (an offset-major dX_col, one stacked product of k*k small ones, read contiguously,
-measured the same on one core but made k*k times more BLAS calls: on a busy machine every
-multi-threaded call is a wait for the other core).
+sample everywhere while the next layers read memory in order. dX_col is written over the block's
+X_col (same size, no longer needed) offset-major: one (N*Ho*Wo, C) plane per kernel offset
+(i, j), k*k products dY @ W[i, j]^T in one stacked call, so that col2im is k*k adds of a whole
+plane onto the input pixels it came from, each walking runs of Wo*C floats (stride 1) where a
+row-major dX_col offers runs of k*C at most (`Conv2D._col2im`).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import sliding_window_view
 
 from shared.nn.layers import Layer
 
@@ -228,6 +227,7 @@ class Conv2D(Layer):
         self._xp = None
         dw = self.dW.reshape(k * k * c, o)
         w_col = self.W.reshape(k * k * c, o)
+        w_planes = self.W.reshape(k * k, c, o).transpose(0, 2, 1)  # W[i, j]^T, a view
         h, w = self._input_hw
         if need_input_grad:
             dxp = self._out("dxp", xp.shape, True)
@@ -250,49 +250,35 @@ class Conv2D(Layer):
                 dw += dw_block
             if not need_input_grad:
                 continue
-            # dX_col = dY @ W_col^T, into the memory of the block's X_col, in its layout.
-            if self._offset_major:
-                np.matmul(w_col, g_block.T, out=x_col.T)
-            else:
-                np.matmul(g_block, w_col.T, out=x_col)
-            self._col2im(x_col, dxp[start : start + m], ho, wo)
+            # dX_col = dY @ W_col^T, offset-major, into the memory of the block's X_col.
+            planes = cols[: m * pixels * k * k * c].reshape(k * k, m * pixels, c)
+            if c == 1:  # the planes are columns: one product (k*k, O) @ (O, m*Ho*Wo)
+                np.matmul(w_col, g_block.T, out=planes[..., 0])
+            else:  # plane (i, j) = dY @ W[i, j]^T, (m*Ho*Wo, O) @ (O, C)
+                np.matmul(g_block, w_planes, out=planes)
+            self._col2im(planes, dxp[start : start + m], ho, wo)
         if not need_input_grad:
             return None
         _, top, _ = self._side(h)
         _, left, _ = self._side(w)
         return dxp[:, top : top + h, left : left + w, :].transpose(0, 3, 1, 2)
 
-    def _col2im(self, dx_col: np.ndarray, dxp: np.ndarray, ho: int, wo: int) -> None:
+    def _col2im(self, planes: np.ndarray, dxp: np.ndarray, ho: int, wo: int) -> None:
         """dxp[n, s*p + i, s*q + j, c] += dX_col[(n, p, q), (i, j, c)] for every window (p, q)
         and kernel offset (i, j): each window's gradient added onto the input pixels it read.
 
-        NumPy's time in these adds goes by the length of the runs of memory they walk, not by
-        the number of floats. Offset-major (one channel): each kernel offset's plane, read
-        contiguously, is added onto strided rows of Wo pixels. Row-major: per kernel offset the
-        runs would be C floats; instead, per kernel row i and a set of windows far enough apart
-        that their columns do not overlap (q = r, r + step, ...; s * step >= k), each window's
-        k*C values go to k*C consecutive floats of dxp's row s*p + i: k * step adds walking runs
-        of k*C floats (those of successive windows join into one when s * step = k).
+        dX_col comes offset-major, `planes` (k*k, m*Ho*Wo, C): the plane of offset (i, j) is
+        added as a whole onto the pixels s*p + i, s*q + j of every window, k*k adds. NumPy's time
+        in these adds goes by the runs of memory they walk, not by the floats; with stride 1 a
+        plane's row of Wo*C floats lands on Wo*C consecutive floats of dxp (stride s: runs of C).
+        Measured against a row-major dX_col added a window's kernel row (k*C floats) at a time:
+        BENCHMARKS.md §1, "col2im by kernel offsets".
         """
         k, s, c, m = self.kernel_size, self.stride, self.in_channels, dxp.shape[0]
-        if self._offset_major:
-            planes = dx_col.T.reshape(k, k, m, ho, wo)
-            for i in range(k):
-                for j in range(k):
-                    dxp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, 0] += planes[
-                        i, j
-                    ]
-            return
-        dcols = dx_col.reshape(m, ho, wo, k, k, c)
-        step = -(-k // s)  # windows this many apart read disjoint columns
-        sn, sh, sw, sc = dxp.strides
+        planes = planes.reshape(k, k, m, ho, wo, c)
         for i in range(k):
-            for r in range(min(step, wo)):
-                windows = len(range(r, wo, step))
-                target = as_strided(
-                    dxp[:, i:, r * s :], (m, ho, windows, k * c), (sn, s * sh, s * step * sw, sc)
-                )
-                target += dcols[:, :, r::step, i].reshape(m, ho, windows, k * c)
+            for j in range(k):
+                dxp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s] += planes[i, j]
 
     def astype(self, dtype: Any) -> None:
         super().astype(dtype)
