@@ -90,7 +90,7 @@ _CNN_NETWORK: list[dict[str, Any]] = [
 #: maps into 128 channels: ... -> 4x4x64 -> 4x4x128 -> 256 -> 10 (654k parameters with batch
 #: norm). With the same recipe it fits the distorted training images better than the `cnn`
 #: network (training accuracy 99.9 % against 99.7 %), which stops near 99.65 % on the test set
-#: (BENCHMARKS.md §2); its step costs 1.17x the `cnn` network's.
+#: (BENCHMARKS.md §2); its epochs take longer (33-36 s against 25-31 s side by side, §2).
 _CNN_BEST_NETWORK: list[dict[str, Any]] = [
     {"conv": 32, "kernel": 5},
     {"pool": 2},

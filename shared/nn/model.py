@@ -487,11 +487,11 @@ def build_network(
     flat and passes no gradient either way); a `cnn` epoch 19.8 s instead of 21.0 s
     (BENCHMARKS.md §1). Batch norm after the pool is a different normalisation (its statistics are
     the pooled values', conv -> pool -> BN -> ReLU as in many Keras MNIST nets), chosen for its
-    cost: `cnn-best`'s two BatchNorm2d layers took 9.3 ms of a ~60 ms step on the unpooled maps,
-    2.4 ms after the pools (BENCHMARKS.md §1), at the same accuracy (§2). Initialisation as
-    `build_mlp`'s: He for a ReLU-family activation (every Conv2D: He), a layer followed by batch
-    norm has no bias, independent random streams from `seed` for the weights and each dropout
-    layer.
+    cost: with batch norm, the `cnn` network's two BatchNorm2d layers took 9.3 ms of a ~60 ms
+    step on the unpooled maps, 2.4 ms after the pools (BENCHMARKS.md §1), at the same accuracy
+    (§2). Initialisation as `build_mlp`'s: He for a ReLU-family activation (every Conv2D: He), a
+    layer followed by batch norm has no bias, independent random streams from `seed` for the
+    weights and each dropout layer.
     """
     root = np.random.SeedSequence([seed, _MODEL_STREAM_TAG])
     init_seed, *dropout_seeds, input_seed = root.spawn(2 + len(network))
