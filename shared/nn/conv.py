@@ -42,8 +42,8 @@ PADDINGS = ("valid", "same")
 #: from the padded input the layer keeps (a copy from cache is cheaper than a trip to memory); a
 #: batch that fits one block keeps its X_col from forward (the `cnn` network at batch 128: the
 #: first conv's whole batch is one block, the second conv's blocks are 40 samples). Not smaller:
-#: each block is 3 BLAS calls, and with 2 BLAS threads every call is a hand-over between the
-#: cores. `python -m benchmarks.layers --threads T --block-floats
+#: each block is 3 BLAS calls or more (k*k more in a stacked one), and with 2 BLAS threads every
+#: call is a hand-over between the cores. `python -m benchmarks.layers --threads T --block-floats
 #: 524288 1048576 2097152 4194304 16777216` (the `cnn` training step; Intel Xeon, 2 vCPUs,
 #: 2026-12-06, BENCHMARKS.md §1): at 2 threads 2^21 floats takes 0.920 of the time of 2^19 (the
 #: value before, chosen on one core), 2^22 and up the same as 2^21; at 1 thread 0.974.
