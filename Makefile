@@ -36,7 +36,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 up: install  ## the whole stack locally: the Procfile under honcho, with Redis (or an embedded one)
-	$(BIN)/python scripts/run_local.py $(ARGS)
+	$(BIN)/python -S -m scripts.run_local $(ARGS)
 
 bench: install  ## engine speed vs PyTorch (MLP and CNN), then preset accuracy (~35 min, quiet machine); see BENCHMARKS.md
 	$(BIN)/python -m pip install -q 'torch==2.13.0'

@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Run the whole digitflow stack on this machine, without Docker (this is what `make up` runs).
+"""Run the whole digitflow stack on this machine, without Docker: `make up` runs this module.
 
 The processes are the `Procfile`'s (docker-compose.yml's service commands word for word), run by
 honcho, which prefixes each output line with the process's name, stops every process on Ctrl-C or
@@ -13,15 +12,34 @@ Exit status: 0 when stopped by Ctrl-C, SIGTERM or SIGHUP; 1 when a process stopp
 the stack did not become healthy in time (after stopping everything else).
 """
 
+# ruff: noqa: E402 - every import but these two follows the signal mask below
 from __future__ import annotations
+
+import signal
+import sys
+
+# A Ctrl-C at any instant of start-up stops everything. Until main() installs the handlers, the
+# stop signals wait, blocked and pending. `make up` runs this file as `python -S -m
+# scripts.run_local` because CPython 3.11 swallows a KeyboardInterrupt at two points of its own
+# start-up, before any line here runs, and then carries on as if no Ctrl-C had come:
+# - when given a script path, it checks whether the path is a zip archive, prints "Failed checking
+#   if argv[0] is an import path entry" and the interrupt, and runs the script anyway (-m makes
+#   no such check);
+# - site.py runs the .pth files of site-packages (the editable install's imports pathlib), and
+#   an interrupt inside a class body's __set_name__ becomes a RuntimeError, which site prints
+#   and skips. -S leaves site out of start-up; it runs here, with the signals already blocked.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+if sys.flags.no_site:
+    import site
+
+    site.main()
 
 import argparse
 import datetime
 import errno
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 import urllib.request
@@ -34,14 +52,11 @@ from honcho.printer import Message, Printer
 from redis import Redis, RedisError
 from rq import Queue, Worker
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # run as a script: make `shared` importable
-    sys.path.insert(0, str(REPO_ROOT))
+from shared.blas import BLAS_THREAD_VARIABLES
+from trainer_service import queueing
+from trainer_service.settings import TrainerSettings
 
-# E402: imported after the sys.path fix
-from shared.blas import BLAS_THREAD_VARIABLES  # noqa: E402
-from trainer_service import queueing  # noqa: E402
-from trainer_service.settings import TrainerSettings  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 NAME = "make up"  # the prefix of this script's own lines
 STOPPED_BY_SIGNAL = (130, 143)  # honcho's return code after SIGINT / SIGTERM
@@ -334,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, stack.manager.request_stop)
     # A closed terminal (SIGHUP) stops everything too, as Ctrl-C and SIGTERM do.
     signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came already runs now
     if problem := stack.check_ports():
         stack.say(f"error: {problem}")
         return 1

@@ -1,6 +1,6 @@
-"""`make up` as the tests start it: scripts/run_local.py as a child process (its own session,
-like a terminal), its output collected line by line, with an environment of the test's own
-(registry, data and queue in the test's folders, no port or token from the caller's shell).
+"""`make up` as the tests start it: the Makefile's command for it as a child process (its own
+session, like a terminal), its output collected line by line, with an environment of the test's
+own (registry, data and queue in the test's folders, no port or token from the caller's shell).
 Used by tests/integration/test_run_local.py and the README test."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import contextlib
 import os
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,18 +21,30 @@ import pytest
 
 from tests import REPO_ROOT
 
-SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
+
+def make_up_command() -> list[str]:
+    """The Makefile's `up` recipe, with this interpreter for `$(BIN)/python` and without
+    `$(ARGS)`: the tests start the runner (scripts/run_local.py) exactly as `make up` does, flags
+    and all (they matter for a Ctrl-C early in its start-up)."""
+    lines = (REPO_ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+    recipe = lines[next(n for n, line in enumerate(lines) if line.startswith("up:")) + 1]
+    words = shlex.split(recipe)
+    assert words[0] == "$(BIN)/python" and words[-1] == "$(ARGS)", recipe
+    return [sys.executable, *words[1:-1]]
+
+
+UP_COMMAND = make_up_command()
 _STARTED = re.compile(r"\| (\S+) started \(pid=(\d+)\)")  # honcho's line for each process
 
 
 class RunLocal:
-    """scripts/run_local.py as a child, its output collected line by line."""
+    """`make up`'s runner as a child, its output collected line by line."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.process = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--env-file", "", *args],
+            [*UP_COMMAND, "--env-file", "", *args],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
