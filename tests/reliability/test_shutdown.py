@@ -99,6 +99,29 @@ def marked_processes(mark: str) -> set[int]:
     return found
 
 
+def end_try(proc: subprocess.Popen, mark: str) -> None:
+    """Stop a try's process group, then SIGKILL any process of the try still alive (one that
+    left the group: an embedded redis-server, honcho's processes)."""
+    stop_process(proc, timeout=5)
+    for pid in marked_processes(mark):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def start_make_up(log_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen:
+    """`make up`'s command on free ports, in a session of its own with SIGINT at its default
+    action (as a terminal starts it), its output appended to log_path."""
+    log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by stop_process
+    proc = subprocess.Popen(
+        [*UP_COMMAND, "--env-file", "", "--trainer-port", str(free_port()),
+         "--inference-port", str(free_port()), *args],
+        cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True, preexec_fn=sigint_at_default,
+    )  # fmt: skip
+    proc._digitflow_log = log  # type: ignore[attr-defined]
+    return proc
+
+
 def embedded_redis_running(redis_dir: Path) -> set[int]:
     """Live processes working in `redis_dir` (an embedded redis-server chdirs to its --dir)."""
     found = set()
@@ -168,10 +191,7 @@ def signal_at_random_instants(
             took = time.monotonic() - signalled
             alive = marked_processes(mark) if code is not None else set()
         finally:
-            stop_process(proc, timeout=5)
-            for pid in marked_processes(mark):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            end_try(proc, mark)
         log = log_path.read_text(errors="replace")
         if not handler_in(log_before):
             phase = "before its handler"
@@ -329,20 +349,12 @@ def test_make_up_stops_everything_at_any_moment_of_start_up_and_idle_time(
     redis_dirs: list[Path] = []
 
     def start(log_path: Path, mark: dict[str, str]) -> subprocess.Popen:
-        args = [*UP_COMMAND, "--env-file", ""]
-        args += ["--trainer-port", str(free_port()), "--inference-port", str(free_port())]
         own = {**env, **mark, "REDIS_URL": redis_url}
         redis_dirs.append(tmp_path / f"redis{len(redis_dirs)}")
         if len(redis_dirs) // 2 % 2:  # an embedded Redis every other pair of tries
             del own["REDIS_URL"]
-            args += ["--redis-dir", str(redis_dirs[-1])]
-        log = open(log_path, "ab")  # noqa: SIM115 - closed with the process by stop_process
-        proc = subprocess.Popen(
-            args, cwd=REPO_ROOT, env=own, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=sigint_at_default,
-        )  # fmt: skip
-        proc._digitflow_log = log  # type: ignore[attr-defined]
-        return proc
+            return start_make_up(log_path, own, "--redis-dir", str(redis_dirs[-1]))
+        return start_make_up(log_path, own)
 
     def left_behind() -> str | None:
         problems = []
@@ -391,28 +403,18 @@ def test_make_up_stops_on_a_ctrl_c_in_every_half_millisecond_of_the_interpreters
         instant = i * 0.0005
         log_path = tmp_path / f"make-up{i}.log"
         mark = uuid.uuid4().hex
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [*UP_COMMAND, "--env-file", "", "--trainer-port", str(free_port()),
-                 "--inference-port", str(free_port())],
-                cwd=REPO_ROOT, env={**env, TRY_MARK: mark}, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=sigint_at_default,
-            )  # fmt: skip
-            spawned = time.monotonic()
+        proc = start_make_up(log_path, {**env, TRY_MARK: mark})
+        spawned = time.monotonic()
+        try:
+            time.sleep(max(0.0, spawned + instant - time.monotonic()))
+            os.killpg(proc.pid, signal.SIGINT)
             try:
-                time.sleep(max(0.0, spawned + instant - time.monotonic()))
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    code = proc.wait(timeout=2 * EXIT_WITHIN)
-                except subprocess.TimeoutExpired:
-                    code = None
-                alive = marked_processes(mark)
-            finally:
-                stop_process(proc, timeout=5)
-                for pid in marked_processes(mark):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                code = proc.wait(timeout=2 * EXIT_WITHIN)
+            except subprocess.TimeoutExpired:
+                code = None
+            alive = marked_processes(mark)
+        finally:
+            end_try(proc, mark)
         text = log_path.read_text(errors="replace")
         default_action = code == -signal.SIGINT or (code == 1 and "KeyboardInterrupt" in text)
         outcomes["exit 0" if code == 0 else "default action" if default_action else str(code)] += 1
