@@ -35,8 +35,9 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The runner blocks its stop signals before Python imports anything (scripts/run_local.py says why).
 up: install  ## the whole stack locally: the Procfile under honcho, with Redis (or an embedded one)
-	$(BIN)/python -S -m scripts.run_local $(ARGS)
+	$(BIN)/python -S -c 'import _signal as s; s.pthread_sigmask(s.SIG_BLOCK, (s.SIGTERM, s.SIGINT, s.SIGHUP)); import scripts.run_local as r; raise SystemExit(r.main())' $(ARGS)
 
 bench: install  ## engine speed vs PyTorch (MLP and CNN), then preset accuracy (~35 min, quiet machine); see BENCHMARKS.md
 	$(BIN)/python -m pip install -q 'torch==2.13.0'

@@ -12,24 +12,25 @@ Exit status: 0 when stopped by Ctrl-C, SIGTERM or SIGHUP; 1 when a process stopp
 the stack did not become healthy in time (after stopping everything else).
 """
 
-# ruff: noqa: E402 - every import but these two follows the signal mask below
+# ruff: noqa: E402 - the imports follow site.main() below
 from __future__ import annotations
 
 import signal
 import sys
 
-# A Ctrl-C at any instant of start-up stops everything. Until main() installs the handlers, the
-# stop signals wait, blocked and pending. `make up` runs this file as `python -S -m
-# scripts.run_local` because CPython 3.11 swallows a KeyboardInterrupt at two points of its own
-# start-up, before any line here runs, and then carries on as if no Ctrl-C had come:
-# - when given a script path, it checks whether the path is a zip archive, prints "Failed checking
-#   if argv[0] is an import path entry" and the interrupt, and runs the script anyway (-m makes
-#   no such check);
-# - site.py runs the .pth files of site-packages (the editable install's imports pathlib), and
-#   an interrupt inside a class body's __set_name__ becomes a RuntimeError, which site prints
-#   and skips. -S leaves site out of start-up; it runs here, with the signals already blocked.
+# A Ctrl-C at any instant of start-up stops everything. `make up` starts this module with `python
+# -S -c`, whose first statement blocks the stop signals (STOP_SIGNALS) before Python imports
+# anything; main() unblocks them once its handlers are in, and one that came in the meantime
+# runs then. Without the mask a Ctrl-C can be lost: before our handlers are in, CPython 3.11
+# turns it into a KeyboardInterrupt, and some places of its start-up print that and carry on:
+# - the check whether a script's path is a zip archive ("Failed checking if argv[0] is an import
+#   path entry"; then the script runs anyway);
+# - site.py's .pth files (the editable install's imports pathlib; an interrupt in a class body's
+#   __set_name__ becomes a RuntimeError, which site prints and skips);
+# - the weakref callback that drops each import's module lock ("Exception ignored in: <function
+#   _get_module_lock.<locals>.cb ...>").
+# -S leaves site out of the interpreter's start-up: it runs here, inside the mask.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 if sys.flags.no_site:
     import site
 
@@ -64,8 +65,10 @@ STOPPED_BY_SIGNAL = (130, 143)  # honcho's return code after SIGINT / SIGTERM
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog="make up",
         description="Start Redis (or an embedded one), the trainer API, trainer worker(s) and "
-        "the inference service locally, from the Procfile. Ctrl-C stops them all."
+        "the inference service locally, from the Procfile. Ctrl-C stops them all. Options go "
+        'in ARGS: make up ARGS="--workers 3".',
     )
     parser.add_argument("--trainer-port", type=int, help="default: $TRAINER_PORT or 8001")
     parser.add_argument("--inference-port", type=int, help="default: $INFERENCE_PORT or 8000")

@@ -99,6 +99,14 @@ def marked_processes(mark: str) -> set[int]:
     return found
 
 
+def default_action(code: int, sig: int, log: str) -> bool:
+    """The signal's default action ended the process. SIGINT's default in Python is
+    KeyboardInterrupt: exit -2 when it ends the main module, exit 1 when it lands outside it
+    (site.py's "Fatal Python error", or the interpreter's own start-up: just
+    "KeyboardInterrupt")."""
+    return code == -sig or (code == 1 and "KeyboardInterrupt" in log)
+
+
 def end_try(proc: subprocess.Popen, mark: str) -> None:
     """Stop a try's process group, then SIGKILL any process of the try still alive (one that
     left the group: an embedded redis-server, honcho's processes)."""
@@ -206,12 +214,7 @@ def signal_at_random_instants(
         elif code == 0:
             outcome = "exit 0"
             exit_times.append(took)
-        elif phase == "before its handler" and (
-            # SIGINT's default is KeyboardInterrupt: exit -2 when it ends the main module, exit 1
-            # when it lands outside it (site.py's "Fatal Python error", or the interpreter's own
-            # start-up: just "KeyboardInterrupt").
-            code == -sig or (code == 1 and "KeyboardInterrupt" in log)
-        ):
+        elif phase == "before its handler" and default_action(code, sig, log):
             outcome = "default action"
         else:
             outcome = f"exit {code}"
@@ -389,12 +392,13 @@ def test_make_up_stops_everything_at_any_moment_of_start_up_and_idle_time(
 def test_make_up_stops_on_a_ctrl_c_in_every_half_millisecond_of_the_interpreters_start_up(
     redis_url: str, mnist_dir: Path, unique_name: str, tmp_path: Path
 ) -> None:
-    """CPython 3.11 loses a Ctrl-C that lands in either of two short spans of its own start-up:
-    it prints the KeyboardInterrupt and carries on (scripts/run_local.py's first comment names
-    them). Each span is a few tenths of a millisecond, about 15 ms after spawn here, so the
-    random instants above hit them rarely (once in CI, at 0.02 s). `make up`'s command steps
-    around both. Here Ctrl-C comes at every half millisecond of the first 40 ms, and each try
-    must end within 4 s: exit 0 (the runner's handler took it) or SIGINT's default action."""
+    """CPython 3.11 loses a Ctrl-C that lands in some short spans of its own start-up: it prints
+    the KeyboardInterrupt and carries on (scripts/run_local.py's first comment names them). They
+    are a few tenths of a millisecond or less, 10-20 ms after spawn here, so the random instants
+    above hit them rarely (once in CI, at 0.02 s). `make up`'s command blocks the stop signals
+    before Python imports anything. Here Ctrl-C comes at every half millisecond of the first
+    40 ms, and each try must end within 4 s: exit 0 (the runner's handler took it) or SIGINT's
+    default action."""
     env = stack_env(tmp_path, mnist_dir, unique_name)
     env.update(REDIS_URL=redis_url, PYTHONUNBUFFERED="1", NO_COLOR="1")
     outcomes: Counter[str] = Counter()
@@ -412,13 +416,13 @@ def test_make_up_stops_on_a_ctrl_c_in_every_half_millisecond_of_the_interpreters
                 code = proc.wait(timeout=2 * EXIT_WITHIN)
             except subprocess.TimeoutExpired:
                 code = None
-            alive = marked_processes(mark)
+            alive = marked_processes(mark) if code is not None else set()
         finally:
             end_try(proc, mark)
         text = log_path.read_text(errors="replace")
-        default_action = code == -signal.SIGINT or (code == 1 and "KeyboardInterrupt" in text)
-        outcomes["exit 0" if code == 0 else "default action" if default_action else str(code)] += 1
-        if (code != 0 and not default_action) or alive:
+        ended = code is not None and default_action(code, signal.SIGINT, text)
+        outcomes["exit 0" if code == 0 else "default action" if ended else str(code)] += 1
+        if (code != 0 and not ended) or alive:
             shown = "\n".join(text.splitlines()[:30])
             failures.append(
                 f"Ctrl-C {instant * 1000:.1f} ms after spawn: "
