@@ -35,7 +35,8 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The runner blocks its stop signals before Python imports anything (scripts/run_local.py says why).
+# The runner blocks its stop signals before Python imports anything (scripts/run_local.py says why);
+# they are its STOP_SIGNALS (tests/unit/test_make_up_signal_mask.py keeps the two lists the same).
 up: install  ## the whole stack locally: the Procfile under honcho, with Redis (or an embedded one)
 	$(BIN)/python -S -c 'import _signal as s; s.pthread_sigmask(s.SIG_BLOCK, (s.SIGTERM, s.SIGINT, s.SIGHUP)); import scripts.run_local as r; raise SystemExit(r.main())' $(ARGS)
 
